@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Install the Debian packages a target needs, when they are missing and we are root.
+# Usage: scripts/system-deps.sh test|bench
+# Not root: print what is missing and go on; tests that need a tool skip (or fail under CI=true).
+set -euo pipefail
+
+case "${1:-test}" in
+  test)  want=(curl:curl) ;;
+  bench) want=(wrk:wrk haproxy:haproxy nginx:nginx curl:curl) ;;
+  *) echo "usage: $0 test|bench" >&2; exit 2 ;;
+esac
+
+missing=()
+for item in "${want[@]}"; do
+  cmd=${item%%:*}; pkg=${item#*:}
+  command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || missing+=("$pkg")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q >/dev/null
+  apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+else
+  echo "missing Debian packages (not root, not installing): ${missing[*]}" >&2
+fi

@@ -1,0 +1,280 @@
+"""The validated, frozen configuration model (SPEC.md "Configuration file").
+
+Every table forbids unknown keys, so a typo is an error rather than a silently ignored
+setting. The runtime trusts an instance of `Config`: cross-references (default_backend,
+use_backend, modes) are checked by `balancer.config.load` before one is handed out.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from balancer.config.values import AddressValue, Duration, Network, Size
+
+Mode = Literal["http", "tcp"]
+Balance = Literal[
+    "roundrobin",
+    "static-rr",
+    "leastconn",
+    "first",
+    "random",
+    "source",
+    "uri",
+    "hdr",
+    "url_param",
+    "maglev",
+    "ring",
+    "least_time",
+    "least_traffic",
+    "agent_load",
+]
+ServerState = Literal["ready", "drain", "maint"]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Global(Model):
+    workers: int = Field(1, ge=0, le=256)
+    grace: Duration = 30.0
+    log: str = "stdout"
+    log_format: Literal["text", "json"] = "text"
+    maxconn: int = Field(100000, ge=1)
+    user: str = ""
+    group: str = ""
+    disable_file: str = ""
+
+    @field_validator("log")
+    @classmethod
+    def _log_target(cls, value: str) -> str:
+        if value in ("stdout", "stderr", "none") or value.startswith("file:"):
+            return value
+        if re.fullmatch(r"syslog:udp://[^:/]+:\d+", value):
+            return value
+        raise ValueError(
+            f'invalid log target {value!r}: use "stdout", "stderr", "none", "file:/path" '
+            'or "syslog:udp://HOST:PORT"'
+        )
+
+
+class Admin(Model):
+    socket: str = ""
+    bind: AddressValue | None = None
+
+
+class Auth(Model):
+    user: str
+    password: str
+
+
+class Stats(Model):
+    bind: AddressValue | None = None
+    uri: str = "/stats"
+    auth: Auth | None = None
+    refresh: Duration = 2.0
+
+
+class FrontendTLS(Model):
+    cert: list[str] = Field(min_length=1)
+    alpn: list[str] = ["http/1.1"]
+    ciphers: str = ""
+    min_version: Literal["1.2", "1.3"] = "1.2"
+    client_ca: str = ""
+    verify_client: Literal["none", "optional", "required"] = "none"
+
+
+class FrontendTimeouts(Model):
+    client: Duration = 30.0
+    http_request: Duration = 10.0
+    http_keep_alive: Duration = 5.0
+    tunnel: Duration = 3600.0
+
+
+class Limits(Model):
+    """Request size limits; past them the client gets 414, 431 or 413."""
+
+    request_line: Size = 8192
+    headers: Size = 32768
+    header_count: int = Field(100, ge=1)
+    body: Size = 0  # 0 = unlimited
+
+
+class Condition(Model):
+    """ACL conditions: every key given must match (AND); within a key's list any value (OR)."""
+
+    path: list[str] | None = None
+    path_beg: list[str] | None = None
+    path_end: list[str] | None = None
+    path_reg: list[str] | None = None
+    host: list[str] | None = None
+    hdr: dict[str, list[str]] | None = None
+    method: list[str] | None = None
+    src: list[Network] | None = None
+    query: list[str] | None = None
+
+    @field_validator("path_reg")
+    @classmethod
+    def _regexes_compile(cls, values: list[str] | None) -> list[str] | None:
+        for value in values or ():
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"invalid regular expression {value!r}: {exc}") from None
+        return values
+
+
+class Redirect(Model):
+    location: str
+    code: Literal[301, 302, 303, 307, 308] = 302
+
+
+class Rule(Model):
+    if_: Condition | None = Field(None, alias="if")
+    unless: Condition | None = None
+    use_backend: str | None = None
+    action: Literal["deny", "allow"] | None = None
+    redirect: Redirect | None = None
+    set_header: dict[str, str] = {}
+    del_header: list[str] = []
+
+
+class Frontend(Model):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
+    bind: list[AddressValue] = Field(min_length=1)
+    mode: Mode = "http"
+    default_backend: str | None = None
+    maxconn: int = Field(0, ge=0)
+    accept_proxy: bool = False
+    tls: FrontendTLS | None = None
+    timeouts: FrontendTimeouts = FrontendTimeouts()
+    forwardfor: bool = True
+    limits: Limits = Limits()
+    rule: list[Rule] = []
+
+    @field_validator("bind", mode="before")
+    @classmethod
+    def _one_bind(cls, value: object) -> object:
+        return [value] if isinstance(value, str) else value
+
+
+class StickTable(Model):
+    on: Literal["src"] = "src"
+    expire: Duration = 1800.0
+    size: int = Field(100000, ge=1)
+
+
+class Cookie(Model):
+    name: str
+    mode: Literal["insert", "prefix", "rewrite"] = "insert"
+    httponly: bool = False
+    secure: bool = False
+    maxidle: Duration = 0.0
+    maxlife: Duration = 0.0
+    nocache: bool = True
+
+
+class Check(Model):
+    type: Literal["tcp", "http"] = "tcp"
+    method: str = "GET"
+    path: str = "/"
+    host: str = ""
+    expect: int | list[int] | str = 200
+    body: str = ""
+    interval: Duration = 2.0
+    fastinterval: Duration | None = None
+    downinterval: Duration | None = None
+    rise: int = Field(2, ge=1)
+    fall: int = Field(3, ge=1)
+    timeout: Duration = 1.0
+    ssl: bool = False
+
+
+class Observe(Model):
+    errors: int = Field(5, ge=1)
+    cooldown: Duration = 30.0
+    max_ejected: str = "50%"
+
+    @field_validator("max_ejected")
+    @classmethod
+    def _percentage(cls, value: str) -> str:
+        if not re.fullmatch(r"\d{1,3}%", value) or int(value[:-1]) > 100:
+            raise ValueError(f'expected a percentage such as "50%", got {value!r}')
+        return value
+
+
+class Agent(Model):
+    port: int = Field(ge=1, le=65535)
+    interval: Duration = 5.0
+    address: str = ""
+
+
+class BackendTimeouts(Model):
+    connect: Duration = 5.0
+    server: Duration = 30.0
+    queue: Duration = 5.0
+
+
+class Pool(Model):
+    max_idle_per_server: int = Field(64, ge=0)
+    idle_timeout: Duration = 30.0
+
+
+class Server(Model):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
+    address: AddressValue
+    weight: int = Field(100, ge=0, le=256)
+    maxconn: int = Field(0, ge=0)
+    backup: bool = False
+    slowstart: Duration = 0.0
+    ssl: bool = False
+    ca_file: str = ""
+    sni: str = ""
+    state: ServerState = "ready"
+
+
+class Backend(Model):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
+    mode: Mode = "http"
+    balance: Balance = "roundrobin"
+    hash_key: str = "src"
+    hash_type: Literal["map", "consistent"] = "map"
+    stick: StickTable | None = None
+    cookie: Cookie | None = None
+    check: Check | None = None
+    observe: Observe | None = None
+    agent: Agent | None = None
+    retries: int = Field(2, ge=0, le=100)
+    redispatch: bool = True
+    timeouts: BackendTimeouts = BackendTimeouts()
+    send_proxy: Literal["", "v1", "v2"] = ""
+    source: list[str] = []
+    pool: Pool = Pool()
+    host: str = ""  # rewrite the Host header sent to servers; "" keeps the client's
+    server: list[Server] = []
+
+    @field_validator("hash_key")
+    @classmethod
+    def _hash_key(cls, value: str) -> str:
+        if value in ("src", "uri", "5tuple") or re.fullmatch(r"(url_param|hdr|cookie)\([^()]+\)", value):
+            return value
+        raise ValueError(
+            f"invalid hash_key {value!r}: use src, uri, 5tuple, url_param(name), hdr(name) or cookie(name)"
+        )
+
+
+class Config(Model):
+    global_: Global = Field(Global(), alias="global")
+    admin: Admin = Admin()
+    stats: Stats = Stats()
+    frontend: list[Frontend] = []
+    backend: list[Backend] = []
+
+    def backend_named(self, name: str) -> Backend:
+        for backend in self.backend:
+            if backend.name == name:
+                return backend
+        raise KeyError(name)
