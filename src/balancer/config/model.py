@@ -56,8 +56,7 @@ class Global(Model):
         if re.fullmatch(r"syslog:udp://[^:/]+:\d+", value):
             return value
         raise ValueError(
-            f'invalid log target {value!r}: use "stdout", "stderr", "none", "file:/path" '
-            'or "syslog:udp://HOST:PORT"'
+            f'invalid log target {value!r}: use "stdout", "stderr", "none", "file:/path" or "syslog:udp://HOST:PORT"'
         )
 
 

@@ -49,7 +49,8 @@ def parse_size(value: Any) -> int:
             raise ValueError(f"a size cannot be negative, got {value}")
         return value
     if isinstance(value, str) and (match := _SIZE.match(value)):
-        return int(match.group(1)) * 1024 ** " kmg".index(match.group(2).lower() or " ")
+        shift = 10 * " kmg".index(match.group(2).lower() or " ")
+        return int(match.group(1)) << shift
     raise ValueError(f'invalid size {value!r}: use bytes or a string such as "64k", "10m"')
 
 
@@ -130,6 +131,4 @@ def parse_network(value: Any) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
 Duration = Annotated[float, PlainValidator(parse_duration), PlainSerializer(format_duration)]
 Size = Annotated[int, PlainValidator(parse_size)]
 AddressValue = Annotated[Address, PlainValidator(parse_address), PlainSerializer(str)]
-Network = Annotated[
-    ipaddress.IPv4Network | ipaddress.IPv6Network, PlainValidator(parse_network), PlainSerializer(str)
-]
+Network = Annotated[ipaddress.IPv4Network | ipaddress.IPv6Network, PlainValidator(parse_network), PlainSerializer(str)]

@@ -1,0 +1,577 @@
+"""Read a configuration file into a validated `Config`, or explain every problem.
+
+Three passes, each reporting all it finds before the loader gives up:
+
+1. TOML syntax (tomllib): one problem, at the line tomllib names.
+2. Shape and values (pydantic, strict: TOML is typed, so `weight = "100"` or
+   `forwardfor = "yes"` is an error rather than a guess): unknown keys, missing keys,
+   bad durations, addresses, choices. Each error's key path is mapped to a line by
+   `balancer.config.locate`.
+3. Meaning, which needs the whole model (`_check`): references between frontends and
+   backends, modes, duplicate names, rule actions, overlapping listeners, certificate
+   files, hash keys.
+
+Pass 3 only runs once pass 2 is clean: it reasons about a complete model. Problems come
+out sorted by line; `ConfigError` prints them as `FILE:LINE: message`, one per line, which
+is what `balancer check` shows.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import tomllib
+import types
+import typing
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from balancer.config.locate import KeyPath, SourceMap
+from balancer.config.model import Backend, Config, Frontend
+from balancer.config.values import Address
+
+__all__ = ["ConfigError", "Problem", "load_config", "parse_config"]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a configuration file, where an operator can find it."""
+
+    file: str
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.message}"
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; `problems` lists every reason, sorted by line."""
+
+    def __init__(self, problems: Iterable[Problem]) -> None:
+        self.problems: list[Problem] = sorted(problems, key=lambda problem: problem.line)
+        super().__init__("\n".join(str(problem) for problem in self.problems))
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read, parse and validate the file at `path`. Raises ConfigError.
+
+    Relative file names inside (certificates, CA files) are checked relative to the
+    directory holding the configuration file; the model keeps them as written.
+    """
+    file = os.fspath(path)
+    try:
+        data = Path(file).read_bytes()
+    except OSError as exc:
+        raise ConfigError([Problem(file, 1, f"cannot read configuration file: {exc.strerror or exc}")]) from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError([Problem(file, line, "the file is not valid UTF-8 text")]) from None
+    return parse_config(text, file, base_dir=Path(file).parent)
+
+
+def parse_config(text: str, file: str = "<string>", *, base_dir: str | os.PathLike[str] | None = None) -> Config:
+    """Parse and validate TOML `text`; `file` only names it in problems. Raises ConfigError.
+
+    Relative file names are checked against `base_dir`, by default the directory of
+    `file` (the current directory for "<string>").
+    """
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([_syntax_problem(exc, text, file)]) from None
+    source = SourceMap.from_text(text)
+    try:
+        # by_name=False (pydantic >= 2.11): the file must say `global` and `if`, not the
+        # Python names `global_` and `if_` that populate_by_name allows in code.
+        config = Config.model_validate(data, strict=True, by_name=False)
+    except ValidationError as exc:
+        raise ConfigError(_shape_problems(exc, data, source, file)) from None
+    folder = Path(base_dir) if base_dir is not None else Path(file).parent
+    problems = [Problem(file, source.line_of(path), message) for path, message in _check(config, folder, source)]
+    if problems:
+        raise ConfigError(problems)
+    return _normalize(config)
+
+
+# -- pass 1: syntax ------------------------------------------------------------------
+
+_TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
+
+
+def _syntax_problem(exc: tomllib.TOMLDecodeError, text: str, file: str) -> Problem:
+    message = str(exc)
+    match = _TOML_POSITION.search(message)
+    if match:
+        line = int(match.group(1))
+        detail = f"{message[: match.start()]} (column {match.group(2)})"
+    else:  # "(at end of document)"
+        line = max(1, text.count("\n") + (0 if text.endswith("\n") else 1))
+        detail = message.replace(" (at end of document)", " at the end of the file")
+    return Problem(file, line, f"TOML syntax error: {_lower_first(detail)}{_quote_hint(text, line)}")
+
+
+_BARE_VALUE = re.compile(r"^\s*([A-Za-z0-9_.\-]+)\s*=\s*([^\s\"'\[{#][^#]*?)\s*(#.*)?$")
+
+
+def _quote_hint(text: str, line: int) -> str:
+    """The commonest TOML slip: an unquoted string such as `grace = 5s` or `mode = http`."""
+    lines = text.split("\n")  # tomllib counts only \n as a line break
+    match = _BARE_VALUE.match(lines[line - 1]) if 0 < line <= len(lines) else None
+    if match is None or match.group(2) in ("true", "false", "inf", "nan"):
+        return ""
+    key, value = match.group(1), match.group(2)
+    if not re.search(r"[A-Za-z]", value) or re.fullmatch(r"[+-]?(inf|nan)", value):
+        return ""
+    return f'; strings need quotes: {key} = "{value}"'
+
+
+# -- pass 2: shape and values --------------------------------------------------------
+
+# What a union member's tag in an error location means, for "must be X or Y".
+_TYPE_WORDS = {
+    "int": "an integer",
+    "str": "a string",
+    "bool": "true or false",
+    "list[int]": "an array of integers",
+    "list[str]": "an array of strings",
+}
+_NAME_RULE = "may only contain letters, digits, '_', '.' and '-'"
+
+
+def _shape_problems(exc: ValidationError, data: dict[str, Any], source: SourceMap, file: str) -> list[Problem]:
+    problems: list[Problem] = []
+    unions: dict[KeyPath, list[str]] = {}
+    for error in exc.errors(include_url=False):
+        path, union_at = _key_path(error["loc"], data, error["type"])
+        if union_at is not None:
+            # A value matching no member of a union yields one error per member; say it once.
+            tag = next(part for part in error["loc"][len(union_at) :] if isinstance(part, str))
+            unions.setdefault(union_at, [])
+            if tag not in unions[union_at]:
+                unions[union_at].append(tag)
+            continue
+        problems.append(Problem(file, source.line_of(path), _shape_message(error, path)))
+    for path, tags in unions.items():
+        kinds = [_TYPE_WORDS.get(tag, tag) for tag in tags]
+        value = _value_at(data, path)
+        message = f"{_key_label(path)} must be {_or(kinds)}, got {_show(value)}"
+        problems.append(Problem(file, source.line_of(path), message))
+    return problems
+
+
+def _key_path(loc: tuple[str | int, ...], data: dict[str, Any], kind: str) -> tuple[KeyPath, KeyPath | None]:
+    """Split pydantic's location into the key path written in the file and, when the
+    location runs through a union, the path of the union's value.
+
+    Locations mix keys with union member tags such as 'int' or 'list[int]'; walking the
+    parsed data tells them apart.
+    """
+    path: list[str | int] = []
+    union_at: KeyPath | None = None
+    current: Any = data
+    for number, part in enumerate(loc):
+        if _has(current, part):
+            current = current[part]
+        elif not (number == len(loc) - 1 and kind == "missing"):
+            if union_at is None:
+                union_at = tuple(path)
+            continue
+        path.append(part)
+    return tuple(path), union_at
+
+
+def _has(container: Any, part: str | int) -> bool:
+    if isinstance(container, list):
+        return isinstance(part, int) and 0 <= part < len(container)
+    return isinstance(container, dict) and part in container
+
+
+def _shape_message(error: Any, path: KeyPath) -> str:
+    kind: str = error["type"]
+    ctx: dict[str, Any] = error.get("ctx") or {}
+    value = error["input"]
+    key = _key_label(path)
+    if kind == "extra_forbidden":
+        name = str(path[-1])
+        message = f"unknown key {name!r} in {_table_label(path[:-1])}"
+        known = _known_keys(path[:-1])
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        return f"{message} (did you mean {close[0]!r}?)" if close else message
+    if kind == "missing":
+        return f"missing required key {str(path[-1])!r} in {_table_label(path[:-1])}"
+    if kind == "value_error":
+        reason = str(ctx.get("error") or error["msg"].removeprefix("Value error, "))
+        if reason.startswith(f"invalid {path[-1]} "):  # already names the key
+            return reason
+        return f"{key}: {reason}"
+    if kind == "literal_error":
+        choices = ", ".join(str(ctx.get("expected", "")).rsplit(" or ", 1))
+        return f"{key} must be one of {choices}, got {_show(value)}"
+    if kind in ("int_type", "int_parsing", "int_from_float"):
+        return f"{key} must be an integer, got {_show(value)}"
+    if kind in ("bool_type", "bool_parsing"):
+        return f"{key} must be true or false, got {_show(value)}"
+    if kind == "string_type":
+        return f"{key} must be a string, got {_show(value)}"
+    if kind == "list_type":
+        return f"{key} must be an array, got {_show(value)}"
+    if kind in ("dict_type", "model_type", "model_attributes_type"):
+        return f"{key} must be a table, got {_show(value)}"
+    bounds = {
+        "greater_than_equal": ("at least", "ge"),
+        "less_than_equal": ("at most", "le"),
+        "greater_than": ("greater than", "gt"),
+        "less_than": ("less than", "lt"),
+    }
+    if kind in bounds:
+        words, bound = bounds[kind]
+        return f"{key} must be {words} {ctx.get(bound)}, got {_show(value)}"
+    if kind == "too_short":
+        count = ctx.get("min_length")
+        return f"{key} needs at least {count} {'entry' if count == 1 else 'entries'}"
+    if kind == "too_long":
+        return f"{key} may have at most {ctx.get('max_length')} entries"
+    if kind == "string_pattern_mismatch":
+        if ctx.get("pattern") == r"^[A-Za-z0-9_.\-]+$":
+            return f"{key} {_show(value)} {_NAME_RULE}"
+        return f"{key} must match {ctx.get('pattern')}, got {_show(value)}"
+    return f"{key}: {_lower_first(error['msg'])}"
+
+
+def _key_label(path: KeyPath) -> str:
+    """How to name the value at `path` in a message: its dotted key within the nearest
+    array-of-tables element ("timeouts.client", "if.src"), or the full dotted key for
+    the top-level tables ("global.workers")."""
+    parts = list(path)
+    while parts and isinstance(parts[-1], int):  # an element of a value array: name the array
+        parts.pop()
+    tail: list[str] = []
+    for part in reversed(parts):
+        if isinstance(part, int):
+            break
+        tail.insert(0, part)
+    return ".".join(tail) or "value"
+
+
+def _table_label(path: KeyPath) -> str:
+    """Name a table the way the file could write it: [global], [[frontend.rule]], or
+    "timeouts of [[frontend]]" for a table nested in an array element."""
+    if not path:
+        return "the top level"
+    names = [part for part in path if isinstance(part, str)]
+    if isinstance(path[-1], int):
+        return f"[[{'.'.join(names)}]]"
+    if not any(isinstance(part, int) for part in path):
+        return f"[{'.'.join(names)}]"
+    last_index = max(number for number, part in enumerate(path) if isinstance(part, int))
+    inner = ".".join(str(part) for part in path[last_index + 1 :])
+    return f"{inner} of {_table_label(path[: last_index + 1])}"
+
+
+def _known_keys(path: KeyPath) -> list[str]:
+    """The keys the model accepts in the table at `path` (for "did you mean")."""
+    model: type[BaseModel] | None = Config
+    for part in path:
+        if isinstance(part, int) or model is None:
+            continue
+        field = next(
+            (f for name, f in model.model_fields.items() if (f.alias or name) == part),
+            None,
+        )
+        model = _model_in(field.annotation) if field is not None else None
+    if model is None:
+        return []
+    return [field.alias or name for name, field in model.model_fields.items()]
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The model class inside an annotation such as `list[Rule]` or `Condition | None`."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    origin = typing.get_origin(annotation)
+    if origin in (list, typing.Union, types.UnionType):
+        for argument in typing.get_args(annotation):
+            found = _model_in(argument)
+            if found is not None:
+                return found
+    return None
+
+
+def _value_at(data: Any, path: KeyPath) -> Any:
+    for part in path:
+        data = data[part]
+    return data
+
+
+def _show(value: Any) -> str:
+    """A value as the operator wrote it, roughly: TOML booleans, short reprs."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _or(words: Sequence[str]) -> str:
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
+
+
+def _lower_first(text: str) -> str:
+    return text[:1].lower() + text[1:]
+
+
+# -- pass 3: meaning -----------------------------------------------------------------
+
+# Hashing algorithms and the hash_key each one needs. A pattern the explicit hash_key must
+# match, the form to suggest, and the key used when hash_key is left out (None: the
+# operator must name one).
+_HASH_KEY_RULES: dict[str, tuple[str, str, str | None]] = {
+    "source": (r"src", "src", "src"),
+    "uri": (r"uri", "uri", "uri"),
+    "hdr": (r"hdr\(.+\)", "hdr(NAME)", None),
+    "url_param": (r"url_param\(.+\)", "url_param(NAME)", None),
+}
+_HASHING = {"source", "uri", "hdr", "url_param", "maglev", "ring"}
+_TCP_HASH_KEYS = {"src", "5tuple"}
+
+
+def _check(config: Config, folder: Path, source: SourceMap) -> list[tuple[KeyPath, str]]:
+    """Whole-model checks. Returns (key path, message) pairs.
+
+    Rules, one per function below:
+    - frontend default_backend and rule use_backend name a defined backend of the same mode;
+    - names of frontends, of backends, and of servers within a backend are unique;
+    - a rule has at most one terminal action (use_backend, action, redirect) and does
+      something (a terminal action, or set_header/del_header which may also accompany
+      one); in a tcp frontend rules test only `src` and only use_backend or action;
+    - every frontend can reach a backend: default_backend, a use_backend rule, or a final
+      unconditional redirect/deny rule (an http -> https redirector needs no backend);
+    - no two listeners (frontend binds, stats.bind, admin.bind) overlap: same port on the
+      same address, or on a wildcard address (":8080", "0.0.0.0:8080", "[::]:8080");
+    - certificate and CA files exist, relative names taken from the config's folder;
+    - hash keys fit the algorithm: balance "source" hashes src, "uri" hashes uri, "hdr"
+      needs hash_key = "hdr(NAME)" and "url_param" needs "url_param(NAME)". Only an
+      explicitly written, incompatible hash_key is an error for source/uri (a left-out
+      hash_key means the right one); hdr and url_param need the name written. A tcp
+      backend cannot hash or persist on HTTP data.
+    A backend without servers is valid: its requests get 503.
+    """
+    problems: list[tuple[KeyPath, str]] = []
+    problems += _check_names(config, source)
+    problems += _check_references(config)
+    for index, frontend in enumerate(config.frontend):
+        problems += _check_rules(index, frontend)
+        problems += _check_reachable(index, frontend)
+        problems += _check_tls_files(index, frontend, folder)
+    for index, backend in enumerate(config.backend):
+        problems += _check_hashing(index, backend)
+        for number, server in enumerate(backend.server):
+            if server.ca_file and not (folder / server.ca_file).is_file():
+                problems.append(
+                    (
+                        ("backend", index, "server", number, "ca_file"),
+                        _not_found("CA file", server.ca_file, folder),
+                    )
+                )
+    problems += _check_listeners(config, source)
+    return problems
+
+
+def _check_names(config: Config, source: SourceMap) -> list[tuple[KeyPath, str]]:
+    # (what is named, where it lives, path of the array, names in order)
+    groups: list[tuple[str, str, KeyPath, list[str]]] = [
+        ("frontend", "", ("frontend",), [frontend.name for frontend in config.frontend]),
+        ("backend", "", ("backend",), [backend.name for backend in config.backend]),
+    ]
+    for index, backend in enumerate(config.backend):
+        names = [server.name for server in backend.server]
+        groups.append(("server", f" in backend {backend.name!r}", ("backend", index, "server"), names))
+    problems: list[tuple[KeyPath, str]] = []
+    for what, where, base, names in groups:
+        first: dict[str, int] = {}
+        for number, name in enumerate(names):
+            if name in first:
+                line = source.line_of((*base, first[name], "name"))
+                message = f"duplicate {what} name {name!r}{where} (first defined at line {line})"
+                problems.append(((*base, number, "name"), message))
+            first.setdefault(name, number)
+    return problems
+
+
+def _check_references(config: Config) -> list[tuple[KeyPath, str]]:
+    backends: dict[str, Backend] = {}
+    for backend in config.backend:
+        backends.setdefault(backend.name, backend)
+    problems: list[tuple[KeyPath, str]] = []
+    for index, frontend in enumerate(config.frontend):
+        references: list[tuple[KeyPath, str]] = []
+        if frontend.default_backend is not None:
+            references.append((("frontend", index, "default_backend"), frontend.default_backend))
+        for number, rule in enumerate(frontend.rule):
+            if rule.use_backend is not None:
+                references.append((("frontend", index, "rule", number, "use_backend"), rule.use_backend))
+        for path, name in references:
+            target = backends.get(name)
+            if target is None:
+                problems.append((path, f"backend {name!r} referenced but not defined"))
+            elif target.mode != frontend.mode:
+                problems.append(
+                    (
+                        path,
+                        f"frontend {frontend.name!r} is mode {frontend.mode} "
+                        f"but backend {name!r} is mode {target.mode}",
+                    )
+                )
+    return problems
+
+
+_TERMINALS = ("use_backend", "action", "redirect")
+
+
+def _check_rules(index: int, frontend: Frontend) -> list[tuple[KeyPath, str]]:
+    problems: list[tuple[KeyPath, str]] = []
+    for number, rule in enumerate(frontend.rule):
+        path: KeyPath = ("frontend", index, "rule", number)
+        terminals = [name for name in _TERMINALS if getattr(rule, name) is not None]
+        if len(terminals) > 1:
+            problems.append(
+                (
+                    path,
+                    f"rule has several actions ({', '.join(terminals)}): use one of {', '.join(_TERMINALS)}",
+                )
+            )
+        elif not terminals and not rule.set_header and not rule.del_header:
+            problems.append((path, f"rule does nothing: add one of {', '.join(_TERMINALS)}, set_header, del_header"))
+        if frontend.mode != "tcp":
+            continue
+        where = f"frontend {frontend.name!r} is mode tcp"
+        for key, condition in (("if", rule.if_), ("unless", rule.unless)):
+            for test in sorted(condition.model_fields_set if condition is not None else ()):
+                if test != "src":
+                    problems.append(((*path, key, test), f"{where}: rules may only test src, not {test}"))
+        http_only = [name for name in ("redirect", "set_header", "del_header") if name in rule.model_fields_set]
+        for name in http_only:
+            problems.append(((*path, name), f"{where}: rules may only use use_backend or action, not {name}"))
+    return problems
+
+
+def _check_reachable(index: int, frontend: Frontend) -> list[tuple[KeyPath, str]]:
+    if frontend.default_backend is not None or any(rule.use_backend for rule in frontend.rule):
+        return []
+    closed = any(
+        rule.if_ is None and rule.unless is None and (rule.redirect is not None or rule.action == "deny")
+        for rule in frontend.rule
+    )
+    if closed:
+        return []
+    return [(("frontend", index), f"frontend {frontend.name!r} has no backend: set default_backend")]
+
+
+def _check_tls_files(index: int, frontend: Frontend, folder: Path) -> list[tuple[KeyPath, str]]:
+    tls = frontend.tls
+    if tls is None:
+        return []
+    base: KeyPath = ("frontend", index, "tls")
+    problems: list[tuple[KeyPath, str]] = []
+    for number, cert in enumerate(tls.cert):
+        if not (folder / cert).is_file():
+            problems.append(((*base, "cert", number), _not_found("certificate file", cert, folder)))
+    if tls.client_ca and not (folder / tls.client_ca).is_file():
+        problems.append(((*base, "client_ca"), _not_found("client CA file", tls.client_ca, folder)))
+    if tls.verify_client != "none" and not tls.client_ca:
+        problems.append(
+            (
+                (*base, "verify_client"),
+                f"verify_client = {tls.verify_client!r} needs client_ca to verify against",
+            )
+        )
+    return problems
+
+
+def _not_found(what: str, name: str, folder: Path) -> str:
+    message = f"{what} {name!r} not found"
+    if not Path(name).is_absolute():
+        message += f" (looked for {folder / name})"
+    return message
+
+
+def _check_hashing(index: int, backend: Backend) -> list[tuple[KeyPath, str]]:
+    path: KeyPath = ("backend", index)
+    explicit = "hash_key" in backend.model_fields_set
+    problems: list[tuple[KeyPath, str]] = []
+    rule = _HASH_KEY_RULES.get(backend.balance)
+    if rule is not None:
+        pattern, form, default = rule
+        if explicit and not re.fullmatch(pattern, backend.hash_key):
+            problems.append(
+                (
+                    (*path, "hash_key"),
+                    f'balance "{backend.balance}" needs hash_key = "{form}", got {backend.hash_key!r}',
+                )
+            )
+        elif not explicit and default is None:
+            problems.append(((*path, "balance"), f'balance "{backend.balance}" needs hash_key = "{form}"'))
+    if backend.mode == "tcp":
+        where = f"backend {backend.name!r} is mode tcp"
+        if backend.balance in ("uri", "hdr", "url_param"):
+            problems.append(((*path, "balance"), f'{where}: balance "{backend.balance}" needs mode http'))
+        elif backend.balance in _HASHING and explicit and backend.hash_key not in _TCP_HASH_KEYS:
+            problems.append(((*path, "hash_key"), f"{where}: hash_key may only be src or 5tuple"))
+        if backend.cookie is not None:
+            problems.append(((*path, "cookie"), f"{where}: cookie persistence needs mode http"))
+    return problems
+
+
+def _check_listeners(config: Config, source: SourceMap) -> list[tuple[KeyPath, str]]:
+    listeners: list[tuple[KeyPath, Address, str]] = []
+    for index, frontend in enumerate(config.frontend):
+        for number, address in enumerate(frontend.bind):
+            listeners.append((("frontend", index, "bind", number), address, f"frontend {frontend.name!r}"))
+    if config.stats.bind is not None:
+        listeners.append((("stats", "bind"), config.stats.bind, "[stats]"))
+    if config.admin.bind is not None:
+        listeners.append((("admin", "bind"), config.admin.bind, "[admin]"))
+    listeners.sort(key=lambda listener: source.line_of(listener[0]))  # blame the later one
+    problems: list[tuple[KeyPath, str]] = []
+    for later, (path, address, _owner) in enumerate(listeners):
+        for earlier_path, earlier_address, earlier_owner in listeners[:later]:
+            if _overlap(address, earlier_address):
+                clash = "is" if str(address) == str(earlier_address) else f"overlaps {earlier_address}"
+                line = source.line_of(earlier_path)
+                problems.append((path, f"address {address} {clash} already bound by {earlier_owner} (line {line})"))
+                break
+    return problems
+
+
+def _overlap(one: Address, other: Address) -> bool:
+    """Whether two listening sockets would compete for the same connections."""
+    if one.is_unix or other.is_unix:
+        return one.path == other.path
+    if one.port == 0 or one.port != other.port:
+        return False
+    if one.host == other.host or "" in (one.host, other.host):
+        return True
+    for wildcard, host in ((one.host, other.host), (other.host, one.host)):
+        if wildcard == "0.0.0.0" and ":" not in host:
+            return True
+        if wildcard == "::" and ":" in host:
+            return True
+    return False
+
+
+def _normalize(config: Config) -> Config:
+    """Fill in what the checks proved implicit: balance "uri" without hash_key hashes uri."""
+    if not any(b.balance == "uri" and "hash_key" not in b.model_fields_set for b in config.backend):
+        return config
+    backends = [
+        b.model_copy(update={"hash_key": "uri"}) if b.balance == "uri" and "hash_key" not in b.model_fields_set else b
+        for b in config.backend
+    ]
+    return config.model_copy(update={"backend": backends})

@@ -1,0 +1,43 @@
+"""Smooth weighted round robin, as NGINX does it.
+
+Each pick adds every server's weight to its running score, takes the highest score and
+subtracts the total weight from the winner. With weights 5, 1, 1 the order is
+a a b a c a a: heavy servers are spread out instead of served in bursts. Weights are read
+at build time; a weight change builds a new selector (lb.pool), which restarts the scores.
+"""
+
+from __future__ import annotations
+
+from balancer.runtime.state import ServerRuntime
+
+
+class SmoothWeightedRoundRobin:
+    __slots__ = ("_scores", "_servers", "_total", "_weights")
+
+    def __init__(self, servers: list[ServerRuntime]) -> None:
+        self._servers = list(servers)
+        self._weights = [s.weight for s in self._servers]
+        self._scores = [0] * len(self._servers)
+        self._total = sum(self._weights)
+
+    def pick(self, key: bytes | None, avoid: ServerRuntime | None) -> ServerRuntime | None:
+        servers = self._servers
+        if len(servers) == 1:
+            return servers[0]
+        scores = self._scores
+        weights = self._weights
+        best = -1
+        best_score = 0
+        total = 0
+        for i, server in enumerate(servers):
+            if server is avoid:
+                continue
+            scores[i] += weights[i]
+            total += weights[i]
+            if best < 0 or scores[i] > best_score:
+                best = i
+                best_score = scores[i]
+        if best < 0:
+            return servers[0] if servers else None
+        scores[best] -= total
+        return servers[best]

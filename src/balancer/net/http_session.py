@@ -1,0 +1,840 @@
+"""The HTTP/1.1 client side of the proxy: one HttpSession per client connection.
+
+Theory of operation. httptools parses the client's bytes and calls back per request.
+Requests wait in `queue` in arrival order; the first one is the exchange in flight, the
+others are pipelined and wait (reading from the client pauses while any wait, so at most
+one read's worth is buffered). For the request in flight the session routes it (rules →
+backend), picks a server, takes an idle pooled connection or opens one, and streams the
+request to it; the UpstreamConnection streams the response back through `response_*`.
+When the response ends the server connection goes back to the pool and the next request
+starts. Bodies are forwarded as they arrive, in both directions, and each side's write
+buffer pauses the other side's reads (backpressure).
+
+The session never trusts what the client may not send: every ambiguity the parser or
+`proto.http1` detects ends in an error response and a closed connection before anything
+reaches a server. One connection's failure is caught here and never escapes to the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import time
+from collections import deque
+from functools import partial
+from typing import cast
+
+import httptools
+
+from balancer.net.context import BackendContext, FrontendContext
+from balancer.net.deadline import Deadline
+from balancer.net.upstream import UpstreamConnection
+from balancer.proto.http1 import (
+    HOP_BY_HOP,
+    IDEMPOTENT_METHODS,
+    LAST_CHUNK,
+    BadRequest,
+    check_request_head,
+    chunk,
+    connection_tokens,
+    error_response,
+    redirect_response,
+)
+from balancer.route.rules import IPAddress
+from balancer.runtime.record import LogRecord
+from balancer.runtime.state import ServerRuntime
+
+log = logging.getLogger("balancer.http")
+
+# Reasons to pause reading from the client; reading resumes when none is left.
+PIPELINE_WAIT = 1
+UPLOAD_BACKPRESSURE = 2
+CONNECTING = 4
+
+# A request body is kept for a transparent retry on a fresh connection up to this size.
+REPLAY_LIMIT = 65536
+# Upstream connections a request may burn through because pooled ones turned out dead.
+MAX_STALE_RETRIES = 3
+
+_SPECIAL = frozenset(
+    {b"host", b"connection", b"x-forwarded-for", b"x-forwarded-proto", b"expect", b"upgrade"} | HOP_BY_HOP
+)
+
+
+class Request(LogRecord):
+    """One request and, as it goes, what its log line will say."""
+
+    __slots__ = (
+        "attempts",
+        "backend",
+        "body_bytes",
+        "body_done",
+        "chunked",
+        "conn_tokens",
+        "connection_values",
+        "head_done",
+        "headers",
+        "host",
+        "host_count",
+        "keep_alive",
+        "method",
+        "path",
+        "pending",
+        "query",
+        "replay",
+        "response_started",
+        "server",
+        "session",
+        "stale_retries",
+        "t_start",
+        "te",
+        "upgrade",
+        "url",
+        "version",
+        "xff_values",
+    )
+
+    def __init__(self, session: HttpSession, t_start: float) -> None:
+        super().__init__(session.frontend.name, session.client_ip_text, session.client_port, time.time())
+        self.session = session
+        self.t_start = t_start
+        self.method = b""
+        self.url = b""
+        self.path = b""
+        self.query = b""
+        self.version = "1.1"
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.host = b""
+        self.host_count = 0
+        self.connection_values: list[bytes] = []
+        self.conn_tokens: set[bytes] = set()
+        self.xff_values: list[bytes] = []
+        self.te = b""
+        self.upgrade = b""
+        self.chunked = False
+        self.keep_alive = True
+        self.head_done = False
+        self.body_done = False
+        self.body_bytes = 0
+        self.pending: list[bytes] = []  # framed body bytes not yet sent to a server
+        self.replay: list[bytes] | None = []  # framed body bytes sent, for a retry
+        self.backend: BackendContext | None = None
+        self.server: ServerRuntime | None = None
+        self.attempts = 0
+        self.stale_retries = 0
+        self.response_started = False
+
+    def source_ip(self) -> IPAddress | None:
+        return self.session.source_ip()
+
+
+class HttpSession(asyncio.Protocol):
+    def __init__(self, frontend: FrontendContext) -> None:
+        self.frontend = frontend
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.queue: deque[Request] = deque()
+        self.parsing: Request | None = None
+        self.upstream: UpstreamConnection | None = None
+        self.client_ip_text = "-"
+        self.client_port = 0
+        self._client_ip: IPAddress | None = None
+        self.deadline = Deadline(self.loop, self._timed_out)
+        self.header_bytes = 0
+        self.header_count = 0
+        self.paused = 0
+        self.writing_paused = False
+        self.closing = False  # close once the exchange in flight ends
+        self.closed = False
+        self.tunnel = False
+        self.out: list[bytes] = []  # response bytes collected during one server read
+        self.to_server: list[bytes] = []  # request bytes collected during one client read
+        self.connect_task: asyncio.Task[None] | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple):
+            self.client_ip_text, self.client_port = peer[0], peer[1]
+        elif peer:
+            self.client_ip_text = "unix"
+        frontend = self.frontend
+        frontend.sessions.add(self)
+        frontend.connections += 1
+        self.deadline.set(frontend.request_timeout)
+        if frontend.stopping:
+            self.closing = True
+
+    def source_ip(self) -> IPAddress | None:
+        if self._client_ip is None and self.client_ip_text not in ("-", "unix"):
+            self._client_ip = ipaddress.ip_address(self.client_ip_text.partition("%")[0])
+        return self._client_ip
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.deadline.cancel()
+        self.frontend.sessions.discard(self)
+        if self.connect_task is not None:
+            self.connect_task.cancel()
+        upstream = self.upstream
+        self.upstream = None
+        if self.queue:
+            request = self.queue[0]
+            if request.head_done:
+                # The client left before its response ended (abandoned requests log too).
+                if request.termination == "--" and not self.tunnel:
+                    request.termination = "C" + self._phase(request)
+                self._finish_log(request, request.status)
+            self.queue.clear()
+        if upstream is not None:
+            upstream.server.active -= 1
+            # The client left mid-exchange: the server connection's state is unknown.
+            upstream.abort()
+
+    def stop(self) -> None:
+        if not self.queue and not self.tunnel:
+            self.close()
+        else:
+            self.closing = True
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+        if self.upstream is not None:
+            self.upstream.abort()
+
+    def close(self) -> None:
+        if not self.closed and self.transport is not None:
+            self.closed = True
+            self.transport.close()
+
+    def pause_writing(self) -> None:
+        self.writing_paused = True
+        if self.upstream is not None and self.upstream.transport is not None:
+            self.upstream.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+        if self.upstream is not None and self.upstream.transport is not None and not self.upstream.closed:
+            self.upstream.transport.resume_reading()
+
+    def pause_client_reading(self, reason: int) -> None:
+        if not self.paused and self.transport is not None and not self.closed:
+            self.transport.pause_reading()
+        self.paused |= reason
+
+    def resume_client_reading(self, reason: int) -> None:
+        if not self.paused & reason:
+            return
+        self.paused &= ~reason
+        if not self.paused and self.transport is not None and not self.closed:
+            self.transport.resume_reading()
+
+    # -- client bytes ----------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        if self.tunnel:
+            if self.upstream is not None:
+                self.upstream.write(data)
+                self.deadline.set(self.frontend.tunnel_timeout)
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            self._client_upgrade(data[upgrade.args[0] :])
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if isinstance(cause, _Closed):
+                pass
+            elif isinstance(cause, BadRequest):
+                self._reject(cause.status, cause.reason)
+            else:
+                log.exception("internal error on a connection from %s", self.client_ip_text, exc_info=cause)
+                self._reject(500, "internal error")
+        except httptools.HttpParserError as exc:
+            self._reject(400, str(exc))
+        except Exception:
+            log.exception("internal error on a connection from %s", self.client_ip_text)
+            self._reject(500, "internal error")
+        if self.to_server:
+            self._flush_to_server()
+
+    def _flush_to_server(self) -> None:
+        data = b"".join(self.to_server) if len(self.to_server) > 1 else self.to_server[0]
+        self.to_server.clear()
+        if self.upstream is not None:
+            self.upstream.write(data)
+
+    def eof_received(self) -> bool | None:
+        if self.tunnel:
+            upstream = self.upstream
+            if upstream is not None and upstream.transport is not None and upstream.transport.can_write_eof():
+                upstream.transport.write_eof()
+                return True
+            return False
+        # A client that half-closes after its request still gets the response (HTTP/1.0
+        # tools do this); with nothing in flight there is nothing left to do.
+        if not self.queue:
+            return False
+        self.closing = True
+        return True
+
+    # -- httptools callbacks (requests) ----------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self.closed:
+            raise _Closed
+        request = Request(self, self.loop.time())
+        self.parsing = request
+        self.header_bytes = 0
+        self.header_count = 0
+        self.queue.append(request)
+        if len(self.queue) > 1:
+            self.pause_client_reading(PIPELINE_WAIT)
+        else:
+            self.deadline.set(self.frontend.request_timeout)
+
+    def on_url(self, url: bytes) -> None:
+        request = self.parsing
+        assert request is not None
+        request.url += url
+        if len(request.url) > self.frontend.max_request_line:
+            raise BadRequest(414, "request line too long")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        request = self.parsing
+        assert request is not None
+        self.header_count += 1
+        self.header_bytes += len(name) + len(value) + 4
+        if self.header_count > self.frontend.max_header_count or self.header_bytes > self.frontend.max_header_bytes:
+            raise BadRequest(431, "request headers too large")
+        lname = name.lower()
+        if lname not in _SPECIAL:
+            request.headers.append((name, value))
+        elif lname == b"host":
+            request.host = value
+            request.host_count += 1
+            request.headers.append((name, value))
+        elif lname == b"connection":
+            request.connection_values.append(value)
+        elif lname == b"transfer-encoding":
+            request.te = value
+            request.chunked = True
+        elif lname == b"upgrade":
+            request.upgrade = value
+        elif lname == b"x-forwarded-for":
+            if self.frontend.forwardfor:
+                request.xff_values.append(value)
+            else:
+                request.headers.append((name, value))
+            request.xff = value.decode("latin-1") if not request.xff else f"{request.xff}, {value.decode('latin-1')}"
+        elif lname == b"x-forwarded-proto":
+            if not self.frontend.forwardfor:
+                request.headers.append((name, value))
+        elif lname == b"expect":
+            request.headers.append((name, value))
+        # other hop-by-hop headers (keep-alive, te, trailer, proxy-*) stop here
+
+    def on_headers_complete(self) -> None:
+        if self.closed:
+            raise _Closed
+        request = self.parsing
+        assert request is not None
+        parser = self.parser
+        request.method = parser.get_method()
+        request.version = parser.get_http_version()
+        check_request_head(request.version, request.host_count, request.chunked)
+        request.keep_alive = parser.should_keep_alive()
+        if request.connection_values:
+            request.conn_tokens = connection_tokens(request.connection_values)
+        if request.upgrade and not parser.should_upgrade():
+            request.upgrade = b""
+        url = request.url
+        if url[:1] == b"/":
+            request.path, _, request.query = url.partition(b"?")
+        elif url == b"*":
+            request.path = url
+        else:
+            try:
+                parsed = httptools.parse_url(url)
+            except httptools.HttpParserInvalidURLError:
+                raise BadRequest(400, "invalid request target") from None
+            request.path = parsed.path or b"/"
+            request.query = parsed.query or b""
+            if parsed.host and not request.host:
+                request.host = parsed.host
+        if request.method == b"CONNECT":
+            raise BadRequest(501, "CONNECT is not supported")
+        request.request_line = f"{request.method.decode()} {url.decode('latin-1')} HTTP/{request.version}"
+        request.t_request = (self.loop.time() - request.t_start) * 1000
+        request.head_done = True
+        max_body = self.frontend.max_body
+        if max_body and not request.chunked:
+            length = self._content_length(request)
+            if length > max_body:
+                raise BadRequest(413, "request body too large")
+        if request is self.queue[0]:
+            self._start(request)
+
+    def on_body(self, body: bytes) -> None:
+        if self.closed:
+            raise _Closed
+        request = self.parsing
+        assert request is not None
+        request.body_bytes += len(body)
+        max_body = self.frontend.max_body
+        if max_body and request.body_bytes > max_body:
+            raise BadRequest(413, "request body too large")
+        self._send_body(request, chunk(body) if request.chunked else body)
+
+    def on_message_complete(self) -> None:
+        if self.closed:
+            raise _Closed
+        request = self.parsing
+        assert request is not None
+        request.body_done = True
+        if request.chunked:
+            self._send_body(request, LAST_CHUNK)
+        if request is self.queue[0]:
+            # Waiting for the server now: its timeout runs on the upstream side.
+            self.deadline.clear()
+
+    @staticmethod
+    def _content_length(request: Request) -> int:
+        for name, value in request.headers:
+            if name.lower() == b"content-length":
+                return int(value)
+        return 0
+
+    def _send_body(self, request: Request, framed: bytes) -> None:
+        request.bytes_in += len(framed)
+        if request is self.queue[0] and self.upstream is not None and not request.pending:
+            self.to_server.append(framed)
+            if request.replay is not None:
+                self._keep_for_replay(request, framed)
+            if not request.body_done:
+                self.deadline.set(self.frontend.client_timeout)
+        else:
+            request.pending.append(framed)
+
+    @staticmethod
+    def _keep_for_replay(request: Request, framed: bytes) -> None:
+        replay = request.replay
+        assert replay is not None
+        replay.append(framed)
+        if request.bytes_in > REPLAY_LIMIT:
+            request.replay = None
+
+    # -- routing and connecting ------------------------------------------------------------
+
+    def _start(self, request: Request) -> None:
+        """Route the request in flight and send it to a server, or answer it here."""
+        frontend = self.frontend
+        frontend.requests += 1
+        decision = frontend.rules.evaluate(request) if frontend.rules.rules else frontend.rules.default
+        if decision.verdict == "deny":
+            self._local_response(request, 403, error_response(403, True), "PR")
+            return
+        if decision.verdict == "redirect":
+            close = not request.keep_alive or not request.body_done or self.closing
+            response = redirect_response(decision.redirect_code, decision.redirect_location, close)
+            self._local_response(request, decision.redirect_code, response, "--", close)
+            return
+        backend = frontend.backends.get(decision.backend) if decision.backend else frontend.default_backend
+        if backend is None:
+            self._local_response(request, 503, error_response(503, True), "PC")
+            return
+        request.backend = backend
+        request.backend_name = backend.name
+        backend.runtime.requests += 1
+        self._dispatch(request)
+
+    def _dispatch(
+        self, request: Request, avoid: ServerRuntime | None = None, server: ServerRuntime | None = None
+    ) -> None:
+        """Send `request` to `server`, or to the one the algorithm picks (avoiding `avoid`)."""
+        backend = request.backend
+        assert backend is not None
+        if server is None:
+            server = backend.servers.pick(None, avoid)
+        if server is None:
+            self._local_response(request, 503, error_response(503, True), "SC")
+            return
+        request.server = server
+        request.server_name = server.name
+        request.attempts += 1
+        request.t_queue = 0.0  # no server-side queue yet (server maxconn)
+        conn = backend.idle.get(server)
+        if conn is not None:
+            request.t_connect = 0.0
+            self._attach(request, conn)
+            return
+        self.pause_client_reading(CONNECTING)
+        self.connect_task = self.loop.create_task(self._connect(request, server, backend))
+
+    async def _connect(self, request: Request, server: ServerRuntime, backend: BackendContext) -> None:
+        t0 = self.loop.time()
+        try:
+            _, conn = await asyncio.wait_for(
+                self.loop.create_connection(
+                    partial(UpstreamConnection, server, backend.idle), server.host, server.port
+                ),
+                backend.connect_timeout,
+            )
+        except asyncio.CancelledError:
+            return
+        except (OSError, TimeoutError) as exc:
+            self.connect_task = None
+            if self.closed:
+                return
+            server.connect_failures += 1
+            server.errors += 1
+            reason = "timeout" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+            self._connect_failed(request, server, reason)
+            return
+        self.connect_task = None
+        if self.closed or not self.queue or self.queue[0] is not request:
+            conn.release()
+            return
+        request.t_connect = (self.loop.time() - t0) * 1000
+        self.resume_client_reading(CONNECTING)
+        self._attach(request, conn)
+
+    def _connect_failed(self, request: Request, server: ServerRuntime, reason: str) -> None:
+        backend = request.backend
+        assert backend is not None
+        log.warning(
+            "connect to %s/%s (%s) failed: %s (attempt %d)",
+            backend.name,
+            server.name,
+            server.address,
+            reason,
+            request.attempts,
+        )
+        if request.attempts <= backend.retries:
+            if backend.redispatch:
+                self._dispatch(request, avoid=server)
+            else:
+                self._dispatch(request, server=server)
+            return
+        self.resume_client_reading(CONNECTING)
+        self._local_response(request, 503, error_response(503, True), "SC")
+
+    def _attach(self, request: Request, conn: UpstreamConnection) -> None:
+        backend = request.backend
+        server = request.server
+        assert backend is not None and server is not None
+        self.upstream = conn
+        server.active += 1
+        server.requests += 1
+        conn.start(self, request.method == b"HEAD", backend.server_timeout)
+        parts = [self._request_head(request, backend, server)]
+        if request.replay:
+            parts.extend(request.replay)  # a retry: what the first connection already got
+        if request.pending:
+            for framed in request.pending:
+                parts.append(framed)
+                if request.replay is not None:
+                    self._keep_for_replay(request, framed)
+            request.pending.clear()
+        conn.write(b"".join(parts))
+        if not request.body_done:
+            self.deadline.set(self.frontend.client_timeout)
+            if conn.writing_paused:
+                self.pause_client_reading(UPLOAD_BACKPRESSURE)
+
+    def _request_head(self, request: Request, backend: BackendContext, server: ServerRuntime) -> bytes:
+        parts = [request.method, b" ", request.url, b" HTTP/1.1\r\n"]
+        extra_hop = request.conn_tokens - _STANDARD_TOKENS if request.conn_tokens else None
+        for name, value in request.headers:
+            if extra_hop and name.lower() in extra_hop:
+                continue
+            if backend.host_header and name.lower() == b"host":
+                continue
+            parts += (name, b": ", value, b"\r\n")
+        if backend.host_header:
+            parts += (b"Host: ", backend.host_header, b"\r\n")
+        elif not request.host_count:
+            parts += (b"Host: ", str(server.address).encode(), b"\r\n")
+        if self.frontend.forwardfor:
+            ip = self.client_ip_text.encode()
+            xff = b", ".join([*request.xff_values, ip])
+            parts += (b"X-Forwarded-For: ", xff, b"\r\nX-Forwarded-Proto: http\r\n")
+        if request.chunked:
+            parts += (b"Transfer-Encoding: ", request.te, b"\r\n")
+        if request.upgrade:
+            parts += (b"Connection: upgrade\r\nUpgrade: ", request.upgrade, b"\r\n")
+        parts.append(b"\r\n")
+        return b"".join(parts)
+
+    def _client_upgrade(self, rest: bytes) -> None:
+        """The client asked to switch protocols; what follows its head waits for the server."""
+        request = self.queue[-1] if self.queue else None
+        if request is None or not request.upgrade:
+            self._reject(400, "unexpected upgrade")
+            return
+        self.pause_client_reading(PIPELINE_WAIT)
+        if rest:
+            request.pending.append(rest)
+
+    # -- server events (UpstreamOwner) -----------------------------------------------------
+
+    def interim_response(self, conn: UpstreamConnection) -> None:
+        request = self.queue[0] if self.queue else None
+        if request is not None and request.version == "1.1" and not self.closed and self.transport:
+            self.transport.write(conn.head_bytes(b""))
+
+    def response_head(self, conn: UpstreamConnection) -> None:
+        request = self.queue[0]
+        request.status = conn.status
+        request.t_response = (self.loop.time() - request.t_start) * 1000 - max(request.t_request, 0)
+        request.response_started = True
+        if conn.status == 101:
+            extra = b"Connection: upgrade\r\n"
+        elif not request.keep_alive or self.closing or conn.until_close or not request.body_done or request.upgrade:
+            request.keep_alive = False
+            extra = b"Connection: close\r\n"
+        elif request.version == "1.0":
+            extra = b"Connection: keep-alive\r\n"
+        else:
+            extra = b""
+        head = conn.head_bytes(extra)
+        request.bytes_out += len(head)
+        self.out.append(head)
+
+    def response_data(self, data: bytes) -> None:
+        request = self.queue[0]
+        request.bytes_out += len(data)
+        if self.tunnel:
+            if self.transport is not None and not self.closed:
+                self.transport.write(data)
+            self.deadline.set(self.frontend.tunnel_timeout)
+            return
+        self.out.append(data)
+
+    def flush_response(self) -> None:
+        """End of one read from the server: write what it gave in one go."""
+        self._flush_out()
+
+    def _flush_out(self) -> None:
+        if self.out:
+            data = b"".join(self.out) if len(self.out) > 1 else self.out[0]
+            self.out.clear()
+            if self.transport is not None and not self.closed:
+                self.transport.write(data)
+
+    def response_done(self, conn: UpstreamConnection) -> None:
+        self._flush_out()
+        request = self.queue.popleft()
+        self.upstream = None
+        server = request.server
+        if server is not None:
+            server.active -= 1
+            server.bytes_in += request.bytes_in
+            server.bytes_out += request.bytes_out
+            request.t_total = (self.loop.time() - request.t_start) * 1000
+            server.resp_time_sum += request.t_response
+            server.resp_time_count += 1
+        if not request.body_done:
+            conn.keep_alive = False
+        conn.release()
+        self._finish_log(request, request.status)
+        if not request.keep_alive or self.closing or not request.body_done:
+            self.close()
+            return
+        self._next()
+
+    def _next(self) -> None:
+        """The exchange in flight ended with the connection kept: start the next one."""
+        if self.queue:
+            request = self.queue[0]
+            if len(self.queue) == 1:
+                self.resume_client_reading(PIPELINE_WAIT)
+            if request.head_done:
+                self._start(request)
+            else:
+                self.deadline.set(self.frontend.request_timeout)
+        else:
+            self.resume_client_reading(PIPELINE_WAIT)
+            self.deadline.set(self.frontend.keep_alive_timeout)
+
+    def upstream_tunnel(self, conn: UpstreamConnection, rest: bytes) -> None:
+        self._flush_out()
+        request = self.queue[0]
+        self.tunnel = True
+        if rest:
+            self.response_data(rest)
+        for framed in request.pending:
+            conn.write(framed)  # what the client sent after its upgrade request
+        request.pending.clear()
+        self.resume_client_reading(PIPELINE_WAIT)
+        # One inactivity timeout for the tunnel, refreshed by traffic either way.
+        self.deadline.set(self.frontend.tunnel_timeout)
+        assert conn.deadline is not None
+        conn.deadline.clear()
+
+    def upstream_failed(self, conn: UpstreamConnection, reason: str) -> None:
+        if not self.queue or conn is not self.upstream:
+            conn.close()
+            return
+        request = self.queue[0]
+        self.upstream = None
+        server = request.server
+        if server is not None:
+            server.active -= 1
+        conn.close()
+        if self.tunnel:
+            request.t_total = (self.loop.time() - request.t_start) * 1000
+            self._finish_log(request, request.status)
+            self.queue.clear()
+            self.close()
+            return
+        if (
+            conn.reused
+            and conn.bytes_received == 0
+            and request.method in IDEMPOTENT_METHODS
+            and request.replay is not None
+            and request.stale_retries < MAX_STALE_RETRIES
+        ):
+            # A pooled connection the server had closed: replay on a fresh one.
+            request.stale_retries += 1
+            if server is not None:
+                server.requests -= 1
+            request.attempts -= 1
+            self._dispatch(request)
+            return
+        if server is not None:
+            server.errors += 1
+        log.warning("server %s/%s failed: %s", request.backend_name, request.server_name, reason)
+        if request.response_started:
+            self._flush_out()
+            request.termination = "SD"
+            self._abort_request(request)
+        else:
+            self._local_response(request, 502, error_response(502, True), "SH")
+
+    def upstream_timeout(self, conn: UpstreamConnection) -> None:
+        if not self.queue or conn is not self.upstream:
+            conn.close()
+            return
+        request = self.queue[0]
+        self.upstream = None
+        if request.server is not None:
+            request.server.active -= 1
+            request.server.errors += 1
+        conn.abort()
+        if self.tunnel:
+            request.t_total = (self.loop.time() - request.t_start) * 1000
+            self._finish_log(request, request.status)
+            self.queue.clear()
+            self.close()
+            return
+        log.warning("server %s/%s timed out", request.backend_name, request.server_name)
+        if request.response_started:
+            self._flush_out()
+            request.termination = "sD"
+            self._abort_request(request)
+        else:
+            self._local_response(request, 504, error_response(504, True), "sH")
+
+    # -- answering here --------------------------------------------------------------------
+
+    def _local_response(
+        self, request: Request, status: int, response: bytes, termination: str, close: bool = True
+    ) -> None:
+        """Answer `request` without a server. Closes the connection unless told otherwise."""
+        if self.closed:
+            return
+        request.status = status
+        request.termination = termination
+        request.bytes_out += len(response)
+        self.out.clear()
+        assert self.transport is not None
+        self.transport.write(response)
+        request.t_total = (self.loop.time() - request.t_start) * 1000
+        self._finish_log(request, status)
+        if close or not request.keep_alive or self.closing:
+            self.queue.clear()
+            self.close()
+            return
+        self.queue.popleft()
+        self._next()
+
+    def _reject(self, status: int, reason: str) -> None:
+        """The client sent something we refuse: answer `status` (if we still can) and close."""
+        if self.closed:
+            return
+        request = self.parsing or Request(self, self.loop.time())
+        if not request.request_line:
+            request.request_line = "<BADREQ>"
+        log.info("%s from %s:%s: %s", status, self.client_ip_text, self.client_port, reason)
+        in_flight = self.queue[0] if self.queue else None
+        if in_flight is not None and in_flight is not request and in_flight.response_started:
+            # A response is being streamed: finish nothing more, just cut.
+            self._abort_request(in_flight)
+            return
+        if self.upstream is not None:
+            self.upstream.abort()
+            self.upstream = None
+        if in_flight is not None and in_flight.server is not None and in_flight is request:
+            in_flight.server.active -= 1
+        request.termination = "PR" if status != 500 else "IR"
+        self._local_response(request, status, error_response(status, True), request.termination)
+
+    def _abort_request(self, request: Request) -> None:
+        request.t_total = (self.loop.time() - request.t_start) * 1000
+        self._finish_log(request, request.status)
+        self.queue.clear()
+        if self.transport is not None:
+            self.transport.close()
+        self.closed = True
+
+    def _timed_out(self) -> None:
+        if self.closed:
+            return
+        if self.tunnel or not self.queue:
+            self.close()  # idle keep-alive or idle tunnel
+            return
+        request = self.queue[0]
+        if not request.head_done:
+            request.termination = "cR"
+            self._local_response(request, 408, error_response(408, True), "cR")
+        elif not request.response_started:
+            if self.upstream is not None:
+                self.upstream.abort()
+                self.upstream = None
+                if request.server is not None:
+                    request.server.active -= 1
+            self._local_response(request, 408, error_response(408, True), "cD")
+        else:
+            request.termination = "cD"
+            self._abort_request(request)
+
+    def _finish_log(self, request: Request, status: int) -> None:
+        request.status = status
+        if request.t_total < 0:
+            request.t_total = (self.loop.time() - request.t_start) * 1000
+        self.frontend.log(request)
+
+    @staticmethod
+    def _phase(request: Request) -> str:
+        if not request.head_done:
+            return "R"
+        if request.server is None:
+            return "Q"
+        if not request.response_started:
+            return "H"
+        return "D"
+
+
+_STANDARD_TOKENS = frozenset({b"close", b"keep-alive", b"upgrade"})
+
+
+class _Closed(Exception):
+    """Raised inside parser callbacks to stop parsing bytes of a connection already closed."""

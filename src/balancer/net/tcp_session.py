@@ -1,0 +1,293 @@
+"""The TCP (L4) relay: one TcpSession per client connection, bytes passed through untouched.
+
+The client side is accepted first; reading from it pauses until the server connection is
+up (connect retries and redispatch as for HTTP). Then each direction's write buffer
+pauses the other side's reads (backpressure), an end of stream on one side is passed on as
+a half-close, and the session ends when both directions are done or either side resets.
+One inactivity timeout (`timeouts.client`, or `timeouts.tunnel` once both sides are
+connected) guards the whole connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import time
+from typing import cast
+
+from balancer.net.context import BackendContext, FrontendContext
+from balancer.net.deadline import Deadline
+from balancer.route.rules import IPAddress
+from balancer.runtime.record import LogRecord
+from balancer.runtime.state import ServerRuntime
+
+log = logging.getLogger("balancer.tcp")
+
+
+class _ServerSide(asyncio.Protocol):
+    """The server half of a TcpSession."""
+
+    def __init__(self, session: TcpSession) -> None:
+        self.session = session
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
+
+    def data_received(self, data: bytes) -> None:
+        self.session.from_server(data)
+
+    def eof_received(self) -> bool:
+        return self.session.server_eof()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.session.server_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.session.pause_client()
+
+    def resume_writing(self) -> None:
+        self.session.resume_client()
+
+
+class TcpSession(asyncio.Protocol):
+    def __init__(self, frontend: FrontendContext) -> None:
+        self.frontend = frontend
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.server_side: _ServerSide | None = None
+        self.backend: BackendContext | None = frontend.default_backend
+        self.server: ServerRuntime | None = None
+        self.pending: list[bytes] = []
+        self.client_eof = False
+        self.server_eof_seen = False
+        self.closed = False
+        self.attempts = 0
+        self.t_start = 0.0
+        self.record: LogRecord | None = None
+        self.deadline = Deadline(self.loop, self._timed_out)
+        self.connect_task: asyncio.Task[None] | None = None
+
+    # -- client side -----------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
+        frontend = self.frontend
+        frontend.sessions.add(self)
+        frontend.connections += 1
+        self.t_start = self.loop.time()
+        peer = transport.get_extra_info("peername")
+        ip, port = (peer[0], peer[1]) if isinstance(peer, tuple) else ("unix", 0)
+        self.record = record = LogRecord(frontend.name, ip, port, time.time())
+        record.t_request = 0.0
+        self.deadline.set(frontend.client_timeout)
+        self.transport.pause_reading()
+        decision = frontend.rules.evaluate(_ConnectionView(ip)) if frontend.rules.rules else frontend.rules.default
+        if decision.verdict != "backend":
+            record.termination = "PR"
+            self._close()
+            return
+        if decision.backend:
+            self.backend = frontend.backends.get(decision.backend)
+        if self.backend is None:
+            record.termination = "PC"
+            self._close()
+            return
+        record.backend_name = self.backend.name
+        self._dispatch(None)
+
+    def _dispatch(self, avoid: ServerRuntime | None, server: ServerRuntime | None = None) -> None:
+        backend = self.backend
+        assert backend is not None and self.record is not None
+        if server is None:
+            server = backend.servers.pick(None, avoid)
+        if server is None:
+            self.record.termination = "SC"
+            self._close()
+            return
+        self.server = server
+        self.record.server_name = server.name
+        self.attempts += 1
+        self.connect_task = self.loop.create_task(self._connect(server, backend))
+
+    async def _connect(self, server: ServerRuntime, backend: BackendContext) -> None:
+        t0 = self.loop.time()
+        try:
+            _, side = await asyncio.wait_for(
+                self.loop.create_connection(lambda: _ServerSide(self), server.host, server.port),
+                backend.connect_timeout,
+            )
+        except asyncio.CancelledError:
+            return
+        except (OSError, TimeoutError) as exc:
+            self.connect_task = None
+            if self.closed:
+                return
+            server.connect_failures += 1
+            server.errors += 1
+            reason = "timeout" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+            log.warning("connect to %s/%s (%s) failed: %s", backend.name, server.name, server.address, reason)
+            if self.attempts <= backend.retries:
+                if backend.redispatch:
+                    self._dispatch(server)
+                else:
+                    self._dispatch(None, server)
+            else:
+                assert self.record is not None
+                self.record.termination = "SC"
+                self._close()
+            return
+        self.connect_task = None
+        if self.closed:
+            if side.transport is not None:
+                side.transport.close()
+            return
+        assert self.record is not None and self.transport is not None
+        self.server_side = side
+        server.active += 1
+        server.requests += 1
+        self.record.t_connect = (self.loop.time() - t0) * 1000
+        self.deadline.set(self.frontend.tunnel_timeout)
+        if self.pending and side.transport is not None:
+            side.transport.write(b"".join(self.pending))
+            self.pending.clear()
+        if self.client_eof:
+            self._server_write_eof()
+        else:
+            self.transport.resume_reading()
+
+    def data_received(self, data: bytes) -> None:
+        assert self.record is not None
+        self.record.bytes_in += len(data)
+        self.deadline.set(self.frontend.tunnel_timeout)
+        side = self.server_side
+        if side is not None and side.transport is not None:
+            side.transport.write(data)
+        else:
+            self.pending.append(data)
+
+    def eof_received(self) -> bool:
+        self.client_eof = True
+        if self.server_side is not None:
+            self._server_write_eof()
+        if self.server_eof_seen:
+            self._close()
+            return False
+        return True  # keep our sending side open: the server may still answer
+
+    def _server_write_eof(self) -> None:
+        side = self.server_side
+        if side is not None and side.transport is not None and side.transport.can_write_eof():
+            side.transport.write_eof()
+
+    def pause_writing(self) -> None:
+        side = self.server_side
+        if side is not None and side.transport is not None:
+            side.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        side = self.server_side
+        if side is not None and side.transport is not None and not side.transport.is_closing():
+            side.transport.resume_reading()
+
+    def pause_client(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.pause_reading()
+
+    def resume_client(self) -> None:
+        if self.transport is not None and not self.closed and not self.client_eof:
+            self.transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.record is not None and self.record.termination == "--" and not self.client_eof:
+            self.record.termination = "CD" if exc is not None else "--"
+        self._close()
+
+    # -- server side -----------------------------------------------------------------------
+
+    def from_server(self, data: bytes) -> None:
+        assert self.record is not None
+        self.record.bytes_out += len(data)
+        self.deadline.set(self.frontend.tunnel_timeout)
+        if self.transport is not None and not self.closed:
+            self.transport.write(data)
+
+    def server_eof(self) -> bool:
+        self.server_eof_seen = True
+        if self.transport is not None and not self.closed and self.transport.can_write_eof():
+            self.transport.write_eof()
+        if self.client_eof:
+            self._close()
+            return False
+        return True
+
+    def server_lost(self, exc: Exception | None) -> None:
+        if exc is not None and self.record is not None and self.record.termination == "--":
+            self.record.termination = "SD"
+            if self.server is not None:
+                self.server.errors += 1
+        self._close()
+
+    # -- ending ----------------------------------------------------------------------------
+
+    def _timed_out(self) -> None:
+        if self.record is not None:
+            self.record.termination = "cD" if self.server_side is not None else "sC"
+        self._close()
+
+    def stop(self) -> None:
+        if self.server_side is None:
+            self._close()
+        # a connection in use is left to finish until the stop's grace runs out
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+        side = self.server_side
+        if side is not None and side.transport is not None:
+            side.transport.abort()
+        self._close()
+
+    def _close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.deadline.cancel()
+        self.frontend.sessions.discard(self)
+        if self.connect_task is not None:
+            self.connect_task.cancel()
+        if self.transport is not None:
+            self.transport.close()
+        side = self.server_side
+        if side is not None:
+            if self.server is not None:
+                self.server.active -= 1
+                if self.record is not None:
+                    self.server.bytes_in += self.record.bytes_in
+                    self.server.bytes_out += self.record.bytes_out
+            if side.transport is not None:
+                side.transport.close()
+        record = self.record
+        if record is not None:
+            record.t_total = (self.loop.time() - self.t_start) * 1000
+            self.frontend.log(record)
+
+
+class _ConnectionView:
+    """A TCP connection as rule conditions see it: only `src` can match."""
+
+    method = b""
+    path = b""
+    query = b""
+    host = b""
+
+    def __init__(self, ip: str) -> None:
+        self.ip = ip
+        self.headers: list[tuple[bytes, bytes]] = []
+
+    def source_ip(self) -> IPAddress | None:
+        try:
+            return ipaddress.ip_address(self.ip)
+        except ValueError:
+            return None

@@ -1,0 +1,295 @@
+"""Connections to servers (HTTP) and the pool of idle keep-alive ones.
+
+An UpstreamConnection parses the server's responses with httptools and hands events to
+the client session that owns it for the exchange in flight (its `owner`). Callbacks only
+record what the parser saw; `data_received` acts after the parser returns, so a finished
+response is never handled while the parser is still inside that message.
+
+Between exchanges a connection rests in the UpstreamPool of its server, last in first
+out (the warmest connection is reused first), until `idle_timeout` or the server closes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Protocol, cast
+
+import httptools
+
+from balancer.net.deadline import Deadline
+from balancer.proto.http1 import HOP_BY_HOP, LAST_CHUNK, bodiless_status, chunk, status_line
+from balancer.runtime.state import ServerRuntime
+
+
+class UpstreamOwner(Protocol):
+    """The client session side of an exchange (net.http_session.HttpSession)."""
+
+    def response_head(self, conn: UpstreamConnection) -> None: ...
+    def response_data(self, data: bytes) -> None: ...
+    def flush_response(self) -> None: ...
+    def response_done(self, conn: UpstreamConnection) -> None: ...
+    def interim_response(self, conn: UpstreamConnection) -> None: ...
+    def upstream_failed(self, conn: UpstreamConnection, reason: str) -> None: ...
+    def upstream_tunnel(self, conn: UpstreamConnection, rest: bytes) -> None: ...
+    def upstream_timeout(self, conn: UpstreamConnection) -> None: ...
+    def pause_client_reading(self, reason: int) -> None: ...
+    def resume_client_reading(self, reason: int) -> None: ...
+
+
+UPLOAD_BACKPRESSURE = 2  # a reason bit for pausing the client's reads
+
+
+class UpstreamConnection(asyncio.Protocol):
+    __slots__ = (
+        "_parser",
+        "bytes_received",
+        "chunked",
+        "closed",
+        "deadline",
+        "done",
+        "head_only",
+        "headers",
+        "interim",
+        "keep_alive",
+        "owner",
+        "pool",
+        "reason",
+        "reused",
+        "server",
+        "server_timeout",
+        "status",
+        "transport",
+        "tunnel",
+        "until_close",
+        "writing_paused",
+    )
+
+    def __init__(self, server: ServerRuntime, pool: UpstreamPool) -> None:
+        self.server = server
+        self.pool = pool
+        self.transport: asyncio.Transport | None = None
+        self.owner: UpstreamOwner | None = None
+        self._parser = httptools.HttpResponseParser(self)
+        self.deadline: Deadline | None = None
+        self.closed = False
+        self.reused = False
+        self.tunnel = False
+        self.writing_paused = False
+        self.server_timeout = 0.0
+        self._reset()
+
+    def _reset(self) -> None:
+        self.status = 0
+        self.reason = b""
+        self.headers: list[bytes] = []
+        self.chunked = False
+        self.until_close = False
+        self.keep_alive = True
+        self.head_only = False
+        self.interim = False
+        self.done = False
+        self.bytes_received = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
+        self.deadline = Deadline(asyncio.get_running_loop(), self._timed_out)
+
+    def start(self, owner: UpstreamOwner, head_only: bool, timeout: float) -> None:
+        """Take part in a new exchange for `owner`; `head_only` for a HEAD request."""
+        self._reset()
+        self.owner = owner
+        self.head_only = head_only
+        self.server_timeout = timeout  # re-armed on every read from the server
+        assert self.deadline is not None
+        self.deadline.set(timeout)
+
+    def write(self, data: bytes) -> None:
+        if not self.closed and self.transport is not None:
+            self.transport.write(data)
+
+    def release(self) -> None:
+        """The exchange is over: rest in the pool if the connection can carry another."""
+        self.owner = None
+        if self.closed or not self.keep_alive or self.until_close or self.tunnel or self.writing_paused:
+            self.close()
+            return
+        self.pool.put(self)
+
+    def close(self) -> None:
+        self.owner = None
+        if not self.closed:
+            self.closed = True
+            self.pool.discard(self)
+            if self.deadline is not None:
+                self.deadline.cancel()
+            if self.transport is not None:
+                self.transport.close()
+
+    def abort(self) -> None:
+        self.owner = None
+        if self.transport is not None and not self.closed:
+            self.transport.abort()
+        self.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.pool.discard(self)
+        if self.deadline is not None:
+            self.deadline.cancel()
+        owner = self.owner
+        if owner is None:
+            return
+        if self.until_close and self.status and not self.interim:
+            # The response had no length: the end of the connection is its end.
+            self.done = True
+            self.keep_alive = False
+            owner.response_done(self)
+        else:
+            owner.upstream_failed(self, "server closed the connection" if exc is None else str(exc))
+
+    def _timed_out(self) -> None:
+        owner = self.owner
+        if owner is None:
+            self.close()  # idle too long in the pool
+        else:
+            owner.upstream_timeout(self)
+
+    def pause_writing(self) -> None:
+        self.writing_paused = True
+        if self.owner is not None:
+            self.owner.pause_client_reading(UPLOAD_BACKPRESSURE)
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+        if self.owner is not None:
+            self.owner.resume_client_reading(UPLOAD_BACKPRESSURE)
+
+    # -- data ------------------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        owner = self.owner
+        if owner is None:
+            self.close()  # a server speaking out of turn cannot be trusted with the next request
+            return
+        if self.tunnel:
+            owner.response_data(data)
+            return
+        self.bytes_received += len(data)
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            if self.status == 101:
+                self.tunnel = True
+                owner.response_head(self)
+                owner.upstream_tunnel(self, data[upgrade.args[0] :])
+                return
+            owner.upstream_failed(self, "server sent an unexpected upgrade")
+            return
+        except httptools.HttpParserError as exc:
+            self.keep_alive = False
+            owner.upstream_failed(self, f"invalid response from server: {exc}")
+            return
+        if self.deadline is not None:
+            self.deadline.set(self.server_timeout)
+        if self.done:
+            if self.head_only:
+                # httptools cannot be told the response answers a HEAD: start afresh.
+                self._parser = httptools.HttpResponseParser(self)
+            owner.response_done(self)
+        else:
+            owner.flush_response()
+
+    # -- httptools callbacks ---------------------------------------------------------------
+
+    def on_status(self, reason: bytes) -> None:
+        self.reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        lname = name.lower()
+        if lname in HOP_BY_HOP:
+            if lname == b"transfer-encoding":
+                self.chunked = value.lower().rstrip().endswith(b"chunked")
+            elif lname == b"upgrade":
+                self.headers.append(b"Upgrade: " + value + b"\r\n")
+            return
+        self.headers.append(name + b": " + value + b"\r\n")
+
+    def on_headers_complete(self) -> None:
+        status = self._parser.get_status_code()
+        self.status = status
+        if 100 <= status < 200 and status != 101:
+            self.interim = True
+            if self.owner is not None:
+                self.owner.interim_response(self)
+            self.headers = []
+            self.reason = b""
+            return
+        self.interim = False
+        self.keep_alive = self._parser.should_keep_alive()
+        if status == 101:
+            return  # the upgrade exception follows; the owner writes the head then
+        if self.head_only or bodiless_status(status):
+            self.chunked = False
+            if self.head_only:
+                self.done = True
+        elif not self.chunked and not any(h[:15].lower() == b"content-length:" for h in self.headers):
+            self.until_close = True
+        if self.owner is not None:
+            self.owner.response_head(self)
+
+    def on_body(self, body: bytes) -> None:
+        if self.owner is not None:
+            self.owner.response_data(chunk(body) if self.chunked else body)
+
+    def on_message_complete(self) -> None:
+        if self.interim:
+            return
+        if self.chunked and self.owner is not None:
+            self.owner.response_data(LAST_CHUNK)
+        self.done = True
+
+    def head_bytes(self, extra: bytes) -> bytes:
+        """The response head for the client: hop-by-hop headers dropped, `extra` appended."""
+        if self.chunked:
+            extra = b"Transfer-Encoding: chunked\r\n" + extra
+        return status_line(self.status, self.reason) + b"".join(self.headers) + extra + b"\r\n"
+
+
+class UpstreamPool:
+    """Idle keep-alive connections of one backend, per server."""
+
+    def __init__(self, max_idle_per_server: int, idle_timeout: float) -> None:
+        self.max_idle = max_idle_per_server
+        self.idle_timeout = idle_timeout
+        self._idle: dict[ServerRuntime, list[UpstreamConnection]] = {}
+
+    def get(self, server: ServerRuntime) -> UpstreamConnection | None:
+        idle = self._idle.get(server)
+        while idle:
+            conn = idle.pop()
+            if not conn.closed:
+                conn.reused = True
+                return conn
+        return None
+
+    def put(self, conn: UpstreamConnection) -> None:
+        idle = self._idle.setdefault(conn.server, [])
+        if len(idle) >= self.max_idle:
+            conn.close()
+            return
+        idle.append(conn)
+        if conn.deadline is not None:
+            conn.deadline.set(self.idle_timeout)
+
+    def discard(self, conn: UpstreamConnection) -> None:
+        idle = self._idle.get(conn.server)
+        if idle and conn in idle:
+            idle.remove(conn)
+
+    def close_all(self) -> None:
+        for idle in list(self._idle.values()):
+            for conn in list(idle):
+                conn.close()
+        self._idle.clear()

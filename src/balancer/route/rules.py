@@ -1,0 +1,176 @@
+"""Frontend rules: ACL conditions compiled once at load, evaluated in order per request.
+
+Semantics (documented for operators in docs/configuration.md):
+- every key in one `if` table must match (AND); within a key's list any value matches (OR);
+  `unless` negates a second table; a rule with neither always matches;
+- `use_backend`, `action = "deny"` (403), `action = "allow"` and `redirect` end the
+  evaluation: first match wins; `set_header`/`del_header` rules change the request and
+  evaluation goes on, so several of them can apply before the deciding rule;
+- when no deciding rule matched, `default_backend` serves the request.
+Conditions see the request as the client sent it, after earlier set/del rules.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from balancer.config.model import Condition, Frontend, Rule
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class RequestView(Protocol):
+    """What conditions may look at. Header names are compared lower-cased."""
+
+    method: bytes
+    path: bytes
+    query: bytes
+    host: bytes
+    headers: list[tuple[bytes, bytes]]
+
+    def source_ip(self) -> IPAddress | None: ...
+
+
+Predicate = Callable[[RequestView], bool]
+Verdict = Literal["backend", "deny", "redirect"]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    verdict: Verdict
+    backend: str | None = None
+    redirect_code: int = 0
+    redirect_location: bytes = b""
+
+
+def _host_of(request: RequestView) -> bytes:
+    host = request.host.lower()
+    if host.startswith(b"["):
+        return host.partition(b"]")[0] + b"]"
+    return host.partition(b":")[0]
+
+
+def _header_values(request: RequestView, name: bytes) -> list[bytes]:
+    return [v for n, v in request.headers if n.lower() == name]
+
+
+def _query_matches(query: bytes, wanted: list[bytes]) -> bool:
+    params = query.split(b"&")
+    return any(w == query or w in params for w in wanted)
+
+
+def _header_test(name: bytes, wanted: frozenset[bytes]) -> Predicate:
+    """Header `name` present (no wanted values) or with one of the wanted values."""
+    if wanted:
+        return lambda r: any(v in wanted for v in _header_values(r, name))
+    return lambda r: bool(_header_values(r, name))
+
+
+def compile_condition(condition: Condition) -> Predicate:
+    """One predicate that is true when every key of `condition` matches."""
+    tests: list[Predicate] = []
+    if condition.path is not None:
+        exact = frozenset(p.encode() for p in condition.path)
+        tests.append(lambda r: r.path in exact)
+    if condition.path_beg is not None:
+        prefixes = tuple(p.encode() for p in condition.path_beg)
+        tests.append(lambda r: r.path.startswith(prefixes))
+    if condition.path_end is not None:
+        suffixes = tuple(p.encode() for p in condition.path_end)
+        tests.append(lambda r: r.path.endswith(suffixes))
+    if condition.path_reg is not None:
+        regex = re.compile(b"|".join(b"(?:" + p.encode() + b")" for p in condition.path_reg))
+        tests.append(lambda r: regex.search(r.path) is not None)
+    if condition.host is not None:
+        hosts = frozenset(h.lower().encode() for h in condition.host)
+        tests.append(lambda r: _host_of(r) in hosts)
+    if condition.method is not None:
+        methods = frozenset(m.encode() for m in condition.method)
+        tests.append(lambda r: r.method in methods)
+    if condition.query is not None:
+        wanted = [q.encode() for q in condition.query]
+        tests.append(lambda r: _query_matches(r.query, wanted))
+    if condition.src is not None:
+        networks = tuple(condition.src)
+
+        def src_matches(r: RequestView) -> bool:
+            ip = r.source_ip()
+            return ip is not None and any(ip in net for net in networks if ip.version == net.version)
+
+        tests.append(src_matches)
+    for name, values in (condition.hdr or {}).items():
+        lname = name.lower().encode()
+        wanted_values = frozenset(v.encode() for v in values)
+        tests.append(_header_test(lname, wanted_values))
+    if not tests:
+        return lambda r: True
+    if len(tests) == 1:
+        return tests[0]
+    return lambda r: all(test(r) for test in tests)
+
+
+class CompiledRule:
+    __slots__ = ("decision", "del_header", "matches", "set_header")
+
+    def __init__(self, rule: Rule) -> None:
+        positive = compile_condition(rule.if_) if rule.if_ is not None else None
+        negative = compile_condition(rule.unless) if rule.unless is not None else None
+        if positive and negative:
+            self.matches: Predicate = lambda r: positive(r) and not negative(r)
+        elif positive:
+            self.matches = positive
+        elif negative:
+            self.matches = lambda r: not negative(r)
+        else:
+            self.matches = lambda r: True
+        self.set_header = [(k.encode(), v.encode()) for k, v in rule.set_header.items()]
+        self.del_header = frozenset(h.lower().encode() for h in rule.del_header)
+        self.decision: Decision | None = None
+        if rule.use_backend is not None:
+            self.decision = Decision("backend", backend=rule.use_backend)
+        elif rule.action == "deny":
+            self.decision = Decision("deny")
+        elif rule.redirect is not None:
+            self.decision = Decision(
+                "redirect",
+                redirect_code=rule.redirect.code,
+                redirect_location=rule.redirect.location.encode(),
+            )
+        elif rule.action == "allow":
+            self.decision = _ALLOW
+
+    def rewrite(self, headers: list[tuple[bytes, bytes]]) -> None:
+        """Apply del_header then set_header (set replaces every header of that name)."""
+        drop = self.del_header | {name.lower() for name, _ in self.set_header}
+        if drop:
+            headers[:] = [(n, v) for n, v in headers if n.lower() not in drop]
+        headers.extend(self.set_header)
+
+
+_ALLOW = Decision("backend", backend=None)
+
+
+class RuleSet:
+    """A frontend's rules plus its default backend."""
+
+    __slots__ = ("default", "rules")
+
+    def __init__(self, frontend: Frontend) -> None:
+        self.rules = [CompiledRule(rule) for rule in frontend.rule]
+        self.default = Decision("backend", backend=frontend.default_backend)
+
+    def evaluate(self, request: RequestView) -> Decision:
+        """The decision for `request`; header rewrites of matching rules are applied to it."""
+        for rule in self.rules:
+            if rule.matches(request):
+                if rule.set_header or rule.del_header:
+                    rule.rewrite(request.headers)
+                if rule.decision is not None:
+                    if rule.decision is _ALLOW:
+                        return self.default
+                    return rule.decision
+        return self.default

@@ -1,0 +1,101 @@
+"""Live state of servers and backends inside one worker.
+
+A server's admin state (set by the operator: ready, drain, maint) is kept apart from its
+health (set by checks: up, down); it is usable for new sessions only when both allow it.
+Whoever depends on the set of usable servers (lb.pool) listens for changes on the backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+from balancer.config.model import Backend, Server
+
+AdminState = Literal["ready", "drain", "maint"]
+Health = Literal["up", "down"]
+
+
+class ServerRuntime:
+    """One server of one backend, with its counters."""
+
+    __slots__ = (
+        "active",
+        "address",
+        "admin_state",
+        "backend_name",
+        "bytes_in",
+        "bytes_out",
+        "config",
+        "connect_failures",
+        "errors",
+        "health",
+        "host",
+        "name",
+        "port",
+        "queued",
+        "requests",
+        "resp_time_count",
+        "resp_time_sum",
+        "weight",
+    )
+
+    def __init__(self, config: Server, backend_name: str) -> None:
+        self.config = config
+        self.name = config.name
+        self.backend_name = backend_name
+        self.address = config.address
+        self.host = config.address.host
+        self.port = config.address.port
+        self.weight = config.weight
+        self.admin_state: AdminState = config.state
+        self.health: Health = "up"
+        self.active = 0  # requests or connections in flight
+        self.queued = 0
+        self.requests = 0
+        self.bytes_in = 0  # from clients towards this server
+        self.bytes_out = 0  # from this server towards clients
+        self.errors = 0
+        self.connect_failures = 0
+        self.resp_time_sum = 0.0
+        self.resp_time_count = 0
+
+    @property
+    def usable(self) -> bool:
+        """May take new sessions: ready, healthy, and with a weight."""
+        return self.admin_state == "ready" and self.health == "up" and self.weight > 0
+
+    def __repr__(self) -> str:
+        return f"<server {self.backend_name}/{self.name} {self.address} {self.admin_state}/{self.health}>"
+
+
+class BackendRuntime:
+    """A backend's servers and counters. State changes go through the setters, which tell
+    the listeners (the backend's server pool) so they can rebuild what depends on them."""
+
+    def __init__(self, config: Backend) -> None:
+        self.config = config
+        self.name = config.name
+        self.servers = [ServerRuntime(server, config.name) for server in config.server]
+        self.by_name = {server.name: server for server in self.servers}
+        self.requests = 0
+        self._listeners: list[Callable[[], None]] = []
+
+    def on_change(self, listener: Callable[[], None]) -> None:
+        self._listeners.append(listener)
+
+    def changed(self) -> None:
+        for listener in self._listeners:
+            listener()
+
+    def set_state(self, server: ServerRuntime, state: AdminState) -> None:
+        server.admin_state = state
+        self.changed()
+
+    def set_weight(self, server: ServerRuntime, weight: int) -> None:
+        server.weight = weight
+        self.changed()
+
+    def set_health(self, server: ServerRuntime, health: Health) -> None:
+        server.health = health
+        self.changed()

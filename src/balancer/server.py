@@ -1,0 +1,218 @@
+"""One balancer inside one process: listeners, the live state, and reloads.
+
+`Balancer(config)` binds every frontend's addresses and serves them on the running loop.
+A listener looks its frontend up at accept time, so `reload(new_config)` swaps in new
+frontends and backends without closing a listening socket: connections accepted before
+keep the settings they started with, new ones get the new settings, and run-time server
+state (drain/maint, weight, health) carries over to servers that still exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from collections.abc import Callable
+
+from balancer.config.model import Config, Frontend
+from balancer.config.values import Address
+from balancer.lb.base import REGISTRY
+from balancer.net.context import BackendContext, FrontendContext, LogSink
+from balancer.net.http_session import HttpSession
+from balancer.net.tcp_session import TcpSession
+from balancer.runtime.state import BackendRuntime
+from balancer.stats.accesslog import AccessLog
+
+log = logging.getLogger("balancer")
+
+LISTEN_BACKLOG = 4096
+
+
+class UnsupportedConfig(Exception):
+    """A valid config asks for something this build cannot do yet."""
+
+
+def bind_socket(address: Address) -> socket.socket:
+    """A listening socket for `address`; raises OSError with the address in the message."""
+    try:
+        if address.is_unix:
+            if os.path.exists(address.path):
+                os.unlink(address.path)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.bind(address.path)
+        else:
+            host = address.host or "::"
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            if not address.host:
+                family = socket.AF_INET6 if socket.has_ipv6 else socket.AF_INET
+                host = "::" if family == socket.AF_INET6 else "0.0.0.0"
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6 and not address.host:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            sock.bind((host, address.port))
+        sock.listen(LISTEN_BACKLOG)
+        sock.setblocking(False)
+        return sock
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot listen on {address}: {exc.strerror}") from None
+
+
+class Listener:
+    """One listening socket; it serves whichever frontend is current for its address."""
+
+    def __init__(self, address: Address, sock: socket.socket, frontend: FrontendContext) -> None:
+        self.address = address
+        self.sock = sock
+        self.frontend = frontend
+        self.server: asyncio.AbstractServer | None = None
+
+    def make_session(self) -> asyncio.Protocol:
+        frontend = self.frontend
+        if frontend.config.mode == "tcp":
+            return TcpSession(frontend)
+        return HttpSession(frontend)
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(self.make_session, sock=self.sock, backlog=LISTEN_BACKLOG)
+
+    def bound(self) -> tuple[str, int]:
+        name = self.sock.getsockname()
+        if isinstance(name, str):
+            return (name, 0)
+        return (name[0], name[1])
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        if self.address.is_unix and os.path.exists(self.address.path):
+            os.unlink(self.address.path)
+
+
+def check_supported(config: Config) -> None:
+    """Refuse settings the config language has but this build does not implement yet."""
+    for backend in config.backend:
+        if backend.balance not in REGISTRY:
+            raise UnsupportedConfig(
+                f"backend {backend.name!r}: balance {backend.balance!r} is not available in this version "
+                f"(available: {', '.join(sorted(REGISTRY))})"
+            )
+    for frontend in config.frontend:
+        if frontend.tls is not None:
+            raise UnsupportedConfig(f"frontend {frontend.name!r}: tls is not available in this version")
+        if frontend.accept_proxy:
+            raise UnsupportedConfig(f"frontend {frontend.name!r}: accept_proxy is not available in this version")
+
+
+class Balancer:
+    def __init__(self, config: Config, access_log: AccessLog | None = None) -> None:
+        check_supported(config)
+        self.config = config
+        self.access_log = access_log or AccessLog(config.global_.log, config.global_.log_format)
+        self.backends: dict[str, BackendRuntime] = {}
+        self.frontends: dict[str, FrontendContext] = {}
+        self.listeners: dict[tuple[Address, str], Listener] = {}
+        self._retired: list[FrontendContext] = []
+        self._build(config)
+
+    @property
+    def log_sink(self) -> LogSink:
+        return self.access_log.log
+
+    def _build(self, config: Config) -> None:
+        """New runtime state and contexts for `config`, keeping run-time state of old servers."""
+        old = self.backends
+        backends: dict[str, BackendRuntime] = {}
+        for backend_config in config.backend:
+            runtime = BackendRuntime(backend_config)
+            previous = old.get(backend_config.name)
+            if previous is not None:
+                for server in runtime.servers:
+                    before = previous.by_name.get(server.name)
+                    if before is not None and before.config.address == server.config.address:
+                        server.admin_state = before.admin_state
+                        server.health = before.health
+                        if before.weight != before.config.weight:
+                            server.weight = before.weight
+            backends[backend_config.name] = runtime
+        self.backends = backends
+        contexts = {name: BackendContext(runtime.config, runtime) for name, runtime in backends.items()}
+        self.frontends = {f.name: FrontendContext(f, contexts, self.log_sink) for f in config.frontend}
+
+    async def start(self) -> None:
+        """Bind and serve every frontend address. Raises OSError naming a failing address."""
+        for frontend in self.config.frontend:
+            for address in frontend.bind:
+                listener = Listener(address, bind_socket(address), self.frontends[frontend.name])
+                self.listeners[_listener_key(address, frontend.name)] = listener
+                await listener.start()
+                log.info("frontend %s listening on %s (%s)", frontend.name, listener.bound(), frontend.mode)
+
+    def addresses(self, frontend: str) -> list[tuple[str, int]]:
+        """The addresses a frontend is bound to (ports resolved when the config said 0)."""
+        return [lst.bound() for lst in self.listeners.values() if lst.frontend.name == frontend]
+
+    async def reload(self, config: Config) -> None:
+        """Serve `config` from now on, without closing the listening sockets it keeps."""
+        check_supported(config)
+        old_frontends = list(self.frontends.values())
+        self.config = config
+        self._build(config)
+        wanted: dict[tuple[Address, str], Frontend] = {
+            _listener_key(a, f.name): f for f in config.frontend for a in f.bind
+        }
+        for key in list(self.listeners):
+            if key not in wanted:
+                self.listeners.pop(key).close()
+        for key, frontend in wanted.items():
+            listener = self.listeners.get(key)
+            if listener is None:
+                listener = Listener(key[0], bind_socket(key[0]), self.frontends[frontend.name])
+                self.listeners[key] = listener
+                await listener.start()
+            else:
+                listener.frontend = self.frontends[frontend.name]
+        for frontend_context in old_frontends:
+            frontend_context.stopping = True
+            for backend_context in frontend_context.backends.values():
+                backend_context.close()
+            for session in list(frontend_context.sessions):
+                session.stop()
+        self._retired = [f for f in self._retired + old_frontends if f.sessions]
+        log.info("configuration reloaded: %d frontends, %d backends", len(config.frontend), len(config.backend))
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop accepting, let exchanges in flight finish within `grace`, then close the rest."""
+        if grace is None:
+            grace = self.config.global_.grace
+        for listener in self.listeners.values():
+            listener.close()
+        frontends = list(self.frontends.values()) + self._retired
+        for frontend in frontends:
+            frontend.stopping = True
+            for session in list(frontend.sessions):
+                session.stop()
+        await _wait_until(lambda: not any(f.sessions for f in frontends), grace)
+        for frontend in frontends:
+            for session in list(frontend.sessions):
+                session.abort()
+            for backend in frontend.backends.values():
+                backend.close()
+        self.access_log.flush()
+
+    def in_flight(self) -> int:
+        return sum(len(f.sessions) for f in list(self.frontends.values()) + self._retired)
+
+
+def _listener_key(address: Address, frontend: str) -> tuple[Address, str]:
+    """Listeners are kept across reloads by address; port 0 means "any", so never shared."""
+    return (address, frontend if address.port == 0 and not address.is_unix else "")
+
+
+async def _wait_until(condition: Callable[[], bool], timeout: float) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition() and loop.time() < deadline:
+        await asyncio.sleep(0.05)

@@ -1,0 +1,150 @@
+"""The access log: one line per HTTP request or TCP connection, text or JSON.
+
+Lines are buffered and written at most every 50 ms or when 64 KiB are pending, so logging
+costs one write for many requests instead of a syscall each. Text lines follow HAProxy's
+httplog layout so existing log tooling keeps working:
+
+    127.0.0.1:50312 [21/Nov/2026:23:59:01.123] www web/s1 0/0/1/2/3 200 120 -- "GET / HTTP/1.1"
+
+with timers request/queue/connect/response/total in ms, then status, bytes sent to the
+client, termination state, and the request line. A trailing `xff="..."` field appears when
+the request carried X-Forwarded-For.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+
+from balancer.runtime.record import LogRecord
+
+FLUSH_DELAY = 0.05
+FLUSH_BYTES = 65536
+
+
+def _ms(value: float) -> int:
+    return -1 if value < 0 else int(value)
+
+
+class AccessLog:
+    """Buffered writer of access lines to a file descriptor.
+
+    `target` is the config's `global.log`: "stdout", "stderr", "none" or "file:/path".
+    (syslog targets are handled by the event logger's handler and fall back to stdout here.)
+    """
+
+    def __init__(self, target: str = "stdout", fmt: str = "text") -> None:
+        self.target = target
+        self.json = fmt == "json"
+        self._fd = -1
+        self._own_fd = False
+        self._pending: list[str] = []
+        self._pending_size = 0
+        self._flush_handle: asyncio.TimerHandle | None = None
+        self._second = -1
+        self._second_text = ""
+        self.enabled = target != "none"
+        self.open()
+
+    def open(self) -> None:
+        """Open (or reopen, for logrotate) the target."""
+        self.close_fd()
+        if self.target.startswith("file:"):
+            self._fd = os.open(self.target[5:], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            self._own_fd = True
+        elif self.target == "stderr":
+            self._fd = sys.stderr.fileno()
+        elif self.enabled:
+            self._fd = sys.stdout.fileno()
+
+    def close_fd(self) -> None:
+        if self._own_fd and self._fd >= 0:
+            os.close(self._fd)
+        self._fd = -1
+        self._own_fd = False
+
+    def log(self, record: LogRecord) -> None:
+        if not self.enabled:
+            return
+        line = self.format_json(record) if self.json else self.format_text(record)
+        self._pending.append(line)
+        self._pending_size += len(line)
+        if self._pending_size >= FLUSH_BYTES:
+            self.flush()
+        elif self._flush_handle is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self.flush()
+                return
+            self._flush_handle = loop.call_later(FLUSH_DELAY, self.flush)
+
+    def _timestamp(self, when: float) -> str:
+        second = int(when)
+        if second != self._second:
+            self._second = second
+            self._second_text = time.strftime("%d/%b/%Y:%H:%M:%S", time.localtime(second))
+        return f"{self._second_text}.{int((when - second) * 1000):03d}"
+
+    def format_text(self, r: LogRecord) -> str:
+        timers = f"{_ms(r.t_request)}/{_ms(r.t_queue)}/{_ms(r.t_connect)}/{_ms(r.t_response)}/{_ms(r.t_total)}"
+        line = (
+            f"{r.client_ip}:{r.client_port} [{self._timestamp(r.start_time)}] {r.frontend_name} "
+            f"{r.backend_name}/{r.server_name} {timers} {r.status} {r.bytes_out} {r.termination} "
+            f'"{r.request_line}"'
+        )
+        if r.xff:
+            line += f' xff="{r.xff}"'
+        return line + "\n"
+
+    def format_json(self, r: LogRecord) -> str:
+        fields = {
+            "client": f"{r.client_ip}:{r.client_port}",
+            "client_ip": r.client_ip,
+            "client_port": r.client_port,
+            "time": self._timestamp(r.start_time),
+            "frontend": r.frontend_name,
+            "backend": r.backend_name,
+            "server": r.server_name,
+            "timers": {
+                "request": _ms(r.t_request),
+                "queue": _ms(r.t_queue),
+                "connect": _ms(r.t_connect),
+                "response": _ms(r.t_response),
+                "total": _ms(r.t_total),
+            },
+            "status": r.status,
+            "bytes_in": r.bytes_in,
+            "bytes_out": r.bytes_out,
+            "termination": r.termination,
+            "request": r.request_line,
+        }
+        if r.xff:
+            fields["xff"] = r.xff
+        return json.dumps(fields, separators=(",", ":")) + "\n"
+
+    def flush(self) -> None:
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        if not self._pending:
+            return
+        data = "".join(self._pending).encode("utf-8", "replace")
+        self._pending.clear()
+        self._pending_size = 0
+        if self._fd < 0:
+            return
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+        except OSError as exc:
+            print(f"balancer: access log write failed: {exc}", file=sys.stderr)
+
+    def close(self) -> None:
+        self.flush()
+        self.close_fd()
