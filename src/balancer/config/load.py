@@ -93,7 +93,9 @@ def parse_config(text: str, file: str = "<string>", *, base_dir: str | os.PathLi
         # Python names `global_` and `if_` that populate_by_name allows in code.
         config = Config.model_validate(data, strict=True, by_name=False)
     except ValidationError as exc:
-        raise ConfigError(_shape_problems(exc, data, source, file)) from None
+        problems = _shape_problems(exc, data, source, file)
+        problems += [Problem(file, source.line_of(path), message) for path, message in _raw_references(data)]
+        raise ConfigError(sorted(dict.fromkeys(problems), key=lambda p: p.line)) from None
     folder = Path(base_dir) if base_dir is not None else Path(file).parent
     problems = [Problem(file, source.line_of(path), message) for path, message in _check(config, folder, source)]
     if problems:
@@ -402,6 +404,31 @@ def _check_names(config: Config, source: SourceMap) -> list[tuple[KeyPath, str]]
                 message = f"duplicate {what} name {name!r}{where} (first defined at line {line})"
                 problems.append(((*base, number, "name"), message))
             first.setdefault(name, number)
+    return problems
+
+
+def _raw_references(data: dict[str, Any]) -> list[tuple[KeyPath, str]]:
+    """Backends referenced but not defined, found in the raw tables: reported even when
+    other problems keep the model from being built, so one run shows every problem."""
+    backends = data.get("backend")
+    frontends = data.get("frontend")
+    if not isinstance(backends, list) or not isinstance(frontends, list):
+        return []
+    names = {b.get("name") for b in backends if isinstance(b, dict)}
+    problems: list[tuple[KeyPath, str]] = []
+    for index, frontend in enumerate(frontends):
+        if not isinstance(frontend, dict):
+            continue
+        references: list[tuple[KeyPath, Any]] = [
+            (("frontend", index, "default_backend"), frontend.get("default_backend"))
+        ]
+        rules = frontend.get("rule")
+        for number, rule in enumerate(rules if isinstance(rules, list) else []):
+            if isinstance(rule, dict):
+                references.append((("frontend", index, "rule", number, "use_backend"), rule.get("use_backend")))
+        for path, name in references:
+            if isinstance(name, str) and name not in names:
+                problems.append((path, f"backend {name!r} referenced but not defined"))
     return problems
 
 

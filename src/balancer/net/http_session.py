@@ -349,7 +349,7 @@ class HttpSession(asyncio.Protocol):
         parser = self.parser
         request.method = parser.get_method()
         request.version = parser.get_http_version()
-        check_request_head(request.version, request.host_count, request.chunked)
+        check_request_head(request.version, request.host_count, request.te)
         request.keep_alive = parser.should_keep_alive()
         if request.connection_values:
             request.conn_tokens = connection_tokens(request.connection_values)
@@ -373,6 +373,8 @@ class HttpSession(asyncio.Protocol):
             raise BadRequest(501, "CONNECT is not supported")
         request.request_line = f"{request.method.decode()} {url.decode('latin-1')} HTTP/{request.version}"
         request.t_request = (self.loop.time() - request.t_start) * 1000
+        # The head as received: request line, header lines, final CRLF.
+        request.bytes_in = len(request.method) + len(url) + 13 + self.header_bytes
         request.head_done = True
         max_body = self.frontend.max_body
         if max_body and not request.chunked:

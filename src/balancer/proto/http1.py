@@ -11,6 +11,7 @@ Everything here takes and returns bytes; nothing does I/O.
 
 from __future__ import annotations
 
+import re
 from http import HTTPStatus
 
 # Headers that describe one connection, not the message (RFC 9110 7.6.1). Never forwarded;
@@ -28,6 +29,14 @@ HOP_BY_HOP = frozenset(
         b"proxy-authorization",
     }
 )
+
+# A hop-by-hop header line inside a head whose lines each start with CRLF: (name, value).
+HOP_BY_HOP_LINE = re.compile(
+    rb"\r\n(connection|keep-alive|proxy-connection|te|trailer|transfer-encoding|upgrade"
+    rb"|proxy-authenticate|proxy-authorization)[ \t]*:[ \t]*([^\r\n]*)",
+    re.IGNORECASE,
+)
+CONTENT_LENGTH_LINE = re.compile(rb"\r\ncontent-length[ \t]*:", re.IGNORECASE)
 
 # Methods a client may safely see retried on another connection (RFC 9110 9.2.2).
 IDEMPOTENT_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
@@ -56,10 +65,19 @@ def connection_tokens(values: list[bytes]) -> set[bytes]:
     return tokens
 
 
-def check_request_head(version: str, hosts: int, has_transfer_encoding: bool) -> None:
-    """Refuse what httptools lets through but a proxy must not forward.
+def drop_connection_named(lines: bytes, connection_value: bytes) -> bytes:
+    """Remove from CRLF-prefixed header `lines` the headers a Connection value names."""
+    extra = connection_tokens([connection_value]) - {b"close", b"keep-alive", b"upgrade"}
+    if not extra:
+        return lines
+    names = b"|".join(re.escape(name) for name in extra)
+    return re.sub(rb"\r\n(?:" + names + rb")[ \t]*:[^\r\n]*", b"", lines, flags=re.IGNORECASE)
 
-    `hosts` is how many Host headers the request carried. Raises BadRequest.
+
+def check_request_head(version: str, hosts: int, transfer_encoding: bytes) -> None:
+    """Refuse what httptools lets through (or refuses only once the body comes) but a
+    proxy must not forward. `hosts` is how many Host headers the request carried,
+    `transfer_encoding` its Transfer-Encoding value (b"" when absent). Raises BadRequest.
     """
     if version not in ("1.1", "1.0"):
         raise BadRequest(505 if version[:1] > "1" else 400, f"unsupported HTTP version {version}")
@@ -67,7 +85,9 @@ def check_request_head(version: str, hosts: int, has_transfer_encoding: bool) ->
         raise BadRequest(400, "more than one Host header")
     if hosts == 0 and version == "1.1":
         raise BadRequest(400, "missing Host header")
-    if has_transfer_encoding and version == "1.0":
+    if transfer_encoding and not transfer_encoding.rstrip().lower().endswith(b"chunked"):
+        raise BadRequest(400, "Transfer-Encoding without a final chunked")
+    if transfer_encoding and version == "1.0":
         # RFC 9112 6.1: Transfer-Encoding in an HTTP/1.0 message means its framing is faulty.
         raise BadRequest(400, "Transfer-Encoding in an HTTP/1.0 request")
 

@@ -58,11 +58,6 @@ def _header_values(request: RequestView, name: bytes) -> list[bytes]:
     return [v for n, v in request.headers if n.lower() == name]
 
 
-def _query_matches(query: bytes, wanted: list[bytes]) -> bool:
-    params = query.split(b"&")
-    return any(w == query or w in params for w in wanted)
-
-
 def _header_test(name: bytes, wanted: frozenset[bytes]) -> Predicate:
     """Header `name` present (no wanted values) or with one of the wanted values."""
     if wanted:
@@ -92,8 +87,8 @@ def compile_condition(condition: Condition) -> Predicate:
         methods = frozenset(m.encode() for m in condition.method)
         tests.append(lambda r: r.method in methods)
     if condition.query is not None:
-        wanted = [q.encode() for q in condition.query]
-        tests.append(lambda r: _query_matches(r.query, wanted))
+        queries = frozenset(q.encode() for q in condition.query)
+        tests.append(lambda r: r.query in queries)
     if condition.src is not None:
         networks = tuple(condition.src)
 

@@ -87,17 +87,29 @@ class AccessLog:
         if second != self._second:
             self._second = second
             self._second_text = time.strftime("%d/%b/%Y:%H:%M:%S", time.localtime(second))
-        return f"{self._second_text}.{int((when - second) * 1000):03d}"
+        return "%s.%03d" % (self._second_text, (when - second) * 1000)
 
     def format_text(self, r: LogRecord) -> str:
-        timers = f"{_ms(r.t_request)}/{_ms(r.t_queue)}/{_ms(r.t_connect)}/{_ms(r.t_response)}/{_ms(r.t_total)}"
-        line = (
-            f"{r.client_ip}:{r.client_port} [{self._timestamp(r.start_time)}] {r.frontend_name} "
-            f"{r.backend_name}/{r.server_name} {timers} {r.status} {r.bytes_out} {r.termination} "
-            f'"{r.request_line}"'
+        # %d truncates the float timers, and -1.0 (phase never happened) prints as -1.
+        line = '%s:%d [%s] %s %s/%s %d/%d/%d/%d/%d %d %d %s "%s"' % (
+            r.client_ip,
+            r.client_port,
+            self._timestamp(r.start_time),
+            r.frontend_name,
+            r.backend_name,
+            r.server_name,
+            r.t_request,
+            r.t_queue,
+            r.t_connect,
+            r.t_response,
+            r.t_total,
+            r.status,
+            r.bytes_out,
+            r.termination,
+            r.request_line,
         )
         if r.xff:
-            line += f' xff="{r.xff}"'
+            return f'{line} xff="{r.xff}"\n'
         return line + "\n"
 
     def format_json(self, r: LogRecord) -> str:

@@ -1,0 +1,163 @@
+"""The command line as an operator uses it: `balancer check`, `balancer run` and signals."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import textwrap
+
+import pytest
+from tests.support import run_balancer, wait_until
+from tests.support.config import server_blocks
+from tests.support.curl import curl
+from tests.support.tools import require_tool
+
+pytestmark = pytest.mark.e2e
+
+
+def test_check_accepts_a_valid_file(tmp_path):
+    config = tmp_path / "good.toml"
+    config.write_text(
+        textwrap.dedent(
+            """\
+            [global]
+            log = "stdout"
+
+            [[frontend]]
+            name = "www"
+            bind = ["127.0.0.1:18080"]
+            default_backend = "web"
+
+              [[frontend.rule]]
+              if = { path_beg = ["/blog"] }
+              use_backend = "blog"
+
+            [[backend]]
+            name = "web"
+              [[backend.server]]
+              name = "s1"
+              address = "127.0.0.1:9001"
+
+            [[backend]]
+            name = "blog"
+              [[backend.server]]
+              name = "b1"
+              address = "127.0.0.1:9002"
+            """
+        )
+    )
+
+    result = run_balancer("check", "-c", str(config))
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "configuration is valid" in result.stdout + result.stderr
+
+
+BAD = """\
+[global]
+log = "stdout"
+
+[[frontend]]
+name = "www"
+bind = ["127.0.0.1:18080"]
+default_backend = "missing"
+colour = "blue"
+
+[[backend]]
+name = "web"
+  [[backend.server]]
+  name = "s1"
+  address = "not an address"
+"""
+
+
+def test_check_reports_every_problem_with_file_and_line(tmp_path):
+    (tmp_path / "bad.toml").write_text(BAD)
+
+    result = run_balancer("check", "-c", "bad.toml", cwd=tmp_path)
+
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "configuration is valid" not in output
+    lines = {int(m[1]) for m in re.finditer(r"bad\.toml:(\d+): \S", output)}
+    assert 8 in lines, f"unknown key 'colour' (line 8) not reported:\n{output}"
+    assert 14 in lines, f"bad address (line 14) not reported:\n{output}"
+    assert 7 in lines, f"undefined backend 'missing' (line 7) not reported:\n{output}"
+    assert "colour" in output
+    assert "missing" in output
+
+
+def test_check_reports_a_toml_syntax_error_with_its_line(tmp_path):
+    (tmp_path / "broken.toml").write_text('[global]\nlog = "stdout"\n\n[[frontend]\nname = "www"\n')
+
+    result = run_balancer("check", "-c", "broken.toml", cwd=tmp_path)
+
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert re.search(r"broken\.toml:4: \S", output), output
+
+
+def test_run_refuses_an_invalid_file(tmp_path):
+    (tmp_path / "bad.toml").write_text(BAD)
+
+    result = run_balancer("run", "-c", "bad.toml", cwd=tmp_path, timeout=20)
+
+    assert result.returncode != 0
+    assert re.search(r"bad\.toml:\d+: ", result.stdout + result.stderr)
+
+
+def web_config(site, servers) -> str:
+    return (
+        site.global_toml()
+        + f"""
+[[frontend]]
+name = "www"
+bind = ["127.0.0.1:{site.port}"]
+default_backend = "web"
+
+[[backend]]
+name = "web"
+"""
+        + server_blocks(servers)
+    )
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_stops_the_balancer_with_exit_code_0(site, tagged, sig):
+    servers = tagged("s1")
+    proc = site.start(web_config(site, servers))
+    assert curl(site.url("/")).status == 200
+
+    assert proc.stop(sig=sig, timeout=10) == 0, proc.output()
+
+
+def test_sigterm_lets_an_in_flight_request_finish(site, tagged):
+    (s1,) = tagged("s1")
+    proc = site.start(web_config(site, [s1]))
+    curl_exe = require_tool("curl")
+    client = subprocess.Popen(
+        [
+            curl_exe,
+            "-sS",
+            "--noproxy",
+            "*",
+            "--max-time",
+            "20",
+            "-w",
+            " %{http_code}",
+            site.url("/slow/1500"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_until(lambda: "/slow/1500" in s1.paths, timeout=5, what="the request to reach the server")
+        proc.send_signal(signal.SIGTERM)
+        out, err = client.communicate(timeout=20)
+    finally:
+        if client.poll() is None:
+            client.kill()
+
+    assert out.decode() == "s1\n 200", err.decode()
+    assert proc.wait(timeout=10) == 0, proc.output()

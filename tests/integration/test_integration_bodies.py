@@ -1,0 +1,202 @@
+"""Message bodies through the proxy: request bodies (streamed), 100-continue, bodiless responses, 1xx."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import random
+
+from tests.integration.aclient import Client, chunked, request_bytes, wait_until
+from tests.integration.configs import make_config
+from tests.integration.conftest import frontend_port
+from tests.integration.peers import RawServer, head_field, ok_response, read_head
+
+MB = 1024 * 1024
+
+
+def _payload(size: int, seed: int) -> bytes:
+    return random.Random(seed).randbytes(size)  # binary, so CR/LF and NUL bytes are in it
+
+
+async def _send_in_pieces(client: Client, data: bytes, piece: int = 64 * 1024) -> None:
+    for start in range(0, len(data), piece):
+        await client.send(data[start : start + piece])
+
+
+def test_content_length_body_reaches_the_server(run_balancer, backends):
+    (s1,) = backends("s1")
+    body = _payload(1000, 1)
+
+    async def scenario(balancer):
+        async with await Client.connect(frontend_port(balancer)) as client:
+            return await client.request("POST", "/upload", [("Content-Type", "application/octet-stream")], body)
+
+    response = run_balancer(make_config([s1]), scenario)
+    assert response.status == 200
+    assert s1.requests[-1].method == "POST"
+    assert s1.requests[-1].body == body
+
+
+def test_chunked_body_reaches_the_server(run_balancer, backends):
+    (s1,) = backends("s1")
+    body = _payload(100_000, 2)
+
+    async def scenario(balancer):
+        async with await Client.connect(frontend_port(balancer)) as client:
+            first = await client.request("POST", "/up", [("Transfer-Encoding", "chunked")], chunked(body, 7000))
+            second = await client.get("/after")  # the chunked framing was consumed exactly
+        return first, second
+
+    first, second = run_balancer(make_config([s1]), scenario)
+    assert (first.status, second.status) == (200, 200)
+    assert s1.requests[0].body == body
+    assert s1.requests[1].target == "/after"
+
+
+def test_five_megabyte_upload_arrives_intact(run_balancer, backends):
+    (s1,) = backends("s1")
+    body = _payload(5 * MB, 3)
+    digest = hashlib.sha256(body).hexdigest()
+
+    async def scenario(balancer):
+        async with await Client.connect(frontend_port(balancer)) as client:
+            await client.send(request_bytes("POST", "/upload/cl", [("Content-Length", str(len(body)))]))
+            await _send_in_pieces(client, body)
+            by_length = await client.read_response("POST", timeout=20)
+            await client.send(request_bytes("POST", "/upload/chunked", [("Transfer-Encoding", "chunked")]))
+            await _send_in_pieces(client, chunked(body, 100_000))
+            by_chunks = await client.read_response("POST", timeout=20)
+        return by_length, by_chunks
+
+    # The server's own record of each body is the check (its /echo would hold the GIL for a
+    # long time turning 5 MB of binary into JSON, and starve the balancer's loop).
+    responses = run_balancer(make_config([s1]), scenario)
+    assert [r.status for r in responses] == [200, 200]
+    assert [r.target for r in s1.requests] == ["/upload/cl", "/upload/chunked"]
+    for request in s1.requests:
+        assert (len(request.body), hashlib.sha256(request.body).hexdigest()) == (len(body), digest)
+
+
+def test_request_body_is_streamed_not_buffered(run_balancer):
+    """The server sees the first megabytes while the client still holds back the rest."""
+    body = _payload(5 * MB, 4)
+    received = bytearray()
+
+    async def handler(reader, writer, index):
+        head = await read_head(reader)
+        length = int(head_field(head, "Content-Length") or 0)
+        while len(received) < length:
+            chunk = await reader.read(min(65536, length - len(received)))
+            if not chunk:
+                return
+            received.extend(chunk)
+        writer.write(ok_response(hashlib.sha256(received).hexdigest().encode()))
+        await writer.drain()
+
+    server = RawServer(handler)
+
+    async def scenario(balancer):
+        async with server.serving(), await Client.connect(frontend_port(balancer)) as client:
+            await client.send(request_bytes("POST", "/stream", [("Content-Length", str(len(body)))]))
+            await _send_in_pieces(client, body[: 2 * MB])
+            await wait_until(
+                lambda: len(received) >= MB,
+                timeout=5,
+                message="the server got less than 1 MB of the 2 MB sent: the proxy buffers request bodies",
+            )
+            await _send_in_pieces(client, body[2 * MB :])
+            return await client.read_response("POST", timeout=20)
+
+    response = run_balancer(make_config([("raw", server.address)]), scenario)
+    assert response.status == 200
+    assert response.body.decode() == hashlib.sha256(body).hexdigest()
+
+
+def test_expect_100_continue(run_balancer, backends):
+    (s1,) = backends("s1")
+    body = b"hello after continue"
+
+    async def scenario(balancer):
+        async with await Client.connect(frontend_port(balancer)) as client:
+            await client.send(
+                request_bytes("POST", "/echo", [("Expect", "100-continue"), ("Content-Length", str(len(body)))])
+            )
+            interim = await client.read_response("POST", interim=True, timeout=3)
+            await client.send(body)
+            final = await client.read_response("POST")
+        return interim, final
+
+    interim, final = run_balancer(make_config([s1]), scenario)
+    assert interim.status == 100
+    assert final.status == 200
+    assert all(r.status == 100 for r in final.interim)
+    assert json.loads(final.body)["body"] == body.decode()
+    assert s1.requests[-1].body == body
+
+
+def test_head_204_and_304_have_no_body(run_balancer, backends):
+    (s1,) = backends("s1")
+
+    async def scenario(balancer):
+        async with await Client.connect(frontend_port(balancer)) as client:
+            head = await client.request("HEAD", "/bytes/5000")
+            no_content = await client.get("/status/204")
+            not_modified = await client.get("/status/304", [("If-None-Match", '"x"')])
+            # any stray body byte would now sit in front of this response's status line
+            after = await client.get("/after")
+        return head, no_content, not_modified, after
+
+    head, no_content, not_modified, after = run_balancer(make_config([s1]), scenario)
+    assert (head.status, head.body) == (200, b"")
+    assert head.header("Content-Length") == "5000"  # a HEAD answer keeps the GET's length
+    assert (no_content.status, no_content.body) == (204, b"")
+    assert no_content.header("Transfer-Encoding") is None
+    assert (not_modified.status, not_modified.body) == (304, b"")
+    assert (after.status, after.body) == (200, b"s1\n")
+
+
+def test_interim_1xx_response_is_relayed_before_the_final_one(run_balancer):
+    async def handler(reader, writer, index):
+        while True:
+            await read_head(reader)
+            writer.write(b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n")
+            await writer.drain()
+            await asyncio.sleep(0.05)
+            writer.write(ok_response(b"final\n"))
+            await writer.drain()
+
+    server = RawServer(handler)
+
+    async def scenario(balancer):
+        async with server.serving(), await Client.connect(frontend_port(balancer)) as client:
+            first = await client.get("/")
+            second = await client.get("/again")
+        return first, second
+
+    for response in run_balancer(make_config([("raw", server.address)]), scenario):
+        assert [r.status for r in response.interim] == [103]
+        assert response.interim[0].header("Link") == "</style.css>; rel=preload"
+        assert (response.status, response.body) == (200, b"final\n")
+
+
+def test_response_delimited_by_close_is_relayed_whole(run_balancer):
+    body = _payload(300_000, 5)
+
+    async def handler(reader, writer, index):
+        await read_head(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n")
+        writer.write(body)
+        await writer.drain()
+        # returning closes the connection: that end is the end of the body
+
+    server = RawServer(handler)
+
+    async def scenario(balancer):
+        async with server.serving(), await Client.connect(frontend_port(balancer)) as client:
+            return await client.get("/")
+
+    response = run_balancer(make_config([("raw", server.address)]), scenario)
+    assert response.status == 200
+    assert response.complete
+    assert response.body == body

@@ -1,0 +1,30 @@
+"""External tools the e2e tier drives (curl, ...): skip when missing, but never on CI."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+__all__ = ["on_ci", "require_tool"]
+
+
+def on_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require_tool(name: str) -> str:
+    """Return the full path of executable `name`.
+
+    When it is missing the calling test is skipped with the reason, except when the
+    environment variable CI is true: there a missing tool is a broken runner, so it fails.
+    """
+    path = shutil.which(name)
+    if path is not None:
+        return path
+    reason = f"required tool {name!r} is not installed (not found on PATH)"
+    if on_ci():
+        pytest.fail(reason + "; CI=true, so this is a failure, not a skip", pytrace=False)
+    pytest.skip(reason)
+    raise AssertionError("unreachable")  # pytest.skip raises
