@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
-import signal
 import sys
 from pathlib import Path
 
@@ -24,7 +22,16 @@ def main(argv: list[str] | None = None) -> int:
     demo = commands.add_parser("demo", help="run three demo web servers behind a balancer")
     demo.add_argument("--port", type=int, default=8080, help="where the balancer listens (default 8080)")
 
+    worker = commands.add_parser("worker")  # started by the master, not by people
+    worker.add_argument("--name", required=True)
+    worker.add_argument("--generation", type=int, default=1)
+    worker.add_argument("--slot", type=int, default=0)
+
     args = parser.parse_args(argv)
+    if args.command == "worker":
+        from balancer.supervisor import run_worker
+
+        return run_worker(args.name, args.generation, args.slot)
     if args.command == "check":
         return cmd_check(args.config)
     if args.command == "run":
@@ -59,66 +66,7 @@ def cmd_check(path: Path) -> int:
 
 
 def cmd_run(path: Path) -> int:
-    from balancer.config import ConfigError, load_config
+    from balancer.supervisor import run_master
 
     setup_event_log()
-    try:
-        config = load_config(path)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        return 1
-    import uvloop
-
-    try:
-        return uvloop.run(_serve(path, config))
-    except KeyboardInterrupt:
-        return 0
-
-
-async def _serve(path: Path, config: object) -> int:
-    from balancer.config import ConfigError, load_config
-    from balancer.config.model import Config
-    from balancer.server import Balancer, UnsupportedConfig
-
-    assert isinstance(config, Config)
-    log = logging.getLogger("balancer")
-    loop = asyncio.get_running_loop()
-    try:
-        balancer = Balancer(config)
-        await balancer.start()
-    except (OSError, UnsupportedConfig) as exc:
-        log.error("%s", exc)
-        return 1
-    stop = asyncio.Event()
-    stops = 0
-
-    def on_stop() -> None:
-        nonlocal stops
-        stops += 1
-        if stops > 1:
-            log.warning("second stop signal: stopping at once")
-            balancer.access_log.flush()
-            raise SystemExit(0)
-        log.info("stopping: finishing requests in flight (grace %ss)", balancer.config.global_.grace)
-        stop.set()
-
-    async def reload() -> None:
-        try:
-            new_config = load_config(path)
-            await balancer.reload(new_config)
-        except ConfigError as exc:
-            for problem in exc.problems:
-                log.error("reload refused: %s", problem)
-        except (OSError, UnsupportedConfig) as exc:
-            log.error("reload refused: %s", exc)
-
-    loop.add_signal_handler(signal.SIGTERM, on_stop)
-    loop.add_signal_handler(signal.SIGINT, on_stop)
-    loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(reload()))
-    loop.add_signal_handler(signal.SIGUSR1, balancer.access_log.open)
-    log.info("balancer %s running with %s", __import__("balancer").__version__, path)
-    await stop.wait()
-    await balancer.stop()
-    log.info("stopped")
-    return 0
+    return run_master(path)

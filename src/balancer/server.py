@@ -141,12 +141,16 @@ class Balancer:
         contexts = {name: BackendContext(runtime.config, runtime) for name, runtime in backends.items()}
         self.frontends = {f.name: FrontendContext(f, contexts, self.log_sink) for f in config.frontend}
 
-    async def start(self) -> None:
-        """Bind and serve every frontend address. Raises OSError naming a failing address."""
+    async def start(self, sockets: dict[tuple[Address, str], socket.socket] | None = None) -> None:
+        """Serve every frontend address, on the given listening `sockets` (by listener_key,
+        as a master hands them down) or on sockets bound here. Raises OSError naming a
+        failing address."""
         for frontend in self.config.frontend:
             for address in frontend.bind:
-                listener = Listener(address, bind_socket(address), self.frontends[frontend.name])
-                self.listeners[_listener_key(address, frontend.name)] = listener
+                key = listener_key(address, frontend.name)
+                sock = sockets.get(key) if sockets else None
+                listener = Listener(address, sock or bind_socket(address), self.frontends[frontend.name])
+                self.listeners[key] = listener
                 await listener.start()
                 log.info("frontend %s listening on %s (%s)", frontend.name, listener.bound(), frontend.mode)
 
@@ -161,7 +165,7 @@ class Balancer:
         self.config = config
         self._build(config)
         wanted: dict[tuple[Address, str], Frontend] = {
-            _listener_key(a, f.name): f for f in config.frontend for a in f.bind
+            listener_key(a, f.name): f for f in config.frontend for a in f.bind
         }
         for key in list(self.listeners):
             if key not in wanted:
@@ -206,7 +210,7 @@ class Balancer:
         return sum(len(f.sessions) for f in list(self.frontends.values()) + self._retired)
 
 
-def _listener_key(address: Address, frontend: str) -> tuple[Address, str]:
+def listener_key(address: Address, frontend: str) -> tuple[Address, str]:
     """Listeners are kept across reloads by address; port 0 means "any", so never shared."""
     return (address, frontend if address.port == 0 and not address.is_unix else "")
 

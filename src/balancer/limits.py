@@ -1,0 +1,52 @@
+"""Process limits and credentials: open-file limit sized for maxconn, dropping root."""
+
+from __future__ import annotations
+
+import grp
+import logging
+import os
+import pwd
+import resource
+
+from balancer.config.model import Config
+
+log = logging.getLogger("balancer")
+
+
+def raise_nofile_limit(config: Config) -> None:
+    """Raise the soft RLIMIT_NOFILE so maxconn client connections plus as many server
+    connections fit (two descriptors per proxied connection), up to the hard limit."""
+    frontend_total = sum(f.maxconn for f in config.frontend) or config.global_.maxconn
+    wanted = 2 * min(config.global_.maxconn, frontend_total) + 1024
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the open files limit to %d: %s", target, exc)
+    if target < wanted:
+        log.warning("open files limit %d is below what maxconn needs (%d)", target, wanted)
+
+
+def drop_privileges(user: str, group: str) -> None:
+    """After binding: switch to `group` and `user` (names or numbers). No-op when empty."""
+    if not user and not group:
+        return
+    gid = _lookup(group, grp.getgrnam, "gr_gid") if group else None
+    uid = _lookup(user, pwd.getpwnam, "pw_uid") if user else None
+    if gid is None and uid is not None:
+        gid = pwd.getpwuid(uid).pw_gid
+    if gid is not None:
+        os.setgroups([gid])
+        os.setgid(gid)
+    if uid is not None:
+        os.setuid(uid)
+    log.info("running as uid=%d gid=%d", os.getuid(), os.getgid())
+
+
+def _lookup(name: str, getter: object, attribute: str) -> int:
+    if name.isdigit():
+        return int(name)
+    entry = getter(name)  # type: ignore[operator]
+    return int(getattr(entry, attribute))

@@ -1,0 +1,392 @@
+"""The master process: owns the listening sockets, runs generations of worker processes.
+
+Theory of operation. The master binds every address of the config once and keeps those
+sockets for its whole life. Workers are fresh interpreters (`balancer worker`) that inherit
+the sockets and the validated config text, and all accept from the same kernel queues, so
+a connection waiting in a queue belongs to no worker and is never lost when one exits.
+
+A reload (SIGHUP) validates the file first; a bad file is refused with FILE:LINE and
+nothing changes. A good one starts a new generation of workers; only when every new
+worker reports ready are the old ones told to stop (SIGTERM: stop accepting, finish what
+is in flight within `global.grace`, exit). The master kills any old worker still alive
+after grace. A worker of the current generation that dies is restarted in its slot.
+SIGTERM/SIGINT stop everything gracefully; a second one stops at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from balancer.config import ConfigError, parse_config
+from balancer.config.model import Config
+from balancer.config.values import Address
+from balancer.limits import drop_privileges, raise_nofile_limit
+from balancer.sdnotify import notify
+from balancer.server import bind_socket, listener_key
+
+log = logging.getLogger("balancer.master")
+
+READY_TIMEOUT = 30.0  # how long a new worker may take to start serving
+RESTART_DELAY = 0.5  # between restarts of a worker that keeps dying
+
+
+@dataclass
+class Worker:
+    generation: int
+    slot: int
+    process: asyncio.subprocess.Process
+    ready: asyncio.Future[None]
+    stopping: bool = False
+
+
+@dataclass
+class Generation:
+    number: int
+    config: Config
+    text: str
+    workers: list[Worker] = field(default_factory=list)
+
+
+def worker_count(config: Config) -> int:
+    return config.global_.workers or os.cpu_count() or 1
+
+
+class Master:
+    def __init__(self, path: Path, text: str, config: Config) -> None:
+        self.path = path
+        self.sockets: dict[tuple[Address, str], socket.socket] = {}
+        self.current = Generation(1, config, text)
+        self.old: list[Generation] = []
+        self.stopping = False
+        self.stop_signals = 0
+        self.done = asyncio.Event()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.reloading = False
+        self.started = False
+        self.reload_pending = False
+
+    # -- sockets ---------------------------------------------------------------------------
+
+    def bind(self, config: Config) -> None:
+        """Bind the addresses `config` needs that are not bound yet. Raises OSError."""
+        for frontend in config.frontend:
+            for address in frontend.bind:
+                key = listener_key(address, frontend.name)
+                if key not in self.sockets:
+                    self.sockets[key] = bind_socket(address)
+
+    def close_unused(self, config: Config) -> None:
+        wanted = {listener_key(a, f.name) for f in config.frontend for a in f.bind}
+        for key in list(self.sockets):
+            if key not in wanted:
+                self.sockets.pop(key).close()
+
+    # -- workers ---------------------------------------------------------------------------
+
+    async def spawn(self, generation: Generation, slot: int) -> Worker:
+        loop = asyncio.get_running_loop()
+        keys = {listener_key(a, f.name) for f in generation.config.frontend for a in f.bind}
+        fds = [
+            {"fd": sock.fileno(), "address": str(key[0]), "frontend": key[1]}
+            for key, sock in self.sockets.items()
+            if key in keys
+        ]
+        ready_read, ready_write = os.pipe()
+        env = dict(os.environ)
+        env["BALANCER_FDS"] = json.dumps(fds)
+        env["BALANCER_READY_FD"] = str(ready_write)
+        env["BALANCER_MASTER_PID"] = str(os.getpid())
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "balancer",
+            "worker",
+            "--name",
+            str(self.path),
+            "--generation",
+            str(generation.number),
+            "--slot",
+            str(slot),
+            stdin=asyncio.subprocess.PIPE,
+            pass_fds=[sock.fileno() for key, sock in self.sockets.items() if key in keys] + [ready_write],
+            env=env,
+        )
+        os.close(ready_write)
+        assert process.stdin is not None
+        process.stdin.write(generation.text.encode())
+        process.stdin.close()
+        ready: asyncio.Future[None] = loop.create_future()
+
+        def on_ready() -> None:
+            try:
+                data = os.read(ready_read, 64)
+            except OSError:
+                data = b""
+            loop.remove_reader(ready_read)
+            os.close(ready_read)
+            if not ready.done():
+                if data.startswith(b"ready"):
+                    ready.set_result(None)
+                else:
+                    ready.set_exception(RuntimeError("worker exited before it was ready"))
+
+        loop.add_reader(ready_read, on_ready)
+        worker = Worker(generation.number, slot, process, ready)
+        log.info("worker started: pid=%d generation=%d slot=%d", process.pid, generation.number, slot)
+        self._watch(generation, worker)
+        return worker
+
+    def _watch(self, generation: Generation, worker: Worker) -> None:
+        task = asyncio.get_running_loop().create_task(self._wait_worker(generation, worker))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _wait_worker(self, generation: Generation, worker: Worker) -> None:
+        status = await worker.process.wait()
+        description = f"signal {-status}" if status < 0 else f"exit {status}"
+        log.info("worker exited: pid=%d generation=%d status=%s", worker.process.pid, worker.generation, description)
+        if worker in generation.workers:
+            generation.workers.remove(worker)
+        if not generation.workers and generation in self.old:
+            self.old.remove(generation)
+        if self.stopping:
+            if not self.current.workers and not self.old:
+                self.done.set()
+            return
+        if generation is not self.current or worker.stopping:
+            return
+        log.warning("worker in slot %d died (%s): restarting it", worker.slot, description)
+        await asyncio.sleep(RESTART_DELAY)
+        if not self.stopping and generation is self.current:
+            generation.workers.append(await self.spawn(generation, worker.slot))
+
+    async def start_generation(self, generation: Generation) -> bool:
+        """Start every worker of `generation` and wait until all serve. False if one fails."""
+        for slot in range(worker_count(generation.config)):
+            generation.workers.append(await self.spawn(generation, slot))
+        try:
+            await asyncio.wait_for(asyncio.gather(*(w.ready for w in generation.workers)), READY_TIMEOUT)
+        except (TimeoutError, RuntimeError) as exc:
+            log.error("generation %d failed to start: %s", generation.number, exc or "timeout")
+            return False
+        return True
+
+    def stop_generation(self, generation: Generation, grace: float) -> None:
+        """Tell every worker of `generation` to finish gracefully; kill them after grace."""
+        for worker in generation.workers:
+            worker.stopping = True
+            _signal(worker, signal.SIGTERM)
+        task = asyncio.get_running_loop().create_task(self._kill_after(generation, grace + 2.0))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _kill_after(self, generation: Generation, delay: float) -> None:
+        await asyncio.sleep(delay)
+        for worker in list(generation.workers):
+            if worker.process.returncode is None:
+                log.warning("worker pid=%d outlived its grace: killing it", worker.process.pid)
+                _signal(worker, signal.SIGKILL)
+
+    # -- signals ---------------------------------------------------------------------------
+
+    async def reload(self) -> None:
+        if self.stopping or self.reloading:
+            return
+        self.reloading = True
+        try:
+            await self._reload()
+        finally:
+            self.reloading = False
+
+    async def _reload(self) -> None:
+        notify("RELOADING=1")
+        try:
+            text = self.path.read_text(encoding="utf-8")
+            config = parse_config(text, str(self.path))
+        except ConfigError as exc:
+            for problem in exc.problems:
+                log.error("reload refused: %s", problem)
+            notify("READY=1")
+            return
+        except OSError as exc:
+            log.error("reload refused: %s: %s", self.path, exc.strerror)
+            notify("READY=1")
+            return
+        try:
+            self.bind(config)
+        except OSError as exc:
+            log.error("reload refused: %s", exc)
+            notify("READY=1")
+            return
+        previous = self.current
+        generation = Generation(previous.number + 1, config, text)
+        if not await self.start_generation(generation):
+            self.stop_generation(generation, 0.0)
+            log.error("reload refused: the new workers did not start; generation %d keeps serving", previous.number)
+            notify("READY=1")
+            return
+        self.current = generation
+        self.old.append(previous)
+        self.stop_generation(previous, previous.config.global_.grace)
+        self.close_unused(config)
+        log.info("reload complete: generation %d", generation.number)
+        notify("READY=1")
+
+    def on_reload_signal(self) -> None:
+        if not self.started:
+            self.reload_pending = True
+            return
+        self.reload_pending = False
+        self._spawn_task(self.reload())
+
+    def on_stop_signal(self) -> None:
+        self.stop_signals += 1
+        if self.stop_signals > 1:
+            log.warning("second stop signal: stopping at once")
+            for generation in [self.current, *self.old]:
+                for worker in generation.workers:
+                    _signal(worker, signal.SIGKILL)
+            self.done.set()
+            return
+        self.stopping = True
+        notify("STOPPING=1")
+        grace = self.current.config.global_.grace
+        log.info("stopping: workers finish requests in flight (grace %gs)", grace)
+        for generation in [self.current, *self.old]:
+            self.stop_generation(generation, grace)
+        if not self.current.workers and not self.old:
+            self.done.set()
+
+    def forward(self, signum: int) -> None:
+        for generation in [self.current, *self.old]:
+            for worker in generation.workers:
+                _signal(worker, signum)
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        # Signals are ours from the start: a SIGHUP while the first workers start is
+        # remembered, not fatal.
+        loop.add_signal_handler(signal.SIGTERM, self.on_stop_signal)
+        loop.add_signal_handler(signal.SIGINT, self.on_stop_signal)
+        loop.add_signal_handler(signal.SIGHUP, self.on_reload_signal)
+        loop.add_signal_handler(signal.SIGUSR1, lambda: self.forward(signal.SIGUSR1))
+        config = self.current.config
+        try:
+            self.bind(config)
+        except OSError as exc:
+            log.error("%s", exc)
+            return 1
+        raise_nofile_limit(config)
+        drop_privileges(config.global_.user, config.global_.group)
+        if not await self.start_generation(self.current):
+            self.stopping = True
+            self.stop_generation(self.current, 0.0)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.done.wait(), 5.0)
+            return 1
+        self.started = True
+        if self.stopping:  # a stop signal came while the workers started
+            self.stop_generation(self.current, self.current.config.global_.grace)
+        notify("READY=1")
+        if self.reload_pending:
+            self.on_reload_signal()
+        log.info("balancer running: %d workers, config %s", len(self.current.workers), self.path)
+        await self.done.wait()
+        for sock in self.sockets.values():
+            sock.close()
+        log.info("stopped")
+        return 0
+
+    def _spawn_task(self, coroutine: object) -> None:
+        assert asyncio.iscoroutine(coroutine)
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+
+def _signal(worker: Worker, signum: int) -> None:
+    if worker.process.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            worker.process.send_signal(signum)
+
+
+def run_master(path: Path) -> int:
+    """`balancer run -c FILE`: validate, then serve until stopped. Returns the exit code."""
+    try:
+        text = path.read_text(encoding="utf-8")
+        config = parse_config(text, str(path))
+    except OSError as exc:
+        print(f"{path}:1: cannot read configuration file: {exc.strerror}", file=sys.stderr)
+        return 1
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 1
+    import uvloop
+
+    return int(uvloop.run(Master(path, text, config).run()))
+
+
+# -- the worker side ------------------------------------------------------------------------
+
+
+def run_worker(name: str, generation: int, slot: int) -> int:
+    """`balancer worker` (started by the master only): serve the inherited sockets with
+    the config text read from stdin, until SIGTERM; then stop gracefully."""
+    from balancer.cli import setup_event_log
+    from balancer.config.values import parse_address
+
+    setup_event_log()
+    _die_with_parent(int(os.environ.get("BALANCER_MASTER_PID", "0")))
+    config = parse_config(sys.stdin.read(), name)
+    sockets = {
+        listener_key(parse_address(entry["address"]), entry["frontend"]): socket.socket(fileno=entry["fd"])
+        for entry in json.loads(os.environ.get("BALANCER_FDS", "[]"))
+    }
+    ready_fd = int(os.environ.get("BALANCER_READY_FD", "-1"))
+    # The master decides what Ctrl-C and SIGHUP mean for the whole group.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    import uvloop
+
+    return int(uvloop.run(_serve_worker(config, sockets, ready_fd)))
+
+
+async def _serve_worker(config: Config, sockets: dict[tuple[Address, str], socket.socket], ready_fd: int) -> int:
+    from balancer.server import Balancer
+
+    loop = asyncio.get_running_loop()
+    balancer = Balancer(config)
+    await balancer.start(sockets)
+    if ready_fd >= 0:
+        os.write(ready_fd, b"ready\n")
+        os.close(ready_fd)
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGUSR1, balancer.access_log.open)
+    await stop.wait()
+    await balancer.stop(config.global_.grace)
+    return 0
+
+
+def _die_with_parent(master_pid: int) -> None:
+    """Ask Linux to send SIGTERM when the master dies, so no worker is orphaned."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+    except (OSError, AttributeError):
+        return
+    if master_pid and os.getppid() != master_pid:
+        os._exit(0)  # the master is already gone
