@@ -19,6 +19,7 @@ from balancer.config.model import Config, Frontend
 from balancer.config.values import Address
 from balancer.lb.base import REGISTRY
 from balancer.net.context import BackendContext, FrontendContext, LogSink
+from balancer.net.gate import Gate
 from balancer.net.http_session import HttpSession
 from balancer.net.tcp_session import TcpSession
 from balancer.runtime.state import BackendRuntime
@@ -67,6 +68,20 @@ class Listener:
         self.sock = sock
         self.frontend = frontend
         self.server: asyncio.AbstractServer | None = None
+        self.closed = False
+        self.unlink_on_close = True  # False in workers: the master owns unix socket paths
+        self._resuming: asyncio.Task[None] | None = None
+
+    def pause(self) -> None:
+        """Stop accepting: connections wait in the kernel's queue (see net.gate)."""
+        if self.server is not None:
+            self.server.close()
+            self.server = None
+
+    def resume(self) -> None:
+        if self.server is None and not self.closed:
+            task = asyncio.get_running_loop().create_task(self.start())
+            self._resuming = task  # keep a reference until it has run
 
     def make_session(self) -> asyncio.Protocol:
         frontend = self.frontend
@@ -75,8 +90,9 @@ class Listener:
         return HttpSession(frontend)
 
     async def start(self) -> None:
+        # The server gets a duplicate: closing it to pause must not close our socket.
         loop = asyncio.get_running_loop()
-        self.server = await loop.create_server(self.make_session, sock=self.sock, backlog=LISTEN_BACKLOG)
+        self.server = await loop.create_server(self.make_session, sock=self.sock.dup(), backlog=LISTEN_BACKLOG)
 
     def bound(self) -> tuple[str, int]:
         name = self.sock.getsockname()
@@ -85,9 +101,12 @@ class Listener:
         return (name[0], name[1])
 
     def close(self) -> None:
+        self.closed = True
         if self.server is not None:
             self.server.close()
-        if self.address.is_unix and os.path.exists(self.address.path):
+            self.server = None
+        self.sock.close()
+        if self.unlink_on_close and self.address.is_unix and os.path.exists(self.address.path):
             os.unlink(self.address.path)
 
 
@@ -115,6 +134,7 @@ class Balancer:
         self.frontends: dict[str, FrontendContext] = {}
         self.listeners: dict[tuple[Address, str], Listener] = {}
         self._retired: list[FrontendContext] = []
+        self.gate = Gate(config.global_.maxconn)
         self._build(config)
 
     @property
@@ -139,7 +159,7 @@ class Balancer:
             backends[backend_config.name] = runtime
         self.backends = backends
         contexts = {name: BackendContext(runtime.config, runtime) for name, runtime in backends.items()}
-        self.frontends = {f.name: FrontendContext(f, contexts, self.log_sink) for f in config.frontend}
+        self.frontends = {f.name: FrontendContext(f, contexts, self.log_sink, self.gate) for f in config.frontend}
 
     async def start(self, sockets: dict[tuple[Address, str], socket.socket] | None = None) -> None:
         """Serve every frontend address, on the given listening `sockets` (by listener_key,
@@ -150,7 +170,9 @@ class Balancer:
                 key = listener_key(address, frontend.name)
                 sock = sockets.get(key) if sockets else None
                 listener = Listener(address, sock or bind_socket(address), self.frontends[frontend.name])
+                listener.unlink_on_close = sock is None
                 self.listeners[key] = listener
+                self.gate.register(frontend.name, frontend.maxconn, listener.pause, listener.resume)
                 await listener.start()
                 log.info("frontend %s listening on %s (%s)", frontend.name, listener.bound(), frontend.mode)
 

@@ -161,3 +161,31 @@ def test_sigterm_lets_an_in_flight_request_finish(site, tagged):
 
     assert out.decode() == "s1\n 200", err.decode()
     assert proc.wait(timeout=10) == 0, proc.output()
+
+
+def test_sighup_reloads_the_file_without_dropping_the_listener(site, tagged):
+    s1, s2 = tagged("s1", "s2")
+    proc = site.start(web_config(site, [s1]))
+    assert curl(site.url("/")).headers["server-name"] == "s1"
+
+    site.config_path.write_text(web_config(site, [s2]))
+    proc.send_signal(signal.SIGHUP)
+
+    wait_until(
+        lambda: curl(site.url("/")).headers.get("server-name") == "s2", timeout=10, what="the new config to serve"
+    )
+    assert proc.alive()
+
+
+def test_sighup_with_an_invalid_file_keeps_the_old_config(site, tagged):
+    (s1,) = tagged("s1")
+    proc = site.start(web_config(site, [s1]))
+    site.config_path.write_text(BAD)
+    proc.send_signal(signal.SIGHUP)
+
+    # the refusal is logged with the file's problems, as `balancer check` would print them
+    wait_until(lambda: re.search(r"balancer\.toml:\d+: ", proc.output()), timeout=10, what="the refusal logged")
+    for _ in range(3):
+        result = curl(site.url("/"))
+        assert (result.status, result.headers.get("server-name")) == (200, "s1")
+    assert proc.alive()

@@ -67,13 +67,15 @@ def assert_short_html(headers: dict[str, str], body: bytes) -> None:
     assert 0 < len(body) < 2048
 
 
-def assert_logged(site: Site, status: int, fragment: str | None = None) -> dict:
+def assert_logged(site: Site, mark: int, status: int, fragment: str | None = None) -> dict:
+    """The access-log entry for `status` written since the log had `mark` lines."""
+
     def match(entry: dict) -> bool:
         if entry.get("status") != status:
             return False
         return fragment is None or fragment in str(entry.get("request", ""))
 
-    return site.wait_json_log(match, what=f"status {status} {fragment or ''}")
+    return site.wait_json_log(match, what=f"status {status} {fragment or ''}", after=mark)
 
 
 # -- 400 ------------------------------------------------------------------------------------------
@@ -97,6 +99,7 @@ BAD_REQUESTS = {
 @pytest.mark.parametrize("case", list(BAD_REQUESTS))
 def test_malformed_request_gets_400_and_connection_closes(strict, case):
     site, s1 = strict
+    mark = len(site.log_lines())
     before = len(s1.requests)
     started = time.monotonic()
 
@@ -108,7 +111,7 @@ def test_malformed_request_gets_400_and_connection_closes(strict, case):
     assert_short_html(responses[0][1], responses[0][2])
     if case != "bad-chunk-size":  # a body error may be found after the head went to the server
         assert len(s1.requests) == before, "the malformed request reached the server"
-    assert_logged(site, 400)
+    assert_logged(site, mark, 400)
 
 
 def test_content_length_and_transfer_encoding_never_smuggle_a_request(strict):
@@ -123,6 +126,7 @@ def test_content_length_and_transfer_encoding_never_smuggle_a_request(strict):
 
 def test_incomplete_request_gets_408_after_http_request_timeout(strict):
     site, _ = strict
+    mark = len(site.log_lines())
     started = time.monotonic()
 
     data = raw_request(site.port, b"GET /slowloris HTTP/1.1\r\nHost: t\r\n", timeout=8)
@@ -132,7 +136,7 @@ def test_incomplete_request_gets_408_after_http_request_timeout(strict):
     assert [r[0] for r in responses] == [408], data[:300]
     assert_short_html(responses[0][1], responses[0][2])
     assert 0.8 < elapsed < 5, elapsed
-    assert_logged(site, 408)
+    assert_logged(site, mark, 408)
 
 
 def test_idle_keepalive_connection_is_closed_without_408(strict):
@@ -156,6 +160,7 @@ def test_idle_keepalive_connection_is_closed_without_408(strict):
 
 def test_body_over_limit_gets_413(strict, tmp_path):
     site, s1 = strict
+    mark = len(site.log_lines())
     body = tmp_path / "big.txt"
     body.write_bytes(b"b" * 5000)
 
@@ -164,7 +169,7 @@ def test_body_over_limit_gets_413(strict, tmp_path):
     assert result.status == 413
     assert_short_html(result.headers, result.body)
     assert "/echo/too-big" not in s1.paths
-    assert_logged(site, 413)
+    assert_logged(site, mark, 413)
 
 
 def test_body_within_limit_passes(strict):
@@ -175,24 +180,27 @@ def test_body_within_limit_passes(strict):
 
 def test_request_line_over_limit_gets_414(strict):
     site, _ = strict
+    mark = len(site.log_lines())
     result = curl(site.url("/long/" + "a" * 2000))
 
     assert result.status == 414
     assert_short_html(result.headers, result.body)
-    assert_logged(site, 414)
+    assert_logged(site, mark, 414)
 
 
 def test_headers_over_size_limit_get_431(strict):
     site, _ = strict
+    mark = len(site.log_lines())
     result = curl("-H", "X-Big: " + "h" * 5000, site.url("/big-header"))
 
     assert result.status == 431
     assert_short_html(result.headers, result.body)
-    assert_logged(site, 431)
+    assert_logged(site, mark, 431)
 
 
 def test_too_many_headers_get_431(strict):
     site, _ = strict
+    mark = len(site.log_lines())
     headers = []
     for i in range(30):
         headers += ["-H", f"X-H{i}: {i}"]
@@ -201,6 +209,7 @@ def test_too_many_headers_get_431(strict):
 
     assert result.status == 431
     assert_short_html(result.headers, result.body)
+    assert_logged(site, mark, 431)
 
 
 # -- 502 / 503 / 504 ------------------------------------------------------------------------------
@@ -208,11 +217,12 @@ def test_too_many_headers_get_431(strict):
 
 def test_server_closing_without_answer_gets_502(strict):
     site, _ = strict
+    mark = len(site.log_lines())
     result = curl(site.url("/close"))
 
     assert result.status == 502
     assert_short_html(result.headers, result.body)
-    assert_logged(site, 502, "/close")
+    assert_logged(site, mark, 502, "/close")
 
 
 def test_server_breaking_off_the_body_is_not_a_complete_response(strict):
@@ -222,6 +232,7 @@ def test_server_breaking_off_the_body_is_not_a_complete_response(strict):
     (curl exit 18, "transfer closed with outstanding read data remaining").
     """
     site, _ = strict
+    mark = len(site.log_lines())
     result = curl(site.url("/partial"))
 
     if result.status == 502:
@@ -229,32 +240,38 @@ def test_server_breaking_off_the_body_is_not_a_complete_response(strict):
     else:
         assert result.returncode == 18, (result.status, result.returncode, result.stderr)
         assert len(result.body) < 100
-    assert_logged(site, result.status, "/partial")
+    entry = assert_logged(site, mark, result.status, "/partial")
+    if result.status != 502:
+        # the log must say the server side broke the exchange (HAProxy's "SD")
+        assert str(entry["termination"]).startswith("S"), entry
 
 
 def test_backend_without_servers_gets_503(strict):
     site, _ = strict
+    mark = len(site.log_lines())
     result = curl(site.url("/empty/x"))
 
     assert result.status == 503
     assert_short_html(result.headers, result.body)
-    entry = assert_logged(site, 503, "/empty/x")
+    entry = assert_logged(site, mark, 503, "/empty/x")
     assert entry["backend"] == "nobody"
 
 
 def test_all_servers_refusing_gets_503(strict):
     site, _ = strict
+    mark = len(site.log_lines())
     started = time.monotonic()
     result = curl(site.url("/dead/x"))
 
     assert result.status == 503
     assert time.monotonic() - started < 5
     assert_short_html(result.headers, result.body)
-    assert_logged(site, 503, "/dead/x")
+    assert_logged(site, mark, 503, "/dead/x")
 
 
 def test_server_timeout_gets_504(strict):
     site, _ = strict
+    mark = len(site.log_lines())
     started = time.monotonic()
     result = curl(site.url("/hang"))
     elapsed = time.monotonic() - started
@@ -262,7 +279,7 @@ def test_server_timeout_gets_504(strict):
     assert result.status == 504
     assert 0.8 < elapsed < 5, elapsed
     assert_short_html(result.headers, result.body)
-    assert_logged(site, 504, "/hang")
+    assert_logged(site, mark, 504, "/hang")
 
 
 def test_balancer_keeps_serving_after_errors(strict):

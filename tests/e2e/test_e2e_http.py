@@ -87,6 +87,16 @@ def test_connection_close_request_is_answered_then_closed(web):
     assert elapsed < 4, "the balancer kept the connection open after answering Connection: close"
 
 
+def test_server_connections_are_pooled_across_client_connections(web):
+    site, s1 = web
+    before = s1.connections
+
+    for i in range(8):  # eight curl processes: eight client connections, one after another
+        assert curl(site.url(f"/pooled/{i}")).status == 200
+
+    assert s1.connections - before <= 2, "server connections were not kept alive and reused"
+
+
 def test_http10_client_is_served(web):
     site, _ = web
     result = curl("--http1.0", site.url("/"))

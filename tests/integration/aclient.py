@@ -243,3 +243,38 @@ async def wait_until(
         if loop.time() > deadline:
             raise AssertionError(message or f"condition not met within {timeout}s")
         await asyncio.sleep(interval)
+
+
+async def until_stalled(progress: Callable[[], int], *, stall: float = 0.5, deadline: float = 15) -> int:
+    """Poll the counter `progress()` until it has not moved for `stall` seconds (or `deadline`
+    passes); return its value then. For backpressure checks: how far did a writer get?"""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + deadline
+    last, last_change = -1, loop.time()
+    while loop.time() < end:
+        await asyncio.sleep(0.05)
+        value = progress()
+        if value != last:
+            last, last_change = value, loop.time()
+        elif loop.time() - last_change >= stall:
+            break
+    return progress()
+
+
+async def open_with_buffers(
+    port: int, *, sndbuf: int = 0, rcvbuf: int = 0
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A raw client connection with fixed kernel buffer sizes. Set before connecting, they
+    switch off autotuning, so a backpressure test knows how much the client side can hold."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if sndbuf:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+    if rcvbuf:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.setblocking(False)
+    try:
+        await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port)), 5)
+    except BaseException:
+        sock.close()
+        raise
+    return await asyncio.open_connection(sock=sock, limit=1 << 20)

@@ -89,3 +89,8 @@ def make_config(
         lines.append("")
         lines += _table("backend", {"mode": mode, **table, "server": [server_entry(s) for s in members]})
     return "\n".join(lines) + "\n"
+
+
+def frontend_port(balancer: Any, frontend: str = "www") -> int:
+    """The port the frontend bound (configs bind 127.0.0.1:0)."""
+    return int(balancer.addresses(frontend)[0][1])

@@ -11,6 +11,7 @@ start them before the loop (their start() blocks) and read their counters from t
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import Any, TypeVar
@@ -32,16 +33,14 @@ def _run(main: Coroutine[Any, Any, T]) -> T:
     return uvloop.run(main, debug=True)
 
 
-def frontend_port(balancer: Any, frontend: str = "www") -> int:
-    """The port the frontend bound (configs bind 127.0.0.1:0)."""
-    return int(balancer.addresses(frontend)[0][1])
-
-
 @pytest.fixture
 def run_balancer(blocking_guard: Any) -> Callable[..., Any]:
     """`run_balancer(config_text, scenario, timeout=30)`: start a Balancer on a fresh loop,
     run `await scenario(balancer)`, stop the balancer, and fail the test if the loop was
-    blocked meanwhile. Returns what the scenario returned."""
+    blocked meanwhile, an exception escaped to the loop's exception handler (an error no
+    connection handled: in production, a worker's loop logging it and carrying on in an
+    unknown state), or the balancer logged an error of its own (such as the "internal
+    error" it answers with a 500). Returns what the scenario returned."""
 
     def run(config_text: str, scenario: Scenario[T], *, timeout: float = SCENARIO_TIMEOUT) -> T:
         from balancer.config import parse_config
@@ -49,8 +48,21 @@ def run_balancer(blocking_guard: Any) -> Callable[..., Any]:
 
         config = parse_config(config_text)
 
+        unhandled: list[str] = []
+
+        class _Errors(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                unhandled.append(f"{record.name}: {record.getMessage()}")
+
+        def on_exception(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+            exc = context.get("exception")
+            unhandled.append(f"{context.get('message')}: {exc!r}" if exc else str(context.get("message")))
+            loop.default_exception_handler(context)
+
         async def main() -> T:
-            blocking_guard.watch(asyncio.get_running_loop())
+            loop = asyncio.get_running_loop()
+            blocking_guard.watch(loop)
+            loop.set_exception_handler(on_exception)
             balancer = Balancer(config)
             await balancer.start()
             try:
@@ -61,8 +73,19 @@ def run_balancer(blocking_guard: Any) -> Callable[..., Any]:
                 finally:
                     blocking_guard.unwatch()
 
-        result = _run(main())
+        errors = _Errors(logging.ERROR)
+        logging.getLogger("balancer").addHandler(errors)
+        try:
+            result = _run(main())
+        except BaseException as exc:
+            if unhandled:  # often the cause of what the scenario saw
+                exc.add_note("errors nobody handled in the balancer:\n  " + "\n  ".join(unhandled[:10]))
+            raise
+        finally:
+            logging.getLogger("balancer").removeHandler(errors)
         blocking_guard.check()
+        if unhandled:
+            pytest.fail("errors nobody handled in the balancer:\n  " + "\n  ".join(unhandled[:10]), pytrace=False)
         return result
 
     return run

@@ -63,6 +63,8 @@ class RawServer:
             await self.handler(reader, writer, index)
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             pass
+        except asyncio.CancelledError:
+            pass  # stop() ends handlers still waiting; that is not an error worth a log line
         finally:
             self._tasks.discard(task)
             writer.close()

@@ -6,8 +6,7 @@ import json
 import re
 
 from tests.integration.aclient import Client, get
-from tests.integration.configs import make_config
-from tests.integration.conftest import frontend_port
+from tests.integration.configs import frontend_port, make_config
 from tests.support.process import wait_until
 
 TEXT_LINE = re.compile(

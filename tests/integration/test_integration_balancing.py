@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from tests.integration.aclient import Client, get
-from tests.integration.configs import make_config
-from tests.integration.conftest import frontend_port
+from tests.integration.configs import frontend_port, make_config
 
 
 def _weighted(servers, weights):
@@ -67,18 +66,3 @@ def test_zero_weight_server_gets_nothing(run_balancer, backends):
     config = make_config(_weighted(servers, [1, 0]), backend={"balance": "roundrobin"})
     assert _order(run_balancer, config, 5) == ["a"] * 5
     assert servers[1].requests == []
-
-
-def test_rules_route_to_another_backend(run_balancer, backends):
-    web, blog = backends("web1", "blog1")
-    config = make_config(
-        [web],
-        frontend={"rule": [{"if": {"path_beg": ["/blog"]}, "use_backend": "blog"}]},
-        extra_backends=[({"name": "blog"}, [blog])],
-    )
-
-    async def scenario(balancer):
-        port = frontend_port(balancer)
-        return [(await get(port, path)).header("Server-Name") for path in ("/", "/blog/post", "/other")]
-
-    assert run_balancer(config, scenario) == ["web1", "blog1", "web1"]

@@ -7,9 +7,15 @@ import hashlib
 import json
 import random
 
-from tests.integration.aclient import Client, chunked, request_bytes, wait_until
-from tests.integration.configs import make_config
-from tests.integration.conftest import frontend_port
+from tests.integration.aclient import (
+    Client,
+    chunked,
+    open_with_buffers,
+    request_bytes,
+    until_stalled,
+    wait_until,
+)
+from tests.integration.configs import frontend_port, make_config
 from tests.integration.peers import RawServer, head_field, ok_response, read_head
 
 MB = 1024 * 1024
@@ -200,3 +206,96 @@ def test_response_delimited_by_close_is_relayed_whole(run_balancer):
     assert response.status == 200
     assert response.complete
     assert response.body == body
+
+
+def test_slow_client_download_holds_the_server_back(run_balancer):
+    """A client that stops reading a 64 MB response: the proxy must stop reading from the
+    server rather than buffer the response (the server stalls after a few MB of socket
+    buffers), and deliver every byte once the client reads again."""
+    size = 64 * MB
+    block = b"d" * MB
+    sent = 0
+
+    async def source(reader, writer, index):
+        nonlocal sent
+        await read_head(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size)
+        while sent < size:
+            writer.write(block)
+            sent += len(block)
+            await writer.drain()
+
+    server = RawServer(source, sndbuf=64 * 1024)
+
+    async def scenario(balancer):
+        async with server.serving():
+            reader, writer = await open_with_buffers(frontend_port(balancer), rcvbuf=64 * 1024)
+            try:
+                writer.write(request_bytes("GET", "/download"))
+                stalled_at = await until_stalled(lambda: sent)
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+                total = 0
+                while total < size:
+                    chunk = await asyncio.wait_for(reader.read(MB), 10)
+                    assert chunk, f"connection closed after {total} body bytes"
+                    total += len(chunk)
+                return stalled_at, head, total
+            finally:
+                writer.close()
+
+    stalled_at, head, total = run_balancer(make_config([("raw", server.address)]), scenario, timeout=60)
+    assert stalled_at < 40 * MB, f"the server could send {stalled_at / MB:.0f} MB to a client reading nothing"
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert total == size
+
+
+def test_slow_server_upload_holds_the_client_back(run_balancer):
+    """A server that stops reading a 64 MB request body: the proxy must stop reading from the
+    client, then pass every byte on once the server reads again."""
+    size = 64 * MB
+    block = b"u" * MB
+    reading = asyncio.Event()
+    received = 0
+
+    async def sink(reader, writer, index):
+        nonlocal received
+        await read_head(reader)
+        await reading.wait()
+        while received < size:
+            chunk = await reader.read(MB)
+            if not chunk:
+                return
+            received += len(chunk)
+        writer.write(ok_response())
+        await writer.drain()
+
+    server = RawServer(sink, rcvbuf=64 * 1024)
+
+    async def scenario(balancer):
+        async with server.serving():
+            reader, writer = await open_with_buffers(frontend_port(balancer), sndbuf=64 * 1024)
+            sent = 0
+
+            async def pump():
+                nonlocal sent
+                writer.write(request_bytes("POST", "/upload", [("Content-Length", str(size))]))
+                while sent < size:
+                    writer.write(block)
+                    sent += len(block)
+                    await writer.drain()
+
+            task = asyncio.create_task(pump())
+            try:
+                stalled_at = await until_stalled(lambda: sent)
+                reading.set()
+                await asyncio.wait_for(task, 20)
+                client = Client(reader, writer)
+                return stalled_at, await client.read_response("POST", timeout=20)
+            finally:
+                task.cancel()
+                writer.close()
+
+    stalled_at, response = run_balancer(make_config([("raw", server.address)]), scenario, timeout=60)
+    assert stalled_at < 40 * MB, f"the client could send {stalled_at / MB:.0f} MB to a server reading nothing"
+    assert response.status == 200
+    assert received == size

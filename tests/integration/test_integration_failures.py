@@ -9,8 +9,7 @@ from __future__ import annotations
 import asyncio
 
 from tests.integration.aclient import Client, get, request_bytes, wait_until
-from tests.integration.configs import make_config
-from tests.integration.conftest import frontend_port
+from tests.integration.configs import frontend_port, make_config
 from tests.integration.peers import RawServer, ok_response, read_head, reset
 
 

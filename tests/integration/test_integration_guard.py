@@ -6,14 +6,18 @@ import asyncio
 import time
 
 import pytest
+from tests.conftest import HEARTBEAT_LAG
 from tests.integration.configs import make_config
+
+# Comfortably past both limits, whatever BALANCER_TEST_SLOW_CALLBACK says.
+BLOCK = HEARTBEAT_LAG * 2 + 0.05
 
 
 def test_guard_fails_a_scenario_that_blocks_the_loop(run_balancer, backends):
     (s1,) = backends("s1")
 
     async def scenario(balancer):
-        time.sleep(0.25)  # a blocking call on the event loop, the mistake the guard exists for
+        time.sleep(BLOCK)  # a blocking call on the event loop, the mistake the guard exists for
 
     with pytest.raises(pytest.fail.Exception, match="blocking call in the event loop"):
         run_balancer(make_config([s1]), scenario)
@@ -26,7 +30,7 @@ def test_guard_sees_a_blocking_protocol_callback(run_balancer, backends):
 
     class Blocking(asyncio.Protocol):
         def data_received(self, data: bytes) -> None:
-            time.sleep(0.25)
+            time.sleep(BLOCK)
 
     async def scenario(balancer):
         loop = asyncio.get_running_loop()
@@ -35,7 +39,7 @@ def test_guard_sees_a_blocking_protocol_callback(run_balancer, backends):
         _reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"x")
         await writer.drain()
-        await asyncio.sleep(0.4)
+        await asyncio.sleep(BLOCK + 0.2)
         writer.close()
         server.close()
 

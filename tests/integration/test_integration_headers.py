@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from tests.integration.aclient import Client
-from tests.integration.configs import make_config
-from tests.integration.conftest import frontend_port
+from tests.integration.configs import frontend_port, make_config
 
 HOP_BY_HOP = {"keep-alive", "proxy-connection", "te", "upgrade", "x-hop-secret"}
 

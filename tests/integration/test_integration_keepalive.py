@@ -6,8 +6,8 @@ import json
 import time
 
 from tests.integration.aclient import Client, chunked, request_bytes
-from tests.integration.configs import make_config
-from tests.integration.conftest import frontend_port
+from tests.integration.configs import frontend_port, make_config
+from tests.integration.peers import RawServer, ok_response, read_head
 
 
 def test_many_requests_share_one_client_and_one_server_connection(run_balancer, backends):
@@ -157,3 +157,24 @@ def test_http_keep_alive_timeout_closes_an_idle_client_connection(run_balancer, 
     rest, idle = run_balancer(config, scenario)
     assert rest == b"", "an idle keep-alive connection is closed silently, without a 408"
     assert 0.2 <= idle < 3
+
+
+def test_server_closing_after_each_response_does_not_close_the_client(run_balancer):
+    """A server that answers `Connection: close` is not pooled, and the client's keep-alive
+    connection carries on over new server connections."""
+
+    async def handler(reader, writer, index):
+        await read_head(reader)
+        writer.write(ok_response(b"connection %d\n" % index, "Connection: close\r\n"))
+        await writer.drain()
+
+    server = RawServer(handler)
+
+    async def scenario(balancer):
+        async with server.serving(), await Client.connect(frontend_port(balancer)) as client:
+            return [await client.get(f"/{i}") for i in range(3)]
+
+    responses = run_balancer(make_config([("raw", server.address)]), scenario)
+    assert [(r.status, r.body) for r in responses] == [(200, b"connection %d\n" % i) for i in range(3)]
+    assert all("close" not in r.connection_tokens() for r in responses)
+    assert server.connections == 3

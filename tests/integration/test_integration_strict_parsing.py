@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import pytest
 from tests.integration.aclient import Client, chunked, request_bytes
-from tests.integration.configs import make_config
-from tests.integration.conftest import frontend_port
+from tests.integration.configs import frontend_port, make_config
 
 HEAD_ERRORS = {
     "content-length-and-chunked": b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"

@@ -5,26 +5,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
-import socket
 
-from tests.integration.configs import make_config
-from tests.integration.conftest import frontend_port
+from tests.integration.aclient import open_with_buffers, until_stalled
+from tests.integration.configs import frontend_port, make_config
 from tests.integration.peers import RawServer
 
 MB = 1024 * 1024
 SMALL_BUFFER = 64 * 1024
-
-
-async def _connect(port: int, *, sndbuf: int = 0, rcvbuf: int = 0):
-    """A client connection; fixed kernel buffers (set before connect) switch off autotuning."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    if sndbuf:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
-    if rcvbuf:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-    sock.setblocking(False)
-    await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port)), 5)
-    return await asyncio.open_connection(sock=sock, limit=MB)
 
 
 def _tcp_config(servers) -> str:
@@ -33,7 +20,7 @@ def _tcp_config(servers) -> str:
 
 def test_tcp_relay_round_trips(run_balancer, echo_server):
     async def scenario(balancer):
-        reader, writer = await _connect(frontend_port(balancer))
+        reader, writer = await open_with_buffers(frontend_port(balancer))
         try:
             for i in range(20):
                 message = f"message {i}\n".encode()
@@ -48,7 +35,7 @@ def test_tcp_relay_round_trips(run_balancer, echo_server):
 
 def test_tcp_half_close_is_relayed_and_the_other_way_stays_open(run_balancer, echo_server):
     async def scenario(balancer):
-        reader, writer = await _connect(frontend_port(balancer))
+        reader, writer = await open_with_buffers(frontend_port(balancer))
         try:
             writer.write(b"last words")
             writer.write_eof()  # our FIN must reach the server ...
@@ -67,7 +54,7 @@ def test_tcp_20_megabytes_through_a_slow_reader_arrive_intact(run_balancer, echo
     digest = hashlib.sha256(payload).hexdigest()
 
     async def scenario(balancer):
-        reader, writer = await _connect(frontend_port(balancer))
+        reader, writer = await open_with_buffers(frontend_port(balancer))
 
         async def send():
             for start in range(0, len(payload), 256 * 1024):
@@ -98,21 +85,6 @@ def test_tcp_20_megabytes_through_a_slow_reader_arrive_intact(run_balancer, echo
     assert received == digest
 
 
-async def _until_stalled(progress, *, stall: float = 0.5, deadline: float = 15) -> int:
-    """Poll `progress()` until it has not moved for `stall` seconds; return its value then."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + deadline
-    last, last_change = -1, loop.time()
-    while loop.time() < end:
-        await asyncio.sleep(0.05)
-        value = progress()
-        if value != last:
-            last, last_change = value, loop.time()
-        elif loop.time() - last_change >= stall:
-            break
-    return progress()
-
-
 def test_tcp_backpressure_client_to_slow_server(run_balancer):
     """The server stops reading: the proxy must stop reading from the client instead of
     buffering what the client sends. Without backpressure the client could push all 64 MB
@@ -133,7 +105,7 @@ def test_tcp_backpressure_client_to_slow_server(run_balancer):
 
     async def scenario(balancer):
         async with server.serving():
-            _reader, writer = await _connect(frontend_port(balancer), sndbuf=SMALL_BUFFER)
+            _reader, writer = await open_with_buffers(frontend_port(balancer), sndbuf=SMALL_BUFFER)
             sent = 0
 
             async def pump():
@@ -146,10 +118,10 @@ def test_tcp_backpressure_client_to_slow_server(run_balancer):
 
             task = asyncio.create_task(pump())
             try:
-                stalled_at = await _until_stalled(lambda: sent)
+                stalled_at = await until_stalled(lambda: sent)
                 reading.set()  # the server reads again: the client must get going again
                 await asyncio.wait_for(task, 20)
-                await _until_stalled(lambda: received, stall=0.3, deadline=20)
+                await until_stalled(lambda: received, stall=0.3, deadline=20)
                 return stalled_at, sent, received
             finally:
                 task.cancel()
@@ -180,10 +152,10 @@ def test_tcp_backpressure_server_to_slow_client(run_balancer):
 
     async def scenario(balancer):
         async with server.serving():
-            reader, writer = await _connect(frontend_port(balancer), rcvbuf=SMALL_BUFFER)
+            reader, writer = await open_with_buffers(frontend_port(balancer), rcvbuf=SMALL_BUFFER)
             try:
                 writer.write(b"start\n")  # whether the relay connects at once or on the first byte
-                stalled_at = await _until_stalled(lambda: sent)
+                stalled_at = await until_stalled(lambda: sent)
                 total = 0
                 while chunk := await asyncio.wait_for(reader.read(MB), 10):
                     total += len(chunk)

@@ -7,8 +7,7 @@ import contextlib
 import time
 
 from tests.integration.aclient import Client, get
-from tests.integration.configs import make_config
-from tests.integration.conftest import frontend_port
+from tests.integration.configs import frontend_port, make_config
 from tests.integration.peers import RawServer, ok_response, read_head
 from tests.support.backends import TaggedBackend
 from tests.support.ports import closed_port
@@ -195,3 +194,30 @@ def test_restarted_backend_is_used_again_transparently(run_balancer, backends):
             server.stop()
     assert (before.status, before.body) == (200, b"old\n")
     assert [(r.status, r.body) for r in after] == [(200, b"new\n")] * 3
+
+
+def test_dropped_post_on_a_reused_connection_is_not_replayed(run_balancer):
+    """The same race for a POST: the server may have acted on it, so the proxy must not send
+    it again; the client gets a 502 and the server saw the request once."""
+    heads: list[bytes] = []
+
+    async def handler(reader, writer, index):
+        await read_head(reader)
+        writer.write(ok_response(b"connection %d\n" % index))
+        await writer.drain()
+        heads.append(await read_head(reader))
+        await reader.readexactly(5)  # the body; then drop the connection unanswered
+
+    server = RawServer(handler)
+
+    async def scenario(balancer):
+        async with server.serving(), await Client.connect(frontend_port(balancer)) as client:
+            first = await client.get("/one")
+            second = await client.request("POST", "/order", body=b"pizza")
+        return first, second
+
+    first, second = run_balancer(make_config([("raw", server.address)]), scenario)
+    assert first.status == 200
+    assert second.status == 502
+    assert server.connections == 1
+    assert len(heads) == 1 and heads[0].startswith(b"POST /order ")

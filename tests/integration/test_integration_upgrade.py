@@ -6,8 +6,7 @@ import asyncio
 import time
 
 from tests.integration.aclient import Client
-from tests.integration.configs import make_config
-from tests.integration.conftest import frontend_port
+from tests.integration.configs import frontend_port, make_config
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 

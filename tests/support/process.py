@@ -71,6 +71,7 @@ class BalancerProcess:
             return self
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
+            # Its own process group, so cleanup also reaches any worker processes it forks.
             self.proc = subprocess.Popen(
                 _command(self.args),
                 stdout=out,
@@ -78,6 +79,7 @@ class BalancerProcess:
                 stdin=subprocess.DEVNULL,
                 env=self.env,
                 cwd=self.cwd,
+                start_new_session=True,
             )
         return self
 
@@ -155,10 +157,15 @@ class BalancerProcess:
             ) from None
 
     def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
+        """SIGKILL the process and whatever is left in its process group (workers it forked)."""
+        if self.proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        if self.proc.poll() is None:
             self.proc.kill()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(5)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(5)
 
     def __enter__(self) -> BalancerProcess:
         return self.start()

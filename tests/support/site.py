@@ -49,11 +49,15 @@ class Site:
             return []
         return [line for line in text.splitlines() if line.strip()]
 
-    def wait_log(self, predicate: Callable[[str], bool], timeout: float = 5, what: str = "") -> str:
-        """The first access-log line matching `predicate`, polling until `timeout`."""
+    def wait_log(self, predicate: Callable[[str], bool], timeout: float = 5, what: str = "", after: int = 0) -> str:
+        """The first access-log line matching `predicate`, polling until `timeout`.
+
+        `after` skips that many lines: pass `len(site.log_lines())` taken before the action
+        to look only at what the action logged.
+        """
 
         def find() -> str | None:
-            return next((line for line in self.log_lines() if predicate(line)), None)
+            return next((line for line in self.log_lines()[after:] if predicate(line)), None)
 
         try:
             return str(wait_until(find, timeout=timeout, what=what or "an access log line"))
@@ -73,9 +77,9 @@ class Site:
         return entries
 
     def wait_json_log(
-        self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 5, what: str = ""
+        self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 5, what: str = "", after: int = 0
     ) -> dict[str, Any]:
-        line = self.wait_log(lambda text: _json_matches(text, predicate), timeout=timeout, what=what)
+        line = self.wait_log(lambda text: _json_matches(text, predicate), timeout=timeout, what=what, after=after)
         return dict(json.loads(line))
 
     def stop(self) -> None:

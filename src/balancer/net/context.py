@@ -6,15 +6,17 @@ the config model. A reload builds new contexts; connections keep the ones they s
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from balancer.config.model import Backend, Frontend
 from balancer.lb.pool import ServerPool
+from balancer.net.gate import Gate
 from balancer.net.upstream import UpstreamPool
 from balancer.route.rules import RuleSet
 from balancer.runtime.record import LogRecord
-from balancer.runtime.state import BackendRuntime
+from balancer.runtime.state import BackendRuntime, ServerRuntime
 
 LogSink = Callable[[LogRecord], None]
 
@@ -31,13 +33,36 @@ class BackendContext:
         self.retries = config.retries
         self.redispatch = config.redispatch
         self.host_header = config.host.encode()
+        self.queue_timeout = config.timeouts.queue
+        # Requests waiting for a server slot when every server is at its maxconn, in order.
+        self.waiting: deque[tuple[SlotWaiter, Any]] = deque()
+
+    def server_with_room(self) -> ServerRuntime | None:
+        """A usable server below its maxconn, if any."""
+        for server in self.servers.usable:
+            maxconn = server.config.maxconn
+            if not maxconn or server.active < maxconn:
+                return server
+        return None
+
+    def slot_freed(self, server: ServerRuntime) -> None:
+        """`server` has room again: hand it to the longest-waiting request still waiting."""
+        while self.waiting and server.usable:
+            maxconn = server.config.maxconn
+            if maxconn and server.active >= maxconn:
+                return
+            waiter, request = self.waiting.popleft()
+            if waiter.slot_ready(request, server):
+                return
 
     def close(self) -> None:
         self.idle.close_all()
 
 
 class FrontendContext:
-    def __init__(self, config: Frontend, backends: dict[str, BackendContext], log: LogSink) -> None:
+    def __init__(
+        self, config: Frontend, backends: dict[str, BackendContext], log: LogSink, gate: Gate | None = None
+    ) -> None:
         self.config = config
         self.name = config.name
         self.rules = RuleSet(config)
@@ -58,6 +83,25 @@ class FrontendContext:
         self.stopping = False
         self.connections = 0
         self.requests = 0
+        self.gate = gate
+
+    def opened(self, session: Stoppable) -> None:
+        self.sessions.add(session)
+        self.connections += 1
+        if self.gate is not None:
+            self.gate.opened(self.name)
+
+    def closed(self, session: Stoppable) -> None:
+        if session in self.sessions:
+            self.sessions.discard(session)
+            if self.gate is not None:
+                self.gate.closed(self.name)
+
+
+class SlotWaiter(Protocol):
+    """A session with a request waiting in a backend queue (net.http_session)."""
+
+    def slot_ready(self, request: Any, server: ServerRuntime) -> bool: ...
 
 
 class Stoppable(Protocol):

@@ -18,6 +18,7 @@ reaches a server. One connection's failure is caught here and never escapes to t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import time
@@ -75,6 +76,7 @@ class Request(LogRecord):
         "connection_values",
         "head_done",
         "headers",
+        "holds_slot",
         "host",
         "host_count",
         "keep_alive",
@@ -82,6 +84,7 @@ class Request(LogRecord):
         "path",
         "pending",
         "query",
+        "queued_at",
         "replay",
         "response_started",
         "server",
@@ -124,6 +127,8 @@ class Request(LogRecord):
         self.attempts = 0
         self.stale_retries = 0
         self.response_started = False
+        self.holds_slot = False  # counted in server.active (server maxconn)
+        self.queued_at = -1.0  # loop time it started waiting for a server slot; -1: not waiting
 
     def source_ip(self) -> IPAddress | None:
         return self.session.source_ip()
@@ -163,8 +168,7 @@ class HttpSession(asyncio.Protocol):
         elif peer:
             self.client_ip_text = "unix"
         frontend = self.frontend
-        frontend.sessions.add(self)
-        frontend.connections += 1
+        frontend.opened(self)
         self.deadline.set(frontend.request_timeout)
         if frontend.stopping:
             self.closing = True
@@ -177,7 +181,7 @@ class HttpSession(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.deadline.cancel()
-        self.frontend.sessions.discard(self)
+        self.frontend.closed(self)
         if self.connect_task is not None:
             self.connect_task.cancel()
         upstream = self.upstream
@@ -189,17 +193,17 @@ class HttpSession(asyncio.Protocol):
                 if request.termination == "--" and not self.tunnel:
                     request.termination = "C" + self._phase(request)
                 self._finish_log(request, request.status)
+            self._release_slot(request)
             self.queue.clear()
         if upstream is not None:
-            upstream.server.active -= 1
             # The client left mid-exchange: the server connection's state is unknown.
             upstream.abort()
 
     def stop(self) -> None:
-        if not self.queue and not self.tunnel:
-            self.close()
-        else:
-            self.closing = True
+        # Closing an idle keep-alive connection now would race a request the client may
+        # be sending: answer its next request with `Connection: close` instead, and let
+        # the keep-alive timeout close it if none comes.
+        self.closing = True
 
     def abort(self) -> None:
         if self.transport is not None:
@@ -403,7 +407,7 @@ class HttpSession(asyncio.Protocol):
         request.body_done = True
         if request.chunked:
             self._send_body(request, LAST_CHUNK)
-        if request is self.queue[0]:
+        if request is self.queue[0] and request.queued_at < 0:
             # Waiting for the server now: its timeout runs on the upstream side.
             self.deadline.clear()
 
@@ -468,10 +472,20 @@ class HttpSession(asyncio.Protocol):
         if server is None:
             self._local_response(request, 503, error_response(503, True), "SC")
             return
+        maxconn = server.config.maxconn
+        if maxconn and server.active >= maxconn:
+            free = backend.server_with_room()
+            if free is None:
+                self._wait_for_slot(request, backend)
+                return
+            server = free
+        server.active += 1
+        request.holds_slot = True
         request.server = server
         request.server_name = server.name
         request.attempts += 1
-        request.t_queue = 0.0  # no server-side queue yet (server maxconn)
+        if request.t_queue < 0:
+            request.t_queue = 0.0
         conn = backend.idle.get(server)
         if conn is not None:
             request.t_connect = 0.0
@@ -479,6 +493,38 @@ class HttpSession(asyncio.Protocol):
             return
         self.pause_client_reading(CONNECTING)
         self.connect_task = self.loop.create_task(self._connect(request, server, backend))
+
+    def _wait_for_slot(self, request: Request, backend: BackendContext) -> None:
+        """Every server is at its maxconn: wait in the backend's FIFO queue, at most
+        `timeouts.queue`, for a slot (BackendContext.slot_freed hands one over)."""
+        request.queued_at = self.loop.time()
+        backend.waiting.append((self, request))
+        self.deadline.set(backend.queue_timeout)
+
+    def slot_ready(self, request: Request, server: ServerRuntime) -> bool:
+        """A slot on `server` is free for `request`, which waited for it. False when the
+        request is no longer waiting (the client left or the queue timeout fired)."""
+        if self.closed or request.queued_at < 0 or not self.queue or self.queue[0] is not request:
+            return False
+        request.t_queue = (self.loop.time() - request.queued_at) * 1000
+        request.queued_at = -1.0
+        self.deadline.clear()
+        self._dispatch(request, server=server)
+        return True
+
+    def _release_slot(self, request: Request) -> None:
+        """The request no longer occupies its server: let a waiting request have the slot."""
+        if request.holds_slot:
+            request.holds_slot = False
+            server = request.server
+            assert server is not None and request.backend is not None
+            server.active -= 1
+            if request.backend.waiting:
+                request.backend.slot_freed(server)
+        elif request.queued_at >= 0 and request.backend is not None:
+            request.queued_at = -1.0
+            with contextlib.suppress(ValueError):
+                request.backend.waiting.remove((self, request))
 
     async def _connect(self, request: Request, server: ServerRuntime, backend: BackendContext) -> None:
         t0 = self.loop.time()
@@ -497,6 +543,7 @@ class HttpSession(asyncio.Protocol):
                 return
             server.connect_failures += 1
             server.errors += 1
+            self._release_slot(request)
             reason = "timeout" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
             self._connect_failed(request, server, reason)
             return
@@ -533,7 +580,6 @@ class HttpSession(asyncio.Protocol):
         server = request.server
         assert backend is not None and server is not None
         self.upstream = conn
-        server.active += 1
         server.requests += 1
         conn.start(self, request.method == b"HEAD", backend.server_timeout)
         parts = [self._request_head(request, backend, server)]
@@ -637,7 +683,6 @@ class HttpSession(asyncio.Protocol):
         self.upstream = None
         server = request.server
         if server is not None:
-            server.active -= 1
             server.bytes_in += request.bytes_in
             server.bytes_out += request.bytes_out
             request.t_total = (self.loop.time() - request.t_start) * 1000
@@ -688,8 +733,6 @@ class HttpSession(asyncio.Protocol):
         request = self.queue[0]
         self.upstream = None
         server = request.server
-        if server is not None:
-            server.active -= 1
         conn.close()
         if self.tunnel:
             request.t_total = (self.loop.time() - request.t_start) * 1000
@@ -709,6 +752,7 @@ class HttpSession(asyncio.Protocol):
             if server is not None:
                 server.requests -= 1
             request.attempts -= 1
+            self._release_slot(request)
             self._dispatch(request)
             return
         if server is not None:
@@ -728,7 +772,6 @@ class HttpSession(asyncio.Protocol):
         request = self.queue[0]
         self.upstream = None
         if request.server is not None:
-            request.server.active -= 1
             request.server.errors += 1
         conn.abort()
         if self.tunnel:
@@ -784,8 +827,6 @@ class HttpSession(asyncio.Protocol):
         if self.upstream is not None:
             self.upstream.abort()
             self.upstream = None
-        if in_flight is not None and in_flight.server is not None and in_flight is request:
-            in_flight.server.active -= 1
         request.termination = "PR" if status != 500 else "IR"
         self._local_response(request, status, error_response(status, True), request.termination)
 
@@ -804,21 +845,24 @@ class HttpSession(asyncio.Protocol):
             self.close()  # idle keep-alive or idle tunnel
             return
         request = self.queue[0]
-        if not request.head_done:
+        if request.queued_at >= 0:
+            log.warning("no slot on any server of %s within the queue timeout", request.backend_name)
+            self._local_response(request, 503, error_response(503, True), "sQ")
+        elif not request.head_done:
             request.termination = "cR"
             self._local_response(request, 408, error_response(408, True), "cR")
         elif not request.response_started:
             if self.upstream is not None:
                 self.upstream.abort()
                 self.upstream = None
-                if request.server is not None:
-                    request.server.active -= 1
             self._local_response(request, 408, error_response(408, True), "cD")
         else:
             request.termination = "cD"
             self._abort_request(request)
 
     def _finish_log(self, request: Request, status: int) -> None:
+        """The request is over, whichever way: free its server slot and log it."""
+        self._release_slot(request)
         request.status = status
         if request.t_total < 0:
             request.t_total = (self.loop.time() - request.t_start) * 1000

@@ -74,8 +74,7 @@ class TcpSession(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
         frontend = self.frontend
-        frontend.sessions.add(self)
-        frontend.connections += 1
+        frontend.opened(self)
         self.t_start = self.loop.time()
         peer = transport.get_extra_info("peername")
         ip, port = (peer[0], peer[1]) if isinstance(peer, tuple) else ("unix", 0)
@@ -254,7 +253,7 @@ class TcpSession(asyncio.Protocol):
             return
         self.closed = True
         self.deadline.cancel()
-        self.frontend.sessions.discard(self)
+        self.frontend.closed(self)
         if self.connect_task is not None:
             self.connect_task.cancel()
         if self.transport is not None:
