@@ -6,6 +6,7 @@ STAMP  := $(VENV)/.installed
 .PHONY: demo test lint unit integration e2e system-deps bench clean
 
 $(STAMP): pyproject.toml
+	bash scripts/system-deps.sh base
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'

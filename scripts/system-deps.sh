@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # Install the Debian packages a target needs, when they are missing and we are root.
-# Usage: scripts/system-deps.sh test|bench
+# Usage: scripts/system-deps.sh base|test|bench
 # Not root: print what is missing and go on; tests that need a tool skip (or fail under CI=true).
 set -euo pipefail
 
 case "${1:-test}" in
-  test)  want=(curl:curl) ;;
+  base)  want=() ;;
+  test)  want=(curl:curl wrk:wrk) ;;
   bench) want=(wrk:wrk haproxy:haproxy nginx:nginx curl:curl) ;;
-  *) echo "usage: $0 test|bench" >&2; exit 2 ;;
+  *) echo "usage: $0 base|test|bench" >&2; exit 2 ;;
 esac
 
 missing=()
+# Debian splits venv/ensurepip out of python3: without it `python3 -m venv` fails.
+python3 -c "import ensurepip" >/dev/null 2>&1 || missing+=(python3-venv)
 for item in "${want[@]}"; do
   cmd=${item%%:*}; pkg=${item#*:}
   command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || missing+=("$pkg")
@@ -24,4 +27,5 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
 else
   echo "missing Debian packages (not root, not installing): ${missing[*]}" >&2
+  echo "  install them with: sudo apt-get install ${missing[*]}" >&2
 fi

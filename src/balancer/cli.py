@@ -53,10 +53,14 @@ def setup_event_log(level: int = logging.INFO) -> None:
 
 
 def cmd_check(path: Path) -> int:
-    from balancer.config import ConfigError, load_config
+    from balancer.config import ConfigError
+    from balancer.server import parse_runnable
 
     try:
-        load_config(path)
+        parse_runnable(path.read_text(encoding="utf-8"), str(path))
+    except OSError as exc:
+        print(f"{path}:1: cannot read configuration file: {exc.strerror}")
+        return 1
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem)

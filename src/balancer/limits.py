@@ -26,7 +26,7 @@ def raise_nofile_limit(config: Config) -> None:
         except (ValueError, OSError) as exc:
             log.warning("cannot raise the open files limit to %d: %s", target, exc)
     if target < wanted:
-        log.warning("open files limit %d is below what maxconn needs (%d)", target, wanted)
+        log.info("open files limit %d is below what maxconn needs (%d)", target, wanted)
 
 
 def drop_privileges(user: str, group: str) -> None:

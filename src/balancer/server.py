@@ -15,7 +15,9 @@ import os
 import socket
 from collections.abc import Callable
 
-from balancer.config.model import Config, Frontend
+from balancer.config import ConfigError, Problem, parse_config
+from balancer.config.locate import KeyPath, SourceMap
+from balancer.config.model import Config
 from balancer.config.values import Address
 from balancer.lb.base import REGISTRY
 from balancer.net.context import BackendContext, FrontendContext, LogSink
@@ -110,19 +112,43 @@ class Listener:
             os.unlink(self.address.path)
 
 
-def check_supported(config: Config) -> None:
-    """Refuse settings the config language has but this build does not implement yet."""
-    for backend in config.backend:
+def unsupported(config: Config) -> list[tuple[KeyPath, str]]:
+    """Settings the config language has but this build does not run yet, by key path."""
+    problems: list[tuple[KeyPath, str]] = []
+    if config.global_.log.startswith("syslog:"):
+        problems.append((("global", "log"), "syslog logging is not available in this version"))
+    for index, backend in enumerate(config.backend):
         if backend.balance not in REGISTRY:
-            raise UnsupportedConfig(
-                f"backend {backend.name!r}: balance {backend.balance!r} is not available in this version "
-                f"(available: {', '.join(sorted(REGISTRY))})"
+            problems.append(
+                (
+                    ("backend", index, "balance"),
+                    f"balance {backend.balance!r} is not available in this version "
+                    f"(available: {', '.join(sorted(REGISTRY))})",
+                )
             )
-    for frontend in config.frontend:
+    for index, frontend in enumerate(config.frontend):
         if frontend.tls is not None:
-            raise UnsupportedConfig(f"frontend {frontend.name!r}: tls is not available in this version")
+            problems.append((("frontend", index, "tls"), "tls is not available in this version"))
         if frontend.accept_proxy:
-            raise UnsupportedConfig(f"frontend {frontend.name!r}: accept_proxy is not available in this version")
+            problems.append((("frontend", index, "accept_proxy"), "accept_proxy is not available in this version"))
+    return problems
+
+
+def parse_runnable(text: str, file: str) -> Config:
+    """parse_config, plus a refusal (with lines) of what this build cannot run yet.
+    Raises ConfigError listing every problem."""
+    config = parse_config(text, file)
+    problems = unsupported(config)
+    if problems:
+        source = SourceMap.from_text(text)
+        raise ConfigError([Problem(file, source.line_of(path), message) for path, message in problems])
+    return config
+
+
+def check_supported(config: Config) -> None:
+    problems = unsupported(config)
+    if problems:
+        raise UnsupportedConfig("; ".join(message for _, message in problems))
 
 
 class Balancer:
@@ -133,7 +159,6 @@ class Balancer:
         self.backends: dict[str, BackendRuntime] = {}
         self.frontends: dict[str, FrontendContext] = {}
         self.listeners: dict[tuple[Address, str], Listener] = {}
-        self._retired: list[FrontendContext] = []
         self.gate = Gate(config.global_.maxconn)
         self._build(config)
 
@@ -142,23 +167,9 @@ class Balancer:
         return self.access_log.log
 
     def _build(self, config: Config) -> None:
-        """New runtime state and contexts for `config`, keeping run-time state of old servers."""
-        old = self.backends
-        backends: dict[str, BackendRuntime] = {}
-        for backend_config in config.backend:
-            runtime = BackendRuntime(backend_config)
-            previous = old.get(backend_config.name)
-            if previous is not None:
-                for server in runtime.servers:
-                    before = previous.by_name.get(server.name)
-                    if before is not None and before.config.address == server.config.address:
-                        server.admin_state = before.admin_state
-                        server.health = before.health
-                        if before.weight != before.config.weight:
-                            server.weight = before.weight
-            backends[backend_config.name] = runtime
-        self.backends = backends
-        contexts = {name: BackendContext(runtime.config, runtime) for name, runtime in backends.items()}
+        """Runtime state and per-connection contexts for `config`."""
+        self.backends = {b.name: BackendRuntime(b) for b in config.backend}
+        contexts = {name: BackendContext(runtime.config, runtime) for name, runtime in self.backends.items()}
         self.frontends = {f.name: FrontendContext(f, contexts, self.log_sink, self.gate) for f in config.frontend}
 
     async def start(self, sockets: dict[tuple[Address, str], socket.socket] | None = None) -> None:
@@ -180,42 +191,13 @@ class Balancer:
         """The addresses a frontend is bound to (ports resolved when the config said 0)."""
         return [lst.bound() for lst in self.listeners.values() if lst.frontend.name == frontend]
 
-    async def reload(self, config: Config) -> None:
-        """Serve `config` from now on, without closing the listening sockets it keeps."""
-        check_supported(config)
-        old_frontends = list(self.frontends.values())
-        self.config = config
-        self._build(config)
-        wanted: dict[tuple[Address, str], Frontend] = {
-            listener_key(a, f.name): f for f in config.frontend for a in f.bind
-        }
-        for key in list(self.listeners):
-            if key not in wanted:
-                self.listeners.pop(key).close()
-        for key, frontend in wanted.items():
-            listener = self.listeners.get(key)
-            if listener is None:
-                listener = Listener(key[0], bind_socket(key[0]), self.frontends[frontend.name])
-                self.listeners[key] = listener
-                await listener.start()
-            else:
-                listener.frontend = self.frontends[frontend.name]
-        for frontend_context in old_frontends:
-            frontend_context.stopping = True
-            for backend_context in frontend_context.backends.values():
-                backend_context.close()
-            for session in list(frontend_context.sessions):
-                session.stop()
-        self._retired = [f for f in self._retired + old_frontends if f.sessions]
-        log.info("configuration reloaded: %d frontends, %d backends", len(config.frontend), len(config.backend))
-
     async def stop(self, grace: float | None = None) -> None:
         """Stop accepting, let exchanges in flight finish within `grace`, then close the rest."""
         if grace is None:
             grace = self.config.global_.grace
         for listener in self.listeners.values():
             listener.close()
-        frontends = list(self.frontends.values()) + self._retired
+        frontends = list(self.frontends.values())
         for frontend in frontends:
             frontend.stopping = True
             for session in list(frontend.sessions):
@@ -229,7 +211,7 @@ class Balancer:
         self.access_log.flush()
 
     def in_flight(self) -> int:
-        return sum(len(f.sessions) for f in list(self.frontends.values()) + self._retired)
+        return sum(len(f.sessions) for f in self.frontends.values())
 
 
 def listener_key(address: Address, frontend: str) -> tuple[Address, str]:

@@ -31,7 +31,7 @@ from balancer.config.model import Config
 from balancer.config.values import Address
 from balancer.limits import drop_privileges, raise_nofile_limit
 from balancer.sdnotify import notify
-from balancer.server import bind_socket, listener_key
+from balancer.server import bind_socket, listener_key, parse_runnable
 
 log = logging.getLogger("balancer.master")
 
@@ -73,6 +73,7 @@ class Master:
         self.reloading = False
         self.started = False
         self.reload_pending = False
+        self.stop_pending = False
 
     # -- sockets ---------------------------------------------------------------------------
 
@@ -211,7 +212,7 @@ class Master:
         notify("RELOADING=1")
         try:
             text = self.path.read_text(encoding="utf-8")
-            config = parse_config(text, str(self.path))
+            config = parse_runnable(text, str(self.path))
         except ConfigError as exc:
             for problem in exc.problems:
                 log.error("reload refused: %s", problem)
@@ -249,6 +250,11 @@ class Master:
         self._spawn_task(self.reload())
 
     def on_stop_signal(self) -> None:
+        if not self.started and not self.stop_pending:
+            # Let the first workers come up: they take the connections already waiting in
+            # the accept queues, then stop gracefully like any others.
+            self.stop_pending = True
+            return
         self.stop_signals += 1
         if self.stop_signals > 1:
             log.warning("second stop signal: stopping at once")
@@ -294,9 +300,9 @@ class Master:
                 await asyncio.wait_for(self.done.wait(), 5.0)
             return 1
         self.started = True
-        if self.stopping:  # a stop signal came while the workers started
-            self.stop_generation(self.current, self.current.config.global_.grace)
         notify("READY=1")
+        if self.stop_pending:
+            self.on_stop_signal()
         if self.reload_pending:
             self.on_reload_signal()
         log.info("balancer running: %d workers, config %s", len(self.current.workers), self.path)
@@ -323,7 +329,7 @@ def run_master(path: Path) -> int:
     """`balancer run -c FILE`: validate, then serve until stopped. Returns the exit code."""
     try:
         text = path.read_text(encoding="utf-8")
-        config = parse_config(text, str(path))
+        config = parse_runnable(text, str(path))
     except OSError as exc:
         print(f"{path}:1: cannot read configuration file: {exc.strerror}", file=sys.stderr)
         return 1

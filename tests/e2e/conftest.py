@@ -8,19 +8,12 @@ the process and waits until it listens; teardown stops it (SIGTERM, then kill).
 from __future__ import annotations
 
 import contextlib
-import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
-
-# `python -m pytest` from the repository root puts it on sys.path; a bare `pytest` does not.
-_ROOT = str(Path(__file__).resolve().parents[2])
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
-
-from tests.support import BalancerProcess, TaggedBackend  # noqa: E402
-from tests.support.site import Site  # noqa: E402
+from tests.support import BalancerProcess, TaggedBackend
+from tests.support.site import Site
 
 
 @pytest.fixture

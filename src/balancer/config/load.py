@@ -460,6 +460,10 @@ def _check_references(config: Config) -> list[tuple[KeyPath, str]]:
 
 
 _TERMINALS = ("use_backend", "action", "redirect")
+# Rewriting these would desynchronise the framing of the message the proxy forwards.
+_PROXY_OWNED_HEADERS = frozenset(
+    {"content-length", "transfer-encoding", "connection", "keep-alive", "te", "trailer", "upgrade", "proxy-connection"}
+)
 
 
 def _check_rules(index: int, frontend: Frontend) -> list[tuple[KeyPath, str]]:
@@ -476,6 +480,15 @@ def _check_rules(index: int, frontend: Frontend) -> list[tuple[KeyPath, str]]:
             )
         elif not terminals and not rule.set_header and not rule.del_header:
             problems.append((path, f"rule does nothing: add one of {', '.join(_TERMINALS)}, set_header, del_header"))
+        for key, names in (("set_header", list(rule.set_header)), ("del_header", rule.del_header)):
+            for name in names:
+                if name.lower() in _PROXY_OWNED_HEADERS:
+                    problems.append(
+                        (
+                            (*path, key),
+                            f"{key} cannot change {name}: the proxy owns message framing and connection headers",
+                        )
+                    )
         if frontend.mode != "tcp":
             continue
         where = f"frontend {frontend.name!r} is mode tcp"

@@ -30,6 +30,7 @@ import httptools
 
 from balancer.net.context import BackendContext, FrontendContext
 from balancer.net.deadline import Deadline
+from balancer.net.peer import client_address
 from balancer.net.upstream import UpstreamConnection
 from balancer.proto.http1 import (
     HOP_BY_HOP,
@@ -59,7 +60,8 @@ REPLAY_LIMIT = 65536
 MAX_STALE_RETRIES = 3
 
 _SPECIAL = frozenset(
-    {b"host", b"connection", b"x-forwarded-for", b"x-forwarded-proto", b"expect", b"upgrade"} | HOP_BY_HOP
+    {b"host", b"connection", b"x-forwarded-for", b"x-forwarded-proto", b"expect", b"upgrade", b"content-length"}
+    | HOP_BY_HOP
 )
 
 
@@ -74,9 +76,11 @@ class Request(LogRecord):
         "chunked",
         "conn_tokens",
         "connection_values",
+        "content_length",
         "head_done",
         "headers",
         "holds_slot",
+        "hop_headers",
         "host",
         "host_count",
         "keep_alive",
@@ -108,12 +112,14 @@ class Request(LogRecord):
         self.query = b""
         self.version = "1.1"
         self.headers: list[tuple[bytes, bytes]] = []
+        self.hop_headers: list[tuple[bytes, bytes]] = []  # seen by rules, never forwarded as is
         self.host = b""
         self.host_count = 0
         self.connection_values: list[bytes] = []
         self.conn_tokens: set[bytes] = set()
         self.xff_values: list[bytes] = []
         self.te = b""
+        self.content_length = 0
         self.upgrade = b""
         self.chunked = False
         self.keep_alive = True
@@ -162,11 +168,7 @@ class HttpSession(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
-        peer = transport.get_extra_info("peername")
-        if isinstance(peer, tuple):
-            self.client_ip_text, self.client_port = peer[0], peer[1]
-        elif peer:
-            self.client_ip_text = "unix"
+        self.client_ip_text, self.client_port = client_address(transport)
         frontend = self.frontend
         frontend.opened(self)
         self.deadline.set(frontend.request_timeout)
@@ -217,14 +219,25 @@ class HttpSession(asyncio.Protocol):
             self.transport.close()
 
     def pause_writing(self) -> None:
+        # The client reads slower than the server sends: stop reading the server, and
+        # while we wait on the client it is the client's timeout that runs, not the server's.
         self.writing_paused = True
-        if self.upstream is not None and self.upstream.transport is not None:
-            self.upstream.transport.pause_reading()
+        upstream = self.upstream
+        if upstream is not None and upstream.transport is not None:
+            upstream.transport.pause_reading()
+            if not self.tunnel and upstream.deadline is not None:
+                upstream.deadline.clear()
+                self.deadline.set(self.frontend.client_timeout)
 
     def resume_writing(self) -> None:
         self.writing_paused = False
-        if self.upstream is not None and self.upstream.transport is not None and not self.upstream.closed:
-            self.upstream.transport.resume_reading()
+        upstream = self.upstream
+        if upstream is not None and upstream.transport is not None and not upstream.closed:
+            upstream.transport.resume_reading()
+            if not self.tunnel and upstream.deadline is not None:
+                upstream.deadline.set(upstream.server_timeout)
+                if self.queue and self.queue[0].body_done:
+                    self.deadline.clear()
 
     def pause_client_reading(self, reason: int) -> None:
         if not self.paused and self.transport is not None and not self.closed:
@@ -321,11 +334,22 @@ class HttpSession(asyncio.Protocol):
         lname = name.lower()
         if lname not in _SPECIAL:
             request.headers.append((name, value))
-        elif lname == b"host":
+            return
+        if lname == b"host":
             request.host = value
             request.host_count += 1
             request.headers.append((name, value))
-        elif lname == b"connection":
+            return
+        if lname == b"content-length":
+            request.content_length = int(value)  # httptools has checked it is digits
+            request.headers.append((name, value))
+            return
+        if lname == b"expect":
+            request.headers.append((name, value))
+            return
+        # Not forwarded as received, but rules (hdr) still see it.
+        request.hop_headers.append((name, value))
+        if lname == b"connection":
             request.connection_values.append(value)
         elif lname == b"transfer-encoding":
             request.te = value
@@ -337,11 +361,9 @@ class HttpSession(asyncio.Protocol):
                 request.xff_values.append(value)
             else:
                 request.headers.append((name, value))
-            request.xff = value.decode("latin-1") if not request.xff else f"{request.xff}, {value.decode('latin-1')}"
-        elif lname == b"x-forwarded-proto":
-            if not self.frontend.forwardfor:
-                request.headers.append((name, value))
-        elif lname == b"expect":
+            text = value.decode("latin-1")
+            request.xff = f"{request.xff}, {text}" if request.xff else text
+        elif lname == b"x-forwarded-proto" and not self.frontend.forwardfor:
             request.headers.append((name, value))
         # other hop-by-hop headers (keep-alive, te, trailer, proxy-*) stop here
 
@@ -359,6 +381,8 @@ class HttpSession(asyncio.Protocol):
             request.conn_tokens = connection_tokens(request.connection_values)
         if request.upgrade and not parser.should_upgrade():
             request.upgrade = b""
+        if request.method == b"CONNECT":
+            raise BadRequest(501, "CONNECT is not supported")
         url = request.url
         if url[:1] == b"/":
             request.path, _, request.query = url.partition(b"?")
@@ -373,18 +397,14 @@ class HttpSession(asyncio.Protocol):
             request.query = parsed.query or b""
             if parsed.host and not request.host:
                 request.host = parsed.host
-        if request.method == b"CONNECT":
-            raise BadRequest(501, "CONNECT is not supported")
         request.request_line = f"{request.method.decode()} {url.decode('latin-1')} HTTP/{request.version}"
         request.t_request = (self.loop.time() - request.t_start) * 1000
         # The head as received: request line, header lines, final CRLF.
         request.bytes_in = len(request.method) + len(url) + 13 + self.header_bytes
         request.head_done = True
         max_body = self.frontend.max_body
-        if max_body and not request.chunked:
-            length = self._content_length(request)
-            if length > max_body:
-                raise BadRequest(413, "request body too large")
+        if max_body and request.content_length > max_body:
+            raise BadRequest(413, "request body too large")
         if request is self.queue[0]:
             self._start(request)
 
@@ -407,18 +427,13 @@ class HttpSession(asyncio.Protocol):
         request.body_done = True
         if request.chunked:
             self._send_body(request, LAST_CHUNK)
-        if request is self.queue[0] and request.queued_at < 0:
+        if self.queue and request is self.queue[0] and request.queued_at < 0:
             # Waiting for the server now: its timeout runs on the upstream side.
             self.deadline.clear()
 
-    @staticmethod
-    def _content_length(request: Request) -> int:
-        for name, value in request.headers:
-            if name.lower() == b"content-length":
-                return int(value)
-        return 0
-
     def _send_body(self, request: Request, framed: bytes) -> None:
+        if request.t_total >= 0:
+            return  # already answered here (deny, redirect, error): the body goes nowhere
         request.bytes_in += len(framed)
         if request is self.queue[0] and self.upstream is not None and not request.pending:
             self.to_server.append(framed)
@@ -448,7 +463,8 @@ class HttpSession(asyncio.Protocol):
             self._local_response(request, 403, error_response(403, True), "PR")
             return
         if decision.verdict == "redirect":
-            close = not request.keep_alive or not request.body_done or self.closing
+            body_pending = (request.chunked or request.content_length > 0) and not request.body_done
+            close = not request.keep_alive or body_pending or self.closing
             response = redirect_response(decision.redirect_code, decision.redirect_location, close)
             self._local_response(request, decision.redirect_code, response, "--", close)
             return
@@ -529,12 +545,12 @@ class HttpSession(asyncio.Protocol):
     async def _connect(self, request: Request, server: ServerRuntime, backend: BackendContext) -> None:
         t0 = self.loop.time()
         try:
-            _, conn = await asyncio.wait_for(
-                self.loop.create_connection(
-                    partial(UpstreamConnection, server, backend.idle), server.host, server.port
-                ),
-                backend.connect_timeout,
-            )
+            factory = partial(UpstreamConnection, server, backend.idle)
+            if server.address.is_unix:
+                connecting = self.loop.create_unix_connection(factory, server.address.path)
+            else:
+                connecting = self.loop.create_connection(factory, server.host, server.port)
+            _, conn = await asyncio.wait_for(connecting, backend.connect_timeout or None)
         except asyncio.CancelledError:
             return
         except (OSError, TimeoutError) as exc:
@@ -643,6 +659,10 @@ class HttpSession(asyncio.Protocol):
         request.status = conn.status
         request.t_response = (self.loop.time() - request.t_start) * 1000 - max(request.t_request, 0)
         request.response_started = True
+        if conn.chunked and request.version == "1.0":
+            # HTTP/1.0 has no chunked coding: send the body bare and end it by closing.
+            conn.chunked = False
+            request.keep_alive = False
         if conn.status == 101:
             extra = b"Connection: upgrade\r\n"
         elif not request.keep_alive or self.closing or conn.until_close or not request.body_done or request.upgrade:
@@ -849,7 +869,7 @@ class HttpSession(asyncio.Protocol):
             log.warning("no slot on any server of %s within the queue timeout", request.backend_name)
             self._local_response(request, 503, error_response(503, True), "sQ")
         elif not request.head_done:
-            request.termination = "cR"
+            request.request_line = request.request_line or "<BADREQ>"
             self._local_response(request, 408, error_response(408, True), "cR")
         elif not request.response_started:
             if self.upstream is not None:

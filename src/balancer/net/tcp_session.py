@@ -18,6 +18,7 @@ from typing import cast
 
 from balancer.net.context import BackendContext, FrontendContext
 from balancer.net.deadline import Deadline
+from balancer.net.peer import client_address
 from balancer.route.rules import IPAddress
 from balancer.runtime.record import LogRecord
 from balancer.runtime.state import ServerRuntime
@@ -76,8 +77,7 @@ class TcpSession(asyncio.Protocol):
         frontend = self.frontend
         frontend.opened(self)
         self.t_start = self.loop.time()
-        peer = transport.get_extra_info("peername")
-        ip, port = (peer[0], peer[1]) if isinstance(peer, tuple) else ("unix", 0)
+        ip, port = client_address(transport)
         self.record = record = LogRecord(frontend.name, ip, port, time.time())
         record.t_request = 0.0
         self.deadline.set(frontend.client_timeout)
@@ -113,10 +113,11 @@ class TcpSession(asyncio.Protocol):
     async def _connect(self, server: ServerRuntime, backend: BackendContext) -> None:
         t0 = self.loop.time()
         try:
-            _, side = await asyncio.wait_for(
-                self.loop.create_connection(lambda: _ServerSide(self), server.host, server.port),
-                backend.connect_timeout,
-            )
+            if server.address.is_unix:
+                connecting = self.loop.create_unix_connection(lambda: _ServerSide(self), server.address.path)
+            else:
+                connecting = self.loop.create_connection(lambda: _ServerSide(self), server.host, server.port)
+            _, side = await asyncio.wait_for(connecting, backend.connect_timeout or None)
         except asyncio.CancelledError:
             return
         except (OSError, TimeoutError) as exc:
@@ -284,6 +285,7 @@ class _ConnectionView:
     def __init__(self, ip: str) -> None:
         self.ip = ip
         self.headers: list[tuple[bytes, bytes]] = []
+        self.hop_headers: list[tuple[bytes, bytes]] = []
 
     def source_ip(self) -> IPAddress | None:
         try:

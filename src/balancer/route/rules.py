@@ -31,6 +31,7 @@ class RequestView(Protocol):
     query: bytes
     host: bytes
     headers: list[tuple[bytes, bytes]]
+    hop_headers: list[tuple[bytes, bytes]]  # connection-level headers: matched, not forwarded
 
     def source_ip(self) -> IPAddress | None: ...
 
@@ -55,7 +56,10 @@ def _host_of(request: RequestView) -> bytes:
 
 
 def _header_values(request: RequestView, name: bytes) -> list[bytes]:
-    return [v for n, v in request.headers if n.lower() == name]
+    values = [v for n, v in request.headers if n.lower() == name]
+    if request.hop_headers:
+        values += [v for n, v in request.hop_headers if n.lower() == name]
+    return values
 
 
 def _header_test(name: bytes, wanted: frozenset[bytes]) -> Predicate:

@@ -1,0 +1,20 @@
+"""The client's address as logs, rules and X-Forwarded-For should see it."""
+
+from __future__ import annotations
+
+import asyncio
+
+
+def client_address(transport: asyncio.BaseTransport) -> tuple[str, int]:
+    """(ip, port) of the peer; ("unix", 0) on a unix socket.
+
+    A dual-stack listener (":8080") reports IPv4 clients as "::ffff:a.b.c.d"; they are
+    IPv4 clients, and `src` rules written with IPv4 networks must match them.
+    """
+    peer = transport.get_extra_info("peername")
+    if not isinstance(peer, tuple):
+        return ("unix", 0)
+    ip = str(peer[0])
+    if ip.startswith("::ffff:") and "." in ip:
+        ip = ip[7:]
+    return (ip, int(peer[1]))
