@@ -93,7 +93,8 @@ class BlockingGuard:
     def report(self, seconds: float, limit: float, what: str) -> None:
         """Record `what`, a stall of `seconds`, unless waiting for a CPU explains it."""
         waits = _cpu_waits()
-        starved = max((waits[t] - self._waits.get(t, waits[t]) for t in waits), default=0) / 1e9
+        # a thread born since the last heartbeat has waited all its life within the interval
+        starved = max((waits[t] - self._waits.get(t, 0) for t in waits), default=0) / 1e9
         if seconds - starved > limit:
             note = f" ({starved:.3f}s of it waiting for a CPU)" if starved > 0.005 else ""
             self.problems.append(what + note)

@@ -24,12 +24,14 @@ from balancer.net.context import BackendContext, FrontendContext, LogSink
 from balancer.net.gate import Gate
 from balancer.net.http_session import HttpSession
 from balancer.net.tcp_session import TcpSession
+from balancer.runtime.shared import SharedState
 from balancer.runtime.state import BackendRuntime
 from balancer.stats.accesslog import AccessLog
 
 log = logging.getLogger("balancer")
 
 LISTEN_BACKLOG = 4096
+SYNC_INTERVAL = 0.1  # seconds between a worker's looks at the shared state
 
 
 class UnsupportedConfig(Exception):
@@ -160,6 +162,10 @@ class Balancer:
         self.frontends: dict[str, FrontendContext] = {}
         self.listeners: dict[tuple[Address, str], Listener] = {}
         self.gate = Gate(config.global_.maxconn)
+        self._shared: SharedState | None = None
+        self._slot = 0
+        self._epoch = -1
+        self._sync_handle: asyncio.TimerHandle | None = None
         self._build(config)
 
     @property
@@ -191,6 +197,64 @@ class Balancer:
         """The addresses a frontend is bound to (ports resolved when the config said 0)."""
         return [lst.bound() for lst in self.listeners.values() if lst.frontend.name == frontend]
 
+    def share(self, shared: SharedState, slot: int, interval: float = SYNC_INTERVAL) -> None:
+        """Keep this worker in step with the master through `shared`: apply server records
+        the master changed, publish this worker's counters in block `slot`."""
+        self._shared = shared
+        self._slot = slot
+        self._epoch = -1
+        self.sync_shared()
+        loop = asyncio.get_running_loop()
+
+        def tick() -> None:
+            self.sync_shared()
+            self._sync_handle = loop.call_later(interval, tick)
+
+        self._sync_handle = loop.call_later(interval, tick)
+
+    def sync_shared(self) -> None:
+        shared = self._shared
+        if shared is None:
+            return
+        layout = shared.layout
+        epoch = shared.epoch
+        if epoch != self._epoch:
+            self._epoch = epoch
+            for backend in self.backends.values():
+                changed = False
+                for server in backend.servers:
+                    record = shared.read_server(layout.server_index[(backend.name, server.name)])
+                    weight = record.weight
+                    if record.agent_weight >= 0:
+                        weight = weight * record.agent_weight // 100
+                    wanted = (record.admin_state, record.health, weight)
+                    if (server.admin_state, server.health, server.weight) != wanted:
+                        server.admin_state, server.health, server.weight = wanted
+                        changed = True
+                if changed:
+                    backend.changed()
+        slot = self._slot
+        for backend in self.backends.values():
+            for server in backend.servers:
+                shared.write_server_counters(
+                    slot,
+                    layout.server_index[(backend.name, server.name)],
+                    (
+                        server.active,
+                        server.requests,
+                        server.bytes_in,
+                        server.bytes_out,
+                        server.errors,
+                        server.connect_failures,
+                        int(server.resp_time_sum),
+                        server.resp_time_count,
+                    ),
+                )
+        for frontend in self.frontends.values():
+            shared.write_frontend_counters(
+                slot, layout.frontend_index[frontend.name], (frontend.connections, frontend.requests)
+            )
+
     async def stop(self, grace: float | None = None) -> None:
         """Stop accepting, let exchanges in flight finish within `grace`, then close the rest."""
         if grace is None:
@@ -208,6 +272,9 @@ class Balancer:
                 session.abort()
             for backend in frontend.backends.values():
                 backend.close()
+        if self._sync_handle is not None:
+            self._sync_handle.cancel()
+        self.sync_shared()  # the final counts
         self.access_log.flush()
 
     def in_flight(self) -> int:

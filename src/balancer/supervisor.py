@@ -23,13 +23,20 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
+from balancer.admin.api import AdminServer
+from balancer.admin.metrics import render as render_metrics
 from balancer.config import ConfigError, parse_config
 from balancer.config.model import Config
 from balancer.config.values import Address
 from balancer.limits import drop_privileges, raise_nofile_limit
+from balancer.runtime.master_state import MasterState
+from balancer.runtime.shared import SERVER_COUNTERS, Layout, SharedState
+from balancer.runtime.state import AdminState
 from balancer.sdnotify import notify
 from balancer.server import bind_socket, listener_key, parse_runnable
 
@@ -54,6 +61,8 @@ class Generation:
     config: Config
     text: str
     workers: list[Worker] = field(default_factory=list)
+    shared: SharedState | None = None
+    starting: bool = False
 
 
 def worker_count(config: Config) -> int:
@@ -65,6 +74,8 @@ class Master:
         self.path = path
         self.sockets: dict[tuple[Address, str], socket.socket] = {}
         self.current = Generation(1, config, text)
+        self.state = MasterState(config)
+        self.admin: AdminServer | None = None
         self.old: list[Generation] = []
         self.stopping = False
         self.stop_signals = 0
@@ -102,7 +113,11 @@ class Master:
             if key in keys
         ]
         ready_read, ready_write = os.pipe()
+        assert generation.shared is not None
+        state_fd = generation.shared.fd
         env = dict(os.environ)
+        env["BALANCER_STATE_FD"] = str(state_fd)
+        env["BALANCER_SLOTS"] = str(generation.shared.layout.slots)
         env["BALANCER_FDS"] = json.dumps(fds)
         env["BALANCER_READY_FD"] = str(ready_write)
         env["BALANCER_MASTER_PID"] = str(os.getpid())
@@ -118,7 +133,7 @@ class Master:
             "--slot",
             str(slot),
             stdin=asyncio.subprocess.PIPE,
-            pass_fds=[sock.fileno() for key, sock in self.sockets.items() if key in keys] + [ready_write],
+            pass_fds=[sock.fileno() for key, sock in self.sockets.items() if key in keys] + [ready_write, state_fd],
             env=env,
         )
         os.close(ready_write)
@@ -157,32 +172,68 @@ class Master:
         log.info("worker exited: pid=%d generation=%d status=%s", worker.process.pid, worker.generation, description)
         if worker in generation.workers:
             generation.workers.remove(worker)
-        if not generation.workers and generation in self.old:
-            self.old.remove(generation)
+        if not generation.workers and generation is not self.current and not generation.starting:
+            if generation in self.old:
+                self.old.remove(generation)
+            if generation.shared is not None:
+                self.state.retire(generation.shared)
         if self.stopping:
             if not self.current.workers and not self.old:
                 self.done.set()
             return
-        if generation is not self.current or worker.stopping:
+        if (generation is not self.current and not generation.starting) or worker.stopping:
             return
         log.warning("worker in slot %d died (%s): restarting it", worker.slot, description)
+        if generation.shared is not None:
+            self.state.retire_slot(generation.shared, worker.slot)
         await asyncio.sleep(RESTART_DELAY)
-        if not self.stopping and generation is self.current:
+        if not self.stopping and (generation is self.current or generation.starting):
             generation.workers.append(await self.spawn(generation, worker.slot))
 
     async def start_generation(self, generation: Generation) -> bool:
-        """Start every worker of `generation` and wait until all serve. False if one fails."""
-        for slot in range(worker_count(generation.config)):
-            generation.workers.append(await self.spawn(generation, slot))
+        """Start every worker of `generation` and wait until all serve. A worker that dies
+        while starting is started again (twice at most); False if a slot never comes up."""
+        loop = asyncio.get_running_loop()
+        slots = worker_count(generation.config)
+        generation.shared = self.state.adopt(generation.config, slots)
+        generation.starting = True
         try:
-            await asyncio.wait_for(asyncio.gather(*(w.ready for w in generation.workers)), READY_TIMEOUT)
-        except (TimeoutError, RuntimeError) as exc:
-            log.error("generation %d failed to start: %s", generation.number, exc or "timeout")
+            for slot in range(slots):
+                generation.workers.append(await self.spawn(generation, slot))
+            deadline = loop.time() + READY_TIMEOUT
+            for slot in range(slots):
+                for attempt in range(3):
+                    worker = await self._slot_worker(generation, slot, deadline)
+                    try:
+                        await asyncio.wait_for(asyncio.shield(worker.ready), max(0.0, deadline - loop.time()))
+                        break
+                    except RuntimeError:
+                        log.warning("worker in slot %d exited while starting (attempt %d)", slot, attempt + 1)
+                else:
+                    log.error("generation %d failed to start: slot %d keeps exiting", generation.number, slot)
+                    return False
+        except TimeoutError:
+            log.error("generation %d failed to start: workers not ready in %gs", generation.number, READY_TIMEOUT)
             return False
+        finally:
+            generation.starting = False
         return True
+
+    async def _slot_worker(self, generation: Generation, slot: int, deadline: float) -> Worker:
+        """The live (or restarting) worker of `slot`; waits for a restart to appear."""
+        loop = asyncio.get_running_loop()
+        while True:
+            for worker in reversed(generation.workers):
+                if worker.slot == slot and not (worker.ready.done() and worker.ready.exception()):
+                    return worker
+            if loop.time() > deadline:
+                raise TimeoutError
+            await asyncio.sleep(0.05)
 
     def stop_generation(self, generation: Generation, grace: float) -> None:
         """Tell every worker of `generation` to finish gracefully; kill them after grace."""
+        if not generation.workers and generation is not self.current and generation.shared is not None:
+            self.state.retire(generation.shared)
         for worker in generation.workers:
             worker.stopping = True
             _signal(worker, signal.SIGTERM)
@@ -199,55 +250,159 @@ class Master:
 
     # -- signals ---------------------------------------------------------------------------
 
-    async def reload(self) -> None:
-        if self.stopping or self.reloading:
-            return
+    async def reload(self) -> dict[str, Any]:
+        """Reload the file; the result says whether it took and why not."""
+        if self.stopping:
+            return {"reloaded": False, "problems": ["balancer is stopping"]}
+        if self.reloading:
+            return {"reloaded": False, "problems": ["a reload is already in progress"]}
         self.reloading = True
+        notify("RELOADING=1")
         try:
-            await self._reload()
+            problems = await self._reload()
         finally:
             self.reloading = False
+            notify("READY=1")
+        for problem in problems:
+            log.error("reload refused: %s", problem)
+        if problems:
+            return {"reloaded": False, "problems": problems, "generation": self.current.number}
+        log.info("reload complete: generation %d", self.current.number)
+        return {"reloaded": True, "generation": self.current.number}
 
-    async def _reload(self) -> None:
-        notify("RELOADING=1")
+    async def _reload(self) -> list[str]:
+        """Problems that refused the reload; none when the new generation serves."""
         try:
             text = self.path.read_text(encoding="utf-8")
             config = parse_runnable(text, str(self.path))
         except ConfigError as exc:
-            for problem in exc.problems:
-                log.error("reload refused: %s", problem)
-            notify("READY=1")
-            return
+            return [str(problem) for problem in exc.problems]
         except OSError as exc:
-            log.error("reload refused: %s: %s", self.path, exc.strerror)
-            notify("READY=1")
-            return
+            return [f"{self.path}:1: cannot read configuration file: {exc.strerror}"]
         try:
             self.bind(config)
         except OSError as exc:
-            log.error("reload refused: %s", exc)
-            notify("READY=1")
-            return
+            return [str(exc)]
         previous = self.current
         generation = Generation(previous.number + 1, config, text)
         if not await self.start_generation(generation):
             self.stop_generation(generation, 0.0)
-            log.error("reload refused: the new workers did not start; generation %d keeps serving", previous.number)
-            notify("READY=1")
-            return
+            return [f"the new workers did not start; generation {previous.number} keeps serving"]
         self.current = generation
         self.old.append(previous)
         self.stop_generation(previous, previous.config.global_.grace)
         self.close_unused(config)
-        log.info("reload complete: generation %d", generation.number)
-        notify("READY=1")
+        return []
+
+    # -- control plane (admin API) ---------------------------------------------------------
+
+    def servers(self) -> list[dict[str, Any]]:
+        totals = self.state.server_totals()
+        rows = []
+        for backend in self.state.config.backend:
+            for server in backend.server:
+                key = (backend.name, server.name)
+                record = self.state.records[key]
+                counts = totals.get(key) or dict.fromkeys(SERVER_COUNTERS, 0)
+                rows.append(
+                    {
+                        "backend": backend.name,
+                        "server": server.name,
+                        "address": str(server.address),
+                        "state": record.admin_state,
+                        "health": record.health,
+                        "weight": record.weight,
+                        "active": counts["active"],
+                        "queued": 0,
+                        "requests": counts["requests"],
+                        "bytes_in": counts["bytes_in"],
+                        "bytes_out": counts["bytes_out"],
+                        "errors": counts["errors"],
+                        "connect_failures": counts["connect_failures"],
+                        "resp_time_ms": round(counts["resp_ms"] / counts["resp_n"], 3) if counts["resp_n"] else 0.0,
+                    }
+                )
+        return rows
+
+    def frontend_rows(self) -> list[dict[str, Any]]:
+        totals = self.state.frontend_totals()
+        return [
+            {"frontend": f.name, "mode": f.mode, **(totals.get(f.name) or {"connections": 0, "requests": 0})}
+            for f in self.state.config.frontend
+        ]
+
+    def stats(self) -> dict[str, Any]:
+        servers = self.servers()
+        backends = []
+        for backend in self.state.config.backend:
+            rows = [row for row in servers if row["backend"] == backend.name]
+            backends.append(
+                {
+                    "backend": backend.name,
+                    "balance": backend.balance,
+                    "servers": len(rows),
+                    "usable": sum(1 for r in rows if r["state"] == "ready" and r["health"] == "up" and r["weight"]),
+                    **{k: sum(r[k] for r in rows) for k in ("active", "requests", "bytes_in", "bytes_out", "errors")},
+                }
+            )
+        return {
+            "generation": self.current.number,
+            "workers": len(self.current.workers),
+            "frontends": self.frontend_rows(),
+            "backends": backends,
+            "servers": servers,
+        }
+
+    def set_server(self, backend: str, server: str, state: str | None, weight: int | None) -> dict[str, Any]:
+        record = self.state.update((backend, server), admin_state=cast(AdminState | None, state), weight=weight)
+        log.info(
+            "server %s/%s: state %s, weight %d (set by the operator)",
+            backend,
+            server,
+            record.admin_state,
+            record.weight,
+        )
+        return next(row for row in self.servers() if row["backend"] == backend and row["server"] == server)
+
+    def reload_now(self) -> Awaitable[dict[str, Any]]:
+        return self.reload()
+
+    def metrics(self) -> bytes:
+        return render_metrics(self)
+
+    def healthy(self) -> tuple[bool, str]:
+        if self.stopping:
+            return (False, "stopping")
+        disable_file = self.current.config.global_.disable_file
+        if disable_file and os.path.exists(disable_file):
+            return (False, f"disabled by {disable_file}")
+        return (True, "serving")
+
+    async def start_admin(self, config: Config) -> None:
+        """The runtime API on admin.socket and admin.bind, if configured."""
+        if not config.admin.socket and config.admin.bind is None:
+            return
+        self.admin = AdminServer(self)
+        if config.admin.socket:
+            await self.admin.listen_unix(config.admin.socket)
+            log.info("admin API on unix:%s", config.admin.socket)
+        bind = config.admin.bind
+        if bind is not None:
+            if bind.is_unix:
+                await self.admin.listen_unix(bind.path)
+            else:
+                await self.admin.listen_tcp(bind.host, bind.port)
+            log.info("admin API on %s", bind)
 
     def on_reload_signal(self) -> None:
         if not self.started:
             self.reload_pending = True
             return
         self.reload_pending = False
-        self._spawn_task(self.reload())
+        self._spawn_task(self._reload_quietly())
+
+    async def _reload_quietly(self) -> None:
+        await self.reload()  # the outcome is logged
 
     def on_stop_signal(self) -> None:
         if not self.started and not self.stop_pending:
@@ -292,6 +447,11 @@ class Master:
             log.error("%s", exc)
             return 1
         raise_nofile_limit(config)
+        try:
+            await self.start_admin(config)
+        except OSError as exc:
+            log.error("admin API: %s", exc)
+            return 1
         drop_privileges(config.global_.user, config.global_.group)
         if not await self.start_generation(self.current):
             self.stopping = True
@@ -307,6 +467,8 @@ class Master:
             self.on_reload_signal()
         log.info("balancer running: %d workers, config %s", len(self.current.workers), self.path)
         await self.done.wait()
+        if self.admin is not None:
+            self.admin.close()
         for sock in self.sockets.values():
             sock.close()
         log.info("stopped")
@@ -359,27 +521,44 @@ def run_worker(name: str, generation: int, slot: int) -> int:
         for entry in json.loads(os.environ.get("BALANCER_FDS", "[]"))
     }
     ready_fd = int(os.environ.get("BALANCER_READY_FD", "-1"))
+    state_fd = int(os.environ.get("BALANCER_STATE_FD", "-1"))
+    shared = None
+    if state_fd >= 0:
+        shared = SharedState.attach(Layout(config, int(os.environ.get("BALANCER_SLOTS", "1"))), state_fd)
     # The master decides what Ctrl-C and SIGHUP mean for the whole group.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     import uvloop
 
-    return int(uvloop.run(_serve_worker(config, sockets, ready_fd)))
+    return int(uvloop.run(_serve_worker(config, sockets, ready_fd, shared, slot)))
 
 
-async def _serve_worker(config: Config, sockets: dict[tuple[Address, str], socket.socket], ready_fd: int) -> int:
+async def _serve_worker(
+    config: Config,
+    sockets: dict[tuple[Address, str], socket.socket],
+    ready_fd: int,
+    shared: SharedState | None,
+    slot: int,
+) -> int:
     from balancer.server import Balancer
 
     loop = asyncio.get_running_loop()
     balancer = Balancer(config)
+    if shared is not None:
+        balancer.share(shared, slot)
+    # Handlers first: the master may signal a stop the moment this worker says it is ready.
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGUSR1, balancer.access_log.open)
     await balancer.start(sockets)
     if ready_fd >= 0:
         os.write(ready_fd, b"ready\n")
         os.close(ready_fd)
-    stop = asyncio.Event()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGUSR1, balancer.access_log.open)
     await stop.wait()
+    # Already stopping: a repeated SIGTERM (a reload then a stop) must not cut the grace
+    # short, nor kill the process while the loop winds down.
+    loop.remove_signal_handler(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     await balancer.stop(config.global_.grace)
     return 0
 

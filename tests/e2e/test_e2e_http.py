@@ -88,6 +88,7 @@ def test_connection_close_request_is_answered_then_closed(web):
 
 
 def test_server_connections_are_pooled_across_client_connections(web):
+    """DESIGN.md: pooled keep-alive upstream connections (like HAProxy's `http-reuse always`)."""
     site, s1 = web
     before = s1.connections
 
@@ -180,8 +181,13 @@ def test_large_upload_over_one_mib(web, payload):
     site, _ = web
     path, digest = payload(3 * 1024 * 1024)
 
+    started = time.monotonic()
+
+    # curl asks `Expect: 100-continue` by itself for a body this large
     result = curl("--expect100-timeout", "10", "--data-binary", f"@{path}", site.url("/echo"), timeout=60)
 
+    assert result.responses[0][0] == 100
+    assert time.monotonic() - started < 8
     echoed = echo(result)
     assert echoed["body_length"] == 3 * 1024 * 1024
     assert echoed["body_sha256"] == digest

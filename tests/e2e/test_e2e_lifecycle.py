@@ -64,6 +64,21 @@ def running(pid: int, parent: int | None = None) -> bool:
     return stat is not None and stat.state != "Z" and (parent is None or stat.ppid == parent)
 
 
+def handles(pid: int, *signals: int) -> bool:
+    """`pid` has a handler installed for (or blocks, to read them another way) every one of `signals`."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    masks = {
+        key: int(value, 16)
+        for key, _, value in (line.partition(":\t") for line in status.splitlines())
+        if key in ("SigCgt", "SigBlk")
+    }
+    handled = masks.get("SigCgt", 0) | masks.get("SigBlk", 0)
+    return all(handled & (1 << (sig - 1)) for sig in signals)
+
+
 def children(pid: int) -> set[int]:
     """The live (non-zombie) children of `pid`."""
     found: set[int] = set()
@@ -164,7 +179,7 @@ class Master:
         return self.process.pid
 
     def start(self, config: str, workers: int, timeout: float = 30) -> list[WorkerStart]:
-        """Write `config`, start the master, wait for `workers` workers and a first 200."""
+        """Write `config`, start the master; wait for `workers` workers, a first 200 and its signal handlers."""
         assert self.process is None, "one master per test"
         self.config_path.write_text(config)
         self.process = BalancerProcess(self.config_path, log_dir=self.dir)
@@ -174,6 +189,12 @@ class Master:
             what=f"{workers} 'worker started: ... generation=1' lines",
         )
         self.wait_for(lambda: fetch(self.port, "/", timeout=2).status == 200, timeout=timeout, what="a first 200")
+        # Until the master has its handlers, SIGHUP or SIGTERM would kill it by default action.
+        self.wait_for(
+            lambda: handles(self.pid, signal.SIGHUP, signal.SIGTERM, signal.SIGINT),
+            timeout=timeout,
+            what="the master to handle SIGHUP, SIGTERM and SIGINT",
+        )
         self.remember()
         return list(first)
 

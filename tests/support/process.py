@@ -38,6 +38,43 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 5, interval: float
         time.sleep(interval)
 
 
+def _listening_inodes(port: int) -> set[str] | None:
+    """Socket inodes listening on TCP `port` (any address), from /proc; None where there is no /proc."""
+    inodes: set[str] = set()
+    found_table = False
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        found_table = True
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(fields[9])
+    return inodes if found_table else None
+
+
+def _listens_in_group(pgid: int, port: int) -> bool | None:
+    """Whether a process in group `pgid` holds the socket listening on `port`; None if unknown."""
+    inodes = _listening_inodes(port)
+    if inodes is None:
+        return None
+    targets = {f"socket:[{inode}]" for inode in inodes}
+    for proc_dir in Path("/proc").glob("[0-9]*"):
+        try:
+            stat = (proc_dir / "stat").read_text()
+            if int(stat.rsplit(")", 1)[1].split()[2]) != pgid:
+                continue
+            for fd in (proc_dir / "fd").iterdir():
+                with contextlib.suppress(OSError):
+                    if os.readlink(fd) in targets:
+                        return True
+        except (OSError, ValueError, IndexError):
+            continue
+    return False
+
+
 class BalancerProcess:
     """`balancer run -c CONFIG` in a child process with stdout/stderr captured to files.
 
@@ -110,8 +147,14 @@ class BalancerProcess:
             return ""
 
     def wait_ready(self, port: int, timeout: float = 10, host: str = "127.0.0.1") -> None:
-        """Poll until `host:port` accepts a TCP connection; fail with the output if the process died."""
+        """Poll until `host:port` accepts a TCP connection; fail with the output if the process died.
+
+        On Linux the listening socket must also belong to this process (or a worker it forked):
+        with several test runs on one machine a port picked as free may be taken by someone
+        else, and a test must not talk to a stranger's listener.
+        """
         deadline = time.monotonic() + timeout
+        foreign = False
         while True:
             if not self.alive():
                 code = self.returncode
@@ -121,12 +164,19 @@ class BalancerProcess:
                 )
             try:
                 with socket.create_connection((host, port), timeout=0.5):
-                    return
+                    pass
             except OSError:
                 pass
+            else:
+                owned = _listens_in_group(self.pid, port)
+                if owned is None or owned:
+                    return
+                foreign = True
             if time.monotonic() >= deadline:
+                why = "another process holds the port" if foreign else "nothing listens"
                 raise AssertionError(
-                    f"balancer did not listen on {host}:{port} within {timeout}s\n--- output ---\n{self.output()}"
+                    f"balancer did not listen on {host}:{port} within {timeout}s ({why})\n"
+                    f"--- output ---\n{self.output()}"
                 )
             time.sleep(0.05)
 

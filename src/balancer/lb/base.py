@@ -9,7 +9,8 @@ just failed, so a retry lands elsewhere when another server exists.
 from __future__ import annotations
 
 import importlib
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from balancer.runtime.state import ServerRuntime
 
@@ -28,11 +29,40 @@ class SelectorFactory(Protocol):
 REGISTRY: dict[str, str] = {
     "roundrobin": "balancer.lb.roundrobin:SmoothWeightedRoundRobin",
     "static-rr": "balancer.lb.static_rr:StaticRoundRobin",
+    "leastconn": "balancer.lb.leastconn:LeastConnections",
+    "first": "balancer.lb.first:First",
+    "random": "balancer.lb.p2c:PowerOfTwoChoices",
+    "source": "balancer.lb.keyhash:KeyHash",
+    "uri": "balancer.lb.keyhash:KeyHash",
+    "hdr": "balancer.lb.keyhash:KeyHash",
+    "url_param": "balancer.lb.keyhash:KeyHash",
+    "maglev": "balancer.lb.maglev:Maglev",
+    "ring": "balancer.lb.ring:Ring",
+    "least_time": "balancer.lb.least_time:LeastTime",
+    "least_traffic": "balancer.lb.least_traffic:LeastTraffic",
+    "agent_load": "balancer.lb.agent_load:AgentLoad",
 }
 
+# Algorithms that hash a request key and follow the backend's `hash_type` ("map" or
+# "consistent"). The others take the key too (maglev, ring) but have one way of hashing it.
+KEYED: frozenset[str] = frozenset({"source", "uri", "hdr", "url_param"})
+# Algorithms whose pick uses the key at all: for the others the proxy need not extract one.
+USES_KEY: frozenset[str] = KEYED | {"maglev", "ring"}
 
-def build_selector(name: str, servers: list[ServerRuntime]) -> Selector:
-    """Build the named algorithm over `servers`. Raises KeyError for an unknown name."""
-    module_name, _, attr = REGISTRY[name].partition(":")
-    factory: SelectorFactory = getattr(importlib.import_module(module_name), attr)
-    return factory(servers)
+_factories: dict[str, Callable[..., Selector]] = {}
+
+
+def build_selector(name: str, servers: list[ServerRuntime], *, hash_type: str = "map", **options: Any) -> Selector:
+    """Build the named algorithm over `servers`. Raises KeyError for an unknown name.
+
+    `hash_type` (the backend's) is passed to the KEYED algorithms and ignored by the others.
+    `options` are keyword arguments for the algorithm's constructor, for tests and tools
+    (`rng=`, `table_size=`, `store=`, ...); the proxy passes none.
+    """
+    factory = _factories.get(name)
+    if factory is None:
+        module_name, _, attr = REGISTRY[name].partition(":")
+        factory = _factories[name] = getattr(importlib.import_module(module_name), attr)
+    if name in KEYED:
+        options["hash_type"] = hash_type
+    return factory(servers, **options)

@@ -4,6 +4,8 @@ Each pick adds every server's weight to its running score, takes the highest sco
 subtracts the total weight from the winner. With weights 5, 1, 1 the order is
 a a b a c a a: heavy servers are spread out instead of served in bursts. Weights are read
 at build time; a weight change builds a new selector (lb.pool), which restarts the scores.
+Other algorithms reuse it with weights of their own (agent_load) or as the fallback of
+keyed algorithms when a request has no key.
 """
 
 from __future__ import annotations
@@ -14,9 +16,12 @@ from balancer.runtime.state import ServerRuntime
 class SmoothWeightedRoundRobin:
     __slots__ = ("_scores", "_servers", "_total", "_weights")
 
-    def __init__(self, servers: list[ServerRuntime]) -> None:
+    def __init__(self, servers: list[ServerRuntime], *, weights: list[int] | None = None) -> None:
+        """`weights`, one per server, replaces the servers' own weights when given."""
         self._servers = list(servers)
-        self._weights = [s.weight for s in self._servers]
+        self._weights = [s.weight for s in self._servers] if weights is None else list(weights)
+        if len(self._weights) != len(self._servers):
+            raise ValueError("one weight per server is needed")
         self._scores = [0] * len(self._servers)
         self._total = sum(self._weights)
 

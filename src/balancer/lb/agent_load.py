@@ -1,0 +1,49 @@
+"""Weights from agent reports (`balance = "agent_load"`), the "least load" of the seeds.
+
+An agent on each server reports how much more work it can take, as a percentage (HAProxy's
+agent-check "75%"): the agent check stores it on the server as `agent_weight` (0..100, or
+absent while no report has come). The effective weight is `weight x agent_weight / 100`, the
+configured (or operator-set) weight when there is no report, and requests are spread over
+effective weights by smooth weighted round robin. A server reporting 0% gets nothing while
+another can take the request; if every server reports 0% the plain weights apply, since
+refusing everything would only move the overload to the clients.
+
+Reports arrive every few seconds; the agent check sets the attribute and tells the backend
+(BackendRuntime.changed), and lb.pool builds a new selector with the new weights.
+"""
+
+from __future__ import annotations
+
+from balancer.lb.roundrobin import SmoothWeightedRoundRobin
+from balancer.runtime.state import ServerRuntime
+
+AGENT_ATTRIBUTE = "agent_weight"
+
+
+def effective_weight(server: ServerRuntime) -> int:
+    """The server's weight scaled by its agent's last report, in hundredths of a weight."""
+    report = getattr(server, AGENT_ATTRIBUTE, None)
+    if report is None:
+        return server.weight * 100
+    return server.weight * max(0, min(100, int(report)))
+
+
+class AgentLoad:
+    __slots__ = ("_resting", "_rotation")
+
+    def __init__(self, servers: list[ServerRuntime]) -> None:
+        weights = [effective_weight(s) for s in servers]
+        if not any(weights):
+            weights = [max(s.weight, 1) for s in servers]
+        chosen = [(s, w) for s, w in zip(servers, weights, strict=True) if w > 0]
+        self._rotation = SmoothWeightedRoundRobin([s for s, _ in chosen], weights=[w for _, w in chosen])
+        # Servers whose agent reported 0%: only for a retry that has nowhere else to go.
+        self._resting = [s for s, w in zip(servers, weights, strict=True) if w <= 0]
+
+    def pick(self, key: bytes | None, avoid: ServerRuntime | None) -> ServerRuntime | None:
+        server = self._rotation.pick(key, avoid)
+        if server is not None and server is avoid:
+            for other in self._resting:
+                if other is not avoid:
+                    return other
+        return server

@@ -1,0 +1,145 @@
+"""State shared between the master and its workers, in one shared-memory segment.
+
+Theory of operation. The master creates one segment per generation of workers (an
+anonymous memfd the workers inherit) laid out from the config: a header, one state record
+per server, then one counter block per worker slot. Every byte has exactly one writer:
+
+- the master writes the header and the server records (admin state, health, weight), and
+  bumps the header's epoch after any change;
+- worker N writes only counter block N.
+
+Workers poll the epoch a few times a second and apply changed server records to their
+live state; they copy their counters into their block on the same beat (and once more on
+exit). The master sums the blocks for the admin API and Prometheus. Readers may see a
+record mid-update; each field is an aligned 8-byte word, and a torn read of one counter
+is off by at most one beat, which the next read corrects.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+from dataclasses import dataclass
+from typing import cast
+
+from balancer.config.model import Config
+from balancer.runtime.state import AdminState, Health
+
+MAGIC = 0x42414C31  # "BAL1"
+_HEADER = struct.Struct("<QQQQ")  # magic, epoch, servers, slots
+_SERVER = struct.Struct("<qqqq")  # admin state, health, weight, agent weight (-1: none)
+# Per server and slot: active, requests, bytes_in, bytes_out, errors, connect_failures,
+# response time sum (ms), responses timed.
+SERVER_COUNTERS = ("active", "requests", "bytes_in", "bytes_out", "errors", "connect_failures", "resp_ms", "resp_n")
+_COUNTERS = struct.Struct("<" + "q" * len(SERVER_COUNTERS))
+# Per frontend and slot: connections, requests.
+FRONTEND_COUNTERS = ("connections", "requests")
+_FRONTEND = struct.Struct("<qq")
+
+ADMIN_STATES = ("ready", "drain", "maint")
+HEALTH_STATES = ("up", "down")
+
+
+@dataclass(frozen=True)
+class ServerRecord:
+    admin_state: AdminState
+    health: Health
+    weight: int
+    agent_weight: int  # percent, -1 when no agent reported
+
+
+class Layout:
+    """Where everything is, computed identically by the master and the workers."""
+
+    def __init__(self, config: Config, slots: int) -> None:
+        self.servers = [(b.name, s.name) for b in config.backend for s in b.server]
+        self.server_index = {key: i for i, key in enumerate(self.servers)}
+        self.frontends = [f.name for f in config.frontend]
+        self.frontend_index = {name: i for i, name in enumerate(self.frontends)}
+        self.slots = slots
+        self.states_at = _HEADER.size
+        self.counters_at = self.states_at + _SERVER.size * len(self.servers)
+        self.slot_size = _COUNTERS.size * len(self.servers) + _FRONTEND.size * len(self.frontends)
+        self.size = self.counters_at + self.slot_size * slots
+
+    def server_counters_at(self, slot: int, server: int) -> int:
+        return self.counters_at + self.slot_size * slot + _COUNTERS.size * server
+
+    def frontend_counters_at(self, slot: int, frontend: int) -> int:
+        return self.counters_at + self.slot_size * slot + _COUNTERS.size * len(self.servers) + _FRONTEND.size * frontend
+
+
+class SharedState:
+    """One mapped segment. `create` in the master; `attach(fd)` in a worker."""
+
+    def __init__(self, layout: Layout, fd: int, memory: mmap.mmap) -> None:
+        self.layout = layout
+        self.fd = fd
+        self.memory = memory
+
+    @classmethod
+    def create(cls, layout: Layout) -> SharedState:
+        fd = os.memfd_create("balancer-state")  # close-on-exec: handed to workers explicitly
+        os.ftruncate(fd, max(layout.size, 1))
+        memory = mmap.mmap(fd, max(layout.size, 1))
+        _HEADER.pack_into(memory, 0, MAGIC, 0, len(layout.servers), layout.slots)
+        return cls(layout, fd, memory)
+
+    @classmethod
+    def attach(cls, layout: Layout, fd: int) -> SharedState:
+        memory = mmap.mmap(fd, max(layout.size, 1))
+        magic, _, servers, slots = _HEADER.unpack_from(memory, 0)
+        if magic != MAGIC or servers != len(layout.servers) or slots != layout.slots:
+            raise ValueError("shared state segment does not match the configuration")
+        return cls(layout, fd, memory)
+
+    def close(self) -> None:
+        self.memory.close()
+        os.close(self.fd)
+
+    # -- master side: server records -------------------------------------------------------
+
+    @property
+    def epoch(self) -> int:
+        return int(_HEADER.unpack_from(self.memory, 0)[1])
+
+    def write_server(self, index: int, record: ServerRecord) -> None:
+        _SERVER.pack_into(
+            self.memory,
+            self.layout.states_at + _SERVER.size * index,
+            ADMIN_STATES.index(record.admin_state),
+            HEALTH_STATES.index(record.health),
+            record.weight,
+            record.agent_weight,
+        )
+
+    def publish(self) -> None:
+        """Tell the workers the server records changed."""
+        magic, epoch, servers, slots = _HEADER.unpack_from(self.memory, 0)
+        _HEADER.pack_into(self.memory, 0, magic, epoch + 1, servers, slots)
+
+    def read_server(self, index: int) -> ServerRecord:
+        admin, health, weight, agent = _SERVER.unpack_from(self.memory, self.layout.states_at + _SERVER.size * index)
+        return ServerRecord(
+            cast(AdminState, ADMIN_STATES[admin]), cast(Health, HEALTH_STATES[health]), int(weight), int(agent)
+        )
+
+    # -- worker side: counters -------------------------------------------------------------
+
+    def write_server_counters(self, slot: int, index: int, values: tuple[int, ...]) -> None:
+        _COUNTERS.pack_into(self.memory, self.layout.server_counters_at(slot, index), *values)
+
+    def write_frontend_counters(self, slot: int, index: int, values: tuple[int, int]) -> None:
+        _FRONTEND.pack_into(self.memory, self.layout.frontend_counters_at(slot, index), *values)
+
+    def read_server_counters(self, slot: int, index: int) -> tuple[int, ...]:
+        return tuple(_COUNTERS.unpack_from(self.memory, self.layout.server_counters_at(slot, index)))
+
+    def read_frontend_counters(self, slot: int, index: int) -> tuple[int, int]:
+        a, b = _FRONTEND.unpack_from(self.memory, self.layout.frontend_counters_at(slot, index))
+        return (int(a), int(b))
+
+    def clear_slot(self, slot: int) -> None:
+        start = self.layout.counters_at + self.layout.slot_size * slot
+        self.memory[start : start + self.layout.slot_size] = bytes(self.layout.slot_size)
