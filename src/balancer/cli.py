@@ -22,6 +22,13 @@ def main(argv: list[str] | None = None) -> int:
     demo = commands.add_parser("demo", help="run three demo web servers behind a balancer")
     demo.add_argument("--port", type=int, default=8080, help="where the balancer listens (default 8080)")
 
+    ctl = commands.add_parser("ctl", help="runtime API client: show servers|stats, set server, reload")
+    where = ctl.add_mutually_exclusive_group()
+    where.add_argument("--socket", default=None, help="admin unix socket (default /run/balancer/admin.sock)")
+    where.add_argument("--url", default=None, help="admin API over TCP, e.g. http://127.0.0.1:9100")
+    ctl.add_argument("--json", action="store_true", help="print JSON for scripts")
+    ctl.add_argument("words", nargs="*", metavar="COMMAND")
+
     worker = commands.add_parser("worker")  # started by the master, not by people
     worker.add_argument("--name", required=True)
     worker.add_argument("--generation", type=int, default=1)
@@ -36,6 +43,10 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_check(args.config)
     if args.command == "run":
         return cmd_run(args.config)
+    if args.command == "ctl":
+        from balancer.admin.ctl import DEFAULT_SOCKET, run_ctl
+
+        return run_ctl(args.url or args.socket or DEFAULT_SOCKET, args.json, args.words)
     if args.command == "demo":
         from balancer.demo import run_demo
 

@@ -1,0 +1,191 @@
+"""`balancer ctl`: the runtime API from a terminal or a script.
+
+    balancer ctl [--socket PATH | --url http://HOST:PORT] [--json] show servers
+    balancer ctl ... show stats
+    balancer ctl ... set server BACKEND/SERVER state ready|drain|maint
+    balancer ctl ... set server BACKEND/SERVER weight N
+    balancer ctl ... reload
+
+Exit codes scripts can trust: 0 done, 1 refused by the balancer (the message says why),
+2 bad usage, 3 cannot reach the balancer.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import sys
+from typing import Any
+from urllib.parse import urlparse
+
+DEFAULT_SOCKET = "/run/balancer/admin.sock"
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+
+
+class UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self.path)
+        self.sock = sock
+
+
+class Unreachable(Exception):
+    pass
+
+
+def call(where: str, method: str, path: str, body: Any = None, timeout: float = 60.0) -> tuple[int, Any]:
+    """One API call; `where` is a unix socket path or an http:// URL. Raises Unreachable."""
+    if where.startswith("http://"):
+        url = urlparse(where)
+        connection: http.client.HTTPConnection = http.client.HTTPConnection(
+            url.hostname or "127.0.0.1", url.port or 80, timeout=timeout
+        )
+    else:
+        connection = UnixConnection(where, timeout)
+    payload = json.dumps(body).encode() if body is not None else None
+    try:
+        connection.request(method, path, body=payload, headers={"Content-Type": "application/json"})
+        response = connection.getresponse()
+        data = response.read()
+    except OSError as exc:
+        raise Unreachable(f"cannot reach the balancer at {where}: {exc.strerror or exc}") from None
+    finally:
+        connection.close()
+    if response.headers.get_content_type() == "application/json":
+        return response.status, json.loads(data or b"null")
+    return response.status, data.decode("utf-8", "replace")
+
+
+def _usage(message: str) -> int:
+    print(f"balancer ctl: {message}", file=sys.stderr)
+    print(__doc__.split("\n\n")[1], file=sys.stderr)
+    return EXIT_USAGE
+
+
+def run_ctl(where: str, as_json: bool, words: list[str]) -> int:
+    try:
+        return _run(where, as_json, words)
+    except Unreachable as exc:
+        print(f"balancer ctl: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+
+
+def _run(where: str, as_json: bool, words: list[str]) -> int:
+    if words == ["show", "servers"]:
+        status, value = call(where, "GET", "/api/servers")
+        return _show(status, value, as_json, _servers_table)
+    if words == ["show", "stats"]:
+        status, value = call(where, "GET", "/api/stats")
+        return _show(status, value, as_json, _stats_tables)
+    if words == ["reload"]:
+        status, value = call(where, "POST", "/api/reload")
+        if status == 200:
+            print(json.dumps(value) if as_json else f"reloaded: generation {value.get('generation')}")
+            return EXIT_OK
+        problems = value.get("problems", []) if isinstance(value, dict) else [str(value)]
+        print(json.dumps(value) if as_json else "reload refused:\n  " + "\n  ".join(problems), file=sys.stderr)
+        return EXIT_REFUSED
+    if len(words) == 5 and words[:2] == ["set", "server"]:
+        backend, slash, server = words[2].partition("/")
+        if not slash or not backend or not server:
+            return _usage(f"expected BACKEND/SERVER, got {words[2]!r}")
+        field, value_text = words[3], words[4]
+        if field == "state":
+            change: dict[str, Any] = {"state": value_text}
+        elif field == "weight":
+            if not value_text.isdigit():
+                return _usage(f"weight must be a number from 0 to 256, got {value_text!r}")
+            change = {"weight": int(value_text)}
+        else:
+            return _usage(f"can set state or weight, not {field!r}")
+        status, value = call(where, "PUT", f"/api/servers/{backend}/{server}", change)
+        if status == 200:
+            print(
+                json.dumps(value)
+                if as_json
+                else f"{backend}/{server}: state {value['state']}, weight {value['weight']}"
+            )
+            return EXIT_OK
+        return _refused(value)
+    return _usage(f"unknown command: {' '.join(words) or '(none)'}")
+
+
+def _refused(value: Any) -> int:
+    message = value.get("error") if isinstance(value, dict) else str(value)
+    print(f"balancer ctl: {message}", file=sys.stderr)
+    return EXIT_REFUSED
+
+
+def _show(status: int, value: Any, as_json: bool, render: Any) -> int:
+    if status != 200:
+        return _refused(value)
+    if as_json:
+        print(json.dumps(value, indent=2))
+    else:
+        render(value)
+    return EXIT_OK
+
+
+_STATE_STYLE = {"ready": "green", "drain": "yellow", "maint": "blue", "down": "red"}
+
+
+def _servers_table(rows: list[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="servers", title_justify="left")
+    for column in ("backend", "server", "address", "state", "health", "weight", "active", "requests", "errors"):
+        table.add_column(column, justify="right" if column in ("weight", "active", "requests", "errors") else "left")
+    table.add_column("resp ms", justify="right")
+    for row in rows:
+        shown = "down" if row["health"] == "down" else row["state"]
+        style = _STATE_STYLE.get(shown, "")
+        table.add_row(
+            row["backend"],
+            row["server"],
+            row["address"],
+            f"[{style}]{row['state']}[/]",
+            f"[{_STATE_STYLE['down'] if row['health'] == 'down' else 'green'}]{row['health']}[/]",
+            str(row["weight"]),
+            str(row["active"]),
+            str(row["requests"]),
+            str(row["errors"]),
+            f"{row['resp_time_ms']:.1f}",
+        )
+    Console().print(table)
+
+
+def _stats_tables(stats: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(f"generation {stats.get('generation')}, {stats.get('workers')} workers")
+    frontends = Table(title="frontends", title_justify="left")
+    for column in ("frontend", "mode", "connections", "requests"):
+        frontends.add_column(column)
+    for row in stats["frontends"]:
+        frontends.add_row(row["frontend"], row["mode"], str(row["connections"]), str(row["requests"]))
+    console.print(frontends)
+    backends = Table(title="backends", title_justify="left")
+    for column in ("backend", "balance", "usable", "active", "requests", "bytes in", "bytes out", "errors"):
+        backends.add_column(column)
+    for row in stats["backends"]:
+        backends.add_row(
+            row["backend"],
+            row["balance"],
+            f"{row['usable']}/{row['servers']}",
+            str(row["active"]),
+            str(row["requests"]),
+            str(row["bytes_in"]),
+            str(row["bytes_out"]),
+            str(row["errors"]),
+        )
+    console.print(backends)
+    _servers_table(stats["servers"])
