@@ -29,6 +29,11 @@ def main(argv: list[str] | None = None) -> int:
     ctl.add_argument("--json", action="store_true", help="print JSON for scripts")
     ctl.add_argument("words", nargs="*", metavar="COMMAND")
 
+    agent = commands.add_parser("agent", help="agent-check responder for a server host")
+    agent.add_argument("--port", type=int, required=True)
+    agent.add_argument("--state-file", default=None, help="file holding up|drain|maint|down [NN%%]")
+    agent.add_argument("--host", default="", help="address to listen on (default: all)")
+
     worker = commands.add_parser("worker")  # started by the master, not by people
     worker.add_argument("--name", required=True)
     worker.add_argument("--generation", type=int, default=1)
@@ -47,6 +52,10 @@ def main(argv: list[str] | None = None) -> int:
         from balancer.admin.ctl import DEFAULT_SOCKET, run_ctl
 
         return run_ctl(args.url or args.socket or DEFAULT_SOCKET, args.json, args.words)
+    if args.command == "agent":
+        from balancer.agent import run_agent
+
+        return run_agent(args.port, args.state_file, args.host)
     if args.command == "demo":
         from balancer.demo import run_demo
 

@@ -23,6 +23,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ from typing import Any, cast
 
 from balancer.admin.api import AdminServer
 from balancer.admin.metrics import render as render_metrics
+from balancer.checks.monitor import HealthMonitor
 from balancer.config import ConfigError, parse_config
 from balancer.config.model import Config
 from balancer.config.values import Address
@@ -75,6 +77,7 @@ class Master:
         self.sockets: dict[tuple[Address, str], socket.socket] = {}
         self.current = Generation(1, config, text)
         self.state = MasterState(config)
+        self.monitor = HealthMonitor(self.state)
         self.admin: AdminServer | None = None
         self.old: list[Generation] = []
         self.stopping = False
@@ -292,6 +295,8 @@ class Master:
         self.old.append(previous)
         self.stop_generation(previous, previous.config.global_.grace)
         self.close_unused(config)
+        self.monitor.stop()
+        self.monitor.start(config)
         return []
 
     # -- control plane (admin API) ---------------------------------------------------------
@@ -312,6 +317,12 @@ class Master:
                         "state": record.admin_state,
                         "health": record.health,
                         "weight": record.weight,
+                        "effective_weight": record.effective().weight,
+                        "agent": record.agent_state
+                        if record.agent_weight < 0
+                        else f"{record.agent_state} {record.agent_weight}%",
+                        "last_check": record.last_check,
+                        "since": round(time.time() - record.changed_at, 1),
                         "active": counts["active"],
                         "queued": 0,
                         "requests": counts["requests"],
@@ -354,7 +365,12 @@ class Master:
         }
 
     def set_server(self, backend: str, server: str, state: str | None, weight: int | None) -> dict[str, Any]:
-        record = self.state.update((backend, server), admin_state=cast(AdminState | None, state), weight=weight)
+        changes: dict[str, Any] = {}
+        if state is not None:
+            changes["admin_state"] = cast(AdminState, state)
+        if weight is not None:
+            changes["weight"] = weight
+        record = self.state.update((backend, server), by_operator=True, **changes)
         log.info(
             "server %s/%s: state %s, weight %d (set by the operator)",
             backend,
@@ -460,6 +476,7 @@ class Master:
                 await asyncio.wait_for(self.done.wait(), 5.0)
             return 1
         self.started = True
+        self.monitor.start(config)
         notify("READY=1")
         if self.stop_pending:
             self.on_stop_signal()
@@ -467,6 +484,7 @@ class Master:
             self.on_reload_signal()
         log.info("balancer running: %d workers, config %s", len(self.current.workers), self.path)
         await self.done.wait()
+        self.monitor.stop()
         if self.admin is not None:
             self.admin.close()
         for sock in self.sockets.values():

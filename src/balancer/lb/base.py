@@ -4,12 +4,21 @@ An algorithm is built from the servers usable right now (`build(servers)`) and a
 `pick(key, avoid)`. It never filters by state: lb.pool hands it only usable servers and
 builds a new selector whenever that set or a weight changes. `avoid` is the server that
 just failed, so a retry lands elsewhere when another server exists.
+
+`key` is the request's hash key (hash_key: the client address, URI, header or parameter
+value) for the algorithms in USES_KEY; a selector given None instead spreads by weighted
+round robin. Constructors take the server list and, keyword-only with defaults, what tests
+inject (random source, clock, stores, table size).
+
+Algorithms that learn from traffic keep what they learn outside the selector, so it outlives
+rebuilds, and the proxy feeds it:
+- least_time: `balancer.lb.least_time.observe(server, seconds)` per answered request;
+- least_traffic: `balancer.lb.least_traffic.observe_bytes(server, n)` as bytes flow.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
 from typing import Any, Protocol
 
 from balancer.runtime.state import ServerRuntime
@@ -22,7 +31,9 @@ class Selector(Protocol):
 
 
 class SelectorFactory(Protocol):
-    def __call__(self, servers: list[ServerRuntime]) -> Selector: ...
+    """A selector class: built from the usable servers, with keyword-only extras."""
+
+    def __call__(self, servers: list[ServerRuntime], /, **options: Any) -> Selector: ...
 
 
 # config name -> "module:callable"; imported on first use so unused algorithms cost nothing.
@@ -49,7 +60,7 @@ KEYED: frozenset[str] = frozenset({"source", "uri", "hdr", "url_param"})
 # Algorithms whose pick uses the key at all: for the others the proxy need not extract one.
 USES_KEY: frozenset[str] = KEYED | {"maglev", "ring"}
 
-_factories: dict[str, Callable[..., Selector]] = {}
+_factories: dict[str, SelectorFactory] = {}
 
 
 def build_selector(name: str, servers: list[ServerRuntime], *, hash_type: str = "map", **options: Any) -> Selector:

@@ -10,21 +10,37 @@ weights servers take turns in order and each ends with floor(M/N) or ceil(M/N) s
 imbalance is below N/M (under 0.2% for N = 100 at M = 65537).
 
 Weights: proportional turns. Each round every server earns credit equal to its weight and
-takes one turn per `max weight` of credit held, so slot counts follow weights to within one
-slot per server.
+takes one turn per `max weight` of credit held, so slot counts follow weights to within a
+couple of slots per server.
 
-Disruption: preference lists do not depend on the other servers, so when one server goes,
-the slots it held are refilled by the survivors' next preferences and only a few other slots
-change hands (the paper's "minimal disruption": in our test, removing 1 of 100 servers moves
-the removed server's 1% plus well under 0.2% of keys).
+Disruption. Preference lists do not depend on the other servers, but the turns do: when one
+server goes, the others take its slots at earlier turns and their later choices shift. The
+paper's table (`build_table`) moves, on removing 1 of N servers at M = 65537, about 1.02/N of
+the keys for N = 10, 1.23/N for N = 50, 1.55/N for N = 100 and 6.7/N for N = 1,000
+(test_lb_maglev.py measures it; the paper notes that larger M reduces it).
 
-The table depends only on the set of (name, weight): lb.pool rebuilds it on every change and
-swaps it in whole. Building costs about M ln M probes of a tight Python loop, a few tens of
-milliseconds for M = 65537 whatever N is (bench/lb_bench.py prints it).
+Stable tables (the default, `stable=True`) take that down to the removed server's own slots,
+exactly 1/N, with the same balance. The full table built for a backend is remembered (per
+backend name and M, one table each). While the usable servers are a subset of that table's
+servers with the same weights (servers down, in maint or drained), the table is derived from
+it instead of built afresh: surviving servers keep every slot they had, and the slots of the
+missing ones are dealt to the survivors in Maglev's way: they take turns, each taking its
+most preferred freed slot, until each has its weighted share of M again. When everybody is
+back, the remembered table itself is used again. A server not in it, a weight change, or more
+than an eighth of the slots freed builds a fresh table (remembered when it has a new server
+or weight). The price: a table is a function of the current set and of the last fresh build,
+so two workers that saw different histories may disagree on a few keys during an outage; the
+kernel data plane and tests that need a pure function of the set use `stable=False`.
+
+The table is swapped in whole: lb.pool builds a new selector on every change. Building costs
+about M ln M probes of a tight Python loop, the last sqrt(M) slots found by rank instead (see
+build_table): some tens of milliseconds for M = 65537; deriving is cheaper still
+(bench/lb_bench.py prints both).
 """
 
 from __future__ import annotations
 
+from array import array
 from math import isqrt
 
 from balancer.lb.common import hash_key, id_hash, is_prime, server_id, weights_of
@@ -33,6 +49,12 @@ from balancer.runtime.state import ServerRuntime
 
 DEFAULT_TABLE_SIZE = 65537
 _SALT = b"maglev"
+
+
+def preferences(identity: bytes, size: int) -> tuple[int, int]:
+    """A server's (offset, skip): its preference j is slot (offset + j * skip) % size."""
+    h1, h2 = id_hash(identity, _SALT)
+    return h1 % size, h2 % (size - 1) + 1
 
 
 def build_table(identities: list[bytes], weights: list[int], size: int = DEFAULT_TABLE_SIZE) -> list[int]:
@@ -49,9 +71,9 @@ def build_table(identities: list[bytes], weights: list[int], size: int = DEFAULT
     offsets = []
     skips = []
     for identity in identities:
-        h1, h2 = id_hash(identity, _SALT)
-        offsets.append(h1 % size)
-        skips.append(h2 % (size - 1) + 1)
+        offset, skip = preferences(identity, size)
+        offsets.append(offset)
+        skips.append(skip)
     positions = list(offsets)  # the slot each server filled last (its offset to start with)
     table = [-1] * size
     heaviest = max(weights)
@@ -97,13 +119,115 @@ def build_table(identities: list[bytes], weights: list[int], size: int = DEFAULT
                 return table
 
 
+class _Remembered:
+    """The last fresh table of a backend, kept to derive tables of its subsets."""
+
+    __slots__ = ("identities", "table", "weights")
+
+    def __init__(self, identities: list[bytes], weights: list[int], table: list[int]) -> None:
+        self.identities = identities
+        self.weights = dict(zip(identities, weights, strict=True))
+        self.table = array("i", table)
+
+
+# (backend name, table size) -> its last fresh table. One entry per backend of the config.
+_REMEMBERED: dict[tuple[str, int], _Remembered] = {}
+# Derive only when at most this share of the slots is freed: past it the survivors' extra
+# slots would cost more to deal than a fresh build, and an outage that large is a new normal.
+_MAX_FREED_SHARE = 8
+
+
+def forget_tables() -> None:
+    """Drop every remembered table (tests; a fresh build follows)."""
+    _REMEMBERED.clear()
+
+
+def stable_table(
+    backend: str, identities: list[bytes], weights: list[int], size: int = DEFAULT_TABLE_SIZE
+) -> list[int]:
+    """The table for these servers, derived from the backend's remembered table when they are
+    a subset of its servers with the same weights (see the module's "Stable tables")."""
+    key = (backend, size)
+    remembered = _REMEMBERED.get(key)
+    if remembered is not None and all(
+        remembered.weights.get(identity) == weight for identity, weight in zip(identities, weights, strict=True)
+    ):
+        index = {identity: i for i, identity in enumerate(identities)}
+        mapping = [index.get(identity, -1) for identity in remembered.identities]
+        table = [mapping[owner] for owner in remembered.table]
+        if len(identities) == len(remembered.identities):
+            return table
+        freed = [slot for slot, owner in enumerate(table) if owner < 0]
+        if len(freed) * _MAX_FREED_SHARE <= size:
+            _deal(table, freed, identities, weights, size)
+            return table
+        return build_table(identities, weights, size)
+    table = build_table(identities, weights, size)
+    if identities:
+        _REMEMBERED[key] = _Remembered(list(identities), list(weights), table)
+    return table
+
+
+def _deal(table: list[int], freed: list[int], identities: list[bytes], weights: list[int], size: int) -> None:
+    """Hand the `freed` slots of `table` (-1 there) to the servers, in turns, each taking its
+    most preferred freed slot, until each server holds its weighted share of `size`."""
+    n = len(identities)
+    held = [0] * n
+    for owner in table:
+        if owner >= 0:
+            held[owner] += 1
+    # Weighted shares of `size`, largest remainder first: they add up to `size` exactly.
+    total = sum(weights)
+    shares = [size * w // total for w in weights]
+    by_remainder = sorted(range(n), key=lambda i: (-(size * weights[i] % total), i))
+    for i in by_remainder[: size - sum(shares)]:
+        shares[i] += 1
+    wanting = [i for i in range(n) if shares[i] > held[i]]
+    needs = {i: shares[i] - held[i] for i in wanting}
+    # Each wanting server's freed slots in its order of preference: slot e is its preference
+    # (e - offset) / skip (mod size).
+    choices: dict[int, list[int]] = {}
+    for i in wanting:
+        offset, skip = preferences(identities[i], size)
+        inverse = pow(skip, -1, size)
+        ranks = [(e - offset) * inverse % size for e in freed]
+        choices[i] = [freed[k] for k in sorted(range(len(freed)), key=ranks.__getitem__)]
+    cursor = dict.fromkeys(wanting, 0)
+    left = len(freed)
+    while left and wanting:
+        for i in wanting:
+            mine = choices[i]
+            k = cursor[i]
+            while table[mine[k]] >= 0:
+                k += 1
+            table[mine[k]] = i
+            cursor[i] = k + 1
+            needs[i] -= 1
+            left -= 1
+            if not left:
+                return
+        wanting = [i for i in wanting if needs[i] > 0]
+    # Shares add up to `size`, so wanting servers cover every freed slot; this is a guard.
+    for slot in freed:
+        if table[slot] < 0:
+            table[slot] = slot % n
+
+
 class Maglev:
     __slots__ = ("_fallback", "_lookup", "_servers", "_size")
 
-    def __init__(self, servers: list[ServerRuntime], *, table_size: int = DEFAULT_TABLE_SIZE) -> None:
+    def __init__(
+        self, servers: list[ServerRuntime], *, table_size: int = DEFAULT_TABLE_SIZE, stable: bool = True
+    ) -> None:
         self._servers, weights = weights_of(servers)
         self._size = table_size
-        table = build_table([server_id(s) for s in self._servers], weights, table_size)
+        identities = [server_id(s) for s in self._servers]
+        if not is_prime(table_size) or table_size <= len(identities):
+            raise ValueError(f"Maglev table size must be a prime larger than the number of servers, got {table_size}")
+        if stable and self._servers:
+            table = stable_table(self._servers[0].backend_name, identities, weights, table_size)
+        else:
+            table = build_table(identities, weights, table_size)
         self._lookup = [self._servers[i] for i in table]
         # Requests without a key (none could be extracted) are spread by weight.
         self._fallback = SmoothWeightedRoundRobin(self._servers, weights=weights)

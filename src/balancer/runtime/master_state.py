@@ -13,7 +13,9 @@ gauge and is never folded.
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from dataclasses import dataclass, replace
+from typing import Any, cast
 
 from balancer.config.model import Config
 from balancer.runtime.shared import FRONTEND_COUNTERS, SERVER_COUNTERS, Layout, ServerRecord, SharedState
@@ -23,10 +25,40 @@ ServerKey = tuple[str, str]
 _ACTIVE = SERVER_COUNTERS.index("active")
 
 
+@dataclass(frozen=True)
+class ServerStatus:
+    """Everything the master knows about a server's state, and who said what."""
+
+    admin_state: AdminState  # set by the operator (or the file)
+    health: Health  # set by active checks and passive observation
+    weight: int  # set by the operator (or the file)
+    agent_state: str = "ready"  # what the agent said: ready, drain, maint or down
+    agent_weight: int = -1  # percent, -1 when no agent reported
+    ramp: float = 1.0  # slowstart: share of the weight while a recovered server warms up
+    last_check: str = ""
+    changed_at: float = 0.0  # time.time() of the last state change
+
+    def effective(self) -> ServerRecord:
+        """What workers act on: the stricter of operator and agent, the scaled weight."""
+        admin: AdminState = self.admin_state
+        if _SEVERITY.get(self.agent_state, 0) > _SEVERITY[admin]:
+            admin = cast(AdminState, self.agent_state)
+        health: Health = "down" if self.health == "down" or self.agent_state == "down" else "up"
+        weight = self.weight
+        if self.agent_weight >= 0:
+            weight = weight * self.agent_weight // 100
+        if self.ramp < 1.0 and weight:
+            weight = max(1, int(weight * self.ramp))
+        return ServerRecord(admin, health, weight, -1)
+
+
+_SEVERITY = {"ready": 0, "drain": 1, "maint": 2}
+
+
 class MasterState:
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.records: dict[ServerKey, ServerRecord] = {}
+        self.records: dict[ServerKey, ServerStatus] = {}
         self._from_config: dict[ServerKey, tuple[str, int]] = {}
         self._runtime_set: set[ServerKey] = set()
         self.base_servers: dict[ServerKey, list[int]] = {}
@@ -35,7 +67,7 @@ class MasterState:
 
     def adopt(self, config: Config, slots: int) -> SharedState:
         """A segment for a new generation running `config` with `slots` workers."""
-        records: dict[ServerKey, ServerRecord] = {}
+        records: dict[ServerKey, ServerStatus] = {}
         from_config: dict[ServerKey, tuple[str, int]] = {}
         for backend in config.backend:
             for server in backend.server:
@@ -43,53 +75,53 @@ class MasterState:
                 configured = (server.state, server.weight)
                 from_config[key] = configured
                 old = self.records.get(key)
-                if old is not None and key in self._runtime_set and self._from_config.get(key) == configured:
+                if old is None:
+                    records[key] = ServerStatus(server.state, "up", server.weight, changed_at=time.time())
+                elif key in self._runtime_set and self._from_config.get(key) == configured:
                     records[key] = old
                 else:
                     self._runtime_set.discard(key)
-                    health: Health = old.health if old is not None else "up"
-                    agent = old.agent_weight if old is not None else -1
-                    records[key] = ServerRecord(server.state, health, server.weight, agent)
+                    records[key] = replace(old, admin_state=server.state, weight=server.weight)
         self.config = config
         self.records = records
         self._from_config = from_config
         layout = Layout(config, slots)
         segment = SharedState.create(layout)
-        for key, record in records.items():
-            segment.write_server(layout.server_index[key], record)
+        for key, status in records.items():
+            segment.write_server(layout.server_index[key], status.effective())
         segment.publish()
         self.segments.append(segment)
         return segment
 
     # -- changes ---------------------------------------------------------------------------
 
-    def update(
-        self,
-        key: ServerKey,
-        *,
-        admin_state: AdminState | None = None,
-        weight: int | None = None,
-        health: Health | None = None,
-        agent_weight: int | None = None,
-        by_operator: bool = True,
-    ) -> ServerRecord:
-        """Change a server's record everywhere. Raises KeyError for an unknown server."""
+    def update(self, key: ServerKey, *, by_operator: bool = False, **changes: Any) -> ServerStatus:
+        """Change fields of a server's status (see ServerStatus) and publish the effect to
+        every live segment. Raises KeyError for an unknown server."""
         old = self.records[key]
-        new = ServerRecord(
-            admin_state if admin_state is not None else old.admin_state,
-            health if health is not None else old.health,
-            weight if weight is not None else old.weight,
-            agent_weight if agent_weight is not None else old.agent_weight,
-        )
+        new = replace(old, **changes)
+        if (new.admin_state, new.health, new.agent_state) != (old.admin_state, old.health, old.agent_state):
+            new = replace(new, changed_at=time.time())
         self.records[key] = new
-        if by_operator and (admin_state is not None or weight is not None):
+        if by_operator:
             self._runtime_set.add(key)
-        for segment in self.segments:
-            index = segment.layout.server_index.get(key)
-            if index is not None:
-                segment.write_server(index, new)
-                segment.publish()
+        if new.effective() != old.effective():
+            for segment in self.segments:
+                index = segment.layout.server_index.get(key)
+                if index is not None:
+                    segment.write_server(index, new.effective())
+                    segment.publish()
         return new
+
+    def usable_in(self, backend: str) -> tuple[int, int]:
+        """(usable, total) servers of `backend` as workers see them now."""
+        total = usable = 0
+        for (name, _), status in self.records.items():
+            if name == backend:
+                total += 1
+                record = status.effective()
+                usable += record.admin_state == "ready" and record.health == "up" and record.weight > 0
+        return usable, total
 
     # -- workers coming and going ----------------------------------------------------------
 
