@@ -248,6 +248,7 @@ class Balancer:
                         server.connect_failures,
                         int(server.resp_time_sum),
                         server.resp_time_count,
+                        *server.resp_buckets,
                     ),
                 )
         for frontend in self.frontends.values():

@@ -37,7 +37,7 @@ from balancer.config.model import Config
 from balancer.config.values import Address
 from balancer.limits import drop_privileges, raise_nofile_limit
 from balancer.runtime.master_state import MasterState
-from balancer.runtime.shared import SERVER_COUNTERS, Layout, SharedState
+from balancer.runtime.shared import BUCKET_NAMES, SERVER_COUNTERS, Layout, SharedState
 from balancer.runtime.state import AdminState
 from balancer.sdnotify import notify
 from balancer.server import bind_socket, listener_key, parse_runnable
@@ -334,6 +334,19 @@ class Master:
                     }
                 )
         return rows
+
+    def response_histograms(self) -> dict[str, tuple[list[int], int]]:
+        """Per backend: response-time bucket counts (see runtime.shared) and the sum in ms."""
+        histograms: dict[str, tuple[list[int], int]] = {}
+        for (backend, _), counts in self.state.server_totals().items():
+            if not any(b.name == backend for b in self.state.config.backend):
+                continue
+            buckets, total = histograms.get(backend, ([0] * len(BUCKET_NAMES), 0))
+            histograms[backend] = (
+                [a + counts[name] for a, name in zip(buckets, BUCKET_NAMES, strict=True)],
+                total + counts["resp_ms"],
+            )
+        return histograms
 
     def frontend_rows(self) -> list[dict[str, Any]]:
         totals = self.state.frontend_totals()

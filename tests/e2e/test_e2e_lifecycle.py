@@ -4,7 +4,8 @@
 worker processes sharing those sockets. Its stderr says `worker started: pid=P generation=G
 slot=S` and `worker exited: pid=P generation=G status=...`; that log and /proc are how these
 tests find the workers. A reload (SIGHUP) ends with `reload complete: generation G` or with one
-`reload refused: FILE:LINE: message` per problem.
+`reload refused: FILE:LINE: message` per problem. `Master.start` also waits until the master
+catches SIGHUP/SIGTERM/SIGINT (/proc/PID/status), since a signal sent before that would kill it.
 
 Every test bounds its waits and, whatever happens, ends the master and every process it started
 (see `Master.cleanup`): a worker left behind would hold the test's ports and skew later tests.
@@ -436,9 +437,14 @@ def test_twenty_reloads_under_keepalive_load_drop_nothing(master, tagged):
         for i in range(1, RELOADS + 1):
             assert time.monotonic() < deadline, f"only {i - 1} reloads within 110s\n{master.tail()}"
             generations.append(master.reload(configs[i % 2], timeout=20))
-            # let load flow through the new generation before the next reload
-            before = served()
-            master.wait_for(lambda before=before: served() >= before + 100, timeout=15, what="load after a reload")
+            # let load flow through the new generation before the next reload (the recorded
+            # requests are dropped as they go: wrk sends hundreds of thousands of them)
+            s1.requests.clear()
+            s2.requests.clear()
+            try:
+                master.wait_for(lambda: served() >= 100, timeout=15, what=f"load after reload {i}")
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}\n{stalled(master, [s1, s2], load)}") from None
             assert load.poll() is None, f"wrk ended during the reloads:\n{load.communicate()[0]}"
         load.send_signal(signal.SIGINT)
         output, _ = load.communicate(timeout=20)
@@ -472,6 +478,22 @@ def test_twenty_reloads_under_keepalive_load_drop_nothing(master, tagged):
         f"master's worker children {sorted(kids)} != generation {latest} workers {sorted(current)}\n{master.tail()}"
     )
     assert not [pid for pid in old if running(pid)], "an old-generation worker still runs"
+
+
+def stalled(master: Master, servers: list[TaggedBackend], load: subprocess.Popen[str]) -> str:
+    """What a test can still tell when load stopped flowing: a direct request each way, wrk's view."""
+    through = fetch(master.port, "/", timeout=3)
+    direct = [fetch(server.port, "/", timeout=3) for server in servers]
+    load.send_signal(signal.SIGINT)
+    try:
+        output = load.communicate(timeout=10)[0]
+    except subprocess.TimeoutExpired:
+        output = "(wrk did not stop)"
+    return (
+        f"a request through the balancer now: {through.status} {through.error}\n"
+        f"requests straight to the servers now: {[(d.status, d.error) for d in direct]}\n"
+        f"--- wrk ---\n{output}"
+    )
 
 
 def test_invalid_reload_is_refused_with_file_and_line_and_serving_continues(master, tagged):
@@ -577,7 +599,7 @@ def test_sigterm_lets_slow_requests_finish_then_exits_0(master, tagged):
         raise AssertionError(f"the master did not exit within grace + 3s of SIGTERM\n{master.tail()}") from None
     exited_after = time.monotonic() - signalled_at
     assert code == 0, master.tail()
-    assert exited_after <= grace + 2, f"exited {exited_after:.1f}s after SIGTERM (grace {grace}s)"
+    assert exited_after <= grace, f"exited {exited_after:.1f}s after SIGTERM (grace {grace:g}s)"
     wait_until(lambda: not any(running(pid) for pid in workers), timeout=5, what="every worker to be gone")
 
 

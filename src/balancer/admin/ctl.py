@@ -132,11 +132,17 @@ def _show(status: int, value: Any, as_json: bool, render: Any) -> int:
     return EXIT_OK
 
 
+def _console() -> Any:
+    """A terminal console; piped output gets wide lines instead of cut-off columns."""
+    from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(width=200)
+
+
 _STATE_STYLE = {"ready": "green", "drain": "yellow", "maint": "blue", "down": "red"}
 
 
 def _servers_table(rows: list[dict[str, Any]]) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title="servers", title_justify="left")
@@ -158,14 +164,13 @@ def _servers_table(rows: list[dict[str, Any]]) -> None:
             str(row["errors"]),
             f"{row['resp_time_ms']:.1f}",
         )
-    Console().print(table)
+    _console().print(table)
 
 
 def _stats_tables(stats: dict[str, Any]) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = _console()
     console.print(f"generation {stats.get('generation')}, {stats.get('workers')} workers")
     frontends = Table(title="frontends", title_justify="left")
     for column in ("frontend", "mode", "connections", "requests"):

@@ -10,13 +10,16 @@ from collections.abc import Iterator
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from balancer.runtime.state import RESPONSE_BUCKETS_MS
 
 
 class Totals(Protocol):
     def servers(self) -> list[dict[str, Any]]: ...
     def frontend_rows(self) -> list[dict[str, Any]]: ...
+    def response_histograms(self) -> dict[str, tuple[list[int], int]]: ...
 
 
 class BalancerCollector(Collector):
@@ -77,6 +80,20 @@ class BalancerCollector(Collector):
             backend_requests[row["backend"]] = backend_requests.get(row["backend"], 0) + row["requests"]
         yield status
         yield response
+        histogram = HistogramMetricFamily(
+            "balancer_backend_response_time_seconds",
+            "Time from request sent to response head received, per backend.",
+            labels=["backend"],
+        )
+        for name, rows in self.totals.response_histograms().items():
+            buckets, total_ms = rows
+            cumulative = 0
+            points: list[tuple[str, float]] = []
+            for bound, count in zip((*RESPONSE_BUCKETS_MS, None), buckets, strict=True):
+                cumulative += count
+                points.append(("+Inf" if bound is None else repr(bound / 1000), cumulative))
+            histogram.add_metric([name], points, sum_value=total_ms / 1000)
+        yield histogram
         backend = CounterMetricFamily("balancer_backend_sessions", "Requests sent to the backend.", labels=["backend"])
         for name, value in backend_requests.items():
             backend.add_metric([name], value)

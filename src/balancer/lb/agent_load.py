@@ -1,15 +1,19 @@
 """Weights from agent reports (`balance = "agent_load"`), the "least load" of the seeds.
 
 An agent on each server reports how much more work it can take, as a percentage (HAProxy's
-agent-check "75%"): the agent check stores it on the server as `agent_weight` (0..100, or
-absent while no report has come). The effective weight is `weight x agent_weight / 100`, the
-configured (or operator-set) weight when there is no report, and requests are spread over
-effective weights by smooth weighted round robin. A server reporting 0% gets nothing while
-another can take the request; if every server reports 0% the plain weights apply, since
+agent-check "75%"). The effective weight is `weight x percent / 100`, and requests are spread
+over effective weights by smooth weighted round robin. A server at 0% gets nothing while
+another can take the request; if every server is at 0% the plain weights apply, since
 refusing everything would only move the overload to the clients.
 
-Reports arrive every few seconds; the agent check sets the attribute and tells the backend
-(BackendRuntime.changed), and lb.pool builds a new selector with the new weights.
+Where the percentage comes from: in this build the master applies the agent's report to the
+weight it publishes to the workers (runtime.master_state.ServerStatus.effective), so
+`server.weight` already arrives scaled and a report of 0% makes the server unusable before
+it gets here; this selector then is weighted round robin over live, agent-driven weights.
+A runtime that keeps the report apart instead sets `agent_weight` (percent, 0..100) on the
+server, with the configured weight left in `weight`, and this selector applies it; it must
+not do both. Either way a new report is a weight change: the backend tells lb.pool, which
+builds a new selector.
 """
 
 from __future__ import annotations

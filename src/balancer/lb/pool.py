@@ -16,7 +16,7 @@ class ServerPool:
     def __init__(self, backend: BackendRuntime) -> None:
         self.backend = backend
         self.usable: list[ServerRuntime] = []
-        self.selector: Selector = build_selector(backend.config.balance, [])
+        self.selector: Selector = build_selector(backend.config.balance, [], hash_type=backend.config.hash_type)
         self.rebuild()
         backend.on_change(self.rebuild)
 
@@ -27,7 +27,7 @@ class ServerPool:
         if not usable:
             usable = [s for s in servers if s.usable and s.config.backup]
         self.usable = usable
-        self.selector = build_selector(self.backend.config.balance, usable)
+        self.selector = build_selector(self.backend.config.balance, usable, hash_type=self.backend.config.hash_type)
 
     def pick(self, key: bytes | None = None, avoid: ServerRuntime | None = None) -> ServerRuntime | None:
         """The server for a new session, or None when no server is usable."""

@@ -6,19 +6,24 @@ the config model. A reload builds new contexts; connections keep the ones they s
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from balancer.config.model import Backend, Frontend
+from balancer.lb.base import USES_KEY
 from balancer.lb.pool import ServerPool
 from balancer.net.gate import Gate
 from balancer.net.upstream import UpstreamPool
+from balancer.route.hashkey import KeyFunction, compile_hash_key
 from balancer.route.rules import RuleSet
 from balancer.runtime.record import LogRecord
 from balancer.runtime.state import BackendRuntime, ServerRuntime
 
 LogSink = Callable[[LogRecord], None]
+log = logging.getLogger("balancer.observe")
 
 
 class BackendContext:
@@ -36,6 +41,45 @@ class BackendContext:
         self.queue_timeout = config.timeouts.queue
         # Requests waiting for a server slot when every server is at its maxconn, in order.
         self.waiting: deque[tuple[SlotWaiter, Any]] = deque()
+        self.observe = config.observe
+        # Only algorithms that hash get a key; the others never pay for extracting one.
+        self.key_of: KeyFunction | None = compile_hash_key(config.hash_key) if config.balance in USES_KEY else None
+        self.times_responses = config.balance == "least_time"
+        self.counts_bytes = config.balance == "least_traffic"
+
+    def server_failed(self, server: ServerRuntime, reason: str) -> None:
+        """Passive observation: a failed exchange (connect failure, timeout, broken or 5xx
+        response). After `observe.errors` in a row the server is ejected from this worker
+        for `observe.cooldown`, unless that would eject more than `observe.max_ejected`
+        of the backend; then the next request after the cooldown probes it again."""
+        observe = self.observe
+        if observe is None:
+            return
+        server.failure_streak += 1
+        if server.ejected or server.failure_streak < observe.errors:
+            return
+        servers = self.runtime.servers
+        ejected = sum(1 for s in servers if s.ejected)
+        if (ejected + 1) * 100 > int(observe.max_ejected[:-1]) * len(servers):
+            return
+        server.ejected = True
+        server.failure_streak = 0
+        self.runtime.changed()
+        log.warning(
+            "server %s/%s ejected for %gs: %d consecutive failures, last: %s",
+            self.name,
+            server.name,
+            observe.cooldown,
+            observe.errors,
+            reason,
+        )
+        asyncio.get_running_loop().call_later(observe.cooldown, self._readmit, server)
+
+    def _readmit(self, server: ServerRuntime) -> None:
+        if server.ejected:
+            server.ejected = False
+            self.runtime.changed()
+            log.info("server %s/%s back after its cooldown (passive observation)", self.name, server.name)
 
     def server_with_room(self) -> ServerRuntime | None:
         """A usable server below its maxconn, if any."""

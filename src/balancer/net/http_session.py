@@ -22,15 +22,17 @@ import contextlib
 import ipaddress
 import logging
 import time
+from bisect import bisect_left
 from collections import deque
 from functools import partial
 from typing import cast
 
 import httptools
 
+from balancer.lb import least_time, least_traffic
 from balancer.net.context import BackendContext, FrontendContext
 from balancer.net.deadline import Deadline
-from balancer.net.peer import client_address
+from balancer.net.peer import client_address, local_address
 from balancer.net.upstream import UpstreamConnection
 from balancer.proto.http1 import (
     HOP_BY_HOP,
@@ -45,7 +47,7 @@ from balancer.proto.http1 import (
 )
 from balancer.route.rules import IPAddress
 from balancer.runtime.record import LogRecord
-from balancer.runtime.state import ServerRuntime
+from balancer.runtime.state import RESPONSE_BUCKETS_MS, ServerRuntime
 
 log = logging.getLogger("balancer.http")
 
@@ -139,6 +141,11 @@ class Request(LogRecord):
     def source_ip(self) -> IPAddress | None:
         return self.session.source_ip()
 
+    @property
+    def local_address(self) -> str:
+        transport = self.session.transport
+        return local_address(transport) if transport is not None else ""
+
 
 class HttpSession(asyncio.Protocol):
     def __init__(self, frontend: FrontendContext) -> None:
@@ -224,7 +231,7 @@ class HttpSession(asyncio.Protocol):
         self.writing_paused = True
         upstream = self.upstream
         if upstream is not None and upstream.transport is not None:
-            upstream.transport.pause_reading()
+            upstream.pause_reading()
             if not self.tunnel and upstream.deadline is not None:
                 upstream.deadline.clear()
                 self.deadline.set(self.frontend.client_timeout)
@@ -233,7 +240,7 @@ class HttpSession(asyncio.Protocol):
         self.writing_paused = False
         upstream = self.upstream
         if upstream is not None and upstream.transport is not None and not upstream.closed:
-            upstream.transport.resume_reading()
+            upstream.resume_reading()
             if not self.tunnel and upstream.deadline is not None:
                 upstream.deadline.set(upstream.server_timeout)
                 if self.queue and self.queue[0].body_done:
@@ -484,7 +491,8 @@ class HttpSession(asyncio.Protocol):
         backend = request.backend
         assert backend is not None
         if server is None:
-            server = backend.servers.pick(None, avoid)
+            key = backend.key_of(request) if backend.key_of is not None else None
+            server = backend.servers.pick(key, avoid)
         if server is None:
             self._local_response(request, 503, error_response(503, True), "SC")
             return
@@ -561,6 +569,7 @@ class HttpSession(asyncio.Protocol):
             server.errors += 1
             self._release_slot(request)
             reason = "timeout" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+            backend.server_failed(server, f"connect: {reason}")
             self._connect_failed(request, server, reason)
             return
         self.connect_task = None
@@ -708,6 +717,17 @@ class HttpSession(asyncio.Protocol):
             request.t_total = (self.loop.time() - request.t_start) * 1000
             server.resp_time_sum += request.t_response
             server.resp_time_count += 1
+            server.resp_buckets[bisect_left(RESPONSE_BUCKETS_MS, request.t_response)] += 1
+            backend = request.backend
+            assert backend is not None
+            if backend.times_responses:
+                least_time.observe(server, request.t_response / 1000)
+            elif backend.counts_bytes:
+                least_traffic.observe_bytes(server, request.bytes_in + request.bytes_out)
+            if request.status >= 500:
+                backend.server_failed(server, f"status {request.status}")
+            elif server.failure_streak:
+                server.failure_streak = 0
         if not request.body_done:
             conn.keep_alive = False
         conn.release()
@@ -777,6 +797,8 @@ class HttpSession(asyncio.Protocol):
             return
         if server is not None:
             server.errors += 1
+            assert request.backend is not None
+            request.backend.server_failed(server, reason)
         log.warning("server %s/%s failed: %s", request.backend_name, request.server_name, reason)
         if request.response_started:
             self._flush_out()
@@ -793,6 +815,8 @@ class HttpSession(asyncio.Protocol):
         self.upstream = None
         if request.server is not None:
             request.server.errors += 1
+            assert request.backend is not None
+            request.backend.server_failed(request.server, "timeout")
         conn.abort()
         if self.tunnel:
             request.t_total = (self.loop.time() - request.t_start) * 1000

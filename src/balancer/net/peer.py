@@ -18,3 +18,11 @@ def client_address(transport: asyncio.BaseTransport) -> tuple[str, int]:
     if ip.startswith("::ffff:") and "." in ip:
         ip = ip[7:]
     return (ip, int(peer[1]))
+
+
+def local_address(transport: asyncio.BaseTransport) -> str:
+    """ "ip:port" the client connected to (for the 5-tuple hash key)."""
+    name = transport.get_extra_info("sockname")
+    if isinstance(name, tuple):
+        return f"{name[0]}:{name[1]}"
+    return str(name or "")

@@ -16,9 +16,10 @@ import logging
 import time
 from typing import cast
 
+from balancer.lb import least_traffic
 from balancer.net.context import BackendContext, FrontendContext
 from balancer.net.deadline import Deadline
-from balancer.net.peer import client_address
+from balancer.net.peer import client_address, local_address
 from balancer.route.rules import IPAddress
 from balancer.runtime.record import LogRecord
 from balancer.runtime.state import ServerRuntime
@@ -82,7 +83,8 @@ class TcpSession(asyncio.Protocol):
         record.t_request = 0.0
         self.deadline.set(frontend.client_timeout)
         self.transport.pause_reading()
-        decision = frontend.rules.evaluate(_ConnectionView(ip)) if frontend.rules.rules else frontend.rules.default
+        self.view = _ConnectionView(ip, port, transport)
+        decision = frontend.rules.evaluate(self.view) if frontend.rules.rules else frontend.rules.default
         if decision.verdict != "backend":
             record.termination = "PR"
             self._close()
@@ -100,7 +102,8 @@ class TcpSession(asyncio.Protocol):
         backend = self.backend
         assert backend is not None and self.record is not None
         if server is None:
-            server = backend.servers.pick(None, avoid)
+            key = backend.key_of(self.view) if backend.key_of is not None else None
+            server = backend.servers.pick(key, avoid)
         if server is None:
             self.record.termination = "SC"
             self._close()
@@ -128,6 +131,7 @@ class TcpSession(asyncio.Protocol):
             server.errors += 1
             reason = "timeout" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
             log.warning("connect to %s/%s (%s) failed: %s", backend.name, server.name, server.address, reason)
+            backend.server_failed(server, f"connect: {reason}")
             if self.attempts <= backend.retries:
                 if backend.redispatch:
                     self._dispatch(server)
@@ -266,6 +270,8 @@ class TcpSession(asyncio.Protocol):
                 if self.record is not None:
                     self.server.bytes_in += self.record.bytes_in
                     self.server.bytes_out += self.record.bytes_out
+                    if self.backend is not None and self.backend.counts_bytes:
+                        least_traffic.observe_bytes(self.server, self.record.bytes_in + self.record.bytes_out)
             if side.transport is not None:
                 side.transport.close()
         record = self.record
@@ -275,20 +281,27 @@ class TcpSession(asyncio.Protocol):
 
 
 class _ConnectionView:
-    """A TCP connection as rule conditions see it: only `src` can match."""
+    """A TCP connection as rule conditions and hash keys see it: only `src` can match."""
 
     method = b""
     path = b""
     query = b""
     host = b""
+    url = b""
 
-    def __init__(self, ip: str) -> None:
-        self.ip = ip
+    def __init__(self, ip: str, port: int, transport: asyncio.BaseTransport) -> None:
+        self.client_ip = ip
+        self.client_port = port
+        self._transport = transport
         self.headers: list[tuple[bytes, bytes]] = []
         self.hop_headers: list[tuple[bytes, bytes]] = []
 
+    @property
+    def local_address(self) -> str:
+        return local_address(self._transport)
+
     def source_ip(self) -> IPAddress | None:
         try:
-            return ipaddress.ip_address(self.ip)
+            return ipaddress.ip_address(self.client_ip)
         except ValueError:
             return None

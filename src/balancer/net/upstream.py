@@ -65,6 +65,7 @@ class UpstreamConnection(asyncio.Protocol):
         "keep_alive",
         "owner",
         "pool",
+        "reading_paused",
         "reused",
         "server",
         "server_timeout",
@@ -87,6 +88,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.reused = False
         self.tunnel = False
         self.writing_paused = False
+        self.reading_paused = False
         self.server_timeout = 0.0
         self._reset()
 
@@ -124,9 +126,23 @@ class UpstreamConnection(asyncio.Protocol):
         if not self.closed and self.transport is not None:
             self.transport.write(data)
 
+    def pause_reading(self) -> None:
+        """The client cannot take more yet (backpressure)."""
+        if self.transport is not None and not self.closed and not self.reading_paused:
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None and not self.closed and self.reading_paused:
+            self.reading_paused = False
+            self.transport.resume_reading()
+
     def release(self) -> None:
         """The exchange is over: rest in the pool if the connection can carry another."""
         self.owner = None
+        # A response can end while the client still holds us back; the next exchange on
+        # this connection must be read, whoever it is for.
+        self.resume_reading()
         if self.closed or not self.keep_alive or self.until_close or self.tunnel or self.writing_paused:
             self.close()
             return

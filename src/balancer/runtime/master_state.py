@@ -59,8 +59,8 @@ class MasterState:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.records: dict[ServerKey, ServerStatus] = {}
-        self._from_config: dict[ServerKey, tuple[str, int]] = {}
-        self._runtime_set: set[ServerKey] = set()
+        self._from_config: dict[ServerKey, dict[str, Any]] = {}
+        self._runtime_set: dict[ServerKey, set[str]] = {}  # fields the operator set at run time
         self.base_servers: dict[ServerKey, list[int]] = {}
         self.base_frontends: dict[str, list[int]] = {}
         self.segments: list[SharedState] = []
@@ -68,20 +68,27 @@ class MasterState:
     def adopt(self, config: Config, slots: int) -> SharedState:
         """A segment for a new generation running `config` with `slots` workers."""
         records: dict[ServerKey, ServerStatus] = {}
-        from_config: dict[ServerKey, tuple[str, int]] = {}
+        from_config: dict[ServerKey, dict[str, Any]] = {}
         for backend in config.backend:
             for server in backend.server:
                 key = (backend.name, server.name)
-                configured = (server.state, server.weight)
+                configured = {"admin_state": server.state, "weight": server.weight}
                 from_config[key] = configured
                 old = self.records.get(key)
                 if old is None:
                     records[key] = ServerStatus(server.state, "up", server.weight, changed_at=time.time())
-                elif key in self._runtime_set and self._from_config.get(key) == configured:
-                    records[key] = old
-                else:
-                    self._runtime_set.discard(key)
-                    records[key] = replace(old, admin_state=server.state, weight=server.weight)
+                    continue
+                # Field by field: a value set at run time stays while the file's own value
+                # for that field is unchanged; a new value in the file wins.
+                kept = self._runtime_set.get(key, set())
+                before = self._from_config.get(key, {})
+                changes: dict[str, Any] = {}
+                for field, value in configured.items():
+                    if field in kept and before.get(field) == value:
+                        continue
+                    kept.discard(field)
+                    changes[field] = value
+                records[key] = replace(old, **changes)
         self.config = config
         self.records = records
         self._from_config = from_config
@@ -104,7 +111,7 @@ class MasterState:
             new = replace(new, changed_at=time.time())
         self.records[key] = new
         if by_operator:
-            self._runtime_set.add(key)
+            self._runtime_set.setdefault(key, set()).update(f for f in changes if f in ("admin_state", "weight"))
         if new.effective() != old.effective():
             for segment in self.segments:
                 index = segment.layout.server_index.get(key)

@@ -24,14 +24,17 @@ from dataclasses import dataclass
 from typing import cast
 
 from balancer.config.model import Config
-from balancer.runtime.state import AdminState, Health
+from balancer.runtime.state import RESPONSE_BUCKETS_MS, AdminState, Health
 
 MAGIC = 0x42414C31  # "BAL1"
 _HEADER = struct.Struct("<QQQQ")  # magic, epoch, servers, slots
 _SERVER = struct.Struct("<qqqq")  # admin state, health, weight, agent weight (-1: none)
 # Per server and slot: active, requests, bytes_in, bytes_out, errors, connect_failures,
-# response time sum (ms), responses timed.
-SERVER_COUNTERS = ("active", "requests", "bytes_in", "bytes_out", "errors", "connect_failures", "resp_ms", "resp_n")
+# response time sum (ms), responses timed, then the response-time histogram's buckets.
+# One bucket per bound of the response-time histogram, and one for what is above the last.
+BUCKET_NAMES = tuple(f"bucket{i}" for i in range(len(RESPONSE_BUCKETS_MS) + 1))
+_SERVER_TOTALS = ("active", "requests", "bytes_in", "bytes_out", "errors", "connect_failures", "resp_ms", "resp_n")
+SERVER_COUNTERS = (*_SERVER_TOTALS, *BUCKET_NAMES)
 _COUNTERS = struct.Struct("<" + "q" * len(SERVER_COUNTERS))
 # Per frontend and slot: connections, requests.
 FRONTEND_COUNTERS = ("connections", "requests")

@@ -12,6 +12,9 @@ from typing import Literal
 
 from balancer.config.model import Backend, Server
 
+# Bounds of the response-time histogram, in ms (runtime.shared lays the buckets out).
+RESPONSE_BUCKETS_MS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
+
 AdminState = Literal["ready", "drain", "maint"]
 Health = Literal["up", "down"]
 
@@ -28,13 +31,16 @@ class ServerRuntime:
         "bytes_out",
         "config",
         "connect_failures",
+        "ejected",
         "errors",
+        "failure_streak",
         "health",
         "host",
         "name",
         "port",
         "queued",
         "requests",
+        "resp_buckets",
         "resp_time_count",
         "resp_time_sum",
         "weight",
@@ -59,11 +65,14 @@ class ServerRuntime:
         self.connect_failures = 0
         self.resp_time_sum = 0.0
         self.resp_time_count = 0
+        self.resp_buckets = [0] * (len(RESPONSE_BUCKETS_MS) + 1)  # see runtime.shared
+        self.failure_streak = 0  # consecutive failed exchanges (passive observation)
+        self.ejected = False  # taken out by passive observation in this worker
 
     @property
     def usable(self) -> bool:
-        """May take new sessions: ready, healthy, and with a weight."""
-        return self.admin_state == "ready" and self.health == "up" and self.weight > 0
+        """May take new sessions: ready, healthy, with a weight, and not ejected."""
+        return self.admin_state == "ready" and self.health == "up" and self.weight > 0 and not self.ejected
 
     def __repr__(self) -> str:
         return f"<server {self.backend_name}/{self.name} {self.address} {self.admin_state}/{self.health}>"

@@ -110,8 +110,9 @@ def run_requests(
             done.active -= 1
             if on_done is not None:
                 on_done(done, took)
-        server = selector.pick(None, None)
-        assert server is not None
+        picked = selector.pick(None, None)
+        assert picked is not None
+        server = picked
         server.active += 1
         if on_pick is not None:
             on_pick(server)

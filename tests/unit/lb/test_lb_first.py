@@ -24,7 +24,8 @@ def test_first_server_with_a_free_slot() -> None:
 
 
 def test_maxconn_zero_is_unlimited() -> None:
-    a, b = servers = make_servers([100, 100], maxconn=[0, 5])
+    servers = make_servers([100, 100], maxconn=[0, 5])
+    a = servers[0]
     a.active = 10_000
     assert First(servers).pick(None, None) is a
 

@@ -11,7 +11,8 @@ from balancer.runtime.state import ServerRuntime
 
 
 def test_the_less_loaded_of_two_draws_wins() -> None:
-    a, b = servers = make_servers([100, 100])
+    servers = make_servers([100, 100])
+    a = servers[0]
     a.active = 5
     selector = PowerOfTwoChoices(servers, rng=random.Random(1))
     picks = [selector.pick(None, None) for _ in range(1000)]
