@@ -13,6 +13,7 @@ import asyncio
 import logging
 import os
 import socket
+import ssl
 from collections.abc import Callable
 
 from balancer.config import ConfigError, Problem, parse_config
@@ -23,7 +24,9 @@ from balancer.lb.base import REGISTRY
 from balancer.net.context import BackendContext, FrontendContext, LogSink
 from balancer.net.gate import Gate
 from balancer.net.http_session import HttpSession
+from balancer.net.proxy_accept import ProxyHeaderReader
 from balancer.net.tcp_session import TcpSession
+from balancer.net.tls import frontend_context
 from balancer.runtime.shared import SharedState
 from balancer.runtime.state import BackendRuntime
 from balancer.stats.accesslog import AccessLog
@@ -67,10 +70,13 @@ def bind_socket(address: Address) -> socket.socket:
 class Listener:
     """One listening socket; it serves whichever frontend is current for its address."""
 
-    def __init__(self, address: Address, sock: socket.socket, frontend: FrontendContext) -> None:
+    def __init__(
+        self, address: Address, sock: socket.socket, frontend: FrontendContext, tls: ssl.SSLContext | None = None
+    ) -> None:
         self.address = address
         self.sock = sock
         self.frontend = frontend
+        self.tls = tls
         self.server: asyncio.AbstractServer | None = None
         self.closed = False
         self.unlink_on_close = True  # False in workers: the master owns unix socket paths
@@ -89,14 +95,21 @@ class Listener:
 
     def make_session(self) -> asyncio.Protocol:
         frontend = self.frontend
-        if frontend.config.mode == "tcp":
-            return TcpSession(frontend)
-        return HttpSession(frontend)
+        session_class = TcpSession if frontend.config.mode == "tcp" else HttpSession
+        if frontend.config.accept_proxy:
+            return ProxyHeaderReader(lambda: session_class(frontend), frontend.request_timeout)
+        return session_class(frontend)
 
     async def start(self) -> None:
         # The server gets a duplicate: closing it to pause must not close our socket.
         loop = asyncio.get_running_loop()
-        self.server = await loop.create_server(self.make_session, sock=self.sock.dup(), backlog=LISTEN_BACKLOG)
+        self.server = await loop.create_server(
+            self.make_session,
+            sock=self.sock.dup(),
+            backlog=LISTEN_BACKLOG,
+            ssl=self.tls,
+            ssl_handshake_timeout=self.frontend.request_timeout if self.tls else None,
+        )
 
     def bound(self) -> tuple[str, int]:
         name = self.sock.getsockname()
@@ -114,11 +127,22 @@ class Listener:
             os.unlink(self.address.path)
 
 
-def unsupported(config: Config) -> list[tuple[KeyPath, str]]:
-    """Settings the config language has but this build does not run yet, by key path."""
+def unsupported(config: Config, base_dir: str = ".") -> list[tuple[KeyPath, str]]:
+    """What this build cannot run, by key path: settings it does not implement yet, and
+    certificates that do not load."""
     problems: list[tuple[KeyPath, str]] = []
-    if config.global_.log.startswith("syslog:"):
-        problems.append((("global", "log"), "syslog logging is not available in this version"))
+    for index, frontend in enumerate(config.frontend):
+        if frontend.tls is not None:
+            try:
+                frontend_context(frontend.tls, base_dir)
+            except OSError as exc:
+                problems.append((("frontend", index, "tls", "cert"), str(exc)))
+    for index, frontend in enumerate(config.frontend):
+        if frontend.tls is not None and any(p not in ("http/1.1", "http/1.0") for p in frontend.tls.alpn):
+            others = [p for p in frontend.tls.alpn if p not in ("http/1.1", "http/1.0")]
+            problems.append(
+                (("frontend", index, "tls"), f"ALPN {', '.join(others)}: only http/1.1 is available in this version")
+            )
     for index, backend in enumerate(config.backend):
         if backend.balance not in REGISTRY:
             problems.append(
@@ -128,11 +152,6 @@ def unsupported(config: Config) -> list[tuple[KeyPath, str]]:
                     f"(available: {', '.join(sorted(REGISTRY))})",
                 )
             )
-    for index, frontend in enumerate(config.frontend):
-        if frontend.tls is not None:
-            problems.append((("frontend", index, "tls"), "tls is not available in this version"))
-        if frontend.accept_proxy:
-            problems.append((("frontend", index, "accept_proxy"), "accept_proxy is not available in this version"))
     return problems
 
 
@@ -140,7 +159,7 @@ def parse_runnable(text: str, file: str) -> Config:
     """parse_config, plus a refusal (with lines) of what this build cannot run yet.
     Raises ConfigError listing every problem."""
     config = parse_config(text, file)
-    problems = unsupported(config)
+    problems = unsupported(config, os.path.dirname(os.path.abspath(file)))
     if problems:
         source = SourceMap.from_text(text)
         raise ConfigError([Problem(file, source.line_of(path), message) for path, message in problems])
@@ -154,9 +173,11 @@ def check_supported(config: Config) -> None:
 
 
 class Balancer:
-    def __init__(self, config: Config, access_log: AccessLog | None = None) -> None:
+    def __init__(self, config: Config, access_log: AccessLog | None = None, base_dir: str = ".") -> None:
+        """`base_dir`: where relative file names of the config (certificates) start from."""
         check_supported(config)
         self.config = config
+        self.base_dir = base_dir
         self.access_log = access_log or AccessLog(config.global_.log, config.global_.log_format)
         self.backends: dict[str, BackendRuntime] = {}
         self.frontends: dict[str, FrontendContext] = {}
@@ -175,7 +196,9 @@ class Balancer:
     def _build(self, config: Config) -> None:
         """Runtime state and per-connection contexts for `config`."""
         self.backends = {b.name: BackendRuntime(b) for b in config.backend}
-        contexts = {name: BackendContext(runtime.config, runtime) for name, runtime in self.backends.items()}
+        contexts = {
+            name: BackendContext(runtime.config, runtime, self.base_dir) for name, runtime in self.backends.items()
+        }
         self.frontends = {f.name: FrontendContext(f, contexts, self.log_sink, self.gate) for f in config.frontend}
 
     async def start(self, sockets: dict[tuple[Address, str], socket.socket] | None = None) -> None:
@@ -186,7 +209,8 @@ class Balancer:
             for address in frontend.bind:
                 key = listener_key(address, frontend.name)
                 sock = sockets.get(key) if sockets else None
-                listener = Listener(address, sock or bind_socket(address), self.frontends[frontend.name])
+                tls = frontend_context(frontend.tls, self.base_dir) if frontend.tls else None
+                listener = Listener(address, sock or bind_socket(address), self.frontends[frontend.name], tls)
                 listener.unlink_on_close = sock is None
                 self.listeners[key] = listener
                 self.gate.register(frontend.name, frontend.maxconn, listener.pause, listener.resume)

@@ -31,6 +31,7 @@ from typing import Any, cast
 
 from balancer.admin.api import AdminServer
 from balancer.admin.metrics import render as render_metrics
+from balancer.admin.statspage import start_stats_page
 from balancer.checks.monitor import HealthMonitor
 from balancer.config import ConfigError, parse_config
 from balancer.config.model import Config
@@ -41,6 +42,7 @@ from balancer.runtime.shared import BUCKET_NAMES, SERVER_COUNTERS, Layout, Share
 from balancer.runtime.state import AdminState
 from balancer.sdnotify import notify
 from balancer.server import bind_socket, listener_key, parse_runnable
+from balancer.stats.syslog import configure_event_syslog
 
 log = logging.getLogger("balancer.master")
 
@@ -292,6 +294,7 @@ class Master:
             self.stop_generation(generation, 0.0)
             return [f"the new workers did not start; generation {previous.number} keeps serving"]
         self.current = generation
+        configure_event_syslog(config)
         self.old.append(previous)
         self.stop_generation(previous, previous.config.global_.grace)
         self.close_unused(config)
@@ -470,6 +473,7 @@ class Master:
         loop.add_signal_handler(signal.SIGHUP, self.on_reload_signal)
         loop.add_signal_handler(signal.SIGUSR1, lambda: self.forward(signal.SIGUSR1))
         config = self.current.config
+        configure_event_syslog(config)
         try:
             self.bind(config)
         except OSError as exc:
@@ -480,6 +484,11 @@ class Master:
             await self.start_admin(config)
         except OSError as exc:
             log.error("admin API: %s", exc)
+            return 1
+        try:
+            stats_page = await start_stats_page(self, lambda: self.current.config.stats)
+        except OSError as exc:
+            log.error("stats page: %s", exc)
             return 1
         drop_privileges(config.global_.user, config.global_.group)
         if not await self.start_generation(self.current):
@@ -500,6 +509,8 @@ class Master:
         self.monitor.stop()
         if self.admin is not None:
             self.admin.close()
+        if stats_page is not None:
+            stats_page.close()
         for sock in self.sockets.values():
             sock.close()
         log.info("stopped")
@@ -547,6 +558,7 @@ def run_worker(name: str, generation: int, slot: int) -> int:
     setup_event_log()
     _die_with_parent(int(os.environ.get("BALANCER_MASTER_PID", "0")))
     config = parse_config(sys.stdin.read(), name)
+    configure_event_syslog(config)
     sockets = {
         listener_key(parse_address(entry["address"]), entry["frontend"]): socket.socket(fileno=entry["fd"])
         for entry in json.loads(os.environ.get("BALANCER_FDS", "[]"))
@@ -561,11 +573,12 @@ def run_worker(name: str, generation: int, slot: int) -> int:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     import uvloop
 
-    return int(uvloop.run(_serve_worker(config, sockets, ready_fd, shared, slot)))
+    return int(uvloop.run(_serve_worker(config, name, sockets, ready_fd, shared, slot)))
 
 
 async def _serve_worker(
     config: Config,
+    config_name: str,
     sockets: dict[tuple[Address, str], socket.socket],
     ready_fd: int,
     shared: SharedState | None,
@@ -574,7 +587,7 @@ async def _serve_worker(
     from balancer.server import Balancer
 
     loop = asyncio.get_running_loop()
-    balancer = Balancer(config)
+    balancer = Balancer(config, base_dir=os.path.dirname(os.path.abspath(config_name)))
     if shared is not None:
         balancer.share(shared, slot)
     # Handlers first: the master may signal a stop the moment this worker says it is ready.

@@ -48,17 +48,21 @@ def get(port: int, path: str = "/", timeout: float = 5) -> tuple[int, str]:
         connection.close()
 
 
-def names(port: int, count: int) -> list[str]:
+def names(site: Site, count: int) -> list[str]:
     """`count` GETs; every one must be a 200. The Server-Name of each."""
     out = []
     for i in range(count):
-        status, name = get(port, f"/n{i}")
-        assert status == 200, f"request {i} of {count}: {status} {name}"
+        status, name = get(site.port, f"/n{i}")
+        assert status == 200, f"request {i} of {count}: {status} {name}\n{tail(site)}"
         out.append(name)
     return out
 
 
-def settle(port: int, ok: Callable[[str], bool], run: int = 40, limit: int = 600, timeout: float = 10) -> None:
+def tail(site: Site) -> str:
+    return "--- balancer output ---\n" + (site.process.output()[-3000:] if site.process else "")
+
+
+def settle(site: Site, ok: Callable[[str], bool], run: int = 40, limit: int = 600, timeout: float = 10) -> None:
     """Send GETs until `run` consecutive ones are answered by a server `ok` accepts.
 
     Workers apply a change from the master on their own beat; a run of 40 new connections,
@@ -68,14 +72,16 @@ def settle(port: int, ok: Callable[[str], bool], run: int = 40, limit: int = 600
     streak = 0
     seen: list[str] = []
     for i in range(limit):
-        status, name = get(port, f"/settle{i}")
+        status, name = get(site.port, f"/settle{i}")
         seen.append(f"{status}:{name}")
         streak = streak + 1 if status == 200 and ok(name) else 0
         if streak >= run:
             return
         if time.monotonic() > deadline:
             break
-    raise AssertionError(f"traffic did not settle within {limit} requests / {timeout}s; last: {seen[-20:]}")
+    raise AssertionError(
+        f"traffic did not settle within {limit} requests / {timeout}s; last: {seen[-20:]}\n{tail(site)}"
+    )
 
 
 class ClientLoop(threading.Thread):
@@ -368,7 +374,7 @@ def test_agent_drain_stops_new_traffic_and_up_50_halves_the_share(site, tmp_path
         )
         wait_server(admin, "a", lambda r: r["agent"] == "ready 100%", timeout=5, what="the agent's first reply")
         assert api_servers(admin)["b"]["agent"] == "ready", "b has no agent and must stay as configured"
-        assert set(names(site.port, 20)) == {"a", "b"}
+        assert set(names(site, 20)) == {"a", "b"}
 
         # drain: the agent says so, the master publishes it, no new connection reaches a
         state_file.write_text("drain\n")
@@ -376,8 +382,8 @@ def test_agent_drain_stops_new_traffic_and_up_50_halves_the_share(site, tmp_path
         assert row["state"] == "ready", "the agent's drain must not overwrite the operator's state"
         assert row["health"] == "up"
         event_line(site, "web/a", "agent", "drain")
-        settle(site.port, lambda name: name == "b")
-        drained = Counter(names(site.port, 200))
+        settle(site, lambda name: name == "b")
+        drained = Counter(names(site, 200))
         assert drained == {"b": 200}, f"a drained server got new requests: {drained}"
         assert agent.poll() is None
 
@@ -385,9 +391,9 @@ def test_agent_drain_stops_new_traffic_and_up_50_halves_the_share(site, tmp_path
         state_file.write_text("up 50%\n")
         row = wait_server(admin, "a", lambda r: r["agent"] == "ready 50%", timeout=3, what="a back at 50%")
         assert row["weight"] == 100 and row["effective_weight"] == 50, row
-        settle(site.port, lambda name: name == "a", run=1)  # one worker has it ...
-        names(site.port, 100)  # ... and the other, one beat later, well within these
-        counts = Counter(names(site.port, 2000))
+        settle(site, lambda name: name == "a", run=1)  # one worker has it ...
+        names(site, 100)  # ... and the other, one beat later, well within these
+        counts = Counter(names(site, 2000))
         share = counts["a"] / 2000
         assert abs(share - 1 / 3) <= 0.05, f"a's share {share:.3f} at 50% weight (expected 0.333 +- 0.05): {counts}"
 
@@ -469,7 +475,7 @@ def test_backup_serves_only_while_no_primary_is_up(site, tagged):
     )
     limit = 2 * 0.3 * 1.1 + 0.3 + 2
 
-    served = Counter(names(site.port, 100))
+    served = Counter(names(site, 100))
     assert served["spare"] == 0, served
     assert set(served) == {"p1", "p2"}, served
 
@@ -479,8 +485,8 @@ def test_backup_serves_only_while_no_primary_is_up(site, tagged):
     for name in ("p1", "p2"):
         wait_server(admin, name, lambda r: r["health"] == "down", timeout=limit, what=f"{name} down")
     assert api_servers(admin)["spare"]["health"] == "up"
-    settle(site.port, lambda name: name == "spare")
-    served = Counter(names(site.port, 100))
+    settle(site, lambda name: name == "spare")
+    served = Counter(names(site, 100))
     assert served == {"spare": 100}, served
 
     # primaries back: the backup gets nothing again
@@ -488,8 +494,8 @@ def test_backup_serves_only_while_no_primary_is_up(site, tagged):
     try:
         for name in ("p1", "p2"):
             wait_server(admin, name, lambda r: r["health"] == "up", timeout=limit, what=f"{name} up")
-        settle(site.port, lambda name: name in ("p1", "p2"))
-        served = Counter(names(site.port, 100))
+        settle(site, lambda name: name in ("p1", "p2"))
+        served = Counter(names(site, 100))
         assert served["spare"] == 0, served
         assert set(served) == {"p1", "p2"}, served
     finally:

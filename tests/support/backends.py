@@ -19,6 +19,7 @@ Routes (by path, query string ignored):
 - ``/bytes/N``: N bytes of ``x`` with Content-Length
 - ``/keepalive-header``: 200 with ``Connection: keep-alive`` and ``Keep-Alive: timeout=5``
 - ``/ws``: WebSocket echo (RFC 6455): 101, then text/binary frames echoed, ping answered
+- ``/set-cookie/COOKIE/VALUE``: like the default, plus ``Set-Cookie: COOKIE=VALUE; Path=/``
 
 Requests may carry Content-Length or chunked bodies, may be pipelined, may be HTTP/1.0.
 ``Expect: 100-continue`` is answered with an interim ``100 Continue`` as real servers do.
@@ -338,6 +339,10 @@ class TaggedBackend(_ThreadedServer):
             ]
             await self._send(writer, 200, body, extra, False, head_only, connection_header=False)
             # the server *claims* keep-alive; still honour a close asked for by the request
+        elif path.startswith("/set-cookie/"):
+            _, _, cookie_name, cookie_value = path.split("/", 3)
+            headers = [("Content-Type", "text/plain"), ("Set-Cookie", f"{cookie_name}={cookie_value}; Path=/")]
+            await self._send(writer, 200, f"{self.name}\n".encode(), headers, close, head_only)
         elif path == "/ws" and (request.header("Upgrade") or "").lower() == "websocket":
             await self._websocket(reader, writer, request)
             return False

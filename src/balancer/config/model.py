@@ -167,7 +167,7 @@ class StickTable(Model):
 
 
 class Cookie(Model):
-    name: str
+    name: str = Field(pattern=r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # an RFC 6265 cookie-name (token)
     mode: Literal["insert", "prefix", "rewrite"] = "insert"
     httponly: bool = False
     secure: bool = False

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -15,9 +16,12 @@ from typing import Any, Protocol
 from balancer.config.model import Backend, Frontend
 from balancer.lb.base import USES_KEY
 from balancer.lb.pool import ServerPool
+from balancer.net.connect import SourceAddresses
 from balancer.net.gate import Gate
+from balancer.net.tls import server_context
 from balancer.net.upstream import UpstreamPool
 from balancer.route.hashkey import KeyFunction, compile_hash_key
+from balancer.route.persistence import Persistence
 from balancer.route.rules import RuleSet
 from balancer.runtime.record import LogRecord
 from balancer.runtime.state import BackendRuntime, ServerRuntime
@@ -27,7 +31,7 @@ log = logging.getLogger("balancer.observe")
 
 
 class BackendContext:
-    def __init__(self, config: Backend, runtime: BackendRuntime) -> None:
+    def __init__(self, config: Backend, runtime: BackendRuntime, base_dir: str = ".") -> None:
         self.config = config
         self.name = config.name
         self.runtime = runtime
@@ -42,10 +46,20 @@ class BackendContext:
         # Requests waiting for a server slot when every server is at its maxconn, in order.
         self.waiting: deque[tuple[SlotWaiter, Any]] = deque()
         self.observe = config.observe
+        self.send_proxy = config.send_proxy
+        self.sources = SourceAddresses(config.source)
+        # TLS to servers that ask for it: (context, name to verify and send as SNI).
+        self.tls: dict[str, tuple[ssl.SSLContext, str]] = {
+            server.name: (server_context(server, base_dir), server.sni or server.address.host)
+            for server in config.server
+            if server.ssl
+        }
         # Only algorithms that hash get a key; the others never pay for extracting one.
         self.key_of: KeyFunction | None = compile_hash_key(config.hash_key) if config.balance in USES_KEY else None
         self.times_responses = config.balance == "least_time"
         self.counts_bytes = config.balance == "least_traffic"
+        # Cookie and/or stick table; None (one attribute check per request) without either.
+        self.persistence = Persistence.of(config, runtime)
 
     def server_failed(self, server: ServerRuntime, reason: str) -> None:
         """Passive observation: a failed exchange (connect failure, timeout, broken or 5xx
@@ -115,6 +129,7 @@ class FrontendContext:
         self.forwardfor = config.forwardfor
         self.client_timeout = config.timeouts.client
         self.request_timeout = config.timeouts.http_request
+        self.scheme = b"https" if config.tls is not None else b"http"
         self.keep_alive_timeout = config.timeouts.http_keep_alive
         self.tunnel_timeout = config.timeouts.tunnel
         self.max_request_line = config.limits.request_line

@@ -30,9 +30,10 @@ from typing import cast
 import httptools
 
 from balancer.lb import least_time, least_traffic
+from balancer.net.connect import open_server_connection
 from balancer.net.context import BackendContext, FrontendContext
 from balancer.net.deadline import Deadline
-from balancer.net.peer import client_address, local_address
+from balancer.net.peer import client_address, local_address, proxy_header
 from balancer.net.upstream import UpstreamConnection
 from balancer.proto.http1 import (
     HOP_BY_HOP,
@@ -45,6 +46,7 @@ from balancer.proto.http1 import (
     error_response,
     redirect_response,
 )
+from balancer.route.persistence import CookieValue, Persistence
 from balancer.route.rules import IPAddress
 from balancer.runtime.record import LogRecord
 from balancer.runtime.state import RESPONSE_BUCKETS_MS, ServerRuntime
@@ -89,6 +91,7 @@ class Request(LogRecord):
         "method",
         "path",
         "pending",
+        "persisted",
         "query",
         "queued_at",
         "replay",
@@ -137,6 +140,7 @@ class Request(LogRecord):
         self.response_started = False
         self.holds_slot = False  # counted in server.active (server maxconn)
         self.queued_at = -1.0  # loop time it started waiting for a server slot; -1: not waiting
+        self.persisted: CookieValue | None = None  # the valid persistence cookie it carried
 
     def source_ip(self) -> IPAddress | None:
         return self.session.source_ip()
@@ -170,12 +174,13 @@ class HttpSession(asyncio.Protocol):
         self.out: list[bytes] = []  # response bytes collected during one server read
         self.to_server: list[bytes] = []  # request bytes collected during one client read
         self.connect_task: asyncio.Task[None] | None = None
+        self.proxied: tuple[str, int] | None = None  # the client a PROXY header named
 
     # -- lifecycle -------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
-        self.client_ip_text, self.client_port = client_address(transport)
+        self.client_ip_text, self.client_port = self.proxied or client_address(transport)
         frontend = self.frontend
         frontend.opened(self)
         self.deadline.set(frontend.request_timeout)
@@ -482,17 +487,28 @@ class HttpSession(asyncio.Protocol):
         request.backend = backend
         request.backend_name = backend.name
         backend.runtime.requests += 1
+        if backend.persistence is not None and backend.persistence.cookie is not None:
+            # Read (and in prefix mode strip) the cookie once: retries dispatch again.
+            request.persisted = backend.persistence.cookie.find(request.headers)
         self._dispatch(request)
 
     def _dispatch(
         self, request: Request, avoid: ServerRuntime | None = None, server: ServerRuntime | None = None
     ) -> None:
-        """Send `request` to `server`, or to the one the algorithm picks (avoiding `avoid`)."""
+        """Send `request` to `server`, or to the one the algorithm picks (avoiding `avoid`).
+        Without either, a persisted client goes back to its server (route.persistence)."""
         backend = request.backend
         assert backend is not None
+        persistence = backend.persistence
         if server is None:
-            key = backend.key_of(request) if backend.key_of is not None else None
-            server = backend.servers.pick(key, avoid)
+            if persistence is not None and avoid is None:
+                server, refused = persistence.lookup(request.persisted, self.client_ip_text)
+                if refused:
+                    self._local_response(request, 503, error_response(503, True), "SC")
+                    return
+            if server is None:
+                key = backend.key_of(request) if backend.key_of is not None else None
+                server = backend.servers.pick(key, avoid)
         if server is None:
             self._local_response(request, 503, error_response(503, True), "SC")
             return
@@ -507,6 +523,8 @@ class HttpSession(asyncio.Protocol):
         request.holds_slot = True
         request.server = server
         request.server_name = server.name
+        if persistence is not None:
+            persistence.assigned(self.client_ip_text, server)
         request.attempts += 1
         if request.t_queue < 0:
             request.t_queue = 0.0
@@ -553,12 +571,13 @@ class HttpSession(asyncio.Protocol):
     async def _connect(self, request: Request, server: ServerRuntime, backend: BackendContext) -> None:
         t0 = self.loop.time()
         try:
-            factory = partial(UpstreamConnection, server, backend.idle)
-            if server.address.is_unix:
-                connecting = self.loop.create_unix_connection(factory, server.address.path)
-            else:
-                connecting = self.loop.create_connection(factory, server.host, server.port)
-            _, conn = await asyncio.wait_for(connecting, backend.connect_timeout or None)
+            conn = await open_server_connection(
+                partial(UpstreamConnection, server, backend.idle),
+                server,
+                backend.connect_timeout,
+                backend.tls.get(server.name),
+                backend.sources.take(),
+            )
         except asyncio.CancelledError:
             return
         except (OSError, TimeoutError) as exc:
@@ -577,6 +596,10 @@ class HttpSession(asyncio.Protocol):
             conn.release()
             return
         request.t_connect = (self.loop.time() - t0) * 1000
+        if backend.send_proxy:
+            # The header names this client: the connection can never serve another one.
+            conn.write(proxy_header(backend.send_proxy, (self.client_ip_text, self.client_port), self.transport))
+            conn.private = True
         self.resume_client_reading(CONNECTING)
         self._attach(request, conn)
 
@@ -638,7 +661,7 @@ class HttpSession(asyncio.Protocol):
         if self.frontend.forwardfor:
             ip = self.client_ip_text.encode()
             xff = b", ".join([*request.xff_values, ip])
-            parts += (b"X-Forwarded-For: ", xff, b"\r\nX-Forwarded-Proto: http\r\n")
+            parts += (b"X-Forwarded-For: ", xff, b"\r\nX-Forwarded-Proto: ", self.frontend.scheme, b"\r\n")
         if request.chunked:
             parts += (b"Transfer-Encoding: ", request.te, b"\r\n")
         if request.upgrade:
@@ -681,9 +704,22 @@ class HttpSession(asyncio.Protocol):
             extra = b"Connection: keep-alive\r\n"
         else:
             extra = b""
+        backend = request.backend
+        if backend is not None and backend.persistence is not None:
+            extra += self._persistence_cookie(request, backend.persistence, conn)
         head = conn.head_bytes(extra)
         request.bytes_out += len(head)
         self.out.append(head)
+
+    @staticmethod
+    def _persistence_cookie(request: Request, persistence: Persistence, conn: UpstreamConnection) -> bytes:
+        """Insert, prefix or rewrite the persistence cookie of a response head; returns the
+        header lines to add (insert mode), having rewritten `conn.header_lines` (the others)."""
+        cookie = persistence.cookie
+        if cookie is None or request.server is None:
+            return b""
+        conn.header_lines, extra = cookie.response(conn.header_lines, request.persisted, request.server.name)
+        return extra
 
     def response_data(self, data: bytes) -> None:
         request = self.queue[0]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+from balancer.proto.proxy import build_v1, build_v2
+
 
 def client_address(transport: asyncio.BaseTransport) -> tuple[str, int]:
     """(ip, port) of the peer; ("unix", 0) on a unix socket.
@@ -26,3 +28,15 @@ def local_address(transport: asyncio.BaseTransport) -> str:
     if isinstance(name, tuple):
         return f"{name[0]}:{name[1]}"
     return str(name or "")
+
+
+def proxy_header(version: str, client: tuple[str, int], transport: asyncio.BaseTransport | None) -> bytes:
+    """The PROXY header (`version` "v1" or "v2") naming `client` and the address it reached."""
+    dest_ip, dest_port = "", 0
+    name = transport.get_extra_info("sockname") if transport is not None else None
+    if isinstance(name, tuple):
+        dest_ip, dest_port = str(name[0]), int(name[1])
+        if dest_ip.startswith("::ffff:") and "." in dest_ip:
+            dest_ip = dest_ip[7:]
+    build = build_v1 if version == "v1" else build_v2
+    return build(client[0], client[1], dest_ip, dest_port)

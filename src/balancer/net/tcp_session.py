@@ -17,9 +17,10 @@ import time
 from typing import cast
 
 from balancer.lb import least_traffic
+from balancer.net.connect import open_server_connection
 from balancer.net.context import BackendContext, FrontendContext
 from balancer.net.deadline import Deadline
-from balancer.net.peer import client_address, local_address
+from balancer.net.peer import client_address, local_address, proxy_header
 from balancer.route.rules import IPAddress
 from balancer.runtime.record import LogRecord
 from balancer.runtime.state import ServerRuntime
@@ -70,6 +71,7 @@ class TcpSession(asyncio.Protocol):
         self.record: LogRecord | None = None
         self.deadline = Deadline(self.loop, self._timed_out)
         self.connect_task: asyncio.Task[None] | None = None
+        self.proxied: tuple[str, int] | None = None  # the client a PROXY header named
 
     # -- client side -----------------------------------------------------------------------
 
@@ -78,7 +80,7 @@ class TcpSession(asyncio.Protocol):
         frontend = self.frontend
         frontend.opened(self)
         self.t_start = self.loop.time()
-        ip, port = client_address(transport)
+        ip, port = self.proxied or client_address(transport)
         self.record = record = LogRecord(frontend.name, ip, port, time.time())
         record.t_request = 0.0
         self.deadline.set(frontend.client_timeout)
@@ -101,13 +103,24 @@ class TcpSession(asyncio.Protocol):
     def _dispatch(self, avoid: ServerRuntime | None, server: ServerRuntime | None = None) -> None:
         backend = self.backend
         assert backend is not None and self.record is not None
+        persistence = backend.persistence
         if server is None:
-            key = backend.key_of(self.view) if backend.key_of is not None else None
-            server = backend.servers.pick(key, avoid)
+            if persistence is not None and avoid is None:
+                # A stick table on src: the client goes back to its server (route.persistence).
+                server, refused = persistence.lookup(None, self.view.client_ip)
+                if refused:
+                    self.record.termination = "SC"
+                    self._close()
+                    return
+            if server is None:
+                key = backend.key_of(self.view) if backend.key_of is not None else None
+                server = backend.servers.pick(key, avoid)
         if server is None:
             self.record.termination = "SC"
             self._close()
             return
+        if persistence is not None:
+            persistence.assigned(self.view.client_ip, server)
         self.server = server
         self.record.server_name = server.name
         self.attempts += 1
@@ -116,11 +129,13 @@ class TcpSession(asyncio.Protocol):
     async def _connect(self, server: ServerRuntime, backend: BackendContext) -> None:
         t0 = self.loop.time()
         try:
-            if server.address.is_unix:
-                connecting = self.loop.create_unix_connection(lambda: _ServerSide(self), server.address.path)
-            else:
-                connecting = self.loop.create_connection(lambda: _ServerSide(self), server.host, server.port)
-            _, side = await asyncio.wait_for(connecting, backend.connect_timeout or None)
+            side = await open_server_connection(
+                lambda: _ServerSide(self),
+                server,
+                backend.connect_timeout,
+                backend.tls.get(server.name),
+                backend.sources.take(),
+            )
         except asyncio.CancelledError:
             return
         except (OSError, TimeoutError) as exc:
@@ -153,6 +168,10 @@ class TcpSession(asyncio.Protocol):
         server.requests += 1
         self.record.t_connect = (self.loop.time() - t0) * 1000
         self.deadline.set(self.frontend.tunnel_timeout)
+        if backend.send_proxy and side.transport is not None:
+            side.transport.write(
+                proxy_header(backend.send_proxy, (self.view.client_ip, self.view.client_port), self.transport)
+            )
         if self.pending and side.transport is not None:
             side.transport.write(b"".join(self.pending))
             self.pending.clear()

@@ -65,6 +65,7 @@ class UpstreamConnection(asyncio.Protocol):
         "keep_alive",
         "owner",
         "pool",
+        "private",
         "reading_paused",
         "reused",
         "server",
@@ -89,6 +90,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.tunnel = False
         self.writing_paused = False
         self.reading_paused = False
+        self.private = False  # began with a PROXY header: belongs to one client, never pooled
         self.server_timeout = 0.0
         self._reset()
 
@@ -143,7 +145,7 @@ class UpstreamConnection(asyncio.Protocol):
         # A response can end while the client still holds us back; the next exchange on
         # this connection must be read, whoever it is for.
         self.resume_reading()
-        if self.closed or not self.keep_alive or self.until_close or self.tunnel or self.writing_paused:
+        if self.closed or not self.keep_alive or self.until_close or self.tunnel or self.writing_paused or self.private:
             self.close()
             return
         self.pool.put(self)

@@ -9,6 +9,9 @@ httplog layout so existing log tooling keeps working:
 with timers request/queue/connect/response/total in ms, then status, bytes sent to the
 client, termination state, and the request line. A trailing `xff="..."` field appears when
 the request carried X-Forwarded-For.
+
+With a `syslog:udp://HOST:PORT` target each line is one RFC 5424 datagram (stats.syslog),
+sent when the buffer is flushed.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import sys
 import time
 
 from balancer.runtime.record import LogRecord
+from balancer.stats.syslog import FACILITY_LOCAL0, SEVERITY_INFO, SyslogSender, parse_target
 
 FLUSH_DELAY = 0.05
 FLUSH_BYTES = 65536
@@ -30,10 +34,10 @@ def _ms(value: float) -> int:
 
 
 class AccessLog:
-    """Buffered writer of access lines to a file descriptor.
+    """Buffered writer of access lines to a file descriptor or a syslog collector.
 
-    `target` is the config's `global.log`: "stdout", "stderr", "none" or "file:/path".
-    (syslog targets are handled by the event logger's handler and fall back to stdout here.)
+    `target` is the config's `global.log`: "stdout", "stderr", "none", "file:/path" or
+    "syslog:udp://HOST:PORT".
     """
 
     def __init__(self, target: str = "stdout", fmt: str = "text") -> None:
@@ -41,6 +45,7 @@ class AccessLog:
         self.json = fmt == "json"
         self._fd = -1
         self._own_fd = False
+        self._syslog: SyslogSender | None = None
         self._pending: list[str] = []
         self._pending_size = 0
         self._flush_handle: asyncio.TimerHandle | None = None
@@ -50,9 +55,16 @@ class AccessLog:
         self.open()
 
     def open(self) -> None:
-        """Open (or reopen, for logrotate) the target."""
+        """Open (or reopen, for logrotate) the target. Lines still buffered go to the old one."""
+        self.flush()
         self.close_fd()
-        if self.target.startswith("file:"):
+        syslog = parse_target(self.target)
+        if syslog is not None:
+            try:
+                self._syslog = SyslogSender(*syslog)
+            except OSError as exc:
+                print(f"balancer: access log to {self.target}: {exc}", file=sys.stderr)
+        elif self.target.startswith("file:"):
             self._fd = os.open(self.target[5:], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
             self._own_fd = True
         elif self.target == "stderr":
@@ -65,6 +77,9 @@ class AccessLog:
             os.close(self._fd)
         self._fd = -1
         self._own_fd = False
+        if self._syslog is not None:
+            self._syslog.close()
+            self._syslog = None
 
     def log(self, record: LogRecord) -> None:
         if not self.enabled:
@@ -144,13 +159,17 @@ class AccessLog:
             self._flush_handle = None
         if not self._pending:
             return
-        data = "".join(self._pending).encode("utf-8", "replace")
-        self._pending.clear()
+        lines, self._pending = self._pending, []
         self._pending_size = 0
+        if self._syslog is not None:
+            header = self._syslog.header(FACILITY_LOCAL0, SEVERITY_INFO)
+            for line in lines:
+                self._syslog.send(header, line.rstrip("\n"))
+            return
         if self._fd < 0:
             return
         try:
-            view = memoryview(data)
+            view = memoryview("".join(lines).encode("utf-8", "replace"))
             while view:
                 written = os.write(self._fd, view)
                 view = view[written:]

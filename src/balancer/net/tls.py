@@ -1,0 +1,107 @@
+"""TLS contexts: terminating client connections on a frontend, and connecting to servers.
+
+Frontend: every `tls.cert` file is a PEM holding a certificate chain and its key (as
+HAProxy's `crt`). The first is the default; the others are chosen by SNI from the names in
+their certificate (subjectAltName DNS entries, else the CN, wildcards one label deep).
+Defaults follow Mozilla's "intermediate" profile: TLS 1.2 and 1.3, forward-secret AEAD
+ciphers for 1.2, no compression, no renegotiation; session tickets stay on (OpenSSL's
+default) for resumption. A reload builds new contexts, so renewed certificates take
+effect on reload while connections already established keep theirs.
+
+Servers: `ssl = true` verifies the server's certificate against `ca_file` (or the system
+store) and the name in `sni` (or the server's host).
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from pathlib import Path
+from typing import Any
+
+from balancer.config.model import FrontendTLS, Server
+
+# Mozilla intermediate (v5.7) cipher list for TLS 1.2; TLS 1.3 suites are OpenSSL's defaults.
+INTERMEDIATE_CIPHERS = ":".join(
+    [
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "ECDHE-RSA-AES256-GCM-SHA384",
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        "ECDHE-RSA-CHACHA20-POLY1305",
+        "DHE-RSA-AES128-GCM-SHA256",
+        "DHE-RSA-AES256-GCM-SHA384",
+        "DHE-RSA-CHACHA20-POLY1305",
+    ]
+)
+
+
+def _resolve(path: str, base_dir: str) -> str:
+    return path if os.path.isabs(path) else str(Path(base_dir) / path)
+
+
+def certificate_names(pem_path: str) -> list[str]:
+    """DNS names a certificate is for: its subjectAltName DNS entries, else its CN."""
+    decoded: dict[str, Any] = ssl._ssl._test_decode_cert(pem_path)  # type: ignore[attr-defined]
+    names = [value for kind, value in decoded.get("subjectAltName", ()) if kind == "DNS"]
+    if not names:
+        for rdn in decoded.get("subject", ()):
+            for key, value in rdn:
+                if key == "commonName":
+                    names.append(value)
+    return [name.lower() for name in names]
+
+
+def _one_context(tls: FrontendTLS, pem: str, base_dir: str) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_3 if tls.min_version == "1.3" else ssl.TLSVersion.TLSv1_2
+    context.set_ciphers(tls.ciphers or INTERMEDIATE_CIPHERS)
+    context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
+    context.load_cert_chain(pem)
+    if tls.alpn:
+        context.set_alpn_protocols(tls.alpn)
+    if tls.verify_client != "none":
+        context.load_verify_locations(_resolve(tls.client_ca, base_dir))
+        context.verify_mode = ssl.CERT_REQUIRED if tls.verify_client == "required" else ssl.CERT_OPTIONAL
+    return context
+
+
+def frontend_context(tls: FrontendTLS, base_dir: str = ".") -> ssl.SSLContext:
+    """The listening context, with SNI choosing among the configured certificates.
+    Raises OSError/ssl.SSLError naming a file that cannot be loaded."""
+    by_name: dict[str, ssl.SSLContext] = {}
+    default: ssl.SSLContext | None = None
+    for cert in tls.cert:
+        pem = _resolve(cert, base_dir)
+        try:
+            context = _one_context(tls, pem, base_dir)
+            names = certificate_names(pem)
+        except (OSError, ssl.SSLError) as exc:
+            raise OSError(f"cannot load certificate {pem}: {exc}") from None
+        default = default or context
+        for name in names:
+            by_name.setdefault(name, context)
+    assert default is not None
+
+    def choose(connection: ssl.SSLObject, server_name: str | None, _: ssl.SSLContext) -> None:
+        if not server_name:
+            return
+        name = server_name.lower()
+        context = by_name.get(name)
+        if context is None and "." in name:
+            context = by_name.get("*." + name.split(".", 1)[1])
+        if context is not None:
+            connection.context = context
+
+    if len(by_name) > 1 or len(tls.cert) > 1:
+        default.sni_callback = choose
+    return default
+
+
+def server_context(server: Server, base_dir: str = ".") -> ssl.SSLContext:
+    """The context for connecting to `server` with `ssl = true`."""
+    cafile = _resolve(server.ca_file, base_dir) if server.ca_file else None
+    context = ssl.create_default_context(cafile=cafile)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
