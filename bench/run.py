@@ -263,12 +263,12 @@ backend web
 """
 
 
-def balancer_config(tmp: Path, ports: Ports) -> str:
+def balancer_config(tmp: Path, ports: Ports, workers: int = 1) -> str:
     # The full default path: two rules evaluated (neither matches "/"), forwardfor, access log
     # on. grace is short so stopping between runs stays quick.
     return f"""\
 [global]
-workers = 1
+workers = {workers}
 grace = "2s"
 log = "file:{tmp}/access.log"
 
@@ -311,7 +311,7 @@ def nginx_argv(tmp: Path, name: str, config: str) -> list[str]:
     return [find_binary("nginx"), "-p", f"{prefix}/", "-c", str(conf), "-e", str(prefix / "error.log")]
 
 
-def proxy_argv(proxy: str, tmp: Path, ports: Ports, balancer_cmd: str) -> list[str]:
+def proxy_argv(proxy: str, tmp: Path, ports: Ports, balancer_cmd: str, workers: int = 1) -> list[str]:
     if proxy == "haproxy":
         conf = tmp / "haproxy.cfg"
         conf.write_text(haproxy_config(ports))
@@ -320,7 +320,7 @@ def proxy_argv(proxy: str, tmp: Path, ports: Ports, balancer_cmd: str) -> list[s
         prefix = tmp / "nginx-proxy"
         return nginx_argv(tmp, "nginx-proxy", nginx_proxy_config(prefix, ports))
     conf = tmp / "balancer.toml"
-    conf.write_text(balancer_config(tmp, ports))
+    conf.write_text(balancer_config(tmp, ports, workers))
     return shlex.split(balancer_cmd.replace("{config}", shlex.quote(str(conf))))
 
 
@@ -539,7 +539,7 @@ def median_run(runs: list[Measurement]) -> Measurement:
 
 def bench_proxy(args: argparse.Namespace, proxy: str, tmp: Path, ports: Ports, out: Results, rnd: int) -> None:
     port = proxy_port(proxy, ports)
-    argv = pinned(proxy_argv(proxy, tmp, ports, args.balancer_cmd), "proxy", args.pin)
+    argv = pinned(proxy_argv(proxy, tmp, ports, args.balancer_cmd, args.balancer_workers), "proxy", args.pin)
     label = f"{proxy} [round {rnd}/{args.repeat}]" if args.repeat > 1 else proxy
     progress(f"{label}: starting on 127.0.0.1:{port}: {shlex.join(argv)}")
     with running(proxy, argv, tmp) as proc:
@@ -722,6 +722,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=DEFAULT_BALANCER_CMD,
         help="command line starting balancer; {config} is replaced by the TOML path, "
         "else `-c PATH` is appended (default: %(default)s)",
+    )
+    p.add_argument(
+        "--balancer-workers",
+        type=int,
+        default=1,
+        help="balancer worker processes (default 1; run with 2 to compare, as issue 3 asks)",
     )
     p.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="JSON results (default: %(default)s)")
     p.add_argument("--keep-tmp", action="store_true", help="keep configs and logs for inspection")

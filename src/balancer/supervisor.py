@@ -46,6 +46,8 @@ from balancer.stats.syslog import configure_event_syslog
 
 log = logging.getLogger("balancer.master")
 
+# TLS key-exchange groups for workers (see the file); an operator's OPENSSL_CONF wins.
+OPENSSL_CONF = str(Path(__file__).parent / "net" / "openssl.cnf")
 READY_TIMEOUT = 30.0  # how long a new worker may take to start serving
 RESTART_DELAY = 0.5  # between restarts of a worker that keeps dying
 
@@ -126,6 +128,8 @@ class Master:
         env["BALANCER_FDS"] = json.dumps(fds)
         env["BALANCER_READY_FD"] = str(ready_write)
         env["BALANCER_MASTER_PID"] = str(os.getpid())
+        if "OPENSSL_CONF" not in os.environ:
+            env["OPENSSL_CONF"] = OPENSSL_CONF
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -321,6 +325,7 @@ class Master:
                         "health": record.health,
                         "weight": record.weight,
                         "effective_weight": record.effective().weight,
+                        "usable": record.usable,
                         "agent": record.agent_state
                         if record.agent_weight < 0
                         else f"{record.agent_state} {record.agent_weight}%",
@@ -368,7 +373,7 @@ class Master:
                     "backend": backend.name,
                     "balance": backend.balance,
                     "servers": len(rows),
-                    "usable": sum(1 for r in rows if r["state"] == "ready" and r["health"] == "up" and r["weight"]),
+                    "usable": self.state.usable_in(backend.name)[0],
                     **{k: sum(r[k] for r in rows) for k in ("active", "requests", "bytes_in", "bytes_out", "errors")},
                 }
             )

@@ -178,17 +178,28 @@ def backend_toml(name: str, servers: list[Any], **keys: Any) -> str:
     return "\n".join(lines) + "\n" + server_blocks(servers)
 
 
-def api_servers(admin_port: int) -> dict[str, dict[str, Any]]:
-    """GET /api/servers over admin.bind, keyed by server name."""
-    connection = http.client.HTTPConnection("127.0.0.1", admin_port, timeout=5)
+def api(admin_port: int, path: str, method: str = "GET", timeout: float = 5) -> Any:
+    """Call the admin API over admin.bind; the JSON it answers (must be a 200)."""
+    connection = http.client.HTTPConnection("127.0.0.1", admin_port, timeout=timeout)
     try:
-        connection.request("GET", "/api/servers", headers={"Connection": "close"})
+        connection.request(method, path, headers={"Connection": "close"})
         response = connection.getresponse()
         body = response.read()
     finally:
         connection.close()
-    assert response.status == 200, (response.status, body[:300])
-    return {row["server"]: row for row in json.loads(body)}
+    assert response.status == 200, (method, path, response.status, body[:300])
+    return json.loads(body)
+
+
+def api_servers(admin_port: int) -> dict[str, dict[str, Any]]:
+    """GET /api/servers, keyed by server name."""
+    return {row["server"]: row for row in api(admin_port, "/api/servers")}
+
+
+def usable_in(admin_port: int, backend: str) -> int:
+    """`usable` of `backend` in GET /api/stats."""
+    (row,) = [b for b in api(admin_port, "/api/stats")["backends"] if b["backend"] == backend]
+    return int(row["usable"])
 
 
 def wait_server(admin_port: int, server: str, predicate: Callable[[dict[str, Any]], bool], timeout: float, what: str):
@@ -275,10 +286,11 @@ def test_killed_server_goes_down_without_failed_requests_then_ramps_back(site, t
 
         # bring s3 back on the same port: up after `rise` checks, at a fraction of its weight
         revived = TaggedBackend("s3", port=s3_port).start()
-        row = wait_server(
-            admin, "s3", lambda r: r["health"] == "up", timeout=RISE * INTERVAL * 1.1 + INTERVAL + 2, what="s3 up"
-        )
+        restarted_at = time.monotonic()
+        limit = RISE * INTERVAL * 1.1 + INTERVAL + SYNC_MARGIN
+        row = wait_server(admin, "s3", lambda r: r["health"] == "up", timeout=limit + 3, what="s3 up")
         up_at = time.monotonic()
+        assert up_at - restarted_at <= limit, f"s3 came back {up_at - restarted_at:.2f}s after restart (limit {limit}s)"
         assert row["weight"] == 100
         assert row["effective_weight"] < 50, f"no slowstart ramp right after recovery: {row}"
         event_line(site, "s3", "UP")
@@ -381,7 +393,8 @@ def test_agent_drain_stops_new_traffic_and_up_50_halves_the_share(site, tmp_path
         row = wait_server(admin, "a", lambda r: r["agent"].startswith("drain"), timeout=3, what="a drained by agent")
         assert row["state"] == "ready", "the agent's drain must not overwrite the operator's state"
         assert row["health"] == "up"
-        event_line(site, "web/a", "agent", "drain")
+        line = event_line(site, "web/a", "agent", "drain")
+        assert "1 of 2" in line, line
         settle(site, lambda name: name == "b")
         drained = Counter(names(site, 200))
         assert drained == {"b": 200}, f"a drained server got new requests: {drained}"
@@ -415,6 +428,21 @@ def test_a_500_on_the_health_path_and_a_silent_server_go_down(site, tagged, sile
             + backend_toml("hang", [hanging], check={"type": "http", "path": "/hang", **fast})
             + backend_toml(
                 "tcponly", [{"name": "silent-tcp", "address": silent.address}], check={"type": "tcp", **fast}
+            )
+            + backend_toml(
+                "expect5xx",
+                [{"name": "erring-5xx", "address": erring.address}],
+                check={"type": "http", "path": "/status/500", "expect": "5xx", **fast},
+            )
+            + backend_toml(
+                "bodymatch",
+                [{"name": "erring-body", "address": erring.address}],
+                check={"type": "http", "path": "/", "body": "^err", **fast},
+            )
+            + backend_toml(
+                "bodymiss",
+                [{"name": "erring-miss", "address": erring.address}],
+                check={"type": "http", "path": "/", "body": "nomatch", **fast},
             ),
         ),
         ports=[site.port, admin],
@@ -441,6 +469,11 @@ def test_a_500_on_the_health_path_and_a_silent_server_go_down(site, tagged, sile
     rows = api_servers(admin)
     assert rows["silent-tcp"]["health"] == "up", rows["silent-tcp"]
     assert "ok" in rows["silent-tcp"]["last_check"], rows["silent-tcp"]
+    # `expect` and `body`: a 500 that is expected passes, a body that does not match fails
+    assert rows["erring-5xx"]["health"] == "up", rows["erring-5xx"]
+    assert rows["erring-body"]["health"] == "up", rows["erring-body"]
+    row = wait_server(admin, "erring-miss", lambda r: r["health"] == "down", timeout=limit, what="body mismatch down")
+    assert "body" in row["last_check"], row
 
     # with its only server down, the default backend answers 503 (once the workers have it)
     def unavailable() -> bool:
@@ -502,3 +535,68 @@ def test_backup_serves_only_while_no_primary_is_up(site, tagged):
         for server in revived:
             with contextlib.suppress(Exception):
                 server.stop()
+
+
+# -- what the admin API reports, and reloads --------------------------------------------------------
+
+
+def test_stats_do_not_count_a_server_the_agent_drained_as_usable(site, tmp_path, agent_process):
+    # The master's own log line says "1 of 2 servers usable"; /api/stats must agree with it.
+    agent_port = free_port()
+    state_file = tmp_path / "agent-state"
+    state_file.write_text("up 100%\n")
+    agent_process(agent_port, state_file)
+    with TaggedBackend("a") as a, TaggedBackend("b", host="127.0.0.2") as b:
+        admin = free_port()
+        site.start(
+            site_toml(site, admin, "web", backend_toml("web", [a, b], agent={"port": agent_port, "interval": "300ms"})),
+            ports=[site.port, admin],
+        )
+        wait_server(admin, "a", lambda r: r["agent"] == "ready 100%", timeout=5, what="the agent's first reply")
+        assert usable_in(admin, "web") == 2
+
+        state_file.write_text("drain\n")
+        wait_server(admin, "a", lambda r: r["agent"].startswith("drain"), timeout=3, what="a drained by agent")
+        assert "1 of 2" in event_line(site, "web/a", "agent", "drain")
+        assert usable_in(admin, "web") == 1, f"/api/stats: {api(admin, '/api/stats')['backends']}"
+
+
+def test_a_reload_during_slowstart_lets_the_ramp_finish(site, tagged):
+    s1, s2 = tagged("s1", "s2")
+    s1_port = s1.port
+    admin = free_port()
+    slowstart = 4.0
+    check = {"type": "http", "path": "/", "interval": "300ms", "fall": 1, "rise": 1, "timeout": "300ms"}
+    site.start(
+        site_toml(
+            site,
+            admin,
+            "web",
+            backend_toml("web", [{"name": "s1", "address": s1.address, "slowstart": "4s"}, s2], check=check),
+        ),
+        ports=[site.port, admin],
+    )
+    s1.stop()
+    wait_server(admin, "s1", lambda r: r["health"] == "down", timeout=3, what="s1 down")
+    revived = TaggedBackend("s1", port=s1_port).start()
+    try:
+        row = wait_server(admin, "s1", lambda r: r["health"] == "up", timeout=3, what="s1 up")
+        up_at = time.monotonic()
+        assert row["effective_weight"] < 100, row
+
+        # reload the unchanged file in the middle of the ramp
+        assert api(admin, "/api/reload", method="POST", timeout=20)["reloaded"] is True
+        row = api_servers(admin)["s1"]
+        assert row["health"] == "up", row
+        assert time.monotonic() - up_at < slowstart, "the reload took longer than the ramp; nothing was tested"
+
+        remaining = slowstart - (time.monotonic() - up_at)
+        wait_server(
+            admin,
+            "s1",
+            lambda r: r["effective_weight"] == 100,
+            timeout=remaining + 1.5,
+            what="s1 at full weight after a reload during slowstart",
+        )
+    finally:
+        revived.stop()

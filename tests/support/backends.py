@@ -35,13 +35,14 @@ import base64
 import contextlib
 import hashlib
 import json
+import ssl
 import struct
 import threading
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["RecordedRequest", "TaggedBackend", "TcpEchoServer"]
+__all__ = ["RecordedRequest", "TaggedBackend", "TcpEchoServer", "TlsTaggedBackend"]
 
 _MAX_HEAD = 256 * 1024
 _WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -529,3 +530,32 @@ class TcpEchoServer(_ThreadedServer):
         if writer.can_write_eof():
             writer.write_eof()
         await writer.drain()
+
+
+class TlsTaggedBackend(TaggedBackend):
+    """A TaggedBackend that speaks TLS: `certfile` is one PEM with the certificate chain and
+    its key. `server_names` records the SNI name each handshake asked for (None: no SNI)."""
+
+    def __init__(self, name: str, certfile: str, port: int = 0, host: str = "127.0.0.1") -> None:
+        super().__init__(name, port, host)
+        self.ssl_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ssl_context.load_cert_chain(certfile)
+        self.server_names: list[str | None] = []
+        self.ssl_context.sni_callback = self._note_server_name
+
+    def _note_server_name(self, _connection: ssl.SSLObject, name: str | None, _context: ssl.SSLContext) -> None:
+        self.server_names.append(name)
+
+    def __enter__(self) -> TlsTaggedBackend:
+        self.start()
+        return self
+
+    def start(self) -> TlsTaggedBackend:
+        super().start()
+        return self
+
+    async def _start(self) -> None:
+        self._server = await asyncio.start_server(
+            self._on_connection, self.host, self.port, limit=_MAX_HEAD, reuse_address=True, ssl=self.ssl_context
+        )
+        self.port = self._server.sockets[0].getsockname()[1]

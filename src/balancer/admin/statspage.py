@@ -22,6 +22,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import hashlib
 import hmac
 import json
 import logging
@@ -87,10 +88,15 @@ def check_basic_auth(header: str, user: str, password: str) -> bool:
     except (binascii.Error, ValueError):
         return False
     given_user, sep, given_password = decoded.partition(b":")
-    # Both compared, always: which half was wrong must not show in the timing.
-    user_ok = hmac.compare_digest(given_user, user.encode())
-    password_ok = hmac.compare_digest(given_password, password.encode())
+    # Both compared, always, as digests of equal length: neither which half was wrong nor
+    # how long the secret is may show in the timing.
+    user_ok = hmac.compare_digest(_digest(given_user), _digest(user.encode()))
+    password_ok = hmac.compare_digest(_digest(given_password), _digest(password.encode()))
     return bool(sep) and user_ok and password_ok
+
+
+def _digest(value: bytes) -> bytes:
+    return hashlib.sha256(value).digest()
 
 
 async def start_stats_page(control: StatsControl, settings: Callable[[], Stats]) -> StatsPage | None:
@@ -709,7 +715,7 @@ footer { color: var(--muted); font-size: 12px; text-align: center; padding: 10px
     renderFrontends(data.frontends, now);
     renderBackends(data.backends, data.servers, now);
     const servers = data.servers;
-    const usable = servers.filter((s) => s.state === "ready" && s.health === "up").length;
+    const usable = servers.filter((s) => s.usable).length;
     let reqRate = null, errRate = null;
     for (const b of data.backends) {
       const r = rate("b:" + b.backend, "requests", b.requests, now);

@@ -35,6 +35,7 @@ class HealthMonitor:
         self.rng = rng or random.Random()
         self.tasks: list[asyncio.Task[None]] = []
         self.trackers: dict[tuple[str, str], HealthTracker] = {}
+        self.ramps: dict[tuple[str, str], asyncio.Task[None]] = {}
 
     def start(self, config: Config) -> None:
         """Check every server of `config` that has a check or an agent. Call stop() first
@@ -43,6 +44,13 @@ class HealthMonitor:
         for backend in config.backend:
             for server in backend.server:
                 key = (backend.name, server.name)
+                ramp = self.state.records[key].ramp
+                if ramp < 1.0:
+                    # A ramp cut short by a reload goes on from where it was.
+                    if server.slowstart > 0:
+                        self._ramp(key, server.slowstart, ramp)
+                    else:
+                        self.state.update(key, ramp=1.0)
                 if backend.check is not None:
                     tracker = HealthTracker(
                         backend.check.rise,
@@ -60,11 +68,17 @@ class HealthMonitor:
     def _spawn(self, loop: asyncio.AbstractEventLoop, coroutine: Coroutine[Any, Any, None]) -> None:
         self.tasks.append(loop.create_task(coroutine))
 
+    def _ramp(self, key: tuple[str, str], duration: float, ramp: float) -> None:
+        task = asyncio.get_running_loop().create_task(self._slowstart(key, duration, ramp))
+        self.tasks.append(task)
+        self.ramps[key] = task
+
     def stop(self) -> None:
         for task in self.tasks:
             task.cancel()
         self.tasks.clear()
         self.trackers.clear()
+        self.ramps.clear()
 
     async def _sleep(self, interval: float, first: bool) -> None:
         await asyncio.sleep(interval * (self.rng.random() if first else self.rng.uniform(0.9, 1.1)))
@@ -89,9 +103,12 @@ class HealthMonitor:
     def _apply(self, backend: Backend, server: Server, transition: Transition, how: str) -> None:
         key = (backend.name, server.name)
         ramp = 1.0
+        previous = self.ramps.pop(key, None)
+        if previous is not None:
+            previous.cancel()  # a flip in the middle of a ramp starts it over
         if transition.new == "up" and server.slowstart > 0:
             ramp = 1.0 / SLOWSTART_STEPS
-            self._spawn(asyncio.get_running_loop(), self._slowstart(key, server.slowstart))
+            self._ramp(key, server.slowstart, ramp)
         self.state.update(key, health=transition.new, ramp=ramp)
         usable, total = self.state.usable_in(backend.name)
         verb = "failed" if transition.new == "down" else "succeeded"
@@ -110,8 +127,8 @@ class HealthMonitor:
             backend.name,
         )
 
-    async def _slowstart(self, key: tuple[str, str], duration: float) -> None:
-        for step in range(2, SLOWSTART_STEPS + 1):
+    async def _slowstart(self, key: tuple[str, str], duration: float, ramp: float = 1.0 / SLOWSTART_STEPS) -> None:
+        for step in range(round(ramp * SLOWSTART_STEPS) + 1, SLOWSTART_STEPS + 1):
             await asyncio.sleep(duration / SLOWSTART_STEPS)
             status = self.state.records.get(key)
             if status is None or status.health != "up":

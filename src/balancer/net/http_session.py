@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import time
 from bisect import bisect_left
@@ -47,7 +46,7 @@ from balancer.proto.http1 import (
     redirect_response,
 )
 from balancer.route.persistence import CookieValue, Persistence
-from balancer.route.rules import IPAddress
+from balancer.route.rules import NumericIP, numeric_ip
 from balancer.runtime.record import LogRecord
 from balancer.runtime.state import RESPONSE_BUCKETS_MS, ServerRuntime
 
@@ -142,7 +141,7 @@ class Request(LogRecord):
         self.queued_at = -1.0  # loop time it started waiting for a server slot; -1: not waiting
         self.persisted: CookieValue | None = None  # the valid persistence cookie it carried
 
-    def source_ip(self) -> IPAddress | None:
+    def source_ip(self) -> NumericIP | None:
         return self.session.source_ip()
 
     @property
@@ -162,7 +161,7 @@ class HttpSession(asyncio.Protocol):
         self.upstream: UpstreamConnection | None = None
         self.client_ip_text = "-"
         self.client_port = 0
-        self._client_ip: IPAddress | None = None
+        self._client_ip: NumericIP | None = None
         self.deadline = Deadline(self.loop, self._timed_out)
         self.header_bytes = 0
         self.header_count = 0
@@ -187,9 +186,9 @@ class HttpSession(asyncio.Protocol):
         if frontend.stopping:
             self.closing = True
 
-    def source_ip(self) -> IPAddress | None:
-        if self._client_ip is None and self.client_ip_text not in ("-", "unix"):
-            self._client_ip = ipaddress.ip_address(self.client_ip_text.partition("%")[0])
+    def source_ip(self) -> NumericIP | None:
+        if self._client_ip is None:
+            self._client_ip = numeric_ip(self.client_ip_text)
         return self._client_ip
 
     def connection_lost(self, exc: Exception | None) -> None:

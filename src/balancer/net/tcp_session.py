@@ -11,7 +11,6 @@ connected) guards the whole connection.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import time
 from typing import cast
@@ -21,7 +20,7 @@ from balancer.net.connect import open_server_connection
 from balancer.net.context import BackendContext, FrontendContext
 from balancer.net.deadline import Deadline
 from balancer.net.peer import client_address, local_address, proxy_header
-from balancer.route.rules import IPAddress
+from balancer.route.rules import NumericIP, numeric_ip
 from balancer.runtime.record import LogRecord
 from balancer.runtime.state import ServerRuntime
 
@@ -319,8 +318,5 @@ class _ConnectionView:
     def local_address(self) -> str:
         return local_address(self._transport)
 
-    def source_ip(self) -> IPAddress | None:
-        try:
-            return ipaddress.ip_address(self.client_ip)
-        except ValueError:
-            return None
+    def source_ip(self) -> NumericIP | None:
+        return numeric_ip(self.client_ip)

@@ -12,6 +12,7 @@ out (the warmest connection is reused first), until `idle_timeout` or the server
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Protocol, cast
 
 import httptools
@@ -27,6 +28,7 @@ from balancer.proto.http1 import (
 )
 from balancer.runtime.state import ServerRuntime
 
+log = logging.getLogger("balancer.http")
 _PLAIN_CONNECTION = frozenset({b"keep-alive", b"close", b"upgrade"})
 
 
@@ -41,6 +43,7 @@ class UpstreamOwner(Protocol):
     def upstream_failed(self, conn: UpstreamConnection, reason: str) -> None: ...
     def upstream_tunnel(self, conn: UpstreamConnection, rest: bytes) -> None: ...
     def upstream_timeout(self, conn: UpstreamConnection) -> None: ...
+    def abort(self) -> None: ...
     def pause_client_reading(self, reason: int) -> None: ...
     def resume_client_reading(self, reason: int) -> None: ...
 
@@ -202,6 +205,17 @@ class UpstreamConnection(asyncio.Protocol):
     # -- data ------------------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
+        try:
+            self._receive(data)
+        except Exception:
+            # A bug of ours while handling this response: cut this exchange, keep the worker.
+            log.exception("internal error on a response from %s", self.server)
+            owner = self.owner
+            self.abort()
+            if owner is not None:
+                owner.abort()
+
+    def _receive(self, data: bytes) -> None:
         owner = self.owner
         if owner is None:
             self.close()  # a server speaking out of turn cannot be trusted with the next request
@@ -222,9 +236,20 @@ class UpstreamConnection(asyncio.Protocol):
                 return
             owner.upstream_failed(self, "server sent an unexpected upgrade")
             return
+        except httptools.HttpParserCallbackError as exc:
+            # Our own code failed inside a callback: never the server's fault, never fatal.
+            log.error("internal error on a response from %s", self.server, exc_info=exc.__context__)
+            self.keep_alive = False
+            owner.upstream_failed(self, "internal error")
+            return
         except httptools.HttpParserError as exc:
             self.keep_alive = False
             owner.upstream_failed(self, f"invalid response from server: {exc}")
+            return
+        except Exception:
+            log.exception("internal error on a response from %s", self.server)
+            self.keep_alive = False
+            owner.upstream_failed(self, "internal error")
             return
         if self.deadline is not None:
             self.deadline.set(self.server_timeout)

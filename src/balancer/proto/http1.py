@@ -54,8 +54,15 @@ class BadRequest(Exception):
         self.reason = reason
 
 
+_SIMPLE_CONNECTION = {b"close": {b"close"}, b"keep-alive": {b"keep-alive"}}
+
+
 def connection_tokens(values: list[bytes]) -> set[bytes]:
     """Lower-cased tokens of every Connection header value."""
+    if len(values) == 1:
+        simple = _SIMPLE_CONNECTION.get(values[0].lower())
+        if simple is not None:
+            return set(simple)
     tokens: set[bytes] = set()
     for value in values:
         for token in value.split(b","):

@@ -98,10 +98,12 @@ def _parse_v2(data: bytes) -> tuple[ProxyInfo, int] | None:
         if length < 36:
             raise ProxyProtocolError("PROXY v2 IPv6 block too short")
         source, dest, source_port, dest_port = struct.unpack_from("!16s16sHH", body)
-    elif family == 0x00:  # UNSPEC: keep the real peer
+    elif family >> 4 <= 3 and family & 0x0F <= 2:
+        # UNSPEC, unix sockets, UDP...: valid but not TCP over IP; the spec says to fall
+        # back to UNSPEC and keep the real peer's address.
         return ProxyInfo(local=True), total
     else:
-        raise ProxyProtocolError(f"unsupported PROXY v2 address family 0x{family:02x}")
+        raise ProxyProtocolError(f"invalid PROXY v2 address family/transport 0x{family:02x}")
     return (
         ProxyInfo(str(ipaddress.ip_address(source)), source_port, str(ipaddress.ip_address(dest)), dest_port),
         total,

@@ -38,6 +38,12 @@ class ServerStatus:
     last_check: str = ""
     changed_at: float = 0.0  # time.time() of the last state change
 
+    @property
+    def usable(self) -> bool:
+        """Takes new sessions, as workers see it (operator, agent, checks and weight)."""
+        record = self.effective()
+        return record.admin_state == "ready" and record.health == "up" and record.weight > 0
+
     def effective(self) -> ServerRecord:
         """What workers act on: the stricter of operator and agent, the scaled weight."""
         admin: AdminState = self.admin_state
@@ -122,13 +128,8 @@ class MasterState:
 
     def usable_in(self, backend: str) -> tuple[int, int]:
         """(usable, total) servers of `backend` as workers see them now."""
-        total = usable = 0
-        for (name, _), status in self.records.items():
-            if name == backend:
-                total += 1
-                record = status.effective()
-                usable += record.admin_state == "ready" and record.health == "up" and record.weight > 0
-        return usable, total
+        statuses = [status for (name, _), status in self.records.items() if name == backend]
+        return sum(status.usable for status in statuses), len(statuses)
 
     # -- workers coming and going ----------------------------------------------------------
 

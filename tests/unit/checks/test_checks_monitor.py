@@ -62,15 +62,25 @@ name = "web"
 
 
 class Clock:
-    """Stands in for asyncio.sleep: records each wait and only yields to the loop once."""
+    """Stands in for asyncio.sleep: records each wait and only yields to the loop once.
+
+    A wait of exactly `hold` seconds blocks until `release()` (to stop a ramp half-way).
+    """
 
     def __init__(self) -> None:
         self.waits: list[float] = []
         self.real_sleep = asyncio.sleep
+        self.hold: float | None = None
+        self.released = asyncio.Event()
 
     async def sleep(self, seconds: float, *args: Any) -> None:
         self.waits.append(seconds)
+        if seconds == self.hold:
+            await self.released.wait()
         await self.real_sleep(0)
+
+    def release(self) -> None:
+        self.released.set()
 
 
 @pytest.fixture
@@ -218,6 +228,46 @@ def test_slowstart_ramps_the_weight_after_recovery(monkeypatch: pytest.MonkeyPat
     assert weights == [100 * step // SLOWSTART_STEPS for step in range(1, SLOWSTART_STEPS + 1)], weights
     ramp_waits = [w for w in clock.waits if w == pytest.approx(1.0 / SLOWSTART_STEPS)]
     assert len(ramp_waits) == SLOWSTART_STEPS - 1, clock.waits
+
+
+def test_a_restart_of_the_monitor_mid_ramp_does_not_freeze_the_weight(
+    monkeypatch: pytest.MonkeyPatch, clock: Clock
+) -> None:
+    # A reload (supervisor: monitor.stop(); monitor.start(new config)) in the middle of a
+    # slowstart ramp must not leave the server at a fraction of its weight for good.
+    state = make_state(slowstart="1s")
+    state.records[("web", "s1")] = ServerStatus("ready", "down", 100)
+    clock.hold = 1.0 / SLOWSTART_STEPS  # the ramp's steps wait until released
+    first = Script({"s1": http_results("++"), "s2": []})
+    second = Script({"s1": http_results("+" * 10), "s2": []})
+    scripts = [first]
+
+    async def http_check(address: Any, check: Any, timeout: float) -> tuple[bool, str]:
+        return await scripts[-1].next(PORTS[address.port])  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(monitor_mod, "http_check", http_check)
+    during: list[ServerStatus] = []
+
+    async def main() -> None:
+        monitor = HealthMonitor(state, random.Random(11))
+        monitor.start(state.config)
+        await asyncio.wait_for(first.finished(), 5)
+        during.append(state.records[("web", "s1")])
+        monitor.stop()  # what a reload does
+        scripts.append(second)
+        monitor.start(state.config)
+        clock.release()
+        await asyncio.wait_for(second.finished(), 5)
+        for _ in range(SLOWSTART_STEPS * 4):
+            await clock.real_sleep(0)
+        monitor.stop()
+
+    asyncio.run(main())
+
+    assert (during[0].health, during[0].ramp) == ("up", 1.0 / SLOWSTART_STEPS), during
+    record = state.records[("web", "s1")]
+    assert record.health == "up"
+    assert record.ramp == 1.0, f"ramp frozen at {record.ramp} (effective weight {record.effective().weight} of 100)"
 
 
 def test_no_slowstart_means_full_weight_at_once(monkeypatch: pytest.MonkeyPatch, clock: Clock) -> None:

@@ -1,0 +1,624 @@
+#!/usr/bin/env python3
+"""Benchmark TLS termination and idle connections: balancer vs HAProxy on this machine.
+
+In one run, for HAProxy (1 thread, `bind ... ssl crt PEM`) and balancer (1 worker, `tls = {...}`),
+each in front of the same NGINX backend (as bench/run.py starts it):
+
+1. Full TLS handshakes/s, ECDSA P-256 and RSA-2048 certificates: `openssl s_time -new` (a new
+   connection and a full handshake each time, no resumption), `--clients` of them in parallel for
+   `--duration` seconds. Proxy CPU time is read from /proc before and after, so the comparable
+   figure is handshakes per proxy CPU second ("per proxy core"), as in bench/run.py.
+2. TLS keep-alive req/s: `wrk -t1 -c64 https://...` (ECDSA certificate), req/s and req/s per
+   proxy core.
+3. Idle keep-alive connections: a fresh proxy process, `--idle` connections opened by an asyncio
+   client that sends one request on each and keeps it open; the proxy's RSS (all its processes)
+   before and after, hence RSS per idle connection. Once over TLS, once plain HTTP.
+
+Usage: .venv/bin/python bench/tls.py [--duration 10] [--clients 2] [--idle 5000] [--only balancer]
+Prints tables and balancer/HAProxy ratios; writes JSON to bench/results/tls-latest.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime
+import os
+import platform
+import re
+import resource
+import shlex
+import shutil
+import signal
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import run as harness  # bench/run.py: process handling, the nginx backend, wrk parsing, CPU time
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_OUTPUT = REPO / "bench" / "results" / "tls-latest.json"
+PROXIES = ("haproxy", "balancer")
+KEYS = ("ecdsa", "rsa")
+BODY = b"hello\n"
+IDLE_CONCURRENCY = 200  # connections being opened at once by the idle client
+IDLE_SETTLE = 2.0  # seconds between the last connection opened and reading RSS
+
+
+class BenchError(Exception):
+    pass
+
+
+def progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- certificates
+
+
+def make_pem(tmp: Path, key: str) -> Path:
+    """A self-signed certificate + key in one PEM (what both proxies take)."""
+    key_args = (
+        ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"] if key == "ecdsa" else ["-newkey", "rsa:2048"]
+    )
+    crt, key_file, pem = tmp / f"{key}.crt", tmp / f"{key}.key", tmp / f"{key}.pem"
+    command = [
+        harness.find_binary("openssl"),
+        "req",
+        "-x509",
+        *key_args,
+        "-nodes",
+        "-keyout",
+        str(key_file),
+        "-out",
+        str(crt),
+        "-days",
+        "7",
+        "-subj",
+        "/CN=bench.example.test",
+        "-addext",
+        "subjectAltName=DNS:bench.example.test",
+        "-addext",
+        "basicConstraints=critical,CA:FALSE",
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    if done.returncode != 0:
+        raise BenchError(f"openssl req failed: {done.stderr.strip()}")
+    pem.write_bytes(crt.read_bytes() + key_file.read_bytes())
+    return pem
+
+
+# --------------------------------------------------------------------------- configs
+
+
+@dataclass(frozen=True)
+class ProxyPorts:
+    ecdsa: int
+    rsa: int
+    plain: int
+
+    def of(self, kind: str) -> int:
+        port: int = getattr(self, kind)
+        return port
+
+
+def haproxy_config(ports: ProxyPorts, pems: dict[str, Path], backend: int) -> str:
+    # Idle timeouts long enough to hold the idle connections; no logging (as in bench/run.py).
+    return f"""\
+global
+    nbthread 1
+    maxconn 9000
+
+defaults
+    mode http
+    option forwardfor
+    http-reuse always
+    timeout connect 5s
+    timeout client 10m
+    timeout server 30s
+    timeout http-keep-alive 10m
+    timeout http-request 10m
+
+frontend fe_ecdsa
+    bind 127.0.0.1:{ports.ecdsa} ssl crt {pems["ecdsa"]} alpn http/1.1
+    default_backend web
+
+frontend fe_rsa
+    bind 127.0.0.1:{ports.rsa} ssl crt {pems["rsa"]} alpn http/1.1
+    default_backend web
+
+frontend fe_plain
+    bind 127.0.0.1:{ports.plain}
+    default_backend web
+
+backend web
+    server s1 127.0.0.1:{backend}
+"""
+
+
+def balancer_config(tmp: Path, ports: ProxyPorts, pems: dict[str, Path], backend: int) -> str:
+    # Access log on, as in bench/run.py (the full default path); ALPN http/1.1 is the default.
+    frontends = ""
+    for kind in ("ecdsa", "rsa", "plain"):
+        tls = f'tls = {{ cert = ["{pems[kind]}"] }}\n' if kind in pems else ""
+        frontends += f"""
+[[frontend]]
+name = "fe_{kind}"
+bind = ["127.0.0.1:{ports.of(kind)}"]
+mode = "http"
+default_backend = "web"
+forwardfor = true
+timeouts = {{ client = "10m", http_request = "10m", http_keep_alive = "10m" }}
+{tls}"""
+    return f"""\
+[global]
+workers = 1
+grace = "1s"
+log = "file:{tmp}/access.log"
+{frontends}
+[[backend]]
+name = "web"
+mode = "http"
+
+  [[backend.server]]
+  name = "s1"
+  address = "127.0.0.1:{backend}"
+"""
+
+
+def proxy_argv(args: argparse.Namespace, proxy: str, tmp: Path, ports: ProxyPorts, pems: dict[str, Path]) -> list[str]:
+    backend = args.backend_port
+    if proxy == "haproxy":
+        conf = tmp / "haproxy-tls.cfg"
+        conf.write_text(haproxy_config(ports, pems, backend))
+        return [harness.find_binary("haproxy"), "-db", "-f", str(conf)]
+    conf = tmp / "balancer-tls.toml"
+    conf.write_text(balancer_config(tmp, ports, pems, backend))
+    return shlex.split(args.balancer_cmd.replace("{config}", shlex.quote(str(conf))))
+
+
+def insecure_context() -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def check_answers(proxy: str, ports: ProxyPorts) -> None:
+    """Every frontend answers 200 hello (over TLS where it is TLS)."""
+    for kind in ("ecdsa", "rsa", "plain"):
+        scheme = "http" if kind == "plain" else "https"
+        url = f"{scheme}://127.0.0.1:{ports.of(kind)}/"
+        try:
+            context = insecure_context() if scheme == "https" else None
+            with urllib.request.urlopen(url, timeout=5, context=context) as resp:
+                status, body = resp.status, resp.read()
+        except OSError as exc:
+            raise BenchError(f"{proxy}: {url} failed: {exc}") from exc
+        if (status, body) != (200, BODY):
+            raise BenchError(f"{proxy}: {url}: expected 200 {BODY!r}, got {status} {body[:80]!r}")
+
+
+# --------------------------------------------------------------------------- handshakes
+
+
+@dataclass
+class Handshakes:
+    proxy: str
+    key: str
+    handshakes: int
+    seconds: float
+    per_s: float
+    cpu_s: float
+    per_core: float | None
+
+
+def run_handshakes(args: argparse.Namespace, proc: harness.Proc, port: int, key: str) -> Handshakes:
+    openssl = harness.find_binary("openssl")
+    argv = [openssl, "s_time", "-connect", f"127.0.0.1:{port}", "-new", "-time", str(args.duration)]
+    user0, sys0 = harness.tree_cpu(proc.popen.pid)
+    clients = [
+        subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)
+        for _ in range(args.clients)
+    ]
+    outputs = []
+    try:
+        for client in clients:
+            outputs.append(client.communicate(timeout=args.duration + 60)[0])
+    finally:
+        for client in clients:
+            if client.poll() is None:
+                client.kill()
+                client.wait(5)
+    user1, sys1 = harness.tree_cpu(proc.popen.pid)
+    total, seconds = 0, 0.0
+    for output in outputs:
+        match = re.search(r"(\d+) connections in (\d+) real seconds", output)
+        if match is None:
+            raise BenchError(f"{proc.name}: s_time gave no figures:\n{output[-800:]}")
+        total += int(match[1])
+        seconds = max(seconds, float(match[2]))
+    if total == 0 or seconds == 0:
+        raise BenchError(f"{proc.name}: no handshake completed ({key})")
+    cpu = (user1 - user0) + (sys1 - sys0)
+    return Handshakes(
+        proxy=proc.name,
+        key=key,
+        handshakes=total,
+        seconds=seconds,
+        per_s=round(total / seconds, 1),
+        cpu_s=round(cpu, 2),
+        per_core=round(total / cpu, 1) if cpu > 0 else None,
+    )
+
+
+# --------------------------------------------------------------------------- wrk over TLS
+
+
+@dataclass
+class KeepAlive:
+    proxy: str
+    requests: int
+    rps: float
+    p99_ms: float | None
+    errors: int
+    cpu_s: float
+    per_core: float | None
+
+
+def run_wrk_tls(args: argparse.Namespace, proc: harness.Proc, port: int) -> KeepAlive:
+    wrk = harness.find_binary("wrk")
+    url = f"https://127.0.0.1:{port}/"
+
+    def once(seconds: int) -> str:
+        argv = [wrk, "-t1", f"-c{args.connections}", f"-d{seconds}s", "--latency", url]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=False)
+        if done.returncode != 0:
+            raise BenchError(f"wrk exited with {done.returncode}: {(done.stderr or done.stdout).strip()[:300]}")
+        return done.stdout
+
+    once(1)  # warm-up: pools filled, handshakes done
+    user0, sys0 = harness.tree_cpu(proc.popen.pid)
+    result = harness.parse_wrk(once(args.duration))
+    user1, sys1 = harness.tree_cpu(proc.popen.pid)
+    if result.requests == 0:
+        raise BenchError(f"{proc.name}: wrk completed no request over TLS")
+    cpu = (user1 - user0) + (sys1 - sys0)
+    return KeepAlive(
+        proxy=proc.name,
+        requests=result.requests,
+        rps=result.rps,
+        p99_ms=result.p99_ms,
+        errors=sum(result.socket_errors.values()) + result.non_2xx_3xx,
+        cpu_s=round(cpu, 2),
+        per_core=round(result.requests / cpu, 1) if cpu > 0 else None,
+    )
+
+
+# --------------------------------------------------------------------------- idle connections
+
+
+def tree_rss(root: int) -> int:
+    """Resident bytes of a process and its live descendants."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (stat := harness.read_stat(int(entry))) is not None:
+            parents[int(entry)] = stat[0]
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+        todo.extend(child for child, parent in parents.items() if parent == pid)
+    return total
+
+
+@dataclass
+class Idle:
+    proxy: str
+    kind: str  # "tls" or "plain"
+    wanted: int
+    held: int
+    rss_before: int
+    rss_after: int
+    per_connection: float | None
+    open_seconds: float
+
+
+async def hold_idle(port: int, count: int, tls: bool) -> tuple[list[asyncio.StreamWriter], list[str]]:
+    """Open `count` connections, one keep-alive request on each, and keep them open."""
+    context = insecure_context() if tls else None
+    gate = asyncio.Semaphore(IDLE_CONCURRENCY)
+    request = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
+
+    async def one() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        async with gate:
+            connecting = asyncio.open_connection("127.0.0.1", port, ssl=context)
+            reader, writer = await asyncio.wait_for(connecting, 30)
+            writer.write(request)
+            await writer.drain()
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+            if not head.startswith(b"HTTP/1.1 200"):
+                raise OSError(f"answer {head[:40]!r}")
+            length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+            await reader.readexactly(int(length[1]) if length else 0)
+            return reader, writer
+
+    results = await asyncio.gather(*(one() for _ in range(count)), return_exceptions=True)
+    pairs = [r for r in results if isinstance(r, tuple)]
+    errors = sorted({f"{type(r).__name__}: {r}" for r in results if isinstance(r, BaseException)})
+    await asyncio.sleep(IDLE_SETTLE)
+    open_pairs = [(r, w) for r, w in pairs if not r.at_eof()]
+    return [w for _, w in open_pairs], errors
+
+
+async def measure_idle_async(proc: harness.Proc, port: int, count: int, tls: bool) -> Idle:
+    # A few requests first, so that start-up allocations are not counted per connection.
+    warm, _ = await hold_idle(port, 20, tls)
+    for writer in warm:
+        writer.close()
+    await asyncio.sleep(0.5)
+    before = tree_rss(proc.popen.pid)
+    started = time.monotonic()
+    writers, errors = await hold_idle(port, count, tls)
+    opened = time.monotonic() - started - IDLE_SETTLE
+    after = tree_rss(proc.popen.pid)
+    if errors:
+        progress(f"{proc.name}: {count - len(writers)} idle connections failed: {'; '.join(errors[:3])}")
+    for writer in writers:
+        writer.close()
+    await asyncio.sleep(0.5)
+    held = len(writers)
+    return Idle(
+        proxy=proc.name,
+        kind="tls" if tls else "plain",
+        wanted=count,
+        held=held,
+        rss_before=before,
+        rss_after=after,
+        per_connection=round((after - before) / held, 1) if held else None,
+        open_seconds=round(opened, 2),
+    )
+
+
+def raise_fd_limit(needed: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < needed:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(needed, soft)), hard))
+
+
+# --------------------------------------------------------------------------- report
+
+
+@dataclass
+class Results:
+    handshakes: list[Handshakes] = field(default_factory=list)
+    keepalive: list[KeepAlive] = field(default_factory=list)
+    idle: list[Idle] = field(default_factory=list)
+    failures: dict[str, str] = field(default_factory=dict)
+
+
+def fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else spec.format(value)
+
+
+def table(header: Sequence[str], rows: list[Sequence[str]]) -> str:
+    widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
+    lines = [
+        "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+        for r in (header, *rows)
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def ratio(mine: float | None, theirs: float | None) -> float | None:
+    return round(mine / theirs, 3) if mine and theirs else None
+
+
+def ratios(out: Results) -> dict[str, float | None]:
+    found: dict[str, float | None] = {}
+    by = {(h.proxy, h.key): h for h in out.handshakes}
+    for key in KEYS:
+        mine, theirs = by.get(("balancer", key)), by.get(("haproxy", key))
+        if mine and theirs:
+            found[f"handshakes_{key}_per_s"] = ratio(mine.per_s, theirs.per_s)
+            found[f"handshakes_{key}_per_core"] = ratio(mine.per_core, theirs.per_core)
+    ka = {k.proxy: k for k in out.keepalive}
+    if "balancer" in ka and "haproxy" in ka:
+        found["tls_keepalive_rps"] = ratio(ka["balancer"].rps, ka["haproxy"].rps)
+        found["tls_keepalive_per_core"] = ratio(ka["balancer"].per_core, ka["haproxy"].per_core)
+    idle = {(i.proxy, i.kind): i for i in out.idle}
+    for kind in ("tls", "plain"):
+        mine_idle, theirs_idle = idle.get(("balancer", kind)), idle.get(("haproxy", kind))
+        if mine_idle and theirs_idle:
+            found[f"idle_{kind}_rss_per_connection"] = ratio(mine_idle.per_connection, theirs_idle.per_connection)
+    return found
+
+
+def report(args: argparse.Namespace, out: Results, meta: dict[str, object]) -> None:
+    if out.handshakes:
+        print(f"\nFull TLS handshakes (openssl s_time -new, {args.clients} clients, {args.duration}s)")
+        print(
+            table(
+                ("proxy", "key", "handshakes", "handshakes/s", "proxy CPU s", "per proxy core"),
+                [
+                    (h.proxy, h.key, str(h.handshakes), f"{h.per_s:,.0f}", f"{h.cpu_s:.2f}", fmt(h.per_core, "{:,.0f}"))
+                    for h in out.handshakes
+                ],
+            )
+        )
+    if out.keepalive:
+        print(f"\nTLS keep-alive (wrk -t1 -c{args.connections} -d{args.duration}s https://..., ECDSA)")
+        print(
+            table(
+                ("proxy", "req/s", "p99 ms", "errors", "proxy CPU s", "req/s per proxy core"),
+                [
+                    (
+                        k.proxy,
+                        f"{k.rps:,.0f}",
+                        fmt(k.p99_ms, "{:.2f}"),
+                        str(k.errors),
+                        f"{k.cpu_s:.2f}",
+                        fmt(k.per_core, "{:,.0f}"),
+                    )
+                    for k in out.keepalive
+                ],
+            )
+        )
+    if out.idle:
+        print("\nIdle keep-alive connections (one request each, then held; RSS of all the proxy's processes)")
+        print(
+            table(
+                ("proxy", "kind", "held", "RSS before MiB", "RSS after MiB", "RSS per connection KiB", "opened in s"),
+                [
+                    (
+                        i.proxy,
+                        i.kind,
+                        f"{i.held}/{i.wanted}",
+                        f"{i.rss_before / 2**20:.1f}",
+                        f"{i.rss_after / 2**20:.1f}",
+                        fmt(None if i.per_connection is None else i.per_connection / 1024, "{:.1f}"),
+                        f"{i.open_seconds:.1f}",
+                    )
+                    for i in out.idle
+                ],
+            )
+        )
+    rat = ratios(out)
+    if rat:
+        print("\nbalancer / HAProxy:")
+        for name, value in rat.items():
+            print(f"  {name}: {fmt(value, '{:.2f}x')}")
+    for proxy, message in out.failures.items():
+        print(f"\n{proxy} FAILED: {message}")
+    data = {
+        **meta,
+        "handshakes": [h.__dict__ for h in out.handshakes],
+        "keepalive": [k.__dict__ for k in out.keepalive],
+        "idle": [i.__dict__ for i in out.idle],
+        "ratios_balancer_to_haproxy": rat,
+        "failures": out.failures,
+    }
+    harness.write_json(args.output, data)
+    progress(f"\nJSON written to {args.output}")
+
+
+# --------------------------------------------------------------------------- main
+
+
+def bench_proxy(args: argparse.Namespace, proxy: str, tmp: Path, pems: dict[str, Path], out: Results) -> None:
+    ports = ProxyPorts(*harness.free_ports(3))
+    argv = proxy_argv(args, proxy, tmp, ports, pems)
+    progress(f"{proxy}: {shlex.join(argv)}")
+    if args.idle > 0:
+        for kind in ("plain", "tls"):
+            # A fresh process for each, so memory freed by earlier connections is not reused.
+            with harness.running(proxy, argv, tmp) as proc:
+                for port in (ports.ecdsa, ports.plain):
+                    harness.wait_for_port(proc, port)
+                port = ports.plain if kind == "plain" else ports.ecdsa
+                idle = asyncio.run(measure_idle_async(proc, port, args.idle, kind == "tls"))
+                out.idle.append(idle)
+                per = fmt(None if idle.per_connection is None else idle.per_connection / 1024, "{:.1f}")
+                progress(f"{proxy}: {idle.held} idle {kind} connections, {per} KiB RSS each")
+    with harness.running(proxy, argv, tmp) as proc:
+        for port in (ports.ecdsa, ports.rsa, ports.plain):
+            harness.wait_for_port(proc, port)
+        check_answers(proxy, ports)
+        for key in KEYS:
+            result = run_handshakes(args, proc, ports.of(key), key)
+            out.handshakes.append(result)
+            progress(
+                f"{proxy}: {key}: {result.per_s:,.0f} handshakes/s, {fmt(result.per_core, '{:,.0f}')} per proxy core"
+            )
+        keepalive = run_wrk_tls(args, proc, ports.ecdsa)
+        out.keepalive.append(keepalive)
+        progress(
+            f"{proxy}: TLS keep-alive {keepalive.rps:,.0f} req/s, {fmt(keepalive.per_core, '{:,.0f}')} per proxy core"
+        )
+        if proc.popen.poll() is not None:
+            raise BenchError(f"{proxy} died:\n{harness.log_tail(proc)}")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--duration", type=int, default=10, help="seconds per handshake and wrk run (default 10)")
+    p.add_argument("--clients", type=int, default=2, help="parallel `openssl s_time` clients (default 2)")
+    p.add_argument("--connections", type=int, default=64, help="wrk -c (default 64)")
+    p.add_argument("--idle", type=int, default=5000, help="idle connections to hold, 0: skip (default 5000)")
+    p.add_argument("--only", type=harness.csv_choice(PROXIES), default=list(PROXIES), help="e.g. balancer")
+    p.add_argument("--balancer-cmd", default=harness.DEFAULT_BALANCER_CMD, help="as in bench/run.py")
+    p.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="JSON results (default: %(default)s)")
+    p.add_argument("--keep-tmp", action="store_true", help="keep configs, certificates and logs")
+    args = p.parse_args(argv)
+    if args.duration <= 0 or args.clients < 1 or args.connections < 1 or args.idle < 0:
+        p.error("--duration, --clients and --connections must be positive, --idle at least 0")
+    if "{config}" not in args.balancer_cmd:
+        args.balancer_cmd += " -c {config}"
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, harness.on_sigterm)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    raise_fd_limit(args.idle + 1000)
+    tmp = Path(tempfile.mkdtemp(prefix="balancer-bench-tls-"))
+    tmp.chmod(0o755)  # nginx workers run as nobody when started as root
+    meta: dict[str, object] = {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "host": {"cpus": os.cpu_count(), "cpu_model": harness.cpu_model(), "kernel": platform.release()},
+        "versions": {
+            "haproxy": harness.version_of([shutil.which("haproxy", path="/usr/sbin:/usr/bin") or "haproxy", "-v"]),
+            "openssl": harness.version_of(["openssl", "version"]),
+            "python": platform.python_version(),
+        },
+        "duration_s": args.duration,
+        "s_time_clients": args.clients,
+        "wrk_connections": args.connections,
+        "idle_connections": args.idle,
+    }
+    out = Results()
+    try:
+        pems = {key: make_pem(tmp, key) for key in KEYS}
+        backend_ports = harness.Ports(*harness.free_ports(5))
+        args.backend_port = backend_ports.backend1
+        backend_argv = harness.nginx_argv(
+            tmp, "nginx-backend", harness.backend_config(tmp / "nginx-backend", backend_ports)
+        )
+        with harness.running("backend", backend_argv, tmp) as backend:
+            harness.wait_for_port(backend, backend_ports.backend1)
+            for proxy in (p for p in PROXIES if p in args.only):
+                try:
+                    bench_proxy(args, proxy, tmp, pems, out)
+                except (BenchError, harness.BenchError) as exc:
+                    out.failures[proxy] = str(exc)
+                    progress(f"{proxy}: FAILED: {exc}")
+    except (BenchError, harness.BenchError) as exc:
+        progress(f"FAILED: {exc}")
+        return 1
+    except KeyboardInterrupt:
+        progress("interrupted")
+        return 130
+    finally:
+        if args.keep_tmp:
+            progress(f"kept in {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    report(args, out, meta)
+    return 1 if out.failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
