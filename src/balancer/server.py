@@ -93,22 +93,24 @@ class Listener:
             task = asyncio.get_running_loop().create_task(self.start())
             self._resuming = task  # keep a reference until it has run
 
-    def make_session(self) -> asyncio.Protocol:
+    def make_session(self) -> asyncio.BaseProtocol:
         frontend = self.frontend
         session_class = TcpSession if frontend.config.mode == "tcp" else HttpSession
         if frontend.config.accept_proxy:
-            return ProxyHeaderReader(lambda: session_class(frontend), frontend.request_timeout)
+            # The PROXY header precedes any TLS handshake: the reader starts TLS after it.
+            return ProxyHeaderReader(lambda: session_class(frontend), frontend.request_timeout, self.tls)
         return session_class(frontend)
 
     async def start(self) -> None:
         # The server gets a duplicate: closing it to pause must not close our socket.
         loop = asyncio.get_running_loop()
+        tls = None if self.frontend.config.accept_proxy else self.tls
         self.server = await loop.create_server(
             self.make_session,
             sock=self.sock.dup(),
             backlog=LISTEN_BACKLOG,
-            ssl=self.tls,
-            ssl_handshake_timeout=self.frontend.request_timeout if self.tls else None,
+            ssl=tls,
+            ssl_handshake_timeout=self.frontend.request_timeout if tls else None,
         )
 
     def bound(self) -> tuple[str, int]:
@@ -166,8 +168,8 @@ def parse_runnable(text: str, file: str) -> Config:
     return config
 
 
-def check_supported(config: Config) -> None:
-    problems = unsupported(config)
+def check_supported(config: Config, base_dir: str = ".") -> None:
+    problems = unsupported(config, base_dir)
     if problems:
         raise UnsupportedConfig("; ".join(message for _, message in problems))
 
@@ -175,7 +177,7 @@ def check_supported(config: Config) -> None:
 class Balancer:
     def __init__(self, config: Config, access_log: AccessLog | None = None, base_dir: str = ".") -> None:
         """`base_dir`: where relative file names of the config (certificates) start from."""
-        check_supported(config)
+        check_supported(config, base_dir)
         self.config = config
         self.base_dir = base_dir
         self.access_log = access_log or AccessLog(config.global_.log, config.global_.log_format)

@@ -42,54 +42,67 @@ async def open_server_connection(
     timeout: float,
     tls: tuple[ssl.SSLContext, str] | None = None,
     source: str | None = None,
+    preamble: bytes = b"",
 ) -> P:
-    """Connect to `server` within `timeout` (0 = no limit); raises OSError or TimeoutError."""
+    """Connect to `server` within `timeout` (0 = no limit); raises OSError or TimeoutError.
+
+    `preamble` (a PROXY header) is sent in clear first, before any TLS handshake.
+    """
     loop = asyncio.get_running_loop()
     address = server.address
-    if address.is_unix:
-        connecting = loop.create_unix_connection(factory, address.path)
-        _, protocol = await asyncio.wait_for(connecting, timeout or None)
-        return protocol
     ssl_context, server_hostname = tls if tls is not None else (None, None)
-    if source is None:
+    if address.is_unix:
+        connecting = loop.create_unix_connection(
+            factory, address.path, ssl=ssl_context, server_hostname=server_hostname
+        )
+        _, protocol = await asyncio.wait_for(connecting, timeout or None)
+    elif source is None and not preamble:
         connecting_tcp = loop.create_connection(
-            factory,
-            server.host,
-            server.port,
-            ssl=ssl_context,
-            server_hostname=server_hostname,
+            factory, server.host, server.port, ssl=ssl_context, server_hostname=server_hostname
         )
         _, protocol = await asyncio.wait_for(connecting_tcp, timeout or None)
         return protocol
-    return await asyncio.wait_for(_from_source(factory, server, source, ssl_context, server_hostname), timeout or None)
+    else:
+        return await asyncio.wait_for(
+            _by_hand(factory, server, source, ssl_context, server_hostname, preamble), timeout or None
+        )
+    if preamble:
+        transport = getattr(protocol, "transport", None)
+        if transport is not None:
+            transport.write(preamble)
+    return protocol
 
 
-async def _from_source(
+async def _by_hand(
     factory: Callable[[], P],
     server: ServerRuntime,
-    source: str,
+    source: str | None,
     ssl_context: ssl.SSLContext | None,
     server_hostname: str | None,
+    preamble: bytes,
 ) -> P:
+    """Connect a socket ourselves: to bind a source address first, or to send a preamble
+    in clear before handing the socket to (TLS) transport code."""
     loop = asyncio.get_running_loop()
-    family = socket.AF_INET6 if ":" in source else socket.AF_INET
+    family = 0
+    if source is not None:
+        family = socket.AF_INET6 if ":" in source else socket.AF_INET
     infos = await loop.getaddrinfo(server.host, server.port, family=family, type=socket.SOCK_STREAM)
     if not infos:
-        raise OSError(f"no {family.name} address for {server.host}")
+        raise OSError(f"no address for {server.host}")
+    family, _, _, _, target = infos[0]
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setblocking(False)
-        if family == socket.AF_INET:
-            sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
-        sock.bind((source, 0))
-        await loop.sock_connect(sock, infos[0][4])
+        if source is not None:
+            if family == socket.AF_INET:
+                sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+            sock.bind((source, 0))
+        await loop.sock_connect(sock, target)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        _, protocol = await loop.create_connection(
-            factory,
-            sock=sock,
-            ssl=ssl_context,
-            server_hostname=server_hostname,
-        )
+        if preamble:
+            await loop.sock_sendall(sock, preamble)
+        _, protocol = await loop.create_connection(factory, sock=sock, ssl=ssl_context, server_hostname=server_hostname)
     except BaseException:
         sock.close()
         raise

@@ -570,12 +570,17 @@ class HttpSession(asyncio.Protocol):
     async def _connect(self, request: Request, server: ServerRuntime, backend: BackendContext) -> None:
         t0 = self.loop.time()
         try:
+            preamble = b""
+            if backend.send_proxy:
+                client = (self.client_ip_text, self.client_port)
+                preamble = proxy_header(backend.send_proxy, client, self.transport)
             conn = await open_server_connection(
                 partial(UpstreamConnection, server, backend.idle),
                 server,
                 backend.connect_timeout,
                 backend.tls.get(server.name),
                 backend.sources.take(),
+                preamble,
             )
         except asyncio.CancelledError:
             return
@@ -596,9 +601,7 @@ class HttpSession(asyncio.Protocol):
             return
         request.t_connect = (self.loop.time() - t0) * 1000
         if backend.send_proxy:
-            # The header names this client: the connection can never serve another one.
-            conn.write(proxy_header(backend.send_proxy, (self.client_ip_text, self.client_port), self.transport))
-            conn.private = True
+            conn.private = True  # its PROXY header named this client: it can serve no other
         self.resume_client_reading(CONNECTING)
         self._attach(request, conn)
 

@@ -128,12 +128,17 @@ class TcpSession(asyncio.Protocol):
     async def _connect(self, server: ServerRuntime, backend: BackendContext) -> None:
         t0 = self.loop.time()
         try:
+            preamble = b""
+            if backend.send_proxy:
+                client = (self.view.client_ip, self.view.client_port)
+                preamble = proxy_header(backend.send_proxy, client, self.transport)
             side = await open_server_connection(
                 lambda: _ServerSide(self),
                 server,
                 backend.connect_timeout,
                 backend.tls.get(server.name),
                 backend.sources.take(),
+                preamble,
             )
         except asyncio.CancelledError:
             return
@@ -167,10 +172,6 @@ class TcpSession(asyncio.Protocol):
         server.requests += 1
         self.record.t_connect = (self.loop.time() - t0) * 1000
         self.deadline.set(self.frontend.tunnel_timeout)
-        if backend.send_proxy and side.transport is not None:
-            side.transport.write(
-                proxy_header(backend.send_proxy, (self.view.client_ip, self.view.client_port), self.transport)
-            )
         if self.pending and side.transport is not None:
             side.transport.write(b"".join(self.pending))
             self.pending.clear()
