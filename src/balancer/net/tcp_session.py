@@ -11,6 +11,7 @@ connected) guards the whole connection.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import cast
@@ -71,6 +72,8 @@ class TcpSession(asyncio.Protocol):
         self.deadline = Deadline(self.loop, self._timed_out)
         self.connect_task: asyncio.Task[None] | None = None
         self.proxied: tuple[str, int] | None = None  # the client a PROXY header named
+        self.holds_slot = False  # counted in server.active (server maxconn)
+        self.queued_at = -1.0  # loop time it started waiting for a server slot; -1: not waiting
 
     # -- client side -----------------------------------------------------------------------
 
@@ -118,12 +121,45 @@ class TcpSession(asyncio.Protocol):
             self.record.termination = "SC"
             self._close()
             return
+        maxconn = server.config.maxconn
+        if maxconn and server.active >= maxconn:
+            free = backend.server_with_room()
+            if free is None:
+                # Every server is full: wait in the backend's FIFO queue (as HTTP requests do).
+                self.queued_at = self.loop.time()
+                backend.waiting.append((self, self))
+                self.deadline.set(backend.queue_timeout)
+                return
+            server = free
         if persistence is not None:
             persistence.assigned(self.view.client_ip, server)
+        server.active += 1  # the slot is held from now until the connection ends
+        self.holds_slot = True
         self.server = server
         self.record.server_name = server.name
         self.attempts += 1
         self.connect_task = self.loop.create_task(self._connect(server, backend))
+
+    def slot_ready(self, request: object, server: ServerRuntime) -> bool:
+        """A slot on `server` freed up while this connection waited in the queue."""
+        if self.closed or self.queued_at < 0:
+            return False
+        assert self.record is not None
+        self.record.t_queue = (self.loop.time() - self.queued_at) * 1000
+        self.queued_at = -1.0
+        self._dispatch(None, server)
+        return True
+
+    def _release_slot(self) -> None:
+        if self.holds_slot and self.server is not None:
+            self.holds_slot = False
+            self.server.active -= 1
+            if self.backend is not None and self.backend.waiting:
+                self.backend.slot_freed(self.server)
+        elif self.queued_at >= 0 and self.backend is not None:
+            self.queued_at = -1.0
+            with contextlib.suppress(ValueError):
+                self.backend.waiting.remove((self, self))
 
     async def _connect(self, server: ServerRuntime, backend: BackendContext) -> None:
         t0 = self.loop.time()
@@ -148,6 +184,7 @@ class TcpSession(asyncio.Protocol):
                 return
             server.connect_failures += 1
             server.errors += 1
+            self._release_slot()
             reason = "timeout" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
             log.warning("connect to %s/%s (%s) failed: %s", backend.name, server.name, server.address, reason)
             backend.server_failed(server, f"connect: {reason}")
@@ -168,7 +205,6 @@ class TcpSession(asyncio.Protocol):
             return
         assert self.record is not None and self.transport is not None
         self.server_side = side
-        server.active += 1
         server.requests += 1
         self.record.t_connect = (self.loop.time() - t0) * 1000
         self.deadline.set(self.frontend.tunnel_timeout)
@@ -183,12 +219,12 @@ class TcpSession(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         assert self.record is not None
         self.record.bytes_in += len(data)
-        self.deadline.set(self.frontend.tunnel_timeout)
         side = self.server_side
         if side is not None and side.transport is not None:
+            self.deadline.set(self.frontend.tunnel_timeout)
             side.transport.write(data)
         else:
-            self.pending.append(data)
+            self.pending.append(data)  # still connecting or queued: its own deadline runs
 
     def eof_received(self) -> bool:
         self.client_eof = True
@@ -256,7 +292,10 @@ class TcpSession(asyncio.Protocol):
 
     def _timed_out(self) -> None:
         if self.record is not None:
-            self.record.termination = "cD" if self.server_side is not None else "sC"
+            if self.queued_at >= 0:
+                self.record.termination = "sQ"  # no server slot within timeouts.queue
+            else:
+                self.record.termination = "cD" if self.server_side is not None else "sC"
         self._close()
 
     def stop(self) -> None:
@@ -283,14 +322,13 @@ class TcpSession(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
         side = self.server_side
+        self._release_slot()
         if side is not None:
-            if self.server is not None:
-                self.server.active -= 1
-                if self.record is not None:
-                    self.server.bytes_in += self.record.bytes_in
-                    self.server.bytes_out += self.record.bytes_out
-                    if self.backend is not None and self.backend.counts_bytes:
-                        least_traffic.observe_bytes(self.server, self.record.bytes_in + self.record.bytes_out)
+            if self.server is not None and self.record is not None:
+                self.server.bytes_in += self.record.bytes_in
+                self.server.bytes_out += self.record.bytes_out
+                if self.backend is not None and self.backend.counts_bytes:
+                    least_traffic.observe_bytes(self.server, self.record.bytes_in + self.record.bytes_out)
             if side.transport is not None:
                 side.transport.close()
         record = self.record
