@@ -21,6 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("-c", "--config", required=True, type=Path, metavar="FILE")
     demo = commands.add_parser("demo", help="run three demo web servers behind a balancer")
     demo.add_argument("--port", type=int, default=8080, help="where the balancer listens (default 8080)")
+    demo.add_argument("--stats-port", type=int, default=8404, help="where the stats page is (default 8404)")
 
     ctl = commands.add_parser("ctl", help="runtime API client: show servers|stats, set server, reload")
     where = ctl.add_mutually_exclusive_group()
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         from balancer.demo import run_demo
 
-        return run_demo(args.port)
+        return run_demo(args.port, args.stats_port)
     return 2
 
 

@@ -7,14 +7,15 @@ Each demo server answers every request with a short page naming itself, and a
 from __future__ import annotations
 
 import asyncio
-import signal
-import sys
+import secrets
+import tempfile
+from pathlib import Path
 from typing import cast
 
 import httptools
 
-from balancer.config import parse_config
-from balancer.server import Balancer
+from balancer.server import parse_runnable
+from balancer.supervisor import Master
 
 DEMO_SERVERS = ("s1", "s2", "s3")
 
@@ -62,8 +63,18 @@ class DemoServer(asyncio.Protocol):
 
 DEMO_CONFIG = """
 [global]
+workers = 2
 grace = "2s"
 log = "stdout"
+
+[admin]
+socket = "{admin_socket}"
+
+[stats]
+bind = "127.0.0.1:{stats_port}"
+uri = "/stats"
+auth = {{ user = "admin", password = "{password}" }}
+refresh = "2s"
 
 [[frontend]]
 name = "www"
@@ -73,11 +84,14 @@ default_backend = "demo"
 [[backend]]
 name = "demo"
 balance = "roundrobin"
+check = {{ type = "http", path = "/", interval = "2s" }}
 {servers}
 """
 
 
-async def _demo(port: int) -> int:
+async def _demo(port: int, stats_port: int, folder: Path) -> int:
+    """The demo servers run here; the balancer is the real one: a master and its workers,
+    started from a config file written to `folder`."""
     loop = asyncio.get_running_loop()
     servers = []
     lines = []
@@ -86,31 +100,39 @@ async def _demo(port: int) -> int:
         servers.append(server)
         server_port = server.sockets[0].getsockname()[1]
         lines.append(f'[[backend.server]]\nname = "{name}"\naddress = "127.0.0.1:{server_port}"\n')
-    config = parse_config(DEMO_CONFIG.format(port=port, servers="\n".join(lines)), "<demo>")
-    balancer = Balancer(config)
-    try:
-        await balancer.start()
-    except OSError as exc:
-        print(f"balancer demo: {exc}", file=sys.stderr)
-        return 1
-    print(f"balancer demo: http://127.0.0.1:{port}/  (three servers: {', '.join(DEMO_SERVERS)})")
-    print(f"  try: curl -si http://127.0.0.1:{port}/ | grep Server-Name   (repeat to see round robin)")
-    print("  Ctrl-C stops everything.", flush=True)
-    stop = asyncio.Event()
-    loop.add_signal_handler(signal.SIGINT, stop.set)
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    await stop.wait()
-    await balancer.stop(grace=2.0)
+    password = secrets.token_urlsafe(9)
+    text = DEMO_CONFIG.format(
+        port=port,
+        stats_port=stats_port,
+        password=password,
+        admin_socket=folder / "admin.sock",
+        servers="\n".join(lines),
+    )
+    path = folder / "demo.toml"
+    path.write_text(text)
+    master = Master(path, text, parse_runnable(text, str(path)))
+    running = loop.create_task(master.run())
+    while not master.started and not running.done():
+        await asyncio.sleep(0.05)
+    if master.started:
+        print(f"balancer demo: http://127.0.0.1:{port}/  (three servers: {', '.join(DEMO_SERVERS)})")
+        print(f"  stats page:  http://127.0.0.1:{stats_port}/stats  user admin, password {password}")
+        print(f"  try: curl -si http://127.0.0.1:{port}/ | grep Server-Name   (repeat to see round robin)")
+        print(f"       balancer ctl --socket {folder / 'admin.sock'} show servers")
+        print(f"  config: {path}")
+        print("  Ctrl-C stops everything.", flush=True)
+    code = await running
     for server in servers:
         server.close()
     print("balancer demo: stopped")
-    return 0
+    return code
 
 
-def run_demo(port: int = 8080) -> int:
+def run_demo(port: int = 8080, stats_port: int = 8404) -> int:
     import uvloop
 
     from balancer.cli import setup_event_log
 
     setup_event_log()
-    return int(uvloop.run(_demo(port)))
+    with tempfile.TemporaryDirectory(prefix="balancer-demo-") as folder:
+        return int(uvloop.run(_demo(port, stats_port, Path(folder))))
