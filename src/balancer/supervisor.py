@@ -495,7 +495,6 @@ class Master:
         except OSError as exc:
             log.error("stats page: %s", exc)
             return 1
-        drop_privileges(config.global_.user, config.global_.group)
         if not await self.start_generation(self.current):
             self.stopping = True
             self.stop_generation(self.current, 0.0)
@@ -600,6 +599,9 @@ async def _serve_worker(
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGUSR1, balancer.access_log.open)
     await balancer.start(sockets)
+    # Workers face the network: they drop root once their sockets are set up. The master
+    # keeps its rights, to bind new addresses and read the config file on reloads.
+    drop_privileges(config.global_.user, config.global_.group)
     if ready_fd >= 0:
         os.write(ready_fd, b"ready\n")
         os.close(ready_fd)
