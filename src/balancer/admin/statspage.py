@@ -18,22 +18,19 @@ reloads (they are read from the current configuration at each request); `bind` d
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
-import contextlib
 import hashlib
 import hmac
 import json
 import logging
-import os
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from balancer.admin.api import STATES
+from balancer.admin.oneshot import HttpError, OneShotServer, Reply, Request, json_reply
 from balancer.config.model import Stats
 from balancer.config.values import Address
 
@@ -42,35 +39,12 @@ log = logging.getLogger("balancer.stats")
 MAX_BODY = 4096
 REALM = "balancer"
 
-_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-            405: "Method Not Allowed", 413: "Payload Too Large", 500: "Internal Server Error"}  # fmt: skip
-
 
 class StatsControl(Protocol):
     """What the master offers the stats page."""
 
     def stats(self) -> dict[str, Any]: ...
     def set_server(self, backend: str, server: str, state: str | None, weight: int | None) -> dict[str, Any]: ...
-
-
-@dataclass
-class Reply:
-    status: int
-    body: bytes
-    content_type: str = "application/json"
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-class StatsError(Exception):
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = headers or {}
-
-
-def _json(status: int, value: Any) -> Reply:
-    return Reply(status, json.dumps(value).encode() + b"\n")
 
 
 def base_uri(uri: str) -> str:
@@ -116,92 +90,48 @@ class StatsPage:
         self.control = control
         self.settings = settings
         self.csrf = secrets.token_urlsafe(32)
-        self.servers: list[asyncio.AbstractServer] = []
+        self.http = OneShotServer(
+            self._handle,
+            MAX_BODY,
+            {
+                "Cache-Control": "no-store",
+                "X-Content-Type-Options": "nosniff",
+                "X-Frame-Options": "DENY",
+                "Referrer-Policy": "no-referrer",
+            },
+        )
 
     async def listen(self, address: Address) -> None:
-        if address.is_unix:
-            os.makedirs(os.path.dirname(address.path) or ".", exist_ok=True)
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(address.path)
-            self.servers.append(await asyncio.start_unix_server(self._serve, address.path))
-        else:
-            self.servers.append(await asyncio.start_server(self._serve, address.host or None, address.port))
+        await self.http.listen(address)
 
     def close(self) -> None:
-        for server in self.servers:
-            server.close()
+        self.http.close()
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            reply = await asyncio.wait_for(self._one(reader), 10.0)
-        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
-            writer.close()
-            return
-        except StatsError as exc:
-            reply = _json(exc.status, {"error": exc.message})
-            reply.headers.update(exc.headers)
-        except Exception:
-            log.exception("stats page request failed")
-            reply = _json(500, {"error": "internal error"})
-        headers = {
-            "Content-Type": reply.content_type,
-            "Content-Length": str(len(reply.body)),
-            "Cache-Control": "no-store",
-            "X-Content-Type-Options": "nosniff",
-            "X-Frame-Options": "DENY",
-            "Referrer-Policy": "no-referrer",
-            **reply.headers,
-            "Connection": "close",
-        }
-        head = f"HTTP/1.1 {reply.status} {_REASONS.get(reply.status, 'Error')}\r\n" + "".join(
-            f"{name}: {value}\r\n" for name, value in headers.items()
-        )
-        writer.write(head.encode("latin-1") + b"\r\n" + reply.body)
-        with contextlib.suppress(ConnectionError):
-            await writer.drain()
-        writer.close()
-
-    async def _one(self, reader: asyncio.StreamReader) -> Reply:
-        head = await reader.readuntil(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        try:
-            method, target, _ = lines[0].split(" ", 2)
-        except ValueError:
-            raise StatsError(400, "malformed request line") from None
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
+    async def _handle(self, request: Request) -> Reply:
         settings = self.settings()
         if settings.auth is not None and not check_basic_auth(
-            headers.get("authorization", ""), settings.auth.user, settings.auth.password
+            request.headers.get("authorization", ""), settings.auth.user, settings.auth.password
         ):
-            raise StatsError(401, "authentication required", {"WWW-Authenticate": f'Basic realm="{REALM}"'})
-        length = headers.get("content-length", "0") or "0"
-        if not length.isdigit():
-            raise StatsError(400, "bad Content-Length")
-        if int(length) > MAX_BODY:
-            raise StatsError(413, "body too large")
-        body = await reader.readexactly(int(length)) if int(length) else b""
-        return self.route(method, target.partition("?")[0], body, settings)
+            raise HttpError(401, "authentication required", {"WWW-Authenticate": f'Basic realm="{REALM}"'})
+        return self.route(request.method, request.path, request.body, settings)
 
     def route(self, method: str, path: str, body: bytes, settings: Stats) -> Reply:
         base = base_uri(settings.uri)
         if path in (base, base + "/"):
             if method not in ("GET", "HEAD"):
-                raise StatsError(405, f"{method} not allowed: use GET", {"Allow": "GET, HEAD"})
+                raise HttpError(405, f"{method} not allowed: use GET", {"Allow": "GET, HEAD"})
             return self._page(settings, head_only=method == "HEAD")
         if path == base + "/api":
             if method != "GET":
-                raise StatsError(405, f"{method} not allowed: use GET", {"Allow": "GET"})
-            return _json(200, {**self.control.stats(), "time": time.time()})
+                raise HttpError(405, f"{method} not allowed: use GET", {"Allow": "GET"})
+            return json_reply(200, {**self.control.stats(), "time": time.time()})
         if path == base + "/action":
             if method != "POST":
-                raise StatsError(405, f"{method} not allowed: use POST", {"Allow": "POST"})
+                raise HttpError(405, f"{method} not allowed: use POST", {"Allow": "POST"})
             if settings.auth is None:
-                raise StatsError(403, "actions need stats.auth: the page is read-only without credentials")
+                raise HttpError(403, "actions need stats.auth: the page is read-only without credentials")
             return self._action(body)
-        raise StatsError(404, f"no such path: {path}")
+        raise HttpError(404, f"no such path: {path}")
 
     def _page(self, settings: Stats, head_only: bool) -> Reply:
         base = base_uri(settings.uri)
@@ -230,23 +160,23 @@ class StatsPage:
         try:
             request = json.loads(body or b"null")
         except ValueError:
-            raise StatsError(400, "body is not valid JSON") from None
+            raise HttpError(400, "body is not valid JSON") from None
         if not isinstance(request, dict):
-            raise StatsError(400, 'expected {"backend": ..., "server": ..., "state": ..., "csrf": ...}')
+            raise HttpError(400, 'expected {"backend": ..., "server": ..., "state": ..., "csrf": ...}')
         token = request.get("csrf")
         if not isinstance(token, str) or not hmac.compare_digest(token.encode(), self.csrf.encode()):
-            raise StatsError(403, "missing or wrong CSRF token: reload the page")
+            raise HttpError(403, "missing or wrong CSRF token: reload the page")
         backend, server, state = request.get("backend"), request.get("server"), request.get("state")
         if not isinstance(backend, str) or not isinstance(server, str):
-            raise StatsError(400, "backend and server are required")
+            raise HttpError(400, "backend and server are required")
         if state not in STATES:
-            raise StatsError(400, f"state must be one of {', '.join(STATES)}, got {state!r}")
+            raise HttpError(400, f"state must be one of {', '.join(STATES)}, got {state!r}")
         try:
             row = self.control.set_server(backend, server, state, None)
         except KeyError:
-            raise StatsError(404, f"no server {backend}/{server}") from None
+            raise HttpError(404, f"no server {backend}/{server}") from None
         log.info("stats page: %s/%s set to %s", backend, server, state)
-        return _json(200, row)
+        return json_reply(200, row)
 
 
 PAGE = r"""<!doctype html>

@@ -11,13 +11,14 @@ import logging
 import ssl
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from balancer.config.model import Backend, Frontend
 from balancer.lb.base import USES_KEY
 from balancer.lb.pool import ServerPool
-from balancer.net.connect import SourceAddresses
+from balancer.net.connect import SourceAddresses, open_server_connection
 from balancer.net.gate import Gate
+from balancer.net.peer import proxy_header
 from balancer.net.tls import server_context
 from balancer.net.upstream import UpstreamPool
 from balancer.route.hashkey import KeyFunction, compile_hash_key
@@ -27,6 +28,7 @@ from balancer.runtime.record import LogRecord
 from balancer.runtime.state import BackendRuntime, ServerRuntime
 
 LogSink = Callable[[LogRecord], None]
+P = TypeVar("P", bound=asyncio.BaseProtocol)
 log = logging.getLogger("balancer.observe")
 
 
@@ -60,6 +62,24 @@ class BackendContext:
         self.counts_bytes = config.balance == "least_traffic"
         # Cookie and/or stick table; None (one attribute check per request) without either.
         self.persistence = Persistence.of(config, runtime)
+
+    async def connect(
+        self, factory: Callable[[], P], server: ServerRuntime, client: tuple[str, int], front: asyncio.BaseTransport
+    ) -> P:
+        """A new connection to `server` with this backend's settings (TLS, source address,
+        a PROXY header naming `client` and the address it reached through `front`)."""
+        preamble = proxy_header(self.send_proxy, client, front) if self.send_proxy else b""
+        return await open_server_connection(
+            factory, server, self.connect_timeout, self.tls.get(server.name), self.sources.take(), preamble
+        )
+
+    def connect_failed(self, server: ServerRuntime, exc: OSError | TimeoutError) -> str:
+        """Count a failed connection attempt against `server`; returns the reason for logs."""
+        server.connect_failures += 1
+        server.errors += 1
+        reason = "timeout" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+        self.server_failed(server, f"connect: {reason}")
+        return reason
 
     def server_failed(self, server: ServerRuntime, reason: str) -> None:
         """Passive observation: a failed exchange (connect failure, timeout, broken or 5xx

@@ -29,10 +29,9 @@ from typing import cast
 import httptools
 
 from balancer.lb import least_time, least_traffic
-from balancer.net.connect import open_server_connection
 from balancer.net.context import BackendContext, FrontendContext
 from balancer.net.deadline import Deadline
-from balancer.net.peer import client_address, local_address, proxy_header
+from balancer.net.peer import client_address, local_address
 from balancer.net.upstream import UpstreamConnection
 from balancer.proto.http1 import (
     HOP_BY_HOP,
@@ -569,18 +568,13 @@ class HttpSession(asyncio.Protocol):
 
     async def _connect(self, request: Request, server: ServerRuntime, backend: BackendContext) -> None:
         t0 = self.loop.time()
+        assert self.transport is not None
         try:
-            preamble = b""
-            if backend.send_proxy:
-                client = (self.client_ip_text, self.client_port)
-                preamble = proxy_header(backend.send_proxy, client, self.transport)
-            conn = await open_server_connection(
+            conn = await backend.connect(
                 partial(UpstreamConnection, server, backend.idle),
                 server,
-                backend.connect_timeout,
-                backend.tls.get(server.name),
-                backend.sources.take(),
-                preamble,
+                (self.client_ip_text, self.client_port),
+                self.transport,
             )
         except asyncio.CancelledError:
             return
@@ -588,11 +582,8 @@ class HttpSession(asyncio.Protocol):
             self.connect_task = None
             if self.closed:
                 return
-            server.connect_failures += 1
-            server.errors += 1
+            reason = backend.connect_failed(server, exc)
             self._release_slot(request)
-            reason = "timeout" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
-            backend.server_failed(server, f"connect: {reason}")
             self._connect_failed(request, server, reason)
             return
         self.connect_task = None

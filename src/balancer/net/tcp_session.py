@@ -17,10 +17,9 @@ import time
 from typing import cast
 
 from balancer.lb import least_traffic
-from balancer.net.connect import open_server_connection
 from balancer.net.context import BackendContext, FrontendContext
 from balancer.net.deadline import Deadline
-from balancer.net.peer import client_address, local_address, proxy_header
+from balancer.net.peer import client_address, local_address
 from balancer.route.rules import NumericIP, numeric_ip
 from balancer.runtime.record import LogRecord
 from balancer.runtime.state import ServerRuntime
@@ -163,18 +162,10 @@ class TcpSession(asyncio.Protocol):
 
     async def _connect(self, server: ServerRuntime, backend: BackendContext) -> None:
         t0 = self.loop.time()
+        assert self.transport is not None
         try:
-            preamble = b""
-            if backend.send_proxy:
-                client = (self.view.client_ip, self.view.client_port)
-                preamble = proxy_header(backend.send_proxy, client, self.transport)
-            side = await open_server_connection(
-                lambda: _ServerSide(self),
-                server,
-                backend.connect_timeout,
-                backend.tls.get(server.name),
-                backend.sources.take(),
-                preamble,
+            side = await backend.connect(
+                lambda: _ServerSide(self), server, (self.view.client_ip, self.view.client_port), self.transport
             )
         except asyncio.CancelledError:
             return
@@ -182,12 +173,9 @@ class TcpSession(asyncio.Protocol):
             self.connect_task = None
             if self.closed:
                 return
-            server.connect_failures += 1
-            server.errors += 1
+            reason = backend.connect_failed(server, exc)
             self._release_slot()
-            reason = "timeout" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
             log.warning("connect to %s/%s (%s) failed: %s", backend.name, server.name, server.address, reason)
-            backend.server_failed(server, f"connect: {reason}")
             if self.attempts <= backend.retries:
                 if backend.redispatch:
                     self._dispatch(server)
