@@ -14,6 +14,7 @@ gauge and is never folded.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, cast
 
@@ -163,23 +164,23 @@ class MasterState:
     # -- reading ---------------------------------------------------------------------------
 
     def server_totals(self) -> dict[ServerKey, dict[str, int]]:
-        totals = {key: list(values) for key, values in self.base_servers.items()}
-        for segment in self.segments:
-            layout = segment.layout
-            for slot in range(layout.slots):
-                for index, key in enumerate(layout.servers):
-                    row = totals.setdefault(key, [0] * len(SERVER_COUNTERS))
-                    for i, value in enumerate(segment.read_server_counters(slot, index)):
-                        row[i] += value
-        return {key: dict(zip(SERVER_COUNTERS, row, strict=True)) for key, row in totals.items()}
+        return self._totals(self.base_servers, SERVER_COUNTERS, lambda layout: layout.servers, "read_server_counters")
 
     def frontend_totals(self) -> dict[str, dict[str, int]]:
-        totals = {name: list(values) for name, values in self.base_frontends.items()}
+        return self._totals(
+            self.base_frontends, FRONTEND_COUNTERS, lambda layout: layout.frontends, "read_frontend_counters"
+        )
+
+    def _totals(
+        self, base: dict[Any, list[int]], names: tuple[str, ...], keys: Callable[[Layout], list[Any]], reader: str
+    ) -> dict[Any, dict[str, int]]:
+        """`base` plus every worker block of every live segment, by key, as {counter: total}."""
+        totals = {key: list(values) for key, values in base.items()}
         for segment in self.segments:
-            layout = segment.layout
-            for slot in range(layout.slots):
-                for index, name in enumerate(layout.frontends):
-                    row = totals.setdefault(name, [0] * len(FRONTEND_COUNTERS))
-                    for i, value in enumerate(segment.read_frontend_counters(slot, index)):
+            read = getattr(segment, reader)
+            for slot in range(segment.layout.slots):
+                for index, key in enumerate(keys(segment.layout)):
+                    row = totals.setdefault(key, [0] * len(names))
+                    for i, value in enumerate(read(slot, index)):
                         row[i] += value
-        return {name: dict(zip(FRONTEND_COUNTERS, row, strict=True)) for name, row in totals.items()}
+        return {key: dict(zip(names, row, strict=True)) for key, row in totals.items()}
