@@ -20,8 +20,6 @@ import pytest
 from tests.support import BalancerProcess, free_port, run_balancer
 from tests.support.config import server_blocks
 
-from balancer.lb.base import REGISTRY
-
 pytestmark = pytest.mark.e2e
 
 
@@ -69,25 +67,15 @@ def problem_lines(output: str, filename: str, message: str) -> set[int]:
 
 # -- 2. settings this version cannot run -----------------------------------------------------------
 
-# Algorithms SPEC.md names; maglev first. They are being built one by one: the test takes the
-# first one this build does not have yet (and is skipped once every one is built).
-SPEC_ALGORITHMS = [
-    *("maglev", "ring", "least_time", "least_traffic", "agent_load", "random", "leastconn", "first"),
-    *("source", "uri", "hdr", "url_param"),
-]
-UNBUILT = next((name for name in SPEC_ALGORITHMS if name not in REGISTRY), "")
 
 # What this build still refuses (tls, accept_proxy and syslog have been built since).
 UNSUPPORTED = [
     Case("alpn_h2", '  tls = { cert = ["www.pem"], alpn = ["h2"] }', "frontend", r"h2: only http/1.1 is available"),
     Case("bad_cert", '  tls = { cert = ["www.pem"] }', "frontend", r"cannot load certificate"),
-    Case("balance", f'  balance = "{UNBUILT}"', "backend", rf"{UNBUILT}.*not available in this version"),
 ]
 
 
 def _write_unsupported(tmp_path: Path, case: Case) -> tuple[Path, int]:
-    if case.id == "balance" and not UNBUILT:
-        pytest.skip(f"every algorithm of {SPEC_ALGORITHMS} is available in this build")
     text, line = config_with(case, free_port())
     (tmp_path / "www.pem").write_text("not checked before tls is refused\n")
     path = tmp_path / f"{case.id}.toml"
