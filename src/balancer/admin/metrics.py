@@ -56,7 +56,7 @@ class BalancerCollector(Collector):
                 "Failed connection attempts.",
             ),
             "active": (GaugeMetricFamily, "balancer_server_current_sessions", "Exchanges in flight."),
-            "weight": (GaugeMetricFamily, "balancer_server_weight", "Effective weight."),
+            "weight": (GaugeMetricFamily, "balancer_server_weight", "Weight set in the config or by the operator."),
         }
         for field, (kind, name, text) in per_server.items():
             family = kind(name, text, labels=["backend", "server"])

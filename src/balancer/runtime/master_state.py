@@ -53,7 +53,8 @@ class ServerStatus:
         health: Health = "down" if self.health == "down" or self.agent_state == "down" else "up"
         weight = self.weight
         if self.agent_weight >= 0:
-            weight = weight * self.agent_weight // 100
+            # A positive share never rounds a serving server down to no traffic at all.
+            weight = max(1, weight * self.agent_weight // 100) if weight and self.agent_weight else 0
         if self.ramp < 1.0 and weight:
             weight = max(1, int(weight * self.ramp))
         return ServerRecord(admin, health, weight, -1)
@@ -95,6 +96,14 @@ class MasterState:
                         continue
                     kept.discard(field)
                     changes[field] = value
+                # What no longer has a source is forgotten: without a check, no check result
+                # may keep a server down; without an agent, no agent state or weight applies.
+                if backend.check is None:
+                    changes["health"] = "up"
+                    changes["ramp"] = 1.0
+                if backend.agent is None:
+                    changes["agent_state"] = "ready"
+                    changes["agent_weight"] = -1
                 records[key] = replace(old, **changes)
         self.config = config
         self.records = records
