@@ -7,6 +7,7 @@ use_backend, modes) are checked by `balancer.config.load` before one is handed o
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Literal
 
@@ -254,6 +255,16 @@ class Backend(Model):
     pool: Pool = Pool()
     host: str = ""  # rewrite the Host header sent to servers; "" keeps the client's
     server: list[Server] = []
+
+    @field_validator("source")
+    @classmethod
+    def _source_addresses(cls, values: list[str]) -> list[str]:
+        for value in values:
+            try:
+                ipaddress.ip_address(value)
+            except ValueError:
+                raise ValueError(f"source {value!r} is not an IP address (one local address per entry)") from None
+        return values
 
     @field_validator("hash_key")
     @classmethod
