@@ -50,7 +50,8 @@ def test_tcp_queue_timeout_closes_the_waiting_connection(run_balancer, echo_serv
     async def scenario(balancer):
         port = frontend_port(balancer)
         first = asyncio.ensure_future(_exchange(port, b"first", 1.0))
-        await asyncio.sleep(0.1)  # the first connection takes the only slot
+        server = balancer.backends["web"].servers[0]
+        await wait_until(lambda: server.active == 1, timeout=5)  # the first connection holds the only slot
         second = await _exchange(port, b"second", 0)
         return await first, second
 
