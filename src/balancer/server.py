@@ -304,9 +304,6 @@ class Balancer:
         self.sync_shared()  # the final counts
         self.access_log.flush()
 
-    def in_flight(self) -> int:
-        return sum(len(f.sessions) for f in self.frontends.values())
-
 
 def listener_key(address: Address, frontend: str) -> tuple[Address, str]:
     """Listeners are kept across reloads by address; port 0 means "any", so never shared."""
