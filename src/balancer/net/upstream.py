@@ -251,14 +251,14 @@ class UpstreamConnection(asyncio.Protocol):
             self.keep_alive = False
             owner.upstream_failed(self, "internal error")
             return
-        if self.deadline is not None:
-            self.deadline.set(self.server_timeout)
         if self.done:
             if self.head_only:
                 # httptools cannot be told the response answers a HEAD: start afresh.
                 self._parser = httptools.HttpResponseParser(self)
-            owner.response_done(self)
+            owner.response_done(self)  # the pool or the next exchange sets the next deadline
         else:
+            if self.deadline is not None:
+                self.deadline.set(self.server_timeout)
             owner.flush_response()
 
     # -- httptools callbacks ---------------------------------------------------------------

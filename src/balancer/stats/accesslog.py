@@ -106,10 +106,16 @@ class AccessLog:
 
     def format_text(self, r: LogRecord) -> str:
         # %d truncates the float timers, and -1.0 (phase never happened) prints as -1.
-        line = '%s:%d [%s] %s %s/%s %d/%d/%d/%d/%d %d %d %s "%s"' % (
+        when = r.start_time
+        second = int(when)
+        if second != self._second:
+            self._second = second
+            self._second_text = time.strftime("%d/%b/%Y:%H:%M:%S", time.localtime(second))
+        line = '%s:%d [%s.%03d] %s %s/%s %d/%d/%d/%d/%d %d %d %s "%s"' % (
             r.client_ip,
             r.client_port,
-            self._timestamp(r.start_time),
+            self._second_text,
+            (when - second) * 1000,
             r.frontend_name,
             r.backend_name,
             r.server_name,
