@@ -303,7 +303,9 @@ class UpstreamConnection(asyncio.Protocol):
         lines = buffer[line_end:end]  # each header line starts with CRLF
         self.chunked = False
         pieces = HOP_BY_HOP_LINE.split(lines)  # [kept, name, value, kept, name, value, ..., kept]
-        if len(pieces) > 1:
+        if len(pieces) == 4 and pieces[1].lower() == b"connection" and pieces[2].lower() in _PLAIN_CONNECTION:
+            lines = pieces[0] + pieces[3]  # the usual case: only "Connection: keep-alive"
+        elif len(pieces) > 1:
             lines = b"".join(pieces[::3])
             for name, value in zip(pieces[1::3], pieces[2::3], strict=True):
                 name = name.lower()
