@@ -13,10 +13,11 @@ from collections.abc import Callable
 
 
 class Deadline:
-    __slots__ = ("_callback", "_handle", "_handle_when", "_loop", "when")
+    __slots__ = ("_callback", "_handle", "_handle_when", "_loop", "_time", "when")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
         self._loop = loop
+        self._time = loop.time  # bound once: set() runs several times per request
         self._callback = callback
         self._handle: asyncio.TimerHandle | None = None
         self._handle_when = 0.0
@@ -27,7 +28,7 @@ class Deadline:
         if delay <= 0:
             self.when = None
             return
-        when = self._loop.time() + delay
+        when = self._time() + delay
         self.when = when
         if self._handle is None or self._handle_when > when:
             if self._handle is not None:

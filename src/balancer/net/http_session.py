@@ -682,7 +682,7 @@ class HttpSession(asyncio.Protocol):
     def response_head(self, conn: UpstreamConnection) -> None:
         request = self.queue[0]
         request.status = conn.status
-        request.t_response = (self.loop.time() - request.t_start) * 1000 - max(request.t_request, 0)
+        request.t_response = (self.loop.time() - request.t_start) * 1000 - request.t_request
         request.response_started = True
         if conn.chunked and request.version == "1.0":
             # HTTP/1.0 has no chunked coding: send the body bare and end it by closing.
