@@ -35,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     agent.add_argument("--state-file", default=None, help="file holding up|drain|maint|down [NN%%]")
     agent.add_argument("--host", default="", help="address to listen on (default: all)")
 
+    imported = commands.add_parser("import-haproxy", help="print the TOML equivalent of an haproxy.cfg")
+    imported.add_argument("file", type=Path, metavar="FILE")
+
     worker = commands.add_parser("worker")  # started by the master, not by people
     worker.add_argument("--name", required=True)
     worker.add_argument("--generation", type=int, default=1)
@@ -57,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         from balancer.agent import run_agent
 
         return run_agent(args.port, args.state_file, args.host)
+    if args.command == "import-haproxy":
+        return cmd_import_haproxy(args.file)
     if args.command == "demo":
         from balancer.demo import run_demo
 
@@ -95,3 +100,26 @@ def cmd_run(path: Path) -> int:
 
     setup_event_log()
     return run_master(path)
+
+
+def cmd_import_haproxy(path: Path) -> int:
+    """Print the translation on stdout, what was not translated on stderr; exit 1 when the
+    file cannot be read or the translation does not pass our own validation."""
+    from balancer.config.haproxy import translate, validate
+
+    try:
+        text = path.read_bytes().decode("utf-8-sig", errors="replace")
+    except OSError as exc:
+        print(f"{path}: cannot read: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    result = translate(text, str(path), base_dir=path.parent)
+    for warning in result.warnings:
+        print(warning, file=sys.stderr)
+    problems = validate(result.toml, "<translated>", base_dir=path.parent)
+    if problems:
+        print(f"{path}: the translation is not a valid configuration (a bug in import-haproxy):", file=sys.stderr)
+        for problem in problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+    sys.stdout.write(result.toml)
+    return 0

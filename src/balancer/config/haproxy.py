@@ -1,0 +1,1684 @@
+"""`balancer import-haproxy`: translate the common subset of an haproxy.cfg into our TOML.
+
+Two steps. `parse_haproxy` splits the file into sections of tokenised lines (HAProxy's
+word rules: blanks separate words, `#` starts a comment, quotes and backslash escapes).
+`translate` walks the sections the way HAProxy reads them: a `defaults` section sets
+what every later proxy inherits (mode, timeouts, options, retries, balance, ...); a
+`listen` is a frontend plus a backend of the same name; HAProxy's evaluation order of a
+frontend's rules (tcp-request, http-request, redirect, use_backend) becomes the order of
+`[[frontend.rule]]`. ACL conditions are rewritten into `if`/`unless` tables, several rules
+when a condition is an OR of things one table cannot say.
+
+Everything that has no equivalent is skipped and named, one line each, as
+`FILE:LINE: cannot translate: <directive>`; a translation whose meaning differs a little
+from HAProxy's says so as `FILE:LINE: note: ...`. `validate` runs our own loader on the
+result: the output of the translator must always be a valid configuration.
+"""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+import itertools
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from balancer.config.load import ConfigError, parse_config
+from balancer.config.values import Address, parse_address
+
+__all__ = ["Section", "SourceLine", "Translation", "parse_haproxy", "tokenize", "translate", "validate"]
+
+SECTION_KEYWORDS = ("global", "defaults", "frontend", "backend", "listen")
+OTHER_SECTIONS = (
+    "userlist",
+    "peers",
+    "resolvers",
+    "mailers",
+    "cache",
+    "program",
+    "http-errors",
+    "ring",
+    "crt-store",
+    "log-forward",
+    "fcgi-app",
+    "traces",
+)
+_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
+_ESCAPES = {"r": "\r", "n": "\n", "t": "\t"}
+
+
+# -- parsing -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SourceLine:
+    """One directive: its line number, its words, and its text without the comment."""
+
+    number: int
+    words: tuple[str, ...]
+    text: str
+
+
+@dataclass
+class Section:
+    kind: str  # global, defaults, frontend, backend, listen, or another section keyword
+    name: str
+    header: SourceLine
+    lines: list[SourceLine] = field(default_factory=list)
+
+
+def tokenize(line: str) -> list[str]:
+    """Split one haproxy.cfg line into words: blanks separate words, `#` outside quotes
+    starts a comment, "double" and 'single' quotes group, a backslash escapes the next
+    character (`\\r`, `\\n`, `\\t` are control characters)."""
+    words: list[str] = []
+    current: list[str] = []
+    in_word = False
+    quote = ""
+    index = 0
+    while index < len(line):
+        char = line[index]
+        if char == "\\" and quote != "'" and index + 1 < len(line):
+            nxt = line[index + 1]
+            current.append(_ESCAPES.get(nxt, nxt))
+            in_word = True
+            index += 2
+            continue
+        if quote:
+            if char == quote:
+                quote = ""
+            else:
+                current.append(char)
+        elif char in "\"'":
+            quote = char
+            in_word = True
+        elif char == "#":
+            break
+        elif char in " \t\r\n":
+            if in_word:
+                words.append("".join(current))
+                current, in_word = [], False
+        else:
+            current.append(char)
+            in_word = True
+        index += 1
+    if in_word:
+        words.append("".join(current))
+    return words
+
+
+def _strip_comment(line: str) -> str:
+    """The line's text up to an unquoted `#`, for comments in the output."""
+    quote = ""
+    escaped = False
+    for index, char in enumerate(line):
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif quote:
+            quote = "" if char == quote else quote
+        elif char in "\"'":
+            quote = char
+        elif char == "#":
+            return line[:index].strip()
+    return line.strip()
+
+
+def parse_haproxy(text: str) -> tuple[list[Section], list[SourceLine]]:
+    """Sections in file order, and the directives found before the first section."""
+    sections: list[Section] = []
+    orphans: list[SourceLine] = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        words = tokenize(raw)
+        if not words:
+            continue
+        line = SourceLine(number, tuple(words), _strip_comment(raw))
+        keyword = words[0]
+        if keyword in SECTION_KEYWORDS or keyword in OTHER_SECTIONS:
+            sections.append(Section(keyword, words[1] if len(words) > 1 else "", line))
+        elif sections:
+            sections[-1].lines.append(line)
+        else:
+            orphans.append(line)
+    return sections, orphans
+
+
+# -- intermediate state --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Crit:
+    """One translatable ACL test: a condition key of ours and its values (OR)."""
+
+    key: str  # path, path_beg, path_end, path_reg, host, hdr, method, src, query; ssl_fc, true, false
+    values: tuple[str, ...] = ()
+    header: str = ""  # for key "hdr"
+
+
+# An ACL name -> its declarations (OR); a str is the reason one cannot be translated.
+_Decl = _Crit | str
+
+
+@dataclass
+class _Bind:
+    line: SourceLine
+    addresses: list[str]
+    certs: list[str] = field(default_factory=list)
+    alpn: list[str] | None = None
+    ciphers: str = ""
+    min_version: str = ""
+    client_ca: str = ""
+    verify: str = ""
+    accept_proxy: bool = False
+    ssl: bool = False
+
+    def group(self) -> tuple[Any, ...]:
+        tls = (tuple(self.certs), tuple(self.alpn or ()), self.ciphers, self.min_version, self.client_ca, self.verify)
+        return (self.ssl, tls if self.ssl else (), self.accept_proxy)
+
+
+@dataclass
+class _PendingRule:
+    phase: int  # 0 tcp-request connection, 1 tcp-request content, 2 http-request, 3 redirect, 4 use_backend
+    line: SourceLine
+    action: dict[str, Any]
+    condition: tuple[str, list[str]] | None  # ("if" | "unless", words)
+
+
+@dataclass
+class _Proxy:
+    kind: str
+    name: str
+    header: SourceLine | None = None
+    mode: str | None = None
+    binds: list[_Bind] = field(default_factory=list)
+    maxconn: int | None = None
+    frontend_timeouts: dict[str, str] = field(default_factory=dict)
+    backend_timeouts: dict[str, str] = field(default_factory=dict)
+    tunnel_line: SourceLine | None = None
+    check_timeout: str | None = None
+    forwardfor: bool | None = None
+    redispatch: bool | None = None
+    retries: int | None = None
+    balance: str | None = None
+    hash_key: str | None = None
+    hash_type: str | None = None
+    balance_factor: bool = False
+    httpchk: dict[str, Any] | None = None
+    check_expect: int | str | None = None
+    check_body: str = ""
+    cookie: dict[str, Any] | None = None
+    cookie_line: SourceLine | None = None
+    stick_table: dict[str, Any] | None = None
+    stick_table_line: SourceLine | None = None
+    stick_on: bool = False
+    default_server: list[tuple[SourceLine, list[str]]] = field(default_factory=list)
+    servers: list[tuple[SourceLine, list[str]]] = field(default_factory=list)
+    acls: dict[str, list[_Decl]] = field(default_factory=dict)
+    rules: list[_PendingRule] = field(default_factory=list)
+    default_backend: str | None = None
+    default_backend_line: SourceLine | None = None
+    stats: dict[str, Any] = field(default_factory=dict)
+    stats_line: SourceLine | None = None
+    host: str = ""
+    source: list[str] = field(default_factory=list)
+    reuse_never: bool = False
+    header_count: int | None = None
+
+
+@dataclass
+class Translation:
+    """The TOML text and what could not be translated (lines for stderr)."""
+
+    toml: str
+    warnings: list[str]
+
+
+# -- values ----------------------------------------------------------------------------------
+
+
+def _duration(word: str) -> str | None:
+    """HAProxy time -> our duration string: a bare number is milliseconds."""
+    match = re.fullmatch(r"(\d+)(us|ms|s|m|h|d)?", word)
+    if match is None:
+        return None
+    return f"{match.group(1)}{match.group(2) or 'ms'}"
+
+
+def _integer(word: str) -> int | None:
+    return int(word) if re.fullmatch(r"\d+", word) else None
+
+
+def _size(word: str) -> int | None:
+    """HAProxy sizes: k, m, g are powers of 1024."""
+    match = re.fullmatch(r"(\d+)([kmgKMG]?)", word)
+    if match is None:
+        return None
+    return int(match.group(1)) << (10 * " kmg".index(match.group(2).lower() or " "))
+
+
+def _address(word: str, *, listening: bool) -> tuple[str | None, str]:
+    """HAProxy address -> ours, or (None, reason)."""
+    text = word
+    for prefix in ("ipv4@", "ipv6@", "tcp@", "tcp4@", "tcp6@"):
+        if text.startswith(prefix):
+            text = text[len(prefix) :]
+    if text.startswith("unix@"):
+        return f"unix:{text[5:]}", ""
+    if text.startswith("/"):
+        return f"unix:{text}", ""
+    if "@" in text or "$" in text:
+        return None, f"address {word!r} is not available"
+    if text.startswith("["):
+        host, sep, port = text[1:].partition("]:")
+        if not sep:
+            return None, f"address {word!r} has no port"
+    else:
+        host, sep, port = text.rpartition(":")
+        if not sep:
+            return None, f"address {word!r} has no port"
+    if "-" in port and listening:
+        return None, f"port range {word!r} is not available"
+    if port.startswith(("+", "-")):
+        return None, f"port offset {word!r} is not available"
+    if not port.isdigit():
+        return None, f"address {word!r} has no port"
+    if host == "*":
+        host = ""
+    if host == "::" or (host and ":" in host):
+        return f"[{host}]:{port}", ""
+    return f"{host}:{port}", ""
+
+
+def _overlap(one: Address, other: Address) -> bool:
+    """Whether two listening sockets would compete for the same connections."""
+    if one.is_unix or other.is_unix:
+        return one.path == other.path
+    if one.port == 0 or one.port != other.port:
+        return False
+    if one.host == other.host or "" in (one.host, other.host):
+        return True
+    for wildcard, host in ((one.host, other.host), (other.host, one.host)):
+        if (wildcard == "0.0.0.0" and ":" not in host) or (wildcard == "::" and ":" in host):
+            return True
+    return False
+
+
+def _name(word: str) -> str:
+    return word if _NAME.match(word) else re.sub(r"[^A-Za-z0-9_.\-]", "_", word) or "_"
+
+
+def _toml_string(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
+
+
+def _toml_key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_\-]+", key) else _toml_string(key)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return _toml_string(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    if isinstance(value, dict):
+        if not value:
+            return "{}"
+        return "{ " + ", ".join(f"{_toml_key(str(k))} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+# -- ACL criteria ----------------------------------------------------------------------------
+
+_FETCH = re.compile(
+    r"^(path|url|hdr|req\.hdr|urlp|url_param|query|method|src|ssl_fc|always_true|always_false)"
+    r"(?:_(beg|end|reg|sub|dom|dir|len|cnt|str|found|ip|val))?(?:\(([^()]*)\))?$"
+)
+_PREDEFINED: dict[str, _Crit] = {
+    "TRUE": _Crit("true"),
+    "FALSE": _Crit("false"),
+    "LOCALHOST": _Crit("src", ("127.0.0.0/8", "::1")),
+    "METH_GET": _Crit("method", ("GET", "HEAD")),
+    "METH_HEAD": _Crit("method", ("HEAD",)),
+    "METH_POST": _Crit("method", ("POST",)),
+    "METH_PUT": _Crit("method", ("PUT",)),
+    "METH_DELETE": _Crit("method", ("DELETE",)),
+    "METH_OPTIONS": _Crit("method", ("OPTIONS",)),
+    "METH_TRACE": _Crit("method", ("TRACE",)),
+    "METH_CONNECT": _Crit("method", ("CONNECT",)),
+    "HTTP_URL_SLASH": _Crit("path_beg", ("/",)),
+}
+
+
+def parse_criterion(words: list[str] | tuple[str, ...], notes: list[str]) -> _Decl:
+    """One ACL test (`path_beg -i /api /v2`) -> a criterion of ours, or why not.
+    `notes` receives remarks on a translation that is close but not exact."""
+    if not words:
+        return "an empty ACL"
+    fetch_word = words[0]
+    ignore_case = False
+    method: str | None = None
+    values: list[str] = []
+    index = 1
+    flags = True
+    while index < len(words):
+        word = words[index]
+        if flags and word in ("-i", "-n", "-M"):
+            ignore_case = ignore_case or word == "-i"
+        elif flags and word == "-m" and index + 1 < len(words):
+            method = words[index + 1]
+            index += 1
+        elif flags and word in ("-f", "-u") and index + 1 < len(words):
+            if word == "-f":
+                return f"ACL values from a file (-f {words[index + 1]})"
+            index += 1
+        elif flags and word == "--":
+            flags = False
+        else:
+            flags = False
+            values.append(word)
+        index += 1
+    match = _FETCH.match(fetch_word)
+    if match is None:
+        return f"the fetch {fetch_word!r}"
+    base, suffix, argument = match.group(1), match.group(2), match.group(3)
+    how = method or suffix or "str"
+    if base in ("always_true", "always_false"):
+        return _Crit("true" if base == "always_true" else "false")
+    if base == "ssl_fc":
+        return _Crit("ssl_fc") if not values and suffix is None else f"the fetch {fetch_word!r}"
+    if how != "found" and not values:
+        return f"{fetch_word} without values"
+    if base == "path":
+        keys = {"str": "path", "beg": "path_beg", "end": "path_end", "reg": "path_reg", "sub": "path_reg"}
+        if how not in keys:
+            return f"{fetch_word} -m {how}"
+        if how == "sub":
+            values = [re.escape(value) for value in values]
+        if how in ("reg", "sub") and ignore_case:
+            values = [f"(?i){value}" for value in values]
+        elif ignore_case:
+            notes.append(f"{fetch_word} -i: balancer compares paths case-sensitively")
+        if how == "reg":
+            for value in values:
+                try:
+                    re.compile(value)
+                except re.error:
+                    return f"the regular expression {value!r} (not valid in Python)"
+        return _Crit(keys[how], tuple(values))
+    if base == "url":
+        if how == "beg" and not any("?" in value for value in values):
+            notes.append(f"{fetch_word} translated as path_beg (the same for origin-form requests)")
+            return _Crit("path_beg", tuple(values))
+        return f"{fetch_word} (only url_beg without a query is translated)"
+    if base in ("hdr", "req.hdr"):
+        if not argument:
+            return f"{fetch_word} without a header name"
+        name = argument.split(",")[0].strip()
+        if name.lower() == "host" and how != "found":
+            hosts = tuple(value.lower() for value in values)
+            if how == "str":
+                return _Crit("host", hosts)
+            if how == "dom":
+                notes.append(f"{fetch_word} also matches sub-domains in HAProxy; balancer's host is an exact match")
+                return _Crit("host", hosts)
+            if how == "beg" and not any(value.endswith((".", "-")) for value in values):
+                notes.append(f"{fetch_word} translated as an exact host match")
+                return _Crit("host", hosts)
+            return f"{fetch_word} -m {how}"
+        if how == "found":
+            return _Crit("hdr", (), name)
+        if how != "str":
+            return f"{fetch_word} -m {how}"
+        if ignore_case:
+            notes.append(f"{fetch_word} -i: balancer compares header values case-sensitively")
+        return _Crit("hdr", tuple(values), name)
+    if base == "method" and how == "str":
+        return _Crit("method", tuple(value.upper() if ignore_case else value for value in values))
+    if base == "src" and how in ("str", "ip"):
+        for value in values:
+            try:
+                ipaddress.ip_network(value, strict=False)
+            except ValueError:
+                return f"src {value!r} (not an address or network)"
+        return _Crit("src", tuple(values))
+    if base == "query" and how == "str":
+        return _Crit("query", tuple(values))
+    if base in ("urlp", "url_param") and argument and how == "str":
+        notes.append(f"{fetch_word} translated as query = NAME=VALUE: it matches only when that is the whole query")
+        return _Crit("query", tuple(f"{argument}={value}" for value in values))
+    return f"{fetch_word}" + (f" -m {method}" if method else "")
+
+
+def _merge(table: dict[str, Any], crit: _Crit, union: bool) -> bool:
+    """Add `crit` to a condition table; False if the table cannot hold both (AND of two
+    tests of one key). With `union`, tests of one key are merged into one list (OR)."""
+    if crit.key == "hdr":
+        headers: dict[str, list[str]] = table.setdefault("hdr", {})
+        existing = next((name for name in headers if name.lower() == crit.header.lower()), None)
+        if existing is None:
+            headers[crit.header] = list(crit.values)
+            return True
+        if not union:
+            return False
+        if not headers[existing] or not crit.values:
+            headers[existing] = []
+        else:
+            headers[existing] += [v for v in crit.values if v not in headers[existing]]
+        return True
+    if crit.key in table:
+        if not union:
+            return False
+        table[crit.key] += [v for v in crit.values if v not in table[crit.key]]
+        return True
+    table[crit.key] = list(crit.values)
+    return True
+
+
+_Term = tuple[bool, list[_Decl], str]  # negated, declarations (OR), label
+
+
+def _condition_terms(words: list[str], acls: dict[str, list[_Decl]]) -> list[list[_Term]] | str:
+    """`a !b || { path_beg /x }` -> OR-groups of AND-terms, or why not."""
+    groups: list[list[_Term]] = [[]]
+    index = 0
+    while index < len(words):
+        word = words[index]
+        if word in ("||", "or"):
+            groups.append([])
+            index += 1
+            continue
+        negated = False
+        if word.startswith("!"):
+            negated = True
+            word = word[1:]
+            if not word:
+                index += 1
+                if index >= len(words):
+                    return "a condition ending with '!'"
+                word = words[index]
+        if word == "{":
+            end = index + 1
+            while end < len(words) and words[end] != "}":
+                end += 1
+            if end >= len(words):
+                return "an anonymous ACL without its closing '}'"
+            inner = list(words[index + 1 : end])
+            notes: list[str] = []
+            decl = parse_criterion(inner, notes)
+            groups[-1].append((negated, [decl], "{ " + " ".join(inner) + " }"))
+            index = end + 1
+            continue
+        if word in acls:
+            groups[-1].append((negated, acls[word], word))
+        elif word in _PREDEFINED:
+            groups[-1].append((negated, [_PREDEFINED[word]], word))
+        else:
+            return f"the ACL {word!r} is not defined"
+        index += 1
+    if any(not group for group in groups):
+        return "an empty condition"
+    return groups
+
+
+def _const(crit: _Crit, ssl: bool) -> bool | None:
+    if crit.key == "true":
+        return True
+    if crit.key == "false":
+        return False
+    if crit.key == "ssl_fc":
+        return ssl
+    return None
+
+
+_Table = dict[str, Any]
+_MAX_RULES = 16
+
+
+def condition_tables(
+    condition: tuple[str, list[str]] | None, acls: dict[str, list[_Decl]], ssl: bool
+) -> list[tuple[_Table | None, _Table | None]] | str:
+    """A HAProxy condition -> (if, unless) table pairs whose OR it is (one rule each), or why
+    not. [] means the condition never matches; [(None, None)] means always."""
+    if condition is None:
+        return [(None, None)]
+    kind, words = condition
+    parsed = _condition_terms(words, acls)
+    if isinstance(parsed, str):
+        return parsed
+    for group in parsed:
+        for _negated, decls, label in group:
+            reasons = [decl for decl in decls if isinstance(decl, str)]
+            if reasons:
+                return f"ACL {label!r}: {reasons[0]} has no equivalent"
+    if kind == "unless":
+        if len(parsed) == 1 and len(parsed[0]) == 1 and parsed[0][0][0]:
+            _negated, decls, label = parsed[0][0]
+            return _if_tables([[(False, decls, label)]], ssl)
+        return _unless_tables(parsed, ssl)
+    return _if_tables(parsed, ssl)
+
+
+def _if_tables(groups: list[list[_Term]], ssl: bool) -> list[tuple[_Table | None, _Table | None]] | str:
+    result: list[tuple[_Table | None, _Table | None]] = []
+    for group in groups:
+        positives: list[list[_Crit]] = []
+        negatives: list[_Crit] = []
+        possible = True
+        for negated, decls, _label in group:
+            crits = [decl for decl in decls if isinstance(decl, _Crit)]
+            if negated:
+                for crit in crits:  # not (a or b) = not a and not b
+                    value = _const(crit, ssl)
+                    if value is True:
+                        possible = False
+                    elif value is None:
+                        negatives.append(crit)
+            else:
+                constants = [_const(crit, ssl) for crit in crits]
+                if True in constants:
+                    continue  # the term always matches
+                alternatives = [crit for crit, value in zip(crits, constants, strict=True) if value is None]
+                if not alternatives:
+                    possible = False
+                positives.append(alternatives)
+        if not possible:
+            continue
+        unless: _Table | None = None
+        if negatives:
+            unless = {}
+            for crit in negatives:
+                if not _merge(unless, crit, union=True):
+                    return "several negated ACLs on different criteria: balancer's unless is one table"
+            if len(unless) > 1 or len(unless.get("hdr", {})) > 1:
+                return "several negated ACLs on different criteria: balancer's unless is one table"
+        combinations = list(itertools.islice(itertools.product(*positives), _MAX_RULES + 1))
+        if len(combinations) > _MAX_RULES:
+            return "a condition that needs more than 16 rules"
+        for combination in combinations:
+            table: _Table = {}
+            for crit in combination:
+                if not _merge(table, crit, union=False):
+                    return f"two {crit.key} tests that must both match: balancer's if has one list per key"
+            result.append((table or None, copy.deepcopy(unless)))
+    if len(result) > _MAX_RULES:
+        return "a condition that needs more than 16 rules"
+    return result
+
+
+def _unless_tables(groups: list[list[_Term]], ssl: bool) -> list[tuple[_Table | None, _Table | None]] | str:
+    """`unless a b` -> unless = { a, b } (the rule is skipped when all match)."""
+    if len(groups) > 1:
+        return "'unless' with '||'"
+    table: _Table = {}
+    for negated, decls, label in groups[0]:
+        if negated:
+            return "'unless' with a negated ACL among others"
+        crits = [decl for decl in decls if isinstance(decl, _Crit)]
+        if len(crits) != 1:
+            return f"'unless' with ACL {label!r} declared on several lines"
+        value = _const(crits[0], ssl)
+        if value is False:
+            return [(None, None)]  # unless (false and ...) = always
+        if value is True:
+            continue
+        if not _merge(table, crits[0], union=False):
+            return f"two {crits[0].key} tests that must both match"
+    if not table:
+        return []  # unless true: never
+    return [(None, table)]
+
+
+# -- the translator --------------------------------------------------------------------------
+
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+_SERVER_ARG_OPTIONS = _words(
+    """weight inter fastinter downinter rise fall cookie maxconn slowstart verify ca-file sni agent-port
+    agent-inter agent-addr agent-send port addr id maxqueue minconn on-error on-marked-down on-marked-up
+    error-limit observe resolvers resolve-prefer resolve-net resolve-opts init-addr track redir crt alpn
+    check-alpn check-sni check-proto ciphers ciphersuites proto source usesrc ssl-min-ver ssl-max-ver
+    pool-max-conn pool-purge-delay pool-low-conn max-reuse tcp-ut namespace log-proto socks4 ws
+    proxy-v2-options curves sigalgs client-sigalgs crl-file shard guid hash-key npn set-proxy-v2-tlv-fmt
+    interface"""
+)
+_BIND_ARG_OPTIONS = _words(
+    """crt crt-list ca-file crl-file verify alpn npn ciphers ciphersuites ssl-min-ver ssl-max-ver curves
+    ecdhe name id maxconn process thread backlog mss interface namespace nice tcp-ut user group uid gid
+    mode level severity-output accept-netscaler-cip ca-sign-file ca-sign-pass ca-ignore-err crt-ignore-err
+    proto sigalgs client-sigalgs expose-fd guid-prefix label shards"""
+)
+_FRONTEND_TIMEOUTS = {
+    "client": "client",
+    "http-request": "http_request",
+    "http-keep-alive": "http_keep_alive",
+    "tunnel": "tunnel",
+}
+_BACKEND_TIMEOUTS = {"connect": "connect", "server": "server", "queue": "queue"}
+_SILENT_OPTIONS = frozenset({"httplog", "tcplog", "dontlognull", "http-keep-alive", "allbackups"})
+_FRAMING_HEADERS = frozenset(
+    {"content-length", "transfer-encoding", "connection", "keep-alive", "te", "trailer", "upgrade", "proxy-connection"}
+)
+_TLS_VERSIONS = {"TLSv1.0": "1.2", "TLSv1.1": "1.2", "TLSv1.2": "1.2", "TLSv1.3": "1.3", "SSLv3": "1.2"}
+
+
+class _Translator:
+    def __init__(self, file: str, base_dir: Path | None) -> None:
+        self.file = file
+        self.base_dir = base_dir
+        self.messages: dict[tuple[int, str], None] = {}
+        self.global_: dict[str, Any] = {}
+        self.global_line: SourceLine | None = None
+        self.admin: dict[str, Any] = {}
+        self.crt_base = ""
+        self.ca_base = ""
+        self.default_ciphers = ""
+        self.default_min_version = ""
+        self.header_count: int | None = None
+        self.proxies: list[_Proxy] = []
+        self.stats: dict[str, Any] | None = None
+        self.stats_source: SourceLine | None = None
+        self.forwarding: dict[str, bool] = {}
+        self.listeners: list[tuple[Address, SourceLine]] = []
+
+    # messages
+    def skip(self, line: SourceLine, what: str | None = None, reason: str = "") -> None:
+        text = what if what is not None else line.text
+        self.messages[(line.number, f"cannot translate: {text}" + (f" ({reason})" if reason else ""))] = None
+
+    def note(self, line: SourceLine, message: str) -> None:
+        self.messages[(line.number, f"note: {message}")] = None
+
+    def warnings(self) -> list[str]:
+        ordered = sorted(self.messages, key=lambda item: item[0])
+        return [f"{self.file}:{number}: {message}" for number, message in ordered]
+
+    # files named in the config
+    def file_name(self, line: SourceLine, name: str, base: str, what: str) -> str:
+        if base and not name.startswith("/"):
+            name = f"{base.rstrip('/')}/{name}"
+        if self.base_dir is not None and not (self.base_dir / name).is_file():
+            self.note(line, f"{what} {name!r} not found here: balancer check will want it")
+        return name
+
+    # sections
+    def run(self, text: str) -> None:
+        sections, orphans = parse_haproxy(text)
+        for line in orphans:
+            self.skip(line, reason="outside any section")
+        defaults = _Proxy("defaults", "")
+        for section in sections:
+            if section.kind == "global":
+                self.global_line = self.global_line or section.header
+                for line in section.lines:
+                    self.global_directive(line)
+            elif section.kind == "defaults":
+                defaults = _Proxy("defaults", section.name, section.header)
+                if len(section.header.words) > 2:
+                    self.skip(section.header, reason="named defaults with 'from' are not translated")
+                for line in section.lines:
+                    self.directive(defaults, line)
+            elif section.kind in ("frontend", "backend", "listen"):
+                proxy = copy.deepcopy(defaults)
+                proxy.kind, proxy.name, proxy.header = section.kind, section.name, section.header
+                if not section.name:
+                    self.skip(section.header, reason="a section without a name")
+                    continue
+                if len(section.header.words) > 2:
+                    self.skip(section.header, " ".join(section.header.words[2:]), "in a section header")
+                for line in section.lines:
+                    self.directive(proxy, line)
+                self.proxies.append(proxy)
+            else:
+                self.skip(section.header, f"{section.kind} section", "its directives are skipped")
+
+    def global_directive(self, line: SourceLine) -> None:
+        words = line.words
+        keyword = words[0]
+        argument = words[1] if len(words) > 1 else ""
+        if keyword in ("nbthread", "nbproc") and _integer(argument) is not None:
+            workers = int(argument)
+            if workers > 256:
+                self.note(line, f"{keyword} {workers}: balancer runs at most 256 workers")
+                workers = 256
+            self.global_["workers"] = workers
+        elif keyword == "maxconn" and _integer(argument):
+            self.global_["maxconn"] = int(argument)
+        elif keyword in ("user", "group", "uid", "gid") and len(words) == 2:
+            self.global_["user" if keyword in ("user", "uid") else "group"] = argument
+        elif keyword == "log" and len(words) >= 2:
+            self.global_log(line)
+        elif keyword == "stats" and argument == "socket" and len(words) >= 3:
+            address, _reason = _address(words[2], listening=True)
+            if address is not None and address.startswith("unix:"):
+                self.admin["socket"] = address[5:]
+            elif address is not None and self.claim(address, line):
+                self.admin["bind"] = address
+                self.note(line, "the admin API over TCP has no authentication: keep it on loopback")
+            else:
+                self.skip(line)
+        elif keyword in ("crt-base", "ca-base") and len(words) == 2:
+            if keyword == "crt-base":
+                self.crt_base = argument
+            else:
+                self.ca_base = argument
+        elif keyword == "ssl-default-bind-ciphers" and len(words) == 2:
+            self.default_ciphers = argument
+        elif keyword == "ssl-default-bind-options":
+            for word in words[1:]:
+                if word == "ssl-min-ver" or word in _TLS_VERSIONS:
+                    continue
+                if word in ("no-sslv3", "no-tlsv10", "no-tlsv11"):
+                    continue  # balancer never accepts these
+                if word == "no-tlsv12":
+                    self.default_min_version = "1.3"
+                else:
+                    self.skip(line, f"ssl-default-bind-options {word}")
+            if "ssl-min-ver" in words:
+                index = words.index("ssl-min-ver")
+                version = words[index + 1] if index + 1 < len(words) else ""
+                if version in _TLS_VERSIONS:
+                    self.default_min_version = _TLS_VERSIONS[version]
+        elif keyword == "tune.http.maxhdr" and _integer(argument):
+            self.header_count = int(argument)
+        else:
+            self.skip(line)
+
+    def global_log(self, line: SourceLine) -> None:
+        target = line.words[1]
+        if "log" in self.global_:
+            self.skip(line, reason="balancer has one log target")
+            return
+        if target in ("stdout", "stderr"):
+            self.global_["log"] = target
+            return
+        address = target.removeprefix("udp@").removeprefix("udp4@").removeprefix("ipv4@")
+        host, sep, port = address.rpartition(":")
+        if not sep:
+            host, port = address, "514"
+        if host and re.fullmatch(r"[A-Za-z0-9.\-_]+", host) and port.isdigit():
+            self.global_["log"] = f"syslog:udp://{host}:{port}"
+            if len(line.words) > 3:
+                self.note(line, f"log level/format words {' '.join(line.words[3:])!r} are not translated")
+        else:
+            self.skip(line, reason="only syslog over UDP to HOST:PORT, stdout and stderr")
+
+    # proxies
+    def directive(self, proxy: _Proxy, line: SourceLine) -> None:
+        words = list(line.words)
+        keyword = words[0]
+        kind = proxy.kind
+        front = kind in ("frontend", "listen")
+        back = kind in ("backend", "listen")
+        defaults = kind == "defaults"
+        if keyword == "no" and len(words) >= 3 and words[1] == "option":
+            self.option(proxy, line, words[2], words[3:], enabled=False)
+        elif keyword == "option" and len(words) >= 2:
+            self.option(proxy, line, words[1], words[2:], enabled=True)
+        elif keyword == "mode" and len(words) == 2 and words[1] in ("http", "tcp"):
+            proxy.mode = words[1]
+        elif keyword == "timeout" and len(words) == 3:
+            self.timeout(proxy, line, words[1], words[2])
+        elif keyword == "bind" and front and len(words) >= 2:
+            self.bind(proxy, line)
+        elif keyword == "maxconn" and (front or defaults) and len(words) == 2 and _integer(words[1]) is not None:
+            proxy.maxconn = int(words[1])
+        elif keyword == "balance" and (back or defaults) and len(words) >= 2:
+            self.balance(proxy, line, words[1:])
+        elif keyword == "hash-type" and (back or defaults) and len(words) >= 2:
+            if words[1] in ("map-based", "consistent"):
+                proxy.hash_type = "map" if words[1] == "map-based" else "consistent"
+                if len(words) > 2:
+                    self.note(line, f"hash function {' '.join(words[2:])!r} ignored: balancer hashes with crc32")
+            else:
+                self.skip(line)
+        elif keyword == "hash-balance-factor" and (back or defaults) and len(words) == 2:
+            proxy.balance_factor = True
+            if words[1] != "125":
+                self.note(line, "balancer's ring uses a balance factor of 125")
+        elif keyword == "server" and back and len(words) >= 3:
+            proxy.servers.append((line, words[1:]))
+        elif keyword == "default-server" and (back or defaults):
+            proxy.default_server.append((line, words[1:]))
+        elif keyword == "retries" and (back or defaults) and len(words) == 2 and _integer(words[1]) is not None:
+            proxy.retries = min(int(words[1]), 100)
+        elif keyword == "cookie" and (back or defaults) and len(words) >= 2:
+            self.cookie(proxy, line, words[1:])
+        elif keyword == "stick-table" and back:
+            self.stick_table(proxy, line, words[1:])
+        elif keyword == "stick" and back and words[1:] == ["on", "src"]:
+            proxy.stick_on = True
+        elif keyword == "http-check" and (back or defaults) and len(words) >= 2:
+            self.http_check(proxy, line, words[1:])
+        elif keyword == "acl" and not defaults and len(words) >= 3:
+            notes: list[str] = []
+            decl = parse_criterion(words[2:], notes)
+            proxy.acls.setdefault(words[1], []).append(decl)
+            for message in notes:
+                self.note(line, message)
+            if isinstance(decl, str):
+                self.skip(line, reason=f"{decl} has no equivalent")
+        elif keyword == "use_backend" and front and len(words) >= 2:
+            if "%[" in words[1]:
+                self.skip(line, reason="dynamic backend names are not available")
+            else:
+                proxy.rules.append(_PendingRule(4, line, {"use_backend": words[1]}, self.condition(line, words[2:])))
+        elif keyword == "default_backend" and (front or defaults) and len(words) == 2:
+            proxy.default_backend = words[1]
+            proxy.default_backend_line = line
+        elif keyword == "http-request" and len(words) >= 2:
+            self.http_request(proxy, line, words[1:])
+        elif keyword == "tcp-request" and front and len(words) >= 3 and words[1] in ("connection", "content"):
+            if words[2] == "reject":
+                phase = 0 if words[1] == "connection" else 1
+                proxy.rules.append(_PendingRule(phase, line, {"action": "deny"}, self.condition(line, words[3:])))
+            else:
+                self.skip(line)
+        elif keyword == "redirect" and front and len(words) >= 3:
+            self.redirect(proxy, line, words[1:], phase=3)
+        elif keyword == "stats" and front and len(words) >= 2:
+            self.stats_directive(proxy, line, words[1:])
+        elif keyword == "log" and words[1:] == ["global"]:
+            pass  # the global log target is the only one
+        elif keyword == "source" and back and len(words) == 2:
+            try:
+                ipaddress.ip_address(words[1])
+            except ValueError:
+                self.skip(line, reason="only a local IP address is translated")
+            else:
+                proxy.source.append(words[1])
+        elif keyword == "http-reuse" and (back or defaults) and len(words) == 2:
+            proxy.reuse_never = words[1] == "never"
+        else:
+            misplaced = (keyword in ("bind", "use_backend") and not front) or (
+                keyword in ("server", "balance", "cookie") and not back
+            )
+            self.skip(line, reason=f"not valid in a {kind} section" if misplaced else "")
+
+    def condition(self, line: SourceLine, words: list[str]) -> tuple[str, list[str]] | None:
+        if not words:
+            return None
+        if words[0] in ("if", "unless"):
+            return (words[0], words[1:])
+        self.skip(line, reason=f"unexpected {words[0]!r}")
+        return ("if", ["FALSE"])
+
+    def option(self, proxy: _Proxy, line: SourceLine, name: str, rest: list[str], *, enabled: bool) -> None:
+        if name == "forwardfor":
+            proxy.forwardfor = enabled
+            if rest:
+                self.note(line, f"option forwardfor {' '.join(rest)!r}: balancer always sends X-Forwarded-For")
+        elif name == "redispatch":
+            proxy.redispatch = enabled
+            if rest:
+                self.note(line, "balancer redispatches on every retry")
+        elif name == "httpchk" and enabled:
+            check: dict[str, Any] = {"type": "http"}
+            if len(rest) == 1:
+                check["path"] = rest[0]
+            elif len(rest) >= 2:
+                check["method"], check["path"] = rest[0], rest[1]
+            if len(rest) >= 3:
+                host = re.search(r"\r\nHost:\s*([^\r\n]+)", rest[2], re.IGNORECASE)
+                if host:
+                    check["host"] = host.group(1).strip()
+            proxy.httpchk = check
+        elif name == "httpchk" or name == "tcp-check":
+            proxy.httpchk = None
+        elif name in _SILENT_OPTIONS:
+            pass
+        elif name in ("ssl-hello-chk", "mysql-check", "pgsql-check", "redis-check", "smtpchk", "ldap-check"):
+            self.skip(line, reason="balancer's checks are tcp or http: a connect check is used")
+            proxy.httpchk = None
+        elif name in ("http-server-close", "httpclose", "forceclose"):
+            self.skip(line, reason="balancer keeps connections alive on both sides")
+        else:
+            self.skip(line)
+
+    def timeout(self, proxy: _Proxy, line: SourceLine, which: str, value: str) -> None:
+        duration = _duration(value)
+        if duration is None:
+            self.skip(line, reason=f"invalid time {value!r}")
+        elif which in _FRONTEND_TIMEOUTS:
+            proxy.frontend_timeouts[_FRONTEND_TIMEOUTS[which]] = duration
+            if which == "tunnel" and proxy.kind == "backend":
+                proxy.tunnel_line = line
+        elif which in _BACKEND_TIMEOUTS:
+            proxy.backend_timeouts[_BACKEND_TIMEOUTS[which]] = duration
+        elif which == "check":
+            proxy.check_timeout = duration
+        else:
+            self.skip(line)
+
+    def bind(self, proxy: _Proxy, line: SourceLine) -> None:
+        words = line.words
+        addresses: list[str] = []
+        for word in words[1].split(","):
+            address, reason = _address(word, listening=True)
+            if address is None:
+                self.skip(line, f"bind {word}", reason)
+            else:
+                addresses.append(address)
+        if not addresses:
+            return
+        bind = _Bind(line, addresses)
+        index = 2
+        while index < len(words):
+            option = words[index]
+            argument = words[index + 1] if index + 1 < len(words) else ""
+            takes = option in _BIND_ARG_OPTIONS
+            if option == "ssl":
+                bind.ssl = True
+            elif option == "accept-proxy":
+                bind.accept_proxy = True
+            elif option == "crt" and argument:
+                bind.certs.append(self.file_name(line, argument, self.crt_base, "certificate"))
+            elif option == "alpn" and argument:
+                protocols = argument.split(",")
+                kept = [p for p in protocols if p in ("http/1.1", "http/1.0")]
+                if kept != protocols:
+                    dropped = ", ".join(p for p in protocols if p not in kept)
+                    self.note(line, f"alpn {dropped} dropped: balancer speaks http/1.1 only")
+                bind.alpn = kept
+            elif option == "ciphers" and argument:
+                bind.ciphers = argument
+            elif option == "ssl-min-ver" and argument in _TLS_VERSIONS:
+                bind.min_version = _TLS_VERSIONS[argument]
+                if argument not in ("TLSv1.2", "TLSv1.3"):
+                    self.note(line, f"ssl-min-ver {argument}: balancer accepts TLS 1.2 and newer only")
+            elif option == "ca-file" and argument:
+                bind.client_ca = self.file_name(line, argument, self.ca_base, "CA file")
+            elif option == "verify" and argument in ("none", "optional", "required"):
+                bind.verify = argument
+            elif option in ("v4v6", "no-sslv3", "no-tlsv10", "no-tlsv11"):
+                pass  # what balancer does anyway
+            elif option == "no-tlsv12":
+                bind.min_version = "1.3"
+            else:
+                self.skip(line, f"bind option {option}" + (f" {argument}" if takes else ""))
+            index += 2 if takes else 1
+        if bind.ssl and not bind.certs:
+            self.skip(line, reason="ssl without crt")
+            return
+        if bind.verify in ("optional", "required") and not bind.client_ca:
+            self.skip(line, "bind option verify", "needs ca-file")
+            bind.verify = ""
+        proxy.binds.append(bind)
+
+    def balance(self, proxy: _Proxy, line: SourceLine, words: list[str]) -> None:
+        algorithm = words[0]
+        simple = {"roundrobin", "static-rr", "leastconn", "first", "source"}
+        header = re.fullmatch(r"hdr\(([^()]+)\)", algorithm)
+        random = re.fullmatch(r"random(?:\((\d+)\))?", algorithm)
+        if algorithm in simple:
+            proxy.balance, proxy.hash_key = algorithm, "src" if algorithm == "source" else None
+        elif algorithm == "uri":
+            proxy.balance, proxy.hash_key = "uri", "uri"
+        elif algorithm == "url_param" and len(words) >= 2:
+            proxy.balance, proxy.hash_key = "url_param", f"url_param({words[1]})"
+            words = words[1:]
+        elif header:
+            proxy.balance, proxy.hash_key = "hdr", f"hdr({header.group(1)})"
+        elif random:
+            proxy.balance, proxy.hash_key = "random", None
+            if random.group(1) not in (None, "2"):
+                self.note(line, "balancer's random draws two servers (power of two choices)")
+        else:
+            self.skip(line)
+            return
+        if len(words) > 1:
+            self.note(line, f"balance options {' '.join(words[1:])!r} are not translated")
+
+    def cookie(self, proxy: _Proxy, line: SourceLine, words: list[str]) -> None:
+        name = words[0]
+        if not re.fullmatch(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+", name):
+            self.skip(line, reason=f"cookie name {name!r}")
+            return
+        cookie: dict[str, Any] = {"name": name, "mode": "rewrite", "nocache": False}
+        modes = [word for word in words[1:] if word in ("insert", "prefix", "rewrite")]
+        if modes:
+            cookie["mode"] = modes[0]
+        else:
+            self.note(line, "cookie without insert/prefix/rewrite translated as rewrite")
+        index = 1
+        while index < len(words):
+            word = words[index]
+            argument = words[index + 1] if index + 1 < len(words) else ""
+            if word in ("insert", "prefix", "rewrite", "indirect"):
+                pass
+            elif word in ("nocache", "httponly", "secure"):
+                cookie[word] = True
+            elif word in ("maxidle", "maxlife") and _duration(argument):
+                cookie[word] = _duration(argument)
+                index += 1
+            elif word in ("domain", "attr"):
+                self.skip(line, f"cookie option {word} {argument}")
+                index += 1
+            else:
+                self.skip(line, f"cookie option {word}")
+            index += 1
+        if cookie["mode"] != "insert":
+            for key in ("nocache", "httponly", "secure", "maxidle", "maxlife"):
+                cookie.pop(key, None)
+        proxy.cookie = cookie
+        proxy.cookie_line = line
+
+    def stick_table(self, proxy: _Proxy, line: SourceLine, words: list[str]) -> None:
+        options = dict(zip(words[::2], words[1::2], strict=False))
+        if options.get("type") not in ("ip", "ipv6"):
+            self.skip(line, reason="only 'type ip' tables (stick on src) are translated")
+            return
+        table: dict[str, Any] = {"on": "src"}
+        for key, value in options.items():
+            if key == "size" and _size(value):
+                table["size"] = _size(value)
+            elif key == "expire" and _duration(value):
+                table["expire"] = _duration(value)
+            elif key != "type":
+                self.skip(line, f"stick-table {key} {value}")
+        proxy.stick_table = table
+        proxy.stick_table_line = line
+
+    def http_check(self, proxy: _Proxy, line: SourceLine, words: list[str]) -> None:
+        if words[0] == "expect":
+            rest = words[1:]
+            if rest[:1] == ["status"] and len(rest) == 2:
+                code = _integer(rest[1])
+                if code is not None:
+                    proxy.check_expect = code
+                elif re.fullmatch(r"[0-9x,\-]+", rest[1]):
+                    proxy.check_expect = rest[1]
+                else:
+                    self.skip(line)
+            elif rest[:1] == ["string"] and len(rest) == 2:
+                proxy.check_body = re.escape(rest[1])
+            elif rest[:1] == ["rstring"] and len(rest) == 2:
+                proxy.check_body = rest[1]
+            else:
+                self.skip(line)
+        elif words[0] == "send":
+            check = proxy.httpchk or {"type": "http"}
+            index = 1
+            while index + 1 < len(words):
+                key, value = words[index], words[index + 1]
+                if key == "meth":
+                    check["method"] = value
+                elif key == "uri":
+                    check["path"] = value
+                elif key == "hdr" and index + 2 < len(words) and value.lower() == "host":
+                    check["host"] = words[index + 2]
+                    index += 1
+                elif key != "ver":
+                    self.skip(line, f"http-check send {key}")
+                index += 2
+            proxy.httpchk = check
+        else:
+            self.skip(line)
+
+    def http_request(self, proxy: _Proxy, line: SourceLine, words: list[str]) -> None:
+        action = words[0]
+        if proxy.kind == "backend":
+            if action == "set-header" and len(words) == 3 and words[1].lower() == "host" and "%[" not in words[2]:
+                proxy.host = words[2]
+            else:
+                self.skip(line, reason="balancer's rules live in frontends")
+            return
+        if proxy.kind == "defaults":
+            self.skip(line, reason="not translated in defaults")
+            return
+        split = next((i for i, word in enumerate(words) if word in ("if", "unless")), len(words))
+        args, condition = words[1:split], self.condition(line, words[split:])
+        if action == "deny":
+            if args[:1] == ["deny_status"] and args[1:2] != ["403"]:
+                self.note(line, "balancer denies with 403")
+            proxy.rules.append(_PendingRule(2, line, {"action": "deny"}, condition))
+        elif action == "redirect":
+            self.redirect(proxy, line, words[1:], phase=2)
+        elif action in ("set-header", "del-header"):
+            header = args[0] if args else ""
+            if (action == "set-header" and len(args) != 2) or (action == "del-header" and len(args) != 1):
+                self.skip(line)
+            elif header.lower() in ("x-forwarded-proto", "x-forwarded-for"):
+                self.skip(line, reason=f"balancer writes {header} itself when forwardfor = true")
+            elif header.lower() in _FRAMING_HEADERS:
+                self.skip(line, reason=f"balancer owns the {header} header")
+            elif action == "set-header" and "%[" in args[1]:
+                self.skip(line, reason="header values are fixed strings in balancer")
+            elif action == "set-header":
+                proxy.rules.append(_PendingRule(2, line, {"set_header": {header: args[1]}}, condition))
+            else:
+                proxy.rules.append(_PendingRule(2, line, {"del_header": [header]}, condition))
+        else:
+            self.skip(line)
+
+    def redirect(self, proxy: _Proxy, line: SourceLine, words: list[str], phase: int) -> None:
+        split = next((i for i, word in enumerate(words) if word in ("if", "unless")), len(words))
+        args, condition = words[:split], self.condition(line, words[split:])
+        if args[:1] != ["location"] or len(args) < 2:
+            self.skip(line, reason="only 'redirect location' (a fixed URL) is available")
+            return
+        location = args[1]
+        code = 302
+        index = 2
+        while index < len(args):
+            if args[index] == "code" and args[index + 1 : index + 2] in (["301"], ["302"], ["303"], ["307"], ["308"]):
+                code = int(args[index + 1])
+                index += 2
+                continue
+            self.skip(line, f"redirect option {args[index]}")
+            index += 1
+        if "%[" in location:
+            self.skip(line, reason="redirect locations are fixed strings in balancer")
+            return
+        proxy.rules.append(_PendingRule(phase, line, {"redirect": {"location": location, "code": code}}, condition))
+
+    def stats_directive(self, proxy: _Proxy, line: SourceLine, words: list[str]) -> None:
+        what = words[0]
+        if proxy.stats_line is None:
+            proxy.stats_line = line
+        if what == "enable" and len(words) == 1:
+            proxy.stats["enable"] = True
+        elif what == "uri" and len(words) == 2:
+            proxy.stats["uri"] = words[1]
+        elif what == "refresh" and len(words) == 2 and _duration(words[1]):
+            proxy.stats["refresh"] = _duration(words[1])
+        elif what == "auth" and len(words) == 2 and ":" in words[1]:
+            if "auth" in proxy.stats:
+                self.skip(line, "stats auth", "balancer's stats page has one user")
+            else:
+                user, _, password = words[1].partition(":")
+                proxy.stats["auth"] = {"user": user, "password": password}
+        else:
+            self.skip(line)
+
+    # output
+    def server_table(self, backend: _Proxy, source: SourceLine, words: list[str], state: dict[str, Any]) -> None:
+        """One `server` line -> a [[backend.server]] table, and backend-wide settings into `state`."""
+        name = words[0]
+        address, reason = _address(words[1], listening=False)
+        if address is None:
+            self.skip(
+                source, reason=f"{reason} (HAProxy then uses the client's port)" if "no port" in reason else reason
+            )
+            return
+        options: list[tuple[SourceLine, str, str]] = []
+        for line, default_words in backend.default_server:
+            options += self.options_of(line, default_words)
+        options += self.options_of(source, words[2:])
+        server: dict[str, Any] = {"name": _name(name), "address": address}
+        if server["name"] != name:
+            self.note(source, f"server name {name!r} written as {server['name']!r}")
+        flags: dict[str, bool] = {}
+        values: dict[str, tuple[SourceLine, str]] = {}
+        for line, option, argument in options:
+            if option.startswith("no-") and option[3:] in ("check", "backup", "send-proxy", "send-proxy-v2", "ssl"):
+                flags[option[3:]] = False
+            elif option in ("check", "backup", "disabled", "send-proxy", "send-proxy-v2", "ssl", "agent-check"):
+                flags[option] = True
+            elif option in ("check-ssl", "enabled"):
+                flags[option] = option == "check-ssl"
+            elif option in (
+                "weight",
+                "maxconn",
+                "slowstart",
+                "cookie",
+                "inter",
+                "fastinter",
+                "downinter",
+                "rise",
+                "fall",
+                "verify",
+                "ca-file",
+                "sni",
+                "agent-port",
+                "agent-inter",
+                "agent-addr",
+                "observe",
+                "error-limit",
+            ):
+                values[option] = (line, argument)
+            else:
+                self.skip(line, f"server option {option}" + (f" {argument}" if argument else ""))
+        for option, (line, argument) in values.items():
+            if option == "weight" and _integer(argument) is not None and int(argument) <= 256:
+                server["weight"] = int(argument)
+            elif option == "maxconn" and _integer(argument) is not None:
+                server["maxconn"] = int(argument)
+            elif option == "slowstart" and _duration(argument):
+                server["slowstart"] = _duration(argument)
+            elif option == "cookie":
+                if argument != server["name"]:
+                    self.note(
+                        line,
+                        f"cookie value {argument!r} of server {name!r}: balancer's cookie value is the server name",
+                    )
+            elif option in ("inter", "fastinter", "downinter") and _duration(argument):
+                key = {"inter": "interval", "fastinter": "fastinterval", "downinter": "downinterval"}[option]
+                state.setdefault("check_params", {}).setdefault(key, (line, _duration(argument)))
+            elif option in ("rise", "fall") and _integer(argument):
+                state.setdefault("check_params", {}).setdefault(option, (line, int(argument)))
+            elif option == "verify":
+                if argument == "none":
+                    self.note(line, "verify none: balancer always verifies server certificates")
+            elif option == "ca-file":
+                server["ca_file"] = self.file_name(line, argument, self.ca_base, "CA file")
+            elif option == "sni":
+                sni = re.fullmatch(r"str\(([^()]+)\)", argument)
+                if sni:
+                    server["sni"] = sni.group(1)
+                else:
+                    self.skip(line, f"server option sni {argument}", "only sni str(NAME)")
+            elif option == "agent-port" and _integer(argument) and 0 < int(argument) < 65536:
+                state.setdefault("agent", {}).setdefault("port", int(argument))
+            elif option == "agent-inter" and _duration(argument):
+                state.setdefault("agent", {}).setdefault("interval", _duration(argument))
+            elif option == "agent-addr":
+                state.setdefault("agent", {}).setdefault("address", argument)
+            elif option == "observe" and argument in ("layer4", "layer7"):
+                state.setdefault("observe", {}).setdefault("errors", 10)
+            elif option == "error-limit" and _integer(argument):
+                state.setdefault("observe", {})["errors"] = max(1, int(argument))
+            else:
+                self.skip(line, f"server option {option} {argument}")
+        if flags.get("backup"):
+            server["backup"] = True
+        if flags.get("ssl"):
+            server["ssl"] = True
+        if flags.get("disabled"):
+            server["state"] = "maint"
+        if flags.get("check"):
+            state["checked"] = True
+            state["check_ssl"] = state.get("check_ssl", False) or flags.get("check-ssl", False)
+        else:
+            state.setdefault("unchecked", []).append(source)
+        if flags.get("agent-check"):
+            state["agent_on"] = True
+        for proxy_version in ("send-proxy", "send-proxy-v2"):
+            if flags.get(proxy_version):
+                state.setdefault("send_proxy", {})[name] = "v2" if proxy_version.endswith("v2") else "v1"
+        state.setdefault("servers", []).append((source, server))
+
+    def options_of(self, line: SourceLine, words: list[str]) -> list[tuple[SourceLine, str, str]]:
+        result: list[tuple[SourceLine, str, str]] = []
+        index = 0
+        while index < len(words):
+            option = words[index]
+            if option in _SERVER_ARG_OPTIONS and index + 1 < len(words):
+                result.append((line, option, words[index + 1]))
+                index += 2
+            else:
+                result.append((line, option, ""))
+                index += 1
+        return result
+
+    def backend_table(self, proxy: _Proxy) -> dict[str, Any]:
+        header = proxy.header
+        assert header is not None
+        mode = proxy.mode or "tcp"
+        table: dict[str, Any] = {"name": _name(proxy.name), "mode": mode}
+        balance = proxy.balance or "roundrobin"
+        hash_key = proxy.hash_key
+        if mode == "tcp" and balance in ("uri", "hdr", "url_param"):
+            self.note(header, f"balance {balance} needs mode http: roundrobin is used, as HAProxy does")
+            balance, hash_key = "roundrobin", None
+        hashing = balance in ("source", "uri", "hdr", "url_param")
+        if hashing and proxy.balance_factor and proxy.hash_type == "consistent":
+            balance = "ring"
+        table["balance"] = balance
+        if hashing and hash_key:
+            table["hash_key"] = hash_key
+        if hashing and proxy.hash_type and balance != "ring":
+            table["hash_type"] = proxy.hash_type
+        if proxy.host:
+            table["host"] = proxy.host
+        if proxy.stick_on:
+            table["stick"] = proxy.stick_table or {"on": "src"}
+        elif proxy.stick_table_line is not None:
+            self.skip(proxy.stick_table_line, reason="without 'stick on src' the table is not used for persistence")
+        if proxy.cookie is not None:
+            if mode == "tcp":
+                assert proxy.cookie_line is not None
+                self.skip(proxy.cookie_line, reason="cookie persistence needs mode http")
+            else:
+                table["cookie"] = proxy.cookie
+        state: dict[str, Any] = {}
+        for line, words in proxy.servers:
+            self.server_table(proxy, line, words, state)
+        if state.get("checked"):
+            check: dict[str, Any] = dict(proxy.httpchk or {"type": "tcp"})
+            if check["type"] == "http":
+                if proxy.check_expect is not None:
+                    check["expect"] = proxy.check_expect
+                if proxy.check_body:
+                    check["body"] = proxy.check_body
+            params: dict[str, tuple[SourceLine, Any]] = state.get("check_params", {})
+            for key in ("interval", "fastinterval", "downinterval", "rise", "fall"):
+                if key in params:
+                    check[key] = params[key][1]
+            if proxy.check_timeout:
+                check["timeout"] = proxy.check_timeout
+            if state.get("check_ssl"):
+                check["ssl"] = True
+            table["check"] = check
+            for line in state.get("unchecked", []):
+                self.note(line, "server without 'check': balancer checks every server of a checked backend")
+        if state.get("agent_on"):
+            agent = state.get("agent", {})
+            if "port" in agent:
+                table["agent"] = agent
+            else:
+                self.note(header, "agent-check without agent-port is not translated")
+        if "observe" in state:
+            table["observe"] = state["observe"]
+        table["retries"] = proxy.retries if proxy.retries is not None else 3
+        table["redispatch"] = bool(proxy.redispatch)
+        if proxy.backend_timeouts:
+            table["timeouts"] = dict(proxy.backend_timeouts)
+        if proxy.tunnel_line is not None:
+            self.note(proxy.tunnel_line, "timeout tunnel is a frontend setting in balancer: set it there")
+        send_proxy: dict[str, str] = state.get("send_proxy", {})
+        if send_proxy:
+            versions = sorted(set(send_proxy.values()))
+            table["send_proxy"] = versions[-1]
+            if len(send_proxy) != len(state.get("servers", [])) or len(versions) > 1:
+                self.note(header, f"send_proxy = {versions[-1]!r} applies to every server of backend {proxy.name}")
+        if proxy.source:
+            table["source"] = proxy.source
+        if proxy.reuse_never:
+            table["pool"] = {"max_idle_per_server": 0}
+        servers: list[tuple[SourceLine, dict[str, Any]]] = state.get("servers", [])
+        if any("weight" in server for _line, server in servers):
+            for _line, server in servers:
+                server.setdefault("weight", 1)  # HAProxy's default weight
+        seen: set[str] = set()
+        kept: list[tuple[SourceLine, dict[str, Any]]] = []
+        for line, server in servers:
+            if server["name"] in seen:
+                self.skip(line, reason=f"duplicate server name {server['name']!r}")
+                continue
+            seen.add(server["name"])
+            kept.append((line, server))
+        table["server"] = kept
+        return table
+
+    def frontend_tables(self, proxy: _Proxy, backends: dict[str, str]) -> list[dict[str, Any]]:
+        """A frontend (or the frontend half of a listen) -> one [[frontend]] per kind of bind
+        (HAProxy sets TLS per bind line, balancer per frontend)."""
+        header = proxy.header
+        assert header is not None
+        mode = proxy.mode or "tcp"
+        groups: dict[tuple[Any, ...], list[_Bind]] = {}
+        for bind in proxy.binds:
+            groups.setdefault(bind.group(), []).append(bind)
+        if not groups:
+            self.skip(header, reason="no bind line could be translated")
+            return []
+        result: list[dict[str, Any]] = []
+        base = _name(proxy.name)
+        if base != proxy.name:
+            self.note(header, f"name {proxy.name!r} written as {base!r}")
+        names: list[str] = []
+        for number, binds in enumerate(groups.values()):
+            first = binds[0]
+            name = base if number == 0 else f"{base}-{'tls' if first.ssl else number + 1}"
+            names.append(name)
+            table: dict[str, Any] = {"name": name, "bind": [a for bind in binds for a in bind.addresses], "mode": mode}
+            default = proxy.default_backend
+            if proxy.kind == "listen" and default is None:
+                default = proxy.name
+            if default is not None:
+                target = backends.get(default)
+                line = proxy.default_backend_line or header
+                if target is None:
+                    self.skip(line, f"default_backend {default}", "no such backend")
+                elif target != mode:
+                    self.skip(line, f"default_backend {default}", f"backend is mode {target}, frontend mode {mode}")
+                else:
+                    table["default_backend"] = _name(default)
+            if proxy.maxconn is not None:
+                table["maxconn"] = proxy.maxconn
+            if first.accept_proxy:
+                table["accept_proxy"] = True
+            if first.ssl:
+                tls: dict[str, Any] = {"cert": first.certs}
+                if first.alpn is not None:
+                    tls["alpn"] = first.alpn
+                if first.ciphers or self.default_ciphers:
+                    tls["ciphers"] = first.ciphers or self.default_ciphers
+                if first.min_version or self.default_min_version:
+                    tls["min_version"] = first.min_version or self.default_min_version
+                if first.client_ca:
+                    tls["client_ca"] = first.client_ca
+                if first.verify and first.client_ca:
+                    tls["verify_client"] = first.verify
+                table["tls"] = tls
+            if proxy.frontend_timeouts:
+                table["timeouts"] = dict(proxy.frontend_timeouts)
+            if mode == "http":
+                table["forwardfor"] = bool(proxy.forwardfor) or self.backends_forward(proxy, backends)
+                if self.header_count is not None:
+                    table["limits"] = {"header_count": self.header_count}
+            table["rule"] = self.rules(proxy, mode, first.ssl, backends)
+            if "default_backend" not in table and not self.reachable(table["rule"]):
+                self.skip(header, f"{proxy.kind} {proxy.name}", "nothing left to route to (no default_backend)")
+                continue
+            table["bind"] = [a for bind in binds for a in bind.addresses if self.claim(a, bind.line)]
+            if not table["bind"]:
+                self.skip(header, f"{proxy.kind} {proxy.name}", "no address left to listen on")
+                continue
+            result.append(table)
+        if len(names) > 1:
+            self.note(header, f"split into frontends {', '.join(names)}: balancer sets TLS/PROXY per frontend")
+        return result
+
+    def claim(self, address: str, line: SourceLine) -> bool:
+        """Take a listening address; False (and a message) if an earlier listener overlaps it:
+        HAProxy may share a port between sections (SO_REUSEPORT), balancer refuses that."""
+        wanted = parse_address(address)
+        for earlier, where in self.listeners:
+            if _overlap(wanted, earlier):
+                self.skip(line, f"bind {address}", f"{earlier} is already bound (line {where.number})")
+                return False
+        self.listeners.append((wanted, line))
+        return True
+
+    def backends_forward(self, proxy: _Proxy, backends: dict[str, str]) -> bool:
+        """HAProxy's `option forwardfor` may sit in a backend: then its frontends add the header."""
+        names = {rule.action["use_backend"] for rule in proxy.rules if "use_backend" in rule.action}
+        names |= {proxy.default_backend or (proxy.name if proxy.kind == "listen" else "")}
+        return any(self.forwarding.get(name, False) for name in names)
+
+    @staticmethod
+    def reachable(rules: list[tuple[SourceLine, dict[str, Any]]]) -> bool:
+        for _line, rule in rules:
+            if rule.get("use_backend"):
+                return True
+            unconditional = "if" not in rule and "unless" not in rule
+            if unconditional and ("redirect" in rule or rule.get("action") == "deny"):
+                return True
+        return False
+
+    def rules(
+        self, proxy: _Proxy, mode: str, ssl: bool, backends: dict[str, str]
+    ) -> list[tuple[SourceLine, dict[str, Any]]]:
+        result: list[tuple[SourceLine, dict[str, Any]]] = []
+        for pending in sorted(proxy.rules, key=lambda rule: rule.phase):
+            line = pending.line
+            action = dict(pending.action)
+            if "use_backend" in action:
+                target = backends.get(action["use_backend"])
+                if target is None:
+                    self.skip(line, reason=f"no backend {action['use_backend']!r}")
+                    continue
+                if target != mode:
+                    self.skip(line, reason=f"backend is mode {target}, frontend mode {mode}")
+                    continue
+                action["use_backend"] = _name(action["use_backend"])
+            if mode == "tcp" and ("redirect" in action or "set_header" in action or "del_header" in action):
+                self.skip(line, reason="not available in a tcp frontend")
+                continue
+            tables = condition_tables(pending.condition, proxy.acls, ssl)
+            if isinstance(tables, str):
+                self.skip(line, reason=tables)
+                continue
+            if mode == "tcp" and any(
+                key != "src" for pair in tables for table in pair if table is not None for key in table
+            ):
+                self.skip(line, reason="a tcp frontend's rules may only test src")
+                continue
+            for if_table, unless_table in tables:
+                rule: dict[str, Any] = {}
+                if if_table:
+                    rule["if"] = if_table
+                if unless_table:
+                    rule["unless"] = unless_table
+                rule.update(copy.deepcopy(action))
+                result.append((line, rule))
+            if len(tables) > 1:
+                self.note(line, f"written as {len(tables)} rules (one per alternative of the condition)")
+        return result
+
+    def stats_table(self, proxy: _Proxy, bound: bool) -> None:
+        line = proxy.stats_line
+        assert line is not None
+        if self.stats is not None:
+            self.skip(line, "stats", "balancer has one stats page")
+            return
+        stats: dict[str, Any] = {}
+        if bound and proxy.binds:
+            first = proxy.binds[0]
+            if not self.claim(first.addresses[0], first.line):
+                return
+            stats["bind"] = first.addresses[0]
+            if len(proxy.binds) > 1 or len(first.addresses) > 1 or first.ssl:
+                self.note(line, f"the stats page listens on {first.addresses[0]} only, without TLS")
+        elif not bound:
+            self.note(line, f"{proxy.kind} {proxy.name} also serves traffic: give [stats] its own bind")
+        for key in ("uri", "auth", "refresh"):
+            if key in proxy.stats:
+                stats[key] = proxy.stats[key]
+        self.stats = stats
+        self.stats_source = proxy.header
+
+    def output(self) -> str:
+        backends: dict[str, str] = {}
+        stats_only: set[int] = set()
+        for index, proxy in enumerate(self.proxies):
+            if proxy.kind == "listen" and not proxy.servers and self.stats_only(proxy):
+                stats_only.add(index)
+                continue
+            if proxy.kind in ("backend", "listen"):
+                if proxy.name in backends:
+                    assert proxy.header is not None
+                    self.skip(proxy.header, reason=f"a second backend named {proxy.name!r}")
+                    continue
+                backends[proxy.name] = proxy.mode or "tcp"
+                self.forwarding[proxy.name] = bool(proxy.forwardfor)
+        for index, proxy in enumerate(self.proxies):
+            if proxy.kind == "frontend" and self.stats_only(proxy):
+                stats_only.add(index)
+
+        out: list[str] = [f"# Translated from {self.file} by `balancer import-haproxy`.", ""]
+        if self.global_:
+            if self.global_line is not None:
+                out.append(f"# from {self.file}:{self.global_line.number} global")
+            out += ["[global]"] + [f"{key} = {_toml_value(value)}" for key, value in self.global_.items()] + [""]
+        if self.admin:
+            out += ["[admin]"] + [f"{key} = {_toml_value(value)}" for key, value in self.admin.items()] + [""]
+
+        frontends: list[tuple[_Proxy, dict[str, Any]]] = []
+        backend_tables: list[tuple[_Proxy, dict[str, Any]]] = []
+        seen_backends: set[str] = set()
+        for index, proxy in enumerate(self.proxies):
+            if index in stats_only:
+                self.stats_table(proxy, bound=True)
+                continue
+            if proxy.kind in ("frontend", "listen"):
+                if proxy.stats:
+                    self.stats_table(proxy, bound=False)
+                for table in self.frontend_tables(proxy, backends):
+                    frontends.append((proxy, table))
+            if proxy.kind in ("backend", "listen") and proxy.name not in seen_backends:
+                seen_backends.add(proxy.name)
+                backend_tables.append((proxy, self.backend_table(proxy)))
+        self.check_listener_names(frontends)
+
+        if self.stats:
+            if self.stats_source is not None:
+                out.append(f"# from {self.file}:{self.stats_source.number} {' '.join(self.stats_source.words[:2])}")
+            out += ["[stats]"] + [f"{key} = {_toml_value(value)}" for key, value in self.stats.items()] + [""]
+        for proxy, table in frontends:
+            out += self.render_section(proxy, "frontend", table, "rule")
+        for proxy, table in backend_tables:
+            out += self.render_section(proxy, "backend", table, "server")
+        return "\n".join(out).rstrip("\n") + "\n"
+
+    @staticmethod
+    def stats_only(proxy: _Proxy) -> bool:
+        """A frontend/listen that only serves the stats page."""
+        routes = proxy.default_backend is not None or any("use_backend" in rule.action for rule in proxy.rules)
+        return bool(proxy.stats) and not routes
+
+    def check_listener_names(self, frontends: list[tuple[_Proxy, dict[str, Any]]]) -> None:
+        names: set[str] = set()
+        for proxy, table in frontends:
+            if table["name"] in names:
+                table["name"] = f"{table['name']}-frontend"
+                assert proxy.header is not None
+                self.note(proxy.header, f"frontend written as {table['name']!r} (name already used)")
+            names.add(table["name"])
+
+    def render_section(self, proxy: _Proxy, kind: str, table: dict[str, Any], child: str) -> list[str]:
+        header = proxy.header
+        assert header is not None
+        out = [f"# from {self.file}:{header.number} {proxy.kind} {proxy.name}", f"[[{kind}]]"]
+        for key, value in table.items():
+            if key != child:
+                out.append(f"{key} = {_toml_value(value)}")
+        out.append("")
+        for line, item in table.get(child, []):
+            out.append(f"  # {self.file}:{line.number}: {_one_line(line.text)}")
+            out.append(f"  [[{kind}.{child}]]")
+            out += [f"  {key} = {_toml_value(value)}" for key, value in item.items()]
+            out.append("")
+        return out
+
+
+def _one_line(text: str) -> str:
+    return re.sub(r"[\x00-\x1f\x7f]", " ", text)
+
+
+def translate(text: str, file: str = "haproxy.cfg", base_dir: str | Path | None = None) -> Translation:
+    """Translate haproxy.cfg `text`; `file` names it in messages and comments. With
+    `base_dir`, certificate and CA files are looked for there (a note when missing)."""
+    translator = _Translator(file, Path(base_dir) if base_dir is not None else None)
+    translator.run(text)
+    toml = translator.output()
+    return Translation(toml, translator.warnings())
+
+
+def validate(toml: str, file: str = "<import-haproxy>", base_dir: str | Path | None = None) -> list[str]:
+    """Problems our loader finds in a translation, as `FILE:LINE: message` lines. A missing
+    certificate or CA file is not a problem of the translation (it is noted when found)."""
+    try:
+        parse_config(toml, file, base_dir=base_dir)
+    except ConfigError as exc:
+        return [str(problem) for problem in _real_problems(exc.problems)]
+    return []
+
+
+def _real_problems(problems: Iterable[Any]) -> list[Any]:
+    missing = re.compile(r"^(certificate file|client CA file|CA file) '.*' not found")
+    return [problem for problem in problems if not missing.match(problem.message)]

@@ -1,0 +1,788 @@
+"""`balancer import-haproxy`: haproxy.cfg -> TOML, one directive family at a time.
+
+Every translation is loaded back with `parse_config`: the output must always be a valid
+configuration. Inputs are written with dedent and a backslash after the opening quotes,
+so the first line of the literal is line 1 of the haproxy.cfg.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from textwrap import dedent
+
+import pytest
+
+from balancer.config import Config, parse_config
+from balancer.config.haproxy import condition_tables, parse_criterion, parse_haproxy, tokenize, translate, validate
+
+
+def convert(cfg: str, base_dir: Path | None = None) -> tuple[Config, list[str], str]:
+    """Translate, check our own validation accepts it, and load it (files named in it are
+    looked for in `base_dir`)."""
+    result = translate(dedent(cfg), "haproxy.cfg")
+    assert validate(result.toml, base_dir=base_dir) == [], result.toml
+    return parse_config(result.toml, base_dir=base_dir), result.warnings, result.toml
+
+
+SIMPLE_BACKEND = """\
+backend web
+    server s1 10.0.0.1:80
+"""
+
+
+# -- the parser -------------------------------------------------------------------------------
+
+
+def test_tokenize_splits_words_quotes_escapes_and_comments():
+    assert tokenize("  server s1 10.0.0.1:80   check # a comment") == ["server", "s1", "10.0.0.1:80", "check"]
+    assert tokenize('http-request set-header X-Msg "hello world"') == [
+        "http-request",
+        "set-header",
+        "X-Msg",
+        "hello world",
+    ]
+    assert tokenize("acl a path_beg '/a b' \"#not-a-comment\"") == ["acl", "a", "path_beg", "/a b", "#not-a-comment"]
+    assert tokenize(r"option httpchk GET / HTTP/1.1\r\nHost:\ x") == [
+        "option",
+        "httpchk",
+        "GET",
+        "/",
+        "HTTP/1.1\r\nHost: x",
+    ]
+    assert tokenize("# only a comment") == []
+
+
+def test_parse_haproxy_sections_and_line_numbers():
+    sections, orphans = parse_haproxy("maxconn 5\nglobal\n  maxconn 10\n\nfrontend www\n  bind :80\n")
+    assert [line.number for line in orphans] == [1]
+    assert [(s.kind, s.name, s.header.number) for s in sections] == [("global", "", 2), ("frontend", "www", 5)]
+    assert [line.words for line in sections[1].lines] == [("bind", ":80")]
+
+
+# -- global -----------------------------------------------------------------------------------
+
+
+def test_global_directives():
+    config, warnings, _ = convert(
+        """\
+        global
+            maxconn 20000
+            nbthread 4
+            user haproxy
+            group haproxy
+            log 127.0.0.1:514 local0
+            stats socket /run/haproxy/admin.sock mode 660 level admin
+            chroot /var/lib/haproxy
+        """
+    )
+    assert config.global_.maxconn == 20000
+    assert config.global_.workers == 4
+    assert (config.global_.user, config.global_.group) == ("haproxy", "haproxy")
+    assert config.global_.log == "syslog:udp://127.0.0.1:514"
+    assert config.admin.socket == "/run/haproxy/admin.sock"
+    assert warnings == ["haproxy.cfg:8: cannot translate: chroot /var/lib/haproxy"]
+
+
+@pytest.mark.parametrize(
+    ("line", "log"),
+    [
+        ("log 10.1.2.3 local0", "syslog:udp://10.1.2.3:514"),
+        ("log logs.example:5140 local1 info", "syslog:udp://logs.example:5140"),
+        ("log stdout format raw local0", "stdout"),
+    ],
+)
+def test_global_log_targets(line, log):
+    config, _, _ = convert(f"global\n    {line}\n")
+    assert config.global_.log == log
+
+
+def test_global_log_to_a_unix_socket_is_named():
+    config, warnings, _ = convert("global\n    log /dev/log local0\n")
+    assert config.global_.log == "stdout"
+    assert warnings[0].startswith("haproxy.cfg:2: cannot translate: log /dev/log local0")
+
+
+def test_stats_socket_over_tcp_becomes_the_admin_bind():
+    config, _, _ = convert("global\n    stats socket ipv4@127.0.0.1:9999 level admin\n")
+    assert str(config.admin.bind) == "127.0.0.1:9999"
+
+
+# -- defaults, listen, mode ---------------------------------------------------------------------
+
+
+def test_defaults_apply_to_later_sections_and_a_new_defaults_resets():
+    config, _, _ = convert(
+        """\
+        defaults
+            mode http
+            option forwardfor
+            retries 5
+            timeout connect 5000
+            timeout client 1m
+            timeout server 30s
+            timeout http-request 10s
+            timeout http-keep-alive 2s
+            timeout queue 20s
+            timeout tunnel 2h
+
+        frontend www
+            bind :8080
+            default_backend web
+
+        backend web
+            server s1 10.0.0.1:80
+
+        defaults
+            timeout client 5s
+
+        frontend raw
+            bind :9000
+            default_backend db
+
+        backend db
+            server d1 10.0.0.2:5432
+        """
+    )
+    www, raw = config.frontend
+    web, db = config.backend
+    assert (www.mode, web.mode) == ("http", "http")
+    assert www.forwardfor is True
+    assert (www.timeouts.client, www.timeouts.http_request, www.timeouts.http_keep_alive) == (60, 10, 2)
+    assert www.timeouts.tunnel == 7200
+    assert (web.timeouts.connect, web.timeouts.server, web.timeouts.queue) == (5, 30, 20)
+    assert web.retries == 5
+    # the second defaults section starts from HAProxy's own defaults: mode tcp, retries 3
+    assert (raw.mode, db.mode) == ("tcp", "tcp")
+    assert raw.timeouts.client == 5
+    assert db.retries == 3
+
+
+def test_without_option_forwardfor_and_redispatch_they_are_off_as_in_haproxy():
+    config, _, toml = convert(
+        "frontend www\n    mode http\n    bind :80\n    default_backend web\n"
+        + SIMPLE_BACKEND.replace("backend web\n", "backend web\n    mode http\n")
+    )
+    assert config.frontend[0].forwardfor is False
+    assert config.backend[0].redispatch is False
+    assert "forwardfor = false" in toml
+
+
+def test_option_forwardfor_in_a_backend_turns_it_on_in_its_frontends():
+    config, _, _ = convert(
+        """\
+        frontend www
+            mode http
+            bind :80
+            default_backend web
+        backend web
+            mode http
+            option forwardfor
+            option redispatch
+            server s1 10.0.0.1:80
+        """
+    )
+    assert config.frontend[0].forwardfor is True
+    assert config.backend[0].redispatch is True
+
+
+def test_listen_becomes_a_frontend_and_a_backend_of_the_same_name():
+    config, _, toml = convert(
+        """\
+        listen www
+            bind 127.0.0.1:8080
+            mode http
+            balance leastconn
+            server s1 10.0.0.1:80
+            server s2 10.0.0.2:80
+        """
+    )
+    (frontend,) = config.frontend
+    (backend,) = config.backend
+    assert (frontend.name, frontend.default_backend, backend.name) == ("www", "www", "www")
+    assert backend.balance == "leastconn"
+    assert [s.name for s in backend.server] == ["s1", "s2"]
+    assert "# from haproxy.cfg:1 listen www" in toml
+
+
+# -- bind -------------------------------------------------------------------------------------
+
+
+def test_bind_addresses_tls_and_proxy(tmp_path: Path):
+    (tmp_path / "site.pem").write_text("not checked by the translator")
+    result = translate(
+        dedent(
+            """\
+            frontend www
+                mode http
+                bind *:80,127.0.0.1:81
+                bind :::8443 v4v6 ssl crt site.pem alpn h2,http/1.1 ssl-min-ver TLSv1.3
+                bind 10.0.0.1:8000 accept-proxy
+                default_backend web
+            backend web
+                mode http
+                server s1 10.0.0.1:80
+            """
+        ),
+        "haproxy.cfg",
+        base_dir=tmp_path,
+    )
+    assert validate(result.toml, base_dir=tmp_path) == []
+    config = parse_config(result.toml, base_dir=tmp_path)
+    plain, tls, proxied = config.frontend
+    assert (plain.name, [str(a) for a in plain.bind]) == ("www", [":80", "127.0.0.1:81"])
+    assert (tls.name, [str(a) for a in tls.bind]) == ("www-tls", ["[::]:8443"])
+    assert tls.tls is not None and tls.tls.cert == ["site.pem"] and tls.tls.alpn == ["http/1.1"]
+    assert tls.tls.min_version == "1.3"
+    assert proxied.accept_proxy is True and proxied.tls is None
+    assert all(f.default_backend == "web" for f in config.frontend)
+    assert "haproxy.cfg:4: note: alpn h2 dropped: balancer speaks http/1.1 only" in result.warnings
+
+
+def test_missing_certificate_is_a_note_not_a_failure(tmp_path: Path):
+    result = translate(
+        "frontend www\n  mode http\n  bind :443 ssl crt /nonexistent/x.pem\n  default_backend web\n"
+        + SIMPLE_BACKEND.replace("backend web\n", "backend web\n  mode http\n"),
+        "haproxy.cfg",
+        base_dir=tmp_path,
+    )
+    assert validate(result.toml, base_dir=tmp_path) == []
+    assert any("haproxy.cfg:3: note: certificate '/nonexistent/x.pem' not found" in w for w in result.warnings)
+
+
+def test_unsupported_bind_options_are_named():
+    _, warnings, _ = convert(
+        "frontend f\n  bind :80 defer-accept name web process 1\n  default_backend web\n" + SIMPLE_BACKEND
+    )
+    assert warnings == [
+        "haproxy.cfg:2: cannot translate: bind option defer-accept",
+        "haproxy.cfg:2: cannot translate: bind option name web",
+        "haproxy.cfg:2: cannot translate: bind option process 1",
+    ]
+
+
+# -- balance ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("balance", "expected", "hash_key"),
+    [
+        ("roundrobin", "roundrobin", "src"),
+        ("static-rr", "static-rr", "src"),
+        ("leastconn", "leastconn", "src"),
+        ("first", "first", "src"),
+        ("source", "source", "src"),
+        ("uri", "uri", "uri"),
+        ("url_param userid", "url_param", "url_param(userid)"),
+        ("hdr(X-Tenant)", "hdr", "hdr(X-Tenant)"),
+        ("random", "random", "src"),
+        ("random(2)", "random", "src"),
+    ],
+)
+def test_balance(balance, expected, hash_key):
+    config, warnings, _ = convert(f"backend web\n    mode http\n    balance {balance}\n    server s1 10.0.0.1:80\n")
+    assert (config.backend[0].balance, config.backend[0].hash_key) == (expected, hash_key)
+    assert warnings == []
+
+
+def test_hash_type_consistent_and_balance_factor():
+    config, _, _ = convert("backend a\n  balance source\n  hash-type consistent\n  server s1 10.0.0.1:80\n")
+    assert (config.backend[0].balance, config.backend[0].hash_type) == ("source", "consistent")
+    config, _, _ = convert("backend a\n  balance source\n  hash-type consistent\n  hash-balance-factor 125\n")
+    assert config.backend[0].balance == "ring"
+
+
+def test_http_balance_in_a_tcp_backend_falls_back_to_roundrobin():
+    config, warnings, _ = convert("backend a\n  mode tcp\n  balance uri\n  server s1 10.0.0.1:80\n")
+    assert config.backend[0].balance == "roundrobin"
+    assert warnings == ["haproxy.cfg:1: note: balance uri needs mode http: roundrobin is used, as HAProxy does"]
+
+
+def test_unknown_balance_is_named():
+    _, warnings, _ = convert("backend a\n  balance rdp-cookie\n")
+    assert warnings == ["haproxy.cfg:2: cannot translate: balance rdp-cookie"]
+
+
+# -- servers, checks, persistence ------------------------------------------------------------------
+
+
+def test_server_options(tmp_path: Path):
+    (tmp_path / "ca.pem").write_text("")
+    config, warnings, _ = convert(
+        """\
+        backend web
+            mode http
+            default-server inter 3s fastinter 1s downinter 10s rise 3 fall 4
+            option httpchk GET /health
+            http-check expect status 204
+            timeout check 2s
+            server s1 10.0.0.1:80 check weight 20 maxconn 50 slowstart 30s
+            server s2 10.0.0.2:80 check backup
+            server s3 10.0.0.3:443 check ssl verify required ca-file ca.pem sni str(api.internal)
+            server s4 web4.example:80 disabled
+        """,
+        tmp_path,
+    )
+    (backend,) = config.backend
+    s1, s2, s3, s4 = backend.server
+    assert (s1.weight, s1.maxconn, s1.slowstart) == (20, 50, 30)
+    assert (s2.weight, s2.backup) == (1, True)  # HAProxy's default weight is 1
+    assert (s3.ssl, s3.ca_file, s3.sni) == (True, "ca.pem", "api.internal")
+    assert (str(s4.address), s4.state) == ("web4.example:80", "maint")
+    check = backend.check
+    assert check is not None
+    assert (check.type, check.method, check.path, check.expect) == ("http", "GET", "/health", 204)
+    assert (check.interval, check.fastinterval, check.downinterval, check.rise, check.fall) == (3, 1, 10, 3, 4)
+    assert check.timeout == 2
+    assert warnings == [
+        "haproxy.cfg:10: note: server without 'check': balancer checks every server of a checked backend"
+    ]
+
+
+def test_httpchk_with_a_host_header_in_the_version_field():
+    config, _, _ = convert(
+        "backend web\n  mode http\n  option httpchk HEAD /ping HTTP/1.1\\r\\nHost:\\ www.example.com\n"
+        "  server s1 10.0.0.1:80 check\n"
+    )
+    check = config.backend[0].check
+    assert check is not None and (check.method, check.path, check.host) == ("HEAD", "/ping", "www.example.com")
+
+
+def test_plain_check_is_a_tcp_check_and_no_check_means_none():
+    config, _, _ = convert("backend a\n  server s1 10.0.0.1:80 check inter 5000\n")
+    check = config.backend[0].check
+    assert check is not None and (check.type, check.interval) == ("tcp", 5)
+    config, _, _ = convert("backend a\n  option httpchk\n  server s1 10.0.0.1:80\n")
+    assert config.backend[0].check is None
+
+
+def test_send_proxy_agent_and_source():
+    config, warnings, _ = convert(
+        """\
+        backend db
+            source 192.0.2.10
+            server d1 10.0.0.1:5432 send-proxy-v2 agent-check agent-port 5555 agent-inter 3s
+            server d2 10.0.0.2:5432 send-proxy-v2
+        """
+    )
+    backend = config.backend[0]
+    assert backend.send_proxy == "v2"
+    assert backend.agent is not None and (backend.agent.port, backend.agent.interval) == (5555, 3)
+    assert backend.source == ["192.0.2.10"]
+    assert warnings == []
+
+
+def test_server_without_port_and_unknown_options_are_named():
+    config, warnings, _ = convert(
+        "backend a\n  server s1 10.0.0.1 check\n  server s2 10.0.0.2:80 resolvers dns init-addr none\n"
+    )
+    assert [s.name for s in config.backend[0].server] == ["s2"]
+    assert warnings == [
+        "haproxy.cfg:2: cannot translate: server s1 10.0.0.1 check (address '10.0.0.1' has no port "
+        "(HAProxy then uses the client's port))",
+        "haproxy.cfg:3: cannot translate: server option resolvers dns",
+        "haproxy.cfg:3: cannot translate: server option init-addr none",
+    ]
+
+
+def test_cookie_insert_and_a_server_cookie_that_is_not_its_name():
+    config, warnings, _ = convert(
+        """\
+        backend web
+            mode http
+            cookie SERVERID insert indirect nocache httponly secure maxidle 30m maxlife 8h
+            server s1 10.0.0.1:80 cookie s1
+            server s2 10.0.0.2:80 cookie web-b
+        """
+    )
+    cookie = config.backend[0].cookie
+    assert cookie is not None
+    assert (cookie.name, cookie.mode, cookie.nocache, cookie.httponly, cookie.secure) == (
+        "SERVERID",
+        "insert",
+        True,
+        True,
+        True,
+    )
+    assert (cookie.maxidle, cookie.maxlife) == (1800, 28800)
+    assert warnings == [
+        "haproxy.cfg:5: note: cookie value 'web-b' of server 's2': balancer's cookie value is the server name"
+    ]
+
+
+def test_cookie_prefix_and_without_nocache():
+    config, _, _ = convert("backend web\n  mode http\n  cookie JSESSIONID prefix nocache\n")
+    cookie = config.backend[0].cookie
+    assert cookie is not None and cookie.mode == "prefix"
+    config, _, _ = convert("backend web\n  mode http\n  cookie SRV insert\n")
+    cookie = config.backend[0].cookie
+    assert cookie is not None and cookie.nocache is False
+
+
+def test_stick_table_on_src():
+    config, _, _ = convert("backend a\n  stick-table type ip size 100k expire 30m\n  stick on src\n")
+    stick = config.backend[0].stick
+    assert stick is not None and (stick.on, stick.size, stick.expire) == ("src", 102400, 1800)
+    config, warnings, _ = convert("backend a\n  stick-table type ip size 1m expire 10s store http_req_rate(10s)\n")
+    assert config.backend[0].stick is None
+    assert warnings == [
+        "haproxy.cfg:2: cannot translate: stick-table store http_req_rate(10s)",
+        "haproxy.cfg:2: cannot translate: stick-table type ip size 1m expire 10s store http_req_rate(10s) "
+        "(without 'stick on src' the table is not used for persistence)",
+    ]
+
+
+# -- ACLs and rules -------------------------------------------------------------------------------
+
+ROUTING = """\
+defaults
+    mode http
+
+frontend www
+    bind :80
+{rules}
+    default_backend web
+
+backend web
+    server w1 10.0.0.1:80
+backend api
+    server a1 10.0.0.2:80
+"""
+
+
+def rules_of(rules: str) -> tuple[list[dict[str, object]], list[str]]:
+    config, warnings, _ = convert(
+        ROUTING.format(rules=dedent(rules).rstrip().replace("\n", "\n    ").join(["    ", ""]))
+    )
+    return [r.model_dump(by_alias=True, exclude_defaults=True, mode="json") for r in config.frontend[0].rule], warnings
+
+
+def test_acl_and_use_backend():
+    rules, warnings = rules_of(
+        """\
+        acl is_api path_beg /api /v2
+        use_backend api if is_api
+        """
+    )
+    assert rules == [{"if": {"path_beg": ["/api", "/v2"]}, "use_backend": "api"}]
+    assert warnings == []
+
+
+def test_acl_negation_becomes_unless():
+    rules, _ = rules_of(
+        """\
+        acl internal src 10.0.0.0/8
+        use_backend api if !internal
+        """
+    )
+    assert rules == [{"unless": {"src": ["10.0.0.0/8"]}, "use_backend": "api"}]
+
+
+def test_acl_and_is_one_table_with_an_unless():
+    rules, _ = rules_of(
+        """\
+        acl is_api path_beg /api
+        acl post method POST
+        acl internal src 10.0.0.0/8
+        use_backend api if is_api post !internal
+        """
+    )
+    assert rules == [
+        {"if": {"path_beg": ["/api"], "method": ["POST"]}, "unless": {"src": ["10.0.0.0/8"]}, "use_backend": "api"}
+    ]
+
+
+def test_unless_condition_and_anonymous_acls():
+    rules, _ = rules_of("use_backend api unless { path_beg /static } { method GET }\n")
+    assert rules == [{"unless": {"path_beg": ["/static"], "method": ["GET"]}, "use_backend": "api"}]
+
+
+def test_or_and_an_acl_declared_twice_become_several_rules():
+    rules, warnings = rules_of(
+        """\
+        acl static path_end .css .js
+        acl static path_beg /static
+        acl blog hdr(host) -i Blog.Example.com
+        use_backend api if static || blog
+        """
+    )
+    assert rules == [
+        {"if": {"path_end": [".css", ".js"]}, "use_backend": "api"},
+        {"if": {"path_beg": ["/static"]}, "use_backend": "api"},
+        {"if": {"host": ["blog.example.com"]}, "use_backend": "api"},
+    ]
+    assert warnings == ["haproxy.cfg:9: note: written as 3 rules (one per alternative of the condition)"]
+
+
+@pytest.mark.parametrize(
+    ("acl", "condition"),
+    [
+        ("path /exact", {"path": ["/exact"]}),
+        ("path_end .jpg", {"path_end": [".jpg"]}),
+        ("path_reg ^/item/[0-9]+$", {"path_reg": ["^/item/[0-9]+$"]}),
+        ("path_reg -i ^/img", {"path_reg": ["(?i)^/img"]}),
+        ("path -m beg /a", {"path_beg": ["/a"]}),
+        ("path_sub .php", {"path_reg": ["\\.php"]}),
+        ("hdr(host) -i www.example.com", {"host": ["www.example.com"]}),
+        ("hdr_dom(host) -i example.com", {"host": ["example.com"]}),
+        ("req.hdr(X-Tenant) acme", {"hdr": {"X-Tenant": ["acme"]}}),
+        ("hdr(Upgrade) -m found", {"hdr": {"Upgrade": []}}),
+        ("method GET HEAD", {"method": ["GET", "HEAD"]}),
+        ("src 10.0.0.0/8 192.0.2.7", {"src": ["10.0.0.0/8", "192.0.2.7/32"]}),
+        ("query debug=1", {"query": ["debug=1"]}),
+        ("url_param(debug) 1", {"query": ["debug=1"]}),
+    ],
+)
+def test_acl_criteria(acl, condition):
+    rules, _ = rules_of(f"acl x {acl}\nuse_backend api if x\n")
+    assert rules == [{"if": condition, "use_backend": "api"}]
+
+
+def test_untranslatable_acls_are_named_at_their_line_and_where_used():
+    rules, warnings = rules_of(
+        """\
+        acl sni req.ssl_sni -i api.example
+        acl list src -f /etc/haproxy/blocked.lst
+        use_backend api if sni
+        http-request deny if list
+        use_backend api if a_typo
+        use_backend api if { path_beg /a } || { path_beg /b } { path_beg /c }
+        """
+    )
+    assert rules == []  # a directive is translated whole or not at all
+    assert warnings == [
+        "haproxy.cfg:6: cannot translate: acl sni req.ssl_sni -i api.example "
+        "(the fetch 'req.ssl_sni' has no equivalent)",
+        "haproxy.cfg:7: cannot translate: acl list src -f /etc/haproxy/blocked.lst "
+        "(ACL values from a file (-f /etc/haproxy/blocked.lst) has no equivalent)",
+        "haproxy.cfg:8: cannot translate: use_backend api if sni "
+        "(ACL 'sni': the fetch 'req.ssl_sni' has no equivalent)",
+        "haproxy.cfg:9: cannot translate: http-request deny if list "
+        "(ACL 'list': ACL values from a file (-f /etc/haproxy/blocked.lst) has no equivalent)",
+        "haproxy.cfg:10: cannot translate: use_backend api if a_typo (the ACL 'a_typo' is not defined)",
+        "haproxy.cfg:11: cannot translate: use_backend api if { path_beg /a } || { path_beg /b } { path_beg /c } "
+        "(two path_beg tests that must both match: balancer's if has one list per key)",
+    ]
+
+
+def test_http_request_rules_come_before_use_backend_as_in_haproxy():
+    rules, _ = rules_of(
+        """\
+        use_backend api if { path_beg /api }
+        http-request deny if { src 10.66.0.0/16 }
+        http-request redirect location https://example.com/ code 301 if { hdr(host) -i old.example.com }
+        http-request set-header X-Env prod
+        http-request del-header X-Debug
+        redirect location /new if { path /old }
+        tcp-request connection reject if { src 192.0.2.0/24 }
+        """
+    )
+    assert rules == [
+        {"if": {"src": ["192.0.2.0/24"]}, "action": "deny"},
+        {"if": {"src": ["10.66.0.0/16"]}, "action": "deny"},
+        {"if": {"host": ["old.example.com"]}, "redirect": {"location": "https://example.com/", "code": 301}},
+        {"set_header": {"X-Env": "prod"}},
+        {"del_header": ["X-Debug"]},
+        {"if": {"path": ["/old"]}, "redirect": {"location": "/new"}},
+        {"if": {"path_beg": ["/api"]}, "use_backend": "api"},
+    ]
+
+
+def test_redirect_scheme_and_dynamic_rules_are_named():
+    rules, warnings = rules_of(
+        """\
+        redirect scheme https code 301 if !{ ssl_fc }
+        http-request set-header X-Client %[src]
+        http-request set-header X-Forwarded-Proto https if { ssl_fc }
+        http-request add-header X-A b
+        """
+    )
+    assert rules == []
+    assert warnings == [
+        "haproxy.cfg:6: cannot translate: redirect scheme https code 301 if !{ ssl_fc } "
+        "(only 'redirect location' (a fixed URL) is available)",
+        "haproxy.cfg:7: cannot translate: http-request set-header X-Client %[src] "
+        "(header values are fixed strings in balancer)",
+        "haproxy.cfg:8: cannot translate: http-request set-header X-Forwarded-Proto https if { ssl_fc } "
+        "(balancer writes X-Forwarded-Proto itself when forwardfor = true)",
+        "haproxy.cfg:9: cannot translate: http-request add-header X-A b",
+    ]
+
+
+def test_ssl_fc_is_known_in_each_frontend_of_a_split(tmp_path: Path):
+    (tmp_path / "x.pem").write_text("")
+    config, _, _ = convert(
+        """\
+        defaults
+            mode http
+        frontend www
+            bind :80
+            bind :443 ssl crt x.pem
+            use_backend api if { ssl_fc }
+            default_backend web
+        backend web
+        backend api
+        """,
+        tmp_path,
+    )
+    plain, tls = config.frontend
+    assert plain.rule == []
+    assert [(r.if_, r.use_backend) for r in tls.rule] == [(None, "api")]
+
+
+def test_tcp_frontend_keeps_only_src_rules():
+    config, warnings, _ = convert(
+        """\
+        frontend db
+            bind :5432
+            tcp-request connection reject if { src 10.66.0.0/16 }
+            use_backend replica if { path_beg /x }
+            default_backend primary
+        backend primary
+        backend replica
+        """
+    )
+    assert [r.action for r in config.frontend[0].rule] == ["deny"]
+    assert warnings == [
+        "haproxy.cfg:4: cannot translate: use_backend replica if { path_beg /x } "
+        "(a tcp frontend's rules may only test src)"
+    ]
+
+
+def test_condition_tables_directly():
+    notes: list[str] = []
+    acls = {"a": [parse_criterion(["path_beg", "/a"], notes)], "b": [parse_criterion(["src", "10.0.0.0/8"], notes)]}
+    assert condition_tables(("if", ["a", "b"]), acls, ssl=False) == [
+        ({"path_beg": ["/a"], "src": ["10.0.0.0/8"]}, None)
+    ]
+    assert condition_tables(("if", ["!a", "!b"]), acls, ssl=False) == (
+        "several negated ACLs on different criteria: balancer's unless is one table"
+    )
+    assert condition_tables(("if", ["TRUE"]), acls, ssl=False) == [(None, None)]
+    assert condition_tables(("if", ["FALSE"]), acls, ssl=False) == []
+
+
+# -- stats ----------------------------------------------------------------------------------------
+
+
+def test_stats_listen_becomes_the_stats_page():
+    config, warnings, toml = convert(
+        """\
+        listen stats
+            bind *:8404
+            mode http
+            stats enable
+            stats uri /haproxy?stats
+            stats refresh 5s
+            stats auth admin:s3cr:et
+            stats hide-version
+        """
+    )
+    assert config.frontend == [] and config.backend == []
+    assert str(config.stats.bind) == ":8404"
+    assert config.stats.uri == "/haproxy?stats"
+    assert config.stats.refresh == 5
+    assert config.stats.auth is not None and (config.stats.auth.user, config.stats.auth.password) == (
+        "admin",
+        "s3cr:et",
+    )
+    assert warnings == ["haproxy.cfg:8: cannot translate: stats hide-version"]
+    assert "# from haproxy.cfg:1 listen stats" in toml
+
+
+def test_stats_on_a_serving_frontend_has_no_bind_of_its_own():
+    config, warnings, _ = convert("frontend www\n  bind :80\n  stats uri /st\n  default_backend web\n" + SIMPLE_BACKEND)
+    assert config.stats.bind is None and config.stats.uri == "/st"
+    assert warnings == ["haproxy.cfg:3: note: frontend www also serves traffic: give [stats] its own bind"]
+
+
+# -- everything else -------------------------------------------------------------------------------
+
+
+def test_unsupported_directives_and_sections_are_named_with_their_line():
+    _, warnings, _ = convert(
+        """\
+        global
+            daemon
+        defaults
+            mode http
+            errorfile 503 /etc/haproxy/errors/503.http
+            option http-server-close
+        userlist admins
+            user bob password x
+        frontend www
+            bind :80
+            capture request header Host len 32
+            default_backend web
+        backend web
+            server s1 10.0.0.1:80
+        """
+    )
+    assert warnings == [
+        "haproxy.cfg:2: cannot translate: daemon",
+        "haproxy.cfg:5: cannot translate: errorfile 503 /etc/haproxy/errors/503.http",
+        "haproxy.cfg:6: cannot translate: option http-server-close (balancer keeps connections alive on both sides)",
+        "haproxy.cfg:7: cannot translate: userlist section (its directives are skipped)",
+        "haproxy.cfg:11: cannot translate: capture request header Host len 32",
+    ]
+
+
+def test_a_frontend_with_nothing_left_to_route_to_is_skipped():
+    config, warnings, _ = convert("frontend f\n  bind :80\n  use_backend %[req.hdr(host)]\n")
+    assert config.frontend == []
+    assert warnings == [
+        "haproxy.cfg:1: cannot translate: frontend f (nothing left to route to (no default_backend))",
+        "haproxy.cfg:3: cannot translate: use_backend %[req.hdr(host)] (dynamic backend names are not available)",
+    ]
+
+
+def test_names_haproxy_allows_but_balancer_does_not_are_rewritten():
+    config, warnings, _ = convert(
+        "backend app:v1\n  server s:1 10.0.0.1:80\nfrontend f\n  bind :80\n  default_backend app:v1\n"
+    )
+    assert config.backend[0].name == "app_v1"
+    assert config.backend[0].server[0].name == "s_1"
+    assert config.frontend[0].default_backend == "app_v1"
+    assert "haproxy.cfg:2: note: server name 's:1' written as 's_1'" in warnings
+
+
+def test_a_realistic_file_translates_to_a_valid_configuration():
+    config, warnings, _ = convert(
+        """\
+        global
+            log 127.0.0.1:514 local0
+            maxconn 4096
+            nbproc 2
+        defaults
+            mode http
+            option httplog
+            option forwardfor
+            option redispatch
+            retries 3
+            timeout connect 5s
+            timeout client 30s
+            timeout server 30s
+        frontend http
+            bind *:80
+            acl url_blog path_beg /blog
+            use_backend blog-backend if url_blog
+            default_backend web-backend
+        backend web-backend
+            balance roundrobin
+            option httpchk GET /
+            server web1 10.0.0.1:80 check
+            server web2 10.0.0.2:80 check
+        backend blog-backend
+            balance roundrobin
+            server blog1 10.0.0.3:80 check
+        listen stats
+            bind :8404
+            stats enable
+            stats uri /stats
+            stats auth admin:admin
+        """
+    )
+    assert warnings == []
+    assert config.global_.workers == 2
+    assert [f.name for f in config.frontend] == ["http"]
+    assert [b.name for b in config.backend] == ["web-backend", "blog-backend"]
+    assert str(config.stats.bind) == ":8404"
