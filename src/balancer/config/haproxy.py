@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from balancer.config.load import ConfigError, parse_config
+from balancer.config.load import ConfigError, addresses_overlap, parse_config
 from balancer.config.values import Address, parse_address
 
 __all__ = ["Section", "SourceLine", "Translation", "parse_haproxy", "tokenize", "translate", "validate"]
@@ -293,20 +293,6 @@ def _address(word: str, *, listening: bool) -> tuple[str | None, str]:
     if host == "::" or (host and ":" in host):
         return f"[{host}]:{port}", ""
     return f"{host}:{port}", ""
-
-
-def _overlap(one: Address, other: Address) -> bool:
-    """Whether two listening sockets would compete for the same connections."""
-    if one.is_unix or other.is_unix:
-        return one.path == other.path
-    if one.port == 0 or one.port != other.port:
-        return False
-    if one.host == other.host or "" in (one.host, other.host):
-        return True
-    for wildcard, host in ((one.host, other.host), (other.host, one.host)):
-        if (wildcard == "0.0.0.0" and ":" not in host) or (wildcard == "::" and ":" in host):
-            return True
-    return False
 
 
 def _name(word: str) -> str:
@@ -1488,7 +1474,7 @@ class _Translator:
         HAProxy may share a port between sections (SO_REUSEPORT), balancer refuses that."""
         wanted = parse_address(address)
         for earlier, where in self.listeners:
-            if _overlap(wanted, earlier):
+            if addresses_overlap(wanted, earlier):
                 self.skip(line, f"bind {address}", f"{earlier} is already bound (line {where.number})")
                 return False
         self.listeners.append((wanted, line))

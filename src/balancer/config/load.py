@@ -582,7 +582,7 @@ def _check_listeners(config: Config, source: SourceMap) -> list[tuple[KeyPath, s
     problems: list[tuple[KeyPath, str]] = []
     for later, (path, address, _owner) in enumerate(listeners):
         for earlier_path, earlier_address, earlier_owner in listeners[:later]:
-            if _overlap(address, earlier_address):
+            if addresses_overlap(address, earlier_address):
                 clash = "is" if str(address) == str(earlier_address) else f"overlaps {earlier_address}"
                 line = source.line_of(earlier_path)
                 problems.append((path, f"address {address} {clash} already bound by {earlier_owner} (line {line})"))
@@ -590,7 +590,7 @@ def _check_listeners(config: Config, source: SourceMap) -> list[tuple[KeyPath, s
     return problems
 
 
-def _overlap(one: Address, other: Address) -> bool:
+def addresses_overlap(one: Address, other: Address) -> bool:
     """Whether two listening sockets would compete for the same connections."""
     if one.is_unix or other.is_unix:
         return one.path == other.path

@@ -804,10 +804,7 @@ class HttpSession(asyncio.Protocol):
         server = request.server
         conn.close()
         if self.tunnel:
-            request.t_total = (self.loop.time() - request.t_start) * 1000
-            self._finish_log(request, request.status)
-            self.queue.clear()
-            self.close()
+            self._end_tunnel(request)
             return
         if (
             conn.reused
@@ -824,17 +821,8 @@ class HttpSession(asyncio.Protocol):
             self._release_slot(request)
             self._dispatch(request)
             return
-        if server is not None:
-            server.errors += 1
-            assert request.backend is not None
-            request.backend.server_failed(server, reason)
         log.warning("server %s/%s failed: %s", request.backend_name, request.server_name, reason)
-        if request.response_started:
-            self._flush_out()
-            request.termination = "SD"
-            self._abort_request(request)
-        else:
-            self._local_response(request, 502, error_response(502, True), "SH")
+        self._server_broke(request, reason, 502, "S")
 
     def upstream_timeout(self, conn: UpstreamConnection) -> None:
         if not self.queue or conn is not self.upstream:
@@ -842,24 +830,32 @@ class HttpSession(asyncio.Protocol):
             return
         request = self.queue[0]
         self.upstream = None
+        conn.abort()
+        if self.tunnel:
+            self._end_tunnel(request)
+            return
+        log.warning("server %s/%s timed out", request.backend_name, request.server_name)
+        self._server_broke(request, "timeout", 504, "s")
+
+    def _end_tunnel(self, request: Request) -> None:
+        request.t_total = (self.loop.time() - request.t_start) * 1000
+        self._finish_log(request, request.status)
+        self.queue.clear()
+        self.close()
+
+    def _server_broke(self, request: Request, reason: str, status: int, who: str) -> None:
+        """The server failed the exchange in flight (`who`: "S" broke it, "s" timed out):
+        counted against it; the client gets `status` if nothing was sent yet, else a cut."""
         if request.server is not None:
             request.server.errors += 1
             assert request.backend is not None
-            request.backend.server_failed(request.server, "timeout")
-        conn.abort()
-        if self.tunnel:
-            request.t_total = (self.loop.time() - request.t_start) * 1000
-            self._finish_log(request, request.status)
-            self.queue.clear()
-            self.close()
-            return
-        log.warning("server %s/%s timed out", request.backend_name, request.server_name)
+            request.backend.server_failed(request.server, reason)
         if request.response_started:
             self._flush_out()
-            request.termination = "sD"
+            request.termination = who + "D"
             self._abort_request(request)
         else:
-            self._local_response(request, 504, error_response(504, True), "sH")
+            self._local_response(request, status, error_response(status, True), who + "H")
 
     # -- answering here --------------------------------------------------------------------
 
