@@ -2,24 +2,35 @@
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# The data plane is compiled in place with mypyc (setup.py, src/balancer/native.py).
+NATIVE := $(VENV)/.native
+NATIVE_SRC := $(shell sed -n 's|^    "\(balancer/.*\.py\)",$$|src/\1|p' src/balancer/native.py)
 
-.PHONY: demo test lint unit integration e2e system-deps bench clean
+.PHONY: demo test lint unit integration e2e system-deps bench clean native
 
-$(STAMP): pyproject.toml
+# Editable install without build isolation: mypyc type-checks with the packages of .venv.
+$(STAMP): pyproject.toml setup.py
 	bash scripts/system-deps.sh base
 	python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
-	touch $(STAMP)
+	$(PY) -m pip install -q --upgrade pip 'setuptools>=77' 'mypy>=1.18'
+	$(PY) -m pip install -q --no-build-isolation -e '.[test]'
+	touch $(STAMP) $(NATIVE)
 
-demo: $(STAMP)
+# Rebuilds the compiled modules after their source changed.
+$(NATIVE): $(STAMP) $(NATIVE_SRC)
+	$(PY) setup.py -q build_ext --inplace
+	touch $(NATIVE)
+
+native: $(NATIVE)
+
+demo: $(NATIVE)
 	$(VENV)/bin/balancer demo
 
 # Debian packages the e2e tests use (curl, nginx, wrk, ...); installed with apt-get when root.
 system-deps:
 	bash scripts/system-deps.sh test
 
-test: $(STAMP) system-deps lint
+test: $(NATIVE) system-deps lint
 	$(PY) -m pytest -q tests
 
 lint: $(STAMP)
@@ -27,19 +38,20 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check src tests bench
 	$(VENV)/bin/mypy
 
-unit: $(STAMP)
+unit: $(NATIVE)
 	$(PY) -m pytest -q tests/unit
 
-integration: $(STAMP)
+integration: $(NATIVE)
 	$(PY) -m pytest -q tests/integration
 
-e2e: $(STAMP) system-deps
+e2e: $(NATIVE) system-deps
 	$(PY) -m pytest -q tests/e2e
 
 # Not part of `make test`: compares balancer with HAProxy and NGINX on this machine.
-bench: $(STAMP)
+bench: $(NATIVE)
 	bash scripts/system-deps.sh bench
 	$(PY) bench/run.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache src/*.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache src/*.egg-info build
+	find src -name '*.so' -delete

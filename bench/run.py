@@ -1,6 +1,10 @@
 #!/usr/bin/env python3
 """Benchmark balancer against HAProxy and NGINX as HTTP reverse proxies on this machine.
 
+Beside them runs "pyfloor" (bench/floor_proxy.py), a bare uvloop + httptools relay: the floor plain
+Python reaches here, so the gap between balancer and HAProxy splits into Python's part and
+balancer's own.
+
 One NGINX process (1 worker, two server blocks) is the backend for every proxy. Each proxy is
 started in turn on its own loopback port, checked to really balance over both backend servers,
 then loaded with wrk in two scenarios: keep-alive and `Connection: close`. Proxy CPU time is read
@@ -17,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import importlib.metadata
 import json
 import os
 import platform
@@ -40,7 +45,10 @@ REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT = REPO / "bench" / "results" / "latest.json"
 DEFAULT_BALANCER_CMD = f"{REPO / '.venv' / 'bin' / 'balancer'} run -c {{config}}"
 
-PROXIES = ("haproxy", "nginx", "balancer")
+PROXIES = ("haproxy", "nginx", "pyfloor", "balancer")
+FLOOR_PROXY = REPO / "bench" / "floor_proxy.py"
+# Ratios of req/s per proxy core printed and kept in the JSON: (numerator, denominator).
+RATIOS = (("balancer", "haproxy"), ("balancer", "nginx"), ("balancer", "pyfloor"), ("pyfloor", "haproxy"))
 # Extra wrk arguments per scenario.
 SCENARIOS: dict[str, list[str]] = {
     "keepalive": [],
@@ -76,6 +84,7 @@ class Ports:
     haproxy: int
     nginx: int
     balancer: int
+    pyfloor: int = 0  # last and defaulted: bench/tls.py builds Ports from five ports, for the backend
 
 
 def free_ports(count: int) -> list[int]:
@@ -319,6 +328,10 @@ def proxy_argv(proxy: str, tmp: Path, ports: Ports, balancer_cmd: str, workers: 
     if proxy == "nginx":
         prefix = tmp / "nginx-proxy"
         return nginx_argv(tmp, "nginx-proxy", nginx_proxy_config(prefix, ports))
+    if proxy == "pyfloor":
+        # The same interpreter as the bench, i.e. the venv's, with its uvloop and httptools.
+        servers = [arg for port in (ports.backend1, ports.backend2) for arg in ("--server", f"127.0.0.1:{port}")]
+        return [sys.executable, str(FLOOR_PROXY), "--listen", f"127.0.0.1:{ports.pyfloor}", *servers]
     conf = tmp / "balancer.toml"
     conf.write_text(balancer_config(tmp, ports, workers))
     return shlex.split(balancer_cmd.replace("{config}", shlex.quote(str(conf))))
@@ -608,17 +621,17 @@ def table(results: list[Measurement]) -> str:
 
 
 def ratios(results: list[Measurement]) -> dict[str, dict[str, float | None]]:
-    """balancer / peer of req/s per proxy core, per scenario."""
+    """The RATIOS pairs of req/s per proxy core, per scenario, for the pairs measured."""
     by_key = {(m.proxy, m.scenario): m.rps_per_core for m in results}
     out: dict[str, dict[str, float | None]] = {}
     for scenario in SCENARIOS:
-        mine = by_key.get(("balancer", scenario))
-        peers = {p: by_key[(p, scenario)] for p in ("haproxy", "nginx") if (p, scenario) in by_key}
-        if mine is None or not peers:
-            continue
-        out[scenario] = {
-            f"balancer/{peer}": round(mine / theirs, 3) if theirs else None for peer, theirs in peers.items()
+        pairs = {
+            f"{mine}/{peer}": (by_key[(mine, scenario)], by_key[(peer, scenario)])
+            for mine, peer in RATIOS
+            if (mine, scenario) in by_key and (peer, scenario) in by_key
         }
+        if pairs:
+            out[scenario] = {name: round(a / b, 3) if a is not None and b else None for name, (a, b) in pairs.items()}
     return out
 
 
@@ -648,6 +661,13 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def package_version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "missing"
+
+
 def metadata(args: argparse.Namespace) -> dict[str, object]:
     def version(name: str, flag: str) -> str:
         try:
@@ -669,6 +689,8 @@ def metadata(args: argparse.Namespace) -> dict[str, object]:
             "nginx": version("nginx", "-v"),
             "wrk": version("wrk", "-v"),
             "python": platform.python_version(),
+            # What pyfloor runs on (balancer too).
+            **{name: package_version(name) for name in ("uvloop", "httptools")},
         },
         "wrk": {"threads": args.threads, "connections": args.connections, "duration_s": args.duration},
         "warmup_s": args.warmup,
@@ -745,7 +767,7 @@ def on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 def run_all(args: argparse.Namespace, tmp: Path) -> Results:
-    ports = Ports(*free_ports(5))
+    ports = Ports(*free_ports(6))
     out = Results()
     backend_argv = nginx_argv(tmp, "nginx-backend", backend_config(tmp / "nginx-backend", ports))
     backend_argv = pinned(backend_argv, "load", args.pin)

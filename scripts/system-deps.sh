@@ -14,6 +14,10 @@ esac
 missing=()
 # Debian splits venv/ensurepip out of python3: without it `python3 -m venv` fails.
 python3 -c "import ensurepip" >/dev/null 2>&1 || missing+=(python3-venv)
+# mypyc compiles the data plane (setup.py): a C compiler and Python's headers. Without them
+# the install still works, interpreted and slower.
+command -v gcc >/dev/null 2>&1 || missing+=(gcc)
+[ -f "$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["include"])')/Python.h" ] || missing+=(python3-dev)
 for item in "${want[@]}"; do
   cmd=${item%%:*}; pkg=${item#*:}
   command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || missing+=("$pkg")

@@ -147,3 +147,13 @@ def blocking_guard() -> Iterator[BlockingGuard]:
         logger.setLevel(saved_level)
         guard.unwatch()
     guard.check()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Refuse to test old code: a data-plane module edited after it was compiled (see
+    balancer.native) would be shadowed by its stale extension module."""
+    from balancer import native
+
+    stale = native.stale()
+    if stale:
+        pytest.exit(f"compiled modules older than their source: {', '.join(stale)}; run `make native`", returncode=1)

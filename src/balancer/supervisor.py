@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
+from balancer import native
 from balancer.admin.api import AdminServer
 from balancer.admin.metrics import render as render_metrics
 from balancer.admin.statspage import start_stats_page
@@ -508,7 +509,7 @@ class Master:
             self.on_stop_signal()
         if self.reload_pending:
             self.on_reload_signal()
-        log.info("balancer running: %d workers, config %s", len(self.current.workers), self.path)
+        log.info("balancer running: %d workers, config %s, %s", len(self.current.workers), self.path, native.describe())
         await self.done.wait()
         self.monitor.stop()
         if self.admin is not None:

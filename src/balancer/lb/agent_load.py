@@ -10,8 +10,8 @@ Where the percentage comes from: in this build the master applies the agent's re
 weight it publishes to the workers (runtime.master_state.ServerStatus.effective), so
 `server.weight` already arrives scaled and a report of 0% makes the server unusable before
 it gets here; this selector then is weighted round robin over live, agent-driven weights.
-A runtime that keeps the report apart instead sets `agent_weight` (percent, 0..100) on the
-server, with the configured weight left in `weight`, and this selector applies it; it must
+A runtime that keeps the report apart instead sets `ServerRuntime.agent_weight` (percent,
+0..100), with the configured weight left in `weight`, and this selector applies it; it must
 not do both. Either way a new report is a weight change: the backend tells lb.pool, which
 builds a new selector.
 """
@@ -21,15 +21,13 @@ from __future__ import annotations
 from balancer.lb.roundrobin import SmoothWeightedRoundRobin
 from balancer.runtime.state import ServerRuntime
 
-AGENT_ATTRIBUTE = "agent_weight"
-
 
 def effective_weight(server: ServerRuntime) -> int:
     """The server's weight scaled by its agent's last report, in hundredths of a weight."""
-    report = getattr(server, AGENT_ATTRIBUTE, None)
-    if report is None:
+    report = server.agent_weight
+    if report < 0:
         return server.weight * 100
-    return server.weight * max(0, min(100, int(report)))
+    return server.weight * min(100, report)
 
 
 class AgentLoad:

@@ -26,6 +26,7 @@ class ServerRuntime:
         "active",
         "address",
         "admin_state",
+        "agent_weight",
         "backend_name",
         "bytes_in",
         "bytes_out",
@@ -54,6 +55,9 @@ class ServerRuntime:
         self.host = config.address.host
         self.port = config.address.port
         self.weight = config.weight
+        # Percent from an agent, applied by lb.agent_load; -1: none. The workers leave it at
+        # -1 because the master publishes weights already scaled (runtime.master_state).
+        self.agent_weight = -1
         self.admin_state: AdminState = config.state
         self.health: Health = "up"
         self.active = 0  # requests or connections in flight

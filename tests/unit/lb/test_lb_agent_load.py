@@ -8,17 +8,9 @@ from balancer.lb.agent_load import AgentLoad, effective_weight
 from balancer.runtime.state import ServerRuntime
 
 
-class AgentServer(ServerRuntime):
-    """A runtime that keeps the agent's report apart from the weight (see lb.agent_load)."""
-
-    __slots__ = ("agent_weight",)
-    agent_weight: int
-
-
 def agent_servers(weights: list[int], reports: list[int | None]) -> list[ServerRuntime]:
     servers: list[ServerRuntime] = []
-    for plain, report in zip(make_servers(weights, backend="agent"), reports, strict=True):
-        server = AgentServer(plain.config, plain.backend_name)
+    for server, report in zip(make_servers(weights, backend="agent"), reports, strict=True):
         if report is not None:
             server.agent_weight = report
         servers.append(server)

@@ -1,0 +1,35 @@
+"""Builds the data-plane modules (balancer.native.COMPILED) into C extensions with mypyc.
+
+Everything else about the package is in pyproject.toml. BALANCER_PURE=1 skips the
+compilation; so does a machine without a C compiler or Python's headers, with a warning: the product is the
+same code, interpreted and slower.
+"""
+
+import os
+import runpy
+import shutil
+import sys
+import sysconfig
+
+from setuptools import setup
+
+
+def ext_modules() -> list:
+    if os.environ.get("BALANCER_PURE") == "1":
+        return []
+    compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    headers = os.path.join(sysconfig.get_paths()["include"], "Python.h")
+    if shutil.which(compiler) is None or not os.path.exists(headers):
+        print(
+            f"balancer: no C compiler ({compiler}) or no {headers}: the data plane stays interpreted", file=sys.stderr
+        )
+        return []
+    from mypyc.build import mypycify
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    native = runpy.run_path(os.path.join(here, "src", "balancer", "native.py"))
+    paths = [os.path.join("src", path) for path in native["COMPILED"]]
+    return mypycify(paths, opt_level="3", group_name="balancer_native")
+
+
+setup(ext_modules=ext_modules())

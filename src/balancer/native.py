@@ -1,0 +1,92 @@
+"""Which modules are compiled to C with mypyc, and whether this process runs them compiled.
+
+The data plane (everything a request or a connection runs through) is plain, typed Python
+that mypyc compiles into C extension modules at install time: the same source, about twice
+as fast per request (bench/micro_http.py). Python prefers an extension module over the .py
+beside it, so in a development checkout (`pip install -e`, modules built in place) a module
+edited after its build would silently run old code: `stale()` names those, and the test
+suite refuses to start with any (`make native` rebuilds).
+
+`BALANCER_PURE=1` at install time builds without compiling (no C compiler needed); the
+product then runs the same code interpreted, only slower.
+"""
+
+from __future__ import annotations
+
+import importlib.machinery
+import importlib.util
+import os
+
+# Paths relative to src/, read by setup.py: keep this module free of package imports.
+COMPILED = (
+    "balancer/lb/agent_load.py",
+    "balancer/lb/base.py",
+    "balancer/lb/common.py",
+    "balancer/lb/first.py",
+    "balancer/lb/keyhash.py",
+    "balancer/lb/least_time.py",
+    "balancer/lb/least_traffic.py",
+    "balancer/lb/leastconn.py",
+    "balancer/lb/maglev.py",
+    "balancer/lb/p2c.py",
+    "balancer/lb/pool.py",
+    "balancer/lb/ring.py",
+    "balancer/lb/roundrobin.py",
+    "balancer/lb/static_rr.py",
+    "balancer/net/context.py",
+    "balancer/net/deadline.py",
+    "balancer/net/gate.py",
+    "balancer/net/http_session.py",
+    "balancer/net/peer.py",
+    "balancer/net/tcp_session.py",
+    "balancer/net/upstream.py",
+    "balancer/proto/http1.py",
+    "balancer/proto/proxy.py",
+    "balancer/route/hashkey.py",
+    "balancer/route/persistence.py",
+    "balancer/route/rules.py",
+    "balancer/runtime/record.py",
+    "balancer/runtime/state.py",
+    "balancer/stats/accesslog.py",
+)
+
+
+def module_names() -> list[str]:
+    return [path.removesuffix(".py").replace("/", ".") for path in COMPILED]
+
+
+def _origin(name: str) -> str | None:
+    spec = importlib.util.find_spec(name)
+    return spec.origin if spec is not None else None
+
+
+def compiled() -> list[str]:
+    """The data-plane modules this interpreter loads as C extensions."""
+    suffixes = tuple(importlib.machinery.EXTENSION_SUFFIXES)
+    return [name for name in module_names() if (_origin(name) or "").endswith(suffixes)]
+
+
+# An installed wheel writes a module's .py and .so within moments of each other, in either order.
+_STALE_AFTER = 2.0  # seconds
+
+
+def stale() -> list[str]:
+    """Compiled modules whose .py source changed after they were built."""
+    found = []
+    for name in compiled():
+        origin = _origin(name)
+        assert origin is not None
+        source = os.path.join(os.path.dirname(origin), name.rpartition(".")[2] + ".py")
+        if os.path.exists(source) and os.path.getmtime(source) > os.path.getmtime(origin) + _STALE_AFTER:
+            found.append(name)
+    return found
+
+
+def describe() -> str:
+    """One line for the startup log: how the data plane runs."""
+    done = compiled()
+    if not done:
+        return "data plane: interpreted (built with BALANCER_PURE=1 or without a C compiler)"
+    if len(done) < len(COMPILED):
+        return f"data plane: {len(done)} of {len(COMPILED)} modules compiled (mypyc)"
+    return "data plane: compiled (mypyc)"
