@@ -12,7 +12,10 @@ NATIVE_SRC := $(shell sed -n 's|^    "\(balancer/.*\.py\)",$$|src/\1|p' src/bala
 $(STAMP): pyproject.toml setup.py
 	bash scripts/system-deps.sh base
 	python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip 'setuptools>=77' 'mypy>=1.18'
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"], sep="\n")' \
+		> $(VENV)/build-requires.txt
+	$(PY) -m pip install -q -r $(VENV)/build-requires.txt
 	$(PY) -m pip install -q --no-build-isolation -e '.[test]'
 	touch $(STAMP) $(NATIVE)
 
