@@ -29,7 +29,7 @@ def ext_modules() -> list:
     here = os.path.dirname(os.path.abspath(__file__))
     native = runpy.run_path(os.path.join(here, "src", "balancer", "native.py"))
     paths = [os.path.join("src", path) for path in native["COMPILED"]]
-    return mypycify(paths, opt_level="3", group_name="balancer_native")
+    return mypycify(paths, opt_level="3", group_name=native["GROUP"])
 
 
 setup(ext_modules=ext_modules())

@@ -17,6 +17,9 @@ import importlib.machinery
 import importlib.util
 import os
 
+# mypyc puts the compiled code of all modules in one library, `<GROUP>__mypyc`; each
+# module's own extension is a small shim that imports from it.
+GROUP = "balancer_native"
 # Paths relative to src/, read by setup.py: keep this module free of package imports.
 COMPILED = (
     "balancer/lb/agent_load.py",
@@ -72,12 +75,15 @@ _STALE_AFTER = 2.0  # seconds
 
 def stale() -> list[str]:
     """Compiled modules whose .py source changed after they were built."""
+    library = _origin(f"{GROUP}__mypyc")
+    library_built = os.path.getmtime(library) if library is not None else 0.0
     found = []
     for name in compiled():
         origin = _origin(name)
         assert origin is not None
+        built = max(os.path.getmtime(origin), library_built)  # a rebuild may leave a shim as it was
         source = os.path.join(os.path.dirname(origin), name.rpartition(".")[2] + ".py")
-        if os.path.exists(source) and os.path.getmtime(source) > os.path.getmtime(origin) + _STALE_AFTER:
+        if os.path.exists(source) and os.path.getmtime(source) > built + _STALE_AFTER:
             found.append(name)
     return found
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Protocol, cast
+from typing import TYPE_CHECKING, cast
 
 import httptools
 
@@ -28,24 +28,12 @@ from balancer.proto.http1 import (
 )
 from balancer.runtime.state import ServerRuntime
 
+if TYPE_CHECKING:
+    # The owner is the client session; a concrete type, so compiled calls to it are direct.
+    from balancer.net.http_session import HttpSession
+
 log = logging.getLogger("balancer.http")
 _PLAIN_CONNECTION = frozenset({b"keep-alive", b"close", b"upgrade"})
-
-
-class UpstreamOwner(Protocol):
-    """The client session side of an exchange (net.http_session.HttpSession)."""
-
-    def response_head(self, conn: UpstreamConnection) -> None: ...
-    def response_data(self, data: bytes) -> None: ...
-    def flush_response(self) -> None: ...
-    def response_done(self, conn: UpstreamConnection) -> None: ...
-    def interim_response(self, conn: UpstreamConnection) -> None: ...
-    def upstream_failed(self, conn: UpstreamConnection, reason: str) -> None: ...
-    def upstream_tunnel(self, conn: UpstreamConnection, rest: bytes) -> None: ...
-    def upstream_timeout(self, conn: UpstreamConnection) -> None: ...
-    def abort(self) -> None: ...
-    def pause_client_reading(self, reason: int) -> None: ...
-    def resume_client_reading(self, reason: int) -> None: ...
 
 
 UPLOAD_BACKPRESSURE = 2  # a reason bit for pausing the client's reads
@@ -85,7 +73,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.server = server
         self.pool = pool
         self.transport: asyncio.Transport | None = None
-        self.owner: UpstreamOwner | None = None
+        self.owner: HttpSession | None = None
         self._parser = httptools.HttpResponseParser(self)
         self.deadline: Deadline | None = None
         self.closed = False
@@ -118,7 +106,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
         self.deadline = Deadline(asyncio.get_running_loop(), self._timed_out)
 
-    def start(self, owner: UpstreamOwner, head_only: bool, timeout: float) -> None:
+    def start(self, owner: HttpSession, head_only: bool, timeout: float) -> None:
         """Take part in a new exchange for `owner`; `head_only` for a HEAD request."""
         self._reset()
         self.owner = owner

@@ -31,8 +31,9 @@ HOP_BY_HOP = frozenset(
 )
 
 # A hop-by-hop header line inside a head whose lines each start with CRLF: (name, value).
+# The lookahead on the first letter spares the alternation at most line starts.
 HOP_BY_HOP_LINE = re.compile(
-    rb"\r\n(connection|keep-alive|proxy-connection|te|trailer|transfer-encoding|upgrade"
+    rb"\r\n(?=[cCkKpPtTuU])(connection|keep-alive|proxy-connection|te|trailer|transfer-encoding|upgrade"
     rb"|proxy-authenticate|proxy-authorization)[ \t]*:[ \t]*([^\r\n]*)",
     re.IGNORECASE,
 )

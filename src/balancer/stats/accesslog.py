@@ -29,6 +29,9 @@ FLUSH_DELAY = 0.05
 FLUSH_BYTES = 65536
 
 
+_MILLIS = [f"{ms:03d}" for ms in range(1000)]
+
+
 def _ms(value: float) -> int:
     return -1 if value < 0 else int(value)
 
@@ -102,32 +105,16 @@ class AccessLog:
         if second != self._second:
             self._second = second
             self._second_text = time.strftime("%d/%b/%Y:%H:%M:%S", time.localtime(second))
-        return "%s.%03d" % (self._second_text, (when - second) * 1000)
+        return f"{self._second_text}.{_MILLIS[int((when - second) * 1000)]}"
 
     def format_text(self, r: LogRecord) -> str:
-        # %d truncates the float timers, and -1.0 (phase never happened) prints as -1.
-        when = r.start_time
-        second = int(when)
-        if second != self._second:
-            self._second = second
-            self._second_text = time.strftime("%d/%b/%Y:%H:%M:%S", time.localtime(second))
-        line = '%s:%d [%s.%03d] %s %s/%s %d/%d/%d/%d/%d %d %d %s "%s"' % (
-            r.client_ip,
-            r.client_port,
-            self._second_text,
-            (when - second) * 1000,
-            r.frontend_name,
-            r.backend_name,
-            r.server_name,
-            r.t_request,
-            r.t_queue,
-            r.t_connect,
-            r.t_response,
-            r.t_total,
-            r.status,
-            r.bytes_out,
-            r.termination,
-            r.request_line,
+        # int() truncates the float timers like HAProxy's, and -1.0 (phase never happened)
+        # prints as -1. An f-string of ints: this runs once per request.
+        line = (
+            f"{r.client_ip}:{r.client_port} [{self._timestamp(r.start_time)}]"
+            f" {r.frontend_name} {r.backend_name}/{r.server_name}"
+            f" {int(r.t_request)}/{int(r.t_queue)}/{int(r.t_connect)}/{int(r.t_response)}/{int(r.t_total)}"
+            f' {r.status} {r.bytes_out} {r.termination} "{r.request_line}"'
         )
         if r.xff:
             return f'{line} xff="{r.xff}"\n'
