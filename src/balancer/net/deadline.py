@@ -23,12 +23,13 @@ class Deadline:
         self._handle_when = 0.0
         self.when: float | None = None
 
-    def set(self, delay: float) -> None:
-        """Call back `delay` seconds from now unless moved or cleared before; 0 disables."""
+    def set(self, delay: float, now: float = -1.0) -> None:
+        """Call back `delay` seconds from now unless moved or cleared before; 0 disables.
+        `now` is the loop time when the caller has it at hand, else it is read here."""
         if delay <= 0:
             self.when = None
             return
-        when = self._time() + delay
+        when = (now if now >= 0 else self._time()) + delay
         self.when = when
         if self._handle is None or self._handle_when > when:
             if self._handle is not None:

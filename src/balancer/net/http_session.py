@@ -23,7 +23,7 @@ import logging
 import time
 from bisect import bisect_left
 from functools import partial
-from typing import cast
+from typing import Final, cast
 
 import httptools
 
@@ -51,16 +51,16 @@ from balancer.runtime.state import RESPONSE_BUCKETS_MS, ServerRuntime
 log = logging.getLogger("balancer.http")
 
 # Reasons to pause reading from the client; reading resumes when none is left.
-PIPELINE_WAIT = 1
-UPLOAD_BACKPRESSURE = 2
-CONNECTING = 4
+PIPELINE_WAIT: Final = 1
+UPLOAD_BACKPRESSURE: Final = 2
+CONNECTING: Final = 4
 
 # A request body is kept for a transparent retry on a fresh connection up to this size.
-REPLAY_LIMIT = 65536
+REPLAY_LIMIT: Final = 65536
 # Upstream connections a request may burn through because pooled ones turned out dead.
-MAX_STALE_RETRIES = 3
+MAX_STALE_RETRIES: Final = 3
 
-_SPECIAL = frozenset(
+_SPECIAL: Final = frozenset(
     {b"host", b"connection", b"x-forwarded-for", b"x-forwarded-proto", b"expect", b"upgrade", b"content-length"}
     | HOP_BY_HOP
 )
@@ -158,9 +158,14 @@ class HttpSession(asyncio.Protocol):
         self.parsing: Request | None = None
         self.upstream: UpstreamConnection | None = None
         self.client_ip_text = "-"
+        self.client_ip_bytes = b"-"  # for X-Forwarded-For
         self.client_port = 0
         self._client_ip: NumericIP | None = None
         self.deadline = Deadline(self.loop, self._timed_out)
+        # Loop time as of the event being handled: read once per read from either side and
+        # at the few other entry points (timers, connect), instead of at every timestamp
+        # and deadline of a request.
+        self.now = self.loop.time()
         self.header_bytes = 0
         self.header_count = 0
         self.paused = 0
@@ -178,6 +183,7 @@ class HttpSession(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
         self.client_ip_text, self.client_port = self.proxied or client_address(transport)
+        self.client_ip_bytes = self.client_ip_text.encode()
         frontend = self.frontend
         frontend.opened(self)
         self.deadline.set(frontend.request_timeout)
@@ -265,6 +271,7 @@ class HttpSession(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
+        self.now = self.loop.time()
         if self.tunnel:
             if self.upstream is not None:
                 self.upstream.write(data)
@@ -318,7 +325,7 @@ class HttpSession(asyncio.Protocol):
         needs no on_message_begin, one Python call less per request)."""
         if self.closed:
             raise _Closed
-        request = Request(self, self.loop.time())
+        request = Request(self, self.now)
         self.parsing = request
         self.header_bytes = 0
         self.header_count = 0
@@ -326,7 +333,7 @@ class HttpSession(asyncio.Protocol):
         if len(self.queue) > 1:
             self.pause_client_reading(PIPELINE_WAIT)
         else:
-            self.deadline.set(self.frontend.request_timeout)
+            self.deadline.set(self.frontend.request_timeout, self.now)
         return request
 
     def on_url(self, url: bytes) -> None:
@@ -411,7 +418,7 @@ class HttpSession(asyncio.Protocol):
             if parsed.host and not request.host:
                 request.host = parsed.host
         request.request_line = f"{request.method.decode()} {url.decode('latin-1')} HTTP/{request.version}"
-        request.t_request = (self.loop.time() - request.t_start) * 1000
+        request.t_request = (self.now - request.t_start) * 1000
         # The head as received: request line, header lines, final CRLF.
         request.bytes_in = len(request.method) + len(url) + 13 + self.header_bytes
         request.head_done = True
@@ -552,6 +559,7 @@ class HttpSession(asyncio.Protocol):
         request.t_queue = (self.loop.time() - request.queued_at) * 1000
         request.queued_at = -1.0
         self.deadline.clear()
+        self.now = self.loop.time()
         self._dispatch(request, server=server)
         return True
 
@@ -585,6 +593,7 @@ class HttpSession(asyncio.Protocol):
             self.connect_task = None
             if self.closed:
                 return
+            self.now = self.loop.time()
             reason = backend.connect_failed(server, exc)
             self._release_slot(request)
             self._connect_failed(request, server, reason)
@@ -593,7 +602,8 @@ class HttpSession(asyncio.Protocol):
         if self.closed or not self.queue or self.queue[0] is not request:
             conn.release()
             return
-        request.t_connect = (self.loop.time() - t0) * 1000
+        self.now = self.loop.time()
+        request.t_connect = (self.now - t0) * 1000
         if backend.send_proxy:
             conn.private = True  # its PROXY header named this client: it can serve no other
         self.resume_client_reading(CONNECTING)
@@ -625,7 +635,7 @@ class HttpSession(asyncio.Protocol):
         assert backend is not None and server is not None
         self.upstream = conn
         server.requests += 1
-        conn.start(self, request.method == b"HEAD", backend.server_timeout)
+        conn.start(self, request.method == b"HEAD", backend.server_timeout, self.now)
         parts = [self._request_head(request, backend, server)]
         if request.replay:
             parts.extend(request.replay)  # a retry: what the first connection already got
@@ -655,8 +665,8 @@ class HttpSession(asyncio.Protocol):
         elif not request.host_count:
             parts += (b"Host: ", str(server.address).encode(), b"\r\n")
         if self.frontend.forwardfor:
-            ip = self.client_ip_text.encode()
-            xff = b", ".join([*request.xff_values, ip])
+            ip = self.client_ip_bytes
+            xff = b", ".join([*request.xff_values, ip]) if request.xff_values else ip
             parts += (b"X-Forwarded-For: ", xff, b"\r\nX-Forwarded-Proto: ", self.frontend.scheme, b"\r\n")
         if request.chunked:
             parts += (b"Transfer-Encoding: ", request.te, b"\r\n")
@@ -685,7 +695,7 @@ class HttpSession(asyncio.Protocol):
     def response_head(self, conn: UpstreamConnection) -> None:
         request = self.queue[0]
         request.status = conn.status
-        request.t_response = (self.loop.time() - request.t_start) * 1000 - request.t_request
+        request.t_response = (self.now - request.t_start) * 1000 - request.t_request
         request.response_started = True
         if conn.chunked and request.version == "1.0":
             # HTTP/1.0 has no chunked coding: send the body bare and end it by closing.
@@ -746,7 +756,7 @@ class HttpSession(asyncio.Protocol):
         if server is not None:
             server.bytes_in += request.bytes_in
             server.bytes_out += request.bytes_out
-            request.t_total = (self.loop.time() - request.t_start) * 1000
+            request.t_total = (self.now - request.t_start) * 1000
             server.resp_time_sum += request.t_response
             server.resp_time_count += 1
             server.resp_buckets[bisect_left(RESPONSE_BUCKETS_MS, request.t_response)] += 1
@@ -778,10 +788,10 @@ class HttpSession(asyncio.Protocol):
             if request.head_done:
                 self._start(request)
             else:
-                self.deadline.set(self.frontend.request_timeout)
+                self.deadline.set(self.frontend.request_timeout, self.now)
         else:
             self.resume_client_reading(PIPELINE_WAIT)
-            self.deadline.set(self.frontend.keep_alive_timeout)
+            self.deadline.set(self.frontend.keep_alive_timeout, self.now)
 
     def upstream_tunnel(self, conn: UpstreamConnection, rest: bytes) -> None:
         self._flush_out()
@@ -799,6 +809,7 @@ class HttpSession(asyncio.Protocol):
         conn.deadline.clear()
 
     def upstream_failed(self, conn: UpstreamConnection, reason: str) -> None:
+        self.now = self.loop.time()
         if not self.queue or conn is not self.upstream:
             conn.close()
             return
@@ -828,6 +839,7 @@ class HttpSession(asyncio.Protocol):
         self._server_broke(request, reason, 502, "S")
 
     def upstream_timeout(self, conn: UpstreamConnection) -> None:
+        self.now = self.loop.time()
         if not self.queue or conn is not self.upstream:
             conn.close()
             return
@@ -915,6 +927,7 @@ class HttpSession(asyncio.Protocol):
     def _timed_out(self) -> None:
         if self.closed:
             return
+        self.now = self.loop.time()
         if self.tunnel or not self.queue:
             self.close()  # idle keep-alive or idle tunnel
             return
@@ -953,7 +966,7 @@ class HttpSession(asyncio.Protocol):
         return "D"
 
 
-_STANDARD_TOKENS = frozenset({b"close", b"keep-alive", b"upgrade"})
+_STANDARD_TOKENS: Final = frozenset({b"close", b"keep-alive", b"upgrade"})
 
 
 class _Closed(Exception):

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, cast
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Final, cast
 
 import httptools
 
@@ -33,15 +35,16 @@ if TYPE_CHECKING:
     from balancer.net.http_session import HttpSession
 
 log = logging.getLogger("balancer.http")
-_PLAIN_CONNECTION = frozenset({b"keep-alive", b"close", b"upgrade"})
+_PLAIN_CONNECTION: Final = frozenset({b"keep-alive", b"close", b"upgrade"})
 
 
-UPLOAD_BACKPRESSURE = 2  # a reason bit for pausing the client's reads
+UPLOAD_BACKPRESSURE: Final = 2  # a reason bit for pausing the client's reads
 
 
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = (
         "_parser",
+        "_time",
         "bytes_received",
         "chunked",
         "closed",
@@ -83,6 +86,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.reading_paused = False
         self.private = False  # began with a PROXY header: belongs to one client, never pooled
         self.server_timeout = 0.0
+        self._time: Callable[[], float] = time.monotonic  # the loop's clock once connected
         self._reset()
 
     def _reset(self) -> None:
@@ -104,16 +108,19 @@ class UpstreamConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
-        self.deadline = Deadline(asyncio.get_running_loop(), self._timed_out)
+        loop = asyncio.get_running_loop()
+        self._time = loop.time
+        self.deadline = Deadline(loop, self._timed_out)
 
-    def start(self, owner: HttpSession, head_only: bool, timeout: float) -> None:
-        """Take part in a new exchange for `owner`; `head_only` for a HEAD request."""
+    def start(self, owner: HttpSession, head_only: bool, timeout: float, now: float) -> None:
+        """Take part in a new exchange for `owner`; `head_only` for a HEAD request; `now`
+        is the loop time."""
         self._reset()
         self.owner = owner
         self.head_only = head_only
         self.server_timeout = timeout  # re-armed on every read from the server
         assert self.deadline is not None
-        self.deadline.set(timeout)
+        self.deadline.set(timeout, now)
 
     def write(self, data: bytes) -> None:
         if not self.closed and self.transport is not None:
@@ -169,6 +176,7 @@ class UpstreamConnection(asyncio.Protocol):
             # The response had no length: the end of the connection is its end.
             self.done = True
             self.keep_alive = False
+            owner.now = self._time()
             owner.response_done(self)
         else:
             owner.upstream_failed(self, "server closed the connection" if exc is None else str(exc))
@@ -211,6 +219,8 @@ class UpstreamConnection(asyncio.Protocol):
         if self.tunnel:
             owner.response_data(data)
             return
+        # The session's clock for this event: its timers and deadlines below use it.
+        owner.now = now = self._time()
         self.bytes_received += len(data)
         if self.in_head:
             self.head_buffer = self.head_buffer + data if self.head_buffer else data
@@ -246,7 +256,7 @@ class UpstreamConnection(asyncio.Protocol):
             owner.response_done(self)  # the pool or the next exchange sets the next deadline
         else:
             if self.deadline is not None:
-                self.deadline.set(self.server_timeout)
+                self.deadline.set(self.server_timeout, now)
             owner.flush_response()
 
     # -- httptools callbacks ---------------------------------------------------------------
@@ -304,7 +314,9 @@ class UpstreamConnection(asyncio.Protocol):
                 elif name == b"connection" and value.lower() not in _PLAIN_CONNECTION:
                     lines = drop_connection_named(lines, value)
         self.header_lines = lines
-        return b"\r\nContent-Length:" in lines or CONTENT_LENGTH_LINE.search(lines) is not None
+        # find(), not `in`: bytes.__contains__ first tries its argument as an int, and raising
+        # and clearing that TypeError costs more than the search.
+        return lines.find(b"\r\nContent-Length:") >= 0 or CONTENT_LENGTH_LINE.search(lines) is not None
 
     def on_body(self, body: bytes) -> None:
         if self.owner is not None:

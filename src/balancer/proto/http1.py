@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import re
 from http import HTTPStatus
+from typing import Final
 
 # Headers that describe one connection, not the message (RFC 9110 7.6.1). Never forwarded;
 # the proxy writes its own Connection header and re-frames bodies it re-chunks.
-HOP_BY_HOP = frozenset(
+HOP_BY_HOP: Final = frozenset(
     {
         b"connection",
         b"keep-alive",
@@ -32,18 +33,18 @@ HOP_BY_HOP = frozenset(
 
 # A hop-by-hop header line inside a head whose lines each start with CRLF: (name, value).
 # The lookahead on the first letter spares the alternation at most line starts.
-HOP_BY_HOP_LINE = re.compile(
+HOP_BY_HOP_LINE: Final = re.compile(
     rb"\r\n(?=[cCkKpPtTuU])(connection|keep-alive|proxy-connection|te|trailer|transfer-encoding|upgrade"
     rb"|proxy-authenticate|proxy-authorization)[ \t]*:[ \t]*([^\r\n]*)",
     re.IGNORECASE,
 )
-CONTENT_LENGTH_LINE = re.compile(rb"\r\ncontent-length[ \t]*:", re.IGNORECASE)
+CONTENT_LENGTH_LINE: Final = re.compile(rb"\r\ncontent-length[ \t]*:", re.IGNORECASE)
 
 # Methods a client may safely see retried on another connection (RFC 9110 9.2.2).
-IDEMPOTENT_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
+IDEMPOTENT_METHODS: Final = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 
-CRLF = b"\r\n"
-LAST_CHUNK = b"0\r\n\r\n"
+CRLF: Final = b"\r\n"
+LAST_CHUNK: Final = b"0\r\n\r\n"
 
 
 class BadRequest(Exception):
@@ -55,7 +56,7 @@ class BadRequest(Exception):
         self.reason = reason
 
 
-_SIMPLE_CONNECTION = {b"close": {b"close"}, b"keep-alive": {b"keep-alive"}}
+_SIMPLE_CONNECTION: Final = {b"close": {b"close"}, b"keep-alive": {b"keep-alive"}}
 
 
 def connection_tokens(values: list[bytes]) -> set[bytes]:
@@ -113,8 +114,8 @@ def status_line(status: int, reason: bytes = b"") -> bytes:
     return b"HTTP/1.1 %d %b\r\n" % (status, reason)
 
 
-_REASONS = {int(s): s.phrase.encode() for s in HTTPStatus}
-_ERROR_TEXT = {
+_REASONS: Final = {int(s): s.phrase.encode() for s in HTTPStatus}
+_ERROR_TEXT: Final = {
     400: "Your browser sent an invalid request.",
     403: "Request forbidden by administrative rules.",
     404: "Not found.",
@@ -147,7 +148,7 @@ def _build_error(status: int, close: bool) -> bytes:
     return head + body
 
 
-_ERRORS: dict[tuple[int, bool], bytes] = {}
+_ERRORS: Final[dict[tuple[int, bool], bytes]] = {}
 
 
 def error_response(status: int, close: bool = True) -> bytes:

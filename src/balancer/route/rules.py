@@ -16,7 +16,7 @@ import re
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Final, Literal, Protocol
 
 from balancer.config.model import Condition, Frontend, Rule
 
@@ -169,7 +169,7 @@ class CompiledRule:
         headers.extend(self.set_header)
 
 
-_ALLOW = Decision("backend", backend=None)
+_ALLOW: Final = Decision("backend", backend=None)
 
 
 class RuleSet:

@@ -8,12 +8,12 @@ Whoever depends on the set of usable servers (lb.pool) listens for changes on th
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
+from typing import Final, Literal
 
 from balancer.config.model import Backend, Server
 
 # Bounds of the response-time histogram, in ms (runtime.shared lays the buckets out).
-RESPONSE_BUCKETS_MS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
+RESPONSE_BUCKETS_MS: Final = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 
 AdminState = Literal["ready", "drain", "maint"]
 Health = Literal["up", "down"]

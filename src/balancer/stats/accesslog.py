@@ -21,15 +21,16 @@ import json
 import os
 import sys
 import time
+from typing import Final
 
 from balancer.runtime.record import LogRecord
 from balancer.stats.syslog import FACILITY_LOCAL0, SEVERITY_INFO, SyslogSender, parse_target
 
-FLUSH_DELAY = 0.05
-FLUSH_BYTES = 65536
+FLUSH_DELAY: Final = 0.05
+FLUSH_BYTES: Final = 65536
 
 
-_MILLIS = [f"{ms:03d}" for ms in range(1000)]
+_MILLIS: Final = [f"{ms:03d}" for ms in range(1000)]
 
 
 def _ms(value: float) -> int:
