@@ -33,14 +33,23 @@ from balancer.net.deadline import Deadline
 from balancer.net.peer import client_address, local_address
 from balancer.net.upstream import UpstreamConnection
 from balancer.proto.http1 import (
-    HOP_BY_HOP,
+    FIELD_CONNECTION,
+    FIELD_CONTENT_LENGTH,
+    FIELD_FORWARDED_FOR,
+    FIELD_FORWARDED_PROTO,
+    FIELD_HOST,
+    FIELD_OTHER,
+    FIELD_TRANSFER_ENCODING,
+    FIELD_UPGRADE,
     IDEMPOTENT_METHODS,
     LAST_CHUNK,
+    PLAIN_CONNECTION,
     BadRequest,
     check_request_head,
     chunk,
     connection_tokens,
     error_response,
+    header_kind,
     redirect_response,
 )
 from balancer.route.persistence import CookieValue, Persistence
@@ -59,11 +68,6 @@ CONNECTING: Final = 4
 REPLAY_LIMIT: Final = 65536
 # Upstream connections a request may burn through because pooled ones turned out dead.
 MAX_STALE_RETRIES: Final = 3
-
-_SPECIAL: Final = frozenset(
-    {b"host", b"connection", b"x-forwarded-for", b"x-forwarded-proto", b"expect", b"upgrade", b"content-length"}
-    | HOP_BY_HOP
-)
 
 
 class Request(LogRecord):
@@ -351,39 +355,36 @@ class HttpSession(asyncio.Protocol):
         self.header_bytes += len(name) + len(value) + 4
         if self.header_count > self.frontend.max_header_count or self.header_bytes > self.frontend.max_header_bytes:
             raise BadRequest(431, "request headers too large")
-        lname = name.lower()
-        if lname not in _SPECIAL:
+        kind = header_kind(name)  # not name.lower(): a method call costs more than the match
+        if kind == FIELD_OTHER:
             request.headers.append((name, value))
             return
-        if lname == b"host":
+        if kind == FIELD_HOST:
             request.host = value
             request.host_count += 1
             request.headers.append((name, value))
             return
-        if lname == b"content-length":
+        if kind == FIELD_CONTENT_LENGTH:
             request.content_length = int(value)  # httptools has checked it is digits
-            request.headers.append((name, value))
-            return
-        if lname == b"expect":
             request.headers.append((name, value))
             return
         # Not forwarded as received, but rules (hdr) still see it.
         request.hop_headers.append((name, value))
-        if lname == b"connection":
+        if kind == FIELD_CONNECTION:
             request.connection_values.append(value)
-        elif lname == b"transfer-encoding":
+        elif kind == FIELD_TRANSFER_ENCODING:
             request.te = value
             request.chunked = True
-        elif lname == b"upgrade":
+        elif kind == FIELD_UPGRADE:
             request.upgrade = value
-        elif lname == b"x-forwarded-for":
+        elif kind == FIELD_FORWARDED_FOR:
             if self.frontend.forwardfor:
                 request.xff_values.append(value)
             else:
                 request.headers.append((name, value))
             text = value.decode("latin-1")
             request.xff = f"{request.xff}, {text}" if request.xff else text
-        elif lname == b"x-forwarded-proto" and not self.frontend.forwardfor:
+        elif kind == FIELD_FORWARDED_PROTO and not self.frontend.forwardfor:
             request.headers.append((name, value))
         # other hop-by-hop headers (keep-alive, te, trailer, proxy-*) stop here
 
@@ -653,7 +654,7 @@ class HttpSession(asyncio.Protocol):
 
     def _request_head(self, request: Request, backend: BackendContext, server: ServerRuntime) -> bytes:
         parts = [request.method, b" ", request.url, b" HTTP/1.1\r\n"]
-        extra_hop = request.conn_tokens - _STANDARD_TOKENS if request.conn_tokens else None
+        extra_hop = request.conn_tokens - PLAIN_CONNECTION if request.conn_tokens else None
         for name, value in request.headers:
             if extra_hop and name.lower() in extra_hop:
                 continue
@@ -964,9 +965,6 @@ class HttpSession(asyncio.Protocol):
         if not request.response_started:
             return "H"
         return "D"
-
-
-_STANDARD_TOKENS: Final = frozenset({b"close", b"keep-alive", b"upgrade"})
 
 
 class _Closed(Exception):

@@ -20,14 +20,7 @@ from typing import TYPE_CHECKING, Final, cast
 import httptools
 
 from balancer.net.deadline import Deadline
-from balancer.proto.http1 import (
-    CONTENT_LENGTH_LINE,
-    HOP_BY_HOP_LINE,
-    LAST_CHUNK,
-    bodiless_status,
-    chunk,
-    drop_connection_named,
-)
+from balancer.proto.http1 import LAST_CHUNK, bodiless_status, chunk, response_header_lines
 from balancer.runtime.state import ServerRuntime
 
 if TYPE_CHECKING:
@@ -35,8 +28,6 @@ if TYPE_CHECKING:
     from balancer.net.http_session import HttpSession
 
 log = logging.getLogger("balancer.http")
-_PLAIN_CONNECTION: Final = frozenset({b"keep-alive", b"close", b"upgrade"})
-
 
 UPLOAD_BACKPRESSURE: Final = 2  # a reason bit for pausing the client's reads
 
@@ -289,8 +280,8 @@ class UpstreamConnection(asyncio.Protocol):
         """Cut the head just parsed out of the buffered bytes, minus hop-by-hop headers.
 
         httptools has validated the head; its header lines are passed on byte for byte
-        (one regex pass instead of a Python call per header). Returns whether the head
-        carries a Content-Length.
+        (proto.http1.response_header_lines). Returns whether the head carries a
+        Content-Length.
         """
         buffer = self.head_buffer
         start = self.head_start
@@ -298,25 +289,9 @@ class UpstreamConnection(asyncio.Protocol):
         line_end = buffer.find(b"\r\n", start)
         self.head_start = end + 4
         self.status_text = buffer[start + 9 : line_end]  # after "HTTP/1.x "
-        lines = buffer[line_end:end]  # each header line starts with CRLF
-        self.chunked = False
-        pieces = HOP_BY_HOP_LINE.split(lines)  # [kept, name, value, kept, name, value, ..., kept]
-        if len(pieces) == 4 and pieces[1].lower() == b"connection" and pieces[2].lower() in _PLAIN_CONNECTION:
-            lines = pieces[0] + pieces[3]  # the usual case: only "Connection: keep-alive"
-        elif len(pieces) > 1:
-            lines = b"".join(pieces[::3])
-            for name, value in zip(pieces[1::3], pieces[2::3], strict=True):
-                name = name.lower()
-                if name == b"transfer-encoding":
-                    self.chunked = value.lower().rstrip().endswith(b"chunked")
-                elif name == b"upgrade":
-                    lines += b"\r\nUpgrade: " + value
-                elif name == b"connection" and value.lower() not in _PLAIN_CONNECTION:
-                    lines = drop_connection_named(lines, value)
-        self.header_lines = lines
-        # find(), not `in`: bytes.__contains__ first tries its argument as an int, and raising
-        # and clearing that TypeError costs more than the search.
-        return lines.find(b"\r\nContent-Length:") >= 0 or CONTENT_LENGTH_LINE.search(lines) is not None
+        lines, self.chunked, upgrade, has_length = response_header_lines(buffer[line_end:end])
+        self.header_lines = lines + b"\r\nUpgrade: " + upgrade if upgrade else lines
+        return has_length
 
     def on_body(self, body: bytes) -> None:
         if self.owner is not None:

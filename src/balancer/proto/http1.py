@@ -31,14 +31,8 @@ HOP_BY_HOP: Final = frozenset(
     }
 )
 
-# A hop-by-hop header line inside a head whose lines each start with CRLF: (name, value).
-# The lookahead on the first letter spares the alternation at most line starts.
-HOP_BY_HOP_LINE: Final = re.compile(
-    rb"\r\n(?=[cCkKpPtTuU])(connection|keep-alive|proxy-connection|te|trailer|transfer-encoding|upgrade"
-    rb"|proxy-authenticate|proxy-authorization)[ \t]*:[ \t]*([^\r\n]*)",
-    re.IGNORECASE,
-)
-CONTENT_LENGTH_LINE: Final = re.compile(rb"\r\ncontent-length[ \t]*:", re.IGNORECASE)
+# Connection tokens that name no other header.
+PLAIN_CONNECTION: Final = frozenset({b"keep-alive", b"close", b"upgrade"})
 
 # Methods a client may safely see retried on another connection (RFC 9110 9.2.2).
 IDEMPOTENT_METHODS: Final = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
@@ -74,9 +68,120 @@ def connection_tokens(values: list[bytes]) -> set[bytes]:
     return tokens
 
 
+def response_header_lines(lines: bytes) -> tuple[bytes, bool, bytes, bool]:
+    """Split what a proxy must know from a response's header `lines` (each led by CRLF,
+    as received: the bytes between the status line and the blank line).
+
+    Returns (the lines without hop-by-hop headers nor those a Connection header names,
+    whether the last Transfer-Encoding ends in chunked, the Upgrade value or b"", whether
+    a Content-Length is present). httptools has validated the head: header names are
+    tokens with no space before the colon. Lines pass byte for byte.
+
+    Written for mypyc: slices, indexing and comparisons compile to direct C, while each
+    method call on bytes costs a Python method lookup, so names are matched in a loop.
+    """
+    chunked = False
+    upgrade = b""
+    has_length = False
+    dropped: list[int] = []
+    named: list[bytes] = []
+    parts = lines.split(b"\r\n")  # parts[0] is b"", before the leading CRLF
+    for index in range(1, len(parts)):
+        line = parts[index]
+        kind = header_kind(line)
+        if kind == FIELD_CONTENT_LENGTH:
+            has_length = True
+        if kind < FIELD_CONNECTION:
+            continue
+        dropped.append(index)
+        if kind == FIELD_TRANSFER_ENCODING:
+            chunked = line[18:].strip().lower().endswith(b"chunked")
+        elif kind == FIELD_UPGRADE:
+            upgrade = line[8:].strip()
+        elif kind == FIELD_CONNECTION:
+            value = line[11:]
+            if value != b" keep-alive" and value != b" close" and value.strip().lower() not in PLAIN_CONNECTION:
+                named.append(value.strip())
+    if not dropped:
+        return lines, chunked, upgrade, has_length
+    kept = b"\r\n".join([part for index, part in enumerate(parts) if index not in dropped])
+    for value in named:
+        kept = drop_connection_named(kept, value)
+    return kept, chunked, upgrade, has_length
+
+
+# What header_kind() tells of a header. The hop-by-hop kinds come last: >= CONNECTION.
+FIELD_OTHER: Final = 0
+FIELD_CONTENT_LENGTH: Final = 1
+FIELD_HOST: Final = 2
+FIELD_FORWARDED_FOR: Final = 3
+FIELD_FORWARDED_PROTO: Final = 4
+FIELD_CONNECTION: Final = 5
+FIELD_TRANSFER_ENCODING: Final = 6
+FIELD_UPGRADE: Final = 7
+FIELD_HOP: Final = 8  # another hop-by-hop header (HOP_BY_HOP)
+
+
+def header_kind(field: bytes) -> int:
+    """Which header a proxy must treat apart `field` is: a header name, or a whole
+    header line "Name: value". Names match in any case."""
+    if not field:
+        return FIELD_OTHER
+    first = field[0] | 0x20
+    if first == 0x63:  # c
+        if _named(field, b"content-length"):
+            return FIELD_CONTENT_LENGTH
+        if _named(field, b"connection"):
+            return FIELD_CONNECTION
+    elif first == 0x68:  # h
+        if _named(field, b"host"):
+            return FIELD_HOST
+    elif first == 0x78:  # x
+        if _named(field, b"x-forwarded-for"):
+            return FIELD_FORWARDED_FOR
+        if _named(field, b"x-forwarded-proto"):
+            return FIELD_FORWARDED_PROTO
+    elif first == 0x74:  # t
+        if _named(field, b"transfer-encoding"):
+            return FIELD_TRANSFER_ENCODING
+        if _named_any(field, _T_HOP):
+            return FIELD_HOP
+    elif first == 0x75:  # u
+        if _named(field, b"upgrade"):
+            return FIELD_UPGRADE
+    elif first == 0x6B:  # k
+        if _named(field, b"keep-alive"):
+            return FIELD_HOP
+    elif first == 0x70 and (  # p
+        _named(field, b"proxy-connection")
+        or _named(field, b"proxy-authenticate")
+        or _named(field, b"proxy-authorization")
+    ):
+        return FIELD_HOP
+    return FIELD_OTHER
+
+
+_PROXY_HOP: Final = (b"proxy-connection", b"proxy-authenticate", b"proxy-authorization")
+_T_HOP: Final = (b"te", b"trailer")
+
+
+def _named_any(field: bytes, names: tuple[bytes, ...]) -> bool:
+    return any(_named(field, name) for name in names)
+
+
+def _named(field: bytes, name: bytes) -> bool:
+    """Whether `field`, a header name or a "Name: value" line, has the lower-case token
+    `name` in any case. OR-ing 0x20 lower-cases a letter and leaves "-" as it is; no other
+    byte of a token turns into a lower-case letter or "-"."""
+    size = len(name)
+    if len(field) != size and (len(field) < size or field[size] != 0x3A):  # ":"
+        return False
+    return all(field[i] | 0x20 == name[i] for i in range(size))
+
+
 def drop_connection_named(lines: bytes, connection_value: bytes) -> bytes:
     """Remove from CRLF-prefixed header `lines` the headers a Connection value names."""
-    extra = connection_tokens([connection_value]) - {b"close", b"keep-alive", b"upgrade"}
+    extra = connection_tokens([connection_value]) - PLAIN_CONNECTION
     if not extra:
         return lines
     names = b"|".join(re.escape(name) for name in extra)

@@ -1,0 +1,85 @@
+"""proto.http1: which headers a proxy treats apart (header_kind), and what it keeps of a
+response head and learns from it (response_header_lines)."""
+
+from __future__ import annotations
+
+import pytest
+
+from balancer.proto.http1 import (
+    FIELD_CONNECTION,
+    FIELD_CONTENT_LENGTH,
+    FIELD_FORWARDED_FOR,
+    FIELD_FORWARDED_PROTO,
+    FIELD_HOST,
+    FIELD_OTHER,
+    HOP_BY_HOP,
+    header_kind,
+    response_header_lines,
+)
+
+NGINX = (
+    b"\r\nServer: nginx/1.22.1\r\nDate: Sat, 21 Nov 2026 23:59:59 GMT\r\nContent-Type: text/plain"
+    b"\r\nContent-Length: 6\r\nConnection: keep-alive\r\nX-Server: s1"
+)
+
+
+def test_a_plain_connection_header_is_dropped_and_the_rest_passes_byte_for_byte() -> None:
+    lines, chunked, upgrade, has_length = response_header_lines(NGINX)
+    assert lines == NGINX.replace(b"\r\nConnection: keep-alive", b"")
+    assert (chunked, upgrade, has_length) == (False, b"", True)
+
+
+def test_a_head_without_hop_by_hop_headers_is_returned_as_is() -> None:
+    head = b"\r\nServer: x\r\nContent-Type: text/html\r\nCache-Control: no-store"
+    lines, chunked, upgrade, has_length = response_header_lines(head)
+    assert lines is head
+    assert (chunked, upgrade, has_length) == (False, b"", False)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        *(b"Connection", b"Keep-Alive", b"Proxy-Connection", b"TE", b"Trailer", b"Transfer-Encoding", b"Upgrade"),
+        *(b"Proxy-Authenticate", b"Proxy-Authorization", b"CONNECTION", b"keep-alive", b"tRaIlEr"),
+    ],
+)
+def test_every_hop_by_hop_header_is_dropped_in_any_case(name: bytes) -> None:
+    lines, *_ = response_header_lines(b"\r\nA: 1\r\n" + name + b": x\r\nB: 2")
+    assert lines == b"\r\nA: 1\r\nB: 2"
+
+
+@pytest.mark.parametrize("name", [b"TEx", b"Tex-Foo", b"Connections", b"Upgraded", b"Content-Lengthy", b"Te-"])
+def test_names_that_only_start_like_a_hop_by_hop_header_stay(name: bytes) -> None:
+    head = b"\r\n" + name + b": x"
+    lines, chunked, upgrade, has_length = response_header_lines(head)
+    assert lines == head
+    assert (chunked, upgrade, has_length) == (False, b"", False)
+
+
+def test_transfer_encoding_connection_named_headers_and_length() -> None:
+    head = (
+        b"\r\nA: b\r\nConnection: close, X-Secret\r\nX-Secret: 1\r\ntransfer-encoding:gzip, Chunked"
+        b"\r\nKeep-Alive: timeout=5\r\nZ: z"
+    )
+    lines, chunked, upgrade, has_length = response_header_lines(head)
+    assert lines == b"\r\nA: b\r\nZ: z"
+    assert (chunked, upgrade, has_length) == (True, b"", False)
+    assert response_header_lines(b"\r\nTransfer-Encoding: chunked, gzip")[1] is False
+    assert response_header_lines(b"\r\ncontent-length: 0")[3] is True
+
+
+def test_upgrade_value_is_reported_and_an_empty_head_stays_empty() -> None:
+    assert response_header_lines(b"\r\nUpgrade: websocket\r\nConnection: upgrade") == (b"", False, b"websocket", False)
+    assert response_header_lines(b"") == (b"", False, b"", False)
+
+
+def test_header_kind_knows_every_hop_by_hop_name_and_the_end_to_end_ones() -> None:
+    for name in HOP_BY_HOP:
+        assert header_kind(name) >= FIELD_CONNECTION, name
+        assert header_kind(name.upper() + b": x") >= FIELD_CONNECTION, name
+    assert header_kind(b"Host") == FIELD_HOST
+    assert header_kind(b"X-Forwarded-For") == FIELD_FORWARDED_FOR
+    assert header_kind(b"x-forwarded-proto") == FIELD_FORWARDED_PROTO
+    assert header_kind(b"Content-Length: 5") == FIELD_CONTENT_LENGTH
+    for other in (b"Hostname", b"Hos", b"X-Forwarded-Host", b"Expect", b"", b"Content-Type: x", b"TEA"):
+        assert header_kind(other) == FIELD_OTHER, other
