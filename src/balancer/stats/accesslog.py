@@ -31,6 +31,12 @@ FLUSH_BYTES: Final = 65536
 
 
 _MILLIS: Final = [f"{ms:03d}" for ms in range(1000)]
+# Most timers, statuses and small sizes: a list index instead of an int-to-str conversion.
+_NUMBERS: Final = [str(n) for n in range(1000)]
+
+
+def _text(n: int) -> str:
+    return _NUMBERS[n] if 0 <= n < 1000 else str(n)
 
 
 def _ms(value: float) -> int:
@@ -114,8 +120,9 @@ class AccessLog:
         line = (
             f"{r.client_ip}:{r.client_port} [{self._timestamp(r.start_time)}]"
             f" {r.frontend_name} {r.backend_name}/{r.server_name}"
-            f" {int(r.t_request)}/{int(r.t_queue)}/{int(r.t_connect)}/{int(r.t_response)}/{int(r.t_total)}"
-            f' {r.status} {r.bytes_out} {r.termination} "{r.request_line}"'
+            f" {_text(int(r.t_request))}/{_text(int(r.t_queue))}/{_text(int(r.t_connect))}"
+            f"/{_text(int(r.t_response))}/{_text(int(r.t_total))}"
+            f' {_text(r.status)} {_text(r.bytes_out)} {r.termination} "{r.request_line}"'
         )
         if r.xff:
             return f'{line} xff="{r.xff}"\n'
