@@ -5,7 +5,9 @@ the state written in the state file (`up`, `drain`, `maint`, `down`; anything el
 file means `up`) and a weight percentage from the host's load: 100% when idle, falling
 with the one-minute load average per core, never below 1% while up. Operators drain a
 server with `echo drain > FILE` and bring it back with `echo up > FILE`, or pin a weight
-with a line such as `up 50%`.
+with a line such as `up 50%`. An empty file keeps the last state read from it: `echo`
+truncates the file before it writes, and a check landing in between must not bring a
+drained server back for one interval.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import signal
 import sys
 
 _STATES = ("up", "drain", "maint", "down", "ready")
+# The words last read from each state file that was not empty.
+_last_words: dict[str, list[str]] = {}
 
 
 def load_percent() -> int:
@@ -34,9 +38,16 @@ def reply(state_file: str | None) -> bytes:
     if state_file:
         try:
             with open(state_file, encoding="utf-8") as handle:
-                words = handle.read(256).split("#", 1)[0].lower().split()
+                text = handle.read(256)
         except OSError:
-            words = []
+            text = None
+        words: list[str] = []
+        if text is None:  # no file: up
+            _last_words.pop(state_file, None)
+        elif text:
+            words = _last_words[state_file] = text.split("#", 1)[0].lower().split()
+        else:  # being rewritten
+            words = _last_words.get(state_file, [])
         for word in words:
             if word in _STATES:
                 state = word

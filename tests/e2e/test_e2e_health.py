@@ -397,7 +397,7 @@ def test_agent_drain_stops_new_traffic_and_up_50_halves_the_share(site, tmp_path
         assert "1 of 2" in line, line
         settle(site, lambda name: name == "b")
         drained = Counter(names(site, 200))
-        assert drained == {"b": 200}, f"a drained server got new requests: {drained}"
+        assert drained == {"b": 200}, f"a drained server got new requests: {drained}\n{tail(site)}"
         assert agent.poll() is None
 
         # up 50%: a is back at half its configured weight, so 50 of 150

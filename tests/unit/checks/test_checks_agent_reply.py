@@ -256,3 +256,18 @@ def test_slowstart_ramp_scales_the_weight_and_never_hides_a_server() -> None:
 
 def test_ramp_and_agent_weight_multiply() -> None:
     assert status(weight=200, agent_weight=50, ramp=0.5).effective().weight == 50
+
+
+def test_an_emptied_state_file_keeps_the_last_state_until_it_is_written(fixed_load: None, tmp_path: Path) -> None:
+    """`echo up > FILE` truncates before it writes: a check in between must not see `up`."""
+    state = tmp_path / "state"
+    state.write_text("drain\n")
+    assert agent_mod.reply(str(state)) == b"drain 42%\n"
+    state.write_text("")
+    assert agent_mod.reply(str(state)) == b"drain 42%\n"
+    state.write_text("up\n")
+    assert agent_mod.reply(str(state)) == b"up 42%\n"
+    state.unlink()
+    assert agent_mod.reply(str(state)) == b"up 42%\n"
+    state.write_text("")
+    assert agent_mod.reply(str(state)) == b"up 42%\n"
