@@ -21,7 +21,7 @@ from balancer.config.locate import KeyPath, SourceMap
 from balancer.config.model import Config
 from balancer.config.values import Address
 from balancer.lb.base import REGISTRY
-from balancer.net.context import BackendContext, FrontendContext, LogSink
+from balancer.net.context import BackendContext, FrontendContext
 from balancer.net.gate import Gate
 from balancer.net.http_session import HttpSession
 from balancer.net.proxy_accept import ProxyHeaderReader
@@ -191,17 +191,13 @@ class Balancer:
         self._sync_handle: asyncio.TimerHandle | None = None
         self._build(config)
 
-    @property
-    def log_sink(self) -> LogSink:
-        return self.access_log.log
-
     def _build(self, config: Config) -> None:
         """Runtime state and per-connection contexts for `config`."""
         self.backends = {b.name: BackendRuntime(b) for b in config.backend}
         contexts = {
             name: BackendContext(runtime.config, runtime, self.base_dir) for name, runtime in self.backends.items()
         }
-        self.frontends = {f.name: FrontendContext(f, contexts, self.log_sink, self.gate) for f in config.frontend}
+        self.frontends = {f.name: FrontendContext(f, contexts, self.access_log, self.gate) for f in config.frontend}
 
     async def start(self, sockets: dict[tuple[Address, str], socket.socket] | None = None) -> None:
         """Serve every frontend address, on the given listening `sockets` (by listener_key,

@@ -24,10 +24,9 @@ from balancer.net.upstream import UpstreamPool
 from balancer.route.hashkey import KeyFunction, compile_hash_key
 from balancer.route.persistence import Persistence
 from balancer.route.rules import RuleSet
-from balancer.runtime.record import LogRecord
+from balancer.runtime.record import LogSink
 from balancer.runtime.state import BackendRuntime, ServerRuntime
 
-LogSink = Callable[[LogRecord], None]
 P = TypeVar("P", bound=asyncio.BaseProtocol)
 log = logging.getLogger("balancer.observe")
 
@@ -139,13 +138,13 @@ class BackendContext:
 
 class FrontendContext:
     def __init__(
-        self, config: Frontend, backends: dict[str, BackendContext], log: LogSink, gate: Gate | None = None
+        self, config: Frontend, backends: dict[str, BackendContext], access_log: LogSink, gate: Gate | None = None
     ) -> None:
         self.config = config
         self.name = config.name
         self.rules = RuleSet(config)
         self.backends = backends
-        self.log = log
+        self.access_log = access_log
         self.forwardfor = config.forwardfor
         self.client_timeout = config.timeouts.client
         self.request_timeout = config.timeouts.http_request

@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from bisect import bisect_left
 from functools import partial
 from typing import Final, cast
 
@@ -43,6 +42,7 @@ from balancer.proto.http1 import (
     FIELD_UPGRADE,
     IDEMPOTENT_METHODS,
     LAST_CHUNK,
+    NO_TOKENS,
     PLAIN_CONNECTION,
     BadRequest,
     check_request_head,
@@ -55,7 +55,7 @@ from balancer.proto.http1 import (
 from balancer.route.persistence import CookieValue, Persistence
 from balancer.route.rules import NumericIP, numeric_ip
 from balancer.runtime.record import LogRecord
-from balancer.runtime.state import RESPONSE_BUCKETS_MS, ServerRuntime
+from balancer.runtime.state import ServerRuntime
 
 log = logging.getLogger("balancer.http")
 
@@ -122,7 +122,7 @@ class Request(LogRecord):
         self.host = b""
         self.host_count = 0
         self.connection_values: list[bytes] = []
-        self.conn_tokens: set[bytes] = set()
+        self.conn_tokens = NO_TOKENS
         self.xff_values: list[bytes] = []
         self.te = b""
         self.content_length = 0
@@ -397,9 +397,15 @@ class HttpSession(asyncio.Protocol):
         request.method = parser.get_method()
         request.version = parser.get_http_version()
         check_request_head(request.version, request.host_count, request.te)
-        request.keep_alive = parser.should_keep_alive()
         if request.connection_values:
             request.conn_tokens = connection_tokens(request.connection_values)
+        # What llhttp's should_keep_alive() says of a request, without the method call:
+        # HTTP/1.1 unless "close", HTTP/1.0 only with "keep-alive" (check_request_head
+        # has refused every other version).
+        if request.version == "1.1":
+            request.keep_alive = b"close" not in request.conn_tokens
+        else:
+            request.keep_alive = b"keep-alive" in request.conn_tokens
         if request.upgrade and not parser.should_upgrade():
             request.upgrade = b""
         if request.method == b"CONNECT":
@@ -758,9 +764,7 @@ class HttpSession(asyncio.Protocol):
             server.bytes_in += request.bytes_in
             server.bytes_out += request.bytes_out
             request.t_total = (self.now - request.t_start) * 1000
-            server.resp_time_sum += request.t_response
-            server.resp_time_count += 1
-            server.resp_buckets[bisect_left(RESPONSE_BUCKETS_MS, request.t_response)] += 1
+            server.observe_response(request.t_response)
             backend = request.backend
             assert backend is not None
             if backend.times_responses:
@@ -954,7 +958,7 @@ class HttpSession(asyncio.Protocol):
         request.status = status
         if request.t_total < 0:
             request.t_total = (self.loop.time() - request.t_start) * 1000
-        self.frontend.log(request)
+        self.frontend.access_log.log(request)
 
     @staticmethod
     def _phase(request: Request) -> str:

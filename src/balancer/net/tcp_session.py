@@ -322,7 +322,7 @@ class TcpSession(asyncio.Protocol):
         record = self.record
         if record is not None:
             record.t_total = (self.loop.time() - self.t_start) * 1000
-            self.frontend.log(record)
+            self.frontend.access_log.log(record)
 
 
 class _ConnectionView:

@@ -50,22 +50,23 @@ class BadRequest(Exception):
         self.reason = reason
 
 
-_SIMPLE_CONNECTION: Final = {b"close": {b"close"}, b"keep-alive": {b"keep-alive"}}
+NO_TOKENS: Final[frozenset[bytes]] = frozenset()
+_SIMPLE_CONNECTION: Final = {b"close": frozenset({b"close"}), b"keep-alive": frozenset({b"keep-alive"})}
 
 
-def connection_tokens(values: list[bytes]) -> set[bytes]:
+def connection_tokens(values: list[bytes]) -> frozenset[bytes]:
     """Lower-cased tokens of every Connection header value."""
     if len(values) == 1:
         simple = _SIMPLE_CONNECTION.get(values[0].lower())
         if simple is not None:
-            return set(simple)
+            return simple
     tokens: set[bytes] = set()
     for value in values:
         for token in value.split(b","):
             token = token.strip().lower()
             if token:
                 tokens.add(token)
-    return tokens
+    return frozenset(tokens)
 
 
 def response_header_lines(lines: bytes) -> tuple[bytes, bool, bytes, bool]:

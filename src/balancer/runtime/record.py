@@ -50,3 +50,11 @@ class LogRecord:
         self.termination = "--"
         self.request_line = ""
         self.xff = ""
+
+
+class LogSink:
+    """Where finished records go: stats.accesslog.AccessLog. A class rather than a callable
+    so the compiled call from a connection is direct; this base drops them."""
+
+    def log(self, record: LogRecord) -> None:
+        pass

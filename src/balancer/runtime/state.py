@@ -14,6 +14,7 @@ from balancer.config.model import Backend, Server
 
 # Bounds of the response-time histogram, in ms (runtime.shared lays the buckets out).
 RESPONSE_BUCKETS_MS: Final = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
+_BOUNDS: Final[tuple[float, ...]] = tuple(float(bound) for bound in RESPONSE_BUCKETS_MS)
 
 AdminState = Literal["ready", "drain", "maint"]
 Health = Literal["up", "down"]
@@ -72,6 +73,18 @@ class ServerRuntime:
         self.resp_buckets = [0] * (len(RESPONSE_BUCKETS_MS) + 1)  # see runtime.shared
         self.failure_streak = 0  # consecutive failed exchanges (passive observation)
         self.ejected = False  # taken out by passive observation in this worker
+
+    def observe_response(self, ms: float) -> None:
+        """Count a response that took `ms` milliseconds to its head: the mean and the
+        histogram bucket of the first bound it does not exceed."""
+        self.resp_time_sum += ms
+        self.resp_time_count += 1
+        index = 0
+        for bound in _BOUNDS:  # most responses stop at the first bounds: no bisect call
+            if ms <= bound:
+                break
+            index += 1
+        self.resp_buckets[index] += 1
 
     @property
     def usable(self) -> bool:

@@ -23,7 +23,7 @@ import sys
 import time
 from typing import Final
 
-from balancer.runtime.record import LogRecord
+from balancer.runtime.record import LogRecord, LogSink
 from balancer.stats.syslog import FACILITY_LOCAL0, SEVERITY_INFO, SyslogSender, parse_target
 
 FLUSH_DELAY: Final = 0.05
@@ -43,7 +43,7 @@ def _ms(value: float) -> int:
     return -1 if value < 0 else int(value)
 
 
-class AccessLog:
+class AccessLog(LogSink):
     """Buffered writer of access lines to a file descriptor or a syslog collector.
 
     `target` is the config's `global.log`: "stdout", "stderr", "none", "file:/path" or
