@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Final, cast
 import httptools
 
 from balancer.net.deadline import Deadline
-from balancer.proto.http1 import LAST_CHUNK, bodiless_status, chunk, response_header_lines
+from balancer.proto.http1 import LAST_CHUNK, bodiless_status, chunk, split_response_head
 from balancer.runtime.state import ServerRuntime
 
 if TYPE_CHECKING:
@@ -253,9 +253,9 @@ class UpstreamConnection(asyncio.Protocol):
     # -- httptools callbacks ---------------------------------------------------------------
 
     def on_headers_complete(self) -> None:
-        status = self._parser.get_status_code()
-        self.status = status
-        has_length = self._take_head()
+        has_length, keep_alive = self._take_head()
+        text = self.status_text  # httptools has checked it starts with three digits
+        status = self.status = (text[0] - 48) * 100 + (text[1] - 48) * 10 + (text[2] - 48)
         if 100 <= status < 200 and status != 101:
             self.interim = True
             if self.owner is not None:
@@ -264,7 +264,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.interim = False
         self.in_head = False
         self.head_buffer = b""
-        self.keep_alive = self._parser.should_keep_alive()
+        self.keep_alive = keep_alive  # a response read until the close is until_close
         if status == 101:
             return  # the upgrade exception follows; the owner writes the head then
         if self.head_only or bodiless_status(status):
@@ -276,22 +276,21 @@ class UpstreamConnection(asyncio.Protocol):
         if self.owner is not None:
             self.owner.response_head(self)
 
-    def _take_head(self) -> bool:
+    def _take_head(self) -> tuple[bool, bool]:
         """Cut the head just parsed out of the buffered bytes, minus hop-by-hop headers.
 
         httptools has validated the head; its header lines are passed on byte for byte
-        (proto.http1.response_header_lines). Returns whether the head carries a
-        Content-Length.
+        (proto.http1.split_response_head). Returns whether the head carries a
+        Content-Length, and whether the version and Connection allow another exchange.
         """
         buffer = self.head_buffer
         start = self.head_start
         end = buffer.find(b"\r\n\r\n", start)
-        line_end = buffer.find(b"\r\n", start)
         self.head_start = end + 4
-        self.status_text = buffer[start + 9 : line_end]  # after "HTTP/1.x "
-        lines, self.chunked, upgrade, has_length = response_header_lines(buffer[line_end:end])
+        head = split_response_head(buffer[start:end])
+        self.status_text, lines, self.chunked, upgrade, has_length, keep_alive = head
         self.header_lines = lines + b"\r\nUpgrade: " + upgrade if upgrade else lines
-        return has_length
+        return has_length, keep_alive
 
     def on_body(self, body: bytes) -> None:
         if self.owner is not None:

@@ -69,14 +69,17 @@ def connection_tokens(values: list[bytes]) -> frozenset[bytes]:
     return frozenset(tokens)
 
 
-def response_header_lines(lines: bytes) -> tuple[bytes, bool, bytes, bool]:
-    """Split what a proxy must know from a response's header `lines` (each led by CRLF,
-    as received: the bytes between the status line and the blank line).
+def split_response_head(head: bytes) -> tuple[bytes, bytes, bool, bytes, bool, bool]:
+    """Split what a proxy must know from a response `head` as received: the status line
+    and the header lines, without the blank line that ends them.
 
-    Returns (the lines without hop-by-hop headers nor those a Connection header names,
-    whether the last Transfer-Encoding ends in chunked, the Upgrade value or b"", whether
-    a Content-Length is present). httptools has validated the head: header names are
-    tokens with no space before the colon. Lines pass byte for byte.
+    Returns (the status text after "HTTP/1.x ", the header lines without hop-by-hop headers
+    nor those a Connection header names, each led by CRLF, whether the last
+    Transfer-Encoding ends in chunked, the Upgrade value or b"", whether a Content-Length is
+    present, whether the connection may carry another exchange as far as the version and
+    Connection say: HTTP/1.1 without "close", HTTP/1.0 with "keep-alive"). httptools has
+    validated the head: a status line, header names that are tokens with no space before
+    the colon. Header lines pass byte for byte.
 
     Written for mypyc: slices, indexing and comparisons compile to direct C, while each
     method call on bytes costs a Python method lookup, so names are matched in a loop.
@@ -84,31 +87,57 @@ def response_header_lines(lines: bytes) -> tuple[bytes, bool, bytes, bool]:
     chunked = False
     upgrade = b""
     has_length = False
-    dropped: list[int] = []
+    close = False
+    keep_alive = False  # an explicit "keep-alive" token, for HTTP/1.0
+    kept: list[bytes] | None = None  # once a second header is dropped: the lines kept so far
+    cut_at = -1  # the first dropped header: its offset in `lines`, and its length with CRLF
+    cut_size = 0
     named: list[bytes] = []
-    parts = lines.split(b"\r\n")  # parts[0] is b"", before the leading CRLF
-    for index in range(1, len(parts)):
-        line = parts[index]
+    parts = head.split(b"\r\n")
+    status_line = parts[0]
+    lines = head[len(status_line) :]
+    offset = 0  # in `lines`, of the CRLF before the line
+    for line in parts[1:]:
+        size = len(line) + 2
         kind = header_kind(line)
-        if kind == FIELD_CONTENT_LENGTH:
-            has_length = True
         if kind < FIELD_CONNECTION:
+            if kind == FIELD_CONTENT_LENGTH:
+                has_length = True
+            if kept is not None:
+                kept.append(line)
+            offset += size
             continue
-        dropped.append(index)
+        if cut_at < 0:
+            cut_at, cut_size = offset, size
+        elif kept is None:
+            kept = [lines[:cut_at], lines[cut_at + cut_size : offset]]  # whole lines, CRLF-led
         if kind == FIELD_TRANSFER_ENCODING:
             chunked = line[18:].strip().lower().endswith(b"chunked")
         elif kind == FIELD_UPGRADE:
             upgrade = line[8:].strip()
         elif kind == FIELD_CONNECTION:
             value = line[11:]
-            if value != b" keep-alive" and value != b" close" and value.strip().lower() not in PLAIN_CONNECTION:
-                named.append(value.strip())
-    if not dropped:
-        return lines, chunked, upgrade, has_length
-    kept = b"\r\n".join([part for index, part in enumerate(parts) if index not in dropped])
+            if value == b" keep-alive":
+                keep_alive = True
+            elif value == b" close":
+                close = True
+            else:
+                tokens = connection_tokens([value])
+                close = close or b"close" in tokens
+                keep_alive = keep_alive or b"keep-alive" in tokens
+                if tokens - PLAIN_CONNECTION:
+                    named.append(value.strip())
+        offset += size
+    reusable = not close and (keep_alive or status_line[5:8] == b"1.1")
+    if cut_at < 0:
+        return status_line[9:], lines, chunked, upgrade, has_length, reusable
+    if kept is None:
+        out = lines[:cut_at] + lines[cut_at + cut_size :]
+    else:
+        out = kept[0] + kept[1] + b"".join([b"\r\n" + line for line in kept[2:]])
     for value in named:
-        kept = drop_connection_named(kept, value)
-    return kept, chunked, upgrade, has_length
+        out = drop_connection_named(out, value)
+    return status_line[9:], out, chunked, upgrade, has_length, reusable
 
 
 # What header_kind() tells of a header. The hop-by-hop kinds come last: >= CONNECTION.

@@ -1,5 +1,5 @@
 """proto.http1: which headers a proxy treats apart (header_kind), and what it keeps of a
-response head and learns from it (response_header_lines)."""
+response head and learns from it (split_response_head)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,18 @@ from balancer.proto.http1 import (
     FIELD_OTHER,
     HOP_BY_HOP,
     header_kind,
-    response_header_lines,
+    split_response_head,
 )
+
+STATUS = b"HTTP/1.1 200 OK"
+
+
+def split(lines: bytes) -> tuple[bytes, bool, bytes, bool]:
+    """split_response_head of a 200 with these header lines, without the status text."""
+    status, kept, chunked, upgrade, has_length, _ = split_response_head(STATUS + lines)
+    assert status == b"200 OK"
+    return kept, chunked, upgrade, has_length
+
 
 NGINX = (
     b"\r\nServer: nginx/1.22.1\r\nDate: Sat, 21 Nov 2026 23:59:59 GMT\r\nContent-Type: text/plain"
@@ -24,15 +34,15 @@ NGINX = (
 
 
 def test_a_plain_connection_header_is_dropped_and_the_rest_passes_byte_for_byte() -> None:
-    lines, chunked, upgrade, has_length = response_header_lines(NGINX)
+    lines, chunked, upgrade, has_length = split(NGINX)
     assert lines == NGINX.replace(b"\r\nConnection: keep-alive", b"")
     assert (chunked, upgrade, has_length) == (False, b"", True)
 
 
 def test_a_head_without_hop_by_hop_headers_is_returned_as_is() -> None:
     head = b"\r\nServer: x\r\nContent-Type: text/html\r\nCache-Control: no-store"
-    lines, chunked, upgrade, has_length = response_header_lines(head)
-    assert lines is head
+    lines, chunked, upgrade, has_length = split(head)
+    assert lines == head
     assert (chunked, upgrade, has_length) == (False, b"", False)
 
 
@@ -44,14 +54,14 @@ def test_a_head_without_hop_by_hop_headers_is_returned_as_is() -> None:
     ],
 )
 def test_every_hop_by_hop_header_is_dropped_in_any_case(name: bytes) -> None:
-    lines, *_ = response_header_lines(b"\r\nA: 1\r\n" + name + b": x\r\nB: 2")
+    lines, *_ = split(b"\r\nA: 1\r\n" + name + b": x\r\nB: 2")
     assert lines == b"\r\nA: 1\r\nB: 2"
 
 
 @pytest.mark.parametrize("name", [b"TEx", b"Tex-Foo", b"Connections", b"Upgraded", b"Content-Lengthy", b"Te-"])
 def test_names_that_only_start_like_a_hop_by_hop_header_stay(name: bytes) -> None:
     head = b"\r\n" + name + b": x"
-    lines, chunked, upgrade, has_length = response_header_lines(head)
+    lines, chunked, upgrade, has_length = split(head)
     assert lines == head
     assert (chunked, upgrade, has_length) == (False, b"", False)
 
@@ -61,16 +71,16 @@ def test_transfer_encoding_connection_named_headers_and_length() -> None:
         b"\r\nA: b\r\nConnection: close, X-Secret\r\nX-Secret: 1\r\ntransfer-encoding:gzip, Chunked"
         b"\r\nKeep-Alive: timeout=5\r\nZ: z"
     )
-    lines, chunked, upgrade, has_length = response_header_lines(head)
+    lines, chunked, upgrade, has_length = split(head)
     assert lines == b"\r\nA: b\r\nZ: z"
     assert (chunked, upgrade, has_length) == (True, b"", False)
-    assert response_header_lines(b"\r\nTransfer-Encoding: chunked, gzip")[1] is False
-    assert response_header_lines(b"\r\ncontent-length: 0")[3] is True
+    assert split(b"\r\nTransfer-Encoding: chunked, gzip")[1] is False
+    assert split(b"\r\ncontent-length: 0")[3] is True
 
 
 def test_upgrade_value_is_reported_and_an_empty_head_stays_empty() -> None:
-    assert response_header_lines(b"\r\nUpgrade: websocket\r\nConnection: upgrade") == (b"", False, b"websocket", False)
-    assert response_header_lines(b"") == (b"", False, b"", False)
+    assert split(b"\r\nUpgrade: websocket\r\nConnection: upgrade") == (b"", False, b"websocket", False)
+    assert split(b"") == (b"", False, b"", False)
 
 
 def test_header_kind_knows_every_hop_by_hop_name_and_the_end_to_end_ones() -> None:
@@ -83,3 +93,25 @@ def test_header_kind_knows_every_hop_by_hop_name_and_the_end_to_end_ones() -> No
     assert header_kind(b"Content-Length: 5") == FIELD_CONTENT_LENGTH
     for other in (b"Hostname", b"Hos", b"X-Forwarded-Host", b"Expect", b"", b"Content-Type: x", b"TEA"):
         assert header_kind(other) == FIELD_OTHER, other
+
+
+def test_the_status_text_is_what_follows_the_version() -> None:
+    assert split_response_head(b"HTTP/1.0 404 Not Found\r\nA: b")[:2] == (b"404 Not Found", b"\r\nA: b")
+    assert split_response_head(b"HTTP/1.1 204 ")[:2] == (b"204 ", b"")
+
+
+@pytest.mark.parametrize(
+    ("head", "reusable"),
+    [
+        (b"HTTP/1.1 200 OK\r\nA: b", True),
+        (b"HTTP/1.1 200 OK\r\nConnection: keep-alive", True),
+        (b"HTTP/1.1 200 OK\r\nConnection: close", False),
+        (b"HTTP/1.1 200 OK\r\nconnection: Keep-Alive, Close", False),
+        (b"HTTP/1.0 200 OK\r\nA: b", False),
+        (b"HTTP/1.0 200 OK\r\nConnection: keep-alive", True),
+        (b"HTTP/1.0 200 OK\r\nConnection: Keep-Alive", True),
+        (b"HTTP/1.0 200 OK\r\nConnection: keep-alive, close", False),
+    ],
+)
+def test_whether_the_connection_may_carry_another_exchange(head: bytes, reusable: bool) -> None:
+    assert split_response_head(head)[5] is reusable
