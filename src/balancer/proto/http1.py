@@ -182,11 +182,7 @@ def header_kind(field: bytes) -> int:
     elif first == 0x6B:  # k
         if _named(field, b"keep-alive"):
             return FIELD_HOP
-    elif first == 0x70 and (  # p
-        _named(field, b"proxy-connection")
-        or _named(field, b"proxy-authenticate")
-        or _named(field, b"proxy-authorization")
-    ):
+    elif first == 0x70 and _named_any(field, _PROXY_HOP):  # p
         return FIELD_HOP
     return FIELD_OTHER
 
