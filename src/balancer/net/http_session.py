@@ -109,7 +109,8 @@ class Request(LogRecord):
     )
 
     def __init__(self, session: HttpSession, t_start: float) -> None:
-        super().__init__(session.frontend.name, session.client_ip_text, session.client_port, time.time())
+        wall = t_start + session.wall_offset
+        super().__init__(session.frontend.name, session.client_ip_text, session.client_port, wall)
         self.session = session
         self.t_start = t_start
         self.method = b""
@@ -118,12 +119,13 @@ class Request(LogRecord):
         self.query = b""
         self.version = "1.1"
         self.headers: list[tuple[bytes, bytes]] = []
-        self.hop_headers: list[tuple[bytes, bytes]] = []  # seen by rules, never forwarded as is
+        # Created on the first header that needs them (most requests have none).
+        self.hop_headers: list[tuple[bytes, bytes]] | None = None  # seen by rules, never forwarded as is
         self.host = b""
         self.host_count = 0
-        self.connection_values: list[bytes] = []
+        self.connection_values: list[bytes] | None = None
         self.conn_tokens = NO_TOKENS
-        self.xff_values: list[bytes] = []
+        self.xff_values: list[bytes] | None = None
         self.te = b""
         self.content_length = 0
         self.upgrade = b""
@@ -170,6 +172,9 @@ class HttpSession(asyncio.Protocol):
         # at the few other entry points (timers, connect), instead of at every timestamp
         # and deadline of a request.
         self.now = self.loop.time()
+        # Wall clock minus loop clock, once per connection: a request's log time is its loop
+        # time plus this, without a time.time() call per request.
+        self.wall_offset = time.time() - self.now
         self.header_bytes = 0
         self.header_count = 0
         self.paused = 0
@@ -369,8 +374,12 @@ class HttpSession(asyncio.Protocol):
             request.headers.append((name, value))
             return
         # Not forwarded as received, but rules (hdr) still see it.
+        if request.hop_headers is None:
+            request.hop_headers = []
         request.hop_headers.append((name, value))
         if kind == FIELD_CONNECTION:
+            if request.connection_values is None:
+                request.connection_values = []
             request.connection_values.append(value)
         elif kind == FIELD_TRANSFER_ENCODING:
             request.te = value
@@ -378,10 +387,12 @@ class HttpSession(asyncio.Protocol):
         elif kind == FIELD_UPGRADE:
             request.upgrade = value
         elif kind == FIELD_FORWARDED_FOR:
-            if self.frontend.forwardfor:
-                request.xff_values.append(value)
-            else:
+            if not self.frontend.forwardfor:
                 request.headers.append((name, value))
+            elif request.xff_values is None:
+                request.xff_values = [value]
+            else:
+                request.xff_values.append(value)
             text = value.decode("latin-1")
             request.xff = f"{request.xff}, {text}" if request.xff else text
         elif kind == FIELD_FORWARDED_PROTO and not self.frontend.forwardfor:

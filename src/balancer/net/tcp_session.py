@@ -339,7 +339,7 @@ class _ConnectionView:
         self.client_port = port
         self._transport = transport
         self.headers: list[tuple[bytes, bytes]] = []
-        self.hop_headers: list[tuple[bytes, bytes]] = []
+        self.hop_headers: list[tuple[bytes, bytes]] | None = None
 
     @property
     def local_address(self) -> str:

@@ -43,7 +43,7 @@ class RequestView(Protocol):
     query: bytes
     host: bytes
     headers: list[tuple[bytes, bytes]]
-    hop_headers: list[tuple[bytes, bytes]]  # connection-level headers: matched, not forwarded
+    hop_headers: list[tuple[bytes, bytes]] | None  # connection-level headers: matched, not forwarded
 
     def source_ip(self) -> NumericIP | None: ...
 
