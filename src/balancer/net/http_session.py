@@ -110,7 +110,7 @@ class Request(LogRecord):
 
     def __init__(self, session: HttpSession, t_start: float) -> None:
         wall = t_start + session.wall_offset
-        super().__init__(session.frontend.name, session.client_ip_text, session.client_port, wall)
+        super().__init__(session.frontend.name, session.client_ip_text, session.client_port, wall, session.client_text)
         self.session = session
         self.t_start = t_start
         self.method = b""
@@ -165,6 +165,7 @@ class HttpSession(asyncio.Protocol):
         self.upstream: UpstreamConnection | None = None
         self.client_ip_text = "-"
         self.client_ip_bytes = b"-"  # for X-Forwarded-For
+        self.client_text = "-:0"  # "ip:port", for the access log
         self.client_port = 0
         self._client_ip: NumericIP | None = None
         self.deadline = Deadline(self.loop, self._timed_out)
@@ -193,6 +194,7 @@ class HttpSession(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
         self.client_ip_text, self.client_port = self.proxied or client_address(transport)
         self.client_ip_bytes = self.client_ip_text.encode()
+        self.client_text = f"{self.client_ip_text}:{self.client_port}"
         frontend = self.frontend
         frontend.opened(self)
         self.deadline.set(frontend.request_timeout)

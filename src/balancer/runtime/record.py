@@ -16,6 +16,7 @@ class LogRecord:
         "backend_name",
         "bytes_in",
         "bytes_out",
+        "client",
         "client_ip",
         "client_port",
         "frontend_name",
@@ -32,10 +33,14 @@ class LogRecord:
         "xff",
     )
 
-    def __init__(self, frontend_name: str, client_ip: str, client_port: int, start_time: float) -> None:
+    def __init__(
+        self, frontend_name: str, client_ip: str, client_port: int, start_time: float, client: str = ""
+    ) -> None:
+        """`client` is "ip:port" when the caller has it at hand (one text per connection)."""
         self.frontend_name = frontend_name
         self.client_ip = client_ip
         self.client_port = client_port
+        self.client = client or f"{client_ip}:{client_port}"
         self.start_time = start_time  # wall clock, seconds since the epoch
         self.backend_name = "-"
         self.server_name = "-"

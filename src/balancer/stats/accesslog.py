@@ -118,7 +118,7 @@ class AccessLog(LogSink):
         # int() truncates the float timers like HAProxy's, and -1.0 (phase never happened)
         # prints as -1. An f-string of ints: this runs once per request.
         line = (
-            f"{r.client_ip}:{r.client_port} [{self._timestamp(r.start_time)}]"
+            f"{r.client} [{self._timestamp(r.start_time)}]"
             f" {r.frontend_name} {r.backend_name}/{r.server_name}"
             f" {_text(int(r.t_request))}/{_text(int(r.t_queue))}/{_text(int(r.t_connect))}"
             f"/{_text(int(r.t_response))}/{_text(int(r.t_total))}"
@@ -130,7 +130,7 @@ class AccessLog(LogSink):
 
     def format_json(self, r: LogRecord) -> str:
         fields = {
-            "client": f"{r.client_ip}:{r.client_port}",
+            "client": r.client,
             "client_ip": r.client_ip,
             "client_port": r.client_port,
             "time": self._timestamp(r.start_time),
