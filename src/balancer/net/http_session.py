@@ -763,7 +763,9 @@ class HttpSession(asyncio.Protocol):
 
     def _flush_out(self) -> None:
         if self.out:
-            data = b"".join(self.out) if len(self.out) > 1 else self.out[0]
+            out = self.out
+            count = len(out)
+            data = out[0] if count == 1 else out[0] + out[1] if count == 2 else b"".join(out)
             self.out.clear()
             if self.transport is not None and not self.closed:
                 self.transport.write(data)

@@ -308,7 +308,9 @@ class UpstreamConnection(asyncio.Protocol):
         header lines) appended, always as HTTP/1.1."""
         if self.chunked:
             extra = b"Transfer-Encoding: chunked\r\n" + extra
-        return b"HTTP/1.1 " + self.status_text + self.header_lines + b"\r\n" + extra + b"\r\n"
+        if extra:
+            return b"".join((b"HTTP/1.1 ", self.status_text, self.header_lines, b"\r\n", extra, b"\r\n"))
+        return b"HTTP/1.1 " + self.status_text + self.header_lines + b"\r\n\r\n"
 
 
 class UpstreamPool:
