@@ -5,9 +5,9 @@ the state written in the state file (`up`, `drain`, `maint`, `down`; anything el
 file means `up`) and a weight percentage from the host's load: 100% when idle, falling
 with the one-minute load average per core, never below 1% while up. Operators drain a
 server with `echo drain > FILE` and bring it back with `echo up > FILE`, or pin a weight
-with a line such as `up 50%`. An empty file keeps the last state read from it: `echo`
-truncates the file before it writes, and a check landing in between must not bring a
-drained server back for one interval.
+with a line such as `up 50%`. A file emptied in the last 2 seconds keeps the last state
+read from it: `echo` truncates the file before it writes, and a check landing in between
+must not bring a drained server back for one interval. Emptied for longer, it means `up`.
 """
 
 from __future__ import annotations
@@ -17,10 +17,12 @@ import os
 import re
 import signal
 import sys
+import time
 
 _STATES = ("up", "drain", "maint", "down", "ready")
 # The words last read from each state file that was not empty.
 _last_words: dict[str, list[str]] = {}
+_REWRITE_GRACE = 2.0  # seconds an empty state file counts as being rewritten
 
 
 def load_percent() -> int:
@@ -39,15 +41,18 @@ def reply(state_file: str | None) -> bytes:
         try:
             with open(state_file, encoding="utf-8") as handle:
                 text = handle.read(256)
+                emptied_at = os.fstat(handle.fileno()).st_mtime
         except OSError:
-            text = None
+            text, emptied_at = None, 0.0
         words: list[str] = []
         if text is None:  # no file: up
             _last_words.pop(state_file, None)
         elif text:
             words = _last_words[state_file] = text.split("#", 1)[0].lower().split()
-        else:  # being rewritten
+        elif time.time() - emptied_at < _REWRITE_GRACE:  # being rewritten
             words = _last_words.get(state_file, [])
+        else:
+            _last_words.pop(state_file, None)
         for word in words:
             if word in _STATES:
                 state = word

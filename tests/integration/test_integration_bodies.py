@@ -186,6 +186,46 @@ def test_interim_1xx_response_is_relayed_before_the_final_one(run_balancer):
         assert (response.status, response.body) == (200, b"final\n")
 
 
+def test_empty_lines_between_an_interim_and_the_final_response_are_skipped(run_balancer):
+    """llhttp accepts CRLFs before a status line; the final head must come through intact."""
+
+    async def handler(reader, writer, index):
+        await read_head(reader)
+        writer.write(b"HTTP/1.1 100 Continue\r\n\r\n\r\n\r\n" + ok_response(b"final\n"))
+        await writer.drain()
+
+    server = RawServer(handler)
+
+    async def scenario(balancer):
+        async with server.serving(), await Client.connect(frontend_port(balancer)) as client:
+            return await client.get("/")
+
+    response = run_balancer(make_config([("raw", server.address)]), scenario)
+    assert (response.status, response.body) == (200, b"final\n")
+
+
+def test_a_content_length_named_by_connection_is_dropped_and_the_close_ends_the_body(run_balancer):
+    async def handler(reader, writer, index):
+        await read_head(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nConnection: Content-Length\r\nContent-Length: 3\r\n\r\nabc")
+        await writer.drain()
+        # returning closes the connection
+
+    server = RawServer(handler)
+
+    async def scenario(balancer):
+        async with server.serving(), await Client.connect(frontend_port(balancer)) as client:
+            response = await client.get("/")
+            rest = await client.read_until_closed(timeout=3)
+        return response, rest
+
+    response, rest = run_balancer(make_config([("raw", server.address)]), scenario)
+    assert (response.status, response.body) == (200, b"abc")
+    assert response.header("Content-Length") is None
+    assert "close" in response.connection_tokens()
+    assert rest == b""
+
+
 def test_response_delimited_by_close_is_relayed_whole(run_balancer):
     body = _payload(300_000, 5)
 

@@ -33,6 +33,27 @@ def test_incomplete_request_head_gets_408(run_balancer, backends):
     assert s1.requests == []
 
 
+def test_a_request_cut_inside_its_method_after_a_keep_alive_exchange_gets_408(run_balancer, backends):
+    """The request timeout starts at a request's first byte, even before its URL: a client that
+    sends "GE" on a kept-alive connection gets a 408, not a silent keep-alive close."""
+    (s1,) = backends("s1")
+    config = make_config([s1], frontend={"timeouts": {"http_request": "300ms", "http_keep_alive": "30s"}})
+
+    async def scenario(balancer):
+        async with await Client.connect(frontend_port(balancer)) as client:
+            await client.send(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n")
+            first = await client.read_response(timeout=3)
+            started = time.monotonic()
+            await client.send(b"GE")
+            second = await client.read_response(timeout=3)
+            return first, second, time.monotonic() - started
+
+    first, second, elapsed = run_balancer(config, scenario)
+    assert first.status == 200
+    assert second.status == 408
+    assert elapsed < 2.5, f"408 came after {elapsed:.2f}s although the head timeout is 300ms"
+
+
 def test_dribbling_a_request_head_does_not_extend_http_request(run_balancer, backends):
     """http_request bounds the whole head, so a slowloris client cannot hold a connection."""
     (s1,) = backends("s1")

@@ -38,6 +38,7 @@ from balancer.proto.http1 import (
     FIELD_FORWARDED_PROTO,
     FIELD_HOST,
     FIELD_OTHER,
+    FIELD_PROXY_CONNECTION,
     FIELD_TRANSFER_ENCODING,
     FIELD_UPGRADE,
     IDEMPOTENT_METHODS,
@@ -331,9 +332,9 @@ class HttpSession(asyncio.Protocol):
 
     # -- httptools callbacks (requests) ----------------------------------------------------
 
-    def _begin(self) -> Request:
-        """A new message starts (called from on_url, its first callback: httptools then
-        needs no on_message_begin, one Python call less per request)."""
+    def on_message_begin(self) -> None:
+        # At the first byte of a request, not at its URL: a client that sends "GET" and
+        # stops still gets the request timeout (408) and a log line.
         if self.closed:
             raise _Closed
         request = Request(self, self.now)
@@ -345,12 +346,10 @@ class HttpSession(asyncio.Protocol):
             self.pause_client_reading(PIPELINE_WAIT)
         else:
             self.deadline.set(self.frontend.request_timeout, self.now)
-        return request
 
     def on_url(self, url: bytes) -> None:
         request = self.parsing
-        if request is None or request.body_done:
-            request = self._begin()
+        assert request is not None
         request.url += url
         if len(request.url) > self.frontend.max_request_line:
             raise BadRequest(414, "request line too long")
@@ -379,7 +378,7 @@ class HttpSession(asyncio.Protocol):
         if request.hop_headers is None:
             request.hop_headers = []
         request.hop_headers.append((name, value))
-        if kind == FIELD_CONNECTION:
+        if kind in (FIELD_CONNECTION, FIELD_PROXY_CONNECTION):  # llhttp reads both alike
             if request.connection_values is None:
                 request.connection_values = []
             request.connection_values.append(value)
@@ -921,7 +920,7 @@ class HttpSession(asyncio.Protocol):
             return
         request = self.parsing
         if request is None or request.body_done:
-            request = Request(self, self.loop.time())  # before the request line ended
+            request = Request(self, self.loop.time())  # refused before a message began
         if not request.request_line:
             request.request_line = "<BADREQ>"
         log.info("%s from %s:%s: %s", status, self.client_ip_text, self.client_port, reason)

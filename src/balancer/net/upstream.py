@@ -291,6 +291,8 @@ class UpstreamConnection(asyncio.Protocol):
         """
         buffer = self.head_buffer
         start = self.head_start
+        while buffer[start : start + 2] == b"\r\n":  # llhttp skips empty lines before a status line
+            start += 2
         end = buffer.find(b"\r\n\r\n", start)
         self.head_start = end + 4
         head = split_response_head(buffer[start:end])

@@ -89,6 +89,7 @@ def split_response_head(head: bytes) -> tuple[bytes, bytes, bool, bytes, bool, b
     has_length = False
     close = False
     keep_alive = False  # an explicit "keep-alive" token, for HTTP/1.0
+    length_dropped = False
     kept: list[bytes] | None = None  # once a second header is dropped: the lines kept so far
     cut_at = -1  # the first dropped header: its offset in `lines`, and its length with CRLF
     cut_size = 0
@@ -115,8 +116,8 @@ def split_response_head(head: bytes) -> tuple[bytes, bytes, bool, bytes, bool, b
             chunked = line[18:].strip().lower().endswith(b"chunked")
         elif kind == FIELD_UPGRADE:
             upgrade = line[8:].strip()
-        elif kind == FIELD_CONNECTION:
-            value = line[11:]
+        elif kind in (FIELD_CONNECTION, FIELD_PROXY_CONNECTION):
+            value = line[11:] if kind == FIELD_CONNECTION else line[17:]
             if value == b" keep-alive":
                 keep_alive = True
             elif value == b" close":
@@ -125,10 +126,13 @@ def split_response_head(head: bytes) -> tuple[bytes, bytes, bool, bytes, bool, b
                 tokens = connection_tokens([value])
                 close = close or b"close" in tokens
                 keep_alive = keep_alive or b"keep-alive" in tokens
-                if tokens - PLAIN_CONNECTION:
+                if kind == FIELD_CONNECTION and tokens - PLAIN_CONNECTION:
                     named.append(value.strip())
+                    # A Content-Length the Connection header drops frames nothing.
+                    length_dropped = length_dropped or b"content-length" in tokens
         offset += size
     reusable = not close and (keep_alive or status_line[5:8] == b"1.1")
+    has_length = has_length and not length_dropped
     if cut_at < 0:
         return status_line[9:], lines, chunked, upgrade, has_length, reusable
     if kept is None:
@@ -149,7 +153,8 @@ FIELD_FORWARDED_PROTO: Final = 4
 FIELD_CONNECTION: Final = 5
 FIELD_TRANSFER_ENCODING: Final = 6
 FIELD_UPGRADE: Final = 7
-FIELD_HOP: Final = 8  # another hop-by-hop header (HOP_BY_HOP)
+FIELD_PROXY_CONNECTION: Final = 8  # non-standard; llhttp reads its tokens as Connection's
+FIELD_HOP: Final = 9  # another hop-by-hop header (HOP_BY_HOP)
 
 
 def header_kind(field: bytes) -> int:
@@ -182,12 +187,15 @@ def header_kind(field: bytes) -> int:
     elif first == 0x6B:  # k
         if _named(field, b"keep-alive"):
             return FIELD_HOP
-    elif first == 0x70 and _named_any(field, _PROXY_HOP):  # p
-        return FIELD_HOP
+    elif first == 0x70:  # p
+        if _named(field, b"proxy-connection"):
+            return FIELD_PROXY_CONNECTION
+        if _named_any(field, _PROXY_HOP):
+            return FIELD_HOP
     return FIELD_OTHER
 
 
-_PROXY_HOP: Final = (b"proxy-connection", b"proxy-authenticate", b"proxy-authorization")
+_PROXY_HOP: Final = (b"proxy-authenticate", b"proxy-authorization")
 _T_HOP: Final = (b"te", b"trailer")
 
 

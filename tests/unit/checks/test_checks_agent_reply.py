@@ -8,6 +8,8 @@ with an optional `#` comment; unknown words are ignored and a reply that says no
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -270,4 +272,15 @@ def test_an_emptied_state_file_keeps_the_last_state_until_it_is_written(fixed_lo
     state.unlink()
     assert agent_mod.reply(str(state)) == b"up 42%\n"
     state.write_text("")
+    assert agent_mod.reply(str(state)) == b"up 42%\n"
+
+
+def test_a_state_file_emptied_for_a_while_means_up(fixed_load: None, tmp_path: Path) -> None:
+    """`: > FILE` to clear a drain: once past the rewrite grace, empty is `up` again."""
+    state = tmp_path / "state"
+    state.write_text("drain\n")
+    assert agent_mod.reply(str(state)) == b"drain 42%\n"
+    state.write_text("")
+    past = time.time() - 10
+    os.utime(state, (past, past))
     assert agent_mod.reply(str(state)) == b"up 42%\n"

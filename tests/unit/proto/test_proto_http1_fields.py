@@ -12,6 +12,7 @@ from balancer.proto.http1 import (
     FIELD_FORWARDED_PROTO,
     FIELD_HOST,
     FIELD_OTHER,
+    FIELD_PROXY_CONNECTION,
     HOP_BY_HOP,
     header_kind,
     split_response_head,
@@ -115,3 +116,16 @@ def test_the_status_text_is_what_follows_the_version() -> None:
 )
 def test_whether_the_connection_may_carry_another_exchange(head: bytes, reusable: bool) -> None:
     assert split_response_head(head)[5] is reusable
+
+
+def test_a_content_length_the_connection_header_names_frames_nothing() -> None:
+    """The header is dropped with the ones Connection names, so the response is read to its close."""
+    lines, chunked, _, has_length = split(b"\r\nConnection: Content-Length\r\nContent-Length: 3")
+    assert (lines, chunked, has_length) == (b"", False, False)
+
+
+def test_proxy_connection_counts_like_connection_for_reuse_and_is_dropped() -> None:
+    head = b"HTTP/1.1 200 OK\r\nProxy-Connection: close\r\nContent-Length: 0"
+    assert split_response_head(head)[1:] == (b"\r\nContent-Length: 0", False, b"", True, False)
+    assert split_response_head(b"HTTP/1.0 200 OK\r\nProxy-Connection: keep-alive")[5] is True
+    assert header_kind(b"Proxy-Connection") == FIELD_PROXY_CONNECTION
