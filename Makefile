@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 # The data plane is compiled in place with mypyc (setup.py, src/balancer/native.py).
 NATIVE := $(VENV)/.native
-NATIVE_SRC := $(shell sed -n 's|^    "\(balancer/.*\.py\)",$$|src/\1|p' src/balancer/native.py)
+NATIVE_SRC := $(shell python3 -c 'import runpy; print(*("src/" + p for p in runpy.run_path("src/balancer/native.py")["COMPILED"]))')
 
 .PHONY: demo test lint unit integration e2e system-deps bench clean native
 
