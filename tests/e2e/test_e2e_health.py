@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,8 @@ import pytest
 from tests.support import TaggedBackend, free_port, wait_until
 from tests.support.config import server_blocks, toml_value
 from tests.support.site import Site
+
+from balancer.server import SYNC_INTERVAL
 
 pytestmark = pytest.mark.e2e
 
@@ -62,26 +64,47 @@ def tail(site: Site) -> str:
     return "--- balancer output ---\n" + (site.process.output()[-3000:] if site.process else "")
 
 
-def settle(site: Site, ok: Callable[[str], bool], run: int = 40, limit: int = 600, timeout: float = 10) -> None:
-    """Send GETs until `run` consecutive ones are answered by a server `ok` accepts.
+def wait_beats(site: Site, beats: int) -> None:
+    """Keep sending GETs for `beats` worker sync beats (server.SYNC_INTERVAL): long enough
+    for every worker to have applied what the master published before."""
+    end = time.monotonic() + beats * SYNC_INTERVAL
+    i = 0
+    while time.monotonic() < end:
+        i += 1
+        get(site.port, f"/beat{i}")
 
-    Workers apply a change from the master on their own beat; a run of 40 new connections,
-    spread by the kernel over both workers, shows that both have it.
+
+def settle(
+    site: Site, ok: Callable[[str], bool], run: int = 40, span: float = 3 * SYNC_INTERVAL, timeout: float = 10
+) -> None:
+    """Send GETs until `run` consecutive ones, over at least `span` seconds (three sync
+    beats), are answered by a server `ok` accepts.
+
+    Workers apply a change from the master on their own beat (server.SYNC_INTERVAL); new
+    connections spread by the kernel over both workers for that long show that both have
+    it. A count alone is not enough: 40 requests can fit in a few milliseconds, before a
+    worker's next beat.
     """
     deadline = time.monotonic() + timeout
     streak = 0
-    seen: list[str] = []
-    for i in range(limit):
+    streak_start = 0.0
+    seen: deque[str] = deque(maxlen=20)
+    i = 0
+    while True:
+        i += 1
         status, name = get(site.port, f"/settle{i}")
         seen.append(f"{status}:{name}")
-        streak = streak + 1 if status == 200 and ok(name) else 0
-        if streak >= run:
+        now = time.monotonic()
+        if status == 200 and ok(name):
+            if streak == 0:
+                streak_start = now
+            streak += 1
+        else:
+            streak = 0
+        if streak >= run and now - streak_start >= span:
             return
-        if time.monotonic() > deadline:
-            break
-    raise AssertionError(
-        f"traffic did not settle within {limit} requests / {timeout}s; last: {seen[-20:]}\n{tail(site)}"
-    )
+        if now > deadline:
+            raise AssertionError(f"traffic did not settle within {timeout}s; last: {list(seen)}\n{tail(site)}")
 
 
 class ClientLoop(threading.Thread):
@@ -404,8 +427,8 @@ def test_agent_drain_stops_new_traffic_and_up_50_halves_the_share(site, tmp_path
         state_file.write_text("up 50%\n")
         row = wait_server(admin, "a", lambda r: r["agent"] == "ready 50%", timeout=3, what="a back at 50%")
         assert row["weight"] == 100 and row["effective_weight"] == 50, row
-        settle(site, lambda name: name == "a", run=1)  # one worker has it ...
-        names(site, 100)  # ... and the other, one beat later, well within these
+        settle(site, lambda name: name == "a", run=1, span=0)  # one worker has it ...
+        wait_beats(site, 3)  # ... and the other within a beat
         counts = Counter(names(site, 2000))
         share = counts["a"] / 2000
         assert abs(share - 1 / 3) <= 0.05, f"a's share {share:.3f} at 50% weight (expected 0.333 +- 0.05): {counts}"
