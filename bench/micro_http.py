@@ -83,9 +83,14 @@ async def run(requests: int, profile: bool) -> None:
         client = MemoryTransport()
         session.connection_made(client)  # type: ignore[arg-type]
 
+        outbox = balancer.outbox
+
         def one() -> None:
+            # One loop pass each: what the session holds for the end of the pass is written.
             frontend_session.data_received(REQUEST)
+            outbox.flush()
             upstream.data_received(RESPONSE)
+            outbox.flush()
 
         for _ in range(1000):
             one()

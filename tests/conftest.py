@@ -14,9 +14,10 @@ Both measure wall time, so on a machine with more runnable threads than cores th
 also blame the loop for time it spent waiting for a CPU. On Linux the guard subtracts that:
 /proc/self/task/*/schedstat counts, per thread, the time spent runnable but not running.
 A stall is excused by as much as the most starved thread of this process waited since the
-previous heartbeat (the loop thread itself, or a thread it waited on for the GIL); what
-remains must still stay under the limit. A time.sleep() or a blocking socket call in the
-loop is not excused: a sleeping thread is not waiting for a CPU.
+previous heartbeat (the loop thread itself, or a thread it waited on for the GIL), plus the
+most any CPU lost to the hypervisor meanwhile (steal time in /proc/stat, which a shared VM
+accrues in bursts); what remains must still stay under the limit. A time.sleep() or a
+blocking socket call in the loop is not excused: a sleeping thread is not waiting for a CPU.
 """
 
 from __future__ import annotations
@@ -68,6 +69,25 @@ def _cpu_waits() -> dict[str, int]:
     return waits
 
 
+_TICK = 1 / os.sysconf("SC_CLK_TCK")  # seconds per /proc/stat tick
+
+
+def _steal() -> dict[str, int]:
+    """Per CPU, clock ticks the hypervisor ran something else while this guest wanted the
+    CPU ("steal" in /proc/stat; {} where the kernel does not tell). A thread stalled that
+    way is no more to blame than one waiting in the run queue."""
+    steal: dict[str, int] = {}
+    try:
+        with open("/proc/stat") as stats:
+            for line in stats:
+                fields = line.split()
+                if fields and fields[0].startswith("cpu") and fields[0] != "cpu" and len(fields) > 8:
+                    steal[fields[0]] = int(fields[8])
+    except (OSError, ValueError):
+        pass
+    return steal
+
+
 class _AsyncioWarnings(logging.Handler):
     def __init__(self, guard: BlockingGuard) -> None:
         super().__init__(logging.WARNING)
@@ -89,12 +109,15 @@ class BlockingGuard:
         self.loop_threads: set[int] = set()
         self._heartbeat: asyncio.TimerHandle | None = None
         self._waits = _cpu_waits()
+        self._steal = _steal()
 
     def report(self, seconds: float, limit: float, what: str) -> None:
         """Record `what`, a stall of `seconds`, unless waiting for a CPU explains it."""
         waits = _cpu_waits()
         # a thread born since the last heartbeat has waited all its life within the interval
         starved = max((waits[t] - self._waits.get(t, 0) for t in waits), default=0) / 1e9
+        steal = _steal()
+        starved += max((steal[c] - self._steal.get(c, 0) for c in steal), default=0) * _TICK
         if seconds - starved > limit:
             note = f" ({starved:.3f}s of it waiting for a CPU)" if starved > 0.005 else ""
             self.problems.append(what + note)
@@ -105,6 +128,7 @@ class BlockingGuard:
         loop.slow_callback_duration = SLOW_CALLBACK
         self.loop_threads.add(threading.get_ident())
         self._waits = _cpu_waits()
+        self._steal = _steal()
         expected = loop.time() + HEARTBEAT
 
         def beat() -> None:
@@ -113,6 +137,7 @@ class BlockingGuard:
             if lag > HEARTBEAT_LAG:
                 self.report(lag, HEARTBEAT_LAG, f"event loop stalled: a heartbeat timer fired {lag:.3f}s late")
             self._waits = _cpu_waits()
+            self._steal = _steal()
             expected = loop.time() + HEARTBEAT
             self._heartbeat = loop.call_later(HEARTBEAT, beat)
 

@@ -44,6 +44,7 @@ COMPILED = (
     "balancer/net/deadline.py",
     "balancer/net/gate.py",
     "balancer/net/http_session.py",
+    "balancer/net/outbox.py",
     "balancer/net/peer.py",
     "balancer/net/tcp_session.py",
     "balancer/net/upstream.py",

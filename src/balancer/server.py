@@ -24,6 +24,7 @@ from balancer.lb.base import REGISTRY
 from balancer.net.context import BackendContext, FrontendContext
 from balancer.net.gate import Gate
 from balancer.net.http_session import HttpSession
+from balancer.net.outbox import Outbox
 from balancer.net.proxy_accept import ProxyHeaderReader
 from balancer.net.tcp_session import TcpSession
 from balancer.net.tls import frontend_context
@@ -185,6 +186,8 @@ class Balancer:
         self.frontends: dict[str, FrontendContext] = {}
         self.listeners: dict[tuple[Address, str], Listener] = {}
         self.gate = Gate(config.global_.maxconn)
+        # One per worker: every HTTP connection's writes go out together once per loop pass.
+        self.outbox = Outbox()
         self._shared: SharedState | None = None
         self._slot = 0
         self._epoch = -1
@@ -195,9 +198,12 @@ class Balancer:
         """Runtime state and per-connection contexts for `config`."""
         self.backends = {b.name: BackendRuntime(b) for b in config.backend}
         contexts = {
-            name: BackendContext(runtime.config, runtime, self.base_dir) for name, runtime in self.backends.items()
+            name: BackendContext(runtime.config, runtime, self.outbox, self.base_dir)
+            for name, runtime in self.backends.items()
         }
-        self.frontends = {f.name: FrontendContext(f, contexts, self.access_log, self.gate) for f in config.frontend}
+        self.frontends = {
+            f.name: FrontendContext(f, contexts, self.access_log, self.outbox, self.gate) for f in config.frontend
+        }
 
     async def start(self, sockets: dict[tuple[Address, str], socket.socket] | None = None) -> None:
         """Serve every frontend address, on the given listening `sockets` (by listener_key,

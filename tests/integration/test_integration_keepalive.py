@@ -92,6 +92,24 @@ def test_pipelined_requests_are_answered_in_order(run_balancer, backends):
     assert s1.requests and s2.requests
 
 
+def test_pipelined_answers_from_servers_and_from_the_proxy_keep_their_order(run_balancer, backends):
+    # Server responses and the proxy's own answers (a redirect rule) leave through the same
+    # held writes (net.outbox): a redirect made while a server response waits must not pass it.
+    (s1,) = backends("s1")
+    rule = {"if": {"path": ["/moved"]}, "redirect": {"location": "/new", "code": 302}}
+    targets = ["/echo/0", "/moved", "/echo/2", "/moved", "/moved", "/echo/5"]
+
+    async def scenario(balancer):
+        async with await Client.connect(frontend_port(balancer)) as client:
+            await client.send(b"".join(request_bytes("GET", target) for target in targets))
+            return [await client.read_response("GET") for _ in targets]
+
+    responses = run_balancer(make_config([s1], frontend={"rule": [rule]}), scenario)
+    assert [r.status for r in responses] == [200, 302, 200, 302, 302, 200]
+    assert [json.loads(r.body)["target"] for r in responses if r.status == 200] == ["/echo/0", "/echo/2", "/echo/5"]
+    assert {r.header("Location") for r in responses if r.status == 302} == {"/new"}
+
+
 def test_client_connection_close_wins_over_server_keep_alive(run_balancer, backends):
     (s1,) = backends("s1")
 

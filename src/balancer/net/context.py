@@ -18,6 +18,7 @@ from balancer.lb.base import USES_KEY
 from balancer.lb.pool import ServerPool
 from balancer.net.connect import SourceAddresses, open_server_connection
 from balancer.net.gate import Gate
+from balancer.net.outbox import Outbox
 from balancer.net.peer import proxy_header
 from balancer.net.tls import server_context
 from balancer.net.upstream import UpstreamPool
@@ -32,12 +33,12 @@ log = logging.getLogger("balancer.observe")
 
 
 class BackendContext:
-    def __init__(self, config: Backend, runtime: BackendRuntime, base_dir: str = ".") -> None:
+    def __init__(self, config: Backend, runtime: BackendRuntime, outbox: Outbox, base_dir: str = ".") -> None:
         self.config = config
         self.name = config.name
         self.runtime = runtime
         self.servers = ServerPool(runtime)
-        self.idle = UpstreamPool(config.pool.max_idle_per_server, config.pool.idle_timeout)
+        self.idle = UpstreamPool(config.pool.max_idle_per_server, config.pool.idle_timeout, outbox)
         self.connect_timeout = config.timeouts.connect
         self.server_timeout = config.timeouts.server
         self.retries = config.retries
@@ -138,13 +139,19 @@ class BackendContext:
 
 class FrontendContext:
     def __init__(
-        self, config: Frontend, backends: dict[str, BackendContext], access_log: LogSink, gate: Gate | None = None
+        self,
+        config: Frontend,
+        backends: dict[str, BackendContext],
+        access_log: LogSink,
+        outbox: Outbox,
+        gate: Gate | None = None,
     ) -> None:
         self.config = config
         self.name = config.name
         self.rules = RuleSet(config)
         self.backends = backends
         self.access_log = access_log
+        self.outbox = outbox
         self.forwardfor = config.forwardfor
         self.client_timeout = config.timeouts.client
         self.request_timeout = config.timeouts.http_request

@@ -158,6 +158,7 @@ class Request(LogRecord):
 class HttpSession(asyncio.Protocol):
     def __init__(self, frontend: FrontendContext) -> None:
         self.frontend = frontend
+        self.outbox = frontend.outbox  # every write to the client goes through it (net.outbox)
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
@@ -236,6 +237,7 @@ class HttpSession(asyncio.Protocol):
 
     def abort(self) -> None:
         if self.transport is not None:
+            self.outbox.flush()
             self.transport.abort()
         if self.upstream is not None:
             self.upstream.abort()
@@ -243,7 +245,7 @@ class HttpSession(asyncio.Protocol):
     def close(self) -> None:
         if not self.closed and self.transport is not None:
             self.closed = True
-            self.transport.close()
+            self.outbox.close(self.transport)
 
     def pause_writing(self) -> None:
         # The client reads slower than the server sends: stop reading the server, and
@@ -318,11 +320,7 @@ class HttpSession(asyncio.Protocol):
 
     def eof_received(self) -> bool | None:
         if self.tunnel:
-            upstream = self.upstream
-            if upstream is not None and upstream.transport is not None and upstream.transport.can_write_eof():
-                upstream.transport.write_eof()
-                return True
-            return False
+            return self.upstream is not None and self.upstream.write_eof()
         # A client that half-closes after its request still gets the response (HTTP/1.0
         # tools do this); with nothing in flight there is nothing left to do.
         if not self.queue:
@@ -709,7 +707,7 @@ class HttpSession(asyncio.Protocol):
     def interim_response(self, conn: UpstreamConnection) -> None:
         request = self.queue[0] if self.queue else None
         if request is not None and request.version == "1.1" and not self.closed and self.transport:
-            self.transport.write(conn.head_bytes(b""))
+            self.outbox.write(self.transport, conn.head_bytes(b""))
 
     def response_head(self, conn: UpstreamConnection) -> None:
         request = self.queue[0]
@@ -751,7 +749,7 @@ class HttpSession(asyncio.Protocol):
         request.bytes_out += len(data)
         if self.tunnel:
             if self.transport is not None and not self.closed:
-                self.transport.write(data)
+                self.outbox.write(self.transport, data)
             self.deadline.set(self.frontend.tunnel_timeout)
             return
         self.out.append(data)
@@ -767,7 +765,7 @@ class HttpSession(asyncio.Protocol):
             data = out[0] if count == 1 else out[0] + out[1] if count == 2 else b"".join(out)
             self.out.clear()
             if self.transport is not None and not self.closed:
-                self.transport.write(data)
+                self.outbox.write(self.transport, data)
 
     def response_done(self, conn: UpstreamConnection) -> None:
         self._flush_out()
@@ -904,7 +902,7 @@ class HttpSession(asyncio.Protocol):
         request.bytes_out += len(response)
         self.out.clear()
         assert self.transport is not None
-        self.transport.write(response)
+        self.outbox.write(self.transport, response)
         request.t_total = (self.loop.time() - request.t_start) * 1000
         self._finish_log(request, status)
         if close or not request.keep_alive or self.closing:
@@ -939,8 +937,8 @@ class HttpSession(asyncio.Protocol):
         request.t_total = (self.loop.time() - request.t_start) * 1000
         self._finish_log(request, request.status)
         self.queue.clear()
-        if self.transport is not None:
-            self.transport.close()
+        if self.transport is not None and not self.closed:
+            self.outbox.close(self.transport)
         self.closed = True
 
     def _timed_out(self) -> None:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Final, cast
 import httptools
 
 from balancer.net.deadline import Deadline
+from balancer.net.outbox import Outbox
 from balancer.proto.http1 import LAST_CHUNK, bodiless_status, chunk, split_response_head
 from balancer.runtime.state import ServerRuntime
 
@@ -48,6 +49,7 @@ class UpstreamConnection(asyncio.Protocol):
         "in_head",
         "interim",
         "keep_alive",
+        "outbox",
         "owner",
         "pool",
         "private",
@@ -66,6 +68,7 @@ class UpstreamConnection(asyncio.Protocol):
     def __init__(self, server: ServerRuntime, pool: UpstreamPool) -> None:
         self.server = server
         self.pool = pool
+        self.outbox = pool.outbox
         self.transport: asyncio.Transport | None = None
         self.owner: HttpSession | None = None
         self._new_parser()
@@ -120,8 +123,18 @@ class UpstreamConnection(asyncio.Protocol):
         self.deadline.set(timeout, now)
 
     def write(self, data: bytes) -> None:
+        """Send `data` to the server at the end of this loop iteration (net.outbox)."""
         if not self.closed and self.transport is not None:
-            self.transport.write(data)
+            self.outbox.write(self.transport, data)
+
+    def write_eof(self) -> bool:
+        """Half-close towards the server after what was written; False if the transport cannot."""
+        transport = self.transport
+        if self.closed or transport is None or not transport.can_write_eof():
+            return False
+        self.outbox.flush()
+        transport.write_eof()
+        return True
 
     def pause_reading(self) -> None:
         """The client cannot take more yet (backpressure)."""
@@ -153,11 +166,12 @@ class UpstreamConnection(asyncio.Protocol):
             if self.deadline is not None:
                 self.deadline.cancel()
             if self.transport is not None:
-                self.transport.close()
+                self.outbox.close(self.transport)
 
     def abort(self) -> None:
         self.owner = None
         if self.transport is not None and not self.closed:
+            self.outbox.flush()
             self.transport.abort()
         self.close()
 
@@ -324,9 +338,10 @@ class UpstreamConnection(asyncio.Protocol):
 class UpstreamPool:
     """Idle keep-alive connections of one backend, per server."""
 
-    def __init__(self, max_idle_per_server: int, idle_timeout: float) -> None:
+    def __init__(self, max_idle_per_server: int, idle_timeout: float, outbox: Outbox) -> None:
         self.max_idle = max_idle_per_server
         self.idle_timeout = idle_timeout
+        self.outbox = outbox  # for the writes of its connections
         self._idle: dict[ServerRuntime, list[UpstreamConnection]] = {}
 
     def get(self, server: ServerRuntime) -> UpstreamConnection | None:

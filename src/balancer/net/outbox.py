@@ -1,0 +1,78 @@
+"""Writes held until the event loop has handled every ready socket, then sent back to back.
+
+Why: one epoll wake-up hands a busy proxy tens of ready sockets. Writing each answer the
+moment it is made spreads the writes over the whole pass, so the peers reading them
+(clients, servers) have time to go back to sleep between two writes, and each write pays
+a full wake-up of its reader (on a VM an inter-processor interrupt, a few µs of kernel
+time charged to the writer). Held until the pass is over and then sent together, the
+writes to one peer come back to back and mostly find it awake. HAProxy works this way
+too: it receives for every ready connection first, then processes and sends. Measured
+with bench/run.py on a bare relay (bench/floor_proxy.py): +15-20% requests per proxy core
+with keep-alive, and a lower p50 latency.
+
+An Outbox flushes itself with one `call_soon` per loop iteration, whatever the number of
+writes, so it costs little more than the list appends.
+
+Order: one FIFO for all transports, so the writes to each keep their order. What must
+come after them goes through the outbox too (`close`), or flushes it first (abort,
+write_eof: `flush`). A transport closed or lost meanwhile drops what was held for it,
+as a direct write to it would have.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+log = logging.getLogger("balancer.http")
+
+
+class Outbox:
+    __slots__ = ("_data", "_scheduled", "_transports")
+
+    def __init__(self) -> None:
+        self._transports: list[asyncio.Transport] = []
+        self._data: list[bytes | None] = []  # None: close the transport once its writes are out
+        self._scheduled = False
+
+    def write(self, transport: asyncio.Transport, data: bytes) -> None:
+        """Send `data` on `transport` at the end of this loop iteration."""
+        self._hold(transport, data)
+
+    def close(self, transport: asyncio.Transport) -> None:
+        """Close `transport` (gracefully: what it buffered still goes) after what is held for it."""
+        self._hold(transport, None)
+
+    def _hold(self, transport: asyncio.Transport, data: bytes | None) -> None:
+        self._transports.append(transport)
+        self._data.append(data)
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._end_of_pass)
+
+    def _end_of_pass(self) -> None:
+        self._scheduled = False
+        self.flush()
+
+    def flush(self) -> None:
+        """Send everything held now, in order. The pass's own flush still comes, so
+        writes held after this one need no new call_soon."""
+        transports = self._transports
+        if not transports:
+            return
+        data = self._data
+        # Swapped before writing: a write's callbacks (pause_writing) may hold more.
+        self._transports = []
+        self._data = []
+        for i in range(len(transports)):
+            transport = transports[i]
+            chunk = data[i]
+            try:
+                if chunk is None:
+                    transport.close()
+                else:
+                    transport.write(chunk)
+            except Exception:
+                # A transport closed in between refuses writes: its connection is gone and
+                # its owner was told; the other transports must still get theirs.
+                log.debug("held write dropped for a closed transport", exc_info=True)
