@@ -21,7 +21,7 @@ import httptools
 
 from balancer.net.deadline import Deadline
 from balancer.net.outbox import Outbox
-from balancer.proto.http1 import LAST_CHUNK, bodiless_status, chunk, split_response_head
+from balancer.proto.http1 import LAST_CHUNK, bodiless_status, chunk, split_response_head_cached
 from balancer.runtime.state import ServerRuntime
 
 if TYPE_CHECKING:
@@ -309,7 +309,7 @@ class UpstreamConnection(asyncio.Protocol):
             start += 2
         end = buffer.find(b"\r\n\r\n", start)
         self.head_start = end + 4
-        head = split_response_head(buffer[start:end])
+        head = split_response_head_cached(buffer[start:end])
         self.status_text, lines, self.chunked, upgrade, has_length, keep_alive = head
         self.header_lines = lines + b"\r\nUpgrade: " + upgrade if upgrade else lines
         return has_length, keep_alive

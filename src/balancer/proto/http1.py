@@ -69,7 +69,7 @@ def connection_tokens(values: list[bytes]) -> frozenset[bytes]:
     return frozenset(tokens)
 
 
-def split_response_head(head: bytes) -> tuple[bytes, bytes, bool, bytes, bool, bool]:
+def split_response_head(head: bytes) -> ResponseSplit:
     """Split what a proxy must know from a response `head` as received: the status line
     and the header lines, without the blank line that ends them.
 
@@ -142,6 +142,29 @@ def split_response_head(head: bytes) -> tuple[bytes, bytes, bool, bytes, bool, b
     for value in named:
         out = drop_connection_named(out, value)
     return status_line[9:], out, chunked, upgrade, has_length, reusable
+
+
+ResponseSplit = tuple[bytes, bytes, bool, bytes, bool, bool]
+
+# Heads split before, by their bytes. A server sends the same head again and again (its Date
+# changes once a second), and splitting one is most of the proxy's own work on a response;
+# a dict lookup hashes the head in C instead. Bounded in entries and in head size; cleared
+# when full, so a server whose every head differs (cookies, request ids) costs one insert more.
+_SPLITS: Final[dict[bytes, ResponseSplit]] = {}
+_SPLITS_MAX: Final = 256
+_SPLIT_HEAD_MAX: Final = 1024
+
+
+def split_response_head_cached(head: bytes) -> ResponseSplit:
+    """split_response_head(head), remembered for heads seen before."""
+    split = _SPLITS.get(head)
+    if split is None:
+        split = split_response_head(head)
+        if len(head) <= _SPLIT_HEAD_MAX:
+            if len(_SPLITS) >= _SPLITS_MAX:
+                _SPLITS.clear()
+            _SPLITS[head] = split
+    return split
 
 
 # What header_kind() tells of a header. The hop-by-hop kinds come last: >= CONNECTION.

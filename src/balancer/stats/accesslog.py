@@ -61,6 +61,8 @@ class AccessLog(LogSink):
         self._flush_handle: asyncio.TimerHandle | None = None
         self._second = -1
         self._second_text = ""
+        self._milli = -1
+        self._milli_text = ""
         self.enabled = target != "none"
         self.open()
 
@@ -108,11 +110,17 @@ class AccessLog(LogSink):
             self._flush_handle = loop.call_later(FLUSH_DELAY, self.flush)
 
     def _timestamp(self, when: float) -> str:
-        second = int(when)
+        # A busy proxy logs many lines per millisecond: the text is made once for each.
+        milli = int(when * 1000)
+        if milli == self._milli:
+            return self._milli_text
+        second = milli // 1000
         if second != self._second:
             self._second = second
             self._second_text = time.strftime("%d/%b/%Y:%H:%M:%S", time.localtime(second))
-        return f"{self._second_text}.{_MILLIS[int((when - second) * 1000)]}"
+        self._milli = milli
+        self._milli_text = f"{self._second_text}.{_MILLIS[milli - second * 1000]}"
+        return self._milli_text
 
     def format_text(self, r: LogRecord) -> str:
         # int() truncates the float timers like HAProxy's, and -1.0 (phase never happened)

@@ -16,6 +16,7 @@ from balancer.proto.http1 import (
     HOP_BY_HOP,
     header_kind,
     split_response_head,
+    split_response_head_cached,
 )
 
 STATUS = b"HTTP/1.1 200 OK"
@@ -129,3 +130,15 @@ def test_proxy_connection_counts_like_connection_for_reuse_and_is_dropped() -> N
     assert split_response_head(head)[1:] == (b"\r\nContent-Length: 0", False, b"", True, False)
     assert split_response_head(b"HTTP/1.0 200 OK\r\nProxy-Connection: keep-alive")[5] is True
     assert header_kind(b"Proxy-Connection") == FIELD_PROXY_CONNECTION
+
+
+def test_a_remembered_split_is_the_split_and_the_memory_stays_bounded() -> None:
+    from balancer.proto import http1
+
+    heads = [b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: keep-alive" % n for n in range(600)]
+    heads.append(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Big: " + b"x" * 2000)
+    for _ in range(2):  # the second pass answers from memory where it can
+        for head in heads:
+            assert split_response_head_cached(head) == split_response_head(head)
+    assert 0 < len(http1._SPLITS) <= 256
+    assert all(len(head) <= 1024 for head in http1._SPLITS)
