@@ -8,10 +8,12 @@ own features and code cost. That tells which part of balancer's gap is worth wor
 
 How: uvloop, asyncio.Protocol callbacks and httptools parsers, coroutines only to open upstream
 connections; round robin over the servers, each with a LIFO pool of idle keep-alive connections;
-one transport.write per message. The request head is rebuilt (hop-by-hop headers dropped,
-X-Forwarded-For added, a buffered body sent with Content-Length); response bytes are relayed
-untouched, except that a client that asked to close gets `Connection: close`. Not handled:
-upgrades, 1xx responses, timeouts, logging, configuration beyond the server list.
+one transport.write per message, held until the loop pass has read every ready socket and then
+sent back to back (what balancer's net.outbox does, worth +15-20% per core). The request head
+is rebuilt (hop-by-hop headers dropped, X-Forwarded-For added, a buffered body sent with
+Content-Length); response bytes are relayed untouched, except that a client that asked to
+close gets `Connection: close`. Not handled: upgrades, 1xx responses, timeouts, logging,
+configuration beyond the server list.
 
 Usage: python bench/floor_proxy.py --listen 127.0.0.1:8080 --server 127.0.0.1:8001 --server ...
 """
@@ -45,6 +47,23 @@ class Proxy:
         self.pools: list[list[Upstream]] = [[] for _ in servers]
         self.turn = itertools.cycle(range(len(servers)))
         self.tasks: set[asyncio.Task[None]] = set()  # strong references to pending connects
+        # Writes (and closes, as None) held until every ready socket of this loop pass was
+        # read, then sent back to back: the readers are woken once, not once per write.
+        self.held: list[tuple[asyncio.Transport, bytes | None]] = []
+
+    def send(self, transport: asyncio.Transport, data: bytes | None) -> None:
+        """Write `data` on `transport` (None: close it) at the end of this loop pass, in order."""
+        if not self.held:
+            self.loop.call_soon(self.flush)
+        self.held.append((transport, data))
+
+    def flush(self) -> None:
+        held, self.held = self.held, []
+        for transport, data in held:
+            if data is None:
+                transport.close()
+            elif not transport.is_closing():
+                transport.write(data)
 
 
 class Upstream(asyncio.Protocol):
@@ -52,7 +71,8 @@ class Upstream(asyncio.Protocol):
 
     transport: asyncio.Transport
 
-    def __init__(self, pool: list[Upstream]) -> None:
+    def __init__(self, proxy: Proxy, pool: list[Upstream]) -> None:
+        self.proxy = proxy
         self.pool = pool
         self.parser = httptools.HttpResponseParser(self)
         self.client: Client | None = None
@@ -66,7 +86,7 @@ class Upstream(asyncio.Protocol):
         self.client, self.is_head, self.reused = client, is_head, reused
         self.head_done = self.done = False
         client.upstream = self
-        self.transport.write(request)
+        self.proxy.send(self.transport, request)
 
     def data_received(self, data: bytes) -> None:
         client = self.client
@@ -87,7 +107,7 @@ class Upstream(asyncio.Protocol):
             self.rewrite = False
             end = data.index(b"\r\n\r\n")
             data = CONNECTION.sub(b"", data[:end]) + b"\r\nConnection: close" + data[end:]
-        client.transport.write(data)
+        self.proxy.send(client.transport, data)
         if self.done:
             self.client = None
             if self.keep_alive and not self.is_head:
@@ -139,8 +159,8 @@ class Client(asyncio.Protocol):
             self.parser.feed_data(data)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade):
             if not self.busy:
-                self.transport.write(BAD_REQUEST)
-            self.transport.close()
+                self.proxy.send(self.transport, BAD_REQUEST)
+            self.proxy.send(self.transport, None)
 
     def on_message_begin(self) -> None:
         self.url = b""
@@ -187,7 +207,7 @@ class Client(asyncio.Protocol):
         host, port = self.proxy.servers[index]
         pool = self.proxy.pools[index]
         try:
-            _, upstream = await self.proxy.loop.create_connection(lambda: Upstream(pool), host, port)
+            _, upstream = await self.proxy.loop.create_connection(lambda: Upstream(self.proxy, pool), host, port)
         except OSError:
             self.fail()
             return
@@ -199,7 +219,7 @@ class Client(asyncio.Protocol):
     def response_done(self, keep_alive: bool) -> None:
         self.upstream, self.busy = None, False
         if not (keep_alive and self.keep_alive):
-            self.transport.close()
+            self.proxy.send(self.transport, None)
         elif self.queue:
             self.forward_next()
             if not self.queue:
@@ -208,7 +228,7 @@ class Client(asyncio.Protocol):
     def upstream_lost(self, upstream: Upstream) -> None:
         self.upstream = None
         if upstream.head_done:  # the response is relayed in part, or ended by the close: end it here too
-            self.transport.close()
+            self.proxy.send(self.transport, None)
         elif upstream.reused and not upstream.pending and self.method in RETRYABLE:
             self.connect(next(self.proxy.turn))  # the server closed an idle connection as we reused it
         else:
@@ -216,8 +236,8 @@ class Client(asyncio.Protocol):
 
     def fail(self) -> None:
         if not self.closed:
-            self.transport.write(BAD_GATEWAY)
-            self.transport.close()
+            self.proxy.send(self.transport, BAD_GATEWAY)
+            self.proxy.send(self.transport, None)
 
     def pause_writing(self) -> None:  # backpressure: read the response no faster than the client takes it
         self.write_paused = True

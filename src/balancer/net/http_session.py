@@ -172,6 +172,7 @@ class HttpSession(asyncio.Protocol):
         self.upstream: UpstreamConnection | None = None
         self.client_ip_text = "-"
         self.client_ip_bytes = b"-"  # for X-Forwarded-For
+        self.forwarded_lines = b""  # X-Forwarded-For and -Proto of a request that had none
         self.client_text = "-:0"  # "ip:port", for the access log
         self.client_port = 0
         self._client_ip: NumericIP | None = None
@@ -201,6 +202,8 @@ class HttpSession(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
         self.client_ip_text, self.client_port = self.proxied or client_address(transport)
         self.client_ip_bytes = self.client_ip_text.encode()
+        scheme = self.frontend.scheme
+        self.forwarded_lines = b"X-Forwarded-For: %b\r\nX-Forwarded-Proto: %b\r\n" % (self.client_ip_bytes, scheme)
         self.client_text = f"{self.client_ip_text}:{self.client_port}"
         frontend = self.frontend
         frontend.opened(self)
@@ -419,7 +422,8 @@ class HttpSession(asyncio.Protocol):
         # per request): read the version from the request line when it is at hand.
         source = self.head_source
         self.head_source = b""  # an idle connection keeps no read buffer alive
-        if source and source.startswith(b"".join((request.method, b" ", request.url, b" HTTP/1.1\r\n"))):
+        line = b"".join((request.method, b" ", request.url, b" HTTP/1.1\r\n"))
+        if source and source.startswith(line):
             request.version = "1.1"
         else:
             request.version = parser.get_http_version()
@@ -451,7 +455,10 @@ class HttpSession(asyncio.Protocol):
             request.query = parsed.query or b""
             if parsed.host and not request.host:
                 request.host = parsed.host
-        request.request_line = f"{request.method.decode()} {url.decode('latin-1')} HTTP/{request.version}"
+        if request.version == "1.1":
+            request.request_line = line[:-2].decode("latin-1")  # one decode, no formatting
+        else:
+            request.request_line = f"{request.method.decode()} {url.decode('latin-1')} HTTP/{request.version}"
         request.t_request = (self.now - request.t_start) * 1000
         # The head as received: request line, header lines, final CRLF.
         request.bytes_in = len(request.method) + len(url) + 13 + self.header_bytes
@@ -699,9 +706,11 @@ class HttpSession(asyncio.Protocol):
         elif not request.host_count:
             parts += (b"Host: ", str(server.address).encode(), b"\r\n")
         if self.frontend.forwardfor:
-            ip = self.client_ip_bytes
-            xff = b", ".join([*request.xff_values, ip]) if request.xff_values else ip
-            parts += (b"X-Forwarded-For: ", xff, b"\r\nX-Forwarded-Proto: ", self.frontend.scheme, b"\r\n")
+            if request.xff_values:
+                xff = b", ".join([*request.xff_values, self.client_ip_bytes])
+                parts += (b"X-Forwarded-For: ", xff, b"\r\nX-Forwarded-Proto: ", self.frontend.scheme, b"\r\n")
+            else:
+                parts.append(self.forwarded_lines)
         if request.chunked:
             parts += (b"Transfer-Encoding: ", request.te, b"\r\n")
         if request.upgrade:
