@@ -69,6 +69,8 @@ CONNECTING: Final = 4
 REPLAY_LIMIT: Final = 65536
 # Upstream connections a request may burn through because pooled ones turned out dead.
 MAX_STALE_RETRIES: Final = 3
+# A request's replay list while nothing was kept; never appended to (Request.replay).
+NOTHING_KEPT: Final[list[bytes]] = []
 
 
 class Request(LogRecord):
@@ -135,8 +137,11 @@ class Request(LogRecord):
         self.head_done = False
         self.body_done = False
         self.body_bytes = 0
-        self.pending: list[bytes] = []  # framed body bytes not yet sent to a server
-        self.replay: list[bytes] | None = []  # framed body bytes sent, for a retry
+        # Framed body bytes not yet sent to a server; created when there are some.
+        self.pending: list[bytes] | None = None
+        # Framed body bytes sent, for a retry; None once past REPLAY_LIMIT. Starts as the
+        # shared NOTHING_KEPT (most requests have no body), replaced on the first append.
+        self.replay: list[bytes] | None = NOTHING_KEPT
         self.backend: BackendContext | None = None
         self.server: ServerRuntime | None = None
         self.attempts = 0
@@ -502,6 +507,8 @@ class HttpSession(asyncio.Protocol):
                 self._keep_for_replay(request, framed)
             if not request.body_done:
                 self.deadline.set(self.frontend.client_timeout)
+        elif request.pending is None:
+            request.pending = [framed]
         else:
             request.pending.append(framed)
 
@@ -509,7 +516,10 @@ class HttpSession(asyncio.Protocol):
     def _keep_for_replay(request: Request, framed: bytes) -> None:
         replay = request.replay
         assert replay is not None
-        replay.append(framed)
+        if replay is NOTHING_KEPT:
+            request.replay = [framed]
+        else:
+            replay.append(framed)
         if request.bytes_in > REPLAY_LIMIT:
             request.replay = None
 
@@ -677,16 +687,20 @@ class HttpSession(asyncio.Protocol):
         self.upstream = conn
         server.requests += 1
         conn.start(self, request.method == b"HEAD", backend.server_timeout, self.now)
-        parts = [self._request_head(request, backend, server)]
-        if request.replay:
-            parts.extend(request.replay)  # a retry: what the first connection already got
-        if request.pending:
-            for framed in request.pending:
-                parts.append(framed)
-                if request.replay is not None:
-                    self._keep_for_replay(request, framed)
-            request.pending.clear()
-        conn.write(b"".join(parts))
+        head = self._request_head(request, backend, server)
+        if not request.replay and not request.pending:
+            conn.write(head)  # most requests: no body yet, no retry
+        else:
+            parts = [head]
+            if request.replay:
+                parts.extend(request.replay)  # a retry: what the first connection already got
+            if request.pending:
+                for framed in request.pending:
+                    parts.append(framed)
+                    if request.replay is not None:
+                        self._keep_for_replay(request, framed)
+                request.pending = None
+            conn.write(b"".join(parts))
         if not request.body_done:
             self.deadline.set(self.frontend.client_timeout)
             if conn.writing_paused:
@@ -726,7 +740,10 @@ class HttpSession(asyncio.Protocol):
             return
         self.pause_client_reading(PIPELINE_WAIT)
         if rest:
-            request.pending.append(rest)
+            if request.pending is None:
+                request.pending = [rest]
+            else:
+                request.pending.append(rest)
 
     # -- server events (from UpstreamConnection) ------------------------------------------
 
@@ -842,9 +859,10 @@ class HttpSession(asyncio.Protocol):
         self.tunnel = True
         if rest:
             self.response_data(rest)
-        for framed in request.pending:
-            conn.write(framed)  # what the client sent after its upgrade request
-        request.pending.clear()
+        if request.pending:
+            for framed in request.pending:
+                conn.write(framed)  # what the client sent after its upgrade request
+            request.pending = None
         self.resume_client_reading(PIPELINE_WAIT)
         # One inactivity timeout for the tunnel, refreshed by traffic either way.
         self.deadline.set(self.frontend.tunnel_timeout)

@@ -37,7 +37,11 @@ class Outbox:
 
     def write(self, transport: asyncio.Transport, data: bytes) -> None:
         """Send `data` on `transport` at the end of this loop iteration."""
-        self._hold(transport, data)
+        self._transports.append(transport)  # _hold() inline: this runs twice per request
+        self._data.append(data)
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._end_of_pass)
 
     def close(self, transport: asyncio.Transport) -> None:
         """Close `transport` (gracefully: what it buffered still goes) after what is held for it."""
