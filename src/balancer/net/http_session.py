@@ -422,11 +422,15 @@ class HttpSession(asyncio.Protocol):
         request = self.parsing
         assert request is not None
         parser = self.parser
-        request.method = parser.get_method()
-        # get_http_version() formats a new str on each call (5% of the proxy's own work
-        # per request): read the version from the request line when it is at hand.
+        # The parser's getters are Python method calls, and get_http_version() formats a new
+        # str each time (5% of the proxy's own work per request): read the method and the
+        # version from the request line when it is at hand (head_source starts with it).
         source = self.head_source
         self.head_source = b""  # an idle connection keeps no read buffer alive
+        if source.startswith(b"GET "):
+            request.method = b"GET"
+        else:
+            request.method = parser.get_method()
         line = b"".join((request.method, b" ", request.url, b" HTTP/1.1\r\n"))
         if source and source.startswith(line):
             request.version = "1.1"
