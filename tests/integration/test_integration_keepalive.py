@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
@@ -196,3 +197,34 @@ def test_server_closing_after_each_response_does_not_close_the_client(run_balanc
     assert [(r.status, r.body) for r in responses] == [(200, b"connection %d\n" % i) for i in range(3)]
     assert all("close" not in r.connection_tokens() for r in responses)
     assert server.connections == 3
+
+
+def test_bodies_framed_by_the_proxy_end_where_their_length_says(run_balancer):
+    # A server repeats one head; once the parser has accepted it, the proxy frames the body
+    # of the next ones by their Content-Length itself (net.upstream _take_known). A body may
+    # come in pieces; bytes past its end (a server speaking out of turn) never reach the
+    # client, and that server connection is not used again.
+    body = b"0123456789"
+    head = ok_response(body)[: -len(body)]
+
+    async def handler(reader, writer, index):
+        for turn in range(3):
+            await read_head(reader)
+            if index > 0 or turn == 0:
+                writer.write(head + body)
+            else:
+                writer.write(head + body[:4])
+                await writer.drain()
+                await asyncio.sleep(0.05)  # so the proxy reads the body in two pieces (either way is right)
+                writer.write(body[4:] + (b"HTTP/1.1 200 OK\r\n" if turn == 2 else b""))
+            await writer.drain()
+
+    server = RawServer(handler)
+
+    async def scenario(balancer):
+        async with server.serving(), await Client.connect(frontend_port(balancer)) as client:
+            return [await client.get(f"/{i}") for i in range(4)]
+
+    responses = run_balancer(make_config([("raw", server.address)]), scenario)
+    assert [(r.status, r.body) for r in responses] == [(200, body)] * 4
+    assert server.connections == 2  # the one that sent bytes past a body was dropped

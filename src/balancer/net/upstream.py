@@ -21,7 +21,14 @@ import httptools
 
 from balancer.net.deadline import Deadline
 from balancer.net.outbox import Outbox
-from balancer.proto.http1 import LAST_CHUNK, bodiless_status, chunk, split_response_head_cached
+from balancer.proto.http1 import (
+    LAST_CHUNK,
+    ResponseSplit,
+    accept_response_head,
+    accepted_response_head,
+    bodiless_status,
+    chunk,
+)
 from balancer.runtime.state import ServerRuntime
 
 if TYPE_CHECKING:
@@ -37,12 +44,15 @@ class UpstreamConnection(asyncio.Protocol):
     __slots__ = (
         "_feed",
         "_time",
+        "body_left",
         "bytes_received",
         "chunked",
         "closed",
+        "content_length",
         "deadline",
         "done",
         "head_buffer",
+        "head_misses",
         "head_only",
         "head_start",
         "header_lines",
@@ -51,6 +61,7 @@ class UpstreamConnection(asyncio.Protocol):
         "keep_alive",
         "outbox",
         "owner",
+        "parser_idle",
         "pool",
         "private",
         "reading_paused",
@@ -75,6 +86,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.deadline: Deadline | None = None
         self.closed = False
         self.reused = False
+        self.head_misses = 0  # responses in a row whose head _take_known had not seen
         self.tunnel = False
         self.writing_paused = False
         self.reading_paused = False
@@ -88,6 +100,9 @@ class UpstreamConnection(asyncio.Protocol):
         # skips the method lookup that costs the compiled code most per call. Server
         # connections are few (pooled), so this object per connection is cheap here.
         self._feed: Callable[[bytes], None] = httptools.HttpResponseParser(self).feed_data
+        # Between two messages with no byte fed since the last one ended: a response may
+        # then bypass the parser (_take_known).
+        self.parser_idle = True
 
     def _reset(self) -> None:
         self.status = 0
@@ -103,6 +118,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.interim = False
         self.done = False
         self.bytes_received = 0
+        self.content_length = -1  # of the response head, when it has one that frames its body
+        self.body_left = 0  # bytes of a body framed here (not by the parser) still to come
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -233,8 +250,14 @@ class UpstreamConnection(asyncio.Protocol):
         # The session's clock for this event: its timers and deadlines below use it.
         owner.now = now = self._time()
         self.bytes_received += len(data)
+        if self.body_left:
+            self._body_framed_here(owner, data, now)
+            return
+        if self.in_head and self.parser_idle and not self.head_buffer and self._take_known(owner, data, now):
+            return
         if self.in_head:
             self.head_buffer = self.head_buffer + data if self.head_buffer else data
+        self.parser_idle = False
         try:
             self._feed(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -264,11 +287,90 @@ class UpstreamConnection(asyncio.Protocol):
             if self.head_only:
                 # httptools cannot be told the response answers a HEAD: start afresh.
                 self._new_parser()
+            elif not self.chunked and self.bytes_received == self.head_start + max(self.content_length, 0):
+                self.parser_idle = True  # the message ended with the bytes fed
             owner.response_done(self)  # the pool or the next exchange sets the next deadline
         else:
             if self.deadline is not None:
                 self.deadline.set(self.server_timeout, now)
             owner.flush_response()
+
+    def _take_known(self, owner: HttpSession, data: bytes, now: float) -> bool:
+        """Take a response whose head the parser accepted before, byte for byte
+        (proto.http1.accepted_response_head), without the parser: the head is split
+        already and its Content-Length frames the body. False, having done nothing, for
+        any other response: a new head, an interim or bodiless status, no Content-Length,
+        a HEAD request's answer, bytes past the body's end, or a head not all in `data`."""
+        if self.head_only:
+            return False
+        misses = self.head_misses
+        if misses >= 4 and misses & 63:
+            # A server whose heads all differ (cookies, ids) would pay for the look-up each
+            # time: after 4 misses in a row it is tried once every 64 responses only.
+            self.head_misses = misses + 1
+            return False
+        end = data.find(b"\r\n\r\n")
+        if end < 0:
+            return False
+        known = accepted_response_head(data[:end])
+        if known is None:
+            self.head_misses = misses + 1
+            return False
+        self.head_misses = 0
+        split, length = known
+        status_text = split[0]
+        status = (status_text[0] - 48) * 100 + (status_text[1] - 48) * 10 + (status_text[2] - 48)
+        body_start = end + 4
+        if length < 0 or split[2] or status < 200 or status == 204 or status == 304:
+            return False
+        if len(data) > body_start + length:
+            return False
+        self.content_length = length
+        self._take_split(split)
+        self.status = status
+        self._final_head(split[5])
+        self.head_start = body_start
+        owner.response_head(self)
+        if len(data) > body_start:
+            owner.response_data(data[body_start:])
+        self.body_left = body_start + length - len(data)
+        if self.body_left:
+            if self.deadline is not None:
+                self.deadline.set(self.server_timeout, now)
+            owner.flush_response()
+        else:
+            self.done = True
+            owner.response_done(self)
+        return True
+
+    def _body_framed_here(self, owner: HttpSession, data: bytes, now: float) -> None:
+        """More of a body _take_known framed. Bytes past its end come from a server speaking
+        out of turn: they are dropped and the connection is not reused."""
+        left = self.body_left
+        if len(data) > left:
+            data = data[:left]
+            self.keep_alive = False
+        self.body_left = left - len(data)
+        owner.response_data(data)
+        if self.body_left:
+            if self.deadline is not None:
+                self.deadline.set(self.server_timeout, now)
+            owner.flush_response()
+        else:
+            self.done = True
+            owner.response_done(self)
+
+    def _take_split(self, split: ResponseSplit) -> None:
+        """What the client will get of a response head (proto.http1.split_response_head)."""
+        self.status_text, lines, self.chunked, upgrade, _, _ = split
+        self.header_lines = lines + b"\r\nUpgrade: " + upgrade if upgrade else lines
+
+    def _final_head(self, keep_alive: bool) -> None:
+        """The head read is the final (non-1xx) one of the response."""
+        self.interim = False
+        self.in_head = False
+        self.head_buffer = b""
+        self.keep_alive = keep_alive  # a response read until the close is until_close
 
     # -- httptools callbacks ---------------------------------------------------------------
 
@@ -281,10 +383,7 @@ class UpstreamConnection(asyncio.Protocol):
             if self.owner is not None:
                 self.owner.interim_response(self)
             return
-        self.interim = False
-        self.in_head = False
-        self.head_buffer = b""
-        self.keep_alive = keep_alive  # a response read until the close is until_close
+        self._final_head(keep_alive)
         if status == 101:
             return  # the upgrade exception follows; the owner writes the head then
         if self.head_only or bodiless_status(status):
@@ -300,7 +399,8 @@ class UpstreamConnection(asyncio.Protocol):
         """Cut the head just parsed out of the buffered bytes, minus hop-by-hop headers.
 
         httptools has validated the head; its header lines are passed on byte for byte
-        (proto.http1.split_response_head). Returns whether the head carries a
+        (proto.http1.split_response_head), and it is remembered as accepted
+        (proto.http1.accept_response_head). Returns whether the head carries a
         Content-Length, and whether the version and Connection allow another exchange.
         """
         buffer = self.head_buffer
@@ -309,10 +409,9 @@ class UpstreamConnection(asyncio.Protocol):
             start += 2
         end = buffer.find(b"\r\n\r\n", start)
         self.head_start = end + 4
-        head = split_response_head_cached(buffer[start:end])
-        self.status_text, lines, self.chunked, upgrade, has_length, keep_alive = head
-        self.header_lines = lines + b"\r\nUpgrade: " + upgrade if upgrade else lines
-        return has_length, keep_alive
+        split, self.content_length = accept_response_head(buffer[start:end])
+        self._take_split(split)
+        return split[4], split[5]
 
     def on_body(self, body: bytes) -> None:
         if self.owner is not None:

@@ -145,26 +145,46 @@ def split_response_head(head: bytes) -> ResponseSplit:
 
 
 ResponseSplit = tuple[bytes, bytes, bool, bytes, bool, bool]
+# A response head the parser accepted: its split, and the Content-Length value that frames
+# its body (-1: none, or one the Connection header drops).
+AcceptedHead = tuple[ResponseSplit, int]
 
-# Heads split before, by their bytes. A server sends the same head again and again (its Date
-# changes once a second), and splitting one is most of the proxy's own work on a response;
-# a dict lookup hashes the head in C instead. Bounded in entries and in head size; cleared
-# when full, so a server whose every head differs (cookies, request ids) costs one insert more.
-_SPLITS: Final[dict[bytes, ResponseSplit]] = {}
-_SPLITS_MAX: Final = 256
-_SPLIT_HEAD_MAX: Final = 1024
+# Heads accepted before, by their bytes. A server sends the same head again and again (its
+# Date changes once a second), and splitting one is most of the proxy's own work on a
+# response; a dict lookup hashes the head in C instead. Bounded in entries and in head size;
+# cleared when full, so a server whose every head differs (cookies, request ids) costs one
+# insert more.
+_ACCEPTED: Final[dict[bytes, AcceptedHead]] = {}
+_ACCEPTED_MAX: Final = 256
+_ACCEPTED_HEAD_MAX: Final = 1024
 
 
-def split_response_head_cached(head: bytes) -> ResponseSplit:
-    """split_response_head(head), remembered for heads seen before."""
-    split = _SPLITS.get(head)
-    if split is None:
+def accept_response_head(head: bytes) -> AcceptedHead:
+    """Split `head` (status line and header lines, no final blank line), which the HTTP
+    parser has just accepted, and remember it for accepted_response_head()."""
+    accepted = _ACCEPTED.get(head)
+    if accepted is None:
         split = split_response_head(head)
-        if len(head) <= _SPLIT_HEAD_MAX:
-            if len(_SPLITS) >= _SPLITS_MAX:
-                _SPLITS.clear()
-            _SPLITS[head] = split
-    return split
+        accepted = (split, content_length_value(head) if split[4] else -1)
+        if len(head) <= _ACCEPTED_HEAD_MAX:
+            if len(_ACCEPTED) >= _ACCEPTED_MAX:
+                _ACCEPTED.clear()
+            _ACCEPTED[head] = accepted
+    return accepted
+
+
+def accepted_response_head(head: bytes) -> AcceptedHead | None:
+    """What accept_response_head() made of these exact bytes, if it saw them: the parser
+    accepted them then, so a proxy may take them again without the parser."""
+    return _ACCEPTED.get(head)
+
+
+def content_length_value(head: bytes) -> int:
+    """The Content-Length of a head the parser accepted (so one valid value), -1 without."""
+    for line in head.split(b"\r\n")[1:]:
+        if header_kind(line) == FIELD_CONTENT_LENGTH:
+            return int(line[15:].strip(b" \t"))
+    return -1
 
 
 # What header_kind() tells of a header. The hop-by-hop kinds come last: >= CONNECTION.

@@ -14,9 +14,10 @@ from balancer.proto.http1 import (
     FIELD_OTHER,
     FIELD_PROXY_CONNECTION,
     HOP_BY_HOP,
+    accept_response_head,
+    accepted_response_head,
     header_kind,
     split_response_head,
-    split_response_head_cached,
 )
 
 STATUS = b"HTTP/1.1 200 OK"
@@ -132,13 +133,30 @@ def test_proxy_connection_counts_like_connection_for_reuse_and_is_dropped() -> N
     assert header_kind(b"Proxy-Connection") == FIELD_PROXY_CONNECTION
 
 
-def test_a_remembered_split_is_the_split_and_the_memory_stays_bounded() -> None:
+def test_an_accepted_head_is_remembered_with_its_length_and_the_memory_stays_bounded() -> None:
     from balancer.proto import http1
 
     heads = [b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: keep-alive" % n for n in range(600)]
-    heads.append(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Big: " + b"x" * 2000)
+    big = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Big: " + b"x" * 2000
     for _ in range(2):  # the second pass answers from memory where it can
-        for head in heads:
-            assert split_response_head_cached(head) == split_response_head(head)
-    assert 0 < len(http1._SPLITS) <= 256
-    assert all(len(head) <= 1024 for head in http1._SPLITS)
+        for n, head in enumerate(heads):
+            assert accept_response_head(head) == (split_response_head(head), n)
+        assert accept_response_head(big) == (split_response_head(big), -1)
+    assert accepted_response_head(heads[-1]) == (split_response_head(heads[-1]), 599)
+    assert accepted_response_head(big) is None  # too big to keep
+    assert accepted_response_head(b"HTTP/1.1 200 OK\r\nNever: seen") is None
+    assert 0 < len(http1._ACCEPTED) <= 256
+
+
+@pytest.mark.parametrize(
+    ("lines", "length"),
+    [
+        (b"\r\nContent-Length: 12", 12),
+        (b"\r\ncontent-length:0\r\nA: b", 0),
+        (b"\r\nA: b\r\nCONTENT-LENGTH: \t 7 ", 7),
+        (b"\r\nA: b", -1),
+        (b"\r\nConnection: Content-Length\r\nContent-Length: 3", -1),  # dropped: read to the close
+    ],
+)
+def test_the_content_length_that_frames_an_accepted_head(lines: bytes, length: int) -> None:
+    assert accept_response_head(STATUS + lines)[1] == length
