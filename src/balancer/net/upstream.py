@@ -334,13 +334,7 @@ class UpstreamConnection(asyncio.Protocol):
         if len(data) > body_start:
             owner.response_data(data[body_start:])
         self.body_left = body_start + length - len(data)
-        if self.body_left:
-            if self.deadline is not None:
-                self.deadline.set(self.server_timeout, now)
-            owner.flush_response()
-        else:
-            self.done = True
-            owner.response_done(self)
+        self._framed_read_ended(owner, now)
         return True
 
     def _body_framed_here(self, owner: HttpSession, data: bytes, now: float) -> None:
@@ -352,6 +346,11 @@ class UpstreamConnection(asyncio.Protocol):
             self.keep_alive = False
         self.body_left = left - len(data)
         owner.response_data(data)
+        self._framed_read_ended(owner, now)
+
+    def _framed_read_ended(self, owner: HttpSession, now: float) -> None:
+        """A read of a response framed here is handled: the response is done, or more of
+        its body is awaited (within the server timeout) once this read's bytes are out."""
         if self.body_left:
             if self.deadline is not None:
                 self.deadline.set(self.server_timeout, now)
