@@ -86,6 +86,7 @@ class Request(LogRecord):
         "connection_values",
         "content_length",
         "head_done",
+        "head_line",
         "headers",
         "holds_slot",
         "hop_headers",
@@ -118,6 +119,7 @@ class Request(LogRecord):
         self.t_start = t_start
         self.method = b""
         self.url = b""
+        self.head_line = b""  # "METHOD target HTTP/1.1" CRLF: the request line sent to servers
         self.path = b""
         self.query = b""
         self.version = "1.1"
@@ -431,7 +433,7 @@ class HttpSession(asyncio.Protocol):
             request.method = b"GET"
         else:
             request.method = parser.get_method()
-        line = b"".join((request.method, b" ", request.url, b" HTTP/1.1\r\n"))
+        request.head_line = line = b"".join((request.method, b" ", request.url, b" HTTP/1.1\r\n"))
         if source and source.startswith(line):
             request.version = "1.1"
         else:
@@ -711,7 +713,7 @@ class HttpSession(asyncio.Protocol):
                 self.pause_client_reading(UPLOAD_BACKPRESSURE)
 
     def _request_head(self, request: Request, backend: BackendContext, server: ServerRuntime) -> bytes:
-        parts = [request.method, b" ", request.url, b" HTTP/1.1\r\n"]
+        parts = [request.head_line]
         extra_hop = request.conn_tokens - PLAIN_CONNECTION if request.conn_tokens else None
         for name, value in request.headers:
             if extra_hop and name.lower() in extra_hop:
@@ -836,7 +838,7 @@ class HttpSession(asyncio.Protocol):
                 server.failure_streak = 0
         if not request.body_done:
             conn.keep_alive = False
-        conn.release()
+        conn.release(self.now)
         self._finish_log(request, request.status)
         if not request.keep_alive or self.closing or not request.body_done:
             self.close()

@@ -164,8 +164,9 @@ class UpstreamConnection(asyncio.Protocol):
             self.reading_paused = False
             self.transport.resume_reading()
 
-    def release(self) -> None:
-        """The exchange is over: rest in the pool if the connection can carry another."""
+    def release(self, now: float = -1.0) -> None:
+        """The exchange is over: rest in the pool if the connection can carry another.
+        `now` is the loop time when the caller has it at hand."""
         self.owner = None
         # A response can end while the client still holds us back; the next exchange on
         # this connection must be read, whoever it is for.
@@ -173,7 +174,7 @@ class UpstreamConnection(asyncio.Protocol):
         if self.closed or not self.keep_alive or self.until_close or self.tunnel or self.writing_paused or self.private:
             self.close()
             return
-        self.pool.put(self)
+        self.pool.put(self, now)
 
     def close(self) -> None:
         self.owner = None
@@ -451,14 +452,14 @@ class UpstreamPool:
                 return conn
         return None
 
-    def put(self, conn: UpstreamConnection) -> None:
+    def put(self, conn: UpstreamConnection, now: float = -1.0) -> None:
         idle = self._idle.setdefault(conn.server, [])
         if len(idle) >= self.max_idle:
             conn.close()
             return
         idle.append(conn)
         if conn.deadline is not None:
-            conn.deadline.set(self.idle_timeout)
+            conn.deadline.set(self.idle_timeout, now)
 
     def discard(self, conn: UpstreamConnection) -> None:
         idle = self._idle.get(conn.server)

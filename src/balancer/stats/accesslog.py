@@ -124,17 +124,16 @@ class AccessLog(LogSink):
 
     def format_text(self, r: LogRecord) -> str:
         # int() truncates the float timers like HAProxy's, and -1.0 (phase never happened)
-        # prints as -1. An f-string of ints: this runs once per request.
-        line = (
+        # prints as -1. One f-string of ints, its newline included (no second copy of the
+        # line to append it): this runs once per request.
+        xff = f' xff="{r.xff}"' if r.xff else ""
+        return (
             f"{r.client} [{self._timestamp(r.start_time)}]"
             f" {r.frontend_name} {r.backend_name}/{r.server_name}"
             f" {_text(int(r.t_request))}/{_text(int(r.t_queue))}/{_text(int(r.t_connect))}"
             f"/{_text(int(r.t_response))}/{_text(int(r.t_total))}"
-            f' {_text(r.status)} {_text(r.bytes_out)} {r.termination} "{r.request_line}"'
+            f' {_text(r.status)} {_text(r.bytes_out)} {r.termination} "{r.request_line}"{xff}\n'
         )
-        if r.xff:
-            return f'{line} xff="{r.xff}"\n'
-        return line + "\n"
 
     def format_json(self, r: LogRecord) -> str:
         fields = {
