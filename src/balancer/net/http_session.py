@@ -337,6 +337,9 @@ class HttpSession(asyncio.Protocol):
             self.upstream.write(data)
 
     def eof_received(self) -> bool | None:
+        # Returning False lets the transport close itself, outside the outbox: what it
+        # holds for this client (a response read in this same pass) must be out first.
+        self.outbox.flush()
         if self.tunnel:
             return self.upstream is not None and self.upstream.write_eof()
         # A client that half-closes after its request still gets the response (HTTP/1.0

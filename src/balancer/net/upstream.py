@@ -288,8 +288,10 @@ class UpstreamConnection(asyncio.Protocol):
             if self.head_only:
                 # httptools cannot be told the response answers a HEAD: start afresh.
                 self._new_parser()
-            elif not self.chunked and self.bytes_received == self.head_start + max(self.content_length, 0):
-                self.parser_idle = True  # the message ended with the bytes fed
+            else:
+                body = 0 if bodiless_status(self.status) else max(self.content_length, 0)
+                if not self.chunked and self.bytes_received == self.head_start + body:
+                    self.parser_idle = True  # the message ended with the bytes fed
             owner.response_done(self)  # the pool or the next exchange sets the next deadline
         else:
             if self.deadline is not None:
