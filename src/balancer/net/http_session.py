@@ -156,6 +156,13 @@ class Request(LogRecord):
     def source_ip(self) -> NumericIP | None:
         return self.session.source_ip()
 
+    def hold(self, framed: bytes) -> None:
+        """Keep body bytes for the server until the request is sent to one."""
+        if self.pending is None:
+            self.pending = [framed]
+        else:
+            self.pending.append(framed)
+
     @property
     def local_address(self) -> str:
         transport = self.session.transport
@@ -516,10 +523,8 @@ class HttpSession(asyncio.Protocol):
                 self._keep_for_replay(request, framed)
             if not request.body_done:
                 self.deadline.set(self.frontend.client_timeout)
-        elif request.pending is None:
-            request.pending = [framed]
         else:
-            request.pending.append(framed)
+            request.hold(framed)
 
     @staticmethod
     def _keep_for_replay(request: Request, framed: bytes) -> None:
@@ -749,10 +754,7 @@ class HttpSession(asyncio.Protocol):
             return
         self.pause_client_reading(PIPELINE_WAIT)
         if rest:
-            if request.pending is None:
-                request.pending = [rest]
-            else:
-                request.pending.append(rest)
+            request.hold(rest)
 
     # -- server events (from UpstreamConnection) ------------------------------------------
 

@@ -28,6 +28,7 @@ from balancer.proto.http1 import (
     accepted_response_head,
     bodiless_status,
     chunk,
+    status_code,
 )
 from balancer.runtime.state import ServerRuntime
 
@@ -321,8 +322,7 @@ class UpstreamConnection(asyncio.Protocol):
             return False
         self.head_misses = 0
         split, length = known
-        status_text = split[0]
-        status = (status_text[0] - 48) * 100 + (status_text[1] - 48) * 10 + (status_text[2] - 48)
+        status = status_code(split[0])
         body_start = end + 4
         if length < 0 or split[2] or status < 200 or status == 204 or status == 304:
             return False
@@ -378,8 +378,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         has_length, keep_alive = self._take_head()
-        text = self.status_text  # httptools has checked it starts with three digits
-        status = self.status = (text[0] - 48) * 100 + (text[1] - 48) * 10 + (text[2] - 48)
+        status = self.status = status_code(self.status_text)
         if 100 <= status < 200 and status != 101:
             self.interim = True
             if self.owner is not None:

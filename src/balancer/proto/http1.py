@@ -356,6 +356,11 @@ def redirect_response(code: int, location: bytes, close: bool) -> bytes:
     )
 
 
+def status_code(status_text: bytes) -> int:
+    """The code of a status text the parser accepted ("200 OK": it starts with three digits)."""
+    return (status_text[0] - 48) * 100 + (status_text[1] - 48) * 10 + (status_text[2] - 48)
+
+
 def bodiless_status(status: int) -> bool:
     """Responses that never carry a body, whatever their headers say (RFC 9110 6.4.1)."""
     return status < 200 or status in (204, 304)
