@@ -163,6 +163,8 @@ class FrontendContext:
         self.max_header_count = config.limits.header_count
         self.max_body = config.limits.body
         self.default_backend = backends.get(config.default_backend or "")
+        # Request heads read before, by their bytes: net.http_session.KnownRequest.
+        self.known_requests: dict[bytes, Any] = {}
         # Live client connections, so a stop can close idle ones and wait for busy ones.
         self.sessions: set[Stoppable] = set()
         self.stopping = False

@@ -71,6 +71,9 @@ REPLAY_LIMIT: Final = 65536
 MAX_STALE_RETRIES: Final = 3
 # A request's replay list while nothing was kept; never appended to (Request.replay).
 NOTHING_KEPT: Final[list[bytes]] = []
+# Request heads a frontend remembers (KnownRequest), and the largest one it remembers.
+KNOWN_MAX: Final = 256
+KNOWN_HEAD_MAX: Final = 1024
 
 
 class Request(LogRecord):
@@ -169,6 +172,74 @@ class Request(LogRecord):
         return local_address(transport) if transport is not None else ""
 
 
+class KnownRequest:
+    """What the parser and on_headers_complete made of a read that held exactly one request
+    head: HTTP/1.1, keep-alive, no body, no upgrade. The parser accepted these bytes under
+    this frontend's limits, so the same bytes read again are the same request, and
+    HttpSession._take_known makes it from this without the parser: an API client, a health
+    check or a load test sends one head again and again, and parsing it is a fifth of the
+    proxy's own work per request. Remembered per frontend (FrontendContext.known_requests,
+    by the read's bytes): limits and forwardfor differ between frontends."""
+
+    __slots__ = (
+        "bytes_in",
+        "conn_tokens",
+        "head_line",
+        "headers",
+        "hop_headers",
+        "host",
+        "host_count",
+        "method",
+        "path",
+        "query",
+        "request_line",
+        "url",
+        "xff",
+        "xff_values",
+    )
+
+    def __init__(self, request: Request) -> None:
+        """Taken from a request whose head is done, before anything routes it (rules and
+        persistence rewrite its headers)."""
+        self.method = request.method
+        self.url = request.url
+        self.head_line = request.head_line
+        self.path = request.path
+        self.query = request.query
+        self.headers = tuple(request.headers)  # a request gets a list of its own
+        # Never changed once the head is parsed (rules only read them): shared.
+        self.hop_headers = request.hop_headers
+        self.xff_values = request.xff_values
+        self.conn_tokens = request.conn_tokens
+        self.host = request.host
+        self.host_count = request.host_count
+        self.xff = request.xff
+        self.request_line = request.request_line
+        self.bytes_in = request.bytes_in
+
+    def request(self, session: HttpSession, now: float) -> Request:
+        """A new request of `session`, read whole at loop time `now`."""
+        request = Request(session, now)
+        request.method = self.method
+        request.url = self.url
+        request.head_line = self.head_line
+        request.path = self.path
+        request.query = self.query
+        request.headers = list(self.headers)
+        request.hop_headers = self.hop_headers
+        request.xff_values = self.xff_values
+        request.conn_tokens = self.conn_tokens
+        request.host = self.host
+        request.host_count = self.host_count
+        request.xff = self.xff
+        request.request_line = self.request_line
+        request.bytes_in = self.bytes_in
+        request.t_request = 0.0
+        request.head_done = True
+        request.body_done = True
+        return request
+
+
 class HttpSession(asyncio.Protocol):
     def __init__(self, frontend: FrontendContext) -> None:
         self.frontend = frontend
@@ -183,6 +254,10 @@ class HttpSession(asyncio.Protocol):
         # skips); taken by that request's on_message_begin as `head_source`.
         self.fresh = b""
         self.head_source = b""
+        # A request whose head is all the current read (fresh), as KnownRequest took it: the
+        # frontend remembers it if the read held nothing else.
+        self.learning: KnownRequest | None = None
+        self.learning_request: Request | None = None
         self.upstream: UpstreamConnection | None = None
         self.client_ip_text = "-"
         self.client_ip_bytes = b"-"  # for X-Forwarded-For
@@ -314,9 +389,21 @@ class HttpSession(asyncio.Protocol):
                 self.deadline.set(self.frontend.tunnel_timeout)
             return
         parsing = self.parsing
-        self.fresh = data if parsing is None or parsing.body_done else b""
+        if parsing is None or parsing.body_done:
+            if len(data) <= KNOWN_HEAD_MAX:
+                known = self.frontend.known_requests.get(data)
+                if known is not None:
+                    self._take_known(known)
+                    if self.to_server:
+                        self._flush_to_server()
+                    return
+            self.fresh = data
+        else:
+            self.fresh = b""
+        learned = False
         try:
             self.parser.feed_data(data)
+            learned = self.learning is not None
         except httptools.HttpParserUpgrade as upgrade:
             self._client_upgrade(data[upgrade.args[0] :])
         except httptools.HttpParserCallbackError as exc:
@@ -334,8 +421,44 @@ class HttpSession(asyncio.Protocol):
             log.exception("internal error on a connection from %s", self.client_ip_text)
             self._reject(500, "internal error")
         self.fresh = b""
+        # A head that began in this read and is not done with it will not use its start.
+        self.head_source = b""
+        if self.learning is not None:
+            self._learn(data, learned)
         if self.to_server:
             self._flush_to_server()
+
+    def _learn(self, data: bytes, fed: bool) -> None:
+        """Remember the request on_headers_complete took from `data`, if the parser took
+        all of `data` (`fed`) and it held that request and nothing else."""
+        learning = self.learning
+        request = self.learning_request
+        self.learning = None
+        self.learning_request = None
+        # The request began at the read's first byte (KnownRequest is only taken then), no
+        # other began after it, and it ended: at most empty lines, which llhttp skips, follow.
+        if fed and learning is not None and request is self.parsing and request is not None and request.body_done:
+            known = self.frontend.known_requests
+            if len(known) >= KNOWN_MAX:
+                known.clear()  # heads that all differ (cookies, ids) cost one insert each
+            known[data] = learning
+
+    def _take_known(self, known: KnownRequest) -> None:
+        """The read is exactly a request head the frontend knows (KnownRequest): the same
+        request, made without the parser, which stays between two messages."""
+        try:
+            request = known.request(self, self.now)
+            self.parsing = request
+            queue = self.queue
+            queue.append(request)
+            if len(queue) > 1:
+                self.pause_client_reading(PIPELINE_WAIT)  # _next starts it in its turn
+                return
+            self.deadline.clear()  # waiting for the server now: its timeout runs upstream
+            self._start(request)
+        except Exception:
+            log.exception("internal error on a connection from %s", self.client_ip_text)
+            self._reject(500, "internal error")
 
     def _flush_to_server(self) -> None:
         data = b"".join(self.to_server) if len(self.to_server) > 1 else self.to_server[0]
@@ -481,12 +604,24 @@ class HttpSession(asyncio.Protocol):
         else:
             request.request_line = f"{request.method.decode()} {url.decode('latin-1')} HTTP/{request.version}"
         request.t_request = (self.now - request.t_start) * 1000
-        # The head as received: request line, header lines, final CRLF.
-        request.bytes_in = len(request.method) + len(url) + 13 + self.header_bytes
+        # The head as received (but for spaces around header values): request line,
+        # header lines, final CRLF.
+        request.bytes_in = len(request.method) + len(url) + 14 + self.header_bytes
         request.head_done = True
         max_body = self.frontend.max_body
         if max_body and request.content_length > max_body:
             raise BadRequest(413, "request body too large")
+        if (
+            source
+            and len(source) <= KNOWN_HEAD_MAX
+            and request.keep_alive
+            and request.version == "1.1"
+            and not request.content_length
+            and not request.chunked
+            and not request.upgrade
+        ):
+            self.learning = KnownRequest(request)
+            self.learning_request = request
         if request is self.queue[0]:
             self._start(request)
 

@@ -60,6 +60,7 @@ class UpstreamConnection(asyncio.Protocol):
         "in_head",
         "interim",
         "keep_alive",
+        "known_head_end",
         "outbox",
         "owner",
         "parser_idle",
@@ -88,6 +89,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.closed = False
         self.reused = False
         self.head_misses = 0  # responses in a row whose head _take_known had not seen
+        self.known_head_end = 0  # where the last head _take_known knew ended (its length)
         self.tunnel = False
         self.writing_paused = False
         self.reading_paused = False
@@ -313,14 +315,26 @@ class UpstreamConnection(asyncio.Protocol):
             # time: after 4 misses in a row it is tried once every 64 responses only.
             self.head_misses = misses + 1
             return False
-        end = data.find(b"\r\n\r\n")
-        if end < 0:
-            return False
+        # A server's heads mostly keep their length (its Date is fixed-width): where the last
+        # one ended is tried first, and a find() call costs more than the check. An accepted
+        # head holds no blank line, so if these bytes are one, its end is the first.
+        end = self.known_head_end
+        if not (
+            0 < end <= len(data) - 4
+            and data[end] == 13
+            and data[end + 1] == 10
+            and data[end + 2] == 13
+            and data[end + 3] == 10
+        ):
+            end = data.find(b"\r\n\r\n")
+            if end < 0:
+                return False
         known = accepted_response_head(data[:end])
         if known is None:
             self.head_misses = misses + 1
             return False
         self.head_misses = 0
+        self.known_head_end = end
         split, length = known
         status = status_code(split[0])
         body_start = end + 4
