@@ -688,3 +688,17 @@ def test_a_repeated_http10_head_behaves_as_http10_every_time(run_balancer, backe
         assert "keep-alive" not in response.connection_tokens()
         assert rest == b""
     assert len(s1.requests) == ROUNDS + 3
+
+
+def test_a_backend_host_rewrite_applies_to_every_repetition_of_a_head(run_balancer, backends):
+    (s1,) = backends("s1")
+
+    async def scenario(balancer):
+        async with await Client.connect(frontend_port(balancer)) as client:
+            return [await _send(client, PLAIN) for _ in range(ROUNDS)]
+
+    responses = run_balancer(make_config([s1], backend={"host": "internal.example"}), scenario)
+    for response in responses:
+        echo = _echoed(response)
+        assert _values(echo, "Host") == ["internal.example"], "the backend's Host replaces the client's, once"
+        assert _values(echo, "User-Agent") == ["repeat/1"]

@@ -90,6 +90,7 @@ class Request(LogRecord):
         "content_length",
         "head_done",
         "head_line",
+        "header_block",
         "headers",
         "holds_slot",
         "hop_headers",
@@ -127,6 +128,9 @@ class Request(LogRecord):
         self.query = b""
         self.version = "1.1"
         self.headers: list[tuple[bytes, bytes]] = []
+        # `headers` as header lines, joined once for a known head (KnownRequest), while
+        # nothing has changed them; b"" otherwise.
+        self.header_block = b""
         # Created on the first header that needs them (most requests have none).
         self.hop_headers: list[tuple[bytes, bytes]] | None = None  # seen by rules, never forwarded as is
         self.host = b""
@@ -185,6 +189,7 @@ class KnownRequest:
         "bytes_in",
         "conn_tokens",
         "head_line",
+        "header_block",
         "headers",
         "hop_headers",
         "host",
@@ -207,6 +212,7 @@ class KnownRequest:
         self.path = request.path
         self.query = request.query
         self.headers = tuple(request.headers)  # a request gets a list of its own
+        self.header_block = b"".join([b"%b: %b\r\n" % header for header in request.headers])
         # Never changed once the head is parsed (rules only read them): shared.
         self.hop_headers = request.hop_headers
         self.xff_values = request.xff_values
@@ -226,6 +232,7 @@ class KnownRequest:
         request.path = self.path
         request.query = self.query
         request.headers = list(self.headers)
+        request.header_block = self.header_block
         request.hop_headers = self.hop_headers
         request.xff_values = self.xff_values
         request.conn_tokens = self.conn_tokens
@@ -678,7 +685,13 @@ class HttpSession(asyncio.Protocol):
         """Route the request in flight and send it to a server, or answer it here."""
         frontend = self.frontend
         frontend.requests += 1
-        decision = frontend.rules.evaluate(request) if frontend.rules.rules else frontend.rules.default
+        rules = frontend.rules
+        if rules.rules:
+            decision = rules.evaluate(request)
+            if rules.rewrites:
+                request.header_block = b""  # the headers may no longer be the known head's
+        else:
+            decision = rules.default
         if decision.verdict == "deny":
             self._local_response(request, 403, error_response(403, True), "PR")
             return
@@ -698,6 +711,7 @@ class HttpSession(asyncio.Protocol):
         if backend.persistence is not None and backend.persistence.cookie is not None:
             # Read (and in prefix mode strip) the cookie once: retries dispatch again.
             request.persisted = backend.persistence.cookie.find(request.headers)
+            request.header_block = b""
         self._dispatch(request)
 
     def _dispatch(
@@ -856,14 +870,17 @@ class HttpSession(asyncio.Protocol):
                 self.pause_client_reading(UPLOAD_BACKPRESSURE)
 
     def _request_head(self, request: Request, backend: BackendContext, server: ServerRuntime) -> bytes:
-        parts = [request.head_line]
         extra_hop = request.conn_tokens - PLAIN_CONNECTION if request.conn_tokens else None
-        for name, value in request.headers:
-            if extra_hop and name.lower() in extra_hop:
-                continue
-            if backend.host_header and name.lower() == b"host":
-                continue
-            parts += (name, b": ", value, b"\r\n")
+        if request.header_block and not extra_hop and not backend.host_header:
+            parts = [request.head_line, request.header_block]  # every header, as received
+        else:
+            parts = [request.head_line]
+            for name, value in request.headers:
+                if extra_hop and name.lower() in extra_hop:
+                    continue
+                if backend.host_header and name.lower() == b"host":
+                    continue
+                parts += (name, b": ", value, b"\r\n")
         if backend.host_header:
             parts += (b"Host: ", backend.host_header, b"\r\n")
         elif not request.host_count:

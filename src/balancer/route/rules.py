@@ -191,11 +191,13 @@ _ALLOW: Final = Decision("backend", backend=None)
 class RuleSet:
     """A frontend's rules plus its default backend."""
 
-    __slots__ = ("default", "rules")
+    __slots__ = ("default", "rewrites", "rules")
 
     def __init__(self, frontend: Frontend) -> None:
         self.rules = [CompiledRule(rule) for rule in frontend.rule]
         self.default = Decision("backend", backend=frontend.default_backend)
+        # Whether evaluate() may change a request's headers (set_header, del_header).
+        self.rewrites = any(rule.set_header or rule.del_header for rule in self.rules)
 
     def evaluate(self, request: RequestView) -> Decision:
         """The decision for `request`; header rewrites of matching rules are applied to it."""
