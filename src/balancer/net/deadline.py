@@ -12,6 +12,10 @@ import asyncio
 from collections.abc import Callable
 
 
+def _nothing() -> None:
+    pass
+
+
 class Deadline:
     __slots__ = ("_callback", "_handle", "_handle_when", "_loop", "_time", "when")
 
@@ -41,8 +45,11 @@ class Deadline:
         self.when = None
 
     def cancel(self) -> None:
-        """Clear and drop the loop timer: for a connection that is gone."""
+        """Clear and drop the loop timer and the callback: for a connection that is gone.
+        The callback is mostly a method of the connection, which holds this Deadline: that
+        cycle would leave the connection to the cyclic garbage collector."""
         self.when = None
+        self._callback = _nothing
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None

@@ -71,6 +71,9 @@ REPLAY_LIMIT: Final = 65536
 MAX_STALE_RETRIES: Final = 3
 # A request's replay list while nothing was kept; never appended to (Request.replay).
 NOTHING_KEPT: Final[list[bytes]] = []
+# What a closed session keeps instead of its parser, which calls the session back: without
+# that cycle a connection is freed when it closes, not by the cyclic garbage collector.
+DETACHED_PARSER: Final = httptools.HttpRequestParser(None)
 # Request heads a frontend remembers (KnownRequest), and the largest one it remembers.
 KNOWN_MAX: Final = 256
 KNOWN_HEAD_MAX: Final = 1024
@@ -315,6 +318,9 @@ class HttpSession(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.deadline.cancel()
+        # Nothing more is read once closed: what would call back or point back goes.
+        self.parser = DETACHED_PARSER
+        self.parsing = None
         self.frontend.closed(self)
         if self.connect_task is not None:
             self.connect_task.cancel()

@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("balancer.http")
 
 UPLOAD_BACKPRESSURE: Final = 2  # a reason bit for pausing the client's reads
+# What a closed connection keeps as its parser's feed: a parser bound to nothing.
+DETACHED_FEED: Final[Callable[[bytes], None]] = httptools.HttpResponseParser(None).feed_data
 
 
 class UpstreamConnection(asyncio.Protocol):
@@ -201,6 +203,9 @@ class UpstreamConnection(asyncio.Protocol):
         self.pool.discard(self)
         if self.deadline is not None:
             self.deadline.cancel()
+        # Nothing more is read: the parser, which calls this connection back, goes (without
+        # that cycle the connection is freed when it closes, not by the cyclic collector).
+        self._feed = DETACHED_FEED
         owner = self.owner
         if owner is None:
             return

@@ -1,0 +1,61 @@
+"""A closed connection is freed as it closes, not left to the cyclic garbage collector.
+
+With a new connection per request a worker closes thousands a second; each one left in a
+reference cycle waits for a collection that walks every young object. Breaking the cycles
+(session and parser, session and its deadline's callback, session and the request it
+parses) took balancer/HAProxy per core with `Connection: close` from 0.46x to 0.53x.
+"""
+
+from __future__ import annotations
+
+import gc
+
+from tests.integration.aclient import Client, wait_until
+from tests.integration.configs import frontend_port, make_config
+
+from balancer.net.http_session import HttpSession
+from balancer.net.upstream import UpstreamConnection
+
+CONNECTIONS = 40
+
+
+def _alive(kind: type) -> int:
+    return sum(1 for obj in gc.get_objects() if isinstance(obj, kind))
+
+
+def test_closed_connections_are_freed_without_the_cyclic_collector(run_balancer, backends):
+    """Client and server connections alike: no pooling, so every server connection closes too."""
+    (s1,) = backends("s1")
+
+    async def scenario(balancer):
+        port = frontend_port(balancer)
+        for i in range(3):  # warm: the first connections build the pools
+            async with await Client.connect(port) as client:
+                assert (await client.get(f"/warm/{i}")).status == 200
+        gc.collect()
+        before = _alive(HttpSession), _alive(UpstreamConnection)
+        gc.disable()
+        try:
+            for i in range(CONNECTIONS):
+                async with await Client.connect(port) as client:
+                    response = await client.get(f"/n/{i}", headers=[("Connection", "close")])
+                    assert response.status == 200, response
+            frontend = balancer.frontends["www"]
+            await wait_until(lambda: not frontend.sessions, message="client connections still open")
+            # Freed by reference counting as each closes, or never while the collector is off.
+            await wait_until(
+                lambda: _alive(HttpSession) - before[0] <= 1,
+                timeout=2,
+                interval=0.05,
+                message="closed client connections were left to the cyclic collector",
+            )
+            await wait_until(
+                lambda: _alive(UpstreamConnection) - before[1] <= 1,
+                timeout=2,
+                interval=0.05,
+                message="closed server connections were left to the cyclic collector",
+            )
+        finally:
+            gc.enable()
+
+    run_balancer(make_config([s1], backend={"pool": {"max_idle_per_server": 0}}), scenario)
