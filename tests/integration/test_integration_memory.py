@@ -8,12 +8,14 @@ parses) took balancer/HAProxy per core with `Connection: close` from 0.46x to 0.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 
-from tests.integration.aclient import Client, wait_until
+from tests.integration.aclient import Client, open_with_buffers, wait_until
 from tests.integration.configs import frontend_port, make_config
 
 from balancer.net.http_session import HttpSession
+from balancer.net.tcp_session import TcpSession
 from balancer.net.upstream import UpstreamConnection
 
 CONNECTIONS = 40
@@ -59,3 +61,31 @@ def test_closed_connections_are_freed_without_the_cyclic_collector(run_balancer,
             gc.enable()
 
     run_balancer(make_config([s1], backend={"pool": {"max_idle_per_server": 0}}), scenario)
+
+
+def test_closed_tcp_connections_are_freed_without_the_cyclic_collector(run_balancer, echo_server):
+    async def scenario(balancer):
+        port = frontend_port(balancer)
+        gc.collect()
+        before = _alive(TcpSession)
+        gc.disable()
+        try:
+            for i in range(CONNECTIONS):
+                reader, writer = await open_with_buffers(port)
+                message = f"message {i}\n".encode()
+                writer.write(message)
+                assert await asyncio.wait_for(reader.readexactly(len(message)), 5) == message
+                writer.close()
+                await writer.wait_closed()
+            frontend = balancer.frontends["www"]
+            await wait_until(lambda: not frontend.sessions, message="client connections still open")
+            await wait_until(
+                lambda: _alive(TcpSession) - before <= 1,
+                timeout=2,
+                interval=0.05,
+                message="closed TCP connections were left to the cyclic collector",
+            )
+        finally:
+            gc.enable()
+
+    run_balancer(make_config([echo_server], mode="tcp", frontend={"forwardfor": False}), scenario)

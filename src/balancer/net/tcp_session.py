@@ -319,6 +319,9 @@ class TcpSession(asyncio.Protocol):
                     least_traffic.observe_bytes(self.server, self.record.bytes_in + self.record.bytes_out)
             if side.transport is not None:
                 side.transport.close()
+            # The two sides point at each other: without that cycle this session is freed
+            # when it closes, not by the cyclic garbage collector.
+            self.server_side = None
         record = self.record
         if record is not None:
             record.t_total = (self.loop.time() - self.t_start) * 1000
