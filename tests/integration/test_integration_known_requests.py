@@ -66,6 +66,21 @@ async def _send(client: Client, head: bytes, method: str = "GET") -> Response:
     return await client.read_response(method)
 
 
+async def _repeat(port: int, *heads: bytes, after: str = "") -> list[tuple[bytes, Response]]:
+    """Each of `heads` ROUNDS times over, one write and one response each, on one connection
+    and then on a second (the memo is the frontend's, not a connection's); with `after`, a
+    GET of it ends each connection, to show the connection is still in step."""
+    seen: list[tuple[bytes, Response]] = []
+    for _ in range(2):
+        async with await Client.connect(port) as client:
+            for _ in range(ROUNDS):
+                for head in heads:
+                    seen.append((head, await _send(client, head)))
+            if after:
+                seen.append((b"", await client.get(after)))
+    return seen
+
+
 def _echoed(response: Response) -> dict[str, Any]:
     assert response.status == 200, response
     return json.loads(response.body)
@@ -314,12 +329,8 @@ def test_header_rewrite_rules_apply_afresh_to_every_repetition_of_a_head(run_bal
     head = b"GET /echo/rw HTTP/1.1\r\nHost: test.local\r\nX-Debug: 1\r\nX-Env: prod\r\nX-Keep: yes\r\n\r\n"
 
     async def scenario(balancer):
-        port = frontend_port(balancer)
-        responses = []
-        for _ in range(2):
-            async with await Client.connect(port) as client:
-                responses += [await _send(client, head) for _ in range(ROUNDS)]
-        return responses, head in _memo(balancer)
+        seen = await _repeat(frontend_port(balancer), head)
+        return [response for _, response in seen], head in _memo(balancer)
 
     responses, remembered = run_balancer(make_config([s1], frontend={"rule": rules}), scenario)
     assert remembered
@@ -365,13 +376,8 @@ def test_a_redirect_rule_redirects_every_repetition_of_a_head(run_balancer, back
     head = b"GET /old HTTP/1.1\r\nHost: test.local\r\n\r\n"
 
     async def scenario(balancer):
-        port = frontend_port(balancer)
-        responses = []
-        for _ in range(2):
-            async with await Client.connect(port) as client:
-                responses += [await _send(client, head) for _ in range(ROUNDS)]
-                responses.append(await client.get("/after"))  # the connection is still in step
-        return responses, head in _memo(balancer)
+        seen = await _repeat(frontend_port(balancer), head, after="/after")
+        return [response for _, response in seen], head in _memo(balancer)
 
     responses, remembered = run_balancer(make_config([s1], frontend={"rule": [rule]}), scenario)
     assert remembered
@@ -395,13 +401,8 @@ def test_a_use_backend_rule_routes_every_repetition_of_a_head(run_balancer, back
     to_web = b"GET /home HTTP/1.1\r\nHost: test.local\r\n\r\n"
 
     async def scenario(balancer):
-        port = frontend_port(balancer)
-        names = []
-        for _ in range(2):
-            async with await Client.connect(port) as client:
-                for _ in range(ROUNDS):
-                    for head in (to_blog, to_web):
-                        names.append((head, (await _send(client, head)).header("Server-Name")))
+        seen = await _repeat(frontend_port(balancer), to_blog, to_web)
+        names = [(head, response.header("Server-Name")) for head, response in seen]
         return names, to_blog in _memo(balancer) and to_web in _memo(balancer)
 
     names, remembered = run_balancer(config, scenario)
@@ -613,12 +614,8 @@ def test_access_log_lines_of_a_repeated_head_are_alike_and_count_the_head_exactl
     config = make_config([s1], global_={"log": f"file:{log}", "log_format": "json"})
 
     async def scenario(balancer):
-        port = frontend_port(balancer)
-        for _ in range(2):
-            async with await Client.connect(port) as client:
-                for _ in range(ROUNDS):
-                    for head in (plain, hop):
-                        assert (await _send(client, head)).status == 200
+        seen = await _repeat(frontend_port(balancer), plain, hop)
+        assert all(response.status == 200 for _, response in seen)
         return plain in _memo(balancer) and hop in _memo(balancer)
 
     assert run_balancer(config, scenario)
