@@ -413,10 +413,10 @@ class HttpSession(asyncio.Protocol):
             self.fresh = data
         else:
             self.fresh = b""
-        learned = False
+        fed = False  # the parser took all of `data` without an exception
         try:
             self.parser.feed_data(data)
-            learned = self.learning is not None
+            fed = True
         except httptools.HttpParserUpgrade as upgrade:
             self._client_upgrade(data[upgrade.args[0] :])
         except httptools.HttpParserCallbackError as exc:
@@ -434,10 +434,11 @@ class HttpSession(asyncio.Protocol):
             log.exception("internal error on a connection from %s", self.client_ip_text)
             self._reject(500, "internal error")
         self.fresh = b""
-        # A head that began in this read and is not done with it will not use its start.
+        # An idle connection keeps no read buffer alive, and a head that began in this
+        # read but ends in a later one reads its method and version from the parser.
         self.head_source = b""
         if self.learning is not None:
-            self._learn(data, learned)
+            self._learn(data, fed)
         if self.to_server:
             self._flush_to_server()
 
@@ -573,8 +574,7 @@ class HttpSession(asyncio.Protocol):
         # The parser's getters are Python method calls, and get_http_version() formats a new
         # str each time (5% of the proxy's own work per request): read the method and the
         # version from the request line when it is at hand (head_source starts with it).
-        source = self.head_source
-        self.head_source = b""  # an idle connection keeps no read buffer alive
+        source = self.head_source  # data_received drops it after the read
         if source.startswith(b"GET "):
             request.method = b"GET"
         else:

@@ -135,7 +135,7 @@ class AccessLog(LogSink):
         # prints as -1. One f-string, its newline included (no second copy of the line to
         # append it), of as few pieces as can be: this runs once per request, and joining
         # costs per piece.
-        self._timestamp(r.start_time)
+        self._timestamp(r.start_time)  # brings _bracketed up to date
         xff = f' xff="{r.xff}"' if r.xff else ""
         return (
             f"{r.client} {self._bracketed}{r.frontend_name} {r.backend_name}/{r.server_name} "
