@@ -179,3 +179,68 @@ def test_garbage_and_abrupt_clients_do_not_stop_the_proxy(run_balancer, backends
         await _still_serving(port, count=5)
 
     run_balancer(make_config([s1]), scenario)
+
+
+# -- retries: a server that cannot take the request ---------------------------------------------
+
+
+def test_a_request_reset_before_any_response_byte_is_retried_on_another_server(run_balancer):
+    """The server reads the request, then dies (RST) before answering: a GET is sent again
+    to the other server; a POST is not (it may have been acted on) and gets 502."""
+
+    async def dying(reader, writer, index):
+        await read_head(reader)
+        reset(writer)
+
+    async def healthy(reader, writer, index):
+        while True:
+            await read_head(reader)
+            writer.write(ok_response(b"healthy\n"))
+            await writer.drain()
+
+    dies, lives = RawServer(dying), RawServer(healthy)
+    config = make_config(
+        [("dies", dies.address), ("lives", lives.address)],
+        backend={"balance": "first", "retries": 2, "redispatch": True},
+    )
+
+    async def scenario(balancer):
+        async with dies.serving(), lives.serving():
+            port = frontend_port(balancer)
+            got = await get(port, "/retried")
+            async with await Client.connect(port) as client:
+                post = await client.request("POST", "/posted", body=b"x")
+            return got, post
+
+    got, post = run_balancer(config, scenario)
+    assert (got.status, got.body) == (200, b"healthy\n")
+    assert post.status == 502
+    assert dies.connections == 2, "the GET and the POST each reached the dying server once"
+
+
+def test_the_only_server_refusing_is_retried_after_a_turn_around(run_balancer):
+    """HAProxy waits min(timeout connect, 1 s) before retrying the same server: a server
+    restarting within that time answers the request instead of a 503."""
+
+    async def answer(reader, writer, index):
+        await read_head(reader)
+        writer.write(ok_response(b"back\n"))
+        await writer.drain()
+
+    server = RawServer(answer)
+    server._sock.close()  # refused until it listens again on the same port
+    config = make_config([("only", server.address)], backend={"retries": 2, "timeouts": {"connect": "300ms"}})
+
+    async def scenario(balancer):
+        port = frontend_port(balancer)
+        only = balancer.backends["web"].by_name["only"]
+        request = asyncio.ensure_future(get(port, "/"))
+        await wait_until(lambda: only.connect_failures >= 1, message="the first connect was not refused")
+        restarted = await asyncio.start_server(lambda r, w: answer(r, w, 0), "127.0.0.1", server.port)
+        try:
+            return await asyncio.wait_for(request, 5)
+        finally:
+            restarted.close()
+
+    response = run_balancer(config, scenario)
+    assert (response.status, response.body) == (200, b"back\n")

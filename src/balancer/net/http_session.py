@@ -813,6 +813,9 @@ class HttpSession(asyncio.Protocol):
             self.connect_task = None
             if self.closed:
                 return
+            # Whatever comes next (a retry on a pooled connection, a queue, an error page),
+            # the client must be read again once it is over.
+            self.resume_client_reading(CONNECTING)
             self.now = self.loop.time()
             reason = backend.connect_failed(server, exc)
             self._release_slot(request)
@@ -840,14 +843,33 @@ class HttpSession(asyncio.Protocol):
             reason,
             request.attempts,
         )
-        if request.attempts <= backend.retries:
-            if backend.redispatch:
-                self._dispatch(request, avoid=server)
-            else:
-                self._dispatch(request, server=server)
+        if request.attempts > backend.retries:
+            self._local_response(request, 503, error_response(503, True), "SC")
             return
-        self.resume_client_reading(CONNECTING)
-        self._local_response(request, 503, error_response(503, True), "SC")
+        self._retry(request, server)
+
+    def _retry(self, request: Request, failed: ServerRuntime) -> None:
+        """Send `request` again after `failed` could not take it (refused, reset or closed
+        before any byte of a response): with `redispatch`, at once to another usable
+        server; on the same server (no `redispatch`, or no other server usable) after a
+        turn-around of min(timeouts.connect, 1 s), as HAProxy does, so that a restarting
+        server is not hammered."""
+        backend = request.backend
+        assert backend is not None
+        if backend.redispatch and _another_usable(backend, failed):
+            self._dispatch(request, avoid=failed)
+            return
+        request.queued_at = -1.0
+        self.loop.call_later(min(backend.connect_timeout, 1.0), self._retry_same, request, failed)
+
+    def _retry_same(self, request: Request, server: ServerRuntime) -> None:
+        if self.closed or not self.queue or self.queue[0] is not request or request.t_total >= 0:
+            return  # the client left, or the request was answered meanwhile (its timeout)
+        self.now = self.loop.time()
+        if server.usable:
+            self._dispatch(request, server=server)
+        else:
+            self._dispatch(request, avoid=server)
 
     def _attach(self, request: Request, conn: UpstreamConnection) -> None:
         backend = request.backend
@@ -1050,13 +1072,15 @@ class HttpSession(asyncio.Protocol):
         if self.tunnel:
             self._end_tunnel(request)
             return
-        if (
-            conn.reused
-            and conn.bytes_received == 0
+        # Not a byte of a response came: an idempotent request whose body is still at hand
+        # can be sent again (the server may have seen it, which idempotence allows).
+        replayable = (
+            conn.bytes_received == 0
+            and not request.response_started
             and request.method in IDEMPOTENT_METHODS
             and request.replay is not None
-            and request.stale_retries < MAX_STALE_RETRIES
-        ):
+        )
+        if replayable and conn.reused and request.stale_retries < MAX_STALE_RETRIES:
             # A pooled connection the server had closed: replay on a fresh one.
             request.stale_retries += 1
             if server is not None:
@@ -1066,6 +1090,14 @@ class HttpSession(asyncio.Protocol):
             self._dispatch(request)
             return
         log.warning("server %s/%s failed: %s", request.backend_name, request.server_name, reason)
+        backend = request.backend
+        if replayable and server is not None and backend is not None and request.attempts <= backend.retries:
+            # The server died under the request (reset, closed): count it, try another.
+            server.errors += 1
+            backend.server_failed(server, reason)
+            self._release_slot(request)
+            self._retry(request, server)
+            return
         self._server_broke(request, reason, 502, "S")
 
     def upstream_timeout(self, conn: UpstreamConnection) -> None:
@@ -1194,6 +1226,13 @@ class HttpSession(asyncio.Protocol):
         if not request.response_started:
             return "H"
         return "D"
+
+
+def _another_usable(backend: BackendContext, server: ServerRuntime) -> bool:
+    for other in backend.servers.usable:  # noqa: SIM110 (a loop beats a generator compiled)
+        if other is not server:
+            return True
+    return False
 
 
 class _Closed(Exception):
