@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from tests.integration.aclient import Client, get, request_bytes, wait_until
 from tests.integration.configs import frontend_port, make_config
 from tests.integration.peers import RawServer, ok_response, read_head, reset
@@ -244,3 +245,30 @@ def test_the_only_server_refusing_is_retried_after_a_turn_around(run_balancer):
 
     response = run_balancer(config, scenario)
     assert (response.status, response.body) == (200, b"back\n")
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [b"JUNK", b"\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nno", b"HTTP/1.1 200", b"\r\n\r\nX"],
+)
+def test_bytes_after_a_complete_response_are_dropped_without_an_error(run_balancer, extra):
+    """A server that sends more than its response (a stray CRLF, junk, a second response
+    nobody asked for) once raised IndexError in status_code for every response, flooding
+    the event log. The client gets exactly its response; the connection is not reused."""
+
+    async def handler(reader, writer, index):
+        while True:
+            await read_head(reader)
+            writer.write(ok_response(b"ok") + extra)
+            await writer.drain()
+
+    server = RawServer(handler)
+
+    async def scenario(balancer):
+        async with server.serving():
+            port = frontend_port(balancer)
+            async with await Client.connect(port) as client:
+                return [await client.get(f"/{i}") for i in range(20)]
+
+    responses = run_balancer(make_config([("raw", server.address)]), scenario)
+    assert [(r.status, r.body) for r in responses] == [(200, b"ok")] * 20

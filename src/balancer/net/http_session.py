@@ -22,7 +22,7 @@ import contextlib
 import logging
 import time
 from functools import partial
-from typing import Final, cast
+from typing import Any, Final, cast
 
 import httptools
 
@@ -44,7 +44,7 @@ from balancer.proto.http1 import (
     IDEMPOTENT_METHODS,
     LAST_CHUNK,
     NO_TOKENS,
-    PLAIN_CONNECTION,
+    NOT_NAMEABLE,
     BadRequest,
     check_request_head,
     chunk,
@@ -601,17 +601,10 @@ class HttpSession(asyncio.Protocol):
         url = request.url
         if url[:1] == b"/":
             request.path, _, request.query = url.partition(b"?")
-        elif url == b"*":
+        elif url == b"*" and request.method == b"OPTIONS":
             request.path = url
         else:
-            try:
-                parsed = httptools.parse_url(url)
-            except httptools.HttpParserInvalidURLError:
-                raise BadRequest(400, "invalid request target") from None
-            request.path = parsed.path or b"/"
-            request.query = parsed.query or b""
-            if parsed.host and not request.host:
-                request.host = parsed.host
+            self._absolute_target(request, url)
         if request.version == "1.1":
             request.request_line = line[:-2].decode("latin-1")  # one decode, no formatting
         else:
@@ -637,6 +630,28 @@ class HttpSession(asyncio.Protocol):
             self.learning_request = request
         if request is self.queue[0]:
             self._start(request)
+
+    @staticmethod
+    def _absolute_target(request: Request, url: bytes) -> None:
+        """An absolute-form target ("http://host[:port]/path?query"), forwarded as received.
+        Its authority is the request's host for rules, whatever Host says (RFC 9112 3.2.2).
+        Anything else (no scheme, no host, "*" but for OPTIONS) is refused with 400."""
+        try:
+            # Any: httptools' stub says bytes where the parser gives None for a missing part,
+            # and compiled code would check the stub's type.
+            parsed: Any = httptools.parse_url(url)
+        except httptools.HttpParserInvalidURLError:
+            raise BadRequest(400, "invalid request target") from None
+        schema: bytes | None = parsed.schema
+        host: bytes | None = parsed.host
+        if schema is None or schema.lower() not in (b"http", b"https") or not host:
+            raise BadRequest(400, "invalid request target")
+        path: bytes | None = parsed.path
+        query: bytes | None = parsed.query
+        port: int | None = parsed.port
+        request.path = path if path else b"/"
+        request.query = query if query is not None else b""
+        request.host = host if port is None else host + b":" + str(port).encode()
 
     def on_body(self, body: bytes) -> None:
         if self.closed:
@@ -898,7 +913,7 @@ class HttpSession(asyncio.Protocol):
                 self.pause_client_reading(UPLOAD_BACKPRESSURE)
 
     def _request_head(self, request: Request, backend: BackendContext, server: ServerRuntime) -> bytes:
-        extra_hop = request.conn_tokens - PLAIN_CONNECTION if request.conn_tokens else None
+        extra_hop = request.conn_tokens - NOT_NAMEABLE if request.conn_tokens else None
         if request.header_block and not extra_hop and not backend.host_header:
             parts = [request.head_line, request.header_block]  # every header, as received
         else:

@@ -278,15 +278,21 @@ class UpstreamConnection(asyncio.Protocol):
             owner.upstream_failed(self, "server sent an unexpected upgrade")
             return
         except httptools.HttpParserCallbackError as exc:
-            # Our own code failed inside a callback: never the server's fault, never fatal.
-            log.error("internal error on a response from %s", self.server, exc_info=exc.__context__)
-            self.keep_alive = False
-            owner.upstream_failed(self, "internal error")
-            return
+            if isinstance(exc.__context__, _StrayBytes):
+                self._stray()
+            else:
+                # Our own code failed inside a callback: never the server's fault, never fatal.
+                log.error("internal error on a response from %s", self.server, exc_info=exc.__context__)
+                self.keep_alive = False
+                owner.upstream_failed(self, "internal error")
+                return
         except httptools.HttpParserError as exc:
-            self.keep_alive = False
-            owner.upstream_failed(self, f"invalid response from server: {exc}")
-            return
+            if self.done:
+                self._stray()  # junk after a complete response: the client has all it asked for
+            else:
+                self.keep_alive = False
+                owner.upstream_failed(self, f"invalid response from server: {exc}")
+                return
         except Exception:
             log.exception("internal error on a response from %s", self.server)
             self.keep_alive = False
@@ -393,7 +399,19 @@ class UpstreamConnection(asyncio.Protocol):
         self.head_buffer = b""
         self.keep_alive = keep_alive  # a response read until the close is until_close
 
+    def _stray(self) -> None:
+        """The server sent bytes past the end of the response, with no request asking: they
+        are dropped, never parsed as a response of the next exchange, and the connection,
+        whose state is unknown, is not reused."""
+        self.keep_alive = False
+        self.parser_idle = False
+        log.info("server %s sent bytes after a complete response: connection not reused", self.server)
+
     # -- httptools callbacks ---------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self.done:
+            raise _StrayBytes  # a second message in the bytes of one exchange
 
     def on_headers_complete(self) -> None:
         has_length, keep_alive = self._take_head()
@@ -452,6 +470,10 @@ class UpstreamConnection(asyncio.Protocol):
         if extra:
             return b"".join((b"HTTP/1.1 ", self.status_text, self.header_lines, b"\r\n", extra, b"\r\n"))
         return b"HTTP/1.1 " + self.status_text + self.header_lines + b"\r\n\r\n"
+
+
+class _StrayBytes(Exception):
+    """Raised in a parser callback to stop parsing bytes past the end of the response."""
 
 
 class UpstreamPool:
