@@ -20,6 +20,7 @@ from balancer.config import ConfigError, Problem, parse_config
 from balancer.config.locate import KeyPath, SourceMap
 from balancer.config.model import Config
 from balancer.config.values import Address
+from balancer.heap import HeapTrimmer
 from balancer.lb.base import REGISTRY
 from balancer.net.context import BackendContext, FrontendContext
 from balancer.net.gate import Gate
@@ -192,6 +193,7 @@ class Balancer:
         self._slot = 0
         self._epoch = -1
         self._sync_handle: asyncio.TimerHandle | None = None
+        self.heap = HeapTrimmer()
         self._build(config)
 
     def _build(self, config: Config) -> None:
@@ -236,6 +238,7 @@ class Balancer:
 
         def tick() -> None:
             self.sync_shared()
+            self.heap.observe(self.gate.total)
             self._sync_handle = loop.call_later(interval, tick)
 
         self._sync_handle = loop.call_later(interval, tick)

@@ -65,6 +65,9 @@ log = logging.getLogger("balancer.http")
 PIPELINE_WAIT: Final = 1
 CONNECTING: Final = 4
 
+WRITE_BUFFER_HIGH: Final = 32768
+# Response bytes of one server read from which the write skips the outbox (_flush_out).
+BULK_WRITE: Final = 16384
 # A request body is kept for a transparent retry on a fresh connection up to this size.
 REPLAY_LIMIT: Final = 65536
 # Upstream connections a request may burn through because pooled ones turned out dead.
@@ -299,6 +302,9 @@ class HttpSession(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
+        # What a slow reader may leave in the proxy before the server's reads pause: this
+        # plus one server read (upstream.READ_SIZE). uvloop's default is 64 KiB.
+        self.transport.set_write_buffer_limits(WRITE_BUFFER_HIGH)
         self.client_ip_text, self.client_port = self.proxied or client_address(transport)
         self.client_ip_bytes = self.client_ip_text.encode()
         scheme = self.frontend.scheme
@@ -377,6 +383,22 @@ class HttpSession(asyncio.Protocol):
                 upstream.deadline.set(upstream.server_timeout)
                 if self.queue and self.queue[0].body_done:
                     self.deadline.clear()
+
+    def upload_blocked(self, conn: UpstreamConnection) -> None:
+        """The server does not take the request body as fast as it comes: stop reading the
+        client. Waiting is then the server's doing: its timeout runs, not the client's."""
+        self.pause_client_reading(UPLOAD_BACKPRESSURE)
+        if self.queue and not self.queue[0].body_done and not self.tunnel:
+            self.deadline.clear()
+            if conn.deadline is not None:
+                conn.deadline.set(conn.server_timeout)
+
+    def upload_unblocked(self, conn: UpstreamConnection) -> None:
+        self.resume_client_reading(UPLOAD_BACKPRESSURE)
+        if self.queue and not self.queue[0].body_done and not self.tunnel:
+            self.deadline.set(self.frontend.client_timeout)
+            if conn.deadline is not None:
+                conn.deadline.clear()
 
     def pause_client_reading(self, reason: int) -> None:
         if not self.paused and self.transport is not None and not self.closed:
@@ -675,6 +697,11 @@ class HttpSession(asyncio.Protocol):
         if self.queue and request is self.queue[0] and request.queued_at < 0:
             # Waiting for the server now: its timeout runs on the upstream side.
             self.deadline.clear()
+            upstream = self.upstream
+            if (request.content_length or request.chunked) and upstream is not None and not upstream.tunnel:
+                # The body is all sent: from now on the server is waited for (_attach).
+                assert upstream.deadline is not None
+                upstream.deadline.set(upstream.server_timeout, self.now)
 
     def _send_body(self, request: Request, framed: bytes) -> None:
         if request.t_total >= 0:
@@ -908,9 +935,14 @@ class HttpSession(asyncio.Protocol):
                 request.pending = None
             conn.write(b"".join(parts))
         if not request.body_done:
+            # While the client still sends its body the server is not late: the client's
+            # timeout runs, the server's starts once the body is all sent (on_message_complete).
             self.deadline.set(self.frontend.client_timeout)
+            if request.content_length or request.chunked:
+                assert conn.deadline is not None
+                conn.deadline.clear()
             if conn.writing_paused:
-                self.pause_client_reading(UPLOAD_BACKPRESSURE)
+                self.upload_blocked(conn)
 
     def _request_head(self, request: Request, backend: BackendContext, server: ServerRuntime) -> bytes:
         extra_hop = request.conn_tokens - NOT_NAMEABLE if request.conn_tokens else None
@@ -1014,7 +1046,15 @@ class HttpSession(asyncio.Protocol):
             data = out[0] if count == 1 else out[0] + out[1] if count == 2 else b"".join(out)
             self.out.clear()
             if self.transport is not None and not self.closed:
-                self.outbox.write(self.transport, data)
+                if len(data) < BULK_WRITE:
+                    self.outbox.write(self.transport, data)
+                else:
+                    # A large body read: written now, after what is held (the order kept), so a
+                    # client that cannot take it pauses the server's reads within this read
+                    # callback (pause_writing), before uvloop reads the server socket again:
+                    # held to the end of the pass, up to 32 reads would pile up per slow client.
+                    self.outbox.flush()
+                    self.transport.write(data)
 
     def response_done(self, conn: UpstreamConnection) -> None:
         self._flush_out()
