@@ -158,11 +158,21 @@ def unsupported(config: Config, base_dir: str = ".") -> list[tuple[KeyPath, str]
     return problems
 
 
+NOTHING_TO_SERVE = (
+    "nothing to serve: the file has no [[frontend]] (add one with name, bind and default_backend;"
+    " a backend only serves through a frontend)"
+)
+
+
 def parse_runnable(text: str, file: str) -> Config:
-    """parse_config, plus a refusal (with lines) of what this build cannot run yet.
-    Raises ConfigError listing every problem."""
+    """parse_config, plus a refusal (with lines) of what this build cannot run yet, and of
+    a file that would run and listen on nothing: empty, or only [global] or backends (a
+    valid document, which import-haproxy may produce from part of a file, but not a
+    balancer). Raises ConfigError listing every problem."""
     config = parse_config(text, file)
     problems = unsupported(config, os.path.dirname(os.path.abspath(file)))
+    if not config.frontend:
+        problems.insert(0, ((), NOTHING_TO_SERVE))
     if problems:
         source = SourceMap.from_text(text)
         raise ConfigError([Problem(file, source.line_of(path), message) for path, message in problems])

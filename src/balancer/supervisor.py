@@ -34,7 +34,7 @@ from balancer.admin.api import AdminServer
 from balancer.admin.metrics import render as render_metrics
 from balancer.admin.statspage import start_stats_page
 from balancer.checks.monitor import HealthMonitor
-from balancer.config import ConfigError, parse_config
+from balancer.config import ConfigError, parse_config, read_config_text
 from balancer.config.model import Config
 from balancer.config.values import Address
 from balancer.limits import drop_privileges, raise_nofile_limit
@@ -283,12 +283,10 @@ class Master:
     async def _reload(self) -> list[str]:
         """Problems that refused the reload; none when the new generation serves."""
         try:
-            text = self.path.read_text(encoding="utf-8")
+            text = read_config_text(self.path)
             config = parse_runnable(text, str(self.path))
         except ConfigError as exc:
             return [str(problem) for problem in exc.problems]
-        except OSError as exc:
-            return [f"{self.path}:1: cannot read configuration file: {exc.strerror}"]
         try:
             self.bind(config)
         except OSError as exc:
@@ -537,11 +535,8 @@ def _signal(worker: Worker, signum: int) -> None:
 def run_master(path: Path) -> int:
     """`balancer run -c FILE`: validate, then serve until stopped. Returns the exit code."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_config_text(path)
         config = parse_runnable(text, str(path))
-    except OSError as exc:
-        print(f"{path}:1: cannot read configuration file: {exc.strerror}", file=sys.stderr)
-        return 1
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
