@@ -189,3 +189,32 @@ def test_sighup_with_an_invalid_file_keeps_the_old_config(site, tagged):
         result = curl(site.url("/"))
         assert (result.status, result.headers.get("server-name")) == (200, "s1")
     assert proc.alive()
+
+
+def test_every_sighup_during_a_reload_is_logged_and_the_last_file_wins(site, tagged):
+    s1, s2, s3 = tagged("s1", "s2", "s3")
+    proc = site.start(web_config(site, [s1]))
+    wait_until(lambda: "balancer running" in proc.output(), timeout=10, what="the first workers")
+
+    site.config_path.write_text(web_config(site, [s2]))
+    proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: "SIGHUP: reloading" in proc.output(), timeout=5, what="the first SIGHUP logged")
+    # Edited again while that reload starts its workers: two more SIGHUPs, each answered by a line.
+    site.config_path.write_text(web_config(site, [s3]))
+    proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: "another reload of" in proc.output(), timeout=5, what="the second SIGHUP logged")
+    proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: "merged with the reload already queued" in proc.output(), timeout=5, what="the third")
+    output = proc.output()
+    first_done = output.find("reload complete: generation 2")
+    assert first_done < 0 or first_done > output.find("merged with the reload already queued"), (
+        "the first reload ended before the other SIGHUPs: this run tested nothing\n" + output
+    )
+
+    # The queued reload runs once the first is done and serves the file as last written.
+    wait_until(lambda: "reload complete: generation 3" in proc.output(), timeout=20, what="the queued reload")
+    wait_until(lambda: curl(site.url("/")).headers.get("server-name") == "s3", timeout=5, what="s3 to serve")
+    output = proc.output()
+    assert output.count("SIGHUP") == 3 + output.count("for the SIGHUP received during the last reload"), output
+    assert "reload complete: generation 4" not in output, output
+    assert "Traceback" not in output, output
