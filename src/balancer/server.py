@@ -31,6 +31,7 @@ from balancer.net.tls import frontend_context
 from balancer.runtime.shared import SharedState
 from balancer.runtime.state import BackendRuntime
 from balancer.stats.accesslog import AccessLog
+from balancer.stats.syslog import facility_code
 
 log = logging.getLogger("balancer")
 
@@ -191,7 +192,9 @@ class Balancer:
         check_supported(config, base_dir)
         self.config = config
         self.base_dir = base_dir
-        self.access_log = access_log or AccessLog(config.global_.log, config.global_.log_format)
+        self.access_log = access_log or AccessLog(
+            config.global_.log, config.global_.log_format, facility_code(config.global_.log_facility)
+        )
         self.backends: dict[str, BackendRuntime] = {}
         self.frontends: dict[str, FrontendContext] = {}
         self.listeners: dict[tuple[Address, str], Listener] = {}

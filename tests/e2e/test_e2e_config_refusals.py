@@ -183,3 +183,12 @@ def test_a_reload_of_a_file_that_is_not_utf8_is_refused_and_serving_goes_on(site
     output = proc.output()
     assert "Traceback" not in output and "UnicodeDecodeError" not in output, output
     assert output.count(f"reload refused: {reason}") == 3, output
+
+
+def test_an_unknown_log_facility_is_refused(tmp_path):
+    text = '[global]\nlog = "syslog:udp://127.0.0.1:514"\nlog_facility = "local8"\n' + GOOD.format(port=18080, check="")
+
+    code, output = check(tmp_path, "facility.toml", text)
+
+    assert_refused(code, output, "facility.toml", 3, "global.log_facility must be one of 'kern', 'user'")
+    assert "'local7', got 'local8'" in output

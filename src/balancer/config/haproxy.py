@@ -22,12 +22,14 @@ import ipaddress
 import itertools
 import json
 import re
+import typing
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from balancer.config.load import ConfigError, addresses_overlap, parse_config
+from balancer.config.model import Facility
 from balancer.config.values import Address, parse_address
 
 __all__ = ["Section", "SourceLine", "Translation", "parse_haproxy", "tokenize", "translate", "validate"]
@@ -657,6 +659,7 @@ _SILENT_OPTIONS = frozenset({"httplog", "tcplog", "dontlognull", "http-keep-aliv
 _FRAMING_HEADERS = frozenset(
     {"content-length", "transfer-encoding", "connection", "keep-alive", "te", "trailer", "upgrade", "proxy-connection"}
 )
+_FACILITIES = frozenset(typing.get_args(Facility))
 _TLS_VERSIONS = {"TLSv1.0": "1.2", "TLSv1.1": "1.2", "TLSv1.2": "1.2", "TLSv1.3": "1.3", "SSLv3": "1.2"}
 
 
@@ -796,8 +799,14 @@ class _Translator:
             host, port = address, "514"
         if host and re.fullmatch(r"[A-Za-z0-9.\-_]+", host) and port.isdigit():
             self.global_["log"] = f"syslog:udp://{host}:{port}"
-            if len(line.words) > 3:
-                self.note(line, f"log level/format words {' '.join(line.words[3:])!r} are not translated")
+            # `log TARGET [len N] [format F] [sample S] FACILITY [LEVEL [MINLEVEL]]`
+            rest = list(line.words[2:])
+            facility = next((word for word in rest if word in _FACILITIES), None)
+            if facility is not None and facility != "local0":  # local0 is balancer's default too
+                self.global_["log_facility"] = facility
+            others = [word for word in rest if word != facility]
+            if others:
+                self.note(line, f"log level/format words {' '.join(others)!r} are not translated")
         else:
             self.skip(line, reason="only syslog over UDP to HOST:PORT, stdout and stderr")
 

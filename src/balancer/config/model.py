@@ -33,6 +33,33 @@ Balance = Literal[
     "agent_load",
 ]
 ServerState = Literal["ready", "drain", "maint"]
+# Syslog facilities by HAProxy's names, in code order (kern = 0 ... local7 = 23).
+Facility = Literal[
+    "kern",
+    "user",
+    "mail",
+    "daemon",
+    "auth",
+    "syslog",
+    "lpr",
+    "news",
+    "uucp",
+    "cron",
+    "auth2",
+    "ftp",
+    "ntp",
+    "audit",
+    "alert",
+    "cron2",
+    "local0",
+    "local1",
+    "local2",
+    "local3",
+    "local4",
+    "local5",
+    "local6",
+    "local7",
+]
 
 
 class Model(BaseModel):
@@ -44,6 +71,7 @@ class Global(Model):
     grace: Duration = 30.0
     log: str = "stdout"
     log_format: Literal["text", "json"] = "text"
+    log_facility: Facility = "local0"  # of access lines sent to syslog
     maxconn: int = Field(100000, ge=1)
     user: str = ""
     group: str = ""

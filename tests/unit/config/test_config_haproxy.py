@@ -96,6 +96,21 @@ def test_global_log_targets(line, log):
     assert config.global_.log == log
 
 
+@pytest.mark.parametrize(
+    ("line", "facility"),
+    [
+        ("log 10.1.2.3 local2", "local2"),
+        ("log logs.example:5140 local7 info", "local7"),
+        ("log 10.1.2.3 len 4096 format rfc5424 daemon notice", "daemon"),
+        ("log 10.1.2.3 local0", None),  # the default: nothing to write
+    ],
+)
+def test_global_log_facility(line, facility):
+    config, _warnings, toml = convert(f"global\n    {line}\n")
+    assert config.global_.log_facility == (facility or "local0")
+    assert ("log_facility" in toml) == (facility is not None)
+
+
 def test_global_log_to_a_unix_socket_is_named():
     config, warnings, _ = convert("global\n    log /dev/log local0\n")
     assert config.global_.log == "stdout"
