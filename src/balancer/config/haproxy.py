@@ -252,6 +252,13 @@ def _duration(word: str) -> str | None:
     return f"{match.group(1)}{match.group(2) or 'ms'}"
 
 
+def _positive_duration(word: str) -> str | None:
+    """_duration, but None for zero: an interval, a refresh or an expiry of 0 (HAProxy
+    refuses `inter 0`; balancer refuses a zero check interval, which would spin a core)."""
+    duration = _duration(word)
+    return duration if duration is not None and int(re.sub(r"\D", "", duration)) > 0 else None
+
+
 def _integer(word: str) -> int | None:
     return int(word) if re.fullmatch(r"\d+", word) else None
 
@@ -1079,8 +1086,8 @@ class _Translator:
         for key, value in options.items():
             if key == "size" and _size(value):
                 table["size"] = _size(value)
-            elif key == "expire" and _duration(value):
-                table["expire"] = _duration(value)
+            elif key == "expire" and _positive_duration(value):
+                table["expire"] = _positive_duration(value)
             elif key != "type":
                 self.skip(line, f"stick-table {key} {value}")
         proxy.stick_table = table
@@ -1187,8 +1194,8 @@ class _Translator:
             proxy.stats["enable"] = True
         elif what == "uri" and len(words) == 2:
             proxy.stats["uri"] = words[1]
-        elif what == "refresh" and len(words) == 2 and _duration(words[1]):
-            proxy.stats["refresh"] = _duration(words[1])
+        elif what == "refresh" and len(words) == 2 and _positive_duration(words[1]):
+            proxy.stats["refresh"] = _positive_duration(words[1])
         elif what == "auth" and len(words) == 2 and ":" in words[1]:
             if "auth" in proxy.stats:
                 self.skip(line, "stats auth", "balancer's stats page has one user")
@@ -1259,9 +1266,9 @@ class _Translator:
                         line,
                         f"cookie value {argument!r} of server {name!r}: balancer's cookie value is the server name",
                     )
-            elif option in ("inter", "fastinter", "downinter") and _duration(argument):
+            elif option in ("inter", "fastinter", "downinter") and _positive_duration(argument):
                 key = {"inter": "interval", "fastinter": "fastinterval", "downinter": "downinterval"}[option]
-                state.setdefault("check_params", {}).setdefault(key, (line, _duration(argument)))
+                state.setdefault("check_params", {}).setdefault(key, (line, _positive_duration(argument)))
             elif option in ("rise", "fall") and _integer(argument):
                 state.setdefault("check_params", {}).setdefault(option, (line, int(argument)))
             elif option == "verify":
@@ -1277,8 +1284,8 @@ class _Translator:
                     self.skip(line, f"server option sni {argument}", "only sni str(NAME)")
             elif option == "agent-port" and _integer(argument) and 0 < int(argument) < 65536:
                 state.setdefault("agent", {}).setdefault("port", int(argument))
-            elif option == "agent-inter" and _duration(argument):
-                state.setdefault("agent", {}).setdefault("interval", _duration(argument))
+            elif option == "agent-inter" and _positive_duration(argument):
+                state.setdefault("agent", {}).setdefault("interval", _positive_duration(argument))
             elif option == "agent-addr":
                 state.setdefault("agent", {}).setdefault("address", argument)
             elif option == "observe" and argument in ("layer4", "layer7"):
