@@ -540,7 +540,7 @@ class Master:
         notify("READY=1")
         if self.stop_pending:
             self.on_stop_signal()
-        if self.reload_pending:
+        if self.reload_pending and not self.stopping:  # a stop signalled meanwhile wins
             self.reload_pending = False
             log.info("reloading for the SIGHUP received while the first workers started")
             self._start_reload()
