@@ -169,7 +169,8 @@ def parse_runnable(text: str, file: str) -> Config:
     """parse_config, plus a refusal (with lines) of what this build cannot run yet, and of
     a file that would run and listen on nothing: empty, or only [global] or backends (a
     valid document, which import-haproxy may produce from part of a file, but not a
-    balancer). Raises ConfigError listing every problem."""
+    balancer; once SPEC's tier tables are built, a file with only those must pass too).
+    Raises ConfigError listing every problem."""
     config = parse_config(text, file)
     problems = unsupported(config, os.path.dirname(os.path.abspath(file)))
     if not config.frontend:
