@@ -22,12 +22,14 @@ import ipaddress
 import itertools
 import json
 import re
+import typing
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from balancer.config.load import ConfigError, addresses_overlap, parse_config
+from balancer.config.model import Facility
 from balancer.config.values import Address, parse_address
 
 __all__ = ["Section", "SourceLine", "Translation", "parse_haproxy", "tokenize", "translate", "validate"]
@@ -248,6 +250,13 @@ def _duration(word: str) -> str | None:
     if match is None:
         return None
     return f"{match.group(1)}{match.group(2) or 'ms'}"
+
+
+def _positive_duration(word: str) -> str | None:
+    """_duration, but None for zero: an interval, a refresh or an expiry of 0 (HAProxy
+    refuses `inter 0`; balancer refuses a zero check interval, which would spin a core)."""
+    duration = _duration(word)
+    return duration if duration is not None and int(re.sub(r"\D", "", duration)) > 0 else None
 
 
 def _integer(word: str) -> int | None:
@@ -657,6 +666,7 @@ _SILENT_OPTIONS = frozenset({"httplog", "tcplog", "dontlognull", "http-keep-aliv
 _FRAMING_HEADERS = frozenset(
     {"content-length", "transfer-encoding", "connection", "keep-alive", "te", "trailer", "upgrade", "proxy-connection"}
 )
+_FACILITIES = frozenset(typing.get_args(Facility))
 _TLS_VERSIONS = {"TLSv1.0": "1.2", "TLSv1.1": "1.2", "TLSv1.2": "1.2", "TLSv1.3": "1.3", "SSLv3": "1.2"}
 
 
@@ -796,8 +806,14 @@ class _Translator:
             host, port = address, "514"
         if host and re.fullmatch(r"[A-Za-z0-9.\-_]+", host) and port.isdigit():
             self.global_["log"] = f"syslog:udp://{host}:{port}"
-            if len(line.words) > 3:
-                self.note(line, f"log level/format words {' '.join(line.words[3:])!r} are not translated")
+            # `log TARGET [len N] [format F] [sample S] FACILITY [LEVEL [MINLEVEL]]`
+            rest = list(line.words[2:])
+            facility = next((word for word in rest if word in _FACILITIES), None)
+            if facility is not None and facility != "local0":  # local0 is balancer's default too
+                self.global_["log_facility"] = facility
+            others = [word for word in rest if word != facility]
+            if others:
+                self.note(line, f"log level/format words {' '.join(others)!r} are not translated")
         else:
             self.skip(line, reason="only syslog over UDP to HOST:PORT, stdout and stderr")
 
@@ -1070,8 +1086,8 @@ class _Translator:
         for key, value in options.items():
             if key == "size" and _size(value):
                 table["size"] = _size(value)
-            elif key == "expire" and _duration(value):
-                table["expire"] = _duration(value)
+            elif key == "expire" and _positive_duration(value):
+                table["expire"] = _positive_duration(value)
             elif key != "type":
                 self.skip(line, f"stick-table {key} {value}")
         proxy.stick_table = table
@@ -1178,8 +1194,8 @@ class _Translator:
             proxy.stats["enable"] = True
         elif what == "uri" and len(words) == 2:
             proxy.stats["uri"] = words[1]
-        elif what == "refresh" and len(words) == 2 and _duration(words[1]):
-            proxy.stats["refresh"] = _duration(words[1])
+        elif what == "refresh" and len(words) == 2 and _positive_duration(words[1]):
+            proxy.stats["refresh"] = _positive_duration(words[1])
         elif what == "auth" and len(words) == 2 and ":" in words[1]:
             if "auth" in proxy.stats:
                 self.skip(line, "stats auth", "balancer's stats page has one user")
@@ -1250,9 +1266,9 @@ class _Translator:
                         line,
                         f"cookie value {argument!r} of server {name!r}: balancer's cookie value is the server name",
                     )
-            elif option in ("inter", "fastinter", "downinter") and _duration(argument):
+            elif option in ("inter", "fastinter", "downinter") and _positive_duration(argument):
                 key = {"inter": "interval", "fastinter": "fastinterval", "downinter": "downinterval"}[option]
-                state.setdefault("check_params", {}).setdefault(key, (line, _duration(argument)))
+                state.setdefault("check_params", {}).setdefault(key, (line, _positive_duration(argument)))
             elif option in ("rise", "fall") and _integer(argument):
                 state.setdefault("check_params", {}).setdefault(option, (line, int(argument)))
             elif option == "verify":
@@ -1268,8 +1284,8 @@ class _Translator:
                     self.skip(line, f"server option sni {argument}", "only sni str(NAME)")
             elif option == "agent-port" and _integer(argument) and 0 < int(argument) < 65536:
                 state.setdefault("agent", {}).setdefault("port", int(argument))
-            elif option == "agent-inter" and _duration(argument):
-                state.setdefault("agent", {}).setdefault("interval", _duration(argument))
+            elif option == "agent-inter" and _positive_duration(argument):
+                state.setdefault("agent", {}).setdefault("interval", _positive_duration(argument))
             elif option == "agent-addr":
                 state.setdefault("agent", {}).setdefault("address", argument)
             elif option == "observe" and argument in ("layer4", "layer7"):
