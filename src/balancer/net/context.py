@@ -73,6 +73,13 @@ class BackendContext:
             factory, server, self.connect_timeout, self.tls.get(server.name), self.sources.take(), preamble
         )
 
+    def other_usable(self, server: ServerRuntime) -> bool:
+        """Whether a retry can go to another server than `server`."""
+        for other in self.servers.usable:  # noqa: SIM110 (a loop beats a generator compiled)
+            if other is not server:
+                return True
+        return False
+
     def connect_failed(self, server: ServerRuntime, exc: OSError | TimeoutError) -> str:
         """Count a failed connection attempt against `server`; returns the reason for logs."""
         server.connect_failures += 1

@@ -898,7 +898,7 @@ class HttpSession(asyncio.Protocol):
         server is not hammered."""
         backend = request.backend
         assert backend is not None
-        if backend.redispatch and _another_usable(backend, failed):
+        if backend.redispatch and backend.other_usable(failed):
             self._dispatch(request, avoid=failed)
             return
         request.queued_at = -1.0
@@ -1281,13 +1281,6 @@ class HttpSession(asyncio.Protocol):
         if not request.response_started:
             return "H"
         return "D"
-
-
-def _another_usable(backend: BackendContext, server: ServerRuntime) -> bool:
-    for other in backend.servers.usable:  # noqa: SIM110 (a loop beats a generator compiled)
-        if other is not server:
-            return True
-    return False
 
 
 class _Closed(Exception):
