@@ -199,6 +199,7 @@ class Balancer:
         )
         self.backends: dict[str, BackendRuntime] = {}
         self.frontends: dict[str, FrontendContext] = {}
+        self.backend_contexts: dict[str, BackendContext] = {}
         self.listeners: dict[tuple[Address, str], Listener] = {}
         self.gate = Gate(config.global_.maxconn)
         # One per worker: every HTTP connection's writes go out together once per loop pass.
@@ -213,12 +214,13 @@ class Balancer:
     def _build(self, config: Config) -> None:
         """Runtime state and per-connection contexts for `config`."""
         self.backends = {b.name: BackendRuntime(b) for b in config.backend}
-        contexts = {
+        self.backend_contexts = {
             name: BackendContext(runtime.config, runtime, self.outbox, self.base_dir)
             for name, runtime in self.backends.items()
         }
         self.frontends = {
-            f.name: FrontendContext(f, contexts, self.access_log, self.outbox, self.gate) for f in config.frontend
+            f.name: FrontendContext(f, self.backend_contexts, self.access_log, self.outbox, self.gate)
+            for f in config.frontend
         }
 
     async def start(self, sockets: dict[tuple[Address, str], socket.socket] | None = None) -> None:
@@ -298,7 +300,23 @@ class Balancer:
                 )
         for frontend in self.frontends.values():
             shared.write_frontend_counters(
-                slot, layout.frontend_index[frontend.name], (frontend.connections, frontend.requests)
+                slot,
+                layout.frontend_index[frontend.name],
+                (
+                    frontend.connections,
+                    frontend.requests,
+                    frontend.denied,
+                    frontend.bytes_in,
+                    frontend.bytes_out,
+                    *frontend.responses,
+                ),
+            )
+        for name, context in self.backend_contexts.items():
+            runtime = context.runtime
+            shared.write_backend_counters(
+                slot,
+                layout.backend_index[name],
+                (runtime.requests, len(context.waiting), *runtime.responses, *runtime.errors_by_cause),
             )
 
     async def stop(self, grace: float | None = None) -> None:

@@ -26,7 +26,14 @@ from balancer.route.hashkey import KeyFunction, compile_hash_key
 from balancer.route.persistence import Persistence
 from balancer.route.rules import RuleSet
 from balancer.runtime.record import LogSink
-from balancer.runtime.state import BackendRuntime, ServerRuntime
+from balancer.runtime.state import (
+    CONNECT_ERROR,
+    CONNECT_REFUSED,
+    CONNECT_TIMEOUT,
+    STATUS_CLASSES,
+    BackendRuntime,
+    ServerRuntime,
+)
 
 P = TypeVar("P", bound=asyncio.BaseProtocol)
 log = logging.getLogger("balancer.observe")
@@ -84,6 +91,12 @@ class BackendContext:
         """Count a failed connection attempt against `server`; returns the reason for logs."""
         server.connect_failures += 1
         server.errors += 1
+        if isinstance(exc, TimeoutError):
+            self.runtime.errors_by_cause[CONNECT_TIMEOUT] += 1
+        elif isinstance(exc, ConnectionRefusedError):
+            self.runtime.errors_by_cause[CONNECT_REFUSED] += 1
+        else:
+            self.runtime.errors_by_cause[CONNECT_ERROR] += 1
         reason = "timeout" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
         self.server_failed(server, f"connect: {reason}")
         return reason
@@ -177,6 +190,10 @@ class FrontendContext:
         self.stopping = False
         self.connections = 0
         self.requests = 0
+        self.denied = 0  # refused by a rule (403)
+        self.bytes_in = 0  # from clients: request heads and bodies, TCP bytes
+        self.bytes_out = 0  # to clients
+        self.responses = [0] * len(STATUS_CLASSES)  # by runtime.state.status_class
         self.gate = gate
 
     def opened(self, session: Stoppable) -> None:

@@ -56,7 +56,7 @@ from balancer.proto.http1 import (
 from balancer.route.persistence import CookieValue, Persistence
 from balancer.route.rules import NumericIP, numeric_ip
 from balancer.runtime.record import LogRecord
-from balancer.runtime.state import ServerRuntime
+from balancer.runtime.state import RESPONSE_BROKEN, RESPONSE_TIMEOUT, ServerRuntime, status_class
 
 log = logging.getLogger("balancer.http")
 
@@ -741,6 +741,7 @@ class HttpSession(asyncio.Protocol):
         else:
             decision = rules.default
         if decision.verdict == "deny":
+            frontend.denied += 1
             self._local_response(request, 403, error_response(403, True), "PR")
             return
         if decision.verdict == "redirect":
@@ -1149,6 +1150,7 @@ class HttpSession(asyncio.Protocol):
         if replayable and server is not None and backend is not None and request.attempts <= backend.retries:
             # The server died under the request (reset, closed): count it, try another.
             server.errors += 1
+            backend.runtime.errors_by_cause[RESPONSE_BROKEN] += 1
             backend.server_failed(server, reason)
             self._release_slot(request)
             self._retry(request, server)
@@ -1181,6 +1183,7 @@ class HttpSession(asyncio.Protocol):
         if request.server is not None:
             request.server.errors += 1
             assert request.backend is not None
+            request.backend.runtime.errors_by_cause[RESPONSE_BROKEN if who == "S" else RESPONSE_TIMEOUT] += 1
             request.backend.server_failed(request.server, reason)
         if request.response_started:
             self._flush_out()
@@ -1270,7 +1273,15 @@ class HttpSession(asyncio.Protocol):
         request.status = status
         if request.t_total < 0:
             request.t_total = (self.loop.time() - request.t_start) * 1000
-        self.frontend.access_log.log(request)
+        frontend = self.frontend
+        frontend.bytes_in += request.bytes_in
+        frontend.bytes_out += request.bytes_out
+        if status:  # 0: the client left before any response
+            frontend.responses[status_class(status)] += 1
+            backend = request.backend
+            if backend is not None:
+                backend.runtime.responses[status_class(status)] += 1
+        frontend.access_log.log(request)
 
     @staticmethod
     def _phase(request: Request) -> str:

@@ -334,6 +334,8 @@ class TcpSession(asyncio.Protocol):
         record = self.record
         if record is not None:
             record.t_total = (self.loop.time() - self.t_start) * 1000
+            self.frontend.bytes_in += record.bytes_in
+            self.frontend.bytes_out += record.bytes_out
             self.frontend.access_log.log(record)
 
 
