@@ -36,7 +36,6 @@ from balancer.stats.syslog import facility_code
 
 log = logging.getLogger("balancer")
 
-LISTEN_BACKLOG = 4096
 SYNC_INTERVAL = 0.1  # seconds between a worker's looks at the shared state
 
 
@@ -44,8 +43,9 @@ class UnsupportedConfig(Exception):
     """A valid config asks for something this build cannot do yet."""
 
 
-def bind_socket(address: Address) -> socket.socket:
-    """A listening socket for `address`; raises OSError with the address in the message."""
+def bind_socket(address: Address, backlog: int) -> socket.socket:
+    """A listening socket for `address` with a queue of `backlog` connections (the kernel caps
+    it at net.core.somaxconn); raises OSError with the address in the message."""
     try:
         if address.is_unix:
             if os.path.exists(address.path):
@@ -63,7 +63,7 @@ def bind_socket(address: Address) -> socket.socket:
             if family == socket.AF_INET6 and not address.host:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
             sock.bind((host, address.port))
-        sock.listen(LISTEN_BACKLOG)
+        sock.listen(backlog)
         sock.setblocking(False)
         return sock
     except OSError as exc:
@@ -111,7 +111,7 @@ class Listener:
         self.server = await loop.create_server(
             self.make_session,
             sock=self.sock.dup(),
-            backlog=LISTEN_BACKLOG,
+            backlog=self.frontend.config.backlog,
             ssl=tls,
             ssl_handshake_timeout=self.frontend.request_timeout if tls else None,
         )
@@ -232,7 +232,9 @@ class Balancer:
                 key = listener_key(address, frontend.name)
                 sock = sockets.get(key) if sockets else None
                 tls = frontend_context(frontend.tls, self.base_dir) if frontend.tls else None
-                listener = Listener(address, sock or bind_socket(address), self.frontends[frontend.name], tls)
+                listener = Listener(
+                    address, sock or bind_socket(address, frontend.backlog), self.frontends[frontend.name], tls
+                )
                 listener.unlink_on_close = sock is None
                 self.listeners[key] = listener
                 self.gate.register(frontend.name, frontend.maxconn, listener.pause, listener.resume)

@@ -110,7 +110,9 @@ class Master:
             for address in frontend.bind:
                 key = listener_key(address, frontend.name)
                 if key not in self.sockets:
-                    self.sockets[key] = bind_socket(address)
+                    self.sockets[key] = bind_socket(address, frontend.backlog)
+                else:
+                    self.sockets[key].listen(frontend.backlog)  # a reload may change it
 
     def close_unused(self, config: Config) -> None:
         wanted = {listener_key(a, f.name) for f in config.frontend for a in f.bind}

@@ -176,6 +176,7 @@ class Frontend(Model):
     mode: Mode = "http"
     default_backend: str | None = None
     maxconn: int = Field(0, ge=0)
+    backlog: int = Field(4096, ge=1, le=1 << 20)  # listen queue; the kernel caps it at net.core.somaxconn
     accept_proxy: bool = False
     tls: FrontendTLS | None = None
     timeouts: FrontendTimeouts = FrontendTimeouts()
