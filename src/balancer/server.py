@@ -32,6 +32,7 @@ from balancer.net.tls import frontend_context
 from balancer.runtime.shared import SharedState
 from balancer.runtime.state import BackendRuntime
 from balancer.stats.accesslog import AccessLog
+from balancer.stats.logformat import LogFormatError, LogTemplate, is_template
 from balancer.stats.syslog import facility_code
 
 log = logging.getLogger("balancer")
@@ -136,6 +137,11 @@ def unsupported(config: Config, base_dir: str = ".") -> list[tuple[KeyPath, str]
     """What this build cannot run, by key path: settings it does not implement yet, and
     certificates that do not load."""
     problems: list[tuple[KeyPath, str]] = []
+    if is_template(config.global_.log_format):
+        try:
+            LogTemplate(config.global_.log_format)
+        except LogFormatError as exc:
+            problems.append((("global", "log_format"), f'{exc}; or use "text" or "json"'))
     for index, frontend in enumerate(config.frontend):
         if frontend.tls is not None:
             try:

@@ -70,7 +70,10 @@ class Global(Model):
     workers: int = Field(1, ge=0, le=256)
     grace: Duration = 30.0
     log: str = "stdout"
-    log_format: Literal["text", "json"] = "text"
+    # "text" (HAProxy's httplog layout), "json", or an HAProxy log-format template such as
+    # "%ci:%cp [%tr] %ft %b/%s %TR/%Tw/%Tc/%Tr/%Ta %ST %B %tsc %{+Q}r" (stats.logformat;
+    # its variables are checked where the template is compiled: server.unsupported).
+    log_format: str = Field("text", min_length=1)
     log_facility: Facility = "local0"  # of access lines sent to syslog
     maxconn: int = Field(100000, ge=1)
     user: str = ""
