@@ -184,6 +184,8 @@ class Frontend(Model):
     tls: FrontendTLS | None = None
     timeouts: FrontendTimeouts = FrontendTimeouts()
     forwardfor: bool = True
+    # Read a request's body (up to limits.body, else 1 MiB) before choosing a server.
+    buffer_request: bool = False
     limits: Limits = Limits()
     rule: list[Rule] = []
 

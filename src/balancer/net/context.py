@@ -36,6 +36,8 @@ from balancer.runtime.state import (
 )
 
 P = TypeVar("P", bound=asyncio.BaseProtocol)
+# What buffer_request reads of a body at most when limits.body sets no smaller bound.
+BUFFER_REQUEST_MAX = 1 << 20
 log = logging.getLogger("balancer.observe")
 
 
@@ -182,6 +184,8 @@ class FrontendContext:
         self.max_header_bytes = config.limits.headers
         self.max_header_count = config.limits.header_count
         self.max_body = config.limits.body
+        # buffer_request: how much of a body is read before a server is chosen; 0: none.
+        self.buffer_body = (config.limits.body or BUFFER_REQUEST_MAX) if config.buffer_request else 0
         self.default_backend = backends.get(config.default_backend or "")
         # Request heads read before, by their bytes: net.http_session.KnownRequest.
         self.known_requests: dict[bytes, Any] = {}
