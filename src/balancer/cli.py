@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
@@ -69,15 +68,6 @@ def main(argv: list[str] | None = None) -> int:
     return 2
 
 
-def setup_event_log(level: int = logging.INFO) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
-    root = logging.getLogger("balancer")
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    root.propagate = False
-
-
 def cmd_check(path: Path) -> int:
     from balancer.config import ConfigError, read_config_text
     from balancer.server import parse_runnable
@@ -93,6 +83,7 @@ def cmd_check(path: Path) -> int:
 
 
 def cmd_run(path: Path) -> int:
+    from balancer.stats.eventlog import setup_event_log
     from balancer.supervisor import run_master
 
     setup_event_log()

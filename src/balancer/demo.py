@@ -131,7 +131,7 @@ async def _demo(port: int, stats_port: int, folder: Path) -> int:
 def run_demo(port: int = 8080, stats_port: int = 8404) -> int:
     import uvloop
 
-    from balancer.cli import setup_event_log
+    from balancer.stats.eventlog import setup_event_log
 
     setup_event_log()
     with tempfile.TemporaryDirectory(prefix="balancer-demo-") as folder:

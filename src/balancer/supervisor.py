@@ -617,8 +617,8 @@ def run_master(path: Path) -> int:
 def run_worker(name: str, generation: int, slot: int) -> int:
     """`balancer worker` (started by the master only): serve the inherited sockets with
     the config text read from stdin, until SIGTERM; then stop gracefully."""
-    from balancer.cli import setup_event_log
     from balancer.config.values import parse_address
+    from balancer.stats.eventlog import setup_event_log
 
     setup_event_log()
     _die_with_parent(int(os.environ.get("BALANCER_MASTER_PID", "0")))
