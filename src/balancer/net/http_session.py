@@ -30,7 +30,7 @@ from balancer.lb import least_time, least_traffic
 from balancer.net.context import BackendContext, FrontendContext
 from balancer.net.deadline import Deadline
 from balancer.net.peer import client_address, local_address
-from balancer.net.upstream import UPLOAD_BACKPRESSURE, UpstreamConnection
+from balancer.net.upstream import UPLOAD_BACKPRESSURE, UpstreamConnection, UpstreamOwner
 from balancer.proto.http1 import (
     FIELD_CONNECTION,
     FIELD_CONTENT_LENGTH,
@@ -255,7 +255,7 @@ class KnownRequest:
         return request
 
 
-class HttpSession(asyncio.Protocol):
+class HttpSession(asyncio.Protocol, UpstreamOwner):
     def __init__(self, frontend: FrontendContext) -> None:
         self.frontend = frontend
         self.outbox = frontend.outbox  # every write to the client goes through it (net.outbox)
@@ -1012,6 +1012,9 @@ class HttpSession(asyncio.Protocol):
             request.hold(rest)
 
     # -- server events (from UpstreamConnection) ------------------------------------------
+
+    def set_now(self, now: float) -> None:
+        self.now = now
 
     def interim_response(self, conn: UpstreamConnection) -> None:
         request = self.queue[0] if self.queue else None

@@ -15,9 +15,10 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Final, cast
+from typing import Final, cast
 
 import httptools
+from mypy_extensions import trait
 
 from balancer.net.deadline import Deadline
 from balancer.net.outbox import Outbox
@@ -32,10 +33,6 @@ from balancer.proto.http1 import (
 )
 from balancer.runtime.state import ServerRuntime
 
-if TYPE_CHECKING:
-    # The owner is the client session; a concrete type, so compiled calls to it are direct.
-    from balancer.net.http_session import HttpSession
-
 log = logging.getLogger("balancer.http")
 
 UPLOAD_BACKPRESSURE: Final = 2  # a reason bit for pausing the client's reads
@@ -49,6 +46,51 @@ _READ_BUFFER: Final = bytearray(READ_SIZE)
 _READ_VIEW: Final = memoryview(_READ_BUFFER)
 # What a closed connection keeps as its parser's feed: a parser bound to nothing.
 DETACHED_FEED: Final[Callable[[bytes], None]] = httptools.HttpResponseParser(None).feed_data
+
+
+@trait
+class UpstreamOwner:
+    """What an UpstreamConnection tells the client session that owns its exchange
+    (net.http_session.HttpSession implements it). A mypyc trait: compiled calls through it
+    stay native (a vtable look-up), and the upstream never imports the session."""
+
+    def set_now(self, now: float) -> None:
+        """The loop time of the event being handled: the upstream's read, for the owner's
+        timers and deadlines (a method: mypyc cannot compile a trait's float attribute set)."""
+        raise NotImplementedError
+
+    def interim_response(self, conn: UpstreamConnection) -> None:
+        raise NotImplementedError
+
+    def response_head(self, conn: UpstreamConnection) -> None:
+        raise NotImplementedError
+
+    def response_data(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def flush_response(self) -> None:
+        raise NotImplementedError
+
+    def response_done(self, conn: UpstreamConnection) -> None:
+        raise NotImplementedError
+
+    def upstream_tunnel(self, conn: UpstreamConnection, rest: bytes) -> None:
+        raise NotImplementedError
+
+    def upstream_failed(self, conn: UpstreamConnection, reason: str) -> None:
+        raise NotImplementedError
+
+    def upstream_timeout(self, conn: UpstreamConnection) -> None:
+        raise NotImplementedError
+
+    def upload_blocked(self, conn: UpstreamConnection) -> None:
+        raise NotImplementedError
+
+    def upload_unblocked(self, conn: UpstreamConnection) -> None:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        raise NotImplementedError
 
 
 class UpstreamConnection(asyncio.BufferedProtocol):
@@ -93,7 +135,7 @@ class UpstreamConnection(asyncio.BufferedProtocol):
         self.pool = pool
         self.outbox = pool.outbox
         self.transport: asyncio.Transport | None = None
-        self.owner: HttpSession | None = None
+        self.owner: UpstreamOwner | None = None
         self._new_parser()
         self.deadline: Deadline | None = None
         self.closed = False
@@ -142,7 +184,7 @@ class UpstreamConnection(asyncio.BufferedProtocol):
         self._time = loop.time
         self.deadline = Deadline(loop, self._timed_out)
 
-    def start(self, owner: HttpSession, head_only: bool, timeout: float, now: float) -> None:
+    def start(self, owner: UpstreamOwner, head_only: bool, timeout: float, now: float) -> None:
         """Take part in a new exchange for `owner`; `head_only` for a HEAD request; `now`
         is the loop time."""
         self._reset()
@@ -221,7 +263,7 @@ class UpstreamConnection(asyncio.BufferedProtocol):
             # The response had no length: the end of the connection is its end.
             self.done = True
             self.keep_alive = False
-            owner.now = self._time()
+            owner.set_now(self._time())
             owner.response_done(self)
         else:
             owner.upstream_failed(self, "server closed the connection" if exc is None else str(exc))
@@ -271,7 +313,8 @@ class UpstreamConnection(asyncio.BufferedProtocol):
             owner.response_data(data)
             return
         # The session's clock for this event: its timers and deadlines below use it.
-        owner.now = now = self._time()
+        now = self._time()
+        owner.set_now(now)
         self.bytes_received += len(data)
         if self.body_left:
             self._body_framed_here(owner, data, now)
@@ -326,7 +369,7 @@ class UpstreamConnection(asyncio.BufferedProtocol):
                 self.deadline.set(self.server_timeout, now)
             owner.flush_response()
 
-    def _take_known(self, owner: HttpSession, data: bytes, now: float) -> bool:
+    def _take_known(self, owner: UpstreamOwner, data: bytes, now: float) -> bool:
         """Take a response whose head the parser accepted before, byte for byte
         (proto.http1.accepted_response_head), without the parser: the head is split
         already and its Content-Length frames the body. False, having done nothing, for
@@ -379,7 +422,7 @@ class UpstreamConnection(asyncio.BufferedProtocol):
         self._framed_read_ended(owner, now)
         return True
 
-    def _body_framed_here(self, owner: HttpSession, data: bytes, now: float) -> None:
+    def _body_framed_here(self, owner: UpstreamOwner, data: bytes, now: float) -> None:
         """More of a body _take_known framed. Bytes past its end come from a server speaking
         out of turn: they are dropped and the connection is not reused."""
         left = self.body_left
@@ -390,7 +433,7 @@ class UpstreamConnection(asyncio.BufferedProtocol):
         owner.response_data(data)
         self._framed_read_ended(owner, now)
 
-    def _framed_read_ended(self, owner: HttpSession, now: float) -> None:
+    def _framed_read_ended(self, owner: UpstreamOwner, now: float) -> None:
         """A read of a response framed here is handled: the response is done, or more of
         its body is awaited (within the server timeout) once this read's bytes are out."""
         if self.body_left:
