@@ -30,7 +30,7 @@ from balancer.lb import least_time, least_traffic
 from balancer.net.context import BackendContext, FrontendContext
 from balancer.net.deadline import Deadline
 from balancer.net.peer import client_address, local_address
-from balancer.net.upstream import UPLOAD_BACKPRESSURE, UpstreamConnection, UpstreamOwner
+from balancer.net.upstream import UpstreamConnection, UpstreamOwner
 from balancer.proto.http1 import (
     FIELD_CONNECTION,
     FIELD_CONTENT_LENGTH,
@@ -60,9 +60,9 @@ from balancer.runtime.state import RESPONSE_BROKEN, RESPONSE_TIMEOUT, ServerRunt
 
 log = logging.getLogger("balancer.http")
 
-# Reasons to pause reading from the client; reading resumes when none is left. The third,
-# UPLOAD_BACKPRESSURE (2), is the upstream's: it pauses the client when the server is slow.
-PIPELINE_WAIT: Final = 1
+# Reasons to pause reading from the client; reading resumes when none is left.
+PIPELINE_WAIT: Final = 1  # a pipelined request waits for the one in flight
+UPLOAD_BACKPRESSURE: Final = 2  # the server takes the request body slower than it comes
 CONNECTING: Final = 4
 
 WRITE_BUFFER_HIGH: Final = 32768

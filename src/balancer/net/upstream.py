@@ -35,7 +35,6 @@ from balancer.runtime.state import ServerRuntime
 
 log = logging.getLogger("balancer.http")
 
-UPLOAD_BACKPRESSURE: Final = 2  # a reason bit for pausing the client's reads
 # How much of a response one read from a server brings in. uvloop's own reads are 256 KB,
 # and backpressure (a slow client pausing the server's reads) only acts between reads: a
 # slow reader of a large response held ~450 KiB in the proxy (1,000 of them, 477 MB). Reads
