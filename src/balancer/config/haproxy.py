@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from balancer.config.haproxy_conditions import DEFAULT_VERSION, Conditions
 from balancer.config.load import ConfigError, addresses_overlap, parse_config
 from balancer.config.values import Address, parse_address
 
@@ -129,11 +130,16 @@ def _strip_comment(line: str) -> str:
     return line.strip()
 
 
-def parse_haproxy(text: str) -> tuple[list[Section], list[SourceLine]]:
-    """Sections in file order, and the directives found before the first section."""
+def parse_haproxy(text: str, conditions: Conditions | None = None) -> tuple[list[Section], list[SourceLine]]:
+    """Sections in file order, and the directives found before the first section. Lines of
+    a `.if` branch HAProxy would not take are left out (`conditions` collects the notes)."""
+    conditions = conditions if conditions is not None else Conditions()
     sections: list[Section] = []
     orphans: list[SourceLine] = []
+    number = 0
     for number, raw in enumerate(text.splitlines(), start=1):
+        if conditions.directive(number, raw) or not conditions.reading():
+            continue
         words = tokenize(raw)
         if not words:
             continue
@@ -145,6 +151,7 @@ def parse_haproxy(text: str) -> tuple[list[Section], list[SourceLine]]:
             sections[-1].lines.append(line)
         else:
             orphans.append(line)
+    conditions.finish(number)
     return sections, orphans
 
 
@@ -218,8 +225,10 @@ class _Proxy:
     stick_table_line: SourceLine | None = None
     stick_on: bool = False
     default_server: list[tuple[SourceLine, list[str]]] = field(default_factory=list)
-    servers: list[tuple[SourceLine, list[str]]] = field(default_factory=list)
+    # each server line with the number of default-server lines before it (they apply to it)
+    servers: list[tuple[SourceLine, list[str], int]] = field(default_factory=list)
     acls: dict[str, list[_Decl]] = field(default_factory=dict)
+    acl_notes: dict[str, list[str]] = field(default_factory=dict)  # where a translation is approximate
     rules: list[_PendingRule] = field(default_factory=list)
     default_backend: str | None = None
     default_backend_line: SourceLine | None = None
@@ -233,10 +242,26 @@ class _Proxy:
 
 @dataclass
 class Translation:
-    """The TOML text and what could not be translated (lines for stderr)."""
+    """The TOML text and what could not be translated, as `FILE:LINE: message` lines.
+
+    `losses` are directives that allow, deny, redirect, authenticate or strip and could not
+    be translated: without them the configuration is weaker than its source, so the import
+    fails unless the operator accepts them (then they are comments in `toml`). `errors` are
+    what HAProxy itself would refuse (a `.if` it cannot read): the import fails."""
 
     toml: str
     warnings: list[str]
+    losses: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def messages(self) -> list[str]:
+        """Warnings, losses and errors in line order (for people reading them together)."""
+
+        def line_of(message: str) -> int:
+            number = message.split(":")[1] if message.count(":") >= 2 else "0"
+            return int(number) if number.isdigit() else 0
+
+        return sorted(self.warnings + self.losses + self.errors, key=line_of)
 
 
 # -- values ----------------------------------------------------------------------------------
@@ -248,6 +273,14 @@ def _duration(word: str) -> str | None:
     if match is None:
         return None
     return f"{match.group(1)}{match.group(2) or 'ms'}"
+
+
+def _seconds(duration: str) -> float:
+    """One of our duration strings (as written by `_duration`) in seconds."""
+    match = re.fullmatch(r"(\d+)(us|ms|s|m|h|d)", duration)
+    assert match is not None
+    scale = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}[match.group(2)]
+    return int(match.group(1)) * scale
 
 
 def _integer(word: str) -> int | None:
@@ -288,11 +321,23 @@ def _address(word: str, *, listening: bool) -> tuple[str | None, str]:
         return None, f"port offset {word!r} is not available"
     if not port.isdigit():
         return None, f"address {word!r} has no port"
+    if not 0 < int(port) < 65536:
+        return None, f"port {port} of {word!r} is not between 1 and 65535"
     if host == "*":
         host = ""
-    if host == "::" or (host and ":" in host):
-        return f"[{host}]:{port}", ""
-    return f"{host}:{port}", ""
+    if re.fullmatch(r"[0-9.]+", host):
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            return None, f"{host!r} is not an IPv4 address"
+    elif host and ":" not in host and not re.fullmatch(r"[A-Za-z0-9_]([A-Za-z0-9_.\-]*[A-Za-z0-9_])?", host):
+        return None, f"{host!r} is not an address or a host name"
+    result = f"[{host}]:{port}" if host == "::" or (host and ":" in host) else f"{host}:{port}"
+    try:
+        parse_address(result)
+    except ValueError as exc:
+        return None, f"address {word!r}: {exc}"
+    return result, ""
 
 
 def _name(word: str) -> str:
@@ -659,12 +704,41 @@ _FRAMING_HEADERS = frozenset(
 )
 _TLS_VERSIONS = {"TLSv1.0": "1.2", "TLSv1.1": "1.2", "TLSv1.2": "1.2", "TLSv1.3": "1.3", "SSLv3": "1.2"}
 
+# Directives that allow, deny, redirect, authenticate or strip: losing one makes the
+# translation weaker than its source (more requests reach a server, or reach it in clear,
+# unauthenticated, with headers the operator removed or without ones the operator added).
+_GUARDING_HTTP_ACTIONS = frozenset(
+    {
+        *("allow", "deny", "reject", "tarpit", "silent-drop", "auth", "redirect", "return"),
+        *("del-header", "set-header", "add-header", "replace-header", "replace-value"),
+    }
+)
+_GUARDING_TCP_ACTIONS = frozenset({"accept", "reject", "silent-drop"})
+
+
+def weakens_when_lost(words: tuple[str, ...] | list[str]) -> bool:
+    """Whether this directive allows, denies, redirects, authenticates or strips, so that
+    dropping it leaves a configuration weaker than its source."""
+    keyword = words[0] if words else ""
+    action = words[1] if len(words) > 1 else ""
+    if keyword in ("http-request", "http-response"):
+        return action in _GUARDING_HTTP_ACTIONS
+    if keyword in ("tcp-request", "tcp-response"):
+        return len(words) > 2 and words[2] in _GUARDING_TCP_ACTIONS
+    if keyword in ("redirect", "block"):
+        return True
+    if keyword == "stats":
+        return action in ("auth", "http-request")
+    return False
+
 
 class _Translator:
     def __init__(self, file: str, base_dir: Path | None) -> None:
         self.file = file
         self.base_dir = base_dir
-        self.messages: dict[tuple[int, str], None] = {}
+        # (line, message) -> "note" | "skip" | "loss", in the order found
+        self.messages: dict[tuple[int, str], str] = {}
+        self.errors: list[tuple[int, str]] = []
         self.global_: dict[str, Any] = {}
         self.global_line: SourceLine | None = None
         self.admin: dict[str, Any] = {}
@@ -680,15 +754,23 @@ class _Translator:
         self.listeners: list[tuple[Address, SourceLine]] = []
 
     # messages
-    def skip(self, line: SourceLine, what: str | None = None, reason: str = "") -> None:
+    def skip(self, line: SourceLine, what: str | None = None, reason: str = "", *, loss: bool | None = None) -> None:
+        """Name a directive (or part of one: `what`) that is not translated. It is a loss
+        (the import fails unless accepted) when `loss`, or by default when the directive
+        allows, denies, redirects, authenticates or strips."""
         text = what if what is not None else line.text
-        self.messages[(line.number, f"cannot translate: {text}" + (f" ({reason})" if reason else ""))] = None
+        weaker = weakens_when_lost(line.words) if loss is None else loss
+        message = f"cannot translate: {_one_line(text)}" + (f" ({reason})" if reason else "")
+        self.messages[(line.number, message)] = "loss" if weaker else "skip"
 
     def note(self, line: SourceLine, message: str) -> None:
-        self.messages[(line.number, f"note: {message}")] = None
+        self.messages.setdefault((line.number, f"note: {message}"), "note")
 
-    def warnings(self) -> list[str]:
-        ordered = sorted(self.messages, key=lambda item: item[0])
+    def error(self, number: int, message: str) -> None:
+        self.errors.append((number, message))
+
+    def lines(self, *kinds: str) -> list[str]:
+        ordered = sorted((key for key, kind in self.messages.items() if kind in kinds), key=lambda item: item[0])
         return [f"{self.file}:{number}: {message}" for number, message in ordered]
 
     # files named in the config
@@ -700,8 +782,14 @@ class _Translator:
         return name
 
     # sections
-    def run(self, text: str) -> None:
-        sections, orphans = parse_haproxy(text)
+    def run(self, text: str, haproxy_version: str) -> None:
+        conditions = Conditions(haproxy_version)
+        sections, orphans = parse_haproxy(text, conditions)
+        for number, message, fatal in conditions.messages:
+            if fatal:
+                self.error(number, message)
+            else:
+                self.messages.setdefault((number, message), "note")
         for line in orphans:
             self.skip(line, reason="outside any section")
         defaults = _Proxy("defaults", "")
@@ -835,7 +923,7 @@ class _Translator:
             if words[1] != "125":
                 self.note(line, "balancer's ring uses a balance factor of 125")
         elif keyword == "server" and back and len(words) >= 3:
-            proxy.servers.append((line, words[1:]))
+            proxy.servers.append((line, words[1:], len(proxy.default_server)))
         elif keyword == "default-server" and (back or defaults):
             proxy.default_server.append((line, words[1:]))
         elif keyword == "retries" and (back or defaults) and len(words) == 2 and _integer(words[1]) is not None:
@@ -852,6 +940,7 @@ class _Translator:
             notes: list[str] = []
             decl = parse_criterion(words[2:], notes)
             proxy.acls.setdefault(words[1], []).append(decl)
+            proxy.acl_notes.setdefault(words[1], []).extend(notes)
             for message in notes:
                 self.note(line, message)
             if isinstance(decl, str):
@@ -911,15 +1000,22 @@ class _Translator:
             if rest:
                 self.note(line, "balancer redispatches on every retry")
         elif name == "httpchk" and enabled:
-            check: dict[str, Any] = {"type": "http"}
+            # HAProxy: `option httpchk [[METHOD] URI [VERSION]]`, OPTIONS / by default; the
+            # version word may carry headers ("HTTP/1.1\r\nHost:\ www").
+            check: dict[str, Any] = {"type": "http", "method": "OPTIONS", "path": "/"}
             if len(rest) == 1:
                 check["path"] = rest[0]
             elif len(rest) >= 2:
-                check["method"], check["path"] = rest[0], rest[1]
+                check["method"], check["path"] = rest[0].upper(), rest[1]
             if len(rest) >= 3:
                 host = re.search(r"\r\nHost:\s*([^\r\n]+)", rest[2], re.IGNORECASE)
                 if host:
                     check["host"] = host.group(1).strip()
+            if check["method"] not in ("OPTIONS", "HEAD", "GET"):
+                self.note(
+                    line, f"check method {check['method']}: balancer checks with OPTIONS, HEAD or GET; GET is used"
+                )
+                check["method"] = "GET"
             proxy.httpchk = check
         elif name == "httpchk" or name == "tcp-check":
             proxy.httpchk = None
@@ -955,6 +1051,8 @@ class _Translator:
             address, reason = _address(word, listening=True)
             if address is None:
                 self.skip(line, f"bind {word}", reason)
+            elif address.startswith(":") and "v4v6" not in words:
+                addresses.append(f"0.0.0.0{address}")  # HAProxy binds `*:P` and `:P` on IPv4 only
             else:
                 addresses.append(address)
         if not addresses:
@@ -1095,12 +1193,12 @@ class _Translator:
             else:
                 self.skip(line)
         elif words[0] == "send":
-            check = proxy.httpchk or {"type": "http"}
+            check = proxy.httpchk or {"type": "http", "method": "OPTIONS", "path": "/"}
             index = 1
             while index + 1 < len(words):
                 key, value = words[index], words[index + 1]
-                if key == "meth":
-                    check["method"] = value
+                if key == "meth" and value.upper() in ("OPTIONS", "HEAD", "GET"):
+                    check["method"] = value.upper()
                 elif key == "uri":
                     check["path"] = value
                 elif key == "hdr" and index + 2 < len(words) and value.lower() == "host":
@@ -1190,7 +1288,9 @@ class _Translator:
             self.skip(line)
 
     # output
-    def server_table(self, backend: _Proxy, source: SourceLine, words: list[str], state: dict[str, Any]) -> None:
+    def server_table(
+        self, backend: _Proxy, source: SourceLine, words: list[str], defaults: int, state: dict[str, Any]
+    ) -> None:
         """One `server` line -> a [[backend.server]] table, and backend-wide settings into `state`."""
         name = words[0]
         address, reason = _address(words[1], listening=False)
@@ -1200,7 +1300,7 @@ class _Translator:
             )
             return
         options: list[tuple[SourceLine, str, str]] = []
-        for line, default_words in backend.default_server:
+        for line, default_words in backend.default_server[:defaults]:
             options += self.options_of(line, default_words)
         options += self.options_of(source, words[2:])
         server: dict[str, Any] = {"name": _name(name), "address": address}
@@ -1340,13 +1440,13 @@ class _Translator:
             else:
                 table["cookie"] = proxy.cookie
         state: dict[str, Any] = {}
-        for line, words in proxy.servers:
-            self.server_table(proxy, line, words, state)
+        for line, words, defaults in proxy.servers:
+            self.server_table(proxy, line, words, defaults, state)
         if state.get("checked"):
             check: dict[str, Any] = dict(proxy.httpchk or {"type": "tcp"})
             if check["type"] == "http":
-                if proxy.check_expect is not None:
-                    check["expect"] = proxy.check_expect
+                # without `http-check expect`, HAProxy passes any 2xx or 3xx status
+                check["expect"] = proxy.check_expect if proxy.check_expect is not None else "2xx,3xx"
                 if proxy.check_body:
                     check["body"] = proxy.check_body
             params: dict[str, tuple[SourceLine, Any]] = state.get("check_params", {})
@@ -1450,8 +1550,11 @@ class _Translator:
                 if first.verify and first.client_ca:
                     tls["verify_client"] = first.verify
                 table["tls"] = tls
-            if proxy.frontend_timeouts:
-                table["timeouts"] = dict(proxy.frontend_timeouts)
+            timeouts = dict(proxy.frontend_timeouts)
+            if mode == "tcp":
+                self.tcp_idle_timeout(proxy, timeouts)
+            if timeouts:
+                table["timeouts"] = timeouts
             if mode == "http":
                 table["forwardfor"] = bool(proxy.forwardfor) or self.backends_forward(proxy, backends)
                 if self.header_count is not None:
@@ -1468,6 +1571,33 @@ class _Translator:
         if len(names) > 1:
             self.note(header, f"split into frontends {', '.join(names)}: balancer sets TLS/PROXY per frontend")
         return result
+
+    def tcp_idle_timeout(self, proxy: _Proxy, timeouts: dict[str, str]) -> None:
+        """HAProxy closes an idle TCP connection after `timeout client` (client silent) or
+        `timeout server` (server silent), unless `timeout tunnel` (frontend or backend) is set.
+        balancer's TCP mode has one idle timeout once connected, `timeouts.tunnel`, reset by
+        bytes in either direction: it becomes the tunnel timeout, else the smaller of client
+        and server (the first of HAProxy's to expire on a connection idle both ways)."""
+        header = proxy.header
+        assert header is not None
+        backend = self.proxy_named(proxy.default_backend or (proxy.name if proxy.kind == "listen" else ""))
+        tunnel = proxy.frontend_timeouts.get("tunnel") or (backend.frontend_timeouts.get("tunnel") if backend else None)
+        if tunnel is not None:
+            timeouts["tunnel"] = tunnel
+            return
+        server = (backend.backend_timeouts if backend else proxy.backend_timeouts).get("server")
+        candidates = [value for value in (proxy.frontend_timeouts.get("client"), server) if value is not None]
+        if not candidates:
+            return  # HAProxy never closes it (and warns at start-up); balancer after its default 1h
+        timeouts["tunnel"] = min(candidates, key=_seconds)
+        self.note(
+            header,
+            f"idle TCP connections close after {timeouts['tunnel']} (timeout client/server, as HAProxy); "
+            "balancer counts bytes in either direction as activity, HAProxy each side on its own",
+        )
+
+    def proxy_named(self, name: str) -> _Proxy | None:
+        return next((p for p in self.proxies if p.name == name and p.kind in ("backend", "listen")), None)
 
     def claim(self, address: str, line: SourceLine) -> bool:
         """Take a listening address; False (and a message) if an earlier listener overlaps it:
@@ -1519,6 +1649,12 @@ class _Translator:
             if isinstance(tables, str):
                 self.skip(line, reason=tables)
                 continue
+            approximations = self.approximations(pending.condition, proxy)
+            if approximations and weakens_when_lost(line.words):
+                self.skip(line, reason=f"its condition would be approximate: {approximations[0]}")
+                continue
+            for message in approximations:
+                self.note(line, message)
             if mode == "tcp" and any(
                 key != "src" for pair in tables for table in pair if table is not None for key in table
             ):
@@ -1535,6 +1671,25 @@ class _Translator:
             if len(tables) > 1:
                 self.note(line, f"written as {len(tables)} rules (one per alternative of the condition)")
         return result
+
+    @staticmethod
+    def approximations(condition: tuple[str, list[str]] | None, proxy: _Proxy) -> list[str]:
+        """How the translation of a condition's ACLs differs from HAProxy's, if it does."""
+        if condition is None:
+            return []
+        found: list[str] = []
+        words = condition[1]
+        index = 0
+        while index < len(words):
+            word = words[index].lstrip("!")
+            if word == "{":
+                end = words.index("}", index) if "}" in words[index:] else len(words)
+                parse_criterion(words[index + 1 : end], found)
+                index = end
+            else:
+                found += proxy.acl_notes.get(word, [])
+            index += 1
+        return found
 
     def stats_table(self, proxy: _Proxy, bound: bool) -> None:
         line = proxy.stats_line
@@ -1646,13 +1801,54 @@ def _one_line(text: str) -> str:
     return re.sub(r"[\x00-\x1f\x7f]", " ", text)
 
 
-def translate(text: str, file: str = "haproxy.cfg", base_dir: str | Path | None = None) -> Translation:
+def translate(
+    text: str,
+    file: str = "haproxy.cfg",
+    base_dir: str | Path | None = None,
+    *,
+    accept_loss: bool = False,
+    haproxy_version: str = DEFAULT_VERSION,
+) -> Translation:
     """Translate haproxy.cfg `text`; `file` names it in messages and comments. With
-    `base_dir`, certificate and CA files are looked for there (a note when missing)."""
+    `base_dir`, certificate and CA files are looked for there (a note when missing).
+    `.if` blocks are evaluated for `haproxy_version`. With `accept_loss`, each directive
+    whose loss weakens the configuration is written into the TOML as a comment
+    `# NOT TRANSLATED (accepted loss): FILE:LINE: ...` (the caller decides the exit status
+    from `Translation.losses` otherwise)."""
     translator = _Translator(file, Path(base_dir) if base_dir is not None else None)
-    translator.run(text)
+    translator.run(text, haproxy_version)
     toml = translator.output()
-    return Translation(toml, translator.warnings())
+    losses = translator.lines("loss")
+    if accept_loss and losses:
+        comments = [f"# NOT TRANSLATED (accepted loss): {loss}" for loss in losses]
+        head, _, rest = toml.partition("\n")
+        toml = "\n".join([head, *comments, rest])
+    errors = [f"{file}:{number}: {message}" for number, message in translator.errors]
+    return Translation(toml, translator.lines("note", "skip"), losses, errors)
+
+
+def read_haproxy_file(path: Path) -> tuple[str | None, str, list[str]]:
+    """(text, "", notes) of an haproxy.cfg, or (None, "FILE: why", []) when it cannot be read
+    or is not a text configuration (binary data, no section at all). HAProxy reads bytes:
+    bytes that are not UTF-8 (a Latin-1 comment) are replaced by U+FFFD and named."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        return None, f"{path}: cannot read: {exc.strerror or exc}", []
+    if b"\x00" in data:
+        line = data.count(b"\n", 0, data.index(b"\x00")) + 1
+        return None, f"{path}:{line}: not a text configuration (it holds NUL bytes): nothing to translate", []
+    notes: list[str] = []
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        notes.append(f"{path}:{line}: note: bytes that are not UTF-8 are read as U+FFFD (from here on)")
+        text = data.decode("utf-8-sig", errors="replace")
+    if not any(tokenize(raw)[:1] and tokenize(raw)[0] in SECTION_KEYWORDS for raw in text.splitlines()):
+        where = "empty" if not text.strip() else "no global, defaults, frontend, backend or listen section"
+        return None, f"{path}:1: not an HAProxy configuration ({where}): nothing to translate", []
+    return text, "", notes
 
 
 def validate(toml: str, file: str = "<import-haproxy>", base_dir: str | Path | None = None) -> list[str]:

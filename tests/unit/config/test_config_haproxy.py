@@ -21,7 +21,7 @@ def convert(cfg: str, base_dir: Path | None = None) -> tuple[Config, list[str], 
     looked for in `base_dir`)."""
     result = translate(dedent(cfg), "haproxy.cfg")
     assert validate(result.toml, base_dir=base_dir) == [], result.toml
-    return parse_config(result.toml, base_dir=base_dir), result.warnings, result.toml
+    return parse_config(result.toml, base_dir=base_dir), result.messages(), result.toml
 
 
 SIMPLE_BACKEND = """\
@@ -229,7 +229,7 @@ def test_bind_addresses_tls_and_proxy(tmp_path: Path):
     assert validate(result.toml, base_dir=tmp_path) == []
     config = parse_config(result.toml, base_dir=tmp_path)
     plain, tls, proxied = config.frontend
-    assert (plain.name, [str(a) for a in plain.bind]) == ("www", [":80", "127.0.0.1:81"])
+    assert (plain.name, [str(a) for a in plain.bind]) == ("www", ["0.0.0.0:80", "127.0.0.1:81"])
     assert (tls.name, [str(a) for a in tls.bind]) == ("www-tls", ["[::]:8443"])
     assert tls.tls is not None and tls.tls.cert == ["site.pem"] and tls.tls.alpn == ["http/1.1"]
     assert tls.tls.min_version == "1.3"
@@ -678,7 +678,7 @@ def test_stats_listen_becomes_the_stats_page():
         """
     )
     assert config.frontend == [] and config.backend == []
-    assert str(config.stats.bind) == ":8404"
+    assert str(config.stats.bind) == "0.0.0.0:8404"
     assert config.stats.uri == "/haproxy?stats"
     assert config.stats.refresh == 5
     assert config.stats.auth is not None and (config.stats.auth.user, config.stats.auth.password) == (
@@ -785,4 +785,286 @@ def test_a_realistic_file_translates_to_a_valid_configuration():
     assert config.global_.workers == 2
     assert [f.name for f in config.frontend] == ["http"]
     assert [b.name for b in config.backend] == ["web-backend", "blog-backend"]
-    assert str(config.stats.bind) == ":8404"
+    assert str(config.stats.bind) == "0.0.0.0:8404"
+
+
+# -- issue 13: never weaker than the source, never a traceback, meaning preserved -------------
+
+WEAKENING = """\
+frontend www
+    mode http
+    bind 127.0.0.1:8080
+    http-request deny if { sc_http_req_rate(0) gt 100 }
+    http-request tarpit if { path_beg /wp-login }
+    option httplog
+    default_backend web
+backend web
+    mode http
+    server s1 10.0.0.1:80
+"""
+
+
+def test_a_guarding_directive_that_cannot_be_translated_is_a_loss_not_a_warning():
+    result = translate(WEAKENING, "haproxy.cfg")
+    assert result.losses == [
+        "haproxy.cfg:4: cannot translate: http-request deny if { sc_http_req_rate(0) gt 100 } "
+        "(ACL '{ sc_http_req_rate(0) gt 100 }': the fetch 'sc_http_req_rate(0)' has no equivalent)",
+        "haproxy.cfg:5: cannot translate: http-request tarpit if { path_beg /wp-login }",
+    ]
+    assert "haproxy.cfg:6: cannot translate: option httplog" not in result.warnings  # silent, as before
+    assert "NOT TRANSLATED" not in result.toml
+
+
+def test_accepted_losses_are_comments_in_the_toml_and_it_stays_valid():
+    result = translate(WEAKENING, "haproxy.cfg", accept_loss=True)
+    comments = [line for line in result.toml.splitlines() if line.startswith("# NOT TRANSLATED")]
+    assert comments == [f"# NOT TRANSLATED (accepted loss): {loss}" for loss in result.losses]
+    assert comments[0].startswith("# NOT TRANSLATED (accepted loss): haproxy.cfg:4: cannot translate: http-request")
+    assert validate(result.toml) == []
+
+
+@pytest.mark.parametrize(
+    "directive",
+    [
+        "http-request deny",
+        "http-request auth realm x",
+        "http-request redirect scheme https",
+        "http-request del-header X-Forwarded-For",
+        "http-response set-header Strict-Transport-Security max-age=1",
+        "tcp-request content reject",
+        "tcp-request connection accept if { src 10.0.0.0/8 }",
+        "redirect scheme https",
+        "stats auth admin:secret",
+    ],
+)
+def test_directives_that_allow_deny_redirect_authenticate_or_strip_weaken_when_lost(directive: str):
+    from balancer.config.haproxy import weakens_when_lost
+
+    assert weakens_when_lost(tokenize(directive))
+
+
+@pytest.mark.parametrize("directive", ["option httplog", "timeout client 5s", "http-request set-var(txn.x) str(a)"])
+def test_tuning_and_logging_do_not_weaken_when_lost(directive: str):
+    from balancer.config.haproxy import weakens_when_lost
+
+    assert not weakens_when_lost(tokenize(directive))
+
+
+def test_a_guarding_rule_on_an_approximate_acl_is_a_loss():
+    result = translate(
+        "frontend f\n  mode http\n  bind :80\n  acl bad hdr_dom(host) -i evil.example\n"
+        "  http-request deny if bad\n  use_backend b if bad\n  default_backend b\n"
+        "backend b\n  mode http\n  server s 10.0.0.1:80\n"
+    )
+    assert [loss.split(" (")[0] for loss in result.losses] == [
+        "haproxy.cfg:5: cannot translate: http-request deny if bad"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("address", "reason"),
+    [
+        (":99999", "port 99999 of ':99999' is not between 1 and 65535"),
+        ("10.10.188:80", "'10.10.188' is not an IPv4 address"),
+        ("web server:80", "has no port"),
+        ("bad/host:80", "'bad/host' is not an address or a host name"),
+    ],
+)
+def test_bad_addresses_are_named_at_their_line(address: str, reason: str):
+    result = translate(f"frontend f\n  bind {address}\n  default_backend b\nbackend b\n  server s {address}\n")
+    assert any(m.startswith("haproxy.cfg:2: cannot translate:") and reason in m for m in result.warnings)
+    assert any(m.startswith("haproxy.cfg:5: cannot translate:") and reason in m for m in result.warnings)
+    assert validate(result.toml) == []
+
+
+def test_star_and_empty_host_bind_ipv4_any_as_haproxy_does():
+    config, _, _ = convert(
+        "frontend f\n  bind *:80\n  bind :81 v4v6\n  default_backend b\n" + SIMPLE_BACKEND.replace("web", "b")
+    )
+    assert [str(a) for a in config.frontend[0].bind] == ["0.0.0.0:80", ":81"]
+
+
+def test_option_httpchk_passes_2xx_and_3xx_and_sends_options_as_haproxy():
+    config, _, _ = convert("backend a\n  mode http\n  option httpchk\n  server s1 10.0.0.1:80 check\n")
+    check = config.backend[0].check
+    assert check is not None and (check.method, check.path, check.expect) == ("OPTIONS", "/", "2xx,3xx")
+    config, _, _ = convert("backend a\n  mode http\n  option httpchk /health\n  server s1 10.0.0.1:80 check\n")
+    check = config.backend[0].check
+    assert check is not None and (check.method, check.path, check.expect) == ("OPTIONS", "/health", "2xx,3xx")
+
+
+def test_default_server_applies_to_the_servers_after_it_only():
+    config, _, _ = convert(
+        "defaults\n  default-server weight 5\nbackend a\n  server s1 10.0.0.1:80\n"
+        "  default-server weight 7 maxconn 9\n  server s2 10.0.0.2:80\n  server s3 10.0.0.3:80 weight 8\n"
+    )
+    servers = {server.name: (server.weight, server.maxconn) for server in config.backend[0].server}
+    assert servers == {"s1": (5, 0), "s2": (7, 9), "s3": (8, 9)}
+
+
+@pytest.mark.parametrize(
+    ("timeouts", "tunnel"),
+    [
+        ("  timeout client 30s\n  timeout server 45s\n", "30s"),
+        ("  timeout client 1m\n  timeout server 20000\n", "20000ms"),
+        ("  timeout client 30s\n  timeout server 30s\n  timeout tunnel 2h\n", "2h"),
+    ],
+)
+def test_a_tcp_frontend_closes_idle_connections_as_haproxy(timeouts: str, tunnel: str):
+    config, _, _ = convert(
+        "defaults\n  mode tcp\n" + timeouts + "frontend f\n  bind 127.0.0.1:6443\n  default_backend b\n"
+        "backend b\n  server s 10.0.0.1:6443\n"
+    )
+    frontend = config.frontend[0]
+    assert frontend.timeouts.tunnel == convert_duration(tunnel)
+
+
+def test_a_backend_timeout_tunnel_reaches_its_tcp_frontends():
+    config, _, _ = convert(
+        "defaults\n  mode tcp\n  timeout client 30s\n  timeout server 30s\nfrontend f\n  bind 127.0.0.1:6443\n"
+        "  default_backend b\nbackend b\n  timeout tunnel 1h\n  server s 10.0.0.1:6443\n"
+    )
+    assert config.frontend[0].timeouts.tunnel == 3600
+
+
+def convert_duration(text: str) -> float:
+    from balancer.config.haproxy import _seconds
+
+    return _seconds(text)
+
+
+IF_BLOCKS = """\
+global
+.if version_atleast(2.8)
+    maxconn 2800
+.elif version_atleast(2.4)
+    maxconn 2400
+.else
+    maxconn 1000
+.endif
+.if defined(HAPROXY_LOCALPEER)
+    nbthread 8
+.endif
+.if feature(OPENSSL) && !feature(QUIC)
+    tune.http.maxhdr 64
+.endif
+"""
+
+
+def test_if_blocks_take_the_branch_of_the_haproxy_version_and_name_what_they_assume():
+    result = translate(IF_BLOCKS)
+    config = parse_config(result.toml)
+    assert config.global_.maxconn == 2400
+    assert config.global_.workers != 8  # `nbthread 8` is in a branch HAProxy does not take
+    assert (
+        "haproxy.cfg:2: note: .if version_atleast(2.8): version_atleast(2.8) is false for HAProxy 2.6"
+        in result.warnings
+    )
+    assert any(w.startswith("haproxy.cfg:9: note: .if defined(HAPROXY_LOCALPEER)") for w in result.warnings)
+    newer = parse_config(translate(IF_BLOCKS, haproxy_version="3.0").toml)
+    assert newer.global_.maxconn == 2800
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        (".if frobnicate(1)\n.endif\n", "haproxy.cfg:1: condition 'frobnicate(1)': unknown predicate frobnicate()"),
+        ("global\n.if 1\n  maxconn 5\n", "haproxy.cfg:3: .if without .endif"),
+        (".endif\n", "haproxy.cfg:1: .endif without .if"),
+        (".if 1\n.alert stop here\n.endif\n", "haproxy.cfg:2: HAProxy refuses to start here: stop here"),
+    ],
+)
+def test_conditions_haproxy_refuses_are_errors(text: str, error: str):
+    assert translate(text).errors == [error]
+
+
+def import_haproxy(
+    tmp_path: Path, data: bytes, capsys: pytest.CaptureFixture[str], *flags: str
+) -> tuple[int, str, str]:
+    from balancer.cli import main
+
+    path = tmp_path / "haproxy.cfg"
+    path.write_bytes(data)
+    status = main(["import-haproxy", *flags, str(path)])
+    out, err = capsys.readouterr()
+    return status, out, err.replace(str(path), "haproxy.cfg")
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "haproxy.cfg:1: not an HAProxy configuration (empty): nothing to translate"),
+        (b"# only a comment\n\n", "haproxy.cfg:1: not an HAProxy configuration (no global, defaults, frontend"),
+        (b"\x7fELF\x02\x01\x01\x00\x00\x00" * 20, "haproxy.cfg:1: not a text configuration (it holds NUL bytes)"),
+        (b"global\n  maxconn 1\n\x00\x01", "haproxy.cfg:3: not a text configuration"),
+    ],
+)
+def test_cli_refuses_what_is_not_a_text_configuration_in_one_line(tmp_path, capsys, data: bytes, message: str):
+    status, out, err = import_haproxy(tmp_path, data, capsys)
+    assert (status, out) == (1, "")
+    assert err.startswith(message) and err.count("\n") == 1 and "\x00" not in err
+
+
+def test_cli_reads_a_file_that_is_not_utf8_and_names_the_line(tmp_path, capsys):
+    data = b"global\n  # caf\xe9 au lait\n  maxconn 10\nfrontend f\n  bind :80\n  default_backend b\n"
+    status, out, err = import_haproxy(tmp_path, data + b"backend b\n  server s 10.0.0.1:80\n", capsys)
+    assert status == 0 and "maxconn = 10" in out
+    assert "haproxy.cfg:2: note: bytes that are not UTF-8" in err
+
+
+def test_cli_names_a_mistyped_server_address_and_still_imports(tmp_path, capsys):
+    data = b"frontend f\n  bind :80\n  default_backend b\nbackend b\n  server s 10.10.188:80\n  server t 10.0.0.2:80\n"
+    status, out, err = import_haproxy(tmp_path, data, capsys)
+    assert status == 0 and 'address = "10.0.0.2:80"' in out
+    assert "haproxy.cfg:5: cannot translate: server s 10.10.188:80 ('10.10.188' is not an IPv4 address)" in err
+    assert "a bug" not in err
+
+
+def test_cli_exits_1_naming_each_loss_unless_accepted(tmp_path, capsys):
+    status, out, err = import_haproxy(tmp_path, WEAKENING.encode(), capsys)
+    assert (status, out) == (1, "")
+    assert "haproxy.cfg:4: cannot translate: http-request deny" in err
+    assert "haproxy.cfg:5: cannot translate: http-request tarpit" in err
+    assert "pass --accept-loss" in err
+    status, out, err = import_haproxy(tmp_path, WEAKENING.encode(), capsys, "--accept-loss")
+    assert status == 0
+    assert "# NOT TRANSLATED (accepted loss): " in out and "haproxy.cfg:5: cannot translate: http-request tarpit" in out
+
+
+HOSTILE = [
+    b"bind :99999\n",
+    b"frontend\n",
+    b"frontend f\n  bind\n  bind :\n  bind [::1\n  bind :-1\n  bind :80-90\n  bind unix@\n",
+    b"backend b\n  server\n  server s\n  server s :\n  server s [::1]:x\n  server s 999.1.1.1:80\n  cookie\n",
+    b"backend b\n  balance\n  hash-type\n  stick-table\n  stick on\n  http-check\n  http-check expect\n",
+    b"frontend f\n  bind :80\n  acl\n  acl a\n  use_backend\n  use_backend b if\n  use_backend b if {\n",
+    b"frontend f\n  bind :80\n  http-request\n  http-request deny if !\n  redirect\n  redirect location\n",
+    b"frontend f\n  bind :80\n  http-request redirect code 999 location x\n  redirect prefix\n  stats auth\n",
+    b"global\n  log\n  stats socket\n  ssl-default-bind-options ssl-min-ver\n  nbthread 999999999999999999\n",
+    b"defaults\n  timeout client\n  timeout client 99999999999999999999999d\n  retries -1\n  option\n  no option\n",
+    b"listen l\n  bind :80\n  server s 10.0.0.1:80 weight\n  default-server inter\n"
+    b"  server t 10.0.0.1:80 check inter x\n",
+    b".if\n.elif\n.else\n.else\n.endif\n.endif\n",
+    b".if (((((\n.endif\n.if version_atleast()\n.endif\n.if streq(a)\n.endif\n",
+    b"frontend f\n  bind :80 ssl crt\n  bind :81 ssl crt x.pem verify required alpn\n  default_backend b\n",
+    b"\"unterminated 'quotes \\\nfrontend \\\n",
+    b"\xef\xbb\xbfglobal\n  maxconn 5\n",
+    b"frontend f\r\n  bind :80\r\n  default_backend b\r\nbackend b\r\n  server s 10.0.0.1:80\r\n",
+    bytes(range(1, 256)) * 4,
+    b"userlist u\n  user a password $6$x\n  group g users a\nfrontend f\n  bind :80\n"
+    b"  http-request auth if !{ http_auth(u) }\n",
+    b"frontend f\n  bind :80\n  use_backend b if { path_beg -i } { hdr(host) } { src 1.2.3.999 } { method }\n",
+    b"frontend f\n  bind :80\n  acl x path_reg ([\n  http-request deny if x\n  default_backend b\n"
+    b"backend b\n  server s a:1\n",
+]
+
+
+@pytest.mark.parametrize("data", HOSTILE, ids=range(len(HOSTILE)))
+def test_hostile_and_broken_input_never_raises_a_traceback(tmp_path, capsys, data: bytes):
+    for flags in ((), ("--accept-loss",)):
+        status, _out, err = import_haproxy(tmp_path, data, capsys, *flags)
+        assert status in (0, 1)
+        assert "Traceback" not in err and "a bug" not in err and "failed (" not in err, err
+        assert "\x00" not in err
+        for line in err.splitlines():
+            assert line.startswith("haproxy.cfg:"), line
