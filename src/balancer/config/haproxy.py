@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import copy
 import ipaddress
-import itertools
 import json
 import re
 from collections.abc import Iterable
@@ -27,7 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from balancer.config.haproxy_acl import Decl, condition_tables, parse_criterion
 from balancer.config.haproxy_conditions import DEFAULT_VERSION, Conditions
+from balancer.config.haproxy_keys import product_keys
 from balancer.config.load import ConfigError, addresses_overlap, parse_config
 from balancer.config.values import Address, parse_address
 
@@ -158,19 +159,6 @@ def parse_haproxy(text: str, conditions: Conditions | None = None) -> tuple[list
 # -- intermediate state --------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Crit:
-    """One translatable ACL test: a condition key of ours and its values (OR)."""
-
-    key: str  # path, path_beg, path_end, path_reg, host, hdr, method, src, query; ssl_fc, true, false
-    values: tuple[str, ...] = ()
-    header: str = ""  # for key "hdr"
-
-
-# An ACL name -> its declarations (OR); a str is the reason one cannot be translated.
-_Decl = _Crit | str
-
-
 @dataclass
 class _Bind:
     line: SourceLine
@@ -227,9 +215,14 @@ class _Proxy:
     default_server: list[tuple[SourceLine, list[str]]] = field(default_factory=list)
     # each server line with the number of default-server lines before it (they apply to it)
     servers: list[tuple[SourceLine, list[str], int]] = field(default_factory=list)
-    acls: dict[str, list[_Decl]] = field(default_factory=dict)
+    acls: dict[str, list[Decl]] = field(default_factory=dict)
     acl_notes: dict[str, list[str]] = field(default_factory=dict)  # where a translation is approximate
     rules: list[_PendingRule] = field(default_factory=list)
+    response_rules: list[_PendingRule] = field(default_factory=list)
+    forwarded_proto: list[SourceLine] = field(default_factory=list)  # set-header X-Forwarded-Proto http(s)
+    monitor_uri: str = ""
+    errorfiles: dict[str, str] = field(default_factory=dict)
+    persist: bool | None = None
     default_backend: str | None = None
     default_backend_line: SourceLine | None = None
     stats: dict[str, Any] = field(default_factory=dict)
@@ -368,307 +361,6 @@ def _toml_value(value: Any) -> str:
     raise TypeError(f"cannot write {value!r} as TOML")
 
 
-# -- ACL criteria ----------------------------------------------------------------------------
-
-_FETCH = re.compile(
-    r"^(path|url|hdr|req\.hdr|urlp|url_param|query|method|src|ssl_fc|always_true|always_false)"
-    r"(?:_(beg|end|reg|sub|dom|dir|len|cnt|str|found|ip|val))?(?:\(([^()]*)\))?$"
-)
-_PREDEFINED: dict[str, _Crit] = {
-    "TRUE": _Crit("true"),
-    "FALSE": _Crit("false"),
-    "LOCALHOST": _Crit("src", ("127.0.0.0/8", "::1")),
-    "METH_GET": _Crit("method", ("GET", "HEAD")),
-    "METH_HEAD": _Crit("method", ("HEAD",)),
-    "METH_POST": _Crit("method", ("POST",)),
-    "METH_PUT": _Crit("method", ("PUT",)),
-    "METH_DELETE": _Crit("method", ("DELETE",)),
-    "METH_OPTIONS": _Crit("method", ("OPTIONS",)),
-    "METH_TRACE": _Crit("method", ("TRACE",)),
-    "METH_CONNECT": _Crit("method", ("CONNECT",)),
-    "HTTP_URL_SLASH": _Crit("path_beg", ("/",)),
-}
-
-
-def parse_criterion(words: list[str] | tuple[str, ...], notes: list[str]) -> _Decl:
-    """One ACL test (`path_beg -i /api /v2`) -> a criterion of ours, or why not.
-    `notes` receives remarks on a translation that is close but not exact."""
-    if not words:
-        return "an empty ACL"
-    fetch_word = words[0]
-    ignore_case = False
-    method: str | None = None
-    values: list[str] = []
-    index = 1
-    flags = True
-    while index < len(words):
-        word = words[index]
-        if flags and word in ("-i", "-n", "-M"):
-            ignore_case = ignore_case or word == "-i"
-        elif flags and word == "-m" and index + 1 < len(words):
-            method = words[index + 1]
-            index += 1
-        elif flags and word in ("-f", "-u") and index + 1 < len(words):
-            if word == "-f":
-                return f"ACL values from a file (-f {words[index + 1]})"
-            index += 1
-        elif flags and word == "--":
-            flags = False
-        else:
-            flags = False
-            values.append(word)
-        index += 1
-    match = _FETCH.match(fetch_word)
-    if match is None:
-        return f"the fetch {fetch_word!r}"
-    base, suffix, argument = match.group(1), match.group(2), match.group(3)
-    how = method or suffix or "str"
-    if base in ("always_true", "always_false"):
-        return _Crit("true" if base == "always_true" else "false")
-    if base == "ssl_fc":
-        return _Crit("ssl_fc") if not values and suffix is None else f"the fetch {fetch_word!r}"
-    if how != "found" and not values:
-        return f"{fetch_word} without values"
-    if base == "path":
-        keys = {"str": "path", "beg": "path_beg", "end": "path_end", "reg": "path_reg", "sub": "path_reg"}
-        if how not in keys:
-            return f"{fetch_word} -m {how}"
-        if how == "sub":
-            values = [re.escape(value) for value in values]
-        if how in ("reg", "sub") and ignore_case:
-            values = [f"(?i){value}" for value in values]
-        elif ignore_case:
-            notes.append(f"{fetch_word} -i: balancer compares paths case-sensitively")
-        if how == "reg":
-            for value in values:
-                try:
-                    re.compile(value)
-                except re.error:
-                    return f"the regular expression {value!r} (not valid in Python)"
-        return _Crit(keys[how], tuple(values))
-    if base == "url":
-        if how == "beg" and not any("?" in value for value in values):
-            notes.append(f"{fetch_word} translated as path_beg (the same for origin-form requests)")
-            return _Crit("path_beg", tuple(values))
-        return f"{fetch_word} (only url_beg without a query is translated)"
-    if base in ("hdr", "req.hdr"):
-        if not argument:
-            return f"{fetch_word} without a header name"
-        name = argument.split(",")[0].strip()
-        if name.lower() == "host" and how != "found":
-            hosts = tuple(value.lower() for value in values)
-            if how == "str":
-                return _Crit("host", hosts)
-            if how == "dom":
-                notes.append(f"{fetch_word} also matches sub-domains in HAProxy; balancer's host is an exact match")
-                return _Crit("host", hosts)
-            if how == "beg" and not any(value.endswith((".", "-")) for value in values):
-                notes.append(f"{fetch_word} translated as an exact host match")
-                return _Crit("host", hosts)
-            return f"{fetch_word} -m {how}"
-        if how == "found":
-            return _Crit("hdr", (), name)
-        if how != "str":
-            return f"{fetch_word} -m {how}"
-        if ignore_case:
-            notes.append(f"{fetch_word} -i: balancer compares header values case-sensitively")
-        return _Crit("hdr", tuple(values), name)
-    if base == "method" and how == "str":
-        return _Crit("method", tuple(value.upper() if ignore_case else value for value in values))
-    if base == "src" and how in ("str", "ip"):
-        for value in values:
-            try:
-                ipaddress.ip_network(value, strict=False)
-            except ValueError:
-                return f"src {value!r} (not an address or network)"
-        return _Crit("src", tuple(values))
-    if base == "query" and how == "str":
-        return _Crit("query", tuple(values))
-    if base in ("urlp", "url_param") and argument and how == "str":
-        notes.append(f"{fetch_word} translated as query = NAME=VALUE: it matches only when that is the whole query")
-        return _Crit("query", tuple(f"{argument}={value}" for value in values))
-    return f"{fetch_word}" + (f" -m {method}" if method else "")
-
-
-def _merge(table: dict[str, Any], crit: _Crit, union: bool) -> bool:
-    """Add `crit` to a condition table; False if the table cannot hold both (AND of two
-    tests of one key). With `union`, tests of one key are merged into one list (OR)."""
-    if crit.key == "hdr":
-        headers: dict[str, list[str]] = table.setdefault("hdr", {})
-        existing = next((name for name in headers if name.lower() == crit.header.lower()), None)
-        if existing is None:
-            headers[crit.header] = list(crit.values)
-            return True
-        if not union:
-            return False
-        if not headers[existing] or not crit.values:
-            headers[existing] = []
-        else:
-            headers[existing] += [v for v in crit.values if v not in headers[existing]]
-        return True
-    if crit.key in table:
-        if not union:
-            return False
-        table[crit.key] += [v for v in crit.values if v not in table[crit.key]]
-        return True
-    table[crit.key] = list(crit.values)
-    return True
-
-
-_Term = tuple[bool, list[_Decl], str]  # negated, declarations (OR), label
-
-
-def _condition_terms(words: list[str], acls: dict[str, list[_Decl]]) -> list[list[_Term]] | str:
-    """`a !b || { path_beg /x }` -> OR-groups of AND-terms, or why not."""
-    groups: list[list[_Term]] = [[]]
-    index = 0
-    while index < len(words):
-        word = words[index]
-        if word in ("||", "or"):
-            groups.append([])
-            index += 1
-            continue
-        negated = False
-        if word.startswith("!"):
-            negated = True
-            word = word[1:]
-            if not word:
-                index += 1
-                if index >= len(words):
-                    return "a condition ending with '!'"
-                word = words[index]
-        if word == "{":
-            end = index + 1
-            while end < len(words) and words[end] != "}":
-                end += 1
-            if end >= len(words):
-                return "an anonymous ACL without its closing '}'"
-            inner = list(words[index + 1 : end])
-            notes: list[str] = []
-            decl = parse_criterion(inner, notes)
-            groups[-1].append((negated, [decl], "{ " + " ".join(inner) + " }"))
-            index = end + 1
-            continue
-        if word in acls:
-            groups[-1].append((negated, acls[word], word))
-        elif word in _PREDEFINED:
-            groups[-1].append((negated, [_PREDEFINED[word]], word))
-        else:
-            return f"the ACL {word!r} is not defined"
-        index += 1
-    if any(not group for group in groups):
-        return "an empty condition"
-    return groups
-
-
-def _const(crit: _Crit, ssl: bool) -> bool | None:
-    if crit.key == "true":
-        return True
-    if crit.key == "false":
-        return False
-    if crit.key == "ssl_fc":
-        return ssl
-    return None
-
-
-_Table = dict[str, Any]
-_MAX_RULES = 16
-
-
-def condition_tables(
-    condition: tuple[str, list[str]] | None, acls: dict[str, list[_Decl]], ssl: bool
-) -> list[tuple[_Table | None, _Table | None]] | str:
-    """A HAProxy condition -> (if, unless) table pairs whose OR it is (one rule each), or why
-    not. [] means the condition never matches; [(None, None)] means always."""
-    if condition is None:
-        return [(None, None)]
-    kind, words = condition
-    parsed = _condition_terms(words, acls)
-    if isinstance(parsed, str):
-        return parsed
-    for group in parsed:
-        for _negated, decls, label in group:
-            reasons = [decl for decl in decls if isinstance(decl, str)]
-            if reasons:
-                return f"ACL {label!r}: {reasons[0]} has no equivalent"
-    if kind == "unless":
-        if len(parsed) == 1 and len(parsed[0]) == 1 and parsed[0][0][0]:
-            _negated, decls, label = parsed[0][0]
-            return _if_tables([[(False, decls, label)]], ssl)
-        return _unless_tables(parsed, ssl)
-    return _if_tables(parsed, ssl)
-
-
-def _if_tables(groups: list[list[_Term]], ssl: bool) -> list[tuple[_Table | None, _Table | None]] | str:
-    result: list[tuple[_Table | None, _Table | None]] = []
-    for group in groups:
-        positives: list[list[_Crit]] = []
-        negatives: list[_Crit] = []
-        possible = True
-        for negated, decls, _label in group:
-            crits = [decl for decl in decls if isinstance(decl, _Crit)]
-            if negated:
-                for crit in crits:  # not (a or b) = not a and not b
-                    value = _const(crit, ssl)
-                    if value is True:
-                        possible = False
-                    elif value is None:
-                        negatives.append(crit)
-            else:
-                constants = [_const(crit, ssl) for crit in crits]
-                if True in constants:
-                    continue  # the term always matches
-                alternatives = [crit for crit, value in zip(crits, constants, strict=True) if value is None]
-                if not alternatives:
-                    possible = False
-                positives.append(alternatives)
-        if not possible:
-            continue
-        unless: _Table | None = None
-        if negatives:
-            unless = {}
-            for crit in negatives:
-                if not _merge(unless, crit, union=True):
-                    return "several negated ACLs on different criteria: balancer's unless is one table"
-            if len(unless) > 1 or len(unless.get("hdr", {})) > 1:
-                return "several negated ACLs on different criteria: balancer's unless is one table"
-        combinations = list(itertools.islice(itertools.product(*positives), _MAX_RULES + 1))
-        if len(combinations) > _MAX_RULES:
-            return "a condition that needs more than 16 rules"
-        for combination in combinations:
-            table: _Table = {}
-            for crit in combination:
-                if not _merge(table, crit, union=False):
-                    return f"two {crit.key} tests that must both match: balancer's if has one list per key"
-            result.append((table or None, copy.deepcopy(unless)))
-    if len(result) > _MAX_RULES:
-        return "a condition that needs more than 16 rules"
-    return result
-
-
-def _unless_tables(groups: list[list[_Term]], ssl: bool) -> list[tuple[_Table | None, _Table | None]] | str:
-    """`unless a b` -> unless = { a, b } (the rule is skipped when all match)."""
-    if len(groups) > 1:
-        return "'unless' with '||'"
-    table: _Table = {}
-    for negated, decls, label in groups[0]:
-        if negated:
-            return "'unless' with a negated ACL among others"
-        crits = [decl for decl in decls if isinstance(decl, _Crit)]
-        if len(crits) != 1:
-            return f"'unless' with ACL {label!r} declared on several lines"
-        value = _const(crits[0], ssl)
-        if value is False:
-            return [(None, None)]  # unless (false and ...) = always
-        if value is True:
-            continue
-        if not _merge(table, crits[0], union=False):
-            return f"two {crits[0].key} tests that must both match"
-    if not table:
-        return []  # unless true: never
-    return [(None, table)]
-
-
 # -- the translator --------------------------------------------------------------------------
 
 
@@ -690,6 +382,10 @@ _BIND_ARG_OPTIONS = _words(
     ecdhe name id maxconn process thread backlog mss interface namespace nice tcp-ut user group uid gid
     mode level severity-output accept-netscaler-cip ca-sign-file ca-sign-pass ca-ignore-err crt-ignore-err
     proto sigalgs client-sigalgs expose-fd guid-prefix label shards"""
+)
+_SYSLOG_FACILITIES = frozenset(
+    {"kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron", "auth2", "ftp", "ntp"}
+    | {"audit", "alert", "cron2", "local0", "local1", "local2", "local3", "local4", "local5", "local6", "local7"}
 )
 _FRONTEND_TIMEOUTS = {
     "client": "client",
@@ -733,9 +429,11 @@ def weakens_when_lost(words: tuple[str, ...] | list[str]) -> bool:
 
 
 class _Translator:
-    def __init__(self, file: str, base_dir: Path | None) -> None:
+    def __init__(self, file: str, base_dir: Path | None, keys: frozenset[str]) -> None:
         self.file = file
         self.base_dir = base_dir
+        self.keys = keys  # the keys of issue #13 our model accepts (haproxy_keys)
+        self.userlists: list[tuple[SourceLine, dict[str, Any]]] = []
         # (line, message) -> "note" | "skip" | "loss", in the order found
         self.messages: dict[tuple[int, str], str] = {}
         self.errors: list[tuple[int, str]] = []
@@ -777,7 +475,7 @@ class _Translator:
     def file_name(self, line: SourceLine, name: str, base: str, what: str) -> str:
         if base and not name.startswith("/"):
             name = f"{base.rstrip('/')}/{name}"
-        if self.base_dir is not None and not (self.base_dir / name).is_file():
+        if self.base_dir is not None and not (self.base_dir / name).exists():
             self.note(line, f"{what} {name!r} not found here: balancer check will want it")
         return name
 
@@ -815,6 +513,8 @@ class _Translator:
                 for line in section.lines:
                     self.directive(proxy, line)
                 self.proxies.append(proxy)
+            elif section.kind == "userlist" and "userlist" in self.keys:
+                self.userlist(section)
             else:
                 self.skip(section.header, f"{section.kind} section", "its directives are skipped")
 
@@ -884,8 +584,17 @@ class _Translator:
             host, port = address, "514"
         if host and re.fullmatch(r"[A-Za-z0-9.\-_]+", host) and port.isdigit():
             self.global_["log"] = f"syslog:udp://{host}:{port}"
-            if len(line.words) > 3:
-                self.note(line, f"log level/format words {' '.join(line.words[3:])!r} are not translated")
+            rest = list(line.words[2:])
+            if rest[:1] == ["len"] or rest[:1] == ["format"]:
+                rest = rest[2:]
+            if rest and rest[0] in _SYSLOG_FACILITIES:
+                facility = rest.pop(0)
+                if "log_facility" in self.keys:
+                    self.global_["log_facility"] = facility
+                elif facility != "local0":
+                    self.skip(line, f"syslog facility {facility}", "this build sends local0")
+            if rest:
+                self.note(line, f"log words {' '.join(rest)!r} are not translated")
         else:
             self.skip(line, reason="only syslog over UDP to HOST:PORT, stdout and stderr")
 
@@ -938,7 +647,7 @@ class _Translator:
             self.http_check(proxy, line, words[1:])
         elif keyword == "acl" and not defaults and len(words) >= 3:
             notes: list[str] = []
-            decl = parse_criterion(words[2:], notes)
+            decl = parse_criterion(words[2:], notes, self.keys)
             proxy.acls.setdefault(words[1], []).append(decl)
             proxy.acl_notes.setdefault(words[1], []).extend(notes)
             for message in notes:
@@ -955,13 +664,25 @@ class _Translator:
             proxy.default_backend_line = line
         elif keyword == "http-request" and len(words) >= 2:
             self.http_request(proxy, line, words[1:])
-        elif keyword == "tcp-request" and front and len(words) >= 3 and words[1] in ("connection", "content"):
-            if words[2] == "reject":
+        elif keyword == "http-response" and len(words) >= 2 and not defaults:
+            self.http_response(proxy, line, words[1:])
+        elif keyword == "monitor-uri" and front and len(words) == 2 and "monitor_uri" in self.keys:
+            proxy.monitor_uri = words[1]
+        elif keyword == "errorfile" and len(words) == 3 and re.fullmatch(r"[1-5]\d\d", words[1]):
+            if "errorfiles" in self.keys:
+                proxy.errorfiles[words[1]] = self.file_name(line, words[2], "", "error file")
+            else:
+                self.skip(line, reason="this build has no errorfiles")
+        elif keyword == "tcp-request" and len(words) >= 3 and words[1] in ("connection", "content"):
+            # a backend's (or a listen's) rules see the same connections as its frontend's
+            if words[2] != "reject" or defaults or (words[1] == "connection" and not front):
+                self.skip(line)
+            elif kind == "backend" and "backend_rule" not in self.keys:
+                self.skip(line, reason="this build has no backend rules")
+            else:
                 phase = 0 if words[1] == "connection" else 1
                 proxy.rules.append(_PendingRule(phase, line, {"action": "deny"}, self.condition(line, words[3:])))
-            else:
-                self.skip(line)
-        elif keyword == "redirect" and front and len(words) >= 3:
+        elif keyword == "redirect" and (front or (back and "backend_rule" in self.keys)) and len(words) >= 3:
             self.redirect(proxy, line, words[1:], phase=3)
         elif keyword == "stats" and front and len(words) >= 2:
             self.stats_directive(proxy, line, words[1:])
@@ -999,6 +720,11 @@ class _Translator:
             proxy.redispatch = enabled
             if rest:
                 self.note(line, "balancer redispatches on every retry")
+        elif name == "persist":
+            if "persist" in self.keys:
+                proxy.persist = enabled
+            else:
+                self.skip(line, reason="this build ties persistence to redispatch")
         elif name == "httpchk" and enabled:
             # HAProxy: `option httpchk [[METHOD] URI [VERSION]]`, OPTIONS / by default; the
             # version word may carry headers ("HTTP/1.1\r\nHost:\ www").
@@ -1140,8 +866,12 @@ class _Translator:
         while index < len(words):
             word = words[index]
             argument = words[index + 1] if index + 1 < len(words) else ""
-            if word in ("insert", "prefix", "rewrite", "indirect"):
+            if word in ("insert", "prefix", "rewrite"):
                 pass
+            elif word in ("indirect", "preserve", "postonly") and "cookie_options" in self.keys:
+                cookie[word] = True
+            elif word == "indirect":
+                pass  # balancer's insert mode always removes its cookie from requests
             elif word in ("nocache", "httponly", "secure"):
                 cookie[word] = True
             elif word in ("maxidle", "maxlife") and _duration(argument):
@@ -1153,8 +883,11 @@ class _Translator:
             else:
                 self.skip(line, f"cookie option {word}")
             index += 1
+        if cookie["mode"] == "insert" and "cookie_options" in self.keys:
+            # HAProxy's defaults: the server sees the cookie, HAProxy may overwrite the server's
+            cookie = cookie | {key: False for key in ("indirect", "preserve", "postonly") if key not in cookie}
         if cookie["mode"] != "insert":
-            for key in ("nocache", "httponly", "secure", "maxidle", "maxlife"):
+            for key in ("nocache", "httponly", "secure", "maxidle", "maxlife", "indirect", "preserve", "postonly"):
                 cookie.pop(key, None)
         proxy.cookie = cookie
         proxy.cookie_line = line
@@ -1192,6 +925,15 @@ class _Translator:
                 proxy.check_body = rest[1]
             else:
                 self.skip(line)
+        elif words[0] == "connect":
+            options = words[1:]
+            check = proxy.httpchk or {"type": "http", "method": "OPTIONS", "path": "/"}
+            if "ssl" in options:
+                check["ssl"] = True
+            for option in options:
+                if option != "ssl":
+                    self.skip(line, f"http-check connect {option}")
+            proxy.httpchk = check
         elif words[0] == "send":
             check = proxy.httpchk or {"type": "http", "method": "OPTIONS", "path": "/"}
             index = 1
@@ -1212,48 +954,94 @@ class _Translator:
             self.skip(line)
 
     def http_request(self, proxy: _Proxy, line: SourceLine, words: list[str]) -> None:
+        """`http-request ACTION ... [if|unless COND]` in a frontend, listen or backend."""
         action = words[0]
-        if proxy.kind == "backend":
-            if action == "set-header" and len(words) == 3 and words[1].lower() == "host" and "%[" not in words[2]:
-                proxy.host = words[2]
-            else:
-                self.skip(line, reason="balancer's rules live in frontends")
-            return
         if proxy.kind == "defaults":
             self.skip(line, reason="not translated in defaults")
             return
         split = next((i for i, word in enumerate(words) if word in ("if", "unless")), len(words))
         args, condition = words[1:split], self.condition(line, words[split:])
-        if action == "deny":
-            if args[:1] == ["deny_status"] and args[1:2] != ["403"]:
+        if proxy.kind == "backend":
+            host = action == "set-header" and len(args) == 2 and args[0].lower() == "host" and "%[" not in args[1]
+            if host and condition is None:
+                proxy.host = args[1]
+                return
+            if "backend_rule" not in self.keys:
+                self.skip(line, reason="this build has no backend rules")
+                return
+        if action in ("deny", "allow"):
+            if action == "deny" and args[:1] == ["deny_status"] and args[1:2] != ["403"]:
                 self.note(line, "balancer denies with 403")
-            proxy.rules.append(_PendingRule(2, line, {"action": "deny"}, condition))
+            proxy.rules.append(_PendingRule(2, line, {"action": action}, condition))
+        elif action == "auth" and "auth" in self.keys:
+            realm = args[1] if args[:1] == ["realm"] and len(args) >= 2 else proxy.name  # HAProxy's default realm
+            proxy.rules.append(_PendingRule(2, line, {"action": "auth", "realm": realm}, condition))
         elif action == "redirect":
             self.redirect(proxy, line, words[1:], phase=2)
-        elif action in ("set-header", "del-header"):
-            header = args[0] if args else ""
-            if (action == "set-header" and len(args) != 2) or (action == "del-header" and len(args) != 1):
-                self.skip(line)
-            elif header.lower() in ("x-forwarded-proto", "x-forwarded-for"):
-                self.skip(line, reason=f"balancer writes {header} itself when forwardfor = true")
-            elif header.lower() in _FRAMING_HEADERS:
-                self.skip(line, reason=f"balancer owns the {header} header")
-            elif action == "set-header" and "%[" in args[1]:
-                self.skip(line, reason="header values are fixed strings in balancer")
-            elif action == "set-header":
-                proxy.rules.append(_PendingRule(2, line, {"set_header": {header: args[1]}}, condition))
-            else:
-                proxy.rules.append(_PendingRule(2, line, {"del_header": [header]}, condition))
+        elif action in ("set-header", "add-header", "del-header"):
+            rule = self.header_action(proxy, line, action, args, response=False)
+            if rule is not None:
+                proxy.rules.append(_PendingRule(2, line, rule, condition))
         else:
             self.skip(line)
 
+    def http_response(self, proxy: _Proxy, line: SourceLine, words: list[str]) -> None:
+        """`http-response set-header|add-header|del-header ...` -> a response rule."""
+        action = words[0]
+        split = next((i for i, word in enumerate(words) if word in ("if", "unless")), len(words))
+        args, condition = words[1:split], self.condition(line, words[split:])
+        if "response_rule" not in self.keys:
+            self.skip(line, reason="this build has no response rules")
+        elif action in ("set-header", "add-header", "del-header"):
+            rule = self.header_action(proxy, line, action, args, response=True)
+            if rule is not None:
+                proxy.response_rules.append(_PendingRule(0, line, rule, condition))
+        else:
+            self.skip(line)
+
+    def header_action(
+        self, proxy: _Proxy, line: SourceLine, action: str, args: list[str], *, response: bool
+    ) -> dict[str, Any] | None:
+        """set-header / add-header / del-header -> the rule's action keys, or None (named)."""
+        header = args[0] if args else ""
+        if (action != "del-header" and len(args) != 2) or (action == "del-header" and len(args) != 1):
+            self.skip(line, reason="only NAME VALUE (set/add) or NAME (del) are translated")
+            return None
+        lowered = header.lower()
+        if not response and lowered == "x-forwarded-proto" and action == "set-header" and args[1] in ("http", "https"):
+            if proxy.kind == "backend":
+                self.skip(line, reason="balancer writes X-Forwarded-Proto in the frontend (forwardfor = true)")
+            else:
+                proxy.forwarded_proto.append(line)  # decided with the frontend's forwardfor
+            return None
+        if not response and lowered in ("x-forwarded-proto", "x-forwarded-for"):
+            self.skip(line, reason=f"balancer writes {header} itself when forwardfor = true, after the client's")
+            return None
+        if lowered in _FRAMING_HEADERS:
+            self.skip(line, reason=f"balancer owns the {header} header")
+            return None
+        if action != "del-header" and "%[" in args[1]:
+            self.skip(line, reason="header values are fixed strings in balancer")
+            return None
+        if action == "add-header" and "add_header" not in self.keys:
+            self.skip(line, reason="this build has no add_header")
+            return None
+        if action == "del-header":
+            return {"del_header": [header]}
+        return {action.replace("-", "_"): {header: args[1]}}
+
     def redirect(self, proxy: _Proxy, line: SourceLine, words: list[str], phase: int) -> None:
+        """`redirect location|prefix|scheme TARGET [code N] [option...] [if|unless COND]`."""
         split = next((i for i, word in enumerate(words) if word in ("if", "unless")), len(words))
         args, condition = words[:split], self.condition(line, words[split:])
-        if args[:1] != ["location"] or len(args) < 2:
-            self.skip(line, reason="only 'redirect location' (a fixed URL) is available")
+        kind = args[0] if args else ""
+        if len(args) < 2 or kind not in ("location", "prefix", "scheme"):
+            self.skip(line, reason="expected redirect location|prefix|scheme TARGET")
             return
-        location = args[1]
+        if kind != "location" and "redirect_scheme" not in self.keys:
+            self.skip(line, reason="only 'redirect location' (a fixed URL) is available in this build")
+            return
+        target = args[1]
         code = 302
         index = 2
         while index < len(args):
@@ -1261,12 +1049,40 @@ class _Translator:
                 code = int(args[index + 1])
                 index += 2
                 continue
-            self.skip(line, f"redirect option {args[index]}")
+            if args[index] in ("drop-query", "append-slash", "ignore-empty"):
+                self.note(line, f"redirect option {args[index]} is not translated (the redirect is)")
+            else:
+                self.skip(line, f"redirect option {args[index]}")
             index += 1
-        if "%[" in location:
-            self.skip(line, reason="redirect locations are fixed strings in balancer")
+        if "%[" in target:
+            self.skip(line, reason="redirect targets are fixed strings in balancer")
             return
-        proxy.rules.append(_PendingRule(phase, line, {"redirect": {"location": location, "code": code}}, condition))
+        redirect: dict[str, Any] = {kind: target, "code": code}
+        proxy.rules.append(_PendingRule(phase, line, {"redirect": redirect}, condition))
+
+    def userlist(self, section: Section) -> None:
+        """`userlist NAME` with `user NAME password HASH | insecure-password PLAIN` lines."""
+        users: list[tuple[SourceLine, dict[str, Any]]] = []
+        for line in section.lines:
+            words = line.words
+            if words[0] == "user" and len(words) >= 4 and words[2] in ("password", "insecure-password"):
+                user: dict[str, Any] = {"name": words[1]}
+                if words[2] == "insecure-password":
+                    user["password"] = words[3]
+                elif re.match(r"^\$(1|5|6|2[aby])\$", words[3]):
+                    user["password_hash"] = words[3]
+                else:
+                    self.skip(line, reason="only $1$, $5$, $6$ and bcrypt password hashes")
+                    continue
+                if len(words) > 4:
+                    self.note(line, f"{' '.join(words[4:])!r}: groups are not translated")
+                users.append((line, user))
+            else:
+                self.skip(line, reason="groups are not translated" if words[0] == "group" else "")
+        if not section.name:
+            self.skip(section.header, reason="a userlist without a name")
+            return
+        self.userlists.append((section.header, {"name": section.name, "user": users}))
 
     def stats_directive(self, proxy: _Proxy, line: SourceLine, words: list[str]) -> None:
         what = words[0]
@@ -1470,6 +1286,17 @@ class _Translator:
             table["observe"] = state["observe"]
         table["retries"] = proxy.retries if proxy.retries is not None else 3
         table["redispatch"] = bool(proxy.redispatch)
+        if proxy.persist:
+            table["persist"] = True
+        if proxy.kind == "backend":
+            if mode == "http" and proxy.errorfiles:
+                table["errorfiles"] = dict(proxy.errorfiles)
+            rules = self.rules(proxy, mode, None, {})
+            if rules:
+                table["rule"] = rules
+            response_rules = self.rules(proxy, mode, None, {}, response=True)
+            if response_rules:
+                table["response_rule"] = response_rules
         if proxy.backend_timeouts:
             table["timeouts"] = dict(proxy.backend_timeouts)
         if proxy.tunnel_line is not None:
@@ -1559,8 +1386,20 @@ class _Translator:
                 table["forwardfor"] = bool(proxy.forwardfor) or self.backends_forward(proxy, backends)
                 if self.header_count is not None:
                     table["limits"] = {"header_count": self.header_count}
+            if mode == "http":
+                self.forwarded_proto(proxy, bool(table["forwardfor"]))
+                if proxy.monitor_uri:
+                    table["monitor_uri"] = proxy.monitor_uri
+                if proxy.errorfiles:
+                    table["errorfiles"] = dict(proxy.errorfiles)
+            elif proxy.monitor_uri:
+                self.note(header, "monitor-uri needs mode http (HAProxy ignores it in mode tcp too)")
             table["rule"] = self.rules(proxy, mode, first.ssl, backends)
-            if "default_backend" not in table and not self.reachable(table["rule"]):
+            table["response_rule"] = self.rules(proxy, mode, first.ssl, backends, response=True)
+            if not table["response_rule"]:
+                del table["response_rule"]
+            routed = "default_backend" in table or "monitor_uri" in table
+            if not routed and not self.reachable(table["rule"]):
                 self.skip(header, f"{proxy.kind} {proxy.name}", "nothing left to route to (no default_backend)")
                 continue
             table["bind"] = [a for bind in binds for a in bind.addresses if self.claim(a, bind.line)]
@@ -1571,6 +1410,17 @@ class _Translator:
         if len(names) > 1:
             self.note(header, f"split into frontends {', '.join(names)}: balancer sets TLS/PROXY per frontend")
         return result
+
+    def forwarded_proto(self, proxy: _Proxy, forwardfor: bool) -> None:
+        """`http-request set-header X-Forwarded-Proto https if { ssl_fc }` (or http): with
+        forwardfor = true balancer sends X-Forwarded-Proto itself, http or https as the
+        client connected, replacing the client's; without it the header is lost."""
+        for line in proxy.forwarded_proto:
+            if forwardfor:
+                self.note(line, "balancer sets X-Forwarded-Proto to http or https itself (forwardfor = true)")
+            else:
+                self.skip(line, reason="balancer sets X-Forwarded-Proto only with forwardfor (option forwardfor)")
+        proxy.forwarded_proto = []
 
     def tcp_idle_timeout(self, proxy: _Proxy, timeouts: dict[str, str]) -> None:
         """HAProxy closes an idle TCP connection after `timeout client` (client silent) or
@@ -1627,10 +1477,19 @@ class _Translator:
         return False
 
     def rules(
-        self, proxy: _Proxy, mode: str, ssl: bool, backends: dict[str, str]
+        self,
+        proxy: _Proxy,
+        mode: str,
+        ssl: bool | None,
+        backends: dict[str, str],
+        *,
+        response: bool = False,
     ) -> list[tuple[SourceLine, dict[str, Any]]]:
+        """A proxy's request rules (or with `response`, its response rules) in HAProxy's
+        evaluation order -> (source line, rule table) pairs. `ssl`: see condition_tables."""
         result: list[tuple[SourceLine, dict[str, Any]]] = []
-        for pending in sorted(proxy.rules, key=lambda rule: rule.phase):
+        pending_rules = proxy.response_rules if response else proxy.rules
+        for pending in sorted(pending_rules, key=lambda rule: rule.phase):
             line = pending.line
             action = dict(pending.action)
             if "use_backend" in action:
@@ -1642,14 +1501,17 @@ class _Translator:
                     self.skip(line, reason=f"backend is mode {target}, frontend mode {mode}")
                     continue
                 action["use_backend"] = _name(action["use_backend"])
-            if mode == "tcp" and ("redirect" in action or "set_header" in action or "del_header" in action):
-                self.skip(line, reason="not available in a tcp frontend")
+            if mode == "tcp" and line.words[0] in ("http-request", "http-response", "redirect"):
+                self.skip(line, reason="HAProxy ignores HTTP rules in mode tcp too", loss=False)
                 continue
-            tables = condition_tables(pending.condition, proxy.acls, ssl)
+            tables = condition_tables(pending.condition, proxy.acls, ssl, self.keys)
             if isinstance(tables, str):
                 self.skip(line, reason=tables)
                 continue
-            approximations = self.approximations(pending.condition, proxy)
+            if not response and any("status" in table for pair in tables for table in pair if table is not None):
+                self.skip(line, reason="the response status is not known when a request rule runs")
+                continue
+            approximations = self.approximations(pending.condition, proxy, self.keys)
             if approximations and weakens_when_lost(line.words):
                 self.skip(line, reason=f"its condition would be approximate: {approximations[0]}")
                 continue
@@ -1673,7 +1535,7 @@ class _Translator:
         return result
 
     @staticmethod
-    def approximations(condition: tuple[str, list[str]] | None, proxy: _Proxy) -> list[str]:
+    def approximations(condition: tuple[str, list[str]] | None, proxy: _Proxy, keys: frozenset[str]) -> list[str]:
         """How the translation of a condition's ACLs differs from HAProxy's, if it does."""
         if condition is None:
             return []
@@ -1684,7 +1546,7 @@ class _Translator:
             word = words[index].lstrip("!")
             if word == "{":
                 end = words.index("}", index) if "}" in words[index:] else len(words)
-                parse_criterion(words[index + 1 : end], found)
+                parse_criterion(words[index + 1 : end], found, keys)
                 index = end
             else:
                 found += proxy.acl_notes.get(word, [])
@@ -1760,10 +1622,14 @@ class _Translator:
             if self.stats_source is not None:
                 out.append(f"# from {self.file}:{self.stats_source.number} {' '.join(self.stats_source.words[:2])}")
             out += ["[stats]"] + [f"{key} = {_toml_value(value)}" for key, value in self.stats.items()] + [""]
+        for header, table in self.userlists:
+            out += self.render_section(header, "userlist", table)
         for proxy, table in frontends:
-            out += self.render_section(proxy, "frontend", table, "rule")
+            assert proxy.header is not None
+            out += self.render_section(proxy.header, "frontend", table)
         for proxy, table in backend_tables:
-            out += self.render_section(proxy, "backend", table, "server")
+            assert proxy.header is not None
+            out += self.render_section(proxy.header, "backend", table)
         return "\n".join(out).rstrip("\n") + "\n"
 
     @staticmethod
@@ -1781,20 +1647,25 @@ class _Translator:
                 self.note(proxy.header, f"frontend written as {table['name']!r} (name already used)")
             names.add(table["name"])
 
-    def render_section(self, proxy: _Proxy, kind: str, table: dict[str, Any], child: str) -> list[str]:
-        header = proxy.header
-        assert header is not None
-        out = [f"# from {self.file}:{header.number} {proxy.kind} {proxy.name}", f"[[{kind}]]"]
+    def render_section(self, header: SourceLine, kind: str, table: dict[str, Any]) -> list[str]:
+        """One [[frontend]] / [[backend]] / [[userlist]]: its keys, then its array tables
+        (rule, response_rule, server, user), each after a comment naming its source line."""
+        out = [f"# from {self.file}:{header.number} {' '.join(header.words[:2])}", f"[[{kind}]]"]
+        children = [key for key in _CHILD_TABLES if key in table]
         for key, value in table.items():
-            if key != child:
+            if key not in children:
                 out.append(f"{key} = {_toml_value(value)}")
         out.append("")
-        for line, item in table.get(child, []):
-            out.append(f"  # {self.file}:{line.number}: {_one_line(line.text)}")
-            out.append(f"  [[{kind}.{child}]]")
-            out += [f"  {key} = {_toml_value(value)}" for key, value in item.items()]
-            out.append("")
+        for child in children:
+            for line, item in table[child]:
+                out.append(f"  # {self.file}:{line.number}: {_one_line(line.text)}")
+                out.append(f"  [[{kind}.{child}]]")
+                out += [f"  {key} = {_toml_value(value)}" for key, value in item.items()]
+                out.append("")
         return out
+
+
+_CHILD_TABLES = ("rule", "response_rule", "server", "user")
 
 
 def _one_line(text: str) -> str:
@@ -1808,14 +1679,17 @@ def translate(
     *,
     accept_loss: bool = False,
     haproxy_version: str = DEFAULT_VERSION,
+    keys: frozenset[str] | None = None,
 ) -> Translation:
     """Translate haproxy.cfg `text`; `file` names it in messages and comments. With
     `base_dir`, certificate and CA files are looked for there (a note when missing).
     `.if` blocks are evaluated for `haproxy_version`. With `accept_loss`, each directive
     whose loss weakens the configuration is written into the TOML as a comment
     `# NOT TRANSLATED (accepted loss): FILE:LINE: ...` (the caller decides the exit status
-    from `Translation.losses` otherwise)."""
-    translator = _Translator(file, Path(base_dir) if base_dir is not None else None)
+    from `Translation.losses` otherwise). `keys`: the keys of issue #13 to write (default:
+    those this build's model accepts, haproxy_keys.product_keys)."""
+    keys = product_keys() if keys is None else keys
+    translator = _Translator(file, Path(base_dir) if base_dir is not None else None, keys)
     translator.run(text, haproxy_version)
     toml = translator.output()
     losses = translator.lines("loss")
@@ -1857,10 +1731,21 @@ def validate(toml: str, file: str = "<import-haproxy>", base_dir: str | Path | N
     try:
         parse_config(toml, file, base_dir=base_dir)
     except ConfigError as exc:
-        return [str(problem) for problem in _real_problems(exc.problems)]
+        return [str(problem) for problem in _real_problems(exc.problems, base_dir)]
     return []
 
 
-def _real_problems(problems: Iterable[Any]) -> list[Any]:
-    missing = re.compile(r"^(certificate file|client CA file|CA file) '.*' not found")
-    return [problem for problem in problems if not missing.match(problem.message)]
+def _real_problems(problems: Iterable[Any], base_dir: str | Path | None) -> list[Any]:
+    """Leave out problems that name a file absent here (a certificate, CA or error file of
+    the machine HAProxy runs on): they are noted, not faults of the translation."""
+    base = Path(base_dir) if base_dir is not None else Path()
+    kept = []
+    for problem in problems:
+        named = re.findall(r"'([^']+)'", problem.message)
+        if any(
+            ("file" in problem.message or "director" in problem.message) and not (base / name).exists()
+            for name in named
+        ):
+            continue
+        kept.append(problem)
+    return kept

@@ -7,13 +7,24 @@ so the first line of the literal is line 1 of the haproxy.cfg.
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 from textwrap import dedent
+from typing import Any
 
 import pytest
 
 from balancer.config import Config, parse_config
-from balancer.config.haproxy import condition_tables, parse_criterion, parse_haproxy, tokenize, translate, validate
+from balancer.config.haproxy import (
+    Translation,
+    condition_tables,
+    parse_criterion,
+    parse_haproxy,
+    tokenize,
+    translate,
+    validate,
+)
+from balancer.config.haproxy_keys import ALL_KEYS
 
 
 def convert(cfg: str, base_dir: Path | None = None) -> tuple[Config, list[str], str]:
@@ -24,6 +35,7 @@ def convert(cfg: str, base_dir: Path | None = None) -> tuple[Config, list[str], 
     return parse_config(result.toml, base_dir=base_dir), result.messages(), result.toml
 
 
+FIXTURES = Path(__file__).parents[2] / "fixtures" / "haproxy"
 SIMPLE_BACKEND = """\
 backend web
     server s1 10.0.0.1:80
@@ -587,24 +599,47 @@ def test_http_request_rules_come_before_use_backend_as_in_haproxy():
     ]
 
 
-def test_redirect_scheme_and_dynamic_rules_are_named():
-    rules, warnings = rules_of(
-        """\
-        redirect scheme https code 301 if !{ ssl_fc }
-        http-request set-header X-Client %[src]
-        http-request set-header X-Forwarded-Proto https if { ssl_fc }
-        http-request add-header X-A b
-        """
-    )
-    assert rules == []
-    assert warnings == [
-        "haproxy.cfg:6: cannot translate: redirect scheme https code 301 if !{ ssl_fc } "
-        "(only 'redirect location' (a fixed URL) is available)",
-        "haproxy.cfg:7: cannot translate: http-request set-header X-Client %[src] "
+REDIRECT_AND_HEADERS = """\
+frontend www
+    mode http
+    bind 127.0.0.1:80
+    redirect scheme https code 301 if !{ ssl_fc }
+    http-request set-header X-Client %[src]
+    http-request set-header X-Forwarded-Proto https if { ssl_fc }
+    http-request add-header X-A b
+    default_backend web
+backend web
+    mode http
+    server s1 10.0.0.1:80
+"""
+
+
+def test_redirect_scheme_and_dynamic_rules_are_named_where_the_model_lacks_their_keys():
+    result = translate(REDIRECT_AND_HEADERS, keys=frozenset())
+    assert result.messages() == [
+        "haproxy.cfg:4: cannot translate: redirect scheme https code 301 if !{ ssl_fc } "
+        "(only 'redirect location' (a fixed URL) is available in this build)",
+        "haproxy.cfg:5: cannot translate: http-request set-header X-Client %[src] "
         "(header values are fixed strings in balancer)",
-        "haproxy.cfg:8: cannot translate: http-request set-header X-Forwarded-Proto https if { ssl_fc } "
-        "(balancer writes X-Forwarded-Proto itself when forwardfor = true)",
-        "haproxy.cfg:9: cannot translate: http-request add-header X-A b",
+        "haproxy.cfg:6: cannot translate: http-request set-header X-Forwarded-Proto https if { ssl_fc } "
+        "(balancer sets X-Forwarded-Proto only with forwardfor (option forwardfor))",
+        "haproxy.cfg:7: cannot translate: http-request add-header X-A b (this build has no add_header)",
+    ]
+    assert [loss.split(": cannot")[0] for loss in result.losses] == [f"haproxy.cfg:{n}" for n in (4, 5, 6, 7)]
+
+
+def test_redirect_scheme_and_add_header_with_the_keys_of_issue_13():
+    result = translate(
+        REDIRECT_AND_HEADERS.replace("    mode http\n    bind", "    mode http\n    option forwardfor\n    bind"),
+        keys=ALL_KEYS,
+    )
+    assert 'redirect = { scheme = "https", code = 301 }' in result.toml  # a plain frontend: !ssl_fc always
+    assert 'add_header = { X-A = "b" }' in result.toml
+    assert "haproxy.cfg:7: note: balancer sets X-Forwarded-Proto to http or https itself (forwardfor = true)" in (
+        result.warnings
+    )
+    assert [loss.split(" (")[0] for loss in result.losses] == [
+        "haproxy.cfg:6: cannot translate: http-request set-header X-Client %[src]"
     ]
 
 
@@ -705,10 +740,10 @@ def test_unsupported_directives_and_sections_are_named_with_their_line():
             daemon
         defaults
             mode http
-            errorfile 503 /etc/haproxy/errors/503.http
+            option http-buffer-request
             option http-server-close
-        userlist admins
-            user bob password x
+        peers mypeers
+            peer lb1 10.0.0.1:1024
         frontend www
             bind :80
             capture request header Host len 32
@@ -719,9 +754,9 @@ def test_unsupported_directives_and_sections_are_named_with_their_line():
     )
     assert warnings == [
         "haproxy.cfg:2: cannot translate: daemon",
-        "haproxy.cfg:5: cannot translate: errorfile 503 /etc/haproxy/errors/503.http",
+        "haproxy.cfg:5: cannot translate: option http-buffer-request",
         "haproxy.cfg:6: cannot translate: option http-server-close (balancer keeps connections alive on both sides)",
-        "haproxy.cfg:7: cannot translate: userlist section (its directives are skipped)",
+        "haproxy.cfg:7: cannot translate: peers section (its directives are skipped)",
         "haproxy.cfg:11: cannot translate: capture request header Host len 32",
     ]
 
@@ -1068,3 +1103,175 @@ def test_hostile_and_broken_input_never_raises_a_traceback(tmp_path, capsys, dat
         assert "\x00" not in err
         for line in err.splitlines():
             assert line.startswith("haproxy.cfg:"), line
+
+
+# -- the keys of issue 13 (written when the model has them; read here as TOML) ------------------
+
+
+def with_all_keys(cfg: str) -> tuple[dict[str, Any], Translation]:
+    result = translate(dedent(cfg), keys=ALL_KEYS)
+    return tomllib.loads(result.toml), result
+
+
+def frontend_rules(cfg: str) -> list[dict[str, Any]]:
+    data, _ = with_all_keys(
+        "frontend f\n  mode http\n  bind 127.0.0.1:80\n"
+        + dedent(cfg)
+        + "  default_backend b\nbackend b\n  mode http\n  server s 10.0.0.1:80\n"
+    )
+    return [{k: v for k, v in rule.items()} for rule in data["frontend"][0].get("rule", [])]
+
+
+@pytest.mark.parametrize(
+    ("acl", "condition"),
+    [
+        ("path_end -i .css .js", {"path_end": [".css", ".js"], "ignore_case": True}),
+        ("path_sub -i /legacy/", {"path_sub": ["/legacy/"], "ignore_case": True}),
+        ("path_dir api", {"path_dir": ["api"]}),
+        ("hdr_beg(host) -i img.", {"host_beg": ["img."]}),
+        ("hdr_end(host) .example.com", {"host_end": [".example.com"]}),
+        ("hdr(Upgrade) -i websocket", {"hdr": {"Upgrade": ["websocket"]}, "ignore_case": True}),
+        ("hdr_sub(user-agent) -i curl", {"hdr_sub": {"user-agent": ["curl"]}, "ignore_case": True}),
+        ("req.hdr_reg(x-id) ^[0-9]+$", {"hdr_reg": {"x-id": ["^[0-9]+$"]}}),
+        ("urlp(debug) 1", {"url_param": {"debug": ["1"]}}),
+        ("url_param(token) -m found", {"url_param": {"token": []}}),
+        ("dst_port 443 8443", {"dst_port": [443, 8443]}),
+        ("url_beg /static", {"path_beg": ["/static"]}),
+    ],
+)
+def test_acl_fetches_with_their_flags(acl: str, condition: dict[str, Any]):
+    assert frontend_rules(f"  acl x {acl}\n  use_backend b if x\n") == [{"if": condition, "use_backend": "b"}]
+
+
+def test_anonymous_acls_translate_like_named_ones():
+    assert frontend_rules("  use_backend b if { hdr_beg(host) -i img }\n") == [
+        {"if": {"host_beg": ["img"]}, "use_backend": "b"}
+    ]
+
+
+def test_an_and_of_case_insensitive_and_case_sensitive_tests_is_refused_at_its_line():
+    data, result = with_all_keys(
+        "frontend f\n  mode http\n  bind :80\n  acl a path_beg -i /api\n  acl b hdr(x-env) prod\n"
+        "  http-request deny if a b\n  default_backend b\nbackend b\n  mode http\n  server s 10.0.0.1:80\n"
+    )
+    assert "rule" not in data["frontend"][0]
+    assert result.losses == [
+        "haproxy.cfg:6: cannot translate: http-request deny if a b "
+        "(case-insensitive (-i) and case-sensitive tests that must both match)"
+    ]
+
+
+def test_an_or_of_mixed_flags_becomes_one_rule_per_flag():
+    rules = frontend_rules("  acl a path_beg -i /api\n  acl a path_beg /V2\n  use_backend b if a\n")
+    assert rules == [
+        {"if": {"path_beg": ["/api"], "ignore_case": True}, "use_backend": "b"},
+        {"if": {"path_beg": ["/V2"]}, "use_backend": "b"},
+    ]
+
+
+def test_userlist_http_auth_and_auth_rule():
+    data, result = with_all_keys((FIXTURES / "13-userlist-basic-auth.cfg").read_text())
+    assert result.losses == [] and result.errors == []
+    assert data["userlist"] == [
+        {
+            "name": "admins",
+            "user": [
+                {"name": "alice", "password_hash": data["userlist"][0]["user"][0]["password_hash"]},
+                {"name": "bob", "password": "hunter2"},
+            ],
+        }
+    ]
+    assert data["userlist"][0]["user"][0]["password_hash"].startswith("$6$")
+    assert data["frontend"][0]["rule"] == [
+        {"if": {"path_beg": ["/admin"]}, "unless": {"http_auth": "admins"}, "action": "auth", "realm": "Admin"}
+    ]
+
+
+def test_monitor_uri_errorfiles_persist_cookie_options_and_log_facility():
+    data, result = with_all_keys(
+        """\
+        global
+            log 10.0.0.5:514 local2 info
+        defaults
+            mode http
+            errorfile 503 /etc/haproxy/errors/503.http
+        frontend health
+            bind :8081
+            monitor-uri /healthz
+        frontend www
+            bind :80
+            default_backend app
+        backend app
+            option persist
+            cookie SRV insert indirect nocache postonly
+            server a 10.0.0.1:80 cookie a
+        """
+    )
+    assert data["global"]["log_facility"] == "local2"
+    health, _www = data["frontend"]
+    assert (health["monitor_uri"], health["errorfiles"]) == ("/healthz", {"503": "/etc/haproxy/errors/503.http"})
+    assert "default_backend" not in health
+    backend = data["backend"][0]
+    assert backend["persist"] is True and backend["errorfiles"] == {"503": "/etc/haproxy/errors/503.http"}
+    cookie = backend["cookie"]
+    assert (cookie["indirect"], cookie["nocache"], cookie["postonly"], cookie["preserve"]) == (True, True, True, False)
+    assert not any("cannot translate" in message for message in result.messages())
+
+
+def test_a_cookie_without_indirect_is_seen_by_the_server_as_in_haproxy():
+    data, _ = with_all_keys("backend app\n  mode http\n  cookie SRV insert\n  server a 10.0.0.1:80\n")
+    assert data["backend"][0]["cookie"]["indirect"] is False
+
+
+def test_backend_rules_and_response_rules():
+    data, result = with_all_keys((FIXTURES / "21-header-hygiene.cfg").read_text())
+    frontend, backend = data["frontend"][0], data["backend"][0]
+    assert frontend["response_rule"] == [
+        {"del_header": ["Server"]},
+        {"set_header": {"X-Frame-Options": "DENY"}},
+        {"add_header": {"X-Content-Type-Options": "nosniff"}},
+    ]
+    assert backend["rule"] == [{"set_header": {"X-Backend": "app"}}]
+    assert [loss.split(" (")[0] for loss in result.losses] == [
+        "haproxy.cfg:12: cannot translate: http-request del-header X-Forwarded-For"
+    ]
+
+
+def test_backend_deny_and_ssl_in_a_backend():
+    data, result = with_all_keys(
+        "backend admin\n  mode http\n  http-request deny if !{ src 10.0.14.0/24 }\n"
+        "  http-request redirect scheme https unless { ssl_fc }\n  server s 10.0.0.1:80\n"
+        "backend db\n  mode tcp\n  tcp-request content reject if !{ src 10.1.0.0/16 }\n  server s 10.0.0.2:5432\n"
+    )
+    admin, db = data["backend"]
+    assert admin["rule"] == [
+        {"unless": {"src": ["10.0.14.0/24"]}, "action": "deny"},
+        {"unless": {"ssl": True}, "redirect": {"scheme": "https", "code": 302}},
+    ]
+    assert db["rule"] == [{"unless": {"src": ["10.1.0.0/16"]}, "action": "deny"}]
+    assert result.losses == []
+
+
+def test_http_response_rules_may_test_the_status_and_request_rules_may_not():
+    data, result = with_all_keys(
+        "frontend f\n  mode http\n  bind :80\n  http-response set-header Cache-Control no-store if { status 404 }\n"
+        "  http-request deny if { status 404 }\n  default_backend b\nbackend b\n  mode http\n  server s 10.0.0.1:80\n"
+    )
+    assert data["frontend"][0]["response_rule"] == [
+        {"if": {"status": [404]}, "set_header": {"Cache-Control": "no-store"}}
+    ]
+    assert result.losses == [
+        "haproxy.cfg:5: cannot translate: http-request deny if { status 404 } "
+        "(the response status is not known when a request rule runs)"
+    ]
+
+
+def test_http_rules_in_a_tcp_frontend_are_ignored_as_haproxy_does_not_a_loss():
+    result = translate(
+        "frontend f\n  mode tcp\n  bind :80\n  http-request deny\n  default_backend b\n"
+        "backend b\n  server s 10.0.0.1:80\n"
+    )
+    assert result.losses == []
+    assert "haproxy.cfg:4: cannot translate: http-request deny (HAProxy ignores HTTP rules in mode tcp too)" in (
+        result.warnings
+    )
