@@ -1167,8 +1167,12 @@ class _Translator:
                         f"cookie value {argument!r} of server {name!r}: balancer's cookie value is the server name",
                     )
             elif option in ("inter", "fastinter", "downinter") and _duration(argument):
-                key = {"inter": "interval", "fastinter": "fastinterval", "downinter": "downinterval"}[option]
-                state.setdefault("check_params", {}).setdefault(key, (line, _duration(argument)))
+                interval = _duration(argument) or ""
+                if _seconds(interval) <= 0:  # HAProxy refuses it; balancer would spin
+                    self.skip(line, f"server option {option} {argument}", "a check interval must be positive")
+                else:
+                    key = {"inter": "interval", "fastinter": "fastinterval", "downinter": "downinterval"}[option]
+                    state.setdefault("check_params", {}).setdefault(key, (line, interval))
             elif option in ("rise", "fall") and _integer(argument):
                 state.setdefault("check_params", {}).setdefault(option, (line, int(argument)))
             elif option == "verify":

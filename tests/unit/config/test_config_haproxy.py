@@ -1275,3 +1275,10 @@ def test_http_rules_in_a_tcp_frontend_are_ignored_as_haproxy_does_not_a_loss():
     assert "haproxy.cfg:4: cannot translate: http-request deny (HAProxy ignores HTTP rules in mode tcp too)" in (
         result.warnings
     )
+
+
+def test_a_zero_check_interval_is_named_not_written():
+    config, warnings, _ = convert("backend a\n  server s1 10.0.0.1:80 check inter 0\n")
+    check = config.backend[0].check
+    assert check is not None and check.interval > 0
+    assert "haproxy.cfg:2: cannot translate: server option inter 0 (a check interval must be positive)" in warnings

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from tests.support.tls import make_certificate
 
 from balancer.cli import main
-from balancer.config.haproxy import parse_haproxy, translate, weakens_when_lost
+from balancer.config.haproxy import parse_haproxy, translate, validate, weakens_when_lost
 from balancer.config.haproxy_keys import ALL_KEYS, product_keys
 
 FIXTURES = sorted((Path(__file__).parents[2] / "fixtures" / "haproxy").glob("*.cfg"))
@@ -124,3 +125,33 @@ def test_at_least_90_percent_of_directive_lines_translate_over_the_fixtures(caps
         if share < 0.90:
             pytest.xfail(f"the keys {sorted(ALL_KEYS - keys)} are built on i13-product")
     assert share >= 0.90
+
+
+def mutations(text: str) -> Iterator[str]:
+    """The file with one line changed at a time: its last word dropped, its words reversed,
+    a stray quote or brace added, or the line replaced by bytes that mean nothing."""
+    lines = text.splitlines()
+    for index, line in enumerate(lines):
+        words = line.split()
+        if not words:
+            continue
+        for changed in (
+            " ".join(words[:-1]),
+            " ".join(reversed(words)),
+            line + ' "',
+            line + " { }",
+            "\t\x01\x7f\ufffd {{ %[ ]] ::: ",
+        ):
+            yield "\n".join([*lines[:index], changed, *lines[index + 1 :]])
+
+
+@pytest.mark.parametrize("fixture", FIXTURES, ids=[path.stem for path in FIXTURES])
+def test_broken_variants_of_every_fixture_never_raise_and_always_validate(fixture: Path):
+    count = 0
+    for text in mutations(fixture.read_text()):
+        for accept_loss in (False, True):
+            result = translate(text, fixture.name, accept_loss=accept_loss)
+            if not result.errors:
+                assert validate(result.toml) == [], (text, result.toml)
+        count += 1
+    assert count > 0
