@@ -122,7 +122,7 @@ def cmd_import_haproxy(path: Path, *, accept_loss: bool = False, haproxy_version
     is then weaker than its source and says so in comments), or when the translation does
     not pass our own validation."""
     from balancer.config.haproxy import read_haproxy_file, translate, validate
-    from balancer.config.haproxy_conditions import DEFAULT_VERSION, parse_version
+    from balancer.config.haproxy.conditions import DEFAULT_VERSION, parse_version
 
     version = haproxy_version or DEFAULT_VERSION
     if parse_version(version) is None:

@@ -27,7 +27,7 @@ from tests.support import BalancerProcess, TaggedBackend, free_port, on_ci, run_
 from tests.support.backends import TcpEchoServer
 from tests.support.process import wait_until
 
-from balancer.config.haproxy_keys import product_keys
+from balancer.config.haproxy.keys import product_keys
 
 pytestmark = pytest.mark.e2e
 

@@ -24,7 +24,7 @@ from balancer.config.haproxy import (
     translate,
     validate,
 )
-from balancer.config.haproxy_keys import ALL_KEYS
+from balancer.config.haproxy.keys import ALL_KEYS
 
 
 def convert(cfg: str, base_dir: Path | None = None) -> tuple[Config, list[str], str]:
@@ -963,7 +963,7 @@ def test_a_backend_timeout_tunnel_reaches_its_tcp_frontends():
 
 
 def convert_duration(text: str) -> float:
-    from balancer.config.haproxy import _seconds
+    from balancer.config.haproxy.translator import _seconds
 
     return _seconds(text)
 

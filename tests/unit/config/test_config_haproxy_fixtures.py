@@ -18,7 +18,7 @@ from tests.support.tls import make_certificate
 
 from balancer.cli import main
 from balancer.config.haproxy import parse_haproxy, translate, validate, weakens_when_lost
-from balancer.config.haproxy_keys import ALL_KEYS, product_keys
+from balancer.config.haproxy.keys import ALL_KEYS, product_keys
 
 FIXTURES = sorted((Path(__file__).parents[2] / "fixtures" / "haproxy").glob("*.cfg"))
 ERROR_PAGE = (

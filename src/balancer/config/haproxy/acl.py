@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from balancer.config.haproxy_keys import product_keys
+from balancer.config.haproxy.keys import product_keys
 
 __all__ = ["Crit", "Decl", "condition_tables", "parse_criterion"]
 

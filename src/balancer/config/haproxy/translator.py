@@ -1,18 +1,18 @@
-"""`balancer import-haproxy`: translate the common subset of an haproxy.cfg into our TOML.
+"""Sections of an haproxy.cfg -> our TOML (the translator of `balancer import-haproxy`).
 
-Two steps. `parse_haproxy` splits the file into sections of tokenised lines (HAProxy's
-word rules: blanks separate words, `#` starts a comment, quotes and backslash escapes).
 `translate` walks the sections the way HAProxy reads them: a `defaults` section sets
 what every later proxy inherits (mode, timeouts, options, retries, balance, ...); a
 `listen` is a frontend plus a backend of the same name; HAProxy's evaluation order of a
-frontend's rules (tcp-request, http-request, redirect, use_backend) becomes the order of
-`[[frontend.rule]]`. ACL conditions are rewritten into `if`/`unless` tables, several rules
-when a condition is an OR of things one table cannot say.
+proxy's rules (tcp-request, http-request, redirect, use_backend) becomes the order of
+`[[frontend.rule]]` / `[[backend.rule]]`. ACL conditions become `if`/`unless` tables
+(acl.py), several rules when a condition is an OR of things one table cannot say.
 
 Everything that has no equivalent is skipped and named, one line each, as
 `FILE:LINE: cannot translate: <directive>`; a translation whose meaning differs a little
-from HAProxy's says so as `FILE:LINE: note: ...`. `validate` runs our own loader on the
-result: the output of the translator must always be a valid configuration.
+from HAProxy's says so as `FILE:LINE: note: ...`. A skipped directive that allows, denies,
+redirects, authenticates or strips is a loss (weaker.py): the import fails unless the
+operator accepts it. `validate` runs our own loader on the result: the output of the
+translator must always be a valid configuration.
 """
 
 from __future__ import annotations
@@ -26,135 +26,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from balancer.config.haproxy_acl import Decl, condition_tables, parse_criterion
-from balancer.config.haproxy_conditions import DEFAULT_VERSION, Conditions
-from balancer.config.haproxy_keys import product_keys
+from balancer.config.haproxy.acl import Decl, condition_tables, parse_criterion
+from balancer.config.haproxy.conditions import DEFAULT_VERSION, Conditions
+from balancer.config.haproxy.keys import product_keys
+from balancer.config.haproxy.parse import Section, SourceLine, parse_haproxy
+from balancer.config.haproxy.weaker import weakens_when_lost
 from balancer.config.load import ConfigError, addresses_overlap, parse_config
 from balancer.config.values import Address, parse_address
 
-__all__ = ["Section", "SourceLine", "Translation", "parse_haproxy", "tokenize", "translate", "validate"]
+__all__ = ["Translation", "translate", "validate"]
 
-SECTION_KEYWORDS = ("global", "defaults", "frontend", "backend", "listen")
-OTHER_SECTIONS = (
-    "userlist",
-    "peers",
-    "resolvers",
-    "mailers",
-    "cache",
-    "program",
-    "http-errors",
-    "ring",
-    "crt-store",
-    "log-forward",
-    "fcgi-app",
-    "traces",
-)
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
-_ESCAPES = {"r": "\r", "n": "\n", "t": "\t"}
-
-
-# -- parsing -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SourceLine:
-    """One directive: its line number, its words, and its text without the comment."""
-
-    number: int
-    words: tuple[str, ...]
-    text: str
-
-
-@dataclass
-class Section:
-    kind: str  # global, defaults, frontend, backend, listen, or another section keyword
-    name: str
-    header: SourceLine
-    lines: list[SourceLine] = field(default_factory=list)
-
-
-def tokenize(line: str) -> list[str]:
-    """Split one haproxy.cfg line into words: blanks separate words, `#` outside quotes
-    starts a comment, "double" and 'single' quotes group, a backslash escapes the next
-    character (`\\r`, `\\n`, `\\t` are control characters)."""
-    words: list[str] = []
-    current: list[str] = []
-    in_word = False
-    quote = ""
-    index = 0
-    while index < len(line):
-        char = line[index]
-        if char == "\\" and quote != "'" and index + 1 < len(line):
-            nxt = line[index + 1]
-            current.append(_ESCAPES.get(nxt, nxt))
-            in_word = True
-            index += 2
-            continue
-        if quote:
-            if char == quote:
-                quote = ""
-            else:
-                current.append(char)
-        elif char in "\"'":
-            quote = char
-            in_word = True
-        elif char == "#":
-            break
-        elif char in " \t\r\n":
-            if in_word:
-                words.append("".join(current))
-                current, in_word = [], False
-        else:
-            current.append(char)
-            in_word = True
-        index += 1
-    if in_word:
-        words.append("".join(current))
-    return words
-
-
-def _strip_comment(line: str) -> str:
-    """The line's text up to an unquoted `#`, for comments in the output."""
-    quote = ""
-    escaped = False
-    for index, char in enumerate(line):
-        if escaped:
-            escaped = False
-        elif char == "\\":
-            escaped = True
-        elif quote:
-            quote = "" if char == quote else quote
-        elif char in "\"'":
-            quote = char
-        elif char == "#":
-            return line[:index].strip()
-    return line.strip()
-
-
-def parse_haproxy(text: str, conditions: Conditions | None = None) -> tuple[list[Section], list[SourceLine]]:
-    """Sections in file order, and the directives found before the first section. Lines of
-    a `.if` branch HAProxy would not take are left out (`conditions` collects the notes)."""
-    conditions = conditions if conditions is not None else Conditions()
-    sections: list[Section] = []
-    orphans: list[SourceLine] = []
-    number = 0
-    for number, raw in enumerate(text.splitlines(), start=1):
-        if conditions.directive(number, raw) or not conditions.reading():
-            continue
-        words = tokenize(raw)
-        if not words:
-            continue
-        line = SourceLine(number, tuple(words), _strip_comment(raw))
-        keyword = words[0]
-        if keyword in SECTION_KEYWORDS or keyword in OTHER_SECTIONS:
-            sections.append(Section(keyword, words[1] if len(words) > 1 else "", line))
-        elif sections:
-            sections[-1].lines.append(line)
-        else:
-            orphans.append(line)
-    conditions.finish(number)
-    return sections, orphans
-
 
 # -- intermediate state --------------------------------------------------------------------
 
@@ -399,33 +281,6 @@ _FRAMING_HEADERS = frozenset(
     {"content-length", "transfer-encoding", "connection", "keep-alive", "te", "trailer", "upgrade", "proxy-connection"}
 )
 _TLS_VERSIONS = {"TLSv1.0": "1.2", "TLSv1.1": "1.2", "TLSv1.2": "1.2", "TLSv1.3": "1.3", "SSLv3": "1.2"}
-
-# Directives that allow, deny, redirect, authenticate or strip: losing one makes the
-# translation weaker than its source (more requests reach a server, or reach it in clear,
-# unauthenticated, with headers the operator removed or without ones the operator added).
-_GUARDING_HTTP_ACTIONS = frozenset(
-    {
-        *("allow", "deny", "reject", "tarpit", "silent-drop", "auth", "redirect", "return"),
-        *("del-header", "set-header", "add-header", "replace-header", "replace-value"),
-    }
-)
-_GUARDING_TCP_ACTIONS = frozenset({"accept", "reject", "silent-drop"})
-
-
-def weakens_when_lost(words: tuple[str, ...] | list[str]) -> bool:
-    """Whether this directive allows, denies, redirects, authenticates or strips, so that
-    dropping it leaves a configuration weaker than its source."""
-    keyword = words[0] if words else ""
-    action = words[1] if len(words) > 1 else ""
-    if keyword in ("http-request", "http-response"):
-        return action in _GUARDING_HTTP_ACTIONS
-    if keyword in ("tcp-request", "tcp-response"):
-        return len(words) > 2 and words[2] in _GUARDING_TCP_ACTIONS
-    if keyword in ("redirect", "block"):
-        return True
-    if keyword == "stats":
-        return action in ("auth", "http-request")
-    return False
 
 
 class _Translator:
@@ -1703,30 +1558,6 @@ def translate(
         toml = "\n".join([head, *comments, rest])
     errors = [f"{file}:{number}: {message}" for number, message in translator.errors]
     return Translation(toml, translator.lines("note", "skip"), losses, errors)
-
-
-def read_haproxy_file(path: Path) -> tuple[str | None, str, list[str]]:
-    """(text, "", notes) of an haproxy.cfg, or (None, "FILE: why", []) when it cannot be read
-    or is not a text configuration (binary data, no section at all). HAProxy reads bytes:
-    bytes that are not UTF-8 (a Latin-1 comment) are replaced by U+FFFD and named."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        return None, f"{path}: cannot read: {exc.strerror or exc}", []
-    if b"\x00" in data:
-        line = data.count(b"\n", 0, data.index(b"\x00")) + 1
-        return None, f"{path}:{line}: not a text configuration (it holds NUL bytes): nothing to translate", []
-    notes: list[str] = []
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        notes.append(f"{path}:{line}: note: bytes that are not UTF-8 are read as U+FFFD (from here on)")
-        text = data.decode("utf-8-sig", errors="replace")
-    if not any(tokenize(raw)[:1] and tokenize(raw)[0] in SECTION_KEYWORDS for raw in text.splitlines()):
-        where = "empty" if not text.strip() else "no global, defaults, frontend, backend or listen section"
-        return None, f"{path}:1: not an HAProxy configuration ({where}): nothing to translate", []
-    return text, "", notes
 
 
 def validate(toml: str, file: str = "<import-haproxy>", base_dir: str | Path | None = None) -> list[str]:
