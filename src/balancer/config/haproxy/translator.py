@@ -1282,11 +1282,12 @@ class _Translator:
         proxy.forwarded_proto = []
 
     def tcp_idle_timeout(self, proxy: _Proxy, timeouts: dict[str, str]) -> None:
-        """HAProxy closes an idle TCP connection after `timeout client` (client silent) or
-        `timeout server` (server silent), unless `timeout tunnel` (frontend or backend) is set.
-        balancer's TCP mode has one idle timeout once connected, `timeouts.tunnel`, reset by
-        bytes in either direction: it becomes the tunnel timeout, else the smaller of client
-        and server (the first of HAProxy's to expire on a connection idle both ways)."""
+        """HAProxy closes an idle TCP connection after `timeout client` or `timeout server`,
+        whichever expires first, unless `timeout tunnel` (frontend or backend) is set; bytes in
+        either direction keep it open (a server streaming to a silent client is not cut:
+        checked with HAProxy 2.6). balancer's TCP mode has one idle timeout once connected,
+        `timeouts.tunnel`, reset by bytes in either direction: it becomes HAProxy's tunnel
+        timeout, else the smaller of client and server."""
         header = proxy.header
         assert header is not None
         backend = self.proxy_named(proxy.default_backend or (proxy.name if proxy.kind == "listen" else ""))
@@ -1299,11 +1300,6 @@ class _Translator:
         if not candidates:
             return  # HAProxy never closes it (and warns at start-up); balancer after its default 1h
         timeouts["tunnel"] = min(candidates, key=_seconds)
-        self.note(
-            header,
-            f"idle TCP connections close after {timeouts['tunnel']} (timeout client/server, as HAProxy); "
-            "balancer counts bytes in either direction as activity, HAProxy each side on its own",
-        )
 
     def proxy_named(self, name: str) -> _Proxy | None:
         return next((p for p in self.proxies if p.name == name and p.kind in ("backend", "listen")), None)
