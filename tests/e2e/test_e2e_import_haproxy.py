@@ -325,10 +325,11 @@ backend db
         assert 'tunnel = "1s"' in run.toml
         for name, port in run.both().items():
             with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
-                for _ in range(5):  # traffic for 2 s, longer than timeout client: kept open
+                for round_ in range(6):  # traffic for 2 s, longer than timeout client: kept open
+                    if round_:
+                        time.sleep(0.4)  # pacing the traffic, not waiting for an event
                     client.sendall(b"ping")
                     assert client.recv(16) == b"ping", name
-                    time.sleep(0.4)  # pacing the traffic, not waiting for an event
                 idle_since = time.monotonic()
                 assert client.recv(16) == b"", name  # closed by the proxy, not by the 10 s timeout
                 idle = time.monotonic() - idle_since
