@@ -1282,3 +1282,13 @@ def test_a_zero_check_interval_is_named_not_written():
     check = config.backend[0].check
     assert check is not None and check.interval > 0
     assert "haproxy.cfg:2: cannot translate: server option inter 0 (a check interval must be positive)" in warnings
+
+
+def test_a_stats_page_with_auth_losing_its_tls_is_a_loss():
+    result = translate(
+        "listen stats\n  mode http\n  bind :8443 ssl crt /etc/haproxy/site.pem\n  stats enable\n"
+        "  stats auth admin:secret\n"
+    )
+    assert result.losses == [
+        "haproxy.cfg:3: cannot translate: ssl of the stats page (balancer's stats page has no TLS)"
+    ]

@@ -1420,6 +1420,9 @@ class _Translator:
             if not self.claim(first.addresses[0], first.line):
                 return
             stats["bind"] = first.addresses[0]
+            if first.ssl and "auth" in proxy.stats:
+                # its password would cross in clear: weaker than the source
+                self.skip(first.line, "ssl of the stats page", "balancer's stats page has no TLS", loss=True)
             if len(proxy.binds) > 1 or len(first.addresses) > 1 or first.ssl:
                 self.note(line, f"the stats page listens on {first.addresses[0]} only, without TLS")
         elif not bound:
