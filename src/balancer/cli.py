@@ -91,14 +91,11 @@ def setup_event_log(level: int = logging.INFO) -> None:
 
 
 def cmd_check(path: Path) -> int:
-    from balancer.config import ConfigError
+    from balancer.config import ConfigError, read_config_text
     from balancer.server import parse_runnable
 
     try:
-        parse_runnable(path.read_text(encoding="utf-8"), str(path))
-    except OSError as exc:
-        print(f"{path}:1: cannot read configuration file: {exc.strerror}")
-        return 1
+        parse_runnable(read_config_text(path), str(path))
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem)

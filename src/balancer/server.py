@@ -20,6 +20,7 @@ from balancer.config import ConfigError, Problem, parse_config
 from balancer.config.locate import KeyPath, SourceMap
 from balancer.config.model import Config
 from balancer.config.values import Address
+from balancer.heap import HeapTrimmer
 from balancer.lb.base import REGISTRY
 from balancer.net.context import BackendContext, FrontendContext
 from balancer.net.gate import Gate
@@ -31,6 +32,7 @@ from balancer.net.tls import frontend_context
 from balancer.runtime.shared import SharedState
 from balancer.runtime.state import BackendRuntime
 from balancer.stats.accesslog import AccessLog
+from balancer.stats.syslog import facility_code
 
 log = logging.getLogger("balancer")
 
@@ -158,11 +160,22 @@ def unsupported(config: Config, base_dir: str = ".") -> list[tuple[KeyPath, str]
     return problems
 
 
+NOTHING_TO_SERVE = (
+    "nothing to serve: the file has no [[frontend]] (add one with name, bind and default_backend;"
+    " a backend only serves through a frontend)"
+)
+
+
 def parse_runnable(text: str, file: str) -> Config:
-    """parse_config, plus a refusal (with lines) of what this build cannot run yet.
+    """parse_config, plus a refusal (with lines) of what this build cannot run yet, and of
+    a file that would run and listen on nothing: empty, or only [global] or backends (a
+    valid document, which import-haproxy may produce from part of a file, but not a
+    balancer; once SPEC's tier tables are built, a file with only those must pass too).
     Raises ConfigError listing every problem."""
     config = parse_config(text, file)
     problems = unsupported(config, os.path.dirname(os.path.abspath(file)))
+    if not config.frontend:
+        problems.insert(0, ((), NOTHING_TO_SERVE))
     if problems:
         source = SourceMap.from_text(text)
         raise ConfigError([Problem(file, source.line_of(path), message) for path, message in problems])
@@ -181,7 +194,9 @@ class Balancer:
         check_supported(config, base_dir)
         self.config = config
         self.base_dir = base_dir
-        self.access_log = access_log or AccessLog(config.global_.log, config.global_.log_format)
+        self.access_log = access_log or AccessLog(
+            config.global_.log, config.global_.log_format, facility_code(config.global_.log_facility)
+        )
         self.backends: dict[str, BackendRuntime] = {}
         self.frontends: dict[str, FrontendContext] = {}
         self.listeners: dict[tuple[Address, str], Listener] = {}
@@ -192,6 +207,7 @@ class Balancer:
         self._slot = 0
         self._epoch = -1
         self._sync_handle: asyncio.TimerHandle | None = None
+        self.heap = HeapTrimmer()
         self._build(config)
 
     def _build(self, config: Config) -> None:
@@ -236,6 +252,7 @@ class Balancer:
 
         def tick() -> None:
             self.sync_shared()
+            self.heap.observe(self.gate.total)
             self._sync_handle = loop.call_later(interval, tick)
 
         self._sync_handle = loop.call_later(interval, tick)

@@ -34,7 +34,7 @@ from balancer.admin.api import AdminServer
 from balancer.admin.metrics import render as render_metrics
 from balancer.admin.statspage import start_stats_page
 from balancer.checks.monitor import HealthMonitor
-from balancer.config import ConfigError, parse_config
+from balancer.config import ConfigError, parse_config, read_config_text
 from balancer.config.model import Config
 from balancer.config.values import Address
 from balancer.limits import drop_privileges, raise_nofile_limit
@@ -92,6 +92,7 @@ class Master:
         self.reloading = False
         self.started = False
         self.reload_pending = False
+        self.reload_queued = False  # a SIGHUP came during a reload: reload again after it
         self.stop_pending = False
 
     # -- sockets ---------------------------------------------------------------------------
@@ -261,12 +262,25 @@ class Master:
     # -- signals ---------------------------------------------------------------------------
 
     async def reload(self) -> dict[str, Any]:
-        """Reload the file; the result says whether it took and why not."""
+        """Reload the file (the admin API's POST /api/reload); the result says whether it
+        took and why not. A request during a reload is refused, not queued: the caller is
+        waiting for an answer about the file as it is now."""
         if self.stopping:
             return {"reloaded": False, "problems": ["balancer is stopping"]}
         if self.reloading:
+            log.info("reload requested over the API during a reload: refused (a reload is already in progress)")
             return {"reloaded": False, "problems": ["a reload is already in progress"]}
         self.reloading = True
+        return await self._run_reload()
+
+    def _start_reload(self) -> None:
+        """Start a reload from a signal: claimed at once, so a SIGHUP that arrives before
+        the task runs sees it in progress and is queued rather than lost."""
+        self.reloading = True
+        self._spawn_task(self._run_reload())
+
+    async def _run_reload(self) -> dict[str, Any]:
+        """The reload claimed by the caller (`self.reloading` is already True)."""
         notify("RELOADING=1")
         try:
             problems = await self._reload()
@@ -276,19 +290,23 @@ class Master:
         for problem in problems:
             log.error("reload refused: %s", problem)
         if problems:
-            return {"reloaded": False, "problems": problems, "generation": self.current.number}
-        log.info("reload complete: generation %d", self.current.number)
-        return {"reloaded": True, "generation": self.current.number}
+            result: dict[str, Any] = {"reloaded": False, "problems": problems, "generation": self.current.number}
+        else:
+            log.info("reload complete: generation %d", self.current.number)
+            result = {"reloaded": True, "generation": self.current.number}
+        if self.reload_queued and not self.stopping:
+            self.reload_queued = False
+            log.info("reloading again for the SIGHUP received during the last reload")
+            self._start_reload()
+        return result
 
     async def _reload(self) -> list[str]:
         """Problems that refused the reload; none when the new generation serves."""
         try:
-            text = self.path.read_text(encoding="utf-8")
+            text = read_config_text(self.path)
             config = parse_runnable(text, str(self.path))
         except ConfigError as exc:
             return [str(problem) for problem in exc.problems]
-        except OSError as exc:
-            return [f"{self.path}:1: cannot read configuration file: {exc.strerror}"]
         try:
             self.bind(config)
         except OSError as exc:
@@ -433,14 +451,29 @@ class Master:
             log.info("admin API on %s", bind)
 
     def on_reload_signal(self) -> None:
+        """SIGHUP: reload now, or once what is under way is done. Every SIGHUP gets one
+        event-log line saying which, so an operator can account for each one sent; those
+        that arrive while one is already waiting are merged into it (one more reload reads
+        the file as it is by then)."""
+        if self.stopping:
+            log.info("SIGHUP ignored: balancer is stopping")
+            return
         if not self.started:
+            if self.reload_pending:
+                log.info("SIGHUP merged with the reload already waiting for the first workers")
+            else:
+                log.info("SIGHUP while the first workers start: the reload runs once they serve")
             self.reload_pending = True
             return
-        self.reload_pending = False
-        self._spawn_task(self._reload_quietly())
-
-    async def _reload_quietly(self) -> None:
-        await self.reload()  # the outcome is logged
+        if self.reloading:
+            if self.reload_queued:
+                log.info("SIGHUP during a reload: merged with the reload already queued after it")
+            else:
+                log.info("SIGHUP during a reload: another reload of %s runs after it", self.path)
+            self.reload_queued = True
+            return
+        log.info("SIGHUP: reloading %s", self.path)
+        self._start_reload()
 
     def on_stop_signal(self) -> None:
         if not self.started and not self.stop_pending:
@@ -507,8 +540,10 @@ class Master:
         notify("READY=1")
         if self.stop_pending:
             self.on_stop_signal()
-        if self.reload_pending:
-            self.on_reload_signal()
+        if self.reload_pending and not self.stopping:  # a stop signalled meanwhile wins
+            self.reload_pending = False
+            log.info("reloading for the SIGHUP received while the first workers started")
+            self._start_reload()
         log.info("balancer running: %d workers, config %s, %s", len(self.current.workers), self.path, native.describe())
         await self.done.wait()
         self.monitor.stop()
@@ -537,11 +572,8 @@ def _signal(worker: Worker, signum: int) -> None:
 def run_master(path: Path) -> int:
     """`balancer run -c FILE`: validate, then serve until stopped. Returns the exit code."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_config_text(path)
         config = parse_runnable(text, str(path))
-    except OSError as exc:
-        print(f"{path}:1: cannot read configuration file: {exc.strerror}", file=sys.stderr)
-        return 1
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)

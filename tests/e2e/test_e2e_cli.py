@@ -6,9 +6,10 @@ import re
 import signal
 import subprocess
 import textwrap
+from pathlib import Path
 
 import pytest
-from tests.support import run_balancer, wait_until
+from tests.support import BalancerProcess, run_balancer, wait_until
 from tests.support.config import server_blocks
 from tests.support.curl import curl
 from tests.support.tools import require_tool
@@ -189,3 +190,63 @@ def test_sighup_with_an_invalid_file_keeps_the_old_config(site, tagged):
         result = curl(site.url("/"))
         assert (result.status, result.headers.get("server-name")) == (200, "s1")
     assert proc.alive()
+
+
+def test_every_sighup_during_a_reload_is_logged_and_the_last_file_wins(site, tagged):
+    s1, s2, s3 = tagged("s1", "s2", "s3")
+    proc = site.start(web_config(site, [s1]))
+    wait_until(lambda: "balancer running" in proc.output(), timeout=10, what="the first workers")
+
+    site.config_path.write_text(web_config(site, [s2]))
+    proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: "SIGHUP: reloading" in proc.output(), timeout=5, what="the first SIGHUP logged")
+    # Edited again while that reload starts its workers: two more SIGHUPs, each answered by a line.
+    site.config_path.write_text(web_config(site, [s3]))
+    proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: "another reload of" in proc.output(), timeout=5, what="the second SIGHUP logged")
+    proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: "merged with the reload already queued" in proc.output(), timeout=5, what="the third")
+    output = proc.output()
+    first_done = output.find("reload complete: generation 2")
+    assert first_done < 0 or first_done > output.find("merged with the reload already queued"), (
+        "the first reload ended before the other SIGHUPs: this run tested nothing\n" + output
+    )
+
+    # The queued reload runs once the first is done and serves the file as last written.
+    wait_until(lambda: "reload complete: generation 3" in proc.output(), timeout=20, what="the queued reload")
+    wait_until(lambda: curl(site.url("/")).headers.get("server-name") == "s3", timeout=5, what="s3 to serve")
+    output = proc.output()
+    assert output.count("SIGHUP") == 3 + output.count("for the SIGHUP received during the last reload"), output
+    assert "reload complete: generation 4" not in output, output
+    assert "Traceback" not in output, output
+
+
+def _handles_sighup(pid: int) -> bool:
+    """Whether `pid` catches SIGHUP yet (/proc/PID/status SigCgt): before, SIGHUP would kill it."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    caught = next((line.split(":", 1)[1] for line in status.splitlines() if line.startswith("SigCgt:")), "0")
+    return bool(int(caught, 16) & (1 << (signal.SIGHUP - 1)))
+
+
+def test_a_sighup_while_the_first_workers_start_is_logged_and_done_once_they_serve(site, tagged):
+    (s1,) = tagged("s1")
+    site.config_path.write_text(web_config(site, [s1]).replace("[global]\n", "[global]\nworkers = 2\n", 1))
+    proc = BalancerProcess(site.config_path, log_dir=site.dir)
+    site.process = proc  # stopped with the site
+    wait_until(lambda: _handles_sighup(proc.pid), timeout=10, what="the master to catch SIGHUP")
+
+    proc.send_signal(signal.SIGHUP)
+
+    wait_until(lambda: "SIGHUP" in proc.output(), timeout=5, what="the SIGHUP logged")
+    output = proc.output()
+    if "SIGHUP while the first workers start" not in output:
+        assert output.find("balancer running") < output.find("SIGHUP: reloading"), output
+        pytest.skip("the first workers were serving before the SIGHUP arrived: nothing to test on this run")
+    wait_until(lambda: "reload complete: generation 2" in proc.output(), timeout=20, what="the remembered reload")
+    output = proc.output()
+    assert output.find("balancer running") < output.find("reload complete: generation 2"), output
+    assert "reloading for the SIGHUP received while the first workers started" in output, output
+    assert curl(site.url("/")).status == 200

@@ -361,3 +361,29 @@ def test_the_page_fits_a_phone_screen(stats_site, browser_context, tmp_path):
 
 def _without_clocks(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: v for k, v in row.items() if k != "since"} for row in rows]
+
+
+def test_the_page_opened_with_credentials_in_the_url_works(stats_site, browser_context):
+    """`http://user:password@host/stats`, as in a bookmark: the browser refuses fetch() to a URL
+    built from that address (credentials included), so the page must build its requests from
+    its origin. The numbers render and a button acts, with no error banner."""
+    context = browser_context(None)  # no credentials but those in the URL
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    url = f"http://{USER}:{stats_site.password}@127.0.0.1:{stats_site.stats_port}/stats"
+
+    response = page.goto(url)
+
+    assert response is not None and response.status == 200
+    page.wait_for_selector('tr[data-server="web/s1"] td[data-field="sessions"]:not(:empty)', timeout=10_000)
+    assert not page.is_visible("#banner"), page.text_content("#banner")
+    row = 'tr[data-server="web/s3"]'
+    try:
+        page.click(f'{row} button[data-action="drain"]')
+        wait_until(lambda: stats_site.state_of("web", "s3") == "drain", timeout=10, what="web/s3 drained")
+        page.wait_for_selector(f"{row}.st-drain")
+    finally:
+        stats_site.set_state("web", "s3", "ready")
+    assert errors == []

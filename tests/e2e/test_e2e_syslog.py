@@ -48,7 +48,7 @@ ACCESS_TEXT = re.compile(
     r'\d+\.\d+\.\d+\.\d+:\d+ \[[^\]]+\] www web/s1 -?\d+(?:/-?\d+){4} (?P<status>\d{3}) \d+ -- "(?P<request>[^"]*)"'
     r'(?: xff="(?P<xff>[^"]*)")?'
 )
-LOCAL0, DAEMON, INFO = 16, 3, 6
+LOCAL0, LOCAL2, DAEMON, INFO = 16, 18, 3, 6
 
 
 @dataclass
@@ -141,15 +141,16 @@ def get(port: int, path: str, headers: dict[str, str] | None = None) -> int:
 def syslog_site(
     tmp_path: Path, collector: Collector, tagged: Callable[..., list[TaggedBackend]]
 ) -> Iterator[Callable[[str], tuple[BalancerProcess, int]]]:
-    """Factory: `syslog_site(log_format)` -> (a balancer logging to `collector`, its frontend port)."""
+    """Factory: `syslog_site(log_format, extra="more [global] lines")` -> (a balancer logging to
+    `collector`, its frontend port)."""
     started: list[BalancerProcess] = []
 
-    def start(log_format: str) -> tuple[BalancerProcess, int]:
+    def start(log_format: str, extra: str = "") -> tuple[BalancerProcess, int]:
         port = free_port()
         path = tmp_path / "balancer.toml"
         path.write_text(
             f'[global]\nworkers = 2\ngrace = "1s"\nlog = "syslog:udp://127.0.0.1:{collector.port}"\n'
-            f'log_format = "{log_format}"\n'
+            f'log_format = "{log_format}"\n{extra}'
             f'\n[[frontend]]\nname = "www"\nbind = ["127.0.0.1:{port}"]\ndefault_backend = "web"\n'
             '\n[[backend]]\nname = "web"\n' + server_blocks(tagged("s1"))
         )
@@ -209,6 +210,18 @@ def test_access_and_event_lines_arrive_as_rfc5424_text(syslog_site, collector):
     assert running.msg.startswith("balancer.master INFO: balancer running")
     assert listening.facility == DAEMON
     assert listening.procid in workers
+
+
+def test_log_facility_sets_the_facility_of_access_lines(syslog_site, collector):
+    _, port = syslog_site("text", 'log_facility = "local2"\n')
+
+    assert get(port, "/facility") == 200
+
+    access = collector.wait_for(lambda m: "/facility" in m.msg, "the access line")
+    assert (access.facility, access.severity) == (LOCAL2, INFO)
+    # Event lines keep facility daemon: log_facility is about the access log.
+    running = collector.wait_for(lambda m: "balancer running" in m.msg, "the master's 'balancer running' event")
+    assert running.facility == DAEMON
 
 
 def test_json_log_format_sends_json_messages(syslog_site, collector):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from tests.integration.aclient import Client, get, request_bytes, wait_until
 from tests.integration.configs import frontend_port, make_config
 from tests.integration.peers import RawServer, ok_response, read_head, reset
@@ -179,3 +180,95 @@ def test_garbage_and_abrupt_clients_do_not_stop_the_proxy(run_balancer, backends
         await _still_serving(port, count=5)
 
     run_balancer(make_config([s1]), scenario)
+
+
+# -- retries: a server that cannot take the request ---------------------------------------------
+
+
+def test_a_request_reset_before_any_response_byte_is_retried_on_another_server(run_balancer):
+    """The server reads the request, then dies (RST) before answering: a GET is sent again
+    to the other server; a POST is not (it may have been acted on) and gets 502."""
+
+    async def dying(reader, writer, index):
+        await read_head(reader)
+        reset(writer)
+
+    async def healthy(reader, writer, index):
+        while True:
+            await read_head(reader)
+            writer.write(ok_response(b"healthy\n"))
+            await writer.drain()
+
+    dies, lives = RawServer(dying), RawServer(healthy)
+    config = make_config(
+        [("dies", dies.address), ("lives", lives.address)],
+        backend={"balance": "first", "retries": 2, "redispatch": True},
+    )
+
+    async def scenario(balancer):
+        async with dies.serving(), lives.serving():
+            port = frontend_port(balancer)
+            got = await get(port, "/retried")
+            async with await Client.connect(port) as client:
+                post = await client.request("POST", "/posted", body=b"x")
+            return got, post
+
+    got, post = run_balancer(config, scenario)
+    assert (got.status, got.body) == (200, b"healthy\n")
+    assert post.status == 502
+    assert dies.connections == 2, "the GET and the POST each reached the dying server once"
+
+
+def test_the_only_server_refusing_is_retried_after_a_turn_around(run_balancer):
+    """HAProxy waits min(timeout connect, 1 s) before retrying the same server: a server
+    restarting within that time answers the request instead of a 503."""
+
+    async def answer(reader, writer, index):
+        await read_head(reader)
+        writer.write(ok_response(b"back\n"))
+        await writer.drain()
+
+    server = RawServer(answer)
+    server._sock.close()  # refused until it listens again on the same port
+    config = make_config([("only", server.address)], backend={"retries": 2, "timeouts": {"connect": "300ms"}})
+
+    async def scenario(balancer):
+        port = frontend_port(balancer)
+        only = balancer.backends["web"].by_name["only"]
+        request = asyncio.ensure_future(get(port, "/"))
+        await wait_until(lambda: only.connect_failures >= 1, message="the first connect was not refused")
+        restarted = await asyncio.start_server(lambda r, w: answer(r, w, 0), "127.0.0.1", server.port)
+        try:
+            return await asyncio.wait_for(request, 5)
+        finally:
+            restarted.close()
+
+    response = run_balancer(config, scenario)
+    assert (response.status, response.body) == (200, b"back\n")
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [b"JUNK", b"\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nno", b"HTTP/1.1 200", b"\r\n\r\nX"],
+)
+def test_bytes_after_a_complete_response_are_dropped_without_an_error(run_balancer, extra):
+    """A server that sends more than its response (a stray CRLF, junk, a second response
+    nobody asked for) once raised IndexError in status_code for every response, flooding
+    the event log. The client gets exactly its response; the connection is not reused."""
+
+    async def handler(reader, writer, index):
+        while True:
+            await read_head(reader)
+            writer.write(ok_response(b"ok") + extra)
+            await writer.drain()
+
+    server = RawServer(handler)
+
+    async def scenario(balancer):
+        async with server.serving():
+            port = frontend_port(balancer)
+            async with await Client.connect(port) as client:
+                return [await client.get(f"/{i}") for i in range(20)]
+
+    responses = run_balancer(make_config([("raw", server.address)]), scenario)
+    assert [(r.status, r.body) for r in responses] == [(200, b"ok")] * 20

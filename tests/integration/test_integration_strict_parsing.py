@@ -182,3 +182,56 @@ def test_chunked_body_over_the_limit_gets_413(run_balancer, backends):
     response = run_balancer(_limited(s1), scenario)
     _assert_error_page(response, 413)
     assert s1.requests == [], "the server never gets a complete over-limit request"
+
+
+@pytest.mark.parametrize("named", ["Content-Length", "content-length, x-drop", "Host", "HOST"])
+def test_a_connection_header_never_strips_framing_or_host(run_balancer, backends, named):
+    """`Connection: Content-Length` once made the proxy drop the length but forward the body,
+    which the server then read as a second request no rule had seen (smuggling). Framing and
+    Host are never hop-by-hop (HAProxy keeps them); other names still go."""
+    (s1,) = backends("s1")
+    hidden = b"GET /SMUGGLED HTTP/1.1\r\nHost: a\r\n\r\n"
+    data = (
+        b"POST /a HTTP/1.1\r\nHost: a\r\nConnection: %s\r\nX-Drop: 1\r\nContent-Length: %d\r\n\r\n"
+        % (named.encode(), len(hidden))
+    ) + hidden
+
+    async def scenario(balancer):
+        async with await Client.connect(frontend_port(balancer)) as client:
+            await client.send(data)
+            return await client.read_response("POST", timeout=5)
+
+    response = run_balancer(make_config([s1]), scenario)
+    assert response.status == 200
+    assert [r.path for r in s1.requests] == ["/a"], "the body reached the server as a request"
+    received = s1.requests[0]
+    assert received.body == hidden
+    assert received.header("Content-Length") == str(len(hidden))
+    assert received.header("Host") == "a"
+    assert (received.header("X-Drop") is None) == ("x-drop" in named)
+
+
+@pytest.mark.parametrize(
+    ("target", "status", "path"),
+    [
+        (b"http://h/x", 200, "http://h/x"),
+        (b"http://h/x?y=1", 200, "http://h/x?y=1"),
+        (b"http://h", 200, "http://h"),
+        (b"*Host:", 400, None),
+        (b"h/x", 400, None),
+    ],
+)
+def test_odd_request_targets_get_an_answer_never_a_500(run_balancer, backends, target, status, path):
+    """An absolute-form target without a query once got 500 and a traceback (a None where
+    bytes were expected); it is forwarded as received. A target that is neither origin nor
+    absolute form is a 400."""
+    (s1,) = backends("s1")
+
+    async def scenario(balancer):
+        async with await Client.connect(frontend_port(balancer)) as client:
+            await client.send(b"GET " + target + b" HTTP/1.1\r\nHost: h\r\n\r\n")
+            return await client.read_response("GET", timeout=5)
+
+    response = run_balancer(make_config([s1]), scenario)
+    assert response.status == status, response
+    assert [r.target for r in s1.requests] == ([path] if path else [])

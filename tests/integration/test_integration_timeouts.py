@@ -242,3 +242,58 @@ def test_dropped_post_on_a_reused_connection_is_not_replayed(run_balancer):
     assert second.status == 502
     assert server.connections == 1
     assert len(heads) == 1 and heads[0].startswith(b"POST /order ")
+
+
+async def _echo_length(reader, writer, index):
+    """Reads a request with a Content-Length body, answers with the body's length."""
+    head = await read_head(reader)
+    length = next(
+        int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")
+    )
+    body = await reader.readexactly(length)
+    writer.write(ok_response(b"%d\n" % len(body)))
+    await writer.drain()
+
+
+def test_a_slow_request_body_is_not_a_server_timeout(run_balancer):
+    """The server's timeout waits for the server: while the client is still sending its body
+    (each piece within `client`), the server is not late. Before, a body slower than the
+    server timeout got 504 `sH` and counted against a healthy server."""
+    server = RawServer(_echo_length)
+    config = make_config(
+        [("raw", server.address)],
+        frontend={"timeouts": {"client": "2s"}},
+        backend={"timeouts": {"server": "300ms"}},
+    )
+
+    async def scenario(balancer):
+        async with server.serving(), await Client.connect(frontend_port(balancer)) as client:
+            await client.send(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 8\r\n\r\n")
+            for _ in range(8):  # 8 bytes over ~1.2 s: four times the server timeout
+                await asyncio.sleep(0.15)
+                await client.send(b"x")
+            response = await client.read_response("POST", timeout=5)
+            return response, balancer.backends["web"].by_name["raw"].errors
+
+    response, errors = run_balancer(config, scenario)
+    assert (response.status, response.body) == (200, b"8\n")
+    assert errors == 0
+
+
+def test_a_client_stalling_mid_body_is_a_client_timeout_not_a_server_error(run_balancer):
+    server = RawServer(_echo_length)
+    config = make_config(
+        [("raw", server.address)],
+        frontend={"timeouts": {"client": "300ms"}},
+        backend={"timeouts": {"server": "5s"}},
+    )
+
+    async def scenario(balancer):
+        async with server.serving(), await Client.connect(frontend_port(balancer)) as client:
+            await client.send(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 8\r\n\r\nxx")
+            response = await client.read_response("POST", timeout=5)
+            return response, balancer.backends["web"].by_name["raw"].errors
+
+    response, errors = run_balancer(config, scenario)
+    assert response.status == 408
+    assert errors == 0, "a client that stops sending is not the server's failure"

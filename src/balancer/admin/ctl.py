@@ -89,6 +89,8 @@ def _run(where: str, as_json: bool, words: list[str]) -> int:
             print(json.dumps(value) if as_json else f"reloaded: generation {value.get('generation')}")
             return EXIT_OK
         problems = value.get("problems", []) if isinstance(value, dict) else [str(value)]
+        if not problems and isinstance(value, dict) and value.get("error"):
+            problems = [str(value["error"])]  # refused before a reload could run (e.g. 500)
         print(json.dumps(value) if as_json else "reload refused:\n  " + "\n  ".join(problems), file=sys.stderr)
         return EXIT_REFUSED
     if len(words) == 5 and words[:2] == ["set", "server"]:

@@ -4,7 +4,11 @@ One request per connection, then close: enough for `balancer ctl`, scripts, Prom
 scrapes and a page that polls, and nothing to keep alive in the master. A handler gets a
 parsed Request and returns a Reply, or raises HttpError; every error becomes a short JSON
 object {"error": "..."} with its status and headers. A request that does not arrive whole
-within 10 seconds, or is malformed, is dropped.
+within 10 seconds is dropped. A request line over 8 KiB gets 414 and a head over 64 KiB
+431, as from the proxy's frontends: an operator's script or browser sees why, rather than a
+closed connection. After such an early answer the rest of what the client sent is read and
+dropped for a moment (bounded), so closing does not reset the connection before the client
+has read the answer.
 """
 
 from __future__ import annotations
@@ -23,9 +27,14 @@ from balancer.config.values import Address
 log = logging.getLogger("balancer.admin")
 
 REQUEST_TIMEOUT = 10.0
+MAX_REQUEST_LINE = 8192  # the proxy's default limits.request_line
+MAX_HEAD = 65536  # request line and headers, CRLFs included
+DISCARD_TIME = 1.0  # how long the unread rest of a refused request is drained before closing
+DISCARD_BYTES = 1 << 20
 _REASONS = {200: "OK", 202: "Accepted", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
-            404: "Not Found", 405: "Method Not Allowed", 413: "Payload Too Large",
-            500: "Internal Server Error", 503: "Service Unavailable"}  # fmt: skip
+            404: "Not Found", 405: "Method Not Allowed", 413: "Payload Too Large", 414: "URI Too Long",
+            431: "Request Header Fields Too Large", 500: "Internal Server Error",
+            503: "Service Unavailable"}  # fmt: skip
 
 
 class HttpError(Exception):
@@ -91,10 +100,15 @@ class OneShotServer:
             server.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        unread = False  # True when the answer comes before the whole request was read
         try:
-            request = await asyncio.wait_for(self._read(reader), REQUEST_TIMEOUT)
+            try:
+                request = await asyncio.wait_for(self._read(reader), REQUEST_TIMEOUT)
+            except HttpError:
+                unread = True
+                raise
             reply = await self.handler(request)
-        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
             writer.close()
             return
         except HttpError as exc:
@@ -116,19 +130,29 @@ class OneShotServer:
         writer.write(head.encode("latin-1") + b"\r\n" + reply.body)
         with contextlib.suppress(ConnectionError):
             await writer.drain()
+            if unread and writer.can_write_eof():
+                writer.write_eof()
+                await _discard(reader)
         writer.close()
 
     async def _read(self, reader: asyncio.StreamReader) -> Request:
-        head = await reader.readuntil(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
+        request_line = await _read_line(reader, MAX_REQUEST_LINE, 414, "request line longer than 8 KiB")
+        size = len(request_line)
+        lines: list[bytes] = []
+        while True:
+            line = await _read_line(reader, MAX_HEAD - size, 431, "request head longer than 64 KiB")
+            size += len(line)
+            if line == b"\r\n":
+                break
+            lines.append(line)
         try:
-            method, target, _ = lines[0].split(" ", 2)
+            method, target, _ = request_line.decode("latin-1").rstrip("\r\n").split(" ", 2)
         except ValueError:
             raise HttpError(400, "malformed request line") from None
         headers: dict[str, str] = {}
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            if name:
+        for raw in lines:
+            name, _, value = raw.decode("latin-1").partition(":")
+            if name.strip():
                 headers[name.strip().lower()] = value.strip()
         length = headers.get("content-length", "0") or "0"
         if not length.isdigit():
@@ -137,3 +161,28 @@ class OneShotServer:
             raise HttpError(413, "body too large")
         body = await reader.readexactly(int(length)) if int(length) else b""
         return Request(method, target.partition("?")[0], headers, body)
+
+
+async def _read_line(reader: asyncio.StreamReader, limit: int, status: int, message: str) -> bytes:
+    """One CRLF-terminated line of at most `limit` bytes (CRLF included); HttpError(`status`)
+    past it. The stream's own buffer limit (64 KiB) stops a longer line before it is whole."""
+    try:
+        line = await reader.readuntil(b"\r\n")
+    except asyncio.LimitOverrunError:
+        raise HttpError(status, message) from None
+    if len(line) > limit:
+        raise HttpError(status, message)
+    return line
+
+
+async def _discard(reader: asyncio.StreamReader) -> None:
+    """Read and drop what the client still sends, for DISCARD_TIME and DISCARD_BYTES at most."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + DISCARD_TIME
+    dropped = 0
+    with contextlib.suppress(TimeoutError, ConnectionError):
+        while dropped < DISCARD_BYTES:
+            chunk = await asyncio.wait_for(reader.read(65536), max(0.0, deadline - loop.time()))
+            if not chunk:
+                return
+            dropped += len(chunk)

@@ -356,6 +356,12 @@ footer { color: var(--muted); font-size: 12px; text-align: center; padding: 10px
 "use strict";
 (function () {
   const CONFIG = JSON.parse(document.getElementById("config").textContent);
+  // Requests go to the page's origin, never to a URL resolved against the page's address:
+  // opened as http://user:password@host/stats, that address holds credentials, and browsers
+  // refuse fetch() to such a URL. location.origin has none; the browser sends the
+  // credentials it authenticated the page with.
+  const API_URL = location.origin + CONFIG.api;
+  const ACTION_URL = location.origin + CONFIG.action;
   const SERVER_COLUMNS = [
     ["Server", ""], ["State", ""], ["Health", ""], ["Weight", "n"], ["Sessions", "n"], ["Queue", "n"],
     ["Req/s", "n"], ["Err/s", "n"], ["Errors", "n"], ["Bytes in", "n"], ["Bytes out", "n"],
@@ -673,7 +679,7 @@ footer { color: var(--muted); font-size: 12px; text-align: center; padding: 10px
     if (inflight) return;
     inflight = true;
     try {
-      const response = await fetch(CONFIG.api, { cache: "no-store", credentials: "same-origin" });
+      const response = await fetch(API_URL, { cache: "no-store", credentials: "same-origin" });
       if (!response.ok) throw new Error("HTTP " + response.status);
       const data = await response.json();
       render(data, performance.now());
@@ -691,7 +697,7 @@ footer { color: var(--muted); font-size: 12px; text-align: center; padding: 10px
 
   async function act(backend, server, state) {
     try {
-      const response = await fetch(CONFIG.action, {
+      const response = await fetch(ACTION_URL, {
         method: "POST",
         credentials: "same-origin",
         headers: { "Content-Type": "application/json" },

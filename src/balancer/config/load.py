@@ -35,7 +35,7 @@ from balancer.config.locate import KeyPath, SourceMap
 from balancer.config.model import Backend, Config, Frontend
 from balancer.config.values import Address
 
-__all__ = ["ConfigError", "Problem", "load_config", "parse_config"]
+__all__ = ["ConfigError", "Problem", "load_config", "parse_config", "read_config_text"]
 
 
 @dataclass(frozen=True)
@@ -65,16 +65,37 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     directory holding the configuration file; the model keeps them as written.
     """
     file = os.fspath(path)
+    return parse_config(read_config_text(file), file, base_dir=Path(file).parent)
+
+
+_BOM = b"\xef\xbb\xbf"
+
+
+def read_config_text(path: str | os.PathLike[str]) -> str:
+    """The text of the configuration file at `path`, for `check`, `run` and every reload.
+
+    Refuses, as a ConfigError naming the line: a file that cannot be read, one that starts
+    with a UTF-8 byte-order mark (tomllib would call it a syntax error on line 1, which
+    does not help whoever saved it so), and bytes that are not UTF-8 (where the first bad
+    byte is, so a Latin-1 "é" is found at once).
+    """
+    file = os.fspath(path)
     try:
         data = Path(file).read_bytes()
     except OSError as exc:
         raise ConfigError([Problem(file, 1, f"cannot read configuration file: {exc.strerror or exc}")]) from None
+    if data.startswith(_BOM):
+        message = "the file starts with a UTF-8 byte-order mark (BOM); save it without one"
+        raise ConfigError([Problem(file, 1, message)])
     try:
-        text = data.decode("utf-8-sig")
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise ConfigError([Problem(file, line, "the file is not valid UTF-8 text")]) from None
-    return parse_config(text, file, base_dir=Path(file).parent)
+        line_start = data.rfind(b"\n", 0, exc.start) + 1
+        # What precedes the bad byte on its line is valid UTF-8: count characters, not bytes.
+        column = len(data[line_start : exc.start].decode("utf-8")) + 1
+        line = data.count(b"\n", 0, exc.start) + 1
+        message = f"not UTF-8 text (byte 0x{data[exc.start]:02x} at column {column})"
+        raise ConfigError([Problem(file, line, message)]) from None
 
 
 def parse_config(text: str, file: str = "<string>", *, base_dir: str | os.PathLike[str] | None = None) -> Config:

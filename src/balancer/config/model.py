@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from balancer.config.values import AddressValue, Duration, Network, Size
+from balancer.config.values import AddressValue, Duration, Network, PositiveDuration, Size
 
 Mode = Literal["http", "tcp"]
 Balance = Literal[
@@ -33,6 +33,33 @@ Balance = Literal[
     "agent_load",
 ]
 ServerState = Literal["ready", "drain", "maint"]
+# Syslog facilities by HAProxy's names, in code order (kern = 0 ... local7 = 23).
+Facility = Literal[
+    "kern",
+    "user",
+    "mail",
+    "daemon",
+    "auth",
+    "syslog",
+    "lpr",
+    "news",
+    "uucp",
+    "cron",
+    "auth2",
+    "ftp",
+    "ntp",
+    "audit",
+    "alert",
+    "cron2",
+    "local0",
+    "local1",
+    "local2",
+    "local3",
+    "local4",
+    "local5",
+    "local6",
+    "local7",
+]
 
 
 class Model(BaseModel):
@@ -44,6 +71,7 @@ class Global(Model):
     grace: Duration = 30.0
     log: str = "stdout"
     log_format: Literal["text", "json"] = "text"
+    log_facility: Facility = "local0"  # of access lines sent to syslog
     maxconn: int = Field(100000, ge=1)
     user: str = ""
     group: str = ""
@@ -75,7 +103,7 @@ class Stats(Model):
     bind: AddressValue | None = None
     uri: str = "/stats"
     auth: Auth | None = None
-    refresh: Duration = 2.0
+    refresh: PositiveDuration = 2.0
 
 
 class FrontendTLS(Model):
@@ -163,7 +191,7 @@ class Frontend(Model):
 
 class StickTable(Model):
     on: Literal["src"] = "src"
-    expire: Duration = 1800.0
+    expire: PositiveDuration = 1800.0
     size: int = Field(100000, ge=1)
 
 
@@ -184,18 +212,29 @@ class Check(Model):
     host: str = ""
     expect: int | list[int] | str = 200
     body: str = ""
-    interval: Duration = 2.0
-    fastinterval: Duration | None = None
-    downinterval: Duration | None = None
+    interval: PositiveDuration = 2.0
+    fastinterval: PositiveDuration | None = None
+    downinterval: PositiveDuration | None = None
     rise: int = Field(2, ge=1)
     fall: int = Field(3, ge=1)
-    timeout: Duration = 1.0
+    timeout: PositiveDuration = 1.0
     ssl: bool = False
+
+    @field_validator("body")
+    @classmethod
+    def _body_compiles(cls, value: str) -> str:
+        # The probe searches the raw bytes of the answer, so compile it as it will be used:
+        # a pattern that fails there would make every check crash, and the server never go down.
+        try:
+            re.compile(value.encode())
+        except re.error as exc:
+            raise ValueError(f"invalid regular expression {value!r}: {exc}") from None
+        return value
 
 
 class Observe(Model):
     errors: int = Field(5, ge=1)
-    cooldown: Duration = 30.0
+    cooldown: PositiveDuration = 30.0
     max_ejected: str = "50%"
 
     @field_validator("max_ejected")
@@ -208,7 +247,7 @@ class Observe(Model):
 
 class Agent(Model):
     port: int = Field(ge=1, le=65535)
-    interval: Duration = 5.0
+    interval: PositiveDuration = 5.0
     address: str = ""
 
 

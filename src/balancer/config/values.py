@@ -31,6 +31,17 @@ def parse_duration(value: Any) -> float:
     return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
 
+def parse_positive_duration(value: Any) -> float:
+    """parse_duration, refusing zero: for the pauses between repeated work (check and
+    agent intervals, the stats page's polls) and lifetimes that must outlast a moment
+    (an ejection's cooldown, a stick-table entry), where 0 would spin a core or undo the
+    setting. Timeouts are not positive durations: "0s" there means "no limit"."""
+    seconds = parse_duration(value)
+    if seconds <= 0:
+        raise ValueError(f"must be greater than 0, got {value!r}")
+    return seconds
+
+
 def format_duration(seconds: float) -> str:
     if seconds and seconds < 1:
         return f"{round(seconds * 1000)}ms"
@@ -129,6 +140,7 @@ def parse_network(value: Any) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
 
 
 Duration = Annotated[float, PlainValidator(parse_duration), PlainSerializer(format_duration)]
+PositiveDuration = Annotated[float, PlainValidator(parse_positive_duration), PlainSerializer(format_duration)]
 Size = Annotated[int, PlainValidator(parse_size)]
 AddressValue = Annotated[Address, PlainValidator(parse_address), PlainSerializer(str)]
 Network = Annotated[ipaddress.IPv4Network | ipaddress.IPv6Network, PlainValidator(parse_network), PlainSerializer(str)]

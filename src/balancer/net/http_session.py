@@ -22,7 +22,7 @@ import contextlib
 import logging
 import time
 from functools import partial
-from typing import Final, cast
+from typing import Any, Final, cast
 
 import httptools
 
@@ -44,7 +44,7 @@ from balancer.proto.http1 import (
     IDEMPOTENT_METHODS,
     LAST_CHUNK,
     NO_TOKENS,
-    PLAIN_CONNECTION,
+    NOT_NAMEABLE,
     BadRequest,
     check_request_head,
     chunk,
@@ -65,6 +65,9 @@ log = logging.getLogger("balancer.http")
 PIPELINE_WAIT: Final = 1
 CONNECTING: Final = 4
 
+WRITE_BUFFER_HIGH: Final = 32768
+# Response bytes of one server read from which the write skips the outbox (_flush_out).
+BULK_WRITE: Final = 16384
 # A request body is kept for a transparent retry on a fresh connection up to this size.
 REPLAY_LIMIT: Final = 65536
 # Upstream connections a request may burn through because pooled ones turned out dead.
@@ -299,6 +302,9 @@ class HttpSession(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
+        # What a slow reader may leave in the proxy before the server's reads pause: this
+        # plus one server read (upstream.READ_SIZE). uvloop's default is 64 KiB.
+        self.transport.set_write_buffer_limits(WRITE_BUFFER_HIGH)
         self.client_ip_text, self.client_port = self.proxied or client_address(transport)
         self.client_ip_bytes = self.client_ip_text.encode()
         scheme = self.frontend.scheme
@@ -377,6 +383,22 @@ class HttpSession(asyncio.Protocol):
                 upstream.deadline.set(upstream.server_timeout)
                 if self.queue and self.queue[0].body_done:
                     self.deadline.clear()
+
+    def upload_blocked(self, conn: UpstreamConnection) -> None:
+        """The server does not take the request body as fast as it comes: stop reading the
+        client. Waiting is then the server's doing: its timeout runs, not the client's."""
+        self.pause_client_reading(UPLOAD_BACKPRESSURE)
+        if self.queue and not self.queue[0].body_done and not self.tunnel:
+            self.deadline.clear()
+            if conn.deadline is not None:
+                conn.deadline.set(conn.server_timeout)
+
+    def upload_unblocked(self, conn: UpstreamConnection) -> None:
+        self.resume_client_reading(UPLOAD_BACKPRESSURE)
+        if self.queue and not self.queue[0].body_done and not self.tunnel:
+            self.deadline.set(self.frontend.client_timeout)
+            if conn.deadline is not None:
+                conn.deadline.clear()
 
     def pause_client_reading(self, reason: int) -> None:
         if not self.paused and self.transport is not None and not self.closed:
@@ -601,17 +623,10 @@ class HttpSession(asyncio.Protocol):
         url = request.url
         if url[:1] == b"/":
             request.path, _, request.query = url.partition(b"?")
-        elif url == b"*":
+        elif url == b"*" and request.method == b"OPTIONS":
             request.path = url
         else:
-            try:
-                parsed = httptools.parse_url(url)
-            except httptools.HttpParserInvalidURLError:
-                raise BadRequest(400, "invalid request target") from None
-            request.path = parsed.path or b"/"
-            request.query = parsed.query or b""
-            if parsed.host and not request.host:
-                request.host = parsed.host
+            self._absolute_target(request, url)
         if request.version == "1.1":
             request.request_line = line[:-2].decode("latin-1")  # one decode, no formatting
         else:
@@ -638,6 +653,28 @@ class HttpSession(asyncio.Protocol):
         if request is self.queue[0]:
             self._start(request)
 
+    @staticmethod
+    def _absolute_target(request: Request, url: bytes) -> None:
+        """An absolute-form target ("http://host[:port]/path?query"), forwarded as received.
+        Its authority is the request's host for rules, whatever Host says (RFC 9112 3.2.2).
+        Anything else (no scheme, no host, "*" but for OPTIONS) is refused with 400."""
+        try:
+            # Any: httptools' stub says bytes where the parser gives None for a missing part,
+            # and compiled code would check the stub's type.
+            parsed: Any = httptools.parse_url(url)
+        except httptools.HttpParserInvalidURLError:
+            raise BadRequest(400, "invalid request target") from None
+        schema: bytes | None = parsed.schema
+        host: bytes | None = parsed.host
+        if schema is None or schema.lower() not in (b"http", b"https") or not host:
+            raise BadRequest(400, "invalid request target")
+        path: bytes | None = parsed.path
+        query: bytes | None = parsed.query
+        port: int | None = parsed.port
+        request.path = path if path else b"/"
+        request.query = query if query is not None else b""
+        request.host = host if port is None else host + b":" + str(port).encode()
+
     def on_body(self, body: bytes) -> None:
         if self.closed:
             raise _Closed
@@ -660,6 +697,11 @@ class HttpSession(asyncio.Protocol):
         if self.queue and request is self.queue[0] and request.queued_at < 0:
             # Waiting for the server now: its timeout runs on the upstream side.
             self.deadline.clear()
+            upstream = self.upstream
+            if (request.content_length or request.chunked) and upstream is not None and not upstream.tunnel:
+                # The body is all sent: from now on the server is waited for (_attach).
+                assert upstream.deadline is not None
+                upstream.deadline.set(upstream.server_timeout, self.now)
 
     def _send_body(self, request: Request, framed: bytes) -> None:
         if request.t_total >= 0:
@@ -813,6 +855,9 @@ class HttpSession(asyncio.Protocol):
             self.connect_task = None
             if self.closed:
                 return
+            # Whatever comes next (a retry on a pooled connection, a queue, an error page),
+            # the client must be read again once it is over.
+            self.resume_client_reading(CONNECTING)
             self.now = self.loop.time()
             reason = backend.connect_failed(server, exc)
             self._release_slot(request)
@@ -840,14 +885,33 @@ class HttpSession(asyncio.Protocol):
             reason,
             request.attempts,
         )
-        if request.attempts <= backend.retries:
-            if backend.redispatch:
-                self._dispatch(request, avoid=server)
-            else:
-                self._dispatch(request, server=server)
+        if request.attempts > backend.retries:
+            self._local_response(request, 503, error_response(503, True), "SC")
             return
-        self.resume_client_reading(CONNECTING)
-        self._local_response(request, 503, error_response(503, True), "SC")
+        self._retry(request, server)
+
+    def _retry(self, request: Request, failed: ServerRuntime) -> None:
+        """Send `request` again after `failed` could not take it (refused, reset or closed
+        before any byte of a response): with `redispatch`, at once to another usable
+        server; on the same server (no `redispatch`, or no other server usable) after a
+        turn-around of min(timeouts.connect, 1 s), as HAProxy does, so that a restarting
+        server is not hammered."""
+        backend = request.backend
+        assert backend is not None
+        if backend.redispatch and _another_usable(backend, failed):
+            self._dispatch(request, avoid=failed)
+            return
+        request.queued_at = -1.0
+        self.loop.call_later(min(backend.connect_timeout, 1.0), self._retry_same, request, failed)
+
+    def _retry_same(self, request: Request, server: ServerRuntime) -> None:
+        if self.closed or not self.queue or self.queue[0] is not request or request.t_total >= 0:
+            return  # the client left, or the request was answered meanwhile (its timeout)
+        self.now = self.loop.time()
+        if server.usable:
+            self._dispatch(request, server=server)
+        else:
+            self._dispatch(request, avoid=server)
 
     def _attach(self, request: Request, conn: UpstreamConnection) -> None:
         backend = request.backend
@@ -871,12 +935,17 @@ class HttpSession(asyncio.Protocol):
                 request.pending = None
             conn.write(b"".join(parts))
         if not request.body_done:
+            # While the client still sends its body the server is not late: the client's
+            # timeout runs, the server's starts once the body is all sent (on_message_complete).
             self.deadline.set(self.frontend.client_timeout)
+            if request.content_length or request.chunked:
+                assert conn.deadline is not None
+                conn.deadline.clear()
             if conn.writing_paused:
-                self.pause_client_reading(UPLOAD_BACKPRESSURE)
+                self.upload_blocked(conn)
 
     def _request_head(self, request: Request, backend: BackendContext, server: ServerRuntime) -> bytes:
-        extra_hop = request.conn_tokens - PLAIN_CONNECTION if request.conn_tokens else None
+        extra_hop = request.conn_tokens - NOT_NAMEABLE if request.conn_tokens else None
         if request.header_block and not extra_hop and not backend.host_header:
             parts = [request.head_line, request.header_block]  # every header, as received
         else:
@@ -977,7 +1046,15 @@ class HttpSession(asyncio.Protocol):
             data = out[0] if count == 1 else out[0] + out[1] if count == 2 else b"".join(out)
             self.out.clear()
             if self.transport is not None and not self.closed:
-                self.outbox.write(self.transport, data)
+                if len(data) < BULK_WRITE:
+                    self.outbox.write(self.transport, data)
+                else:
+                    # A large body read: written now, after what is held (the order kept), so a
+                    # client that cannot take it pauses the server's reads within this read
+                    # callback (pause_writing), before uvloop reads the server socket again:
+                    # held to the end of the pass, up to 32 reads would pile up per slow client.
+                    self.outbox.flush()
+                    self.transport.write(data)
 
     def response_done(self, conn: UpstreamConnection) -> None:
         self._flush_out()
@@ -1050,13 +1127,15 @@ class HttpSession(asyncio.Protocol):
         if self.tunnel:
             self._end_tunnel(request)
             return
-        if (
-            conn.reused
-            and conn.bytes_received == 0
+        # Not a byte of a response came: an idempotent request whose body is still at hand
+        # can be sent again (the server may have seen it, which idempotence allows).
+        replayable = (
+            conn.bytes_received == 0
+            and not request.response_started
             and request.method in IDEMPOTENT_METHODS
             and request.replay is not None
-            and request.stale_retries < MAX_STALE_RETRIES
-        ):
+        )
+        if replayable and conn.reused and request.stale_retries < MAX_STALE_RETRIES:
             # A pooled connection the server had closed: replay on a fresh one.
             request.stale_retries += 1
             if server is not None:
@@ -1066,6 +1145,14 @@ class HttpSession(asyncio.Protocol):
             self._dispatch(request)
             return
         log.warning("server %s/%s failed: %s", request.backend_name, request.server_name, reason)
+        backend = request.backend
+        if replayable and server is not None and backend is not None and request.attempts <= backend.retries:
+            # The server died under the request (reset, closed): count it, try another.
+            server.errors += 1
+            backend.server_failed(server, reason)
+            self._release_slot(request)
+            self._retry(request, server)
+            return
         self._server_broke(request, reason, 502, "S")
 
     def upstream_timeout(self, conn: UpstreamConnection) -> None:
@@ -1194,6 +1281,13 @@ class HttpSession(asyncio.Protocol):
         if not request.response_started:
             return "H"
         return "D"
+
+
+def _another_usable(backend: BackendContext, server: ServerRuntime) -> bool:
+    for other in backend.servers.usable:  # noqa: SIM110 (a loop beats a generator compiled)
+        if other is not server:
+            return True
+    return False
 
 
 class _Closed(Exception):

@@ -33,6 +33,11 @@ HOP_BY_HOP: Final = frozenset(
 
 # Connection tokens that name no other header.
 PLAIN_CONNECTION: Final = frozenset({b"keep-alive", b"close", b"upgrade"})
+# Connection tokens that never make a header hop-by-hop: the plain options, and the framing
+# and Host headers, which a Connection header must not remove (HAProxy keeps them). Else
+# `Connection: Content-Length` would strip the length of a body still forwarded, and the
+# server would read that body as a request no rule saw (smuggling).
+NOT_NAMEABLE: Final = PLAIN_CONNECTION | frozenset({b"content-length", b"transfer-encoding", b"host"})
 
 # Methods a client may safely see retried on another connection (RFC 9110 9.2.2).
 IDEMPOTENT_METHODS: Final = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
@@ -89,7 +94,6 @@ def split_response_head(head: bytes) -> ResponseSplit:
     has_length = False
     close = False
     keep_alive = False  # an explicit "keep-alive" token, for HTTP/1.0
-    length_dropped = False
     kept: list[bytes] | None = None  # once a second header is dropped: the lines kept so far
     cut_at = -1  # the first dropped header: its offset in `lines`, and its length with CRLF
     cut_size = 0
@@ -126,13 +130,10 @@ def split_response_head(head: bytes) -> ResponseSplit:
                 tokens = connection_tokens([value])
                 close = close or b"close" in tokens
                 keep_alive = keep_alive or b"keep-alive" in tokens
-                if kind == FIELD_CONNECTION and tokens - PLAIN_CONNECTION:
+                if kind == FIELD_CONNECTION and tokens - NOT_NAMEABLE:
                     named.append(value.strip())
-                    # A Content-Length the Connection header drops frames nothing.
-                    length_dropped = length_dropped or b"content-length" in tokens
         offset += size
     reusable = not close and (keep_alive or status_line[5:8] == b"1.1")
-    has_length = has_length and not length_dropped
     if cut_at < 0:
         return status_line[9:], lines, chunked, upgrade, has_length, reusable
     if kept is None:
@@ -146,7 +147,7 @@ def split_response_head(head: bytes) -> ResponseSplit:
 
 ResponseSplit = tuple[bytes, bytes, bool, bytes, bool, bool]
 # A response head the parser accepted: its split, and the Content-Length value that frames
-# its body (-1: none, or one the Connection header drops).
+# its body (-1: none).
 AcceptedHead = tuple[ResponseSplit, int]
 
 # Heads accepted before, by their bytes. A server sends the same head again and again (its
@@ -257,8 +258,9 @@ def _named(field: bytes, name: bytes) -> bool:
 
 
 def drop_connection_named(lines: bytes, connection_value: bytes) -> bytes:
-    """Remove from CRLF-prefixed header `lines` the headers a Connection value names."""
-    extra = connection_tokens([connection_value]) - PLAIN_CONNECTION
+    """Remove from CRLF-prefixed header `lines` the headers a Connection value names
+    (never the framing headers nor Host: NOT_NAMEABLE)."""
+    extra = connection_tokens([connection_value]) - NOT_NAMEABLE
     if not extra:
         return lines
     names = b"|".join(re.escape(name) for name in extra)

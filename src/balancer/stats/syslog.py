@@ -4,10 +4,11 @@ One datagram per line, no octet counting, no structured data:
 
     <134>1 2026-11-22T00:09:31.719Z lb1 balancer 4242 - - 127.0.0.1:58190 [22/Nov/...] www web/s1 ...
 
-Access lines go out with facility local0, severity info; event lines (python logging) with
-facility daemon and the severity of their level. The message is the access line or the event
-text as `global.log_format` says (text, or one JSON object). UDP syslog is lossy by design:
-a send that would block or fails is dropped, never retried, so logging can not stall the proxy.
+Access lines go out with facility `global.log_facility` (local0 by default), severity info;
+event lines (python logging) with facility daemon and the severity of their level. The
+message is the access line or the event text as `global.log_format` says (text, or one
+JSON object). UDP syslog is lossy by design: a send that would block or fails is dropped,
+never retried, so logging can not stall the proxy.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ import os
 import re
 import socket
 import time
+import typing
 
-from balancer.config.model import Config
+from balancer.config.model import Config, Facility
 
 FACILITY_DAEMON = 3
 FACILITY_LOCAL0 = 16
@@ -30,6 +32,14 @@ APP_NAME = "balancer"
 
 _TARGET = re.compile(r"syslog:udp://(?:\[(?P<v6>[^\]]+)\]|(?P<host>[^:/\[\]]+)):(?P<port>\d+)")
 _SEVERITY = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6, logging.DEBUG: 7}
+
+
+FACILITIES: tuple[str, ...] = typing.get_args(Facility)  # index = RFC 5424 facility code
+
+
+def facility_code(name: str) -> int:
+    """The numeric facility of a name of `global.log_facility` ("local2" -> 18)."""
+    return FACILITIES.index(name)
 
 
 def parse_target(target: str) -> tuple[str, int] | None:

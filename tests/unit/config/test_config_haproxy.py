@@ -108,6 +108,38 @@ def test_global_log_targets(line, log):
     assert config.global_.log == log
 
 
+@pytest.mark.parametrize(
+    ("line", "facility"),
+    [
+        ("log 10.1.2.3 local2", "local2"),
+        ("log logs.example:5140 local7 info", "local7"),
+        ("log 10.1.2.3 len 4096 format rfc5424 daemon notice", "daemon"),
+        ("log 10.1.2.3 local0", None),  # the default: nothing to write
+    ],
+)
+def test_global_log_facility(line, facility):
+    config, _warnings, toml = convert(f"global\n    {line}\n")
+    assert config.global_.log_facility == (facility or "local0")
+    assert ("log_facility" in toml) == (facility is not None)
+
+
+def test_a_zero_check_interval_is_named_not_translated():
+    cfg = """\
+        frontend www
+            bind :80
+            default_backend web
+        backend web
+            server s1 10.0.0.1:80 check inter 0 fastinter 0ms agent-check agent-port 5555 agent-inter 0
+        """
+    config, warnings, _ = convert(cfg)
+    check = config.backend[0].check
+    assert check is not None and check.interval == 2.0 and check.fastinterval is None
+    assert config.backend[0].agent is not None and config.backend[0].agent.interval == 5.0
+    named = "\n".join(warnings)
+    for option in ("inter 0", "fastinter 0ms", "agent-inter 0"):
+        assert f"haproxy.cfg:5: cannot translate: server option {option}" in named, named
+
+
 def test_global_log_to_a_unix_socket_is_named():
     config, warnings, _ = convert("global\n    log /dev/log local0\n")
     assert config.global_.log == "stdout"
@@ -1275,13 +1307,6 @@ def test_http_rules_in_a_tcp_frontend_are_ignored_as_haproxy_does_not_a_loss():
     assert "haproxy.cfg:4: cannot translate: http-request deny (HAProxy ignores HTTP rules in mode tcp too)" in (
         result.warnings
     )
-
-
-def test_a_zero_check_interval_is_named_not_written():
-    config, warnings, _ = convert("backend a\n  server s1 10.0.0.1:80 check inter 0\n")
-    check = config.backend[0].check
-    assert check is not None and check.interval > 0
-    assert "haproxy.cfg:2: cannot translate: server option inter 0 (a check interval must be positive)" in warnings
 
 
 def test_a_stats_page_with_auth_losing_its_tls_is_a_loss():

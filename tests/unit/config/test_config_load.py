@@ -212,7 +212,15 @@ def test_file_that_is_not_utf8(tmp_path: Path) -> None:
     path.write_bytes(b'[global]\nuser = "j\xe9r\xf4me"\n')
     with pytest.raises(ConfigError) as caught:
         load_config(path)
-    assert str(caught.value) == f"{path}:2: the file is not valid UTF-8 text"
+    assert str(caught.value) == f"{path}:2: not UTF-8 text (byte 0xe9 at column 10)"
+
+
+def test_a_byte_order_mark_is_refused_with_a_hint(tmp_path: Path) -> None:
+    path = tmp_path / "bom.toml"
+    path.write_bytes(b'\xef\xbb\xbf[global]\nlog = "stdout"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value) == f"{path}:1: the file starts with a UTF-8 byte-order mark (BOM); save it without one"
 
 
 def test_toml_syntax_error_names_its_line() -> None:

@@ -120,10 +120,13 @@ def test_whether_the_connection_may_carry_another_exchange(head: bytes, reusable
     assert split_response_head(head)[5] is reusable
 
 
-def test_a_content_length_the_connection_header_names_frames_nothing() -> None:
-    """The header is dropped with the ones Connection names, so the response is read to its close."""
-    lines, chunked, _, has_length = split(b"\r\nConnection: Content-Length\r\nContent-Length: 3")
-    assert (lines, chunked, has_length) == (b"", False, False)
+@pytest.mark.parametrize("named", [b"Content-Length", b"content-length, X-A", b"Host", b"Transfer-Encoding"])
+def test_a_connection_header_never_drops_framing_or_host(named: bytes) -> None:
+    """Framing and Host are never hop-by-hop, whatever Connection names (HAProxy keeps
+    them): the Content-Length still frames the body. Other names are dropped."""
+    lines, chunked, _, has_length = split(b"\r\nConnection: " + named + b"\r\nContent-Length: 3\r\nX-A: 1")
+    expected = b"\r\nContent-Length: 3" + (b"" if b"X-A" in named else b"\r\nX-A: 1")
+    assert (lines, chunked, has_length) == (expected, False, True)
 
 
 def test_proxy_connection_counts_like_connection_for_reuse_and_is_dropped() -> None:
@@ -155,7 +158,7 @@ def test_an_accepted_head_is_remembered_with_its_length_and_the_memory_stays_bou
         (b"\r\ncontent-length:0\r\nA: b", 0),
         (b"\r\nA: b\r\nCONTENT-LENGTH: \t 7 ", 7),
         (b"\r\nA: b", -1),
-        (b"\r\nConnection: Content-Length\r\nContent-Length: 3", -1),  # dropped: read to the close
+        (b"\r\nConnection: Content-Length\r\nContent-Length: 3", 3),  # never hop-by-hop
     ],
 )
 def test_the_content_length_that_frames_an_accepted_head(lines: bytes, length: int) -> None:

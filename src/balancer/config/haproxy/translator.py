@@ -21,6 +21,7 @@ import copy
 import ipaddress
 import json
 import re
+import typing
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ from balancer.config.haproxy.keys import product_keys
 from balancer.config.haproxy.parse import Section, SourceLine, parse_haproxy
 from balancer.config.haproxy.weaker import weakens_when_lost
 from balancer.config.load import ConfigError, addresses_overlap, parse_config
+from balancer.config.model import Facility
 from balancer.config.values import Address, parse_address
 
 __all__ = ["Translation", "translate", "validate"]
@@ -158,6 +160,13 @@ def _seconds(duration: str) -> float:
     return int(match.group(1)) * scale
 
 
+def _positive_duration(word: str) -> str | None:
+    """_duration, but None for zero: an interval, a refresh or an expiry of 0 (HAProxy
+    refuses `inter 0`; balancer refuses a zero check interval, which would spin a core)."""
+    duration = _duration(word)
+    return duration if duration is not None and int(re.sub(r"\D", "", duration)) > 0 else None
+
+
 def _integer(word: str) -> int | None:
     return int(word) if re.fullmatch(r"\d+", word) else None
 
@@ -265,10 +274,6 @@ _BIND_ARG_OPTIONS = _words(
     mode level severity-output accept-netscaler-cip ca-sign-file ca-sign-pass ca-ignore-err crt-ignore-err
     proto sigalgs client-sigalgs expose-fd guid-prefix label shards"""
 )
-_SYSLOG_FACILITIES = frozenset(
-    {"kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron", "auth2", "ftp", "ntp"}
-    | {"audit", "alert", "cron2", "local0", "local1", "local2", "local3", "local4", "local5", "local6", "local7"}
-)
 _FRONTEND_TIMEOUTS = {
     "client": "client",
     "http-request": "http_request",
@@ -280,6 +285,7 @@ _SILENT_OPTIONS = frozenset({"httplog", "tcplog", "dontlognull", "http-keep-aliv
 _FRAMING_HEADERS = frozenset(
     {"content-length", "transfer-encoding", "connection", "keep-alive", "te", "trailer", "upgrade", "proxy-connection"}
 )
+_FACILITIES = frozenset(typing.get_args(Facility))
 _TLS_VERSIONS = {"TLSv1.0": "1.2", "TLSv1.1": "1.2", "TLSv1.2": "1.2", "TLSv1.3": "1.3", "SSLv3": "1.2"}
 
 
@@ -439,17 +445,14 @@ class _Translator:
             host, port = address, "514"
         if host and re.fullmatch(r"[A-Za-z0-9.\-_]+", host) and port.isdigit():
             self.global_["log"] = f"syslog:udp://{host}:{port}"
+            # `log TARGET [len N] [format F] [sample S] FACILITY [LEVEL [MINLEVEL]]`
             rest = list(line.words[2:])
-            if rest[:1] == ["len"] or rest[:1] == ["format"]:
-                rest = rest[2:]
-            if rest and rest[0] in _SYSLOG_FACILITIES:
-                facility = rest.pop(0)
-                if "log_facility" in self.keys:
-                    self.global_["log_facility"] = facility
-                elif facility != "local0":
-                    self.skip(line, f"syslog facility {facility}", "this build sends local0")
-            if rest:
-                self.note(line, f"log words {' '.join(rest)!r} are not translated")
+            facility = next((word for word in rest if word in _FACILITIES), None)
+            if facility is not None and facility != "local0":  # local0 is balancer's default too
+                self.global_["log_facility"] = facility
+            others = [word for word in rest if word != facility]
+            if others:
+                self.note(line, f"log level/format words {' '.join(others)!r} are not translated")
         else:
             self.skip(line, reason="only syslog over UDP to HOST:PORT, stdout and stderr")
 
@@ -756,8 +759,8 @@ class _Translator:
         for key, value in options.items():
             if key == "size" and _size(value):
                 table["size"] = _size(value)
-            elif key == "expire" and _duration(value):
-                table["expire"] = _duration(value)
+            elif key == "expire" and _positive_duration(value):
+                table["expire"] = _positive_duration(value)
             elif key != "type":
                 self.skip(line, f"stick-table {key} {value}")
         proxy.stick_table = table
@@ -947,8 +950,8 @@ class _Translator:
             proxy.stats["enable"] = True
         elif what == "uri" and len(words) == 2:
             proxy.stats["uri"] = words[1]
-        elif what == "refresh" and len(words) == 2 and _duration(words[1]):
-            proxy.stats["refresh"] = _duration(words[1])
+        elif what == "refresh" and len(words) == 2 and _positive_duration(words[1]):
+            proxy.stats["refresh"] = _positive_duration(words[1])
         elif what == "auth" and len(words) == 2 and ":" in words[1]:
             if "auth" in proxy.stats:
                 self.skip(line, "stats auth", "balancer's stats page has one user")
@@ -1021,13 +1024,9 @@ class _Translator:
                         line,
                         f"cookie value {argument!r} of server {name!r}: balancer's cookie value is the server name",
                     )
-            elif option in ("inter", "fastinter", "downinter") and _duration(argument):
-                interval = _duration(argument) or ""
-                if _seconds(interval) <= 0:  # HAProxy refuses it; balancer would spin
-                    self.skip(line, f"server option {option} {argument}", "a check interval must be positive")
-                else:
-                    key = {"inter": "interval", "fastinter": "fastinterval", "downinter": "downinterval"}[option]
-                    state.setdefault("check_params", {}).setdefault(key, (line, interval))
+            elif option in ("inter", "fastinter", "downinter") and _positive_duration(argument):
+                key = {"inter": "interval", "fastinter": "fastinterval", "downinter": "downinterval"}[option]
+                state.setdefault("check_params", {}).setdefault(key, (line, _positive_duration(argument)))
             elif option in ("rise", "fall") and _integer(argument):
                 state.setdefault("check_params", {}).setdefault(option, (line, int(argument)))
             elif option == "verify":
@@ -1043,8 +1042,8 @@ class _Translator:
                     self.skip(line, f"server option sni {argument}", "only sni str(NAME)")
             elif option == "agent-port" and _integer(argument) and 0 < int(argument) < 65536:
                 state.setdefault("agent", {}).setdefault("port", int(argument))
-            elif option == "agent-inter" and _duration(argument):
-                state.setdefault("agent", {}).setdefault("interval", _duration(argument))
+            elif option == "agent-inter" and _positive_duration(argument):
+                state.setdefault("agent", {}).setdefault("interval", _positive_duration(argument))
             elif option == "agent-addr":
                 state.setdefault("agent", {}).setdefault("address", argument)
             elif option == "observe" and argument in ("layer4", "layer7"):
