@@ -118,7 +118,7 @@ def cmd_import_haproxy(path: Path, *, accept_loss: bool = False, haproxy_version
     authenticates or strips cannot be translated (unless `accept_loss`: the translation
     is then weaker than its source and says so in comments), or when the translation does
     not pass our own validation."""
-    from balancer.config.haproxy import read_haproxy_file, translate, validate
+    from balancer.config.haproxy import read_haproxy_file, serves, translate, validate
     from balancer.config.haproxy.conditions import DEFAULT_VERSION, parse_version
 
     version = haproxy_version or DEFAULT_VERSION
@@ -160,6 +160,9 @@ def cmd_import_haproxy(path: Path, *, accept_loss: bool = False, haproxy_version
         print(f"{path}: the translation is not a valid configuration (a bug in import-haproxy):", file=sys.stderr)
         for problem in problems:
             print(f"  {problem}", file=sys.stderr)
+        return 1
+    if not serves(result.toml):
+        print(f"{path}: nothing to serve: no frontend could be translated (see the lines above)", file=sys.stderr)
         return 1
     sys.stdout.write(result.toml)
     return 0

@@ -1079,6 +1079,14 @@ def test_cli_reads_a_file_that_is_not_utf8_and_names_the_line(tmp_path, capsys):
     assert "haproxy.cfg:2: note: bytes that are not UTF-8" in err
 
 
+def test_cli_exits_1_when_no_frontend_is_left_to_serve(tmp_path, capsys):
+    data = b"frontend f\n  bind :99999\n  default_backend b\nbackend b\n  server t 10.0.0.2:80\n"
+    status, out, err = import_haproxy(tmp_path, data, capsys)
+    assert (status, out) == (1, "")
+    assert "haproxy.cfg:2: cannot translate: bind :99999 (port 99999 of ':99999' is not between 1 and 65535)" in err
+    assert err.endswith("haproxy.cfg: nothing to serve: no frontend could be translated (see the lines above)\n")
+
+
 def test_cli_names_a_mistyped_server_address_and_still_imports(tmp_path, capsys):
     data = b"frontend f\n  bind :80\n  default_backend b\nbackend b\n  server s 10.10.188:80\n  server t 10.0.0.2:80\n"
     status, out, err = import_haproxy(tmp_path, data, capsys)

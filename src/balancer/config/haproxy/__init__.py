@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from balancer.config.haproxy.acl import condition_tables, parse_criterion
 from balancer.config.haproxy.parse import Section, SourceLine, parse_haproxy, read_haproxy_file, tokenize
-from balancer.config.haproxy.translator import Translation, translate, validate
+from balancer.config.haproxy.translator import Translation, serves, translate, validate
 from balancer.config.haproxy.weaker import weakens_when_lost
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "parse_criterion",
     "parse_haproxy",
     "read_haproxy_file",
+    "serves",
     "tokenize",
     "translate",
     "validate",

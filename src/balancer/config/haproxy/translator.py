@@ -21,6 +21,7 @@ import copy
 import ipaddress
 import json
 import re
+import tomllib
 import typing
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -36,7 +37,7 @@ from balancer.config.load import ConfigError, addresses_overlap, parse_config
 from balancer.config.model import Facility
 from balancer.config.values import Address, parse_address
 
-__all__ = ["Translation", "translate", "validate"]
+__all__ = ["Translation", "serves", "translate", "validate"]
 
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
@@ -1566,6 +1567,13 @@ def validate(toml: str, file: str = "<import-haproxy>", base_dir: str | Path | N
     except ConfigError as exc:
         return [str(problem) for problem in _real_problems(exc.problems, base_dir)]
     return []
+
+
+def serves(toml: str) -> bool:
+    """Whether a translation listens anywhere (a frontend, or a stats page with a bind):
+    `balancer check` refuses a file that serves nothing."""
+    data = tomllib.loads(toml)
+    return bool(data.get("frontend")) or "bind" in data.get("stats", {})
 
 
 def _real_problems(problems: Iterable[Any], base_dir: str | Path | None) -> list[Any]:
