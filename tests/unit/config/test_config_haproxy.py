@@ -1325,3 +1325,16 @@ def test_a_stats_page_with_auth_losing_its_tls_is_a_loss():
     assert result.losses == [
         "haproxy.cfg:3: cannot translate: ssl of the stats page (balancer's stats page has no TLS)"
     ]
+
+
+def test_an_allow_is_translated_only_when_no_later_ruleset_follows():
+    alone = frontend_rules("  tcp-request connection accept if { src 10.0.0.0/8 }\n  tcp-request connection reject\n")
+    assert alone == [{"if": {"src": ["10.0.0.0/8"]}, "action": "allow"}, {"action": "deny"}]
+    _data, result = with_all_keys(
+        "frontend f\n  mode http\n  bind :80\n  http-request allow if { src 10.0.0.0/8 }\n"
+        "  http-request deny\n  use_backend b if { path_beg /b }\n  default_backend b\n"
+        "backend b\n  mode http\n  server s 10.0.0.1:80\n"
+    )
+    assert [loss.split(" (")[0] for loss in result.losses] == [
+        "haproxy.cfg:4: cannot translate: http-request allow if { src 10.0.0.0/8 }"
+    ]

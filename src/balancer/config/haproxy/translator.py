@@ -534,13 +534,14 @@ class _Translator:
                 self.skip(line, reason="this build has no errorfiles")
         elif keyword == "tcp-request" and len(words) >= 3 and words[1] in ("connection", "content"):
             # a backend's (or a listen's) rules see the same connections as its frontend's
-            if words[2] != "reject" or defaults or (words[1] == "connection" and not front):
+            if words[2] not in ("reject", "accept") or defaults or (words[1] == "connection" and not front):
                 self.skip(line)
             elif kind == "backend" and "backend_rule" not in self.keys:
                 self.skip(line, reason="this build has no backend rules")
             else:
                 phase = 0 if words[1] == "connection" else 1
-                proxy.rules.append(_PendingRule(phase, line, {"action": "deny"}, self.condition(line, words[3:])))
+                action = {"action": "deny" if words[2] == "reject" else "allow"}
+                proxy.rules.append(_PendingRule(phase, line, action, self.condition(line, words[3:])))
         elif keyword == "redirect" and (front or (back and "backend_rule" in self.keys)) and len(words) >= 3:
             self.redirect(proxy, line, words[1:], phase=3)
         elif keyword == "stats" and front and len(words) >= 2:
@@ -1347,6 +1348,11 @@ class _Translator:
         for pending in sorted(pending_rules, key=lambda rule: rule.phase):
             line = pending.line
             action = dict(pending.action)
+            if action.get("action") == "allow" and any(other.phase > pending.phase for other in pending_rules):
+                # balancer's allow ends every later rule; HAProxy's accept/allow only its own
+                # ruleset (tcp-request connection, content, http-request): later rules would be lost
+                self.skip(line, reason="rules of a later HAProxy ruleset follow, which balancer's allow would skip")
+                continue
             if "use_backend" in action:
                 target = backends.get(action["use_backend"])
                 if target is None:
