@@ -1338,3 +1338,13 @@ def test_an_allow_is_translated_only_when_no_later_ruleset_follows():
     assert [loss.split(" (")[0] for loss in result.losses] == [
         "haproxy.cfg:4: cannot translate: http-request allow if { src 10.0.0.0/8 }"
     ]
+
+
+def test_cli_haproxy_version_chooses_the_if_branch(tmp_path, capsys):
+    data = IF_BLOCKS.encode() + b"frontend f\n  bind :80\n  default_backend b\nbackend b\n  server s 10.0.0.1:80\n"
+    status, out, err = import_haproxy(tmp_path, data, capsys, "--haproxy-version", "3.0")
+    assert status == 0 and "maxconn = 2800" in out
+    assert "haproxy.cfg:2: note: .if version_atleast(2.8): version_atleast(2.8) is true for HAProxy 3.0" in err
+    status, out, err = import_haproxy(tmp_path, data, capsys, "--haproxy-version", "latest")
+    assert (status, out) == (1, "")
+    assert err == "--haproxy-version 'latest': expected a version such as 2.8\n"
