@@ -1348,3 +1348,21 @@ def test_cli_haproxy_version_chooses_the_if_branch(tmp_path, capsys):
     status, out, err = import_haproxy(tmp_path, data, capsys, "--haproxy-version", "latest")
     assert (status, out) == (1, "")
     assert err == "--haproxy-version 'latest': expected a version such as 2.8\n"
+
+
+@pytest.mark.parametrize(
+    ("directive", "translated"),
+    [
+        ("http-request set-header X-Forwarded-Proto https if { ssl_fc }", True),
+        ("http-request set-header X-Forwarded-Proto http unless { ssl_fc }", True),
+        ("http-request set-header X-Forwarded-Proto http if !{ ssl_fc }", True),
+        ("http-request set-header X-Forwarded-Proto https", False),  # behind a TLS terminator: not what we write
+        ("http-request set-header X-Forwarded-Proto http if { ssl_fc }", False),
+    ],
+)
+def test_x_forwarded_proto_is_forwardfor_only_when_it_says_the_connection_scheme(directive: str, translated: bool):
+    result = translate(
+        f"frontend f\n  mode http\n  option forwardfor\n  bind :80\n  {directive}\n  default_backend b\n"
+        "backend b\n  mode http\n  server s 10.0.0.1:80\n"
+    )
+    assert (result.losses == []) is translated, result.losses

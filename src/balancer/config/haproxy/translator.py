@@ -839,7 +839,7 @@ class _Translator:
         elif action == "redirect":
             self.redirect(proxy, line, words[1:], phase=2)
         elif action in ("set-header", "add-header", "del-header"):
-            rule = self.header_action(proxy, line, action, args, response=False)
+            rule = self.header_action(proxy, line, action, args, response=False, condition=condition)
             if rule is not None:
                 proxy.rules.append(_PendingRule(2, line, rule, condition))
         else:
@@ -853,14 +853,21 @@ class _Translator:
         if "response_rule" not in self.keys:
             self.skip(line, reason="this build has no response rules")
         elif action in ("set-header", "add-header", "del-header"):
-            rule = self.header_action(proxy, line, action, args, response=True)
+            rule = self.header_action(proxy, line, action, args, response=True, condition=condition)
             if rule is not None:
                 proxy.response_rules.append(_PendingRule(0, line, rule, condition))
         else:
             self.skip(line)
 
     def header_action(
-        self, proxy: _Proxy, line: SourceLine, action: str, args: list[str], *, response: bool
+        self,
+        proxy: _Proxy,
+        line: SourceLine,
+        action: str,
+        args: list[str],
+        *,
+        response: bool,
+        condition: tuple[str, list[str]] | None,
     ) -> dict[str, Any] | None:
         """set-header / add-header / del-header -> the rule's action keys, or None (named)."""
         header = args[0] if args else ""
@@ -868,7 +875,7 @@ class _Translator:
             self.skip(line, reason="only NAME VALUE (set/add) or NAME (del) are translated")
             return None
         lowered = header.lower()
-        if not response and lowered == "x-forwarded-proto" and action == "set-header" and args[1] in ("http", "https"):
+        if not response and lowered == "x-forwarded-proto" and _scheme_of_connection(args[1:], condition):
             if proxy.kind == "backend":
                 self.skip(line, reason="balancer writes X-Forwarded-Proto in the frontend (forwardfor = true)")
             else:
@@ -1530,6 +1537,17 @@ class _Translator:
 
 
 _CHILD_TABLES = ("rule", "response_rule", "server", "user")
+
+
+def _scheme_of_connection(value: list[str], condition: tuple[str, list[str]] | None) -> bool:
+    """Whether `set-header X-Forwarded-Proto VALUE COND` says what balancer's forwardfor
+    writes: https when the client connection is TLS, http when it is not."""
+    words = condition[1] if condition is not None else []
+    tls = words in (["{", "ssl_fc", "}"], ["ssl_fc"])
+    plain = words in (["!{", "ssl_fc", "}"], ["!", "{", "ssl_fc", "}"], ["!ssl_fc"])
+    if condition is not None and condition[0] == "unless":
+        tls, plain = plain, tls
+    return (value == ["https"] and tls) or (value == ["http"] and plain)
 
 
 def _one_line(text: str) -> str:
