@@ -32,11 +32,11 @@ from balancer.net.tls import frontend_context
 from balancer.runtime.shared import SharedState
 from balancer.runtime.state import BackendRuntime
 from balancer.stats.accesslog import AccessLog
+from balancer.stats.logformat import LogFormatError, LogTemplate, is_template
 from balancer.stats.syslog import facility_code
 
 log = logging.getLogger("balancer")
 
-LISTEN_BACKLOG = 4096
 SYNC_INTERVAL = 0.1  # seconds between a worker's looks at the shared state
 
 
@@ -44,8 +44,9 @@ class UnsupportedConfig(Exception):
     """A valid config asks for something this build cannot do yet."""
 
 
-def bind_socket(address: Address) -> socket.socket:
-    """A listening socket for `address`; raises OSError with the address in the message."""
+def bind_socket(address: Address, backlog: int) -> socket.socket:
+    """A listening socket for `address` with a queue of `backlog` connections (the kernel caps
+    it at net.core.somaxconn); raises OSError with the address in the message."""
     try:
         if address.is_unix:
             if os.path.exists(address.path):
@@ -63,7 +64,7 @@ def bind_socket(address: Address) -> socket.socket:
             if family == socket.AF_INET6 and not address.host:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
             sock.bind((host, address.port))
-        sock.listen(LISTEN_BACKLOG)
+        sock.listen(backlog)
         sock.setblocking(False)
         return sock
     except OSError as exc:
@@ -111,7 +112,7 @@ class Listener:
         self.server = await loop.create_server(
             self.make_session,
             sock=self.sock.dup(),
-            backlog=LISTEN_BACKLOG,
+            backlog=self.frontend.config.backlog,
             ssl=tls,
             ssl_handshake_timeout=self.frontend.request_timeout if tls else None,
         )
@@ -136,6 +137,11 @@ def unsupported(config: Config, base_dir: str = ".") -> list[tuple[KeyPath, str]
     """What this build cannot run, by key path: settings it does not implement yet, and
     certificates that do not load."""
     problems: list[tuple[KeyPath, str]] = []
+    if is_template(config.global_.log_format):
+        try:
+            LogTemplate(config.global_.log_format)
+        except LogFormatError as exc:
+            problems.append((("global", "log_format"), f'{exc}; or use "text" or "json"'))
     for index, frontend in enumerate(config.frontend):
         if frontend.tls is not None:
             try:
@@ -199,6 +205,7 @@ class Balancer:
         )
         self.backends: dict[str, BackendRuntime] = {}
         self.frontends: dict[str, FrontendContext] = {}
+        self.backend_contexts: dict[str, BackendContext] = {}
         self.listeners: dict[tuple[Address, str], Listener] = {}
         self.gate = Gate(config.global_.maxconn)
         # One per worker: every HTTP connection's writes go out together once per loop pass.
@@ -213,12 +220,13 @@ class Balancer:
     def _build(self, config: Config) -> None:
         """Runtime state and per-connection contexts for `config`."""
         self.backends = {b.name: BackendRuntime(b) for b in config.backend}
-        contexts = {
+        self.backend_contexts = {
             name: BackendContext(runtime.config, runtime, self.outbox, self.base_dir)
             for name, runtime in self.backends.items()
         }
         self.frontends = {
-            f.name: FrontendContext(f, contexts, self.access_log, self.outbox, self.gate) for f in config.frontend
+            f.name: FrontendContext(f, self.backend_contexts, self.access_log, self.outbox, self.gate)
+            for f in config.frontend
         }
 
     async def start(self, sockets: dict[tuple[Address, str], socket.socket] | None = None) -> None:
@@ -230,7 +238,9 @@ class Balancer:
                 key = listener_key(address, frontend.name)
                 sock = sockets.get(key) if sockets else None
                 tls = frontend_context(frontend.tls, self.base_dir) if frontend.tls else None
-                listener = Listener(address, sock or bind_socket(address), self.frontends[frontend.name], tls)
+                listener = Listener(
+                    address, sock or bind_socket(address, frontend.backlog), self.frontends[frontend.name], tls
+                )
                 listener.unlink_on_close = sock is None
                 self.listeners[key] = listener
                 self.gate.register(frontend.name, frontend.maxconn, listener.pause, listener.resume)
@@ -298,7 +308,23 @@ class Balancer:
                 )
         for frontend in self.frontends.values():
             shared.write_frontend_counters(
-                slot, layout.frontend_index[frontend.name], (frontend.connections, frontend.requests)
+                slot,
+                layout.frontend_index[frontend.name],
+                (
+                    frontend.connections,
+                    frontend.requests,
+                    frontend.denied,
+                    frontend.bytes_in,
+                    frontend.bytes_out,
+                    *frontend.responses,
+                ),
+            )
+        for name, context in self.backend_contexts.items():
+            runtime = context.runtime
+            shared.write_backend_counters(
+                slot,
+                layout.backend_index[name],
+                (runtime.requests, len(context.waiting), *runtime.responses, *runtime.errors_by_cause),
             )
 
     async def stop(self, grace: float | None = None) -> None:

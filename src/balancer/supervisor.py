@@ -39,8 +39,15 @@ from balancer.config.model import Config
 from balancer.config.values import Address
 from balancer.limits import drop_privileges, raise_nofile_limit
 from balancer.runtime.master_state import MasterState
-from balancer.runtime.shared import BUCKET_NAMES, SERVER_COUNTERS, Layout, SharedState
-from balancer.runtime.state import AdminState
+from balancer.runtime.shared import (
+    BACKEND_COUNTERS,
+    BUCKET_NAMES,
+    FRONTEND_COUNTERS,
+    SERVER_COUNTERS,
+    Layout,
+    SharedState,
+)
+from balancer.runtime.state import ERROR_CAUSES, STATUS_CLASSES, AdminState
 from balancer.sdnotify import notify
 from balancer.server import bind_socket, listener_key, parse_runnable
 from balancer.stats.syslog import configure_event_syslog
@@ -103,7 +110,9 @@ class Master:
             for address in frontend.bind:
                 key = listener_key(address, frontend.name)
                 if key not in self.sockets:
-                    self.sockets[key] = bind_socket(address)
+                    self.sockets[key] = bind_socket(address, frontend.backlog)
+                else:
+                    self.sockets[key].listen(frontend.backlog)  # a reload may change it
 
     def close_unused(self, config: Config) -> None:
         wanted = {listener_key(a, f.name) for f in config.frontend for a in f.bind}
@@ -376,31 +385,50 @@ class Master:
         return histograms
 
     def frontend_rows(self) -> list[dict[str, Any]]:
+        """Per frontend: FRONTEND_COUNTERS, responses by status class under "responses"."""
         totals = self.state.frontend_totals()
-        return [
-            {"frontend": f.name, "mode": f.mode, **(totals.get(f.name) or {"connections": 0, "requests": 0})}
-            for f in self.state.config.frontend
-        ]
+        rows = []
+        for frontend in self.state.config.frontend:
+            counts = totals.get(frontend.name) or dict.fromkeys(FRONTEND_COUNTERS, 0)
+            row: dict[str, Any] = {"frontend": frontend.name, "mode": frontend.mode}
+            row.update((k, v) for k, v in counts.items() if k not in STATUS_CLASSES)
+            row["responses"] = {k: counts[k] for k in STATUS_CLASSES}
+            rows.append(row)
+        return rows
+
+    def backend_rows(self, servers: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+        """Per backend: its servers' sums, BACKEND_COUNTERS, responses by status class and
+        errors by cause (runtime.state) under "responses" and "errors"."""
+        servers = self.servers() if servers is None else servers
+        totals = self.state.backend_totals()
+        rows = []
+        for backend in self.state.config.backend:
+            members = [row for row in servers if row["backend"] == backend.name]
+            counts = totals.get(backend.name) or dict.fromkeys(BACKEND_COUNTERS, 0)
+            rows.append(
+                {
+                    "backend": backend.name,
+                    "mode": backend.mode,
+                    "balance": backend.balance,
+                    "servers": len(members),
+                    "usable": self.state.usable_in(backend.name)[0],
+                    **{k: sum(r[k] for r in members) for k in ("active", "bytes_in", "bytes_out", "errors")},
+                    # HTTP: requests routed to the backend; TCP: connections sent to its servers.
+                    "requests": counts["requests"] if backend.mode == "http" else sum(r["requests"] for r in members),
+                    "queued": counts["queued"],
+                    "responses": {k: counts[k] for k in STATUS_CLASSES},
+                    "errors_by_cause": {k: counts[k] for k in ERROR_CAUSES},
+                }
+            )
+        return rows
 
     def stats(self) -> dict[str, Any]:
         servers = self.servers()
-        backends = []
-        for backend in self.state.config.backend:
-            rows = [row for row in servers if row["backend"] == backend.name]
-            backends.append(
-                {
-                    "backend": backend.name,
-                    "balance": backend.balance,
-                    "servers": len(rows),
-                    "usable": self.state.usable_in(backend.name)[0],
-                    **{k: sum(r[k] for r in rows) for k in ("active", "requests", "bytes_in", "bytes_out", "errors")},
-                }
-            )
         return {
             "generation": self.current.number,
             "workers": len(self.current.workers),
             "frontends": self.frontend_rows(),
-            "backends": backends,
+            "backends": self.backend_rows(servers),
             "servers": servers,
         }
 

@@ -7,6 +7,7 @@ import re
 import pytest
 from tests.support.config import server_blocks
 from tests.support.curl import curl
+from tests.support.process import run_balancer
 
 pytestmark = pytest.mark.e2e
 
@@ -117,3 +118,30 @@ def test_json_log_has_one_object_per_request(site, tagged):
 
     requests = [e["request"] for e in site.json_log() if "/count/" in str(e.get("request"))]
     assert requests == [f"GET /count/{i} HTTP/1.1" for i in range(5)]
+
+
+def test_an_haproxy_log_format_template(site, tagged):
+    """HAProxy users keep their log-format: the same line from the same template."""
+    start(site, tagged, "%ci [%tr] %ft %b/%s %TR/%Tw/%Tc/%Tr/%Ta %ST %B %U %tsc %{+Q}r %HP")
+    assert curl(site.url("/tpl?x=1")).status == 200
+    assert curl(site.url("/deny/tpl")).status == 403
+    ok = site.wait_log(lambda text: "/tpl?x=1" in text, what="the request's line")
+    assert re.fullmatch(
+        r'127\.0\.0\.1 \[[^\]]+\] www web/s1 \d+/\d+/\d+/\d+/\d+ 200 \d+ \d+ ---- "GET /tpl\?x=1 HTTP/1\.1" /tpl', ok
+    ), ok
+    denied = site.wait_log(lambda text: "/deny/tpl" in text, what="the denied request's line")
+    assert re.fullmatch(
+        r'127\.0\.0\.1 \[[^\]]+\] www -/- \d+/-1/-1/-1/\d+ 403 \d+ \d+ PR-- "GET /deny/tpl HTTP/1\.1" /deny/tpl', denied
+    ), denied
+
+
+def test_a_template_with_an_unknown_variable_is_refused_with_its_line(site, tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text(
+        '[global]\nlog_format = "%ci %[req.hdr(host)]"\n'
+        f'[[frontend]]\nname = "www"\nbind = ["127.0.0.1:{site.port}"]\ndefault_backend = "web"\n'
+        '[[backend]]\nname = "web"\n'
+    )
+    result = run_balancer("check", "-c", str(path))
+    assert result.returncode == 1
+    assert f"{path}:2: " in result.stdout + result.stderr and "%[req.hdr" in result.stdout + result.stderr, result

@@ -13,6 +13,7 @@ workers.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -617,3 +618,51 @@ def test_reload_of_an_invalid_file_is_refused_with_file_line_and_traffic_flows(a
     # fixed, it takes
     admin.config_path.write_text(good)
     assert reload_via_api(admin)["generation"] == 2
+
+
+def _sample(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), -1.0)
+
+
+def test_metrics_count_responses_by_status_class_denials_bytes_and_servers_up(admin):
+    """What an operator alerts on (a 5xx ratio, a server down): SPEC's per-class counters.
+    10 GETs answered 200, 3 answered 404 by a server, 5 answered 503 by a server, 2 denied."""
+    admin.start(admin.config(frontend_extra='[[frontend.rule]]\nif = { path_beg = ["/private"] }\naction = "deny"\n'))
+    statuses: list[int] = []
+    for path in ["/ok"] * 10 + ["/status/404"] * 3 + ["/status/503"] * 5 + ["/private"] * 2:
+        with contextlib.closing(http.client.HTTPConnection("127.0.0.1", admin.port, timeout=5)) as conn:
+            conn.request("GET", path)
+            response = conn.getresponse()
+            response.read()
+            statuses.append(response.status)
+    assert sorted(statuses) == sorted([200] * 10 + [404] * 3 + [503] * 5 + [403] * 2)
+
+    def counts() -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+        return parse_metrics(admin.tcp("GET", "/metrics").body.decode())
+
+    wait_until(
+        lambda: _sample(counts(), "balancer_frontend_http_requests_total", frontend="www") >= 20,
+        timeout=5,
+        what="the 20 requests counted",
+    )
+    samples = counts()
+    backend = {code: _sample(samples, "balancer_backend_http_responses_total", backend="web", code=code)
+               for code in ("1xx", "2xx", "3xx", "4xx", "5xx", "other")}  # fmt: skip
+    assert backend == {"1xx": 0, "2xx": 10, "3xx": 0, "4xx": 3, "5xx": 5, "other": 0}, backend
+    frontend = {code: _sample(samples, "balancer_frontend_http_responses_total", frontend="www", code=code)
+                for code in ("2xx", "4xx", "5xx")}  # fmt: skip
+    assert frontend == {"2xx": 10, "4xx": 5, "5xx": 5}, frontend  # the 403s never reached the backend
+    assert _sample(samples, "balancer_frontend_requests_denied_total", frontend="www") == 2
+    assert _sample(samples, "balancer_backend_http_requests_total", backend="web") == 18
+    assert _sample(samples, "balancer_backend_queue_current", backend="web") == 0
+    # every response has at least a status line and a Content-Length: > 50 bytes each way
+    assert _sample(samples, "balancer_frontend_bytes_out_total", frontend="www") > 20 * 50
+    assert _sample(samples, "balancer_frontend_bytes_in_total", frontend="www") > 20 * 30
+    assert _sample(samples, "balancer_server_up", backend="web", server="s1") == 1
+    # the JSON API says the same
+    (row,) = [b for b in admin.api("GET", "/api/stats").json()["backends"] if b["backend"] == "web"]
+    assert row["responses"]["2xx"] == 10 and row["responses"]["5xx"] == 5, row
+
+    # a server in maintenance is not up
+    assert admin.api("PUT", "/api/servers/web/s1", json_body={"state": "maint"}).status == 200
+    assert _sample(counts(), "balancer_server_up", backend="web", server="s1") == 0

@@ -341,3 +341,55 @@ def test_slow_server_upload_holds_the_client_back(run_balancer):
     assert stalled_at < 40 * MB, f"the client could send {stalled_at / MB:.0f} MB to a server reading nothing"
     assert response.status == 200
     assert received == size
+
+
+def _buffered_config(server_address: str) -> str:
+    return make_config([("raw", server_address)], frontend={"buffer_request": True})
+
+
+async def _echo_body(reader, writer, index):
+    head = await read_head(reader)
+    lines = head.split(b"\r\n")
+    length = next(int(line.split(b":")[1]) for line in lines if line.lower().startswith(b"content-length"))
+    body = await reader.readexactly(length)
+    expect = [line for line in lines if line.lower().startswith(b"expect")]
+    writer.write(ok_response(b"%d %d" % (len(body), len(expect))))
+    await writer.drain()
+
+
+def test_buffer_request_reads_the_whole_body_before_choosing_a_server(run_balancer):
+    """PLB's idea (seed 002): a slow upload costs no server connection while it crawls in."""
+    server = RawServer(_echo_body)
+
+    async def scenario(balancer):
+        frontend = balancer.frontends["www"]
+        async with server.serving(), await Client.connect(frontend_port(balancer)) as client:
+            await client.send(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n12345")
+
+            def half_read() -> bool:
+                return any(s.parsing is not None and s.parsing.body_bytes == 5 for s in frontend.sessions)
+
+            await wait_until(half_read, message="the proxy never read the first half of the body")
+            before = (server.connections, frontend.requests)
+            await client.send(b"67890")
+            response = await client.read_response("POST")
+            return before, response
+
+    before, response = run_balancer(_buffered_config(server.address), scenario)
+    assert before == (0, 0), "a server was chosen before the body was whole"
+    assert (response.status, response.body) == (200, b"10 0")
+
+
+def test_buffer_request_answers_expect_100_continue_itself(run_balancer):
+    server = RawServer(_echo_body)
+
+    async def scenario(balancer):
+        async with server.serving(), await Client.connect(frontend_port(balancer)) as client:
+            await client.send(b"POST /up HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n")
+            interim = await client.read_response("POST", interim=True)
+            await client.send(b"body")
+            return interim, await client.read_response("POST")
+
+    interim, response = run_balancer(_buffered_config(server.address), scenario)
+    assert interim.status == 100
+    assert (response.status, response.body) == (200, b"4 0"), "the server must get the body without Expect"

@@ -6,7 +6,7 @@ import asyncio
 import hashlib
 import random
 
-from tests.integration.aclient import open_with_buffers, until_stalled
+from tests.integration.aclient import open_with_buffers, until_stalled, wait_until
 from tests.integration.configs import frontend_port, make_config
 from tests.integration.peers import RawServer
 
@@ -166,3 +166,36 @@ def test_tcp_backpressure_server_to_slow_client(run_balancer):
     stalled_at, total = run_balancer(_tcp_config([("source", server.address)]), scenario, timeout=60)
     assert stalled_at < 40 * MB, f"server could write {stalled_at / MB:.0f} MB: nothing held it back"
     assert total == sent == limit
+
+
+def test_the_only_server_refusing_is_retried_after_a_turn_around(run_balancer):
+    """As for HTTP: with no other server, a refused connect is retried on the same one after
+    min(timeouts.connect, 1 s), so a server back within that time gets the connection."""
+
+    async def echo(reader, writer):
+        writer.write(await reader.readexactly(5))
+        await writer.drain()
+        writer.close()
+
+    server = RawServer(lambda r, w, i: echo(r, w))
+    server._sock.close()  # refused until it listens again on the same port
+    config = make_config(
+        [("only", server.address)],
+        mode="tcp",
+        frontend={"forwardfor": False},
+        backend={"retries": 2, "timeouts": {"connect": "300ms"}},
+    )
+
+    async def scenario(balancer):
+        only = balancer.backends["web"].by_name["only"]
+        reader, writer = await open_with_buffers(frontend_port(balancer))
+        writer.write(b"hello")
+        await wait_until(lambda: only.connect_failures >= 1, message="the first connect was not refused")
+        restarted = await asyncio.start_server(echo, "127.0.0.1", server.port)
+        try:
+            return await asyncio.wait_for(reader.readexactly(5), 5)
+        finally:
+            writer.close()
+            restarted.close()
+
+    assert run_balancer(config, scenario) == b"hello"

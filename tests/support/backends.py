@@ -138,7 +138,7 @@ class _ThreadedServer:
 
     @property
     def address(self) -> str:
-        return f"{self.host}:{self.port}"
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
     def start(self) -> _ThreadedServer:
         if self._runner is not None:

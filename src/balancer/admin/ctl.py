@@ -175,21 +175,45 @@ def _stats_tables(stats: dict[str, Any]) -> None:
     console = _console()
     console.print(f"generation {stats.get('generation')}, {stats.get('workers')} workers")
     frontends = Table(title="frontends", title_justify="left")
-    for column in ("frontend", "mode", "connections", "requests"):
+    classes = ("2xx", "3xx", "4xx", "5xx")
+    for column in ("frontend", "mode", "connections", "requests", "denied", *classes):
         frontends.add_column(column)
     for row in stats["frontends"]:
-        frontends.add_row(row["frontend"], row["mode"], str(row["connections"]), str(row["requests"]))
+        responses = row.get("responses", {})
+        frontends.add_row(
+            row["frontend"],
+            row["mode"],
+            str(row["connections"]),
+            str(row["requests"]),
+            str(row.get("denied", 0)),
+            *(str(responses.get(c, 0)) for c in classes),
+        )
     console.print(frontends)
     backends = Table(title="backends", title_justify="left")
-    for column in ("backend", "balance", "usable", "active", "requests", "bytes in", "bytes out", "errors"):
+    columns = (
+        "backend",
+        "balance",
+        "usable",
+        "active",
+        "queued",
+        "requests",
+        *classes,
+        "bytes in",
+        "bytes out",
+        "errors",
+    )
+    for column in columns:
         backends.add_column(column)
     for row in stats["backends"]:
+        responses = row.get("responses", {})
         backends.add_row(
             row["backend"],
             row["balance"],
             f"{row['usable']}/{row['servers']}",
             str(row["active"]),
+            str(row.get("queued", 0)),
             str(row["requests"]),
+            *(str(responses.get(c, 0)) for c in classes),
             str(row["bytes_in"]),
             str(row["bytes_out"]),
             str(row["errors"]),

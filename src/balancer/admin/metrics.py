@@ -19,6 +19,7 @@ from balancer.runtime.state import RESPONSE_BUCKETS_MS
 class Totals(Protocol):
     def servers(self) -> list[dict[str, Any]]: ...
     def frontend_rows(self) -> list[dict[str, Any]]: ...
+    def backend_rows(self, servers: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]: ...
     def response_histograms(self) -> dict[str, tuple[list[int], int]]: ...
 
 
@@ -34,11 +35,28 @@ class BalancerCollector(Collector):
         requests = CounterMetricFamily(
             "balancer_frontend_http_requests", "HTTP requests received.", labels=["frontend"]
         )
+        denied = CounterMetricFamily(
+            "balancer_frontend_requests_denied", "HTTP requests refused by a deny rule.", labels=["frontend"]
+        )
+        bytes_in = CounterMetricFamily(
+            "balancer_frontend_bytes_in", "Bytes received from clients.", labels=["frontend"]
+        )
+        bytes_out = CounterMetricFamily("balancer_frontend_bytes_out", "Bytes sent to clients.", labels=["frontend"])
+        responses = CounterMetricFamily(
+            "balancer_frontend_http_responses",
+            "HTTP responses sent to clients, by status class (1xx..5xx, other).",
+            labels=["frontend", "code"],
+        )
         for row in frontends:
-            connections.add_metric([row["frontend"]], row["connections"])
-            requests.add_metric([row["frontend"]], row["requests"])
-        yield connections
-        yield requests
+            name = row["frontend"]
+            connections.add_metric([name], row["connections"])
+            requests.add_metric([name], row["requests"])
+            denied.add_metric([name], row["denied"])
+            bytes_in.add_metric([name], row["bytes_in"])
+            bytes_out.add_metric([name], row["bytes_out"])
+            for code, count in row["responses"].items():
+                responses.add_metric([name, code], count)
+        yield from (connections, requests, denied, bytes_in, bytes_out, responses)
 
         servers = self.totals.servers()
         per_server: dict[str, tuple[type[CounterMetricFamily] | type[GaugeMetricFamily], str, str]] = {
@@ -63,6 +81,11 @@ class BalancerCollector(Collector):
             for row in servers:
                 family.add_metric([row["backend"], row["server"]], row[field])
             yield family
+        up = GaugeMetricFamily(
+            "balancer_server_up",
+            "1 while health checks pass and the server is not in maintenance, else 0.",
+            labels=["backend", "server"],
+        )
         status = GaugeMetricFamily(
             "balancer_server_status", "1 for the server's current state.", labels=["backend", "server", "state"]
         )
@@ -73,11 +96,15 @@ class BalancerCollector(Collector):
         )
         backend_requests: dict[str, int] = {}
         for row in servers:
+            up.add_metric(
+                [row["backend"], row["server"]], 1.0 if row["health"] == "up" and row["state"] != "maint" else 0.0
+            )
             for state in ("ready", "drain", "maint", "down"):
                 current = "down" if row["health"] == "down" and row["state"] == "ready" else row["state"]
                 status.add_metric([row["backend"], row["server"], state], 1.0 if current == state else 0.0)
             response.add_metric([row["backend"], row["server"]], row["resp_time_ms"] / 1000)
             backend_requests[row["backend"]] = backend_requests.get(row["backend"], 0) + row["requests"]
+        yield up
         yield status
         yield response
         histogram = HistogramMetricFamily(
@@ -98,6 +125,34 @@ class BalancerCollector(Collector):
         for name, value in backend_requests.items():
             backend.add_metric([name], value)
         yield backend
+        backend_http = CounterMetricFamily(
+            "balancer_backend_http_requests", "HTTP requests routed to the backend.", labels=["backend"]
+        )
+        backend_responses = CounterMetricFamily(
+            "balancer_backend_http_responses",
+            "HTTP responses to requests of the backend, by status class (1xx..5xx, other).",
+            labels=["backend", "code"],
+        )
+        queue = GaugeMetricFamily(
+            "balancer_backend_queue_current", "Requests waiting for a server slot (maxconn).", labels=["backend"]
+        )
+        errors = CounterMetricFamily(
+            "balancer_backend_errors",
+            "Failed exchanges with the backend's servers, by cause (connect_refused, connect_timeout, "
+            "connect_error, response_broken, response_timeout).",
+            labels=["backend", "cause"],
+        )
+        for row in self.totals.backend_rows(servers):
+            name = row["backend"]
+            queue.add_metric([name], row["queued"])
+            for cause, count in row["errors_by_cause"].items():
+                errors.add_metric([name, cause], count)
+            if row["mode"] != "http":
+                continue
+            backend_http.add_metric([name], row["requests"])
+            for code, count in row["responses"].items():
+                backend_responses.add_metric([name, code], count)
+        yield from (backend_http, backend_responses, queue, errors)
 
 
 def render(totals: Totals) -> bytes:

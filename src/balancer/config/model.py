@@ -70,7 +70,10 @@ class Global(Model):
     workers: int = Field(1, ge=0, le=256)
     grace: Duration = 30.0
     log: str = "stdout"
-    log_format: Literal["text", "json"] = "text"
+    # "text" (HAProxy's httplog layout), "json", or an HAProxy log-format template such as
+    # "%ci:%cp [%tr] %ft %b/%s %TR/%Tw/%Tc/%Tr/%Ta %ST %B %tsc %{+Q}r" (stats.logformat;
+    # its variables are checked where the template is compiled: server.unsupported).
+    log_format: str = Field("text", min_length=1)
     log_facility: Facility = "local0"  # of access lines sent to syslog
     maxconn: int = Field(100000, ge=1)
     user: str = ""
@@ -176,10 +179,13 @@ class Frontend(Model):
     mode: Mode = "http"
     default_backend: str | None = None
     maxconn: int = Field(0, ge=0)
+    backlog: int = Field(4096, ge=1, le=1 << 20)  # listen queue; the kernel caps it at net.core.somaxconn
     accept_proxy: bool = False
     tls: FrontendTLS | None = None
     timeouts: FrontendTimeouts = FrontendTimeouts()
     forwardfor: bool = True
+    # Read a request's body (up to limits.body, else 1 MiB) before choosing a server.
+    buffer_request: bool = False
     limits: Limits = Limits()
     rule: list[Rule] = []
 

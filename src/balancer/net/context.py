@@ -26,9 +26,18 @@ from balancer.route.hashkey import KeyFunction, compile_hash_key
 from balancer.route.persistence import Persistence
 from balancer.route.rules import RuleSet
 from balancer.runtime.record import LogSink
-from balancer.runtime.state import BackendRuntime, ServerRuntime
+from balancer.runtime.state import (
+    CONNECT_ERROR,
+    CONNECT_REFUSED,
+    CONNECT_TIMEOUT,
+    STATUS_CLASSES,
+    BackendRuntime,
+    ServerRuntime,
+)
 
 P = TypeVar("P", bound=asyncio.BaseProtocol)
+# What buffer_request reads of a body at most when limits.body sets no smaller bound.
+BUFFER_REQUEST_MAX = 1 << 20
 log = logging.getLogger("balancer.observe")
 
 
@@ -73,10 +82,23 @@ class BackendContext:
             factory, server, self.connect_timeout, self.tls.get(server.name), self.sources.take(), preamble
         )
 
+    def other_usable(self, server: ServerRuntime) -> bool:
+        """Whether a retry can go to another server than `server`."""
+        for other in self.servers.usable:  # noqa: SIM110 (a loop beats a generator compiled)
+            if other is not server:
+                return True
+        return False
+
     def connect_failed(self, server: ServerRuntime, exc: OSError | TimeoutError) -> str:
         """Count a failed connection attempt against `server`; returns the reason for logs."""
         server.connect_failures += 1
         server.errors += 1
+        if isinstance(exc, TimeoutError):
+            self.runtime.errors_by_cause[CONNECT_TIMEOUT] += 1
+        elif isinstance(exc, ConnectionRefusedError):
+            self.runtime.errors_by_cause[CONNECT_REFUSED] += 1
+        else:
+            self.runtime.errors_by_cause[CONNECT_ERROR] += 1
         reason = "timeout" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
         self.server_failed(server, f"connect: {reason}")
         return reason
@@ -162,6 +184,8 @@ class FrontendContext:
         self.max_header_bytes = config.limits.headers
         self.max_header_count = config.limits.header_count
         self.max_body = config.limits.body
+        # buffer_request: how much of a body is read before a server is chosen; 0: none.
+        self.buffer_body = (config.limits.body or BUFFER_REQUEST_MAX) if config.buffer_request else 0
         self.default_backend = backends.get(config.default_backend or "")
         # Request heads read before, by their bytes: net.http_session.KnownRequest.
         self.known_requests: dict[bytes, Any] = {}
@@ -170,6 +194,10 @@ class FrontendContext:
         self.stopping = False
         self.connections = 0
         self.requests = 0
+        self.denied = 0  # refused by a rule (403)
+        self.bytes_in = 0  # from clients: request heads and bodies, TCP bytes
+        self.bytes_out = 0  # to clients
+        self.responses = [0] * len(STATUS_CLASSES)  # by runtime.state.status_class
         self.gate = gate
 
     def opened(self, session: Stoppable) -> None:

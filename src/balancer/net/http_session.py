@@ -56,7 +56,7 @@ from balancer.proto.http1 import (
 from balancer.route.persistence import CookieValue, Persistence
 from balancer.route.rules import NumericIP, numeric_ip
 from balancer.runtime.record import LogRecord
-from balancer.runtime.state import ServerRuntime
+from balancer.runtime.state import RESPONSE_BROKEN, RESPONSE_TIMEOUT, ServerRuntime, status_class
 
 log = logging.getLogger("balancer.http")
 
@@ -90,6 +90,7 @@ class Request(LogRecord):
         "backend",
         "body_bytes",
         "body_done",
+        "buffering",
         "chunked",
         "conn_tokens",
         "connection_values",
@@ -151,6 +152,7 @@ class Request(LogRecord):
         self.keep_alive = True
         self.head_done = False
         self.body_done = False
+        self.buffering = False  # its body is read whole before a server is chosen (buffer_request)
         self.body_bytes = 0
         # Framed body bytes not yet sent to a server; created when there are some.
         self.pending: list[bytes] | None = None
@@ -651,7 +653,25 @@ class HttpSession(asyncio.Protocol):
             self.learning = KnownRequest(request)
             self.learning_request = request
         if request is self.queue[0]:
-            self._start(request)
+            if self.frontend.buffer_body and (request.content_length or request.chunked):
+                self._buffer_body(request)
+            else:
+                self._start(request)
+
+    def _buffer_body(self, request: Request) -> None:
+        """buffer_request: read the body before choosing a server (on_message_complete or
+        _send_body starts the request), so a slow upload never holds a server connection and
+        a request with its body at hand can be retried. The frontend's http_request timeout
+        covers the body. A client that waits for `100 Continue` gets it from here."""
+        request.buffering = True
+        for i, (name, value) in enumerate(request.headers):
+            if header_kind(name) == FIELD_OTHER and name.lower() == b"expect":
+                if value.strip().lower() == b"100-continue" and request.version == "1.1":
+                    del request.headers[i]  # answered here: the server gets the whole body
+                    request.header_block = b""
+                    if self.transport is not None and not self.closed:
+                        self.outbox.write(self.transport, b"HTTP/1.1 100 Continue\r\n\r\n")
+                break
 
     @staticmethod
     def _absolute_target(request: Request, url: bytes) -> None:
@@ -694,6 +714,10 @@ class HttpSession(asyncio.Protocol):
         request.body_done = True
         if request.chunked:
             self._send_body(request, LAST_CHUNK)
+        if request.buffering:
+            request.buffering = False
+            if request is self.queue[0] and request.t_total < 0:
+                self._start(request)
         if self.queue and request is self.queue[0] and request.queued_at < 0:
             # Waiting for the server now: its timeout runs on the upstream side.
             self.deadline.clear()
@@ -715,6 +739,9 @@ class HttpSession(asyncio.Protocol):
                 self.deadline.set(self.frontend.client_timeout)
         else:
             request.hold(framed)
+            if request.buffering and request.body_bytes >= self.frontend.buffer_body:
+                request.buffering = False  # as much as may be buffered: send what there is
+                self._start(request)
 
     @staticmethod
     def _keep_for_replay(request: Request, framed: bytes) -> None:
@@ -741,6 +768,7 @@ class HttpSession(asyncio.Protocol):
         else:
             decision = rules.default
         if decision.verdict == "deny":
+            frontend.denied += 1
             self._local_response(request, 403, error_response(403, True), "PR")
             return
         if decision.verdict == "redirect":
@@ -898,7 +926,7 @@ class HttpSession(asyncio.Protocol):
         server is not hammered."""
         backend = request.backend
         assert backend is not None
-        if backend.redispatch and _another_usable(backend, failed):
+        if backend.redispatch and backend.other_usable(failed):
             self._dispatch(request, avoid=failed)
             return
         request.queued_at = -1.0
@@ -1091,10 +1119,18 @@ class HttpSession(asyncio.Protocol):
             request = self.queue[0]
             if len(self.queue) == 1:
                 self.resume_client_reading(PIPELINE_WAIT)
-            if request.head_done:
-                self._start(request)
-            else:
+            if not request.head_done:
                 self.deadline.set(self.frontend.request_timeout, self.now)
+            elif (
+                self.frontend.buffer_body
+                and not request.body_done
+                and request.body_bytes < self.frontend.buffer_body
+                and (request.content_length or request.chunked)
+            ):
+                self.deadline.set(self.frontend.request_timeout, self.now)
+                self._buffer_body(request)
+            else:
+                self._start(request)
         else:
             self.resume_client_reading(PIPELINE_WAIT)
             self.deadline.set(self.frontend.keep_alive_timeout, self.now)
@@ -1149,6 +1185,7 @@ class HttpSession(asyncio.Protocol):
         if replayable and server is not None and backend is not None and request.attempts <= backend.retries:
             # The server died under the request (reset, closed): count it, try another.
             server.errors += 1
+            backend.runtime.errors_by_cause[RESPONSE_BROKEN] += 1
             backend.server_failed(server, reason)
             self._release_slot(request)
             self._retry(request, server)
@@ -1181,6 +1218,7 @@ class HttpSession(asyncio.Protocol):
         if request.server is not None:
             request.server.errors += 1
             assert request.backend is not None
+            request.backend.runtime.errors_by_cause[RESPONSE_BROKEN if who == "S" else RESPONSE_TIMEOUT] += 1
             request.backend.server_failed(request.server, reason)
         if request.response_started:
             self._flush_out()
@@ -1270,7 +1308,15 @@ class HttpSession(asyncio.Protocol):
         request.status = status
         if request.t_total < 0:
             request.t_total = (self.loop.time() - request.t_start) * 1000
-        self.frontend.access_log.log(request)
+        frontend = self.frontend
+        frontend.bytes_in += request.bytes_in
+        frontend.bytes_out += request.bytes_out
+        if status:  # 0: the client left before any response
+            frontend.responses[status_class(status)] += 1
+            backend = request.backend
+            if backend is not None:
+                backend.runtime.responses[status_class(status)] += 1
+        frontend.access_log.log(request)
 
     @staticmethod
     def _phase(request: Request) -> str:
@@ -1281,13 +1327,6 @@ class HttpSession(asyncio.Protocol):
         if not request.response_started:
             return "H"
         return "D"
-
-
-def _another_usable(backend: BackendContext, server: ServerRuntime) -> bool:
-    for other in backend.servers.usable:  # noqa: SIM110 (a loop beats a generator compiled)
-        if other is not server:
-            return True
-    return False
 
 
 class _Closed(Exception):

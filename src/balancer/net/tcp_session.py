@@ -139,6 +139,14 @@ class TcpSession(asyncio.Protocol):
         self.attempts += 1
         self.connect_task = self.loop.create_task(self._connect(server, backend))
 
+    def _retry_same(self, server: ServerRuntime) -> None:
+        if self.closed:
+            return
+        if server.usable:
+            self._dispatch(None, server)
+        else:
+            self._dispatch(server)
+
     def slot_ready(self, request: object, server: ServerRuntime) -> bool:
         """A slot on `server` freed up while this connection waited in the queue."""
         if self.closed or self.queued_at < 0:
@@ -177,10 +185,11 @@ class TcpSession(asyncio.Protocol):
             self._release_slot()
             log.warning("connect to %s/%s (%s) failed: %s", backend.name, server.name, server.address, reason)
             if self.attempts <= backend.retries:
-                if backend.redispatch:
+                if backend.redispatch and backend.other_usable(server):
                     self._dispatch(server)
                 else:
-                    self._dispatch(None, server)
+                    # The same server, after a turn-around (as HTTP: HttpSession._retry).
+                    self.loop.call_later(min(backend.connect_timeout, 1.0), self._retry_same, server)
             else:
                 assert self.record is not None
                 self.record.termination = "SC"
@@ -325,6 +334,8 @@ class TcpSession(asyncio.Protocol):
         record = self.record
         if record is not None:
             record.t_total = (self.loop.time() - self.t_start) * 1000
+            self.frontend.bytes_in += record.bytes_in
+            self.frontend.bytes_out += record.bytes_out
             self.frontend.access_log.log(record)
 
 

@@ -8,7 +8,7 @@ file wins over an older run-time change.
 Counters are totals since the master started: the sum of every live segment's worker
 blocks plus what retired workers and generations left behind (folded into `base` when
 they go), so they never go backwards across reloads or worker restarts. `active` is a
-gauge and is never folded.
+gauge and is never folded, nor is a backend's `queued`.
 """
 
 from __future__ import annotations
@@ -19,11 +19,19 @@ from dataclasses import dataclass, replace
 from typing import Any, cast
 
 from balancer.config.model import Config
-from balancer.runtime.shared import FRONTEND_COUNTERS, SERVER_COUNTERS, Layout, ServerRecord, SharedState
+from balancer.runtime.shared import (
+    BACKEND_COUNTERS,
+    FRONTEND_COUNTERS,
+    SERVER_COUNTERS,
+    Layout,
+    ServerRecord,
+    SharedState,
+)
 from balancer.runtime.state import AdminState, Health
 
 ServerKey = tuple[str, str]
 _ACTIVE = SERVER_COUNTERS.index("active")
+_QUEUED = BACKEND_COUNTERS.index("queued")
 
 
 @dataclass(frozen=True)
@@ -71,6 +79,7 @@ class MasterState:
         self._runtime_set: dict[ServerKey, set[str]] = {}  # fields the operator set at run time
         self.base_servers: dict[ServerKey, list[int]] = {}
         self.base_frontends: dict[str, list[int]] = {}
+        self.base_backends: dict[str, list[int]] = {}
         self.segments: list[SharedState] = []
 
     def adopt(self, config: Config, slots: int) -> SharedState:
@@ -169,6 +178,12 @@ class MasterState:
                 frontend_base = self.base_frontends.setdefault(name, [0] * len(FRONTEND_COUNTERS))
                 for i, value in enumerate(frontend_values):
                     frontend_base[i] += value
+            for index, name in enumerate(layout.backends):
+                backend_values = segment.read_backend_counters(slot, index)
+                backend_base = self.base_backends.setdefault(name, [0] * len(BACKEND_COUNTERS))
+                for i, value in enumerate(backend_values):
+                    if i != _QUEUED:  # a gauge: what a gone worker had waiting is no more
+                        backend_base[i] += value
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -178,6 +193,11 @@ class MasterState:
     def frontend_totals(self) -> dict[str, dict[str, int]]:
         return self._totals(
             self.base_frontends, FRONTEND_COUNTERS, lambda layout: layout.frontends, "read_frontend_counters"
+        )
+
+    def backend_totals(self) -> dict[str, dict[str, int]]:
+        return self._totals(
+            self.base_backends, BACKEND_COUNTERS, lambda layout: layout.backends, "read_backend_counters"
         )
 
     def _totals(

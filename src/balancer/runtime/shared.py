@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import cast
 
 from balancer.config.model import Config
-from balancer.runtime.state import RESPONSE_BUCKETS_MS, AdminState, Health
+from balancer.runtime.state import ERROR_CAUSES, RESPONSE_BUCKETS_MS, STATUS_CLASSES, AdminState, Health
 
 MAGIC = 0x42414C31  # "BAL1"
 _HEADER = struct.Struct("<QQQQ")  # magic, epoch, servers, slots
@@ -36,9 +36,14 @@ BUCKET_NAMES = tuple(f"bucket{i}" for i in range(len(RESPONSE_BUCKETS_MS) + 1))
 _SERVER_TOTALS = ("active", "requests", "bytes_in", "bytes_out", "errors", "connect_failures", "resp_ms", "resp_n")
 SERVER_COUNTERS = (*_SERVER_TOTALS, *BUCKET_NAMES)
 _COUNTERS = struct.Struct("<" + "q" * len(SERVER_COUNTERS))
-# Per frontend and slot: connections, requests.
-FRONTEND_COUNTERS = ("connections", "requests")
-_FRONTEND = struct.Struct("<qq")
+# Per frontend and slot: connections, requests, requests denied by a rule, bytes from and
+# to clients, then responses by status class.
+FRONTEND_COUNTERS = ("connections", "requests", "denied", "bytes_in", "bytes_out", *STATUS_CLASSES)
+_FRONTEND = struct.Struct("<" + "q" * len(FRONTEND_COUNTERS))
+# Per backend and slot: requests, requests waiting for a server slot now (a gauge), responses
+# by status class, failed exchanges with its servers by cause.
+BACKEND_COUNTERS = ("requests", "queued", *STATUS_CLASSES, *ERROR_CAUSES)
+_BACKEND = struct.Struct("<" + "q" * len(BACKEND_COUNTERS))
 
 ADMIN_STATES = ("ready", "drain", "maint")
 HEALTH_STATES = ("up", "down")
@@ -60,17 +65,24 @@ class Layout:
         self.server_index = {key: i for i, key in enumerate(self.servers)}
         self.frontends = [f.name for f in config.frontend]
         self.frontend_index = {name: i for i, name in enumerate(self.frontends)}
+        self.backends = [b.name for b in config.backend]
+        self.backend_index = {name: i for i, name in enumerate(self.backends)}
         self.slots = slots
         self.states_at = _HEADER.size
         self.counters_at = self.states_at + _SERVER.size * len(self.servers)
-        self.slot_size = _COUNTERS.size * len(self.servers) + _FRONTEND.size * len(self.frontends)
+        self._frontends_at = _COUNTERS.size * len(self.servers)
+        self._backends_at = self._frontends_at + _FRONTEND.size * len(self.frontends)
+        self.slot_size = self._backends_at + _BACKEND.size * len(self.backends)
         self.size = self.counters_at + self.slot_size * slots
 
     def server_counters_at(self, slot: int, server: int) -> int:
         return self.counters_at + self.slot_size * slot + _COUNTERS.size * server
 
     def frontend_counters_at(self, slot: int, frontend: int) -> int:
-        return self.counters_at + self.slot_size * slot + _COUNTERS.size * len(self.servers) + _FRONTEND.size * frontend
+        return self.counters_at + self.slot_size * slot + self._frontends_at + _FRONTEND.size * frontend
+
+    def backend_counters_at(self, slot: int, backend: int) -> int:
+        return self.counters_at + self.slot_size * slot + self._backends_at + _BACKEND.size * backend
 
 
 class SharedState:
@@ -133,15 +145,20 @@ class SharedState:
     def write_server_counters(self, slot: int, index: int, values: tuple[int, ...]) -> None:
         _COUNTERS.pack_into(self.memory, self.layout.server_counters_at(slot, index), *values)
 
-    def write_frontend_counters(self, slot: int, index: int, values: tuple[int, int]) -> None:
+    def write_frontend_counters(self, slot: int, index: int, values: tuple[int, ...]) -> None:
         _FRONTEND.pack_into(self.memory, self.layout.frontend_counters_at(slot, index), *values)
+
+    def write_backend_counters(self, slot: int, index: int, values: tuple[int, ...]) -> None:
+        _BACKEND.pack_into(self.memory, self.layout.backend_counters_at(slot, index), *values)
 
     def read_server_counters(self, slot: int, index: int) -> tuple[int, ...]:
         return tuple(_COUNTERS.unpack_from(self.memory, self.layout.server_counters_at(slot, index)))
 
-    def read_frontend_counters(self, slot: int, index: int) -> tuple[int, int]:
-        a, b = _FRONTEND.unpack_from(self.memory, self.layout.frontend_counters_at(slot, index))
-        return (int(a), int(b))
+    def read_frontend_counters(self, slot: int, index: int) -> tuple[int, ...]:
+        return tuple(_FRONTEND.unpack_from(self.memory, self.layout.frontend_counters_at(slot, index)))
+
+    def read_backend_counters(self, slot: int, index: int) -> tuple[int, ...]:
+        return tuple(_BACKEND.unpack_from(self.memory, self.layout.backend_counters_at(slot, index)))
 
     def clear_slot(self, slot: int) -> None:
         start = self.layout.counters_at + self.layout.slot_size * slot

@@ -16,6 +16,23 @@ from balancer.config.model import Backend, Server
 RESPONSE_BUCKETS_MS: Final = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 _BOUNDS: Final[tuple[float, ...]] = tuple(float(bound) for bound in RESPONSE_BUCKETS_MS)
 
+# Responses counted per frontend and backend by status class, in this order
+# (status_class gives the index); "other" is a status outside 100-599.
+STATUS_CLASSES: Final = ("1xx", "2xx", "3xx", "4xx", "5xx", "other")
+# Failed exchanges with servers counted per backend, by cause (index constants below).
+ERROR_CAUSES: Final = ("connect_refused", "connect_timeout", "connect_error", "response_broken", "response_timeout")
+CONNECT_REFUSED: Final = 0
+CONNECT_TIMEOUT: Final = 1
+CONNECT_ERROR: Final = 2
+RESPONSE_BROKEN: Final = 3
+RESPONSE_TIMEOUT: Final = 4
+
+
+def status_class(status: int) -> int:
+    """The index in STATUS_CLASSES of a status sent to a client."""
+    return status // 100 - 1 if 100 <= status < 600 else 5
+
+
 AdminState = Literal["ready", "drain", "maint"]
 Health = Literal["up", "down"]
 
@@ -105,6 +122,8 @@ class BackendRuntime:
         self.servers = [ServerRuntime(server, config.name) for server in config.server]
         self.by_name = {server.name: server for server in self.servers}
         self.requests = 0
+        self.responses = [0] * len(STATUS_CLASSES)  # by status_class
+        self.errors_by_cause = [0] * len(ERROR_CAUSES)
         self._listeners: list[Callable[[], None]] = []
 
     def on_change(self, listener: Callable[[], None]) -> None:

@@ -1,4 +1,4 @@
-"""The access log: one line per HTTP request or TCP connection, text or JSON.
+"""The access log: one line per HTTP request or TCP connection, text, JSON or a template.
 
 Lines are buffered and written at most every 50 ms or when 64 KiB are pending, so logging
 costs one write for many requests instead of a syscall each. Text lines follow HAProxy's
@@ -24,6 +24,7 @@ import time
 from typing import Final
 
 from balancer.runtime.record import LogRecord, LogSink
+from balancer.stats.logformat import LogTemplate, is_template
 from balancer.stats.syslog import FACILITY_LOCAL0, SEVERITY_INFO, SyslogSender, parse_target
 
 FLUSH_DELAY: Final = 0.05
@@ -57,9 +58,11 @@ class AccessLog(LogSink):
     """
 
     def __init__(self, target: str = "stdout", fmt: str = "text", facility: int = FACILITY_LOCAL0) -> None:
-        """`facility`: the syslog facility code of the lines (see stats.syslog.facility_code)."""
+        """`fmt`: "text", "json" or a log-format template (stats.logformat), validated
+        already. `facility`: the syslog facility code of the lines (stats.syslog.facility_code)."""
         self.target = target
         self.json = fmt == "json"
+        self.template = LogTemplate(fmt) if is_template(fmt) else None
         self.facility = facility
         self._fd = -1
         self._own_fd = False
@@ -105,7 +108,10 @@ class AccessLog(LogSink):
     def log(self, record: LogRecord) -> None:
         if not self.enabled:
             return
-        line = self.format_json(record) if self.json else self.format_text(record)
+        if self.template is not None:
+            line = self.template.format(record, self._timestamp(record.start_time))
+        else:
+            line = self.format_json(record) if self.json else self.format_text(record)
         self._pending.append(line)
         self._pending_size += len(line)
         if self._pending_size >= FLUSH_BYTES:
