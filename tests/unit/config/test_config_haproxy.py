@@ -772,7 +772,7 @@ def test_unsupported_directives_and_sections_are_named_with_their_line():
             daemon
         defaults
             mode http
-            option http-buffer-request
+            option http-use-proxy-header
             option http-server-close
         peers mypeers
             peer lb1 10.0.0.1:1024
@@ -786,7 +786,7 @@ def test_unsupported_directives_and_sections_are_named_with_their_line():
     )
     assert warnings == [
         "haproxy.cfg:2: cannot translate: daemon",
-        "haproxy.cfg:5: cannot translate: option http-buffer-request",
+        "haproxy.cfg:5: cannot translate: option http-use-proxy-header",
         "haproxy.cfg:6: cannot translate: option http-server-close (balancer keeps connections alive on both sides)",
         "haproxy.cfg:7: cannot translate: peers section (its directives are skipped)",
         "haproxy.cfg:11: cannot translate: capture request header Host len 32",
@@ -1366,3 +1366,12 @@ def test_x_forwarded_proto_is_forwardfor_only_when_it_says_the_connection_scheme
         "backend b\n  mode http\n  server s 10.0.0.1:80\n"
     )
     assert (result.losses == []) is translated, result.losses
+
+
+def test_option_http_buffer_request_buffers_the_body_before_choosing_a_server():
+    config, warnings, _ = convert(
+        "defaults\n  mode http\n  option http-buffer-request\nfrontend f\n  bind :80\n  default_backend b\n"
+        "backend b\n  server s 10.0.0.1:80\n"
+    )
+    assert config.frontend[0].buffer_request is True
+    assert warnings == []

@@ -40,6 +40,7 @@ _FIELDS: dict[str, tuple[type[BaseModel], str]] = {
     "persist": (model.Backend, "persist"),
     "cookie_options": (model.Cookie, "indirect"),
     "log_facility": (model.Global, "log_facility"),
+    "buffer_request": (model.Frontend, "buffer_request"),
 }
 ALL_KEYS = frozenset(_FIELDS)
 

@@ -108,6 +108,7 @@ class _Proxy:
     monitor_uri: str = ""
     errorfiles: dict[str, str] = field(default_factory=dict)
     persist: bool | None = None
+    buffer_request: bool = False
     default_backend: str | None = None
     default_backend_line: SourceLine | None = None
     stats: dict[str, Any] = field(default_factory=dict)
@@ -580,6 +581,8 @@ class _Translator:
             proxy.redispatch = enabled
             if rest:
                 self.note(line, "balancer redispatches on every retry")
+        elif name == "http-buffer-request" and proxy.kind != "backend" and "buffer_request" in self.keys:
+            proxy.buffer_request = enabled
         elif name == "persist":
             if "persist" in self.keys:
                 proxy.persist = enabled
@@ -1257,6 +1260,8 @@ class _Translator:
                 self.forwarded_proto(proxy, bool(table["forwardfor"]))
                 if proxy.monitor_uri:
                     table["monitor_uri"] = proxy.monitor_uri
+                if proxy.buffer_request:
+                    table["buffer_request"] = True
                 if proxy.errorfiles:
                     table["errorfiles"] = dict(proxy.errorfiles)
             elif proxy.monitor_uri:
