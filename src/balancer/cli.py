@@ -111,6 +111,17 @@ def cmd_run(path: Path) -> int:
     return run_master(path)
 
 
+def log_format_problem(template: str) -> str:
+    """Why balancer's access log cannot use this HAProxy log-format template, or ""."""
+    from balancer.stats.logformat import LogFormatError, LogTemplate
+
+    try:
+        LogTemplate(template)
+    except LogFormatError as exc:
+        return str(exc)
+    return ""
+
+
 def cmd_import_haproxy(path: Path, *, accept_loss: bool = False, haproxy_version: str | None = None) -> int:
     """Print the translation on stdout, what was not translated on stderr. Exit 1, printing
     no translation, when the file cannot be read or is not a text configuration, when
@@ -132,7 +143,14 @@ def cmd_import_haproxy(path: Path, *, accept_loss: bool = False, haproxy_version
     for note in notes:
         print(note, file=sys.stderr)
     try:
-        result = translate(text, str(path), base_dir=path.parent, accept_loss=accept_loss, haproxy_version=version)
+        result = translate(
+            text,
+            str(path),
+            base_dir=path.parent,
+            accept_loss=accept_loss,
+            haproxy_version=version,
+            log_format_problem=log_format_problem,
+        )
     except Exception as exc:  # a defect of ours: say so in one line, never a traceback
         print(
             f"{path}: import-haproxy failed ({type(exc).__name__}: {exc}); please report it with this file",

@@ -1375,3 +1375,16 @@ def test_option_http_buffer_request_buffers_the_body_before_choosing_a_server():
     )
     assert config.frontend[0].buffer_request is True
     assert warnings == []
+
+
+def test_log_format_becomes_the_global_template_when_balancer_can_write_it(tmp_path, capsys):
+    cfg = (
+        'defaults\n  mode http\n  log-format "%ci:%cp [%tr] %ft %b/%s %ST %B"\n'
+        'frontend f\n  bind :80\n  log-format "%ci %ST"\n  default_backend b\n'
+        "backend b\n  server s 10.0.0.1:80\n"
+    )
+    status, out, err = import_haproxy(tmp_path, cfg.encode(), capsys)
+    assert status == 0 and 'log_format = "%ci:%cp [%tr] %ft %b/%s %ST %B"' in out
+    assert 'haproxy.cfg:6: cannot translate: log-format "%ci %ST" (balancer has one log format' in err
+    status, out, err = import_haproxy(tmp_path, b"defaults\n  log-format %[src]\n" + cfg.encode()[9:], capsys)
+    assert "haproxy.cfg:2: cannot translate: log-format %[src] (unknown log-format variable" in err

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from tests.support.tls import make_certificate
 
-from balancer.cli import main
+from balancer.cli import log_format_problem, main
 from balancer.config.haproxy import parse_haproxy, translate, validate, weakens_when_lost
 from balancer.config.haproxy.keys import ALL_KEYS, product_keys
 
@@ -107,7 +107,7 @@ def share_translated(keys: frozenset[str]) -> tuple[float, list[str]]:
     report: list[str] = []
     for fixture in FIXTURES:
         text = fixture.read_text()
-        result = translate(text, fixture.name, keys=keys)
+        result = translate(text, fixture.name, keys=keys, log_format_problem=log_format_problem)
         lines = directive_lines(text)
         missing = untranslated(result.warnings + result.losses) & set(lines)
         total += len(lines)

@@ -23,7 +23,7 @@ import json
 import re
 import tomllib
 import typing
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,9 @@ from balancer.config.values import Address, parse_address
 __all__ = ["Translation", "serves", "translate", "validate"]
 
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
+# Given an HAProxy log-format template: why balancer cannot write it, or "" (the stats layer
+# knows; the CLI passes its check in, config imports nothing above it).
+LogFormatCheck = Callable[[str], str]
 
 # -- intermediate state --------------------------------------------------------------------
 
@@ -292,9 +295,14 @@ _TLS_VERSIONS = {"TLSv1.0": "1.2", "TLSv1.1": "1.2", "TLSv1.2": "1.2", "TLSv1.3"
 
 
 class _Translator:
-    def __init__(self, file: str, base_dir: Path | None, keys: frozenset[str]) -> None:
+    def __init__(
+        self, file: str, base_dir: Path | None, keys: frozenset[str], log_format_problem: LogFormatCheck | None
+    ) -> None:
         self.file = file
         self.base_dir = base_dir
+        # why balancer cannot write a log-format template (None: it can); None: not translated
+        self.log_format_problem = log_format_problem
+        self.log_formats: dict[str, SourceLine] = {}  # each distinct log-format, where first seen
         self.keys = keys  # the keys of issue #13 our model accepts (haproxy_keys)
         self.userlists: list[tuple[SourceLine, dict[str, Any]]] = []
         # (line, message) -> "note" | "skip" | "loss", in the order found
@@ -547,6 +555,12 @@ class _Translator:
             self.redirect(proxy, line, words[1:], phase=3)
         elif keyword == "stats" and front and len(words) >= 2:
             self.stats_directive(proxy, line, words[1:])
+        elif keyword == "log-format" and len(words) == 2 and self.log_format_problem is not None:
+            problem = self.log_format_problem(words[1])
+            if problem:
+                self.skip(line, reason=problem)
+            else:
+                self.log_formats.setdefault(words[1], line)
         elif keyword == "log" and words[1:] == ["global"]:
             pass  # the global log target is the only one
         elif keyword == "source" and back and len(words) == 2:
@@ -1452,6 +1466,12 @@ class _Translator:
         self.stats_source = proxy.header
 
     def output(self) -> str:
+        if len(self.log_formats) == 1:
+            self.global_["log_format"] = next(iter(self.log_formats))  # balancer's is global
+        elif self.log_formats:
+            for line in list(self.log_formats.values())[1:]:
+                self.skip(line, reason="balancer has one log format: the first one is used")
+            self.global_["log_format"] = next(iter(self.log_formats))
         backends: dict[str, str] = {}
         stats_only: set[int] = set()
         for index, proxy in enumerate(self.proxies):
@@ -1567,6 +1587,7 @@ def translate(
     accept_loss: bool = False,
     haproxy_version: str = DEFAULT_VERSION,
     keys: frozenset[str] | None = None,
+    log_format_problem: LogFormatCheck | None = None,
 ) -> Translation:
     """Translate haproxy.cfg `text`; `file` names it in messages and comments. With
     `base_dir`, certificate and CA files are looked for there (a note when missing).
@@ -1574,9 +1595,10 @@ def translate(
     whose loss weakens the configuration is written into the TOML as a comment
     `# NOT TRANSLATED (accepted loss): FILE:LINE: ...` (the caller decides the exit status
     from `Translation.losses` otherwise). `keys`: the keys of issue #13 to write (default:
-    those this build's model accepts, haproxy_keys.product_keys)."""
+    those this build's model accepts, keys.product_keys). `log_format_problem`: with it,
+    `log-format` becomes `global.log_format` when it says the template can be written."""
     keys = product_keys() if keys is None else keys
-    translator = _Translator(file, Path(base_dir) if base_dir is not None else None, keys)
+    translator = _Translator(file, Path(base_dir) if base_dir is not None else None, keys, log_format_problem)
     translator.run(text, haproxy_version)
     toml = translator.output()
     losses = translator.lines("loss")
