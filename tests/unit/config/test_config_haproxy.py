@@ -27,10 +27,12 @@ from balancer.config.haproxy import (
 from balancer.config.haproxy.keys import ALL_KEYS
 
 
-def convert(cfg: str, base_dir: Path | None = None) -> tuple[Config, list[str], str]:
+def convert(
+    cfg: str, base_dir: Path | None = None, keys: frozenset[str] | None = None
+) -> tuple[Config, list[str], str]:
     """Translate, check our own validation accepts it, and load it (files named in it are
-    looked for in `base_dir`)."""
-    result = translate(dedent(cfg), "haproxy.cfg")
+    looked for in `base_dir`). `keys`: those of issue 13 to write (default: the model's)."""
+    result = translate(dedent(cfg), "haproxy.cfg", keys=keys)
     assert validate(result.toml, base_dir=base_dir) == [], result.toml
     return parse_config(result.toml, base_dir=base_dir), result.messages(), result.toml
 
@@ -493,9 +495,9 @@ backend api
 """
 
 
-def rules_of(rules: str) -> tuple[list[dict[str, object]], list[str]]:
+def rules_of(rules: str, keys: frozenset[str] | None = None) -> tuple[list[dict[str, object]], list[str]]:
     config, warnings, _ = convert(
-        ROUTING.format(rules=dedent(rules).rstrip().replace("\n", "\n    ").join(["    ", ""]))
+        ROUTING.format(rules=dedent(rules).rstrip().replace("\n", "\n    ").join(["    ", ""])), keys=keys
     )
     return [r.model_dump(by_alias=True, exclude_defaults=True, mode="json") for r in config.frontend[0].rule], warnings
 
@@ -576,8 +578,8 @@ def test_or_and_an_acl_declared_twice_become_several_rules():
         ("url_param(debug) 1", {"query": ["debug=1"]}),
     ],
 )
-def test_acl_criteria(acl, condition):
-    rules, _ = rules_of(f"acl x {acl}\nuse_backend api if x\n")
+def test_acl_criteria_without_the_keys_of_issue_13(acl, condition):
+    rules, _ = rules_of(f"acl x {acl}\nuse_backend api if x\n", keys=frozenset())
     assert rules == [{"if": condition, "use_backend": "api"}]
 
 
@@ -1388,3 +1390,14 @@ def test_log_format_becomes_the_global_template_when_balancer_can_write_it(tmp_p
     assert 'haproxy.cfg:6: cannot translate: log-format "%ci %ST" (balancer has one log format' in err
     status, out, err = import_haproxy(tmp_path, b"defaults\n  log-format %[src]\n" + cfg.encode()[9:], capsys)
     assert "haproxy.cfg:2: cannot translate: log-format %[src] (unknown log-format variable" in err
+
+
+def test_http_auth_on_a_userlist_that_is_not_translated_is_a_loss():
+    _data, result = with_all_keys(
+        "frontend f\n  mode http\n  bind :80\n  http-request auth if !{ http_auth(nobody) }\n"
+        "  default_backend b\nbackend b\n  mode http\n  server s 10.0.0.1:80\n"
+    )
+    assert result.losses == [
+        "haproxy.cfg:4: cannot translate: http-request auth if !{ http_auth(nobody) } "
+        "(userlist 'nobody' is not translated)"
+    ]

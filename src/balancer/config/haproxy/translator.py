@@ -1398,6 +1398,16 @@ class _Translator:
             if not response and any("status" in table for pair in tables for table in pair if table is not None):
                 self.skip(line, reason="the response status is not known when a request rule runs")
                 continue
+            userlists = {userlist["name"] for _header, userlist in self.userlists}
+            unknown = {
+                table["http_auth"]
+                for pair in tables
+                for table in pair
+                if table is not None and "http_auth" in table and table["http_auth"] not in userlists
+            }
+            if unknown:
+                self.skip(line, reason=f"userlist {sorted(unknown)[0]!r} is not translated")
+                continue
             approximations = self.approximations(pending.condition, proxy, self.keys)
             if approximations and weakens_when_lost(line.words):
                 self.skip(line, reason=f"its condition would be approximate: {approximations[0]}")
