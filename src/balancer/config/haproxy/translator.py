@@ -34,7 +34,7 @@ from balancer.config.haproxy.keys import product_keys
 from balancer.config.haproxy.parse import Section, SourceLine, parse_haproxy
 from balancer.config.haproxy.weaker import weakens_when_lost
 from balancer.config.load import ConfigError, addresses_overlap, parse_config
-from balancer.config.model import Facility
+from balancer.config.model import Global
 from balancer.config.values import Address, parse_address
 
 __all__ = ["Translation", "serves", "translate", "validate"]
@@ -290,7 +290,7 @@ _SILENT_OPTIONS = frozenset({"httplog", "tcplog", "dontlognull", "http-keep-aliv
 _FRAMING_HEADERS = frozenset(
     {"content-length", "transfer-encoding", "connection", "keep-alive", "te", "trailer", "upgrade", "proxy-connection"}
 )
-_FACILITIES = frozenset(typing.get_args(Facility))
+_FACILITIES = frozenset(typing.get_args(Global.model_fields["log_facility"].annotation))  # the names the model accepts
 _TLS_VERSIONS = {"TLSv1.0": "1.2", "TLSv1.1": "1.2", "TLSv1.2": "1.2", "TLSv1.3": "1.3", "SSLv3": "1.2"}
 
 
