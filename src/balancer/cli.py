@@ -36,6 +36,18 @@ def main(argv: list[str] | None = None) -> int:
 
     imported = commands.add_parser("import-haproxy", help="print the TOML equivalent of an haproxy.cfg")
     imported.add_argument("file", type=Path, metavar="FILE")
+    imported.add_argument(
+        "--accept-loss",
+        action="store_true",
+        help="write the translation even when directives that allow, deny, redirect, authenticate or strip "
+        "cannot be translated (each is recorded as a comment in the output)",
+    )
+    imported.add_argument(
+        "--haproxy-version",
+        default=None,
+        metavar="X.Y",
+        help="the HAProxy version whose .if blocks are taken (default 2.6)",
+    )
 
     worker = commands.add_parser("worker")  # started by the master, not by people
     worker.add_argument("--name", required=True)
@@ -60,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_agent(args.port, args.state_file, args.host)
     if args.command == "import-haproxy":
-        return cmd_import_haproxy(args.file)
+        return cmd_import_haproxy(args.file, accept_loss=args.accept_loss, haproxy_version=args.haproxy_version)
     if args.command == "demo":
         from balancer.demo import run_demo
 
@@ -90,24 +102,76 @@ def cmd_run(path: Path) -> int:
     return run_master(path)
 
 
-def cmd_import_haproxy(path: Path) -> int:
-    """Print the translation on stdout, what was not translated on stderr; exit 1 when the
-    file cannot be read or the translation does not pass our own validation."""
-    from balancer.config.haproxy import translate, validate
+def log_format_problem(template: str) -> str:
+    """Why balancer's access log cannot use this HAProxy log-format template, or ""."""
+    from balancer.stats.logformat import LogFormatError, LogTemplate
 
     try:
-        text = path.read_bytes().decode("utf-8-sig", errors="replace")
-    except OSError as exc:
-        print(f"{path}: cannot read: {exc.strerror or exc}", file=sys.stderr)
+        LogTemplate(template)
+    except LogFormatError as exc:
+        return str(exc)
+    return ""
+
+
+def cmd_import_haproxy(path: Path, *, accept_loss: bool = False, haproxy_version: str | None = None) -> int:
+    """Print the translation on stdout, what was not translated on stderr. Exit 1, printing
+    no translation, when the file cannot be read or is not a text configuration, when
+    HAProxy itself would refuse it, when a directive that allows, denies, redirects,
+    authenticates or strips cannot be translated (unless `accept_loss`: the translation
+    is then weaker than its source and says so in comments), or when the translation does
+    not pass our own validation."""
+    from balancer.config.haproxy import read_haproxy_file, serves, translate, validate
+    from balancer.config.haproxy.conditions import DEFAULT_VERSION, parse_version
+
+    version = haproxy_version or DEFAULT_VERSION
+    if parse_version(version) is None:
+        print(f"--haproxy-version {version!r}: expected a version such as 2.8", file=sys.stderr)
         return 1
-    result = translate(text, str(path), base_dir=path.parent)
+    text, problem, notes = read_haproxy_file(path)
+    if text is None:
+        print(problem, file=sys.stderr)
+        return 1
+    for note in notes:
+        print(note, file=sys.stderr)
+    try:
+        result = translate(
+            text,
+            str(path),
+            base_dir=path.parent,
+            accept_loss=accept_loss,
+            haproxy_version=version,
+            log_format_problem=log_format_problem,
+        )
+    except Exception as exc:  # a defect of ours: say so in one line, never a traceback
+        print(
+            f"{path}: import-haproxy failed ({type(exc).__name__}: {exc}); please report it with this file",
+            file=sys.stderr,
+        )
+        return 1
     for warning in result.warnings:
         print(warning, file=sys.stderr)
+    if result.errors:
+        for error in result.errors:
+            print(f"{error} (HAProxy refuses this file)", file=sys.stderr)
+        return 1
+    if result.losses:
+        for loss in result.losses:
+            print(f"{loss} [weaker: the directive allows, denies, redirects, authenticates or strips]", file=sys.stderr)
+        if not accept_loss:
+            print(
+                f"{path}: not imported: without these {len(result.losses)} directive(s) the configuration would be "
+                "weaker than its source; fix them, or pass --accept-loss to import without them knowingly",
+                file=sys.stderr,
+            )
+            return 1
     problems = validate(result.toml, "<translated>", base_dir=path.parent)
     if problems:
         print(f"{path}: the translation is not a valid configuration (a bug in import-haproxy):", file=sys.stderr)
         for problem in problems:
             print(f"  {problem}", file=sys.stderr)
+        return 1
+    if not serves(result.toml):
+        print(f"{path}: nothing to serve: no frontend could be translated (see the lines above)", file=sys.stderr)
         return 1
     sys.stdout.write(result.toml)
     return 0

@@ -7,23 +7,37 @@ so the first line of the literal is line 1 of the haproxy.cfg.
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 from textwrap import dedent
+from typing import Any
 
 import pytest
 
 from balancer.config import Config, parse_config
-from balancer.config.haproxy import condition_tables, parse_criterion, parse_haproxy, tokenize, translate, validate
+from balancer.config.haproxy import (
+    Translation,
+    condition_tables,
+    parse_criterion,
+    parse_haproxy,
+    tokenize,
+    translate,
+    validate,
+)
+from balancer.config.haproxy.keys import ALL_KEYS
 
 
-def convert(cfg: str, base_dir: Path | None = None) -> tuple[Config, list[str], str]:
+def convert(
+    cfg: str, base_dir: Path | None = None, keys: frozenset[str] | None = None
+) -> tuple[Config, list[str], str]:
     """Translate, check our own validation accepts it, and load it (files named in it are
-    looked for in `base_dir`)."""
-    result = translate(dedent(cfg), "haproxy.cfg")
+    looked for in `base_dir`). `keys`: those of issue 13 to write (default: the model's)."""
+    result = translate(dedent(cfg), "haproxy.cfg", keys=keys)
     assert validate(result.toml, base_dir=base_dir) == [], result.toml
-    return parse_config(result.toml, base_dir=base_dir), result.warnings, result.toml
+    return parse_config(result.toml, base_dir=base_dir), result.messages(), result.toml
 
 
+FIXTURES = Path(__file__).parents[2] / "fixtures" / "haproxy"
 SIMPLE_BACKEND = """\
 backend web
     server s1 10.0.0.1:80
@@ -261,7 +275,7 @@ def test_bind_addresses_tls_and_proxy(tmp_path: Path):
     assert validate(result.toml, base_dir=tmp_path) == []
     config = parse_config(result.toml, base_dir=tmp_path)
     plain, tls, proxied = config.frontend
-    assert (plain.name, [str(a) for a in plain.bind]) == ("www", [":80", "127.0.0.1:81"])
+    assert (plain.name, [str(a) for a in plain.bind]) == ("www", ["0.0.0.0:80", "127.0.0.1:81"])
     assert (tls.name, [str(a) for a in tls.bind]) == ("www-tls", ["[::]:8443"])
     assert tls.tls is not None and tls.tls.cert == ["site.pem"] and tls.tls.alpn == ["http/1.1"]
     assert tls.tls.min_version == "1.3"
@@ -481,9 +495,9 @@ backend api
 """
 
 
-def rules_of(rules: str) -> tuple[list[dict[str, object]], list[str]]:
+def rules_of(rules: str, keys: frozenset[str] | None = None) -> tuple[list[dict[str, object]], list[str]]:
     config, warnings, _ = convert(
-        ROUTING.format(rules=dedent(rules).rstrip().replace("\n", "\n    ").join(["    ", ""]))
+        ROUTING.format(rules=dedent(rules).rstrip().replace("\n", "\n    ").join(["    ", ""])), keys=keys
     )
     return [r.model_dump(by_alias=True, exclude_defaults=True, mode="json") for r in config.frontend[0].rule], warnings
 
@@ -564,8 +578,8 @@ def test_or_and_an_acl_declared_twice_become_several_rules():
         ("url_param(debug) 1", {"query": ["debug=1"]}),
     ],
 )
-def test_acl_criteria(acl, condition):
-    rules, _ = rules_of(f"acl x {acl}\nuse_backend api if x\n")
+def test_acl_criteria_without_the_keys_of_issue_13(acl, condition):
+    rules, _ = rules_of(f"acl x {acl}\nuse_backend api if x\n", keys=frozenset())
     assert rules == [{"if": condition, "use_backend": "api"}]
 
 
@@ -619,24 +633,47 @@ def test_http_request_rules_come_before_use_backend_as_in_haproxy():
     ]
 
 
-def test_redirect_scheme_and_dynamic_rules_are_named():
-    rules, warnings = rules_of(
-        """\
-        redirect scheme https code 301 if !{ ssl_fc }
-        http-request set-header X-Client %[src]
-        http-request set-header X-Forwarded-Proto https if { ssl_fc }
-        http-request add-header X-A b
-        """
-    )
-    assert rules == []
-    assert warnings == [
-        "haproxy.cfg:6: cannot translate: redirect scheme https code 301 if !{ ssl_fc } "
-        "(only 'redirect location' (a fixed URL) is available)",
-        "haproxy.cfg:7: cannot translate: http-request set-header X-Client %[src] "
+REDIRECT_AND_HEADERS = """\
+frontend www
+    mode http
+    bind 127.0.0.1:80
+    redirect scheme https code 301 if !{ ssl_fc }
+    http-request set-header X-Client %[src]
+    http-request set-header X-Forwarded-Proto https if { ssl_fc }
+    http-request add-header X-A b
+    default_backend web
+backend web
+    mode http
+    server s1 10.0.0.1:80
+"""
+
+
+def test_redirect_scheme_and_dynamic_rules_are_named_where_the_model_lacks_their_keys():
+    result = translate(REDIRECT_AND_HEADERS, keys=frozenset())
+    assert result.messages() == [
+        "haproxy.cfg:4: cannot translate: redirect scheme https code 301 if !{ ssl_fc } "
+        "(only 'redirect location' (a fixed URL) is available in this build)",
+        "haproxy.cfg:5: cannot translate: http-request set-header X-Client %[src] "
         "(header values are fixed strings in balancer)",
-        "haproxy.cfg:8: cannot translate: http-request set-header X-Forwarded-Proto https if { ssl_fc } "
-        "(balancer writes X-Forwarded-Proto itself when forwardfor = true)",
-        "haproxy.cfg:9: cannot translate: http-request add-header X-A b",
+        "haproxy.cfg:6: cannot translate: http-request set-header X-Forwarded-Proto https if { ssl_fc } "
+        "(balancer sets X-Forwarded-Proto only with forwardfor (option forwardfor))",
+        "haproxy.cfg:7: cannot translate: http-request add-header X-A b (this build has no add_header)",
+    ]
+    assert [loss.split(": cannot")[0] for loss in result.losses] == [f"haproxy.cfg:{n}" for n in (4, 5, 6, 7)]
+
+
+def test_redirect_scheme_and_add_header_with_the_keys_of_issue_13():
+    result = translate(
+        REDIRECT_AND_HEADERS.replace("    mode http\n    bind", "    mode http\n    option forwardfor\n    bind"),
+        keys=ALL_KEYS,
+    )
+    assert 'redirect = { scheme = "https", code = 301 }' in result.toml  # a plain frontend: !ssl_fc always
+    assert 'add_header = { X-A = "b" }' in result.toml
+    assert "haproxy.cfg:7: note: balancer sets X-Forwarded-Proto to http or https itself (forwardfor = true)" in (
+        result.warnings
+    )
+    assert [loss.split(" (")[0] for loss in result.losses] == [
+        "haproxy.cfg:6: cannot translate: http-request set-header X-Client %[src]"
     ]
 
 
@@ -710,7 +747,7 @@ def test_stats_listen_becomes_the_stats_page():
         """
     )
     assert config.frontend == [] and config.backend == []
-    assert str(config.stats.bind) == ":8404"
+    assert str(config.stats.bind) == "0.0.0.0:8404"
     assert config.stats.uri == "/haproxy?stats"
     assert config.stats.refresh == 5
     assert config.stats.auth is not None and (config.stats.auth.user, config.stats.auth.password) == (
@@ -737,10 +774,10 @@ def test_unsupported_directives_and_sections_are_named_with_their_line():
             daemon
         defaults
             mode http
-            errorfile 503 /etc/haproxy/errors/503.http
+            option http-use-proxy-header
             option http-server-close
-        userlist admins
-            user bob password x
+        peers mypeers
+            peer lb1 10.0.0.1:1024
         frontend www
             bind :80
             capture request header Host len 32
@@ -751,9 +788,9 @@ def test_unsupported_directives_and_sections_are_named_with_their_line():
     )
     assert warnings == [
         "haproxy.cfg:2: cannot translate: daemon",
-        "haproxy.cfg:5: cannot translate: errorfile 503 /etc/haproxy/errors/503.http",
+        "haproxy.cfg:5: cannot translate: option http-use-proxy-header",
         "haproxy.cfg:6: cannot translate: option http-server-close (balancer keeps connections alive on both sides)",
-        "haproxy.cfg:7: cannot translate: userlist section (its directives are skipped)",
+        "haproxy.cfg:7: cannot translate: peers section (its directives are skipped)",
         "haproxy.cfg:11: cannot translate: capture request header Host len 32",
     ]
 
@@ -817,4 +854,550 @@ def test_a_realistic_file_translates_to_a_valid_configuration():
     assert config.global_.workers == 2
     assert [f.name for f in config.frontend] == ["http"]
     assert [b.name for b in config.backend] == ["web-backend", "blog-backend"]
-    assert str(config.stats.bind) == ":8404"
+    assert str(config.stats.bind) == "0.0.0.0:8404"
+
+
+# -- issue 13: never weaker than the source, never a traceback, meaning preserved -------------
+
+WEAKENING = """\
+frontend www
+    mode http
+    bind 127.0.0.1:8080
+    http-request deny if { sc_http_req_rate(0) gt 100 }
+    http-request tarpit if { path_beg /wp-login }
+    option httplog
+    default_backend web
+backend web
+    mode http
+    server s1 10.0.0.1:80
+"""
+
+
+def test_a_guarding_directive_that_cannot_be_translated_is_a_loss_not_a_warning():
+    result = translate(WEAKENING, "haproxy.cfg")
+    assert result.losses == [
+        "haproxy.cfg:4: cannot translate: http-request deny if { sc_http_req_rate(0) gt 100 } "
+        "(ACL '{ sc_http_req_rate(0) gt 100 }': the fetch 'sc_http_req_rate(0)' has no equivalent)",
+        "haproxy.cfg:5: cannot translate: http-request tarpit if { path_beg /wp-login }",
+    ]
+    assert "haproxy.cfg:6: cannot translate: option httplog" not in result.warnings  # silent, as before
+    assert "NOT TRANSLATED" not in result.toml
+
+
+def test_accepted_losses_are_comments_in_the_toml_and_it_stays_valid():
+    result = translate(WEAKENING, "haproxy.cfg", accept_loss=True)
+    comments = [line for line in result.toml.splitlines() if line.startswith("# NOT TRANSLATED")]
+    assert comments == [f"# NOT TRANSLATED (accepted loss): {loss}" for loss in result.losses]
+    assert comments[0].startswith("# NOT TRANSLATED (accepted loss): haproxy.cfg:4: cannot translate: http-request")
+    assert validate(result.toml) == []
+
+
+@pytest.mark.parametrize(
+    "directive",
+    [
+        "http-request deny",
+        "http-request auth realm x",
+        "http-request redirect scheme https",
+        "http-request del-header X-Forwarded-For",
+        "http-response set-header Strict-Transport-Security max-age=1",
+        "tcp-request content reject",
+        "tcp-request connection accept if { src 10.0.0.0/8 }",
+        "redirect scheme https",
+        "stats auth admin:secret",
+    ],
+)
+def test_directives_that_allow_deny_redirect_authenticate_or_strip_weaken_when_lost(directive: str):
+    from balancer.config.haproxy import weakens_when_lost
+
+    assert weakens_when_lost(tokenize(directive))
+
+
+@pytest.mark.parametrize("directive", ["option httplog", "timeout client 5s", "http-request set-var(txn.x) str(a)"])
+def test_tuning_and_logging_do_not_weaken_when_lost(directive: str):
+    from balancer.config.haproxy import weakens_when_lost
+
+    assert not weakens_when_lost(tokenize(directive))
+
+
+def test_a_guarding_rule_on_an_approximate_acl_is_a_loss():
+    result = translate(
+        "frontend f\n  mode http\n  bind :80\n  acl bad hdr_dom(host) -i evil.example\n"
+        "  http-request deny if bad\n  use_backend b if bad\n  default_backend b\n"
+        "backend b\n  mode http\n  server s 10.0.0.1:80\n"
+    )
+    assert [loss.split(" (")[0] for loss in result.losses] == [
+        "haproxy.cfg:5: cannot translate: http-request deny if bad"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("address", "reason"),
+    [
+        (":99999", "port 99999 of ':99999' is not between 1 and 65535"),
+        ("10.10.188:80", "'10.10.188' is not an IPv4 address"),
+        ("web server:80", "has no port"),
+        ("bad/host:80", "'bad/host' is not an address or a host name"),
+    ],
+)
+def test_bad_addresses_are_named_at_their_line(address: str, reason: str):
+    result = translate(f"frontend f\n  bind {address}\n  default_backend b\nbackend b\n  server s {address}\n")
+    assert any(m.startswith("haproxy.cfg:2: cannot translate:") and reason in m for m in result.warnings)
+    assert any(m.startswith("haproxy.cfg:5: cannot translate:") and reason in m for m in result.warnings)
+    assert validate(result.toml) == []
+
+
+def test_star_and_empty_host_bind_ipv4_any_as_haproxy_does():
+    config, _, _ = convert(
+        "frontend f\n  bind *:80\n  bind :81 v4v6\n  default_backend b\n" + SIMPLE_BACKEND.replace("web", "b")
+    )
+    assert [str(a) for a in config.frontend[0].bind] == ["0.0.0.0:80", ":81"]
+
+
+def test_option_httpchk_passes_2xx_and_3xx_and_sends_options_as_haproxy():
+    config, _, _ = convert("backend a\n  mode http\n  option httpchk\n  server s1 10.0.0.1:80 check\n")
+    check = config.backend[0].check
+    assert check is not None and (check.method, check.path, check.expect) == ("OPTIONS", "/", "2xx,3xx")
+    config, _, _ = convert("backend a\n  mode http\n  option httpchk /health\n  server s1 10.0.0.1:80 check\n")
+    check = config.backend[0].check
+    assert check is not None and (check.method, check.path, check.expect) == ("OPTIONS", "/health", "2xx,3xx")
+
+
+def test_default_server_applies_to_the_servers_after_it_only():
+    config, _, _ = convert(
+        "defaults\n  default-server weight 5\nbackend a\n  server s1 10.0.0.1:80\n"
+        "  default-server weight 7 maxconn 9\n  server s2 10.0.0.2:80\n  server s3 10.0.0.3:80 weight 8\n"
+    )
+    servers = {server.name: (server.weight, server.maxconn) for server in config.backend[0].server}
+    assert servers == {"s1": (5, 0), "s2": (7, 9), "s3": (8, 9)}
+
+
+@pytest.mark.parametrize(
+    ("timeouts", "tunnel"),
+    [
+        ("  timeout client 30s\n  timeout server 45s\n", "30s"),
+        ("  timeout client 1m\n  timeout server 20000\n", "20000ms"),
+        ("  timeout client 30s\n  timeout server 30s\n  timeout tunnel 2h\n", "2h"),
+    ],
+)
+def test_a_tcp_frontend_closes_idle_connections_as_haproxy(timeouts: str, tunnel: str):
+    config, _, _ = convert(
+        "defaults\n  mode tcp\n" + timeouts + "frontend f\n  bind 127.0.0.1:6443\n  default_backend b\n"
+        "backend b\n  server s 10.0.0.1:6443\n"
+    )
+    frontend = config.frontend[0]
+    assert frontend.timeouts.tunnel == convert_duration(tunnel)
+
+
+def test_a_backend_timeout_tunnel_reaches_its_tcp_frontends():
+    config, _, _ = convert(
+        "defaults\n  mode tcp\n  timeout client 30s\n  timeout server 30s\nfrontend f\n  bind 127.0.0.1:6443\n"
+        "  default_backend b\nbackend b\n  timeout tunnel 1h\n  server s 10.0.0.1:6443\n"
+    )
+    assert config.frontend[0].timeouts.tunnel == 3600
+
+
+def convert_duration(text: str) -> float:
+    from balancer.config.haproxy.translator import _seconds
+
+    return _seconds(text)
+
+
+IF_BLOCKS = """\
+global
+.if version_atleast(2.8)
+    maxconn 2800
+.elif version_atleast(2.4)
+    maxconn 2400
+.else
+    maxconn 1000
+.endif
+.if defined(HAPROXY_LOCALPEER)
+    nbthread 8
+.endif
+.if feature(OPENSSL) && !feature(QUIC)
+    tune.http.maxhdr 64
+.endif
+"""
+
+
+def test_if_blocks_take_the_branch_of_the_haproxy_version_and_name_what_they_assume():
+    result = translate(IF_BLOCKS)
+    config = parse_config(result.toml)
+    assert config.global_.maxconn == 2400
+    assert config.global_.workers != 8  # `nbthread 8` is in a branch HAProxy does not take
+    assert (
+        "haproxy.cfg:2: note: .if version_atleast(2.8): version_atleast(2.8) is false for HAProxy 2.6"
+        in result.warnings
+    )
+    assert any(w.startswith("haproxy.cfg:9: note: .if defined(HAPROXY_LOCALPEER)") for w in result.warnings)
+    newer = parse_config(translate(IF_BLOCKS, haproxy_version="3.0").toml)
+    assert newer.global_.maxconn == 2800
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        (".if frobnicate(1)\n.endif\n", "haproxy.cfg:1: condition 'frobnicate(1)': unknown predicate frobnicate()"),
+        ("global\n.if 1\n  maxconn 5\n", "haproxy.cfg:3: .if without .endif"),
+        (".endif\n", "haproxy.cfg:1: .endif without .if"),
+        (".if 1\n.alert stop here\n.endif\n", "haproxy.cfg:2: HAProxy refuses to start here: stop here"),
+    ],
+)
+def test_conditions_haproxy_refuses_are_errors(text: str, error: str):
+    assert translate(text).errors == [error]
+
+
+def import_haproxy(
+    tmp_path: Path, data: bytes, capsys: pytest.CaptureFixture[str], *flags: str
+) -> tuple[int, str, str]:
+    from balancer.cli import main
+
+    path = tmp_path / "haproxy.cfg"
+    path.write_bytes(data)
+    status = main(["import-haproxy", *flags, str(path)])
+    out, err = capsys.readouterr()
+    return status, out, err.replace(str(path), "haproxy.cfg")
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "haproxy.cfg:1: not an HAProxy configuration (empty): nothing to translate"),
+        (b"# only a comment\n\n", "haproxy.cfg:1: not an HAProxy configuration (no global, defaults, frontend"),
+        (b"\x7fELF\x02\x01\x01\x00\x00\x00" * 20, "haproxy.cfg:1: not a text configuration (it holds NUL bytes)"),
+        (b"global\n  maxconn 1\n\x00\x01", "haproxy.cfg:3: not a text configuration"),
+    ],
+)
+def test_cli_refuses_what_is_not_a_text_configuration_in_one_line(tmp_path, capsys, data: bytes, message: str):
+    status, out, err = import_haproxy(tmp_path, data, capsys)
+    assert (status, out) == (1, "")
+    assert err.startswith(message) and err.count("\n") == 1 and "\x00" not in err
+
+
+def test_cli_reads_a_file_that_is_not_utf8_and_names_the_line(tmp_path, capsys):
+    data = b"global\n  # caf\xe9 au lait\n  maxconn 10\nfrontend f\n  bind :80\n  default_backend b\n"
+    status, out, err = import_haproxy(tmp_path, data + b"backend b\n  server s 10.0.0.1:80\n", capsys)
+    assert status == 0 and "maxconn = 10" in out
+    assert "haproxy.cfg:2: note: bytes that are not UTF-8" in err
+
+
+def test_cli_exits_1_when_no_frontend_is_left_to_serve(tmp_path, capsys):
+    data = b"frontend f\n  bind :99999\n  default_backend b\nbackend b\n  server t 10.0.0.2:80\n"
+    status, out, err = import_haproxy(tmp_path, data, capsys)
+    assert (status, out) == (1, "")
+    assert "haproxy.cfg:2: cannot translate: bind :99999 (port 99999 of ':99999' is not between 1 and 65535)" in err
+    assert err.endswith("haproxy.cfg: nothing to serve: no frontend could be translated (see the lines above)\n")
+
+
+def test_cli_names_a_mistyped_server_address_and_still_imports(tmp_path, capsys):
+    data = b"frontend f\n  bind :80\n  default_backend b\nbackend b\n  server s 10.10.188:80\n  server t 10.0.0.2:80\n"
+    status, out, err = import_haproxy(tmp_path, data, capsys)
+    assert status == 0 and 'address = "10.0.0.2:80"' in out
+    assert "haproxy.cfg:5: cannot translate: server s 10.10.188:80 ('10.10.188' is not an IPv4 address)" in err
+    assert "a bug" not in err
+
+
+def test_cli_exits_1_naming_each_loss_unless_accepted(tmp_path, capsys):
+    status, out, err = import_haproxy(tmp_path, WEAKENING.encode(), capsys)
+    assert (status, out) == (1, "")
+    assert "haproxy.cfg:4: cannot translate: http-request deny" in err
+    assert "haproxy.cfg:5: cannot translate: http-request tarpit" in err
+    assert "pass --accept-loss" in err
+    status, out, err = import_haproxy(tmp_path, WEAKENING.encode(), capsys, "--accept-loss")
+    assert status == 0
+    assert "# NOT TRANSLATED (accepted loss): " in out and "haproxy.cfg:5: cannot translate: http-request tarpit" in out
+
+
+HOSTILE = [
+    b"bind :99999\n",
+    b"frontend\n",
+    b"frontend f\n  bind\n  bind :\n  bind [::1\n  bind :-1\n  bind :80-90\n  bind unix@\n",
+    b"backend b\n  server\n  server s\n  server s :\n  server s [::1]:x\n  server s 999.1.1.1:80\n  cookie\n",
+    b"backend b\n  balance\n  hash-type\n  stick-table\n  stick on\n  http-check\n  http-check expect\n",
+    b"frontend f\n  bind :80\n  acl\n  acl a\n  use_backend\n  use_backend b if\n  use_backend b if {\n",
+    b"frontend f\n  bind :80\n  http-request\n  http-request deny if !\n  redirect\n  redirect location\n",
+    b"frontend f\n  bind :80\n  http-request redirect code 999 location x\n  redirect prefix\n  stats auth\n",
+    b"global\n  log\n  stats socket\n  ssl-default-bind-options ssl-min-ver\n  nbthread 999999999999999999\n",
+    b"defaults\n  timeout client\n  timeout client 99999999999999999999999d\n  retries -1\n  option\n  no option\n",
+    b"listen l\n  bind :80\n  server s 10.0.0.1:80 weight\n  default-server inter\n"
+    b"  server t 10.0.0.1:80 check inter x\n",
+    b".if\n.elif\n.else\n.else\n.endif\n.endif\n",
+    b".if (((((\n.endif\n.if version_atleast()\n.endif\n.if streq(a)\n.endif\n",
+    b"frontend f\n  bind :80 ssl crt\n  bind :81 ssl crt x.pem verify required alpn\n  default_backend b\n",
+    b"\"unterminated 'quotes \\\nfrontend \\\n",
+    b"\xef\xbb\xbfglobal\n  maxconn 5\n",
+    b"frontend f\r\n  bind :80\r\n  default_backend b\r\nbackend b\r\n  server s 10.0.0.1:80\r\n",
+    bytes(range(1, 256)) * 4,
+    b"userlist u\n  user a password $6$x\n  group g users a\nfrontend f\n  bind :80\n"
+    b"  http-request auth if !{ http_auth(u) }\n",
+    b"frontend f\n  bind :80\n  use_backend b if { path_beg -i } { hdr(host) } { src 1.2.3.999 } { method }\n",
+    b"frontend f\n  bind :80\n  acl x path_reg ([\n  http-request deny if x\n  default_backend b\n"
+    b"backend b\n  server s a:1\n",
+]
+
+
+@pytest.mark.parametrize("data", HOSTILE, ids=range(len(HOSTILE)))
+def test_hostile_and_broken_input_never_raises_a_traceback(tmp_path, capsys, data: bytes):
+    for flags in ((), ("--accept-loss",)):
+        status, _out, err = import_haproxy(tmp_path, data, capsys, *flags)
+        assert status in (0, 1)
+        assert "Traceback" not in err and "a bug" not in err and "failed (" not in err, err
+        assert "\x00" not in err
+        for line in err.splitlines():
+            assert line.startswith("haproxy.cfg:"), line
+
+
+# -- the keys of issue 13 (written when the model has them; read here as TOML) ------------------
+
+
+def with_all_keys(cfg: str) -> tuple[dict[str, Any], Translation]:
+    result = translate(dedent(cfg), keys=ALL_KEYS)
+    return tomllib.loads(result.toml), result
+
+
+def frontend_rules(cfg: str) -> list[dict[str, Any]]:
+    data, _ = with_all_keys(
+        "frontend f\n  mode http\n  bind 127.0.0.1:80\n"
+        + dedent(cfg)
+        + "  default_backend b\nbackend b\n  mode http\n  server s 10.0.0.1:80\n"
+    )
+    return [{k: v for k, v in rule.items()} for rule in data["frontend"][0].get("rule", [])]
+
+
+@pytest.mark.parametrize(
+    ("acl", "condition"),
+    [
+        ("path_end -i .css .js", {"path_end": [".css", ".js"], "ignore_case": True}),
+        ("path_sub -i /legacy/", {"path_sub": ["/legacy/"], "ignore_case": True}),
+        ("path_dir api", {"path_dir": ["api"]}),
+        ("hdr_beg(host) -i img.", {"host_beg": ["img."]}),
+        ("hdr_end(host) .example.com", {"host_end": [".example.com"]}),
+        ("hdr(Upgrade) -i websocket", {"hdr": {"Upgrade": ["websocket"]}, "ignore_case": True}),
+        ("hdr_sub(user-agent) -i curl", {"hdr_sub": {"user-agent": ["curl"]}, "ignore_case": True}),
+        ("req.hdr_reg(x-id) ^[0-9]+$", {"hdr_reg": {"x-id": ["^[0-9]+$"]}}),
+        ("urlp(debug) 1", {"url_param": {"debug": ["1"]}}),
+        ("url_param(token) -m found", {"url_param": {"token": []}}),
+        ("dst_port 443 8443", {"dst_port": [443, 8443]}),
+        ("url_beg /static", {"path_beg": ["/static"]}),
+    ],
+)
+def test_acl_fetches_with_their_flags(acl: str, condition: dict[str, Any]):
+    assert frontend_rules(f"  acl x {acl}\n  use_backend b if x\n") == [{"if": condition, "use_backend": "b"}]
+
+
+def test_anonymous_acls_translate_like_named_ones():
+    assert frontend_rules("  use_backend b if { hdr_beg(host) -i img }\n") == [
+        {"if": {"host_beg": ["img"]}, "use_backend": "b"}
+    ]
+
+
+def test_an_and_of_case_insensitive_and_case_sensitive_tests_is_refused_at_its_line():
+    data, result = with_all_keys(
+        "frontend f\n  mode http\n  bind :80\n  acl a path_beg -i /api\n  acl b hdr(x-env) prod\n"
+        "  http-request deny if a b\n  default_backend b\nbackend b\n  mode http\n  server s 10.0.0.1:80\n"
+    )
+    assert "rule" not in data["frontend"][0]
+    assert result.losses == [
+        "haproxy.cfg:6: cannot translate: http-request deny if a b "
+        "(case-insensitive (-i) and case-sensitive tests that must both match)"
+    ]
+
+
+def test_an_or_of_mixed_flags_becomes_one_rule_per_flag():
+    rules = frontend_rules("  acl a path_beg -i /api\n  acl a path_beg /V2\n  use_backend b if a\n")
+    assert rules == [
+        {"if": {"path_beg": ["/api"], "ignore_case": True}, "use_backend": "b"},
+        {"if": {"path_beg": ["/V2"]}, "use_backend": "b"},
+    ]
+
+
+def test_userlist_http_auth_and_auth_rule():
+    data, result = with_all_keys((FIXTURES / "13-userlist-basic-auth.cfg").read_text())
+    assert result.losses == [] and result.errors == []
+    assert data["userlist"] == [
+        {
+            "name": "admins",
+            "user": [
+                {"name": "alice", "password_hash": data["userlist"][0]["user"][0]["password_hash"]},
+                {"name": "bob", "password": "hunter2"},
+            ],
+        }
+    ]
+    assert data["userlist"][0]["user"][0]["password_hash"].startswith("$6$")
+    assert data["frontend"][0]["rule"] == [
+        {"if": {"path_beg": ["/admin"]}, "unless": {"http_auth": "admins"}, "action": "auth", "realm": "Admin"}
+    ]
+
+
+def test_monitor_uri_errorfiles_persist_cookie_options_and_log_facility():
+    data, result = with_all_keys(
+        """\
+        global
+            log 10.0.0.5:514 local2 info
+        defaults
+            mode http
+            errorfile 503 /etc/haproxy/errors/503.http
+        frontend health
+            bind :8081
+            monitor-uri /healthz
+        frontend www
+            bind :80
+            default_backend app
+        backend app
+            option persist
+            cookie SRV insert indirect nocache postonly
+            server a 10.0.0.1:80 cookie a
+        """
+    )
+    assert data["global"]["log_facility"] == "local2"
+    health, _www = data["frontend"]
+    assert (health["monitor_uri"], health["errorfiles"]) == ("/healthz", {"503": "/etc/haproxy/errors/503.http"})
+    assert "default_backend" not in health
+    backend = data["backend"][0]
+    assert backend["persist"] is True and backend["errorfiles"] == {"503": "/etc/haproxy/errors/503.http"}
+    cookie = backend["cookie"]
+    assert (cookie["indirect"], cookie["nocache"], cookie["postonly"], cookie["preserve"]) == (True, True, True, False)
+    assert not any("cannot translate" in message for message in result.messages())
+
+
+def test_a_cookie_without_indirect_is_seen_by_the_server_as_in_haproxy():
+    data, _ = with_all_keys("backend app\n  mode http\n  cookie SRV insert\n  server a 10.0.0.1:80\n")
+    assert data["backend"][0]["cookie"]["indirect"] is False
+
+
+def test_backend_rules_and_response_rules():
+    data, result = with_all_keys((FIXTURES / "21-header-hygiene.cfg").read_text())
+    frontend, backend = data["frontend"][0], data["backend"][0]
+    assert frontend["response_rule"] == [
+        {"del_header": ["Server"]},
+        {"set_header": {"X-Frame-Options": "DENY"}},
+        {"add_header": {"X-Content-Type-Options": "nosniff"}},
+    ]
+    assert backend["rule"] == [{"set_header": {"X-Backend": "app"}}]
+    assert [loss.split(" (")[0] for loss in result.losses] == [
+        "haproxy.cfg:12: cannot translate: http-request del-header X-Forwarded-For"
+    ]
+
+
+def test_backend_deny_and_ssl_in_a_backend():
+    data, result = with_all_keys(
+        "backend admin\n  mode http\n  http-request deny if !{ src 10.0.14.0/24 }\n"
+        "  http-request redirect scheme https unless { ssl_fc }\n  server s 10.0.0.1:80\n"
+        "backend db\n  mode tcp\n  tcp-request content reject if !{ src 10.1.0.0/16 }\n  server s 10.0.0.2:5432\n"
+    )
+    admin, db = data["backend"]
+    assert admin["rule"] == [
+        {"unless": {"src": ["10.0.14.0/24"]}, "action": "deny"},
+        {"unless": {"ssl": True}, "redirect": {"scheme": "https", "code": 302}},
+    ]
+    assert db["rule"] == [{"unless": {"src": ["10.1.0.0/16"]}, "action": "deny"}]
+    assert result.losses == []
+
+
+def test_http_response_rules_may_test_the_status_and_request_rules_may_not():
+    data, result = with_all_keys(
+        "frontend f\n  mode http\n  bind :80\n  http-response set-header Cache-Control no-store if { status 404 }\n"
+        "  http-request deny if { status 404 }\n  default_backend b\nbackend b\n  mode http\n  server s 10.0.0.1:80\n"
+    )
+    assert data["frontend"][0]["response_rule"] == [
+        {"if": {"status": [404]}, "set_header": {"Cache-Control": "no-store"}}
+    ]
+    assert result.losses == [
+        "haproxy.cfg:5: cannot translate: http-request deny if { status 404 } "
+        "(the response status is not known when a request rule runs)"
+    ]
+
+
+def test_http_rules_in_a_tcp_frontend_are_ignored_as_haproxy_does_not_a_loss():
+    result = translate(
+        "frontend f\n  mode tcp\n  bind :80\n  http-request deny\n  default_backend b\n"
+        "backend b\n  server s 10.0.0.1:80\n"
+    )
+    assert result.losses == []
+    assert "haproxy.cfg:4: cannot translate: http-request deny (HAProxy ignores HTTP rules in mode tcp too)" in (
+        result.warnings
+    )
+
+
+def test_a_stats_page_with_auth_losing_its_tls_is_a_loss():
+    result = translate(
+        "listen stats\n  mode http\n  bind :8443 ssl crt /etc/haproxy/site.pem\n  stats enable\n"
+        "  stats auth admin:secret\n"
+    )
+    assert result.losses == [
+        "haproxy.cfg:3: cannot translate: ssl of the stats page (balancer's stats page has no TLS)"
+    ]
+
+
+def test_an_allow_is_translated_only_when_no_later_ruleset_follows():
+    alone = frontend_rules("  tcp-request connection accept if { src 10.0.0.0/8 }\n  tcp-request connection reject\n")
+    assert alone == [{"if": {"src": ["10.0.0.0/8"]}, "action": "allow"}, {"action": "deny"}]
+    _data, result = with_all_keys(
+        "frontend f\n  mode http\n  bind :80\n  http-request allow if { src 10.0.0.0/8 }\n"
+        "  http-request deny\n  use_backend b if { path_beg /b }\n  default_backend b\n"
+        "backend b\n  mode http\n  server s 10.0.0.1:80\n"
+    )
+    assert [loss.split(" (")[0] for loss in result.losses] == [
+        "haproxy.cfg:4: cannot translate: http-request allow if { src 10.0.0.0/8 }"
+    ]
+
+
+def test_cli_haproxy_version_chooses_the_if_branch(tmp_path, capsys):
+    data = IF_BLOCKS.encode() + b"frontend f\n  bind :80\n  default_backend b\nbackend b\n  server s 10.0.0.1:80\n"
+    status, out, err = import_haproxy(tmp_path, data, capsys, "--haproxy-version", "3.0")
+    assert status == 0 and "maxconn = 2800" in out
+    assert "haproxy.cfg:2: note: .if version_atleast(2.8): version_atleast(2.8) is true for HAProxy 3.0" in err
+    status, out, err = import_haproxy(tmp_path, data, capsys, "--haproxy-version", "latest")
+    assert (status, out) == (1, "")
+    assert err == "--haproxy-version 'latest': expected a version such as 2.8\n"
+
+
+@pytest.mark.parametrize(
+    ("directive", "translated"),
+    [
+        ("http-request set-header X-Forwarded-Proto https if { ssl_fc }", True),
+        ("http-request set-header X-Forwarded-Proto http unless { ssl_fc }", True),
+        ("http-request set-header X-Forwarded-Proto http if !{ ssl_fc }", True),
+        ("http-request set-header X-Forwarded-Proto https", False),  # behind a TLS terminator: not what we write
+        ("http-request set-header X-Forwarded-Proto http if { ssl_fc }", False),
+    ],
+)
+def test_x_forwarded_proto_is_forwardfor_only_when_it_says_the_connection_scheme(directive: str, translated: bool):
+    result = translate(
+        f"frontend f\n  mode http\n  option forwardfor\n  bind :80\n  {directive}\n  default_backend b\n"
+        "backend b\n  mode http\n  server s 10.0.0.1:80\n"
+    )
+    assert (result.losses == []) is translated, result.losses
+
+
+def test_option_http_buffer_request_buffers_the_body_before_choosing_a_server():
+    config, warnings, _ = convert(
+        "defaults\n  mode http\n  option http-buffer-request\nfrontend f\n  bind :80\n  default_backend b\n"
+        "backend b\n  server s 10.0.0.1:80\n"
+    )
+    assert config.frontend[0].buffer_request is True
+    assert warnings == []
+
+
+def test_log_format_becomes_the_global_template_when_balancer_can_write_it(tmp_path, capsys):
+    cfg = (
+        'defaults\n  mode http\n  log-format "%ci:%cp [%tr] %ft %b/%s %ST %B"\n'
+        'frontend f\n  bind :80\n  log-format "%ci %ST"\n  default_backend b\n'
+        "backend b\n  server s 10.0.0.1:80\n"
+    )
+    status, out, err = import_haproxy(tmp_path, cfg.encode(), capsys)
+    assert status == 0 and 'log_format = "%ci:%cp [%tr] %ft %b/%s %ST %B"' in out
+    assert 'haproxy.cfg:6: cannot translate: log-format "%ci %ST" (balancer has one log format' in err
+    status, out, err = import_haproxy(tmp_path, b"defaults\n  log-format %[src]\n" + cfg.encode()[9:], capsys)
+    assert "haproxy.cfg:2: cannot translate: log-format %[src] (unknown log-format variable" in err
+
+
+def test_http_auth_on_a_userlist_that_is_not_translated_is_a_loss():
+    _data, result = with_all_keys(
+        "frontend f\n  mode http\n  bind :80\n  http-request auth if !{ http_auth(nobody) }\n"
+        "  default_backend b\nbackend b\n  mode http\n  server s 10.0.0.1:80\n"
+    )
+    assert result.losses == [
+        "haproxy.cfg:4: cannot translate: http-request auth if !{ http_auth(nobody) } "
+        "(userlist 'nobody' is not translated)"
+    ]

@@ -1,169 +1,50 @@
-"""`balancer import-haproxy`: translate the common subset of an haproxy.cfg into our TOML.
+"""Sections of an haproxy.cfg -> our TOML (the translator of `balancer import-haproxy`).
 
-Two steps. `parse_haproxy` splits the file into sections of tokenised lines (HAProxy's
-word rules: blanks separate words, `#` starts a comment, quotes and backslash escapes).
 `translate` walks the sections the way HAProxy reads them: a `defaults` section sets
 what every later proxy inherits (mode, timeouts, options, retries, balance, ...); a
 `listen` is a frontend plus a backend of the same name; HAProxy's evaluation order of a
-frontend's rules (tcp-request, http-request, redirect, use_backend) becomes the order of
-`[[frontend.rule]]`. ACL conditions are rewritten into `if`/`unless` tables, several rules
-when a condition is an OR of things one table cannot say.
+proxy's rules (tcp-request, http-request, redirect, use_backend) becomes the order of
+`[[frontend.rule]]` / `[[backend.rule]]`. ACL conditions become `if`/`unless` tables
+(acl.py), several rules when a condition is an OR of things one table cannot say.
 
 Everything that has no equivalent is skipped and named, one line each, as
 `FILE:LINE: cannot translate: <directive>`; a translation whose meaning differs a little
-from HAProxy's says so as `FILE:LINE: note: ...`. `validate` runs our own loader on the
-result: the output of the translator must always be a valid configuration.
+from HAProxy's says so as `FILE:LINE: note: ...`. A skipped directive that allows, denies,
+redirects, authenticates or strips is a loss (weaker.py): the import fails unless the
+operator accepts it. `validate` runs our own loader on the result: the output of the
+translator must always be a valid configuration.
 """
 
 from __future__ import annotations
 
 import copy
 import ipaddress
-import itertools
 import json
 import re
+import tomllib
 import typing
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from balancer.config.haproxy.acl import Decl, condition_tables, parse_criterion
+from balancer.config.haproxy.conditions import DEFAULT_VERSION, Conditions
+from balancer.config.haproxy.keys import product_keys
+from balancer.config.haproxy.parse import Section, SourceLine, parse_haproxy
+from balancer.config.haproxy.weaker import weakens_when_lost
 from balancer.config.load import ConfigError, addresses_overlap, parse_config
-from balancer.config.model import Facility
+from balancer.config.model import Global
 from balancer.config.values import Address, parse_address
 
-__all__ = ["Section", "SourceLine", "Translation", "parse_haproxy", "tokenize", "translate", "validate"]
+__all__ = ["Translation", "serves", "translate", "validate"]
 
-SECTION_KEYWORDS = ("global", "defaults", "frontend", "backend", "listen")
-OTHER_SECTIONS = (
-    "userlist",
-    "peers",
-    "resolvers",
-    "mailers",
-    "cache",
-    "program",
-    "http-errors",
-    "ring",
-    "crt-store",
-    "log-forward",
-    "fcgi-app",
-    "traces",
-)
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
-_ESCAPES = {"r": "\r", "n": "\n", "t": "\t"}
-
-
-# -- parsing -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SourceLine:
-    """One directive: its line number, its words, and its text without the comment."""
-
-    number: int
-    words: tuple[str, ...]
-    text: str
-
-
-@dataclass
-class Section:
-    kind: str  # global, defaults, frontend, backend, listen, or another section keyword
-    name: str
-    header: SourceLine
-    lines: list[SourceLine] = field(default_factory=list)
-
-
-def tokenize(line: str) -> list[str]:
-    """Split one haproxy.cfg line into words: blanks separate words, `#` outside quotes
-    starts a comment, "double" and 'single' quotes group, a backslash escapes the next
-    character (`\\r`, `\\n`, `\\t` are control characters)."""
-    words: list[str] = []
-    current: list[str] = []
-    in_word = False
-    quote = ""
-    index = 0
-    while index < len(line):
-        char = line[index]
-        if char == "\\" and quote != "'" and index + 1 < len(line):
-            nxt = line[index + 1]
-            current.append(_ESCAPES.get(nxt, nxt))
-            in_word = True
-            index += 2
-            continue
-        if quote:
-            if char == quote:
-                quote = ""
-            else:
-                current.append(char)
-        elif char in "\"'":
-            quote = char
-            in_word = True
-        elif char == "#":
-            break
-        elif char in " \t\r\n":
-            if in_word:
-                words.append("".join(current))
-                current, in_word = [], False
-        else:
-            current.append(char)
-            in_word = True
-        index += 1
-    if in_word:
-        words.append("".join(current))
-    return words
-
-
-def _strip_comment(line: str) -> str:
-    """The line's text up to an unquoted `#`, for comments in the output."""
-    quote = ""
-    escaped = False
-    for index, char in enumerate(line):
-        if escaped:
-            escaped = False
-        elif char == "\\":
-            escaped = True
-        elif quote:
-            quote = "" if char == quote else quote
-        elif char in "\"'":
-            quote = char
-        elif char == "#":
-            return line[:index].strip()
-    return line.strip()
-
-
-def parse_haproxy(text: str) -> tuple[list[Section], list[SourceLine]]:
-    """Sections in file order, and the directives found before the first section."""
-    sections: list[Section] = []
-    orphans: list[SourceLine] = []
-    for number, raw in enumerate(text.splitlines(), start=1):
-        words = tokenize(raw)
-        if not words:
-            continue
-        line = SourceLine(number, tuple(words), _strip_comment(raw))
-        keyword = words[0]
-        if keyword in SECTION_KEYWORDS or keyword in OTHER_SECTIONS:
-            sections.append(Section(keyword, words[1] if len(words) > 1 else "", line))
-        elif sections:
-            sections[-1].lines.append(line)
-        else:
-            orphans.append(line)
-    return sections, orphans
-
+# Given an HAProxy log-format template: why balancer cannot write it, or "" (the stats layer
+# knows; the CLI passes its check in, config imports nothing above it).
+LogFormatCheck = Callable[[str], str]
 
 # -- intermediate state --------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Crit:
-    """One translatable ACL test: a condition key of ours and its values (OR)."""
-
-    key: str  # path, path_beg, path_end, path_reg, host, hdr, method, src, query; ssl_fc, true, false
-    values: tuple[str, ...] = ()
-    header: str = ""  # for key "hdr"
-
-
-# An ACL name -> its declarations (OR); a str is the reason one cannot be translated.
-_Decl = _Crit | str
 
 
 @dataclass
@@ -220,9 +101,17 @@ class _Proxy:
     stick_table_line: SourceLine | None = None
     stick_on: bool = False
     default_server: list[tuple[SourceLine, list[str]]] = field(default_factory=list)
-    servers: list[tuple[SourceLine, list[str]]] = field(default_factory=list)
-    acls: dict[str, list[_Decl]] = field(default_factory=dict)
+    # each server line with the number of default-server lines before it (they apply to it)
+    servers: list[tuple[SourceLine, list[str], int]] = field(default_factory=list)
+    acls: dict[str, list[Decl]] = field(default_factory=dict)
+    acl_notes: dict[str, list[str]] = field(default_factory=dict)  # where a translation is approximate
     rules: list[_PendingRule] = field(default_factory=list)
+    response_rules: list[_PendingRule] = field(default_factory=list)
+    forwarded_proto: list[SourceLine] = field(default_factory=list)  # set-header X-Forwarded-Proto http(s)
+    monitor_uri: str = ""
+    errorfiles: dict[str, str] = field(default_factory=dict)
+    persist: bool | None = None
+    buffer_request: bool = False
     default_backend: str | None = None
     default_backend_line: SourceLine | None = None
     stats: dict[str, Any] = field(default_factory=dict)
@@ -235,10 +124,26 @@ class _Proxy:
 
 @dataclass
 class Translation:
-    """The TOML text and what could not be translated (lines for stderr)."""
+    """The TOML text and what could not be translated, as `FILE:LINE: message` lines.
+
+    `losses` are directives that allow, deny, redirect, authenticate or strip and could not
+    be translated: without them the configuration is weaker than its source, so the import
+    fails unless the operator accepts them (then they are comments in `toml`). `errors` are
+    what HAProxy itself would refuse (a `.if` it cannot read): the import fails."""
 
     toml: str
     warnings: list[str]
+    losses: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def messages(self) -> list[str]:
+        """Warnings, losses and errors in line order (for people reading them together)."""
+
+        def line_of(message: str) -> int:
+            number = message.split(":")[1] if message.count(":") >= 2 else "0"
+            return int(number) if number.isdigit() else 0
+
+        return sorted(self.warnings + self.losses + self.errors, key=line_of)
 
 
 # -- values ----------------------------------------------------------------------------------
@@ -250,6 +155,14 @@ def _duration(word: str) -> str | None:
     if match is None:
         return None
     return f"{match.group(1)}{match.group(2) or 'ms'}"
+
+
+def _seconds(duration: str) -> float:
+    """One of our duration strings (as written by `_duration`) in seconds."""
+    match = re.fullmatch(r"(\d+)(us|ms|s|m|h|d)", duration)
+    assert match is not None
+    scale = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}[match.group(2)]
+    return int(match.group(1)) * scale
 
 
 def _positive_duration(word: str) -> str | None:
@@ -297,11 +210,23 @@ def _address(word: str, *, listening: bool) -> tuple[str | None, str]:
         return None, f"port offset {word!r} is not available"
     if not port.isdigit():
         return None, f"address {word!r} has no port"
+    if not 0 < int(port) < 65536:
+        return None, f"port {port} of {word!r} is not between 1 and 65535"
     if host == "*":
         host = ""
-    if host == "::" or (host and ":" in host):
-        return f"[{host}]:{port}", ""
-    return f"{host}:{port}", ""
+    if re.fullmatch(r"[0-9.]+", host):
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            return None, f"{host!r} is not an IPv4 address"
+    elif host and ":" not in host and not re.fullmatch(r"[A-Za-z0-9_]([A-Za-z0-9_.\-]*[A-Za-z0-9_])?", host):
+        return None, f"{host!r} is not an address or a host name"
+    result = f"[{host}]:{port}" if host == "::" or (host and ":" in host) else f"{host}:{port}"
+    try:
+        parse_address(result)
+    except ValueError as exc:
+        return None, f"address {word!r}: {exc}"
+    return result, ""
 
 
 def _name(word: str) -> str:
@@ -330,307 +255,6 @@ def _toml_value(value: Any) -> str:
             return "{}"
         return "{ " + ", ".join(f"{_toml_key(str(k))} = {_toml_value(v)}" for k, v in value.items()) + " }"
     raise TypeError(f"cannot write {value!r} as TOML")
-
-
-# -- ACL criteria ----------------------------------------------------------------------------
-
-_FETCH = re.compile(
-    r"^(path|url|hdr|req\.hdr|urlp|url_param|query|method|src|ssl_fc|always_true|always_false)"
-    r"(?:_(beg|end|reg|sub|dom|dir|len|cnt|str|found|ip|val))?(?:\(([^()]*)\))?$"
-)
-_PREDEFINED: dict[str, _Crit] = {
-    "TRUE": _Crit("true"),
-    "FALSE": _Crit("false"),
-    "LOCALHOST": _Crit("src", ("127.0.0.0/8", "::1")),
-    "METH_GET": _Crit("method", ("GET", "HEAD")),
-    "METH_HEAD": _Crit("method", ("HEAD",)),
-    "METH_POST": _Crit("method", ("POST",)),
-    "METH_PUT": _Crit("method", ("PUT",)),
-    "METH_DELETE": _Crit("method", ("DELETE",)),
-    "METH_OPTIONS": _Crit("method", ("OPTIONS",)),
-    "METH_TRACE": _Crit("method", ("TRACE",)),
-    "METH_CONNECT": _Crit("method", ("CONNECT",)),
-    "HTTP_URL_SLASH": _Crit("path_beg", ("/",)),
-}
-
-
-def parse_criterion(words: list[str] | tuple[str, ...], notes: list[str]) -> _Decl:
-    """One ACL test (`path_beg -i /api /v2`) -> a criterion of ours, or why not.
-    `notes` receives remarks on a translation that is close but not exact."""
-    if not words:
-        return "an empty ACL"
-    fetch_word = words[0]
-    ignore_case = False
-    method: str | None = None
-    values: list[str] = []
-    index = 1
-    flags = True
-    while index < len(words):
-        word = words[index]
-        if flags and word in ("-i", "-n", "-M"):
-            ignore_case = ignore_case or word == "-i"
-        elif flags and word == "-m" and index + 1 < len(words):
-            method = words[index + 1]
-            index += 1
-        elif flags and word in ("-f", "-u") and index + 1 < len(words):
-            if word == "-f":
-                return f"ACL values from a file (-f {words[index + 1]})"
-            index += 1
-        elif flags and word == "--":
-            flags = False
-        else:
-            flags = False
-            values.append(word)
-        index += 1
-    match = _FETCH.match(fetch_word)
-    if match is None:
-        return f"the fetch {fetch_word!r}"
-    base, suffix, argument = match.group(1), match.group(2), match.group(3)
-    how = method or suffix or "str"
-    if base in ("always_true", "always_false"):
-        return _Crit("true" if base == "always_true" else "false")
-    if base == "ssl_fc":
-        return _Crit("ssl_fc") if not values and suffix is None else f"the fetch {fetch_word!r}"
-    if how != "found" and not values:
-        return f"{fetch_word} without values"
-    if base == "path":
-        keys = {"str": "path", "beg": "path_beg", "end": "path_end", "reg": "path_reg", "sub": "path_reg"}
-        if how not in keys:
-            return f"{fetch_word} -m {how}"
-        if how == "sub":
-            values = [re.escape(value) for value in values]
-        if how in ("reg", "sub") and ignore_case:
-            values = [f"(?i){value}" for value in values]
-        elif ignore_case:
-            notes.append(f"{fetch_word} -i: balancer compares paths case-sensitively")
-        if how == "reg":
-            for value in values:
-                try:
-                    re.compile(value)
-                except re.error:
-                    return f"the regular expression {value!r} (not valid in Python)"
-        return _Crit(keys[how], tuple(values))
-    if base == "url":
-        if how == "beg" and not any("?" in value for value in values):
-            notes.append(f"{fetch_word} translated as path_beg (the same for origin-form requests)")
-            return _Crit("path_beg", tuple(values))
-        return f"{fetch_word} (only url_beg without a query is translated)"
-    if base in ("hdr", "req.hdr"):
-        if not argument:
-            return f"{fetch_word} without a header name"
-        name = argument.split(",")[0].strip()
-        if name.lower() == "host" and how != "found":
-            hosts = tuple(value.lower() for value in values)
-            if how == "str":
-                return _Crit("host", hosts)
-            if how == "dom":
-                notes.append(f"{fetch_word} also matches sub-domains in HAProxy; balancer's host is an exact match")
-                return _Crit("host", hosts)
-            if how == "beg" and not any(value.endswith((".", "-")) for value in values):
-                notes.append(f"{fetch_word} translated as an exact host match")
-                return _Crit("host", hosts)
-            return f"{fetch_word} -m {how}"
-        if how == "found":
-            return _Crit("hdr", (), name)
-        if how != "str":
-            return f"{fetch_word} -m {how}"
-        if ignore_case:
-            notes.append(f"{fetch_word} -i: balancer compares header values case-sensitively")
-        return _Crit("hdr", tuple(values), name)
-    if base == "method" and how == "str":
-        return _Crit("method", tuple(value.upper() if ignore_case else value for value in values))
-    if base == "src" and how in ("str", "ip"):
-        for value in values:
-            try:
-                ipaddress.ip_network(value, strict=False)
-            except ValueError:
-                return f"src {value!r} (not an address or network)"
-        return _Crit("src", tuple(values))
-    if base == "query" and how == "str":
-        return _Crit("query", tuple(values))
-    if base in ("urlp", "url_param") and argument and how == "str":
-        notes.append(f"{fetch_word} translated as query = NAME=VALUE: it matches only when that is the whole query")
-        return _Crit("query", tuple(f"{argument}={value}" for value in values))
-    return f"{fetch_word}" + (f" -m {method}" if method else "")
-
-
-def _merge(table: dict[str, Any], crit: _Crit, union: bool) -> bool:
-    """Add `crit` to a condition table; False if the table cannot hold both (AND of two
-    tests of one key). With `union`, tests of one key are merged into one list (OR)."""
-    if crit.key == "hdr":
-        headers: dict[str, list[str]] = table.setdefault("hdr", {})
-        existing = next((name for name in headers if name.lower() == crit.header.lower()), None)
-        if existing is None:
-            headers[crit.header] = list(crit.values)
-            return True
-        if not union:
-            return False
-        if not headers[existing] or not crit.values:
-            headers[existing] = []
-        else:
-            headers[existing] += [v for v in crit.values if v not in headers[existing]]
-        return True
-    if crit.key in table:
-        if not union:
-            return False
-        table[crit.key] += [v for v in crit.values if v not in table[crit.key]]
-        return True
-    table[crit.key] = list(crit.values)
-    return True
-
-
-_Term = tuple[bool, list[_Decl], str]  # negated, declarations (OR), label
-
-
-def _condition_terms(words: list[str], acls: dict[str, list[_Decl]]) -> list[list[_Term]] | str:
-    """`a !b || { path_beg /x }` -> OR-groups of AND-terms, or why not."""
-    groups: list[list[_Term]] = [[]]
-    index = 0
-    while index < len(words):
-        word = words[index]
-        if word in ("||", "or"):
-            groups.append([])
-            index += 1
-            continue
-        negated = False
-        if word.startswith("!"):
-            negated = True
-            word = word[1:]
-            if not word:
-                index += 1
-                if index >= len(words):
-                    return "a condition ending with '!'"
-                word = words[index]
-        if word == "{":
-            end = index + 1
-            while end < len(words) and words[end] != "}":
-                end += 1
-            if end >= len(words):
-                return "an anonymous ACL without its closing '}'"
-            inner = list(words[index + 1 : end])
-            notes: list[str] = []
-            decl = parse_criterion(inner, notes)
-            groups[-1].append((negated, [decl], "{ " + " ".join(inner) + " }"))
-            index = end + 1
-            continue
-        if word in acls:
-            groups[-1].append((negated, acls[word], word))
-        elif word in _PREDEFINED:
-            groups[-1].append((negated, [_PREDEFINED[word]], word))
-        else:
-            return f"the ACL {word!r} is not defined"
-        index += 1
-    if any(not group for group in groups):
-        return "an empty condition"
-    return groups
-
-
-def _const(crit: _Crit, ssl: bool) -> bool | None:
-    if crit.key == "true":
-        return True
-    if crit.key == "false":
-        return False
-    if crit.key == "ssl_fc":
-        return ssl
-    return None
-
-
-_Table = dict[str, Any]
-_MAX_RULES = 16
-
-
-def condition_tables(
-    condition: tuple[str, list[str]] | None, acls: dict[str, list[_Decl]], ssl: bool
-) -> list[tuple[_Table | None, _Table | None]] | str:
-    """A HAProxy condition -> (if, unless) table pairs whose OR it is (one rule each), or why
-    not. [] means the condition never matches; [(None, None)] means always."""
-    if condition is None:
-        return [(None, None)]
-    kind, words = condition
-    parsed = _condition_terms(words, acls)
-    if isinstance(parsed, str):
-        return parsed
-    for group in parsed:
-        for _negated, decls, label in group:
-            reasons = [decl for decl in decls if isinstance(decl, str)]
-            if reasons:
-                return f"ACL {label!r}: {reasons[0]} has no equivalent"
-    if kind == "unless":
-        if len(parsed) == 1 and len(parsed[0]) == 1 and parsed[0][0][0]:
-            _negated, decls, label = parsed[0][0]
-            return _if_tables([[(False, decls, label)]], ssl)
-        return _unless_tables(parsed, ssl)
-    return _if_tables(parsed, ssl)
-
-
-def _if_tables(groups: list[list[_Term]], ssl: bool) -> list[tuple[_Table | None, _Table | None]] | str:
-    result: list[tuple[_Table | None, _Table | None]] = []
-    for group in groups:
-        positives: list[list[_Crit]] = []
-        negatives: list[_Crit] = []
-        possible = True
-        for negated, decls, _label in group:
-            crits = [decl for decl in decls if isinstance(decl, _Crit)]
-            if negated:
-                for crit in crits:  # not (a or b) = not a and not b
-                    value = _const(crit, ssl)
-                    if value is True:
-                        possible = False
-                    elif value is None:
-                        negatives.append(crit)
-            else:
-                constants = [_const(crit, ssl) for crit in crits]
-                if True in constants:
-                    continue  # the term always matches
-                alternatives = [crit for crit, value in zip(crits, constants, strict=True) if value is None]
-                if not alternatives:
-                    possible = False
-                positives.append(alternatives)
-        if not possible:
-            continue
-        unless: _Table | None = None
-        if negatives:
-            unless = {}
-            for crit in negatives:
-                if not _merge(unless, crit, union=True):
-                    return "several negated ACLs on different criteria: balancer's unless is one table"
-            if len(unless) > 1 or len(unless.get("hdr", {})) > 1:
-                return "several negated ACLs on different criteria: balancer's unless is one table"
-        combinations = list(itertools.islice(itertools.product(*positives), _MAX_RULES + 1))
-        if len(combinations) > _MAX_RULES:
-            return "a condition that needs more than 16 rules"
-        for combination in combinations:
-            table: _Table = {}
-            for crit in combination:
-                if not _merge(table, crit, union=False):
-                    return f"two {crit.key} tests that must both match: balancer's if has one list per key"
-            result.append((table or None, copy.deepcopy(unless)))
-    if len(result) > _MAX_RULES:
-        return "a condition that needs more than 16 rules"
-    return result
-
-
-def _unless_tables(groups: list[list[_Term]], ssl: bool) -> list[tuple[_Table | None, _Table | None]] | str:
-    """`unless a b` -> unless = { a, b } (the rule is skipped when all match)."""
-    if len(groups) > 1:
-        return "'unless' with '||'"
-    table: _Table = {}
-    for negated, decls, label in groups[0]:
-        if negated:
-            return "'unless' with a negated ACL among others"
-        crits = [decl for decl in decls if isinstance(decl, _Crit)]
-        if len(crits) != 1:
-            return f"'unless' with ACL {label!r} declared on several lines"
-        value = _const(crits[0], ssl)
-        if value is False:
-            return [(None, None)]  # unless (false and ...) = always
-        if value is True:
-            continue
-        if not _merge(table, crits[0], union=False):
-            return f"two {crits[0].key} tests that must both match"
-    if not table:
-        return []  # unless true: never
-    return [(None, table)]
 
 
 # -- the translator --------------------------------------------------------------------------
@@ -666,15 +290,24 @@ _SILENT_OPTIONS = frozenset({"httplog", "tcplog", "dontlognull", "http-keep-aliv
 _FRAMING_HEADERS = frozenset(
     {"content-length", "transfer-encoding", "connection", "keep-alive", "te", "trailer", "upgrade", "proxy-connection"}
 )
-_FACILITIES = frozenset(typing.get_args(Facility))
+_FACILITIES = frozenset(typing.get_args(Global.model_fields["log_facility"].annotation))  # the names the model accepts
 _TLS_VERSIONS = {"TLSv1.0": "1.2", "TLSv1.1": "1.2", "TLSv1.2": "1.2", "TLSv1.3": "1.3", "SSLv3": "1.2"}
 
 
 class _Translator:
-    def __init__(self, file: str, base_dir: Path | None) -> None:
+    def __init__(
+        self, file: str, base_dir: Path | None, keys: frozenset[str], log_format_problem: LogFormatCheck | None
+    ) -> None:
         self.file = file
         self.base_dir = base_dir
-        self.messages: dict[tuple[int, str], None] = {}
+        # why balancer cannot write a log-format template (None: it can); None: not translated
+        self.log_format_problem = log_format_problem
+        self.log_formats: dict[str, SourceLine] = {}  # each distinct log-format, where first seen
+        self.keys = keys  # the keys of issue #13 our model accepts (haproxy_keys)
+        self.userlists: list[tuple[SourceLine, dict[str, Any]]] = []
+        # (line, message) -> "note" | "skip" | "loss", in the order found
+        self.messages: dict[tuple[int, str], str] = {}
+        self.errors: list[tuple[int, str]] = []
         self.global_: dict[str, Any] = {}
         self.global_line: SourceLine | None = None
         self.admin: dict[str, Any] = {}
@@ -690,28 +323,42 @@ class _Translator:
         self.listeners: list[tuple[Address, SourceLine]] = []
 
     # messages
-    def skip(self, line: SourceLine, what: str | None = None, reason: str = "") -> None:
+    def skip(self, line: SourceLine, what: str | None = None, reason: str = "", *, loss: bool | None = None) -> None:
+        """Name a directive (or part of one: `what`) that is not translated. It is a loss
+        (the import fails unless accepted) when `loss`, or by default when the directive
+        allows, denies, redirects, authenticates or strips."""
         text = what if what is not None else line.text
-        self.messages[(line.number, f"cannot translate: {text}" + (f" ({reason})" if reason else ""))] = None
+        weaker = weakens_when_lost(line.words) if loss is None else loss
+        message = f"cannot translate: {_one_line(text)}" + (f" ({reason})" if reason else "")
+        self.messages[(line.number, message)] = "loss" if weaker else "skip"
 
     def note(self, line: SourceLine, message: str) -> None:
-        self.messages[(line.number, f"note: {message}")] = None
+        self.messages.setdefault((line.number, f"note: {message}"), "note")
 
-    def warnings(self) -> list[str]:
-        ordered = sorted(self.messages, key=lambda item: item[0])
+    def error(self, number: int, message: str) -> None:
+        self.errors.append((number, message))
+
+    def lines(self, *kinds: str) -> list[str]:
+        ordered = sorted((key for key, kind in self.messages.items() if kind in kinds), key=lambda item: item[0])
         return [f"{self.file}:{number}: {message}" for number, message in ordered]
 
     # files named in the config
     def file_name(self, line: SourceLine, name: str, base: str, what: str) -> str:
         if base and not name.startswith("/"):
             name = f"{base.rstrip('/')}/{name}"
-        if self.base_dir is not None and not (self.base_dir / name).is_file():
+        if self.base_dir is not None and not (self.base_dir / name).exists():
             self.note(line, f"{what} {name!r} not found here: balancer check will want it")
         return name
 
     # sections
-    def run(self, text: str) -> None:
-        sections, orphans = parse_haproxy(text)
+    def run(self, text: str, haproxy_version: str) -> None:
+        conditions = Conditions(haproxy_version)
+        sections, orphans = parse_haproxy(text, conditions)
+        for number, message, fatal in conditions.messages:
+            if fatal:
+                self.error(number, message)
+            else:
+                self.messages.setdefault((number, message), "note")
         for line in orphans:
             self.skip(line, reason="outside any section")
         defaults = _Proxy("defaults", "")
@@ -737,6 +384,8 @@ class _Translator:
                 for line in section.lines:
                     self.directive(proxy, line)
                 self.proxies.append(proxy)
+            elif section.kind == "userlist" and "userlist" in self.keys:
+                self.userlist(section)
             else:
                 self.skip(section.header, f"{section.kind} section", "its directives are skipped")
 
@@ -851,7 +500,7 @@ class _Translator:
             if words[1] != "125":
                 self.note(line, "balancer's ring uses a balance factor of 125")
         elif keyword == "server" and back and len(words) >= 3:
-            proxy.servers.append((line, words[1:]))
+            proxy.servers.append((line, words[1:], len(proxy.default_server)))
         elif keyword == "default-server" and (back or defaults):
             proxy.default_server.append((line, words[1:]))
         elif keyword == "retries" and (back or defaults) and len(words) == 2 and _integer(words[1]) is not None:
@@ -866,8 +515,9 @@ class _Translator:
             self.http_check(proxy, line, words[1:])
         elif keyword == "acl" and not defaults and len(words) >= 3:
             notes: list[str] = []
-            decl = parse_criterion(words[2:], notes)
+            decl = parse_criterion(words[2:], notes, self.keys)
             proxy.acls.setdefault(words[1], []).append(decl)
+            proxy.acl_notes.setdefault(words[1], []).extend(notes)
             for message in notes:
                 self.note(line, message)
             if isinstance(decl, str):
@@ -882,16 +532,35 @@ class _Translator:
             proxy.default_backend_line = line
         elif keyword == "http-request" and len(words) >= 2:
             self.http_request(proxy, line, words[1:])
-        elif keyword == "tcp-request" and front and len(words) >= 3 and words[1] in ("connection", "content"):
-            if words[2] == "reject":
-                phase = 0 if words[1] == "connection" else 1
-                proxy.rules.append(_PendingRule(phase, line, {"action": "deny"}, self.condition(line, words[3:])))
+        elif keyword == "http-response" and len(words) >= 2 and not defaults:
+            self.http_response(proxy, line, words[1:])
+        elif keyword == "monitor-uri" and front and len(words) == 2 and "monitor_uri" in self.keys:
+            proxy.monitor_uri = words[1]
+        elif keyword == "errorfile" and len(words) == 3 and re.fullmatch(r"[1-5]\d\d", words[1]):
+            if "errorfiles" in self.keys:
+                proxy.errorfiles[words[1]] = self.file_name(line, words[2], "", "error file")
             else:
+                self.skip(line, reason="this build has no errorfiles")
+        elif keyword == "tcp-request" and len(words) >= 3 and words[1] in ("connection", "content"):
+            # a backend's (or a listen's) rules see the same connections as its frontend's
+            if words[2] not in ("reject", "accept") or defaults or (words[1] == "connection" and not front):
                 self.skip(line)
-        elif keyword == "redirect" and front and len(words) >= 3:
+            elif kind == "backend" and "backend_rule" not in self.keys:
+                self.skip(line, reason="this build has no backend rules")
+            else:
+                phase = 0 if words[1] == "connection" else 1
+                action = {"action": "deny" if words[2] == "reject" else "allow"}
+                proxy.rules.append(_PendingRule(phase, line, action, self.condition(line, words[3:])))
+        elif keyword == "redirect" and (front or (back and "backend_rule" in self.keys)) and len(words) >= 3:
             self.redirect(proxy, line, words[1:], phase=3)
         elif keyword == "stats" and front and len(words) >= 2:
             self.stats_directive(proxy, line, words[1:])
+        elif keyword == "log-format" and len(words) == 2 and self.log_format_problem is not None:
+            problem = self.log_format_problem(words[1])
+            if problem:
+                self.skip(line, reason=problem)
+            else:
+                self.log_formats.setdefault(words[1], line)
         elif keyword == "log" and words[1:] == ["global"]:
             pass  # the global log target is the only one
         elif keyword == "source" and back and len(words) == 2:
@@ -926,16 +595,30 @@ class _Translator:
             proxy.redispatch = enabled
             if rest:
                 self.note(line, "balancer redispatches on every retry")
+        elif name == "http-buffer-request" and proxy.kind != "backend" and "buffer_request" in self.keys:
+            proxy.buffer_request = enabled
+        elif name == "persist":
+            if "persist" in self.keys:
+                proxy.persist = enabled
+            else:
+                self.skip(line, reason="this build ties persistence to redispatch")
         elif name == "httpchk" and enabled:
-            check: dict[str, Any] = {"type": "http"}
+            # HAProxy: `option httpchk [[METHOD] URI [VERSION]]`, OPTIONS / by default; the
+            # version word may carry headers ("HTTP/1.1\r\nHost:\ www").
+            check: dict[str, Any] = {"type": "http", "method": "OPTIONS", "path": "/"}
             if len(rest) == 1:
                 check["path"] = rest[0]
             elif len(rest) >= 2:
-                check["method"], check["path"] = rest[0], rest[1]
+                check["method"], check["path"] = rest[0].upper(), rest[1]
             if len(rest) >= 3:
                 host = re.search(r"\r\nHost:\s*([^\r\n]+)", rest[2], re.IGNORECASE)
                 if host:
                     check["host"] = host.group(1).strip()
+            if check["method"] not in ("OPTIONS", "HEAD", "GET"):
+                self.note(
+                    line, f"check method {check['method']}: balancer checks with OPTIONS, HEAD or GET; GET is used"
+                )
+                check["method"] = "GET"
             proxy.httpchk = check
         elif name == "httpchk" or name == "tcp-check":
             proxy.httpchk = None
@@ -971,6 +654,8 @@ class _Translator:
             address, reason = _address(word, listening=True)
             if address is None:
                 self.skip(line, f"bind {word}", reason)
+            elif address.startswith(":") and "v4v6" not in words:
+                addresses.append(f"0.0.0.0{address}")  # HAProxy binds `*:P` and `:P` on IPv4 only
             else:
                 addresses.append(address)
         if not addresses:
@@ -1058,8 +743,12 @@ class _Translator:
         while index < len(words):
             word = words[index]
             argument = words[index + 1] if index + 1 < len(words) else ""
-            if word in ("insert", "prefix", "rewrite", "indirect"):
+            if word in ("insert", "prefix", "rewrite"):
                 pass
+            elif word in ("indirect", "preserve", "postonly") and "cookie_options" in self.keys:
+                cookie[word] = True
+            elif word == "indirect":
+                pass  # balancer's insert mode always removes its cookie from requests
             elif word in ("nocache", "httponly", "secure"):
                 cookie[word] = True
             elif word in ("maxidle", "maxlife") and _duration(argument):
@@ -1071,8 +760,11 @@ class _Translator:
             else:
                 self.skip(line, f"cookie option {word}")
             index += 1
+        if cookie["mode"] == "insert" and "cookie_options" in self.keys:
+            # HAProxy's defaults: the server sees the cookie, HAProxy may overwrite the server's
+            cookie = cookie | {key: False for key in ("indirect", "preserve", "postonly") if key not in cookie}
         if cookie["mode"] != "insert":
-            for key in ("nocache", "httponly", "secure", "maxidle", "maxlife"):
+            for key in ("nocache", "httponly", "secure", "maxidle", "maxlife", "indirect", "preserve", "postonly"):
                 cookie.pop(key, None)
         proxy.cookie = cookie
         proxy.cookie_line = line
@@ -1110,13 +802,22 @@ class _Translator:
                 proxy.check_body = rest[1]
             else:
                 self.skip(line)
+        elif words[0] == "connect":
+            options = words[1:]
+            check = proxy.httpchk or {"type": "http", "method": "OPTIONS", "path": "/"}
+            if "ssl" in options:
+                check["ssl"] = True
+            for option in options:
+                if option != "ssl":
+                    self.skip(line, f"http-check connect {option}")
+            proxy.httpchk = check
         elif words[0] == "send":
-            check = proxy.httpchk or {"type": "http"}
+            check = proxy.httpchk or {"type": "http", "method": "OPTIONS", "path": "/"}
             index = 1
             while index + 1 < len(words):
                 key, value = words[index], words[index + 1]
-                if key == "meth":
-                    check["method"] = value
+                if key == "meth" and value.upper() in ("OPTIONS", "HEAD", "GET"):
+                    check["method"] = value.upper()
                 elif key == "uri":
                     check["path"] = value
                 elif key == "hdr" and index + 2 < len(words) and value.lower() == "host":
@@ -1130,48 +831,101 @@ class _Translator:
             self.skip(line)
 
     def http_request(self, proxy: _Proxy, line: SourceLine, words: list[str]) -> None:
+        """`http-request ACTION ... [if|unless COND]` in a frontend, listen or backend."""
         action = words[0]
-        if proxy.kind == "backend":
-            if action == "set-header" and len(words) == 3 and words[1].lower() == "host" and "%[" not in words[2]:
-                proxy.host = words[2]
-            else:
-                self.skip(line, reason="balancer's rules live in frontends")
-            return
         if proxy.kind == "defaults":
             self.skip(line, reason="not translated in defaults")
             return
         split = next((i for i, word in enumerate(words) if word in ("if", "unless")), len(words))
         args, condition = words[1:split], self.condition(line, words[split:])
-        if action == "deny":
-            if args[:1] == ["deny_status"] and args[1:2] != ["403"]:
+        if proxy.kind == "backend":
+            host = action == "set-header" and len(args) == 2 and args[0].lower() == "host" and "%[" not in args[1]
+            if host and condition is None:
+                proxy.host = args[1]
+                return
+            if "backend_rule" not in self.keys:
+                self.skip(line, reason="this build has no backend rules")
+                return
+        if action in ("deny", "allow"):
+            if action == "deny" and args[:1] == ["deny_status"] and args[1:2] != ["403"]:
                 self.note(line, "balancer denies with 403")
-            proxy.rules.append(_PendingRule(2, line, {"action": "deny"}, condition))
+            proxy.rules.append(_PendingRule(2, line, {"action": action}, condition))
+        elif action == "auth" and "auth" in self.keys:
+            realm = args[1] if args[:1] == ["realm"] and len(args) >= 2 else proxy.name  # HAProxy's default realm
+            proxy.rules.append(_PendingRule(2, line, {"action": "auth", "realm": realm}, condition))
         elif action == "redirect":
             self.redirect(proxy, line, words[1:], phase=2)
-        elif action in ("set-header", "del-header"):
-            header = args[0] if args else ""
-            if (action == "set-header" and len(args) != 2) or (action == "del-header" and len(args) != 1):
-                self.skip(line)
-            elif header.lower() in ("x-forwarded-proto", "x-forwarded-for"):
-                self.skip(line, reason=f"balancer writes {header} itself when forwardfor = true")
-            elif header.lower() in _FRAMING_HEADERS:
-                self.skip(line, reason=f"balancer owns the {header} header")
-            elif action == "set-header" and "%[" in args[1]:
-                self.skip(line, reason="header values are fixed strings in balancer")
-            elif action == "set-header":
-                proxy.rules.append(_PendingRule(2, line, {"set_header": {header: args[1]}}, condition))
-            else:
-                proxy.rules.append(_PendingRule(2, line, {"del_header": [header]}, condition))
+        elif action in ("set-header", "add-header", "del-header"):
+            rule = self.header_action(proxy, line, action, args, response=False, condition=condition)
+            if rule is not None:
+                proxy.rules.append(_PendingRule(2, line, rule, condition))
         else:
             self.skip(line)
 
+    def http_response(self, proxy: _Proxy, line: SourceLine, words: list[str]) -> None:
+        """`http-response set-header|add-header|del-header ...` -> a response rule."""
+        action = words[0]
+        split = next((i for i, word in enumerate(words) if word in ("if", "unless")), len(words))
+        args, condition = words[1:split], self.condition(line, words[split:])
+        if "response_rule" not in self.keys:
+            self.skip(line, reason="this build has no response rules")
+        elif action in ("set-header", "add-header", "del-header"):
+            rule = self.header_action(proxy, line, action, args, response=True, condition=condition)
+            if rule is not None:
+                proxy.response_rules.append(_PendingRule(0, line, rule, condition))
+        else:
+            self.skip(line)
+
+    def header_action(
+        self,
+        proxy: _Proxy,
+        line: SourceLine,
+        action: str,
+        args: list[str],
+        *,
+        response: bool,
+        condition: tuple[str, list[str]] | None,
+    ) -> dict[str, Any] | None:
+        """set-header / add-header / del-header -> the rule's action keys, or None (named)."""
+        header = args[0] if args else ""
+        if (action != "del-header" and len(args) != 2) or (action == "del-header" and len(args) != 1):
+            self.skip(line, reason="only NAME VALUE (set/add) or NAME (del) are translated")
+            return None
+        lowered = header.lower()
+        if not response and lowered == "x-forwarded-proto" and _scheme_of_connection(args[1:], condition):
+            if proxy.kind == "backend":
+                self.skip(line, reason="balancer writes X-Forwarded-Proto in the frontend (forwardfor = true)")
+            else:
+                proxy.forwarded_proto.append(line)  # decided with the frontend's forwardfor
+            return None
+        if not response and lowered in ("x-forwarded-proto", "x-forwarded-for"):
+            self.skip(line, reason=f"balancer writes {header} itself when forwardfor = true, after the client's")
+            return None
+        if lowered in _FRAMING_HEADERS:
+            self.skip(line, reason=f"balancer owns the {header} header")
+            return None
+        if action != "del-header" and "%[" in args[1]:
+            self.skip(line, reason="header values are fixed strings in balancer")
+            return None
+        if action == "add-header" and "add_header" not in self.keys:
+            self.skip(line, reason="this build has no add_header")
+            return None
+        if action == "del-header":
+            return {"del_header": [header]}
+        return {action.replace("-", "_"): {header: args[1]}}
+
     def redirect(self, proxy: _Proxy, line: SourceLine, words: list[str], phase: int) -> None:
+        """`redirect location|prefix|scheme TARGET [code N] [option...] [if|unless COND]`."""
         split = next((i for i, word in enumerate(words) if word in ("if", "unless")), len(words))
         args, condition = words[:split], self.condition(line, words[split:])
-        if args[:1] != ["location"] or len(args) < 2:
-            self.skip(line, reason="only 'redirect location' (a fixed URL) is available")
+        kind = args[0] if args else ""
+        if len(args) < 2 or kind not in ("location", "prefix", "scheme"):
+            self.skip(line, reason="expected redirect location|prefix|scheme TARGET")
             return
-        location = args[1]
+        if kind != "location" and "redirect_scheme" not in self.keys:
+            self.skip(line, reason="only 'redirect location' (a fixed URL) is available in this build")
+            return
+        target = args[1]
         code = 302
         index = 2
         while index < len(args):
@@ -1179,12 +933,40 @@ class _Translator:
                 code = int(args[index + 1])
                 index += 2
                 continue
-            self.skip(line, f"redirect option {args[index]}")
+            if args[index] in ("drop-query", "append-slash", "ignore-empty"):
+                self.note(line, f"redirect option {args[index]} is not translated (the redirect is)")
+            else:
+                self.skip(line, f"redirect option {args[index]}")
             index += 1
-        if "%[" in location:
-            self.skip(line, reason="redirect locations are fixed strings in balancer")
+        if "%[" in target:
+            self.skip(line, reason="redirect targets are fixed strings in balancer")
             return
-        proxy.rules.append(_PendingRule(phase, line, {"redirect": {"location": location, "code": code}}, condition))
+        redirect: dict[str, Any] = {kind: target, "code": code}
+        proxy.rules.append(_PendingRule(phase, line, {"redirect": redirect}, condition))
+
+    def userlist(self, section: Section) -> None:
+        """`userlist NAME` with `user NAME password HASH | insecure-password PLAIN` lines."""
+        users: list[tuple[SourceLine, dict[str, Any]]] = []
+        for line in section.lines:
+            words = line.words
+            if words[0] == "user" and len(words) >= 4 and words[2] in ("password", "insecure-password"):
+                user: dict[str, Any] = {"name": words[1]}
+                if words[2] == "insecure-password":
+                    user["password"] = words[3]
+                elif re.match(r"^\$(1|5|6|2[aby])\$", words[3]):
+                    user["password_hash"] = words[3]
+                else:
+                    self.skip(line, reason="only $1$, $5$, $6$ and bcrypt password hashes")
+                    continue
+                if len(words) > 4:
+                    self.note(line, f"{' '.join(words[4:])!r}: groups are not translated")
+                users.append((line, user))
+            else:
+                self.skip(line, reason="groups are not translated" if words[0] == "group" else "")
+        if not section.name:
+            self.skip(section.header, reason="a userlist without a name")
+            return
+        self.userlists.append((section.header, {"name": section.name, "user": users}))
 
     def stats_directive(self, proxy: _Proxy, line: SourceLine, words: list[str]) -> None:
         what = words[0]
@@ -1206,7 +988,9 @@ class _Translator:
             self.skip(line)
 
     # output
-    def server_table(self, backend: _Proxy, source: SourceLine, words: list[str], state: dict[str, Any]) -> None:
+    def server_table(
+        self, backend: _Proxy, source: SourceLine, words: list[str], defaults: int, state: dict[str, Any]
+    ) -> None:
         """One `server` line -> a [[backend.server]] table, and backend-wide settings into `state`."""
         name = words[0]
         address, reason = _address(words[1], listening=False)
@@ -1216,7 +1000,7 @@ class _Translator:
             )
             return
         options: list[tuple[SourceLine, str, str]] = []
-        for line, default_words in backend.default_server:
+        for line, default_words in backend.default_server[:defaults]:
             options += self.options_of(line, default_words)
         options += self.options_of(source, words[2:])
         server: dict[str, Any] = {"name": _name(name), "address": address}
@@ -1356,13 +1140,13 @@ class _Translator:
             else:
                 table["cookie"] = proxy.cookie
         state: dict[str, Any] = {}
-        for line, words in proxy.servers:
-            self.server_table(proxy, line, words, state)
+        for line, words, defaults in proxy.servers:
+            self.server_table(proxy, line, words, defaults, state)
         if state.get("checked"):
             check: dict[str, Any] = dict(proxy.httpchk or {"type": "tcp"})
             if check["type"] == "http":
-                if proxy.check_expect is not None:
-                    check["expect"] = proxy.check_expect
+                # without `http-check expect`, HAProxy passes any 2xx or 3xx status
+                check["expect"] = proxy.check_expect if proxy.check_expect is not None else "2xx,3xx"
                 if proxy.check_body:
                     check["body"] = proxy.check_body
             params: dict[str, tuple[SourceLine, Any]] = state.get("check_params", {})
@@ -1386,6 +1170,17 @@ class _Translator:
             table["observe"] = state["observe"]
         table["retries"] = proxy.retries if proxy.retries is not None else 3
         table["redispatch"] = bool(proxy.redispatch)
+        if proxy.persist:
+            table["persist"] = True
+        if proxy.kind == "backend":
+            if mode == "http" and proxy.errorfiles:
+                table["errorfiles"] = dict(proxy.errorfiles)
+            rules = self.rules(proxy, mode, None, {})
+            if rules:
+                table["rule"] = rules
+            response_rules = self.rules(proxy, mode, None, {}, response=True)
+            if response_rules:
+                table["response_rule"] = response_rules
         if proxy.backend_timeouts:
             table["timeouts"] = dict(proxy.backend_timeouts)
         if proxy.tunnel_line is not None:
@@ -1466,14 +1261,31 @@ class _Translator:
                 if first.verify and first.client_ca:
                     tls["verify_client"] = first.verify
                 table["tls"] = tls
-            if proxy.frontend_timeouts:
-                table["timeouts"] = dict(proxy.frontend_timeouts)
+            timeouts = dict(proxy.frontend_timeouts)
+            if mode == "tcp":
+                self.tcp_idle_timeout(proxy, timeouts)
+            if timeouts:
+                table["timeouts"] = timeouts
             if mode == "http":
                 table["forwardfor"] = bool(proxy.forwardfor) or self.backends_forward(proxy, backends)
                 if self.header_count is not None:
                     table["limits"] = {"header_count": self.header_count}
+            if mode == "http":
+                self.forwarded_proto(proxy, bool(table["forwardfor"]))
+                if proxy.monitor_uri:
+                    table["monitor_uri"] = proxy.monitor_uri
+                if proxy.buffer_request:
+                    table["buffer_request"] = True
+                if proxy.errorfiles:
+                    table["errorfiles"] = dict(proxy.errorfiles)
+            elif proxy.monitor_uri:
+                self.note(header, "monitor-uri needs mode http (HAProxy ignores it in mode tcp too)")
             table["rule"] = self.rules(proxy, mode, first.ssl, backends)
-            if "default_backend" not in table and not self.reachable(table["rule"]):
+            table["response_rule"] = self.rules(proxy, mode, first.ssl, backends, response=True)
+            if not table["response_rule"]:
+                del table["response_rule"]
+            routed = "default_backend" in table or "monitor_uri" in table
+            if not routed and not self.reachable(table["rule"]):
                 self.skip(header, f"{proxy.kind} {proxy.name}", "nothing left to route to (no default_backend)")
                 continue
             table["bind"] = [a for bind in binds for a in bind.addresses if self.claim(a, bind.line)]
@@ -1484,6 +1296,40 @@ class _Translator:
         if len(names) > 1:
             self.note(header, f"split into frontends {', '.join(names)}: balancer sets TLS/PROXY per frontend")
         return result
+
+    def forwarded_proto(self, proxy: _Proxy, forwardfor: bool) -> None:
+        """`http-request set-header X-Forwarded-Proto https if { ssl_fc }` (or http): with
+        forwardfor = true balancer sends X-Forwarded-Proto itself, http or https as the
+        client connected, replacing the client's; without it the header is lost."""
+        for line in proxy.forwarded_proto:
+            if forwardfor:
+                self.note(line, "balancer sets X-Forwarded-Proto to http or https itself (forwardfor = true)")
+            else:
+                self.skip(line, reason="balancer sets X-Forwarded-Proto only with forwardfor (option forwardfor)")
+        proxy.forwarded_proto = []
+
+    def tcp_idle_timeout(self, proxy: _Proxy, timeouts: dict[str, str]) -> None:
+        """HAProxy closes an idle TCP connection after `timeout client` or `timeout server`,
+        whichever expires first, unless `timeout tunnel` (frontend or backend) is set; bytes in
+        either direction keep it open (a server streaming to a silent client is not cut:
+        checked with HAProxy 2.6). balancer's TCP mode has one idle timeout once connected,
+        `timeouts.tunnel`, reset by bytes in either direction: it becomes HAProxy's tunnel
+        timeout, else the smaller of client and server."""
+        header = proxy.header
+        assert header is not None
+        backend = self.proxy_named(proxy.default_backend or (proxy.name if proxy.kind == "listen" else ""))
+        tunnel = proxy.frontend_timeouts.get("tunnel") or (backend.frontend_timeouts.get("tunnel") if backend else None)
+        if tunnel is not None:
+            timeouts["tunnel"] = tunnel
+            return
+        server = (backend.backend_timeouts if backend else proxy.backend_timeouts).get("server")
+        candidates = [value for value in (proxy.frontend_timeouts.get("client"), server) if value is not None]
+        if not candidates:
+            return  # HAProxy never closes it (and warns at start-up); balancer after its default 1h
+        timeouts["tunnel"] = min(candidates, key=_seconds)
+
+    def proxy_named(self, name: str) -> _Proxy | None:
+        return next((p for p in self.proxies if p.name == name and p.kind in ("backend", "listen")), None)
 
     def claim(self, address: str, line: SourceLine) -> bool:
         """Take a listening address; False (and a message) if an earlier listener overlaps it:
@@ -1513,12 +1359,26 @@ class _Translator:
         return False
 
     def rules(
-        self, proxy: _Proxy, mode: str, ssl: bool, backends: dict[str, str]
+        self,
+        proxy: _Proxy,
+        mode: str,
+        ssl: bool | None,
+        backends: dict[str, str],
+        *,
+        response: bool = False,
     ) -> list[tuple[SourceLine, dict[str, Any]]]:
+        """A proxy's request rules (or with `response`, its response rules) in HAProxy's
+        evaluation order -> (source line, rule table) pairs. `ssl`: see condition_tables."""
         result: list[tuple[SourceLine, dict[str, Any]]] = []
-        for pending in sorted(proxy.rules, key=lambda rule: rule.phase):
+        pending_rules = proxy.response_rules if response else proxy.rules
+        for pending in sorted(pending_rules, key=lambda rule: rule.phase):
             line = pending.line
             action = dict(pending.action)
+            if action.get("action") == "allow" and any(other.phase > pending.phase for other in pending_rules):
+                # balancer's allow ends every later rule; HAProxy's accept/allow only its own
+                # ruleset (tcp-request connection, content, http-request): later rules would be lost
+                self.skip(line, reason="rules of a later HAProxy ruleset follow, which balancer's allow would skip")
+                continue
             if "use_backend" in action:
                 target = backends.get(action["use_backend"])
                 if target is None:
@@ -1528,13 +1388,32 @@ class _Translator:
                     self.skip(line, reason=f"backend is mode {target}, frontend mode {mode}")
                     continue
                 action["use_backend"] = _name(action["use_backend"])
-            if mode == "tcp" and ("redirect" in action or "set_header" in action or "del_header" in action):
-                self.skip(line, reason="not available in a tcp frontend")
+            if mode == "tcp" and line.words[0] in ("http-request", "http-response", "redirect"):
+                self.skip(line, reason="HAProxy ignores HTTP rules in mode tcp too", loss=False)
                 continue
-            tables = condition_tables(pending.condition, proxy.acls, ssl)
+            tables = condition_tables(pending.condition, proxy.acls, ssl, self.keys)
             if isinstance(tables, str):
                 self.skip(line, reason=tables)
                 continue
+            if not response and any("status" in table for pair in tables for table in pair if table is not None):
+                self.skip(line, reason="the response status is not known when a request rule runs")
+                continue
+            userlists = {userlist["name"] for _header, userlist in self.userlists}
+            unknown = {
+                table["http_auth"]
+                for pair in tables
+                for table in pair
+                if table is not None and "http_auth" in table and table["http_auth"] not in userlists
+            }
+            if unknown:
+                self.skip(line, reason=f"userlist {sorted(unknown)[0]!r} is not translated")
+                continue
+            approximations = self.approximations(pending.condition, proxy, self.keys)
+            if approximations and weakens_when_lost(line.words):
+                self.skip(line, reason=f"its condition would be approximate: {approximations[0]}")
+                continue
+            for message in approximations:
+                self.note(line, message)
             if mode == "tcp" and any(
                 key != "src" for pair in tables for table in pair if table is not None for key in table
             ):
@@ -1552,6 +1431,25 @@ class _Translator:
                 self.note(line, f"written as {len(tables)} rules (one per alternative of the condition)")
         return result
 
+    @staticmethod
+    def approximations(condition: tuple[str, list[str]] | None, proxy: _Proxy, keys: frozenset[str]) -> list[str]:
+        """How the translation of a condition's ACLs differs from HAProxy's, if it does."""
+        if condition is None:
+            return []
+        found: list[str] = []
+        words = condition[1]
+        index = 0
+        while index < len(words):
+            word = words[index].lstrip("!")
+            if word == "{":
+                end = words.index("}", index) if "}" in words[index:] else len(words)
+                parse_criterion(words[index + 1 : end], found, keys)
+                index = end
+            else:
+                found += proxy.acl_notes.get(word, [])
+            index += 1
+        return found
+
     def stats_table(self, proxy: _Proxy, bound: bool) -> None:
         line = proxy.stats_line
         assert line is not None
@@ -1564,6 +1462,9 @@ class _Translator:
             if not self.claim(first.addresses[0], first.line):
                 return
             stats["bind"] = first.addresses[0]
+            if first.ssl and "auth" in proxy.stats:
+                # its password would cross in clear: weaker than the source
+                self.skip(first.line, "ssl of the stats page", "balancer's stats page has no TLS", loss=True)
             if len(proxy.binds) > 1 or len(first.addresses) > 1 or first.ssl:
                 self.note(line, f"the stats page listens on {first.addresses[0]} only, without TLS")
         elif not bound:
@@ -1575,6 +1476,12 @@ class _Translator:
         self.stats_source = proxy.header
 
     def output(self) -> str:
+        if len(self.log_formats) == 1:
+            self.global_["log_format"] = next(iter(self.log_formats))  # balancer's is global
+        elif self.log_formats:
+            for line in list(self.log_formats.values())[1:]:
+                self.skip(line, reason="balancer has one log format: the first one is used")
+            self.global_["log_format"] = next(iter(self.log_formats))
         backends: dict[str, str] = {}
         stats_only: set[int] = set()
         for index, proxy in enumerate(self.proxies):
@@ -1621,10 +1528,14 @@ class _Translator:
             if self.stats_source is not None:
                 out.append(f"# from {self.file}:{self.stats_source.number} {' '.join(self.stats_source.words[:2])}")
             out += ["[stats]"] + [f"{key} = {_toml_value(value)}" for key, value in self.stats.items()] + [""]
+        for header, table in self.userlists:
+            out += self.render_section(header, "userlist", table)
         for proxy, table in frontends:
-            out += self.render_section(proxy, "frontend", table, "rule")
+            assert proxy.header is not None
+            out += self.render_section(proxy.header, "frontend", table)
         for proxy, table in backend_tables:
-            out += self.render_section(proxy, "backend", table, "server")
+            assert proxy.header is not None
+            out += self.render_section(proxy.header, "backend", table)
         return "\n".join(out).rstrip("\n") + "\n"
 
     @staticmethod
@@ -1642,33 +1553,71 @@ class _Translator:
                 self.note(proxy.header, f"frontend written as {table['name']!r} (name already used)")
             names.add(table["name"])
 
-    def render_section(self, proxy: _Proxy, kind: str, table: dict[str, Any], child: str) -> list[str]:
-        header = proxy.header
-        assert header is not None
-        out = [f"# from {self.file}:{header.number} {proxy.kind} {proxy.name}", f"[[{kind}]]"]
+    def render_section(self, header: SourceLine, kind: str, table: dict[str, Any]) -> list[str]:
+        """One [[frontend]] / [[backend]] / [[userlist]]: its keys, then its array tables
+        (rule, response_rule, server, user), each after a comment naming its source line."""
+        out = [f"# from {self.file}:{header.number} {' '.join(header.words[:2])}", f"[[{kind}]]"]
+        children = [key for key in _CHILD_TABLES if key in table]
         for key, value in table.items():
-            if key != child:
+            if key not in children:
                 out.append(f"{key} = {_toml_value(value)}")
         out.append("")
-        for line, item in table.get(child, []):
-            out.append(f"  # {self.file}:{line.number}: {_one_line(line.text)}")
-            out.append(f"  [[{kind}.{child}]]")
-            out += [f"  {key} = {_toml_value(value)}" for key, value in item.items()]
-            out.append("")
+        for child in children:
+            for line, item in table[child]:
+                out.append(f"  # {self.file}:{line.number}: {_one_line(line.text)}")
+                out.append(f"  [[{kind}.{child}]]")
+                out += [f"  {key} = {_toml_value(value)}" for key, value in item.items()]
+                out.append("")
         return out
+
+
+_CHILD_TABLES = ("rule", "response_rule", "server", "user")
+
+
+def _scheme_of_connection(value: list[str], condition: tuple[str, list[str]] | None) -> bool:
+    """Whether `set-header X-Forwarded-Proto VALUE COND` says what balancer's forwardfor
+    writes: https when the client connection is TLS, http when it is not."""
+    words = condition[1] if condition is not None else []
+    tls = words in (["{", "ssl_fc", "}"], ["ssl_fc"])
+    plain = words in (["!{", "ssl_fc", "}"], ["!", "{", "ssl_fc", "}"], ["!ssl_fc"])
+    if condition is not None and condition[0] == "unless":
+        tls, plain = plain, tls
+    return (value == ["https"] and tls) or (value == ["http"] and plain)
 
 
 def _one_line(text: str) -> str:
     return re.sub(r"[\x00-\x1f\x7f]", " ", text)
 
 
-def translate(text: str, file: str = "haproxy.cfg", base_dir: str | Path | None = None) -> Translation:
+def translate(
+    text: str,
+    file: str = "haproxy.cfg",
+    base_dir: str | Path | None = None,
+    *,
+    accept_loss: bool = False,
+    haproxy_version: str = DEFAULT_VERSION,
+    keys: frozenset[str] | None = None,
+    log_format_problem: LogFormatCheck | None = None,
+) -> Translation:
     """Translate haproxy.cfg `text`; `file` names it in messages and comments. With
-    `base_dir`, certificate and CA files are looked for there (a note when missing)."""
-    translator = _Translator(file, Path(base_dir) if base_dir is not None else None)
-    translator.run(text)
+    `base_dir`, certificate and CA files are looked for there (a note when missing).
+    `.if` blocks are evaluated for `haproxy_version`. With `accept_loss`, each directive
+    whose loss weakens the configuration is written into the TOML as a comment
+    `# NOT TRANSLATED (accepted loss): FILE:LINE: ...` (the caller decides the exit status
+    from `Translation.losses` otherwise). `keys`: the keys of issue #13 to write (default:
+    those this build's model accepts, keys.product_keys). `log_format_problem`: with it,
+    `log-format` becomes `global.log_format` when it says the template can be written."""
+    keys = product_keys() if keys is None else keys
+    translator = _Translator(file, Path(base_dir) if base_dir is not None else None, keys, log_format_problem)
+    translator.run(text, haproxy_version)
     toml = translator.output()
-    return Translation(toml, translator.warnings())
+    losses = translator.lines("loss")
+    if accept_loss and losses:
+        comments = [f"# NOT TRANSLATED (accepted loss): {loss}" for loss in losses]
+        head, _, rest = toml.partition("\n")
+        toml = "\n".join([head, *comments, rest])
+    errors = [f"{file}:{number}: {message}" for number, message in translator.errors]
+    return Translation(toml, translator.lines("note", "skip"), losses, errors)
 
 
 def validate(toml: str, file: str = "<import-haproxy>", base_dir: str | Path | None = None) -> list[str]:
@@ -1677,10 +1626,28 @@ def validate(toml: str, file: str = "<import-haproxy>", base_dir: str | Path | N
     try:
         parse_config(toml, file, base_dir=base_dir)
     except ConfigError as exc:
-        return [str(problem) for problem in _real_problems(exc.problems)]
+        return [str(problem) for problem in _real_problems(exc.problems, base_dir)]
     return []
 
 
-def _real_problems(problems: Iterable[Any]) -> list[Any]:
-    missing = re.compile(r"^(certificate file|client CA file|CA file) '.*' not found")
-    return [problem for problem in problems if not missing.match(problem.message)]
+def serves(toml: str) -> bool:
+    """Whether a translation listens anywhere (a frontend, or a stats page with a bind):
+    `balancer check` refuses a file that serves nothing."""
+    data = tomllib.loads(toml)
+    return bool(data.get("frontend")) or "bind" in data.get("stats", {})
+
+
+def _real_problems(problems: Iterable[Any], base_dir: str | Path | None) -> list[Any]:
+    """Leave out problems that name a file absent here (a certificate, CA or error file of
+    the machine HAProxy runs on): they are noted, not faults of the translation."""
+    base = Path(base_dir) if base_dir is not None else Path()
+    kept = []
+    for problem in problems:
+        named = re.findall(r"'([^']+)'", problem.message)
+        if any(
+            ("file" in problem.message or "director" in problem.message) and not (base / name).exists()
+            for name in named
+        ):
+            continue
+        kept.append(problem)
+    return kept
