@@ -172,7 +172,7 @@ class CompiledRule:
             self.decision = Decision(
                 "redirect",
                 redirect_code=rule.redirect.code,
-                redirect_location=rule.redirect.location.encode(),
+                redirect_location=(rule.redirect.location or "").encode(),  # scheme/prefix: next commit
             )
         elif rule.action == "allow":
             self.decision = _ALLOW
