@@ -43,8 +43,10 @@ Two mechanisms, either or both per backend (SPEC backend `cookie` and `stick`):
 Either way a persisted client goes back to its server while that server is `ready` or
 `drain` (drain means: no new sessions, persisted ones continue; a weight of 0 likewise)
 and healthy. When it is down, in `maint` or ejected by passive observation, the client is
-balanced anew if the backend has `redispatch = true`, else refused (503), and the new
-server's cookie replaces the old one.
+balanced anew and the new server's cookie replaces the old one, as HAProxy does by
+default; with `persist = true` (HAProxy `option persist`) it is sent to its server anyway,
+and when that server cannot serve it, `redispatch` decides as for any retry. `redispatch`
+is only about retries: it never refuses a persisted client by itself.
 
 This module does no I/O and imports no asyncio; the clocks are injected.
 """
@@ -270,7 +272,7 @@ class Persistence:
         clock: Clock = time.monotonic,
     ) -> None:
         self.runtime = runtime
-        self.redispatch = config.redispatch
+        self.persist = config.persist
         self.cookie = CookiePersistence(config.cookie, wall_clock) if config.cookie is not None else None
         self.stick = StickEntries(config.stick, clock) if config.stick is not None else None
 
@@ -283,9 +285,10 @@ class Persistence:
 
     def lookup(self, found: CookieValue | None, client: str) -> tuple[ServerRuntime | None, bool]:
         """Where a persisted client goes: (its server, False) when that server keeps its
-        sessions; (None, False) when the client is not persisted (no cookie naming a
-        configured server, no stick entry) or must be redispatched; (None, True) when its
-        server is gone and redispatch is off, so the request must be refused."""
+        sessions, or whatever its state when the backend has `persist`; (None, False) when
+        the client is not persisted (no cookie naming a configured server, no stick entry)
+        or its server is down, in maint or ejected, so it is balanced anew. The second item
+        (refuse the request) is always False: HAProxy never refuses a client for its cookie."""
         name = found.server if found is not None else ""
         server = self.runtime.by_name.get(name) if name else None
         if server is None and self.stick is not None and client not in _NO_ADDRESS:
@@ -293,9 +296,9 @@ class Persistence:
             server = self.runtime.by_name.get(name) if name else None
         if server is None:
             return None, False
-        if keeps_sessions(server):
+        if self.persist or keeps_sessions(server):
             return server, False
-        return None, not self.redispatch
+        return None, False
 
     def assigned(self, client: str, server: ServerRuntime) -> None:
         """`client` was just sent to `server`: the stick table remembers it."""

@@ -313,12 +313,26 @@ def test_ready_and_drain_keep_their_clients_maint_down_and_ejected_do_not() -> N
     assert persistence.lookup(CookieValue("s1"), "10.0.0.1") == (None, False), "ejected: redispatch"
 
 
-def test_without_redispatch_a_client_of_a_lost_server_is_refused() -> None:
+def test_without_redispatch_a_client_of_a_lost_server_is_still_balanced_anew() -> None:
+    """Issue #13: HAProxy re-balances a client whose cookie names a down or maint server
+    whatever `option redispatch` says (that option is about retries)."""
     persistence, runtime = backend_with(redispatch=False, cookie={"name": "SERVERID"})
     runtime.set_state(runtime.by_name["s2"], "maint")
-    assert persistence.lookup(CookieValue("s2"), "10.0.0.1") == (None, True)
+    assert persistence.lookup(CookieValue("s2"), "10.0.0.1") == (None, False)
+    runtime.set_health(runtime.by_name["s1"], "down")
+    assert persistence.lookup(CookieValue("s1"), "10.0.0.1") == (None, False)
     assert persistence.lookup(CookieValue("nope"), "10.0.0.1") == (None, False), "an unknown server: balance"
     assert persistence.lookup(None, "10.0.0.1") == (None, False)
+
+
+def test_persist_keeps_a_client_on_its_down_or_maint_server() -> None:
+    persistence, runtime = backend_with(persist=True, cookie={"name": "SERVERID"}, stick={"expire": "30m"})
+    s1, s2 = runtime.by_name["s1"], runtime.by_name["s2"]
+    runtime.set_state(s1, "maint")
+    assert persistence.lookup(CookieValue("s1"), "10.0.0.1") == (s1, False)
+    runtime.set_health(s2, "down")
+    persistence.assigned("10.0.0.9", s2)
+    assert persistence.lookup(None, "10.0.0.9") == (s2, False), "a stick entry too"
 
 
 def test_stick_table_learns_assignments_and_yields_to_a_cookie() -> None:
