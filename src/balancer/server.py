@@ -28,6 +28,7 @@ from balancer.net.outbox import Outbox
 from balancer.net.proxy_accept import ProxyHeaderReader
 from balancer.net.tcp_session import TcpSession
 from balancer.net.tls import frontend_context
+from balancer.proto.basic_auth import Userlist
 from balancer.runtime.shared import SharedState
 from balancer.runtime.state import BackendRuntime
 from balancer.stats.accesslog import AccessLog
@@ -197,12 +198,16 @@ class Balancer:
     def _build(self, config: Config) -> None:
         """Runtime state and per-connection contexts for `config`."""
         self.backends = {b.name: BackendRuntime(b) for b in config.backend}
+        userlists = {
+            u.name: Userlist((user.name, user.password, user.password_hash) for user in u.user) for u in config.userlist
+        }
         contexts = {
-            name: BackendContext(runtime.config, runtime, self.outbox, self.base_dir)
+            name: BackendContext(runtime.config, runtime, self.outbox, self.base_dir, userlists)
             for name, runtime in self.backends.items()
         }
         self.frontends = {
-            f.name: FrontendContext(f, contexts, self.access_log, self.outbox, self.gate) for f in config.frontend
+            f.name: FrontendContext(f, contexts, self.access_log, self.outbox, self.gate, userlists)
+            for f in config.frontend
         }
 
     async def start(self, sockets: dict[tuple[Address, str], socket.socket] | None = None) -> None:

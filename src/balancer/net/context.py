@@ -22,6 +22,7 @@ from balancer.net.outbox import Outbox
 from balancer.net.peer import proxy_header
 from balancer.net.tls import server_context
 from balancer.net.upstream import UpstreamPool
+from balancer.proto.basic_auth import Userlist
 from balancer.route.hashkey import KeyFunction, compile_hash_key
 from balancer.route.persistence import Persistence
 from balancer.route.rules import RuleSet
@@ -33,7 +34,14 @@ log = logging.getLogger("balancer.observe")
 
 
 class BackendContext:
-    def __init__(self, config: Backend, runtime: BackendRuntime, outbox: Outbox, base_dir: str = ".") -> None:
+    def __init__(
+        self,
+        config: Backend,
+        runtime: BackendRuntime,
+        outbox: Outbox,
+        base_dir: str = ".",
+        userlists: dict[str, Userlist] | None = None,
+    ) -> None:
         self.config = config
         self.name = config.name
         self.runtime = runtime
@@ -62,6 +70,8 @@ class BackendContext:
         self.counts_bytes = config.balance == "least_traffic"
         # Cookie and/or stick table; None (one attribute check per request) without either.
         self.persistence = Persistence.of(config, runtime)
+        # [[backend.rule]]: None (one attribute check per request) without any.
+        self.rules = RuleSet.of_backend(config.name, config.rule, userlists)
 
     async def connect(
         self, factory: Callable[[], P], server: ServerRuntime, client: tuple[str, int], front: asyncio.BaseTransport
@@ -145,10 +155,11 @@ class FrontendContext:
         access_log: LogSink,
         outbox: Outbox,
         gate: Gate | None = None,
+        userlists: dict[str, Userlist] | None = None,
     ) -> None:
         self.config = config
         self.name = config.name
-        self.rules = RuleSet(config)
+        self.rules = RuleSet(config, userlists)
         self.backends = backends
         self.access_log = access_log
         self.outbox = outbox

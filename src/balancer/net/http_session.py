@@ -46,6 +46,7 @@ from balancer.proto.http1 import (
     NO_TOKENS,
     PLAIN_CONNECTION,
     BadRequest,
+    auth_response,
     check_request_head,
     chunk,
     connection_tokens,
@@ -54,7 +55,7 @@ from balancer.proto.http1 import (
     redirect_response,
 )
 from balancer.route.persistence import CookieValue, Persistence
-from balancer.route.rules import NumericIP, numeric_ip
+from balancer.route.rules import Decision, NumericIP, numeric_ip, redirect_target
 from balancer.runtime.record import LogRecord
 from balancer.runtime.state import ServerRuntime
 
@@ -165,6 +166,12 @@ class Request(LogRecord):
 
     def source_ip(self) -> NumericIP | None:
         return self.session.source_ip()
+
+    def local_port(self) -> int:
+        return self.session.local_port()
+
+    def over_tls(self) -> bool:
+        return self.session.frontend.scheme == b"https"
 
     def hold(self, framed: bytes) -> None:
         """Keep body bytes for the server until the request is sent to one."""
@@ -314,6 +321,12 @@ class HttpSession(asyncio.Protocol):
         if self._client_ip is None:
             self._client_ip = numeric_ip(self.client_ip_text)
         return self._client_ip
+
+    def local_port(self) -> int:
+        """The port the client connected to, for dst_port rules (read when first asked)."""
+        transport = self.transport
+        name = transport.get_extra_info("sockname") if transport is not None else None
+        return int(name[1]) if isinstance(name, tuple) else 0
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -698,19 +711,22 @@ class HttpSession(asyncio.Protocol):
                 request.header_block = b""  # the headers may no longer be the known head's
         else:
             decision = rules.default
-        if decision.verdict == "deny":
-            self._local_response(request, 403, error_response(403, True), "PR")
-            return
-        if decision.verdict == "redirect":
-            body_pending = (request.chunked or request.content_length > 0) and not request.body_done
-            close = not request.keep_alive or body_pending or self.closing
-            response = redirect_response(decision.redirect_code, decision.redirect_location, close)
-            self._local_response(request, decision.redirect_code, response, "--", close)
+        if decision.verdict != "backend":
+            self._answer_here(request, decision)
             return
         backend = frontend.backends.get(decision.backend) if decision.backend else frontend.default_backend
         if backend is None:
             self._local_response(request, 503, error_response(503, True), "PC")
             return
+        backend_rules = backend.rules
+        if backend_rules is not None:  # [[backend.rule]]: after the frontend's, as HAProxy
+            decision = backend_rules.evaluate(request)
+            if backend_rules.rewrites:
+                request.header_block = b""
+            if decision.verdict != "backend":
+                request.backend_name = backend.name
+                self._answer_here(request, decision)
+                return
         request.backend = backend
         request.backend_name = backend.name
         backend.runtime.requests += 1
@@ -719,6 +735,20 @@ class HttpSession(asyncio.Protocol):
             request.persisted = backend.persistence.cookie.find(request.headers)
             request.header_block = b""
         self._dispatch(request)
+
+    def _answer_here(self, request: Request, decision: Decision) -> None:
+        """Answer a rule's deny (403), auth (401) or redirect without a server."""
+        if decision.verdict == "deny":
+            self._local_response(request, 403, error_response(403, True), "PR")
+            return
+        body_pending = (request.chunked or request.content_length > 0) and not request.body_done
+        close = not request.keep_alive or body_pending or self.closing
+        if decision.verdict == "auth":
+            self._local_response(request, 401, auth_response(decision.realm, close), "PR", close)
+            return
+        code = decision.redirect_code
+        response = redirect_response(code, redirect_target(decision, request), close)
+        self._local_response(request, code, response, "--", close)
 
     def _dispatch(
         self, request: Request, avoid: ServerRuntime | None = None, server: ServerRuntime | None = None

@@ -350,3 +350,9 @@ class _ConnectionView:
 
     def source_ip(self) -> NumericIP | None:
         return numeric_ip(self.client_ip)
+
+    def local_port(self) -> int:
+        return 0  # tcp rules test only src (config.load)
+
+    def over_tls(self) -> bool:
+        return False
