@@ -99,6 +99,11 @@ class TcpSession(asyncio.Protocol):
             self._close()
             return
         record.backend_name = self.backend.name
+        backend_rules = self.backend.rules  # [[backend.rule]]: src tests, deny/allow
+        if backend_rules is not None and backend_rules.evaluate(self.view).verdict != "backend":
+            record.termination = "PR"
+            self._close()
+            return
         self._dispatch(None)
 
     def _dispatch(self, avoid: ServerRuntime | None, server: ServerRuntime | None = None) -> None:
