@@ -276,3 +276,25 @@ def test_tcp_stick_table_pins_a_source_address(run_balancer):
             echo.stop()
     assert len(set(greetings)) == 1, greetings
     assert sum(e.connections for e in echoes) == 9
+
+
+def test_indirect_insert_cookie_never_reaches_the_server(run_balancer, backends):
+    """Issue #13 / #16: with `cookie = { name = "SERVERID", mode = "insert" }` the server never
+    receives SERVERID (HAProxy `indirect`), and other cookies reach it unchanged."""
+    servers = backends("s1", "s2")
+    config = make_config(servers, backend=_insert())
+
+    async def scenario(balancer):
+        port = frontend_port(balancer)
+        first = await get(port, "/")
+        value = _set_cookie(first, "SERVERID")
+        async with await Client.connect(port) as client:
+            again = [await client.get("/", [("Cookie", f"theme=dark; SERVERID={value}")]) for _ in range(3)]
+            alone = await client.get("/", [("Cookie", f"SERVERID={value}")])
+        return value, again, alone
+
+    value, again, alone = run_balancer(config, scenario)
+    server = next(s for s in servers if s.name == value)
+    seen = [r.header_values("Cookie") for r in server.requests]
+    assert seen == [[], ["theme=dark"], ["theme=dark"], ["theme=dark"], []]
+    assert all(_server(r) == value and r.header("set-cookie") is None for r in [*again, alone])

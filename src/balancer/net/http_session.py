@@ -983,7 +983,9 @@ class HttpSession(asyncio.Protocol):
         cookie = persistence.cookie
         if cookie is None or request.server is None:
             return b""
-        conn.header_lines, extra = cookie.response(conn.header_lines, request.persisted, request.server.name)
+        conn.header_lines, extra = cookie.response(
+            conn.header_lines, request.persisted, request.server.name, request.method
+        )
         return extra
 
     def response_data(self, data: bytes) -> None:

@@ -29,6 +29,11 @@ Two mechanisms, either or both per backend (SPEC backend `cookie` and `stick`):
   - `rewrite`: the value of the server's own cookie `NAME` is replaced by the server name
     (for applications that set a cookie only to mark a session).
 
+  Insert mode options (HAProxy's): `indirect` (default on) removes the cookie from requests
+  before a server sees them; `preserve` leaves a response alone when the server sets a
+  cookie of that name itself (without it the server's one is replaced by the proxy's);
+  `postonly` inserts only into responses to POST requests.
+
   In `prefix` and `rewrite` mode the client's cookie changes only when the server sets
   it: after a redispatch the new server's next `Set-Cookie: NAME=...` moves the client.
   `maxidle`, `maxlife`, `httponly`, `secure` and `nocache` apply to `insert` only.
@@ -114,6 +119,10 @@ class CookiePersistence:
         self.dated = bool(self.maxidle or self.maxlife)
         self.refresh_after = self.maxidle / 4
         self.nocache = config.nocache
+        self.indirect = config.indirect and config.mode == "insert"
+        self.preserve = config.preserve
+        self.postonly = config.postonly
+        self._name_bytes = config.name.encode("ascii")
         name = re.escape(config.name.encode("ascii"))
         # NAME=value inside one Cookie header value (pairs separated by ";"). The value is
         # taken whole and trimmed afterwards: a lazy match followed by optional blanks would
@@ -121,6 +130,8 @@ class CookiePersistence:
         self._in_request = re.compile(rb"(?:^|;)[ \t]*" + name + rb"[ \t]*=([^;]*)")
         # The value of NAME in a Set-Cookie header line of a response head (lines CRLF-led).
         self._in_response = re.compile(rb"(\r\n(?i:set-cookie):[ \t]*" + name + rb"[ \t]*=[ \t]*)([^;\r]*)")
+        # A whole Set-Cookie line of this name, CRLF-led (insert mode without preserve drops it).
+        self._line_in_response = re.compile(rb"\r\n(?i:set-cookie):[ \t]*" + name + rb"[ \t]*=[^\r]*")
         attributes = "; path=/"
         if config.httponly:
             attributes += "; HttpOnly"
@@ -147,11 +158,21 @@ class CookiePersistence:
                     if found is None:
                         found = self._server_id(ids[0])
                 continue
+            match = self._in_request.search(value)
+            if match is None:
+                continue
             if found is None:
-                match = self._in_request.search(value)
-                if match is not None:
-                    found = self._decode(match.group(1).strip(b" \t"))
+                found = self._decode(match.group(1).strip(b" \t"))
+            if self.indirect:
+                headers[index] = (name, self._without_own_cookie(value))  # "" ones dropped below
+        if self.indirect:
+            headers[:] = [(n, v) for n, v in headers if v or len(n) != 6 or n.lower() != b"cookie"]
         return found
+
+    def _without_own_cookie(self, value: bytes) -> bytes:
+        """A Cookie header value without any NAME=... pair (indirect insert mode)."""
+        pairs = [pair for pair in value.split(b";") if pair.partition(b"=")[0].strip(b" \t") != self._name_bytes]
+        return b"; ".join(pair.strip(b" \t") for pair in pairs if pair.strip(b" \t"))
 
     @staticmethod
     def _server_id(raw: bytes) -> CookieValue | None:
@@ -176,10 +197,18 @@ class CookiePersistence:
 
     # -- responses -------------------------------------------------------------------------
 
-    def response(self, header_lines: bytes, found: CookieValue | None, server: str) -> tuple[bytes, bytes]:
-        """The response head from `server` for a request that carried `found`:
+    def response(
+        self, header_lines: bytes, found: CookieValue | None, server: str, method: bytes = b""
+    ) -> tuple[bytes, bytes]:
+        """The response head from `server` for a `method` request that carried `found`:
         (its header lines, CRLF-led, possibly rewritten; header lines to add, CRLF-ended)."""
         if self.mode == "insert":
+            if self._line_in_response.search(header_lines) is not None:
+                if self.preserve:
+                    return header_lines, b""  # the server's own cookie goes through untouched
+                header_lines = self._line_in_response.sub(b"", header_lines)
+            if self.postonly and method != b"POST":
+                return header_lines, b""
             return header_lines, self._insert(header_lines, found, server)
         if self.mode == "prefix":
             prefix = server.encode() + b"~"

@@ -46,6 +46,32 @@ def inserted_value(line: bytes, name: bytes = b"SERVERID") -> bytes:
     return line.split(b"\r\n")[0].split(b"=", 1)[1].split(b";")[0]
 
 
+# -- insert: indirect, preserve, postonly (issue #13, #16) ----------------------------------
+
+
+def test_indirect_removes_the_cookie_before_the_server_sees_it() -> None:
+    headers = [*request_cookie(b"theme=dark; SERVERID=s1; lang=en"), (b"cookie", b"SERVERID=s1")]
+    assert cookie().find(headers) == CookieValue("s1")
+    assert headers == [(b"Host", b"example.test"), (b"Cookie", b"theme=dark; lang=en")]
+    kept = request_cookie(b"theme=dark; SERVERID=s1")
+    assert cookie(indirect=False).find(kept) == CookieValue("s1")
+    assert kept == request_cookie(b"theme=dark; SERVERID=s1"), "indirect = false forwards it"
+    forged = request_cookie(b"SERVERID=<bad>")
+    assert cookie().find(forged) is None and forged == [(b"Host", b"example.test")], "any value is removed"
+
+
+def test_without_preserve_the_servers_own_cookie_of_that_name_is_replaced() -> None:
+    head = b"\r\nSet-Cookie: SERVERID=app; path=/app\r\nX-A: 1"
+    assert cookie(nocache=False).response(head, None, "s1") == (b"\r\nX-A: 1", b"Set-Cookie: SERVERID=s1; path=/\r\n")
+    assert cookie(preserve=True).response(head, None, "s1") == (head, b""), "preserve: untouched"
+
+
+def test_postonly_inserts_only_into_responses_to_post() -> None:
+    postonly = cookie(postonly=True, nocache=False)
+    assert postonly.response(b"", None, "s1", b"GET") == (b"", b"")
+    assert postonly.response(b"", None, "s1", b"POST")[1] == b"Set-Cookie: SERVERID=s1; path=/\r\n"
+
+
 # -- insert: the value and the header ------------------------------------------------------
 
 
