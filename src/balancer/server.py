@@ -32,6 +32,7 @@ from balancer.proto.basic_auth import Userlist
 from balancer.runtime.shared import SharedState
 from balancer.runtime.state import BackendRuntime
 from balancer.stats.accesslog import AccessLog
+from balancer.stats.syslog import FACILITIES
 
 log = logging.getLogger("balancer")
 
@@ -182,7 +183,9 @@ class Balancer:
         check_supported(config, base_dir)
         self.config = config
         self.base_dir = base_dir
-        self.access_log = access_log or AccessLog(config.global_.log, config.global_.log_format)
+        self.access_log = access_log or AccessLog(
+            config.global_.log, config.global_.log_format, FACILITIES[config.global_.log_facility]
+        )
         self.backends: dict[str, BackendRuntime] = {}
         self.frontends: dict[str, FrontendContext] = {}
         self.listeners: dict[tuple[Address, str], Listener] = {}

@@ -140,16 +140,16 @@ def get(port: int, path: str, headers: dict[str, str] | None = None) -> int:
 @pytest.fixture
 def syslog_site(
     tmp_path: Path, collector: Collector, tagged: Callable[..., list[TaggedBackend]]
-) -> Iterator[Callable[[str], tuple[BalancerProcess, int]]]:
+) -> Iterator[Callable[..., tuple[BalancerProcess, int]]]:
     """Factory: `syslog_site(log_format)` -> (a balancer logging to `collector`, its frontend port)."""
     started: list[BalancerProcess] = []
 
-    def start(log_format: str) -> tuple[BalancerProcess, int]:
+    def start(log_format: str, facility: str = "local0") -> tuple[BalancerProcess, int]:
         port = free_port()
         path = tmp_path / "balancer.toml"
         path.write_text(
             f'[global]\nworkers = 2\ngrace = "1s"\nlog = "syslog:udp://127.0.0.1:{collector.port}"\n'
-            f'log_format = "{log_format}"\n'
+            f'log_format = "{log_format}"\nlog_facility = "{facility}"\n'
             f'\n[[frontend]]\nname = "www"\nbind = ["127.0.0.1:{port}"]\ndefault_backend = "web"\n'
             '\n[[backend]]\nname = "web"\n' + server_blocks(tagged("s1"))
         )
@@ -209,6 +209,14 @@ def test_access_and_event_lines_arrive_as_rfc5424_text(syslog_site, collector):
     assert running.msg.startswith("balancer.master INFO: balancer running")
     assert listening.facility == DAEMON
     assert listening.procid in workers
+
+
+def test_log_facility_sets_the_facility_of_access_lines(syslog_site, collector):
+    """Issue #13: HAProxy `log ... local2` was sent as local0."""
+    _, port = syslog_site("text", "local2")
+    assert get(port, "/facility") == 200
+    access = collector.wait_for(lambda m: "/facility" in m.msg, "the request's access line")
+    assert (access.facility, access.severity) == (LOCAL0 + 2, INFO)
 
 
 def test_json_log_format_sends_json_messages(syslog_site, collector):

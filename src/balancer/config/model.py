@@ -46,6 +46,7 @@ LogFacility = Literal[
     "uucp",
     "cron",
     "authpriv",
+    "auth2",  # HAProxy's name for authpriv
     "ftp",
     "ntp",
     "audit",

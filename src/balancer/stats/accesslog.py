@@ -56,8 +56,10 @@ class AccessLog(LogSink):
     "syslog:udp://HOST:PORT".
     """
 
-    def __init__(self, target: str = "stdout", fmt: str = "text") -> None:
+    def __init__(self, target: str = "stdout", fmt: str = "text", facility: int = FACILITY_LOCAL0) -> None:
+        """`facility`: the syslog facility number of access lines (global.log_facility)."""
         self.target = target
+        self.facility = facility
         self.json = fmt == "json"
         self._fd = -1
         self._own_fd = False
@@ -179,7 +181,7 @@ class AccessLog(LogSink):
         lines, self._pending = self._pending, []
         self._pending_size = 0
         if self._syslog is not None:
-            header = self._syslog.header(FACILITY_LOCAL0, SEVERITY_INFO)
+            header = self._syslog.header(self.facility, SEVERITY_INFO)
             for line in lines:
                 self._syslog.send(header, line.rstrip("\n"))
             return

@@ -4,10 +4,11 @@ One datagram per line, no octet counting, no structured data:
 
     <134>1 2026-11-22T00:09:31.719Z lb1 balancer 4242 - - 127.0.0.1:58190 [22/Nov/...] www web/s1 ...
 
-Access lines go out with facility local0, severity info; event lines (python logging) with
-facility daemon and the severity of their level. The message is the access line or the event
-text as `global.log_format` says (text, or one JSON object). UDP syslog is lossy by design:
-a send that would block or fails is dropped, never retried, so logging can not stall the proxy.
+Access lines go out with facility `global.log_facility` (local0 by default), severity info;
+event lines (python logging) with facility daemon and the severity of their level. The
+message is the access line or the event text as `global.log_format` says (text, or one JSON
+object). UDP syslog is lossy by design: a send that would block or fails is dropped, never
+retried, so logging can not stall the proxy.
 """
 
 from __future__ import annotations
@@ -24,6 +25,32 @@ from balancer.config.model import Config
 
 FACILITY_DAEMON = 3
 FACILITY_LOCAL0 = 16
+# Facility numbers by the names global.log_facility accepts (RFC 5424 table 1; HAProxy's names).
+FACILITIES = {
+    name: number
+    for number, names in enumerate(
+        [
+            ("kern",),
+            ("user",),
+            ("mail",),
+            ("daemon",),
+            ("auth",),
+            ("syslog",),
+            ("lpr",),
+            ("news",),
+            ("uucp",),
+            ("cron",),
+            ("authpriv", "auth2"),
+            ("ftp",),
+            ("ntp",),
+            ("audit",),
+            ("alert",),
+            ("cron2",),
+            *[(f"local{n}",) for n in range(8)],
+        ]
+    )
+    for name in names
+}
 SEVERITY_INFO = 6
 MAX_DATAGRAM = 8192  # rsyslog's default maximum message size; longer messages are cut
 APP_NAME = "balancer"

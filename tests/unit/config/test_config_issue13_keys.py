@@ -117,7 +117,7 @@ def test_wrong_uses_are_named_with_their_line(tmp_path: Path) -> None:
     )
     assert _problems(text) == [
         "lb.toml:2: global.log_facility must be one of 'kern', 'user', 'mail', 'daemon', 'auth', 'syslog', 'lpr', "
-        "'news', 'uucp', 'cron', 'authpriv', 'ftp', 'ntp', 'audit', 'alert', 'cron2', 'local0', 'local1', 'local2', "
+        "'news', 'uucp', 'cron', 'authpriv', 'auth2', 'ftp', 'ntp', 'audit', 'alert', 'cron2', 'local0', 'local1', 'local2', "
         "'local3', 'local4', 'local5', 'local6', 'local7', got 'local9'",
         'lb.toml:40: check.expect: expect \'2yy\': use statuses, ranges and classes such as "200", "200-399", "2xx,3xx"',
         "lb.toml:47: redirect: redirect needs exactly one of location, scheme, prefix (got scheme, prefix)",
