@@ -209,7 +209,16 @@ class Balancer:
             for name, runtime in self.backends.items()
         }
         self.frontends = {
-            f.name: FrontendContext(f, contexts, self.access_log, self.outbox, self.gate, userlists)
+            f.name: FrontendContext(
+                f,
+                contexts,
+                self.access_log,
+                self.outbox,
+                self.gate,
+                userlists,
+                self.base_dir,
+                config.global_.disable_file,
+            )
             for f in config.frontend
         }
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from functools import partial
 from typing import Final, cast
@@ -52,6 +53,7 @@ from balancer.proto.http1 import (
     connection_tokens,
     error_response,
     header_kind,
+    monitor_response,
     redirect_response,
 )
 from balancer.route.persistence import CookieValue, Persistence
@@ -704,6 +706,9 @@ class HttpSession(asyncio.Protocol):
         """Route the request in flight and send it to a server, or answer it here."""
         frontend = self.frontend
         frontend.requests += 1
+        if frontend.monitor_uri and request.path == frontend.monitor_uri and not request.query:
+            self._answer_monitor(request)
+            return
         rules = frontend.rules
         if rules.rules:
             decision = rules.evaluate(request)
@@ -735,6 +740,17 @@ class HttpSession(asyncio.Protocol):
             request.persisted = backend.persistence.cookie.find(request.headers)
             request.header_block = b""
         self._dispatch(request)
+
+    def _answer_monitor(self, request: Request) -> None:
+        """monitor_uri: 200 from balancer itself, 503 while stopping or while the disable file exists."""
+        frontend = self.frontend
+        down = (
+            frontend.stopping or self.closing or bool(frontend.disable_file and os.path.exists(frontend.disable_file))
+        )
+        status = 503 if down else 200
+        body_pending = (request.chunked or request.content_length > 0) and not request.body_done
+        close = down or not request.keep_alive or body_pending
+        self._local_response(request, status, monitor_response(status, close), "--", close)
 
     def _answer_here(self, request: Request, decision: Decision) -> None:
         """Answer a rule's deny (403), auth (401) or redirect without a server."""
@@ -972,6 +988,10 @@ class HttpSession(asyncio.Protocol):
         backend = request.backend
         if backend is not None and backend.persistence is not None:
             extra += self._persistence_cookie(request, backend.persistence, conn)
+        if backend is not None and backend.response_rules is not None:  # the backend's, then the frontend's
+            conn.header_lines = backend.response_rules.apply(request, conn.status, conn.header_lines)
+        if self.frontend.response_rules is not None:
+            conn.header_lines = self.frontend.response_rules.apply(request, conn.status, conn.header_lines)
         head = conn.head_bytes(extra)
         request.bytes_out += len(head)
         self.out.append(head)
@@ -1144,6 +1164,8 @@ class HttpSession(asyncio.Protocol):
             return
         request.status = status
         request.termination = termination
+        if status >= 400 and self.frontend.has_error_pages:
+            response = self._error_page(request, status, close, response)
         request.bytes_out += len(response)
         self.out.clear()
         assert self.transport is not None
@@ -1156,6 +1178,16 @@ class HttpSession(asyncio.Protocol):
             return
         self.queue.pop(0)
         self._next()
+
+    def _error_page(self, request: Request, status: int, close: bool, built_in: bytes) -> bytes:
+        """The errorfiles page for `status` (the backend's wins over the frontend's), or `built_in`."""
+        backend = request.backend
+        page = backend.error_pages.get(status) if backend is not None else None
+        if page is None:
+            page = self.frontend.error_pages.get(status)
+        if page is None:
+            return built_in
+        return page.close if close or not request.keep_alive or self.closing else page.keep_alive
 
     def _reject(self, status: int, reason: str) -> None:
         """The client sent something we refuse: answer `status` (if we still can) and close."""
