@@ -28,7 +28,7 @@ from balancer.proto.errorfile import MAX_ERROR_FILE, ErrorPage, parse_error_file
 from balancer.route.hashkey import KeyFunction, compile_hash_key
 from balancer.route.persistence import Persistence
 from balancer.route.response_rules import ResponseRuleSet
-from balancer.route.rules import RuleSet
+from balancer.route.rules import backend_rules, frontend_rules
 from balancer.runtime.record import LogSink
 from balancer.runtime.state import BackendRuntime, ServerRuntime
 
@@ -74,7 +74,7 @@ class BackendContext:
         # Cookie and/or stick table; None (one attribute check per request) without either.
         self.persistence = Persistence.of(config, runtime)
         # [[backend.rule]], [[backend.response_rule]]: None (one attribute check) without any.
-        self.rules = RuleSet.of_backend(config.name, config.rule, userlists)
+        self.rules = backend_rules(config.name, config.rule, userlists)
         self.response_rules = ResponseRuleSet.of(config.response_rule, userlists)
         self.error_pages = load_error_pages(config.errorfiles, base_dir)
 
@@ -166,7 +166,7 @@ class FrontendContext:
     ) -> None:
         self.config = config
         self.name = config.name
-        self.rules = RuleSet(config, userlists)
+        self.rules = frontend_rules(config, userlists)
         self.response_rules = ResponseRuleSet.of(config.response_rule, userlists)
         self.monitor_uri = config.monitor_uri.encode()  # b"": none
         self.disable_file = disable_file  # while it exists, monitor_uri answers 503

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal, Protocol
 
@@ -359,24 +359,14 @@ class RuleSet:
 
     __slots__ = ("default", "rewrites", "rules")
 
-    def __init__(self, frontend: Frontend, userlists: dict[str, Userlist] | None = None) -> None:
-        self.rules = [CompiledRule(rule, frontend.name, userlists) for rule in frontend.rule]
-        self.default = Decision("backend", backend=frontend.default_backend)
+    def __init__(
+        self, owner: str, rules: Sequence[BackendRule], default: Decision, userlists: dict[str, Userlist] | None = None
+    ) -> None:
+        """`owner` names the frontend or backend (the default realm of auth rules)."""
+        self.rules = [CompiledRule(rule, owner, userlists) for rule in rules]
+        self.default = default
         # Whether evaluate() may change a request's headers (set/add/del_header).
         self.rewrites = any(rule.edits for rule in self.rules)
-
-    @classmethod
-    def of_backend(
-        cls, name: str, rules: list[BackendRule], userlists: dict[str, Userlist] | None = None
-    ) -> RuleSet | None:
-        """A backend's compiled rules; None when it has none (nothing to pay per request)."""
-        if not rules:
-            return None
-        ruleset = cls.__new__(cls)
-        ruleset.rules = [CompiledRule(rule, name, userlists) for rule in rules]
-        ruleset.default = _ALLOW
-        ruleset.rewrites = any(rule.edits for rule in ruleset.rules)
-        return ruleset
 
     def evaluate(self, request: RequestView) -> Decision:
         """The decision for `request`; header rewrites of matching rules are applied to it."""
@@ -389,3 +379,14 @@ class RuleSet:
                         return self.default
                     return rule.decision
         return self.default
+
+
+def frontend_rules(frontend: Frontend, userlists: dict[str, Userlist] | None = None) -> RuleSet:
+    """A frontend's compiled rules; what no rule decides goes to its default_backend."""
+    return RuleSet(frontend.name, frontend.rule, Decision("backend", backend=frontend.default_backend), userlists)
+
+
+def backend_rules(name: str, rules: list[BackendRule], userlists: dict[str, Userlist] | None = None) -> RuleSet | None:
+    """A backend's compiled rules; None when it has none (nothing to pay per request).
+    What no rule decides, or "allow", goes on to the backend's servers."""
+    return RuleSet(name, rules, _ALLOW, userlists) if rules else None

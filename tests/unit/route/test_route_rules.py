@@ -3,36 +3,13 @@
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass, field
 from typing import Any
+
+from tests.unit.route.requestview import View
 
 from balancer.config.model import BackendRule, Condition, Frontend
 from balancer.proto.basic_auth import Userlist
-from balancer.route.rules import CompiledRule, NumericIP, RuleSet, compile_condition, numeric_ip, redirect_target
-
-
-@dataclass
-class View:
-    """A request as conditions see it (the RequestView protocol)."""
-
-    path: bytes = b"/"
-    query: bytes = b""
-    host: bytes = b"www.example"
-    method: bytes = b"GET"
-    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
-    hop_headers: list[tuple[bytes, bytes]] | None = None
-    port: int = 80
-    tls: bool = False
-    client: str = "10.0.0.1"
-
-    def source_ip(self) -> NumericIP | None:
-        return numeric_ip(self.client)
-
-    def local_port(self) -> int:
-        return self.port
-
-    def over_tls(self) -> bool:
-        return self.tls
+from balancer.route.rules import CompiledRule, backend_rules, compile_condition, frontend_rules, redirect_target
 
 
 def matches(condition: dict[str, Any], view: View, userlists: dict[str, Userlist] | None = None) -> bool:
@@ -143,17 +120,17 @@ def _frontend(*rules: dict[str, Any]) -> Frontend:
 
 
 def test_auth_rule_decides_with_its_realm_or_the_owner_name() -> None:
-    ruleset = RuleSet(_frontend({"unless": {"path": ["/open"]}, "action": "auth", "realm": "Ops"}))
+    ruleset = frontend_rules(_frontend({"unless": {"path": ["/open"]}, "action": "auth", "realm": "Ops"}))
     decision = ruleset.evaluate(View(path=b"/x"))
     assert (decision.verdict, decision.realm) == ("auth", b"Ops")
     assert ruleset.evaluate(View(path=b"/open")).backend == "web"
-    default_realm = RuleSet(_frontend({"action": "auth"})).evaluate(View())
+    default_realm = frontend_rules(_frontend({"action": "auth"})).evaluate(View())
     assert default_realm.realm == b"www"
 
 
 def test_redirect_scheme_prefix_and_location() -> None:
     def target(redirect: dict[str, Any], view: View) -> bytes:
-        decision = RuleSet(_frontend({"redirect": redirect})).evaluate(view)
+        decision = frontend_rules(_frontend({"redirect": redirect})).evaluate(view)
         assert decision.verdict == "redirect"
         return redirect_target(decision, view)
 
@@ -172,18 +149,18 @@ def test_add_header_appends_and_keeps_existing() -> None:
 
 
 def test_backend_rules_let_a_request_through_unless_one_decides() -> None:
-    assert RuleSet.of_backend("web", []) is None
+    assert backend_rules("web", []) is None
     frontend = _frontend()
-    backend_rules = RuleSet.of_backend(
+    compiled = backend_rules(
         "web",
         [
             BackendRule.model_validate(rule)
             for rule in ({"if": {"src": ["10.0.0.0/8"]}, "action": "deny"}, {"add_header": {"X-B": "1"}})
         ],
     )
-    assert backend_rules is not None and frontend.rule == []
-    assert backend_rules.evaluate(View(client="10.1.2.3")).verdict == "deny"
+    assert compiled is not None and frontend.rule == []
+    assert compiled.evaluate(View(client="10.1.2.3")).verdict == "deny"
     view = View(client="192.0.2.1")
-    decision = backend_rules.evaluate(view)
+    decision = compiled.evaluate(view)
     assert decision.verdict == "backend" and decision.backend is None
     assert view.headers == [(b"X-B", b"1")]
