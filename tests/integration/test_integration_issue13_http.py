@@ -40,6 +40,7 @@ def test_errorfiles_replace_built_in_pages_and_the_backends_win(run_balancer, ba
     front_403 = _page(tmp_path / "f403.http", 403, "front forbids")
     front_503 = _page(tmp_path / "f503.http", 503, "front is down")
     back_503 = _page(tmp_path / "b503.http", 503, "empty is down")
+    back_403 = _page(tmp_path / "b403.http", 403, "web forbids")
     config = make_config(
         [s1],
         frontend={
@@ -50,15 +51,18 @@ def test_errorfiles_replace_built_in_pages_and_the_backends_win(run_balancer, ba
                 {"if": {"path_beg": ["/nothing"]}, "use_backend": "nothing"},
             ],
         },
+        backend={"errorfiles": {"403": back_403}, "rule": [{"if": {"path_beg": ["/web-deny"]}, "action": "deny"}]},
         extra_backends=[({"name": "empty", "errorfiles": {"503": back_503}}, []), ({"name": "nothing"}, [])],
     )
 
     async def scenario(balancer):
         port = frontend_port(balancer)
-        return await get(port, "/deny"), await get(port, "/empty"), await get(port, "/nothing")
+        paths = ("/deny", "/web-deny", "/empty", "/nothing")
+        return [await get(port, path) for path in paths]
 
-    denied, empty, nothing = run_balancer(config, scenario)
+    denied, web_denied, empty, nothing = run_balancer(config, scenario)
     assert (denied.status, denied.body) == (403, b"front forbids")
+    assert (web_denied.status, web_denied.body) == (403, b"web forbids"), "a backend rule's answer: the backend's page"
     assert (empty.status, empty.body) == (503, b"empty is down"), "the backend's page wins"
     assert (nothing.status, nothing.body) == (503, b"front is down")
     assert empty.header("Content-Type") == "text/plain"

@@ -723,18 +723,17 @@ class HttpSession(asyncio.Protocol):
         if backend is None:
             self._local_response(request, 503, error_response(503, True), "PC")
             return
+        request.backend = backend
+        request.backend_name = backend.name
+        backend.runtime.requests += 1
         backend_rules = backend.rules
         if backend_rules is not None:  # [[backend.rule]]: after the frontend's, as HAProxy
             decision = backend_rules.evaluate(request)
             if backend_rules.rewrites:
                 request.header_block = b""
             if decision.verdict != "backend":
-                request.backend_name = backend.name
-                self._answer_here(request, decision)
+                self._answer_here(request, decision)  # the backend's errorfiles apply
                 return
-        request.backend = backend
-        request.backend_name = backend.name
-        backend.runtime.requests += 1
         if backend.persistence is not None and backend.persistence.cookie is not None:
             # Read (and in prefix mode strip) the cookie once: retries dispatch again.
             request.persisted = backend.persistence.cookie.find(request.headers)
