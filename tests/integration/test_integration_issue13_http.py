@@ -18,11 +18,14 @@ def test_monitor_uri_is_answered_by_balancer_and_follows_the_disable_file(run_ba
         async with await Client.connect(port) as client:
             ready = await client.get("/healthz")
             other = await client.get("/healthz/x")
+        async with await Client.connect(port) as client:
+            head = await client.request("HEAD", "/healthz")
         disable.write_text("")
         disabled = await get(port, "/healthz")
-        return ready, other, disabled
+        return ready, other, disabled, head
 
-    ready, other, disabled = run_balancer(config, scenario)
+    ready, other, disabled, head = run_balancer(config, scenario)
+    assert head.status == 200 and head.header("Connection") == "close", "a HEAD is answered, then closed"
     assert ready.status == 200 and b"Service ready" in ready.body
     assert other.status == 200 and other.header("Server-Name") == "s1"
     assert disabled.status == 503

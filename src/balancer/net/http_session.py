@@ -748,7 +748,8 @@ class HttpSession(asyncio.Protocol):
         )
         status = 503 if down else 200
         body_pending = (request.chunked or request.content_length > 0) and not request.body_done
-        close = down or not request.keep_alive or body_pending
+        # A HEAD gets the page's body too: closing after it keeps the client in step.
+        close = down or not request.keep_alive or body_pending or request.method == b"HEAD"
         self._local_response(request, status, monitor_response(status, close), "--", close)
 
     def _answer_here(self, request: Request, decision: Decision) -> None:
@@ -759,6 +760,7 @@ class HttpSession(asyncio.Protocol):
         body_pending = (request.chunked or request.content_length > 0) and not request.body_done
         close = not request.keep_alive or body_pending or self.closing
         if decision.verdict == "auth":
+            close = close or request.method == b"HEAD"  # the challenge has a body
             self._local_response(request, 401, auth_response(decision.realm, close), "PR", close)
             return
         code = decision.redirect_code
