@@ -29,6 +29,7 @@ from balancer.net.outbox import Outbox
 from balancer.net.proxy_accept import ProxyHeaderReader
 from balancer.net.tcp_session import TcpSession
 from balancer.net.tls import frontend_context
+from balancer.proto.basic_auth import Userlist
 from balancer.runtime.shared import SharedState
 from balancer.runtime.state import BackendRuntime
 from balancer.stats.accesslog import AccessLog
@@ -220,12 +221,24 @@ class Balancer:
     def _build(self, config: Config) -> None:
         """Runtime state and per-connection contexts for `config`."""
         self.backends = {b.name: BackendRuntime(b) for b in config.backend}
+        userlists = {
+            u.name: Userlist((user.name, user.password, user.password_hash) for user in u.user) for u in config.userlist
+        }
         self.backend_contexts = {
-            name: BackendContext(runtime.config, runtime, self.outbox, self.base_dir)
+            name: BackendContext(runtime.config, runtime, self.outbox, self.base_dir, userlists)
             for name, runtime in self.backends.items()
         }
         self.frontends = {
-            f.name: FrontendContext(f, self.backend_contexts, self.access_log, self.outbox, self.gate)
+            f.name: FrontendContext(
+                f,
+                self.backend_contexts,
+                self.access_log,
+                self.outbox,
+                self.gate,
+                userlists,
+                self.base_dir,
+                config.global_.disable_file,
+            )
             for f in config.frontend
         }
 

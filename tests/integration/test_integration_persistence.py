@@ -154,7 +154,9 @@ def test_maint_and_down_redispatch_and_rewrite_the_cookie(run_balancer, backends
     assert back == "s1", "a cookie for a server back in service goes to it again"
 
 
-def test_without_redispatch_a_client_of_a_server_in_maint_gets_503(run_balancer, backends):
+def test_without_redispatch_a_client_of_a_server_in_maint_is_balanced_anew(run_balancer, backends):
+    """Issue #13: HAProxy moves a client whose cookie names a maint or down server unless
+    `option persist`; `redispatch = false` used to answer it 503."""
     servers = backends("s1", "s2")
     config = make_config(servers, backend={**_insert(), "redispatch": False})
 
@@ -162,11 +164,34 @@ def test_without_redispatch_a_client_of_a_server_in_maint_gets_503(run_balancer,
         port = frontend_port(balancer)
         runtime = balancer.backends["web"]
         runtime.set_state(runtime.by_name["s1"], "maint")
-        return await get(port, "/", [("Cookie", "SERVERID=s1")]), await get(port, "/")
+        moved = await get(port, "/", [("Cookie", "SERVERID=s1")])
+        runtime.set_state(runtime.by_name["s1"], "ready")
+        runtime.set_health(runtime.by_name["s1"], "down")
+        moved_again = await get(port, "/", [("Cookie", "SERVERID=s1")])
+        return moved, moved_again
 
-    refused, stranger = run_balancer(config, scenario)
-    assert refused.status == 503
-    assert stranger.status == 200 and _server(stranger) == "s2"
+    moved, moved_again = run_balancer(config, scenario)
+    for response in (moved, moved_again):
+        assert response.status == 200 and _server(response) == "s2"
+        assert _set_cookie(response, "SERVERID") == "s2"
+
+
+def test_persist_keeps_a_client_on_its_server_in_maint(run_balancer, backends):
+    servers = backends("s1", "s2")
+    config = make_config(servers, backend={**_insert(), "persist": True, "redispatch": False})
+
+    async def scenario(balancer):
+        port = frontend_port(balancer)
+        runtime = balancer.backends["web"]
+        runtime.set_state(runtime.by_name["s1"], "maint")
+        kept = [await get(port, "/", [("Cookie", "SERVERID=s1")]) for _ in range(4)]
+        strangers = [await get(port, "/") for _ in range(4)]
+        return kept, strangers
+
+    kept, strangers = run_balancer(config, scenario)
+    assert [(r.status, _server(r)) for r in kept] == [(200, "s1")] * 4
+    assert all(r.header("set-cookie") is None for r in kept)
+    assert {_server(r) for r in strangers} == {"s2"}, "new clients never go to a server in maint"
 
 
 def test_a_persisted_server_that_refuses_connections_is_redispatched(run_balancer, backends):
@@ -251,3 +276,25 @@ def test_tcp_stick_table_pins_a_source_address(run_balancer):
             echo.stop()
     assert len(set(greetings)) == 1, greetings
     assert sum(e.connections for e in echoes) == 9
+
+
+def test_indirect_insert_cookie_never_reaches_the_server(run_balancer, backends):
+    """Issue #13 / #16: with `cookie = { name = "SERVERID", mode = "insert" }` the server never
+    receives SERVERID (HAProxy `indirect`), and other cookies reach it unchanged."""
+    servers = backends("s1", "s2")
+    config = make_config(servers, backend=_insert())
+
+    async def scenario(balancer):
+        port = frontend_port(balancer)
+        first = await get(port, "/")
+        value = _set_cookie(first, "SERVERID")
+        async with await Client.connect(port) as client:
+            again = [await client.get("/", [("Cookie", f"theme=dark; SERVERID={value}")]) for _ in range(3)]
+            alone = await client.get("/", [("Cookie", f"SERVERID={value}")])
+        return value, again, alone
+
+    value, again, alone = run_balancer(config, scenario)
+    server = next(s for s in servers if s.name == value)
+    seen = [r.header_values("Cookie") for r in server.requests]
+    assert seen == [[], ["theme=dark"], ["theme=dark"], ["theme=dark"], []]
+    assert all(_server(r) == value and r.header("set-cookie") is None for r in [*again, alone])

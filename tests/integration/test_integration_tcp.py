@@ -199,3 +199,28 @@ def test_the_only_server_refusing_is_retried_after_a_turn_around(run_balancer):
             restarted.close()
 
     assert run_balancer(config, scenario) == b"hello"
+
+
+def test_tcp_backend_rule_rejects_sources_before_connecting(run_balancer, echo_server):
+    """Issue #13: `tcp-request content reject` in a backend (database and Vault backends)."""
+    deny_loopback = make_config(
+        [echo_server],
+        mode="tcp",
+        frontend={"forwardfor": False},
+        backend={"rule": [{"if": {"src": ["127.0.0.0/8"]}, "action": "deny"}]},
+    )
+    allow_loopback = deny_loopback.replace('"127.0.0.0/8"', '"10.0.0.0/8"')
+
+    async def scenario(balancer):
+        reader, writer = await open_with_buffers(frontend_port(balancer))
+        try:
+            writer.write(b"hello\n")
+            writer.write_eof()
+            return await asyncio.wait_for(reader.read(-1), 5)
+        finally:
+            writer.close()
+
+    assert run_balancer(deny_loopback, scenario) == b""
+    assert echo_server.connections == 0
+    assert run_balancer(allow_loopback, scenario) == b"hello\nbye\n"
+    assert echo_server.connections == 1

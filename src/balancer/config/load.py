@@ -32,8 +32,10 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from balancer.config.locate import KeyPath, SourceMap
-from balancer.config.model import Backend, Config, Frontend
+from balancer.config.model import Backend, BackendRule, Config, Frontend, ResponseRule
 from balancer.config.values import Address
+from balancer.proto.basic_auth import hash_supported
+from balancer.proto.errorfile import MAX_ERROR_FILE, parse_error_file
 
 __all__ = ["ConfigError", "Problem", "load_config", "parse_config", "read_config_text"]
 
@@ -389,11 +391,28 @@ def _check(config: Config, folder: Path, source: SourceMap) -> list[tuple[KeyPat
     problems: list[tuple[KeyPath, str]] = []
     problems += _check_names(config, source)
     problems += _check_references(config)
+    userlists = _check_userlists(config)
+    problems += userlists
+    names = {userlist.name for userlist in config.userlist}
     for index, frontend in enumerate(config.frontend):
-        problems += _check_rules(index, frontend)
+        problems += _check_rules(("frontend", index), frontend.mode, f"frontend {frontend.name!r}", frontend.rule)
+        problems += _check_response_rules(("frontend", index), frontend.mode, frontend.response_rule)
+        problems += _check_auth_references(("frontend", index), frontend.rule, frontend.response_rule, names)
+        problems += _check_errorfiles(("frontend", index), frontend.mode, frontend.errorfiles, folder)
+        if frontend.monitor_uri and frontend.mode == "tcp":
+            problems.append(
+                (
+                    ("frontend", index, "monitor_uri"),
+                    f"frontend {frontend.name!r} is mode tcp: monitor_uri needs mode http",
+                )
+            )
         problems += _check_reachable(index, frontend)
         problems += _check_tls_files(index, frontend, folder)
     for index, backend in enumerate(config.backend):
+        problems += _check_rules(("backend", index), backend.mode, f"backend {backend.name!r}", backend.rule)
+        problems += _check_response_rules(("backend", index), backend.mode, backend.response_rule)
+        problems += _check_auth_references(("backend", index), backend.rule, backend.response_rule, names)
+        problems += _check_errorfiles(("backend", index), backend.mode, backend.errorfiles, folder)
         problems += _check_hashing(index, backend)
         for number, server in enumerate(backend.server):
             if server.ca_file and not (folder / server.ca_file).is_file():
@@ -487,39 +506,160 @@ _PROXY_OWNED_HEADERS = frozenset(
 )
 
 
-def _check_rules(index: int, frontend: Frontend) -> list[tuple[KeyPath, str]]:
+def _check_rules(base: KeyPath, mode: str, owner: str, rules: Sequence[BackendRule]) -> list[tuple[KeyPath, str]]:
+    """Rules of a frontend or a backend (a backend rule has no use_backend)."""
     problems: list[tuple[KeyPath, str]] = []
-    for number, rule in enumerate(frontend.rule):
-        path: KeyPath = ("frontend", index, "rule", number)
-        terminals = [name for name in _TERMINALS if getattr(rule, name) is not None]
+    for number, rule in enumerate(rules):
+        path: KeyPath = (*base, "rule", number)
+        terminals = [name for name in _TERMINALS if getattr(rule, name, None) is not None]
+        edits = rule.set_header or rule.add_header or rule.del_header
         if len(terminals) > 1:
+            choices = ", ".join(name for name in _TERMINALS if base[0] == "frontend" or name != "use_backend")
+            problems.append((path, f"rule has several actions ({', '.join(terminals)}): use one of {choices}"))
+        elif not terminals and not edits:
             problems.append(
-                (
-                    path,
-                    f"rule has several actions ({', '.join(terminals)}): use one of {', '.join(_TERMINALS)}",
-                )
+                (path, f"rule does nothing: add one of {', '.join(_TERMINALS)}, set_header, add_header, del_header")
             )
-        elif not terminals and not rule.set_header and not rule.del_header:
-            problems.append((path, f"rule does nothing: add one of {', '.join(_TERMINALS)}, set_header, del_header"))
-        for key, names in (("set_header", list(rule.set_header)), ("del_header", rule.del_header)):
-            for name in names:
-                if name.lower() in _PROXY_OWNED_HEADERS:
-                    problems.append(
-                        (
-                            (*path, key),
-                            f"{key} cannot change {name}: the proxy owns message framing and connection headers",
-                        )
-                    )
-        if frontend.mode != "tcp":
+        if rule.realm is not None and rule.action != "auth":
+            problems.append(((*path, "realm"), 'realm belongs to action = "auth"'))
+        if rule.realm is not None and ('"' in rule.realm or "\\" in rule.realm or not rule.realm.isprintable()):
+            problems.append(
+                ((*path, "realm"), f"realm {rule.realm!r} may not contain quotes, backslashes or control characters")
+            )
+        problems += _check_header_edits(path, rule.set_header, rule.add_header, rule.del_header)
+        if rule.redirect is not None:
+            problems += _check_redirect((*path, "redirect"), rule)
+        if mode != "tcp":
             continue
-        where = f"frontend {frontend.name!r} is mode tcp"
+        where = f"{owner} is mode tcp"
         for key, condition in (("if", rule.if_), ("unless", rule.unless)):
             for test in sorted(condition.model_fields_set if condition is not None else ()):
-                if test != "src":
+                if test not in ("src", "ignore_case"):
                     problems.append(((*path, key, test), f"{where}: rules may only test src, not {test}"))
-        http_only = [name for name in ("redirect", "set_header", "del_header") if name in rule.model_fields_set]
+        allowed = "use_backend or action" if base[0] == "frontend" else "action"
+        http_only: list[str] = [
+            name
+            for name in ("redirect", "set_header", "add_header", "del_header", "realm")
+            if name in rule.model_fields_set
+        ]
+        if rule.action == "auth":
+            http_only.append("action = auth")
         for name in http_only:
-            problems.append(((*path, name), f"{where}: rules may only use use_backend or action, not {name}"))
+            problems.append(((*path, name.partition(" ")[0]), f"{where}: rules may only use {allowed}, not {name}"))
+    return problems
+
+
+def _check_header_edits(
+    path: KeyPath, set_header: dict[str, str], add_header: dict[str, str], del_header: list[str]
+) -> list[tuple[KeyPath, str]]:
+    problems: list[tuple[KeyPath, str]] = []
+    for key, names in (("set_header", list(set_header)), ("add_header", list(add_header)), ("del_header", del_header)):
+        for name in names:
+            if name.lower() in _PROXY_OWNED_HEADERS:
+                problems.append(
+                    ((*path, key), f"{key} cannot change {name}: the proxy owns message framing and connection headers")
+                )
+            elif not _TOKEN.fullmatch(name):
+                problems.append(((*path, key), f"{key}: {name!r} is not a valid header name"))
+    for key, table in (("set_header", set_header), ("add_header", add_header)):
+        for name, value in table.items():
+            if "\r" in value or "\n" in value or "\0" in value:
+                problems.append(((*path, key), f"{key} {name}: a header value may not contain CR, LF or NUL"))
+    return problems
+
+
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+def _check_redirect(path: KeyPath, rule: BackendRule) -> list[tuple[KeyPath, str]]:
+    redirect = rule.redirect
+    assert redirect is not None
+    for key in ("location", "prefix", "scheme"):
+        value = getattr(redirect, key)
+        if value is not None and any(c in value for c in "\r\n\0"):
+            return [((*path, key), f"redirect {key} may not contain CR, LF or NUL")]
+    return []
+
+
+def _check_response_rules(base: KeyPath, mode: str, rules: Sequence[ResponseRule]) -> list[tuple[KeyPath, str]]:
+    problems: list[tuple[KeyPath, str]] = []
+    for number, rule in enumerate(rules):
+        path: KeyPath = (*base, "response_rule", number)
+        if mode == "tcp":
+            problems.append((path, "response rules need mode http"))
+            continue
+        if not (rule.set_header or rule.add_header or rule.del_header):
+            problems.append((path, "response rule does nothing: add set_header, add_header or del_header"))
+        problems += _check_header_edits(path, rule.set_header, rule.add_header, rule.del_header)
+    return problems
+
+
+def _check_auth_references(
+    base: KeyPath, rules: Sequence[BackendRule], response_rules: Sequence[ResponseRule], names: set[str]
+) -> list[tuple[KeyPath, str]]:
+    """Every http_auth names a defined [[userlist]]."""
+    problems: list[tuple[KeyPath, str]] = []
+    tables: list[tuple[KeyPath, Any]] = []
+    for number, rule in enumerate(rules):
+        tables += [((*base, "rule", number, "if"), rule.if_), ((*base, "rule", number, "unless"), rule.unless)]
+    for number, response_rule in enumerate(response_rules):
+        tables += [
+            ((*base, "response_rule", number, "if"), response_rule.if_),
+            ((*base, "response_rule", number, "unless"), response_rule.unless),
+        ]
+    for path, condition in tables:
+        if condition is not None and condition.http_auth is not None and condition.http_auth not in names:
+            problems.append(((*path, "http_auth"), f"userlist {condition.http_auth!r} referenced but not defined"))
+    return problems
+
+
+def _check_userlists(config: Config) -> list[tuple[KeyPath, str]]:
+    problems: list[tuple[KeyPath, str]] = []
+    seen: set[str] = set()
+    for index, userlist in enumerate(config.userlist):
+        if userlist.name in seen:
+            problems.append((("userlist", index, "name"), f"duplicate userlist name {userlist.name!r}"))
+        seen.add(userlist.name)
+        users: set[str] = set()
+        for number, user in enumerate(userlist.user):
+            path: KeyPath = ("userlist", index, "user", number)
+            if user.name in users:
+                problems.append(((*path, "name"), f"duplicate user {user.name!r} in userlist {userlist.name!r}"))
+            users.add(user.name)
+            if user.password_hash is not None and not hash_supported(user.password_hash):
+                problems.append(
+                    (
+                        (*path, "password_hash"),
+                        "password_hash is not a crypt(3) hash this system supports ($1$, $5$, $6$, $2b$/$2y$)",
+                    )
+                )
+    return problems
+
+
+def _check_errorfiles(base: KeyPath, mode: str, errorfiles: dict[str, str], folder: Path) -> list[tuple[KeyPath, str]]:
+    """Each errorfile: a known status key, a readable file <= 64 KiB holding an HTTP response."""
+    problems: list[tuple[KeyPath, str]] = []
+    if errorfiles and mode == "tcp":
+        return [((*base, "errorfiles"), "errorfiles need mode http")]
+    for status, name in errorfiles.items():
+        path: KeyPath = (*base, "errorfiles", status)
+        if not re.fullmatch(r"[1-5]\d\d", status):
+            problems.append((path, f'errorfiles key {status!r} is not an HTTP status such as "503"'))
+            continue
+        file = folder / name
+        if not file.is_file():
+            problems.append((path, _not_found("error file", name, folder)))
+            continue
+        try:
+            size = file.stat().st_size
+            if size > MAX_ERROR_FILE:
+                problems.append((path, f"error file {name!r} is {size} bytes; at most {MAX_ERROR_FILE}"))
+                continue
+            parse_error_file(file.read_bytes())
+        except OSError as exc:
+            problems.append((path, f"cannot read error file {name!r}: {exc.strerror or exc}"))
+        except ValueError as exc:
+            problems.append((path, f"error file {name!r}: {exc}"))
     return problems
 
 
@@ -542,7 +682,12 @@ def _check_tls_files(index: int, frontend: Frontend, folder: Path) -> list[tuple
     base: KeyPath = ("frontend", index, "tls")
     problems: list[tuple[KeyPath, str]] = []
     for number, cert in enumerate(tls.cert):
-        if not (folder / cert).is_file():
+        if (folder / cert).is_dir():
+            if not certificate_files(folder / cert):
+                problems.append(
+                    ((*base, "cert", number), f"certificate directory {cert!r} holds no *.pem or *.crt file")
+                )
+        elif not (folder / cert).is_file():
             problems.append(((*base, "cert", number), _not_found("certificate file", cert, folder)))
     if tls.client_ca and not (folder / tls.client_ca).is_file():
         problems.append(((*base, "client_ca"), _not_found("client CA file", tls.client_ca, folder)))
@@ -554,6 +699,11 @@ def _check_tls_files(index: int, frontend: Frontend, folder: Path) -> list[tuple
             )
         )
     return problems
+
+
+def certificate_files(folder: Path) -> list[Path]:
+    """The certificate files of a `tls.cert` directory (HAProxy `crt DIR`), sorted by name."""
+    return sorted(path for path in folder.iterdir() if path.suffix in (".pem", ".crt") and path.is_file())
 
 
 def _not_found(what: str, name: str, folder: Path) -> str:

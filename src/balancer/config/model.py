@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from balancer.config.values import AddressValue, Duration, Network, PositiveDuration, Size
 
@@ -134,43 +134,128 @@ class Limits(Model):
     body: Size = 0  # 0 = unlimited
 
 
-class Condition(Model):
-    """ACL conditions: every key given must match (AND); within a key's list any value (OR)."""
+def _compiled_regexes(values: list[str]) -> None:
+    for value in values:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"invalid regular expression {value!r}: {exc}") from None
 
+
+class Condition(Model):
+    """ACL conditions: every key given must match (AND); within a key's list any value (OR).
+
+    `ignore_case` makes every string comparison of the table case-insensitive (HAProxy -i).
+    """
+
+    ignore_case: bool = False
     path: list[str] | None = None
     path_beg: list[str] | None = None
     path_end: list[str] | None = None
+    path_sub: list[str] | None = None
+    path_dir: list[str] | None = None
     path_reg: list[str] | None = None
     host: list[str] | None = None
+    host_beg: list[str] | None = None
+    host_end: list[str] | None = None
     hdr: dict[str, list[str]] | None = None
+    hdr_beg: dict[str, list[str]] | None = None
+    hdr_end: dict[str, list[str]] | None = None
+    hdr_sub: dict[str, list[str]] | None = None
+    hdr_reg: dict[str, list[str]] | None = None
     method: list[str] | None = None
     src: list[Network] | None = None
     query: list[str] | None = None
+    url_param: dict[str, list[str]] | None = None
+    dst_port: list[Annotated[int, Field(ge=1, le=65535)]] | None = None
+    ssl: bool | None = None
+    http_auth: str | None = None
 
     @field_validator("path_reg")
     @classmethod
     def _regexes_compile(cls, values: list[str] | None) -> list[str] | None:
-        for value in values or ():
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"invalid regular expression {value!r}: {exc}") from None
+        _compiled_regexes(values or [])
+        return values
+
+    @field_validator("hdr_reg")
+    @classmethod
+    def _header_regexes_compile(cls, values: dict[str, list[str]] | None) -> dict[str, list[str]] | None:
+        for patterns in (values or {}).values():
+            _compiled_regexes(patterns)
         return values
 
 
+class ResponseCondition(Condition):
+    """A response rule's condition: the request's tests plus the response status."""
+
+    status: list[Annotated[int, Field(ge=100, le=599)]] | None = None
+
+
 class Redirect(Model):
-    location: str
+    """Exactly one of: `location` (the whole target), `scheme` (same host and URI, another
+    scheme), `prefix` (prepended to the request's URI); HAProxy redirect location|scheme|prefix."""
+
+    location: str | None = None
+    scheme: str | None = Field(None, pattern=r"^[A-Za-z][A-Za-z0-9+.\-]*$")
+    prefix: str | None = None
     code: Literal[301, 302, 303, 307, 308] = 302
 
+    @model_validator(mode="after")
+    def _one_target(self) -> Redirect:
+        given = [name for name in ("location", "scheme", "prefix") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                f"redirect needs exactly one of location, scheme, prefix (got {', '.join(given) or 'none'})"
+            )
+        return self
 
-class Rule(Model):
+
+class BackendRule(Model):
+    """A rule of [[backend.rule]]: evaluated after the frontend chose the backend."""
+
     if_: Condition | None = Field(None, alias="if")
     unless: Condition | None = None
-    use_backend: str | None = None
-    action: Literal["deny", "allow"] | None = None
+    action: Literal["deny", "allow", "auth"] | None = None
+    realm: str | None = None  # of action = "auth"
     redirect: Redirect | None = None
     set_header: dict[str, str] = {}
+    add_header: dict[str, str] = {}
     del_header: list[str] = []
+
+
+class Rule(BackendRule):
+    """A rule of [[frontend.rule]]: may also choose the backend."""
+
+    use_backend: str | None = None
+
+
+class ResponseRule(Model):
+    """Header edits applied to a response head (HAProxy http-response set/add/del-header)."""
+
+    if_: ResponseCondition | None = Field(None, alias="if")
+    unless: ResponseCondition | None = None
+    set_header: dict[str, str] = {}
+    add_header: dict[str, str] = {}
+    del_header: list[str] = []
+
+
+class User(Model):
+    """One user of a userlist: `password` in clear, or `password_hash` in crypt(3) form."""
+
+    name: str = Field(min_length=1, pattern=r"^[^:]+$")
+    password: str | None = None
+    password_hash: str | None = None
+
+    @model_validator(mode="after")
+    def _one_password(self) -> User:
+        if (self.password is None) == (self.password_hash is None):
+            raise ValueError("a user needs exactly one of password, password_hash")
+        return self
+
+
+class Userlist(Model):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
+    user: list[User] = []
 
 
 class Frontend(Model):
@@ -188,6 +273,9 @@ class Frontend(Model):
     buffer_request: bool = False
     limits: Limits = Limits()
     rule: list[Rule] = []
+    response_rule: list[ResponseRule] = []
+    monitor_uri: str = Field("", pattern=r"^(/[^\s?#]*)?$")
+    errorfiles: dict[str, str] = {}
 
     @field_validator("bind", mode="before")
     @classmethod
@@ -209,6 +297,9 @@ class Cookie(Model):
     maxidle: Duration = 0.0
     maxlife: Duration = 0.0
     nocache: bool = True
+    indirect: bool = True  # insert mode: the cookie is removed from requests, not re-set when right
+    preserve: bool = False  # keep a server's own Set-Cookie of this name untouched
+    postonly: bool = False  # insert only on responses to POST
 
 
 class Check(Model):
@@ -235,6 +326,28 @@ class Check(Model):
             re.compile(value.encode())
         except re.error as exc:
             raise ValueError(f"invalid regular expression {value!r}: {exc}") from None
+        return value
+
+    @field_validator("method")
+    @classmethod
+    def _method_token(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Z]+", value):
+            raise ValueError(f"check method {value!r} must be an upper-case HTTP method such as GET, HEAD, OPTIONS")
+        return value
+
+    @field_validator("expect")
+    @classmethod
+    def _expect_form(cls, value: int | list[int] | str) -> int | list[int] | str:
+        statuses = [value] if isinstance(value, int) else value if isinstance(value, list) else []
+        for status in statuses:
+            if not 100 <= status <= 599:
+                raise ValueError(f"expect status {status} is not an HTTP status (100-599)")
+        if isinstance(value, str):
+            for part in value.split(","):
+                if not re.fullmatch(r"\s*([1-5]xx|[1-5]\d\d(-[1-5]\d\d)?)\s*", part, re.IGNORECASE):
+                    raise ValueError(
+                        f'expect {value!r}: use statuses, ranges and classes such as "200", "200-399", "2xx,3xx"'
+                    )
         return value
 
 
@@ -293,13 +406,17 @@ class Backend(Model):
     observe: Observe | None = None
     agent: Agent | None = None
     retries: int = Field(2, ge=0, le=100)
-    redispatch: bool = True
+    redispatch: bool = True  # a retry may go to another server
+    persist: bool = False  # a client pinned to a down/maint server stays pinned (HAProxy option persist)
     timeouts: BackendTimeouts = BackendTimeouts()
     send_proxy: Literal["", "v1", "v2"] = ""
     source: list[str] = []
     pool: Pool = Pool()
     host: str = ""  # rewrite the Host header sent to servers; "" keeps the client's
     server: list[Server] = []
+    rule: list[BackendRule] = []
+    response_rule: list[ResponseRule] = []
+    errorfiles: dict[str, str] = {}
 
     @field_validator("source")
     @classmethod
@@ -327,6 +444,7 @@ class Config(Model):
     stats: Stats = Stats()
     frontend: list[Frontend] = []
     backend: list[Backend] = []
+    userlist: list[Userlist] = []
 
     def backend_named(self, name: str) -> Backend:
         for backend in self.backend:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import ssl
 from collections import deque
 from collections.abc import Callable
@@ -22,9 +23,12 @@ from balancer.net.outbox import Outbox
 from balancer.net.peer import proxy_header
 from balancer.net.tls import server_context
 from balancer.net.upstream import UpstreamPool
+from balancer.proto.basic_auth import Userlist
+from balancer.proto.errorfile import MAX_ERROR_FILE, ErrorPage, parse_error_file
 from balancer.route.hashkey import KeyFunction, compile_hash_key
 from balancer.route.persistence import Persistence
-from balancer.route.rules import RuleSet
+from balancer.route.response_rules import ResponseRuleSet
+from balancer.route.rules import backend_rules, frontend_rules
 from balancer.runtime.record import LogSink
 from balancer.runtime.state import (
     CONNECT_ERROR,
@@ -42,7 +46,14 @@ log = logging.getLogger("balancer.observe")
 
 
 class BackendContext:
-    def __init__(self, config: Backend, runtime: BackendRuntime, outbox: Outbox, base_dir: str = ".") -> None:
+    def __init__(
+        self,
+        config: Backend,
+        runtime: BackendRuntime,
+        outbox: Outbox,
+        base_dir: str = ".",
+        userlists: dict[str, Userlist] | None = None,
+    ) -> None:
         self.config = config
         self.name = config.name
         self.runtime = runtime
@@ -71,6 +82,10 @@ class BackendContext:
         self.counts_bytes = config.balance == "least_traffic"
         # Cookie and/or stick table; None (one attribute check per request) without either.
         self.persistence = Persistence.of(config, runtime)
+        # [[backend.rule]], [[backend.response_rule]]: None (one attribute check) without any.
+        self.rules = backend_rules(config.name, config.rule, userlists)
+        self.response_rules = ResponseRuleSet.of(config.response_rule, userlists)
+        self.error_pages = load_error_pages(config.errorfiles, base_dir)
 
     async def connect(
         self, factory: Callable[[], P], server: ServerRuntime, client: tuple[str, int], front: asyncio.BaseTransport
@@ -167,10 +182,19 @@ class FrontendContext:
         access_log: LogSink,
         outbox: Outbox,
         gate: Gate | None = None,
+        userlists: dict[str, Userlist] | None = None,
+        base_dir: str = ".",
+        disable_file: str = "",
     ) -> None:
         self.config = config
         self.name = config.name
-        self.rules = RuleSet(config)
+        self.rules = frontend_rules(config, userlists)
+        self.response_rules = ResponseRuleSet.of(config.response_rule, userlists)
+        self.monitor_uri = config.monitor_uri.encode()  # b"": none
+        self.disable_file = disable_file  # while it exists, monitor_uri answers 503
+        self.error_pages = load_error_pages(config.errorfiles, base_dir)
+        # Whether any error page of this frontend or of a backend it may use replaces a built-in one.
+        self.has_error_pages = bool(self.error_pages) or any(b.error_pages for b in backends.values())
         self.backends = backends
         self.access_log = access_log
         self.outbox = outbox
@@ -211,6 +235,20 @@ class FrontendContext:
             self.sessions.discard(session)
             if self.gate is not None:
                 self.gate.closed(self.name)
+
+
+def load_error_pages(errorfiles: dict[str, str], base_dir: str) -> dict[int, ErrorPage]:
+    """The `errorfiles` pages by status. config.load checked them; a file that changed since
+    and no longer reads as a response keeps the built-in page, with a warning."""
+    pages: dict[int, ErrorPage] = {}
+    for status, name in errorfiles.items():
+        path = os.path.join(base_dir, name)
+        try:
+            with open(path, "rb") as file:
+                pages[int(status)] = parse_error_file(file.read(MAX_ERROR_FILE + 1))
+        except (OSError, ValueError) as exc:
+            log.warning("error file %s for status %s not used: %s", path, status, exc)
+    return pages
 
 
 class SlotWaiter(Protocol):

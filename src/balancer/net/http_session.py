@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from functools import partial
 from typing import Any, Final, cast
@@ -46,15 +47,17 @@ from balancer.proto.http1 import (
     NO_TOKENS,
     NOT_NAMEABLE,
     BadRequest,
+    auth_response,
     check_request_head,
     chunk,
     connection_tokens,
     error_response,
     header_kind,
+    monitor_response,
     redirect_response,
 )
 from balancer.route.persistence import CookieValue, Persistence
-from balancer.route.rules import NumericIP, numeric_ip
+from balancer.route.rules import Decision, NumericIP, numeric_ip, redirect_target
 from balancer.runtime.record import LogRecord
 from balancer.runtime.state import RESPONSE_BROKEN, RESPONSE_TIMEOUT, ServerRuntime, status_class
 
@@ -170,6 +173,12 @@ class Request(LogRecord):
 
     def source_ip(self) -> NumericIP | None:
         return self.session.source_ip()
+
+    def local_port(self) -> int:
+        return self.session.local_port()
+
+    def over_tls(self) -> bool:
+        return self.session.frontend.scheme == b"https"
 
     def hold(self, framed: bytes) -> None:
         """Keep body bytes for the server until the request is sent to one."""
@@ -322,6 +331,12 @@ class HttpSession(asyncio.Protocol, UpstreamOwner):
         if self._client_ip is None:
             self._client_ip = numeric_ip(self.client_ip_text)
         return self._client_ip
+
+    def local_port(self) -> int:
+        """The port the client connected to, for dst_port rules (read when first asked)."""
+        transport = self.transport
+        name = transport.get_extra_info("sockname") if transport is not None else None
+        return int(name[1]) if isinstance(name, tuple) else 0
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -760,6 +775,9 @@ class HttpSession(asyncio.Protocol, UpstreamOwner):
         """Route the request in flight and send it to a server, or answer it here."""
         frontend = self.frontend
         frontend.requests += 1
+        if frontend.monitor_uri and request.path == frontend.monitor_uri and not request.query:
+            self._answer_monitor(request)
+            return
         rules = frontend.rules
         if rules.rules:
             decision = rules.evaluate(request)
@@ -767,15 +785,8 @@ class HttpSession(asyncio.Protocol, UpstreamOwner):
                 request.header_block = b""  # the headers may no longer be the known head's
         else:
             decision = rules.default
-        if decision.verdict == "deny":
-            frontend.denied += 1
-            self._local_response(request, 403, error_response(403, True), "PR")
-            return
-        if decision.verdict == "redirect":
-            body_pending = (request.chunked or request.content_length > 0) and not request.body_done
-            close = not request.keep_alive or body_pending or self.closing
-            response = redirect_response(decision.redirect_code, decision.redirect_location, close)
-            self._local_response(request, decision.redirect_code, response, "--", close)
+        if decision.verdict != "backend":
+            self._answer_here(request, decision)
             return
         backend = frontend.backends.get(decision.backend) if decision.backend else frontend.default_backend
         if backend is None:
@@ -784,11 +795,47 @@ class HttpSession(asyncio.Protocol, UpstreamOwner):
         request.backend = backend
         request.backend_name = backend.name
         backend.runtime.requests += 1
+        backend_rules = backend.rules
+        if backend_rules is not None:  # [[backend.rule]]: after the frontend's, as HAProxy
+            decision = backend_rules.evaluate(request)
+            if backend_rules.rewrites:
+                request.header_block = b""
+            if decision.verdict != "backend":
+                self._answer_here(request, decision)  # the backend's errorfiles apply
+                return
         if backend.persistence is not None and backend.persistence.cookie is not None:
             # Read (and in prefix mode strip) the cookie once: retries dispatch again.
             request.persisted = backend.persistence.cookie.find(request.headers)
             request.header_block = b""
         self._dispatch(request)
+
+    def _answer_monitor(self, request: Request) -> None:
+        """monitor_uri: 200 from balancer itself, 503 while stopping or while the disable file exists."""
+        frontend = self.frontend
+        down = (
+            frontend.stopping or self.closing or bool(frontend.disable_file and os.path.exists(frontend.disable_file))
+        )
+        status = 503 if down else 200
+        body_pending = (request.chunked or request.content_length > 0) and not request.body_done
+        # A HEAD gets the page's body too: closing after it keeps the client in step.
+        close = down or not request.keep_alive or body_pending or request.method == b"HEAD"
+        self._local_response(request, status, monitor_response(status, close), "--", close)
+
+    def _answer_here(self, request: Request, decision: Decision) -> None:
+        """Answer a rule's deny (403), auth (401) or redirect without a server."""
+        if decision.verdict == "deny":
+            self.frontend.denied += 1
+            self._local_response(request, 403, error_response(403, True), "PR")
+            return
+        body_pending = (request.chunked or request.content_length > 0) and not request.body_done
+        close = not request.keep_alive or body_pending or self.closing
+        if decision.verdict == "auth":
+            close = close or request.method == b"HEAD"  # the challenge has a body
+            self._local_response(request, 401, auth_response(decision.realm, close), "PR", close)
+            return
+        code = decision.redirect_code
+        response = redirect_response(code, redirect_target(decision, request), close)
+        self._local_response(request, code, response, "--", close)
 
     def _dispatch(
         self, request: Request, avoid: ServerRuntime | None = None, server: ServerRuntime | None = None
@@ -1042,6 +1089,10 @@ class HttpSession(asyncio.Protocol, UpstreamOwner):
         backend = request.backend
         if backend is not None and backend.persistence is not None:
             extra += self._persistence_cookie(request, backend.persistence, conn)
+        if backend is not None and backend.response_rules is not None:  # the backend's, then the frontend's
+            conn.header_lines = backend.response_rules.apply(request, conn.status, conn.header_lines)
+        if self.frontend.response_rules is not None:
+            conn.header_lines = self.frontend.response_rules.apply(request, conn.status, conn.header_lines)
         head = conn.head_bytes(extra)
         request.bytes_out += len(head)
         self.out.append(head)
@@ -1053,7 +1104,9 @@ class HttpSession(asyncio.Protocol, UpstreamOwner):
         cookie = persistence.cookie
         if cookie is None or request.server is None:
             return b""
-        conn.header_lines, extra = cookie.response(conn.header_lines, request.persisted, request.server.name)
+        conn.header_lines, extra = cookie.response(
+            conn.header_lines, request.persisted, request.server.name, request.method
+        )
         return extra
 
     def response_data(self, data: bytes) -> None:
@@ -1240,6 +1293,8 @@ class HttpSession(asyncio.Protocol, UpstreamOwner):
             return
         request.status = status
         request.termination = termination
+        if status >= 400 and self.frontend.has_error_pages:
+            response = self._error_page(request, status, close, response)
         request.bytes_out += len(response)
         self.out.clear()
         assert self.transport is not None
@@ -1252,6 +1307,16 @@ class HttpSession(asyncio.Protocol, UpstreamOwner):
             return
         self.queue.pop(0)
         self._next()
+
+    def _error_page(self, request: Request, status: int, close: bool, built_in: bytes) -> bytes:
+        """The errorfiles page for `status` (the backend's wins over the frontend's), or `built_in`."""
+        backend = request.backend
+        page = backend.error_pages.get(status) if backend is not None else None
+        if page is None:
+            page = self.frontend.error_pages.get(status)
+        if page is None:
+            return built_in
+        return page.close if close or not request.keep_alive or self.closing else page.keep_alive
 
     def _reject(self, status: int, reason: str) -> None:
         """The client sent something we refuse: answer `status` (if we still can) and close."""

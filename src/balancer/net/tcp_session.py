@@ -99,6 +99,11 @@ class TcpSession(asyncio.Protocol):
             self._close()
             return
         record.backend_name = self.backend.name
+        backend_rules = self.backend.rules  # [[backend.rule]]: src tests, deny/allow
+        if backend_rules is not None and backend_rules.evaluate(self.view).verdict != "backend":
+            record.termination = "PR"
+            self._close()
+            return
         self._dispatch(None)
 
     def _dispatch(self, avoid: ServerRuntime | None, server: ServerRuntime | None = None) -> None:
@@ -361,3 +366,9 @@ class _ConnectionView:
 
     def source_ip(self) -> NumericIP | None:
         return numeric_ip(self.client_ip)
+
+    def local_port(self) -> int:
+        return 0  # tcp rules test only src (config.load)
+
+    def over_tls(self) -> bool:
+        return False

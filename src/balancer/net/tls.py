@@ -1,7 +1,9 @@
 """TLS contexts: terminating client connections on a frontend, and connecting to servers.
 
 Frontend: every `tls.cert` file is a PEM holding a certificate chain and its key (as
-HAProxy's `crt`). The first is the default; the others are chosen by SNI from the names in
+HAProxy's `crt`); a `tls.cert` entry naming a directory stands for every `*.pem` and `*.crt`
+file in it, by name (HAProxy `crt DIR`), a file without a key taking it from the `.key`
+file of the same stem. The first is the default; the others are chosen by SNI from the names in
 their certificate (subjectAltName DNS entries, else the CN, wildcards one label deep).
 Defaults follow Mozilla's "intermediate" profile: TLS 1.2 and 1.3, forward-secret AEAD
 ciphers for 1.2, no compression, no renegotiation; session tickets stay on (OpenSSL's
@@ -19,6 +21,7 @@ import ssl
 from pathlib import Path
 from typing import Any
 
+from balancer.config.load import certificate_files
 from balancer.config.model import FrontendTLS, Server
 
 # Mozilla intermediate (v5.7) cipher list for TLS 1.2; TLS 1.3 suites are OpenSSL's defaults.
@@ -53,12 +56,29 @@ def certificate_names(pem_path: str) -> list[str]:
     return [name.lower() for name in names]
 
 
+def _certificate_files(cert: str, base_dir: str) -> list[str]:
+    """The files a `tls.cert` entry stands for: itself, or the certificates of a directory."""
+    path = _resolve(cert, base_dir)
+    if os.path.isdir(path):
+        return [str(file) for file in certificate_files(Path(path))]
+    return [path]
+
+
+def _key_file(pem: str) -> str | None:
+    """The `.key` beside a certificate file that holds no private key itself (HAProxy's rule)."""
+    with open(pem, "rb") as file:
+        if b"PRIVATE KEY-----" in file.read():
+            return None
+    key = os.path.splitext(pem)[0] + ".key"
+    return key if os.path.isfile(key) else None
+
+
 def _one_context(tls: FrontendTLS, pem: str, base_dir: str) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_3 if tls.min_version == "1.3" else ssl.TLSVersion.TLSv1_2
     context.set_ciphers(tls.ciphers or INTERMEDIATE_CIPHERS)
     context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
-    context.load_cert_chain(pem)
+    context.load_cert_chain(pem, _key_file(pem))
     if tls.alpn:
         context.set_alpn_protocols(tls.alpn)
     if tls.verify_client != "none":
@@ -72,8 +92,7 @@ def frontend_context(tls: FrontendTLS, base_dir: str = ".") -> ssl.SSLContext:
     Raises OSError/ssl.SSLError naming a file that cannot be loaded."""
     by_name: dict[str, ssl.SSLContext] = {}
     default: ssl.SSLContext | None = None
-    for cert in tls.cert:
-        pem = _resolve(cert, base_dir)
+    for pem in [file for cert in tls.cert for file in _certificate_files(cert, base_dir)]:
         try:
             context = _one_context(tls, pem, base_dir)
             names = certificate_names(pem)
@@ -94,7 +113,7 @@ def frontend_context(tls: FrontendTLS, base_dir: str = ".") -> ssl.SSLContext:
         if context is not None:
             connection.context = context
 
-    if len(by_name) > 1 or len(tls.cert) > 1:
+    if len(by_name) > 1 or len(set(by_name.values())) > 1:
         default.sni_callback = choose
     return default
 

@@ -358,6 +358,40 @@ def redirect_response(code: int, location: bytes, close: bool) -> bytes:
     )
 
 
+def auth_response(realm: bytes, close: bool) -> bytes:
+    """401 with a Basic challenge for `realm` (quotes and control characters were refused
+    at load), as HAProxy's `http-request auth` answers."""
+    body = (
+        b"<html><body><h1>401 Unauthorized</h1>\n"
+        b"You need a valid user and password to access this content.\n</body></html>\n"
+    )
+    return (
+        status_line(401)
+        + b'WWW-Authenticate: Basic realm="'
+        + realm
+        + b'"\r\nContent-Type: text/html\r\nCache-Control: no-cache\r\n'
+        + b"Content-Length: %d\r\n" % len(body)
+        + (b"Connection: close\r\n" if close else b"")
+        + CRLF
+        + body
+    )
+
+
+def monitor_response(status: int, close: bool) -> bytes:
+    """The answer to a frontend's monitor_uri: 200 "Service ready" or 503, as HAProxy's."""
+    text = b"Service ready." if status == 200 else b"No server is available to handle this request."
+    reason = _REASONS.get(status, b"")
+    body = b"<html><body><h1>%d %s</h1>\n%s\n</body></html>\n" % (status, reason, text)
+    return (
+        status_line(status)
+        + b"Content-Type: text/html\r\nCache-Control: no-cache\r\n"
+        + b"Content-Length: %d\r\n" % len(body)
+        + (b"Connection: close\r\n" if close else b"")
+        + CRLF
+        + body
+    )
+
+
 def status_code(status_text: bytes) -> int:
     """The code of a status text the parser accepted ("200 OK": it starts with three digits)."""
     return (status_text[0] - 48) * 100 + (status_text[1] - 48) * 10 + (status_text[2] - 48)

@@ -29,6 +29,11 @@ Two mechanisms, either or both per backend (SPEC backend `cookie` and `stick`):
   - `rewrite`: the value of the server's own cookie `NAME` is replaced by the server name
     (for applications that set a cookie only to mark a session).
 
+  Insert mode options (HAProxy's): `indirect` (default on) removes the cookie from requests
+  before a server sees them; `preserve` leaves a response alone when the server sets a
+  cookie of that name itself (without it the server's one is replaced by the proxy's);
+  `postonly` inserts only into responses to POST requests.
+
   In `prefix` and `rewrite` mode the client's cookie changes only when the server sets
   it: after a redispatch the new server's next `Set-Cookie: NAME=...` moves the client.
   `maxidle`, `maxlife`, `httponly`, `secure` and `nocache` apply to `insert` only.
@@ -43,8 +48,10 @@ Two mechanisms, either or both per backend (SPEC backend `cookie` and `stick`):
 Either way a persisted client goes back to its server while that server is `ready` or
 `drain` (drain means: no new sessions, persisted ones continue; a weight of 0 likewise)
 and healthy. When it is down, in `maint` or ejected by passive observation, the client is
-balanced anew if the backend has `redispatch = true`, else refused (503), and the new
-server's cookie replaces the old one.
+balanced anew and the new server's cookie replaces the old one, as HAProxy does by
+default; with `persist = true` (HAProxy `option persist`) it is sent to its server anyway,
+and when that server cannot serve it, `redispatch` decides as for any retry. `redispatch`
+is only about retries: it never refuses a persisted client by itself.
 
 This module does no I/O and imports no asyncio; the clocks are injected.
 """
@@ -112,6 +119,10 @@ class CookiePersistence:
         self.dated = bool(self.maxidle or self.maxlife)
         self.refresh_after = self.maxidle / 4
         self.nocache = config.nocache
+        self.indirect = config.indirect and config.mode == "insert"
+        self.preserve = config.preserve
+        self.postonly = config.postonly
+        self._name_bytes = config.name.encode("ascii")
         name = re.escape(config.name.encode("ascii"))
         # NAME=value inside one Cookie header value (pairs separated by ";"). The value is
         # taken whole and trimmed afterwards: a lazy match followed by optional blanks would
@@ -119,6 +130,8 @@ class CookiePersistence:
         self._in_request = re.compile(rb"(?:^|;)[ \t]*" + name + rb"[ \t]*=([^;]*)")
         # The value of NAME in a Set-Cookie header line of a response head (lines CRLF-led).
         self._in_response = re.compile(rb"(\r\n(?i:set-cookie):[ \t]*" + name + rb"[ \t]*=[ \t]*)([^;\r]*)")
+        # A whole Set-Cookie line of this name, CRLF-led (insert mode without preserve drops it).
+        self._line_in_response = re.compile(rb"\r\n(?i:set-cookie):[ \t]*" + name + rb"[ \t]*=[^\r]*")
         attributes = "; path=/"
         if config.httponly:
             attributes += "; HttpOnly"
@@ -145,11 +158,21 @@ class CookiePersistence:
                     if found is None:
                         found = self._server_id(ids[0])
                 continue
+            match = self._in_request.search(value)
+            if match is None:
+                continue
             if found is None:
-                match = self._in_request.search(value)
-                if match is not None:
-                    found = self._decode(match.group(1).strip(b" \t"))
+                found = self._decode(match.group(1).strip(b" \t"))
+            if self.indirect:
+                headers[index] = (name, self._without_own_cookie(value))  # "" ones dropped below
+        if self.indirect:
+            headers[:] = [(n, v) for n, v in headers if v or len(n) != 6 or n.lower() != b"cookie"]
         return found
+
+    def _without_own_cookie(self, value: bytes) -> bytes:
+        """A Cookie header value without any NAME=... pair (indirect insert mode)."""
+        pairs = [pair for pair in value.split(b";") if pair.partition(b"=")[0].strip(b" \t") != self._name_bytes]
+        return b"; ".join(pair.strip(b" \t") for pair in pairs if pair.strip(b" \t"))
 
     @staticmethod
     def _server_id(raw: bytes) -> CookieValue | None:
@@ -174,10 +197,18 @@ class CookiePersistence:
 
     # -- responses -------------------------------------------------------------------------
 
-    def response(self, header_lines: bytes, found: CookieValue | None, server: str) -> tuple[bytes, bytes]:
-        """The response head from `server` for a request that carried `found`:
+    def response(
+        self, header_lines: bytes, found: CookieValue | None, server: str, method: bytes = b""
+    ) -> tuple[bytes, bytes]:
+        """The response head from `server` for a `method` request that carried `found`:
         (its header lines, CRLF-led, possibly rewritten; header lines to add, CRLF-ended)."""
         if self.mode == "insert":
+            if self._line_in_response.search(header_lines) is not None:
+                if self.preserve:
+                    return header_lines, b""  # the server's own cookie goes through untouched
+                header_lines = self._line_in_response.sub(b"", header_lines)
+            if self.postonly and method != b"POST":
+                return header_lines, b""
             return header_lines, self._insert(header_lines, found, server)
         if self.mode == "prefix":
             prefix = server.encode() + b"~"
@@ -270,7 +301,7 @@ class Persistence:
         clock: Clock = time.monotonic,
     ) -> None:
         self.runtime = runtime
-        self.redispatch = config.redispatch
+        self.persist = config.persist
         self.cookie = CookiePersistence(config.cookie, wall_clock) if config.cookie is not None else None
         self.stick = StickEntries(config.stick, clock) if config.stick is not None else None
 
@@ -283,9 +314,10 @@ class Persistence:
 
     def lookup(self, found: CookieValue | None, client: str) -> tuple[ServerRuntime | None, bool]:
         """Where a persisted client goes: (its server, False) when that server keeps its
-        sessions; (None, False) when the client is not persisted (no cookie naming a
-        configured server, no stick entry) or must be redispatched; (None, True) when its
-        server is gone and redispatch is off, so the request must be refused."""
+        sessions, or whatever its state when the backend has `persist`; (None, False) when
+        the client is not persisted (no cookie naming a configured server, no stick entry)
+        or its server is down, in maint or ejected, so it is balanced anew. The second item
+        (refuse the request) is always False: HAProxy never refuses a client for its cookie."""
         name = found.server if found is not None else ""
         server = self.runtime.by_name.get(name) if name else None
         if server is None and self.stick is not None and client not in _NO_ADDRESS:
@@ -293,9 +325,9 @@ class Persistence:
             server = self.runtime.by_name.get(name) if name else None
         if server is None:
             return None, False
-        if keeps_sessions(server):
+        if self.persist or keeps_sessions(server):
             return server, False
-        return None, not self.redispatch
+        return None, False
 
     def assigned(self, client: str, server: ServerRuntime) -> None:
         """`client` was just sent to `server`: the stick table remembers it."""

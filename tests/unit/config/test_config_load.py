@@ -593,7 +593,7 @@ def test_rule_actions() -> None:
     )
     assert problems(text + WEB_BACKEND) == [
         "lb.toml:5: rule has several actions (use_backend, redirect): use one of use_backend, action, redirect",
-        "lb.toml:9: rule does nothing: add one of use_backend, action, redirect, set_header, del_header",
+        "lb.toml:9: rule does nothing: add one of use_backend, action, redirect, set_header, add_header, del_header",
     ]
 
 

@@ -46,6 +46,32 @@ def inserted_value(line: bytes, name: bytes = b"SERVERID") -> bytes:
     return line.split(b"\r\n")[0].split(b"=", 1)[1].split(b";")[0]
 
 
+# -- insert: indirect, preserve, postonly (issue #13, #16) ----------------------------------
+
+
+def test_indirect_removes_the_cookie_before_the_server_sees_it() -> None:
+    headers = [*request_cookie(b"theme=dark; SERVERID=s1; lang=en"), (b"cookie", b"SERVERID=s1")]
+    assert cookie().find(headers) == CookieValue("s1")
+    assert headers == [(b"Host", b"example.test"), (b"Cookie", b"theme=dark; lang=en")]
+    kept = request_cookie(b"theme=dark; SERVERID=s1")
+    assert cookie(indirect=False).find(kept) == CookieValue("s1")
+    assert kept == request_cookie(b"theme=dark; SERVERID=s1"), "indirect = false forwards it"
+    forged = request_cookie(b"SERVERID=<bad>")
+    assert cookie().find(forged) is None and forged == [(b"Host", b"example.test")], "any value is removed"
+
+
+def test_without_preserve_the_servers_own_cookie_of_that_name_is_replaced() -> None:
+    head = b"\r\nSet-Cookie: SERVERID=app; path=/app\r\nX-A: 1"
+    assert cookie(nocache=False).response(head, None, "s1") == (b"\r\nX-A: 1", b"Set-Cookie: SERVERID=s1; path=/\r\n")
+    assert cookie(preserve=True).response(head, None, "s1") == (head, b""), "preserve: untouched"
+
+
+def test_postonly_inserts_only_into_responses_to_post() -> None:
+    postonly = cookie(postonly=True, nocache=False)
+    assert postonly.response(b"", None, "s1", b"GET") == (b"", b"")
+    assert postonly.response(b"", None, "s1", b"POST")[1] == b"Set-Cookie: SERVERID=s1; path=/\r\n"
+
+
 # -- insert: the value and the header ------------------------------------------------------
 
 
@@ -313,12 +339,26 @@ def test_ready_and_drain_keep_their_clients_maint_down_and_ejected_do_not() -> N
     assert persistence.lookup(CookieValue("s1"), "10.0.0.1") == (None, False), "ejected: redispatch"
 
 
-def test_without_redispatch_a_client_of_a_lost_server_is_refused() -> None:
+def test_without_redispatch_a_client_of_a_lost_server_is_still_balanced_anew() -> None:
+    """Issue #13: HAProxy re-balances a client whose cookie names a down or maint server
+    whatever `option redispatch` says (that option is about retries)."""
     persistence, runtime = backend_with(redispatch=False, cookie={"name": "SERVERID"})
     runtime.set_state(runtime.by_name["s2"], "maint")
-    assert persistence.lookup(CookieValue("s2"), "10.0.0.1") == (None, True)
+    assert persistence.lookup(CookieValue("s2"), "10.0.0.1") == (None, False)
+    runtime.set_health(runtime.by_name["s1"], "down")
+    assert persistence.lookup(CookieValue("s1"), "10.0.0.1") == (None, False)
     assert persistence.lookup(CookieValue("nope"), "10.0.0.1") == (None, False), "an unknown server: balance"
     assert persistence.lookup(None, "10.0.0.1") == (None, False)
+
+
+def test_persist_keeps_a_client_on_its_down_or_maint_server() -> None:
+    persistence, runtime = backend_with(persist=True, cookie={"name": "SERVERID"}, stick={"expire": "30m"})
+    s1, s2 = runtime.by_name["s1"], runtime.by_name["s2"]
+    runtime.set_state(s1, "maint")
+    assert persistence.lookup(CookieValue("s1"), "10.0.0.1") == (s1, False)
+    runtime.set_health(s2, "down")
+    persistence.assigned("10.0.0.9", s2)
+    assert persistence.lookup(None, "10.0.0.9") == (s2, False), "a stick entry too"
 
 
 def test_stick_table_learns_assignments_and_yields_to_a_cookie() -> None:
