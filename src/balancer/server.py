@@ -29,7 +29,8 @@ from balancer.net.outbox import Outbox
 from balancer.net.proxy_accept import ProxyHeaderReader
 from balancer.net.tcp_session import TcpSession
 from balancer.net.tls import frontend_context
-from balancer.proto.basic_auth import Userlist
+from balancer.proto.basic_auth import Userlist, hash_supported
+from balancer.proto.errorfile import MAX_ERROR_FILE, parse_error_file
 from balancer.runtime.shared import SharedState
 from balancer.runtime.state import BackendRuntime
 from balancer.stats.accesslog import AccessLog
@@ -155,6 +156,22 @@ def unsupported(config: Config, base_dir: str = ".") -> list[tuple[KeyPath, str]
             problems.append(
                 (("frontend", index, "tls"), f"ALPN {', '.join(others)}: only http/1.1 is available in this version")
             )
+    errorfiles = [(("frontend", i), f.errorfiles) for i, f in enumerate(config.frontend)]
+    errorfiles += [(("backend", i), b.errorfiles) for i, b in enumerate(config.backend)]
+    for where, files in errorfiles:
+        for status, name in files.items():
+            problem = error_file_problem(os.path.join(base_dir, name), name)
+            if problem:
+                problems.append(((*where, "errorfiles", status), problem))
+    for index, userlist in enumerate(config.userlist):
+        for number, user in enumerate(userlist.user):
+            if user.password_hash is not None and not hash_supported(user.password_hash):
+                problems.append(
+                    (
+                        ("userlist", index, "user", number, "password_hash"),
+                        "password_hash is not a crypt(3) hash this system supports ($1$, $5$, $6$, $2b$/$2y$)",
+                    )
+                )
     for index, backend in enumerate(config.backend):
         if backend.balance not in REGISTRY:
             problems.append(
@@ -165,6 +182,22 @@ def unsupported(config: Config, base_dir: str = ".") -> list[tuple[KeyPath, str]
                 )
             )
     return problems
+
+
+def error_file_problem(path: str, name: str) -> str:
+    """What is wrong with an `errorfiles` file for the proxy (proto.errorfile), or ""."""
+    try:
+        with open(path, "rb") as file:
+            data = file.read(MAX_ERROR_FILE + 1)
+    except OSError as exc:
+        return f"cannot read error file {name!r}: {exc.strerror or exc}"
+    if len(data) > MAX_ERROR_FILE:
+        return f"error file {name!r} is larger than {MAX_ERROR_FILE} bytes"
+    try:
+        parse_error_file(data)
+    except ValueError as exc:
+        return f"error file {name!r}: {exc}"
+    return ""
 
 
 NOTHING_TO_SERVE = (

@@ -34,8 +34,6 @@ from pydantic import BaseModel, ValidationError
 from balancer.config.locate import KeyPath, SourceMap
 from balancer.config.model import Backend, BackendRule, Config, Frontend, ResponseRule
 from balancer.config.values import Address
-from balancer.proto.basic_auth import hash_supported
-from balancer.proto.errorfile import MAX_ERROR_FILE, parse_error_file
 
 __all__ = ["ConfigError", "Problem", "load_config", "parse_config", "read_config_text"]
 
@@ -626,18 +624,13 @@ def _check_userlists(config: Config) -> list[tuple[KeyPath, str]]:
             if user.name in users:
                 problems.append(((*path, "name"), f"duplicate user {user.name!r} in userlist {userlist.name!r}"))
             users.add(user.name)
-            if user.password_hash is not None and not hash_supported(user.password_hash):
-                problems.append(
-                    (
-                        (*path, "password_hash"),
-                        "password_hash is not a crypt(3) hash this system supports ($1$, $5$, $6$, $2b$/$2y$)",
-                    )
-                )
+            # Whether this system's crypt(3) takes the hash is checked by server.unsupported.
     return problems
 
 
 def _check_errorfiles(base: KeyPath, mode: str, errorfiles: dict[str, str], folder: Path) -> list[tuple[KeyPath, str]]:
-    """Each errorfile: a known status key, a readable file <= 64 KiB holding an HTTP response."""
+    """Each errorfile: a known status key and an existing file (what it holds is checked by
+    server.unsupported, which reads it as the proxy will: proto.errorfile)."""
     problems: list[tuple[KeyPath, str]] = []
     if errorfiles and mode == "tcp":
         return [((*base, "errorfiles"), "errorfiles need mode http")]
@@ -649,23 +642,15 @@ def _check_errorfiles(base: KeyPath, mode: str, errorfiles: dict[str, str], fold
         file = folder / name
         if not file.is_file():
             problems.append((path, _not_found("error file", name, folder)))
-            continue
-        try:
-            size = file.stat().st_size
-            if size > MAX_ERROR_FILE:
-                problems.append((path, f"error file {name!r} is {size} bytes; at most {MAX_ERROR_FILE}"))
-                continue
-            parse_error_file(file.read_bytes())
-        except OSError as exc:
-            problems.append((path, f"cannot read error file {name!r}: {exc.strerror or exc}"))
-        except ValueError as exc:
-            problems.append((path, f"error file {name!r}: {exc}"))
     return problems
 
 
 def _check_reachable(index: int, frontend: Frontend) -> list[tuple[KeyPath, str]]:
     if frontend.default_backend is not None or any(rule.use_backend for rule in frontend.rule):
         return []
+    if frontend.monitor_uri:
+        return []  # a health frontend (HAProxy monitor-uri): other requests get 503, as there
+
     closed = any(
         rule.if_ is None and rule.unless is None and (rule.redirect is not None or rule.action == "deny")
         for rule in frontend.rule

@@ -8,6 +8,7 @@ from pathlib import Path
 from textwrap import dedent
 
 from balancer.config import ConfigError, parse_config
+from balancer.server import parse_runnable
 
 SHA512_OF_SECRET = "$6$saltsalt$TVLlQcbpFVof5W3Yz4DTP6gRstiNuHwwTt6GLc1E5n0U0aDehy0S5knV8wiOQSpT0Y77vwPZN.Pq.H91p5hVO1"
 
@@ -78,8 +79,9 @@ def _text(tmp_path: Path) -> str:
 
 
 def _problems(text: str) -> list[str]:
+    """What `balancer check` says (a file's contents are checked there: server.unsupported)."""
     try:
-        parse_config(text, "lb.toml")
+        parse_runnable(text, "lb.toml")
     except ConfigError as exc:
         return [str(problem) for problem in exc.problems]
     return []
@@ -117,7 +119,7 @@ def test_wrong_uses_are_named_with_their_line(tmp_path: Path) -> None:
     )
     assert _problems(text) == [
         "lb.toml:2: global.log_facility must be one of 'kern', 'user', 'mail', 'daemon', 'auth', 'syslog', 'lpr', "
-        "'news', 'uucp', 'cron', 'authpriv', 'auth2', 'ftp', 'ntp', 'audit', 'alert', 'cron2', 'local0', 'local1', 'local2', "
+        "'news', 'uucp', 'cron', 'auth2', 'ftp', 'ntp', 'audit', 'alert', 'cron2', 'local0', 'local1', 'local2', "
         "'local3', 'local4', 'local5', 'local6', 'local7', got 'local9'",
         'lb.toml:40: check.expect: expect \'2yy\': use statuses, ranges and classes such as "200", "200-399", "2xx,3xx"',
         "lb.toml:47: redirect: redirect needs exactly one of location, scheme, prefix (got scheme, prefix)",
@@ -133,10 +135,17 @@ def test_meaning_problems(tmp_path: Path) -> None:
         .replace('add_header = { X-A = "1" }', 'add_header = { Content-Length = "1" }')
     )
     assert _problems(text) == [
-        "lb.toml:6: password_hash is not a crypt(3) hash this system supports ($1$, $5$, $6$, $2b$/$2y$)",
         "lb.toml:22: add_header cannot change Content-Length: the proxy owns message framing and connection headers",
         "lb.toml:25: userlist 'admin' referenced but not defined",
         f"lb.toml:38: error file 'missing.http' not found (looked for {Path('missing.http')})",
+    ]
+
+
+def test_a_password_hash_this_system_cannot_verify_is_named(tmp_path: Path) -> None:
+    """Checked once the file is otherwise valid, with the certificates and error pages."""
+    text = _text(tmp_path).replace(SHA512_OF_SECRET, "$9$nothing")
+    assert _problems(text) == [
+        "lb.toml:6: password_hash is not a crypt(3) hash this system supports ($1$, $5$, $6$, $2b$/$2y$)"
     ]
 
 
@@ -147,7 +156,7 @@ def test_an_errorfile_must_hold_an_http_response(tmp_path: Path) -> None:
         f"lb.toml:13: error file '{tmp_path / '503.http'}': first line b'<h1>down</h1>' is not an HTTP/1.x status line"
     )
     (tmp_path / "503.http").write_bytes(b"HTTP/1.0 503 x\r\n\r\n" + b"x" * 70000)
-    assert "at most 65536" in _problems(text)[0]
+    assert "larger than 65536 bytes" in _problems(text)[0]
 
 
 def test_a_backend_rule_cannot_choose_a_backend(tmp_path: Path) -> None:
