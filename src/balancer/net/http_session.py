@@ -847,10 +847,7 @@ class HttpSession(asyncio.Protocol, UpstreamOwner):
         persistence = backend.persistence
         if server is None:
             if persistence is not None and avoid is None:
-                server, refused = persistence.lookup(request.persisted, self.client_ip_text)
-                if refused:
-                    self._local_response(request, 503, error_response(503, True), "SC")
-                    return
+                server = persistence.lookup(request.persisted, self.client_ip_text)
             if server is None:
                 key = backend.key_of(request) if backend.key_of is not None else None
                 server = backend.servers.pick(key, avoid)

@@ -113,11 +113,7 @@ class TcpSession(asyncio.Protocol):
         if server is None:
             if persistence is not None and avoid is None:
                 # A stick table on src: the client goes back to its server (route.persistence).
-                server, refused = persistence.lookup(None, self.view.client_ip)
-                if refused:
-                    self.record.termination = "SC"
-                    self._close()
-                    return
+                server = persistence.lookup(None, self.view.client_ip)
             if server is None:
                 key = backend.key_of(self.view) if backend.key_of is not None else None
                 server = backend.servers.pick(key, avoid)

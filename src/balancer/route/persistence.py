@@ -312,22 +312,20 @@ class Persistence:
             return None
         return cls(config, runtime)
 
-    def lookup(self, found: CookieValue | None, client: str) -> tuple[ServerRuntime | None, bool]:
-        """Where a persisted client goes: (its server, False) when that server keeps its
-        sessions, or whatever its state when the backend has `persist`; (None, False) when
-        the client is not persisted (no cookie naming a configured server, no stick entry)
-        or its server is down, in maint or ejected, so it is balanced anew. The second item
-        (refuse the request) is always False: HAProxy never refuses a client for its cookie."""
+    def lookup(self, found: CookieValue | None, client: str) -> ServerRuntime | None:
+        """Where a persisted client goes: its server when that server keeps its sessions, or
+        whatever its state when the backend has `persist`; None when the client is not
+        persisted (no cookie naming a configured server, no stick entry) or its server is
+        down, in maint or ejected, so it is balanced anew (HAProxy never refuses a client
+        for its cookie)."""
         name = found.server if found is not None else ""
         server = self.runtime.by_name.get(name) if name else None
         if server is None and self.stick is not None and client not in _NO_ADDRESS:
             name = self.stick.get(client)
             server = self.runtime.by_name.get(name) if name else None
-        if server is None:
-            return None, False
-        if self.persist or keeps_sessions(server):
-            return server, False
-        return None, False
+        if server is None or self.persist or keeps_sessions(server):
+            return server
+        return None
 
     def assigned(self, client: str, server: ServerRuntime) -> None:
         """`client` was just sent to `server`: the stick table remembers it."""

@@ -322,21 +322,21 @@ def test_no_persistence_configured_costs_nothing() -> None:
 def test_ready_and_drain_keep_their_clients_maint_down_and_ejected_do_not() -> None:
     persistence, runtime = backend_with(cookie={"name": "SERVERID"})
     s1 = runtime.by_name["s1"]
-    assert persistence.lookup(CookieValue("s1"), "10.0.0.1") == (s1, False)
+    assert persistence.lookup(CookieValue("s1"), "10.0.0.1") == s1
     runtime.set_state(s1, "drain")
-    assert persistence.lookup(CookieValue("s1"), "10.0.0.1") == (s1, False), "drain keeps persisted sessions"
+    assert persistence.lookup(CookieValue("s1"), "10.0.0.1") == s1, "drain keeps persisted sessions"
     runtime.set_state(s1, "ready")
     runtime.set_weight(s1, 0)
-    assert persistence.lookup(CookieValue("s1"), "10.0.0.1") == (s1, False), "weight 0 drains softly"
+    assert persistence.lookup(CookieValue("s1"), "10.0.0.1") == s1, "weight 0 drains softly"
     runtime.set_state(s1, "maint")
-    assert persistence.lookup(CookieValue("s1"), "10.0.0.1") == (None, False), "maint: redispatch"
+    assert persistence.lookup(CookieValue("s1"), "10.0.0.1") is None, "maint: redispatch"
     runtime.set_state(s1, "ready")
     runtime.set_health(s1, "down")
     assert not keeps_sessions(s1)
-    assert persistence.lookup(CookieValue("s1"), "10.0.0.1") == (None, False), "down: redispatch"
+    assert persistence.lookup(CookieValue("s1"), "10.0.0.1") is None, "down: redispatch"
     runtime.set_health(s1, "up")
     s1.ejected = True
-    assert persistence.lookup(CookieValue("s1"), "10.0.0.1") == (None, False), "ejected: redispatch"
+    assert persistence.lookup(CookieValue("s1"), "10.0.0.1") is None, "ejected: redispatch"
 
 
 def test_without_redispatch_a_client_of_a_lost_server_is_still_balanced_anew() -> None:
@@ -344,32 +344,32 @@ def test_without_redispatch_a_client_of_a_lost_server_is_still_balanced_anew() -
     whatever `option redispatch` says (that option is about retries)."""
     persistence, runtime = backend_with(redispatch=False, cookie={"name": "SERVERID"})
     runtime.set_state(runtime.by_name["s2"], "maint")
-    assert persistence.lookup(CookieValue("s2"), "10.0.0.1") == (None, False)
+    assert persistence.lookup(CookieValue("s2"), "10.0.0.1") is None
     runtime.set_health(runtime.by_name["s1"], "down")
-    assert persistence.lookup(CookieValue("s1"), "10.0.0.1") == (None, False)
-    assert persistence.lookup(CookieValue("nope"), "10.0.0.1") == (None, False), "an unknown server: balance"
-    assert persistence.lookup(None, "10.0.0.1") == (None, False)
+    assert persistence.lookup(CookieValue("s1"), "10.0.0.1") is None
+    assert persistence.lookup(CookieValue("nope"), "10.0.0.1") is None, "an unknown server: balance"
+    assert persistence.lookup(None, "10.0.0.1") is None
 
 
 def test_persist_keeps_a_client_on_its_down_or_maint_server() -> None:
     persistence, runtime = backend_with(persist=True, cookie={"name": "SERVERID"}, stick={"expire": "30m"})
     s1, s2 = runtime.by_name["s1"], runtime.by_name["s2"]
     runtime.set_state(s1, "maint")
-    assert persistence.lookup(CookieValue("s1"), "10.0.0.1") == (s1, False)
+    assert persistence.lookup(CookieValue("s1"), "10.0.0.1") == s1
     runtime.set_health(s2, "down")
     persistence.assigned("10.0.0.9", s2)
-    assert persistence.lookup(None, "10.0.0.9") == (s2, False), "a stick entry too"
+    assert persistence.lookup(None, "10.0.0.9") == s2, "a stick entry too"
 
 
 def test_stick_table_learns_assignments_and_yields_to_a_cookie() -> None:
     persistence, runtime = backend_with(cookie={"name": "SERVERID"}, stick={"expire": "30m", "size": 10})
     s2, s3 = runtime.by_name["s2"], runtime.by_name["s3"]
-    assert persistence.lookup(None, "10.0.0.7") == (None, False)
+    assert persistence.lookup(None, "10.0.0.7") is None
     persistence.assigned("10.0.0.7", s2)
-    assert persistence.lookup(None, "10.0.0.7") == (s2, False)
-    assert persistence.lookup(CookieValue("s3"), "10.0.0.7") == (s3, False), "the cookie comes first"
-    assert persistence.lookup(CookieValue("gone"), "10.0.0.7") == (s2, False), "then the table"
+    assert persistence.lookup(None, "10.0.0.7") == s2
+    assert persistence.lookup(CookieValue("s3"), "10.0.0.7") is s3, "the cookie comes first"
+    assert persistence.lookup(CookieValue("gone"), "10.0.0.7") == s2, "then the table"
     for nowhere in ("", "-", "unix"):  # a unix-socket client has no address to stick
         persistence.assigned(nowhere, s3)
-        assert persistence.lookup(None, nowhere) == (None, False)
+        assert persistence.lookup(None, nowhere) is None
     assert persistence.stick is not None and len(persistence.stick) == 1
