@@ -38,11 +38,11 @@ COMMAND = "make docs"  # or: python -m balancer.config.reference
 
 # Annotated value types of values.py, named by the parser that validates them.
 _SCALARS: dict[Any, str] = {
-    values.parse_duration: 'duration (`"500ms"`, `"5s"`, `"2m"`)',
+    values.parse_duration: "duration",
     values.parse_positive_duration: "duration > 0",
-    values.parse_size: 'size (bytes, or `"64k"`, `"10m"`)',
-    values.parse_address: 'address (`"127.0.0.1:80"`, `"[::1]:80"`, `":80"`, `"unix:/path"`)',
-    values.parse_network: 'network (`"10.0.0.0/8"` or one address)',
+    values.parse_size: "size",
+    values.parse_address: "address",
+    values.parse_network: "network",
 }
 _FORMATTERS: dict[Any, typing.Callable[[Any], str]] = {
     values.parse_duration: values.format_duration,
@@ -203,10 +203,14 @@ always matches the code. What each setting does in practice (and what an HAProxy
 user should know about it) is in [configuration.md](configuration.md); the whole user contract
 is in [reference.md](reference.md). Unknown keys are refused with `FILE:LINE`.
 
-A key with default "required" must be written. Types: a *duration* is a string with a unit
-(`us`, `ms`, `s`, `m`, `h`, `d`); a bare number is refused. A *size* is bytes or a string with
-`k`, `m`, `g` (powers of 1024). A *table* is written either as `[name]` on its own or inline:
-`timeouts = {{ connect = "2s" }}`.
+A key with default "required" must be written. Types ([value syntax](configuration.md#value-syntax)):
+
+- *duration*: a string with a unit, `"250us"`, `"500ms"`, `"5s"`, `"2m"`, `"1h"`, `"1d"`; a bare
+  number is refused. `"0s"` means "no limit" for a timeout; a *duration > 0* refuses it.
+- *size*: bytes, or a string with `k`, `m`, `g` (powers of 1024): `"64k"`.
+- *address*: `"127.0.0.1:8080"`, `"[::1]:8080"`, `":8080"` (every address), `"host:80"`, `"unix:/path"`.
+- *network*: `"10.0.0.0/8"`, or one address.
+- *table*: written as `[name]` on its own or inline, `timeouts = {{ connect = "2s" }}`.
 
 The tables of the tiers beyond one machine (`[[l4]]`, `[dsr]`, `[bgp]`, `[vrrp]`, `[dns]`,
 `[peers]`) are **not built yet**: see [reference.md](reference.md#the-tiers-beyond-one-machine-not-built-yet).
@@ -404,7 +408,7 @@ def render() -> str:
     """docs/config-keys.md as it must read for the model in this checkout."""
     out = [_HEADER.format(command=COMMAND)]
     for table in tables():
-        out.append(f"\n## `{table.path}`\n")
+        out.append(f"## `{table.path}`\n")
         doc = inspect.getdoc(table.model)
         if doc and table.model.__doc__ is not None and table.model.__doc__ is not BaseModel.__doc__:
             out.append(" ".join(doc.split()) + "\n")
