@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 NATIVE := $(VENV)/.native
 NATIVE_SRC := $(shell python3 -c 'import runpy; print(*("src/" + p for p in runpy.run_path("src/balancer/native.py")["COMPILED"]))')
 
-.PHONY: demo test lint unit integration e2e system-deps bench clean native
+.PHONY: demo test lint unit integration e2e system-deps bench clean native docs
 
 # What `make demo` needs and no more: the runtime packages, balancer interpreted, in about
 # 15 s on a fresh machine instead of two minutes of test packages and compiling. The data
@@ -62,6 +62,10 @@ integration: $(NATIVE)
 
 e2e: $(NATIVE) system-deps
 	$(PY) -m pytest -q tests/e2e
+
+# Regenerates docs/config-keys.md from src/balancer/config/model.py (a unit test fails while it is stale).
+docs: $(STAMP)
+	$(PY) -m balancer.config.reference docs/config-keys.md
 
 # Not part of `make test`: compares balancer with HAProxy and NGINX on this machine.
 bench: $(NATIVE)

@@ -91,13 +91,19 @@ class BalancerProcess:
         env: dict[str, str] | None = None,
         cwd: str | Path | None = None,
         start: bool = True,
+        program: Sequence[str] | None = None,
+        unset: Sequence[str] = (),
     ) -> None:
+        """`program`: the command that runs balancer (default: this Python's `-m balancer`; an
+        installed `bin/balancer` to test an installation). `unset`: environment variables removed."""
         self.config_path = Path(config_path)
         self.log_dir = Path(log_dir) if log_dir is not None else Path(tempfile.mkdtemp(prefix="balancer-"))
         self.stdout_path = self.log_dir / "balancer.stdout"
         self.stderr_path = self.log_dir / "balancer.stderr"
         self.args = ["run", "-c", str(self.config_path), *extra_args]
-        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.program = list(program) if program is not None else None
+        merged = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.env = {name: value for name, value in merged.items() if name not in unset}
         self.cwd = cwd
         self.proc: subprocess.Popen[bytes] | None = None
         if start:
@@ -110,7 +116,7 @@ class BalancerProcess:
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
             # Its own process group, so cleanup also reaches any worker processes it forks.
             self.proc = subprocess.Popen(
-                _command(self.args),
+                [*self.program, *self.args] if self.program is not None else _command(self.args),
                 stdout=out,
                 stderr=err,
                 stdin=subprocess.DEVNULL,
