@@ -82,3 +82,19 @@ def test_forwardfor_off_leaves_the_request_alone(run_balancer, backends):
     (request,) = s1.requests
     assert request.header_values("X-Forwarded-For") == ["203.0.113.7"]
     assert request.header("X-Forwarded-Proto") is None
+
+
+def test_del_header_x_forwarded_for_drops_what_the_client_sent(run_balancer, backends):
+    """HAProxy's `http-request del-header X-Forwarded-For` + `option forwardfor`: the server
+    sees only the address balancer saw, never what a client claims (issue #13)."""
+    (s1,) = backends("s1")
+    config = make_config([s1], frontend={"rule": [{"del_header": ["X-Forwarded-For"]}]})
+
+    async def scenario(balancer):
+        async with await Client.connect(frontend_port(balancer)) as client:
+            for _ in range(2):  # the second read of the same head takes the known-request path
+                response = await client.get("/xff", headers=[("X-Forwarded-For", "6.6.6.6")])
+                assert response.status == 200
+
+    run_balancer(config, scenario)
+    assert [r.header_values("X-Forwarded-For") for r in s1.requests] == [["127.0.0.1"], ["127.0.0.1"]]

@@ -180,6 +180,9 @@ class Request(LogRecord):
     def over_tls(self) -> bool:
         return self.session.frontend.scheme == b"https"
 
+    def forget_forwarded_for(self) -> None:
+        self.xff_values = None  # shared with a KnownRequest: replaced, never changed
+
     def hold(self, framed: bytes) -> None:
         """Keep body bytes for the server until the request is sent to one."""
         if self.pending is None:

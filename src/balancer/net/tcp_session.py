@@ -368,3 +368,6 @@ class _ConnectionView:
 
     def over_tls(self) -> bool:
         return False
+
+    def forget_forwarded_for(self) -> None:
+        pass

@@ -62,6 +62,10 @@ class RequestView(Protocol):
         """Whether the client connection is TLS (HAProxy ssl_fc)."""
         ...
 
+    def forget_forwarded_for(self) -> None:
+        """Send the server no X-Forwarded-For values of the client's own (a del_header rule)."""
+        ...
+
 
 Predicate = Callable[[RequestView], bool]
 Verdict = Literal["backend", "deny", "redirect", "auth"]
@@ -299,7 +303,7 @@ def compile_condition(condition: Condition, userlists: dict[str, Userlist] | Non
 
 
 class CompiledRule:
-    __slots__ = ("add_header", "decision", "del_header", "edits", "matches", "set_header")
+    __slots__ = ("add_header", "decision", "del_header", "drops_forwarded_for", "edits", "matches", "set_header")
 
     def __init__(self, rule: BackendRule, owner: str = "", userlists: dict[str, Userlist] | None = None) -> None:
         """`owner` names the frontend or backend: the default realm of an auth rule."""
@@ -317,6 +321,10 @@ class CompiledRule:
         self.add_header = [(k.encode(), v.encode()) for k, v in rule.add_header.items()]
         self.del_header = frozenset(h.lower().encode() for h in rule.del_header)
         self.edits = bool(self.set_header or self.add_header or self.del_header)
+        # With forwardfor the client's X-Forwarded-For is not among the headers (the proxy
+        # appends the client to it): deleting it drops what the client sent (HAProxy's
+        # `http-request del-header X-Forwarded-For` + `option forwardfor`).
+        self.drops_forwarded_for = b"x-forwarded-for" in self.del_header
         self.decision: Decision | None = None
         use_backend: str | None = getattr(rule, "use_backend", None)
         if use_backend is not None:
@@ -374,6 +382,8 @@ class RuleSet:
             if rule.matches(request):
                 if rule.edits:
                     rule.rewrite(request.headers)
+                    if rule.drops_forwarded_for:
+                        request.forget_forwarded_for()
                 if rule.decision is not None:
                     if rule.decision is _ALLOW:
                         return self.default

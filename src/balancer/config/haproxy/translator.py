@@ -898,6 +898,10 @@ class _Translator:
             else:
                 proxy.forwarded_proto.append(line)  # decided with the frontend's forwardfor
             return None
+        if not response and action == "del-header" and lowered == "x-forwarded-for":
+            # balancer's del_header drops the client's values too, as HAProxy's does before
+            # option forwardfor appends the client.
+            return {"del_header": [header]}
         if not response and lowered in ("x-forwarded-proto", "x-forwarded-for"):
             self.skip(line, reason=f"balancer writes {header} itself when forwardfor = true, after the client's")
             return None
