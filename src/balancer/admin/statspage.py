@@ -19,8 +19,6 @@ reloads (they are read from the current configuration at each request); `bind` d
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import hmac
 import json
@@ -35,6 +33,7 @@ from balancer.admin.api import STATES
 from balancer.admin.oneshot import HttpError, OneShotServer, Reply, Request, json_reply
 from balancer.config.model import Stats
 from balancer.config.values import Address
+from balancer.proto.basic_auth import basic_credentials
 
 log = logging.getLogger("balancer.stats")
 
@@ -56,19 +55,13 @@ def base_uri(uri: str) -> str:
 
 def check_basic_auth(header: str, user: str, password: str) -> bool:
     """Whether an Authorization header carries these credentials; constant time in their content."""
-    scheme, _, encoded = header.strip().partition(" ")
-    if scheme.lower() != "basic":
-        return False
-    try:
-        decoded = base64.b64decode(encoded.strip(), validate=True)
-    except (binascii.Error, ValueError):
-        return False
-    given_user, sep, given_password = decoded.partition(b":")
+    credentials = basic_credentials(header.encode("latin-1"))
+    given_user, given_password = credentials if credentials is not None else (b"", b"")
     # Both compared, always, as digests of equal length: neither which half was wrong nor
     # how long the secret is may show in the timing.
     user_ok = hmac.compare_digest(_digest(given_user), _digest(user.encode()))
     password_ok = hmac.compare_digest(_digest(given_password), _digest(password.encode()))
-    return bool(sep) and user_ok and password_ok
+    return credentials is not None and user_ok and password_ok
 
 
 def _digest(value: bytes) -> bytes:
