@@ -289,3 +289,25 @@ def test_a_start_clears_what_a_killed_run_left(lab, tmp_path):
     agent.stdin.flush()
     assert agent.wait(timeout=15) == 0
     assert kernel_state(lab, names["l4"]) == ""
+
+
+def kernel_has_ipip(lab: Lab, ns: str) -> bool:
+    probe = lab.run(ns, "ip", "link", "add", "probe0", "type", "ipip", "remote", "10.0.3.21")
+    lab.run(ns, "ip", "link", "del", "probe0")
+    return probe.returncode == 0
+
+
+@pytest.mark.timeout(60)
+def test_forward_ipip_is_refused_clearly_where_the_kernel_has_no_ipip(lab, tmp_path):
+    lab, names = lab
+    if kernel_has_ipip(lab, names["l4"]):
+        pytest.skip("this kernel has IPIP tunnels: the refusal cannot be shown (no IPIP traffic test yet)")
+    config = tmp_path / "l4.toml"
+    config.write_text(l4_file("maglev", "ipip"))
+    agent = lab.python(names["l4"], "-m", "balancer.cluster.l4_agent", str(config), src=SRC)
+
+    line = read_line(agent, 15)
+
+    assert line.startswith("error [[l4]] 'www': forward \"ipip\": this kernel has no IPIP tunnels"), line
+    assert agent.wait(timeout=15) == 1
+    assert kernel_state(lab, names["l4"]) == ""

@@ -27,6 +27,7 @@ with VNI `vni` and MAC `tunnel_mac(vni)`, which is what the L4 node addresses.
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import time
 from collections.abc import Iterable, Sequence
@@ -146,7 +147,9 @@ class L4Node:
 
     def start(self) -> None:
         """Clear what a previous run left, then program everything. Raises L4Error (after
-        undoing what it had set) when the kernel refuses a part."""
+        undoing what it had set) when the kernel refuses a part, or when not run as root."""
+        if os.geteuid() != 0:
+            raise L4Error("an [[l4]] node programs the kernel (nftables, routes, rules, tunnels): run balancer as root")
         clear_stale(self.nft)
         try:
             self._set_forwarding()

@@ -3,6 +3,8 @@ what a health change sends the kernel, and the nft text the methods produce."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections import Counter
 
 from balancer.cluster.l4 import compute_slots, tunnel_mac, weighted_sequence
@@ -86,3 +88,27 @@ def test_the_table_text() -> None:
 def test_marks_and_tunnel_macs() -> None:
     assert node_mark(0, 0) == 0x4C340001 and node_mark(3, 254) == 0x4C3403FF
     assert tunnel_mac(789) == "02:00:00:00:03:15"
+
+
+def test_a_start_without_root_is_refused_before_touching_anything() -> None:
+    # In a child process that gives up root first (as is, when the tests do not run as root).
+    code = (
+        "import os\n"
+        "from balancer.cluster.l4 import L4Error, L4Node\n"
+        "from balancer.config import parse_config\n"
+        "config = parse_config(" + repr(L4_TEXT) + ")\n"
+        "if os.geteuid() == 0:\n"
+        "    os.seteuid(65534)\n"
+        "try:\n"
+        "    L4Node(config.l4).start()\n"
+        "except L4Error as exc:\n"
+        "    print(exc)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+
+    assert result.stdout.strip() == (
+        "an [[l4]] node programs the kernel (nftables, routes, rules, tunnels): run balancer as root"
+    ), result.stderr
+
+
+L4_TEXT = '[[l4]]\nname = "www"\nvip = "10.100.0.1"\nseed = 1\n[[l4.node]]\nname = "a"\naddress = "10.0.3.21"\n'
