@@ -253,7 +253,8 @@ def test_a_node_marked_down_takes_no_new_flows_but_keeps_its_established_ones(la
     agent.stdin.flush()
     answer = read_line(agent, 10).split()
     assert answer[0] == "ok" and int(answer[1]) > 0, answer
-    print(f"one node's table update: {answer[1]} slots in {float(answer[2]) * 1000:.1f} ms")
+    whole, kernel = float(answer[2]) * 1000, float(answer[3]) * 1000
+    print(f"one of 2 nodes' table update: {answer[1]} slots in {whole:.0f} ms (kernel {kernel:.0f} ms)")
 
     counts = count(lab, names["c"], tmp_path, 100)
     held.stdin.write("again\n")
@@ -311,3 +312,33 @@ def test_forward_ipip_is_refused_clearly_where_the_kernel_has_no_ipip(lab, tmp_p
     assert line.startswith("error [[l4]] 'www': forward \"ipip\": this kernel has no IPIP tunnels"), line
     assert agent.wait(timeout=15) == 1
     assert kernel_state(lab, names["l4"]) == ""
+
+
+@pytest.mark.timeout(60)
+def test_one_node_table_update_time_with_ten_nodes(tmp_path):
+    """Issue 14 asks for ≤ 50 ms per L7 node's update; printed as a figure, asserted loosely
+    (a shared 2-core machine). No traffic needed: the tunnels' far ends need not exist."""
+    require_root("the L4 tier test")
+    lab = Lab("l4u")
+    try:
+        ns = lab.ns("l4")
+        nodes = "".join(f'[[l4.node]]\nname = "n{n}"\naddress = "10.0.3.{21 + n}"\n' for n in range(10))
+        config = tmp_path / "l4.toml"
+        config.write_text(f'[[l4]]\nname = "www"\nvip = "{VIP}"\nports = [80]\nseed = 1\n' + nodes)
+        agent = lab.python(ns, "-m", "balancer.cluster.l4_agent", str(config), src=SRC)
+        assert read_line(agent, 15) == "ready"
+        figures = []
+        for command in ("down www n3", "up www n3", "down www n7", "up www n7"):
+            agent.stdin.write(command + "\n")
+            agent.stdin.flush()
+            word, changed, seconds, kernel = read_line(agent, 10).split()
+            assert word == "ok" and 6000 < int(changed) < 7500
+            figures.append((float(seconds), float(kernel)))
+        shown = ", ".join(f"{whole * 1000:.0f} ms (kernel {kernel * 1000:.0f} ms)" for whole, kernel in figures)
+        print(f"one of 10 nodes, 65537 slots: updates took {shown}")
+        assert min(whole for whole, _ in figures) < 0.5
+        agent.stdin.write("stop\n")
+        agent.stdin.flush()
+        assert agent.wait(timeout=15) == 0
+    finally:
+        lab.close()

@@ -144,6 +144,7 @@ class L4Node:
         self.slots: list[list[int]] = []
         self._forwarding_before: str | None = None
         self.last_update_seconds = 0.0
+        self.last_kernel_seconds = 0.0
 
     def start(self) -> None:
         """Clear what a previous run left, then program everything. Raises L4Error (after
@@ -207,7 +208,8 @@ class L4Node:
     def set_usable(self, table_index: int, usable: Iterable[str]) -> int:
         """Make the named nodes of table `table_index` the ones new flows go to; sends the
         kernel only the slots that change. Returns how many slots changed; the time the
-        whole update took is in `last_update_seconds`."""
+        whole update took is in `last_update_seconds`, the kernel's part (the nft
+        transaction) in `last_kernel_seconds`."""
         started = time.perf_counter()
         table = self.tables[table_index]
         names = {node.name for node in table.node}
@@ -215,8 +217,10 @@ class L4Node:
         new = compute_slots(table, table_index, wanted)
         old = self.slots[table_index]
         script = render_slot_delta(table_index, old, new)
+        sending = time.perf_counter()
         if script:
             run_nft(script, self.nft)
+        self.last_kernel_seconds = time.perf_counter() - sending
         self.slots[table_index] = new
         self.usable[table_index] = wanted
         self.last_update_seconds = time.perf_counter() - started

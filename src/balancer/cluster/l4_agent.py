@@ -6,7 +6,8 @@ itself): the tests drive it inside `ip netns exec`. Commands, one per line:
     down TABLE NODE   the node takes no new flows (its established flows stay)
     up TABLE NODE     the node takes new flows again
     stop              undo everything and exit (so does end of input or SIGTERM)
-Answers, one line each: `ready`, `ok CHANGED_SLOTS SECONDS`, `error MESSAGE`.
+Answers, one line each: `ready`, `ok CHANGED_SLOTS SECONDS KERNEL_SECONDS` (the whole
+update, and the nft transaction in it), `error MESSAGE`.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def main(argv: list[str]) -> int:
             except NftError as exc:
                 print(f"error {exc}", flush=True)
                 continue
-            print(f"ok {changed} {node.last_update_seconds:.4f}", flush=True)
+            print(f"ok {changed} {node.last_update_seconds:.4f} {node.last_kernel_seconds:.4f}", flush=True)
     finally:
         node.stop()
     return 0

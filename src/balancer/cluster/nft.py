@@ -26,6 +26,8 @@ the VIP drops it (balancer.cluster.l4).
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import subprocess
 from collections.abc import Sequence
 
@@ -137,8 +139,52 @@ def render_flush_flows(table_index: int, node_index: int) -> str:
     return f"flush set ip {TABLE} flows_{table_index}_{node_index}\n"
 
 
+class _LibNftables:
+    """libnftables (Debian's libnftables1, what `nft` itself runs) called in-process through
+    ctypes: the same parser and transaction as `nft -f`, without starting a process and
+    building its cache each time (1,000-slot delta: 5 ms instead of 25 ms). Debian's Python
+    binding is this same library, but only for the system Python."""
+
+    def __init__(self) -> None:
+        library = ctypes.CDLL(ctypes.util.find_library("nftables") or "libnftables.so.1")
+        library.nft_ctx_new.restype = ctypes.c_void_p
+        library.nft_ctx_new.argtypes = [ctypes.c_uint32]
+        library.nft_ctx_buffer_output.argtypes = [ctypes.c_void_p]
+        library.nft_ctx_buffer_error.argtypes = [ctypes.c_void_p]
+        library.nft_ctx_get_error_buffer.restype = ctypes.c_char_p
+        library.nft_ctx_get_error_buffer.argtypes = [ctypes.c_void_p]
+        library.nft_run_cmd_from_buffer.restype = ctypes.c_int
+        library.nft_run_cmd_from_buffer.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+        context = library.nft_ctx_new(0)
+        if not context:
+            raise OSError("nft_ctx_new failed")
+        library.nft_ctx_buffer_output(context)
+        library.nft_ctx_buffer_error(context)
+        self.library = library
+        self.context = context
+
+    def run(self, script: str) -> None:
+        if self.library.nft_run_cmd_from_buffer(self.context, script.encode()) != 0:
+            error = self.library.nft_ctx_get_error_buffer(self.context) or b""
+            raise NftError(f"nft refused the script: {error.decode(errors='replace').strip()}")
+
+
+_library: _LibNftables | None = None
+_library_missing = False
+
+
 def run_nft(script: str, nft: str = "nft") -> None:
-    """Apply `script` in one transaction (`nft -f -`): all of it or nothing. Raises NftError."""
+    """Apply `script` in one transaction: all of it or nothing. Through libnftables when it
+    loads, else `nft -f -` (`nft` names the command). Raises NftError."""
+    global _library, _library_missing
+    if _library is None and not _library_missing:
+        try:
+            _library = _LibNftables()
+        except (OSError, AttributeError):
+            _library_missing = True
+    if _library is not None:
+        _library.run(script)
+        return
     try:
         result = subprocess.run([nft, "-f", "-"], input=script, capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired) as exc:
