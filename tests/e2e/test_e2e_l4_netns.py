@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -59,7 +60,17 @@ def ask(sock):
             raise ConnectionError("closed")
         data += chunk
     return data.decode().strip()
-if sys.argv[2] == "count":
+if sys.argv[2] == "port":  # one connection from a fixed source port, closed with a RST
+    import struct
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.bind(("0.0.0.0", int(sys.argv[3])))
+    sock.settimeout(3)
+    sock.connect((vip, 80))
+    print(ask(sock), flush=True)
+    sock.close()
+elif sys.argv[2] == "count":
     counts = {"errors": 0}
     for _ in range(int(sys.argv[3])):
         try:
@@ -342,3 +353,28 @@ def test_one_node_table_update_time_with_ten_nodes(tmp_path):
         assert agent.wait(timeout=15) == 0
     finally:
         lab.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_new_syn_on_a_reused_5_tuple_is_balanced_anew(lab, tmp_path):
+    """The flow sets remember the 5-tuple for the idle timeout; a new connection reusing it
+    must not be sent to the node it had before when that node no longer takes new flows."""
+    lab, names = lab
+    agent = start_l4(lab, names["l4"], tmp_path)
+
+    def connect_from(port: int) -> str:
+        result = lab.run(names["c"], sys.executable, str(tmp_path / "client.py"), VIP, "port", str(port))
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip()
+
+    first = connect_from(40000)
+    agent.stdin.write(f"down www {first}\n")
+    agent.stdin.flush()
+    assert read_line(agent, 10).startswith("ok ")
+
+    again = connect_from(40000)
+
+    assert again != first and again in NODES
+    agent.stdin.write("stop\n")
+    agent.stdin.flush()
+    assert agent.wait(timeout=15) == 0
