@@ -93,11 +93,11 @@ else:
 """
 
 
-def l4_file(method: str, forward: str) -> str:
+def l4_file(method: str, forward: str, check: str = "") -> str:
     nodes = "".join(f'[[l4.node]]\nname = "{name}"\naddress = "{address}"\n' for name, address in NODES.items())
     return (
         f'[[l4]]\nname = "www"\nvip = "{VIP}"\nports = [80]\nmethod = "{method}"\n'
-        f'seed = 24301\nforward = "{forward}"\n' + nodes
+        f'seed = 24301\nforward = "{forward}"\n{check}' + nodes
     )
 
 
@@ -170,6 +170,7 @@ def lab(tmp_path: Path) -> Iterator[tuple[Lab, dict[str, str]]]:
             server_file.write_text(SERVER)
             server = lab.python(ns, str(server_file), name)
             assert read_line(server, 10) == "listening"
+            lab.named[name] = server
         (tmp_path / "client.py").write_text(CLIENT)
         yield lab, names
     finally:
@@ -178,9 +179,9 @@ def lab(tmp_path: Path) -> Iterator[tuple[Lab, dict[str, str]]]:
         assert lab.prefix not in left
 
 
-def start_l4(lab: Lab, ns: str, tmp_path: Path, method: str = "maglev", forward: str = "vxlan"):
+def start_l4(lab: Lab, ns: str, tmp_path: Path, method: str = "maglev", forward: str = "vxlan", check: str = ""):
     config = tmp_path / "l4.toml"
-    config.write_text(l4_file(method, forward))
+    config.write_text(l4_file(method, forward, check))
     agent = lab.python(ns, "-m", "balancer.cluster.l4_agent", str(config), src=SRC)
     assert read_line(agent, 15) == "ready"
     return agent
@@ -378,3 +379,39 @@ def test_a_new_syn_on_a_reused_5_tuple_is_balanced_anew(lab, tmp_path):
     agent.stdin.write("stop\n")
     agent.stdin.flush()
     assert agent.wait(timeout=15) == 0
+
+
+@pytest.mark.timeout(60)
+def test_the_health_check_takes_a_dead_l7_node_out_and_back(lab, tmp_path):
+    lab, names = lab
+    check = 'check = { type = "tcp", port = 80, interval = "200ms", rise = 2, fall = 2, timeout = "300ms" }\n'
+    agent = start_l4(lab, names["l4"], tmp_path, check=check)
+    server = lab.named["l7a"]
+    server.terminate()
+    server.wait(timeout=10)
+
+    line = read_line(agent, 10)
+
+    assert line.startswith("health www l7a down"), line
+    assert count(lab, names["c"], tmp_path, 100) == {"errors": 0, "l7b": 100}
+    restarted = lab.python(names["l7a"], str(tmp_path / "server.py"), "l7a")
+    assert read_line(restarted, 10) == "listening"
+    assert read_line(agent, 10).startswith("health www l7a up")
+    counts = count(lab, names["c"], tmp_path, 100)
+    assert counts["errors"] == 0 and counts.get("l7a", 0) >= 20, counts
+    agent.stdin.write("stop\n")
+    agent.stdin.flush()
+    assert agent.wait(timeout=15) == 0
+    assert kernel_state(lab, names["l4"]) == ""
+
+
+@pytest.mark.timeout(60)
+def test_sigterm_undoes_everything(lab, tmp_path):
+    lab, names = lab
+    agent = start_l4(lab, names["l4"], tmp_path)
+    assert kernel_state(lab, names["l4"]) != ""
+
+    agent.terminate()  # stdin stays open: the signal alone must stop it
+
+    assert agent.wait(timeout=15) == 0
+    assert kernel_state(lab, names["l4"]) == ""

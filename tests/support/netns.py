@@ -30,6 +30,7 @@ class Lab:
         self.prefix = f"{tag}{os.getpid() % 100000}"
         self.namespaces: list[str] = []
         self.processes: list[subprocess.Popen[str]] = []
+        self.named: dict[str, subprocess.Popen[str]] = {}  # processes a test wants to find again
 
     def ns(self, name: str) -> str:
         full = f"{self.prefix}{name}"
