@@ -16,7 +16,7 @@ $(RUN_STAMP): pyproject.toml setup.py
 	bash scripts/system-deps.sh base
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q 'setuptools>=77'
-	BALANCER_PURE=1 $(PY) -m pip install -q --no-build-isolation -e .
+	BALANCER_PURE=1 $(PY) -m pip install -q --no-build-isolation -e '.[tiers]'
 	touch $(RUN_STAMP)
 
 # Editable install without build isolation: mypyc type-checks with the packages of .venv.
@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml setup.py
 	$(PY) -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"], sep="\n")' \
 		> $(VENV)/build-requires.txt
 	$(PY) -m pip install -q -r $(VENV)/build-requires.txt
-	$(PY) -m pip install -q --no-build-isolation -e '.[test]'
+	$(PY) -m pip install -q --no-build-isolation -e '.[test,tiers]'
 	touch $(STAMP) $(NATIVE) $(RUN_STAMP)
 
 # Rebuilds the compiled modules after their source changed.

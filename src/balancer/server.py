@@ -201,8 +201,8 @@ def error_file_problem(path: str, name: str) -> str:
 
 
 NOTHING_TO_SERVE = (
-    "nothing to serve: the file has no [[frontend]] (add one with name, bind and default_backend;"
-    " a backend only serves through a frontend)"
+    "nothing to serve: the file has no [[frontend]], [[l4]] or [dsr] (add a frontend with name, bind"
+    " and default_backend; a backend only serves through a frontend)"
 )
 
 
@@ -210,16 +210,34 @@ def parse_runnable(text: str, file: str) -> Config:
     """parse_config, plus a refusal (with lines) of what this build cannot run yet, and of
     a file that would run and listen on nothing: empty, or only [global] or backends (a
     valid document, which import-haproxy may produce from part of a file, but not a
-    balancer; once SPEC's tier tables are built, a file with only those must pass too).
+    balancer). A file holding only tier tables ([[l4]], [dsr]) is something to serve.
     Raises ConfigError listing every problem."""
     config = parse_config(text, file)
     problems = unsupported(config, os.path.dirname(os.path.abspath(file)))
-    if not config.frontend:
+    if not config.frontend and not config.l4 and config.dsr is None:
         problems.insert(0, ((), NOTHING_TO_SERVE))
     if problems:
         source = SourceMap.from_text(text)
         raise ConfigError([Problem(file, source.line_of(path), message) for path, message in problems])
     return config
+
+
+TIERS_NOT_RUN = (
+    "{table} is valid, but `balancer run` does not program it yet in this version"
+    " (the library is balancer.cluster.l4; remove the table to run the rest)"
+)
+
+
+def refuse_unrun_tiers(config: Config, text: str, file: str) -> None:
+    """`balancer run` and reload: refuse tier tables that `check` accepts but the supervisor
+    does not drive yet, rather than run and silently leave the kernel unprogrammed.
+    Raises ConfigError naming their lines."""
+    paths: list[tuple[tuple[str | int, ...], str]] = [(("l4", index), "[[l4]]") for index in range(len(config.l4))]
+    if config.dsr is not None:
+        paths.append((("dsr",), "[dsr]"))
+    if paths:
+        source = SourceMap.from_text(text)
+        raise ConfigError([Problem(file, source.line_of(path), TIERS_NOT_RUN.format(table=t)) for path, t in paths])
 
 
 def check_supported(config: Config, base_dir: str = ".") -> None:

@@ -49,7 +49,7 @@ from balancer.runtime.shared import (
 )
 from balancer.runtime.state import ERROR_CAUSES, STATUS_CLASSES, AdminState
 from balancer.sdnotify import notify
-from balancer.server import bind_socket, listener_key, parse_runnable
+from balancer.server import bind_socket, listener_key, parse_runnable, refuse_unrun_tiers
 from balancer.stats.syslog import configure_event_syslog
 
 log = logging.getLogger("balancer.master")
@@ -314,6 +314,7 @@ class Master:
         try:
             text = read_config_text(self.path)
             config = parse_runnable(text, str(self.path))
+            refuse_unrun_tiers(config, text, str(self.path))
         except ConfigError as exc:
             return [str(problem) for problem in exc.problems]
         try:
@@ -602,6 +603,7 @@ def run_master(path: Path) -> int:
     try:
         text = read_config_text(path)
         config = parse_runnable(text, str(path))
+        refuse_unrun_tiers(config, text, str(path))
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)

@@ -135,6 +135,35 @@ def test_run_refuses_a_file_that_serves_nothing(tmp_path):
     assert_refused(result.returncode, output, "empty.toml", 1, "nothing to serve: the file has no [[frontend]]")
 
 
+L4_ONLY = """\
+[[l4]]
+name = "www"
+vip = "10.100.0.1"
+seed = 24301
+  [[l4.node]]
+  name = "l7a"
+  address = "10.0.3.21"
+"""
+
+
+def test_a_file_with_only_tier_tables_passes_check_and_run_says_it_does_not_program_it_yet(tmp_path):
+    code, output = check(tmp_path, "l4.toml", L4_ONLY)
+    assert (code, output.strip()) == (0, "configuration is valid")
+
+    code, output = check(tmp_path, "bad.toml", L4_ONLY.replace("seed = 24301", "table_size = 65536"))
+    assert code == 1
+    assert output.splitlines() == [
+        "bad.toml:1: [[l4]] 'www': method \"maglev\" needs a seed, the same on every L4 node of the tier"
+        " (without one the kernel picks a random seed and the nodes disagree)",
+        "bad.toml:4: table_size 65536 is not a prime",
+    ]
+
+    result = run_balancer("run", "-c", "l4.toml", cwd=tmp_path, timeout=20)
+    output = result.stdout + result.stderr
+    message = "[[l4]] is valid, but `balancer run` does not program it yet"
+    assert_refused(result.returncode, output, "l4.toml", 1, message)
+
+
 # -- reloads of a file that is not UTF-8 ---------------------------------------------------------
 
 

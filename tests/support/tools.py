@@ -28,3 +28,14 @@ def require_tool(name: str) -> str:
         pytest.fail(reason + "; CI=true, so this is a failure, not a skip", pytrace=False)
     pytest.skip(reason)
     raise AssertionError("unreachable")  # pytest.skip raises
+
+
+def require_root(what: str) -> None:
+    """Skip the calling test with the reason unless it runs as root (network namespaces,
+    nftables, routes); under CI=true a runner without root fails instead."""
+    if os.geteuid() == 0:
+        return
+    reason = f"{what} needs root (network namespaces, nftables and routes)"
+    if on_ci():
+        pytest.fail(reason + "; CI=true, so this is a failure, not a skip", pytrace=False)
+    pytest.skip(reason)

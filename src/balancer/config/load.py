@@ -32,7 +32,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from balancer.config.locate import KeyPath, SourceMap
-from balancer.config.model import Backend, BackendRule, Config, Frontend, ResponseRule
+from balancer.config.model import L4, Backend, BackendRule, Config, Dsr, Frontend, ResponseRule
 from balancer.config.values import Address
 
 __all__ = ["ConfigError", "Problem", "load_config", "parse_config", "read_config_text"]
@@ -378,6 +378,11 @@ def _check(config: Config, folder: Path, source: SourceMap) -> list[tuple[KeyPat
       unconditional redirect/deny rule (an http -> https redirector needs no backend);
     - no two listeners (frontend binds, stats.bind, admin.bind) overlap: same port on the
       same address, or on a wildcard address (":8080", "0.0.0.0:8080", "[::]:8080");
+    - an [[l4]] table has nodes, each name, address and VXLAN VNI once; maglev and source
+      need a seed (every L4 node of a tier must hash alike; nft would pick a random one)
+      and a prime table_size, maglev one above 100 x nodes; the VIP is no node's address;
+      two [[l4]] tables do not balance the same VIP, protocol and port;
+    - a [dsr] tunnel other than "direct" names its local endpoint;
     - certificate and CA files exist, relative names taken from the config's folder;
     - hash keys fit the algorithm: balance "source" hashes src, "uri" hashes uri, "hdr"
       needs hash_key = "hdr(NAME)" and "url_param" needs "url_param(NAME)". Only an
@@ -421,6 +426,11 @@ def _check(config: Config, folder: Path, source: SourceMap) -> list[tuple[KeyPat
                     )
                 )
     problems += _check_listeners(config, source)
+    for index, table in enumerate(config.l4):
+        problems += _check_l4(index, table, source)
+    problems += _check_l4_overlaps(config, source)
+    if config.dsr is not None:
+        problems += _check_dsr(config.dsr)
     return problems
 
 
@@ -433,6 +443,10 @@ def _check_names(config: Config, source: SourceMap) -> list[tuple[KeyPath, str]]
     for index, backend in enumerate(config.backend):
         names = [server.name for server in backend.server]
         groups.append(("server", f" in backend {backend.name!r}", ("backend", index, "server"), names))
+    groups.append(("[[l4]]", "", ("l4",), [table.name for table in config.l4]))
+    for index, table in enumerate(config.l4):
+        names = [node.name for node in table.node]
+        groups.append(("node", f" in [[l4]] {table.name!r}", ("l4", index, "node"), names))
     problems: list[tuple[KeyPath, str]] = []
     for what, where, base, names in groups:
         first: dict[str, int] = {}
@@ -744,6 +758,93 @@ def _check_listeners(config: Config, source: SourceMap) -> list[tuple[KeyPath, s
                 problems.append((path, f"address {address} {clash} already bound by {earlier_owner} (line {line})"))
                 break
     return problems
+
+
+_HASHED_METHODS = ("maglev", "source")
+
+
+def is_prime(number: int) -> bool:
+    """Trial division: table sizes are at most about a million (config/ imports nothing, so
+    not lb.common's)."""
+    if number < 2:
+        return False
+    divisor = 2
+    while divisor * divisor <= number:
+        if number % divisor == 0:
+            return False
+        divisor += 1
+    return True
+
+
+def _check_l4(index: int, table: L4, source: SourceMap) -> list[tuple[KeyPath, str]]:
+    path: KeyPath = ("l4", index)
+    where = f"[[l4]] {table.name!r}"
+    problems: list[tuple[KeyPath, str]] = []
+    if not table.node:
+        problems.append((path, f"{where} has no [[l4.node]] to send flows to"))
+    if table.method in _HASHED_METHODS:
+        if table.seed is None:
+            problems.append(
+                (
+                    (*path, "method"),
+                    f'{where}: method "{table.method}" needs a seed, the same on every L4 node of the tier'
+                    " (without one the kernel picks a random seed and the nodes disagree)",
+                )
+            )
+        if not is_prime(table.table_size):
+            problems.append(((*path, "table_size"), f"table_size {table.table_size} is not a prime"))
+        elif table.method == "maglev" and table.table_size <= 100 * len(table.node):
+            problems.append(
+                (
+                    (*path, "table_size"),
+                    f"table_size {table.table_size} is too small for {len(table.node)} nodes:"
+                    f" maglev needs a prime above 100 x nodes ({100 * len(table.node)})",
+                )
+            )
+    first_address: dict[str, int] = {}
+    first_vni: dict[int, int] = {}
+    for number, node in enumerate(table.node):
+        node_path: KeyPath = (*path, "node", number)
+        if node.address == table.vip:
+            problems.append(((*node_path, "address"), f"node {node.name!r} has the VIP {table.vip} as its address"))
+        if node.address in first_address:
+            line = source.line_of((*path, "node", first_address[node.address], "address"))
+            message = f"node address {node.address} listed twice in {where} (first at line {line})"
+            problems.append(((*node_path, "address"), message))
+            continue  # its VNI is the same too: one problem is enough
+        first_address[node.address] = number
+        vni = node.tunnel_vni()
+        if table.forward == "vxlan" and vni in first_vni:
+            line = source.line_of((*path, "node", first_vni[vni]))
+            message = f"node {node.name!r} has VXLAN VNI {vni}, already used by the node at line {line}; set vni"
+            problems.append(((*node_path, "vni") if node.vni is not None else (*node_path, "address"), message))
+        first_vni.setdefault(vni, number)
+    return problems
+
+
+def _check_l4_overlaps(config: Config, source: SourceMap) -> list[tuple[KeyPath, str]]:
+    """Two tables matching the same packets: the first rule would win, the second never see any."""
+    problems: list[tuple[KeyPath, str]] = []
+    for later, table in enumerate(config.l4):
+        for earlier, other in enumerate(config.l4[:later]):
+            if (other.vip, other.protocol) != (table.vip, table.protocol):
+                continue
+            shared = set(table.ports) & set(other.ports) if table.ports and other.ports else set()
+            if shared or not table.ports or not other.ports:
+                what = f"port {min(shared)}" if shared else "every port"
+                line = source.line_of(("l4", earlier))
+                balanced = f"{table.vip} {table.protocol} {what}"
+                message = f"[[l4]] {table.name!r} balances {balanced} like [[l4]] {other.name!r} (line {line})"
+                problems.append((("l4", later, "vip"), message))
+                break
+    return problems
+
+
+def _check_dsr(dsr: Dsr) -> list[tuple[KeyPath, str]]:
+    if dsr.tunnel.type != "direct" and not dsr.tunnel.local:
+        message = f'[dsr] tunnel type "{dsr.tunnel.type}" needs local, this node\'s underlay address'
+        return [(("dsr", "tunnel"), message)]
+    return []
 
 
 def addresses_overlap(one: Address, other: Address) -> bool:

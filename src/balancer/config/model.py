@@ -438,6 +438,118 @@ class Backend(Model):
         )
 
 
+# -- the tier tables (SPEC.md "The tiers beyond one machine") ---------------------------
+# Shape and single values are checked here; what needs a whole table (a prime table size,
+# a node listed twice, a seed for the hashing methods) is checked by balancer.config.load.
+# The L4 tier is IPv4 only in this version: its nftables table is `table ip`.
+
+L4Method = Literal["maglev", "source", "roundrobin", "random"]
+L4Forward = Literal["vxlan", "ipip", "direct"]
+# nftables marks and VNIs are 32 and 24 bits; a jhash seed is 32 bits.
+MAX_SEED = 2**32 - 1
+MAX_VNI = 2**24 - 1
+# Bigger tables cost seconds to build and megabytes of nft text for no better balance.
+MAX_TABLE_SIZE = 1_000_003
+
+
+def ipv4_address(value: str, what: str) -> str:
+    """`value` if it is an IPv4 address written canonically; refuses names, networks, IPv6."""
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        raise ValueError(f"{what} {value!r} is not an IP address") from None
+    if address.version != 4:
+        raise ValueError(f"{what} {value!r}: the L4 tier is IPv4 only in this version")
+    return str(address)
+
+
+class L4Check(Check):
+    """A backend's check, plus the port probed on the L7 node's own address
+    (default: the first of the table's ports, else 80)."""
+
+    port: int | None = Field(None, ge=1, le=65535)
+
+
+class L4Node(Model):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
+    address: str
+    weight: int = Field(100, ge=1, le=256)
+    vni: int | None = Field(None, ge=1, le=MAX_VNI)  # default: the low 16 bits of address
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        return ipv4_address(value, "address")
+
+    def tunnel_vni(self) -> int:
+        """The VXLAN network identifier of this node's tunnel (SPEC: low 16 bits of its address)."""
+        if self.vni is not None:
+            return self.vni
+        return int(ipaddress.IPv4Address(self.address)) & 0xFFFF
+
+
+class L4(Model):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
+    vip: str
+    ports: list[int] = []  # [] = every port
+    protocol: Literal["tcp", "udp"] = "tcp"
+    method: L4Method = "maglev"
+    table_size: int = Field(65537, ge=2, le=MAX_TABLE_SIZE)
+    seed: int | None = Field(None, ge=0, le=MAX_SEED)  # required by maglev and source (load.py)
+    forward: L4Forward = "vxlan"
+    check: L4Check | None = None
+    node: list[L4Node] = []
+
+    @field_validator("vip")
+    @classmethod
+    def _vip(cls, value: str) -> str:
+        return ipv4_address(value, "vip")
+
+    @field_validator("ports")
+    @classmethod
+    def _ports(cls, values: list[int]) -> list[int]:
+        for port in values:
+            if not 1 <= port <= 65535:
+                raise ValueError(f"port {port} is out of range (1 to 65535)")
+        seen: set[int] = set()
+        for port in values:
+            if port in seen:
+                raise ValueError(f"port {port} is listed twice")
+            seen.add(port)
+        return values
+
+    def check_port(self) -> int:
+        """The port a health check of this table's L7 nodes probes."""
+        if self.check is not None and self.check.port is not None:
+            return self.check.port
+        return self.ports[0] if self.ports else 80
+
+
+class DsrTunnel(Model):
+    type: L4Forward = "direct"
+    local: str = ""  # the decapsulation endpoint: this node's underlay address
+    vni: int | None = Field(None, ge=1, le=MAX_VNI)  # default: the low 16 bits of local
+
+    @field_validator("local")
+    @classmethod
+    def _local(cls, value: str) -> str:
+        return ipv4_address(value, "local") if value else value
+
+
+class Dsr(Model):
+    vips: list[str] = Field(min_length=1)
+    tunnel: DsrTunnel = DsrTunnel()
+
+    @field_validator("vips")
+    @classmethod
+    def _vips(cls, values: list[str]) -> list[str]:
+        addresses = [ipv4_address(value, "vip") for value in values]
+        for number, address in enumerate(addresses):
+            if address in addresses[:number]:
+                raise ValueError(f"vip {address} is listed twice")
+        return addresses
+
+
 class Config(Model):
     global_: Global = Field(Global(), alias="global")
     admin: Admin = Admin()
@@ -445,6 +557,8 @@ class Config(Model):
     frontend: list[Frontend] = []
     backend: list[Backend] = []
     userlist: list[Userlist] = []
+    l4: list[L4] = []
+    dsr: Dsr | None = None
 
     def backend_named(self, name: str) -> Backend:
         for backend in self.backend:

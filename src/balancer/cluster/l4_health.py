@@ -1,0 +1,88 @@
+"""Health of the L7 nodes of an L4 node: `[[l4]].check` probes each node's own address with
+the existing checks (balancer.checks: the probes and the rise/fall state machine), and a
+node is usable while its check says up and no operator took it out (`admin_down`).
+
+Every change of the usable set of a table goes to the kernel as a slot delta
+(L4Node.set_usable), one at a time (a lock: the slots a delta starts from must be the
+current ones), in a thread so that the probes keep their rhythm while nft works.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Callable
+
+from balancer.checks.health import HealthTracker
+from balancer.checks.probes import http_check, tcp_check
+from balancer.cluster.l4 import L4Node
+from balancer.config.model import L4Check
+from balancer.config.values import Address
+
+# What an event handler receives: (table name, node name, "up" | "down", why).
+EventSink = Callable[[str, str, str, str], None]
+
+
+class L4Health:
+    def __init__(self, node: L4Node, events: EventSink, rng: random.Random | None = None) -> None:
+        self.node = node
+        self.events = events
+        self.rng = rng or random.Random()
+        self.healthy: list[set[str]] = [{n.name for n in table.node} for table in node.tables]
+        self.admin_down: list[set[str]] = [set() for _ in node.tables]
+        self.lock = asyncio.Lock()
+        self.tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        """One check loop per node of every table that has a `check`."""
+        for t, table in enumerate(self.node.tables):
+            if table.check is None:
+                continue
+            for member in table.node:
+                address = Address(host=member.address, port=table.check_port())
+                coroutine = self._check_loop(t, member.name, address, table.check)
+                self.tasks.append(asyncio.get_running_loop().create_task(coroutine))
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self.tasks.clear()
+
+    async def set_admin(self, table_index: int, name: str, down: bool) -> int:
+        """An operator takes a node out (`down`) or puts it back. Returns slots changed."""
+        if down:
+            self.admin_down[table_index].add(name)
+        else:
+            self.admin_down[table_index].discard(name)
+        return await self._apply(table_index)
+
+    async def _apply(self, table_index: int) -> int:
+        async with self.lock:
+            usable = self.healthy[table_index] - self.admin_down[table_index]
+            return await asyncio.to_thread(self.node.set_usable, table_index, usable)
+
+    async def _check_loop(self, table_index: int, name: str, address: Address, check: L4Check) -> None:
+        tracker = HealthTracker(check.rise, check.fall, check.interval, check.fastinterval, check.downinterval)
+        table_name = self.node.tables[table_index].name
+        first = True
+        while True:
+            interval = tracker.next_interval()
+            await asyncio.sleep(interval * (self.rng.random() if first else self.rng.uniform(0.9, 1.1)))
+            first = False
+            if check.type == "http":
+                ok, detail = await http_check(address, check, check.timeout)
+            else:
+                ok, detail = await tcp_check(address, check.timeout)
+            transition = tracker.record(ok, detail)
+            if transition is None:
+                continue
+            if transition.new == "up":
+                self.healthy[table_index].add(name)
+            else:
+                self.healthy[table_index].discard(name)
+            await self._apply(table_index)
+            self.events(table_name, name, transition.new, transition.reason)

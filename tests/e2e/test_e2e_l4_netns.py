@@ -1,0 +1,417 @@
+"""The L4 node's kernel programming (balancer.cluster.l4) with real traffic, in network
+namespaces this test creates (root only; skipped with the reason elsewhere, a failure under
+CI=true).
+
+    client 10.0.1.2 -- router 10.0.1.1 / 10.0.3.1 -- bridge -- L4 node 10.0.3.11
+                                                            -- L7 nodes 10.0.3.21, 10.0.3.22
+
+The router sends the VIP 10.100.0.1 to the L4 node; the L4 node hashes each flow to an L7 node
+and forwards it through a VXLAN tunnel (or, `direct`, over the L2 segment); the L7 nodes hold
+the VIP on lo and answer straight to the router (direct server return). Each L7 node runs a
+line server answering its own name, so the client sees which node served a connection.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from tests.support.netns import Lab, ip, join_bridge, read_line, sysctl
+from tests.support.tools import require_root, require_tool
+
+from balancer.cluster.l4 import tunnel_mac
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+VIP = "10.100.0.1"
+NODES = {"l7a": "10.0.3.21", "l7b": "10.0.3.22"}
+
+SERVER = r"""
+import socketserver, sys
+name = sys.argv[1]
+class Handler(socketserver.StreamRequestHandler):
+    def handle(self):
+        for line in self.rfile:
+            self.wfile.write(name.encode() + b"\n")
+class Server(socketserver.ThreadingTCPServer):
+    allow_reuse_address = True
+    daemon_threads = True
+    request_queue_size = 1024
+server = Server(("0.0.0.0", 80), Handler)
+print("listening", flush=True)
+server.serve_forever()
+"""
+
+# `count N`: N fresh connections, one line each; prints {"node": count, ..., "errors": n}.
+# `hold`: one connection kept open; prints its node, then on each stdin line asks again.
+CLIENT = r"""
+import json, socket, sys
+vip = sys.argv[1]
+def ask(sock):
+    sock.sendall(b"hi\n")
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = sock.recv(100)
+        if not chunk:
+            raise ConnectionError("closed")
+        data += chunk
+    return data.decode().strip()
+if sys.argv[2] == "port":  # one connection from a fixed source port, closed with a RST
+    import struct
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.bind(("0.0.0.0", int(sys.argv[3])))
+    sock.settimeout(3)
+    sock.connect((vip, 80))
+    print(ask(sock), flush=True)
+    sock.close()
+elif sys.argv[2] == "count":
+    counts = {"errors": 0}
+    for _ in range(int(sys.argv[3])):
+        try:
+            with socket.create_connection((vip, 80), timeout=3) as sock:
+                sock.settimeout(3)
+                node = ask(sock)
+                counts[node] = counts.get(node, 0) + 1
+        except OSError:
+            counts["errors"] += 1
+    print(json.dumps(counts), flush=True)
+else:
+    sock = socket.create_connection((vip, 80), timeout=3)
+    sock.settimeout(3)
+    print(ask(sock), flush=True)
+    for line in sys.stdin:
+        try:
+            print(ask(sock), flush=True)
+        except OSError as exc:
+            print("error " + str(exc), flush=True)
+"""
+
+
+def l4_file(method: str, forward: str, check: str = "") -> str:
+    nodes = "".join(f'[[l4.node]]\nname = "{name}"\naddress = "{address}"\n' for name, address in NODES.items())
+    return (
+        f'[[l4]]\nname = "www"\nvip = "{VIP}"\nports = [80]\nmethod = "{method}"\n'
+        f'seed = 24301\nforward = "{forward}"\n{check}' + nodes
+    )
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[tuple[Lab, dict[str, str]]]:
+    require_root("the L4 tier test")
+    require_tool("nft")
+    require_tool("ip")
+    lab = Lab("l4t")
+    try:
+        names = {role: lab.ns(role) for role in ("sw", "c", "r", "l4", "l7a", "l7b")}
+        sw, c, r, l4 = names["sw"], names["c"], names["r"], names["l4"]
+        ip("-n", sw, "link", "add", "br0", "type", "bridge")
+        ip("-n", sw, "link", "set", "br0", "up")
+        ip("link", "add", "e0", "netns", c, "type", "veth", "peer", "name", "e1", "netns", r)
+        ip("-n", c, "addr", "add", "10.0.1.2/24", "dev", "e0")
+        ip("-n", c, "link", "set", "e0", "up")
+        ip("-n", c, "route", "add", "default", "via", "10.0.1.1")
+        ip("-n", r, "addr", "add", "10.0.1.1/24", "dev", "e1")
+        ip("-n", r, "link", "set", "e1", "up")
+        join_bridge(lab, sw, r, "10.0.3.1/24", "p-r")
+        sysctl(lab, r, ["net.ipv4.ip_forward=1"])
+        ip("-n", r, "route", "add", f"{VIP}/32", "via", "10.0.3.11")
+        join_bridge(lab, sw, l4, "10.0.3.11/24", "p-l4")
+        ip("-n", l4, "route", "add", "default", "via", "10.0.3.1")
+        # Counts what would break direct return: a reply from the VIP through the L4 node.
+        lab.sh(
+            l4,
+            "nft",
+            f"table ip dsrcheck {{ chain c {{ type filter hook prerouting priority -300;"
+            f" ip saddr {VIP} counter; }}; }}",
+        )
+        for number, (name, address) in enumerate(NODES.items()):
+            ns = names[name]
+            join_bridge(lab, sw, ns, f"{address}/24", f"p-{name}")
+            ip("-n", ns, "route", "add", "default", "via", "10.0.3.1")
+            ip("-n", ns, "addr", "add", f"{VIP}/32", "dev", "lo")
+            sysctl(
+                lab,
+                ns,
+                [
+                    "net.ipv4.conf.all.arp_ignore=1",
+                    "net.ipv4.conf.all.arp_announce=2",
+                    "net.ipv4.conf.all.rp_filter=2",
+                    "net.ipv4.conf.default.rp_filter=2",
+                ],
+            )
+            vni = 3 * 256 + 21 + number  # the low 16 bits of the node's address (SPEC)
+            ip(
+                "-n",
+                ns,
+                "link",
+                "add",
+                "vx0",
+                "type",
+                "vxlan",
+                "id",
+                str(vni),
+                "local",
+                address,
+                "dstport",
+                "4789",
+                "nolearning",
+            )
+            ip("-n", ns, "link", "set", "vx0", "address", tunnel_mac(vni), "up")
+            # Loose reverse-path filtering drops everything arriving on a device without an
+            # IPv4 address (fib_validate_source): the tunnel end needs one, any will do.
+            ip("-n", ns, "addr", "add", "169.254.78.1/32", "dev", "vx0")
+            server_file = tmp_path / "server.py"
+            server_file.write_text(SERVER)
+            server = lab.python(ns, str(server_file), name)
+            assert read_line(server, 10) == "listening"
+            lab.named[name] = server
+        (tmp_path / "client.py").write_text(CLIENT)
+        yield lab, names
+    finally:
+        lab.close()
+        left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        assert lab.prefix not in left
+
+
+def start_l4(lab: Lab, ns: str, tmp_path: Path, method: str = "maglev", forward: str = "vxlan", check: str = ""):
+    config = tmp_path / "l4.toml"
+    config.write_text(l4_file(method, forward, check))
+    agent = lab.python(ns, "-m", "balancer.cluster.l4_agent", str(config), src=SRC)
+    assert read_line(agent, 15) == "ready"
+    return agent
+
+
+def count(lab: Lab, ns: str, tmp_path: Path, connections: int) -> dict[str, int]:
+    result = lab.run(
+        ns,
+        shutil.which("python3") or "python3",
+        str(tmp_path / "client.py"),
+        VIP,
+        "count",
+        str(connections),
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    counts: dict[str, int] = json.loads(result.stdout)
+    return counts
+
+
+def replies_through(lab: Lab, ns: str) -> int:
+    listing = json.loads(lab.sh(ns, "nft", "-j", "list", "table", "ip", "dsrcheck"))
+    for item in listing["nftables"]:
+        rule = item.get("rule")
+        if rule:
+            for expression in rule["expr"]:
+                if "counter" in expression:
+                    packets: int = expression["counter"]["packets"]
+                    return packets
+    raise AssertionError("no counter in dsrcheck")
+
+
+def kernel_state(lab: Lab, ns: str) -> str:
+    """What the L4 programming may leave behind: its table, rules, routes, devices."""
+    tables = lab.sh(ns, "nft", "-j", "list", "tables")
+    rules = lab.sh(ns, "ip", "rule")
+    routes = lab.sh(ns, "ip", "route", "show", "table", "all", "proto", "76")
+    links = lab.sh(ns, "ip", "-o", "link")
+    return "\n".join(
+        [
+            "balancer_l4" if "balancer_l4" in tables else "",
+            *[line for line in rules.splitlines() if "fwmark" in line],
+            *routes.splitlines(),
+            *[line for line in links.splitlines() if "bl4-" in line],
+        ]
+    ).strip()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("method", "forward"),
+    [("maglev", "vxlan"), ("source", "vxlan"), ("roundrobin", "vxlan"), ("random", "vxlan"), ("maglev", "direct")],
+)
+def test_flows_are_spread_over_both_l7_nodes_and_replies_skip_the_l4_node(lab, tmp_path, method, forward):
+    lab, names = lab
+    agent = start_l4(lab, names["l4"], tmp_path, method, forward)
+
+    counts = count(lab, names["c"], tmp_path, 200)
+
+    assert counts["errors"] == 0, counts
+    if method == "source":  # one client address: one node, every time
+        assert sorted(counts.values()) == [0, 200], counts
+    else:
+        assert counts.get("l7a", 0) >= 50 and counts.get("l7b", 0) >= 50, counts
+    assert replies_through(lab, names["l4"]) == 0
+    agent.stdin.write("stop\n")
+    agent.stdin.flush()
+    assert agent.wait(timeout=15) == 0
+    assert kernel_state(lab, names["l4"]) == ""
+
+
+@pytest.mark.timeout(60)
+def test_a_node_marked_down_takes_no_new_flows_but_keeps_its_established_ones(lab, tmp_path):
+    lab, names = lab
+    agent = start_l4(lab, names["l4"], tmp_path)
+    held = lab.python(names["c"], str(tmp_path / "client.py"), VIP, "hold")
+    node = read_line(held, 10)
+    assert node in NODES
+
+    agent.stdin.write(f"down www {node}\n")
+    agent.stdin.flush()
+    answer = read_line(agent, 10).split()
+    assert answer[0] == "ok" and int(answer[1]) > 0, answer
+    whole, kernel = float(answer[2]) * 1000, float(answer[3]) * 1000
+    print(f"one of 2 nodes' table update: {answer[1]} slots in {whole:.0f} ms (kernel {kernel:.0f} ms)")
+
+    counts = count(lab, names["c"], tmp_path, 100)
+    held.stdin.write("again\n")
+    held.stdin.flush()
+
+    other = next(name for name in NODES if name != node)
+    assert counts == {"errors": 0, other: 100}
+    assert read_line(held, 10) == node  # the established connection still works, on its node
+
+    agent.stdin.write(f"up www {node}\n")
+    agent.stdin.flush()
+    assert read_line(agent, 10).startswith("ok ")
+    counts = count(lab, names["c"], tmp_path, 100)
+    assert counts.get(node, 0) >= 20, counts
+    agent.stdin.write("stop\n")
+    agent.stdin.flush()
+    assert agent.wait(timeout=15) == 0
+    assert kernel_state(lab, names["l4"]) == ""
+
+
+@pytest.mark.timeout(60)
+def test_a_start_clears_what_a_killed_run_left(lab, tmp_path):
+    lab, names = lab
+    agent = start_l4(lab, names["l4"], tmp_path)
+    agent.kill()  # no cleanup: table, rules, routes and devices stay
+    agent.wait(timeout=10)
+    assert kernel_state(lab, names["l4"]) != ""
+
+    agent = start_l4(lab, names["l4"], tmp_path)
+    counts = count(lab, names["c"], tmp_path, 50)
+    assert counts["errors"] == 0 and set(counts) == {"errors", "l7a", "l7b"}, counts
+    agent.stdin.write("stop\n")
+    agent.stdin.flush()
+    assert agent.wait(timeout=15) == 0
+    assert kernel_state(lab, names["l4"]) == ""
+
+
+def kernel_has_ipip(lab: Lab, ns: str) -> bool:
+    probe = lab.run(ns, "ip", "link", "add", "probe0", "type", "ipip", "remote", "10.0.3.21")
+    lab.run(ns, "ip", "link", "del", "probe0")
+    return probe.returncode == 0
+
+
+@pytest.mark.timeout(60)
+def test_forward_ipip_is_refused_clearly_where_the_kernel_has_no_ipip(lab, tmp_path):
+    lab, names = lab
+    if kernel_has_ipip(lab, names["l4"]):
+        pytest.skip("this kernel has IPIP tunnels: the refusal cannot be shown (no IPIP traffic test yet)")
+    config = tmp_path / "l4.toml"
+    config.write_text(l4_file("maglev", "ipip"))
+    agent = lab.python(names["l4"], "-m", "balancer.cluster.l4_agent", str(config), src=SRC)
+
+    line = read_line(agent, 15)
+
+    assert line.startswith("error [[l4]] 'www': forward \"ipip\": this kernel has no IPIP tunnels"), line
+    assert agent.wait(timeout=15) == 1
+    assert kernel_state(lab, names["l4"]) == ""
+
+
+@pytest.mark.timeout(60)
+def test_one_node_table_update_time_with_ten_nodes(tmp_path):
+    """Issue 14 asks for ≤ 50 ms per L7 node's update; printed as a figure, asserted loosely
+    (a shared 2-core machine). No traffic needed: the tunnels' far ends need not exist."""
+    require_root("the L4 tier test")
+    lab = Lab("l4u")
+    try:
+        ns = lab.ns("l4")
+        nodes = "".join(f'[[l4.node]]\nname = "n{n}"\naddress = "10.0.3.{21 + n}"\n' for n in range(10))
+        config = tmp_path / "l4.toml"
+        config.write_text(f'[[l4]]\nname = "www"\nvip = "{VIP}"\nports = [80]\nseed = 1\n' + nodes)
+        agent = lab.python(ns, "-m", "balancer.cluster.l4_agent", str(config), src=SRC)
+        assert read_line(agent, 15) == "ready"
+        figures = []
+        for command in ("down www n3", "up www n3", "down www n7", "up www n7"):
+            agent.stdin.write(command + "\n")
+            agent.stdin.flush()
+            word, changed, seconds, kernel = read_line(agent, 10).split()
+            assert word == "ok" and 6000 < int(changed) < 7500
+            figures.append((float(seconds), float(kernel)))
+        shown = ", ".join(f"{whole * 1000:.0f} ms (kernel {kernel * 1000:.0f} ms)" for whole, kernel in figures)
+        print(f"one of 10 nodes, 65537 slots: updates took {shown}")
+        assert min(whole for whole, _ in figures) < 0.5
+        agent.stdin.write("stop\n")
+        agent.stdin.flush()
+        assert agent.wait(timeout=15) == 0
+    finally:
+        lab.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_new_syn_on_a_reused_5_tuple_is_balanced_anew(lab, tmp_path):
+    """The flow sets remember the 5-tuple for the idle timeout; a new connection reusing it
+    must not be sent to the node it had before when that node no longer takes new flows."""
+    lab, names = lab
+    agent = start_l4(lab, names["l4"], tmp_path)
+
+    def connect_from(port: int) -> str:
+        result = lab.run(names["c"], sys.executable, str(tmp_path / "client.py"), VIP, "port", str(port))
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip()
+
+    first = connect_from(40000)
+    agent.stdin.write(f"down www {first}\n")
+    agent.stdin.flush()
+    assert read_line(agent, 10).startswith("ok ")
+
+    again = connect_from(40000)
+
+    assert again != first and again in NODES
+    agent.stdin.write("stop\n")
+    agent.stdin.flush()
+    assert agent.wait(timeout=15) == 0
+
+
+@pytest.mark.timeout(60)
+def test_the_health_check_takes_a_dead_l7_node_out_and_back(lab, tmp_path):
+    lab, names = lab
+    check = 'check = { type = "tcp", port = 80, interval = "200ms", rise = 2, fall = 2, timeout = "300ms" }\n'
+    agent = start_l4(lab, names["l4"], tmp_path, check=check)
+    server = lab.named["l7a"]
+    server.terminate()
+    server.wait(timeout=10)
+
+    line = read_line(agent, 10)
+
+    assert line.startswith("health www l7a down"), line
+    assert count(lab, names["c"], tmp_path, 100) == {"errors": 0, "l7b": 100}
+    restarted = lab.python(names["l7a"], str(tmp_path / "server.py"), "l7a")
+    assert read_line(restarted, 10) == "listening"
+    assert read_line(agent, 10).startswith("health www l7a up")
+    counts = count(lab, names["c"], tmp_path, 100)
+    assert counts["errors"] == 0 and counts.get("l7a", 0) >= 20, counts
+    agent.stdin.write("stop\n")
+    agent.stdin.flush()
+    assert agent.wait(timeout=15) == 0
+    assert kernel_state(lab, names["l4"]) == ""
+
+
+@pytest.mark.timeout(60)
+def test_sigterm_undoes_everything(lab, tmp_path):
+    lab, names = lab
+    agent = start_l4(lab, names["l4"], tmp_path)
+    assert kernel_state(lab, names["l4"]) != ""
+
+    agent.terminate()  # stdin stays open: the signal alone must stop it
+
+    assert agent.wait(timeout=15) == 0
+    assert kernel_state(lab, names["l4"]) == ""
