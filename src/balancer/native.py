@@ -46,6 +46,7 @@ COMPILED = (
     "balancer/net/http_session.py",
     "balancer/net/outbox.py",
     "balancer/net/peer.py",
+    "balancer/net/request.py",
     "balancer/net/tcp_session.py",
     "balancer/net/upstream.py",
     "balancer/proto/http1.py",

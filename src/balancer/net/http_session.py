@@ -31,6 +31,7 @@ from balancer.lb import least_time, least_traffic
 from balancer.net.context import BackendContext, FrontendContext
 from balancer.net.deadline import Deadline
 from balancer.net.peer import client_address, local_address
+from balancer.net.request import NOTHING_KEPT, KnownRequest, Request, RequestOwner
 from balancer.net.upstream import UpstreamConnection, UpstreamOwner
 from balancer.proto.http1 import (
     FIELD_CONNECTION,
@@ -44,7 +45,6 @@ from balancer.proto.http1 import (
     FIELD_UPGRADE,
     IDEMPOTENT_METHODS,
     LAST_CHUNK,
-    NO_TOKENS,
     NOT_NAMEABLE,
     BadRequest,
     auth_response,
@@ -56,9 +56,8 @@ from balancer.proto.http1 import (
     monitor_response,
     redirect_response,
 )
-from balancer.route.persistence import CookieValue, Persistence
+from balancer.route.persistence import Persistence
 from balancer.route.rules import Decision, NumericIP, numeric_ip, redirect_target
-from balancer.runtime.record import LogRecord
 from balancer.runtime.state import RESPONSE_BROKEN, RESPONSE_TIMEOUT, ServerRuntime, status_class
 
 log = logging.getLogger("balancer.http")
@@ -75,8 +74,6 @@ BULK_WRITE: Final = 16384
 REPLAY_LIMIT: Final = 65536
 # Upstream connections a request may burn through because pooled ones turned out dead.
 MAX_STALE_RETRIES: Final = 3
-# A request's replay list while nothing was kept; never appended to (Request.replay).
-NOTHING_KEPT: Final[list[bytes]] = []
 # What a closed session keeps instead of its parser, which calls the session back: without
 # that cycle a connection is freed when it closes, not by the cyclic garbage collector.
 DETACHED_PARSER: Final = httptools.HttpRequestParser(None)
@@ -85,189 +82,7 @@ KNOWN_MAX: Final = 256
 KNOWN_HEAD_MAX: Final = 1024
 
 
-class Request(LogRecord):
-    """One request and, as it goes, what its log line will say."""
-
-    __slots__ = (
-        "attempts",
-        "backend",
-        "body_bytes",
-        "body_done",
-        "buffering",
-        "chunked",
-        "conn_tokens",
-        "connection_values",
-        "content_length",
-        "head_done",
-        "head_line",
-        "header_block",
-        "headers",
-        "holds_slot",
-        "hop_headers",
-        "host",
-        "host_count",
-        "keep_alive",
-        "method",
-        "path",
-        "pending",
-        "persisted",
-        "query",
-        "queued_at",
-        "replay",
-        "response_started",
-        "server",
-        "session",
-        "stale_retries",
-        "t_start",
-        "te",
-        "upgrade",
-        "url",
-        "version",
-        "xff_values",
-    )
-
-    def __init__(self, session: HttpSession, t_start: float) -> None:
-        wall = t_start + session.wall_offset
-        super().__init__(session.frontend.name, session.client_ip_text, session.client_port, wall, session.client_text)
-        self.session = session
-        self.t_start = t_start
-        self.method = b""
-        self.url = b""
-        self.head_line = b""  # "METHOD target HTTP/1.1" CRLF: the request line sent to servers
-        self.path = b""
-        self.query = b""
-        self.version = "1.1"
-        self.headers: list[tuple[bytes, bytes]] = []
-        # `headers` as header lines, joined once for a known head (KnownRequest), while
-        # nothing has changed them; b"" otherwise.
-        self.header_block = b""
-        # Created on the first header that needs them (most requests have none).
-        self.hop_headers: list[tuple[bytes, bytes]] | None = None  # seen by rules, never forwarded as is
-        self.host = b""
-        self.host_count = 0
-        self.connection_values: list[bytes] | None = None
-        self.conn_tokens = NO_TOKENS
-        self.xff_values: list[bytes] | None = None
-        self.te = b""
-        self.content_length = 0
-        self.upgrade = b""
-        self.chunked = False
-        self.keep_alive = True
-        self.head_done = False
-        self.body_done = False
-        self.buffering = False  # its body is read whole before a server is chosen (buffer_request)
-        self.body_bytes = 0
-        # Framed body bytes not yet sent to a server; created when there are some.
-        self.pending: list[bytes] | None = None
-        # Framed body bytes sent, for a retry; None once past REPLAY_LIMIT. Starts as the
-        # shared NOTHING_KEPT (most requests have no body), replaced on the first append.
-        self.replay: list[bytes] | None = NOTHING_KEPT
-        self.backend: BackendContext | None = None
-        self.server: ServerRuntime | None = None
-        self.attempts = 0
-        self.stale_retries = 0
-        self.response_started = False
-        self.holds_slot = False  # counted in server.active (server maxconn)
-        self.queued_at = -1.0  # loop time it started waiting for a server slot; -1: not waiting
-        self.persisted: CookieValue | None = None  # the valid persistence cookie it carried
-
-    def source_ip(self) -> NumericIP | None:
-        return self.session.source_ip()
-
-    def local_port(self) -> int:
-        return self.session.local_port()
-
-    def over_tls(self) -> bool:
-        return self.session.frontend.scheme == b"https"
-
-    def forget_forwarded_for(self) -> None:
-        self.xff_values = None  # shared with a KnownRequest: replaced, never changed
-
-    def hold(self, framed: bytes) -> None:
-        """Keep body bytes for the server until the request is sent to one."""
-        if self.pending is None:
-            self.pending = [framed]
-        else:
-            self.pending.append(framed)
-
-    @property
-    def local_address(self) -> str:
-        transport = self.session.transport
-        return local_address(transport) if transport is not None else ""
-
-
-class KnownRequest:
-    """What the parser and on_headers_complete made of a read that held exactly one request
-    head: HTTP/1.1, keep-alive, no body, no upgrade. The parser accepted these bytes under
-    this frontend's limits, so the same bytes read again are the same request, and
-    HttpSession._take_known makes it from this without the parser: an API client, a health
-    check or a load test sends one head again and again, and parsing it is a fifth of the
-    proxy's own work per request. Remembered per frontend (FrontendContext.known_requests,
-    by the read's bytes): limits and forwardfor differ between frontends."""
-
-    __slots__ = (
-        "bytes_in",
-        "conn_tokens",
-        "head_line",
-        "header_block",
-        "headers",
-        "hop_headers",
-        "host",
-        "host_count",
-        "method",
-        "path",
-        "query",
-        "request_line",
-        "url",
-        "xff",
-        "xff_values",
-    )
-
-    def __init__(self, request: Request) -> None:
-        """Taken from a request whose head is done, before anything routes it (rules and
-        persistence rewrite its headers)."""
-        self.method = request.method
-        self.url = request.url
-        self.head_line = request.head_line
-        self.path = request.path
-        self.query = request.query
-        self.headers = tuple(request.headers)  # a request gets a list of its own
-        self.header_block = b"".join([b"%b: %b\r\n" % header for header in request.headers])
-        # Never changed once the head is parsed (rules only read them): shared.
-        self.hop_headers = request.hop_headers
-        self.xff_values = request.xff_values
-        self.conn_tokens = request.conn_tokens
-        self.host = request.host
-        self.host_count = request.host_count
-        self.xff = request.xff
-        self.request_line = request.request_line
-        self.bytes_in = request.bytes_in
-
-    def request(self, session: HttpSession, now: float) -> Request:
-        """A new request of `session`, read whole at loop time `now`."""
-        request = Request(session, now)
-        request.method = self.method
-        request.url = self.url
-        request.head_line = self.head_line
-        request.path = self.path
-        request.query = self.query
-        request.headers = list(self.headers)
-        request.header_block = self.header_block
-        request.hop_headers = self.hop_headers
-        request.xff_values = self.xff_values
-        request.conn_tokens = self.conn_tokens
-        request.host = self.host
-        request.host_count = self.host_count
-        request.xff = self.xff
-        request.request_line = self.request_line
-        request.bytes_in = self.bytes_in
-        request.t_request = 0.0
-        request.head_done = True
-        request.body_done = True
-        return request
-
-
-class HttpSession(asyncio.Protocol, UpstreamOwner):
+class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
     def __init__(self, frontend: FrontendContext) -> None:
         self.frontend = frontend
         self.outbox = frontend.outbox  # every write to the client goes through it (net.outbox)
@@ -340,6 +155,18 @@ class HttpSession(asyncio.Protocol, UpstreamOwner):
         transport = self.transport
         name = transport.get_extra_info("sockname") if transport is not None else None
         return int(name[1]) if isinstance(name, tuple) else 0
+
+    def _new_request(self, t_start: float) -> Request:
+        """A request of this connection whose first byte came at loop time `t_start`."""
+        wall = t_start + self.wall_offset
+        return Request(self, t_start, self.frontend.name, self.client_ip_text, self.client_port, wall, self.client_text)
+
+    def over_tls(self) -> bool:
+        return self.frontend.scheme == b"https"
+
+    def local_text(self) -> str:
+        transport = self.transport
+        return local_address(transport) if transport is not None else ""
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -503,7 +330,7 @@ class HttpSession(asyncio.Protocol, UpstreamOwner):
         """The read is exactly a request head the frontend knows (KnownRequest): the same
         request, made without the parser, which stays between two messages."""
         try:
-            request = known.request(self, self.now)
+            request = known.fill(self._new_request(self.now))
             self.parsing = request
             queue = self.queue
             queue.append(request)
@@ -542,7 +369,7 @@ class HttpSession(asyncio.Protocol, UpstreamOwner):
         # stops still gets the request timeout (408) and a log line.
         if self.closed:
             raise _Closed
-        request = Request(self, self.now)
+        request = self._new_request(self.now)
         self.parsing = request
         self.head_source = self.fresh
         self.fresh = b""
@@ -1324,7 +1151,7 @@ class HttpSession(asyncio.Protocol, UpstreamOwner):
             return
         request = self.parsing
         if request is None or request.body_done:
-            request = Request(self, self.loop.time())  # refused before a message began
+            request = self._new_request(self.loop.time())  # refused before a message began
         if not request.request_line:
             request.request_line = "<BADREQ>"
         log.info("%s from %s:%s: %s", status, self.client_ip_text, self.client_port, reason)
