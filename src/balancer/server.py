@@ -22,7 +22,7 @@ from balancer.config.model import Config
 from balancer.config.values import Address
 from balancer.heap import HeapTrimmer
 from balancer.lb.base import REGISTRY
-from balancer.net.context import BackendContext, FrontendContext
+from balancer.net.context import BackendContext, FrontendContext, read_error_page
 from balancer.net.gate import Gate
 from balancer.net.http_session import HttpSession
 from balancer.net.outbox import Outbox
@@ -30,7 +30,6 @@ from balancer.net.proxy_accept import ProxyHeaderReader
 from balancer.net.tcp_session import TcpSession
 from balancer.net.tls import frontend_context
 from balancer.proto.basic_auth import Userlist, hash_supported
-from balancer.proto.errorfile import MAX_ERROR_FILE, parse_error_file
 from balancer.runtime.shared import SharedState
 from balancer.runtime.state import BackendRuntime
 from balancer.stats.accesslog import AccessLog
@@ -160,9 +159,10 @@ def unsupported(config: Config, base_dir: str = ".") -> list[tuple[KeyPath, str]
     errorfiles += [(("backend", i), b.errorfiles) for i, b in enumerate(config.backend)]
     for where, files in errorfiles:
         for status, name in files.items():
-            problem = error_file_problem(os.path.join(base_dir, name), name)
-            if problem:
-                problems.append(((*where, "errorfiles", status), problem))
+            try:
+                read_error_page(os.path.join(base_dir, name), name)
+            except ValueError as exc:
+                problems.append(((*where, "errorfiles", status), str(exc)))
     for index, userlist in enumerate(config.userlist):
         for number, user in enumerate(userlist.user):
             if user.password_hash is not None and not hash_supported(user.password_hash):
@@ -182,22 +182,6 @@ def unsupported(config: Config, base_dir: str = ".") -> list[tuple[KeyPath, str]
                 )
             )
     return problems
-
-
-def error_file_problem(path: str, name: str) -> str:
-    """What is wrong with an `errorfiles` file for the proxy (proto.errorfile), or ""."""
-    try:
-        with open(path, "rb") as file:
-            data = file.read(MAX_ERROR_FILE + 1)
-    except OSError as exc:
-        return f"cannot read error file {name!r}: {exc.strerror or exc}"
-    if len(data) > MAX_ERROR_FILE:
-        return f"error file {name!r} is larger than {MAX_ERROR_FILE} bytes"
-    try:
-        parse_error_file(data)
-    except ValueError as exc:
-        return f"error file {name!r}: {exc}"
-    return ""
 
 
 NOTHING_TO_SERVE = (

@@ -12,7 +12,6 @@ import os
 import select
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -110,12 +109,3 @@ def join_bridge(lab: Lab, switch: str, ns: str, address: str, peer: str, mtu: in
 
 def sysctl(lab: Lab, ns: str, settings: Sequence[str]) -> None:
     lab.sh(ns, "sysctl", "-qw", *settings)
-
-
-def wait_for(predicate: object, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"{what}: not within {timeout} s")

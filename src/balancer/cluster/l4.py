@@ -40,7 +40,6 @@ from balancer.cluster.nft import (
     NftError,
     delete_table,
     node_mark,
-    render_flush_flows,
     render_slot_delta,
     render_table,
     run_nft,
@@ -227,18 +226,6 @@ class L4Node:
         if not old or not new:
             return max(len(old), len(new))
         return sum(1 for a, b in zip(old, new, strict=True) if a != b)
-
-    def forget_flows(self, table_index: int, node_index: int) -> None:
-        """Drop the established flows of a node (it was removed, not merely unhealthy)."""
-        run_nft(render_flush_flows(table_index, node_index), self.nft)
-
-    def slots_held(self, table_index: int) -> dict[str, int]:
-        """How many slots each node of the table holds now (for `show l4`)."""
-        counts = dict.fromkeys((node.name for node in self.tables[table_index].node), 0)
-        by_mark = {node_mark(table_index, n): node.name for n, node in enumerate(self.tables[table_index].node)}
-        for mark in self.slots[table_index]:
-            counts[by_mark[mark]] += 1
-        return counts
 
     def stop(self) -> None:
         """Remove everything start() set, and restore IPv4 forwarding as it was."""

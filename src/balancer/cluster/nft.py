@@ -134,11 +134,6 @@ def render_slot_delta(table_index: int, old: Sequence[int], new: Sequence[int]) 
     return f"delete element {name} {{ {listed} }}\nadd element {name} {{ {_elements(new, changed)} }}\n"
 
 
-def render_flush_flows(table_index: int, node_index: int) -> str:
-    """Forget the established flows of one node (it left the file, not just the health)."""
-    return f"flush set ip {TABLE} flows_{table_index}_{node_index}\n"
-
-
 class _LibNftables:
     """libnftables (Debian's libnftables1, what `nft` itself runs) called in-process through
     ctypes: the same parser and transaction as `nft -f`, without starting a process and
@@ -196,10 +191,3 @@ def run_nft(script: str, nft: str = "nft") -> None:
 def delete_table(nft: str = "nft") -> None:
     """Remove the table if it exists (what a stop, or a start after a crash, does first)."""
     run_nft(f"table ip {TABLE}\ndelete table ip {TABLE}\n", nft)
-
-
-def table_exists(nft: str = "nft") -> bool:
-    """Whether the table is in the kernel. Uses `nft -j` since plain `nft list` crashes on
-    a 65537-element map with nft 1.0.6."""
-    result = subprocess.run([nft, "-j", "list", "tables", "ip"], capture_output=True, text=True, timeout=30)
-    return f'"name": "{TABLE}"' in result.stdout

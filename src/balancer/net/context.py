@@ -60,6 +60,8 @@ class BackendContext:
         self.servers = ServerPool(runtime)
         self.idle = UpstreamPool(config.pool.max_idle_per_server, config.pool.idle_timeout, outbox)
         self.connect_timeout = config.timeouts.connect
+        # Before a retry on the server that just failed: min(timeouts.connect, 1 s), as HAProxy.
+        self.retry_delay = min(config.timeouts.connect, 1.0)
         self.server_timeout = config.timeouts.server
         self.retries = config.retries
         self.redispatch = config.redispatch
@@ -107,16 +109,22 @@ class BackendContext:
     def connect_failed(self, server: ServerRuntime, exc: OSError | TimeoutError) -> str:
         """Count a failed connection attempt against `server`; returns the reason for logs."""
         server.connect_failures += 1
-        server.errors += 1
         if isinstance(exc, TimeoutError):
-            self.runtime.errors_by_cause[CONNECT_TIMEOUT] += 1
+            cause = CONNECT_TIMEOUT
         elif isinstance(exc, ConnectionRefusedError):
-            self.runtime.errors_by_cause[CONNECT_REFUSED] += 1
+            cause = CONNECT_REFUSED
         else:
-            self.runtime.errors_by_cause[CONNECT_ERROR] += 1
+            cause = CONNECT_ERROR
         reason = "timeout" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
-        self.server_failed(server, f"connect: {reason}")
+        self.exchange_failed(server, cause, f"connect: {reason}")
         return reason
+
+    def exchange_failed(self, server: ServerRuntime, cause: int, reason: str) -> None:
+        """Count a failed exchange with `server` (`cause`: an index of runtime.state's
+        ERROR_CAUSES) in its errors, the backend's errors by cause and passive observation."""
+        server.errors += 1
+        self.runtime.errors_by_cause[cause] += 1
+        self.server_failed(server, reason)
 
     def server_failed(self, server: ServerRuntime, reason: str) -> None:
         """Passive observation: a failed exchange (connect failure, timeout, broken or 5xx
@@ -237,17 +245,32 @@ class FrontendContext:
                 self.gate.closed(self.name)
 
 
+def read_error_page(path: str, name: str) -> ErrorPage:
+    """The `errorfiles` file at `path` (`name` as the config writes it) as the proxy sends it;
+    ValueError saying what is wrong (unreadable, over MAX_ERROR_FILE, not a response)."""
+    try:
+        with open(path, "rb") as file:
+            data = file.read(MAX_ERROR_FILE + 1)
+    except OSError as exc:
+        raise ValueError(f"cannot read error file {name!r}: {exc.strerror or exc}") from None
+    if len(data) > MAX_ERROR_FILE:
+        raise ValueError(f"error file {name!r} is larger than {MAX_ERROR_FILE} bytes")
+    try:
+        return parse_error_file(data)
+    except ValueError as exc:
+        raise ValueError(f"error file {name!r}: {exc}") from None
+
+
 def load_error_pages(errorfiles: dict[str, str], base_dir: str) -> dict[int, ErrorPage]:
-    """The `errorfiles` pages by status. config.load checked them; a file that changed since
-    and no longer reads as a response keeps the built-in page, with a warning."""
+    """The `errorfiles` pages by status. `balancer check` read them (server.unsupported); a
+    file that changed since and no longer reads as a response keeps the built-in page, with
+    a warning."""
     pages: dict[int, ErrorPage] = {}
     for status, name in errorfiles.items():
-        path = os.path.join(base_dir, name)
         try:
-            with open(path, "rb") as file:
-                pages[int(status)] = parse_error_file(file.read(MAX_ERROR_FILE + 1))
-        except (OSError, ValueError) as exc:
-            log.warning("error file %s for status %s not used: %s", path, status, exc)
+            pages[int(status)] = read_error_page(os.path.join(base_dir, name), name)
+        except ValueError as exc:
+            log.warning("%s: the built-in page for %s is used", exc, status)
     return pages
 
 

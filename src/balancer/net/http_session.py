@@ -498,10 +498,21 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
             self.learning = KnownRequest(request)
             self.learning_request = request
         if request is self.queue[0]:
-            if self.frontend.buffer_body and (request.content_length or request.chunked):
+            if self._body_first(request):
                 self._buffer_body(request)
             else:
                 self._start(request)
+
+    def _body_first(self, request: Request) -> bool:
+        """buffer_request: whether `request`, whose head is done, waits for its body (or for
+        as much of it as may be buffered) before a server is chosen."""
+        buffer_body = self.frontend.buffer_body
+        return (
+            buffer_body > 0
+            and (request.content_length > 0 or request.chunked)
+            and not request.body_done
+            and request.body_bytes < buffer_body
+        )
 
     def _buffer_body(self, request: Request) -> None:
         """buffer_request: read the body before choosing a server (on_message_complete or
@@ -646,9 +657,8 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
             frontend.stopping or self.closing or bool(frontend.disable_file and os.path.exists(frontend.disable_file))
         )
         status = 503 if down else 200
-        body_pending = (request.chunked or request.content_length > 0) and not request.body_done
         # A HEAD gets the page's body too: closing after it keeps the client in step.
-        close = down or not request.keep_alive or body_pending or request.method == b"HEAD"
+        close = down or not request.keep_alive or _body_unread(request) or request.method == b"HEAD"
         self._local_response(request, status, monitor_response(status, close), "--", close)
 
     def _answer_here(self, request: Request, decision: Decision) -> None:
@@ -657,8 +667,7 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
             self.frontend.denied += 1
             self._local_response(request, 403, error_response(403, True), "PR")
             return
-        body_pending = (request.chunked or request.content_length > 0) and not request.body_done
-        close = not request.keep_alive or body_pending or self.closing
+        close = not request.keep_alive or _body_unread(request) or self.closing
         if decision.verdict == "auth":
             close = close or request.method == b"HEAD"  # the challenge has a body
             self._local_response(request, 401, auth_response(decision.realm, close), "PR", close)
@@ -796,7 +805,7 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
         """Send `request` again after `failed` could not take it (refused, reset or closed
         before any byte of a response): with `redispatch`, at once to another usable
         server; on the same server (no `redispatch`, or no other server usable) after a
-        turn-around of min(timeouts.connect, 1 s), as HAProxy does, so that a restarting
+        turn-around (BackendContext.retry_delay), as HAProxy does, so that a restarting
         server is not hammered."""
         backend = request.backend
         assert backend is not None
@@ -804,7 +813,7 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
             self._dispatch(request, avoid=failed)
             return
         request.queued_at = -1.0
-        self.loop.call_later(min(backend.connect_timeout, 1.0), self._retry_same, request, failed)
+        self.loop.call_later(backend.retry_delay, self._retry_same, request, failed)
 
     def _retry_same(self, request: Request, server: ServerRuntime) -> None:
         if self.closed or not self.queue or self.queue[0] is not request or request.t_total >= 0:
@@ -1004,12 +1013,7 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
                 self.resume_client_reading(PIPELINE_WAIT)
             if not request.head_done:
                 self.deadline.set(self.frontend.request_timeout, self.now)
-            elif (
-                self.frontend.buffer_body
-                and not request.body_done
-                and request.body_bytes < self.frontend.buffer_body
-                and (request.content_length or request.chunked)
-            ):
+            elif self._body_first(request):
                 self.deadline.set(self.frontend.request_timeout, self.now)
                 self._buffer_body(request)
             else:
@@ -1067,9 +1071,7 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
         backend = request.backend
         if replayable and server is not None and backend is not None and request.attempts <= backend.retries:
             # The server died under the request (reset, closed): count it, try another.
-            server.errors += 1
-            backend.runtime.errors_by_cause[RESPONSE_BROKEN] += 1
-            backend.server_failed(server, reason)
+            backend.exchange_failed(server, RESPONSE_BROKEN, reason)
             self._release_slot(request)
             self._retry(request, server)
             return
@@ -1099,10 +1101,8 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
         """The server failed the exchange in flight (`who`: "S" broke it, "s" timed out):
         counted against it; the client gets `status` if nothing was sent yet, else a cut."""
         if request.server is not None:
-            request.server.errors += 1
             assert request.backend is not None
-            request.backend.runtime.errors_by_cause[RESPONSE_BROKEN if who == "S" else RESPONSE_TIMEOUT] += 1
-            request.backend.server_failed(request.server, reason)
+            request.backend.exchange_failed(request.server, RESPONSE_BROKEN if who == "S" else RESPONSE_TIMEOUT, reason)
         if request.response_started:
             self._flush_out()
             request.termination = who + "D"
@@ -1207,10 +1207,11 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
         frontend.bytes_in += request.bytes_in
         frontend.bytes_out += request.bytes_out
         if status:  # 0: the client left before any response
-            frontend.responses[status_class(status)] += 1
+            index = status_class(status)
+            frontend.responses[index] += 1
             backend = request.backend
             if backend is not None:
-                backend.runtime.responses[status_class(status)] += 1
+                backend.runtime.responses[index] += 1
         frontend.access_log.log(request)
 
     @staticmethod
@@ -1222,6 +1223,12 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
         if not request.response_started:
             return "H"
         return "D"
+
+
+def _body_unread(request: Request) -> bool:
+    """The request has a body not all read yet: an answer made here must close the
+    connection, since the rest of that body would be read as the next request."""
+    return (request.chunked or request.content_length > 0) and not request.body_done
 
 
 class _Closed(Exception):

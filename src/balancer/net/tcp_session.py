@@ -190,7 +190,7 @@ class TcpSession(asyncio.Protocol):
                     self._dispatch(server)
                 else:
                     # The same server, after a turn-around (as HTTP: HttpSession._retry).
-                    self.loop.call_later(min(backend.connect_timeout, 1.0), self._retry_same, server)
+                    self.loop.call_later(backend.retry_delay, self._retry_same, server)
             else:
                 assert self.record is not None
                 self.record.termination = "SC"
