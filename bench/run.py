@@ -53,6 +53,8 @@ RATIOS = (("balancer", "haproxy"), ("balancer", "nginx"), ("balancer", "pyfloor"
 SCENARIOS: dict[str, list[str]] = {
     "keepalive": [],
     "close": ["-H", "Connection: close"],
+    # Every request head different, browser-like (bench/varied.lua): what users send.
+    "varied": ["-s", str(Path(__file__).resolve().parent / "varied.lua")],
 }
 BODY = b"hello\n"
 
