@@ -120,6 +120,7 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
         self.paused = 0
         self.writing_paused = False
         self.closing = False  # close once the exchange in flight ends
+        self.refusing = False  # a pipelined request was refused: read nothing more (_reject)
         self.closed = False
         self.tunnel = False
         self.out: list[bytes] = []  # response bytes collected during one server read
@@ -262,7 +263,7 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
     # -- client bytes ----------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
-        if self.closed:
+        if self.closed or self.refusing:
             return
         self.now = self.loop.time()
         if self.tunnel:
@@ -532,7 +533,8 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
     @staticmethod
     def _absolute_target(request: Request, url: bytes) -> None:
         """An absolute-form target ("http://host[:port]/path?query"), forwarded as received.
-        Its authority is the request's host for rules, whatever Host says (RFC 9112 3.2.2).
+        Its authority is the request's host for rules and for the Host the server gets,
+        whatever Host said (RFC 9112 3.2.2).
         Anything else (no scheme, no host, "*" but for OPTIONS) is refused with 400."""
         try:
             # Any: httptools' stub says bytes where the parser gives None for a missing part,
@@ -549,7 +551,13 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
         port: int | None = parsed.port
         request.path = path if path else b"/"
         request.query = query if query is not None else b""
-        request.host = host if port is None else host + b":" + str(port).encode()
+        authority = host if port is None else host + b":" + str(port).encode()
+        request.host = authority
+        # The server gets a Host that says the same (RFC 9112 3.2.2: a proxy generates it
+        # from the target): one that reads only Host must not route where rules did not.
+        request.headers = [(name, value) for name, value in request.headers if name.lower() != b"host"]
+        request.headers.append((b"Host", authority))
+        request.host_count = 1
 
     def on_body(self, body: bytes) -> None:
         if self.closed:
@@ -1009,6 +1017,10 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
         """The exchange in flight ended with the connection kept: start the next one."""
         if self.queue:
             request = self.queue[0]
+            refused = request.refused
+            if refused:
+                self._local_response(request, refused, error_response(refused, True), request.termination)
+                return
             if len(self.queue) == 1:
                 self.resume_client_reading(PIPELINE_WAIT)
             if not request.head_done:
@@ -1155,15 +1167,20 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
         if not request.request_line:
             request.request_line = "<BADREQ>"
         log.info("%s from %s:%s: %s", status, self.client_ip_text, self.client_port, reason)
-        in_flight = self.queue[0] if self.queue else None
-        if in_flight is not None and in_flight is not request and in_flight.response_started:
-            # A response is being streamed: finish nothing more, just cut.
-            self._abort_request(in_flight)
+        request.termination = "PR" if status != 500 else "IR"
+        if self.queue and self.queue[0] is not request:
+            # Pipelined after requests still in flight: they are answered first, in order
+            # (HAProxy does the same), then this refusal, then the connection closes.
+            # Nothing more is read from the client meanwhile.
+            request.refused = status
+            if request not in self.queue:
+                self.queue.append(request)
+            self.refusing = True
+            self.pause_client_reading(PIPELINE_WAIT)
             return
         if self.upstream is not None:
             self.upstream.abort()
             self.upstream = None
-        request.termination = "PR" if status != 500 else "IR"
         self._local_response(request, status, error_response(status, True), request.termination)
 
     def _abort_request(self, request: Request) -> None:

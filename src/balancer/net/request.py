@@ -70,6 +70,7 @@ class Request(LogRecord):
         "persisted",
         "query",
         "queued_at",
+        "refused",
         "replay",
         "response_started",
         "server",
@@ -135,6 +136,9 @@ class Request(LogRecord):
         self.response_started = False
         self.holds_slot = False  # counted in server.active (server maxconn)
         self.queued_at = -1.0  # loop time it started waiting for a server slot; -1: not waiting
+        # The error status it gets in its turn, once the requests before it are answered
+        # (HttpSession._reject); 0: not refused.
+        self.refused = 0
         self.persisted: CookieValue | None = None  # the valid persistence cookie it carried
 
     def source_ip(self) -> NumericIP | None:
