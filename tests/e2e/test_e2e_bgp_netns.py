@@ -13,6 +13,7 @@ route to the VIP: one next hop per node that may serve it (SPEC's announce rule)
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -55,12 +56,16 @@ server.serve_forever()
 """
 
 
-def node_config(name: str, address: str, folder: Path) -> str:
+def node_config(name: str, address: str, folder: Path, announce: tuple[str, ...] = (f"{VIP}/32",)) -> str:
+    prefixes = ", ".join(f'"{prefix}"' for prefix in announce)
     return f"""\
 [global]
 workers = 1
 grace = "2s"
 disable_file = "{folder}/{name}.disable"
+
+[admin]
+socket = "{folder}/{name}.sock"
 
 [[frontend]]
 name = "web"
@@ -79,7 +84,7 @@ router_id = "{address}"
 local_as = 65001
 local_address = "{address}"
 hold_time = "6s"
-announce = ["{VIP}/32"]
+announce = [{prefixes}]
   [[bgp.neighbor]]
   address = "10.0.3.1"
   peer_as = 65000
@@ -94,23 +99,31 @@ class Setup:
         self.balancers: dict[str, subprocess.Popen[str]] = {}
         self.servers: dict[str, subprocess.Popen[str]] = {}
 
-    def next_hops(self) -> set[str]:
-        out = self.lab.sh(self.names["r"], "ip", "route", "show", f"{VIP}/32")
+    def next_hops(self, prefix: str = f"{VIP}/32") -> set[str]:
+        """The router's next hops to `prefix`: one per node announcing it."""
+        out = self.lab.sh(self.names["r"], "ip", "route", "show", prefix)
         return set(re.findall(r"via (\S+)", out))
 
-    def wait_hops(self, wanted: set[str], timeout: float) -> float:
-        """Seconds until the router's route to the VIP has exactly `wanted` next hops."""
+    def wait_hops(self, wanted: set[str], timeout: float, prefix: str = f"{VIP}/32") -> float:
+        """Seconds until the router's route to `prefix` has exactly `wanted` next hops."""
         start = time.monotonic()
         deadline = start + timeout
-        hops = self.next_hops()
+        hops = self.next_hops(prefix)
         while hops != wanted:
             if time.monotonic() > deadline:
                 raise AssertionError(
-                    f"next hops {sorted(hops)}, wanted {sorted(wanted)} within {timeout} s\n{self.logs()}"
+                    f"{prefix}: next hops {sorted(hops)}, wanted {sorted(wanted)} in {timeout} s\n{self.logs()}"
                 )
             time.sleep(0.02)
-            hops = self.next_hops()
+            hops = self.next_hops(prefix)
         return time.monotonic() - start
+
+    def ctl(self, name: str, *words: str) -> str:
+        command = [sys.executable, "-m", "balancer", "ctl", "--socket", str(self.folder / f"{name}.sock"), *words]
+        env = dict(os.environ, PYTHONPATH=str(SRC))
+        result = subprocess.run(command, capture_output=True, text=True, timeout=30, env=env)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
 
     def start_balancer(self, name: str) -> subprocess.Popen[str]:
         config = self.folder / f"{name}.toml"
@@ -146,6 +159,15 @@ class Setup:
 
     def logs(self) -> str:
         return "\n".join(f"--- {name}\n{self.log(name)[-3000:]}" for name in self.balancers)
+
+
+def urlopen_unix(path: Path, target: str) -> str:
+    """GET `target` from the admin API on unix socket `path`; the body."""
+    from balancer.admin.ctl import call
+
+    status, body = call(str(path), "GET", target, timeout=10)
+    assert status == 200, body
+    return str(body)
 
 
 @pytest.fixture
@@ -188,6 +210,28 @@ def test_vip_follows_what_each_node_can_serve(setup: Setup) -> None:
     both = set(NODES.values())
     took = setup.wait_hops(both, 20)
     print(f"ECMP with both nodes after {took:.2f} s")
+
+    # What an operator sees: show bgp, the same as JSON from the API, the metrics.
+    shown = setup.ctl("n1", "show", "bgp")
+    assert re.search(r"10\.100\.0\.1/32\s+│\s+yes\s+│\s+1/1 servers usable in backend app", shown), shown
+    assert re.search(r"10\.0\.3\.1\s+│\s+65000\s+│\s+established", shown), shown
+    status = json.loads(setup.ctl("n1", "--json", "show", "bgp"))
+    announcement = status["announcements"][0]
+    assert (announcement["prefix"], announcement["announced"]) == (f"{VIP}/32", True)
+    assert [(n["address"], n["state"]) for n in status["neighbors"]] == [("10.0.3.1", "established")]
+    metrics = urlopen_unix(setup.folder / "n1.sock", "/metrics")
+    assert 'balancer_bgp_announced{prefix="10.100.0.1/32"} 1.0' in metrics
+    assert 'balancer_bgp_session_up{neighbor="10.0.3.1"} 1.0' in metrics
+
+    # A reload adds a prefix, another removes it: announced, then withdrawn.
+    config = setup.folder / "n1.toml"
+    config.write_text(node_config("n1", NODES["n1"], setup.folder, (f"{VIP}/32", "10.100.0.2/32")))
+    setup.balancers["n1"].send_signal(signal.SIGHUP)
+    setup.wait_hops({NODES["n1"]}, 10, "10.100.0.2/32")
+    config.write_text(node_config("n1", NODES["n1"], setup.folder))
+    setup.balancers["n1"].send_signal(signal.SIGHUP)
+    setup.wait_hops(set(), 10, "10.100.0.2/32")
+    assert setup.next_hops() == both
 
     # disable_file on n1: withdrawn at the router within a second (SPEC, issue 14 Must hold).
     disable = setup.folder / "n1.disable"
