@@ -35,7 +35,7 @@ from balancer.admin.api import AdminServer
 from balancer.admin.metrics import render as render_metrics
 from balancer.admin.statspage import start_stats_page
 from balancer.checks.monitor import HealthMonitor
-from balancer.cluster.bgp import BgpSpeaker
+from balancer.cluster.bgp import BgpSpeaker, missing_exabgp
 from balancer.config import ConfigError, parse_config, read_config_text
 from balancer.config.model import Config
 from balancer.config.values import Address
@@ -322,6 +322,9 @@ class Master:
             refuse_unrun_tiers(config, text, str(self.path))
         except ConfigError as exc:
             return [str(problem) for problem in exc.problems]
+        missing = missing_exabgp() if config.bgp is not None and self.bgp is None else None
+        if missing:
+            return [missing]
         try:
             self.bind(config)
         except OSError as exc:
@@ -566,6 +569,10 @@ class Master:
         except OSError as exc:
             log.error("%s", exc)
             return 1
+        problem = missing_exabgp() if config.bgp is not None else None
+        if problem:
+            log.error("%s", problem)
+            return 1
         raise_nofile_limit(config)
         try:
             await self.start_admin(config)
@@ -617,8 +624,13 @@ class Master:
                 self.bgp = None
             return
         if self.bgp is None:
-            self.bgp = BgpSpeaker()
-            await self.bgp.start(config, self.bgp_can_serve)
+            speaker = BgpSpeaker()
+            try:
+                await speaker.start(config, self.bgp_can_serve)
+            except OSError as exc:  # no runtime folder or socket: serve, but announce nothing
+                log.error("bgp: cannot start, nothing is announced: %s", exc)
+                return
+            self.bgp = speaker
         else:
             await self.bgp.reload(config)
 

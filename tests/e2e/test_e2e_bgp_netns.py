@@ -56,7 +56,9 @@ server.serve_forever()
 """
 
 
-def node_config(name: str, address: str, folder: Path, announce: tuple[str, ...] = (f"{VIP}/32",)) -> str:
+def node_config(
+    name: str, address: str, folder: Path, announce: tuple[str, ...] = (f"{VIP}/32",), hold_time: str = "6s"
+) -> str:
     prefixes = ", ".join(f'"{prefix}"' for prefix in announce)
     return f"""\
 [global]
@@ -83,7 +85,7 @@ check = {{ type = "tcp", interval = "100ms", rise = 1, fall = 1, timeout = "100m
 router_id = "{address}"
 local_as = 65001
 local_address = "{address}"
-hold_time = "6s"
+hold_time = "{hold_time}"
 announce = [{prefixes}]
   [[bgp.neighbor]]
   address = "10.0.3.1"
@@ -232,6 +234,24 @@ def test_vip_follows_what_each_node_can_serve(setup: Setup) -> None:
     setup.balancers["n1"].send_signal(signal.SIGHUP)
     setup.wait_hops(set(), 10, "10.100.0.2/32")
     assert setup.next_hops() == both
+
+    # A reload changing the session (hold_time) restarts ExaBGP; the route comes back.
+    (before,) = setup.exabgp_pids("n1")
+    config.write_text(node_config("n1", NODES["n1"], setup.folder, hold_time="9s"))
+    setup.balancers["n1"].send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while setup.exabgp_pids("n1") in ([], [before]):
+        assert time.monotonic() < deadline, setup.logs()
+        time.sleep(0.05)
+    (after,) = setup.exabgp_pids("n1")
+    while True:  # the new ExaBGP's session is up, as balancer reports it
+        status = json.loads(setup.ctl("n1", "--json", "show", "bgp"))
+        if status["exabgp"]["pid"] == after and status["neighbors"][0]["state"] == "established":
+            break
+        assert time.monotonic() < deadline, status
+        time.sleep(0.05)
+    setup.wait_hops(both, 10)
+    assert "sessions changed by the reload: restarting ExaBGP" in setup.log("n1")
 
     # disable_file on n1: withdrawn at the router within a second (SPEC, issue 14 Must hold).
     disable = setup.folder / "n1.disable"

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import getpass
+import importlib.util
 import json
 import logging
 import os
@@ -119,6 +120,13 @@ def exabgp_environment(log_file: str) -> dict[str, str]:
     }
 
 
+def missing_exabgp() -> str | None:
+    """Why [bgp] cannot run here (ExaBGP not importable by this Python), or None."""
+    if importlib.util.find_spec("exabgp") is None:
+        return f"[bgp] needs ExaBGP, which {sys.executable} cannot import: install the package's tiers extra"
+    return None
+
+
 def _die_with_parent() -> None:
     """In the ExaBGP child: SIGTERM when the master dies, so its sessions close (and the
     routes go) rather than outlive balancer."""
@@ -146,9 +154,9 @@ class BgpSpeaker:
         self.process: asyncio.subprocess.Process | None = None
         self.restarts = 0
         self.restart_now = asyncio.Event()  # a reload changed the sessions
-        self.stopped = asyncio.Event()
         self.server: asyncio.Server | None = None
         self.tasks: list[asyncio.Task[None]] = []
+        self.stop_task: asyncio.Task[None] | None = None
 
     # -- life ------------------------------------------------------------------------------
 
@@ -161,7 +169,7 @@ class BgpSpeaker:
         self.folder = tempfile.mkdtemp(prefix="balancer-bgp-")
         self.server = await asyncio.start_unix_server(self._on_relay, self._socket_path())
         loop = asyncio.get_running_loop()
-        self.tasks = [loop.create_task(self._supervise()), loop.create_task(self._poll())]
+        self.tasks = [loop.create_task(self._poll()), loop.create_task(self._supervise())]
 
     def _socket_path(self) -> str:
         return os.path.join(self.folder, "api.sock")
@@ -196,22 +204,26 @@ class BgpSpeaker:
 
     async def stop(self) -> None:
         """Withdraw every route, wait for ExaBGP's answers, then stop it (its
-        NOTIFICATIONs make the routers drop anything left). Idempotent."""
-        if self.stopped.is_set():
-            return
+        NOTIFICATIONs make the routers drop anything left). Callers may overlap (a second
+        stop signal): they all wait for the one stop."""
+        if self.stop_task is None:
+            self.stop_task = asyncio.get_running_loop().create_task(self._stop())
+        await asyncio.shield(self.stop_task)
+
+    async def _stop(self) -> None:
         self.stopping = True
         self.refresh()
         pending = list(self.acks)
         if pending:
-            with contextlib.suppress(TimeoutError, asyncio.CancelledError, ConnectionError):
+            with contextlib.suppress(TimeoutError, ConnectionError):
                 await asyncio.wait_for(asyncio.gather(*pending, return_exceptions=True), ACK_TIMEOUT)
-        self.stopped.set()
-        for task in self.tasks:
-            task.cancel()
-        for task in self.tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        poll, supervise = self.tasks
+        poll.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await poll
+        self.restart_now.set()  # wakes the supervisor from a restart delay
         await self._end_exabgp()
+        await supervise  # returns once ExaBGP is gone (it ends one spawned meanwhile)
         if self.server is not None:
             self.server.close()
         if self.writer is not None:
@@ -236,38 +248,52 @@ class BgpSpeaker:
 
     async def _supervise(self) -> None:
         """Run ExaBGP; when it dies, log why and start it again after a delay that grows
-        while it keeps dying quickly."""
+        while it keeps dying quickly. Ends when `stopping` is set and ExaBGP has exited
+        (stop() ends ExaBGP and sets `restart_now` to wake this from a delay). Not
+        cancelled: a cancel while ExaBGP is being spawned could leave it running."""
         assert self.bgp is not None
         quick_deaths = 0
         while not self.stopping:
             conf = os.path.join(self.folder, "exabgp.conf")
             log_file = os.path.join(self.folder, "exabgp.log")
-            Path(conf).write_text(render_exabgp_config(self.bgp, self._socket_path()))
             started = time.monotonic()
-            with open(log_file, "ab") as output:
-                self.process = await asyncio.create_subprocess_exec(
-                    sys.executable,
-                    "-m",
-                    "exabgp",
-                    conf,
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=output,
-                    stderr=asyncio.subprocess.STDOUT,
-                    env=exabgp_environment(log_file),
-                    preexec_fn=_die_with_parent,
-                )
+            try:
+                Path(conf).write_text(render_exabgp_config(self.bgp, self._socket_path()))
+                with open(log_file, "ab") as output:
+                    self.process = await asyncio.create_subprocess_exec(
+                        sys.executable,
+                        "-m",
+                        "exabgp",
+                        conf,
+                        stdin=asyncio.subprocess.DEVNULL,
+                        stdout=output,
+                        stderr=asyncio.subprocess.STDOUT,
+                        env=exabgp_environment(log_file),
+                        preexec_fn=_die_with_parent,
+                    )
+            except OSError as exc:
+                quick_deaths += 1
+                delay = RESTART_DELAYS[min(quick_deaths, len(RESTART_DELAYS)) - 1]
+                log.error("bgp: cannot start ExaBGP: %s; nothing is announced; trying again in %gs", exc, delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.restart_now.wait(), delay)
+                self.restart_now.clear()
+                continue
+            if self.stopping:  # stop() ran while it was being spawned
+                await self._end_exabgp()
+                return
             log.info("bgp: ExaBGP started (pid %d) for %d neighbor(s)", self.process.pid, len(self.neighbors))
             waiter = asyncio.ensure_future(self.process.wait())
             restart = asyncio.ensure_future(self.restart_now.wait())
             await asyncio.wait([waiter, restart], return_when=asyncio.FIRST_COMPLETED)
             restart.cancel()
-            if self.restart_now.is_set():
+            if self.restart_now.is_set() and not self.stopping:  # a reload changed the sessions
                 self.restart_now.clear()
                 await self._end_exabgp()
-                quick_deaths = 0
                 self._lost_exabgp()
+                quick_deaths = 0
                 continue
-            code = waiter.result()
+            code = await waiter
             self._lost_exabgp()
             if self.stopping:
                 return
@@ -280,7 +306,9 @@ class BgpSpeaker:
                 delay,
                 _tail(log_file),
             )
-            await asyncio.sleep(delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.restart_now.wait(), delay)
+            self.restart_now.clear()
 
     def _lost_exabgp(self) -> None:
         """ExaBGP is gone: it holds no route and no session any more."""

@@ -628,7 +628,8 @@ class Config(Model):
 
     def bgp_announce(self) -> list[str]:
         """The prefixes [bgp] announces: `announce` as written, else every [[l4]] vip, else
-        the IPv4 addresses the frontends bind (a wildcard or a name gives none), each /32."""
+        the IPv4 addresses the frontends bind, each /32 (a wildcard, a name, a loopback or
+        link-local address gives none: no router can reach it)."""
         if self.bgp is not None and self.bgp.announce:
             return list(self.bgp.announce)
         if self.l4:
@@ -641,7 +642,7 @@ class Config(Model):
                         ip = ipaddress.ip_address(address.host)
                     except ValueError:
                         continue
-                    if ip.version == 4 and not ip.is_unspecified:
+                    if ip.version == 4 and not (ip.is_unspecified or ip.is_loopback or ip.is_link_local):
                         addresses.append(str(ip))
         return list(dict.fromkeys(f"{address}/32" for address in addresses))
 
