@@ -286,3 +286,12 @@ def test_vip_follows_what_each_node_can_serve(setup: Setup) -> None:
     log = setup.log("n1")
     assert log.index("withdrawing 10.100.0.1/32 (stopping)") < log.index("balancer.master INFO: stopped")
     assert setup.exabgp_pids("n1") == []
+
+    # A master killed outright takes its ExaBGP with it (the kernel's parent-death signal).
+    assert setup.exabgp_pids("n2")
+    setup.balancers["n2"].kill()
+    setup.balancers["n2"].wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while setup.exabgp_pids("n2"):
+        assert time.monotonic() < deadline, "ExaBGP outlived its killed master"
+        time.sleep(0.05)
