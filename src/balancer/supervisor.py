@@ -440,6 +440,7 @@ class Master:
             "frontends": self.frontend_rows(),
             "backends": self.backend_rows(servers),
             "servers": servers,
+            **({"bgp": self.bgp_status()} if self.current.config.bgp is not None else {}),
         }
 
     def set_server(self, backend: str, server: str, state: str | None, weight: int | None) -> dict[str, Any]:
