@@ -27,6 +27,8 @@ import pytest
 from tests.support.netns import Lab, ip, join_bridge, read_line
 from tests.support.tools import require_root, require_tool
 
+pytestmark = pytest.mark.e2e
+
 SRC = Path(__file__).resolve().parents[2] / "src"
 VIP = "10.100.0.1"
 NODES = {"n1": "10.0.3.11", "n2": "10.0.3.12"}
