@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import getpass
 import importlib.util
 import json
 import logging
 import os
+import pwd
 import shutil
 import signal
 import sys
@@ -108,7 +108,7 @@ def exabgp_environment(log_file: str) -> dict[str, str]:
         **os.environ,
         "PYTHONPATH": package_root + (os.pathsep + path if path else ""),
         "exabgp_daemon_daemonize": "false",
-        "exabgp_daemon_user": getpass.getuser(),
+        "exabgp_daemon_user": pwd.getpwuid(os.geteuid()).pw_name,  # the user it runs as, not $USER
         "exabgp_daemon_drop": "false",
         "exabgp_api_ack": "true",
         "exabgp_api_cli": "false",  # no named pipes in /run: the relay is the only channel
