@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import logging
 import os
@@ -24,7 +25,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -34,6 +35,7 @@ from balancer.admin.api import AdminServer
 from balancer.admin.metrics import render as render_metrics
 from balancer.admin.statspage import start_stats_page
 from balancer.checks.monitor import HealthMonitor
+from balancer.cluster.bgp import BgpSpeaker, missing_exabgp
 from balancer.config import ConfigError, parse_config, read_config_text
 from balancer.config.model import Config
 from balancer.config.values import Address
@@ -101,6 +103,9 @@ class Master:
         self.reload_pending = False
         self.reload_queued = False  # a SIGHUP came during a reload: reload again after it
         self.stop_pending = False
+        self.bgp: BgpSpeaker | None = None
+        # [[l4]] side of the announce rule, set by the L4 wiring: (can serve VIP, why).
+        self.l4_can_serve: Callable[[str], tuple[bool, str]] | None = None
 
     # -- sockets ---------------------------------------------------------------------------
 
@@ -317,6 +322,9 @@ class Master:
             refuse_unrun_tiers(config, text, str(self.path))
         except ConfigError as exc:
             return [str(problem) for problem in exc.problems]
+        missing = missing_exabgp() if config.bgp is not None and self.bgp is None else None
+        if missing:
+            return [missing]
         try:
             self.bind(config)
         except OSError as exc:
@@ -333,6 +341,7 @@ class Master:
         self.close_unused(config)
         self.monitor.stop()
         self.monitor.start(config)
+        await self._reload_bgp(config)
         return []
 
     # -- control plane (admin API) ---------------------------------------------------------
@@ -431,6 +440,7 @@ class Master:
             "frontends": self.frontend_rows(),
             "backends": self.backend_rows(servers),
             "servers": servers,
+            **({"bgp": self.bgp_status()} if self.current.config.bgp is not None else {}),
         }
 
     def set_server(self, backend: str, server: str, state: str | None, weight: int | None) -> dict[str, Any]:
@@ -520,6 +530,19 @@ class Master:
             return
         self.stopping = True
         notify("STOPPING=1")
+        if self.bgp is not None:
+            # Routers stop sending new connections before the listeners close.
+            log.info("stopping: withdrawing BGP announcements first")
+            self._spawn_task(self._withdraw_then_drain())
+            return
+        self._drain()
+
+    async def _withdraw_then_drain(self) -> None:
+        if self.bgp is not None:
+            await self.bgp.stop()
+        self._drain()
+
+    def _drain(self) -> None:
         grace = self.current.config.global_.grace
         log.info("stopping: workers finish requests in flight (grace %gs)", grace)
         for generation in [self.current, *self.old]:
@@ -547,6 +570,10 @@ class Master:
         except OSError as exc:
             log.error("%s", exc)
             return 1
+        problem = missing_exabgp() if config.bgp is not None else None
+        if problem:
+            log.error("%s", problem)
+            return 1
         raise_nofile_limit(config)
         try:
             await self.start_admin(config)
@@ -566,6 +593,7 @@ class Master:
             return 1
         self.started = True
         self.monitor.start(config)
+        await self._reload_bgp(config)
         notify("READY=1")
         if self.stop_pending:
             self.on_stop_signal()
@@ -575,6 +603,8 @@ class Master:
             self._start_reload()
         log.info("balancer running: %d workers, config %s, %s", len(self.current.workers), self.path, native.describe())
         await self.done.wait()
+        if self.bgp is not None:
+            await self.bgp.stop()
         self.monitor.stop()
         if self.admin is not None:
             self.admin.close()
@@ -585,11 +615,73 @@ class Master:
         log.info("stopped")
         return 0
 
+    # -- [bgp] ---------------------------------------------------------------------------------
+
+    async def _reload_bgp(self, config: Config) -> None:
+        """Start, reconfigure or stop the BGP speaker for `config` (after workers serve)."""
+        if config.bgp is None:
+            if self.bgp is not None:
+                await self.bgp.stop()
+                self.bgp = None
+            return
+        if self.bgp is None:
+            speaker = BgpSpeaker()
+            try:
+                await speaker.start(config, self.bgp_can_serve)
+            except OSError as exc:  # no runtime folder or socket: serve, but announce nothing
+                log.error("bgp: cannot start, nothing is announced: %s", exc)
+                return
+            self.bgp = speaker
+        else:
+            await self.bgp.reload(config)
+
+    def bgp_can_serve(self, prefix: str) -> tuple[bool, str]:
+        """SPEC's announce rule for one prefix: not stopping, no disable_file, and a usable
+        L7 node ([[l4]] VIP in the prefix) or a usable server in the default backend of a
+        frontend bound in the prefix (a wildcard bind serves every prefix; with no bind in
+        the prefix, every frontend counts)."""
+        config = self.current.config
+        if self.stopping:
+            return (False, "stopping")
+        disable_file = config.global_.disable_file
+        if disable_file and os.path.exists(disable_file):
+            return (False, f"disabled by {disable_file}")
+        network = ipaddress.ip_network(prefix)
+        if any(ipaddress.ip_address(table.vip) in network for table in config.l4):
+            if self.l4_can_serve is None:
+                return (True, "L4 node (health of its L7 nodes not wired yet)")
+            return self.l4_can_serve(prefix)
+        frontends = [f for f in config.frontend if any(_binds_in(a, network) for a in f.bind)] or config.frontend
+        for frontend in frontends:
+            if frontend.default_backend is None:
+                return (True, f"frontend {frontend.name} answers without a backend")
+            usable, total = self.state.usable_in(frontend.default_backend)
+            if usable:
+                return (True, f"{usable}/{total} servers usable in backend {frontend.default_backend}")
+        return (False, "no usable server in " + ", ".join(sorted({str(f.default_backend) for f in frontends})))
+
+    def bgp_status(self) -> dict[str, Any]:
+        if self.bgp is None:
+            return {"announcements": [], "neighbors": [], "exabgp": None}
+        return self.bgp.status()
+
     def _spawn_task(self, coroutine: object) -> None:
         assert asyncio.iscoroutine(coroutine)
         task = asyncio.get_running_loop().create_task(coroutine)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+
+
+def _binds_in(address: Address, network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
+    """Whether a frontend bound to `address` receives traffic for `network`."""
+    if address.is_unix:
+        return False
+    if address.host in ("", "0.0.0.0", "::"):
+        return True
+    try:
+        return ipaddress.ip_address(address.host) in network
+    except ValueError:
+        return False
 
 
 def _signal(worker: Worker, signum: int) -> None:

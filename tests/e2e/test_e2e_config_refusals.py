@@ -164,6 +164,31 @@ def test_a_file_with_only_tier_tables_passes_check_and_run_says_it_does_not_prog
     assert_refused(result.returncode, output, "l4.toml", 1, message)
 
 
+BGP = """\
+[bgp]
+router_id = "10.0.3.11"
+local_as = 65001
+local_address = "10.0.3.11"
+hold_time = "6s"
+  [[bgp.neighbor]]
+  address = "10.0.3.1"
+  peer_as = 65000
+"""
+
+
+def test_balancer_check_takes_an_l4_node_with_bgp_and_refuses_a_bad_bgp_table_with_lines(tmp_path):
+    code, output = check(tmp_path, "l4.toml", L4_ONLY + BGP)
+    assert (code, output.strip()) == (0, "configuration is valid")
+
+    bad = L4_ONLY + BGP.replace('hold_time = "6s"', 'hold_time = "2s"').replace("peer_as = 65000", "peer_as = 0")
+    code, output = check(tmp_path, "bad.toml", bad)
+    assert code == 1
+    assert output.splitlines() == [
+        "bad.toml:12: bgp.hold_time: hold_time 2s: use 0 (no keepalives) or 3s to 65535s (RFC 4271)",
+        "bad.toml:15: peer_as must be at least 1, got 0",
+    ]
+
+
 # -- reloads of a file that is not UTF-8 ---------------------------------------------------------
 
 

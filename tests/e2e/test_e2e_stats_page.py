@@ -256,6 +256,7 @@ def test_the_page_renders_every_frontend_backend_and_server(stats_site, browser_
         assert cell(page, row, field), f"empty {field} cell"
     assert "st-ready" in (page.get_attribute(row, "class") or "")
     assert page.locator(f"{row} button[data-action]").count() == 3
+    assert page.locator("#bgp").is_hidden()  # no [bgp] in this file
     assert errors == []
 
 
@@ -387,3 +388,41 @@ def test_the_page_opened_with_credentials_in_the_url_works(stats_site, browser_c
     finally:
         stats_site.set_state("web", "s3", "ready")
     assert errors == []
+
+
+def test_the_bgp_panel_shows_announcements_and_sessions(tmp_path, browser_context):
+    """A node with [bgp] whose router is unreachable: the page lists the prefix as announced
+    (handed to ExaBGP) and the session as not established. Without [bgp] the panel is hidden."""
+    pytest.importorskip("exabgp", reason="ExaBGP (the tiers extra) is not installed")
+    with TaggedBackend("s1") as server:
+        www_port, stats_port, router_port = free_port(), free_port(), free_port()
+        password = secrets.token_urlsafe(12)
+        config = (
+            f'[global]\nworkers = 1\ngrace = "1s"\n'
+            f'\n[stats]\nbind = "127.0.0.1:{stats_port}"\nuri = "/stats"\nrefresh = "500ms"\n'
+            f'auth = {{ user = "{USER}", password = "{password}" }}\n'
+            f'\n[[frontend]]\nname = "www"\nbind = ["127.0.0.1:{www_port}"]\ndefault_backend = "web"\n'
+            '\n[[backend]]\nname = "web"\n' + server_blocks([server]) + '\n[bgp]\nrouter_id = "127.0.0.1"\n'
+            'local_as = 65001\nlocal_address = "127.0.0.1"\nannounce = ["10.100.0.1/32"]\n'
+            f'[[bgp.neighbor]]\naddress = "127.0.0.2"\npeer_as = 65000\nport = {router_port}\n'
+        )
+        path = tmp_path / "balancer.toml"
+        path.write_text(config)
+        with BalancerProcess(path, log_dir=tmp_path) as process:
+            process.wait_ready(stats_port, timeout=15)
+            wait_until(lambda: "announcing 10.100.0.1/32" in process.output(), timeout=15, what="the announcement")
+            site = StatsSite(process, www_port, 0, stats_port, 0, password)
+            context = browser_context((USER, password))
+            page = context.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            assert page.goto(site.page_url).status == 200
+            page.wait_for_selector("#bgp-announcements tbody tr")
+            assert page.locator("#bgp").is_visible()
+            announcement = page.text_content("#bgp-announcements tbody tr") or ""
+            assert "10.100.0.1/32" in announcement and "yes" in announcement
+            assert "1/1 servers usable in backend web" in announcement
+            neighbor = page.text_content("#bgp-neighbors tbody tr") or ""
+            assert "127.0.0.2" in neighbor and "65000" in neighbor and "established" not in neighbor
+            assert "ExaBGP pid" in (page.text_content("#bgp-exabgp") or "")
+            assert errors == []

@@ -28,6 +28,7 @@ class ControlPlane(Protocol):
     def reload_now(self) -> Awaitable[dict[str, Any]]: ...
     def metrics(self) -> bytes: ...
     def healthy(self) -> tuple[bool, str]: ...
+    def bgp_status(self) -> dict[str, Any]: ...
 
 
 _SERVER_PATH = re.compile(r"^/api/servers/([^/]+)/([^/]+)$")
@@ -56,6 +57,7 @@ class AdminServer:
             "/api/servers": {"GET": self._servers},
             "/api/stats": {"GET": self._stats},
             "/api/reload": {"POST": self._reload},
+            "/api/bgp": {"GET": self._bgp},
             "/metrics": {"GET": self._metrics},
             "/health": {"GET": self._health},
         }
@@ -77,6 +79,9 @@ class AdminServer:
 
     async def _stats(self, body: bytes) -> Reply:
         return json_reply(200, self.control.stats())
+
+    async def _bgp(self, body: bytes) -> Reply:
+        return json_reply(200, self.control.bgp_status())
 
     async def _reload(self, body: bytes) -> Reply:
         result = await self.control.reload_now()

@@ -2,6 +2,7 @@
 
     balancer ctl [--socket PATH | --url http://HOST:PORT] [--json] show servers
     balancer ctl ... show stats
+    balancer ctl ... show bgp
     balancer ctl ... set server BACKEND/SERVER state ready|drain|maint
     balancer ctl ... set server BACKEND/SERVER weight N
     balancer ctl ... reload
@@ -83,6 +84,9 @@ def _run(where: str, as_json: bool, words: list[str]) -> int:
     if words == ["show", "stats"]:
         status, value = call(where, "GET", "/api/stats")
         return _show(status, value, as_json, _stats_tables)
+    if words == ["show", "bgp"]:
+        status, value = call(where, "GET", "/api/bgp")
+        return _show(status, value, as_json, _bgp_tables)
     if words == ["reload"]:
         status, value = call(where, "POST", "/api/reload")
         if status == 200:
@@ -167,6 +171,35 @@ def _servers_table(rows: list[dict[str, Any]]) -> None:
             f"{row['resp_time_ms']:.1f}",
         )
     _console().print(table)
+
+
+def _bgp_tables(status: dict[str, Any]) -> None:
+    """`show bgp`: what is announced and why, then the sessions."""
+    from rich.table import Table
+
+    console = _console()
+    exabgp = status.get("exabgp")
+    if exabgp is None:
+        console.print("no [bgp] in the configuration")
+        return
+    running = f"pid {exabgp['pid']}" if exabgp.get("pid") else "not running"
+    console.print(f"ExaBGP {running}, restarted {exabgp.get('restarts', 0)} times")
+    announcements = Table(title="announcements", title_justify="left")
+    for column in ("prefix", "announced", "why", "since s"):
+        announcements.add_column(column)
+    for row in status["announcements"]:
+        announced = "[green]yes[/]" if row["announced"] else "[red]no[/]"
+        since = "" if row.get("since") is None else str(row["since"])
+        announcements.add_row(row["prefix"], announced, row["why"], since)
+    console.print(announcements)
+    neighbors = Table(title="sessions", title_justify="left")
+    for column in ("neighbor", "peer AS", "state", "since s"):
+        neighbors.add_column(column)
+    for row in status["neighbors"]:
+        style = "green" if row["state"] == "established" else "red"
+        since = "" if row.get("since") is None else str(row["since"])
+        neighbors.add_row(row["address"], str(row["peer_as"]), f"[{style}]{row['state']}[/]", since)
+    console.print(neighbors)
 
 
 def _stats_tables(stats: dict[str, Any]) -> None:

@@ -21,6 +21,7 @@ class Totals(Protocol):
     def frontend_rows(self) -> list[dict[str, Any]]: ...
     def backend_rows(self, servers: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]: ...
     def response_histograms(self) -> dict[str, tuple[list[int], int]]: ...
+    def bgp_status(self) -> dict[str, Any]: ...
 
 
 class BalancerCollector(Collector):
@@ -153,6 +154,31 @@ class BalancerCollector(Collector):
             for code, count in row["responses"].items():
                 backend_responses.add_metric([name, code], count)
         yield from (backend_http, backend_responses, queue, errors)
+        yield from self._bgp()
+
+    def _bgp(self) -> Iterator[Metric]:
+        """[bgp]: one series per announced prefix and per neighbor (none without [bgp])."""
+        status = self.totals.bgp_status()
+        exabgp = status.get("exabgp")
+        if exabgp is None:
+            return
+        announced = GaugeMetricFamily(
+            "balancer_bgp_announced",
+            "1 while this node announces the prefix to its BGP neighbors (SPEC's announce rule).",
+            labels=["prefix"],
+        )
+        for row in status["announcements"]:
+            announced.add_metric([row["prefix"]], 1 if row["announced"] else 0)
+        session = GaugeMetricFamily(
+            "balancer_bgp_session_up", "1 while the BGP session with the neighbor is established.", labels=["neighbor"]
+        )
+        for row in status["neighbors"]:
+            session.add_metric([row["address"]], 1 if row["state"] == "established" else 0)
+        restarts = CounterMetricFamily(
+            "balancer_bgp_exabgp_restarts", "Times ExaBGP died and was started again by balancer."
+        )
+        restarts.add_metric([], exabgp["restarts"])
+        yield from (announced, session, restarts)
 
 
 def render(totals: Totals) -> bytes:

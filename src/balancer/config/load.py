@@ -32,7 +32,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from balancer.config.locate import KeyPath, SourceMap
-from balancer.config.model import L4, Backend, BackendRule, Config, Dsr, Frontend, ResponseRule
+from balancer.config.model import L4, Backend, BackendRule, Bgp, Config, Dsr, Frontend, ResponseRule
 from balancer.config.values import Address
 
 __all__ = ["ConfigError", "Problem", "load_config", "parse_config", "read_config_text"]
@@ -383,6 +383,8 @@ def _check(config: Config, folder: Path, source: SourceMap) -> list[tuple[KeyPat
       and a prime table_size, maglev one above 100 x nodes; the VIP is no node's address;
       two [[l4]] tables do not balance the same VIP, protocol and port;
     - a [dsr] tunnel other than "direct" names its local endpoint;
+    - [bgp] has at least one neighbor, each address once and not local_address, and
+      something to announce (written, or derived from [[l4]] vips or frontend addresses);
     - certificate and CA files exist, relative names taken from the config's folder;
     - hash keys fit the algorithm: balance "source" hashes src, "uri" hashes uri, "hdr"
       needs hash_key = "hdr(NAME)" and "url_param" needs "url_param(NAME)". Only an
@@ -431,6 +433,8 @@ def _check(config: Config, folder: Path, source: SourceMap) -> list[tuple[KeyPat
     problems += _check_l4_overlaps(config, source)
     if config.dsr is not None:
         problems += _check_dsr(config.dsr)
+    if config.bgp is not None:
+        problems += _check_bgp(config, config.bgp, source)
     return problems
 
 
@@ -845,6 +849,28 @@ def _check_dsr(dsr: Dsr) -> list[tuple[KeyPath, str]]:
         message = f'[dsr] tunnel type "{dsr.tunnel.type}" needs local, this node\'s underlay address'
         return [(("dsr", "tunnel"), message)]
     return []
+
+
+def _check_bgp(config: Config, bgp: Bgp, source: SourceMap) -> list[tuple[KeyPath, str]]:
+    problems: list[tuple[KeyPath, str]] = []
+    if not bgp.neighbor:
+        problems.append((("bgp",), "[bgp] has no [[bgp.neighbor]] to announce to"))
+    first: dict[str, int] = {}
+    for number, neighbor in enumerate(bgp.neighbor):
+        path: KeyPath = ("bgp", "neighbor", number, "address")
+        if neighbor.address == bgp.local_address:
+            problems.append((path, f"neighbor {neighbor.address} is this node's own local_address"))
+        elif neighbor.address in first:
+            line = source.line_of(("bgp", "neighbor", first[neighbor.address], "address"))
+            problems.append((path, f"neighbor {neighbor.address} is listed twice (first at line {line})"))
+        first.setdefault(neighbor.address, number)
+    if not config.bgp_announce():
+        message = (
+            "[bgp] has nothing to announce: set announce, or give the node an [[l4]] vip"
+            " or a frontend bound to an IPv4 address (a wildcard bind names no VIP)"
+        )
+        problems.append((("bgp",), message))
+    return problems
 
 
 def addresses_overlap(one: Address, other: Address) -> bool:

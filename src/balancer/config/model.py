@@ -550,6 +550,71 @@ class Dsr(Model):
         return addresses
 
 
+# BGP autonomous system numbers are 32 bits; 0 is reserved (RFC 7607).
+MAX_AS = 2**32 - 1
+
+
+class BgpNeighbor(Model):
+    address: str
+    peer_as: int = Field(ge=1, le=MAX_AS)
+    port: int = Field(179, ge=1, le=65535)  # the router's BGP port
+    passive: bool = False  # wait for the router to connect instead of connecting
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        return ipv4_address(value, "neighbor address")
+
+
+class Bgp(Model):
+    """Announce VIPs to routers through ExaBGP (cluster/bgp.py). IPv4 unicast only."""
+
+    router_id: str
+    local_as: int = Field(ge=1, le=MAX_AS)
+    local_address: str
+    hold_time: Duration = 6.0  # 0 (no keepalives) or at least 3 s (RFC 4271)
+    announce: list[str] = []  # default: every [[l4]] vip, else the frontends' addresses (/32)
+    neighbor: list[BgpNeighbor] = []
+
+    @field_validator("router_id")
+    @classmethod
+    def _router_id(cls, value: str) -> str:
+        return ipv4_address(value, "router_id")
+
+    @field_validator("local_address")
+    @classmethod
+    def _local_address(cls, value: str) -> str:
+        return ipv4_address(value, "local_address")
+
+    @field_validator("hold_time")
+    @classmethod
+    def _hold_time(cls, value: float) -> float:
+        if value != 0 and not 3 <= value <= 65535:
+            raise ValueError(f"hold_time {value:g}s: use 0 (no keepalives) or 3s to 65535s (RFC 4271)")
+        if value != int(value):
+            raise ValueError(f"hold_time {value:g}s: BGP counts it in whole seconds")
+        return value
+
+    @field_validator("announce")
+    @classmethod
+    def _announce(cls, values: list[str]) -> list[str]:
+        prefixes: list[str] = []
+        for value in values:
+            try:
+                network = ipaddress.ip_network(value, strict=True)
+            except ValueError:
+                raise ValueError(
+                    f"announce {value!r} is not a prefix such as 10.100.0.1/32 (host bits must be 0)"
+                ) from None
+            if network.version != 4:
+                raise ValueError(f"announce {value!r}: BGP announces IPv4 prefixes only in this version")
+            prefix = str(network)
+            if prefix in prefixes:
+                raise ValueError(f"announce {prefix} is listed twice")
+            prefixes.append(prefix)
+        return prefixes
+
+
 class Config(Model):
     global_: Global = Field(Global(), alias="global")
     admin: Admin = Admin()
@@ -559,6 +624,27 @@ class Config(Model):
     userlist: list[Userlist] = []
     l4: list[L4] = []
     dsr: Dsr | None = None
+    bgp: Bgp | None = None
+
+    def bgp_announce(self) -> list[str]:
+        """The prefixes [bgp] announces: `announce` as written, else every [[l4]] vip, else
+        the IPv4 addresses the frontends bind, each /32 (a wildcard, a name, a loopback or
+        link-local address gives none: no router can reach it)."""
+        if self.bgp is not None and self.bgp.announce:
+            return list(self.bgp.announce)
+        if self.l4:
+            addresses = [table.vip for table in self.l4]
+        else:
+            addresses = []
+            for frontend in self.frontend:
+                for address in frontend.bind:
+                    try:
+                        ip = ipaddress.ip_address(address.host)
+                    except ValueError:
+                        continue
+                    if ip.version == 4 and not (ip.is_unspecified or ip.is_loopback or ip.is_link_local):
+                        addresses.append(str(ip))
+        return list(dict.fromkeys(f"{address}/32" for address in addresses))
 
     def backend_named(self, name: str) -> Backend:
         for backend in self.backend:

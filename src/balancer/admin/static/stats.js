@@ -290,11 +290,46 @@
     }
   }
 
+  // -- bgp (only with [bgp]: the API's "bgp", as GET /api/bgp) ------------------------------
+  function bgpRow(body, cells) {
+    const tr = el("tr", "row");
+    for (const [label, content, cls] of cells) {
+      const td = el("td", cls || "");
+      td.dataset.label = label;
+      if (typeof content === "string") td.textContent = content; else td.append(content);
+      tr.append(td);
+    }
+    body.append(tr);
+  }
+  function renderBgp(bgp) {
+    $("bgp").hidden = !bgp;
+    if (!bgp) return;
+    const exabgp = bgp.exabgp || {};
+    $("bgp-exabgp").textContent = (exabgp.pid ? "ExaBGP pid " + exabgp.pid : "ExaBGP not running")
+      + " · restarted " + (exabgp.restarts || 0) + "×";
+    const since = (s) => (s === null || s === undefined ? DASH : fmtSince(s));
+    const announcements = document.querySelector("#bgp-announcements tbody");
+    announcements.replaceChildren();
+    for (const a of bgp.announcements) {
+      const pill = el("span", "pill " + (a.announced ? "up" : "down"), a.announced ? "yes" : "no");
+      bgpRow(announcements, [["Prefix", a.prefix, "name"], ["Announced", pill], ["Why", a.why],
+        ["Since", since(a.since), "n"]]);
+    }
+    const neighbors = document.querySelector("#bgp-neighbors tbody");
+    neighbors.replaceChildren();
+    for (const n of bgp.neighbors) {
+      const pill = el("span", "pill " + (n.state === "established" ? "up" : "down"), n.state);
+      bgpRow(neighbors, [["Neighbor", n.address, "name"], ["Peer AS", String(n.peer_as)], ["Session", pill],
+        ["Since", since(n.since), "n"]]);
+    }
+  }
+
   function render(data, now) {
     $("meta").textContent = "generation " + data.generation + " · " + data.workers + " worker"
       + (data.workers === 1 ? "" : "s") + " · refresh " + CONFIG.refresh + "s";
     renderFrontends(data.frontends, now);
     renderBackends(data.backends, data.servers, now);
+    renderBgp(data.bgp);
     const servers = data.servers;
     const usable = servers.filter((s) => s.usable).length;
     let reqRate = null, errRate = null;
