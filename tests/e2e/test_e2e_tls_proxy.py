@@ -615,11 +615,13 @@ def test_old_protocol_versions_are_refused(tls_world: TlsWorld, version: str):
     assert not output.startswith("exit=0")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: uvloop's SSL protocol aborts a failed handshake before flushing OpenSSL's alert, "
-    "so an old client sees a bare close (still refused: see test_old_protocol_versions_are_refused)",
-)
+def test_no_common_cipher_is_a_handshake_failure_alert(tls_world: TlsWorld):
+    """A TLS 1.2 client offering only ciphers the intermediate profile excludes is told so
+    (alert handshake_failure), not cut off."""
+    output = openssl_client(tls_world.ports["tls"], "-tls1_2", "-cipher", "AES128-SHA")
+    assert "alert handshake failure" in output, output[-1500:]
+
+
 def test_old_protocol_refusal_is_a_protocol_version_alert(tls_world: TlsWorld):
     """RFC 8446 appendix D / RFC 5246 E.1: a server that does not support the client's version
     aborts the handshake with a `protocol_version` alert, so the client can say why (HAProxy and

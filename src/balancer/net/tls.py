@@ -87,6 +87,33 @@ def _one_context(tls: FrontendTLS, pem: str, base_dir: str) -> ssl.SSLContext:
     return context
 
 
+class AlertingSSLObject(ssl.SSLObject):
+    """The TLS object of a client connection, which sends the alert of a refused handshake.
+
+    The event loop's SSL protocol (uvloop's, as asyncio's) closes the transport on a failed
+    handshake without writing what OpenSSL queued: the alert that tells the client why
+    (protocol_version for TLS 1.0, handshake_failure for no common cipher), so an old client
+    sees a bare close (RFC 8446 6.2 wants the alert). Set as the context's
+    `sslobject_class`, it reports the first failure as "want read": the loop then writes
+    the queued alert and waits; the client, told, closes, or the handshake timeout does,
+    and a later call raises the failure as it was.
+    """
+
+    _failure: ssl.SSLError | None = None
+
+    def do_handshake(self) -> None:
+        failure = self._failure
+        if failure is not None:
+            raise failure
+        try:
+            super().do_handshake()
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            raise
+        except ssl.SSLError as exc:
+            self._failure = exc
+            raise ssl.SSLWantReadError("the alert goes out first") from None
+
+
 def frontend_context(tls: FrontendTLS, base_dir: str = ".") -> ssl.SSLContext:
     """The listening context, with SNI choosing among the configured certificates.
     Raises OSError/ssl.SSLError naming a file that cannot be loaded."""
@@ -115,6 +142,7 @@ def frontend_context(tls: FrontendTLS, base_dir: str = ".") -> ssl.SSLContext:
 
     if len(by_name) > 1 or len(set(by_name.values())) > 1:
         default.sni_callback = choose
+    default.sslobject_class = AlertingSSLObject
     return default
 
 
