@@ -43,7 +43,7 @@ from balancer.cluster.nft import (
     changed_slots,
     delete_table,
     node_mark,
-    render_slot_delta,
+    render_slot_delta_json,
     render_table,
     run_nft,
 )
@@ -233,10 +233,10 @@ class L4Node:
         new = self.cache.get(table_index, frozenset(wanted))
         old = self.slots[table_index]
         changed = changed_slots(old, new) if old and new else None
-        script = render_slot_delta(table_index, old, new, changed)
+        script = render_slot_delta_json(table_index, old, new, changed)
         sending = time.perf_counter()
         if script:
-            run_nft(script, self.nft)
+            run_nft(script, self.nft, json_input=True)
         self.last_kernel_seconds = time.perf_counter() - sending
         self.slots[table_index] = new
         self.usable[table_index] = wanted

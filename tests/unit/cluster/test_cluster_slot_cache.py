@@ -3,6 +3,7 @@ next likely tables ready after a change, and never one table computed twice at o
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
@@ -10,7 +11,7 @@ import time
 import pytest
 
 from balancer.cluster.l4 import compute_slots
-from balancer.cluster.nft import changed_slots, render_slot_delta
+from balancer.cluster.nft import changed_slots, render_slot_delta, render_slot_delta_json
 from balancer.cluster.slot_cache import SlotCache
 from balancer.config import parse_config
 from balancer.config.model import L4
@@ -121,3 +122,23 @@ def test_a_change_soon_after_the_last_one_stops_the_warmer_before_it_computes() 
     cache.quiet(0)
     warmer.join(10)
     assert not warmer.is_alive() and calls == []
+
+
+def test_the_json_delta_is_the_text_delta() -> None:
+    """set_usable sends the JSON form (parsed faster); the text form is the readable one."""
+    old = [1, 2, 3, 1, 2]
+    new = [1, 1, 3, 1, 1]
+    document = json.loads(render_slot_delta_json(0, old, new))
+    where = {"family": "ip", "table": "balancer_l4", "name": "slots_0"}
+    assert document == {
+        "nftables": [
+            {"delete": {"element": {**where, "elem": [1, 4]}}},
+            {"add": {"element": {**where, "elem": [[1, 1], [4, 1]]}}},
+        ]
+    }
+    assert render_slot_delta(0, old, new).count("\n") == 2  # the same two commands as text
+    assert render_slot_delta_json(0, old, old) == ""
+    assert json.loads(render_slot_delta_json(2, old, [])) == {
+        "nftables": [{"flush": {"map": {**where, "name": "slots_2"}}}]
+    }
+    assert json.loads(render_slot_delta_json(0, [], [5]))["nftables"][0]["add"]["element"]["elem"] == [[0, 5]]
