@@ -17,7 +17,9 @@ DEVICE_PREFIX: that is how a start finds what a crashed run left.
 
 Health: `set_usable(table, names)` rebuilds the table's plain (history-free) Maglev table of
 the usable nodes, so every L4 node computes the same slots from the same file and health,
-and sends the kernel only the slots that changed. Established flows keep their node through
+and sends the kernel only the slots that changed. The tables one health change away are
+computed ahead in a background thread (balancer.cluster.slot_cache), so a change costs a
+diff and the nft transaction, not a Maglev build. Established flows keep their node through
 the per-node flow sets (a node going down keeps its flows; only new flows move).
 
 The L7 node's side (`[dsr]`): the VIP on lo, ARP for it suppressed, and for vxlan a device
@@ -38,12 +40,14 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from balancer.cluster.nft import (
     NftError,
+    changed_slots,
     delete_table,
     node_mark,
-    render_slot_delta,
+    render_slot_delta_json,
     render_table,
     run_nft,
 )
+from balancer.cluster.slot_cache import SlotCache
 from balancer.config.model import L4
 from balancer.config.model import L4Node as L4NodeConfig
 from balancer.lb.maglev import build_table
@@ -144,6 +148,16 @@ class L4Node:
         self._forwarding_before: str | None = None
         self.last_update_seconds = 0.0
         self.last_kernel_seconds = 0.0
+        # The current and the next likely tables (each node added or removed), see slot_cache.
+        limit = sum(2 * len(table.node) + 2 for table in self.tables)
+        self.cache = SlotCache(self._compute, limit)
+
+    def _compute(self, table_index: int, usable: frozenset[str]) -> list[int]:
+        return compute_slots(self.tables[table_index], table_index, usable)
+
+    def _warm(self, table_index: int) -> None:
+        names = [node.name for node in self.tables[table_index].node]
+        self.cache.warm(table_index, frozenset(self.usable[table_index]), names)
 
     def start(self) -> None:
         """Clear what a previous run left, then program everything. Raises L4Error (after
@@ -158,8 +172,10 @@ class L4Node:
                     for n, node in enumerate(table.node):
                         self._program_node(ipr, t, n, table, node)
                     ipr.route("replace", dst=f"{table.vip}/32", type="blackhole", proto=ROUTE_PROTOCOL)
-            self.slots = [compute_slots(table, t, self.usable[t]) for t, table in enumerate(self.tables)]
+            self.slots = [self.cache.get(t, frozenset(self.usable[t])) for t in range(len(self.tables))]
             run_nft(render_table(self.tables, self.slots), self.nft)
+            for t in range(len(self.tables)):
+                self._warm(t)
         except BaseException as exc:
             self.stop()  # leave nothing half set
             if isinstance(exc, (NetlinkError, OSError, NftError)):
@@ -210,25 +226,29 @@ class L4Node:
         whole update took is in `last_update_seconds`, the kernel's part (the nft
         transaction) in `last_kernel_seconds`."""
         started = time.perf_counter()
+        self.cache.quiet(table_index)
         table = self.tables[table_index]
         names = {node.name for node in table.node}
         wanted = set(usable) & names
-        new = compute_slots(table, table_index, wanted)
+        new = self.cache.get(table_index, frozenset(wanted))
         old = self.slots[table_index]
-        script = render_slot_delta(table_index, old, new)
+        changed = changed_slots(old, new) if old and new else None
+        script = render_slot_delta_json(table_index, old, new, changed)
         sending = time.perf_counter()
         if script:
-            run_nft(script, self.nft)
+            run_nft(script, self.nft, json_input=True)
         self.last_kernel_seconds = time.perf_counter() - sending
         self.slots[table_index] = new
         self.usable[table_index] = wanted
         self.last_update_seconds = time.perf_counter() - started
-        if not old or not new:
+        self._warm(table_index)
+        if changed is None:
             return max(len(old), len(new))
-        return sum(1 for a, b in zip(old, new, strict=True) if a != b)
+        return len(changed)
 
     def stop(self) -> None:
         """Remove everything start() set, and restore IPv4 forwarding as it was."""
+        self.cache.stop()
         clear_stale(self.nft)
         if self._forwarding_before is not None:
             with contextlib.suppress(OSError):
