@@ -216,7 +216,7 @@ def refuse_unrun_tiers(config: Config, text: str, file: str) -> None:
     """`balancer run` and reload: refuse tier tables that `check` accepts but the supervisor
     does not drive yet, rather than run and silently leave the kernel unprogrammed.
     Raises ConfigError naming their lines."""
-    paths: list[tuple[tuple[str | int, ...], str]] = [(("l4", index), "[[l4]]") for index in range(len(config.l4))]
+    paths: list[tuple[tuple[str | int, ...], str]] = []
     if config.dsr is not None:
         paths.append((("dsr",), "[dsr]"))
     if paths:

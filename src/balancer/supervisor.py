@@ -34,6 +34,8 @@ from balancer.admin.api import AdminServer
 from balancer.admin.metrics import render as render_metrics
 from balancer.admin.statspage import start_stats_page
 from balancer.checks.monitor import HealthMonitor
+from balancer.cluster.l4 import L4Error
+from balancer.cluster.l4_service import L4Service
 from balancer.config import ConfigError, parse_config, read_config_text
 from balancer.config.model import Config
 from balancer.config.values import Address
@@ -58,6 +60,9 @@ log = logging.getLogger("balancer.master")
 OPENSSL_CONF = str(Path(__file__).parent / "net" / "openssl.cnf")
 READY_TIMEOUT = 30.0  # how long a new worker may take to start serving
 RESTART_DELAY = 0.5  # between restarts of a worker that keeps dying
+KERNEL_TIERS_NEED_ROOT = (
+    "[[l4]] and [dsr] program the kernel (nftables, routes, addresses, tunnels): run balancer as root"
+)
 
 
 @dataclass
@@ -80,6 +85,9 @@ class Generation:
 
 
 def worker_count(config: Config) -> int:
+    """Workers serve frontends: a file with none (an L4 node) runs the master alone."""
+    if not config.frontend:
+        return 0
     return config.global_.workers or os.cpu_count() or 1
 
 
@@ -101,6 +109,7 @@ class Master:
         self.reload_pending = False
         self.reload_queued = False  # a SIGHUP came during a reload: reload again after it
         self.stop_pending = False
+        self.l4 = L4Service()  # the [[l4]] tables, run here: the master is long-lived
 
     # -- sockets ---------------------------------------------------------------------------
 
@@ -317,6 +326,9 @@ class Master:
             refuse_unrun_tiers(config, text, str(self.path))
         except ConfigError as exc:
             return [str(problem) for problem in exc.problems]
+        tier_problems = await self.l4.reload(config.l4)
+        if tier_problems:
+            return tier_problems
         try:
             self.bind(config)
         except OSError as exc:
@@ -431,6 +443,7 @@ class Master:
             "frontends": self.frontend_rows(),
             "backends": self.backend_rows(servers),
             "servers": servers,
+            "l4": self.l4.rows(),
         }
 
     def set_server(self, backend: str, server: str, state: str | None, weight: int | None) -> dict[str, Any]:
@@ -448,6 +461,15 @@ class Master:
             record.weight,
         )
         return next(row for row in self.servers() if row["backend"] == backend and row["server"] == server)
+
+    def l4_rows(self) -> list[dict[str, Any]]:
+        return self.l4.rows()
+
+    def l4_update_seconds(self) -> float:
+        return self.l4.last_update_seconds
+
+    def set_l4(self, table: str, node: str, state: str) -> Awaitable[dict[str, Any]]:
+        return self.l4.set_state(table, node, state)
 
     def reload_now(self) -> Awaitable[dict[str, Any]]:
         return self.reload()
@@ -533,6 +555,14 @@ class Master:
                 _signal(worker, signum)
 
     async def run(self) -> int:
+        """Serve until stopped; whatever the tiers set in the kernel is removed on every
+        way out (a stop, a second stop signal, a failed start)."""
+        try:
+            return await self._run()
+        finally:
+            await self.l4.stop()
+
+    async def _run(self) -> int:
         loop = asyncio.get_running_loop()
         # Signals are ours from the start: a SIGHUP while the first workers start is
         # remembered, not fatal.
@@ -542,6 +572,11 @@ class Master:
         loop.add_signal_handler(signal.SIGUSR1, lambda: self.forward(signal.SIGUSR1))
         config = self.current.config
         configure_event_syslog(config)
+        try:
+            await self.l4.start(config.l4)
+        except L4Error as exc:
+            log.error("%s", exc)
+            return 1
         try:
             self.bind(config)
         except OSError as exc:
@@ -607,6 +642,9 @@ def run_master(path: Path) -> int:
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
+        return 1
+    if (config.l4 or config.dsr is not None) and os.geteuid() != 0:
+        print(f"{path}: {KERNEL_TIERS_NEED_ROOT}", file=sys.stderr)
         return 1
     import uvloop
 

@@ -13,17 +13,23 @@ line server answering its own name, so the client sees which node served a conne
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import re
 import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 from tests.support.netns import Lab, ip, join_bridge, read_line, sysctl
+from tests.support.process import wait_until
 from tests.support.tools import require_root, require_tool
 
+from balancer.admin.ctl import Unreachable, call
 from balancer.cluster.l4 import tunnel_mac
 
 SRC = Path(__file__).resolve().parents[2] / "src"
@@ -93,9 +99,10 @@ else:
 """
 
 
-def l4_file(method: str, forward: str, check: str = "") -> str:
+def l4_file(method: str, forward: str, check: str = "", admin: Path | None = None) -> str:
     nodes = "".join(f'[[l4.node]]\nname = "{name}"\naddress = "{address}"\n' for name, address in NODES.items())
-    return (
+    head = f'[admin]\nsocket = "{admin}"\n\n' if admin is not None else ""
+    return head + (
         f'[[l4]]\nname = "www"\nvip = "{VIP}"\nports = [80]\nmethod = "{method}"\n'
         f'seed = 24301\nforward = "{forward}"\n{check}' + nodes
     )
@@ -179,12 +186,57 @@ def lab(tmp_path: Path) -> Iterator[tuple[Lab, dict[str, str]]]:
         assert lab.prefix not in left
 
 
-def start_l4(lab: Lab, ns: str, tmp_path: Path, method: str = "maglev", forward: str = "vxlan", check: str = ""):
-    config = tmp_path / "l4.toml"
-    config.write_text(l4_file(method, forward, check))
-    agent = lab.python(ns, "-m", "balancer.cluster.l4_agent", str(config), src=SRC)
-    assert read_line(agent, 15) == "ready"
-    return agent
+class L4Run:
+    """`balancer run -c l4.toml` inside the L4 node's namespace, driven over its admin socket
+    (the unix socket is a file: reachable from the root namespace)."""
+
+    def __init__(self, lab: Lab, ns: str, tmp_path: Path, text: str) -> None:
+        self.socket = tmp_path / "admin.sock"
+        self.config = tmp_path / "l4.toml"
+        self.config.write_text(text)
+        with contextlib.suppress(FileNotFoundError):
+            self.socket.unlink()
+        self.process = lab.python(ns, "-m", "balancer", "run", "-c", str(self.config), src=SRC)
+
+    def wait_ready(self) -> L4Run:
+        wait_until(lambda: self.process.poll() is not None or self._answers(), 15, what="the admin API")
+        assert self.process.poll() is None, self.stderr()
+        return self
+
+    def _answers(self) -> bool:
+        try:
+            return self.call("GET", "/api/l4")[0] == 200
+        except Unreachable:
+            return False
+
+    def call(self, method: str, path: str, body: object = None) -> tuple[int, Any]:
+        return call(str(self.socket), method, path, body, timeout=10)
+
+    def rows(self) -> dict[str, dict[str, Any]]:
+        status, rows = self.call("GET", "/api/l4")
+        assert status == 200, rows
+        return {row["node"]: row for row in rows}
+
+    def set_state(self, node: str, state: str) -> dict[str, Any]:
+        status, row = self.call("PUT", f"/api/l4/www/{node}", {"state": state})
+        assert status == 200, row
+        return cast(dict[str, Any], row)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        assert self.process.wait(timeout=15) == 0, self.stderr()
+
+    def stderr(self) -> str:
+        if self.process.poll() is None or self.process.stderr is None:
+            return ""
+        return self.process.stderr.read()
+
+
+def start_l4(
+    lab: Lab, ns: str, tmp_path: Path, method: str = "maglev", forward: str = "vxlan", check: str = ""
+) -> L4Run:
+    text = l4_file(method, forward, check, admin=tmp_path / "admin.sock")
+    return L4Run(lab, ns, tmp_path, text).wait_ready()
 
 
 def count(lab: Lab, ns: str, tmp_path: Path, connections: int) -> dict[str, int]:
@@ -247,9 +299,7 @@ def test_flows_are_spread_over_both_l7_nodes_and_replies_skip_the_l4_node(lab, t
     else:
         assert counts.get("l7a", 0) >= 50 and counts.get("l7b", 0) >= 50, counts
     assert replies_through(lab, names["l4"]) == 0
-    agent.stdin.write("stop\n")
-    agent.stdin.flush()
-    assert agent.wait(timeout=15) == 0
+    agent.stop()
     assert kernel_state(lab, names["l4"]) == ""
 
 
@@ -261,12 +311,10 @@ def test_a_node_marked_down_takes_no_new_flows_but_keeps_its_established_ones(la
     node = read_line(held, 10)
     assert node in NODES
 
-    agent.stdin.write(f"down www {node}\n")
-    agent.stdin.flush()
-    answer = read_line(agent, 10).split()
-    assert answer[0] == "ok" and int(answer[1]) > 0, answer
-    whole, kernel = float(answer[2]) * 1000, float(answer[3]) * 1000
-    print(f"one of 2 nodes' table update: {answer[1]} slots in {whole:.0f} ms (kernel {kernel:.0f} ms)")
+    row = agent.set_state(node, "maint")
+    assert row["state"] == "maint" and row["slots"] == 0 and row["moved_slots"] > 0, row
+    whole, kernel = row["update_seconds"] * 1000, row["kernel_seconds"] * 1000
+    print(f"one of 2 nodes' table update: {row['moved_slots']} slots in {whole:.0f} ms (kernel {kernel:.0f} ms)")
 
     counts = count(lab, names["c"], tmp_path, 100)
     held.stdin.write("again\n")
@@ -276,14 +324,10 @@ def test_a_node_marked_down_takes_no_new_flows_but_keeps_its_established_ones(la
     assert counts == {"errors": 0, other: 100}
     assert read_line(held, 10) == node  # the established connection still works, on its node
 
-    agent.stdin.write(f"up www {node}\n")
-    agent.stdin.flush()
-    assert read_line(agent, 10).startswith("ok ")
+    assert agent.set_state(node, "ready")["state"] == "up"
     counts = count(lab, names["c"], tmp_path, 100)
     assert counts.get(node, 0) >= 20, counts
-    agent.stdin.write("stop\n")
-    agent.stdin.flush()
-    assert agent.wait(timeout=15) == 0
+    agent.stop()
     assert kernel_state(lab, names["l4"]) == ""
 
 
@@ -291,16 +335,14 @@ def test_a_node_marked_down_takes_no_new_flows_but_keeps_its_established_ones(la
 def test_a_start_clears_what_a_killed_run_left(lab, tmp_path):
     lab, names = lab
     agent = start_l4(lab, names["l4"], tmp_path)
-    agent.kill()  # no cleanup: table, rules, routes and devices stay
-    agent.wait(timeout=10)
+    agent.process.kill()  # no cleanup: table, rules, routes and devices stay
+    agent.process.wait(timeout=10)
     assert kernel_state(lab, names["l4"]) != ""
 
     agent = start_l4(lab, names["l4"], tmp_path)
     counts = count(lab, names["c"], tmp_path, 50)
     assert counts["errors"] == 0 and set(counts) == {"errors", "l7a", "l7b"}, counts
-    agent.stdin.write("stop\n")
-    agent.stdin.flush()
-    assert agent.wait(timeout=15) == 0
+    agent.stop()
     assert kernel_state(lab, names["l4"]) == ""
 
 
@@ -315,14 +357,10 @@ def test_forward_ipip_is_refused_clearly_where_the_kernel_has_no_ipip(lab, tmp_p
     lab, names = lab
     if kernel_has_ipip(lab, names["l4"]):
         pytest.skip("this kernel has IPIP tunnels: the refusal cannot be shown (no IPIP traffic test yet)")
-    config = tmp_path / "l4.toml"
-    config.write_text(l4_file("maglev", "ipip"))
-    agent = lab.python(names["l4"], "-m", "balancer.cluster.l4_agent", str(config), src=SRC)
+    agent = L4Run(lab, names["l4"], tmp_path, l4_file("maglev", "ipip"))
 
-    line = read_line(agent, 15)
-
-    assert line.startswith("error [[l4]] 'www': forward \"ipip\": this kernel has no IPIP tunnels"), line
-    assert agent.wait(timeout=15) == 1
+    assert agent.process.wait(timeout=15) == 1
+    assert "[[l4]] 'www': forward \"ipip\": this kernel has no IPIP tunnels" in agent.stderr()
     assert kernel_state(lab, names["l4"]) == ""
 
 
@@ -335,23 +373,18 @@ def test_one_node_table_update_time_with_ten_nodes(tmp_path):
     try:
         ns = lab.ns("l4")
         nodes = "".join(f'[[l4.node]]\nname = "n{n}"\naddress = "10.0.3.{21 + n}"\n' for n in range(10))
-        config = tmp_path / "l4.toml"
-        config.write_text(f'[[l4]]\nname = "www"\nvip = "{VIP}"\nports = [80]\nseed = 1\n' + nodes)
-        agent = lab.python(ns, "-m", "balancer.cluster.l4_agent", str(config), src=SRC)
-        assert read_line(agent, 15) == "ready"
+        admin = f'[admin]\nsocket = "{tmp_path / "admin.sock"}"\n'
+        text = admin + f'[[l4]]\nname = "www"\nvip = "{VIP}"\nports = [80]\nseed = 1\n' + nodes
+        agent = L4Run(lab, ns, tmp_path, text).wait_ready()
         figures = []
-        for command in ("down www n3", "up www n3", "down www n7", "up www n7"):
-            agent.stdin.write(command + "\n")
-            agent.stdin.flush()
-            word, changed, seconds, kernel = read_line(agent, 10).split()
-            assert word == "ok" and 6000 < int(changed) < 7500
-            figures.append((float(seconds), float(kernel)))
+        for node, state in (("n3", "maint"), ("n3", "ready"), ("n7", "maint"), ("n7", "ready")):
+            row = agent.set_state(node, state)
+            assert 6000 < row["moved_slots"] < 7500, row
+            figures.append((row["update_seconds"], row["kernel_seconds"]))
         shown = ", ".join(f"{whole * 1000:.0f} ms (kernel {kernel * 1000:.0f} ms)" for whole, kernel in figures)
         print(f"one of 10 nodes, 65537 slots: updates took {shown}")
         assert min(whole for whole, _ in figures) < 0.5
-        agent.stdin.write("stop\n")
-        agent.stdin.flush()
-        assert agent.wait(timeout=15) == 0
+        agent.stop()
     finally:
         lab.close()
 
@@ -369,16 +402,12 @@ def test_a_new_syn_on_a_reused_5_tuple_is_balanced_anew(lab, tmp_path):
         return result.stdout.strip()
 
     first = connect_from(40000)
-    agent.stdin.write(f"down www {first}\n")
-    agent.stdin.flush()
-    assert read_line(agent, 10).startswith("ok ")
+    agent.set_state(first, "maint")
 
     again = connect_from(40000)
 
     assert again != first and again in NODES
-    agent.stdin.write("stop\n")
-    agent.stdin.flush()
-    assert agent.wait(timeout=15) == 0
+    agent.stop()
 
 
 @pytest.mark.timeout(60)
@@ -386,23 +415,58 @@ def test_the_health_check_takes_a_dead_l7_node_out_and_back(lab, tmp_path):
     lab, names = lab
     check = 'check = { type = "tcp", port = 80, interval = "200ms", rise = 2, fall = 2, timeout = "300ms" }\n'
     agent = start_l4(lab, names["l4"], tmp_path, check=check)
+    wait_until(lambda: agent.rows()["l7a"]["state"] == "up" and agent.rows()["l7a"]["check"], 10, what="a check")
+    assert metric_rows(agent) == {"l7a": (1.0, 32769.0), "l7b": (1.0, 32768.0)}
     server = lab.named["l7a"]
     server.terminate()
     server.wait(timeout=10)
 
-    line = read_line(agent, 10)
+    def l7a_out() -> dict[str, dict[str, Any]] | None:
+        rows = agent.rows()  # the state changes first, the slots once the kernel has them
+        return rows if rows["l7a"]["state"] == "down" and rows["l7a"]["slots"] == 0 else None
 
-    assert line.startswith("health www l7a down"), line
+    down = wait_until(l7a_out, 10, what="l7a down and out of the table")
+
+    assert down["l7b"]["slots"] == 65537, down
+    assert "refused" in down["l7a"]["check"].lower(), down["l7a"]
+    assert metric_rows(agent) == {"l7a": (0.0, 0.0), "l7b": (1.0, 65537.0)}
+    shown = run_ctl(agent, "show", "l4")
+    assert re.search(r"www .* l7a .* down .* 0/65537", shown), shown
     assert count(lab, names["c"], tmp_path, 100) == {"errors": 0, "l7b": 100}
     restarted = lab.python(names["l7a"], str(tmp_path / "server.py"), "l7a")
     assert read_line(restarted, 10) == "listening"
-    assert read_line(agent, 10).startswith("health www l7a up")
+    wait_until(lambda: agent.rows()["l7a"]["state"] == "up", 10, what="l7a up again")
     counts = count(lab, names["c"], tmp_path, 100)
     assert counts["errors"] == 0 and counts.get("l7a", 0) >= 20, counts
-    agent.stdin.write("stop\n")
-    agent.stdin.flush()
-    assert agent.wait(timeout=15) == 0
+    agent.stop()
+    events = agent.stderr()
+    assert "l4 www/l7a is DOWN" in events and "l4 www/l7a is UP" in events, events
     assert kernel_state(lab, names["l4"]) == ""
+
+
+def metric_rows(agent: L4Run) -> dict[str, tuple[float, float]]:
+    """balancer_l4_node_up and balancer_l4_slots of each node, from GET /metrics."""
+    status, text = agent.call("GET", "/metrics")
+    assert status == 200
+    found: dict[str, list[float]] = {}
+    for line in text.splitlines():
+        match = re.match(r'balancer_l4_(node_up|slots)\{l4="www",node="(\w+)"\} (\S+)$', line)
+        if match:
+            found.setdefault(match.group(2), [0.0, 0.0])[match.group(1) == "slots"] = float(match.group(3))
+    assert "balancer_l4_table_update_seconds " in text
+    return {node: (values[0], values[1]) for node, values in found.items()}
+
+
+def run_ctl(agent: L4Run, *words: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "balancer", "ctl", "--socket", str(agent.socket), *words],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        env={**os.environ, "PYTHONPATH": str(SRC)},
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
 
 
 @pytest.mark.timeout(60)
@@ -411,7 +475,6 @@ def test_sigterm_undoes_everything(lab, tmp_path):
     agent = start_l4(lab, names["l4"], tmp_path)
     assert kernel_state(lab, names["l4"]) != ""
 
-    agent.terminate()  # stdin stays open: the signal alone must stop it
+    agent.stop()
 
-    assert agent.wait(timeout=15) == 0
     assert kernel_state(lab, names["l4"]) == ""

@@ -31,6 +31,8 @@ class L4Health:
         self.rng = rng or random.Random()
         self.healthy: list[set[str]] = [{n.name for n in table.node} for table in node.tables]
         self.admin_down: list[set[str]] = [set() for _ in node.tables]
+        # The last check result per node ("" before the first one), for `ctl show l4`.
+        self.detail: list[dict[str, str]] = [{} for _ in node.tables]
         self.lock = asyncio.Lock()
         self.tasks: list[asyncio.Task[None]] = []
 
@@ -77,6 +79,7 @@ class L4Health:
                 ok, detail = await http_check(address, check, check.timeout)
             else:
                 ok, detail = await tcp_check(address, check.timeout)
+            self.detail[table_index][name] = detail or ("ok" if ok else "failed")
             transition = tracker.record(ok, detail)
             if transition is None:
                 continue

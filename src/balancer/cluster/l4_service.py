@@ -1,0 +1,158 @@
+"""The `[[l4]]` tables of the running file, as the master runs them: the kernel programming
+(balancer.cluster.l4) and the health checks of the L7 nodes (balancer.cluster.l4_health),
+behind the few calls the master makes: start, reload, stop, rows, set_state.
+
+Theory of operation. `start()` runs before the master reports ready; it refuses (L4Error,
+nothing left set) when the kernel or the user's rights refuse. A reload whose `[[l4]]`
+tables are equal to the running ones (frozen config models compare by value) touches
+nothing: no flow is lost. Any other change reprograms the tables from the new file (the
+nft table is replaced in one transaction; removed tables, nodes, routes and devices go);
+when the new tables are refused, the running ones are programmed again and the reload is
+refused. `stop()` is safe to call on every exit path, any number of times.
+
+Events (node up/down, table updates) go to the event log under "balancer.l4".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from balancer.cluster.l4 import L4Error, L4Node
+from balancer.cluster.l4_health import L4Health
+from balancer.cluster.nft import NftError, node_mark
+from balancer.config.model import L4
+
+log = logging.getLogger("balancer.l4")
+
+# The states an operator may set on an L7 node of an [[l4]] table.
+OPERATOR_STATES = ("ready", "maint")
+
+
+class L4Service:
+    def __init__(self) -> None:
+        self.tables: tuple[L4, ...] = ()
+        self.node: L4Node | None = None
+        self.health: L4Health | None = None
+
+    async def start(self, tables: Sequence[L4]) -> None:
+        """Program `tables` and start their checks. Nothing when there is none. Raises
+        L4Error, having undone what it set. The kernel is programmed in a thread: pyroute2's
+        synchronous API runs an event loop of its own, and nft takes a while on big maps."""
+        if not tables:
+            return
+        node = L4Node(tables)
+        started = time.perf_counter()
+        await asyncio.to_thread(node.start)
+        self.node = node
+        self.tables = tuple(tables)
+        self.health = L4Health(node, self._on_health)
+        self.health.start()
+        log.info(
+            "l4: %d table(s) programmed in %.3fs: %s",
+            len(tables),
+            time.perf_counter() - started,
+            ", ".join(f"{t.name} ({t.vip}, {t.method}, {t.forward}, {len(t.node)} nodes)" for t in tables),
+        )
+
+    async def stop(self) -> None:
+        """Stop the checks and remove everything the tables set in the kernel."""
+        if self.health is not None:
+            await self.health.stop()
+            self.health = None
+        if self.node is not None:
+            node, self.node = self.node, None
+            await asyncio.to_thread(node.stop)
+            log.info("l4: tables removed from the kernel")
+        self.tables = ()
+
+    async def reload(self, tables: Sequence[L4]) -> list[str]:
+        """Run `tables` from now on. Problems that refused it ([] when it took); the
+        running tables then keep running (programmed again if they had to be removed)."""
+        if tuple(tables) == self.tables:
+            return []
+        old = self.tables
+        await self.stop()  # the tables go first: the new ones may reuse their marks and devices
+        try:
+            await self.start(tables)
+        except L4Error as exc:
+            log.error("l4: reload refused: %s", exc)
+            try:
+                await self.start(old)
+            except L4Error as again:
+                log.error("l4: the running tables could not be programmed again: %s", again)
+            return [f"[[l4]]: {exc}"]
+        log.info("l4: reloaded")
+        return []
+
+    def _on_health(self, table: str, node: str, state: str, reason: str) -> None:
+        seconds = self.node.last_update_seconds if self.node is not None else 0.0
+        log.info("l4 %s/%s is %s (%s); table updated in %.4fs", table, node, state.upper(), reason, seconds)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per L7 node of every table: what `ctl show l4` and GET /api/l4 show."""
+        if self.node is None or self.health is None:
+            return []
+        rows = []
+        for t, table in enumerate(self.tables):
+            slots = self.node.slots[t]
+            for n, member in enumerate(table.node):
+                mark = node_mark(t, n)
+                if member.name in self.health.admin_down[t]:
+                    state = "maint"
+                elif member.name in self.health.healthy[t]:
+                    state = "up"
+                else:
+                    state = "down"
+                rows.append(
+                    {
+                        "l4": table.name,
+                        "vip": table.vip,
+                        "method": table.method,
+                        "forward": table.forward,
+                        "node": member.name,
+                        "address": member.address,
+                        "state": state,
+                        "check": self.health.detail[t].get(member.name, "no check" if table.check is None else ""),
+                        "slots": sum(1 for slot in slots if slot == mark),
+                        "table_size": table.table_size,
+                    }
+                )
+        return rows
+
+    @property
+    def last_update_seconds(self) -> float:
+        return self.node.last_update_seconds if self.node is not None else 0.0
+
+    async def set_state(self, table: str, node: str, state: str) -> dict[str, Any]:
+        """An operator takes node `node` of table `table` out (`maint`) or puts it back
+        (`ready`). Raises KeyError for an unknown table or node, ValueError for another
+        state, L4Error when the kernel refuses the update. Returns the node's row, with the
+        slots that moved and the time the update took (whole, and the nft transaction)."""
+        if state not in OPERATOR_STATES:
+            raise ValueError(f"state must be one of {', '.join(OPERATOR_STATES)}")
+        names = [t.name for t in self.tables]
+        if table not in names or self.health is None:
+            raise KeyError(f"no [[l4]] table {table!r}")
+        t = names.index(table)
+        if node not in {n.name for n in self.tables[t].node}:
+            raise KeyError(f"[[l4]] {table!r} has no node {node!r}")
+        try:
+            changed = await self.health.set_admin(t, node, state == "maint")
+        except NftError as exc:
+            raise L4Error(str(exc)) from None
+        seconds = self.last_update_seconds
+        log.info(
+            "l4 %s/%s: state %s (set by the operator); %d slots moved in %.4fs", table, node, state, changed, seconds
+        )
+        row = next(row for row in self.rows() if row["l4"] == table and row["node"] == node)
+        assert self.node is not None
+        return {
+            **row,
+            "moved_slots": changed,
+            "update_seconds": round(self.node.last_update_seconds, 6),
+            "kernel_seconds": round(self.node.last_kernel_seconds, 6),
+        }
