@@ -261,8 +261,13 @@ class Master:
 
     def stop_generation(self, generation: Generation, grace: float) -> None:
         """Tell every worker of `generation` to finish gracefully; kill them after grace."""
-        if not generation.workers and generation is not self.current and generation.shared is not None:
-            self.state.retire(generation.shared)
+        if not generation.workers and generation is not self.current:
+            # Nothing to wait for (no worker left, or none ever: an L4 node's file): it is
+            # gone now, or a stop would wait for it forever.
+            if generation.shared is not None:
+                self.state.retire(generation.shared)
+            if generation in self.old:
+                self.old.remove(generation)
         for worker in generation.workers:
             worker.stopping = True
             _signal(worker, signal.SIGTERM)

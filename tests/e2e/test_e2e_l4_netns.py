@@ -18,6 +18,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -477,4 +478,55 @@ def test_sigterm_undoes_everything(lab, tmp_path):
 
     agent.stop()
 
+    assert kernel_state(lab, names["l4"]) == ""
+
+
+def table_handle(lab: Lab, ns: str) -> int:
+    """The kernel's handle of the nft table: a table created again gets a new one."""
+    listing = json.loads(lab.sh(ns, "nft", "-j", "list", "tables"))
+    handles = [
+        item["table"]["handle"] for item in listing["nftables"] if item.get("table", {}).get("name") == "balancer_l4"
+    ]
+    assert len(handles) == 1, listing
+    return int(handles[0])
+
+
+@pytest.mark.timeout(60)
+def test_a_reload_keeps_an_unchanged_table_and_reprograms_a_changed_one(lab, tmp_path):
+    lab, names = lab
+    agent = start_l4(lab, names["l4"], tmp_path)
+    handle = table_handle(lab, names["l4"])
+    held = lab.python(names["c"], str(tmp_path / "client.py"), VIP, "hold")
+    node = read_line(held, 10)
+
+    status, result = agent.call("POST", "/api/reload")  # the same file
+
+    assert (status, result["reloaded"]) == (200, True), result
+    assert table_handle(lab, names["l4"]) == handle  # untouched
+    held.stdin.write("again\n")
+    held.stdin.flush()
+    assert read_line(held, 10) == node
+
+    # l7b leaves the file: the table is programmed again without it, its device is gone.
+    agent.config.write_text(agent.config.read_text().split('[[l4.node]]\nname = "l7b"')[0])
+    status, result = agent.call("POST", "/api/reload")
+
+    assert (status, result["reloaded"]) == (200, True), result
+    assert list(agent.rows()) == ["l7a"]
+    assert agent.rows()["l7a"]["slots"] == 65537
+    assert "bl4-0-1" not in lab.sh(names["l4"], "ip", "-o", "link")
+    assert count(lab, names["c"], tmp_path, 50) == {"errors": 0, "l7a": 50}
+    agent.stop()
+    assert kernel_state(lab, names["l4"]) == ""
+
+
+@pytest.mark.timeout(60)
+def test_a_second_stop_signal_still_removes_everything(lab, tmp_path):
+    lab, names = lab
+    agent = start_l4(lab, names["l4"], tmp_path)
+
+    agent.process.send_signal(signal.SIGINT)
+    agent.process.send_signal(signal.SIGINT)
+
+    assert agent.process.wait(timeout=15) == 0
     assert kernel_state(lab, names["l4"]) == ""
