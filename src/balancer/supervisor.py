@@ -34,6 +34,7 @@ from balancer.admin.api import AdminServer
 from balancer.admin.metrics import render as render_metrics
 from balancer.admin.statspage import start_stats_page
 from balancer.checks.monitor import HealthMonitor
+from balancer.cluster.dsr import DsrService
 from balancer.cluster.l4 import L4Error
 from balancer.cluster.l4_service import L4Service
 from balancer.config import ConfigError, parse_config, read_config_text
@@ -51,7 +52,7 @@ from balancer.runtime.shared import (
 )
 from balancer.runtime.state import ERROR_CAUSES, STATUS_CLASSES, AdminState
 from balancer.sdnotify import notify
-from balancer.server import bind_socket, listener_key, parse_runnable, refuse_unrun_tiers
+from balancer.server import bind_socket, listener_key, parse_runnable
 from balancer.stats.syslog import configure_event_syslog
 
 log = logging.getLogger("balancer.master")
@@ -110,6 +111,7 @@ class Master:
         self.reload_queued = False  # a SIGHUP came during a reload: reload again after it
         self.stop_pending = False
         self.l4 = L4Service()  # the [[l4]] tables, run here: the master is long-lived
+        self.dsr = DsrService()  # [dsr]: the VIPs on lo, before the frontends bind them
 
     # -- sockets ---------------------------------------------------------------------------
 
@@ -328,10 +330,9 @@ class Master:
         try:
             text = read_config_text(self.path)
             config = parse_runnable(text, str(self.path))
-            refuse_unrun_tiers(config, text, str(self.path))
         except ConfigError as exc:
             return [str(problem) for problem in exc.problems]
-        tier_problems = await self.l4.reload(config.l4)
+        tier_problems = await self.l4.reload(config.l4) or await self.dsr.reload(config.dsr)
         if tier_problems:
             return tier_problems
         try:
@@ -566,6 +567,7 @@ class Master:
             return await self._run()
         finally:
             await self.l4.stop()
+            await self.dsr.stop()
 
     async def _run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -579,7 +581,8 @@ class Master:
         configure_event_syslog(config)
         try:
             await self.l4.start(config.l4)
-        except L4Error as exc:
+            await self.dsr.start(config.dsr)
+        except L4Error as exc:  # and DsrError
             log.error("%s", exc)
             return 1
         try:
@@ -643,7 +646,6 @@ def run_master(path: Path) -> int:
     try:
         text = read_config_text(path)
         config = parse_runnable(text, str(path))
-        refuse_unrun_tiers(config, text, str(path))
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)

@@ -31,7 +31,6 @@ from tests.support.process import wait_until
 from tests.support.tools import require_root, require_tool
 
 from balancer.admin.ctl import Unreachable, call
-from balancer.cluster.l4 import tunnel_mac
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 VIP = "10.100.0.1"
@@ -48,7 +47,7 @@ class Server(socketserver.ThreadingTCPServer):
     allow_reuse_address = True
     daemon_threads = True
     request_queue_size = 1024
-server = Server(("0.0.0.0", 80), Handler)
+server = Server(("127.0.0.1", 8080), Handler)
 print("listening", flush=True)
 server.serve_forever()
 """
@@ -138,53 +137,57 @@ def lab(tmp_path: Path) -> Iterator[tuple[Lab, dict[str, str]]]:
             f"table ip dsrcheck {{ chain c {{ type filter hook prerouting priority -300;"
             f" ip saddr {VIP} counter; }}; }}",
         )
-        for number, (name, address) in enumerate(NODES.items()):
+        server_file = tmp_path / "server.py"
+        server_file.write_text(SERVER)
+        for name, address in NODES.items():
             ns = names[name]
             join_bridge(lab, sw, ns, f"{address}/24", f"p-{name}")
             ip("-n", ns, "route", "add", "default", "via", "10.0.3.1")
-            ip("-n", ns, "addr", "add", f"{VIP}/32", "dev", "lo")
-            sysctl(
-                lab,
-                ns,
-                [
-                    "net.ipv4.conf.all.arp_ignore=1",
-                    "net.ipv4.conf.all.arp_announce=2",
-                    "net.ipv4.conf.all.rp_filter=2",
-                    "net.ipv4.conf.default.rp_filter=2",
-                ],
-            )
-            vni = 3 * 256 + 21 + number  # the low 16 bits of the node's address (SPEC)
-            ip(
-                "-n",
-                ns,
-                "link",
-                "add",
-                "vx0",
-                "type",
-                "vxlan",
-                "id",
-                str(vni),
-                "local",
-                address,
-                "dstport",
-                "4789",
-                "nolearning",
-            )
-            ip("-n", ns, "link", "set", "vx0", "address", tunnel_mac(vni), "up")
-            # Loose reverse-path filtering drops everything arriving on a device without an
-            # IPv4 address (fib_validate_source): the tunnel end needs one, any will do.
-            ip("-n", ns, "addr", "add", "169.254.78.1/32", "dev", "vx0")
-            server_file = tmp_path / "server.py"
-            server_file.write_text(SERVER)
-            server = lab.python(ns, str(server_file), name)
+            server = lab.python(ns, str(server_file), name)  # on 127.0.0.1:8080 only
             assert read_line(server, 10) == "listening"
             lab.named[name] = server
+            lab.named[f"{name}-balancer"] = start_l7(lab, ns, tmp_path, name, address, "vxlan")
         (tmp_path / "client.py").write_text(CLIENT)
         yield lab, names
     finally:
         lab.close()
         left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
         assert lab.prefix not in left
+
+
+def l7_file(address: str, tunnel: str) -> str:
+    """An L7 node behind the L4 tier: [dsr], a TCP frontend on the VIP (and on the node's
+    own address, which the L4 node's checks probe), the line server behind it."""
+    local = f', local = "{address}"' if tunnel != "direct" else ""
+    return (
+        '[global]\nworkers = 1\ngrace = "1s"\nlog = "none"\n\n'
+        f'[dsr]\nvips = ["{VIP}"]\ntunnel = {{ type = "{tunnel}"{local} }}\n\n'
+        f'[[frontend]]\nname = "vip"\nmode = "tcp"\nbind = ["{VIP}:80", "{address}:80"]\ndefault_backend = "line"\n\n'
+        '[[backend]]\nname = "line"\nmode = "tcp"\n'
+        '  [[backend.server]]\n  name = "s"\n  address = "127.0.0.1:8080"\n'
+    )
+
+
+def start_l7(lab: Lab, ns: str, tmp_path: Path, name: str, address: str, tunnel: str) -> subprocess.Popen[str]:
+    """`balancer run` on an L7 node; returns once the VIP's port listens there (connections
+    wait in its accept queue until the worker takes them)."""
+    config = tmp_path / f"{name}.toml"
+    config.write_text(l7_file(address, tunnel))
+    process = lab.python(ns, "-m", "balancer", "run", "-c", str(config), src=SRC)
+
+    def listening() -> bool:
+        assert process.poll() is None, process.stderr.read() if process.stderr else ""
+        return bool(lab.sh(ns, "ss", "-Hltn", f"src {VIP}:80").strip())
+
+    wait_until(listening, 15, interval=0.1, what=f"{name} to listen on the VIP")
+    return process
+
+
+def l7_state(lab: Lab, ns: str) -> str:
+    """What [dsr] may leave behind: addresses on lo other than 127.0.0.1, its device."""
+    addresses = [line for line in lab.sh(ns, "ip", "-o", "-4", "addr", "show", "dev", "lo").splitlines()]
+    links = [line for line in lab.sh(ns, "ip", "-o", "link").splitlines() if "bdsr" in line]
+    return "\n".join([line for line in addresses if "127.0.0.1" not in line] + links).strip()
 
 
 class L4Run:
@@ -418,9 +421,9 @@ def test_the_health_check_takes_a_dead_l7_node_out_and_back(lab, tmp_path):
     agent = start_l4(lab, names["l4"], tmp_path, check=check)
     wait_until(lambda: agent.rows()["l7a"]["state"] == "up" and agent.rows()["l7a"]["check"], 10, what="a check")
     assert metric_rows(agent) == {"l7a": (1.0, 32769.0), "l7b": (1.0, 32768.0)}
-    server = lab.named["l7a"]
-    server.terminate()
-    server.wait(timeout=10)
+    l7a = lab.named["l7a-balancer"]  # the check probes its own address: stop it
+    l7a.terminate()
+    assert l7a.wait(timeout=15) == 0
 
     def l7a_out() -> dict[str, dict[str, Any]] | None:
         rows = agent.rows()  # the state changes first, the slots once the kernel has them
@@ -434,8 +437,7 @@ def test_the_health_check_takes_a_dead_l7_node_out_and_back(lab, tmp_path):
     shown = run_ctl(agent, "show", "l4")
     assert re.search(r"www .* l7a .* down .* 0/65537", shown), shown
     assert count(lab, names["c"], tmp_path, 100) == {"errors": 0, "l7b": 100}
-    restarted = lab.python(names["l7a"], str(tmp_path / "server.py"), "l7a")
-    assert read_line(restarted, 10) == "listening"
+    start_l7(lab, names["l7a"], tmp_path, "l7a", NODES["l7a"], "vxlan")
     wait_until(lambda: agent.rows()["l7a"]["state"] == "up", 10, what="l7a up again")
     counts = count(lab, names["c"], tmp_path, 100)
     assert counts["errors"] == 0 and counts.get("l7a", 0) >= 20, counts
@@ -530,3 +532,38 @@ def test_a_second_stop_signal_still_removes_everything(lab, tmp_path):
 
     assert agent.process.wait(timeout=15) == 0
     assert kernel_state(lab, names["l4"]) == ""
+
+
+@pytest.mark.timeout(60)
+def test_an_l7_node_stop_removes_its_vip_tunnel_and_arp_settings(lab, tmp_path):
+    lab, names = lab
+    ns = names["l7a"]
+    assert l7_state(lab, ns) != ""
+    assert lab.sh(ns, "sysctl", "-n", "net.ipv4.conf.all.arp_ignore").strip() == "1"
+
+    l7a = lab.named["l7a-balancer"]
+    l7a.terminate()
+
+    assert l7a.wait(timeout=15) == 0
+    assert l7_state(lab, ns) == ""
+    settings = ["net.ipv4.conf.all.arp_ignore", "net.ipv4.conf.all.arp_announce", "net.ipv4.conf.all.rp_filter"]
+    assert lab.sh(ns, "sysctl", "-n", *settings).split() == ["0", "0", "0"]
+
+
+@pytest.mark.timeout(60)
+def test_an_l7_node_killed_then_started_again_clears_and_serves(lab, tmp_path):
+    lab, names = lab
+    ns = names["l7a"]
+    l7a = lab.named["l7a-balancer"]
+    l7a.kill()  # the master: its worker follows it (parent-death signal); nothing is undone
+    l7a.wait(timeout=10)
+    assert "lo:balancer" in lab.sh(ns, "ip", "-o", "addr", "show", "dev", "lo")
+    assert "bdsr0" in lab.sh(ns, "ip", "-o", "link")
+
+    start_l7(lab, ns, tmp_path, "l7a", NODES["l7a"], "vxlan")
+    agent = start_l4(lab, names["l4"], tmp_path)
+    counts = count(lab, names["c"], tmp_path, 100)
+
+    assert counts["errors"] == 0 and counts.get("l7a", 0) >= 20, counts
+    assert lab.sh(ns, "ip", "-o", "addr", "show", "dev", "lo").count(VIP) == 1
+    agent.stop()
