@@ -567,3 +567,50 @@ def test_an_l7_node_killed_then_started_again_clears_and_serves(lab, tmp_path):
     assert counts["errors"] == 0 and counts.get("l7a", 0) >= 20, counts
     assert lab.sh(ns, "ip", "-o", "addr", "show", "dev", "lo").count(VIP) == 1
     agent.stop()
+
+
+@pytest.mark.timeout(60)
+def test_the_stats_page_shows_the_l4_table_and_a_node_going_down(lab, tmp_path):
+    """In Chromium run inside the L4 node's namespace (a wrapper Playwright starts), where
+    the page listens on that namespace's loopback."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("playwright is not installed (pip install playwright, the `test` extra)")
+    chromium = require_tool("chromium")
+    lab, names = lab
+    check = 'check = { type = "tcp", port = 80, interval = "200ms", rise = 2, fall = 2, timeout = "300ms" }\n'
+    text = '[stats]\nbind = "127.0.0.1:8404"\nrefresh = "200ms"\n\n' + l4_file(
+        "maglev", "vxlan", check, admin=tmp_path / "admin.sock"
+    )
+    agent = L4Run(lab, names["l4"], tmp_path, text).wait_ready()
+    wrapper = tmp_path / "chromium-in-ns"
+    wrapper.write_text(f'#!/bin/sh\nexec ip netns exec {names["l4"]} {chromium} "$@"\n')
+    wrapper.chmod(0o755)
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "profile"),
+            executable_path=str(wrapper),
+            args=["--no-sandbox", "--headless", "--disable-gpu", "--no-first-run", "--disable-background-networking"],
+            headless=True,
+        )
+        try:
+            context.set_default_timeout(15_000)
+            page = context.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            response = page.goto("http://127.0.0.1:8404/stats")
+            assert response is not None and response.status == 200
+            page.wait_for_selector('tr[data-l4="www/l7a"] .pill.up')
+            assert "L4 tables" in page.text_content("#l4")
+            lab.named["l7a-balancer"].terminate()
+
+            page.wait_for_selector('tr[data-l4="www/l7a"] .pill.down')
+
+            row = page.text_content('tr[data-l4="www/l7a"]')
+            assert "10.0.3.21" in row and "down" in row, row
+            page.wait_for_selector('tr[data-l4="www/l7b"] td:has-text("65,537 / 65,537")')
+            assert errors == []
+        finally:
+            context.close()
+    agent.stop()
