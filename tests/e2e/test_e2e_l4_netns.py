@@ -614,3 +614,54 @@ def test_the_stats_page_shows_the_l4_table_and_a_node_going_down(lab, tmp_path):
         finally:
             context.close()
     agent.stop()
+
+
+@pytest.mark.timeout(60)
+def test_a_reload_that_adds_a_table_keeps_the_other_tables_flows_and_operator_states(lab, tmp_path):
+    lab, names = lab
+    agent = start_l4(lab, names["l4"], tmp_path)
+    held = lab.python(names["c"], str(tmp_path / "client.py"), VIP, "hold")
+    node = read_line(held, 10)
+    agent.set_state(node, "maint")  # its established flow stays, pinned by the flow set
+    other = next(name for name in NODES if name != node)
+
+    # A second table (another VIP) joins: "www" is programmed again, unchanged.
+    second = (
+        '\n[[l4]]\nname = "api"\nvip = "10.100.0.2"\nports = [80]\nseed = 7\nforward = "direct"\n'
+        '[[l4.node]]\nname = "a"\naddress = "10.0.3.22"\n'
+    )
+    agent.config.write_text(agent.config.read_text() + second)
+    status, result = agent.call("POST", "/api/reload")
+
+    assert (status, result["reloaded"]) == (200, True), result
+    assert agent.rows()[node]["state"] == "maint"
+    assert agent.rows()[other]["slots"] == 65537
+    held.stdin.write("again\n")
+    held.stdin.flush()
+    assert read_line(held, 10) == node  # the flow kept its node through the reprogramming
+    assert count(lab, names["c"], tmp_path, 30) == {"errors": 0, other: 30}
+    agent.stop()
+    assert kernel_state(lab, names["l4"]) == ""
+
+
+@pytest.mark.timeout(60)
+def test_a_refused_reload_keeps_the_running_tables_states_and_flows(lab, tmp_path):
+    lab, names = lab
+    agent = start_l4(lab, names["l4"], tmp_path)
+    held = lab.python(names["c"], str(tmp_path / "client.py"), VIP, "hold")
+    node = read_line(held, 10)
+    agent.set_state(node, "maint")
+    # ipip: valid for `check`, refused by this kernel when programmed.
+    agent.config.write_text(agent.config.read_text().replace('forward = "vxlan"', 'forward = "ipip"'))
+    if kernel_has_ipip(lab, names["l4"]):
+        pytest.skip("this kernel has IPIP tunnels: the reload would take")
+
+    status, result = agent.call("POST", "/api/reload")
+
+    assert status == 400 and "no IPIP tunnels" in result["problems"][0], result
+    assert agent.rows()[node]["state"] == "maint"
+    held.stdin.write("again\n")
+    held.stdin.flush()
+    assert read_line(held, 10) == node
+    agent.stop()
+    assert kernel_state(lab, names["l4"]) == ""

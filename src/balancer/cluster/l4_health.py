@@ -19,6 +19,7 @@ from balancer.checks.probes import http_check, tcp_check
 from balancer.cluster.l4 import L4Node
 from balancer.config.model import L4Check
 from balancer.config.values import Address
+from balancer.runtime.state import Health
 
 # What an event handler receives: (table name, node name, "up" | "down", why).
 EventSink = Callable[[str, str, str, str], None]
@@ -68,7 +69,9 @@ class L4Health:
             return await asyncio.to_thread(self.node.set_usable, table_index, usable)
 
     async def _check_loop(self, table_index: int, name: str, address: Address, check: L4Check) -> None:
-        tracker = HealthTracker(check.rise, check.fall, check.interval, check.fastinterval, check.downinterval)
+        # A reload may carry the node's health over (L4Service): the tracker starts from it.
+        initial: Health = "up" if name in self.healthy[table_index] else "down"
+        tracker = HealthTracker(check.rise, check.fall, check.interval, check.fastinterval, check.downinterval, initial)
         table_name = self.node.tables[table_index].name
         first = True
         while True:

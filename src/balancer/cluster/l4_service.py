@@ -4,11 +4,13 @@ behind the few calls the master makes: start, reload, stop, rows, set_state.
 
 Theory of operation. `start()` runs before the master reports ready; it refuses (L4Error,
 nothing left set) when the kernel or the user's rights refuse. A reload whose `[[l4]]`
-tables are equal to the running ones (frozen config models compare by value) touches
-nothing: no flow is lost. Any other change reprograms the tables from the new file (the
-nft table is replaced in one transaction; removed tables, nodes, routes and devices go);
-when the new tables are refused, the running ones are programmed again and the reload is
-refused. `stop()` is safe to call on every exit path, any number of times.
+tables are equal to the running ones (config models compare by value) touches nothing: no
+flow is lost. Any other change reprograms the tables from the new file (removed tables,
+nodes, routes and devices go); a table equal to the one at the same place before keeps its
+nodes' health, operator states and established flows (read from its flow sets with
+`nft -j`, added back with their idle time left). When the new tables are refused, the
+running ones are programmed again the same way and the reload is refused. `stop()` is
+safe to call on every exit path, any number of times.
 
 Events (node up/down, table updates) go to the event log under "balancer.l4".
 """
@@ -16,17 +18,60 @@ Events (node up/down, table updates) go to the event log under "balancer.l4".
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import subprocess
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from balancer.cluster.l4 import L4Error, L4Node
 from balancer.cluster.l4_health import L4Health
-from balancer.cluster.nft import NftError, node_mark
+from balancer.cluster.nft import TABLE, NftError, node_mark, run_nft
 from balancer.config.model import L4
 
 log = logging.getLogger("balancer.l4")
+
+
+@dataclass
+class Carried:
+    """What a reload keeps of a table it programs again unchanged."""
+
+    healthy: set[str]
+    admin_down: set[str]
+    detail: dict[str, str]
+    flows: str  # an nft script adding the established flows back ("" when none)
+
+
+def saved_flows(table_index: int, nodes: int, nft: str = "nft") -> str:
+    """An nft script that adds back the established flows of table `table_index` (its
+    per-node flow sets), each with the idle time it had left. `nft -j` (JSON): the text
+    listing of big sets is what crashes here (LAB)."""
+    script = []
+    for n in range(nodes):
+        name = f"flows_{table_index}_{n}"
+        try:
+            result = subprocess.run(
+                [nft, "-j", "list", "set", "ip", TABLE, name], capture_output=True, text=True, timeout=30
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if result.returncode != 0:
+            continue
+        elements = []
+        for item in json.loads(result.stdout).get("nftables", []):
+            for element in item.get("set", {}).get("elem", []):
+                entry = element.get("elem", {})
+                key = entry.get("val", {}).get("concat")
+                if not isinstance(key, list):
+                    continue
+                left = max(1, int(entry.get("expires", entry.get("timeout", 1))))
+                elements.append(" . ".join(str(part) for part in key) + f" timeout {left}s")
+        if elements:
+            script.append(f"add element ip {TABLE} {name} {{ {', '.join(elements)} }}\n")
+    return "".join(script)
+
 
 # The states an operator may set on an L7 node of an [[l4]] table.
 OPERATOR_STATES = ("ready", "maint")
@@ -38,18 +83,31 @@ class L4Service:
         self.node: L4Node | None = None
         self.health: L4Health | None = None
 
-    async def start(self, tables: Sequence[L4]) -> None:
+    async def start(self, tables: Sequence[L4], carried: dict[int, Carried] | None = None) -> None:
         """Program `tables` and start their checks. Nothing when there is none. Raises
         L4Error, having undone what it set. The kernel is programmed in a thread: pyroute2's
-        synchronous API runs an event loop of its own, and nft takes a while on big maps."""
+        synchronous API runs an event loop of its own, and nft takes a while on big maps.
+        `carried`: per table index, the state a reload keeps (see `reload`)."""
         if not tables:
             return
+        carried = carried or {}
         node = L4Node(tables)
+        for t, kept in carried.items():
+            node.usable[t] = kept.healthy - kept.admin_down
         started = time.perf_counter()
         await asyncio.to_thread(node.start)
         self.node = node
         self.tables = tuple(tables)
         self.health = L4Health(node, self._on_health)
+        for t, kept in carried.items():
+            self.health.healthy[t], self.health.admin_down[t] = set(kept.healthy), set(kept.admin_down)
+            self.health.detail[t] = dict(kept.detail)
+        flows = "".join(kept.flows for kept in carried.values())
+        if flows:
+            try:
+                await asyncio.to_thread(run_nft, flows, node.nft)
+            except NftError as exc:  # the flows then follow the (same) slots: most keep their node
+                log.warning("l4: the established flows could not be carried over: %s", exc)
         self.health.start()
         log.info(
             "l4: %d table(s) programmed in %.3fs: %s",
@@ -71,17 +129,27 @@ class L4Service:
 
     async def reload(self, tables: Sequence[L4]) -> list[str]:
         """Run `tables` from now on. Problems that refused it ([] when it took); the
-        running tables then keep running (programmed again if they had to be removed)."""
+        running tables then keep running (programmed again if they had to be removed).
+        A table equal to the one running at the same place in the file keeps its nodes'
+        health, operator states and established flows (copied from the old flow sets),
+        so its flows keep their L7 nodes across the reprogramming."""
         if tuple(tables) == self.tables:
             return []
         old = self.tables
+        kept: dict[int, Carried] = {}  # every running table's state, by its index
+        if self.health is not None and self.node is not None:
+            health, nft = self.health, self.node.nft
+            for t, table in enumerate(old):
+                flows = await asyncio.to_thread(saved_flows, t, len(table.node), nft)
+                kept[t] = Carried(set(health.healthy[t]), set(health.admin_down[t]), dict(health.detail[t]), flows)
+        carried = {t: kept[t] for t, table in enumerate(tables) if t < len(old) and old[t] == table}
         await self.stop()  # the tables go first: the new ones may reuse their marks and devices
         try:
-            await self.start(tables)
+            await self.start(tables, carried)
         except L4Error as exc:
             log.error("l4: reload refused: %s", exc)
             try:
-                await self.start(old)
+                await self.start(old, kept)
             except L4Error as again:
                 log.error("l4: the running tables could not be programmed again: %s", again)
             return [f"[[l4]]: {exc}"]
