@@ -170,6 +170,10 @@ def test_a_file_with_only_tier_tables_passes_check_and_run_refuses_it_without_ro
     )
     assert (result.returncode, output.strip()) == (1, message)
 
+    (tmp_path / "dsr.toml").write_text('[dsr]\nvips = ["10.100.0.1"]\n')
+    result = run_unprivileged(tmp_path, "run", "-c", "dsr.toml")
+    assert (result.returncode, (result.stdout + result.stderr).strip()) == (1, message.replace("l4.toml", "dsr.toml"))
+
 
 def run_unprivileged(cwd, *args: str) -> subprocess.CompletedProcess[str]:
     """`balancer ARGS` as a user that is not root: as root, inside a new user namespace
