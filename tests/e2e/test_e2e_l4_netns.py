@@ -406,7 +406,8 @@ def test_a_new_syn_on_a_reused_5_tuple_is_balanced_anew(lab, tmp_path):
         return result.stdout.strip()
 
     first = connect_from(40000)
-    agent.set_state(first, "maint")
+    said = run_ctl(agent, "set", "l4", "www", first, "state", "maint")
+    assert said.strip() == f"www/{first}: maint, 0 slots"
 
     again = connect_from(40000)
 
