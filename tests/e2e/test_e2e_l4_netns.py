@@ -561,13 +561,19 @@ def test_an_l7_node_killed_then_started_again_clears_and_serves(lab, tmp_path):
     assert "lo:balancer" in lab.sh(ns, "ip", "-o", "addr", "show", "dev", "lo")
     assert "bdsr0" in lab.sh(ns, "ip", "-o", "link")
 
-    start_l7(lab, ns, tmp_path, "l7a", NODES["l7a"], "vxlan")
+    again = start_l7(lab, ns, tmp_path, "l7a", NODES["l7a"], "vxlan")
     agent = start_l4(lab, names["l4"], tmp_path)
     counts = count(lab, names["c"], tmp_path, 100)
 
     assert counts["errors"] == 0 and counts.get("l7a", 0) >= 20, counts
     assert lab.sh(ns, "ip", "-o", "addr", "show", "dev", "lo").count(VIP) == 1
     agent.stop()
+    again.terminate()
+    assert again.wait(timeout=15) == 0
+    assert l7_state(lab, ns) == ""
+    # The sysctls as they were before the killed run (saved by it), not as it left them.
+    settings = ["net.ipv4.conf.all.arp_ignore", "net.ipv4.conf.all.arp_announce", "net.ipv4.conf.all.rp_filter"]
+    assert lab.sh(ns, "sysctl", "-n", *settings).split() == ["0", "0", "0"]
 
 
 @pytest.mark.timeout(60)

@@ -13,14 +13,18 @@ master binds the frontends (they bind the VIPs), all of it removed by `stop()`:
 - reverse-path filtering loose (2) on `all` and on the device: a VIP packet arrives on the
   tunnel but the reply leaves by the default route;
 - `"direct"`: no device (the L4 node sends the VIP's packets to this node's MAC).
-The sysctls are restored to what they were on stop. After a crash they stay as set (what a
-DSR node needs anyway); the next start removes the labelled addresses and the device first.
+The sysctls are restored to what they were on stop. Their values from before the first start
+are kept in STATE_DIR/dsr-NETNS.json (NETNS: the inode of the network namespace, as /run is
+shared by every namespace) until a stop restores them, so a start after a crash restores, on
+its own stop, what the machine had before the crashed run. A start first removes the
+labelled addresses and the device a crashed run left.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import socket
@@ -36,6 +40,7 @@ LO_LABEL = "lo:balancer"
 DEVICE = "bdsr0"
 TUNNEL_ADDRESS = "169.254.76.1"
 _CONF = Path("/proc/sys/net/ipv4/conf")
+STATE_DIR = Path("/run/balancer")
 
 log = logging.getLogger("balancer.dsr")
 
@@ -63,6 +68,26 @@ def clear_stale() -> None:
                 ipr.link("del", index=index)
 
 
+def _state_file() -> Path:
+    return STATE_DIR / f"dsr-{os.stat('/proc/self/ns/net').st_ino}.json"
+
+
+def _load_saved() -> dict[Path, str]:
+    """The sysctl values a crashed run saved before it changed them ({} when none)."""
+    try:
+        saved = json.loads(_state_file().read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(saved, dict):
+        return {}
+    return {Path(path): str(value) for path, value in saved.items() if str(path).startswith(str(_CONF))}
+
+
+def _save(values: dict[Path, str]) -> None:
+    STATE_DIR.mkdir(mode=0o755, parents=True, exist_ok=True)
+    _state_file().write_text(json.dumps({str(path): value for path, value in values.items()}))
+
+
 class DsrNode:
     def __init__(self, dsr: Dsr) -> None:
         self.dsr = dsr
@@ -75,7 +100,12 @@ class DsrNode:
             raise DsrError("[dsr] programs the kernel (addresses, ARP, tunnels): run balancer as root")
         try:
             clear_stale()
-            for path, value in _sysctls(self.dsr).items():
+            wanted = _sysctls(self.dsr)
+            self._before = _load_saved()  # the values before a crashed run, if one crashed
+            for path in wanted:
+                self._before.setdefault(path, path.read_text().strip())
+            _save(self._before)
+            for path, value in wanted.items():
                 self._set(path, value)
             with IPRoute() as ipr:
                 lo = ipr.link_lookup(ifname="lo")[0]
@@ -115,9 +145,8 @@ class DsrNode:
         self._set(_CONF / DEVICE / "rp_filter", "2")
         ipr.link("set", index=index, state="up")
 
-    def _set(self, path: Path, value: str) -> None:
-        if path not in self._before and path.parent.name != DEVICE:
-            self._before[path] = path.read_text().strip()
+    @staticmethod
+    def _set(path: Path, value: str) -> None:
         path.write_text(value + "\n")
 
     def stop(self) -> None:
@@ -126,6 +155,9 @@ class DsrNode:
         for path, value in self._before.items():
             with contextlib.suppress(OSError):
                 path.write_text(value + "\n")
+        if self._before:
+            with contextlib.suppress(OSError):
+                _state_file().unlink()
         self._before.clear()
 
 
