@@ -50,8 +50,8 @@ test: $(NATIVE) system-deps lint
 	$(PY) -m pytest -q tests
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/ruff check src tests bench lab
+	$(VENV)/bin/ruff format --check src tests bench lab
 	$(VENV)/bin/mypy
 
 unit: $(NATIVE)

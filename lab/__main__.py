@@ -15,25 +15,13 @@ Every name starts with PREFIX; pids and logs go to lab/.run/. `down` is idempote
 after a crash: it kills what the pid files name and whatever still runs in an s1- namespace
 (only lab processes can run there), then deletes the namespaces; the root namespace never
 gets a lab address, route or device.
-
-Until `balancer run` drives a tier table itself, `up` stands in for it (and says so):
-- [bgp] unknown to the config: the L4 node runs a copy of its file without [bgp], and the
-  router gets a static ECMP route to both L4 nodes instead of the BGP one;
-- [[l4]] refused by `balancer run`: the L4 node runs `python -m balancer.cluster.l4_agent`
-  on its file (the same kernel programming and health checks; commands through the FIFO
-  lab/.run/NODE.in, e.g. `echo "down www l7a" > lab/.run/l4a.in`);
-- [dsr] refused by `balancer run`: the lab sets the L7 node's host side with `ip` (VIP on lo,
-  ARP suppressed, the VXLAN device and its MAC, loose rp_filter) and runs the file without
-  [dsr].
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -53,7 +41,6 @@ L7_NODES = [("l7a", "10.0.3.21"), ("l7b", "10.0.3.22")]
 WEB = [("web1", "10.0.3.31"), ("web2", "10.0.3.32"), ("web3", "10.0.3.33")]
 WEB_PORT = 8080
 START_SECONDS = 15.0  # bound on waiting for a process to listen or a route to appear
-TIERS_NOT_RUN = "does not program it yet"  # balancer's refusal of a tier table it cannot run
 
 
 def ns(name: str) -> str:
@@ -150,17 +137,15 @@ def build_topology() -> None:
 # ---- processes --------------------------------------------------------------------------
 
 
-def start(name: str, process: str, command: list[str], stdin: str | None = None) -> int:
+def start(name: str, process: str, command: list[str]) -> int:
     """Start `command` in namespace `name`, its output in lab/.run/PROCESS.log, its pid in
     lab/.run/PROCESS.pid (`ip netns exec` execs the command: the pid is the command's)."""
     log = open(RUN / f"{process}.log", "ab")  # noqa: SIM115 (handed to the child)
-    # A FIFO opened read-write never reads end-of-file: the agent keeps running after `up`.
-    stdin_fd = os.open(stdin, os.O_RDWR) if stdin else subprocess.DEVNULL
     env = dict(os.environ)
     env["PYTHONPATH"] = f"{ROOT / 'src'}{os.pathsep}{ROOT}{os.pathsep}{env.get('PYTHONPATH', '')}"
     child = subprocess.Popen(
         ["ip", "netns", "exec", ns(name), *command],
-        stdin=stdin_fd,
+        stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=subprocess.STDOUT,
         cwd=ROOT,
@@ -168,8 +153,6 @@ def start(name: str, process: str, command: list[str], stdin: str | None = None)
         start_new_session=True,  # a Ctrl-C of `lab up` does not reach the lab's daemons
     )
     log.close()
-    if stdin:
-        os.close(stdin_fd)
     (RUN / f"{process}.pid").write_text(f"{child.pid}\n")
     return child.pid
 
@@ -213,141 +196,42 @@ def balancer(*args: str) -> list[str]:
     return [sys.executable, "-m", "balancer", *args]
 
 
-def check_ok(file: Path) -> tuple[bool, str]:
-    env = dict(os.environ, PYTHONPATH=f"{ROOT / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
-    result = subprocess.run(
-        balancer("check", "-c", str(file)), capture_output=True, text=True, timeout=30, env=env, cwd=ROOT
-    )
-    return result.returncode == 0, (result.stdout + result.stderr).strip()
-
-
-def without_tables(text: str, tables: tuple[str, ...]) -> str:
-    """The TOML text without the named top-level tables (and their sub-tables)."""
-    kept: list[str] = []
-    dropping = False
-    for line in text.splitlines():
-        header = re.match(r"^\s*\[\[?([A-Za-z0-9_.]+)\]\]?", line)
-        if header:
-            dropping = header.group(1).split(".")[0] in tables
-        if not dropping:
-            kept.append(line)
-    return "\n".join(kept) + "\n"
-
-
-def runnable_file(node: str, tables: tuple[str, ...]) -> Path:
-    """lab/NODE.toml if `balancer check` accepts it; else a copy in lab/.run without those
-    of `tables` that the config does not know yet."""
-    source = LAB / f"{node}.toml"
-    ok, output = check_ok(source)
-    if ok:
-        return source
-    unknown = tuple(table for table in tables if f"unknown key '{table}'" in output)
-    if not unknown:
-        raise RuntimeError(f"balancer check refuses {source}:\n{output}")
-    copy = RUN / f"{node}.toml"
-    copy.write_text(without_tables(source.read_text(), unknown))
-    ok, output = check_ok(copy)
-    if not ok:
-        raise RuntimeError(f"balancer check refuses {copy}:\n{output}")
-    say(f"  {node}: this balancer does not know [{', '.join(unknown)}] yet: running {copy.relative_to(ROOT)}")
-    return copy
-
-
-def refused_tiers(process: str, pid: int) -> bool:
-    """True if `balancer run` exited refusing a tier table it cannot run yet (bounded wait:
-    a refusal comes at load time, before anything listens)."""
-    deadline = time.monotonic() + 3.0
-    while time.monotonic() < deadline and alive(pid):
-        time.sleep(0.05)
-    if alive(pid):
-        return False
-    return TIERS_NOT_RUN in (RUN / f"{process}.log").read_text(errors="replace")
-
-
-def start_web() -> None:
+def start_web(names: tuple[str, ...] = ()) -> None:
+    """Start the web servers (or those of `names`): `python -m lab.web NAME ADDRESS PORT`."""
     for name, address in WEB:
+        if names and name not in names:
+            continue
         pid = start(name, name, [sys.executable, "-m", "lab.web", name, address, str(WEB_PORT)])
         wait_for(name, lambda n=name, a=address: listening(n, a, WEB_PORT), pid)
-    say(f"  web servers: {', '.join(f'{n} {a}:{WEB_PORT}' for n, a in WEB)}")
+    say(f"  web servers: {', '.join(f'{n} {a}:{WEB_PORT}' for n, a in WEB if not names or n in names)}")
 
 
-def dsr_by_hand(name: str, address: str) -> None:
-    """What `[dsr]` sets on an L7 node (balancer.cluster.l4.tunnel_mac gives the MAC)."""
-    from balancer.cluster.l4 import tunnel_mac
-
-    vni = int.from_bytes(socket.inet_aton(address), "big") & 0xFFFF
-    sh("ip", "-n", ns(name), "addr", "add", f"{VIP}/32", "dev", "lo")
-    sysctl(name, "net.ipv4.conf.all.arp_ignore=1", "net.ipv4.conf.all.arp_announce=2")
-    sh(
-        "ip",
-        "-n",
-        ns(name),
-        "link",
-        "add",
-        "vx0",
-        "type",
-        "vxlan",
-        "id",
-        str(vni),
-        "local",
-        address,
-        "dstport",
-        "4789",
-        "nolearning",
-    )
-    sh("ip", "-n", ns(name), "link", "set", "vx0", "address", tunnel_mac(vni), "mtu", "1500", "up")
-    # Loose reverse-path filtering drops what arrives on a device without an IPv4 address:
-    # the tunnel end needs one, any will do.
-    sh("ip", "-n", ns(name), "addr", "add", "169.254.78.1/32", "dev", "vx0")
-    sysctl(name, "net.ipv4.conf.vx0.rp_filter=2")
-
-
-def start_l7() -> None:
+def start_l7(names: tuple[str, ...] = ()) -> None:
+    """Start the L7 nodes (or those of `names`): `balancer run -c lab/NODE.toml`."""
     for name, address in L7_NODES:
-        file = runnable_file(name, ("dsr",))
-        pid = start(name, name, balancer("run", "-c", str(file)))
-        if refused_tiers(name, pid):
-            copy = RUN / f"{name}.toml"
-            copy.write_text(without_tables(file.read_text(), ("dsr",)))
-            dsr_by_hand(name, address)
-            say(f"  {name}: `balancer run` does not drive [dsr] yet: set by the lab, running {copy.relative_to(ROOT)}")
-            pid = start(name, name, balancer("run", "-c", str(copy)))
+        if names and name not in names:
+            continue
+        pid = start(name, name, balancer("run", "-c", str(LAB / f"{name}.toml")))
         wait_for(name, lambda n=name, a=address: listening(n, a, 80) and listening(n, VIP, 80), pid)
-    say(f"  L7 nodes: {', '.join(f'{n} {a}' for n, a in L7_NODES)} (frontend on {VIP}:80 and their own :80)")
+    shown = ", ".join(f"{n} {a}" for n, a in L7_NODES if not names or n in names)
+    say(f"  L7 nodes: {shown} (frontend on {VIP}:80 and their own :80)")
 
 
-def start_l4() -> bool:
-    """Start the L4 nodes; True if they announce the VIP over BGP themselves."""
-    announcing = True
+def start_l4() -> None:
+    """Start the L4 nodes: `balancer run -c lab/NODE.toml` ([[l4]] + [bgp])."""
     for name, _ in L4_NODES:
-        file = runnable_file(name, ("bgp",))
-        if file != LAB / f"{name}.toml":
-            announcing = False
-        pid = start(name, name, balancer("run", "-c", str(file)))
-        if refused_tiers(name, pid):
-            fifo = RUN / f"{name}.in"
-            with contextlib.suppress(FileNotFoundError):
-                fifo.unlink()
-            os.mkfifo(fifo)
-            pid = start(name, name, [sys.executable, "-m", "balancer.cluster.l4_agent", str(file)], stdin=str(fifo))
-            say(f"  {name}: `balancer run` does not drive [[l4]] yet: running balancer.cluster.l4_agent")
+        pid = start(name, name, balancer("run", "-c", str(LAB / f"{name}.toml")))
         wait_for(name, lambda n=name: "balancer_l4" in nsexec(n, "nft", "list", "tables", check=False), pid)
     say(f"  L4 nodes: {', '.join(f'{n} {a}' for n, a in L4_NODES)}")
-    return announcing
 
 
-def start_router(announcing: bool) -> None:
+def start_router() -> None:
     control = RUN / "bird.ctl"
     pid_file = RUN / "bird.pid"
     nsexec("router", "bird", "-c", str(LAB / "bird.conf"), "-s", str(control), "-P", str(pid_file))
     wait_for("bird", lambda: pid_file.exists() and pid_file.read_text().strip() != "")
-    if announcing:
-        wait_for("the router's ECMP route to the VIP", lambda: route_hops() == 2)
-        say("  router: BIRD holds the VIP from both L4 nodes (BGP, ECMP)")
-    else:
-        hops = [arg for _, address in L4_NODES for arg in ("nexthop", "via", address)]
-        sh("ip", "-n", ns("router"), "route", "replace", f"{VIP}/32", "proto", "static", *hops)
-        say("  router: BIRD runs, but no L4 node speaks BGP yet: a static ECMP route to both L4 nodes")
+    wait_for("the router's ECMP route to the VIP", lambda: route_hops() == 2)
+    say("  router: BIRD holds the VIP from both L4 nodes (BGP, ECMP)")
 
 
 def route_hops() -> int:
@@ -365,8 +249,8 @@ def up() -> int:
         build_topology()
         start_web()
         start_l7()
-        announcing = start_l4()
-        start_router(announcing)
+        start_l4()
+        start_router()
     except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
         say(f"lab up failed: {exc}")
         say("logs: lab/.run/*.log; tearing down")
@@ -410,7 +294,7 @@ def down(quiet: bool = False) -> int:
                 stop_pid(int(word))
                 stopped += 1
         sh("ip", "netns", "del", name, check=False)
-    for leftover in (RUN / "bird.ctl", *RUN.glob("*.in"), *RUN.glob("*.sock")) if RUN.is_dir() else ():
+    for leftover in (RUN / "bird.ctl", *RUN.glob("*.sock")) if RUN.is_dir() else ():
         leftover.unlink(missing_ok=True)
     if not quiet:
         say(f"lab down: {stopped} processes stopped, namespaces left: {namespaces() or 'none'}")

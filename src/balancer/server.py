@@ -206,24 +206,6 @@ def parse_runnable(text: str, file: str) -> Config:
     return config
 
 
-TIERS_NOT_RUN = (
-    "{table} is valid, but `balancer run` does not program it yet in this version"
-    " (the library is balancer.cluster.l4; remove the table to run the rest)"
-)
-
-
-def refuse_unrun_tiers(config: Config, text: str, file: str) -> None:
-    """`balancer run` and reload: refuse tier tables that `check` accepts but the supervisor
-    does not drive yet, rather than run and silently leave the kernel unprogrammed.
-    Raises ConfigError naming their lines."""
-    paths: list[tuple[tuple[str | int, ...], str]] = [(("l4", index), "[[l4]]") for index in range(len(config.l4))]
-    if config.dsr is not None:
-        paths.append((("dsr",), "[dsr]"))
-    if paths:
-        source = SourceMap.from_text(text)
-        raise ConfigError([Problem(file, source.line_of(path), TIERS_NOT_RUN.format(table=t)) for path, t in paths])
-
-
 def check_supported(config: Config, base_dir: str = ".") -> None:
     problems = unsupported(config, base_dir)
     if problems:

@@ -25,7 +25,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -36,6 +36,9 @@ from balancer.admin.metrics import render as render_metrics
 from balancer.admin.statspage import start_stats_page
 from balancer.checks.monitor import HealthMonitor
 from balancer.cluster.bgp import BgpSpeaker, missing_exabgp
+from balancer.cluster.dsr import DsrService
+from balancer.cluster.l4 import L4Error
+from balancer.cluster.l4_service import L4Service
 from balancer.config import ConfigError, parse_config, read_config_text
 from balancer.config.model import Config
 from balancer.config.values import Address
@@ -51,7 +54,7 @@ from balancer.runtime.shared import (
 )
 from balancer.runtime.state import ERROR_CAUSES, STATUS_CLASSES, AdminState
 from balancer.sdnotify import notify
-from balancer.server import bind_socket, listener_key, parse_runnable, refuse_unrun_tiers
+from balancer.server import bind_socket, listener_key, parse_runnable
 from balancer.stats.syslog import configure_event_syslog
 
 log = logging.getLogger("balancer.master")
@@ -60,6 +63,9 @@ log = logging.getLogger("balancer.master")
 OPENSSL_CONF = str(Path(__file__).parent / "net" / "openssl.cnf")
 READY_TIMEOUT = 30.0  # how long a new worker may take to start serving
 RESTART_DELAY = 0.5  # between restarts of a worker that keeps dying
+KERNEL_TIERS_NEED_ROOT = (
+    "[[l4]] and [dsr] program the kernel (nftables, routes, addresses, tunnels): run balancer as root"
+)
 
 
 @dataclass
@@ -82,6 +88,9 @@ class Generation:
 
 
 def worker_count(config: Config) -> int:
+    """Workers serve frontends: a file with none (an L4 node) runs the master alone."""
+    if not config.frontend:
+        return 0
     return config.global_.workers or os.cpu_count() or 1
 
 
@@ -104,8 +113,8 @@ class Master:
         self.reload_queued = False  # a SIGHUP came during a reload: reload again after it
         self.stop_pending = False
         self.bgp: BgpSpeaker | None = None
-        # [[l4]] side of the announce rule, set by the L4 wiring: (can serve VIP, why).
-        self.l4_can_serve: Callable[[str], tuple[bool, str]] | None = None
+        self.l4 = L4Service()  # the [[l4]] tables, run here: the master is long-lived
+        self.dsr = DsrService()  # [dsr]: the VIPs on lo, before the frontends bind them
 
     # -- sockets ---------------------------------------------------------------------------
 
@@ -257,8 +266,13 @@ class Master:
 
     def stop_generation(self, generation: Generation, grace: float) -> None:
         """Tell every worker of `generation` to finish gracefully; kill them after grace."""
-        if not generation.workers and generation is not self.current and generation.shared is not None:
-            self.state.retire(generation.shared)
+        if not generation.workers and generation is not self.current:
+            # Nothing to wait for (no worker left, or none ever: an L4 node's file): it is
+            # gone now, or a stop would wait for it forever.
+            if generation.shared is not None:
+                self.state.retire(generation.shared)
+            if generation in self.old:
+                self.old.remove(generation)
         for worker in generation.workers:
             worker.stopping = True
             _signal(worker, signal.SIGTERM)
@@ -319,12 +333,14 @@ class Master:
         try:
             text = read_config_text(self.path)
             config = parse_runnable(text, str(self.path))
-            refuse_unrun_tiers(config, text, str(self.path))
         except ConfigError as exc:
             return [str(problem) for problem in exc.problems]
         missing = missing_exabgp() if config.bgp is not None and self.bgp is None else None
         if missing:
             return [missing]
+        tier_problems = await self.l4.reload(config.l4) or await self.dsr.reload(config.dsr)
+        if tier_problems:
+            return tier_problems
         try:
             self.bind(config)
         except OSError as exc:
@@ -441,6 +457,7 @@ class Master:
             "backends": self.backend_rows(servers),
             "servers": servers,
             **({"bgp": self.bgp_status()} if self.current.config.bgp is not None else {}),
+            "l4": self.l4.rows(),
         }
 
     def set_server(self, backend: str, server: str, state: str | None, weight: int | None) -> dict[str, Any]:
@@ -458,6 +475,15 @@ class Master:
             record.weight,
         )
         return next(row for row in self.servers() if row["backend"] == backend and row["server"] == server)
+
+    def l4_rows(self) -> list[dict[str, Any]]:
+        return self.l4.rows()
+
+    def l4_update_seconds(self) -> float:
+        return self.l4.last_update_seconds
+
+    def set_l4(self, table: str, node: str, state: str) -> Awaitable[dict[str, Any]]:
+        return self.l4.set_state(table, node, state)
 
     def reload_now(self) -> Awaitable[dict[str, Any]]:
         return self.reload()
@@ -556,6 +582,15 @@ class Master:
                 _signal(worker, signum)
 
     async def run(self) -> int:
+        """Serve until stopped; whatever the tiers set in the kernel is removed on every
+        way out (a stop, a second stop signal, a failed start)."""
+        try:
+            return await self._run()
+        finally:
+            await self.l4.stop()
+            await self.dsr.stop()
+
+    async def _run(self) -> int:
         loop = asyncio.get_running_loop()
         # Signals are ours from the start: a SIGHUP while the first workers start is
         # remembered, not fatal.
@@ -565,6 +600,12 @@ class Master:
         loop.add_signal_handler(signal.SIGUSR1, lambda: self.forward(signal.SIGUSR1))
         config = self.current.config
         configure_event_syslog(config)
+        try:
+            await self.l4.start(config.l4)
+            await self.dsr.start(config.dsr)
+        except L4Error as exc:  # and DsrError
+            log.error("%s", exc)
+            return 1
         try:
             self.bind(config)
         except OSError as exc:
@@ -648,9 +689,7 @@ class Master:
             return (False, f"disabled by {disable_file}")
         network = ipaddress.ip_network(prefix)
         if any(ipaddress.ip_address(table.vip) in network for table in config.l4):
-            if self.l4_can_serve is None:
-                return (True, "L4 node (health of its L7 nodes not wired yet)")
-            return self.l4_can_serve(prefix)
+            return self.l4.can_serve(network)
         frontends = [f for f in config.frontend if any(_binds_in(a, network) for a in f.bind)] or config.frontend
         for frontend in frontends:
             if frontend.default_backend is None:
@@ -695,10 +734,12 @@ def run_master(path: Path) -> int:
     try:
         text = read_config_text(path)
         config = parse_runnable(text, str(path))
-        refuse_unrun_tiers(config, text, str(path))
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
+        return 1
+    if (config.l4 or config.dsr is not None) and os.geteuid() != 0:
+        print(f"{path}: {KERNEL_TIERS_NEED_ROOT}", file=sys.stderr)
         return 1
     import uvloop
 

@@ -13,18 +13,24 @@ line server answering its own name, so the client sees which node served a conne
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 from tests.support.netns import Lab, ip, join_bridge, read_line, sysctl
+from tests.support.process import wait_until
 from tests.support.tools import require_root, require_tool
 
-from balancer.cluster.l4 import tunnel_mac
+from balancer.admin.ctl import Unreachable, call
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 VIP = "10.100.0.1"
@@ -41,7 +47,7 @@ class Server(socketserver.ThreadingTCPServer):
     allow_reuse_address = True
     daemon_threads = True
     request_queue_size = 1024
-server = Server(("0.0.0.0", 80), Handler)
+server = Server(("127.0.0.1", 8080), Handler)
 print("listening", flush=True)
 server.serve_forever()
 """
@@ -93,9 +99,10 @@ else:
 """
 
 
-def l4_file(method: str, forward: str, check: str = "") -> str:
+def l4_file(method: str, forward: str, check: str = "", admin: Path | None = None) -> str:
     nodes = "".join(f'[[l4.node]]\nname = "{name}"\naddress = "{address}"\n' for name, address in NODES.items())
-    return (
+    head = f'[admin]\nsocket = "{admin}"\n\n' if admin is not None else ""
+    return head + (
         f'[[l4]]\nname = "www"\nvip = "{VIP}"\nports = [80]\nmethod = "{method}"\n'
         f'seed = 24301\nforward = "{forward}"\n{check}' + nodes
     )
@@ -130,47 +137,16 @@ def lab(tmp_path: Path) -> Iterator[tuple[Lab, dict[str, str]]]:
             f"table ip dsrcheck {{ chain c {{ type filter hook prerouting priority -300;"
             f" ip saddr {VIP} counter; }}; }}",
         )
-        for number, (name, address) in enumerate(NODES.items()):
+        server_file = tmp_path / "server.py"
+        server_file.write_text(SERVER)
+        for name, address in NODES.items():
             ns = names[name]
             join_bridge(lab, sw, ns, f"{address}/24", f"p-{name}")
             ip("-n", ns, "route", "add", "default", "via", "10.0.3.1")
-            ip("-n", ns, "addr", "add", f"{VIP}/32", "dev", "lo")
-            sysctl(
-                lab,
-                ns,
-                [
-                    "net.ipv4.conf.all.arp_ignore=1",
-                    "net.ipv4.conf.all.arp_announce=2",
-                    "net.ipv4.conf.all.rp_filter=2",
-                    "net.ipv4.conf.default.rp_filter=2",
-                ],
-            )
-            vni = 3 * 256 + 21 + number  # the low 16 bits of the node's address (SPEC)
-            ip(
-                "-n",
-                ns,
-                "link",
-                "add",
-                "vx0",
-                "type",
-                "vxlan",
-                "id",
-                str(vni),
-                "local",
-                address,
-                "dstport",
-                "4789",
-                "nolearning",
-            )
-            ip("-n", ns, "link", "set", "vx0", "address", tunnel_mac(vni), "up")
-            # Loose reverse-path filtering drops everything arriving on a device without an
-            # IPv4 address (fib_validate_source): the tunnel end needs one, any will do.
-            ip("-n", ns, "addr", "add", "169.254.78.1/32", "dev", "vx0")
-            server_file = tmp_path / "server.py"
-            server_file.write_text(SERVER)
-            server = lab.python(ns, str(server_file), name)
+            server = lab.python(ns, str(server_file), name)  # on 127.0.0.1:8080 only
             assert read_line(server, 10) == "listening"
             lab.named[name] = server
+            lab.named[f"{name}-balancer"] = start_l7(lab, ns, tmp_path, name, address, "vxlan")
         (tmp_path / "client.py").write_text(CLIENT)
         yield lab, names
     finally:
@@ -179,12 +155,92 @@ def lab(tmp_path: Path) -> Iterator[tuple[Lab, dict[str, str]]]:
         assert lab.prefix not in left
 
 
-def start_l4(lab: Lab, ns: str, tmp_path: Path, method: str = "maglev", forward: str = "vxlan", check: str = ""):
-    config = tmp_path / "l4.toml"
-    config.write_text(l4_file(method, forward, check))
-    agent = lab.python(ns, "-m", "balancer.cluster.l4_agent", str(config), src=SRC)
-    assert read_line(agent, 15) == "ready"
-    return agent
+def l7_file(address: str, tunnel: str) -> str:
+    """An L7 node behind the L4 tier: [dsr], a TCP frontend on the VIP (and on the node's
+    own address, which the L4 node's checks probe), the line server behind it."""
+    local = f', local = "{address}"' if tunnel != "direct" else ""
+    return (
+        '[global]\nworkers = 1\ngrace = "1s"\nlog = "none"\n\n'
+        f'[dsr]\nvips = ["{VIP}"]\ntunnel = {{ type = "{tunnel}"{local} }}\n\n'
+        f'[[frontend]]\nname = "vip"\nmode = "tcp"\nbind = ["{VIP}:80", "{address}:80"]\ndefault_backend = "line"\n\n'
+        '[[backend]]\nname = "line"\nmode = "tcp"\n'
+        '  [[backend.server]]\n  name = "s"\n  address = "127.0.0.1:8080"\n'
+    )
+
+
+def start_l7(lab: Lab, ns: str, tmp_path: Path, name: str, address: str, tunnel: str) -> subprocess.Popen[str]:
+    """`balancer run` on an L7 node; returns once the VIP's port listens there (connections
+    wait in its accept queue until the worker takes them)."""
+    config = tmp_path / f"{name}.toml"
+    config.write_text(l7_file(address, tunnel))
+    process = lab.python(ns, "-m", "balancer", "run", "-c", str(config), src=SRC)
+
+    def listening() -> bool:
+        assert process.poll() is None, process.stderr.read() if process.stderr else ""
+        return bool(lab.sh(ns, "ss", "-Hltn", f"src {VIP}:80").strip())
+
+    wait_until(listening, 15, interval=0.1, what=f"{name} to listen on the VIP")
+    return process
+
+
+def l7_state(lab: Lab, ns: str) -> str:
+    """What [dsr] may leave behind: addresses on lo other than 127.0.0.1, its device."""
+    addresses = [line for line in lab.sh(ns, "ip", "-o", "-4", "addr", "show", "dev", "lo").splitlines()]
+    links = [line for line in lab.sh(ns, "ip", "-o", "link").splitlines() if "bdsr" in line]
+    return "\n".join([line for line in addresses if "127.0.0.1" not in line] + links).strip()
+
+
+class L4Run:
+    """`balancer run -c l4.toml` inside the L4 node's namespace, driven over its admin socket
+    (the unix socket is a file: reachable from the root namespace)."""
+
+    def __init__(self, lab: Lab, ns: str, tmp_path: Path, text: str) -> None:
+        self.socket = tmp_path / "admin.sock"
+        self.config = tmp_path / "l4.toml"
+        self.config.write_text(text)
+        with contextlib.suppress(FileNotFoundError):
+            self.socket.unlink()
+        self.process = lab.python(ns, "-m", "balancer", "run", "-c", str(self.config), src=SRC)
+
+    def wait_ready(self) -> L4Run:
+        wait_until(lambda: self.process.poll() is not None or self._answers(), 15, what="the admin API")
+        assert self.process.poll() is None, self.stderr()
+        return self
+
+    def _answers(self) -> bool:
+        try:
+            return self.call("GET", "/api/l4")[0] == 200
+        except Unreachable:
+            return False
+
+    def call(self, method: str, path: str, body: object = None) -> tuple[int, Any]:
+        return call(str(self.socket), method, path, body, timeout=10)
+
+    def rows(self) -> dict[str, dict[str, Any]]:
+        status, rows = self.call("GET", "/api/l4")
+        assert status == 200, rows
+        return {row["node"]: row for row in rows}
+
+    def set_state(self, node: str, state: str) -> dict[str, Any]:
+        status, row = self.call("PUT", f"/api/l4/www/{node}", {"state": state})
+        assert status == 200, row
+        return cast(dict[str, Any], row)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        assert self.process.wait(timeout=15) == 0, self.stderr()
+
+    def stderr(self) -> str:
+        if self.process.poll() is None or self.process.stderr is None:
+            return ""
+        return self.process.stderr.read()
+
+
+def start_l4(
+    lab: Lab, ns: str, tmp_path: Path, method: str = "maglev", forward: str = "vxlan", check: str = ""
+) -> L4Run:
+    text = l4_file(method, forward, check, admin=tmp_path / "admin.sock")
+    return L4Run(lab, ns, tmp_path, text).wait_ready()
 
 
 def count(lab: Lab, ns: str, tmp_path: Path, connections: int) -> dict[str, int]:
@@ -247,9 +303,7 @@ def test_flows_are_spread_over_both_l7_nodes_and_replies_skip_the_l4_node(lab, t
     else:
         assert counts.get("l7a", 0) >= 50 and counts.get("l7b", 0) >= 50, counts
     assert replies_through(lab, names["l4"]) == 0
-    agent.stdin.write("stop\n")
-    agent.stdin.flush()
-    assert agent.wait(timeout=15) == 0
+    agent.stop()
     assert kernel_state(lab, names["l4"]) == ""
 
 
@@ -261,12 +315,10 @@ def test_a_node_marked_down_takes_no_new_flows_but_keeps_its_established_ones(la
     node = read_line(held, 10)
     assert node in NODES
 
-    agent.stdin.write(f"down www {node}\n")
-    agent.stdin.flush()
-    answer = read_line(agent, 10).split()
-    assert answer[0] == "ok" and int(answer[1]) > 0, answer
-    whole, kernel = float(answer[2]) * 1000, float(answer[3]) * 1000
-    print(f"one of 2 nodes' table update: {answer[1]} slots in {whole:.0f} ms (kernel {kernel:.0f} ms)")
+    row = agent.set_state(node, "maint")
+    assert row["state"] == "maint" and row["slots"] == 0 and row["moved_slots"] > 0, row
+    whole, kernel = row["update_seconds"] * 1000, row["kernel_seconds"] * 1000
+    print(f"one of 2 nodes' table update: {row['moved_slots']} slots in {whole:.0f} ms (kernel {kernel:.0f} ms)")
 
     counts = count(lab, names["c"], tmp_path, 100)
     held.stdin.write("again\n")
@@ -276,14 +328,10 @@ def test_a_node_marked_down_takes_no_new_flows_but_keeps_its_established_ones(la
     assert counts == {"errors": 0, other: 100}
     assert read_line(held, 10) == node  # the established connection still works, on its node
 
-    agent.stdin.write(f"up www {node}\n")
-    agent.stdin.flush()
-    assert read_line(agent, 10).startswith("ok ")
+    assert agent.set_state(node, "ready")["state"] == "up"
     counts = count(lab, names["c"], tmp_path, 100)
     assert counts.get(node, 0) >= 20, counts
-    agent.stdin.write("stop\n")
-    agent.stdin.flush()
-    assert agent.wait(timeout=15) == 0
+    agent.stop()
     assert kernel_state(lab, names["l4"]) == ""
 
 
@@ -291,16 +339,14 @@ def test_a_node_marked_down_takes_no_new_flows_but_keeps_its_established_ones(la
 def test_a_start_clears_what_a_killed_run_left(lab, tmp_path):
     lab, names = lab
     agent = start_l4(lab, names["l4"], tmp_path)
-    agent.kill()  # no cleanup: table, rules, routes and devices stay
-    agent.wait(timeout=10)
+    agent.process.kill()  # no cleanup: table, rules, routes and devices stay
+    agent.process.wait(timeout=10)
     assert kernel_state(lab, names["l4"]) != ""
 
     agent = start_l4(lab, names["l4"], tmp_path)
     counts = count(lab, names["c"], tmp_path, 50)
     assert counts["errors"] == 0 and set(counts) == {"errors", "l7a", "l7b"}, counts
-    agent.stdin.write("stop\n")
-    agent.stdin.flush()
-    assert agent.wait(timeout=15) == 0
+    agent.stop()
     assert kernel_state(lab, names["l4"]) == ""
 
 
@@ -315,14 +361,10 @@ def test_forward_ipip_is_refused_clearly_where_the_kernel_has_no_ipip(lab, tmp_p
     lab, names = lab
     if kernel_has_ipip(lab, names["l4"]):
         pytest.skip("this kernel has IPIP tunnels: the refusal cannot be shown (no IPIP traffic test yet)")
-    config = tmp_path / "l4.toml"
-    config.write_text(l4_file("maglev", "ipip"))
-    agent = lab.python(names["l4"], "-m", "balancer.cluster.l4_agent", str(config), src=SRC)
+    agent = L4Run(lab, names["l4"], tmp_path, l4_file("maglev", "ipip"))
 
-    line = read_line(agent, 15)
-
-    assert line.startswith("error [[l4]] 'www': forward \"ipip\": this kernel has no IPIP tunnels"), line
-    assert agent.wait(timeout=15) == 1
+    assert agent.process.wait(timeout=15) == 1
+    assert "[[l4]] 'www': forward \"ipip\": this kernel has no IPIP tunnels" in agent.stderr()
     assert kernel_state(lab, names["l4"]) == ""
 
 
@@ -335,23 +377,18 @@ def test_one_node_table_update_time_with_ten_nodes(tmp_path):
     try:
         ns = lab.ns("l4")
         nodes = "".join(f'[[l4.node]]\nname = "n{n}"\naddress = "10.0.3.{21 + n}"\n' for n in range(10))
-        config = tmp_path / "l4.toml"
-        config.write_text(f'[[l4]]\nname = "www"\nvip = "{VIP}"\nports = [80]\nseed = 1\n' + nodes)
-        agent = lab.python(ns, "-m", "balancer.cluster.l4_agent", str(config), src=SRC)
-        assert read_line(agent, 15) == "ready"
+        admin = f'[admin]\nsocket = "{tmp_path / "admin.sock"}"\n'
+        text = admin + f'[[l4]]\nname = "www"\nvip = "{VIP}"\nports = [80]\nseed = 1\n' + nodes
+        agent = L4Run(lab, ns, tmp_path, text).wait_ready()
         figures = []
-        for command in ("down www n3", "up www n3", "down www n7", "up www n7"):
-            agent.stdin.write(command + "\n")
-            agent.stdin.flush()
-            word, changed, seconds, kernel = read_line(agent, 10).split()
-            assert word == "ok" and 6000 < int(changed) < 7500
-            figures.append((float(seconds), float(kernel)))
+        for node, state in (("n3", "maint"), ("n3", "ready"), ("n7", "maint"), ("n7", "ready")):
+            row = agent.set_state(node, state)
+            assert 6000 < row["moved_slots"] < 7500, row
+            figures.append((row["update_seconds"], row["kernel_seconds"]))
         shown = ", ".join(f"{whole * 1000:.0f} ms (kernel {kernel * 1000:.0f} ms)" for whole, kernel in figures)
         print(f"one of 10 nodes, 65537 slots: updates took {shown}")
         assert min(whole for whole, _ in figures) < 0.5
-        agent.stdin.write("stop\n")
-        agent.stdin.flush()
-        assert agent.wait(timeout=15) == 0
+        agent.stop()
     finally:
         lab.close()
 
@@ -369,16 +406,13 @@ def test_a_new_syn_on_a_reused_5_tuple_is_balanced_anew(lab, tmp_path):
         return result.stdout.strip()
 
     first = connect_from(40000)
-    agent.stdin.write(f"down www {first}\n")
-    agent.stdin.flush()
-    assert read_line(agent, 10).startswith("ok ")
+    said = run_ctl(agent, "set", "l4", "www", first, "state", "maint")
+    assert said.strip() == f"www/{first}: maint, 0 slots"
 
     again = connect_from(40000)
 
     assert again != first and again in NODES
-    agent.stdin.write("stop\n")
-    agent.stdin.flush()
-    assert agent.wait(timeout=15) == 0
+    agent.stop()
 
 
 @pytest.mark.timeout(60)
@@ -386,23 +420,57 @@ def test_the_health_check_takes_a_dead_l7_node_out_and_back(lab, tmp_path):
     lab, names = lab
     check = 'check = { type = "tcp", port = 80, interval = "200ms", rise = 2, fall = 2, timeout = "300ms" }\n'
     agent = start_l4(lab, names["l4"], tmp_path, check=check)
-    server = lab.named["l7a"]
-    server.terminate()
-    server.wait(timeout=10)
+    wait_until(lambda: agent.rows()["l7a"]["state"] == "up" and agent.rows()["l7a"]["check"], 10, what="a check")
+    assert metric_rows(agent) == {"l7a": (1.0, 32769.0), "l7b": (1.0, 32768.0)}
+    l7a = lab.named["l7a-balancer"]  # the check probes its own address: stop it
+    l7a.terminate()
+    assert l7a.wait(timeout=15) == 0
 
-    line = read_line(agent, 10)
+    def l7a_out() -> dict[str, dict[str, Any]] | None:
+        rows = agent.rows()  # the state changes first, the slots once the kernel has them
+        return rows if rows["l7a"]["state"] == "down" and rows["l7a"]["slots"] == 0 else None
 
-    assert line.startswith("health www l7a down"), line
+    down = wait_until(l7a_out, 10, what="l7a down and out of the table")
+
+    assert down["l7b"]["slots"] == 65537, down
+    assert "refused" in down["l7a"]["check"].lower(), down["l7a"]
+    assert metric_rows(agent) == {"l7a": (0.0, 0.0), "l7b": (1.0, 65537.0)}
+    shown = run_ctl(agent, "show", "l4")
+    assert re.search(r"www .* l7a .* down .* 0/65537", shown), shown
     assert count(lab, names["c"], tmp_path, 100) == {"errors": 0, "l7b": 100}
-    restarted = lab.python(names["l7a"], str(tmp_path / "server.py"), "l7a")
-    assert read_line(restarted, 10) == "listening"
-    assert read_line(agent, 10).startswith("health www l7a up")
+    start_l7(lab, names["l7a"], tmp_path, "l7a", NODES["l7a"], "vxlan")
+    wait_until(lambda: agent.rows()["l7a"]["state"] == "up", 10, what="l7a up again")
     counts = count(lab, names["c"], tmp_path, 100)
     assert counts["errors"] == 0 and counts.get("l7a", 0) >= 20, counts
-    agent.stdin.write("stop\n")
-    agent.stdin.flush()
-    assert agent.wait(timeout=15) == 0
+    agent.stop()
+    events = agent.stderr()
+    assert "l4 www/l7a is DOWN" in events and "l4 www/l7a is UP" in events, events
     assert kernel_state(lab, names["l4"]) == ""
+
+
+def metric_rows(agent: L4Run) -> dict[str, tuple[float, float]]:
+    """balancer_l4_node_up and balancer_l4_slots of each node, from GET /metrics."""
+    status, text = agent.call("GET", "/metrics")
+    assert status == 200
+    found: dict[str, list[float]] = {}
+    for line in text.splitlines():
+        match = re.match(r'balancer_l4_(node_up|slots)\{l4="www",node="(\w+)"\} (\S+)$', line)
+        if match:
+            found.setdefault(match.group(2), [0.0, 0.0])[match.group(1) == "slots"] = float(match.group(3))
+    assert "balancer_l4_table_update_seconds " in text
+    return {node: (values[0], values[1]) for node, values in found.items()}
+
+
+def run_ctl(agent: L4Run, *words: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "balancer", "ctl", "--socket", str(agent.socket), *words],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        env={**os.environ, "PYTHONPATH": str(SRC)},
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
 
 
 @pytest.mark.timeout(60)
@@ -411,7 +479,196 @@ def test_sigterm_undoes_everything(lab, tmp_path):
     agent = start_l4(lab, names["l4"], tmp_path)
     assert kernel_state(lab, names["l4"]) != ""
 
-    agent.terminate()  # stdin stays open: the signal alone must stop it
+    agent.stop()
 
-    assert agent.wait(timeout=15) == 0
+    assert kernel_state(lab, names["l4"]) == ""
+
+
+def table_handle(lab: Lab, ns: str) -> int:
+    """The kernel's handle of the nft table: a table created again gets a new one."""
+    listing = json.loads(lab.sh(ns, "nft", "-j", "list", "tables"))
+    handles = [
+        item["table"]["handle"] for item in listing["nftables"] if item.get("table", {}).get("name") == "balancer_l4"
+    ]
+    assert len(handles) == 1, listing
+    return int(handles[0])
+
+
+@pytest.mark.timeout(60)
+def test_a_reload_keeps_an_unchanged_table_and_reprograms_a_changed_one(lab, tmp_path):
+    lab, names = lab
+    agent = start_l4(lab, names["l4"], tmp_path)
+    handle = table_handle(lab, names["l4"])
+    held = lab.python(names["c"], str(tmp_path / "client.py"), VIP, "hold")
+    node = read_line(held, 10)
+
+    status, result = agent.call("POST", "/api/reload")  # the same file
+
+    assert (status, result["reloaded"]) == (200, True), result
+    assert table_handle(lab, names["l4"]) == handle  # untouched
+    held.stdin.write("again\n")
+    held.stdin.flush()
+    assert read_line(held, 10) == node
+
+    # l7b leaves the file: the table is programmed again without it, its device is gone.
+    agent.config.write_text(agent.config.read_text().split('[[l4.node]]\nname = "l7b"')[0])
+    status, result = agent.call("POST", "/api/reload")
+
+    assert (status, result["reloaded"]) == (200, True), result
+    assert list(agent.rows()) == ["l7a"]
+    assert agent.rows()["l7a"]["slots"] == 65537
+    assert "bl4-0-1" not in lab.sh(names["l4"], "ip", "-o", "link")
+    assert count(lab, names["c"], tmp_path, 50) == {"errors": 0, "l7a": 50}
+    agent.stop()
+    assert kernel_state(lab, names["l4"]) == ""
+
+
+@pytest.mark.timeout(60)
+def test_a_second_stop_signal_still_removes_everything(lab, tmp_path):
+    lab, names = lab
+    agent = start_l4(lab, names["l4"], tmp_path)
+
+    agent.process.send_signal(signal.SIGINT)
+    agent.process.send_signal(signal.SIGINT)
+
+    assert agent.process.wait(timeout=15) == 0
+    assert kernel_state(lab, names["l4"]) == ""
+
+
+@pytest.mark.timeout(60)
+def test_an_l7_node_stop_removes_its_vip_tunnel_and_arp_settings(lab, tmp_path):
+    lab, names = lab
+    ns = names["l7a"]
+    assert l7_state(lab, ns) != ""
+    assert lab.sh(ns, "sysctl", "-n", "net.ipv4.conf.all.arp_ignore").strip() == "1"
+
+    l7a = lab.named["l7a-balancer"]
+    l7a.terminate()
+
+    assert l7a.wait(timeout=15) == 0
+    assert l7_state(lab, ns) == ""
+    settings = ["net.ipv4.conf.all.arp_ignore", "net.ipv4.conf.all.arp_announce", "net.ipv4.conf.all.rp_filter"]
+    assert lab.sh(ns, "sysctl", "-n", *settings).split() == ["0", "0", "0"]
+
+
+@pytest.mark.timeout(60)
+def test_an_l7_node_killed_then_started_again_clears_and_serves(lab, tmp_path):
+    lab, names = lab
+    ns = names["l7a"]
+    l7a = lab.named["l7a-balancer"]
+    l7a.kill()  # the master: its worker follows it (parent-death signal); nothing is undone
+    l7a.wait(timeout=10)
+    assert "lo:balancer" in lab.sh(ns, "ip", "-o", "addr", "show", "dev", "lo")
+    assert "bdsr0" in lab.sh(ns, "ip", "-o", "link")
+
+    again = start_l7(lab, ns, tmp_path, "l7a", NODES["l7a"], "vxlan")
+    agent = start_l4(lab, names["l4"], tmp_path)
+    counts = count(lab, names["c"], tmp_path, 100)
+
+    assert counts["errors"] == 0 and counts.get("l7a", 0) >= 20, counts
+    assert lab.sh(ns, "ip", "-o", "addr", "show", "dev", "lo").count(VIP) == 1
+    agent.stop()
+    again.terminate()
+    assert again.wait(timeout=15) == 0
+    assert l7_state(lab, ns) == ""
+    # The sysctls as they were before the killed run (saved by it), not as it left them.
+    settings = ["net.ipv4.conf.all.arp_ignore", "net.ipv4.conf.all.arp_announce", "net.ipv4.conf.all.rp_filter"]
+    assert lab.sh(ns, "sysctl", "-n", *settings).split() == ["0", "0", "0"]
+
+
+@pytest.mark.timeout(60)
+def test_the_stats_page_shows_the_l4_table_and_a_node_going_down(lab, tmp_path):
+    """In Chromium run inside the L4 node's namespace (a wrapper Playwright starts), where
+    the page listens on that namespace's loopback."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("playwright is not installed (pip install playwright, the `test` extra)")
+    chromium = require_tool("chromium")
+    lab, names = lab
+    check = 'check = { type = "tcp", port = 80, interval = "200ms", rise = 2, fall = 2, timeout = "300ms" }\n'
+    text = '[stats]\nbind = "127.0.0.1:8404"\nrefresh = "200ms"\n\n' + l4_file(
+        "maglev", "vxlan", check, admin=tmp_path / "admin.sock"
+    )
+    agent = L4Run(lab, names["l4"], tmp_path, text).wait_ready()
+    wrapper = tmp_path / "chromium-in-ns"
+    wrapper.write_text(f'#!/bin/sh\nexec ip netns exec {names["l4"]} {chromium} "$@"\n')
+    wrapper.chmod(0o755)
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "profile"),
+            executable_path=str(wrapper),
+            args=["--no-sandbox", "--headless", "--disable-gpu", "--no-first-run", "--disable-background-networking"],
+            headless=True,
+        )
+        try:
+            context.set_default_timeout(15_000)
+            page = context.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            response = page.goto("http://127.0.0.1:8404/stats")
+            assert response is not None and response.status == 200
+            page.wait_for_selector('tr[data-l4="www/l7a"] .pill.up')
+            assert "L4 tables" in page.text_content("#l4")
+            lab.named["l7a-balancer"].terminate()
+
+            page.wait_for_selector('tr[data-l4="www/l7a"] .pill.down')
+
+            row = page.text_content('tr[data-l4="www/l7a"]')
+            assert "10.0.3.21" in row and "down" in row, row
+            page.wait_for_selector('tr[data-l4="www/l7b"] td:has-text("65,537 / 65,537")')
+            assert errors == []
+        finally:
+            context.close()
+    agent.stop()
+
+
+@pytest.mark.timeout(60)
+def test_a_reload_that_adds_a_table_keeps_the_other_tables_flows_and_operator_states(lab, tmp_path):
+    lab, names = lab
+    agent = start_l4(lab, names["l4"], tmp_path)
+    held = lab.python(names["c"], str(tmp_path / "client.py"), VIP, "hold")
+    node = read_line(held, 10)
+    agent.set_state(node, "maint")  # its established flow stays, pinned by the flow set
+    other = next(name for name in NODES if name != node)
+
+    # A second table (another VIP) joins: "www" is programmed again, unchanged.
+    second = (
+        '\n[[l4]]\nname = "api"\nvip = "10.100.0.2"\nports = [80]\nseed = 7\nforward = "direct"\n'
+        '[[l4.node]]\nname = "a"\naddress = "10.0.3.22"\n'
+    )
+    agent.config.write_text(agent.config.read_text() + second)
+    status, result = agent.call("POST", "/api/reload")
+
+    assert (status, result["reloaded"]) == (200, True), result
+    assert agent.rows()[node]["state"] == "maint"
+    assert agent.rows()[other]["slots"] == 65537
+    held.stdin.write("again\n")
+    held.stdin.flush()
+    assert read_line(held, 10) == node  # the flow kept its node through the reprogramming
+    assert count(lab, names["c"], tmp_path, 30) == {"errors": 0, other: 30}
+    agent.stop()
+    assert kernel_state(lab, names["l4"]) == ""
+
+
+@pytest.mark.timeout(60)
+def test_a_refused_reload_keeps_the_running_tables_states_and_flows(lab, tmp_path):
+    lab, names = lab
+    agent = start_l4(lab, names["l4"], tmp_path)
+    held = lab.python(names["c"], str(tmp_path / "client.py"), VIP, "hold")
+    node = read_line(held, 10)
+    agent.set_state(node, "maint")
+    # ipip: valid for `check`, refused by this kernel when programmed.
+    agent.config.write_text(agent.config.read_text().replace('forward = "vxlan"', 'forward = "ipip"'))
+    if kernel_has_ipip(lab, names["l4"]):
+        pytest.skip("this kernel has IPIP tunnels: the reload would take")
+
+    status, result = agent.call("POST", "/api/reload")
+
+    assert status == 400 and "no IPIP tunnels" in result["problems"][0], result
+    assert agent.rows()[node]["state"] == "maint"
+    held.stdin.write("again\n")
+    held.stdin.flush()
+    assert read_line(held, 10) == node
+    agent.stop()
     assert kernel_state(lab, names["l4"]) == ""

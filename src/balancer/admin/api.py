@@ -29,9 +29,12 @@ class ControlPlane(Protocol):
     def metrics(self) -> bytes: ...
     def healthy(self) -> tuple[bool, str]: ...
     def bgp_status(self) -> dict[str, Any]: ...
+    def l4_rows(self) -> list[dict[str, Any]]: ...
+    def set_l4(self, table: str, node: str, state: str) -> Awaitable[dict[str, Any]]: ...
 
 
 _SERVER_PATH = re.compile(r"^/api/servers/([^/]+)/([^/]+)$")
+_L4_PATH = re.compile(r"^/api/l4/([^/]+)/([^/]+)$")
 
 
 class AdminServer:
@@ -60,7 +63,13 @@ class AdminServer:
             "/api/bgp": {"GET": self._bgp},
             "/metrics": {"GET": self._metrics},
             "/health": {"GET": self._health},
+            "/api/l4": {"GET": self._l4},
         }
+        l4_match = _L4_PATH.match(path)
+        if l4_match:
+            if method != "PUT":
+                raise HttpError(405, f"{method} not allowed on {path}: use PUT")
+            return await self._set_l4(l4_match.group(1), l4_match.group(2), body)
         match = _SERVER_PATH.match(path)
         if match:
             if method != "PUT":
@@ -76,6 +85,25 @@ class AdminServer:
 
     async def _servers(self, body: bytes) -> Reply:
         return json_reply(200, self.control.servers())
+
+    async def _l4(self, body: bytes) -> Reply:
+        return json_reply(200, self.control.l4_rows())
+
+    async def _set_l4(self, table: str, node: str, body: bytes) -> Reply:
+        """PUT /api/l4/TABLE/NODE {"state": "maint" | "ready"}: an operator takes an L7 node
+        out of an [[l4]] table (its established flows stay) or puts it back."""
+        try:
+            change = json.loads(body or b"null")
+        except ValueError:
+            raise HttpError(400, "body is not valid JSON") from None
+        if not isinstance(change, dict) or set(change) != {"state"} or change["state"] not in ("ready", "maint"):
+            raise HttpError(400, 'expected {"state": "maint"} or {"state": "ready"}')
+        try:
+            return json_reply(200, await self.control.set_l4(table, node, change["state"]))
+        except KeyError as exc:
+            raise HttpError(404, str(exc.args[0])) from None
+        except RuntimeError as exc:  # the kernel refused (cluster.l4.L4Error)
+            raise HttpError(500, f"the kernel refused the update: {exc}") from None
 
     async def _stats(self, body: bytes) -> Reply:
         return json_reply(200, self.control.stats())

@@ -5,6 +5,8 @@
     balancer ctl ... show bgp
     balancer ctl ... set server BACKEND/SERVER state ready|drain|maint
     balancer ctl ... set server BACKEND/SERVER weight N
+    balancer ctl ... show l4
+    balancer ctl ... set l4 TABLE NODE state maint|ready
     balancer ctl ... reload
 
 Exit codes scripts can trust: 0 done, 1 refused by the balancer (the message says why),
@@ -87,6 +89,18 @@ def _run(where: str, as_json: bool, words: list[str]) -> int:
     if words == ["show", "bgp"]:
         status, value = call(where, "GET", "/api/bgp")
         return _show(status, value, as_json, _bgp_tables)
+    if words == ["show", "l4"]:
+        status, value = call(where, "GET", "/api/l4")
+        return _show(status, value, as_json, _l4_table)
+    if len(words) == 6 and words[:2] == ["set", "l4"]:
+        table_name, node, field, state = words[2:]
+        if field != "state" or state not in ("maint", "ready"):
+            return _usage(f"expected `state maint` or `state ready`, got {field} {state}")
+        status, value = call(where, "PUT", f"/api/l4/{table_name}/{node}", {"state": state})
+        if status != 200:
+            return _refused(value)
+        print(json.dumps(value) if as_json else f"{table_name}/{node}: {value['state']}, {value['slots']} slots")
+        return EXIT_OK
     if words == ["reload"]:
         status, value = call(where, "POST", "/api/reload")
         if status == 200:
@@ -148,6 +162,39 @@ def _console() -> Any:
 _STATE_STYLE = {"ready": "green", "drain": "yellow", "maint": "blue", "down": "red"}
 
 
+_L4_STYLE = {"up": "green", "down": "red", "maint": "blue"}
+
+
+def escape(text: str) -> str:
+    """Free text (a check's detail, BGP's why) as written: "[[l4]] www" is not rich markup."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
+
+def _l4_table(rows: list[dict[str, Any]]) -> None:
+    """The L7 nodes of every [[l4]] table: state, last check, slots of the lookup map held."""
+    from rich.table import Table
+
+    table = Table(title="l4", title_justify="left")
+    for column in ("l4", "vip", "method", "forward", "node", "address", "state", "check"):
+        table.add_column(column)
+    table.add_column("slots", justify="right")
+    for row in rows:
+        table.add_row(
+            row["l4"],
+            row["vip"],
+            row["method"],
+            row["forward"],
+            row["node"],
+            row["address"],
+            f"[{_L4_STYLE.get(row['state'], '')}]{row['state']}[/]",
+            escape(row["check"]),
+            f"{row['slots']}/{row['table_size']}",
+        )
+    _console().print(table)
+
+
 def _servers_table(rows: list[dict[str, Any]]) -> None:
     from rich.table import Table
 
@@ -190,7 +237,7 @@ def _bgp_tables(status: dict[str, Any]) -> None:
     for row in status["announcements"]:
         announced = "[green]yes[/]" if row["announced"] else "[red]no[/]"
         since = "" if row.get("since") is None else str(row["since"])
-        announcements.add_row(row["prefix"], announced, row["why"], since)
+        announcements.add_row(row["prefix"], announced, escape(row["why"]), since)
     console.print(announcements)
     neighbors = Table(title="sessions", title_justify="left")
     for column in ("neighbor", "peer AS", "state", "since s"):

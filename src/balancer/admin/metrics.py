@@ -22,6 +22,8 @@ class Totals(Protocol):
     def backend_rows(self, servers: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]: ...
     def response_histograms(self) -> dict[str, tuple[list[int], int]]: ...
     def bgp_status(self) -> dict[str, Any]: ...
+    def l4_rows(self) -> list[dict[str, Any]]: ...
+    def l4_update_seconds(self) -> float: ...
 
 
 class BalancerCollector(Collector):
@@ -155,6 +157,7 @@ class BalancerCollector(Collector):
                 backend_responses.add_metric([name, code], count)
         yield from (backend_http, backend_responses, queue, errors)
         yield from self._bgp()
+        yield from self._l4()
 
     def _bgp(self) -> Iterator[Metric]:
         """[bgp]: one series per announced prefix and per neighbor (none without [bgp])."""
@@ -179,6 +182,31 @@ class BalancerCollector(Collector):
         )
         restarts.add_metric([], exabgp["restarts"])
         yield from (announced, session, restarts)
+
+    def _l4(self) -> Iterator[Metric]:
+        """The [[l4]] tables of an L4 node (nothing when the file has none)."""
+        rows = self.totals.l4_rows()
+        if not rows:
+            return
+        up = GaugeMetricFamily(
+            "balancer_l4_node_up",
+            "1 while the L7 node takes new flows (check passing, not in maintenance), else 0.",
+            labels=["l4", "node"],
+        )
+        slots = GaugeMetricFamily(
+            "balancer_l4_slots",
+            "Slots of the table's lookup map that send new flows to the node.",
+            labels=["l4", "node"],
+        )
+        for row in rows:
+            up.add_metric([row["l4"], row["node"]], 1.0 if row["state"] == "up" else 0.0)
+            slots.add_metric([row["l4"], row["node"]], row["slots"])
+        update = GaugeMetricFamily(
+            "balancer_l4_table_update_seconds",
+            "How long the last change of an [[l4]] table's usable nodes took, kernel update included.",
+        )
+        update.add_metric([], self.totals.l4_update_seconds())
+        yield from (up, slots, update)
 
 
 def render(totals: Totals) -> bytes:

@@ -60,7 +60,7 @@ NUD_PERMANENT = 0x80
 _FORWARDING = Path("/proc/sys/net/ipv4/ip_forward")
 
 
-class L4Error(Exception):
+class L4Error(RuntimeError):
     """The kernel refused part of the L4 programming; the message says which and why."""
 
 

@@ -19,6 +19,7 @@ from balancer.checks.probes import http_check, tcp_check
 from balancer.cluster.l4 import L4Node
 from balancer.config.model import L4Check
 from balancer.config.values import Address
+from balancer.runtime.state import Health
 
 # What an event handler receives: (table name, node name, "up" | "down", why).
 EventSink = Callable[[str, str, str, str], None]
@@ -31,6 +32,8 @@ class L4Health:
         self.rng = rng or random.Random()
         self.healthy: list[set[str]] = [{n.name for n in table.node} for table in node.tables]
         self.admin_down: list[set[str]] = [set() for _ in node.tables]
+        # The last check result per node ("" before the first one), for `ctl show l4`.
+        self.detail: list[dict[str, str]] = [{} for _ in node.tables]
         self.lock = asyncio.Lock()
         self.tasks: list[asyncio.Task[None]] = []
 
@@ -66,7 +69,9 @@ class L4Health:
             return await asyncio.to_thread(self.node.set_usable, table_index, usable)
 
     async def _check_loop(self, table_index: int, name: str, address: Address, check: L4Check) -> None:
-        tracker = HealthTracker(check.rise, check.fall, check.interval, check.fastinterval, check.downinterval)
+        # A reload may carry the node's health over (L4Service): the tracker starts from it.
+        initial: Health = "up" if name in self.healthy[table_index] else "down"
+        tracker = HealthTracker(check.rise, check.fall, check.interval, check.fastinterval, check.downinterval, initial)
         table_name = self.node.tables[table_index].name
         first = True
         while True:
@@ -77,6 +82,7 @@ class L4Health:
                 ok, detail = await http_check(address, check, check.timeout)
             else:
                 ok, detail = await tcp_check(address, check.timeout)
+            self.detail[table_index][name] = detail or ("ok" if ok else "failed")
             transition = tracker.record(ok, detail)
             if transition is None:
                 continue

@@ -295,8 +295,9 @@ A key with default "required" must be written. Types ([value syntax](configurati
 - *network*: `"10.0.0.0/8"`, or one address.
 - *table*: written as `[name]` on its own or inline, `timeouts = {{ connect = "2s" }}`.
 
-The tables of the tiers beyond one machine (`[[l4]]`, `[dsr]`, `[bgp]`, `[vrrp]`, `[dns]`,
-`[peers]`) are **not built yet**: see [reference.md](reference.md#the-tiers-beyond-one-machine-not-built-yet).
+The tables of the tiers beyond one machine: `[[l4]]`, `[dsr]` and `[bgp]` are run by
+`balancer run` (`[[l4]]` and `[dsr]` as root); `[vrrp]`, `[dns]` and `[peers]` are **not built yet**: see
+[reference.md](reference.md#the-tiers-beyond-one-machine).
 """
 
 

@@ -324,12 +324,36 @@
     }
   }
 
+  // -- [[l4]] tables (an L4 node): one row per L7 node, rebuilt on every poll -----------------
+  function renderL4(rows) {
+    const body = document.querySelector("#l4 tbody");
+    const trs = [];
+    for (const n of rows) {
+      const state = n.state === "up" ? "ready" : n.state;
+      const tr = el("tr", "row st-" + state);
+      tr.dataset.l4 = n.l4 + "/" + n.node;
+      const cells = [["Table", n.l4, "name"], ["VIP", n.vip + " " + n.forward, ""], ["Method", n.method, ""],
+        ["Node", n.node, ""], ["Address", n.address, ""], ["State", null, ""], ["Check", n.check, ""],
+        ["Slots", fmtInt(n.slots) + " / " + fmtInt(n.table_size), "n"]];
+      for (const [label, text, cls] of cells) {
+        const td = el("td", cls, text === null ? undefined : text);
+        td.dataset.label = label;
+        if (text === null) td.append(el("span", "pill " + n.state, n.state));
+        tr.append(td);
+      }
+      trs.push(tr);
+    }
+    body.replaceChildren(...trs);
+    $("l4").hidden = rows.length === 0;
+  }
+
   function render(data, now) {
     $("meta").textContent = "generation " + data.generation + " · " + data.workers + " worker"
       + (data.workers === 1 ? "" : "s") + " · refresh " + CONFIG.refresh + "s";
     renderFrontends(data.frontends, now);
     renderBackends(data.backends, data.servers, now);
     renderBgp(data.bgp);
+    renderL4(data.l4 || []);
     const servers = data.servers;
     const usable = servers.filter((s) => s.usable).length;
     let reqRate = null, errRate = null;
