@@ -36,6 +36,7 @@ from balancer.admin.metrics import render as render_metrics
 from balancer.admin.statspage import start_stats_page
 from balancer.checks.monitor import HealthMonitor
 from balancer.cluster.bgp import BgpSpeaker, missing_exabgp
+from balancer.cluster.dns import DnsServer
 from balancer.config import ConfigError, parse_config, read_config_text
 from balancer.config.model import Config
 from balancer.config.values import Address
@@ -104,6 +105,7 @@ class Master:
         self.reload_queued = False  # a SIGHUP came during a reload: reload again after it
         self.stop_pending = False
         self.bgp: BgpSpeaker | None = None
+        self.dns: DnsServer | None = None
         # [[l4]] side of the announce rule, set by the L4 wiring: (can serve VIP, why).
         self.l4_can_serve: Callable[[str], tuple[bool, str]] | None = None
 
@@ -342,6 +344,10 @@ class Master:
         self.monitor.stop()
         self.monitor.start(config)
         await self._reload_bgp(config)
+        try:
+            await self._reload_dns(config)
+        except OSError as exc:
+            log.error("dns: the previous [dns] table keeps serving: %s", exc)
         return []
 
     # -- control plane (admin API) ---------------------------------------------------------
@@ -441,6 +447,7 @@ class Master:
             "backends": self.backend_rows(servers),
             "servers": servers,
             **({"bgp": self.bgp_status()} if self.current.config.bgp is not None else {}),
+            **({"dns": self.dns_status()} if self.current.config.dns is not None else {}),
         }
 
     def set_server(self, backend: str, server: str, state: str | None, weight: int | None) -> dict[str, Any]:
@@ -594,6 +601,15 @@ class Master:
         self.started = True
         self.monitor.start(config)
         await self._reload_bgp(config)
+        try:
+            await self._reload_dns(config)
+        except OSError as exc:
+            log.error("dns: %s", exc)
+            self.stopping = True
+            self.stop_generation(self.current, 0.0)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.done.wait(), 5.0)
+            return 1
         notify("READY=1")
         if self.stop_pending:
             self.on_stop_signal()
@@ -605,6 +621,8 @@ class Master:
         await self.done.wait()
         if self.bgp is not None:
             await self.bgp.stop()
+        if self.dns is not None:
+            await self.dns.stop()
         self.monitor.stop()
         if self.admin is not None:
             self.admin.close()
@@ -664,6 +682,28 @@ class Master:
         if self.bgp is None:
             return {"announcements": [], "neighbors": [], "exabgp": None}
         return self.bgp.status()
+
+    # -- [dns] ---------------------------------------------------------------------------------
+
+    async def _reload_dns(self, config: Config) -> None:
+        """Start, reconfigure or stop the DNS server for `config` (after workers serve).
+        Raises OSError when an address cannot be bound."""
+        if config.dns is None:
+            if self.dns is not None:
+                await self.dns.stop()
+                self.dns = None
+            return
+        if self.dns is None:
+            server = DnsServer()
+            await server.start(config)
+            self.dns = server
+        else:
+            await self.dns.reload(config)
+
+    def dns_status(self) -> dict[str, Any]:
+        if self.dns is None:
+            return {"zone": None, "bind": [], "records": [], "queries": {}, "truncated": 0}
+        return self.dns.status()
 
     def _spawn_task(self, coroutine: object) -> None:
         assert asyncio.iscoroutine(coroutine)
