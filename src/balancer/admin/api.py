@@ -29,6 +29,7 @@ class ControlPlane(Protocol):
     def metrics(self) -> bytes: ...
     def healthy(self) -> tuple[bool, str]: ...
     def bgp_status(self) -> dict[str, Any]: ...
+    def dns_status(self) -> dict[str, Any]: ...
 
 
 _SERVER_PATH = re.compile(r"^/api/servers/([^/]+)/([^/]+)$")
@@ -58,6 +59,7 @@ class AdminServer:
             "/api/stats": {"GET": self._stats},
             "/api/reload": {"POST": self._reload},
             "/api/bgp": {"GET": self._bgp},
+            "/api/dns": {"GET": self._dns},
             "/metrics": {"GET": self._metrics},
             "/health": {"GET": self._health},
         }
@@ -82,6 +84,9 @@ class AdminServer:
 
     async def _bgp(self, body: bytes) -> Reply:
         return json_reply(200, self.control.bgp_status())
+
+    async def _dns(self, body: bytes) -> Reply:
+        return json_reply(200, self.control.dns_status())
 
     async def _reload(self, body: bytes) -> Reply:
         result = await self.control.reload_now()

@@ -22,6 +22,7 @@ class Totals(Protocol):
     def backend_rows(self, servers: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]: ...
     def response_histograms(self) -> dict[str, tuple[list[int], int]]: ...
     def bgp_status(self) -> dict[str, Any]: ...
+    def dns_status(self) -> dict[str, Any]: ...
 
 
 class BalancerCollector(Collector):
@@ -155,6 +156,7 @@ class BalancerCollector(Collector):
                 backend_responses.add_metric([name, code], count)
         yield from (backend_http, backend_responses, queue, errors)
         yield from self._bgp()
+        yield from self._dns()
 
     def _bgp(self) -> Iterator[Metric]:
         """[bgp]: one series per announced prefix and per neighbor (none without [bgp])."""
@@ -179,6 +181,31 @@ class BalancerCollector(Collector):
         )
         restarts.add_metric([], exabgp["restarts"])
         yield from (announced, session, restarts)
+
+    def _dns(self) -> Iterator[Metric]:
+        """[dns]: responses by rcode, and each record's answers up (none without [dns])."""
+        status = self.totals.dns_status()
+        if status.get("zone") is None:
+            return
+        responses = CounterMetricFamily(
+            "balancer_dns_responses",
+            "DNS queries answered, by response code (dropped: not answered, such as a datagram that is no query).",
+            labels=["rcode"],
+        )
+        for rcode, count in sorted(status["queries"].items()):
+            responses.add_metric([rcode], count)
+        truncated = CounterMetricFamily(
+            "balancer_dns_truncated", "UDP responses sent truncated (TC) because the answer did not fit."
+        )
+        truncated.add_metric([], status["truncated"])
+        up = GaugeMetricFamily(
+            "balancer_dns_answers_up", "Answers of the name whose check says up.", labels=["name", "type"]
+        )
+        total = GaugeMetricFamily("balancer_dns_answers", "Answers configured for the name.", labels=["name", "type"])
+        for record in status["records"]:
+            up.add_metric([record["name"], record["type"]], record["up"])
+            total.add_metric([record["name"], record["type"]], len(record["answers"]))
+        yield from (responses, truncated, up, total)
 
 
 def render(totals: Totals) -> bytes:
