@@ -310,7 +310,7 @@ A key with default "required" must be written. Types ([value syntax](configurati
 - *table*: written as `[name]` on its own or inline, `timeouts = {{ connect = "2s" }}`.
 
 The tables of the tiers beyond one machine (`[[l4]]`, `[dsr]`, `[bgp]`, `[vrrp]`, `[dns]`,
-`[peers]`) are **not built yet**: see [reference.md](reference.md#the-tiers-beyond-one-machine-not-built-yet).
+`[peers]`) are partly built: see [reference.md](reference.md#the-tiers-beyond-one-machine-not-built-yet).
 """
 
 
