@@ -67,6 +67,9 @@ UDP_PLAIN = 512  # RFC 1035: a UDP message without EDNS
 UDP_MAX = 1232  # what we send over UDP at most, whatever the client offers (DNS flag day 2020)
 TCP_MAX = 65535
 HEADER = 12
+MAX_PLANS = 4096  # query shapes remembered (and client addresses' sites); then forgotten at once
+MAX_RENDERINGS = 256  # wire forms kept per query shape (orders and subsets of a record's answers)
+_UNKNOWN = object()
 _QR = 0x8000
 _ZONE_TRANSFERS = (dns.rdatatype.AXFR, dns.rdatatype.IXFR)
 
@@ -89,6 +92,22 @@ class Reply:
     wire: bytes | None
     rcode: str
     truncated: bool = False
+
+
+Subnet = tuple[Network | None, str, int]  # an EDNS Client Subnet: (network or None for /0, address, length)
+
+
+@dataclass
+class _Plan:
+    """The decision for one query's bytes: `fixed` reply, or the `record` whose answers it
+    gets, with the parsed query, its client subnet, and the wire form of each choice seen."""
+
+    fixed: Reply | None
+    query: dns.message.Message | None = None
+    record: _Record | None = None
+    ecs: Subnet | None = None
+    over_tcp: bool = False
+    renderings: dict[tuple[str, ...], Reply] = field(default_factory=dict)
 
 
 @dataclass
@@ -134,6 +153,8 @@ class Responder:
                 self.names.add(name)
                 name = name.parent()
         self.sites = [_Site(site.name, list(site.prefixes)) for site in config.site]
+        self.plans: dict[bytes, _Plan] = {}
+        self.source_sites: dict[str, object] = {}
 
     # -- answers of a record ----------------------------------------------------------------
 
@@ -178,38 +199,78 @@ class Responder:
     # -- one query ----------------------------------------------------------------------------
 
     def respond(self, wire: bytes, source: str, over_tcp: bool = False) -> Reply:
-        """The reply to the query `wire` from address `source` (see the module's docstring)."""
+        """The reply to the query `wire` from address `source` (see the module's docstring).
+
+        Fast path: the answer to a query depends on its bytes after the id, the transport,
+        and for a record on the answers chosen; so the decision for those bytes (a `_Plan`)
+        is kept, and the wire form of each distinct choice, and a query seen before costs a
+        dict lookup, the policy's choice, and the id spliced into bytes already rendered."""
         if len(wire) < HEADER or wire[2] & 0x80:
             return Reply(None, "dropped")
+        key = wire[2:] + (b"t" if over_tcp else b"u")
+        plan = self.plans.get(key)
+        if plan is None:
+            plan = self._plan(wire, over_tcp)
+            if len(self.plans) >= MAX_PLANS:
+                self.plans.clear()  # a flood of distinct queries: start over rather than grow
+            self.plans[key] = plan
+        record = plan.record
+        if record is None:
+            reply = plan.fixed
+            assert reply is not None and reply.wire is not None
+        else:
+            site = None
+            if record.policy == "nearest":
+                site = self._site_of_source(source) if plan.ecs is None else self.site_of(plan.ecs[0])
+            answers = self._answer(record, site)
+            choice = tuple(answer.address for answer in answers)
+            cached = plan.renderings.get(choice)
+            if cached is None:
+                cached = self._render(plan, record, answers)
+                if len(plan.renderings) < MAX_RENDERINGS:
+                    plan.renderings[choice] = cached
+            reply = cached
+            assert reply.wire is not None
+        return Reply(wire[:2] + reply.wire[2:], reply.rcode, reply.truncated)
+
+    def _site_of_source(self, source: str) -> str | None:
+        site = self.source_sites.get(source, _UNKNOWN)
+        if site is _UNKNOWN:
+            site = self.site_of(_host_network(source))
+            if len(self.source_sites) >= MAX_PLANS:
+                self.source_sites.clear()
+            self.source_sites[source] = site
+        return site if isinstance(site, str) else None
+
+    def _plan(self, wire: bytes, over_tcp: bool) -> _Plan:
+        """The decision for a query's bytes: a fixed reply, or the record whose answers it gets."""
         try:
             query = dns.message.from_wire(wire)
         except (dns.exception.DNSException, ValueError, IndexError, UnicodeError):
             # The id and opcode are all we trust: QR, the opcode and RD echoed, FORMERR.
             flags = (_QR | (int.from_bytes(wire[2:4], "big") & 0x7900) | dns.rcode.FORMERR).to_bytes(2, "big")
-            return Reply(wire[:2] + flags + bytes(8), "FORMERR")
-        response = dns.message.make_response(query, our_payload=UDP_MAX)
-        response.flags &= ~dns.flags.RA
+            return _Plan(Reply(wire[:2] + flags + bytes(8), "FORMERR"))
+        response = self._response(query)
         if query.opcode() != dns.opcode.QUERY:
-            return self._finish(query, response, dns.rcode.NOTIMP, over_tcp)
+            return _Plan(self._finish(query, response, dns.rcode.NOTIMP, over_tcp))
         if len(query.question) != 1:
-            return self._finish(query, response, dns.rcode.FORMERR, over_tcp)
+            return _Plan(self._finish(query, response, dns.rcode.FORMERR, over_tcp))
         if query.edns > 0:
             response.use_edns(0, payload=UDP_MAX)
-            return self._finish(query, response, dns.rcode.BADVERS, over_tcp)
+            return _Plan(self._finish(query, response, dns.rcode.BADVERS, over_tcp))
         question = query.question[0]
         qname, qtype = question.name, question.rdtype
         if question.rdclass != dns.rdataclass.IN or not qname.is_subdomain(self.origin) or qtype in _ZONE_TRANSFERS:
-            return self._finish(query, response, dns.rcode.REFUSED, over_tcp)
+            return _Plan(self._finish(query, response, dns.rcode.REFUSED, over_tcp))
         response.flags |= dns.flags.AA
         try:
             ecs = _client_subnet(query)
         except ValueError:
-            return self._finish(query, response, dns.rcode.FORMERR, over_tcp)
+            return _Plan(self._finish(query, response, dns.rcode.FORMERR, over_tcp))
         if qname not in self.names:
             self._negative(response)
             _echo_subnet(response, ecs, 0)
-            return self._finish(query, response, dns.rcode.NXDOMAIN, over_tcp)
-        scope = 0
+            return _Plan(self._finish(query, response, dns.rcode.NXDOMAIN, over_tcp))
         if qtype == dns.rdatatype.ANY:
             self._add(response, qname, dns.rdatatype.HINFO, self.ttl, [self.hinfo])
         elif qname == self.origin and qtype == dns.rdatatype.SOA:
@@ -217,16 +278,30 @@ class Responder:
         elif qname == self.origin and qtype == dns.rdatatype.NS:
             self._add(response, qname, dns.rdatatype.NS, self.ttl, self.ns)
         elif (record := self.records.get((qname, qtype))) is not None:
-            client = ecs[0] if ecs is not None else _host_network(source)
-            site = self.site_of(client) if record.policy == "nearest" else None
-            if record.policy == "nearest" and ecs is not None:
-                scope = ecs[0].prefixlen if ecs[0] is not None else 0
-            rdatas = [dns.rdata.from_text(dns.rdataclass.IN, qtype, a.address) for a in self._answer(record, site)]
-            self._add(response, qname, qtype, record.ttl, rdatas)
+            return _Plan(None, query, record, ecs, over_tcp)
         else:
             self._negative(response)  # NODATA: the name exists, not with this type
-        _echo_subnet(response, ecs, scope)
-        return self._finish(query, response, dns.rcode.NOERROR, over_tcp)
+        _echo_subnet(response, ecs, 0)
+        return _Plan(self._finish(query, response, dns.rcode.NOERROR, over_tcp))
+
+    def _response(self, query: dns.message.Message) -> dns.message.Message:
+        response = dns.message.make_response(query, our_payload=UDP_MAX)
+        response.flags &= ~dns.flags.RA
+        return response
+
+    def _render(self, plan: _Plan, record: _Record, answers: list[DnsAnswer]) -> Reply:
+        """The reply of `plan`'s query when `answers` are chosen."""
+        query = plan.query
+        assert query is not None
+        response = self._response(query)
+        response.flags |= dns.flags.AA
+        rdatas = [dns.rdata.from_text(dns.rdataclass.IN, record.rdtype, answer.address) for answer in answers]
+        self._add(response, record.owner, record.rdtype, record.ttl, rdatas)
+        scope = 0
+        if record.policy == "nearest" and plan.ecs is not None and plan.ecs[0] is not None:
+            scope = plan.ecs[0].prefixlen
+        _echo_subnet(response, plan.ecs, scope)
+        return self._finish(query, response, dns.rcode.NOERROR, plan.over_tcp)
 
     def _add(
         self, response: dns.message.Message, name: dns.name.Name, rdtype: int, ttl: int, rdatas: list[dns.rdata.Rdata]
@@ -281,14 +356,14 @@ def _host_network(address: str) -> Network | None:
     return ipaddress.ip_network(ip)
 
 
-def _echo_subnet(response: dns.message.Message, ecs: tuple[Network | None, str, int] | None, scope: int) -> None:
+def _echo_subnet(response: dns.message.Message, ecs: Subnet | None, scope: int) -> None:
     """RFC 7871 7.2.1: the response carries the query's ECS option, with the scope the
     answer is valid for (0: for every client)."""
     if ecs is not None and response.edns >= 0:
         response.use_edns(0, payload=UDP_MAX, options=[dns.edns.ECSOption(ecs[1], ecs[2], scope)])
 
 
-def _client_subnet(query: dns.message.Message) -> tuple[Network | None, str, int] | None:
+def _client_subnet(query: dns.message.Message) -> Subnet | None:
     """The query's EDNS Client Subnet as (network or None for /0, address, source length)."""
     for option in query.options:
         if isinstance(option, dns.edns.ECSOption):

@@ -236,3 +236,17 @@ def test_serving_says_what_a_record_gives_now(zone: Zone) -> None:
     zone.down.add(("www.example.com", "A", "192.0.2.1"))
     assert {a.address for a in zone.responder.serving("www.example.com", "A")} == {"192.0.2.2", "192.0.2.3"}
     assert zone.responder.serving("nope.example.com", "A") == []
+
+
+def test_a_query_seen_before_gets_its_own_id_and_the_health_of_now(zone: Zone) -> None:
+    """The fast path keeps decisions per query bytes (after the id): it must not keep answers."""
+    query = dns.message.make_query("www.example.com", "A")
+    for number, down in enumerate(((), ("192.0.2.1",), ("192.0.2.1", "192.0.2.3"), ())):
+        zone.down = {("www.example.com", "A", address) for address in down}
+        query.id = 1000 + number
+        reply = zone.responder.respond(query.to_wire(), "127.0.0.1")
+        assert reply.wire is not None
+        response = dns.message.from_wire(reply.wire)
+        assert response.id == 1000 + number
+        expected = {"192.0.2.1", "192.0.2.2", "192.0.2.3"} - set(down)
+        assert set(addresses(response)) == expected
