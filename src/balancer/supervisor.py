@@ -347,7 +347,7 @@ class Master:
         try:
             await self._reload_dns(config)
         except OSError as exc:
-            log.error("dns: the previous [dns] table keeps serving: %s", exc)
+            log.error("%s; the previous [dns] table keeps serving", exc)
         return []
 
     # -- control plane (admin API) ---------------------------------------------------------
@@ -604,7 +604,7 @@ class Master:
         try:
             await self._reload_dns(config)
         except OSError as exc:
-            log.error("dns: %s", exc)
+            log.error("%s", exc)
             self.stopping = True
             self.stop_generation(self.current, 0.0)
             with contextlib.suppress(TimeoutError):

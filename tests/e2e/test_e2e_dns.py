@@ -248,3 +248,15 @@ def test_reload_adds_a_name_without_rebinding(node: Node) -> None:
         assert sorted(node.addresses("www.example.com")) == list(TARGETS)
     finally:
         node.path.write_text(text)
+
+
+def test_an_address_taken_at_start_is_exit_1_naming_it(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        path = tmp_path / "dns.toml"
+        path.write_text(f'[dns]\nbind = ["127.0.0.1:{port}"]\nzone = "example.com"\n')
+        process = BalancerProcess(path, log_dir=tmp_path / "log")
+        assert process.wait(timeout=20) == 1
+    assert f"[dns] cannot bind 127.0.0.1:{port} (udp): Address already in use" in process.output()
+    assert "Traceback" not in process.output()

@@ -107,17 +107,18 @@ class DnsServer:
                     continue
                 family = socket.AF_INET6 if address.family_is_ipv6 else socket.AF_INET
                 host = address.host or "0.0.0.0"
-                tcp = await loop.create_server(
-                    lambda: _TcpQueries(self), host, address.port, family=family, reuse_address=True
-                )
+                try:
+                    tcp = await loop.create_server(
+                        lambda: _TcpQueries(self), host, address.port, family=family, reuse_address=True
+                    )
+                except OSError as exc:
+                    raise OSError(f"[dns] cannot bind {key} (tcp): {exc.strerror or exc}") from None
                 port = int(tcp.sockets[0].getsockname()[1])
                 try:
-                    udp, _ = await loop.create_datagram_endpoint(
-                        lambda: _UdpQueries(self), local_addr=(host, port), family=family
-                    )
-                except OSError:
+                    udp = await _udp_endpoint(loop, self, family, host, port)
+                except OSError as exc:
                     tcp.close()
-                    raise
+                    raise OSError(f"[dns] cannot bind {key} (udp): {exc.strerror or exc}") from None
                 opened[key] = (udp, tcp)
                 ports[key] = port
         except OSError:
@@ -266,6 +267,22 @@ class DnsServer:
             "queries": dict(self.counts),
             "truncated": self.truncated,
         }
+
+
+async def _udp_endpoint(
+    loop: asyncio.AbstractEventLoop, server: DnsServer, family: int, host: str, port: int
+) -> asyncio.DatagramTransport:
+    """A UDP endpoint on a socket bound here, so a failure says why (errno), which uvloop's
+    local_addr does not."""
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    transport, _ = await loop.create_datagram_endpoint(lambda: _UdpQueries(server), sock=sock)
+    return transport
 
 
 def _with_port(written: str, port: int) -> Address:
