@@ -194,11 +194,11 @@ def parse_runnable(text: str, file: str) -> Config:
     """parse_config, plus a refusal (with lines) of what this build cannot run yet, and of
     a file that would run and listen on nothing: empty, or only [global] or backends (a
     valid document, which import-haproxy may produce from part of a file, but not a
-    balancer). A file holding only tier tables ([[l4]], [dsr]) is something to serve.
+    balancer). A file holding only tier tables ([[l4]], [dsr], [dns]) is something to serve.
     Raises ConfigError listing every problem."""
     config = parse_config(text, file)
     problems = unsupported(config, os.path.dirname(os.path.abspath(file)))
-    if not config.frontend and not config.l4 and config.dsr is None:
+    if not config.frontend and not config.l4 and config.dsr is None and config.dns is None:
         problems.insert(0, ((), NOTHING_TO_SERVE))
     if problems:
         source = SourceMap.from_text(text)

@@ -36,6 +36,7 @@ from balancer.admin.metrics import render as render_metrics
 from balancer.admin.statspage import start_stats_page
 from balancer.checks.monitor import HealthMonitor
 from balancer.cluster.bgp import BgpSpeaker, missing_exabgp
+from balancer.cluster.dns import DnsServer
 from balancer.cluster.dsr import DsrService
 from balancer.cluster.l4 import L4Error
 from balancer.cluster.l4_service import L4Service
@@ -115,6 +116,7 @@ class Master:
         self.bgp: BgpSpeaker | None = None
         self.l4 = L4Service()  # the [[l4]] tables, run here: the master is long-lived
         self.dsr = DsrService()  # [dsr]: the VIPs on lo, before the frontends bind them
+        self.dns: DnsServer | None = None
 
     # -- sockets ---------------------------------------------------------------------------
 
@@ -358,6 +360,10 @@ class Master:
         self.monitor.stop()
         self.monitor.start(config)
         await self._reload_bgp(config)
+        try:
+            await self._reload_dns(config)
+        except OSError as exc:
+            log.error("%s; the previous [dns] table keeps serving", exc)
         return []
 
     # -- control plane (admin API) ---------------------------------------------------------
@@ -458,6 +464,7 @@ class Master:
             "servers": servers,
             **({"bgp": self.bgp_status()} if self.current.config.bgp is not None else {}),
             "l4": self.l4.rows(),
+            **({"dns": self.dns_status()} if self.current.config.dns is not None else {}),
         }
 
     def set_server(self, backend: str, server: str, state: str | None, weight: int | None) -> dict[str, Any]:
@@ -635,6 +642,15 @@ class Master:
         self.started = True
         self.monitor.start(config)
         await self._reload_bgp(config)
+        try:
+            await self._reload_dns(config)
+        except OSError as exc:
+            log.error("%s", exc)
+            self.stopping = True
+            self.stop_generation(self.current, 0.0)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.done.wait(), 5.0)
+            return 1
         notify("READY=1")
         if self.stop_pending:
             self.on_stop_signal()
@@ -646,6 +662,8 @@ class Master:
         await self.done.wait()
         if self.bgp is not None:
             await self.bgp.stop()
+        if self.dns is not None:
+            await self.dns.stop()
         self.monitor.stop()
         if self.admin is not None:
             self.admin.close()
@@ -703,6 +721,28 @@ class Master:
         if self.bgp is None:
             return {"announcements": [], "neighbors": [], "exabgp": None}
         return self.bgp.status()
+
+    # -- [dns] ---------------------------------------------------------------------------------
+
+    async def _reload_dns(self, config: Config) -> None:
+        """Start, reconfigure or stop the DNS server for `config` (after workers serve).
+        Raises OSError when an address cannot be bound."""
+        if config.dns is None:
+            if self.dns is not None:
+                await self.dns.stop()
+                self.dns = None
+            return
+        if self.dns is None:
+            server = DnsServer()
+            await server.start(config)
+            self.dns = server
+        else:
+            await self.dns.reload(config)
+
+    def dns_status(self) -> dict[str, Any]:
+        if self.dns is None:
+            return {"zone": None, "bind": [], "records": [], "queries": {}, "truncated": 0}
+        return self.dns.status()
 
     def _spawn_task(self, coroutine: object) -> None:
         assert asyncio.iscoroutine(coroutine)

@@ -3,6 +3,7 @@
     balancer ctl [--socket PATH | --url http://HOST:PORT] [--json] show servers
     balancer ctl ... show stats
     balancer ctl ... show bgp
+    balancer ctl ... show dns
     balancer ctl ... set server BACKEND/SERVER state ready|drain|maint
     balancer ctl ... set server BACKEND/SERVER weight N
     balancer ctl ... show l4
@@ -101,6 +102,9 @@ def _run(where: str, as_json: bool, words: list[str]) -> int:
             return _refused(value)
         print(json.dumps(value) if as_json else f"{table_name}/{node}: {value['state']}, {value['slots']} slots")
         return EXIT_OK
+    if words == ["show", "dns"]:
+        status, value = call(where, "GET", "/api/dns")
+        return _show(status, value, as_json, _dns_table)
     if words == ["reload"]:
         status, value = call(where, "POST", "/api/reload")
         if status == 200:
@@ -247,6 +251,39 @@ def _bgp_tables(status: dict[str, Any]) -> None:
         since = "" if row.get("since") is None else str(row["since"])
         neighbors.add_row(row["address"], str(row["peer_as"]), f"[{style}]{row['state']}[/]", since)
     console.print(neighbors)
+
+
+def _dns_table(status: dict[str, Any]) -> None:
+    """`show dns`: each name's answers, their health, and whether each is served now."""
+    from rich.table import Table
+
+    console = _console()
+    if status.get("zone") is None:
+        console.print("no [dns] in the configuration")
+        return
+    queries = ", ".join(f"{rcode} {count}" for rcode, count in sorted(status["queries"].items())) or "none yet"
+    console.print(f"zone {status['zone']} on {', '.join(status['bind'])}; responses: {queries}")
+    table = Table(title="answers", title_justify="left")
+    for column in ("name", "type", "policy", "ttl", "address", "site", "weight", "health", "served", "check"):
+        table.add_column(column)
+    for record in status["records"]:
+        for number, answer in enumerate(record["answers"]):
+            first = number == 0
+            health = "[green]up[/]" if answer["health"] == "up" else "[red]down[/]"
+            served = "[green]yes[/]" if answer["served"] else "[red]no[/]"
+            table.add_row(
+                record["name"] if first else "",
+                record["type"] if first else "",
+                record["policy"] if first else "",
+                str(record["ttl"]) if first else "",
+                answer["address"],
+                answer["site"],
+                str(answer["weight"]),
+                health,
+                served,
+                answer["check"],
+            )
+    console.print(table)
 
 
 def _stats_tables(stats: dict[str, Any]) -> None:

@@ -24,6 +24,7 @@ class Totals(Protocol):
     def bgp_status(self) -> dict[str, Any]: ...
     def l4_rows(self) -> list[dict[str, Any]]: ...
     def l4_update_seconds(self) -> float: ...
+    def dns_status(self) -> dict[str, Any]: ...
 
 
 class BalancerCollector(Collector):
@@ -158,6 +159,7 @@ class BalancerCollector(Collector):
         yield from (backend_http, backend_responses, queue, errors)
         yield from self._bgp()
         yield from self._l4()
+        yield from self._dns()
 
     def _bgp(self) -> Iterator[Metric]:
         """[bgp]: one series per announced prefix and per neighbor (none without [bgp])."""
@@ -207,6 +209,31 @@ class BalancerCollector(Collector):
         )
         update.add_metric([], self.totals.l4_update_seconds())
         yield from (up, slots, update)
+
+    def _dns(self) -> Iterator[Metric]:
+        """[dns]: responses by rcode, and each record's answers up (none without [dns])."""
+        status = self.totals.dns_status()
+        if status.get("zone") is None:
+            return
+        responses = CounterMetricFamily(
+            "balancer_dns_responses",
+            "DNS queries answered, by response code (dropped: not answered, such as a datagram that is no query).",
+            labels=["rcode"],
+        )
+        for rcode, count in sorted(status["queries"].items()):
+            responses.add_metric([rcode], count)
+        truncated = CounterMetricFamily(
+            "balancer_dns_truncated", "UDP responses sent truncated (TC) because the answer did not fit."
+        )
+        truncated.add_metric([], status["truncated"])
+        up = GaugeMetricFamily(
+            "balancer_dns_answers_up", "Answers of the name whose check says up.", labels=["name", "type"]
+        )
+        total = GaugeMetricFamily("balancer_dns_answers", "Answers configured for the name.", labels=["name", "type"])
+        for record in status["records"]:
+            up.add_metric([record["name"], record["type"]], record["up"])
+            total.add_metric([record["name"], record["type"]], len(record["answers"]))
+        yield from (responses, truncated, up, total)
 
 
 def render(totals: Totals) -> bytes:

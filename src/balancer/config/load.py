@@ -19,6 +19,7 @@ is what `balancer check` shows.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 import re
 import tomllib
@@ -32,7 +33,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from balancer.config.locate import KeyPath, SourceMap
-from balancer.config.model import L4, Backend, BackendRule, Bgp, Config, Dsr, Frontend, ResponseRule
+from balancer.config.model import L4, Backend, BackendRule, Bgp, Config, Dns, Dsr, Frontend, ResponseRule
 from balancer.config.values import Address
 
 __all__ = ["ConfigError", "Problem", "load_config", "parse_config", "read_config_text"]
@@ -385,6 +386,10 @@ def _check(config: Config, folder: Path, source: SourceMap) -> list[tuple[KeyPat
     - a [dsr] tunnel other than "direct" names its local endpoint;
     - [bgp] has at least one neighbor, each address once and not local_address, and
       something to announce (written, or derived from [[l4]] vips or frontend addresses);
+    - [dns]: each record's owner name lies in the zone and is written once per type; its
+      answers' addresses match the type (A: IPv4, AAAA: IPv6), each once; each answer's
+      site is a [[dns.site]]; "nearest" needs at least one answer with a site; site names
+      are unique and no prefix belongs to two sites; NS and SOA names are absolute;
     - certificate and CA files exist, relative names taken from the config's folder;
     - hash keys fit the algorithm: balance "source" hashes src, "uri" hashes uri, "hdr"
       needs hash_key = "hdr(NAME)" and "url_param" needs "url_param(NAME)". Only an
@@ -435,6 +440,8 @@ def _check(config: Config, folder: Path, source: SourceMap) -> list[tuple[KeyPat
         problems += _check_dsr(config.dsr)
     if config.bgp is not None:
         problems += _check_bgp(config, config.bgp, source)
+    if config.dns is not None:
+        problems += _check_dns(config.dns, source)
     return problems
 
 
@@ -752,6 +759,9 @@ def _check_listeners(config: Config, source: SourceMap) -> list[tuple[KeyPath, s
         listeners.append((("stats", "bind"), config.stats.bind, "[stats]"))
     if config.admin.bind is not None:
         listeners.append((("admin", "bind"), config.admin.bind, "[admin]"))
+    if config.dns is not None:  # its TCP side competes with the TCP listeners
+        for number, address in enumerate(config.dns.bind):
+            listeners.append((("dns", "bind", number), address, "[dns]"))
     listeners.sort(key=lambda listener: source.line_of(listener[0]))  # blame the later one
     problems: list[tuple[KeyPath, str]] = []
     for later, (path, address, _owner) in enumerate(listeners):
@@ -870,6 +880,67 @@ def _check_bgp(config: Config, bgp: Bgp, source: SourceMap) -> list[tuple[KeyPat
             " or a frontend bound to an IPv4 address (a wildcard bind names no VIP)"
         )
         problems.append((("bgp",), message))
+    return problems
+
+
+def _check_dns(dns: Dns, source: SourceMap) -> list[tuple[KeyPath, str]]:
+    problems: list[tuple[KeyPath, str]] = []
+    for number, address in enumerate(dns.bind):
+        if address.is_unix:
+            problems.append((("dns", "bind", number), f"[dns] bind {address}: DNS listens on an IP address and port"))
+    sites: dict[str, int] = {}
+    prefixes: dict[str, str] = {}
+    for index, site in enumerate(dns.site):
+        if site.name in sites:
+            line = source.line_of(("dns", "site", sites[site.name], "name"))
+            message = f"duplicate site name {site.name!r} (first defined at line {line})"
+            problems.append((("dns", "site", index, "name"), message))
+        sites.setdefault(site.name, index)
+        for number, prefix in enumerate(site.prefixes):
+            owner = prefixes.get(str(prefix))
+            if owner is not None:
+                message = f"prefix {prefix} already belongs to site {owner!r}"
+                problems.append((("dns", "site", index, "prefixes", number), message))
+            prefixes.setdefault(str(prefix), site.name)
+    zone = dns.zone
+    for which, name in (("mname", dns.soa.mname), ("rname", dns.soa.rname)):
+        if name and "." not in name:
+            message = f"soa.{which} {name!r} is a single label: write the full name, such as {name}.{zone}"
+            problems.append((("dns", "soa", which), message))
+    owners: dict[tuple[str, str], int] = {}
+    for index, record in enumerate(dns.record):
+        path: KeyPath = ("dns", "record", index)
+        owner = dns.owner(record)
+        if owner != zone and not owner.endswith("." + zone):
+            problems.append(((*path, "name"), f"name {record.name!r} is not in the zone {zone}"))
+            continue
+        if len(owner) > 253:
+            problems.append(((*path, "name"), f"name {record.name!r} is longer than 253 characters with the zone"))
+            continue
+        if (owner, record.type) in owners:
+            line = source.line_of(("dns", "record", owners[(owner, record.type)], "name"))
+            message = f"{record.type} record for {owner} defined twice (first at line {line})"
+            problems.append(((*path, "name"), message))
+        owners.setdefault((owner, record.type), index)
+        version = 4 if record.type == "A" else 6
+        seen: set[str] = set()
+        for number, answer in enumerate(record.answers):
+            answer_path: KeyPath = (*path, "answers", number)
+            if ipaddress.ip_address(answer.address).version != version:
+                family = "IPv4" if version == 4 else "IPv6"
+                message = (
+                    f"address {answer.address} is not {family}: an {record.type} record answers {family} addresses"
+                )
+                problems.append(((*answer_path, "address"), message))
+            if answer.address in seen:
+                problems.append(((*answer_path, "address"), f"address {answer.address} is listed twice in {owner}"))
+            seen.add(answer.address)
+            if answer.site and answer.site not in sites:
+                message = f"site {answer.site!r} is not defined: add a [[dns.site]] with this name"
+                problems.append(((*answer_path, "site"), message))
+        if record.policy == "nearest" and not any(answer.site for answer in record.answers):
+            message = f'{owner}: policy "nearest" needs answers with a site'
+            problems.append(((*path, "policy"), message))
     return problems
 
 

@@ -11,7 +11,7 @@ import ipaddress
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from balancer.config.values import AddressValue, Duration, Network, PositiveDuration, Size
 
@@ -615,6 +615,157 @@ class Bgp(Model):
         return prefixes
 
 
+# -- [dns]: a health-aware authoritative DNS server (cluster/dns.py) ----------------------
+# Names are checked here label by label (RFC 1035 lengths; letters, digits, '-' and '_');
+# what needs the whole table (a site named, a record twice, an address family) is checked
+# by balancer.config.load.
+
+DnsPolicy = Literal["all", "weighted", "nearest"]
+# DNS counts TTLs and SOA timers in whole seconds, in 31 bits (RFC 2181 section 8).
+MAX_TTL = 2**31 - 1
+MAX_SERIAL = 2**32 - 1
+_LABEL = re.compile(r"(?!-)[A-Za-z0-9_\-]{1,63}(?<!-)")
+
+
+def dns_name(value: str, what: str) -> str:
+    """`value` lower-cased without a final dot if it is a DNS name of 1 to 253 characters
+    made of labels of letters, digits, '-' and '_' (no '-' at either end); refuses "",
+    empty labels, spaces and wildcards."""
+    name = value[:-1] if value.endswith(".") else value
+    if not name or len(name) > 253 or not all(_LABEL.fullmatch(label) for label in name.split(".")):
+        raise ValueError(
+            f"invalid {what} {value!r}: not a DNS name (labels of 1 to 63 letters, digits, '-' or '_', joined by dots)"
+        )
+    return name.lower()
+
+
+def _whole_seconds(value: float, what: str) -> float:
+    if value != int(value) or value > MAX_TTL:
+        raise ValueError(f"invalid {what} {value:g}s: DNS counts it in whole seconds, at most {MAX_TTL}")
+    return value
+
+
+class DnsCheck(Check):
+    """A backend's check, plus the port probed on the answer's address."""
+
+    port: int = Field(80, ge=1, le=65535)
+
+
+class DnsAnswer(Model):
+    address: str
+    site: str = ""  # a [[dns.site]] name; "" = no site ("nearest" serves it after the client's site)
+    weight: int = Field(100, ge=1, le=1000)  # "weighted": share of the answers
+    check: DnsCheck | None = None  # no check: always served
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        try:
+            return str(ipaddress.ip_address(value))
+        except ValueError:
+            raise ValueError(f"invalid address {value!r}: not an IP address") from None
+
+
+class DnsRecord(Model):
+    name: str  # relative to the zone ("www", "a.b"), "@" for the zone itself, or "www.example.com."
+    type: Literal["A", "AAAA"] = "A"
+    policy: DnsPolicy = "all"
+    ttl: Duration | None = None  # default: [dns] ttl
+    answers: list[DnsAnswer] = Field(min_length=1)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if value == "@":
+            return value
+        dns_name(value, "name")
+        return value
+
+    @field_validator("ttl")
+    @classmethod
+    def _ttl(cls, value: float | None) -> float | None:
+        return None if value is None else _whole_seconds(value, "ttl")
+
+
+class DnsSite(Model):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
+    prefixes: list[Network] = Field(min_length=1)  # client addresses, or their EDNS Client Subnet
+
+
+class DnsSoa(Model):
+    """The zone's SOA record (RFC 1035 3.3.13); `minimum` is the negative-caching TTL
+    (RFC 2308): how long resolvers remember a NXDOMAIN or an empty answer."""
+
+    mname: str = ""  # default: the first of [dns] ns
+    rname: str = ""  # the administrator's mailbox, "hostmaster.example.com" for hostmaster@; default hostmaster.ZONE
+    serial: int = Field(1, ge=0, le=MAX_SERIAL)
+    refresh: Duration = 3600.0
+    retry: Duration = 600.0
+    expire: Duration = 1209600.0  # two weeks (RFC 1912)
+    minimum: Duration = 30.0
+
+    @field_validator("mname", "rname")
+    @classmethod
+    def _names(cls, value: str, info: ValidationInfo) -> str:
+        return dns_name(value, str(info.field_name)) if value else value
+
+    @field_validator("refresh", "retry", "expire", "minimum")
+    @classmethod
+    def _timers(cls, value: float, info: ValidationInfo) -> float:
+        return _whole_seconds(value, str(info.field_name))
+
+
+class Dns(Model):
+    bind: list[AddressValue] = Field(min_length=1)  # each address: UDP and TCP
+    zone: str
+    ttl: Duration = 30.0  # of the answers; a record's ttl overrides it
+    ns: list[str] = []  # the zone's name servers (NS at the apex); default ["ns1.ZONE"]
+    soa: DnsSoa = DnsSoa()
+    tcp_idle_timeout: PositiveDuration = 10.0  # a TCP connection without a query this long is closed
+    record: list[DnsRecord] = []
+    site: list[DnsSite] = []
+
+    @field_validator("bind", mode="before")
+    @classmethod
+    def _one_bind(cls, value: object) -> object:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("zone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        return dns_name(value, "zone")
+
+    @field_validator("ttl")
+    @classmethod
+    def _ttl(cls, value: float) -> float:
+        return _whole_seconds(value, "ttl")
+
+    @field_validator("ns")
+    @classmethod
+    def _ns(cls, values: list[str]) -> list[str]:
+        names = [dns_name(value, "ns") for value in values]
+        for number, name in enumerate(names):
+            if name in names[:number]:
+                raise ValueError(f"ns {name} is listed twice")
+        return names
+
+    def name_servers(self) -> list[str]:
+        """The NS names of the zone (absolute, no final dot)."""
+        return list(self.ns) or [f"ns1.{self.zone}"]
+
+    def soa_names(self) -> tuple[str, str]:
+        """(mname, rname) of the SOA, defaults filled in."""
+        return (self.soa.mname or self.name_servers()[0], self.soa.rname or f"hostmaster.{self.zone}")
+
+    def owner(self, record: DnsRecord) -> str:
+        """The absolute name (no final dot, lower case) a record answers for."""
+        if record.name == "@":
+            return self.zone
+        if record.name.endswith("."):
+            return record.name[:-1].lower()
+        return f"{record.name.lower()}.{self.zone}"
+
+
 class Config(Model):
     global_: Global = Field(Global(), alias="global")
     admin: Admin = Admin()
@@ -625,6 +776,7 @@ class Config(Model):
     l4: list[L4] = []
     dsr: Dsr | None = None
     bgp: Bgp | None = None
+    dns: Dns | None = None
 
     def bgp_announce(self) -> list[str]:
         """The prefixes [bgp] announces: `announce` as written, else every [[l4]] vip, else

@@ -107,6 +107,20 @@ _NOTES: dict[str, str] = {
     "BgpNeighbor.peer_as": "the router's AS number",
     "BgpNeighbor.port": "the router's BGP port",
     "BgpNeighbor.passive": "wait for the router to connect instead of connecting",
+    "Config.dns": "a health-aware authoritative DNS server for one zone",
+    "Dns.zone": "the zone answered for, such as `example.com`; other names are REFUSED",
+    "Dns.soa": "the zone's SOA record",
+    "Dns.record": "the names answered, one table per name and type",
+    "Dns.site": "client sites for `nearest`: which client addresses belong where",
+    "DnsRecord.type": "`A` (IPv4 answers) or `AAAA` (IPv6 answers)",
+    "DnsRecord.policy": "`all` healthy answers rotated, `weighted` one by weight, `nearest` the client's site first",
+    "DnsRecord.answers": "the addresses, each `{ address, site, weight, check }`",
+    "DnsAnswer.address": "an IPv4 (A) or IPv6 (AAAA) address",
+    "DnsCheck.port": "the port probed on the answer's address",
+    "DnsSite.name": "the site's name, used by answers' `site`",
+    "DnsSoa.serial": "the zone's serial number",
+    "DnsSoa.refresh": "SOA refresh timer (secondaries)",
+    "DnsSoa.retry": "SOA retry timer (secondaries)",
     "Global.log_facility": "syslog facility of the access lines (HAProxy's names, kern … local7)",
     "Frontend.backlog": "listen queue of each bind address (capped by net.core.somaxconn)",
     "Frontend.buffer_request": "read the request body (up to limits.body, else 1 MiB) before choosing a server",
@@ -295,8 +309,8 @@ A key with default "required" must be written. Types ([value syntax](configurati
 - *network*: `"10.0.0.0/8"`, or one address.
 - *table*: written as `[name]` on its own or inline, `timeouts = {{ connect = "2s" }}`.
 
-The tables of the tiers beyond one machine: `[[l4]]`, `[dsr]` and `[bgp]` are run by
-`balancer run` (`[[l4]]` and `[dsr]` as root); `[vrrp]`, `[dns]` and `[peers]` are **not built yet**: see
+The tables of the tiers beyond one machine: `[[l4]]`, `[dsr]`, `[bgp]` and `[dns]` are run
+by `balancer run` (`[[l4]]` and `[dsr]` as root); `[vrrp]` and `[peers]` are **not built yet**: see
 [reference.md](reference.md#the-tiers-beyond-one-machine).
 """
 
