@@ -10,10 +10,14 @@ Throughput: the same client (wrk in s1-client), the same L7 nodes and web server
 - plain routing: client -> router -> L7 node's own address (one wrk per L7 node, at once);
 - L4 tier: client -> router (ECMP) -> L4 node (nft Maglev, VXLAN) -> L7 node, replies straight
   back to the router (DSR); two wrk on the VIP at once, so both runs use the same client load.
-Each with keep-alive connections and with a new connection per request, `--seconds` each.
-Must hold (issue 14): L4 tier >= 0.8x plain routing. What limits both here is the user-space
-HTTP work on a 2-core machine (balancer's L7 nodes, Python web servers), so the ratio shows
-what the L4 tier costs end to end, not the kernel's forwarding ceiling.
+Each with keep-alive connections and with a new connection per request, `--seconds` each; and
+bulk transfer: `--streams` client connections sending as fast as the path takes, to a sink on
+each L7 node (port 5201, in the lab's [[l4]] ports): the bytes the L4 tier forwards.
+Must hold (issue 14): L4 tier >= 0.8x plain routing. What limits the HTTP runs is the
+user-space HTTP work on a 2-core machine (balancer's L7 nodes, Python web servers), so their
+ratio shows what the L4 tier costs end to end; the bulk run loads the forwarding itself (the
+router, the L4 node's nft lookup and VXLAN encapsulation), and nothing crosses user space
+but the sender and the sinks.
 
 Table update: one L7 node of ten out and back (65537 slots) by an L4Node in a namespace of
 its own: with the next tables computed ahead (changes seconds apart, the usual case) and in a
@@ -117,14 +121,90 @@ def health_to_kernel() -> tuple[float, float]:
     size = len((RUN / "l4a.log").read_text(errors="replace"))
     os.killpg(pid, signal.SIGSTOP)
     try:
-        out = poll_until(lambda: logged("l4a", "health www l7a down", size), "l4a taking l7a out")
+        out = poll_until(lambda: logged("l4a", "l4 www/l7a is DOWN", size), "l4a taking l7a out")
     finally:
         os.killpg(pid, signal.SIGCONT)
     assert L7A_MARK not in marks_in_kernel("l4a")
     size = len((RUN / "l4a.log").read_text(errors="replace"))
-    back = poll_until(lambda: logged("l4a", "health www l7a up", size), "l4a putting l7a back")
+    back = poll_until(lambda: logged("l4a", "l4 www/l7a is UP", size), "l4a putting l7a back")
     assert L7A_MARK in marks_in_kernel("l4a")
     return out, back
+
+
+BULK_PORT = 5201  # in the lab's [[l4]] ports
+BULK_CHUNK = 256 * 1024
+
+
+def bulk_sink() -> None:
+    """In an L7 node's namespace: take connections on BULK_PORT (any address: the VIP is on
+    lo), read each to its end and answer the byte count. Runs until killed."""
+    import socket
+    import threading
+
+    def drain(connection: socket.socket) -> None:
+        total = 0
+        with connection:
+            while chunk := connection.recv(BULK_CHUNK):
+                total += len(chunk)
+            connection.sendall(f"{total}\n".encode())
+
+    with socket.create_server(("0.0.0.0", BULK_PORT), backlog=256, reuse_port=True) as server:
+        print("ready", flush=True)
+        while True:
+            connection, _ = server.accept()
+            threading.Thread(target=drain, args=(connection,), daemon=True).start()
+
+
+def bulk_send(targets: list[str], streams: int, seconds: float) -> None:
+    """In the client's namespace: `streams` connections spread over `targets`, each sending
+    as fast as the path takes for `seconds`; prints the bytes the sinks counted, per second."""
+    import socket
+    import threading
+
+    payload = b"x" * BULK_CHUNK
+    counted: list[int] = []
+
+    def send(target: str) -> None:
+        with socket.create_connection((target, BULK_PORT), timeout=30) as connection:
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                connection.sendall(payload)
+            connection.shutdown(socket.SHUT_WR)
+            counted.append(int(connection.makefile().readline()))
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=send, args=(targets[i % len(targets)],)) for i in range(streams)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    print(sum(counted) / (time.monotonic() - started))
+
+
+def bulk(targets: list[str], streams: int, seconds: int) -> float:
+    """Bytes per second the L7 nodes received from `streams` client connections to `targets`."""
+    result = subprocess.run(
+        ["ip", "netns", "exec", "s1-client", PYTHON, __file__, "--bulk-send", str(streams), str(seconds), *targets],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 120,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"bulk send: {result.stderr.strip()}")
+    return float(result.stdout.strip())
+
+
+def start_sinks() -> list[subprocess.Popen[str]]:
+    sinks = []
+    for name, _ in L7_NODES:
+        sink = subprocess.Popen(
+            ["ip", "netns", "exec", f"s1-{name}", PYTHON, __file__, "--bulk-sink"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert sink.stdout is not None and sink.stdout.readline().strip() == "ready"
+        sinks.append(sink)
+    return sinks
 
 
 UPDATE_NS = "s1-bench-update"
@@ -187,8 +267,17 @@ def main() -> int:
     parser.add_argument("--keep-lab", action="store_true")
     parser.add_argument("--update-rounds", type=int, default=10, help="table update figure: changes x 2")
     parser.add_argument("--update-only", action="store_true", help="only the table update figure, no lab")
+    parser.add_argument("--streams", type=int, default=8, help="bulk transfer: client connections")
     parser.add_argument("--update-child", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--bulk-sink", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--bulk-send", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.bulk_sink:
+        bulk_sink()
+        return 0
+    if args.bulk_send:
+        bulk_send(args.bulk_send[2:], int(args.bulk_send[0]), float(args.bulk_send[1]))
+        return 0
     if os.geteuid() != 0:
         print("bench/l4.py builds network namespaces: run it as root", file=sys.stderr)
         return 1
@@ -213,6 +302,19 @@ def main() -> int:
                 f"  {label:27} plain routing {direct:8.0f} req/s   L4 tier {through:8.0f} req/s"
                 f"   ratio {through / direct:.2f} (must hold >= 0.8)"
             )
+        sinks = start_sinks()
+        try:
+            print(f"bulk transfer client -> L7 nodes, {args.streams} connections, {args.seconds} s each:")
+            direct = bulk([address for _, address in L7_NODES], args.streams, args.seconds)
+            through = bulk([VIP], args.streams, args.seconds)
+            print(
+                f"  {'bytes forwarded':27} plain routing {direct * 8 / 1e9:6.2f} Gbit/s   L4 tier"
+                f" {through * 8 / 1e9:6.2f} Gbit/s   ratio {through / direct:.2f} (must hold >= 0.8)"
+            )
+        finally:
+            for sink in sinks:
+                sink.kill()
+                sink.wait(10)
         out, back = health_to_kernel()
         print(
             f"health change -> table in the kernel (l7a frozen, then thawed; includes the checks'"

@@ -207,7 +207,8 @@ def test_seed_001_six_disruption_cases() -> None:
             time.sleep(TRAFFIC_SECONDS)  # traffic flows through the changed site meanwhile
             after = client.mark()
             figures.append(
-                f"{label}: {after['broken']} broken of {CLIENTS} connections (on {after['broken_on'] or '-'}),"
+                f"{label}: {after['broken']} broken of {CLIENTS} connections (broken on {after['broken_on'] or '-'};"
+                f" open before on {before['open_on']}),"
                 f" {after['failed']} failed of {before['requests'] + after['requests']} requests;"
                 f" {effect} after {took * 1000:.0f} ms"
             )
