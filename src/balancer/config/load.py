@@ -387,8 +387,9 @@ def _check(config: Config, folder: Path, source: SourceMap) -> list[tuple[KeyPat
     - [bgp] has at least one neighbor, each address once and not local_address, and
       something to announce (written, or derived from [[l4]] vips or frontend addresses);
     - [dns]: each record's owner name lies in the zone and is written once per type; its
-      answers' addresses match the type (A: IPv4, AAAA: IPv6), each once; each answer's
-      site is a [[dns.site]]; "nearest" needs at least one answer with a site; site names
+      answers' addresses match the type (A: IPv4, AAAA: IPv6), each once; in a "nearest"
+      record each answer's site is a [[dns.site]] (elsewhere a site is a label: SPEC.md's
+      own example names one it does not define) and one answer at least has a site; site names
       are unique and no prefix belongs to two sites; NS and SOA names are absolute;
     - certificate and CA files exist, relative names taken from the config's folder;
     - hash keys fit the algorithm: balance "source" hashes src, "uri" hashes uri, "hdr"
@@ -935,8 +936,9 @@ def _check_dns(dns: Dns, source: SourceMap) -> list[tuple[KeyPath, str]]:
             if answer.address in seen:
                 problems.append(((*answer_path, "address"), f"address {answer.address} is listed twice in {owner}"))
             seen.add(answer.address)
-            if answer.site and answer.site not in sites:
-                message = f"site {answer.site!r} is not defined: add a [[dns.site]] with this name"
+            if record.policy == "nearest" and answer.site and answer.site not in sites:
+                message = f'site {answer.site!r} is not defined: policy "nearest" needs a [[dns.site]] of this name'
+
                 problems.append(((*answer_path, "site"), message))
         if record.policy == "nearest" and not any(answer.site for answer in record.answers):
             message = f'{owner}: policy "nearest" needs answers with a site'

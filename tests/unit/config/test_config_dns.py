@@ -94,13 +94,34 @@ def test_an_answer_address_must_be_an_ip() -> None:
 
 def test_undefined_site_and_nearest_without_sites() -> None:
     text = dns(
-        record("www", '{ address = "10.0.0.1", site = "mars" }'),
+        record("www", '{ address = "10.0.0.1", site = "mars" }', policy="nearest"),
         record("api", '{ address = "10.0.0.2" }', policy="nearest"),
+        record("img", '{ address = "10.0.0.3", site = "mars" }'),  # a label only: accepted
     )
     assert problems(text) == [
-        "lb.toml:8: site 'mars' is not defined: add a [[dns.site]] with this name",
+        "lb.toml:8: site 'mars' is not defined: policy \"nearest\" needs a [[dns.site]] of this name",
         'lb.toml:12: api.example.com: policy "nearest" needs answers with a site',
     ]
+
+
+def test_the_spec_example_is_valid() -> None:
+    """SPEC.md's [dns] example, as written (its "us" site has no [[dns.site]])."""
+    text = """
+[dns]
+bind = ["10.0.2.53:53"]
+zone = "example.com"
+ttl = "30s"
+  [[dns.record]]
+  name = "www"
+  type = "A"
+  policy = "all"
+  answers = [ { address = "10.100.0.1", site = "eu", weight = 100, check = { type = "tcp", port = 80 } },
+              { address = "10.200.0.1", site = "us", weight = 100, check = { type = "tcp", port = 80 } } ]
+  [[dns.site]]
+  name = "eu"
+  prefixes = ["10.1.0.0/16"]
+"""
+    assert parse_runnable(text, "lb.toml").dns is not None
 
 
 def test_duplicate_records_and_addresses() -> None:
