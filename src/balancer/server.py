@@ -185,7 +185,7 @@ def unsupported(config: Config, base_dir: str = ".") -> list[tuple[KeyPath, str]
 
 
 NOTHING_TO_SERVE = (
-    "nothing to serve: the file has no [[frontend]], [[l4]] or [dsr] (add a frontend with name, bind"
+    "nothing to serve: the file has no [[frontend]], [[l4]], [dsr] or [dns] (add a frontend with name, bind"
     " and default_backend; a backend only serves through a frontend)"
 )
 
