@@ -672,3 +672,35 @@ def test_a_refused_reload_keeps_the_running_tables_states_and_flows(lab, tmp_pat
     assert read_line(held, 10) == node
     agent.stop()
     assert kernel_state(lab, names["l4"]) == ""
+
+
+@pytest.mark.timeout(60)
+def test_a_reload_refused_after_the_tables_took_puts_the_running_tables_back(lab, tmp_path):
+    """The new file's tables program fine but a later step refuses the reload (a frontend
+    whose address is taken): the kernel and `show l4` go back to the running file's tables,
+    the ones the running generation describes."""
+    lab, names = lab
+    agent = start_l4(lab, names["l4"], tmp_path)
+    taken = lab.python(
+        names["l4"],
+        "-c",
+        "import socket, sys; s = socket.socket(); s.bind(('127.0.0.1', 8999)); s.listen();"
+        " print('listening', flush=True); sys.stdin.read()",
+    )
+    assert read_line(taken, 10) == "listening"
+    # l7b leaves the file, and a frontend on the taken address joins it.
+    frontend = (
+        '\n[[frontend]]\nname = "taken"\nmode = "tcp"\nbind = ["127.0.0.1:8999"]\ndefault_backend = "b"\n'
+        '[[backend]]\nname = "b"\nmode = "tcp"\n  [[backend.server]]\n  name = "s"\n  address = "127.0.0.1:1"\n'
+    )
+    agent.config.write_text(agent.config.read_text().split('[[l4.node]]\nname = "l7b"')[0] + frontend)
+
+    status, result = agent.call("POST", "/api/reload")
+
+    assert status == 400 and "8999" in result["problems"][0], result
+    assert sorted(agent.rows()) == ["l7a", "l7b"]
+    assert "bl4-0-1" in lab.sh(names["l4"], "ip", "-o", "link")
+    counts = count(lab, names["c"], tmp_path, 100)
+    assert counts["errors"] == 0 and counts.get("l7b", 0) > 0, counts
+    agent.stop()
+    assert kernel_state(lab, names["l4"]) == ""
