@@ -704,3 +704,24 @@ def test_a_reload_refused_after_the_tables_took_puts_the_running_tables_back(lab
     assert counts["errors"] == 0 and counts.get("l7b", 0) > 0, counts
     agent.stop()
     assert kernel_state(lab, names["l4"]) == ""
+
+
+@pytest.mark.timeout(60)
+def test_a_stop_during_a_reload_still_removes_everything(lab, tmp_path):
+    """SIGTERM right after SIGHUP: the stop waits for the reprogramming under way and then
+    removes it, instead of finding nothing programmed and leaving the new tables behind."""
+    lab, names = lab
+    agent = start_l4(lab, names["l4"], tmp_path)
+    agent.config.write_text(agent.config.read_text().split('[[l4.node]]\nname = "l7b"')[0])
+
+    agent.process.send_signal(signal.SIGHUP)
+
+    def reprogramming() -> bool:  # the old devices are gone, the new table's are being made
+        links = lab.sh(names["l4"], "ip", "-o", "link")
+        return "bl4-0-1" not in links and "bl4-0-0" in links
+
+    wait_until(reprogramming, 10, interval=0.005, what="the reload to reprogram the table")
+    agent.process.send_signal(signal.SIGTERM)
+
+    assert agent.process.wait(timeout=15) == 0, agent.stderr()
+    assert kernel_state(lab, names["l4"]) == ""
