@@ -725,3 +725,32 @@ def test_a_stop_during_a_reload_still_removes_everything(lab, tmp_path):
 
     assert agent.process.wait(timeout=15) == 0, agent.stderr()
     assert kernel_state(lab, names["l4"]) == ""
+
+
+@pytest.mark.timeout(60)
+def test_an_operator_state_set_during_a_reload_applies_to_the_reloaded_table(lab, tmp_path):
+    """`set l4 ... maint` arriving while a reload reprograms the kernel waits for it, then
+    takes the node out of the table that runs from then on (not out of the one being removed)."""
+    lab, names = lab
+    agent = start_l4(lab, names["l4"], tmp_path)
+    second = (
+        '\n[[l4]]\nname = "api"\nvip = "10.100.0.2"\nports = [80]\nseed = 7\nforward = "direct"\n'
+        '[[l4.node]]\nname = "a"\naddress = "10.0.3.22"\n'
+    )
+    agent.config.write_text(agent.config.read_text() + second)
+    agent.process.send_signal(signal.SIGHUP)
+    wait_until(
+        lambda: "bl4-0-1" not in lab.sh(names["l4"], "ip", "-o", "link"),
+        10,
+        interval=0.005,
+        what="the reload to remove the running table",
+    )
+
+    row = agent.set_state("l7a", "maint")
+
+    assert (row["state"], row["slots"]) == ("maint", 0), row
+    wait_until(lambda: "api" in {r["l4"] for r in agent.call("GET", "/api/l4")[1]}, 10, what="the reload")
+    assert (agent.rows()["l7a"]["state"], agent.rows()["l7a"]["slots"]) == ("maint", 0)
+    assert count(lab, names["c"], tmp_path, 30) == {"errors": 0, "l7b": 30}
+    agent.stop()
+    assert kernel_state(lab, names["l4"]) == ""

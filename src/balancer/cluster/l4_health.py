@@ -48,12 +48,15 @@ class L4Health:
                 self.tasks.append(asyncio.get_running_loop().create_task(coroutine))
 
     async def stop(self) -> None:
+        """End the check loops, after the kernel update under way, if any."""
         for task in self.tasks:
             task.cancel()
         for task in self.tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self.tasks.clear()
+        async with self.lock:  # an operator's update (set_admin) under way
+            pass
 
     async def set_admin(self, table_index: int, name: str, down: bool) -> int:
         """An operator takes a node out (`down`) or puts it back. Returns slots changed."""
@@ -66,7 +69,16 @@ class L4Health:
     async def _apply(self, table_index: int) -> int:
         async with self.lock:
             usable = self.healthy[table_index] - self.admin_down[table_index]
-            return await asyncio.to_thread(self.node.set_usable, table_index, usable)
+            update = asyncio.ensure_future(asyncio.to_thread(self.node.set_usable, table_index, usable))
+            try:
+                return await asyncio.shield(update)
+            except asyncio.CancelledError:
+                # stop(): a cancel does not stop the thread. The update ends before the
+                # lock is released (stop waits for it), so the removal of the tables
+                # never runs beside an nft transaction that targets them.
+                with contextlib.suppress(Exception):
+                    await update
+                raise
 
     async def _check_loop(self, table_index: int, name: str, address: Address, check: L4Check) -> None:
         # A reload may carry the node's health over (L4Service): the tracker starts from it.

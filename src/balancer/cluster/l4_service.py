@@ -13,10 +13,11 @@ running ones are programmed again the same way and the reload is refused. `stop(
 safe to call on every exit path, any number of times; it is final: a start or reload
 after it programs nothing.
 
-start, reload and stop run one at a time (a lock): a stop signalled while a reload
+start, reload, stop and set_state run one at a time (a lock): a stop signalled while a reload
 reprograms the kernel waits for the reprogramming, then removes it. Without the lock the
 stop found nothing programmed (the reload had removed the old tables) and the tables the
-reload then set stayed in the kernel after balancer exited.
+reload then set stayed in the kernel after balancer exited; and an operator's state set
+during a reload was refused ("no table") or applied to the table being removed.
 
 Events (node up/down, table updates) go to the event log under "balancer.l4".
 """
@@ -90,7 +91,7 @@ class L4Service:
         self.tables: tuple[L4, ...] = ()
         self.node: L4Node | None = None
         self.health: L4Health | None = None
-        self.changing = asyncio.Lock()  # held by start, reload and stop
+        self.changing = asyncio.Lock()  # held by start, reload, stop and set_state
         self.stopped = False
 
     async def start(self, tables: Sequence[L4]) -> None:
@@ -242,9 +243,14 @@ class L4Service:
         """An operator takes node `node` of table `table` out (`maint`) or puts it back
         (`ready`). Raises KeyError for an unknown table or node, ValueError for another
         state, L4Error when the kernel refuses the update. Returns the node's row, with the
-        slots that moved and the time the update took (whole, and the nft transaction)."""
+        slots that moved and the time the update took (whole, and the nft transaction).
+        Waits for a reload under way, then applies to the tables it left running."""
         if state not in OPERATOR_STATES:
             raise ValueError(f"state must be one of {', '.join(OPERATOR_STATES)}")
+        async with self.changing:
+            return await self._set_state(table, node, state)
+
+    async def _set_state(self, table: str, node: str, state: str) -> dict[str, Any]:
         names = [t.name for t in self.tables]
         if table not in names or self.health is None:
             raise KeyError(f"no [[l4]] table {table!r}")
