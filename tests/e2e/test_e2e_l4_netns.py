@@ -754,3 +754,23 @@ def test_an_operator_state_set_during_a_reload_applies_to_the_reloaded_table(lab
     assert count(lab, names["c"], tmp_path, 30) == {"errors": 0, "l7b": 30}
     agent.stop()
     assert kernel_state(lab, names["l4"]) == ""
+
+
+@pytest.mark.timeout(60)
+def test_two_vxlan_tables_may_share_an_l7_node(lab, tmp_path):
+    """One tunnel device per L7 node, whatever the number of tables sending to it (a second
+    VXLAN device with the same VNI and port is refused by the kernel: "File exists")."""
+    lab, names = lab
+    second = (
+        '\n[[l4]]\nname = "api"\nvip = "10.100.0.2"\nports = [80]\nseed = 7\nforward = "vxlan"\n'
+        '[[l4.node]]\nname = "b"\naddress = "10.0.3.22"\n'
+    )
+    text = l4_file("maglev", "vxlan", admin=tmp_path / "admin.sock") + second
+    agent = L4Run(lab, names["l4"], tmp_path, text).wait_ready()
+
+    status, rows = agent.call("GET", "/api/l4")
+    assert status == 200 and {(row["l4"], row["node"]) for row in rows} >= {("www", "l7b"), ("api", "b")}, rows
+    counts = count(lab, names["c"], tmp_path, 50)
+    assert counts["errors"] == 0 and counts.get("l7b", 0) > 0, counts
+    agent.stop()
+    assert kernel_state(lab, names["l4"]) == ""
