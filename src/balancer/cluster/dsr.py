@@ -121,7 +121,7 @@ class DsrNode:
 
     def _add_tunnel(self, ipr: IPRoute) -> None:
         tunnel = self.dsr.tunnel
-        vni = tunnel.vni or int.from_bytes(socket.inet_aton(tunnel.local), "big") & 0xFFFF
+        vni = tunnel.tunnel_vni()
         try:
             if tunnel.type == "vxlan":
                 ipr.link(

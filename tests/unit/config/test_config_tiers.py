@@ -259,3 +259,10 @@ def test_vxlan_tables_agree_on_each_l7_node_tunnel() -> None:
         " an L7 node has one tunnel"
     ]
     parse_config(first + other_subnet.replace("seed = 1\n", 'seed = 1\nforward = "direct"\n'))
+
+
+def test_both_sides_of_a_tunnel_derive_the_same_vni() -> None:
+    l4 = parse_config(l4_table('vip = "10.100.0.1"', "seed = 1", nodes=1))
+    dsr = parse_config('[dsr]\nvips = ["10.100.0.1"]\ntunnel = { type = "vxlan", local = "10.0.3.21" }\n')
+    assert dsr.dsr is not None
+    assert l4.l4[0].node[0].tunnel_vni() == dsr.dsr.tunnel.tunnel_vni() == 3 * 256 + 21
