@@ -610,8 +610,10 @@ class Master:
         try:
             return await self._run()
         finally:
-            await self.l4.stop()
-            await self.dsr.stop()
+            try:
+                await self.l4.stop()
+            finally:
+                await self.dsr.stop()
 
     async def _run(self) -> int:
         loop = asyncio.get_running_loop()

@@ -774,3 +774,29 @@ def test_two_vxlan_tables_may_share_an_l7_node(lab, tmp_path):
     assert counts["errors"] == 0 and counts.get("l7b", 0) > 0, counts
     agent.stop()
     assert kernel_state(lab, names["l4"]) == ""
+
+
+@pytest.mark.timeout(60)
+def test_the_checks_outlive_a_table_update_the_kernel_refuses(lab, tmp_path):
+    """The nft table is deleted behind balancer's back: the update for l7a going down is
+    refused, and logged; the check loop goes on (l7a is seen coming back) and a stop still
+    ends cleanly. Before, the refusal ended the loop silently: l7a stayed down for good and
+    the stop raised the loop's error."""
+    lab, names = lab
+    ns = names["l4"]
+    check = 'check = { type = "tcp", port = 80, interval = "200ms", rise = 2, fall = 2, timeout = "300ms" }\n'
+    agent = start_l4(lab, ns, tmp_path, check=check)
+    wait_until(lambda: agent.rows()["l7a"]["check"], 10, what="a check")
+    lab.sh(ns, "nft", "delete", "table", "ip", "balancer_l4")
+    l7a = lab.named["l7a-balancer"]
+    l7a.terminate()
+    assert l7a.wait(timeout=15) == 0
+    wait_until(lambda: agent.rows()["l7a"]["state"] == "down", 10, what="l7a down")
+    assert agent.rows()["l7a"]["slots"] == 32769  # the kernel refused: the slots stay
+
+    start_l7(lab, names["l7a"], tmp_path, "l7a", NODES["l7a"], "vxlan")
+
+    wait_until(lambda: agent.rows()["l7a"]["state"] == "up", 10, what="l7a seen up again")
+    agent.stop()
+    assert "the kernel refused the table update" in agent.stderr()
+    assert kernel_state(lab, ns) == ""
