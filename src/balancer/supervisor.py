@@ -587,9 +587,15 @@ class Master:
         self._drain()
 
     async def _withdraw_then_drain(self) -> None:
-        if self.bgp is not None:
-            await self.bgp.stop()
-        self._drain()
+        """The drain runs whatever the withdrawal ends with: a stop that raised would
+        otherwise leave the master running, deaf to the signal."""
+        try:
+            if self.bgp is not None:
+                await self.bgp.stop()
+        except Exception:
+            log.exception("bgp: the stop failed; draining anyway")
+        finally:
+            self._drain()
 
     def _drain(self) -> None:
         grace = self.current.config.global_.grace
