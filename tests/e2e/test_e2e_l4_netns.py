@@ -800,3 +800,26 @@ def test_the_checks_outlive_a_table_update_the_kernel_refuses(lab, tmp_path):
     agent.stop()
     assert "the kernel refused the table update" in agent.stderr()
     assert kernel_state(lab, ns) == ""
+
+
+@pytest.mark.timeout(60)
+def test_show_l4_during_a_reload_shows_the_nodes(lab, tmp_path):
+    """While a reload reprograms the kernel, `show l4` (and the metrics, from the same rows)
+    still lists the nodes, as they were before it: a scrape in that window saw no table."""
+    lab, names = lab
+    agent = start_l4(lab, names["l4"], tmp_path)
+    agent.config.write_text(agent.config.read_text().replace("seed = 24301", "seed = 24302"))
+    agent.process.send_signal(signal.SIGHUP)
+    seen: list[list[str]] = []
+
+    def reloaded() -> bool:
+        status, rows = agent.call("GET", "/api/l4")
+        assert status == 200, rows
+        seen.append(sorted(row["node"] for row in rows))
+        chain = lab.run(names["l4"], "nft", "list", "chain", "ip", "balancer_l4", "l4_0_new").stdout
+        return f"seed {24302:#x}" in chain  # the new table is in the kernel
+
+    wait_until(reloaded, 10, interval=0.002, what="the reload")
+
+    assert all(nodes == ["l7a", "l7b"] for nodes in seen), seen
+    agent.stop()

@@ -93,6 +93,9 @@ class L4Service:
         self.health: L4Health | None = None
         self.changing = asyncio.Lock()  # held by start, reload, stop and set_state
         self.stopped = False
+        # While a reload reprograms the kernel: the rows from before it, which `rows()`
+        # shows meanwhile (rather than none: a metrics scrape then would see no table).
+        self.rows_before_reload: list[dict[str, Any]] | None = None
 
     async def start(self, tables: Sequence[L4]) -> None:
         """Program `tables` and start their checks. Nothing when there is none, or after
@@ -173,16 +176,20 @@ class L4Service:
                 flows = await asyncio.to_thread(saved_flows, t, len(table.node), nft)
                 kept[t] = Carried(set(health.healthy[t]), set(health.admin_down[t]), dict(health.detail[t]), flows)
         carried = {t: kept[t] for t, table in enumerate(tables) if t < len(old) and old[t] == table}
-        await self._stop()  # the tables go first: the new ones may reuse their marks and devices
+        self.rows_before_reload = self.rows()
         try:
-            await self._start(tables, carried)
-        except L4Error as exc:
-            log.error("l4: reload refused: %s", exc)
+            await self._stop()  # the tables go first: the new ones may reuse their marks and devices
             try:
-                await self._start(old, kept)
-            except L4Error as again:
-                log.error("l4: the running tables could not be programmed again: %s", again)
-            return [f"[[l4]]: {exc}"]
+                await self._start(tables, carried)
+            except L4Error as exc:
+                log.error("l4: reload refused: %s", exc)
+                try:
+                    await self._start(old, kept)
+                except L4Error as again:
+                    log.error("l4: the running tables could not be programmed again: %s", again)
+                return [f"[[l4]]: {exc}"]
+        finally:
+            self.rows_before_reload = None
         log.info("l4: reloaded")
         return []
 
@@ -192,6 +199,8 @@ class L4Service:
 
     def rows(self) -> list[dict[str, Any]]:
         """One row per L7 node of every table: what `ctl show l4` and GET /api/l4 show."""
+        if self.rows_before_reload is not None:
+            return self.rows_before_reload
         if self.node is None or self.health is None:
             return []
         rows = []
