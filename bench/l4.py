@@ -1,7 +1,7 @@
 """The L4 tier's figures in seed 001's lab (issue 14 point 7): forwarded throughput through the
 L4 tier vs plain routing, and the time from a health change to the updated table in the kernel.
 
-    sudo .venv/bin/python bench/l4.py [--seconds 5] [--connections 64] [--keep-lab] [--update-only]
+    sudo .venv/bin/python bench/l4.py [--seconds 5] [--connections 64] [--streams 8] [--keep-lab] [--update-only]
 
 Root only; not part of `make test`. Builds the lab (`python -m lab up`) unless it is up,
 and tears it down at the end unless --keep-lab.

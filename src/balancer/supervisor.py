@@ -340,17 +340,19 @@ class Master:
         missing = missing_exabgp() if config.bgp is not None and self.bgp is None else None
         if missing:
             return [missing]
-        tier_problems = await self.l4.reload(config.l4) or await self.dsr.reload(config.dsr)
+        tier_problems = await self._reload_kernel_tiers(config)
         if tier_problems:
             return tier_problems
         try:
             self.bind(config)
         except OSError as exc:
+            await self._reload_kernel_tiers(self.current.config)
             return [str(exc)]
         previous = self.current
         generation = Generation(previous.number + 1, config, text)
         if not await self.start_generation(generation):
             self.stop_generation(generation, 0.0)
+            await self._reload_kernel_tiers(self.current.config)
             return [f"the new workers did not start; generation {previous.number} keeps serving"]
         self.current = generation
         configure_event_syslog(config)
@@ -365,6 +367,20 @@ class Master:
         except OSError as exc:
             log.error("%s; the previous [dns] table keeps serving", exc)
         return []
+
+    async def _reload_kernel_tiers(self, config: Config) -> list[str]:
+        """Run `config`'s [[l4]] tables and [dsr] (before the frontends bind: they may bind
+        the [dsr] VIPs). Problems that refused it; then both run as before: a [dsr] refused
+        takes [[l4]] back to the running file's tables. A reload refused at a later step
+        calls this again with the running file, so that the kernel never runs tables of a
+        file the running generation does not describe."""
+        problems = await self.l4.reload(config.l4)
+        if problems:
+            return problems
+        problems = await self.dsr.reload(config.dsr)
+        if problems:
+            await self.l4.reload(self.current.config.l4)
+        return problems
 
     # -- control plane (admin API) ---------------------------------------------------------
 
@@ -571,9 +587,15 @@ class Master:
         self._drain()
 
     async def _withdraw_then_drain(self) -> None:
-        if self.bgp is not None:
-            await self.bgp.stop()
-        self._drain()
+        """The drain runs whatever the withdrawal ends with: a stop that raised would
+        otherwise leave the master running, deaf to the signal."""
+        try:
+            if self.bgp is not None:
+                await self.bgp.stop()
+        except Exception:
+            log.exception("bgp: the stop failed; draining anyway")
+        finally:
+            self._drain()
 
     def _drain(self) -> None:
         grace = self.current.config.global_.grace
@@ -594,8 +616,10 @@ class Master:
         try:
             return await self._run()
         finally:
-            await self.l4.stop()
-            await self.dsr.stop()
+            try:
+                await self.l4.stop()
+            finally:
+                await self.dsr.stop()
 
     async def _run(self) -> int:
         loop = asyncio.get_running_loop()

@@ -672,3 +672,154 @@ def test_a_refused_reload_keeps_the_running_tables_states_and_flows(lab, tmp_pat
     assert read_line(held, 10) == node
     agent.stop()
     assert kernel_state(lab, names["l4"]) == ""
+
+
+@pytest.mark.timeout(60)
+def test_a_reload_refused_after_the_tables_took_puts_the_running_tables_back(lab, tmp_path):
+    """The new file's tables program fine but a later step refuses the reload (a frontend
+    whose address is taken): the kernel and `show l4` go back to the running file's tables,
+    the ones the running generation describes."""
+    lab, names = lab
+    agent = start_l4(lab, names["l4"], tmp_path)
+    taken = lab.python(
+        names["l4"],
+        "-c",
+        "import socket, sys; s = socket.socket(); s.bind(('127.0.0.1', 8999)); s.listen();"
+        " print('listening', flush=True); sys.stdin.read()",
+    )
+    assert read_line(taken, 10) == "listening"
+    # l7b leaves the file, and a frontend on the taken address joins it.
+    frontend = (
+        '\n[[frontend]]\nname = "taken"\nmode = "tcp"\nbind = ["127.0.0.1:8999"]\ndefault_backend = "b"\n'
+        '[[backend]]\nname = "b"\nmode = "tcp"\n  [[backend.server]]\n  name = "s"\n  address = "127.0.0.1:1"\n'
+    )
+    agent.config.write_text(agent.config.read_text().split('[[l4.node]]\nname = "l7b"')[0] + frontend)
+
+    status, result = agent.call("POST", "/api/reload")
+
+    assert status == 400 and "8999" in result["problems"][0], result
+    assert sorted(agent.rows()) == ["l7a", "l7b"]
+    assert "bl4-0-1" in lab.sh(names["l4"], "ip", "-o", "link")
+    counts = count(lab, names["c"], tmp_path, 100)
+    assert counts["errors"] == 0 and counts.get("l7b", 0) > 0, counts
+    agent.stop()
+    assert kernel_state(lab, names["l4"]) == ""
+
+
+@pytest.mark.timeout(60)
+def test_a_stop_during_a_reload_still_removes_everything(lab, tmp_path):
+    """SIGTERM right after SIGHUP: the stop waits for the reprogramming under way and then
+    removes it, instead of finding nothing programmed and leaving the new tables behind."""
+    lab, names = lab
+    agent = start_l4(lab, names["l4"], tmp_path)
+    agent.config.write_text(agent.config.read_text().split('[[l4.node]]\nname = "l7b"')[0])
+
+    agent.process.send_signal(signal.SIGHUP)
+
+    def reprogramming() -> bool:  # the old devices are gone, the new table's are being made
+        links = lab.sh(names["l4"], "ip", "-o", "link")
+        return "bl4-0-1" not in links and "bl4-0-0" in links
+
+    wait_until(reprogramming, 10, interval=0.005, what="the reload to reprogram the table")
+    agent.process.send_signal(signal.SIGTERM)
+
+    assert agent.process.wait(timeout=15) == 0, agent.stderr()
+    assert kernel_state(lab, names["l4"]) == ""
+
+
+@pytest.mark.timeout(60)
+def test_an_operator_state_set_during_a_reload_applies_to_the_reloaded_table(lab, tmp_path):
+    """`set l4 ... maint` arriving while a reload reprograms the kernel waits for it, then
+    takes the node out of the table that runs from then on (not out of the one being removed)."""
+    lab, names = lab
+    agent = start_l4(lab, names["l4"], tmp_path)
+    second = (
+        '\n[[l4]]\nname = "api"\nvip = "10.100.0.2"\nports = [80]\nseed = 7\nforward = "direct"\n'
+        '[[l4.node]]\nname = "a"\naddress = "10.0.3.22"\n'
+    )
+    agent.config.write_text(agent.config.read_text() + second)
+    agent.process.send_signal(signal.SIGHUP)
+    wait_until(
+        lambda: "bl4-0-1" not in lab.sh(names["l4"], "ip", "-o", "link"),
+        10,
+        interval=0.005,
+        what="the reload to remove the running table",
+    )
+
+    row = agent.set_state("l7a", "maint")
+
+    assert (row["state"], row["slots"]) == ("maint", 0), row
+    wait_until(lambda: "api" in {r["l4"] for r in agent.call("GET", "/api/l4")[1]}, 10, what="the reload")
+    assert (agent.rows()["l7a"]["state"], agent.rows()["l7a"]["slots"]) == ("maint", 0)
+    assert count(lab, names["c"], tmp_path, 30) == {"errors": 0, "l7b": 30}
+    agent.stop()
+    assert kernel_state(lab, names["l4"]) == ""
+
+
+@pytest.mark.timeout(60)
+def test_two_vxlan_tables_may_share_an_l7_node(lab, tmp_path):
+    """One tunnel device per L7 node, whatever the number of tables sending to it (a second
+    VXLAN device with the same VNI and port is refused by the kernel: "File exists")."""
+    lab, names = lab
+    second = (
+        '\n[[l4]]\nname = "api"\nvip = "10.100.0.2"\nports = [80]\nseed = 7\nforward = "vxlan"\n'
+        '[[l4.node]]\nname = "b"\naddress = "10.0.3.22"\n'
+    )
+    text = l4_file("maglev", "vxlan", admin=tmp_path / "admin.sock") + second
+    agent = L4Run(lab, names["l4"], tmp_path, text).wait_ready()
+
+    status, rows = agent.call("GET", "/api/l4")
+    assert status == 200 and {(row["l4"], row["node"]) for row in rows} >= {("www", "l7b"), ("api", "b")}, rows
+    counts = count(lab, names["c"], tmp_path, 50)
+    assert counts["errors"] == 0 and counts.get("l7b", 0) > 0, counts
+    agent.stop()
+    assert kernel_state(lab, names["l4"]) == ""
+
+
+@pytest.mark.timeout(60)
+def test_the_checks_outlive_a_table_update_the_kernel_refuses(lab, tmp_path):
+    """The nft table is deleted behind balancer's back: the update for l7a going down is
+    refused, and logged; the check loop goes on (l7a is seen coming back) and a stop still
+    ends cleanly. Before, the refusal ended the loop silently: l7a stayed down for good and
+    the stop raised the loop's error."""
+    lab, names = lab
+    ns = names["l4"]
+    check = 'check = { type = "tcp", port = 80, interval = "200ms", rise = 2, fall = 2, timeout = "300ms" }\n'
+    agent = start_l4(lab, ns, tmp_path, check=check)
+    wait_until(lambda: agent.rows()["l7a"]["check"], 10, what="a check")
+    lab.sh(ns, "nft", "delete", "table", "ip", "balancer_l4")
+    l7a = lab.named["l7a-balancer"]
+    l7a.terminate()
+    assert l7a.wait(timeout=15) == 0
+    wait_until(lambda: agent.rows()["l7a"]["state"] == "down", 10, what="l7a down")
+    assert agent.rows()["l7a"]["slots"] == 32769  # the kernel refused: the slots stay
+
+    start_l7(lab, names["l7a"], tmp_path, "l7a", NODES["l7a"], "vxlan")
+
+    wait_until(lambda: agent.rows()["l7a"]["state"] == "up", 10, what="l7a seen up again")
+    agent.stop()
+    assert "the kernel refused the table update" in agent.stderr()
+    assert kernel_state(lab, ns) == ""
+
+
+@pytest.mark.timeout(60)
+def test_show_l4_during_a_reload_shows_the_nodes(lab, tmp_path):
+    """While a reload reprograms the kernel, `show l4` (and the metrics, from the same rows)
+    still lists the nodes, as they were before it: a scrape in that window saw no table."""
+    lab, names = lab
+    agent = start_l4(lab, names["l4"], tmp_path)
+    agent.config.write_text(agent.config.read_text().replace("seed = 24301", "seed = 24302"))
+    agent.process.send_signal(signal.SIGHUP)
+    seen: list[list[str]] = []
+
+    def reloaded() -> bool:
+        status, rows = agent.call("GET", "/api/l4")
+        assert status == 200, rows
+        seen.append(sorted(row["node"] for row in rows))
+        chain = lab.run(names["l4"], "nft", "list", "chain", "ip", "balancer_l4", "l4_0_new").stdout
+        return f"seed {24302:#x}" in chain  # the new table is in the kernel
+
+    wait_until(reloaded, 10, interval=0.002, what="the reload")
+
+    assert all(nodes == ["l7a", "l7b"] for nodes in seen), seen
+    agent.stop()

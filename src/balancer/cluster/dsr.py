@@ -121,7 +121,7 @@ class DsrNode:
 
     def _add_tunnel(self, ipr: IPRoute) -> None:
         tunnel = self.dsr.tunnel
-        vni = tunnel.vni or int.from_bytes(socket.inet_aton(tunnel.local), "big") & 0xFFFF
+        vni = tunnel.tunnel_vni()
         try:
             if tunnel.type == "vxlan":
                 ipr.link(
@@ -163,15 +163,25 @@ class DsrNode:
 
 class DsrService:
     """`[dsr]` as the master runs it: start before the frontends bind, reload (an unchanged
-    table is left alone; a changed one is undone and set again), stop on every way out."""
+    table is left alone; a changed one is undone and set again), stop on every way out.
+    One at a time (a lock), and stop is final: a stop signalled during a reload waits for
+    it and then undoes what it set, rather than finding nothing set and leaving the
+    reload's VIPs and device behind (as balancer.cluster.l4_service)."""
 
     def __init__(self) -> None:
         self.dsr: Dsr | None = None
         self.node: DsrNode | None = None
+        self.changing = asyncio.Lock()  # held by start, reload and stop
+        self.stopped = False
 
     async def start(self, dsr: Dsr | None) -> None:
-        """Raises DsrError, having undone what it set. In a thread: pyroute2's synchronous
-        API runs an event loop of its own."""
+        """Raises DsrError, having undone what it set. Nothing after stop()."""
+        async with self.changing:
+            if not self.stopped:
+                await self._start(dsr)
+
+    async def _start(self, dsr: Dsr | None) -> None:
+        """In a thread: pyroute2's synchronous API runs an event loop of its own."""
         if dsr is None:
             return
         node = DsrNode(dsr)
@@ -180,6 +190,12 @@ class DsrService:
         log.info("dsr: VIPs %s on lo, tunnel %s", ", ".join(dsr.vips), dsr.tunnel.type)
 
     async def stop(self) -> None:
+        """Undo what start or reload set, for good."""
+        async with self.changing:
+            self.stopped = True
+            await self._stop()
+
+    async def _stop(self) -> None:
         if self.node is not None:
             node, self.node, self.dsr = self.node, None, None
             await asyncio.to_thread(node.stop)
@@ -187,15 +203,21 @@ class DsrService:
 
     async def reload(self, dsr: Dsr | None) -> list[str]:
         """Problems that refused it ([] when it took); the running setup then stays."""
+        async with self.changing:
+            if self.stopped:
+                return ["[dsr]: balancer is stopping"]
+            return await self._reload(dsr)
+
+    async def _reload(self, dsr: Dsr | None) -> list[str]:
         if dsr == self.dsr:
             return []
         old = self.dsr
-        await self.stop()
+        await self._stop()
         try:
-            await self.start(dsr)
+            await self._start(dsr)
         except DsrError as exc:
             log.error("dsr: reload refused: %s", exc)
             with contextlib.suppress(DsrError):
-                await self.start(old)
+                await self._start(old)
             return [str(exc)]
         return []

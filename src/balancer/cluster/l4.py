@@ -5,8 +5,10 @@ removed again by `stop()` (and, after a crash, by the next `start()` before anyt
 - the nftables table `balancer_l4` (balancer.cluster.nft): slot map, per-node flow sets,
   a mark per L7 node;
 - per node, a routing table (id = its mark) holding only `VIP/32` into the node: through
-  its own VXLAN device `bl4-T-N` (a permanent neighbour entry gives the node's tunnel MAC),
-  or via the node's address (`direct`). Only the VIP is in it: the VXLAN underlay lookup
+  its VXLAN device `bl4-T-N` (a permanent neighbour entry per VIP gives the node's tunnel
+  MAC), or via the node's address (`direct`). Tables sending to the same L7 node (address
+  and VNI) share the device of the first: the kernel refuses a second VXLAN device with the
+  same VNI and port, or a second IPIP device with the same remote. Only the VIP is in it: the VXLAN underlay lookup
   inherits the mark, and a default route there would loop (LAB pitfall 2);
 - per node, `ip rule fwmark MARK lookup MARK` at priority RULE_PRIORITY;
 - a blackhole route for each VIP in the main table: an unmarked VIP packet (no usable node)
@@ -168,9 +170,10 @@ class L4Node:
         try:
             self._set_forwarding()
             with IPRoute() as ipr:
+                devices: dict[tuple[str, int, str], int] = {}
                 for t, table in enumerate(self.tables):
                     for n, node in enumerate(table.node):
-                        self._program_node(ipr, t, n, table, node)
+                        self._program_node(ipr, t, n, table, node, devices)
                     ipr.route("replace", dst=f"{table.vip}/32", type="blackhole", proto=ROUTE_PROTOCOL)
             self.slots = [self.cache.get(t, frozenset(self.usable[t])) for t in range(len(self.tables))]
             run_nft(render_table(self.tables, self.slots), self.nft)
@@ -182,39 +185,49 @@ class L4Node:
                 raise L4Error(str(exc)) from None
             raise
 
-    def _program_node(self, ipr: IPRoute, t: int, n: int, table: L4, node: L4NodeConfig) -> None:
+    def _program_node(
+        self, ipr: IPRoute, t: int, n: int, table: L4, node: L4NodeConfig, devices: dict[tuple[str, int, str], int]
+    ) -> None:
+        """`devices`: the tunnel devices made so far, by (forward, VNI, address), to share."""
         mark = node_mark(t, n)
         vip = f"{table.vip}/32"
         if table.forward == "direct":
             ipr.route("replace", dst=vip, gateway=node.address, table=mark, proto=ROUTE_PROTOCOL)
         else:
-            name = device_name(t, n)
-            try:
-                if table.forward == "vxlan":
-                    ipr.link(
-                        "add",
-                        ifname=name,
-                        kind="vxlan",
-                        vxlan_id=node.tunnel_vni(),
-                        vxlan_group=node.address,
-                        vxlan_port=VXLAN_PORT,
-                    )
-                else:
-                    ipr.link("add", ifname=name, kind="ipip", ipip_remote=node.address)
-            except NetlinkError as exc:
-                if table.forward == "ipip":
-                    raise L4Error(
-                        f'[[l4]] {table.name!r}: forward "ipip": this kernel has no IPIP tunnels ({exc})'
-                    ) from None
-                raise L4Error(f"[[l4]] {table.name!r}: cannot create {table.forward} device {name}: {exc}") from None
-            index = ipr.link_lookup(ifname=name)[0]
-            ipr.link("set", index=index, state="up")
+            vni = node.tunnel_vni() if table.forward == "vxlan" else 0
+            index = devices.get((table.forward, vni, node.address))
+            if index is None:
+                index = devices[(table.forward, vni, node.address)] = self._add_device(ipr, t, n, table, node)
             if table.forward == "vxlan":
-                ipr.neigh(
-                    "replace", dst=table.vip, lladdr=tunnel_mac(node.tunnel_vni()), ifindex=index, state=NUD_PERMANENT
-                )
+                ipr.neigh("replace", dst=table.vip, lladdr=tunnel_mac(vni), ifindex=index, state=NUD_PERMANENT)
             ipr.route("replace", dst=vip, oif=index, table=mark, proto=ROUTE_PROTOCOL, scope=253)
         ipr.rule("add", fwmark=mark, table=mark, priority=RULE_PRIORITY)
+
+    @staticmethod
+    def _add_device(ipr: IPRoute, t: int, n: int, table: L4, node: L4NodeConfig) -> int:
+        """Make the tunnel device `bl4-T-N` into `node`, up; its index."""
+        name = device_name(t, n)
+        try:
+            if table.forward == "vxlan":
+                ipr.link(
+                    "add",
+                    ifname=name,
+                    kind="vxlan",
+                    vxlan_id=node.tunnel_vni(),
+                    vxlan_group=node.address,
+                    vxlan_port=VXLAN_PORT,
+                )
+            else:
+                ipr.link("add", ifname=name, kind="ipip", ipip_remote=node.address)
+        except NetlinkError as exc:
+            if table.forward == "ipip":
+                raise L4Error(
+                    f'[[l4]] {table.name!r}: forward "ipip": this kernel has no IPIP tunnels ({exc})'
+                ) from None
+            raise L4Error(f"[[l4]] {table.name!r}: cannot create {table.forward} device {name}: {exc}") from None
+        index: int = ipr.link_lookup(ifname=name)[0]
+        ipr.link("set", index=index, state="up")
+        return index
 
     def _set_forwarding(self) -> None:
         self._forwarding_before = _FORWARDING.read_text().strip()

@@ -11,15 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 from collections.abc import Callable
 
 from balancer.checks.health import HealthTracker
 from balancer.checks.probes import http_check, tcp_check
 from balancer.cluster.l4 import L4Node
+from balancer.cluster.nft import NftError
 from balancer.config.model import L4Check
 from balancer.config.values import Address
 from balancer.runtime.state import Health
+
+log = logging.getLogger("balancer.l4")
 
 # What an event handler receives: (table name, node name, "up" | "down", why).
 EventSink = Callable[[str, str, str, str], None]
@@ -48,12 +52,14 @@ class L4Health:
                 self.tasks.append(asyncio.get_running_loop().create_task(coroutine))
 
     async def stop(self) -> None:
+        """End the check loops, after the kernel update under way, if any."""
         for task in self.tasks:
             task.cancel()
-        for task in self.tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        # A loop that ended on an error must not make the stop raise: the tables would stay.
+        await asyncio.gather(*self.tasks, return_exceptions=True)
         self.tasks.clear()
+        async with self.lock:  # an operator's update (set_admin) under way
+            pass
 
     async def set_admin(self, table_index: int, name: str, down: bool) -> int:
         """An operator takes a node out (`down`) or puts it back. Returns slots changed."""
@@ -66,7 +72,16 @@ class L4Health:
     async def _apply(self, table_index: int) -> int:
         async with self.lock:
             usable = self.healthy[table_index] - self.admin_down[table_index]
-            return await asyncio.to_thread(self.node.set_usable, table_index, usable)
+            update = asyncio.ensure_future(asyncio.to_thread(self.node.set_usable, table_index, usable))
+            try:
+                return await asyncio.shield(update)
+            except asyncio.CancelledError:
+                # stop(): a cancel does not stop the thread. The update ends before the
+                # lock is released (stop waits for it), so the removal of the tables
+                # never runs beside an nft transaction that targets them.
+                with contextlib.suppress(Exception):
+                    await update
+                raise
 
     async def _check_loop(self, table_index: int, name: str, address: Address, check: L4Check) -> None:
         # A reload may carry the node's health over (L4Service): the tracker starts from it.
@@ -84,11 +99,24 @@ class L4Health:
                 ok, detail = await tcp_check(address, check.timeout)
             self.detail[table_index][name] = detail or ("ok" if ok else "failed")
             transition = tracker.record(ok, detail)
-            if transition is None:
+            if transition is not None:
+                if transition.new == "up":
+                    self.healthy[table_index].add(name)
+                else:
+                    self.healthy[table_index].discard(name)
+            elif self.node.usable[table_index] == self.healthy[table_index] - self.admin_down[table_index]:
+                continue  # nothing new, and the kernel has what health says
+            try:
+                await self._apply(table_index)
+            except NftError as exc:
+                # The loop must outlive a refused update (it would end silently, and the
+                # node's health with it): the update is tried again after the next probe.
+                log.error(
+                    "l4 %s/%s: the kernel refused the table update: %s; retried after the next check",
+                    table_name,
+                    name,
+                    exc,
+                )
                 continue
-            if transition.new == "up":
-                self.healthy[table_index].add(name)
-            else:
-                self.healthy[table_index].discard(name)
-            await self._apply(table_index)
-            self.events(table_name, name, transition.new, transition.reason)
+            if transition is not None:
+                self.events(table_name, name, transition.new, transition.reason)

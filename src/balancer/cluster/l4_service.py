@@ -10,7 +10,14 @@ nodes, routes and devices go); a table equal to the one at the same place before
 nodes' health, operator states and established flows (read from its flow sets with
 `nft -j`, added back with their idle time left). When the new tables are refused, the
 running ones are programmed again the same way and the reload is refused. `stop()` is
-safe to call on every exit path, any number of times.
+safe to call on every exit path, any number of times; it is final: a start or reload
+after it programs nothing.
+
+start, reload, stop and set_state run one at a time (a lock): a stop signalled while a reload
+reprograms the kernel waits for the reprogramming, then removes it. Without the lock the
+stop found nothing programmed (the reload had removed the old tables) and the tables the
+reload then set stayed in the kernel after balancer exited; and an operator's state set
+during a reload was refused ("no table") or applied to the table being removed.
 
 Events (node up/down, table updates) go to the event log under "balancer.l4".
 """
@@ -84,8 +91,20 @@ class L4Service:
         self.tables: tuple[L4, ...] = ()
         self.node: L4Node | None = None
         self.health: L4Health | None = None
+        self.changing = asyncio.Lock()  # held by start, reload, stop and set_state
+        self.stopped = False
+        # While a reload reprograms the kernel: the rows from before it, which `rows()`
+        # shows meanwhile (rather than none: a metrics scrape then would see no table).
+        self.rows_before_reload: list[dict[str, Any]] | None = None
 
-    async def start(self, tables: Sequence[L4], carried: dict[int, Carried] | None = None) -> None:
+    async def start(self, tables: Sequence[L4]) -> None:
+        """Program `tables` and start their checks. Nothing when there is none, or after
+        stop(). Raises L4Error, having undone what it set."""
+        async with self.changing:
+            if not self.stopped:
+                await self._start(tables)
+
+    async def _start(self, tables: Sequence[L4], carried: dict[int, Carried] | None = None) -> None:
         """Program `tables` and start their checks. Nothing when there is none. Raises
         L4Error, having undone what it set. The kernel is programmed in a thread: pyroute2's
         synchronous API runs an event loop of its own, and nft takes a while on big maps.
@@ -119,7 +138,13 @@ class L4Service:
         )
 
     async def stop(self) -> None:
-        """Stop the checks and remove everything the tables set in the kernel."""
+        """Stop the checks and remove everything the tables set in the kernel, for good
+        (after a start or reload under way)."""
+        async with self.changing:
+            self.stopped = True
+            await self._stop()
+
+    async def _stop(self) -> None:
         if self.health is not None:
             await self.health.stop()
             self.health = None
@@ -135,6 +160,12 @@ class L4Service:
         A table equal to the one running at the same place in the file keeps its nodes'
         health, operator states and established flows (copied from the old flow sets),
         so its flows keep their L7 nodes across the reprogramming."""
+        async with self.changing:
+            if self.stopped:
+                return ["[[l4]]: balancer is stopping"]
+            return await self._reload(tables)
+
+    async def _reload(self, tables: Sequence[L4]) -> list[str]:
         if tuple(tables) == self.tables:
             return []
         old = self.tables
@@ -145,16 +176,20 @@ class L4Service:
                 flows = await asyncio.to_thread(saved_flows, t, len(table.node), nft)
                 kept[t] = Carried(set(health.healthy[t]), set(health.admin_down[t]), dict(health.detail[t]), flows)
         carried = {t: kept[t] for t, table in enumerate(tables) if t < len(old) and old[t] == table}
-        await self.stop()  # the tables go first: the new ones may reuse their marks and devices
+        self.rows_before_reload = self.rows()
         try:
-            await self.start(tables, carried)
-        except L4Error as exc:
-            log.error("l4: reload refused: %s", exc)
+            await self._stop()  # the tables go first: the new ones may reuse their marks and devices
             try:
-                await self.start(old, kept)
-            except L4Error as again:
-                log.error("l4: the running tables could not be programmed again: %s", again)
-            return [f"[[l4]]: {exc}"]
+                await self._start(tables, carried)
+            except L4Error as exc:
+                log.error("l4: reload refused: %s", exc)
+                try:
+                    await self._start(old, kept)
+                except L4Error as again:
+                    log.error("l4: the running tables could not be programmed again: %s", again)
+                return [f"[[l4]]: {exc}"]
+        finally:
+            self.rows_before_reload = None
         log.info("l4: reloaded")
         return []
 
@@ -164,6 +199,8 @@ class L4Service:
 
     def rows(self) -> list[dict[str, Any]]:
         """One row per L7 node of every table: what `ctl show l4` and GET /api/l4 show."""
+        if self.rows_before_reload is not None:
+            return self.rows_before_reload
         if self.node is None or self.health is None:
             return []
         rows = []
@@ -215,9 +252,14 @@ class L4Service:
         """An operator takes node `node` of table `table` out (`maint`) or puts it back
         (`ready`). Raises KeyError for an unknown table or node, ValueError for another
         state, L4Error when the kernel refuses the update. Returns the node's row, with the
-        slots that moved and the time the update took (whole, and the nft transaction)."""
+        slots that moved and the time the update took (whole, and the nft transaction).
+        Waits for a reload under way, then applies to the tables it left running."""
         if state not in OPERATOR_STATES:
             raise ValueError(f"state must be one of {', '.join(OPERATOR_STATES)}")
+        async with self.changing:
+            return await self._set_state(table, node, state)
+
+    async def _set_state(self, table: str, node: str, state: str) -> dict[str, Any]:
         names = [t.name for t in self.tables]
         if table not in names or self.health is None:
             raise KeyError(f"no [[l4]] table {table!r}")

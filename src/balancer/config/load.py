@@ -437,6 +437,7 @@ def _check(config: Config, folder: Path, source: SourceMap) -> list[tuple[KeyPat
     for index, table in enumerate(config.l4):
         problems += _check_l4(index, table, source)
     problems += _check_l4_overlaps(config, source)
+    problems += _check_l4_tunnels(config, source)
     if config.dsr is not None:
         problems += _check_dsr(config.dsr)
     if config.bgp is not None:
@@ -852,6 +853,39 @@ def _check_l4_overlaps(config: Config, source: SourceMap) -> list[tuple[KeyPath,
                 message = f"[[l4]] {table.name!r} balances {balanced} like [[l4]] {other.name!r} (line {line})"
                 problems.append((("l4", later, "vip"), message))
                 break
+    return problems
+
+
+def _check_l4_tunnels(config: Config, source: SourceMap) -> list[tuple[KeyPath, str]]:
+    """Across the vxlan tables, one tunnel per L7 node (the tables share its device): a VNI
+    naming two addresses would be a second VXLAN device with that VNI, which the kernel
+    refuses ("File exists") at run time; an address with two VNIs could not reach the one
+    device of its [dsr]. Within a table, _check_l4 has said it already."""
+    problems: list[tuple[KeyPath, str]] = []
+    by_vni: dict[int, tuple[str, int, int]] = {}  # VNI -> (address, table, node) first seen
+    by_address: dict[str, tuple[int, int, int]] = {}  # address -> (VNI, table, node)
+    for t, table in enumerate(config.l4):
+        if table.forward != "vxlan":
+            continue
+        for n, node in enumerate(table.node):
+            vni, node_path = node.tunnel_vni(), ("l4", t, "node", n)
+            key = (*node_path, "vni") if node.vni is not None else (*node_path, "address")
+            where = f"node {node.name!r} of [[l4]] {table.name!r} has VXLAN VNI {vni}"
+            address, first_t, first_n = by_vni.setdefault(vni, (node.address, t, n))
+            if address != node.address and first_t != t:
+                line = source.line_of(("l4", first_t, "node", first_n))
+                other = config.l4[first_t].name
+                problems.append(
+                    (key, f"{where}, already used by node {address} of [[l4]] {other!r} (line {line}); set vni")
+                )
+                continue
+            known, first_t, first_n = by_address.setdefault(node.address, (vni, t, n))
+            if known != vni:
+                line = source.line_of(("l4", first_t, "node", first_n))
+                other = config.l4[first_t].name
+                problems.append(
+                    (key, f"{where}, but {known} in [[l4]] {other!r} (line {line}): an L7 node has one tunnel")
+                )
     return problems
 
 

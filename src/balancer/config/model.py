@@ -470,6 +470,13 @@ class L4Check(Check):
     port: int | None = Field(None, ge=1, le=65535)
 
 
+def default_vni(address: str) -> int:
+    """The VXLAN network identifier of the tunnel of the L7 node at underlay `address` when
+    none is set (SPEC: its low 16 bits): the L4 side ([[l4.node]]) and the L7 side ([dsr])
+    derive it here, so that they agree."""
+    return int(ipaddress.IPv4Address(address)) & 0xFFFF
+
+
 class L4Node(Model):
     name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
     address: str
@@ -482,10 +489,8 @@ class L4Node(Model):
         return ipv4_address(value, "address")
 
     def tunnel_vni(self) -> int:
-        """The VXLAN network identifier of this node's tunnel (SPEC: low 16 bits of its address)."""
-        if self.vni is not None:
-            return self.vni
-        return int(ipaddress.IPv4Address(self.address)) & 0xFFFF
+        """The VXLAN network identifier of this node's tunnel."""
+        return self.vni if self.vni is not None else default_vni(self.address)
 
 
 class L4(Model):
@@ -534,6 +539,10 @@ class DsrTunnel(Model):
     @classmethod
     def _local(cls, value: str) -> str:
         return ipv4_address(value, "local") if value else value
+
+    def tunnel_vni(self) -> int:
+        """The VXLAN network identifier of this node's tunnel (`local` must be set)."""
+        return self.vni if self.vni is not None else default_vni(self.local)
 
 
 class Dsr(Model):

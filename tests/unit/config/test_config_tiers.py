@@ -240,3 +240,29 @@ def test_dsr_refusals() -> None:
     assert problems('[dsr]\nvips = ["10.100.0.1"]\ntunnel = { type = "vxlan" }\n') == [
         'lb.toml:3: [dsr] tunnel type "vxlan" needs local, this node\'s underlay address'
     ]
+
+
+def test_vxlan_tables_agree_on_each_l7_node_tunnel() -> None:
+    """Across [[l4]] tables an L7 node has one tunnel: the same node may be in two tables
+    (they share its device), but one VNI may not name two nodes (the kernel refuses a second
+    VXLAN device with the same VNI), nor one node have two VNIs (its [dsr] has one)."""
+    first = l4_table('vip = "10.100.0.1"', "seed = 1", nodes=1)
+    second = l4_table('vip = "10.100.0.2"', "seed = 1", nodes=1).replace('"www"', '"api"')
+    parse_config(first + second)  # n0 at 10.0.3.21 in both
+    other_subnet = second.replace("10.0.3.21", "10.1.3.21")  # the same low 16 bits: VNI 789
+    assert problems(first + other_subnet) == [
+        "lb.toml:14: node 'n0' of [[l4]] 'api' has VXLAN VNI 789, already used by node 10.0.3.21 of"
+        " [[l4]] 'www' (line 5); set vni"
+    ]
+    assert problems(first + second + "vni = 7\n") == [
+        "lb.toml:15: node 'n0' of [[l4]] 'api' has VXLAN VNI 7, but 789 in [[l4]] 'www' (line 5):"
+        " an L7 node has one tunnel"
+    ]
+    parse_config(first + other_subnet.replace("seed = 1\n", 'seed = 1\nforward = "direct"\n'))
+
+
+def test_both_sides_of_a_tunnel_derive_the_same_vni() -> None:
+    l4 = parse_config(l4_table('vip = "10.100.0.1"', "seed = 1", nodes=1))
+    dsr = parse_config('[dsr]\nvips = ["10.100.0.1"]\ntunnel = { type = "vxlan", local = "10.0.3.21" }\n')
+    assert dsr.dsr is not None
+    assert l4.l4[0].node[0].tunnel_vni() == dsr.dsr.tunnel.tunnel_vni() == 3 * 256 + 21
