@@ -51,20 +51,22 @@ print("listening", flush=True)
 server.serve_forever()
 """
 
-# One request at a time on a new connection every POLL seconds: a line per request,
-# "start end ok node" (node: the X-Node header of the answer, or the error).
+# A new connection every POLL seconds, each in its own thread so that one lost in a link cut
+# does not hold back the next: "+ start" when a request starts, then "start end ok node" when
+# it ends (node: the X-Node header of the answer, or the error and where it happened).
 CLIENT = r"""
-import http.client, sys, time
+import http.client, sys, threading, time
 vip, poll = sys.argv[1], float(sys.argv[2])
-print("polling", flush=True)
-next_at = time.monotonic()
-for _ in range(4000):  # bounded: 200 s at 50 ms
+lock = threading.Lock()
+def one():
     start = time.monotonic()
+    with lock:
+        print(f"+ {start:.4f}", flush=True)
     phase = "connect"
     try:
         connection = http.client.HTTPConnection(vip, 80, timeout=5)
         connection.connect()
-        phase = f"answer-port-{connection.sock.getsockname()[1]}"
+        phase = "answer"
         connection.request("GET", "/")
         response = connection.getresponse()
         body = response.read()
@@ -73,8 +75,13 @@ for _ in range(4000):  # bounded: 200 s at 50 ms
         connection.close()
     except OSError as exc:
         ok, node = False, f"{type(exc).__name__}-in-{phase}"
-    print(f"{start:.4f} {time.monotonic():.4f} {int(ok)} {node}", flush=True)
-    next_at = max(next_at + poll, time.monotonic())
+    with lock:
+        print(f"{start:.4f} {time.monotonic():.4f} {int(ok)} {node}", flush=True)
+print("polling", flush=True)
+next_at = time.monotonic()
+for _ in range(4000):  # bounded: 200 s at 50 ms
+    threading.Thread(target=one, daemon=True).start()
+    next_at += poll
     time.sleep(max(0.0, next_at - time.monotonic()))
 """
 
@@ -124,6 +131,7 @@ class Setup:
         self.folder = folder
         self.balancers: dict[str, subprocess.Popen[str]] = {}
         self.requests: list[tuple[float, float, bool, str]] = []
+        self.started: set[str] = set()  # requests started, not ended yet
         self.client: subprocess.Popen[str] | None = None
 
     def start_balancer(self, name: str) -> subprocess.Popen[str]:
@@ -188,15 +196,19 @@ class Setup:
             line = self.client.stdout.readline()
             if not line:
                 break
+            if line.startswith("+ "):
+                self.started.add(line.split()[1])
+                continue
             start, end, ok, node = line.split()
+            self.started.discard(start)
             self.requests.append((float(start), float(end), ok == "1", node))
 
-    def settle(self, node: str, count: int = 10, timeout: float = 10) -> None:
-        """Wait until the last `count` requests all succeeded through `node`."""
+    def settle(self, node: str, since: float = 0.0, count: int = 10, timeout: float = 10) -> None:
+        """Wait until the last `count` requests started after `since` all succeeded through `node`."""
         deadline = time.monotonic() + timeout
         while True:
             self.read_requests()
-            last = self.requests[-count:]
+            last = sorted((r for r in self.requests if r[0] >= since), key=lambda r: r[1])[-count:]
             if len(last) == count and all(ok and served == node for _, _, ok, served in last):
                 return
             assert time.monotonic() < deadline, f"last requests {last}, wanted {node}\n{self.logs()}"
@@ -204,13 +216,20 @@ class Setup:
 
     def window(self, since: float) -> tuple[int, int, float, list[str]]:
         """Over the requests started after `since` (monotonic, as the client's clock: the
-        same machine): (requests, failed, longest time without an answer, nodes in order)."""
+        same machine): (requests, failed, longest time without an answer, nodes in order).
+        Waits (bounded by the client's timeout) for the requests started until now to end."""
+        now = time.monotonic()
+        deadline = now + 6
         self.read_requests()
+        while any(since <= float(start) < now for start in self.started):
+            assert time.monotonic() < deadline, f"requests still running: {sorted(self.started)}"
+            time.sleep(0.05)
+            self.read_requests()
         chosen = [r for r in self.requests if r[0] >= since]
         failed = sum(1 for r in chosen if not r[2])
-        answers = [since] + [end for _, end, ok, _ in chosen if ok]
+        answers = [since, *sorted(end for _, end, ok, _ in chosen if ok)]
         gap = max((b - a for a, b in itertools.pairwise(answers)), default=0.0)
-        nodes = [node for _, _, ok, node in chosen if ok]
+        nodes = [node for _, _, ok, node in sorted(chosen, key=lambda r: r[1]) if ok]
         order = [n for i, n in enumerate(nodes) if i == 0 or nodes[i - 1] != n]
         return len(chosen), failed, gap, order
 
@@ -307,7 +326,7 @@ def test_the_vip_follows_the_healthy_node_of_higher_priority(setup: Setup) -> No
             raise AssertionError(f"n1 still running 20 s after SIGTERM\n{setup.log('n1')[-6000:]}")
         time.sleep(0.05)
     assert n1.returncode == 0, setup.logs()
-    setup.settle("n2")
+    setup.settle("n2", since)
     figures = report(setup, f"(a) graceful stop: VIP on n2 after {took:.2f} s", since)
     assert figures[1] == 0 and figures[2] <= 1.0, (setup.requests[-60:], setup.log("n1"))
     assert setup.keepalived_pids("n1") == [] and not setup.holds("n1")
@@ -318,14 +337,14 @@ def test_the_vip_follows_the_healthy_node_of_higher_priority(setup: Setup) -> No
     since = time.monotonic()
     setup.start_balancer("n1")
     took = setup.wait_holder({"n1"}, 15)
-    setup.settle("n1", timeout=15)
+    setup.settle("n1", since, timeout=15)
     figures = report(setup, f"(c) n1 restarted: preempted after {took:.2f} s", since)
     assert figures[1] == 0, setup.requests[-80:]
 
     # (b) the master's link cut: the backup serves within 3 adverts + 1 s.
     since = time.monotonic()
     ip("-n", setup.names["n1"], "link", "set", "e0", "down")
-    setup.settle("n2", count=3, timeout=5)
+    setup.settle("n2", since, count=3, timeout=5)
     figures = report(setup, "(b) n1 link cut", since)
     assert figures[2] <= 3 * ADVERT + 1.0, setup.requests[-60:]
 
@@ -333,7 +352,7 @@ def test_the_vip_follows_the_healthy_node_of_higher_priority(setup: Setup) -> No
     since = time.monotonic()
     ip("-n", setup.names["n1"], "link", "set", "e0", "up")
     took = setup.wait_holder({"n1"}, 10)
-    setup.settle("n1")
+    setup.settle("n1", since)
     figures = report(setup, f"(c) n1 link back: preempted after {took:.2f} s", since)
     assert figures[1] == 0, setup.requests[-80:]
 
@@ -341,20 +360,24 @@ def test_the_vip_follows_the_healthy_node_of_higher_priority(setup: Setup) -> No
     since = time.monotonic()
     (setup.folder / "n1.disable").touch()
     took = setup.wait_holder({"n2"}, 5)
-    setup.settle("n2")
+    setup.settle("n2", since)
     figures = report(setup, f"(d) disable_file on n1: VIP on n2 after {took:.2f} s", since)
     assert figures[1] == 0 and figures[2] <= 1.0, setup.requests[-60:]
     assert setup.wait_state("n1", "FAULT", 5)["why"] == f"disabled by {setup.folder}/n1.disable"
     (setup.folder / "n1.disable").unlink()
     setup.wait_holder({"n1"}, 10)
-    setup.settle("n1")
+    setup.settle("n1", since)
 
     # keepalived killed outright on n1: logged, its VIP removed, restarted, n1 master again.
-    (pid, *_) = setup.keepalived_pids("n1")
+    before = setup.keepalived_pids("n1")
     since = time.monotonic()
-    os.kill(pid, signal.SIGKILL)
+    os.kill(before[0], signal.SIGKILL)
+    deadline = time.monotonic() + 15
+    while not (setup.keepalived_pids("n1") and not set(setup.keepalived_pids("n1")) & set(before)):
+        assert time.monotonic() < deadline, setup.log("n1")
+        time.sleep(0.05)
     setup.wait_holder({"n1"}, 15)
-    setup.settle("n1", timeout=15)
+    setup.settle("n1", since, timeout=15)
     report(setup, "keepalived SIGKILLed on n1", since)
     assert "vrrp: keepalived exited" in setup.log("n1")
 
@@ -366,3 +389,17 @@ def test_the_vip_follows_the_healthy_node_of_higher_priority(setup: Setup) -> No
         assert time.monotonic() < deadline, "keepalived outlived its killed master"
         time.sleep(0.05)
     assert not setup.holds("n2")
+
+
+def test_run_without_root_refuses_vrrp(tmp_path: Path) -> None:
+    """Not root: `balancer run` says why and exits 1 (as root: in a user namespace, where
+    the effective uid is not 0)."""
+    config = tmp_path / "lb.toml"
+    config.write_text(node_config("n1", tmp_path).replace(f'bind = ["{VIP}:80"]', 'bind = ["127.0.0.1:0"]'))
+    command = [sys.executable, "-m", "balancer", "run", "-c", str(config)]
+    if os.geteuid() == 0:
+        command = [require_tool("unshare"), "--user", *command]
+    env = dict(os.environ, PYTHONPATH=str(SRC))
+    result = subprocess.run(command, capture_output=True, text=True, timeout=30, env=env)
+    assert result.returncode == 1, result.stderr
+    assert "[vrrp] needs root: keepalived adds the VIPs and sends VRRP adverts" in result.stderr

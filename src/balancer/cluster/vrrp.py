@@ -287,16 +287,16 @@ class VrrpKeeper:
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
             await process.wait()
-            self._clean_interface()
+            await self._clean_interface()
 
     def _render(self) -> str:
         assert self.vrrp is not None
         return render_keepalived_config(self.vrrp, self._path("notify.fifo"), self._path("health"))
 
-    def _clean_interface(self) -> None:
+    async def _clean_interface(self) -> None:
         assert self.vrrp is not None
-        try:
-            removed = remove_stale_vips(self.vrrp)
+        try:  # in a thread: pyroute2 runs an event loop of its own
+            removed = await asyncio.to_thread(remove_stale_vips, self.vrrp)
         except Exception as exc:  # netlink refused: say so, keepalived will try anyway
             log.error("vrrp: cannot check %s for VIPs left behind: %s", self.vrrp.interface, exc)
             return
@@ -315,7 +315,7 @@ class VrrpKeeper:
             assert self.vrrp is not None
             conf, output_path = self._path("keepalived.conf"), self._path("keepalived.log")
             started = time.monotonic()
-            self._clean_interface()
+            await self._clean_interface()
             try:
                 Path(conf).write_text(self._render())
                 with open(output_path, "ab") as output:
@@ -365,7 +365,7 @@ class VrrpKeeper:
             delay = RESTART_DELAYS[min(quick_deaths, len(RESTART_DELAYS)) - 1] if quick_deaths else RESTART_DELAYS[0]
             self.restarts += 1
             log.error("vrrp: keepalived exited (status %s); restarting in %gs%s", code, delay, _tail(output_path))
-            self._clean_interface()
+            await self._clean_interface()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.restart_now.wait(), delay)
             self.restart_now.clear()
