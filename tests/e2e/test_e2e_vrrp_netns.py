@@ -312,6 +312,8 @@ def test_the_vip_follows_the_healthy_node_of_higher_priority(setup: Setup) -> No
     assert code == 200 and "balancer_vrrp_master 1.0" in str(metrics), metrics
     assert "balancer_vrrp_master 0.0" in str(call(str(setup.folder / "n2.sock"), "GET", "/metrics", timeout=10)[1])
     assert "vrrp: BACKUP -> MASTER" in setup.log("n1")
+    code, stats = call(str(setup.folder / "n1.sock"), "GET", "/api/stats", timeout=10)
+    assert code == 200 and isinstance(stats, dict) and stats["vrrp"]["state"] == "MASTER", stats  # the page's panel
 
     # (a) graceful stop of the master's balancer: the VIP moves, no request fails.
     since = time.monotonic()
