@@ -86,8 +86,9 @@ for _ in range(4000):  # bounded: 200 s at 50 ms
 """
 
 
-def node_config(name: str, folder: Path) -> str:
-    address, priority = NODES[name]
+def node_config(name: str, folder: Path, priority: int = 0) -> str:
+    address, default_priority = NODES[name]
+    priority = priority or default_priority
     peer = next(a for n, (a, _) in NODES.items() if n != name)
     return f"""\
 [global]
@@ -369,6 +370,21 @@ def test_the_vip_follows_the_healthy_node_of_higher_priority(setup: Setup) -> No
     (setup.folder / "n1.disable").unlink()
     setup.wait_holder({"n1"}, 10)
     setup.settle("n1", since)
+
+    # A reload raising n2's priority above n1's: keepalived re-reads its file, n2 preempts.
+    since = time.monotonic()
+    (setup.folder / "n2.toml").write_text(node_config("n2", setup.folder, priority=200))
+    setup.balancers["n2"].send_signal(signal.SIGHUP)
+    took = setup.wait_holder({"n2"}, 10)
+    setup.settle("n2", since)
+    figures = report(setup, f"reload of n2 with priority 200: VIP on n2 after {took:.2f} s", since)
+    assert figures[1] == 0, setup.requests[-80:]
+    assert "keepalived re-reads its configuration" in setup.log("n2")
+    assert setup.status("n2")["priority"] == 200
+    (setup.folder / "n2.toml").write_text(node_config("n2", setup.folder))
+    setup.balancers["n2"].send_signal(signal.SIGHUP)
+    setup.wait_holder({"n1"}, 10)
+    setup.settle("n1", time.monotonic())
 
     # keepalived killed outright on n1: logged, its VIP removed, restarted, n1 master again.
     before = setup.keepalived_pids("n1")
