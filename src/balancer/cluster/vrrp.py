@@ -166,6 +166,33 @@ def remove_stale_vips(vrrp: Vrrp) -> list[str]:
     return removed
 
 
+FOLDER_PREFIX = "balancer-vrrp-"
+
+
+def remove_stale_folders(parent: str) -> list[str]:
+    """Remove the runtime folders in `parent` left by masters that were killed (a folder is
+    named balancer-vrrp-PID-...; removed only when it is ours and PID is gone)."""
+    removed: list[str] = []
+    try:
+        entries = list(os.scandir(parent))
+    except OSError:
+        return removed
+    for entry in entries:
+        if not entry.name.startswith(FOLDER_PREFIX):
+            continue
+        pid_text = entry.name[len(FOLDER_PREFIX) :].split("-", 1)[0]
+        try:
+            if not pid_text.isdigit() or entry.stat(follow_symlinks=False).st_uid != os.geteuid():
+                continue
+            os.kill(int(pid_text), 0)
+        except ProcessLookupError:
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed.append(entry.path)
+        except OSError:  # alive under another user (EPERM), or gone meanwhile
+            continue
+    return removed
+
+
 def _die_with_parent() -> None:
     """In the keepalived child: SIGTERM when the master dies, so it drops the VIPs rather
     than hold them for a balancer that is gone."""
@@ -206,7 +233,9 @@ class VrrpKeeper:
         cannot be made."""
         self.vrrp = vrrp
         self.health = health
-        self.folder = tempfile.mkdtemp(prefix="balancer-vrrp-")
+        for folder in remove_stale_folders(tempfile.gettempdir()):
+            log.info("vrrp: removed %s, left by a master that was killed", folder)
+        self.folder = tempfile.mkdtemp(prefix=f"{FOLDER_PREFIX}{os.getpid()}-")
         os.mkfifo(self._path("notify.fifo"), 0o600)
         # Read and write: the FIFO never reads as closed while keepalived restarts.
         self.fifo_fd = os.open(self._path("notify.fifo"), os.O_RDWR | os.O_NONBLOCK)

@@ -73,3 +73,22 @@ def test_effective_priority(tmp_path: Path, value: int) -> None:
     node = keeper(tmp_path, "10.255.255.1/32", [("ok", "")])
     node.written = value
     assert node.status()["effective_priority"] == {TRACK_OK: 100, TRACK_YIELD: 1, TRACK_FAULT: 0}[value]
+
+
+def test_runtime_folders_of_killed_masters_are_removed(tmp_path: Path) -> None:
+    """A master killed outright cannot remove its folder: the next one does, if its pid is gone."""
+    import os
+    import subprocess
+    import sys
+
+    from balancer.cluster.vrrp import remove_stale_folders
+
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = tmp_path / f"balancer-vrrp-{int(ended.stdout)}-abc"
+    alive = tmp_path / f"balancer-vrrp-{os.getpid()}-def"
+    other = tmp_path / "balancer-bgp-1-x"
+    for folder in (dead, alive, other):
+        folder.mkdir()
+        (folder / "keepalived.conf").write_text("x")
+    assert remove_stale_folders(str(tmp_path)) == [str(dead)]
+    assert not dead.exists() and alive.exists() and other.exists()
