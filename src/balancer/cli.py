@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--port", type=int, default=8080, help="where the balancer listens (default 8080)")
     demo.add_argument("--stats-port", type=int, default=8404, help="where the stats page is (default 8404)")
 
-    ctl = commands.add_parser("ctl", help="runtime API client: show servers|stats|bgp|dns, set server, reload")
+    ctl = commands.add_parser("ctl", help="runtime API client: show servers|stats|bgp|dns|vrrp, set server, reload")
     where = ctl.add_mutually_exclusive_group()
     where.add_argument("--socket", default=None, help="admin unix socket (default /run/balancer/admin.sock)")
     where.add_argument("--url", default=None, help="admin API over TCP, e.g. http://127.0.0.1:9100")

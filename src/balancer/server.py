@@ -10,6 +10,7 @@ state (drain/maint, weight, health) carries over to servers that still exist.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -45,9 +46,18 @@ class UnsupportedConfig(Exception):
     """A valid config asks for something this build cannot do yet."""
 
 
-def bind_socket(address: Address, backlog: int) -> socket.socket:
+# Linux's IP_FREEBIND and IP_TRANSPARENT (linux/in.h); Python does not name them everywhere.
+IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)
+IP_TRANSPARENT = getattr(socket, "IP_TRANSPARENT", 19)
+
+
+def bind_socket(address: Address, backlog: int, freebind: bool = False) -> socket.socket:
     """A listening socket for `address` with a queue of `backlog` connections (the kernel caps
-    it at net.core.somaxconn); raises OSError with the address in the message."""
+    it at net.core.somaxconn); raises OSError with the address in the message. `freebind`:
+    the address need not be on this node yet (a [vrrp] VIP the peer holds now); with
+    CAP_NET_ADMIN the socket is also IP_TRANSPARENT, which its connections inherit: one
+    accepted just before the VIP moved can still send its response from the VIP (a freebind
+    socket's sends fail once the address is gone, and the client waits out its timeout)."""
     try:
         if address.is_unix:
             if os.path.exists(address.path):
@@ -62,6 +72,10 @@ def bind_socket(address: Address, backlog: int) -> socket.socket:
                 host = "::" if family == socket.AF_INET6 else "0.0.0.0"
             sock = socket.socket(family, socket.SOCK_STREAM)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if freebind:
+                sock.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)
+                with contextlib.suppress(PermissionError):
+                    sock.setsockopt(socket.IPPROTO_IP, IP_TRANSPARENT, 1)
             if family == socket.AF_INET6 and not address.host:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
             sock.bind((host, address.port))

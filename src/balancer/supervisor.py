@@ -25,7 +25,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -40,6 +40,7 @@ from balancer.cluster.dns import DnsServer
 from balancer.cluster.dsr import DsrService
 from balancer.cluster.l4 import L4Error
 from balancer.cluster.l4_service import L4Service
+from balancer.cluster.vrrp import VrrpKeeper, missing_keepalived
 from balancer.config import ConfigError, parse_config, read_config_text
 from balancer.config.model import Config
 from balancer.config.values import Address
@@ -117,16 +118,20 @@ class Master:
         self.l4 = L4Service()  # the [[l4]] tables, run here: the master is long-lived
         self.dsr = DsrService()  # [dsr]: the VIPs on lo, before the frontends bind them
         self.dns: DnsServer | None = None
+        self.vrrp: VrrpKeeper | None = None
 
     # -- sockets ---------------------------------------------------------------------------
 
     def bind(self, config: Config) -> None:
-        """Bind the addresses `config` needs that are not bound yet. Raises OSError."""
+        """Bind the addresses `config` needs that are not bound yet. Raises OSError. A
+        [vrrp] VIP is bound with IP_FREEBIND: the peer may hold it now."""
+        vips = set(config.vrrp.addresses()) if config.vrrp is not None else set()
         for frontend in config.frontend:
             for address in frontend.bind:
                 key = listener_key(address, frontend.name)
                 if key not in self.sockets:
-                    self.sockets[key] = bind_socket(address, frontend.backlog)
+                    freebind = not address.is_unix and address.host in vips
+                    self.sockets[key] = bind_socket(address, frontend.backlog, freebind)
                 else:
                     self.sockets[key].listen(frontend.backlog)  # a reload may change it
 
@@ -338,6 +343,7 @@ class Master:
         except ConfigError as exc:
             return [str(problem) for problem in exc.problems]
         missing = missing_exabgp() if config.bgp is not None and self.bgp is None else None
+        missing = missing or (missing_keepalived() if config.vrrp is not None and self.vrrp is None else None)
         if missing:
             return [missing]
         tier_problems = await self._reload_kernel_tiers(config)
@@ -362,6 +368,7 @@ class Master:
         self.monitor.stop()
         self.monitor.start(config)
         await self._reload_bgp(config)
+        await self._reload_vrrp(config)
         try:
             await self._reload_dns(config)
         except OSError as exc:
@@ -481,6 +488,7 @@ class Master:
             **({"bgp": self.bgp_status()} if self.current.config.bgp is not None else {}),
             "l4": self.l4.rows(),
             **({"dns": self.dns_status()} if self.current.config.dns is not None else {}),
+            **({"vrrp": self.vrrp_status()} if self.current.config.vrrp is not None else {}),
         }
 
     def set_server(self, backend: str, server: str, state: str | None, weight: int | None) -> dict[str, Any]:
@@ -579,21 +587,30 @@ class Master:
             return
         self.stopping = True
         notify("STOPPING=1")
-        if self.bgp is not None:
-            # Routers stop sending new connections before the listeners close.
-            log.info("stopping: withdrawing BGP announcements first")
+        if self.bgp is not None or self.vrrp is not None:
+            # Routers stop sending new connections, and the peer holds the VIPs, before
+            # the listeners close.
+            if self.bgp is not None:
+                log.info("stopping: withdrawing BGP announcements first")
+            if self.vrrp is not None:
+                log.info("stopping: handing the VIPs over to the VRRP peer first")
             self._spawn_task(self._withdraw_then_drain())
             return
         self._drain()
 
     async def _withdraw_then_drain(self) -> None:
-        """The drain runs whatever the withdrawal ends with: a stop that raised would
-        otherwise leave the master running, deaf to the signal."""
+        """Routers and the VRRP peer take the traffic first; the drain runs whatever the
+        withdrawal ends with (a stop that raised would leave the master running, deaf to
+        the signal)."""
+        steps: list[Coroutine[Any, Any, None]] = []
+        if self.bgp is not None:
+            steps.append(self.bgp.stop())
+        if self.vrrp is not None:
+            steps.append(self.vrrp.hand_over())
         try:
-            if self.bgp is not None:
-                await self.bgp.stop()
-        except Exception:
-            log.exception("bgp: the stop failed; draining anyway")
+            for result in await asyncio.gather(*steps, return_exceptions=True):
+                if isinstance(result, BaseException):  # a bug there must not keep balancer running
+                    log.error("stopping: withdrawing or handing over failed: %r", result)
         finally:
             self._drain()
 
@@ -617,6 +634,8 @@ class Master:
             return await self._run()
         finally:
             try:
+                if self.vrrp is not None:  # keepalived drops the VIPs as it stops
+                    await self.vrrp.stop()
                 await self.l4.stop()
             finally:
                 await self.dsr.stop()
@@ -643,6 +662,7 @@ class Master:
             log.error("%s", exc)
             return 1
         problem = missing_exabgp() if config.bgp is not None else None
+        problem = problem or (missing_keepalived() if config.vrrp is not None else None)
         if problem:
             log.error("%s", problem)
             return 1
@@ -666,6 +686,7 @@ class Master:
         self.started = True
         self.monitor.start(config)
         await self._reload_bgp(config)
+        await self._reload_vrrp(config)
         try:
             await self._reload_dns(config)
         except OSError as exc:
@@ -686,6 +707,8 @@ class Master:
         await self.done.wait()
         if self.bgp is not None:
             await self.bgp.stop()
+        if self.vrrp is not None:
+            await self.vrrp.stop()
         if self.dns is not None:
             await self.dns.stop()
         self.monitor.stop()
@@ -745,6 +768,49 @@ class Master:
         if self.bgp is None:
             return {"announcements": [], "neighbors": [], "exabgp": None}
         return self.bgp.status()
+
+    # -- [vrrp] --------------------------------------------------------------------------------
+
+    async def _reload_vrrp(self, config: Config) -> None:
+        """Start, reconfigure or stop keepalived for `config` (after workers serve)."""
+        if config.vrrp is None:
+            if self.vrrp is not None:
+                await self.vrrp.hand_over()
+                await self.vrrp.stop()
+                self.vrrp = None
+            return
+        if self.vrrp is None:
+            keeper = VrrpKeeper()
+            try:
+                await keeper.start(config.vrrp, self.vrrp_health)
+            except OSError as exc:  # no runtime folder or FIFO: serve, but never hold the VIPs
+                log.error("vrrp: cannot start, no VIP is held here: %s", exc)
+                return
+            self.vrrp = keeper
+        else:
+            await self.vrrp.reload(config.vrrp)
+
+    def vrrp_health(self) -> tuple[str, str]:
+        """Whether this node may hold the VIPs: "yield" them gracefully while a disable_file
+        exists, "fault" when a VIP has no usable server behind it (SPEC's announce rule for
+        each VIP /32, as [bgp] decides), else "ok". Stopping is the keeper's own business."""
+        config = self.current.config
+        assert config.vrrp is not None
+        disable_file = config.global_.disable_file
+        if disable_file and os.path.exists(disable_file):
+            return ("yield", f"disabled by {disable_file}")
+        whys = []
+        for address in config.vrrp.addresses():
+            serve, why = self.bgp_can_serve(f"{address}/32")
+            if not serve:
+                return ("fault", f"{address}: {why}")
+            whys.append(why)
+        return ("ok", "; ".join(dict.fromkeys(whys)))
+
+    def vrrp_status(self) -> dict[str, Any]:
+        if self.vrrp is None:
+            return {"state": None, "keepalived": None}
+        return self.vrrp.status()
 
     # -- [dns] ---------------------------------------------------------------------------------
 

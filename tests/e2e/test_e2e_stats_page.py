@@ -257,6 +257,7 @@ def test_the_page_renders_every_frontend_backend_and_server(stats_site, browser_
     assert "st-ready" in (page.get_attribute(row, "class") or "")
     assert page.locator(f"{row} button[data-action]").count() == 3
     assert page.locator("#bgp").is_hidden()  # no [bgp] in this file
+    assert page.locator("#vrrp").is_hidden()  # no [vrrp] either
     assert errors == []
 
 

@@ -32,6 +32,7 @@ class ControlPlane(Protocol):
     def l4_rows(self) -> list[dict[str, Any]]: ...
     def set_l4(self, table: str, node: str, state: str) -> Awaitable[dict[str, Any]]: ...
     def dns_status(self) -> dict[str, Any]: ...
+    def vrrp_status(self) -> dict[str, Any]: ...
 
 
 _SERVER_PATH = re.compile(r"^/api/servers/([^/]+)/([^/]+)$")
@@ -63,6 +64,7 @@ class AdminServer:
             "/api/reload": {"POST": self._reload},
             "/api/bgp": {"GET": self._bgp},
             "/api/dns": {"GET": self._dns},
+            "/api/vrrp": {"GET": self._vrrp},
             "/metrics": {"GET": self._metrics},
             "/health": {"GET": self._health},
             "/api/l4": {"GET": self._l4},
@@ -115,6 +117,9 @@ class AdminServer:
 
     async def _dns(self, body: bytes) -> Reply:
         return json_reply(200, self.control.dns_status())
+
+    async def _vrrp(self, body: bytes) -> Reply:
+        return json_reply(200, self.control.vrrp_status())
 
     async def _reload(self, body: bytes) -> Reply:
         result = await self.control.reload_now()

@@ -4,6 +4,7 @@
     balancer ctl ... show stats
     balancer ctl ... show bgp
     balancer ctl ... show dns
+    balancer ctl ... show vrrp
     balancer ctl ... set server BACKEND/SERVER state ready|drain|maint
     balancer ctl ... set server BACKEND/SERVER weight N
     balancer ctl ... show l4
@@ -105,6 +106,9 @@ def _run(where: str, as_json: bool, words: list[str]) -> int:
     if words == ["show", "dns"]:
         status, value = call(where, "GET", "/api/dns")
         return _show(status, value, as_json, _dns_table)
+    if words == ["show", "vrrp"]:
+        status, value = call(where, "GET", "/api/vrrp")
+        return _show(status, value, as_json, _vrrp_table)
     if words == ["reload"]:
         status, value = call(where, "POST", "/api/reload")
         if status == 200:
@@ -251,6 +255,34 @@ def _bgp_tables(status: dict[str, Any]) -> None:
         since = "" if row.get("since") is None else str(row["since"])
         neighbors.add_row(row["address"], str(row["peer_as"]), f"[{style}]{row['state']}[/]", since)
     console.print(neighbors)
+
+
+def _vrrp_table(status: dict[str, Any]) -> None:
+    """`show vrrp`: this node's role, why, and the VIPs it holds."""
+    from rich.table import Table
+
+    console = _console()
+    keepalived = status.get("keepalived")
+    if keepalived is None:
+        console.print("no [vrrp] in the configuration")
+        return
+    running = f"pid {keepalived['pid']}" if keepalived.get("pid") else "not running"
+    console.print(f"keepalived {running}, restarted {keepalived.get('restarts', 0)} times")
+    table = Table(title=f"VRRP router {status['virtual_router_id']} on {status['interface']}", title_justify="left")
+    for column in ("state", "since s", "priority", "effective", "health", "why", "VIPs held here", "transitions"):
+        table.add_column(column)
+    style = {"MASTER": "green", "BACKUP": "yellow"}.get(status["state"], "red")
+    table.add_row(
+        f"[{style}]{status['state']}[/]",
+        str(status["since"]),
+        str(status["priority"]),
+        str(status["effective_priority"]),
+        status["health"],
+        escape(status["why"]),
+        ", ".join(status["held"]) or "none",
+        str(status["transitions"]),
+    )
+    console.print(table)
 
 
 def _dns_table(status: dict[str, Any]) -> None:

@@ -25,6 +25,7 @@ class Totals(Protocol):
     def l4_rows(self) -> list[dict[str, Any]]: ...
     def l4_update_seconds(self) -> float: ...
     def dns_status(self) -> dict[str, Any]: ...
+    def vrrp_status(self) -> dict[str, Any]: ...
 
 
 class BalancerCollector(Collector):
@@ -160,6 +161,26 @@ class BalancerCollector(Collector):
         yield from self._bgp()
         yield from self._l4()
         yield from self._dns()
+        yield from self._vrrp()
+
+    def _vrrp(self) -> Iterator[Metric]:
+        """[vrrp]: this node's role (nothing without [vrrp])."""
+        status = self.totals.vrrp_status()
+        if status.get("keepalived") is None:
+            return
+        master = GaugeMetricFamily("balancer_vrrp_master", "1 while this node is the VRRP master (holds the VIPs).")
+        master.add_metric([], 1 if status["state"] == "MASTER" else 0)
+        held = GaugeMetricFamily("balancer_vrrp_vips_held", "VIPs of [vrrp] on this node now.")
+        held.add_metric([], len(status["held"]))
+        transitions = CounterMetricFamily(
+            "balancer_vrrp_transitions", "VRRP role changes of this node (MASTER, BACKUP, FAULT) since the start."
+        )
+        transitions.add_metric([], status["transitions"])
+        restarts = CounterMetricFamily(
+            "balancer_vrrp_keepalived_restarts", "Times keepalived died and was started again by balancer."
+        )
+        restarts.add_metric([], status["keepalived"]["restarts"])
+        yield from (master, held, transitions, restarts)
 
     def _bgp(self) -> Iterator[Metric]:
         """[bgp]: one series per announced prefix and per neighbor (none without [bgp])."""

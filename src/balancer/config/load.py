@@ -33,7 +33,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from balancer.config.locate import KeyPath, SourceMap
-from balancer.config.model import L4, Backend, BackendRule, Bgp, Config, Dns, Dsr, Frontend, ResponseRule
+from balancer.config.model import L4, Backend, BackendRule, Bgp, Config, Dns, Dsr, Frontend, ResponseRule, Vrrp
 from balancer.config.values import Address
 
 __all__ = ["ConfigError", "Problem", "load_config", "parse_config", "read_config_text"]
@@ -391,6 +391,8 @@ def _check(config: Config, folder: Path, source: SourceMap) -> list[tuple[KeyPat
       record each answer's site is a [[dns.site]] (elsewhere a site is a label: SPEC.md's
       own example names one it does not define) and one answer at least has a site; site names
       are unique and no prefix belongs to two sites; NS and SOA names are absolute;
+    - [vrrp]: unicast_src goes with unicast_peers and is none of them; no VIP is a peer's
+      address or unicast_src;
     - certificate and CA files exist, relative names taken from the config's folder;
     - hash keys fit the algorithm: balance "source" hashes src, "uri" hashes uri, "hdr"
       needs hash_key = "hdr(NAME)" and "url_param" needs "url_param(NAME)". Only an
@@ -444,6 +446,8 @@ def _check(config: Config, folder: Path, source: SourceMap) -> list[tuple[KeyPat
         problems += _check_bgp(config, config.bgp, source)
     if config.dns is not None:
         problems += _check_dns(config.dns, source)
+    if config.vrrp is not None:
+        problems += _check_vrrp(config.vrrp)
     return problems
 
 
@@ -915,6 +919,22 @@ def _check_bgp(config: Config, bgp: Bgp, source: SourceMap) -> list[tuple[KeyPat
             " or a frontend bound to an IPv4 address (a wildcard bind names no VIP)"
         )
         problems.append((("bgp",), message))
+    return problems
+
+
+def _check_vrrp(vrrp: Vrrp) -> list[tuple[KeyPath, str]]:
+    problems: list[tuple[KeyPath, str]] = []
+    if vrrp.unicast_src and not vrrp.unicast_peers:
+        message = "[vrrp] unicast_src needs unicast_peers (adverts are multicast without)"
+        problems.append((("vrrp", "unicast_src"), message))
+    if vrrp.unicast_src in vrrp.unicast_peers:
+        number = vrrp.unicast_peers.index(vrrp.unicast_src)
+        message = f"unicast peer {vrrp.unicast_src} is this node's unicast_src"
+        problems.append((("vrrp", "unicast_peers", number), message))
+    for number, address in enumerate(vrrp.addresses()):
+        if address in vrrp.unicast_peers or address == vrrp.unicast_src:
+            message = f"vip {address} is a node's own address: a VIP moves, a node's address does not"
+            problems.append((("vrrp", "vips", number), message))
     return problems
 
 

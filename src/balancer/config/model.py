@@ -624,6 +624,87 @@ class Bgp(Model):
         return prefixes
 
 
+# -- [vrrp]: an active/passive pair through keepalived (cluster/vrrp.py) ----------------
+# keepalived speaks VRRP version 3 (RFC 5798): adverts counted in centiseconds, so an
+# interval below a second is allowed, and no authentication (v3 removed it; v2's PASS
+# type sends the password in clear and protects nothing).
+MIN_ADVERT = 0.01
+MAX_ADVERT = 40.95  # 4095 centiseconds, the 12-bit field of a VRRPv3 advert
+
+
+def _vrrp_ipv4(value: str, what: str) -> str:
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        raise ValueError(f"{what} {value!r} is not an IP address") from None
+    if address.version != 4:
+        raise ValueError(f"{what} {value!r}: [vrrp] is IPv4 only in this version")
+    return str(address)
+
+
+class Vrrp(Model):
+    """Hold VIPs on one node of a pair (cluster/vrrp.py). IPv4 only."""
+
+    interface: str = Field(pattern=r"^[A-Za-z0-9_.\-@]{1,15}$")  # where the VIPs go and the adverts flow
+    virtual_router_id: int = Field(ge=1, le=255)  # the same on both nodes; unique on the segment
+    priority: int = Field(100, ge=1, le=254)  # the higher holds the VIPs
+    advert_interval: PositiveDuration = 1.0
+    vips: list[str] = Field(min_length=1)  # "10.0.3.100/24": address and its prefix on the interface
+    unicast_peers: list[str] = []  # the other nodes' addresses; [] = multicast (224.0.0.18)
+    unicast_src: str = ""  # this node's address for unicast adverts; default: the interface's first
+    preempt: bool = True  # a node of higher priority takes the VIPs back when it is ready
+    track_interval: PositiveDuration = 0.25  # how often the master re-reads its own health
+
+    @field_validator("advert_interval")
+    @classmethod
+    def _advert(cls, value: float) -> float:
+        if not MIN_ADVERT <= value <= MAX_ADVERT or abs(value * 100 - round(value * 100)) > 1e-6:
+            raise ValueError(f"advert_interval {value:g}s: VRRPv3 counts it in hundredths of a second, 10ms to 40.95s")
+        return value
+
+    @field_validator("track_interval")
+    @classmethod
+    def _track(cls, value: float) -> float:
+        if value > 1.0:
+            raise ValueError(f"track_interval {value:g}s: at most 1s (a sick node must give up its VIPs quickly)")
+        return value
+
+    @field_validator("vips")
+    @classmethod
+    def _vips(cls, values: list[str]) -> list[str]:
+        interfaces: list[str] = []
+        for value in values:
+            try:
+                interface = ipaddress.ip_interface(value)
+            except ValueError:
+                raise ValueError(f"vip {value!r} is not an address with its prefix, such as 10.0.3.100/24") from None
+            if interface.version != 4:
+                raise ValueError(f"vip {value!r}: [vrrp] is IPv4 only in this version")
+            written = str(interface)
+            if any(str(ipaddress.ip_interface(seen).ip) == str(interface.ip) for seen in interfaces):
+                raise ValueError(f"vip {interface.ip} is listed twice")
+            interfaces.append(written)
+        return interfaces
+
+    @field_validator("unicast_peers")
+    @classmethod
+    def _peers(cls, values: list[str]) -> list[str]:
+        addresses = [_vrrp_ipv4(value, "unicast peer") for value in values]
+        for number, address in enumerate(addresses):
+            if address in addresses[:number]:
+                raise ValueError(f"unicast peer {address} is listed twice")
+        return addresses
+
+    @field_validator("unicast_src")
+    @classmethod
+    def _src(cls, value: str) -> str:
+        return _vrrp_ipv4(value, "unicast_src") if value else value
+
+    def addresses(self) -> list[str]:
+        """The VIPs without their prefix length."""
+        return [str(ipaddress.ip_interface(vip).ip) for vip in self.vips]
+
+
 # -- [dns]: a health-aware authoritative DNS server (cluster/dns.py) ----------------------
 # Names are checked here label by label (RFC 1035 lengths; letters, digits, '-' and '_');
 # what needs the whole table (a site named, a record twice, an address family) is checked
@@ -786,6 +867,7 @@ class Config(Model):
     dsr: Dsr | None = None
     bgp: Bgp | None = None
     dns: Dns | None = None
+    vrrp: Vrrp | None = None
 
     def bgp_announce(self) -> list[str]:
         """The prefixes [bgp] announces: `announce` as written, else every [[l4]] vip, else

@@ -108,6 +108,16 @@ _NOTES: dict[str, str] = {
     "BgpNeighbor.port": "the router's BGP port",
     "BgpNeighbor.passive": "wait for the router to connect instead of connecting",
     "Config.dns": "a health-aware authoritative DNS server for one zone",
+    "Config.vrrp": "an active/passive pair: keepalived holds the VIPs on the healthy node of higher priority",
+    "Vrrp.interface": "the network interface the VIPs go on and the adverts use",
+    "Vrrp.virtual_router_id": "VRRP router id, 1 to 255: the same on both nodes, unique on the segment",
+    "Vrrp.priority": "1 to 254; the healthy node of higher priority holds the VIPs",
+    "Vrrp.advert_interval": "how often the holder advertises: 10ms to 40.95s in hundredths; 3 missed = failover",
+    "Vrrp.vips": "the VIPs with their prefix on the interface, such as `10.0.3.100/24`",
+    "Vrrp.unicast_peers": "the other nodes' addresses for unicast adverts; `[]` = multicast",
+    "Vrrp.unicast_src": "this node's address for unicast adverts; default the interface's first address",
+    "Vrrp.preempt": "a healthy node of higher priority takes the VIPs back",
+    "Vrrp.track_interval": "how often balancer tells keepalived its health (at most 1s)",
     "Dns.zone": "the zone answered for, such as `example.com`; other names are REFUSED",
     "Dns.soa": "the zone's SOA record",
     "Dns.record": "the names answered, one table per name and type",
@@ -309,8 +319,8 @@ A key with default "required" must be written. Types ([value syntax](configurati
 - *network*: `"10.0.0.0/8"`, or one address.
 - *table*: written as `[name]` on its own or inline, `timeouts = {{ connect = "2s" }}`.
 
-The tables of the tiers beyond one machine: `[[l4]]`, `[dsr]`, `[bgp]` and `[dns]` are run
-by `balancer run` (`[[l4]]` and `[dsr]` as root); `[vrrp]` and `[peers]` are **not built yet**: see
+The tables of the tiers beyond one machine: `[[l4]]`, `[dsr]`, `[bgp]`, `[dns]` and `[vrrp]` are
+run by `balancer run` (`[[l4]]`, `[dsr]` and `[vrrp]` as root); `[peers]` is **not built yet**: see
 [reference.md](reference.md#the-tiers-beyond-one-machine).
 """
 

@@ -324,6 +324,23 @@
     }
   }
 
+  // -- vrrp (only with [vrrp]: the API's "vrrp", as GET /api/vrrp) ---------------------------
+  function renderVrrp(vrrp) {
+    $("vrrp").hidden = !vrrp;
+    if (!vrrp) return;
+    const keepalived = vrrp.keepalived || {};
+    $("vrrp-keepalived").textContent = (keepalived.pid ? "keepalived pid " + keepalived.pid : "keepalived not running")
+      + " · restarted " + (keepalived.restarts || 0) + "× · " + vrrp.transitions + " role changes";
+    const body = document.querySelector("#vrrp-state tbody");
+    body.replaceChildren();
+    const state = vrrp.state || "INIT";
+    const pill = el("span", "pill " + (state === "MASTER" ? "up" : state === "BACKUP" ? "drain" : "down"), state);
+    bgpRow(body, [["Router", vrrp.virtual_router_id + " on " + vrrp.interface, "name"], ["State", pill],
+      ["Priority", vrrp.priority + " (now " + vrrp.effective_priority + ")"], ["Health", vrrp.health],
+      ["Why", vrrp.why], ["VIPs held here", vrrp.held.length ? vrrp.held.join(", ") : DASH],
+      ["Since", fmtSince(vrrp.since), "n"]]);
+  }
+
   // -- [[l4]] tables (an L4 node): one row per L7 node, rebuilt on every poll -----------------
   function renderL4(rows) {
     const body = document.querySelector("#l4 tbody");
@@ -353,6 +370,7 @@
     renderFrontends(data.frontends, now);
     renderBackends(data.backends, data.servers, now);
     renderBgp(data.bgp);
+    renderVrrp(data.vrrp);
     renderL4(data.l4 || []);
     const servers = data.servers;
     const usable = servers.filter((s) => s.usable).length;
