@@ -16,7 +16,7 @@ the speaker adds "not stopping", re-asks every POLL_INTERVAL and on `refresh()`,
 only changes. A stop withdraws every route, waits for ExaBGP's answers, then ends ExaBGP
 with SIGTERM, which closes each session with a NOTIFICATION: the router drops whatever
 was still announced, so nothing outlives balancer. ExaBGP dying is logged with the tail
-of its output and restarted with a doubling delay (RESTART_DELAYS); its routes come back
+of its output and restarted with a doubling delay (balancer.cluster.child); its routes come back
 when its relay reconnects. ExaBGP gets SIGTERM if the master dies (PR_SET_PDEATHSIG).
 """
 
@@ -30,7 +30,6 @@ import logging
 import os
 import pwd
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -40,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from balancer.cluster.child import STEADY_RUN, die_with_parent, end_process, output_tail, restart_delay
 from balancer.config.model import Bgp, Config
 
 log = logging.getLogger("balancer.bgp")
@@ -48,11 +48,8 @@ log = logging.getLogger("balancer.bgp")
 CanServe = Callable[[str], tuple[bool, str]]
 
 POLL_INTERVAL = 0.25  # disable_file and health are re-read this often (SPEC: withdraw within 1 s)
-RESTART_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0)  # after the n-th quick death in a row
-STEADY_RUN = 30.0  # ExaBGP alive this long: its next death restarts after the first delay
 ACK_TIMEOUT = 3.0  # a stop waits this long for ExaBGP to acknowledge the withdrawals
 EXIT_TIMEOUT = 5.0  # then this long for ExaBGP to close its sessions and exit
-LOG_TAIL = 10  # lines of ExaBGP's output logged when it dies
 
 
 @dataclass
@@ -125,15 +122,6 @@ def missing_exabgp() -> str | None:
     if importlib.util.find_spec("exabgp") is None:
         return f"[bgp] needs ExaBGP, which {sys.executable} cannot import: install the package's tiers extra"
     return None
-
-
-def _die_with_parent() -> None:
-    """In the ExaBGP child: SIGTERM when the master dies, so its sessions close (and the
-    routes go) rather than outlive balancer."""
-    with contextlib.suppress(OSError, AttributeError):
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 class BgpSpeaker:
@@ -233,18 +221,7 @@ class BgpSpeaker:
         log.info("bgp: stopped: every route withdrawn, ExaBGP ended")
 
     async def _end_exabgp(self) -> None:
-        process = self.process
-        if process is None or process.returncode is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            process.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(process.wait(), EXIT_TIMEOUT)
-        except TimeoutError:
-            log.warning("bgp: ExaBGP did not exit %gs after SIGTERM: killed", EXIT_TIMEOUT)
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            await process.wait()
+        await end_process(self.process, "bgp: ExaBGP", EXIT_TIMEOUT)
 
     async def _supervise(self) -> None:
         """Run ExaBGP; when it dies, log why and start it again after a delay that grows
@@ -269,11 +246,11 @@ class BgpSpeaker:
                         stdout=output,
                         stderr=asyncio.subprocess.STDOUT,
                         env=exabgp_environment(log_file),
-                        preexec_fn=_die_with_parent,
+                        preexec_fn=die_with_parent,
                     )
             except OSError as exc:
                 quick_deaths += 1
-                delay = RESTART_DELAYS[min(quick_deaths, len(RESTART_DELAYS)) - 1]
+                delay = restart_delay(quick_deaths)
                 log.error("bgp: cannot start ExaBGP: %s; nothing is announced; trying again in %gs", exc, delay)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.restart_now.wait(), delay)
@@ -298,13 +275,13 @@ class BgpSpeaker:
             if self.stopping:
                 return
             quick_deaths = 0 if time.monotonic() - started > STEADY_RUN else quick_deaths + 1
-            delay = RESTART_DELAYS[min(quick_deaths, len(RESTART_DELAYS)) - 1] if quick_deaths else RESTART_DELAYS[0]
+            delay = restart_delay(quick_deaths)
             self.restarts += 1
             log.error(
                 "bgp: ExaBGP exited (status %s); its routes are gone from the routers; restarting in %gs%s",
                 code,
                 delay,
-                _tail(log_file),
+                output_tail(log_file),
             )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.restart_now.wait(), delay)
@@ -443,11 +420,3 @@ class BgpSpeaker:
                 "restarts": self.restarts,
             },
         }
-
-
-def _tail(path: str) -> str:
-    try:
-        lines = Path(path).read_text(errors="replace").splitlines()[-LOG_TAIL:]
-    except OSError:
-        return ""
-    return "; its last output:\n  " + "\n  ".join(lines) if lines else ""

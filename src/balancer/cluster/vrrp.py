@@ -46,6 +46,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from balancer.cluster.child import STEADY_RUN, die_with_parent, end_process, output_tail, restart_delay
 from balancer.config.model import Vrrp
 
 log = logging.getLogger("balancer.vrrp")
@@ -57,10 +58,7 @@ INSTANCE = "balancer"  # the vrrp_instance name in keepalived's configuration
 TRACK_OK = 0
 TRACK_YIELD = -253  # added to the priority: keepalived clamps it to 1
 TRACK_FAULT = -254  # below -253: keepalived enters FAULT
-RESTART_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0)  # after the n-th quick death in a row
-STEADY_RUN = 30.0  # keepalived alive this long: its next death restarts after the first delay
 EXIT_TIMEOUT = 5.0  # a stop waits this long for keepalived to exit after SIGTERM
-LOG_TAIL = 10  # lines of keepalived's output logged when it dies
 STATES = ("INIT", "BACKUP", "MASTER", "FAULT", "STOP")  # STOP: keepalived is not running
 
 
@@ -193,15 +191,6 @@ def remove_stale_folders(parent: str) -> list[str]:
     return removed
 
 
-def _die_with_parent() -> None:
-    """In the keepalived child: SIGTERM when the master dies, so it drops the VIPs rather
-    than hold them for a balancer that is gone."""
-    with contextlib.suppress(OSError, AttributeError):
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
 class VrrpKeeper:
     """The master's VRRP keeper. Call from the master's event loop only."""
 
@@ -304,18 +293,7 @@ class VrrpKeeper:
         log.info("vrrp: stopped: keepalived ended, VIPs released")
 
     async def _end_keepalived(self) -> None:
-        process = self.process
-        if process is None or process.returncode is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            process.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(process.wait(), EXIT_TIMEOUT)
-        except TimeoutError:
-            log.warning("vrrp: keepalived did not exit %gs after SIGTERM: killed", EXIT_TIMEOUT)
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            await process.wait()
+        if await end_process(self.process, "vrrp: keepalived", EXIT_TIMEOUT):
             await self._clean_interface()
 
     def _render(self) -> str:
@@ -365,11 +343,11 @@ class VrrpKeeper:
                         stdin=asyncio.subprocess.DEVNULL,
                         stdout=output,
                         stderr=asyncio.subprocess.STDOUT,
-                        preexec_fn=_die_with_parent,
+                        preexec_fn=die_with_parent,
                     )
             except OSError as exc:
                 quick_deaths += 1
-                delay = RESTART_DELAYS[min(quick_deaths, len(RESTART_DELAYS)) - 1]
+                delay = restart_delay(quick_deaths)
                 log.error("vrrp: cannot start keepalived: %s; no VIP is held here; trying again in %gs", exc, delay)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.restart_now.wait(), delay)
@@ -391,9 +369,9 @@ class VrrpKeeper:
                 return
             self._set_state("STOP", self.priority, "keepalived exited")
             quick_deaths = 0 if time.monotonic() - started > STEADY_RUN else quick_deaths + 1
-            delay = RESTART_DELAYS[min(quick_deaths, len(RESTART_DELAYS)) - 1] if quick_deaths else RESTART_DELAYS[0]
+            delay = restart_delay(quick_deaths)
             self.restarts += 1
-            log.error("vrrp: keepalived exited (status %s); restarting in %gs%s", code, delay, _tail(output_path))
+            log.error("vrrp: keepalived exited (status %s); restarting in %gs%s", code, delay, output_tail(output_path))
             await self._clean_interface()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.restart_now.wait(), delay)
@@ -505,11 +483,3 @@ class VrrpKeeper:
                 "restarts": self.restarts,
             },
         }
-
-
-def _tail(path: str) -> str:
-    try:
-        lines = Path(path).read_text(errors="replace").splitlines()[-LOG_TAIL:]
-    except OSError:
-        return ""
-    return "; its last output:\n  " + "\n  ".join(lines) if lines else ""

@@ -1,0 +1,65 @@
+"""A daemon the master runs as its child (ExaBGP for [bgp], keepalived for [vrrp]): how it is
+tied to the master's life, restarted when it dies, and ended.
+
+- `die_with_parent`, the child's preexec hook: the kernel sends it SIGTERM when the master
+  dies (PR_SET_PDEATHSIG), so routes and VIPs never outlive a balancer that is gone;
+- `restart_delay`: a child that keeps dying quickly is restarted after a doubling delay
+  (RESTART_DELAYS), one that ran STEADY_RUN seconds after the first delay again;
+- `output_tail`: the last lines of its output, for the log line that says it died;
+- `end_process`: SIGTERM, then SIGKILL if it has not exited within a timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from pathlib import Path
+
+RESTART_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0)  # after the n-th quick death in a row
+STEADY_RUN = 30.0  # a child alive this long: its next death restarts after the first delay
+LOG_TAIL = 10  # lines of its output logged when it dies
+
+log = logging.getLogger("balancer.cluster")
+
+
+def die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the master dies."""
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def restart_delay(quick_deaths: int) -> float:
+    """The pause before the next start after `quick_deaths` quick deaths in a row (0: the
+    child ran long enough, the first delay)."""
+    return RESTART_DELAYS[max(0, min(quick_deaths, len(RESTART_DELAYS)) - 1)]
+
+
+def output_tail(path: str) -> str:
+    """ "; its last output: ..." with the last LOG_TAIL lines of the file, or "" without."""
+    try:
+        lines = Path(path).read_text(errors="replace").splitlines()[-LOG_TAIL:]
+    except OSError:
+        return ""
+    return "; its last output:\n  " + "\n  ".join(lines) if lines else ""
+
+
+async def end_process(process: asyncio.subprocess.Process | None, what: str, timeout: float) -> bool:
+    """SIGTERM to `process`, SIGKILL after `timeout` seconds if it has not exited; whether
+    it had to be killed. Nothing to do for no process or one that has exited."""
+    if process is None or process.returncode is not None:
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        process.send_signal(signal.SIGTERM)
+    try:
+        await asyncio.wait_for(process.wait(), timeout)
+        return False
+    except TimeoutError:
+        log.warning("%s did not exit %gs after SIGTERM: killed", what, timeout)
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        await process.wait()
+        return True
