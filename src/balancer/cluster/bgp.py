@@ -31,7 +31,6 @@ import os
 import pwd
 import shutil
 import sys
-import tempfile
 import time
 from collections import deque
 from collections.abc import Callable
@@ -39,7 +38,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from balancer.cluster.child import STEADY_RUN, die_with_parent, end_process, output_tail, restart_delay
+from balancer.cluster.child import (
+    STEADY_RUN,
+    die_with_parent,
+    end_process,
+    output_tail,
+    restart_delay,
+    runtime_folder,
+)
 from balancer.config.model import Bgp, Config
 
 log = logging.getLogger("balancer.bgp")
@@ -154,7 +160,7 @@ class BgpSpeaker:
         assert config.bgp is not None
         self.can_serve = can_serve
         self._take(config)
-        self.folder = tempfile.mkdtemp(prefix="balancer-bgp-")
+        self.folder = runtime_folder("bgp")
         self.server = await asyncio.start_unix_server(self._on_relay, self._socket_path())
         loop = asyncio.get_running_loop()
         self.tasks = [loop.create_task(self._poll()), loop.create_task(self._supervise())]

@@ -6,7 +6,10 @@ tied to the master's life, restarted when it dies, and ended.
 - `restart_delay`: a child that keeps dying quickly is restarted after a doubling delay
   (RESTART_DELAYS), one that ran STEADY_RUN seconds after the first delay again;
 - `output_tail`: the last lines of its output, for the log line that says it died;
-- `end_process`: SIGTERM, then SIGKILL if it has not exited within a timeout.
+- `end_process`: SIGTERM, then SIGKILL if it has not exited within a timeout;
+- `runtime_folder`: its private folder (configuration, sockets, FIFOs, output), named
+  balancer-TIER-PID-... in the temporary directory; one a killed master left is removed by
+  the next start (`remove_stale_folders`).
 """
 
 from __future__ import annotations
@@ -14,7 +17,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import shutil
 import signal
+import tempfile
 from pathlib import Path
 
 RESTART_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0)  # after the n-th quick death in a row
@@ -63,3 +69,37 @@ async def end_process(process: asyncio.subprocess.Process | None, what: str, tim
             process.kill()
         await process.wait()
         return True
+
+
+def runtime_folder(tier: str) -> str:
+    """A new private folder for `tier`'s child, after removing those of masters that died
+    without removing theirs."""
+    parent = tempfile.gettempdir()
+    for folder in remove_stale_folders(parent, tier):
+        log.info("%s: removed %s, left by a master that was killed", tier, folder)
+    return tempfile.mkdtemp(prefix=f"balancer-{tier}-{os.getpid()}-", dir=parent)
+
+
+def remove_stale_folders(parent: str, tier: str) -> list[str]:
+    """Remove the runtime folders of `tier` in `parent` left by masters that were killed (a
+    folder is named balancer-TIER-PID-...; removed only when it is ours and PID is gone)."""
+    prefix = f"balancer-{tier}-"
+    removed: list[str] = []
+    try:
+        entries = list(os.scandir(parent))
+    except OSError:
+        return removed
+    for entry in entries:
+        if not entry.name.startswith(prefix):
+            continue
+        pid_text = entry.name[len(prefix) :].split("-", 1)[0]
+        try:
+            if not pid_text.isdigit() or entry.stat(follow_symlinks=False).st_uid != os.geteuid():
+                continue
+            os.kill(int(pid_text), 0)
+        except ProcessLookupError:
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed.append(entry.path)
+        except OSError:  # alive under another user (EPERM), or gone meanwhile
+            continue
+    return removed

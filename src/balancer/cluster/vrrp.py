@@ -40,13 +40,19 @@ import os
 import shutil
 import signal
 import socket
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from balancer.cluster.child import STEADY_RUN, die_with_parent, end_process, output_tail, restart_delay
+from balancer.cluster.child import (
+    STEADY_RUN,
+    die_with_parent,
+    end_process,
+    output_tail,
+    restart_delay,
+    runtime_folder,
+)
 from balancer.config.model import Vrrp
 
 log = logging.getLogger("balancer.vrrp")
@@ -164,33 +170,6 @@ def remove_stale_vips(vrrp: Vrrp) -> list[str]:
     return removed
 
 
-FOLDER_PREFIX = "balancer-vrrp-"
-
-
-def remove_stale_folders(parent: str) -> list[str]:
-    """Remove the runtime folders in `parent` left by masters that were killed (a folder is
-    named balancer-vrrp-PID-...; removed only when it is ours and PID is gone)."""
-    removed: list[str] = []
-    try:
-        entries = list(os.scandir(parent))
-    except OSError:
-        return removed
-    for entry in entries:
-        if not entry.name.startswith(FOLDER_PREFIX):
-            continue
-        pid_text = entry.name[len(FOLDER_PREFIX) :].split("-", 1)[0]
-        try:
-            if not pid_text.isdigit() or entry.stat(follow_symlinks=False).st_uid != os.geteuid():
-                continue
-            os.kill(int(pid_text), 0)
-        except ProcessLookupError:
-            shutil.rmtree(entry.path, ignore_errors=True)
-            removed.append(entry.path)
-        except OSError:  # alive under another user (EPERM), or gone meanwhile
-            continue
-    return removed
-
-
 class VrrpKeeper:
     """The master's VRRP keeper. Call from the master's event loop only."""
 
@@ -222,9 +201,7 @@ class VrrpKeeper:
         cannot be made."""
         self.vrrp = vrrp
         self.health = health
-        for folder in remove_stale_folders(tempfile.gettempdir()):
-            log.info("vrrp: removed %s, left by a master that was killed", folder)
-        self.folder = tempfile.mkdtemp(prefix=f"{FOLDER_PREFIX}{os.getpid()}-")
+        self.folder = runtime_folder("vrrp")
         os.mkfifo(self._path("notify.fifo"), 0o600)
         # Read and write: the FIFO never reads as closed while keepalived restarts.
         self.fifo_fd = os.open(self._path("notify.fifo"), os.O_RDWR | os.O_NONBLOCK)

@@ -81,7 +81,7 @@ def test_runtime_folders_of_killed_masters_are_removed(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from balancer.cluster.vrrp import remove_stale_folders
+    from balancer.cluster.child import remove_stale_folders
 
     ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead = tmp_path / f"balancer-vrrp-{int(ended.stdout)}-abc"
@@ -90,5 +90,5 @@ def test_runtime_folders_of_killed_masters_are_removed(tmp_path: Path) -> None:
     for folder in (dead, alive, other):
         folder.mkdir()
         (folder / "keepalived.conf").write_text("x")
-    assert remove_stale_folders(str(tmp_path)) == [str(dead)]
+    assert remove_stale_folders(str(tmp_path), "vrrp") == [str(dead)]
     assert not dead.exists() and alive.exists() and other.exists()
