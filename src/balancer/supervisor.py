@@ -733,7 +733,7 @@ class Master:
         if self.bgp is None:
             speaker = BgpSpeaker()
             try:
-                await speaker.start(config, self.bgp_can_serve)
+                await speaker.start(config, self.can_serve)
             except OSError as exc:  # no runtime folder or socket: serve, but announce nothing
                 log.error("bgp: cannot start, nothing is announced: %s", exc)
                 return
@@ -741,11 +741,12 @@ class Master:
         else:
             await self.bgp.reload(config)
 
-    def bgp_can_serve(self, prefix: str) -> tuple[bool, str]:
-        """SPEC's announce rule for one prefix: not stopping, no disable_file, and a usable
-        L7 node ([[l4]] VIP in the prefix) or a usable server in the default backend of a
-        frontend bound in the prefix (a wildcard bind serves every prefix; with no bind in
-        the prefix, every frontend counts)."""
+    def can_serve(self, prefix: str) -> tuple[bool, str]:
+        """SPEC's announce rule for one prefix, which [bgp] announces by and [vrrp] holds
+        VIPs by: not stopping, no disable_file, and a usable L7 node ([[l4]] VIP in the
+        prefix) or a usable server in the default backend of a frontend bound in the prefix
+        (a wildcard bind serves every prefix; with no bind in the prefix, every frontend
+        counts)."""
         config = self.current.config
         if self.stopping:
             return (False, "stopping")
@@ -801,7 +802,7 @@ class Master:
             return ("yield", f"disabled by {disable_file}")
         whys = []
         for address in config.vrrp.addresses():
-            serve, why = self.bgp_can_serve(f"{address}/32")
+            serve, why = self.can_serve(f"{address}/32")
             if not serve:
                 return ("fault", f"{address}: {why}")
             whys.append(why)

@@ -1,4 +1,4 @@
-"""SPEC's announce rule as the master applies it (Master.bgp_can_serve): which prefix an L7
+"""SPEC's announce rule as the master applies it (Master.can_serve): which prefix an L7
 node may announce, from the health and operator state of the servers behind the frontends
 bound in that prefix, `disable_file`, and stopping."""
 
@@ -70,12 +70,12 @@ def test_a_prefix_follows_the_servers_behind_its_own_frontends(tmp_path: Path) -
     async def run() -> None:
         with master(tmp_path) as node:
             assert node.current.config.bgp_announce() == ["10.100.0.1/32", "10.100.0.2/32"]
-            assert node.bgp_can_serve("10.100.0.1/32") == (True, "2/2 servers usable in backend a")
+            assert node.can_serve("10.100.0.1/32") == (True, "2/2 servers usable in backend a")
             node.state.update(("a", "s1"), admin_state="maint")
-            assert node.bgp_can_serve("10.100.0.1/32") == (True, "1/2 servers usable in backend a")
+            assert node.can_serve("10.100.0.1/32") == (True, "1/2 servers usable in backend a")
             node.state.update(("a", "s2"), health="down")
-            assert node.bgp_can_serve("10.100.0.1/32") == (False, "no usable server in a")
-            assert node.bgp_can_serve("10.100.0.2/32") == (True, "1/1 servers usable in backend b")
+            assert node.can_serve("10.100.0.1/32") == (False, "no usable server in a")
+            assert node.can_serve("10.100.0.2/32") == (True, "1/1 servers usable in backend b")
 
     asyncio.run(run())
 
@@ -84,10 +84,10 @@ def test_disable_file_and_stopping_withdraw_everything(tmp_path: Path) -> None:
     async def run() -> None:
         with master(tmp_path) as node:
             (tmp_path / "off").touch()
-            assert node.bgp_can_serve("10.100.0.2/32") == (False, f"disabled by {tmp_path / 'off'}")
+            assert node.can_serve("10.100.0.2/32") == (False, f"disabled by {tmp_path / 'off'}")
             (tmp_path / "off").unlink()
             node.stopping = True
-            assert node.bgp_can_serve("10.100.0.2/32") == (False, "stopping")
+            assert node.can_serve("10.100.0.2/32") == (False, "stopping")
 
     asyncio.run(run())
 
@@ -100,6 +100,6 @@ def test_a_wildcard_bind_serves_any_prefix(tmp_path: Path) -> None:
             node.state.update(("a", "s1"), health="down")
             node.state.update(("a", "s2"), health="down")
             # frontend one (bound in the prefix) has nothing, frontend two (wildcard) has a server
-            assert node.bgp_can_serve("10.100.0.0/24") == (True, "1/1 servers usable in backend b")
+            assert node.can_serve("10.100.0.0/24") == (True, "1/1 servers usable in backend b")
 
     asyncio.run(run())

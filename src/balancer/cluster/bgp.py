@@ -39,11 +39,11 @@ from pathlib import Path
 from typing import Any
 
 from balancer.cluster.child import (
-    STEADY_RUN,
+    Backoff,
     die_with_parent,
     end_process,
     output_tail,
-    restart_delay,
+    pause,
     runtime_folder,
 )
 from balancer.config.model import Bgp, Config
@@ -235,7 +235,7 @@ class BgpSpeaker:
         (stop() ends ExaBGP and sets `restart_now` to wake this from a delay). Not
         cancelled: a cancel while ExaBGP is being spawned could leave it running."""
         assert self.bgp is not None
-        quick_deaths = 0
+        backoff = Backoff()
         while not self.stopping:
             conf = os.path.join(self.folder, "exabgp.conf")
             log_file = os.path.join(self.folder, "exabgp.log")
@@ -255,12 +255,9 @@ class BgpSpeaker:
                         preexec_fn=die_with_parent,
                     )
             except OSError as exc:
-                quick_deaths += 1
-                delay = restart_delay(quick_deaths)
+                delay = backoff.failed_start()
                 log.error("bgp: cannot start ExaBGP: %s; nothing is announced; trying again in %gs", exc, delay)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.restart_now.wait(), delay)
-                self.restart_now.clear()
+                await pause(self.restart_now, delay)
                 continue
             if self.stopping:  # stop() ran while it was being spawned
                 await self._end_exabgp()
@@ -274,14 +271,13 @@ class BgpSpeaker:
                 self.restart_now.clear()
                 await self._end_exabgp()
                 self._lost_exabgp()
-                quick_deaths = 0
+                backoff = Backoff()
                 continue
             code = await waiter
             self._lost_exabgp()
             if self.stopping:
                 return
-            quick_deaths = 0 if time.monotonic() - started > STEADY_RUN else quick_deaths + 1
-            delay = restart_delay(quick_deaths)
+            delay = backoff.died(time.monotonic() - started)
             self.restarts += 1
             log.error(
                 "bgp: ExaBGP exited (status %s); its routes are gone from the routers; restarting in %gs%s",
@@ -289,9 +285,7 @@ class BgpSpeaker:
                 delay,
                 output_tail(log_file),
             )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.restart_now.wait(), delay)
-            self.restart_now.clear()
+            await pause(self.restart_now, delay)
 
     def _lost_exabgp(self) -> None:
         """ExaBGP is gone: it holds no route and no session any more."""

@@ -44,6 +44,33 @@ def restart_delay(quick_deaths: int) -> float:
     return RESTART_DELAYS[max(0, min(quick_deaths, len(RESTART_DELAYS)) - 1)]
 
 
+class Backoff:
+    """The pauses between starts of a child that may keep dying quickly."""
+
+    def __init__(self) -> None:
+        self.quick_deaths = 0
+
+    def failed_start(self) -> float:
+        """The pause after a start that failed."""
+        self.quick_deaths += 1
+        return restart_delay(self.quick_deaths)
+
+    def died(self, ran: float) -> float:
+        """The pause after the child died having run `ran` seconds."""
+        self.quick_deaths = 0 if ran > STEADY_RUN else self.quick_deaths + 1
+        return restart_delay(self.quick_deaths)
+
+    def reset(self) -> None:
+        self.quick_deaths = 0
+
+
+async def pause(wake: asyncio.Event, delay: float) -> None:
+    """Wait `delay` seconds or until `wake` is set (a stop, a reload), then clear it."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(wake.wait(), delay)
+    wake.clear()
+
+
 def output_tail(path: str) -> str:
     """ "; its last output: ..." with the last LOG_TAIL lines of the file, or "" without."""
     try:

@@ -46,11 +46,11 @@ from pathlib import Path
 from typing import Any
 
 from balancer.cluster.child import (
-    STEADY_RUN,
+    Backoff,
     die_with_parent,
     end_process,
     output_tail,
-    restart_delay,
+    pause,
     runtime_folder,
 )
 from balancer.config.model import Vrrp
@@ -293,7 +293,7 @@ class VrrpKeeper:
         """Run keepalived; when it dies, log why, remove what it left and start it again
         after a delay that grows while it keeps dying quickly. Ends when `stopping` is set
         and keepalived has exited. Not cancelled (see bgp.py)."""
-        quick_deaths = 0
+        backoff = Backoff()
         program = keepalived_path() or "keepalived"
         while not self.stopping:
             assert self.vrrp is not None
@@ -323,12 +323,9 @@ class VrrpKeeper:
                         preexec_fn=die_with_parent,
                     )
             except OSError as exc:
-                quick_deaths += 1
-                delay = restart_delay(quick_deaths)
+                delay = backoff.failed_start()
                 log.error("vrrp: cannot start keepalived: %s; no VIP is held here; trying again in %gs", exc, delay)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.restart_now.wait(), delay)
-                self.restart_now.clear()
+                await pause(self.restart_now, delay)
                 continue
             if self.stopping:
                 await self._end_keepalived()
@@ -345,14 +342,11 @@ class VrrpKeeper:
             if self.stopping:
                 return
             self._set_state("STOP", self.priority, "keepalived exited")
-            quick_deaths = 0 if time.monotonic() - started > STEADY_RUN else quick_deaths + 1
-            delay = restart_delay(quick_deaths)
+            delay = backoff.died(time.monotonic() - started)
             self.restarts += 1
             log.error("vrrp: keepalived exited (status %s); restarting in %gs%s", code, delay, output_tail(output_path))
             await self._clean_interface()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.restart_now.wait(), delay)
-            self.restart_now.clear()
+            await pause(self.restart_now, delay)
 
     async def _poll(self) -> None:
         assert self.vrrp is not None
