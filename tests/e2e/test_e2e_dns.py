@@ -81,10 +81,10 @@ tcp_idle_timeout = "1s"
   answers = [ {big} ]
   [[dns.site]]
   name = "eu"
-  prefixes = ["10.1.0.0/16"]
+  prefixes = ["10.1.0.0/16", "127.0.1.0/24"]
   [[dns.site]]
   name = "us"
-  prefixes = ["10.2.0.0/16"]
+  prefixes = ["10.2.0.0/16", "127.0.2.0/24"]
 """
 
 
@@ -230,6 +230,10 @@ def test_dig(node: Node) -> None:
     assert "status: REFUSED" in dig("www.example.org")
     assert dig("+short", "+subnet=10.2.1.0/24", "near.example.com").split()[0] == "198.51.100.1"
     assert dig("+short", "+subnet=10.1.1.0/24", "near.example.com").split()[0] == "192.0.2.1"
+    # By the client's own address: dig sending from a source in each site's prefix.
+    assert dig("-b", "127.0.1.9", "+short", "near.example.com").split()[0] == "192.0.2.1"
+    assert dig("-b", "127.0.2.9", "+short", "near.example.com").split()[0] == "198.51.100.1"
+    assert dig("-b", "127.0.2.9", "+short", "+tcp", "near.example.com").split()[0] == "198.51.100.1"
     assert len(dig("+short", "+tcp", "big.example.com").split()) == 60
     assert len(dig("+short", "+noedns", "big.example.com").split()) == 60  # TC, then dig retries over TCP
 
