@@ -51,13 +51,33 @@ IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)
 IP_TRANSPARENT = getattr(socket, "IP_TRANSPARENT", 19)
 
 
-def bind_socket(address: Address, backlog: int, freebind: bool = False) -> socket.socket:
+def _refuse_if_taken(family: int, host: str, port: int, freebind: bool) -> None:
+    """OSError EADDRINUSE if another socket listens on host:port. SO_REUSEPORT alone would
+    let a second balancer started by mistake (same user) share the port silently and take
+    half of the connections; a plain bind first finds it, as it would without reuseport.
+    Our own sockets of the same address would be found as well: only the first socket of
+    an address is checked."""
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if freebind:
+            probe.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)
+        if family == socket.AF_INET6 and host == "::":
+            probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        probe.bind((host, port))
+
+
+def bind_socket(
+    address: Address, backlog: int, freebind: bool = False, reuseport: bool = False, joining: bool = False
+) -> socket.socket:
     """A listening socket for `address` with a queue of `backlog` connections (the kernel caps
     it at net.core.somaxconn); raises OSError with the address in the message. `freebind`:
     the address need not be on this node yet (a [vrrp] VIP the peer holds now); with
     CAP_NET_ADMIN the socket is also IP_TRANSPARENT, which its connections inherit: one
     accepted just before the VIP moved can still send its response from the VIP (a freebind
-    socket's sends fail once the address is gone, and the client waits out its timeout)."""
+    socket's sends fail once the address is gone, and the client waits out its timeout).
+    `reuseport`: SO_REUSEPORT, so that one such socket per worker can share the address and
+    the kernel spreads new connections over them (supervisor.Master.bind); `joining`: one
+    of ours already listens there, so the check that nobody else does is skipped."""
     try:
         if address.is_unix:
             if os.path.exists(address.path):
@@ -72,12 +92,16 @@ def bind_socket(address: Address, backlog: int, freebind: bool = False) -> socke
                 host = "::" if family == socket.AF_INET6 else "0.0.0.0"
             sock = socket.socket(family, socket.SOCK_STREAM)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuseport:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if freebind:
                 sock.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)
                 with contextlib.suppress(PermissionError):
                     sock.setsockopt(socket.IPPROTO_IP, IP_TRANSPARENT, 1)
             if family == socket.AF_INET6 and not address.host:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            if reuseport and not joining and address.port:
+                _refuse_if_taken(family, host, address.port, freebind)
             sock.bind((host, address.port))
         sock.listen(backlog)
         sock.setblocking(False)
@@ -238,7 +262,7 @@ class Balancer:
         self.backends: dict[str, BackendRuntime] = {}
         self.frontends: dict[str, FrontendContext] = {}
         self.backend_contexts: dict[str, BackendContext] = {}
-        self.listeners: dict[tuple[Address, str], Listener] = {}
+        self.listeners: dict[tuple[Address, str, int], Listener] = {}  # by listener_key and socket number
         self.gate = Gate(config.global_.maxconn)
         # One per worker: every HTTP connection's writes go out together once per loop pass.
         self.outbox = Outbox()
@@ -273,27 +297,27 @@ class Balancer:
             for f in config.frontend
         }
 
-    async def start(self, sockets: dict[tuple[Address, str], socket.socket] | None = None) -> None:
+    async def start(self, sockets: dict[tuple[Address, str], list[socket.socket]] | None = None) -> None:
         """Serve every frontend address, on the given listening `sockets` (by listener_key,
-        as a master hands them down) or on sockets bound here. Raises OSError naming a
-        failing address."""
+        as a master hands them down: one or several per address) or on a socket bound here.
+        Raises OSError naming a failing address."""
         for frontend in self.config.frontend:
             for address in frontend.bind:
                 key = listener_key(address, frontend.name)
-                sock = sockets.get(key) if sockets else None
+                handed = sockets.get(key, []) if sockets else []
                 tls = frontend_context(frontend.tls, self.base_dir) if frontend.tls else None
-                listener = Listener(
-                    address, sock or bind_socket(address, frontend.backlog), self.frontends[frontend.name], tls
-                )
-                listener.unlink_on_close = sock is None
-                self.listeners[key] = listener
-                self.gate.register(frontend.name, frontend.maxconn, listener.pause, listener.resume)
-                await listener.start()
+                for number, sock in enumerate(handed or [bind_socket(address, frontend.backlog)]):
+                    listener = Listener(address, sock, self.frontends[frontend.name], tls)
+                    listener.unlink_on_close = not handed
+                    self.listeners[(*key, number)] = listener
+                    self.gate.register(frontend.name, frontend.maxconn, listener.pause, listener.resume)
+                    await listener.start()
                 log.info("frontend %s listening on %s (%s)", frontend.name, listener.bound(), frontend.mode)
 
     def addresses(self, frontend: str) -> list[tuple[str, int]]:
         """The addresses a frontend is bound to (ports resolved when the config said 0)."""
-        return [lst.bound() for lst in self.listeners.values() if lst.frontend.name == frontend]
+        bound = [lst.bound() for lst in self.listeners.values() if lst.frontend.name == frontend]
+        return list(dict.fromkeys(bound))  # an address served by several sockets once
 
     def share(self, shared: SharedState, slot: int, interval: float = SYNC_INTERVAL) -> None:
         """Keep this worker in step with the master through `shared`: apply server records

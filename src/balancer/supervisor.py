@@ -26,7 +26,7 @@ import socket
 import sys
 import time
 from collections.abc import Awaitable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -99,7 +99,8 @@ def worker_count(config: Config) -> int:
 class Master:
     def __init__(self, path: Path, text: str, config: Config) -> None:
         self.path = path
-        self.sockets: dict[tuple[Address, str], socket.socket] = {}
+        # Listening sockets by listener_key: one per worker slot for a TCP address (see bind).
+        self.sockets: dict[tuple[Address, str], list[socket.socket]] = {}
         self.current = Generation(1, config, text)
         self.state = MasterState(config)
         self.monitor = HealthMonitor(self.state)
@@ -124,33 +125,61 @@ class Master:
 
     def bind(self, config: Config) -> None:
         """Bind the addresses `config` needs that are not bound yet. Raises OSError. A
-        [vrrp] VIP is bound with IP_FREEBIND: the peer may hold it now."""
+        [vrrp] VIP is bound with IP_FREEBIND: the peer may hold it now.
+
+        A TCP address gets one SO_REUSEPORT socket per worker slot, so the kernel spreads
+        new connections evenly over the workers by their addresses and ports (on one shared
+        socket, the worker that happens to be awake takes most of them: 4 to 1 with two
+        workers and a few busy clients). A worker takes the sockets of its slot modulo the
+        number of workers. Sockets are never closed while their address stays in the file:
+        a reload to fewer workers hands the extra ones to the remaining workers, since
+        closing one would reset the connections waiting in its queue. A unix socket is one
+        socket shared by all."""
         vips = set(config.vrrp.addresses()) if config.vrrp is not None else set()
+        wanted = max(worker_count(config), 1)
         for frontend in config.frontend:
             for address in frontend.bind:
                 key = listener_key(address, frontend.name)
-                if key not in self.sockets:
-                    freebind = not address.is_unix and address.host in vips
-                    self.sockets[key] = bind_socket(address, frontend.backlog, freebind)
-                else:
-                    self.sockets[key].listen(frontend.backlog)  # a reload may change it
+                bound = self.sockets.setdefault(key, [])
+                for sock in bound:
+                    sock.listen(frontend.backlog)  # a reload may change it
+                freebind = not address.is_unix and address.host in vips
+                count = 1 if address.is_unix else wanted
+                try:
+                    while len(bound) < count:
+                        where = address
+                        if bound and not address.port:  # port 0: the others join the first one's port
+                            where = replace(address, port=bound[0].getsockname()[1])
+                        tcp = not address.is_unix
+                        bound.append(bind_socket(where, frontend.backlog, freebind, reuseport=tcp, joining=bool(bound)))
+                finally:
+                    if not bound:
+                        del self.sockets[key]
 
     def close_unused(self, config: Config) -> None:
         wanted = {listener_key(a, f.name) for f in config.frontend for a in f.bind}
         for key in list(self.sockets):
             if key not in wanted:
-                self.sockets.pop(key).close()
+                for sock in self.sockets.pop(key):
+                    sock.close()
+
+    def slot_sockets(self, config: Config, slot: int) -> dict[tuple[Address, str], list[socket.socket]]:
+        """The listening sockets worker `slot` of a generation running `config` serves."""
+        keys = {listener_key(a, f.name) for f in config.frontend for a in f.bind}
+        workers = max(worker_count(config), 1)
+        return {
+            key: [sock for number, sock in enumerate(bound) if number % workers == slot % workers or len(bound) == 1]
+            for key, bound in self.sockets.items()
+            if key in keys
+        }
 
     # -- workers ---------------------------------------------------------------------------
 
     async def spawn(self, generation: Generation, slot: int) -> Worker:
         loop = asyncio.get_running_loop()
-        keys = {listener_key(a, f.name) for f in generation.config.frontend for a in f.bind}
-        fds = [
-            {"fd": sock.fileno(), "address": str(key[0]), "frontend": key[1]}
-            for key, sock in self.sockets.items()
-            if key in keys
-        ]
+        served = self.slot_sockets(generation.config, slot)
+        handed = [(key, sock) for key, bound in served.items() for sock in bound]
+        fds = [{"fd": sock.fileno(), "address": str(key[0]), "frontend": key[1]} for key, sock in handed]
         ready_read, ready_write = os.pipe()
         assert generation.shared is not None
         state_fd = generation.shared.fd
@@ -174,7 +203,7 @@ class Master:
             "--slot",
             str(slot),
             stdin=asyncio.subprocess.PIPE,
-            pass_fds=[sock.fileno() for key, sock in self.sockets.items() if key in keys] + [ready_write, state_fd],
+            pass_fds=[sock.fileno() for _, sock in handed] + [ready_write, state_fd],
             env=env,
         )
         os.close(ready_write)
@@ -716,8 +745,9 @@ class Master:
             self.admin.close()
         if stats_page is not None:
             stats_page.close()
-        for sock in self.sockets.values():
-            sock.close()
+        for bound in self.sockets.values():
+            for sock in bound:
+                sock.close()
         log.info("stopped")
         return 0
 
@@ -890,10 +920,10 @@ def run_worker(name: str, generation: int, slot: int) -> int:
     _die_with_parent(int(os.environ.get("BALANCER_MASTER_PID", "0")))
     config = parse_config(sys.stdin.read(), name)
     configure_event_syslog(config)
-    sockets = {
-        listener_key(parse_address(entry["address"]), entry["frontend"]): socket.socket(fileno=entry["fd"])
-        for entry in json.loads(os.environ.get("BALANCER_FDS", "[]"))
-    }
+    sockets: dict[tuple[Address, str], list[socket.socket]] = {}
+    for entry in json.loads(os.environ.get("BALANCER_FDS", "[]")):
+        key = listener_key(parse_address(entry["address"]), entry["frontend"])
+        sockets.setdefault(key, []).append(socket.socket(fileno=entry["fd"]))
     ready_fd = int(os.environ.get("BALANCER_READY_FD", "-1"))
     state_fd = int(os.environ.get("BALANCER_STATE_FD", "-1"))
     shared = None
@@ -910,7 +940,7 @@ def run_worker(name: str, generation: int, slot: int) -> int:
 async def _serve_worker(
     config: Config,
     config_name: str,
-    sockets: dict[tuple[Address, str], socket.socket],
+    sockets: dict[tuple[Address, str], list[socket.socket]],
     ready_fd: int,
     shared: SharedState | None,
     slot: int,

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import signal
+import socket
 import subprocess
+from pathlib import Path
 
 import pytest
-from tests.support import TaggedBackend, require_tool, wait_until
+from tests.support import BalancerProcess, TaggedBackend, require_tool, run_balancer, wait_until
 from tests.support.site import Site
 
 pytestmark = pytest.mark.e2e
@@ -57,3 +60,83 @@ def test_an_ipv6_listener_in_front_of_an_ipv6_server(site: Site) -> None:
         assert server.requests[-1].header("X-Forwarded-For") == "::1"
         line = site.wait_log(lambda text: "/v6" in text, what="the access line")
         assert line.startswith("::1:"), line
+
+
+def _holders(port: int) -> dict[int, int]:
+    """Established connections to `port` by the pid holding them (ss -p), as an operator reads it."""
+    ss = require_tool("ss")
+    out = subprocess.run(
+        [ss, "-tnpH", "state", "established", f"( sport = :{port} )"], capture_output=True, text=True, check=True
+    ).stdout
+    holders: dict[int, int] = {}
+    for pid in re.findall(r"pid=(\d+)", out):
+        holders[int(pid)] = holders.get(int(pid), 0) + 1
+    return holders
+
+
+def _open_clients(port: int, count: int) -> list[socket.socket]:
+    """`count` keep-alive connections, each answered once, left open."""
+    clients = []
+    for _ in range(count):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: spread\r\n\r\n")
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200"), "a connection was not served"
+        clients.append(sock)
+    return clients
+
+
+def _workers(proc: BalancerProcess) -> set[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(proc.pid)], capture_output=True, text=True).stdout
+    return {int(pid) for pid in out.split()}
+
+
+def test_new_connections_are_spread_over_the_workers_and_a_reload_to_fewer_loses_none(site: Site, tagged) -> None:
+    """One SO_REUSEPORT socket per worker: the kernel spreads connections by their ports (on
+    one shared socket, the worker awake at the time took most of them). A reload to one
+    worker hands it both sockets, so no connection waits in a queue nobody reads."""
+    (s1,) = tagged("s1")
+    template = (
+        site.global_toml(extra="workers = {workers}")
+        + f'[[frontend]]\nname = "www"\nbind = ["127.0.0.1:{site.port}"]\ndefault_backend = "web"\n'
+        + f'[[backend]]\nname = "web"\n[[backend.server]]\nname = "s1"\naddress = "{s1.address}"\n'
+    )
+    proc = site.start(template.format(workers=2))
+    clients = _open_clients(site.port, 40)
+    try:
+        holders = _holders(site.port)
+        assert sum(holders.values()) == 40 and set(holders) == _workers(proc), holders
+        # Binomial(40, 1/2): fewer than 8 on one side happens once in 100,000 runs.
+        assert min(holders.values()) >= 8, f"connections per worker: {holders}"
+    finally:
+        for sock in clients:
+            sock.close()
+
+    site.config_path.write_text(template.format(workers=1))
+    proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: len(_workers(proc)) == 1, timeout=15, what="one worker after the reload")
+    clients = _open_clients(site.port, 40)  # every one answered: both sockets are served
+    try:
+        assert list(_holders(site.port).values()) == [40]
+    finally:
+        for sock in clients:
+            sock.close()
+    ss = require_tool("ss")
+    listening = subprocess.run([ss, "-ltnH", f"sport = :{site.port}"], capture_output=True, text=True).stdout
+    assert len(listening.splitlines()) == 2, listening  # kept, not closed with its queue
+
+
+def test_a_second_balancer_on_the_same_port_is_refused(site: Site, tagged, tmp_path: Path) -> None:
+    """SO_REUSEPORT must not let a second balancer started by mistake share the port."""
+    (s1,) = tagged("s1")
+    config = (
+        site.global_toml(extra="workers = 2")
+        + f'[[frontend]]\nname = "www"\nbind = ["127.0.0.1:{site.port}"]\ndefault_backend = "web"\n'
+        + f'[[backend]]\nname = "web"\n[[backend.server]]\nname = "s1"\naddress = "{s1.address}"\n'
+    )
+    site.start(config)
+    second = tmp_path / "second.toml"
+    second.write_text(config)
+    result = run_balancer("run", "-c", str(second), timeout=20)
+    assert result.returncode == 1, result
+    assert f"127.0.0.1:{site.port}" in result.stdout + result.stderr
+    assert "in use" in (result.stdout + result.stderr).lower()
