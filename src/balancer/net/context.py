@@ -22,6 +22,7 @@ from balancer.lb.pool import ServerPool
 from balancer.net.connect import SourceAddresses, open_server_connection
 from balancer.net.gate import Gate
 from balancer.net.outbox import Outbox
+from balancer.net.parked import ParkedConnection
 from balancer.net.peer import proxy_header
 from balancer.net.tls import server_context
 from balancer.net.upstream import UpstreamPool
@@ -296,25 +297,25 @@ class FrontendContext:
         self.responses = [0] * len(STATUS_CLASSES)  # by runtime.state.status_class
         self.gate = gate
 
-    def opened(self, session: Stoppable) -> bool:
+    def opened(self, session: Stoppable, transport: asyncio.Transport) -> bool:
         """A new client connection: True when it may be served now, False when it is
-        parked over maxconn (net.gate); its `admitted` is then called once there is room."""
+        parked over maxconn (net.gate, net.parked); its `admitted` is called once there
+        is room."""
         self.sessions.add(session)
         self.connections += 1
         gate = self.gate
         if gate is None or gate.admit(self.name):
             return True
         self.parked.add(session)
-        gate.park(self.name, partial(self._admit_parked, session))
+        gate.park(self.name, partial(self._admit_parked, session, ParkedConnection(session, transport)))
         return False
 
-    def _admit_parked(self, session: Stoppable) -> bool:
+    def _admit_parked(self, session: Stoppable, parked: ParkedConnection) -> bool:
         """The gate counted `session`, parked until now; False if it closed meanwhile."""
         if session not in self.parked:
             return False
         self.parked.discard(session)
-        session.admitted()
-        return True
+        return parked.admit()
 
     def closed(self, session: Stoppable) -> None:
         if session in self.sessions:
@@ -373,3 +374,9 @@ class Stoppable(Protocol):
 
     def admitted(self) -> None:
         """Parked over maxconn until now (FrontendContext.opened): serve the connection."""
+
+    def data_received(self, data: bytes) -> None: ...
+
+    def eof_received(self) -> bool | None: ...
+
+    def connection_lost(self, exc: Exception | None) -> None: ...

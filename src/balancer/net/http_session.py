@@ -65,7 +65,6 @@ log = logging.getLogger("balancer.http")
 PIPELINE_WAIT: Final = 1  # a pipelined request waits for the one in flight
 UPLOAD_BACKPRESSURE: Final = 2  # the server takes the request body slower than it comes
 CONNECTING: Final = 4
-PARKED: Final = 8  # admitted over frontend or global maxconn: waits for room (net.gate)
 
 WRITE_BUFFER_HIGH: Final = 32768
 # Response bytes of one server read from which the write skips the outbox (_flush_out).
@@ -140,10 +139,9 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
         scheme = self.frontend.scheme
         self.forwarded_lines = b"X-Forwarded-For: %b\r\nX-Forwarded-Proto: %b\r\n" % (self.client_ip_bytes, scheme)
         self.client_text = f"{self.client_ip_text}:{self.client_port}"
-        if not self.frontend.opened(self):
-            self.pause_client_reading(PARKED)  # over maxconn (net.gate): until `admitted`
-            return
-        self.admitted()
+        if self.frontend.opened(self, self.transport):
+            self.admitted()
+        # else parked over maxconn (net.parked): `admitted` is called once there is room
 
     def admitted(self) -> None:
         """The connection may be served (at once, or after it was parked over maxconn)."""
@@ -151,8 +149,6 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
         self.deadline.set(frontend.request_timeout)
         if frontend.stopping:
             self.closing = True
-        if self.paused & PARKED:
-            self.resume_client_reading(PARKED)
 
     def source_ip(self) -> NumericIP | None:
         if self._client_ip is None:

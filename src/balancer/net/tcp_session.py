@@ -77,16 +77,17 @@ class TcpSession(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
-        self.transport.pause_reading()  # until a server is connected
-        if self.frontend.opened(self):
+        if self.frontend.opened(self, self.transport):
             self._serve(transport)
-        # else parked over maxconn (net.gate): `admitted` serves it once there is room
+        # else parked over maxconn (net.parked): `admitted` serves it once there is room
 
     def admitted(self) -> None:
         if not self.closed and self.transport is not None:
             self._serve(self.transport)
 
     def _serve(self, transport: asyncio.BaseTransport) -> None:
+        assert self.transport is not None
+        self.transport.pause_reading()  # until a server is connected
         frontend = self.frontend
         self.t_start = self.loop.time()
         ip, port = self.proxied or client_address(transport)
