@@ -54,6 +54,7 @@ COMPILED = (
     "balancer/route/hashkey.py",
     "balancer/route/persistence.py",
     "balancer/route/rules.py",
+    "balancer/runtime/node_count.py",
     "balancer/runtime/record.py",
     "balancer/runtime/state.py",
     "balancer/stats/accesslog.py",

@@ -325,6 +325,8 @@ class Balancer:
         self._shared = shared
         self._slot = slot
         self._epoch = -1
+        if shared.layout.slots > 1:
+            self._count_node_wide(shared, slot)
         self.sync_shared()
         loop = asyncio.get_running_loop()
 
@@ -334,6 +336,23 @@ class Balancer:
             self._sync_handle = loop.call_later(interval, tick)
 
         self._sync_handle = loop.call_later(interval, tick)
+
+    def _count_node_wide(self, shared: SharedState, slot: int) -> None:
+        """With several workers, what limits and balancing read counts every worker's part
+        (runtime.node_count): requests in flight per server, each backend's queue, client
+        connections per frontend and in all. This worker writes its part at every change."""
+        layout = shared.layout
+        for backend in self.backends.values():
+            for server in backend.servers:
+                index = layout.server_index[(backend.name, server.name)]
+                server.node = shared.node_count(layout.active_cells(index), slot)
+        for name, context in self.backend_contexts.items():
+            context.queued = shared.node_count(layout.queued_cells(layout.backend_index[name]), slot)
+        frontends = {
+            name: shared.node_count(layout.frontend_connection_cells(layout.frontend_index[name]), slot)
+            for name in self.frontends
+        }
+        self.gate.share(shared.node_count(layout.process_connection_cells(), slot), frontends)
 
     def sync_shared(self) -> None:
         shared = self._shared
@@ -414,6 +433,7 @@ class Balancer:
                 backend.close()
         if self._sync_handle is not None:
             self._sync_handle.cancel()
+        self.gate.close()
         self.sync_shared()  # the final counts
         self.access_log.flush()
 

@@ -16,12 +16,15 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import http.client
+import json
 import os
 import re
 import signal
 import subprocess
 import threading
 import time
+import urllib.request
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -261,13 +264,19 @@ def site_config(
     grace: str = "3s",
     frontend: str = "",
     backend: str = "",
+    log: str = "none",
+    global_: str = "",
+    tables: str = "",
     **server_keys: Any,
 ) -> str:
-    """One frontend on `master.port` in front of backend `web` with `servers`."""
+    """One frontend on `master.port` in front of backend `web` with `servers`; `global_`
+    adds [global] keys, `tables` whole tables ([admin], ...)."""
     return f"""[global]
 workers = {workers}
 grace = "{grace}"
-log = "none"
+log = "{log}"
+{global_}
+{tables}
 
 [[frontend]]
 name = "www"
@@ -317,6 +326,18 @@ def fetch_all(port: int, paths: list[str], timeout: float = 15) -> list[Outcome]
     """The requests for `paths` at once, one thread and one connection each."""
     with concurrent.futures.ThreadPoolExecutor(len(paths)) as pool:
         return list(pool.map(lambda path: fetch(port, path, timeout), paths))
+
+
+def fetch_staggered(port: int, paths: list[str], timeout: float = 15, gap: float = 0.005) -> list[Outcome]:
+    """Like fetch_all, but the connections open `gap` seconds apart: a burst of connections
+    all waiting at once goes to whichever worker wakes first, one at a time they spread."""
+
+    def one(index: int, path: str) -> Outcome:
+        time.sleep(index * gap)  # not synchronisation: a connection rate, as clients arrive
+        return fetch(port, path, timeout)
+
+    with concurrent.futures.ThreadPoolExecutor(len(paths)) as pool:
+        return list(pool.map(one, range(len(paths)), paths))
 
 
 def failures(outcomes: list[Outcome]) -> list[Outcome]:
@@ -703,3 +724,193 @@ def test_server_maxconn_serves_the_queue_in_arrival_order(master, tagged):
 
 def targets(server: TaggedBackend) -> list[str]:
     return [r.target for r in server.requests]
+
+
+# -- limits shared by the workers of a node ----------------------------------------------------
+
+SERVED_BY = 'log_format = "%pid %s %ST %HU"'
+# The kernel hands a burst of connections to whichever worker wakes first, on a busy box
+# sometimes all of them: a load that must reach both workers is sent again, at most this often.
+SPREAD_ATTEMPTS = 4
+
+
+def served(log: Path, prefix: str) -> list[tuple[int, str, int]]:
+    """(worker pid, server, status) of each access-log line for a URI starting with
+    `prefix` (the config's log_format is SERVED_BY)."""
+    if not log.exists():
+        return []
+    rows = []
+    for line in log.read_text().splitlines():
+        pid, server, status, path = line.split(" ", 3)
+        if path.startswith(prefix):
+            rows.append((int(pid), server, int(status)))
+    return rows
+
+
+def accepted_by(port: int) -> Counter[int]:
+    """Client connections on `port` that a process has accepted, by process id (a
+    connection still in the kernel's accept queue belongs to none)."""
+    out = subprocess.run(
+        ["ss", "-Htnp", "state", "established", f"( sport = :{port} )"], capture_output=True, text=True, timeout=10
+    ).stdout
+    return Counter(int(pid) for pid in re.findall(r"pid=(\d+)", out))
+
+
+@pytest.mark.parametrize("maxconn,clients", [(4, 40), (10, 100)])
+def test_server_maxconn_holds_for_the_node_with_two_workers(master, tagged, maxconn, clients):
+    """Both workers take requests; the server never sees more than its maxconn at once,
+    and every request is answered (the rest wait in the queues)."""
+    (s1,) = tagged("s1")
+    log = master.dir / "access.log"
+    master.start(
+        site_config(
+            master,
+            [s1],
+            log=f"file:{log}",
+            global_=SERVED_BY,
+            backend='timeouts = { connect = "1s", server = "10s", queue = "30s" }',
+            maxconn=maxconn,
+        ),
+        workers=2,
+    )
+    for attempt in range(SPREAD_ATTEMPTS):
+        s1.most_busy = 0
+        path = f"/slow/300?round={attempt}&n="
+        began = time.monotonic()
+        outcomes = fetch_staggered(master.port, [f"{path}{i}" for i in range(clients)], timeout=60)
+
+        assert failures(outcomes) == [], describe(failures(outcomes), began)
+        assert s1.most_busy == maxconn, f"the server saw {s1.most_busy} requests at once with maxconn = {maxconn}"
+        rows = master.wait_for(
+            lambda: len(served(log, path)) == clients and served(log, path),  # noqa: B023 (waited for here)
+            timeout=10,
+            what=f"{clients} access-log lines",
+        )
+        by_worker = Counter(pid for pid, _, _ in rows)
+        if len(by_worker) == 2:
+            break
+    assert len(by_worker) == 2, f"one worker took every request, {SPREAD_ATTEMPTS} times: the test proved nothing"
+
+
+def test_leastconn_avoids_a_server_busy_through_the_other_worker(master, tagged):
+    """A request held on s1 by one worker; every new request, whichever worker accepts
+    it, goes to s2 (with per-worker counts the other worker would see s1 idle and send it
+    half of them)."""
+    s1, s2 = tagged("s1", "s2")
+    log = master.dir / "access.log"
+    admin_port = free_port()
+    master.start(
+        site_config(
+            master,
+            [s1, {"name": "s2", "address": s2.address, "state": "maint"}],
+            log=f"file:{log}",
+            global_=SERVED_BY,
+            tables=f'[admin]\nbind = "127.0.0.1:{admin_port}"\n',
+            backend='balance = "leastconn"',
+        ),
+        workers=2,
+    )
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        held = pool.submit(fetch, master.port, "/slow/10000", 20)
+        master.wait_for(lambda: s1.busy == 1, timeout=5, what="the held request at s1")
+        put = urllib.request.Request(
+            f"http://127.0.0.1:{admin_port}/api/servers/web/s2", data=b'{"state": "ready"}', method="PUT"
+        )
+        with urllib.request.urlopen(put, timeout=5) as reply:
+            assert reply.status == 200
+        # Until both workers have applied the change (within 0.1 s), a request may still go to s1.
+        master.wait_for(
+            lambda: (
+                fetch(master.port, "/warm", 5).status == 200
+                and len({pid for pid, server, _ in served(log, "/warm") if server == "s2"}) == 2
+            ),
+            timeout=10,
+            what="both workers sending to s2",
+        )
+        # Fresh connections until each worker has answered 20 (the kernel picks the worker).
+        outcomes: list[Outcome] = []
+        per_worker: Counter[int] = Counter()
+        while len(outcomes) < 400 and not (len(per_worker) == 2 and min(per_worker.values()) >= 20):
+            outcomes.append(fetch(master.port, f"/short?n={len(outcomes)}", 5))
+            per_worker = Counter(pid for pid, _, _ in served(log, "/short"))
+        assert s1.busy == 1, "the held request ended before the test did"
+        assert held.result(timeout=20).status == 200
+    assert failures(outcomes) == [], describe(failures(outcomes))
+    lines = master.wait_for(
+        lambda: len(served(log, "/short")) == len(outcomes) and served(log, "/short"),
+        timeout=10,
+        what="an access-log line per request",
+    )
+    assert len({pid for pid, _, _ in lines}) == 2, f"one worker took every request of {len(outcomes)}"
+    assert {server for _, server, _ in lines} == {"s2"}, Counter(f"{pid}->{server}" for pid, server, _ in lines)
+
+
+def test_frontend_maxconn_holds_for_the_node_with_two_workers(master, tagged):
+    """frontend maxconn = 10, two workers, 30 clients: never more than 10 served at once
+    (counted at the server, one request per connection), all answered, by both workers.
+    (A connection accepted over the limit waits parked, unread: see net.gate.)"""
+    (s1,) = tagged("s1")
+    log = master.dir / "access.log"
+    master.start(site_config(master, [s1], log=f"file:{log}", global_=SERVED_BY, frontend="maxconn = 10"), workers=2)
+    for attempt in range(SPREAD_ATTEMPTS):
+        s1.most_busy = 0
+        path = f"/slow/400?round={attempt}&n="
+        began = time.monotonic()
+        outcomes = fetch_staggered(master.port, [f"{path}{i}" for i in range(30)], timeout=30)
+        took = time.monotonic() - began
+
+        assert failures(outcomes) == [], describe(failures(outcomes), began)
+        assert s1.most_busy == 10, f"the server saw {s1.most_busy} requests at once with frontend maxconn = 10"
+        assert took >= 1.1, f"30 x 400ms requests took {took:.2f}s: more than 10 were served at once"
+        rows = master.wait_for(
+            lambda: len(served(log, path)) == 30 and served(log, path),  # noqa: B023 (waited for here)
+            timeout=10,
+            what="30 log lines",
+        )
+        workers = {pid for pid, _, _ in rows}
+        if len(workers) == 2:
+            break
+    assert len(workers) == 2, f"one worker took every connection, {SPREAD_ATTEMPTS} times: the test proved nothing"
+
+
+def test_a_killed_worker_leaves_no_server_slot_behind(master, tagged):
+    """maxconn = 2: the worker holding the slots is SIGKILLed; once it is replaced, the
+    node's count is the truth again (0 in the API) and both slots serve at once."""
+    (s1,) = tagged("s1")
+    admin_port = free_port()
+    master.start(
+        site_config(
+            master,
+            [s1],
+            tables=f'[admin]\nbind = "127.0.0.1:{admin_port}"\n',
+            backend='timeouts = { connect = "1s", server = "10s", queue = "500ms" }',
+            maxconn=2,
+        ),
+        workers=2,
+    )
+
+    def active() -> int:
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/api/stats", timeout=5) as reply:
+            stats = json.loads(reply.read())
+        return sum(row["active"] for row in stats["servers"])
+
+    workers = {w.pid for w in master.workers(1)}
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        held = [pool.submit(fetch, master.port, f"/slow/5000?n={i}", 15) for i in range(2)]
+        master.wait_for(lambda: s1.busy == 2, timeout=5, what="both slots taken")
+        master.wait_for(lambda: active() == 2, timeout=5, what="the API to count both slots")
+        holders = accepted_by(master.port)
+        victim = holders.most_common(1)[0][0]
+        assert victim in workers, (holders, workers)
+        os.kill(victim, signal.SIGKILL)
+        master.wait_for(lambda: len(master.workers(1)) == 2 and victim in master.exited(), 10, "a replacement")
+        survivor_held = holders[next(pid for pid in workers if pid != victim)]
+        # What the dead worker held is gone with it: the API counts only what is still held.
+        master.wait_for(lambda: active() == survivor_held, timeout=5, what=f"active == {survivor_held}")
+        free = 2 - survivor_held
+        outcomes = fetch_all(master.port, ["/slow/200"] * free, timeout=10)
+        assert failures(outcomes) == [], describe(outcomes)
+        statuses = sorted(str(future.result(timeout=15).status) for future in held)
+    # The dead worker's clients lost their requests; the survivor's were served.
+    assert statuses == sorted(["200"] * survivor_held + ["None"] * (2 - survivor_held)), statuses
+    master.wait_for(lambda: active() == 0, timeout=5, what="active == 0 once every request ended")

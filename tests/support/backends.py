@@ -24,6 +24,9 @@ Routes (by path, query string ignored):
 Requests may carry Content-Length or chunked bodies, may be pipelined, may be HTTP/1.0.
 ``Expect: 100-continue`` is answered with an interim ``100 Continue`` as real servers do.
 
+`busy` is the number of requests being answered now and `most_busy` the most at once: the
+concurrency a server sees, which `maxconn` bounds.
+
 `TcpEchoServer` echoes bytes back on every TCP connection and honours half-close: when the
 client shuts down its write side, the server finishes echoing and then closes.
 """
@@ -205,6 +208,9 @@ class TaggedBackend(_ThreadedServer):
     def __init__(self, name: str, port: int = 0, host: str = "127.0.0.1") -> None:
         super().__init__(name, port, host)
         self.requests: list[RecordedRequest] = []
+        # Requests being answered now, and the most at once (a server's view of maxconn).
+        self.busy = 0
+        self.most_busy = 0
 
     def __enter__(self) -> TaggedBackend:
         self.start()
@@ -234,7 +240,12 @@ class TaggedBackend(_ThreadedServer):
             body = await self._read_body(reader, writer, request)
             request.body = body
             self.requests.append(request)
-            keep_going = await self._dispatch(reader, writer, request)
+            self.busy += 1
+            self.most_busy = max(self.most_busy, self.busy)
+            try:
+                keep_going = await self._dispatch(reader, writer, request)
+            finally:
+                self.busy -= 1
             if not keep_going:
                 return
 

@@ -1,6 +1,6 @@
 """First available server (HAProxy's `balance first`).
 
-The first server in configuration order with a free slot (`active < maxconn`) takes the
+The first server in configuration order with a free slot (`load() < maxconn`, node-wide) takes the
 request; the next one only gets traffic once the first is full. Used to pack load onto as
 few servers as possible so the others can be powered down. A server with maxconn 0 is
 unlimited, so it takes everything and the servers after it stay idle. Weights are ignored.
@@ -27,7 +27,7 @@ class First:
         for server, maxconn in self._slots:
             if server is avoid:
                 continue
-            if not maxconn or server.active < maxconn:
+            if not maxconn or server.load() < maxconn:
                 return server
             if full is None:
                 full = server

@@ -2,10 +2,11 @@
 
 Theory of operation. Each server has an exponentially weighted moving average (EWMA) of its
 measured response times. A pick takes the server with the lowest expected wait per unit of
-weight, `ewma x (active + 1) / weight` (Finagle's and Linkerd's "peak EWMA" cost): a slow server
-loses traffic as soon as it answers slowly, and a fast one that piles up requests in flight
-stops looking cheap. With equal response times this is weighted least connections; ties
-(no measurement yet, equal costs) are broken by a weighted rotation as in lb.leastconn.
+weight, `ewma x (load() + 1) / weight`, load() being the requests in flight from every
+worker (Finagle's and Linkerd's "peak EWMA" cost): a slow server loses traffic as soon as it
+answers slowly, and a fast one that piles up requests in flight stops looking cheap. With
+equal response times this is weighted least connections; ties (no measurement yet, equal
+costs) are broken by a weighted rotation as in lb.leastconn.
 
 Feeding it: the proxy calls `observe(server, seconds)` once per answered request with the
 time it measured (the access log's response time: request sent to response head received).
@@ -122,7 +123,7 @@ class LeastTime:
         for server, cell, inverse in self._twice[start : start + n]:
             if server is avoid:
                 continue
-            cost = (cell.ewma if cell.count else default) * (server.active + 1) * inverse
+            cost = (cell.ewma if cell.count else default) * (server.load() + 1) * inverse
             if cost < best_cost:
                 best = server
                 best_cost = cost

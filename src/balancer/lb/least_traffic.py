@@ -164,7 +164,7 @@ class LeastTraffic:
             for index, (server, cell, inverse) in enumerate(self._twice[start : start + n], start):
                 if server is avoid:
                     continue
-                cost = (cell.total_bytes + server.active * mean) * inverse
+                cost = (cell.total_bytes + server.load() * mean) * inverse
                 if cost < best_cost:
                     best = server
                     best_index = index

@@ -1,15 +1,16 @@
 """Weighted least connections (HAProxy's leastconn).
 
 A pick takes the server with the fewest requests in flight per unit of weight
-(`active / weight`). The proxy counts `active` itself, so a server that answers slowly holds
-more requests in flight and gets fewer new ones: that is the whole feedback loop.
+(`load() / weight`). The proxy counts them itself, in every worker of the node
+(ServerRuntime.load sums the workers' counts), so a server that answers slowly holds more
+requests in flight and gets fewer new ones: that is the whole feedback loop.
 
 Ties, frequent when the backend is idle (every server at 0), are broken by where the scan
 starts: each pick starts at the next position of a weighted, evenly spread order of the
 servers (lb.common.weighted_order), and the first server with the lowest load from there
 wins. So an idle backend is served in weighted round robin, a loaded one by load.
 
-A pick scans every server, O(N): `active` changes outside the selector on every request and
+A pick scans every server, O(N): the load changes outside the selector on every request and
 response, so there is no index to keep sorted. At a few hundred servers this is still a few
 microseconds.
 """
@@ -46,7 +47,7 @@ class LeastConnections:
         for server, inverse in zip(self._twice[start:end], self._twice_inverse[start:end], strict=True):
             if server is avoid:
                 continue
-            load = server.active * inverse
+            load = server.load() * inverse
             if load < best_load:
                 best = server
                 best_load = load

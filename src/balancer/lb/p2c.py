@@ -1,11 +1,11 @@
 """Weighted random with the power of two choices (`balance = "random"`).
 
 Two servers are drawn at random, each with probability proportional to its weight, and the
-one with fewer requests in flight per unit of weight (`active / weight`) wins; on a tie the
+one with fewer requests in flight per unit of weight (`load() / weight`, every worker's) wins; on a tie the
 first draw wins. With an idle backend every pick is therefore a plain weighted draw and shares
 follow weights exactly; under load the second choice steers away from busy servers, which
 keeps the worst queue exponentially shorter than one random choice (Mitzenmacher) while each
-pick stays O(log N) and needs no shared state between workers.
+pick stays O(log N).
 
 The random source is injected (`rng`) so tests are deterministic.
 """
@@ -52,6 +52,6 @@ class PowerOfTwoChoices:
         a = self._draw(skip)
         b = self._draw(skip)
         inverse = self._inverse
-        if servers[b].active * inverse[b] < servers[a].active * inverse[a]:
+        if servers[b].load() * inverse[b] < servers[a].load() * inverse[a]:
             return servers[b]
         return servers[a]

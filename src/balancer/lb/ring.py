@@ -13,7 +13,7 @@ relative standard deviation of about 1/sqrt(P) (5% at the default 400 points for
 
 Bounded load (Mirrokni, Thorup, Zadimoghaddam 2016; Vimeo, HAProxy's hash-balance-factor):
 with `balance_factor` c, a server may take a new request only while it has fewer than
-c x (total active + 1) x weight / total weight requests in flight; a busy server is skipped
+c x (total load + 1) x weight / total weight requests in flight (every worker's); a busy server is skipped
 and the key goes on clockwise to the next server with room. A key so sticks to its server
 until that server is c times busier than its fair share (c = 1.25 by default; None turns it
 off: the hash_type = "consistent" hashing of source/uri/hdr/url_param does that).
@@ -106,7 +106,7 @@ class Ring:
         if len(self._servers) == 1:
             return server
         bounded = self._factor is not None
-        if server is not avoid and (not bounded or not server.active):
+        if server is not avoid and (not bounded or not server.load()):
             return server
         # Walk clockwise: past the server to avoid, and past servers over their bound.
         total = -1
@@ -121,8 +121,8 @@ class Ring:
                 if not bounded:
                     return server
                 if total < 0:
-                    total = sum(s.active for s in self._servers) + 1
-                if server.active < share[id(server)] * total:
+                    total = sum(s.load() for s in self._servers) + 1
+                if server.load() < share[id(server)] * total:
                     return server
             seen.add(id(server))
             if len(seen) == servers:

@@ -7,11 +7,13 @@ the config model. A reload builds new contexts; connections keep the ones they s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import ssl
 from collections import deque
 from collections.abc import Callable
+from functools import partial
 from typing import Any, Protocol, TypeVar
 
 from balancer.config.model import Backend, Frontend
@@ -20,6 +22,7 @@ from balancer.lb.pool import ServerPool
 from balancer.net.connect import SourceAddresses, open_server_connection
 from balancer.net.gate import Gate
 from balancer.net.outbox import Outbox
+from balancer.net.parked import ParkedConnection
 from balancer.net.peer import proxy_header
 from balancer.net.tls import server_context
 from balancer.net.upstream import UpstreamPool
@@ -29,6 +32,7 @@ from balancer.route.hashkey import KeyFunction, compile_hash_key
 from balancer.route.persistence import Persistence
 from balancer.route.response_rules import ResponseRuleSet
 from balancer.route.rules import backend_rules, frontend_rules
+from balancer.runtime.node_count import NodeCount
 from balancer.runtime.record import LogSink
 from balancer.runtime.state import (
     CONNECT_ERROR,
@@ -40,6 +44,8 @@ from balancer.runtime.state import (
 )
 
 P = TypeVar("P", bound=asyncio.BaseProtocol)
+# Seconds between looks for a server slot freed by another worker, while requests wait here.
+QUEUE_POLL = 0.005
 # What buffer_request reads of a body at most when limits.body sets no smaller bound.
 BUFFER_REQUEST_MAX = 1 << 20
 log = logging.getLogger("balancer.observe")
@@ -69,6 +75,10 @@ class BackendContext:
         self.queue_timeout = config.timeouts.queue
         # Requests waiting for a server slot when every server is at its maxconn, in order.
         self.waiting: deque[tuple[SlotWaiter, Any]] = deque()
+        # With several workers: this worker's queue length as the node sees it (the backend's
+        # `queued`), and the timer that looks for slots other workers freed; None: one worker.
+        self.queued: NodeCount | None = None
+        self._poll: asyncio.TimerHandle | None = None
         self.observe = config.observe
         self.send_proxy = config.send_proxy
         self.sources = SourceAddresses(config.source)
@@ -160,25 +170,78 @@ class BackendContext:
             self.runtime.changed()
             log.info("server %s/%s back after its cooldown (passive observation)", self.name, server.name)
 
-    def server_with_room(self) -> ServerRuntime | None:
-        """A usable server below its maxconn, if any."""
+    def take_server_with_room(self) -> ServerRuntime | None:
+        """A usable server below its maxconn (node-wide), with the slot taken; None when
+        every usable server is full."""
         for server in self.servers.usable:
             maxconn = server.config.maxconn
-            if not maxconn or server.active < maxconn:
+            if not maxconn:
+                server.take()
+                return server
+            if server.try_take(maxconn):
                 return server
         return None
 
+    def enqueue(self, waiter: SlotWaiter, request: Any) -> None:
+        """`request` of `waiter` waits for a server slot, behind those already waiting. It
+        may get one at once (SlotWaiter.slot_ready, before this returns): when others were
+        waiting, slots no release handed over (freed by another worker, or on a server back
+        in service) go to them first, then to it."""
+        behind = bool(self.waiting)
+        self.waiting.append((waiter, request))
+        if behind:
+            self.serve_queue()
+        self._queue_changed()
+
+    def serve_queue(self) -> None:
+        """Hand every free slot of the usable servers to the requests waiting, in order."""
+        for server in self.servers.usable:
+            if not self.waiting:
+                break
+            self.slot_freed(server)
+
+    def forget(self, waiter: SlotWaiter, request: Any) -> None:
+        """`request` no longer waits (its client left, or its queue timeout fired)."""
+        with contextlib.suppress(ValueError):
+            self.waiting.remove((waiter, request))
+        self._queue_changed()
+
+    def _queue_changed(self) -> None:
+        """Publish the queue's length; while it is not empty and other workers hold slots
+        too, look for slots they free (they cannot hand them over)."""
+        queued = self.queued
+        if queued is None:
+            return
+        queued.publish(len(self.waiting))
+        if self.waiting and self._poll is None:
+            self._poll = asyncio.get_running_loop().call_later(QUEUE_POLL, self._poll_slots)
+
+    def _poll_slots(self) -> None:
+        self._poll = None
+        self.serve_queue()
+        self._queue_changed()
+
     def slot_freed(self, server: ServerRuntime) -> None:
-        """`server` has room again: hand it to the longest-waiting request still waiting."""
+        """`server` may have room again: hand its free slots to the longest-waiting requests.
+        The slot is taken before the request gets it (SlotWaiter.slot_ready), so another
+        worker cannot fill it in between; a request that no longer waits gives it back."""
+        if not self.waiting:
+            return
         while self.waiting and server.usable:
             maxconn = server.config.maxconn
-            if maxconn and server.active >= maxconn:
-                return
+            if not maxconn:
+                server.take()
+            elif not server.try_take(maxconn):
+                break
             waiter, request = self.waiting.popleft()
-            if waiter.slot_ready(request, server):
-                return
+            if not waiter.slot_ready(request, server):
+                server.release()
+        self._queue_changed()
 
     def close(self) -> None:
+        if self._poll is not None:
+            self._poll.cancel()
+            self._poll = None
         self.idle.close_all()
 
 
@@ -221,8 +284,10 @@ class FrontendContext:
         self.default_backend = backends.get(config.default_backend or "")
         # Request heads read before, by their bytes: net.http_session.KnownRequest.
         self.known_requests: dict[bytes, Any] = {}
-        # Live client connections, so a stop can close idle ones and wait for busy ones.
+        # Live client connections, so a stop can close idle ones and wait for busy ones;
+        # `parked`: those of them waiting for room under maxconn (net.gate).
         self.sessions: set[Stoppable] = set()
+        self.parked: set[Stoppable] = set()
         self.stopping = False
         self.connections = 0
         self.requests = 0
@@ -232,16 +297,32 @@ class FrontendContext:
         self.responses = [0] * len(STATUS_CLASSES)  # by runtime.state.status_class
         self.gate = gate
 
-    def opened(self, session: Stoppable) -> None:
+    def opened(self, session: Stoppable, transport: asyncio.Transport) -> bool:
+        """A new client connection: True when it may be served now, False when it is
+        parked over maxconn (net.gate, net.parked); its `admitted` is called once there
+        is room."""
         self.sessions.add(session)
         self.connections += 1
-        if self.gate is not None:
-            self.gate.opened(self.name)
+        gate = self.gate
+        if gate is None or gate.admit(self.name):
+            return True
+        self.parked.add(session)
+        gate.park(self.name, partial(self._admit_parked, session, ParkedConnection(session, transport)))
+        return False
+
+    def _admit_parked(self, session: Stoppable, parked: ParkedConnection) -> bool:
+        """The gate counted `session`, parked until now; False if it closed meanwhile."""
+        if session not in self.parked:
+            return False
+        self.parked.discard(session)
+        return parked.admit()
 
     def closed(self, session: Stoppable) -> None:
         if session in self.sessions:
             self.sessions.discard(session)
-            if self.gate is not None:
+            if self.parked and session in self.parked:
+                self.parked.discard(session)  # never counted
+            elif self.gate is not None:
                 self.gate.closed(self.name)
 
 
@@ -275,9 +356,11 @@ def load_error_pages(errorfiles: dict[str, str], base_dir: str) -> dict[int, Err
 
 
 class SlotWaiter(Protocol):
-    """A session with a request waiting in a backend queue (net.http_session)."""
+    """A session with a request waiting in a backend queue (net.http_session, net.tcp_session)."""
 
-    def slot_ready(self, request: Any, server: ServerRuntime) -> bool: ...
+    def slot_ready(self, request: Any, server: ServerRuntime) -> bool:
+        """A slot on `server` is now held for `request`; False when the request no longer
+        waits (the caller then releases the slot)."""
 
 
 class Stoppable(Protocol):
@@ -288,3 +371,12 @@ class Stoppable(Protocol):
 
     def abort(self) -> None:
         """Close now, whatever is in flight."""
+
+    def admitted(self) -> None:
+        """Parked over maxconn until now (FrontendContext.opened): serve the connection."""
+
+    def data_received(self, data: bytes) -> None: ...
+
+    def eof_received(self) -> bool | None: ...
+
+    def connection_lost(self, exc: Exception | None) -> None: ...

@@ -18,7 +18,6 @@ reaches a server. One connection's failure is caught here and never escapes to t
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import time
@@ -140,8 +139,13 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
         scheme = self.frontend.scheme
         self.forwarded_lines = b"X-Forwarded-For: %b\r\nX-Forwarded-Proto: %b\r\n" % (self.client_ip_bytes, scheme)
         self.client_text = f"{self.client_ip_text}:{self.client_port}"
+        if self.frontend.opened(self, self.transport):
+            self.admitted()
+        # else parked over maxconn (net.parked): `admitted` is called once there is room
+
+    def admitted(self) -> None:
+        """The connection may be served (at once, or after it was parked over maxconn)."""
         frontend = self.frontend
-        frontend.opened(self)
         self.deadline.set(frontend.request_timeout)
         if frontend.stopping:
             self.closing = True
@@ -685,10 +689,15 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
         self._local_response(request, code, response, "--", close)
 
     def _dispatch(
-        self, request: Request, avoid: ServerRuntime | None = None, server: ServerRuntime | None = None
+        self,
+        request: Request,
+        avoid: ServerRuntime | None = None,
+        server: ServerRuntime | None = None,
+        held: bool = False,
     ) -> None:
         """Send `request` to `server`, or to the one the algorithm picks (avoiding `avoid`).
-        Without either, a persisted client goes back to its server (route.persistence)."""
+        Without either, a persisted client goes back to its server (route.persistence).
+        `held`: a slot on `server` is already taken for it (a queued request's turn)."""
         backend = request.backend
         assert backend is not None
         persistence = backend.persistence
@@ -701,14 +710,17 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
         if server is None:
             self._local_response(request, 503, error_response(503, True), "SC")
             return
-        maxconn = server.config.maxconn
-        if maxconn and server.active >= maxconn:
-            free = backend.server_with_room()
-            if free is None:
-                self._wait_for_slot(request, backend)
-                return
-            server = free
-        server.active += 1
+        if not held:
+            maxconn = server.config.maxconn
+            if not maxconn:
+                server.take()
+            elif backend.waiting or not server.try_take(maxconn):
+                # Full, or requests wait already: another server with room, else the queue.
+                free = None if backend.waiting else backend.take_server_with_room()
+                if free is None:
+                    self._wait_for_slot(request, backend)
+                    return
+                server = free
         request.holds_slot = True
         request.server = server
         request.server_name = server.name
@@ -729,11 +741,11 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
         """Every server is at its maxconn: wait in the backend's FIFO queue, at most
         `timeouts.queue`, for a slot (BackendContext.slot_freed hands one over)."""
         request.queued_at = self.loop.time()
-        backend.waiting.append((self, request))
         self.deadline.set(backend.queue_timeout)
+        backend.enqueue(self, request)
 
     def slot_ready(self, request: Request, server: ServerRuntime) -> bool:
-        """A slot on `server` is free for `request`, which waited for it. False when the
+        """A slot on `server` is held for `request`, which waited for it. False when the
         request is no longer waiting (the client left or the queue timeout fired)."""
         if self.closed or request.queued_at < 0 or not self.queue or self.queue[0] is not request:
             return False
@@ -741,7 +753,7 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
         request.queued_at = -1.0
         self.deadline.clear()
         self.now = self.loop.time()
-        self._dispatch(request, server=server)
+        self._dispatch(request, server=server, held=True)
         return True
 
     def _release_slot(self, request: Request) -> None:
@@ -750,13 +762,12 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
             request.holds_slot = False
             server = request.server
             assert server is not None and request.backend is not None
-            server.active -= 1
+            server.release()
             if request.backend.waiting:
                 request.backend.slot_freed(server)
         elif request.queued_at >= 0 and request.backend is not None:
             request.queued_at = -1.0
-            with contextlib.suppress(ValueError):
-                request.backend.waiting.remove((self, request))
+            request.backend.forget(self, request)
 
     async def _connect(self, request: Request, server: ServerRuntime, backend: BackendContext) -> None:
         t0 = self.loop.time()

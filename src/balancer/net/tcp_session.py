@@ -11,7 +11,6 @@ connected) guards the whole connection.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from typing import cast
@@ -78,14 +77,23 @@ class TcpSession(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
+        if self.frontend.opened(self, self.transport):
+            self._serve(transport)
+        # else parked over maxconn (net.parked): `admitted` serves it once there is room
+
+    def admitted(self) -> None:
+        if not self.closed and self.transport is not None:
+            self._serve(self.transport)
+
+    def _serve(self, transport: asyncio.BaseTransport) -> None:
+        assert self.transport is not None
+        self.transport.pause_reading()  # until a server is connected
         frontend = self.frontend
-        frontend.opened(self)
         self.t_start = self.loop.time()
         ip, port = self.proxied or client_address(transport)
         self.record = record = LogRecord(frontend.name, ip, port, time.time())
         record.t_request = 0.0
         self.deadline.set(frontend.client_timeout)
-        self.transport.pause_reading()
         self.view = _ConnectionView(ip, port, transport)
         decision = frontend.rules.evaluate(self.view) if frontend.rules.rules else frontend.rules.default
         if decision.verdict != "backend":
@@ -106,7 +114,9 @@ class TcpSession(asyncio.Protocol):
             return
         self._dispatch(None)
 
-    def _dispatch(self, avoid: ServerRuntime | None, server: ServerRuntime | None = None) -> None:
+    def _dispatch(self, avoid: ServerRuntime | None, server: ServerRuntime | None = None, held: bool = False) -> None:
+        """Connect to `server`, or to the one the algorithm picks (avoiding `avoid`); `held`:
+        a slot on `server` is already taken for this connection (its turn in the queue)."""
         backend = self.backend
         assert backend is not None and self.record is not None
         persistence = backend.persistence
@@ -121,19 +131,23 @@ class TcpSession(asyncio.Protocol):
             self.record.termination = "SC"
             self._close()
             return
-        maxconn = server.config.maxconn
-        if maxconn and server.active >= maxconn:
-            free = backend.server_with_room()
-            if free is None:
-                # Every server is full: wait in the backend's FIFO queue (as HTTP requests do).
-                self.queued_at = self.loop.time()
-                backend.waiting.append((self, self))
-                self.deadline.set(backend.queue_timeout)
-                return
-            server = free
+        if not held:
+            maxconn = server.config.maxconn
+            if not maxconn:
+                server.take()
+            elif backend.waiting or not server.try_take(maxconn):
+                # Full, or connections wait already: another server with room, else the
+                # backend's FIFO queue (as HTTP requests do).
+                free = None if backend.waiting else backend.take_server_with_room()
+                if free is None:
+                    self.queued_at = self.loop.time()
+                    self.deadline.set(backend.queue_timeout)
+                    backend.enqueue(self, self)
+                    return
+                server = free
         if persistence is not None:
             persistence.assigned(self.view.client_ip, server)
-        server.active += 1  # the slot is held from now until the connection ends
+        # The slot is held from now until the connection ends.
         self.holds_slot = True
         self.server = server
         self.record.server_name = server.name
@@ -149,25 +163,24 @@ class TcpSession(asyncio.Protocol):
             self._dispatch(server)
 
     def slot_ready(self, request: object, server: ServerRuntime) -> bool:
-        """A slot on `server` freed up while this connection waited in the queue."""
+        """A slot on `server` is held for this connection, which waited in the queue."""
         if self.closed or self.queued_at < 0:
             return False
         assert self.record is not None
         self.record.t_queue = (self.loop.time() - self.queued_at) * 1000
         self.queued_at = -1.0
-        self._dispatch(None, server)
+        self._dispatch(None, server, held=True)
         return True
 
     def _release_slot(self) -> None:
         if self.holds_slot and self.server is not None:
             self.holds_slot = False
-            self.server.active -= 1
+            self.server.release()
             if self.backend is not None and self.backend.waiting:
                 self.backend.slot_freed(self.server)
         elif self.queued_at >= 0 and self.backend is not None:
             self.queued_at = -1.0
-            with contextlib.suppress(ValueError):
-                self.backend.waiting.remove((self, self))
+            self.backend.forget(self, self)
 
     async def _connect(self, server: ServerRuntime, backend: BackendContext) -> None:
         t0 = self.loop.time()

@@ -13,6 +13,11 @@ live state; they copy their counters into their block on the same beat (and once
 exit). The master sums the blocks for the admin API and Prometheus. Readers may see a
 record mid-update; each field is an aligned 8-byte word, and a torn read of one counter
 is off by at most one beat, which the next read corrects.
+
+The gauges that limits and balancing read node-wide (a server's requests in flight, a
+backend's queue, a frontend's and the process's client connections) are written through at
+every change instead, and every worker reads the others' (runtime.node_count): `cells`
+gives a gauge's word index in each slot, `node_count` this worker's view of one.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from dataclasses import dataclass
 from typing import cast
 
 from balancer.config.model import Config
+from balancer.runtime.node_count import NodeCount
 from balancer.runtime.state import ERROR_CAUSES, RESPONSE_BUCKETS_MS, STATUS_CLASSES, AdminState, Health
 
 MAGIC = 0x42414C31  # "BAL1"
@@ -44,6 +50,7 @@ _FRONTEND = struct.Struct("<" + "q" * len(FRONTEND_COUNTERS))
 # by status class, failed exchanges with its servers by cause.
 BACKEND_COUNTERS = ("requests", "queued", *STATUS_CLASSES, *ERROR_CAUSES)
 _BACKEND = struct.Struct("<" + "q" * len(BACKEND_COUNTERS))
+_WORD = 8  # bytes of one counter; every counter is an aligned word
 
 ADMIN_STATES = ("ready", "drain", "maint")
 HEALTH_STATES = ("up", "down")
@@ -72,7 +79,10 @@ class Layout:
         self.counters_at = self.states_at + _SERVER.size * len(self.servers)
         self._frontends_at = _COUNTERS.size * len(self.servers)
         self._backends_at = self._frontends_at + _FRONTEND.size * len(self.frontends)
-        self.slot_size = self._backends_at + _BACKEND.size * len(self.backends)
+        # Then client connections open now, of the process and of each frontend: the gauges
+        # global and frontend maxconn read (written through, not shown by the API).
+        self._connections_at = self._backends_at + _BACKEND.size * len(self.backends)
+        self.slot_size = self._connections_at + _WORD * (1 + len(self.frontends))
         self.size = self.counters_at + self.slot_size * slots
 
     def server_counters_at(self, slot: int, server: int) -> int:
@@ -84,6 +94,24 @@ class Layout:
     def backend_counters_at(self, slot: int, backend: int) -> int:
         return self.counters_at + self.slot_size * slot + self._backends_at + _BACKEND.size * backend
 
+    # Word indexes (8-byte cells) of the written-through gauges, one per slot.
+
+    def active_cells(self, server: int) -> list[int]:
+        """A server's requests (TCP: connections) in flight: its counters' first word."""
+        return [self.server_counters_at(slot, server) // _WORD for slot in range(self.slots)]
+
+    def queued_cells(self, backend: int) -> list[int]:
+        """A backend's requests waiting for a server slot: its counters' second word."""
+        return [self.backend_counters_at(slot, backend) // _WORD + 1 for slot in range(self.slots)]
+
+    def process_connection_cells(self) -> list[int]:
+        return [
+            (self.counters_at + self.slot_size * slot + self._connections_at) // _WORD for slot in range(self.slots)
+        ]
+
+    def frontend_connection_cells(self, frontend: int) -> list[int]:
+        return [cell + 1 + frontend for cell in self.process_connection_cells()]
+
 
 class SharedState:
     """One mapped segment. `create` in the master; `attach(fd)` in a worker."""
@@ -92,6 +120,8 @@ class SharedState:
         self.layout = layout
         self.fd = fd
         self.memory = memory
+        # Made on first use, in workers only: a mapping with a view cannot be closed.
+        self._words: memoryview | None = None
 
     @classmethod
     def create(cls, layout: Layout) -> SharedState:
@@ -159,6 +189,17 @@ class SharedState:
 
     def read_backend_counters(self, slot: int, index: int) -> tuple[int, ...]:
         return tuple(_BACKEND.unpack_from(self.memory, self.layout.backend_counters_at(slot, index)))
+
+    def node_count(self, cells: list[int], slot: int) -> NodeCount:
+        """Worker `slot`'s handle on the gauge whose cells (one per slot) are `cells`."""
+        if self._words is None:
+            self._words = memoryview(self.memory).cast("q")
+        others = [cell for i, cell in enumerate(cells) if i != slot]
+        return NodeCount(self._words, cells[slot], others, self.fd, cells[0] * _WORD)
+
+    def read_cells(self, cells: list[int]) -> int:
+        """The sum of a gauge's cells (for the master and tests; workers use node_count)."""
+        return sum(struct.unpack_from("<q", self.memory, cell * _WORD)[0] for cell in cells)
 
     def clear_slot(self, slot: int) -> None:
         start = self.layout.counters_at + self.layout.slot_size * slot

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Final, Literal
 
 from balancer.config.model import Backend, Server
+from balancer.runtime.node_count import NodeCount
 
 # Bounds of the response-time histogram, in ms (runtime.shared lays the buckets out).
 RESPONSE_BUCKETS_MS: Final = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
@@ -56,6 +57,7 @@ class ServerRuntime:
         "health",
         "host",
         "name",
+        "node",
         "port",
         "queued",
         "requests",
@@ -78,7 +80,9 @@ class ServerRuntime:
         self.agent_weight = -1
         self.admin_state: AdminState = config.state
         self.health: Health = "up"
-        self.active = 0  # requests or connections in flight
+        self.active = 0  # requests or connections in flight from this worker
+        # The node-wide view of `active` when several workers share the server; None: one worker.
+        self.node: NodeCount | None = None
         self.queued = 0
         self.requests = 0
         self.bytes_in = 0  # from clients towards this server
@@ -90,6 +94,40 @@ class ServerRuntime:
         self.resp_buckets = [0] * (len(RESPONSE_BUCKETS_MS) + 1)  # see runtime.shared
         self.failure_streak = 0  # consecutive failed exchanges (passive observation)
         self.ejected = False  # taken out by passive observation in this worker
+
+    def load(self) -> int:
+        """Requests (TCP: connections) in flight on this server from every worker of the
+        node: what balancing algorithms and maxconn compare."""
+        node = self.node
+        if node is None:
+            return self.active
+        return self.active + node.others()
+
+    def take(self) -> None:
+        """One more request in flight, on a server without maxconn."""
+        self.active += 1
+        node = self.node
+        if node is not None:
+            node.publish(self.active)
+
+    def try_take(self, maxconn: int) -> bool:
+        """One more request in flight if the node then has at most `maxconn` (>= 1) on this
+        server; False, and nothing taken, when it is full."""
+        node = self.node
+        if node is None:
+            if self.active >= maxconn:
+                return False
+        elif not node.try_take(self.active, maxconn):
+            return False
+        self.active += 1
+        return True
+
+    def release(self) -> None:
+        """A request in flight (taken by take or try_take) is over."""
+        self.active -= 1
+        node = self.node
+        if node is not None:
+            node.publish(self.active)
 
     def observe_response(self, ms: float) -> None:
         """Count a response that took `ms` milliseconds to its head: the mean and the
