@@ -134,6 +134,7 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
         # requests are limited, its entry and tag while conn_limit counts this connection,
         # and whether conn_limit refused it (its first request gets a 429, then a close).
         self.rate_key: tuple[int, int] | None = None
+        self.rate_entry = -1  # where its last request was counted (ClientLimits.request)
         self.limit_entry = -1
         self.limit_tag = 0
         self.conn_refused = False
@@ -703,7 +704,8 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
             self._local_response(request, 429, too_many_requests(1, True), "RC")
             return True
         assert self.rate_key is not None
-        wait = limits.request(self.rate_key)
+        wait = limits.request(self.rate_key, self.rate_entry)
+        self.rate_entry = limits.entry
         if not wait:
             return False
         if limits.tarpit:

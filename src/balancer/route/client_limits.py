@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from balancer.config.model import ConnLimit, RateLimit
-from balancer.runtime.client_table import ClientTable, address_key
+from balancer.runtime.client_table import ENTRY_WORDS, HEADER_WORDS, ClientTable, address_key
 
 Clock = Callable[[], float]
 Key = tuple[int, int]
@@ -84,6 +84,9 @@ class ClientLimits:
         # What this worker refused, for /metrics (server.Balancer.sync_shared).
         self.rate_limited = 0
         self.conn_limited = 0
+        # The entry the last `request` counted in: a connection hands it to its next request.
+        self.entry = -1
+        self._slot_stride = table.entries * table.cell_words
 
     # -- which clients are limited ----------------------------------------------------------
 
@@ -108,11 +111,22 @@ class ClientLimits:
 
     # -- requests ---------------------------------------------------------------------------
 
-    def request(self, key: Key) -> int:
+    def request(self, key: Key, entry: int = -1) -> int:
         """A request of client `key`: 0 when it may pass (and it is counted), else the
-        seconds until one would (for Retry-After)."""
+        seconds until one would (for Retry-After). `entry`: where this client's previous
+        request was counted (`self.entry` after it), -1 for none: a connection keeps it, so
+        its next requests skip the hash and the bucket search while the entry is the
+        client's."""
         now = int(self.clock() * 1000)
-        index = self._entry(key, now)
+        words = self.words
+        if entry >= 0:
+            at = HEADER_WORDS + entry * ENTRY_WORDS
+            if words[at] != 0 and words[at + 1] == key[0] and words[at + 2] == key[1]:
+                words[at + 4] = now
+            else:
+                entry = -1
+        index = entry if entry >= 0 else self._entry(key, now)
+        self.entry = index
         wait = self._over(index, now, REQ_PERIOD, self.window_ms, self.capacity)
         if wait:
             self.rate_limited += 1
@@ -155,11 +169,13 @@ class ClientLimits:
         of entry `index`, else the seconds until it would."""
         table = self.table
         words = self.words
-        tag = words[table.entries_at + index * 5]
+        tag = words[HEADER_WORDS + index * ENTRY_WORDS]
         period = now // window
         current = previous = 0
-        for slot in range(table.slots):
-            at = table.cells(slot, index)
+        stride = self._slot_stride
+        at = table.cells_at + index * table.cell_words - stride
+        for _ in range(table.slots):
+            at += stride
             if words[at] != tag:
                 continue
             seen = words[at + cell]
@@ -169,16 +185,16 @@ class ClientLimits:
             elif seen == period - 1:
                 previous += words[at + cell + 1]
         elapsed = (now - period * window) / window
-        if current + previous * (1.0 - elapsed) + 1 <= capacity:
+        if current + previous * (1.0 - elapsed) < capacity:
             return 0
-        room = capacity - 1  # the estimate must come down to this
-        if current <= room:
-            # Within this period, as the previous one slides out of the window.
-            wait = (1.0 - (room - current) / previous - elapsed) * window
+        # The estimate must come under `capacity`:
+        if current < capacity:
+            # within this period, as the previous one slides out of the window;
+            wait = (1.0 - (capacity - current) / previous - elapsed) * window
         else:
-            # Next period, as this one's count slides out.
-            wait = (1.0 - elapsed) * window + (1.0 - room / current) * window
-        return max(1, math.ceil(wait / 1000))
+            # next period, as this one's count slides out.
+            wait = (1.0 - elapsed) * window + (1.0 - capacity / current) * window
+        return max(1, math.ceil((wait + 1) / 1000))  # strictly under: one more millisecond
 
     def _count(self, index: int, now: int, cell: int, window: int) -> int:
         """Count one event in this worker's cells; returns where they start."""
