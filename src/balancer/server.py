@@ -31,6 +31,9 @@ from balancer.net.proxy_accept import ProxyHeaderReader
 from balancer.net.tcp_session import TcpSession
 from balancer.net.tls import frontend_context
 from balancer.proto.basic_auth import Userlist, hash_supported
+from balancer.route.client_limits import ClientLimits
+from balancer.runtime.client_table import ClientTable
+from balancer.runtime.client_tables import LIMIT_CELLS, LIMIT_TABLE_SIZE, limit_expire, limited
 from balancer.runtime.shared import SharedState
 from balancer.runtime.state import BackendRuntime
 from balancer.stats.accesslog import AccessLog
@@ -272,6 +275,7 @@ class Balancer:
         self._sync_handle: asyncio.TimerHandle | None = None
         self.heap = HeapTrimmer()
         self._build(config)
+        self.use_tables()
 
     def _build(self, config: Config) -> None:
         """Runtime state and per-connection contexts for `config`."""
@@ -318,6 +322,29 @@ class Balancer:
         """The addresses a frontend is bound to (ports resolved when the config said 0)."""
         bound = [lst.bound() for lst in self.listeners.values() if lst.frontend.name == frontend]
         return list(dict.fromkeys(bound))  # an address served by several sockets once
+
+    def use_tables(self, tables: dict[str, ClientTable] | None = None, slot: int = 0) -> None:
+        """Use the master's client tables (runtime.client_tables): stick tables and the
+        frontends' limits shared by every worker. A process without a master (tests,
+        one-off runs) passes none, and its limits get a table of their own."""
+        tables = tables or {}
+        for name, context in self.backend_contexts.items():
+            table = tables.get(f"stick:{name}")
+            if table is not None and context.persistence is not None:
+                context.persistence.share_stick(table)
+        for frontend in self.config.frontend:
+            if not limited(frontend):
+                continue
+            table = tables.get(f"limit:{frontend.name}")
+            if table is None:
+                table = ClientTable.create(LIMIT_TABLE_SIZE, limit_expire(frontend), LIMIT_CELLS, 1)
+                slot_here = 0
+            else:
+                slot_here = slot
+            front = self.frontends[frontend.name]
+            if front.limits is not None and front.limits.table is not table:
+                front.limits.table.close()  # the private one, now that the master's came
+            front.limits = ClientLimits(frontend.rate_limit, frontend.conn_limit, table, slot_here)
 
     def share(self, shared: SharedState, slot: int, interval: float = SYNC_INTERVAL) -> None:
         """Keep this worker in step with the master through `shared`: apply server records
@@ -401,6 +428,8 @@ class Balancer:
                     frontend.connections,
                     frontend.requests,
                     frontend.denied,
+                    frontend.limits.rate_limited if frontend.limits is not None else 0,
+                    frontend.limits.conn_limited if frontend.limits is not None else 0,
                     frontend.bytes_in,
                     frontend.bytes_out,
                     *frontend.responses,

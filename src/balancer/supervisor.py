@@ -45,6 +45,8 @@ from balancer.config import ConfigError, parse_config, read_config_text
 from balancer.config.model import Config
 from balancer.config.values import Address
 from balancer.limits import drop_privileges, raise_nofile_limit
+from balancer.runtime.client_table import ClientTable
+from balancer.runtime.client_tables import TableKeeper
 from balancer.runtime.master_state import MasterState
 from balancer.runtime.shared import (
     BACKEND_COUNTERS,
@@ -87,6 +89,7 @@ class Generation:
     workers: list[Worker] = field(default_factory=list)
     shared: SharedState | None = None
     starting: bool = False
+    tables: dict[str, ClientTable] = field(default_factory=dict)  # runtime.client_tables
 
 
 def worker_count(config: Config) -> int:
@@ -104,6 +107,7 @@ class Master:
         self.current = Generation(1, config, text)
         self.state = MasterState(config)
         self.monitor = HealthMonitor(self.state)
+        self.tables = TableKeeper()
         self.admin: AdminServer | None = None
         self.old: list[Generation] = []
         self.stopping = False
@@ -187,6 +191,7 @@ class Master:
         env["BALANCER_STATE_FD"] = str(state_fd)
         env["BALANCER_SLOTS"] = str(generation.shared.layout.slots)
         env["BALANCER_FDS"] = json.dumps(fds)
+        env["BALANCER_TABLES"] = json.dumps({name: table.fd for name, table in generation.tables.items()})
         env["BALANCER_READY_FD"] = str(ready_write)
         env["BALANCER_MASTER_PID"] = str(os.getpid())
         if "OPENSSL_CONF" not in os.environ:
@@ -203,7 +208,9 @@ class Master:
             "--slot",
             str(slot),
             stdin=asyncio.subprocess.PIPE,
-            pass_fds=[sock.fileno() for _, sock in handed] + [ready_write, state_fd],
+            pass_fds=[sock.fileno() for _, sock in handed]
+            + [ready_write, state_fd]
+            + [table.fd for table in generation.tables.values()],
             env=env,
         )
         os.close(ready_write)
@@ -247,6 +254,7 @@ class Master:
                 self.old.remove(generation)
             if generation.shared is not None:
                 self.state.retire(generation.shared)
+            self.tables.release(generation.tables)
         if self.stopping:
             if not self.current.workers and not self.old:
                 self.done.set()
@@ -256,6 +264,7 @@ class Master:
         log.warning("worker in slot %d died (%s): restarting it", worker.slot, description)
         if generation.shared is not None:
             self.state.retire_slot(generation.shared, worker.slot)
+        self.tables.retire_slot(generation.tables, worker.slot)
         await asyncio.sleep(RESTART_DELAY)
         if not self.stopping and (generation is self.current or generation.starting):
             generation.workers.append(await self.spawn(generation, worker.slot))
@@ -266,6 +275,7 @@ class Master:
         loop = asyncio.get_running_loop()
         slots = worker_count(generation.config)
         generation.shared = self.state.adopt(generation.config, slots)
+        generation.tables = self.tables.adopt(generation.config, slots)
         generation.starting = True
         try:
             for slot in range(slots):
@@ -307,6 +317,7 @@ class Master:
             # gone now, or a stop would wait for it forever.
             if generation.shared is not None:
                 self.state.retire(generation.shared)
+            self.tables.release(generation.tables)
             if generation in self.old:
                 self.old.remove(generation)
         for worker in generation.workers:
@@ -929,12 +940,13 @@ def run_worker(name: str, generation: int, slot: int) -> int:
     shared = None
     if state_fd >= 0:
         shared = SharedState.attach(Layout(config, int(os.environ.get("BALANCER_SLOTS", "1"))), state_fd)
+    tables = {name: ClientTable.attach(fd) for name, fd in json.loads(os.environ.get("BALANCER_TABLES", "{}")).items()}
     # The master decides what Ctrl-C and SIGHUP mean for the whole group.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     import uvloop
 
-    return int(uvloop.run(_serve_worker(config, name, sockets, ready_fd, shared, slot)))
+    return int(uvloop.run(_serve_worker(config, name, sockets, ready_fd, shared, slot, tables)))
 
 
 async def _serve_worker(
@@ -944,6 +956,7 @@ async def _serve_worker(
     ready_fd: int,
     shared: SharedState | None,
     slot: int,
+    tables: dict[str, ClientTable],
 ) -> int:
     from balancer.server import Balancer
 
@@ -951,6 +964,7 @@ async def _serve_worker(
     balancer = Balancer(config, base_dir=os.path.dirname(os.path.abspath(config_name)))
     if shared is not None:
         balancer.share(shared, slot)
+    balancer.use_tables(tables, slot)
     # Handlers first: the master may signal a stop the moment this worker says it is ready.
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)

@@ -43,6 +43,16 @@ class BalancerCollector(Collector):
         denied = CounterMetricFamily(
             "balancer_frontend_requests_denied", "HTTP requests refused by a deny rule.", labels=["frontend"]
         )
+        rate_limited = CounterMetricFamily(
+            "balancer_frontend_rate_limited",
+            "HTTP requests (TCP mode: connections) over the frontend's rate_limit: 429 or tarpit.",
+            labels=["frontend"],
+        )
+        conn_limited = CounterMetricFamily(
+            "balancer_frontend_conn_limited",
+            "Client connections refused at accept by the frontend's conn_limit.",
+            labels=["frontend"],
+        )
         bytes_in = CounterMetricFamily(
             "balancer_frontend_bytes_in", "Bytes received from clients.", labels=["frontend"]
         )
@@ -57,11 +67,13 @@ class BalancerCollector(Collector):
             connections.add_metric([name], row["connections"])
             requests.add_metric([name], row["requests"])
             denied.add_metric([name], row["denied"])
+            rate_limited.add_metric([name], row["rate_limited"])
+            conn_limited.add_metric([name], row["conn_limited"])
             bytes_in.add_metric([name], row["bytes_in"])
             bytes_out.add_metric([name], row["bytes_out"])
             for code, count in row["responses"].items():
                 responses.add_metric([name, code], count)
-        yield from (connections, requests, denied, bytes_in, bytes_out, responses)
+        yield from (connections, requests, denied, rate_limited, conn_limited, bytes_in, bytes_out, responses)
 
         servers = self.totals.servers()
         per_server: dict[str, tuple[type[CounterMetricFamily] | type[GaugeMetricFamily], str, str]] = {

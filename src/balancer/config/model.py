@@ -123,6 +123,45 @@ class FrontendTimeouts(Model):
     http_request: Duration = 10.0
     http_keep_alive: Duration = 5.0
     tunnel: Duration = 3600.0
+    tarpit: PositiveDuration = 5.0  # how long rate_limit's tarpit holds a request (HAProxy `timeout tarpit`)
+
+
+class RateLimit(Model):
+    """Requests per client address (SPEC frontend `rate_limit`): a client may send
+    `burst + 1` requests at once, then `requests` per `per`; over that: 429 or a tarpit."""
+
+    requests: int = Field(ge=1)
+    per: PositiveDuration = 1.0
+    burst: int = Field(0, ge=0)
+    by: Literal["src"] = "src"
+    action: Literal["deny", "tarpit"] = "deny"
+    allow: list[Network] = []  # client networks exempt (NGINX geo/map whitelists, HAProxy `src` ACLs)
+
+    @property
+    def capacity(self) -> int:
+        """Requests a client may send at once: one at the steady rate, plus the burst."""
+        return self.burst + 1
+
+    @property
+    def window(self) -> float:
+        """Seconds over which at most `capacity` requests pass (the same steady rate)."""
+        return self.per * self.capacity / self.requests
+
+
+class ConnLimit(Model):
+    """Connections per client address (SPEC frontend `conn_limit`): at most `per_src` open
+    at once and `rate` new ones per `per` (0: no such limit)."""
+
+    per_src: int = Field(0, ge=0)
+    rate: int = Field(0, ge=0)
+    per: PositiveDuration = 1.0
+    allow: list[Network] = []
+
+    @model_validator(mode="after")
+    def _some_limit(self) -> ConnLimit:
+        if not self.per_src and not self.rate:
+            raise ValueError("needs per_src (open connections) or rate (new connections per `per`), or both")
+        return self
 
 
 class Limits(Model):
@@ -272,6 +311,8 @@ class Frontend(Model):
     # Read a request's body (up to limits.body, else 1 MiB) before choosing a server.
     buffer_request: bool = False
     limits: Limits = Limits()
+    rate_limit: RateLimit | None = None
+    conn_limit: ConnLimit | None = None
     rule: list[Rule] = []
     response_rule: list[ResponseRule] = []
     monitor_uri: str = Field("", pattern=r"^(/[^\s?#]*)?$")

@@ -28,6 +28,7 @@ from balancer.net.tls import server_context
 from balancer.net.upstream import UpstreamPool
 from balancer.proto.basic_auth import Userlist
 from balancer.proto.errorfile import MAX_ERROR_FILE, ErrorPage, parse_error_file
+from balancer.route.client_limits import ClientLimits
 from balancer.route.hashkey import KeyFunction, compile_hash_key
 from balancer.route.persistence import Persistence
 from balancer.route.response_rules import ResponseRuleSet
@@ -296,6 +297,7 @@ class FrontendContext:
         self.bytes_out = 0  # to clients
         self.responses = [0] * len(STATUS_CLASSES)  # by runtime.state.status_class
         self.gate = gate
+        self.limits: ClientLimits | None = None  # rate_limit, conn_limit: server.Balancer.use_tables
 
     def opened(self, session: Stoppable, transport: asyncio.Transport) -> bool:
         """A new client connection: True when it may be served now, False when it is

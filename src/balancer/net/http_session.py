@@ -54,7 +54,9 @@ from balancer.proto.http1 import (
     header_kind,
     monitor_response,
     redirect_response,
+    too_many_requests,
 )
+from balancer.route.client_limits import REFUSED, ClientLimits
 from balancer.route.persistence import Persistence
 from balancer.route.rules import Decision, NumericIP, numeric_ip, redirect_target
 from balancer.runtime.state import RESPONSE_BROKEN, RESPONSE_TIMEOUT, ServerRuntime, status_class
@@ -65,6 +67,7 @@ log = logging.getLogger("balancer.http")
 PIPELINE_WAIT: Final = 1  # a pipelined request waits for the one in flight
 UPLOAD_BACKPRESSURE: Final = 2  # the server takes the request body slower than it comes
 CONNECTING: Final = 4
+TARPIT: Final = 8  # a request over rate_limit is held (action "tarpit")
 
 WRITE_BUFFER_HIGH: Final = 32768
 # Response bytes of one server read from which the write skips the outbox (_flush_out).
@@ -126,6 +129,14 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
         self.to_server: list[bytes] = []  # request bytes collected during one client read
         self.connect_task: asyncio.Task[None] | None = None
         self.proxied: tuple[str, int] | None = None  # the client a PROXY header named
+        # rate_limit and conn_limit (route.client_limits): the client's table key when its
+        # requests are limited, its entry and tag while conn_limit counts this connection,
+        # and whether conn_limit refused it (its first request gets a 429, then a close).
+        self.rate_key: tuple[int, int] | None = None
+        self.rate_entry = -1  # where its last request was counted (ClientLimits.request)
+        self.limit_entry = -1
+        self.limit_tag = 0
+        self.conn_refused = False
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -146,6 +157,8 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
     def admitted(self) -> None:
         """The connection may be served (at once, or after it was parked over maxconn)."""
         frontend = self.frontend
+        if frontend.limits is not None:
+            self._limit_connection(frontend.limits)
         self.deadline.set(frontend.request_timeout)
         if frontend.stopping:
             self.closing = True
@@ -180,6 +193,9 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
         self.parser = DETACHED_PARSER
         self.parsing = None
         self.frontend.closed(self)
+        if self.limit_entry >= 0 and self.frontend.limits is not None:
+            self.frontend.limits.closed(self.limit_entry, self.limit_tag)
+            self.limit_entry = -1
         if self.connect_task is not None:
             self.connect_task.cancel()
         upstream = self.upstream
@@ -631,6 +647,8 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
         if frontend.monitor_uri and request.path == frontend.monitor_uri and not request.query:
             self._answer_monitor(request)
             return
+        if (self.rate_key is not None or self.conn_refused) and self._over_limits(request):
+            return
         rules = frontend.rules
         if rules.rules:
             decision = rules.evaluate(request)
@@ -661,6 +679,56 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
             request.persisted = backend.persistence.cookie.find(request.headers)
             request.header_block = b""
         self._dispatch(request)
+
+    # -- rate_limit and conn_limit -----------------------------------------------------------
+
+    def _limit_connection(self, limits: ClientLimits) -> None:
+        """At accept: note whether this client's requests are rate-limited, and count the
+        connection against conn_limit (over it, the first request is answered 429)."""
+        ip = self.client_ip_text
+        self.rate_key = limits.rate_key(ip)
+        key = limits.conn_key(ip)
+        if key is None:
+            return
+        entry = limits.opened(key)
+        if entry == REFUSED:
+            self.conn_refused = True
+        else:
+            self.limit_entry = entry
+            self.limit_tag = limits.tag(entry)
+
+    def _over_limits(self, request: Request) -> bool:
+        """Answer `request` here if its client is over conn_limit or rate_limit: 429 with
+        Retry-After, or the tarpit. True when answered."""
+        limits = self.frontend.limits
+        assert limits is not None
+        if self.conn_refused:
+            # conn_limit: one 429 and a close, kinder than a reset at accept (what a TCP
+            # frontend does), and the client reads why.
+            self._local_response(request, 429, too_many_requests(1, True), "RC")
+            return True
+        assert self.rate_key is not None
+        wait = limits.request(self.rate_key, self.rate_entry)
+        self.rate_entry = limits.entry
+        if not wait:
+            return False
+        if limits.tarpit:
+            # HAProxy's tarpit: hold the request (reading nothing more) for timeouts.tarpit,
+            # then answer and close; a client that leaves first has spent its time anyway.
+            request.termination = "PT"
+            self.deadline.clear()
+            self.pause_client_reading(TARPIT)
+            self.loop.call_later(self.frontend.config.timeouts.tarpit, self._end_tarpit, request, wait)
+            return True
+        close = not request.keep_alive or _body_unread(request) or self.closing
+        self._local_response(request, 429, too_many_requests(wait, close), "RR", close)
+        return True
+
+    def _end_tarpit(self, request: Request, wait: int) -> None:
+        if self.closed or not self.queue or self.queue[0] is not request:
+            return
+        self.now = self.loop.time()
+        self._local_response(request, 429, too_many_requests(wait, True), "PT")
 
     def _answer_monitor(self, request: Request) -> None:
         """monitor_uri: 200 from balancer itself, 503 while stopping or while the disable file exists."""
@@ -707,6 +775,8 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
             if server is None:
                 key = backend.key_of(request) if backend.key_of is not None else None
                 server = backend.servers.pick(key, avoid)
+                if server is not None and persistence is not None and avoid is None:
+                    server = persistence.claim(self.client_ip_text, server)
         if server is None:
             self._local_response(request, 503, error_response(503, True), "SC")
             return

@@ -19,6 +19,7 @@ from balancer.lb import least_traffic
 from balancer.net.context import BackendContext, FrontendContext
 from balancer.net.deadline import Deadline
 from balancer.net.peer import client_address, local_address
+from balancer.route.client_limits import REFUSED, ClientLimits
 from balancer.route.rules import NumericIP, numeric_ip
 from balancer.runtime.record import LogRecord
 from balancer.runtime.state import ServerRuntime
@@ -72,6 +73,8 @@ class TcpSession(asyncio.Protocol):
         self.proxied: tuple[str, int] | None = None  # the client a PROXY header named
         self.holds_slot = False  # counted in server.active (server maxconn)
         self.queued_at = -1.0  # loop time it started waiting for a server slot; -1: not waiting
+        self.limit_entry = -1  # conn_limit counts this connection in this table entry...
+        self.limit_tag = 0  # ...while the entry holds this tag (route.client_limits)
 
     # -- client side -----------------------------------------------------------------------
 
@@ -95,6 +98,8 @@ class TcpSession(asyncio.Protocol):
         record.t_request = 0.0
         self.deadline.set(frontend.client_timeout)
         self.view = _ConnectionView(ip, port, transport)
+        if frontend.limits is not None and self._over_limits(frontend.limits, ip):
+            return
         decision = frontend.rules.evaluate(self.view) if frontend.rules.rules else frontend.rules.default
         if decision.verdict != "backend":
             record.termination = "PR"
@@ -114,6 +119,32 @@ class TcpSession(asyncio.Protocol):
             return
         self._dispatch(None)
 
+    def _over_limits(self, limits: ClientLimits, ip: str) -> bool:
+        """conn_limit, then rate_limit (per connection in TCP mode): True when the
+        connection is refused (closed now, or held by the tarpit and closed later)."""
+        record = self.record
+        assert record is not None
+        key = limits.conn_key(ip)
+        if key is not None:
+            entry = limits.opened(key)
+            if entry == REFUSED:
+                record.termination = "RC"
+                self._close()
+                return True
+            self.limit_entry = entry
+            self.limit_tag = limits.tag(entry)
+        key = limits.rate_key(ip)
+        if key is None or not limits.request(key):
+            return False
+        if limits.tarpit:
+            record.termination = "PT"
+            self.deadline.clear()
+            self.loop.call_later(self.frontend.config.timeouts.tarpit, self._close)
+            return True
+        record.termination = "RR"
+        self._close()
+        return True
+
     def _dispatch(self, avoid: ServerRuntime | None, server: ServerRuntime | None = None, held: bool = False) -> None:
         """Connect to `server`, or to the one the algorithm picks (avoiding `avoid`); `held`:
         a slot on `server` is already taken for this connection (its turn in the queue)."""
@@ -127,6 +158,8 @@ class TcpSession(asyncio.Protocol):
             if server is None:
                 key = backend.key_of(self.view) if backend.key_of is not None else None
                 server = backend.servers.pick(key, avoid)
+                if server is not None and persistence is not None and avoid is None:
+                    server = persistence.claim(self.view.client_ip, server)
         if server is None:
             self.record.termination = "SC"
             self._close()
@@ -328,6 +361,9 @@ class TcpSession(asyncio.Protocol):
         self.closed = True
         self.deadline.cancel()
         self.frontend.closed(self)
+        if self.limit_entry >= 0 and self.frontend.limits is not None:
+            self.frontend.limits.closed(self.limit_entry, self.limit_tag)
+            self.limit_entry = -1
         if self.connect_task is not None:
             self.connect_task.cancel()
         if self.transport is not None:

@@ -344,6 +344,14 @@ def error_response(status: int, close: bool = True) -> bytes:
     return response
 
 
+def too_many_requests(retry_after: int, close: bool) -> bytes:
+    """429 for a client over its rate, saying in how many seconds (at least 1) a request
+    would pass (RFC 6585, RFC 9110 Retry-After)."""
+    response = error_response(429, close)
+    line_end = response.index(b"\r\n") + 2
+    return response[:line_end] + b"Retry-After: %d\r\n" % max(1, retry_after) + response[line_end:]
+
+
 def redirect_response(code: int, location: bytes, close: bool) -> bytes:
     """A bodyless redirect. `location` must already be a valid header value."""
     if b"\r" in location or b"\n" in location:

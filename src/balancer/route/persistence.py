@@ -39,11 +39,13 @@ Two mechanisms, either or both per backend (SPEC backend `cookie` and `stick`):
   `maxidle`, `maxlife`, `httponly`, `secure` and `nocache` apply to `insert` only.
 
 - A **stick table** maps a client address to the server it was last sent to: an LRU of at
-  most `size` entries, each forgotten after `expire` seconds without use. It lives in the
-  worker process (each worker learns its own clients; HAProxy shares tables between
-  processes and peers, we do not yet) and a reload, which starts new workers, starts it
-  empty. It works in both HTTP and TCP mode, for clients with an address (not on a unix
-  socket; behind `accept_proxy`, the address the PROXY header names).
+  most `size` entries, each forgotten after `expire` seconds without use. It lives in
+  shared memory (runtime.client_table), one table per backend made by the master: every
+  worker of the node sees the same entries, and a reload that keeps the backend's `stick`
+  settings keeps its table (entries name servers by a hash of their name, so adding,
+  removing or reordering servers keeps every other client where it was). It works in both
+  HTTP and TCP mode, for clients with an address (not on a unix socket; behind
+  `accept_proxy`, the address the PROXY header names).
 
 Either way a persisted client goes back to its server while that server is `ready` or
 `drain` (drain means: no new sessions, persisted ones continue; a weight of 0 likewise)
@@ -58,14 +60,15 @@ This module does no I/O and imports no asyncio; the clocks are injected.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
-from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import partial
 from typing import NamedTuple
 
 from balancer.config.model import Backend, Cookie, StickTable
+from balancer.runtime.client_table import ClientTable, address_key
 from balancer.runtime.state import BackendRuntime, ServerRuntime
 
 Clock = Callable[[], float]
@@ -249,45 +252,74 @@ def _strip_prefix(match: re.Match[bytes], ids: list[bytes]) -> bytes:
     return whole[: len(whole) - len(raw)] + raw.replace(server_id + b"~", b"", 1)
 
 
-class StickEntries:
-    """Client address -> server name, least recently used first; at most `size` entries,
-    each forgotten `expire` seconds after its last use. One per backend and worker."""
+def server_id(name: str) -> int:
+    """The word a stick table stores for server `name`: a hash of the name, so an entry
+    names the same server in every worker and after a reload that reorders, adds or removes
+    servers (a removed server's entries name nobody, and its clients are balanced anew)."""
+    digest = hashlib.blake2b(name.encode(), digest_size=8, person=b"balancer-stick").digest()
+    return int.from_bytes(digest, "big", signed=True) or 1
 
-    def __init__(self, config: StickTable, clock: Clock = time.monotonic) -> None:
+
+class StickEntries:
+    """Client address -> server name, over a runtime.client_table.ClientTable: at most
+    `size` entries (least recently used within a bucket go first), each forgotten `expire`
+    seconds after its last use. The table is shared by every worker of the node when the
+    master made it (`table`); otherwise this process has a private one of its own."""
+
+    def __init__(self, config: StickTable, clock: Clock = time.monotonic, table: ClientTable | None = None) -> None:
+        self.config = config
         self.size = config.size
         self.expire = config.expire
         self.clock = clock
-        self._entries: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        self.table = table if table is not None else ClientTable.create(config.size, config.expire)
+        self._names: dict[int, str] = {}
+
+    def know(self, names: Iterable[str]) -> None:
+        """The servers an entry may name (any other id is a server this config lacks)."""
+        for name in names:
+            self._names[server_id(name)] = name
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self.table.live(int(self.clock() * 1000)))
 
     def get(self, client: str) -> str:
         """The server `client` sticks to ("" for none); a hit counts as a use."""
-        entry = self._entries.get(client)
-        if entry is None:
+        key = address_key(client)
+        if key is None:
             return ""
-        now = self.clock()
-        if now - entry[1] > self.expire:
-            del self._entries[client]
+        table = self.table
+        index = table.find(key[0], key[1], int(self.clock() * 1000))
+        if index < 0:
             return ""
-        self._entries[client] = (entry[0], now)
-        self._entries.move_to_end(client)
-        return entry[0]
+        return self._names.get(table.value(index), "")
+
+    def claim(self, client: str, server: str) -> str:
+        """`client`, which had no entry, is about to be sent to `server`: the server it
+        sticks to from now on, `server` unless another worker stuck it elsewhere a moment
+        ago (two first connections at once: the first writer wins)."""
+        key = address_key(client)
+        if key is None:
+            return server
+        value = server_id(server)
+        self._names[value] = server
+        table = self.table
+        index = table.insert(key[0], key[1], value, int(self.clock() * 1000), keep=True)
+        return self._names.get(table.value(index), server)
 
     def put(self, client: str, server: str) -> None:
         """`client` was just sent to `server`."""
-        entries = self._entries
-        now = self.clock()
-        entries[client] = (server, now)
-        entries.move_to_end(client)
-        # The oldest entries are first: drop the expired ones there, then any over size.
-        horizon = now - self.expire
-        while entries:
-            oldest_client, (_, used) = next(iter(entries.items()))
-            if used >= horizon and len(entries) <= self.size:
-                break
-            del entries[oldest_client]
+        key = address_key(client)
+        if key is None:
+            return
+        value = server_id(server)
+        self._names[value] = server
+        table = self.table
+        now = int(self.clock() * 1000)
+        index = table.find(key[0], key[1], now)
+        if index < 0:
+            table.insert(key[0], key[1], value, now)
+        elif table.value(index) != value:
+            table.set_value(index, value)
 
 
 class Persistence:
@@ -304,6 +336,16 @@ class Persistence:
         self.persist = config.persist
         self.cookie = CookiePersistence(config.cookie, wall_clock) if config.cookie is not None else None
         self.stick = StickEntries(config.stick, clock) if config.stick is not None else None
+        if self.stick is not None:
+            self.stick.know(runtime.by_name)
+
+    def share_stick(self, table: ClientTable) -> None:
+        """Use `table`, the node's table for this backend (the master's), from now on."""
+        if self.stick is not None:
+            shared = StickEntries(self.stick.config, time.monotonic, table)
+            shared.know(self.runtime.by_name)
+            self.stick.table.close()
+            self.stick = shared
 
     @classmethod
     def of(cls, config: Backend, runtime: BackendRuntime) -> Persistence | None:
@@ -326,6 +368,20 @@ class Persistence:
         if server is None or self.persist or keeps_sessions(server):
             return server
         return None
+
+    def claim(self, client: str, server: ServerRuntime) -> ServerRuntime:
+        """A client that `lookup` found no server for is balanced to `server`: where it
+        goes, `server` or the one another worker has just stuck it to (when that one may
+        take it). Call before sending it; `assigned` after."""
+        if self.stick is None or client in _NO_ADDRESS:
+            return server
+        name = self.stick.claim(client, server.name)
+        if name == server.name:
+            return server
+        winner = self.runtime.by_name.get(name)
+        if winner is not None and winner.usable:
+            return winner
+        return server
 
     def assigned(self, client: str, server: ServerRuntime) -> None:
         """`client` was just sent to `server`: the stick table remembers it."""

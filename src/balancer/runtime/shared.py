@@ -42,9 +42,19 @@ BUCKET_NAMES = tuple(f"bucket{i}" for i in range(len(RESPONSE_BUCKETS_MS) + 1))
 _SERVER_TOTALS = ("active", "requests", "bytes_in", "bytes_out", "errors", "connect_failures", "resp_ms", "resp_n")
 SERVER_COUNTERS = (*_SERVER_TOTALS, *BUCKET_NAMES)
 _COUNTERS = struct.Struct("<" + "q" * len(SERVER_COUNTERS))
-# Per frontend and slot: connections, requests, requests denied by a rule, bytes from and
-# to clients, then responses by status class.
-FRONTEND_COUNTERS = ("connections", "requests", "denied", "bytes_in", "bytes_out", *STATUS_CLASSES)
+# Per frontend and slot: connections, requests, requests denied by a rule, requests and
+# connections refused by rate_limit and conn_limit, bytes from and to clients, then
+# responses by status class.
+FRONTEND_COUNTERS = (
+    "connections",
+    "requests",
+    "denied",
+    "rate_limited",
+    "conn_limited",
+    "bytes_in",
+    "bytes_out",
+    *STATUS_CLASSES,
+)
 _FRONTEND = struct.Struct("<" + "q" * len(FRONTEND_COUNTERS))
 # Per backend and slot: requests, requests waiting for a server slot now (a gauge), responses
 # by status class, failed exchanges with its servers by cause.

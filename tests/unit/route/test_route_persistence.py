@@ -261,10 +261,14 @@ def stick(size: int = 3, expire: str = "60s", clock: Clock | None = None) -> Sti
 
 
 def test_stick_table_evicts_the_least_recently_used() -> None:
-    table = stick(size=3)
+    clock = Clock(0.0)
+    table = stick(size=3, clock=clock)
     for client, server in (("10.0.0.1", "s1"), ("10.0.0.2", "s2"), ("10.0.0.3", "s3")):
+        clock.now += 1
         table.put(client, server)
+    clock.now += 1
     assert table.get("10.0.0.1") == "s1"  # now the most recently used
+    clock.now += 1
     table.put("10.0.0.4", "s1")
     assert len(table) == 3
     assert table.get("10.0.0.2") == "", "least recently used, evicted"
@@ -276,24 +280,42 @@ def test_stick_table_evicts_the_least_recently_used() -> None:
 def test_stick_table_forgets_entries_idle_longer_than_expire() -> None:
     clock = Clock(0.0)
     table = stick(size=100, expire="60s", clock=clock)
-    table.put("a", "s1")
-    table.put("b", "s2")
+    table.put("10.0.0.1", "s1")
+    table.put("10.0.0.2", "s2")
     clock.now = 50
-    assert table.get("a") == "s1"  # a use: idle time starts again
+    assert table.get("10.0.0.1") == "s1"  # a use: idle time starts again
     clock.now = 100
-    assert table.get("a") == "s1", "used 50s ago"
-    assert table.get("b") == "", "idle 100s > 60s"
+    assert table.get("10.0.0.1") == "s1", "used 50s ago"
+    assert table.get("10.0.0.2") == "", "idle 100s > 60s"
     clock.now = 161
-    table.put("c", "s3")  # expired entries at the old end go as new ones come
-    assert len(table) == 1 and table.get("c") == "s3"
+    table.put("10.0.0.3", "s3")
+    assert len(table) == 1 and table.get("10.0.0.3") == "s3"
 
 
 def test_stick_table_of_a_hundred_thousand_clients_stays_bounded() -> None:
-    table = stick(size=100_000, expire="30m")
+    """Set-associative: a new client evicts the least recently used of its bucket, so the
+    table holds at most `size` and nearly that many once many more clients came."""
+    clock = Clock(0.0)
+    table = stick(size=100_000, expire="30m", clock=clock)
     for i in range(150_000):
+        clock.now = i / 1000
         table.put(f"10.{i >> 16}.{(i >> 8) & 255}.{i & 255}", f"s{i % 3}")
-    assert len(table) == 100_000
-    assert table.get("10.0.0.0") == "" and table.get("10.2.73.239") == "s2"
+    assert 95_000 <= len(table) <= 100_000
+    last = [2 * 65536 + 73 * 256 + i for i in range(200, 240)]  # 10.2.73.200-239
+    assert [table.get(f"10.2.73.{i & 255}") for i in last] == [f"s{i % 3}" for i in last], "the latest are there"
+    assert sum(table.get(f"10.0.0.{i}") != "" for i in range(100)) < 25, "the first are mostly gone"
+
+
+def test_stick_table_names_servers_by_name_whatever_their_order() -> None:
+    """A shared table outlives a reload: its entries must name the same server when the new
+    config lists the servers in another order, and nobody when the server is gone."""
+    first = stick(size=10)
+    first.put("192.0.2.1", "b")
+    first.put("2001:db8::1", "gone")
+    later = StickEntries(StickTable(size=10, expire="60s"), Clock(0.0), first.table)
+    later.know(["c", "b", "a"])
+    assert later.get("192.0.2.1") == "b"
+    assert later.get("2001:db8::1") == "", "a server the config no longer has"
 
 
 # -- where a persisted client goes ----------------------------------------------------------
@@ -373,3 +395,21 @@ def test_stick_table_learns_assignments_and_yields_to_a_cookie() -> None:
         persistence.assigned(nowhere, s3)
         assert persistence.lookup(None, nowhere) is None
     assert persistence.stick is not None and len(persistence.stick) == 1
+
+
+def test_two_first_connections_at_once_agree_on_one_server() -> None:
+    """Two workers miss the same new client at once and balance it each: the first to
+    claim the entry wins, and the other sends the client there too."""
+    persistence, runtime = backend_with(stick={"expire": "30m", "size": 10})
+    s1, s2 = runtime.by_name["s1"], runtime.by_name["s2"]
+    assert persistence.stick is not None
+    other_worker = StickEntries(persistence.stick.config, table=persistence.stick.table)
+    other_worker.know(runtime.by_name)
+    assert other_worker.claim("10.0.0.5", "s1") == "s1"
+    assert persistence.lookup(None, "10.0.0.5") == s1  # (had it looked a moment later)
+    assert persistence.claim("10.0.0.5", s2) is s1, "the first writer wins"
+    runtime.set_health(s1, "down")
+    assert persistence.lookup(None, "10.0.0.5") is None
+    assert persistence.claim("10.0.0.5", s2) is s2, "not to a server that cannot take it"
+    persistence.assigned("10.0.0.5", s2)
+    assert other_worker.get("10.0.0.5") == "s2"
