@@ -127,6 +127,16 @@ class Listener:
         self.closed = False
         self.unlink_on_close = True  # False in workers: the master owns unix socket paths
         self._resuming: asyncio.Task[None] | None = None
+        # Another worker slot's socket (supervisor.Master.bind): served only while that
+        # slot has no worker serving (`cover`), so its connections never wait for a restart.
+        self.owner = -1  # the slot whose socket it is; -1: this worker's own
+        self.covering = False
+        self.held = False  # paused by the gate (maxconn)
+
+    @property
+    def wanted(self) -> bool:
+        """Whether it should accept when the gate allows: its own socket, or one it covers."""
+        return self.owner < 0 or self.covering
 
     def pause(self) -> None:
         """Stop accepting: connections wait in the kernel's queue (see net.gate)."""
@@ -135,9 +145,29 @@ class Listener:
             self.server = None
 
     def resume(self) -> None:
-        if self.server is None and not self.closed:
+        if self.server is None and not self.closed and self.wanted:
             task = asyncio.get_running_loop().create_task(self.start())
             self._resuming = task  # keep a reference until it has run
+
+    def hold(self) -> None:
+        """The gate's pause (maxconn reached)."""
+        self.held = True
+        self.pause()
+
+    def release(self) -> None:
+        """The gate's resume."""
+        self.held = False
+        self.resume()
+
+    def cover(self, on: bool) -> None:
+        """Accept from another slot's socket (its worker is gone) or stop (it is back)."""
+        if on == self.covering:
+            return
+        self.covering = on
+        if not on:
+            self.pause()
+        elif not self.held:
+            self.resume()
 
     def make_session(self) -> asyncio.BaseProtocol:
         frontend = self.frontend
@@ -301,22 +331,37 @@ class Balancer:
             for f in config.frontend
         }
 
-    async def start(self, sockets: dict[tuple[Address, str], list[socket.socket]] | None = None) -> None:
+    async def start(self, sockets: dict[tuple[Address, str], list[tuple[socket.socket, int]]] | None = None) -> None:
         """Serve every frontend address, on the given listening `sockets` (by listener_key,
-        as a master hands them down: one or several per address) or on a socket bound here.
-        Raises OSError naming a failing address."""
+        as a master hands them down: each with the worker slot it belongs to, every slot's
+        socket to every worker) or on a socket bound here. A socket of another slot is
+        served only while that slot has no worker (see `cover_absent_slots`). Raises OSError
+        naming a failing address."""
         for frontend in self.config.frontend:
             for address in frontend.bind:
                 key = listener_key(address, frontend.name)
                 handed = sockets.get(key, []) if sockets else []
                 tls = frontend_context(frontend.tls, self.base_dir) if frontend.tls else None
-                for number, sock in enumerate(handed or [bind_socket(address, frontend.backlog)]):
+                for number, (sock, owner) in enumerate(handed or [(bind_socket(address, frontend.backlog), -1)]):
                     listener = Listener(address, sock, self.frontends[frontend.name], tls)
                     listener.unlink_on_close = not handed
+                    listener.owner = -1 if owner == self._slot or owner < 0 else owner
                     self.listeners[(*key, number)] = listener
-                    self.gate.register(frontend.name, frontend.maxconn, listener.pause, listener.resume)
-                    await listener.start()
+                    self.gate.register(frontend.name, frontend.maxconn, listener.hold, listener.release)
+                    if listener.wanted:
+                        await listener.start()
                 log.info("frontend %s listening on %s (%s)", frontend.name, listener.bound(), frontend.mode)
+        self.cover_absent_slots()
+
+    def cover_absent_slots(self) -> None:
+        """Accept from the sockets of the slots whose worker does not serve now (died, or
+        not ready yet), and stop once it does: the master says which in the segment."""
+        shared = self._shared
+        if shared is None:
+            return
+        for listener in self.listeners.values():
+            if listener.owner >= 0:
+                listener.cover(not shared.serving(listener.owner))
 
     def addresses(self, frontend: str) -> list[tuple[str, int]]:
         """The addresses a frontend is bound to (ports resolved when the config said 0)."""
@@ -385,6 +430,7 @@ class Balancer:
         shared = self._shared
         if shared is None:
             return
+        self.cover_absent_slots()
         layout = shared.layout
         epoch = shared.epoch
         if epoch != self._epoch:

@@ -134,11 +134,12 @@ class Master:
         A TCP address gets one SO_REUSEPORT socket per worker slot, so the kernel spreads
         new connections evenly over the workers by their addresses and ports (on one shared
         socket, the worker that happens to be awake takes most of them: 4 to 1 with two
-        workers and a few busy clients). A worker takes the sockets of its slot modulo the
-        number of workers. Sockets are never closed while their address stays in the file:
-        a reload to fewer workers hands the extra ones to the remaining workers, since
-        closing one would reset the connections waiting in its queue. A unix socket is one
-        socket shared by all."""
+        workers and a few busy clients). Socket number i belongs to slot i modulo the number
+        of workers; every worker holds them all and serves another slot's while that slot
+        has no worker serving (dead, restarting), so its queue is never left unread.
+        Sockets are never closed while their address stays in the file: a reload to fewer
+        workers hands the extra ones to the remaining workers, since closing one would reset
+        the connections waiting in its queue. A unix socket is one socket shared by all."""
         vips = set(config.vrrp.addresses()) if config.vrrp is not None else set()
         wanted = max(worker_count(config), 1)
         for frontend in config.frontend:
@@ -167,23 +168,29 @@ class Master:
                 for sock in self.sockets.pop(key):
                     sock.close()
 
-    def slot_sockets(self, config: Config, slot: int) -> dict[tuple[Address, str], list[socket.socket]]:
-        """The listening sockets worker `slot` of a generation running `config` serves."""
+    def slot_sockets(self, config: Config) -> list[tuple[tuple[Address, str], socket.socket, int]]:
+        """The listening sockets a worker of a generation running `config` gets: every
+        socket of every address it serves, each with the slot it belongs to (its number
+        modulo the workers). A worker serves its own, and another slot's only while that
+        slot has no worker serving (server.Balancer.cover_absent_slots)."""
         keys = {listener_key(a, f.name) for f in config.frontend for a in f.bind}
         workers = max(worker_count(config), 1)
-        return {
-            key: [sock for number, sock in enumerate(bound) if number % workers == slot % workers or len(bound) == 1]
+        return [
+            (key, sock, number % workers)
             for key, bound in self.sockets.items()
             if key in keys
-        }
+            for number, sock in enumerate(bound)
+        ]
 
     # -- workers ---------------------------------------------------------------------------
 
     async def spawn(self, generation: Generation, slot: int) -> Worker:
         loop = asyncio.get_running_loop()
-        served = self.slot_sockets(generation.config, slot)
-        handed = [(key, sock) for key, bound in served.items() for sock in bound]
-        fds = [{"fd": sock.fileno(), "address": str(key[0]), "frontend": key[1]} for key, sock in handed]
+        handed = self.slot_sockets(generation.config)
+        fds = [
+            {"fd": sock.fileno(), "address": str(key[0]), "frontend": key[1], "slot": owner}
+            for key, sock, owner in handed
+        ]
         ready_read, ready_write = os.pipe()
         assert generation.shared is not None
         state_fd = generation.shared.fd
@@ -208,7 +215,7 @@ class Master:
             "--slot",
             str(slot),
             stdin=asyncio.subprocess.PIPE,
-            pass_fds=[sock.fileno() for _, sock in handed]
+            pass_fds=[sock.fileno() for _, sock, _ in handed]
             + [ready_write, state_fd]
             + [table.fd for table in generation.tables.values()],
             env=env,
@@ -228,6 +235,8 @@ class Master:
             os.close(ready_read)
             if not ready.done():
                 if data.startswith(b"ready"):
+                    if generation.shared is not None:
+                        generation.shared.set_serving(slot, True)  # the others stop covering it
                     ready.set_result(None)
                 else:
                     ready.set_exception(RuntimeError("worker exited before it was ready"))
@@ -931,10 +940,10 @@ def run_worker(name: str, generation: int, slot: int) -> int:
     _die_with_parent(int(os.environ.get("BALANCER_MASTER_PID", "0")))
     config = parse_config(sys.stdin.read(), name)
     configure_event_syslog(config)
-    sockets: dict[tuple[Address, str], list[socket.socket]] = {}
+    sockets: dict[tuple[Address, str], list[tuple[socket.socket, int]]] = {}
     for entry in json.loads(os.environ.get("BALANCER_FDS", "[]")):
         key = listener_key(parse_address(entry["address"]), entry["frontend"])
-        sockets.setdefault(key, []).append(socket.socket(fileno=entry["fd"]))
+        sockets.setdefault(key, []).append((socket.socket(fileno=entry["fd"]), int(entry["slot"])))
     ready_fd = int(os.environ.get("BALANCER_READY_FD", "-1"))
     state_fd = int(os.environ.get("BALANCER_STATE_FD", "-1"))
     shared = None
@@ -952,7 +961,7 @@ def run_worker(name: str, generation: int, slot: int) -> int:
 async def _serve_worker(
     config: Config,
     config_name: str,
-    sockets: dict[tuple[Address, str], list[socket.socket]],
+    sockets: dict[tuple[Address, str], list[tuple[socket.socket, int]]],
     ready_fd: int,
     shared: SharedState | None,
     slot: int,

@@ -85,6 +85,16 @@ def _open_clients(port: int, count: int) -> list[socket.socket]:
     return clients
 
 
+def _both_take_connections(port: int) -> bool:
+    """Ten probe connections: did two processes take them?"""
+    probes = _open_clients(port, 10)
+    try:
+        return len(_holders(port)) == 2
+    finally:
+        for sock in probes:
+            sock.close()
+
+
 def _workers(proc: BalancerProcess) -> set[int]:
     out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(proc.pid)], capture_output=True, text=True).stdout
     return {int(pid) for pid in out.split()}
@@ -101,6 +111,9 @@ def test_new_connections_are_spread_over_the_workers_and_a_reload_to_fewer_loses
         + f'[[backend]]\nname = "web"\n[[backend.server]]\nname = "s1"\naddress = "{s1.address}"\n'
     )
     proc = site.start(template.format(workers=2))
+    # Until both serve, the first worker ready also serves the other's socket (covering it).
+    wait_until(lambda: "balancer running" in proc.output(), timeout=15, what="both workers serving")
+    wait_until(lambda: _both_take_connections(site.port), timeout=5, what="each worker on its own socket")
     clients = _open_clients(site.port, 40)
     try:
         holders = _holders(site.port)
@@ -140,3 +153,32 @@ def test_a_second_balancer_on_the_same_port_is_refused(site: Site, tagged, tmp_p
     assert result.returncode == 1, result
     assert f"127.0.0.1:{site.port}" in result.stdout + result.stderr
     assert "in use" in (result.stdout + result.stderr).lower()
+
+
+def test_a_dead_workers_socket_is_served_by_the_others_until_its_replacement_serves(site: Site, tagged) -> None:
+    """A worker SIGKILLed: the connections the kernel hashes to its socket do not wait for
+    the replacement (restarted after 0.5 s, then a second or so to start): the other worker
+    takes them within a beat of the master's notice."""
+    import os
+    import time
+
+    (s1,) = tagged("s1")
+    proc = site.start(
+        site.global_toml(extra="workers = 2")
+        + f'[[frontend]]\nname = "www"\nbind = ["127.0.0.1:{site.port}"]\ndefault_backend = "web"\n'
+        + f'[[backend]]\nname = "web"\n[[backend.server]]\nname = "s1"\naddress = "{s1.address}"\n'
+    )
+    wait_until(lambda: "balancer running" in proc.output(), timeout=15, what="both workers serving")
+    victim = min(_workers(proc))
+    os.kill(victim, signal.SIGKILL)
+    wait_until(lambda: victim not in _workers(proc), timeout=5, what="the worker gone")
+    started = time.monotonic()
+    slowest = 0.0
+    for _ in range(20):  # about half of them hash to the dead worker's socket
+        began = time.monotonic()
+        with socket.create_connection(("127.0.0.1", site.port), timeout=5) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: gap\r\nConnection: close\r\n\r\n")
+            assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+        slowest = max(slowest, time.monotonic() - began)
+    print(f"\n20 connections during the restart, {time.monotonic() - started:.2f}s; slowest {slowest * 1000:.0f} ms")
+    assert slowest < 0.4, f"a connection waited {slowest:.2f}s for the restart"

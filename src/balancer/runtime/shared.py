@@ -92,8 +92,13 @@ class Layout:
         # Then client connections open now, of the process and of each frontend: the gauges
         # global and frontend maxconn read (written through, not shown by the API).
         self._connections_at = self._backends_at + _BACKEND.size * len(self.backends)
-        self.slot_size = self._connections_at + _WORD * (1 + len(self.frontends))
+        # Then one word the master writes: 1 while the slot's worker serves (see serving()).
+        self._serving_at = self._connections_at + _WORD * (1 + len(self.frontends))
+        self.slot_size = self._serving_at + _WORD
         self.size = self.counters_at + self.slot_size * slots
+
+    def serving_at(self, slot: int) -> int:
+        return self.counters_at + self.slot_size * slot + self._serving_at
 
     def server_counters_at(self, slot: int, server: int) -> int:
         return self.counters_at + self.slot_size * slot + _COUNTERS.size * server
@@ -210,6 +215,15 @@ class SharedState:
     def read_cells(self, cells: list[int]) -> int:
         """The sum of a gauge's cells (for the master and tests; workers use node_count)."""
         return sum(struct.unpack_from("<q", self.memory, cell * _WORD)[0] for cell in cells)
+
+    def set_serving(self, slot: int, serving: bool) -> None:
+        """Master: the worker of `slot` serves (it said it is ready), or not (it died:
+        clear_slot says so too). The other workers then accept from its listening sockets
+        until its replacement serves (server.Listener standby)."""
+        struct.pack_into("<q", self.memory, self.layout.serving_at(slot), int(serving))
+
+    def serving(self, slot: int) -> bool:
+        return bool(struct.unpack_from("<q", self.memory, self.layout.serving_at(slot))[0])
 
     def clear_slot(self, slot: int) -> None:
         start = self.layout.counters_at + self.layout.slot_size * slot
