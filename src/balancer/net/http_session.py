@@ -33,6 +33,7 @@ from balancer.net.deadline import Deadline
 from balancer.net.peer import client_address, local_address
 from balancer.net.request import NOTHING_KEPT, KnownRequest, Request, RequestOwner
 from balancer.net.upstream import UpstreamConnection, UpstreamOwner
+from balancer.proto.h2_message import http2_request_line
 from balancer.proto.http1 import (
     FIELD_CONNECTION,
     FIELD_CONTENT_LENGTH,
@@ -127,6 +128,9 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
         self.to_server: list[bytes] = []  # request bytes collected during one client read
         self.connect_task: asyncio.Task[None] | None = None
         self.proxied: tuple[str, int] | None = None  # the client a PROXY header named
+        # The session of one HTTP/2 stream (net.h2_stream): not a client connection of its
+        # own (the HTTP/2 connection counts as one), and its requests log as HTTP/2.0.
+        self.http2 = False
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -141,7 +145,8 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
         self.forwarded_lines = b"X-Forwarded-For: %b\r\nX-Forwarded-Proto: %b\r\n" % (self.client_ip_bytes, scheme)
         self.client_text = f"{self.client_ip_text}:{self.client_port}"
         frontend = self.frontend
-        frontend.opened(self)
+        if not self.http2:
+            frontend.opened(self)
         self.deadline.set(frontend.request_timeout)
         if frontend.stopping:
             self.closing = True
@@ -1218,6 +1223,8 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
         """The request is over, whichever way: free its server slot and log it."""
         self._release_slot(request)
         request.status = status
+        if self.http2:
+            request.request_line = http2_request_line(request.request_line)
         if request.t_total < 0:
             request.t_total = (self.loop.time() - request.t_start) * 1000
         frontend = self.frontend
