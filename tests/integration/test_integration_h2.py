@@ -294,3 +294,20 @@ def test_http11_still_works_on_an_h2c_frontend(run_balancer, backends):
     first, second = run_balancer(h2_config([s1]), scenario)
     assert first.status == 200 and second.status == 200
     assert [r.method for r in s1.requests] == ["PROPFIND", "GET"]
+
+
+def test_limits_apply_to_a_stream_as_to_an_http11_request(run_balancer, backends):
+    (s1,) = backends("s1")
+    config = h2_config([s1], limits={"header_count": 10, "body": 1000})
+
+    async def scenario(balancer):
+        async with await H2Client.connect(frontend_port(balancer)) as client:
+            many = await client.request("/x", extra=[(f"x-h{i}", "v") for i in range(20)])
+            large = await client.request("/x", "POST", extra=[("content-length", "5000")], body=b"y" * 5000)
+            fine = await client.request("/ok")
+            return many, large, fine
+
+    many, large, fine = run_balancer(config, scenario)
+    assert many.status == 431 and large.status == 413
+    assert fine.status == 200  # the connection carries on: a stream's error is that stream's
+    assert [r.target for r in s1.requests] == ["/ok"]
