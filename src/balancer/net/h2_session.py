@@ -376,7 +376,7 @@ class H2Session(asyncio.Protocol):
         self.completed += 1
         if not stream.request_ended:
             # The client may stop sending a body nobody reads (RFC 9113 8.1).
-            self.conn.reset_stream(stream.stream_id, NO_ERROR)
+            self.reset_stream(stream.stream_id, NO_ERROR)
         if not stream.closed:
             stream.closed = True
             self.loop.call_soon(stream._lost)

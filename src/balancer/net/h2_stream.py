@@ -160,8 +160,10 @@ class H2Stream(asyncio.Transport):
             return
         try:
             self.parser.feed_data(bytes(data))
-        except httptools.HttpParserError:
-            log.exception("stream %d: the response the session wrote does not parse", self.stream_id)
+        except Exception:
+            # A bug of ours (the session writes well-formed responses): this stream is cut,
+            # loudly; the outbox, which calls this, would only note it at debug level.
+            log.exception("stream %d: internal error on the response", self.stream_id)
             self.abort()
 
     def close(self) -> None:

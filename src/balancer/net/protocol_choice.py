@@ -43,6 +43,8 @@ class ProtocolChoice(asyncio.Protocol):
         elif not self.h2c:
             self._hand_over(False, b"")
         else:
+            # Counted as a connection of the frontend (maxconn) while its first bytes are awaited.
+            self.frontend.opened(self)
             self.timer = asyncio.get_running_loop().call_later(self.frontend.request_timeout, self._timed_out)
 
     def data_received(self, data: bytes) -> None:
@@ -57,6 +59,7 @@ class ProtocolChoice(asyncio.Protocol):
 
     def _hand_over(self, http2: bool, data: bytes) -> None:
         self.chosen = True
+        self.frontend.closed(self)  # the session counts itself from now on
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
@@ -84,6 +87,16 @@ class ProtocolChoice(asyncio.Protocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.frontend.closed(self)
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+
+    def stop(self) -> None:
+        """A stop while the first bytes are awaited: nothing is in flight, close."""
+        self.abort()
+
+    def abort(self) -> None:
+        if not self.chosen and self.transport is not None:
+            self.chosen = True
+            self.transport.close()
