@@ -78,8 +78,11 @@ class H2Client:
         self.auto_ack = True  # hand window back as response DATA comes
 
     @classmethod
-    async def connect(cls, port: int, window: int = 1 << 20) -> H2Client:
+    async def connect(cls, port: int, window: int = 1 << 20, preamble: bytes = b"") -> H2Client:
+        """`preamble`: bytes sent before the connection preface (a PROXY header)."""
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        if preamble:
+            writer.write(preamble)
         client = cls(reader, writer, window)
         client.conn.local_settings = h2.settings.Settings(
             client=True, initial_values={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: min(window, 65535)}

@@ -311,3 +311,17 @@ def test_limits_apply_to_a_stream_as_to_an_http11_request(run_balancer, backends
     assert many.status == 431 and large.status == 413
     assert fine.status == 200  # the connection carries on: a stream's error is that stream's
     assert [r.target for r in s1.requests] == ["/ok"]
+
+
+def test_the_client_a_proxy_header_names_is_the_client_of_every_stream(run_balancer, backends):
+    (s1,) = backends("s1")
+    config = h2_config([s1], accept_proxy=True)
+
+    async def scenario(balancer):
+        header = b"PROXY TCP4 192.0.2.7 198.51.100.1 40000 80\r\n"
+        async with await H2Client.connect(frontend_port(balancer), preamble=header) as client:
+            return await client.request("/a"), await client.request("/b")
+
+    first, second = run_balancer(config, scenario)
+    assert first.status == second.status == 200
+    assert [r.header("X-Forwarded-For") for r in s1.requests] == ["192.0.2.7", "192.0.2.7"]
