@@ -844,6 +844,12 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
         self.upstream = conn
         server.requests += 1
         conn.start(self, request.method == b"HEAD", backend.server_timeout, self.now)
+        if conn.closed:
+            # Lost between its connect and now (a server whose accept queue overflowed
+            # resets connections it had completed): nothing would be sent on it and no
+            # timer would run. A failed exchange, retried as any other.
+            self.upstream_failed(conn, "server closed the connection before the request was sent")
+            return
         head = self._request_head(request, backend, server)
         if not request.replay and not request.pending:
             conn.write(head)  # most requests: no body yet, no retry
