@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import os
 import re
+import signal
 import socket
 import struct
 import subprocess
@@ -281,6 +282,46 @@ def test_a_rapid_reset_flood_costs_under_a_second_of_cpu_and_spares_the_server(t
         # The worker still serves.
         result = curl_raw("--http2-prior-knowledge", "-w", "\n%{http_code}", site.url("/after"))
         assert result.stdout.endswith(b"\n200")
+    finally:
+        site.stop()
+        server.stop()
+
+
+# -- reload -----------------------------------------------------------------------------------
+
+
+def test_a_stream_in_flight_finishes_across_a_reload_and_new_streams_go_to_the_new_workers(tmp_path: Path):
+    server = TaggedBackend("r1").start()
+    site = Site(tmp_path / "site")
+    tls_port = free_port()
+    cert = make_certificate(tmp_path / "certs", NAME)
+    try:
+        # The old workers' grace outlasts the slow answer: it must finish, not be cut.
+        config = _config(site, tls_port, cert, [server.address]).replace('grace = "2s"', 'grace = "30s"')
+        process = site.start(config, ports=[site.port, tls_port])
+        slow = subprocess.Popen(
+            [
+                require_tool("curl"),
+                "-sS",
+                "--http2-prior-knowledge",
+                "-w",
+                "\n%{http_code} %{http_version}",
+                site.url("/slow/4000"),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        wait_until(lambda: any(r.path == "/slow/4000" for r in server.requests), what="the slow request")
+        old_workers = set(_workers(process.pid))
+        process.send_signal(signal.SIGHUP)
+        wait_until(lambda: set(_workers(process.pid)) - old_workers, timeout=15, what="new workers")
+        # The slow stream's connection belongs to the old worker, stopping (GOAWAY sent); a
+        # new connection reaches the new workers meanwhile.
+        result = curl_raw("--http2-prior-knowledge", "-w", "\n%{http_code} %{http_version}", site.url("/during"))
+        assert result.stdout.endswith(b"\n200 2")
+        out, err = slow.communicate(timeout=60)
+        assert out.decode() == "r1\n\n200 2", err.decode(errors="replace")
+        assert slow.returncode == 0
     finally:
         site.stop()
         server.stop()
