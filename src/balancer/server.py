@@ -16,6 +16,8 @@ import os
 import socket
 import ssl
 from collections.abc import Callable
+from functools import partial
+from typing import cast
 
 from balancer.config import ConfigError, Problem, parse_config
 from balancer.config.locate import KeyPath, SourceMap
@@ -27,7 +29,8 @@ from balancer.net.context import BackendContext, FrontendContext, read_error_pag
 from balancer.net.gate import Gate
 from balancer.net.http_session import HttpSession
 from balancer.net.outbox import Outbox
-from balancer.net.proxy_accept import ProxyHeaderReader
+from balancer.net.protocol_choice import ProtocolChoice
+from balancer.net.proxy_accept import ProxiedSession, ProxyHeaderReader
 from balancer.net.tcp_session import TcpSession
 from balancer.net.tls import frontend_context
 from balancer.proto.basic_auth import Userlist, hash_supported
@@ -171,11 +174,19 @@ class Listener:
 
     def make_session(self) -> asyncio.BaseProtocol:
         frontend = self.frontend
-        session_class = TcpSession if frontend.config.mode == "tcp" else HttpSession
-        if frontend.config.accept_proxy:
+        config = frontend.config
+        make: Callable[[], ProxiedSession]
+        if config.mode == "tcp":
+            make = partial(TcpSession, frontend)
+        elif config.h2c or (config.tls is not None and "h2" in config.tls.alpn):
+            # HTTP/2 offered: the ALPN choice or the first bytes tell which session serves.
+            make = partial(ProtocolChoice, frontend, config.h2c)
+        else:
+            make = partial(HttpSession, frontend)
+        if config.accept_proxy:
             # The PROXY header precedes any TLS handshake: the reader starts TLS after it.
-            return ProxyHeaderReader(lambda: session_class(frontend), frontend.request_timeout, self.tls)
-        return session_class(frontend)
+            return ProxyHeaderReader(make, frontend.request_timeout, self.tls)
+        return cast(asyncio.BaseProtocol, make())
 
     async def start(self) -> None:
         # The server gets a duplicate: closing it to pause must not close our socket.
@@ -221,11 +232,17 @@ def unsupported(config: Config, base_dir: str = ".") -> list[tuple[KeyPath, str]
             except OSError as exc:
                 problems.append((("frontend", index, "tls", "cert"), str(exc)))
     for index, frontend in enumerate(config.frontend):
-        if frontend.tls is not None and any(p not in ("http/1.1", "http/1.0") for p in frontend.tls.alpn):
-            others = [p for p in frontend.tls.alpn if p not in ("http/1.1", "http/1.0")]
-            problems.append(
-                (("frontend", index, "tls"), f"ALPN {', '.join(others)}: only http/1.1 is available in this version")
-            )
+        if frontend.tls is not None and frontend.mode == "http":
+            others = [p for p in frontend.tls.alpn if p not in ("h2", "http/1.1", "http/1.0")]
+            if others:
+                problems.append(
+                    (
+                        ("frontend", index, "tls", "alpn"),
+                        f"ALPN {', '.join(others)}: an HTTP frontend speaks h2, http/1.1 and http/1.0",
+                    )
+                )
+        if frontend.h2c and frontend.mode != "http":
+            problems.append((("frontend", index, "h2c"), 'h2c needs mode = "http"'))
     errorfiles = [(("frontend", i), f.errorfiles) for i, f in enumerate(config.frontend)]
     errorfiles += [(("backend", i), b.errorfiles) for i, b in enumerate(config.backend)]
     for where, files in errorfiles:

@@ -68,9 +68,14 @@ def problem_lines(output: str, filename: str, message: str) -> set[int]:
 # -- 2. settings this version cannot run -----------------------------------------------------------
 
 
-# What this build still refuses (tls, accept_proxy and syslog have been built since).
+# What this build still refuses (tls, accept_proxy, syslog and ALPN h2 have been built since).
 UNSUPPORTED = [
-    Case("alpn_h2", '  tls = { cert = ["www.pem"], alpn = ["h2"] }', "frontend", r"h2: only http/1.1 is available"),
+    Case(
+        "alpn_spdy",
+        '  tls = { cert = ["www.pem"], alpn = ["spdy/3", "http/1.1"] }',
+        "frontend",
+        r"spdy/3: an HTTP frontend speaks h2",
+    ),
     Case("bad_cert", '  tls = { cert = ["www.pem"] }', "frontend", r"cannot load certificate"),
 ]
 

@@ -7,6 +7,9 @@ trouble never takes the worker down.
 from __future__ import annotations
 
 import asyncio
+import socket
+import struct
+import threading
 
 import pytest
 from tests.integration.aclient import Client, get, request_bytes, wait_until
@@ -272,3 +275,42 @@ def test_bytes_after_a_complete_response_are_dropped_without_an_error(run_balanc
 
     responses = run_balancer(make_config([("raw", server.address)]), scenario)
     assert [(r.status, r.body) for r in responses] == [(200, b"ok")] * 20
+
+
+def test_a_server_connection_lost_before_its_request_is_sent_is_not_waited_on_forever(run_balancer):
+    """A server that resets each connection the moment it accepts it (a thread of its
+    own, so the reset races the proxy's loop): the connection is often gone before the
+    request is sent on it. Seen under load (a server whose accept queue overflowed reset
+    connections the proxy saw complete): the request then waited forever, no timer
+    running, instead of being answered 502."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(128)
+    address = "127.0.0.1:%d" % listener.getsockname()[1]
+    stopping = threading.Event()
+
+    def accept_and_reset() -> None:
+        listener.settimeout(0.1)
+        while not stopping.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.close()
+
+    thread = threading.Thread(target=accept_and_reset, daemon=True)
+    thread.start()
+
+    async def scenario(balancer):
+        port = frontend_port(balancer)
+        answers = await asyncio.gather(*[get(port, f"/x{i}") for i in range(100)], return_exceptions=True)
+        return [a if isinstance(a, BaseException) else a.status for a in answers]
+
+    try:
+        statuses = run_balancer(make_config([("raw", address)], backend={"retries": 0}), scenario)
+    finally:
+        stopping.set()
+        thread.join(5)
+        listener.close()
+    assert [s for s in statuses if s not in (502, 503)] == []

@@ -306,6 +306,8 @@ class Frontend(Model):
     backlog: int = Field(4096, ge=1, le=1 << 20)  # listen queue; the kernel caps it at net.core.somaxconn
     accept_proxy: bool = False
     tls: FrontendTLS | None = None
+    # Cleartext HTTP/2 with prior knowledge (the connection preface) besides HTTP/1.1.
+    h2c: bool = False
     timeouts: FrontendTimeouts = FrontendTimeouts()
     forwardfor: bool = True
     # Read a request's body (up to limits.body, else 1 MiB) before choosing a server.

@@ -32,6 +32,7 @@ from balancer.net.deadline import Deadline
 from balancer.net.peer import client_address, local_address
 from balancer.net.request import NOTHING_KEPT, KnownRequest, Request, RequestOwner
 from balancer.net.upstream import UpstreamConnection, UpstreamOwner
+from balancer.proto.h2_message import http2_request_line
 from balancer.proto.http1 import (
     FIELD_CONNECTION,
     FIELD_CONTENT_LENGTH,
@@ -137,6 +138,9 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
         self.limit_entry = -1
         self.limit_tag = 0
         self.conn_refused = False
+        # The session of one HTTP/2 stream (net.h2_stream): not a client connection of its
+        # own (the HTTP/2 connection counts as one), and its requests log as HTTP/2.0.
+        self.http2 = False
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -150,14 +154,14 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
         scheme = self.frontend.scheme
         self.forwarded_lines = b"X-Forwarded-For: %b\r\nX-Forwarded-Proto: %b\r\n" % (self.client_ip_bytes, scheme)
         self.client_text = f"{self.client_ip_text}:{self.client_port}"
-        if self.frontend.opened(self, self.transport):
+        if self.http2 or self.frontend.opened(self, self.transport):  # a stream is no connection
             self.admitted()
         # else parked over maxconn (net.parked): `admitted` is called once there is room
 
     def admitted(self) -> None:
         """The connection may be served (at once, or after it was parked over maxconn)."""
         frontend = self.frontend
-        if frontend.limits is not None:
+        if frontend.limits is not None and not self.http2:  # a stream is no connection
             self._limit_connection(frontend.limits)
         self.deadline.set(frontend.request_timeout)
         if frontend.stopping:
@@ -920,6 +924,12 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
         self.upstream = conn
         server.requests += 1
         conn.start(self, request.method == b"HEAD", backend.server_timeout, self.now)
+        if conn.closed:
+            # Lost between its connect and now (a server whose accept queue overflowed
+            # resets connections it had completed): nothing would be sent on it and no
+            # timer would run. A failed exchange, retried as any other.
+            self.upstream_failed(conn, "server closed the connection before the request was sent")
+            return
         head = self._request_head(request, backend, server)
         if not request.replay and not request.pending:
             conn.write(head)  # most requests: no body yet, no retry
@@ -1299,6 +1309,8 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
         """The request is over, whichever way: free its server slot and log it."""
         self._release_slot(request)
         request.status = status
+        if self.http2:
+            request.request_line = http2_request_line(request.request_line)
         if request.t_total < 0:
             request.t_total = (self.loop.time() - request.t_start) * 1000
         frontend = self.frontend

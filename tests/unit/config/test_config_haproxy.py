@@ -261,7 +261,7 @@ def test_bind_addresses_tls_and_proxy(tmp_path: Path):
             frontend www
                 mode http
                 bind *:80,127.0.0.1:81
-                bind :::8443 v4v6 ssl crt site.pem alpn h2,http/1.1 ssl-min-ver TLSv1.3
+                bind :::8443 v4v6 ssl crt site.pem alpn h2,spdy/3,http/1.1 ssl-min-ver TLSv1.3
                 bind 10.0.0.1:8000 accept-proxy
                 default_backend web
             backend web
@@ -277,11 +277,11 @@ def test_bind_addresses_tls_and_proxy(tmp_path: Path):
     plain, tls, proxied = config.frontend
     assert (plain.name, [str(a) for a in plain.bind]) == ("www", ["0.0.0.0:80", "127.0.0.1:81"])
     assert (tls.name, [str(a) for a in tls.bind]) == ("www-tls", ["[::]:8443"])
-    assert tls.tls is not None and tls.tls.cert == ["site.pem"] and tls.tls.alpn == ["http/1.1"]
+    assert tls.tls is not None and tls.tls.cert == ["site.pem"] and tls.tls.alpn == ["h2", "http/1.1"]
     assert tls.tls.min_version == "1.3"
     assert proxied.accept_proxy is True and proxied.tls is None
     assert all(f.default_backend == "web" for f in config.frontend)
-    assert "haproxy.cfg:4: note: alpn h2 dropped: balancer speaks http/1.1 only" in result.warnings
+    assert "haproxy.cfg:4: note: alpn spdy/3 dropped: balancer speaks h2, http/1.1 and http/1.0" in result.warnings
 
 
 def test_missing_certificate_is_a_note_not_a_failure(tmp_path: Path):

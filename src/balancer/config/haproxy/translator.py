@@ -674,10 +674,10 @@ class _Translator:
                 bind.certs.append(self.file_name(line, argument, self.crt_base, "certificate"))
             elif option == "alpn" and argument:
                 protocols = argument.split(",")
-                kept = [p for p in protocols if p in ("http/1.1", "http/1.0")]
+                kept = [p for p in protocols if p in ("h2", "http/1.1", "http/1.0")]
                 if kept != protocols:
                     dropped = ", ".join(p for p in protocols if p not in kept)
-                    self.note(line, f"alpn {dropped} dropped: balancer speaks http/1.1 only")
+                    self.note(line, f"alpn {dropped} dropped: balancer speaks h2, http/1.1 and http/1.0")
                 bind.alpn = kept
             elif option == "ciphers" and argument:
                 bind.ciphers = argument

@@ -1,0 +1,327 @@
+"""HTTP/2 to clients (h2c, prior knowledge), frame by frame: the h2 library as the client,
+the balancer in-process, tagged HTTP/1.1 servers behind it.
+
+What a client of an HTTP/2 frontend checks: each stream is a request that takes the path
+an HTTP/1.1 request takes (rules, balancing, pooled server connections), the response
+comes back as HTTP/2 (lower-case fields, no connection-specific ones), bodies flow within
+the windows both ways, and the defences hold: a rapid-reset flood, a PING flood, a
+malformed request, idle connections and a graceful stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+
+import h2.errors
+import h2.events
+import h2.settings
+from tests.integration.aclient import Client
+from tests.integration.configs import frontend_port, make_config
+from tests.integration.h2client import H2Client, rapid_reset_bytes
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+def h2_config(servers, **frontend):
+    return make_config(servers, frontend={"h2c": True, **frontend})
+
+
+def test_a_stream_is_a_request_to_a_pooled_http11_server(run_balancer, backends):
+    (s1,) = backends("s1")
+
+    async def scenario(balancer):
+        async with await H2Client.connect(frontend_port(balancer)) as client:
+            first = await client.request("/echo?x=1", extra=[("cookie", "a=1"), ("cookie", "b=2"), ("x-test", "yes")])
+            second = await client.request("/status/204")
+            settings = client.conn.remote_settings
+            return first, second, settings
+
+    first, second, settings = run_balancer(h2_config([s1]), scenario)
+    assert first.status == 200 and first.ended
+    assert first.header("server-name") == "s1"
+    names = [name for name, _ in first.headers]
+    assert all(name == name.lower() for name in names)
+    assert b"connection" not in names and b"transfer-encoding" not in names
+    echoed = json.loads(first.body)
+    headers = {name.lower(): value for name, value in echoed["headers"]}
+    assert echoed["version"] == "HTTP/1.1" and echoed["target"] == "/echo?x=1"
+    assert headers["host"] == "lb.example"  # :authority
+    assert headers["cookie"] == "a=1; b=2"  # cookie fields joined (RFC 9113 8.2.3)
+    assert headers["x-test"] == "yes"
+    assert headers["x-forwarded-for"] == "127.0.0.1"
+    assert second.status == 204 and second.body == b""
+    assert settings[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS] == 100
+    assert settings[h2.settings.SettingCodes.MAX_FRAME_SIZE] == 16384
+    # Both streams went over one pooled server connection.
+    assert len({r.peer[1] for r in s1.requests}) == 1
+
+
+def test_streams_are_multiplexed(run_balancer, backends):
+    s1, s2 = backends("s1", "s2")
+
+    async def scenario(balancer):
+        loop = asyncio.get_running_loop()
+        async with await H2Client.connect(frontend_port(balancer)) as client:
+            t0 = loop.time()
+            ids = [await client.start(f"/slow/300?i={i}") for i in range(20)]
+            responses = await client.wait(*ids, timeout=10)
+            return responses, loop.time() - t0
+
+    responses, elapsed = run_balancer(h2_config([s1, s2]), scenario)
+    assert [r.status for r in responses] == [200] * 20
+    assert elapsed < 3, f"20 streams of 300 ms took {elapsed:.1f}s: not concurrent"
+    assert {r.header("server-name") for r in responses} == {"s1", "s2"}  # balanced, per stream
+    assert len(s1.requests) + len(s2.requests) == 20
+
+
+def test_a_deny_rule_answers_403_over_h2_and_no_server_is_asked(run_balancer, backends):
+    (s1,) = backends("s1")
+    config = h2_config([s1], rule=[{"if": {"path_beg": ["/admin"]}, "action": "deny"}])
+
+    async def scenario(balancer):
+        async with await H2Client.connect(frontend_port(balancer)) as client:
+            return await client.request("/admin/x"), await client.request("/public")
+
+    denied, allowed = run_balancer(config, scenario)
+    assert denied.status == 403 and b"403" in denied.body and denied.ended
+    assert allowed.status == 200
+    assert [r.target for r in s1.requests] == ["/public"]
+
+
+def test_request_bodies_with_and_without_a_length_and_trailers(run_balancer, backends):
+    (s1,) = backends("s1")
+    body = bytes(range(256)) * 4096  # 1 MiB: many windows' worth
+
+    async def scenario(balancer):
+        async with await H2Client.connect(frontend_port(balancer)) as client:
+            sized = await client.request("/echo", "POST", extra=[("content-length", str(len(body)))], body=body)
+            unsized = await client.request("/echo", "PUT", body=body)
+            stream_id = await client.start("/echo", "POST", body=b"abc", end=False)
+            client.conn.send_headers(stream_id, [(b"x-checksum", b"42")], end_stream=True)
+            await client.flush()
+            (trailed,) = await client.wait(stream_id)
+            return sized, unsized, trailed
+
+    sized, unsized, trailed = run_balancer(h2_config([s1]), scenario)
+    digest = hashlib.sha256(body).hexdigest()
+    for response in (sized, unsized):
+        echoed = json.loads(response.body)
+        assert (echoed["body_length"], echoed["body_sha256"]) == (len(body), digest)
+    assert json.loads(trailed.body)["body"] == "abc"
+    sent = {name.lower(): value for name, value in s1.requests[1].headers}
+    assert sent.get("transfer-encoding") == "chunked"  # no length given: chunked to the server
+
+
+def test_a_large_download_respects_the_client_window(run_balancer, backends):
+    (s1,) = backends("s1")
+    size = 4 << 20
+
+    async def scenario(balancer):
+        async with await H2Client.connect(frontend_port(balancer), window=65535) as client:
+            client.auto_ack = False
+            stream_id = await client.start(f"/bytes/{size}")
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 1.0
+            # The client hands no window back: the proxy stops at one window.
+            while loop.time() < deadline:
+                try:
+                    await client.read_some(deadline)
+                except TimeoutError:
+                    break
+            held = len(client.responses[stream_id].body)
+            client.auto_ack = True
+            client.conn.acknowledge_received_data(held, stream_id)
+            await client.flush()
+            (response,) = await client.wait(stream_id, timeout=20)
+            return held, response
+
+    held, response = run_balancer(h2_config([s1]), scenario)
+    assert held <= 65535, held
+    assert response.status == 200 and len(response.body) == size
+
+
+def test_rapid_reset_flood_ends_in_enhance_your_calm_and_spares_the_servers(run_balancer, backends):
+    (s1,) = backends("s1")
+    flood = rapid_reset_bytes(1, 20000, b"/slow/50")  # ~1 MB of HEADERS + RST_STREAM pairs
+
+    async def scenario(balancer):
+        client = await H2Client.connect(frontend_port(balancer))
+        async with client:
+            for start in range(0, len(flood), 65536):
+                await client.send_raw(flood[start : start + 65536])
+                if client.writer.is_closing():
+                    break
+            await client.read_until_closed()
+            return client.goaway
+
+    goaway = run_balancer(h2_config([s1]), scenario)
+    assert goaway is not None and goaway.error_code == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+    assert len(s1.requests) < 200, len(s1.requests)
+
+
+def test_a_stream_reset_by_the_client_cancels_its_server_request(run_balancer, backends):
+    (s1,) = backends("s1")
+
+    async def scenario(balancer):
+        server = balancer.backends["web"].servers[0]
+        loop = asyncio.get_running_loop()
+        async with await H2Client.connect(frontend_port(balancer)) as client:
+            stream_id = await client.start("/hang")
+            deadline = loop.time() + 5
+            while not s1.requests and loop.time() < deadline:
+                await asyncio.sleep(0.01)
+            busy = server.active
+            client.conn.reset_stream(stream_id, h2.errors.ErrorCodes.CANCEL)
+            await client.flush()
+            while server.active and loop.time() < deadline:
+                await asyncio.sleep(0.01)
+            freed = server.active
+            return busy, freed, await client.request("/after")
+
+    busy, freed, after = run_balancer(h2_config([s1]), scenario)
+    assert (busy, freed) == (1, 0)  # the hung exchange no longer holds the server
+    assert after.status == 200
+
+
+def test_malformed_requests_are_refused_before_any_server(run_balancer, backends):
+    (s1,) = backends("s1")
+
+    async def scenario(balancer):
+        results = []
+        for extra in ([("connection", "close")], [("x-bad", "a\r\nInjected: 1")]):
+            client = await H2Client.connect(frontend_port(balancer))
+            async with client:
+                client.conn.config.validate_outbound_headers = False
+                client.conn.config.normalize_outbound_headers = False
+                stream_id = await client.start("/x", extra=extra)
+                with contextlib.suppress(ConnectionError, TimeoutError):
+                    await client.wait(stream_id)
+                results.append((client.responses[stream_id].reset, client.goaway))
+        return results
+
+    for reset, goaway in run_balancer(h2_config([s1]), scenario):
+        assert reset == h2.errors.ErrorCodes.PROTOCOL_ERROR or (
+            goaway is not None and goaway.error_code == h2.errors.ErrorCodes.PROTOCOL_ERROR
+        )
+    assert s1.requests == []
+
+
+def test_a_ping_flood_ends_in_enhance_your_calm(run_balancer, backends):
+    (s1,) = backends("s1")
+
+    async def scenario(balancer):
+        client = await H2Client.connect(frontend_port(balancer))
+        async with client:
+            for i in range(1000):
+                client.conn.ping(i.to_bytes(8, "big"))
+            await client.flush()
+            await client.read_until_closed()
+            return client.goaway
+
+    goaway = run_balancer(h2_config([s1]), scenario)
+    assert goaway is not None and goaway.error_code == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+
+
+def test_an_idle_connection_gets_goaway(run_balancer, backends):
+    (s1,) = backends("s1")
+    config = h2_config([s1], timeouts={"http_keep_alive": "300ms"})
+
+    async def scenario(balancer):
+        loop = asyncio.get_running_loop()
+        client = await H2Client.connect(frontend_port(balancer))
+        async with client:
+            await client.request("/")
+            t0 = loop.time()
+            await client.read_until_closed(timeout=5)
+            return client.goaway, loop.time() - t0
+
+    goaway, waited = run_balancer(config, scenario)
+    assert goaway is not None and goaway.error_code == h2.errors.ErrorCodes.NO_ERROR
+    assert 0.2 < waited < 3
+
+
+def test_a_stop_sends_goaway_and_lets_streams_in_flight_finish(run_balancer, backends):
+    (s1,) = backends("s1")
+
+    async def scenario(balancer):
+        client = await H2Client.connect(frontend_port(balancer))
+        async with client:
+            slow = await client.start("/slow/400")
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 5
+            while not s1.requests and loop.time() < deadline:
+                await asyncio.sleep(0.01)
+            stopping = asyncio.ensure_future(balancer.stop(grace=5))
+            (response,) = await client.wait(slow)
+            await client.read_until_closed()
+            await stopping
+            return response, client.goaway
+
+    response, goaway = run_balancer(h2_config([s1]), scenario)
+    assert response.status == 200 and response.ended
+    assert goaway is not None and goaway.error_code == h2.errors.ErrorCodes.NO_ERROR
+    assert goaway.last_stream_id == 1
+
+
+def test_without_h2c_the_preface_keeps_its_http11_answer(run_balancer, backends):
+    (s1,) = backends("s1")
+
+    async def scenario(balancer):
+        async with await Client.connect(frontend_port(balancer)) as client:
+            await client.send(PREFACE)
+            return await client.read_response()
+
+    response = run_balancer(make_config([s1]), scenario)
+    assert response.status == 400  # as before HTTP/2 was built: llhttp refuses the preface
+
+
+def test_http11_still_works_on_an_h2c_frontend(run_balancer, backends):
+    (s1,) = backends("s1")
+
+    async def scenario(balancer):
+        async with await Client.connect(frontend_port(balancer)) as client:
+            # Fewer bytes than the preface first, and a prefix of it: "PR" could start it.
+            await client.send(b"PR")
+            await asyncio.sleep(0.05)
+            await client.send(b"OPFIND / HTTP/1.1\r\nHost: x\r\n\r\n")
+            first = await client.read_response()
+            second = await client.get("/ok", [("Host", "x")])
+            return first, second
+
+    first, second = run_balancer(h2_config([s1]), scenario)
+    assert first.status == 200 and second.status == 200
+    assert [r.method for r in s1.requests] == ["PROPFIND", "GET"]
+
+
+def test_limits_apply_to_a_stream_as_to_an_http11_request(run_balancer, backends):
+    (s1,) = backends("s1")
+    config = h2_config([s1], limits={"header_count": 10, "body": 1000})
+
+    async def scenario(balancer):
+        async with await H2Client.connect(frontend_port(balancer)) as client:
+            many = await client.request("/x", extra=[(f"x-h{i}", "v") for i in range(20)])
+            large = await client.request("/x", "POST", extra=[("content-length", "5000")], body=b"y" * 5000)
+            fine = await client.request("/ok")
+            return many, large, fine
+
+    many, large, fine = run_balancer(config, scenario)
+    assert many.status == 431 and large.status == 413
+    assert fine.status == 200  # the connection carries on: a stream's error is that stream's
+    assert [r.target for r in s1.requests] == ["/ok"]
+
+
+def test_the_client_a_proxy_header_names_is_the_client_of_every_stream(run_balancer, backends):
+    (s1,) = backends("s1")
+    config = h2_config([s1], accept_proxy=True)
+
+    async def scenario(balancer):
+        header = b"PROXY TCP4 192.0.2.7 198.51.100.1 40000 80\r\n"
+        async with await H2Client.connect(frontend_port(balancer), preamble=header) as client:
+            return await client.request("/a"), await client.request("/b")
+
+    first, second = run_balancer(config, scenario)
+    assert first.status == second.status == 200
+    assert [r.header("X-Forwarded-For") for r in s1.requests] == ["192.0.2.7", "192.0.2.7"]
