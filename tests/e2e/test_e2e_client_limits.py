@@ -137,6 +137,13 @@ def test_conn_limit_per_src_refuses_the_connection_over_it_with_a_429(site, tagg
     status, headers = get(site, "127.0.0.1", "/fourth", close=False)
     assert status == 429 and headers["connection"] == "close"
     assert get(site, "127.0.0.2", "/other")[0] == 200, "another address is unaffected"
+    # A refused connection that sends nothing is not held for http_request (10 s).
+    silent = socket.create_connection(("127.0.0.1", site.port), timeout=10, source_address=("127.0.0.1", 0))
+    started = time.monotonic()
+    assert silent.recv(1) == b""
+    print(f"\na silent refused connection closed after {time.monotonic() - started:.2f}s")
+    assert time.monotonic() - started < 3
+    silent.close()
     held.pop().close()
     wait_until(lambda: get(site, "127.0.0.1", "/again")[0] == 200, timeout=5, what="the freed place")
     for conn in held:
@@ -145,7 +152,7 @@ def test_conn_limit_per_src_refuses_the_connection_over_it_with_a_429(site, tagg
     refused = log_codes(site).count("RC")
     print(f"\nconn_limit per_src = 3: {refused} connection(s) refused (RC)")
     wait_until(
-        lambda: metrics(admin_port).get("balancer_frontend_conn_limited_total") == refused,
+        lambda: metrics(admin_port).get("balancer_frontend_conn_limited_total") == refused + 1,  # + the silent one
         what="conn_limited in /metrics",
     )
 
