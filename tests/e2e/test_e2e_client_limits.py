@@ -6,6 +6,8 @@ land on both workers and the limits must hold for the node, not per worker."""
 from __future__ import annotations
 
 import http.client
+import os
+import signal
 import socket
 import time
 import urllib.request
@@ -137,6 +139,13 @@ def test_conn_limit_per_src_refuses_the_connection_over_it_with_a_429(site, tagg
     status, headers = get(site, "127.0.0.1", "/fourth", close=False)
     assert status == 429 and headers["connection"] == "close"
     assert get(site, "127.0.0.2", "/other")[0] == 200, "another address is unaffected"
+    # A refused connection that sends nothing is not held for http_request (10 s).
+    silent = socket.create_connection(("127.0.0.1", site.port), timeout=10, source_address=("127.0.0.1", 0))
+    started = time.monotonic()
+    assert silent.recv(1) == b""
+    print(f"\na silent refused connection closed after {time.monotonic() - started:.2f}s")
+    assert time.monotonic() - started < 3
+    silent.close()
     held.pop().close()
     wait_until(lambda: get(site, "127.0.0.1", "/again")[0] == 200, timeout=5, what="the freed place")
     for conn in held:
@@ -145,7 +154,7 @@ def test_conn_limit_per_src_refuses_the_connection_over_it_with_a_429(site, tagg
     refused = log_codes(site).count("RC")
     print(f"\nconn_limit per_src = 3: {refused} connection(s) refused (RC)")
     wait_until(
-        lambda: metrics(admin_port).get("balancer_frontend_conn_limited_total") == refused,
+        lambda: metrics(admin_port).get("balancer_frontend_conn_limited_total") == refused + 1,  # + the silent one
         what="conn_limited in /metrics",
     )
 
@@ -190,3 +199,34 @@ def test_tcp_mode_limits_connections_by_rate_and_per_src(site):
         print(f"\ntcp: connections after 2 admitted (rate 2/60s, burst 2): {results}")
         assert results[0] is True and results.count(True) == 1, results
         wait_until(lambda: "RR" in log_codes(site) and "RC" in log_codes(site), what="RR and RC access lines")
+
+
+def test_a_worker_killed_with_open_connections_frees_their_places(site, tagged):
+    """The master clears what a dead worker counted: its connections died with it."""
+    servers = tagged("s1")
+    process = site.start(site_config(site, servers, "conn_limit = { per_src = 2 }"))
+    wait_until(lambda: "balancer running" in process.output(), timeout=15, what="both workers to serve")
+    held = []
+    for i in range(2):
+        conn = http.client.HTTPConnection("127.0.0.1", site.port, timeout=10, source_address=("127.0.0.6", 0))
+        conn.request("GET", f"/keep{i}")
+        response = conn.getresponse()
+        response.read()
+        assert response.status == 200
+        held.append(conn)
+    assert get(site, "127.0.0.6", "/third", close=False)[0] == 429
+    wait_until(lambda: len(site.log_lines()) >= 3, what="the three access lines")  # which workers hold them
+    pids = {int(line.split()[0]) for line in site.log_lines() if line.split()[1] == "127.0.0.6"}
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: process.output().count("restarting it") >= len(pids), timeout=10, what="the worker(s) restarted")
+    for conn in held:
+        conn.close()
+    statuses = wait_until(
+        lambda: [s for s in (get(site, "127.0.0.6", "/a")[0], get(site, "127.0.0.6", "/b")[0])] == [200, 200],
+        timeout=10,
+        interval=0.2,
+        what="both places free again",
+    )
+    print(f"\nworkers {sorted(pids)} killed with the client's 2 connections: its places are free again")
+    assert statuses

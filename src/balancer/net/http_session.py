@@ -69,6 +69,9 @@ PIPELINE_WAIT: Final = 1  # a pipelined request waits for the one in flight
 UPLOAD_BACKPRESSURE: Final = 2  # the server takes the request body slower than it comes
 CONNECTING: Final = 4
 TARPIT: Final = 8  # a request over rate_limit is held (action "tarpit")
+# How long a connection over conn_limit may take to send the request its 429 answers: it
+# does not count as open, so it must not be held for the whole http_request timeout.
+CONN_REFUSED_WAIT: Final = 1.0
 
 WRITE_BUFFER_HIGH: Final = 32768
 # Response bytes of one server read from which the write skips the outbox (_flush_out).
@@ -163,7 +166,7 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
         frontend = self.frontend
         if frontend.limits is not None and not self.http2:  # a stream is no connection
             self._limit_connection(frontend.limits)
-        self.deadline.set(frontend.request_timeout)
+        self.deadline.set(frontend.request_timeout if not self.conn_refused else CONN_REFUSED_WAIT)
         if frontend.stopping:
             self.closing = True
 
