@@ -23,7 +23,8 @@ under an `fcntl.lockf` byte-range lock on the segment (one byte per gauge), one 
 time: read the others, take if below the limit, release. The lock's system calls are full
 memory barriers; the lock-free takers keep their margin, so they never use a slot a locked
 taker is about to fill. Whatever the interleaving, the node never holds more than `limit`.
-A lock costs about 1.5 us (two system calls), and only near the limit.
+A lock costs about 1.5 us (two system calls), and only near the limit: a take that finds
+the node full is refused without it (refusing is always safe; the queue asks again).
 """
 
 from __future__ import annotations
@@ -67,9 +68,12 @@ class NodeCount:
         most `limit` (>= 1): True with `value + 1` published, else False with `value` left."""
         view = self._view
         view[self._own] = value + 1
-        if value + 1 + self.others() + self._spare <= limit:
+        others = self.others()
+        if value + 1 + others + self._spare <= limit:
             return True
         view[self._own] = value
+        if value + others >= limit:
+            return False  # full as far as can be seen: refusing needs no lock
         fd = self._fd
         at = self._lock_at
         fcntl.lockf(fd, fcntl.LOCK_EX, 1, at)
