@@ -792,6 +792,41 @@ def test_server_maxconn_holds_for_the_node_with_two_workers(master, tagged, maxc
     assert len(by_worker) == 2, f"one worker took every request, {SPREAD_ATTEMPTS} times: the test proved nothing"
 
 
+def test_tcp_server_maxconn_holds_for_the_node_with_two_workers(master, tagged):
+    """TCP mode: a connection holds its server slot while it lasts; with two workers the
+    server never has more than maxconn connections' requests at once."""
+    (s1,) = tagged("s1")
+    log = master.dir / "access.log"
+    master.start(
+        site_config(
+            master,
+            [s1],
+            log=f"file:{log}",
+            global_='log_format = "%pid %s"',
+            frontend='mode = "tcp"',
+            backend='mode = "tcp"\ntimeouts = { connect = "1s", server = "10s", queue = "30s" }',
+            maxconn=3,
+        ),
+        workers=2,
+    )
+    for _ in range(SPREAD_ATTEMPTS):
+        s1.most_busy = 0
+        before = len(log.read_text().splitlines()) if log.exists() else 0
+        outcomes = fetch_staggered(master.port, [f"/slow/200?n={i}" for i in range(24)], timeout=60)
+
+        assert failures(outcomes) == [], describe(failures(outcomes))
+        assert s1.most_busy == 3, f"the server saw {s1.most_busy} connections' requests at once with maxconn = 3"
+        lines = master.wait_for(
+            lambda: len(log.read_text().splitlines()) - before >= 24 and log.read_text().splitlines()[before:],  # noqa: B023
+            timeout=10,
+            what="24 access-log lines",
+        )
+        workers = {line.split(" ")[0] for line in lines}
+        if len(workers) == 2:
+            break
+    assert len(workers) == 2, f"one worker took every connection, {SPREAD_ATTEMPTS} times: the test proved nothing"
+
+
 def test_leastconn_avoids_a_server_busy_through_the_other_worker(master, tagged):
     """A request held on s1 by one worker; every new request, whichever worker accepts
     it, goes to s2 (with per-worker counts the other worker would see s1 idle and send it

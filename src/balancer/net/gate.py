@@ -9,16 +9,16 @@ publishes its counts (runtime.node_count) and admits a connection only if the no
 stays within the limits.
 
 Theory of operation. A connection is admitted (counted) when it is set up (`admit`, from
-connection_made). It cannot be refused then: libuv accepts every connection waiting on a
-listener in one burst before the first is set up (a listener cannot be paused half-way: closing
-it would drop the connection being accepted), two workers may accept at once when one slot
-is left, and a TLS connection is set up only once its handshake is done. A connection over a
-limit is therefore parked: accepted, but neither read nor counted, until there is room;
-parked connections are admitted in arrival order (per frontend), before new ones. Room comes
-from a connection closing in this worker or, for one another worker closed, from a look at
-the node's counts every POLL seconds while this worker has something paused or parked
-(never otherwise). The limits so hold for the connections being served, whatever the
-workers and the kernel do; a burst's excess waits parked instead of in the accept queue.
+connection_made). It cannot be refused then: it is accepted already, two workers may accept
+at once when one slot is left, a listener may accept more in the loop pass before it pauses,
+a TLS connection is set up only once its handshake is done, and one behind a PROXY header
+once the header is read. A connection over a limit is therefore parked (net.parked):
+accepted, but neither read nor counted, until there is room; parked connections are admitted
+in arrival order (per frontend), before new ones. Room comes from a connection closing in
+this worker or, for one another worker closed, from a look at the node's counts every POLL
+seconds while this worker has something paused or parked (never otherwise). The limits so
+hold for the connections being served, whatever the workers and the kernel do; the few over
+a limit wait parked instead of in the accept queue.
 """
 
 from __future__ import annotations

@@ -101,7 +101,9 @@ class ProxyHeaderReader(asyncio.BufferedProtocol):
         transport.set_protocol(cast(asyncio.BaseProtocol, session))
         session.connection_made(transport)
         if rest:
-            session.data_received(rest)
+            # To the session, or to what holds the connection while it is parked over
+            # maxconn (net.parked): connection_made may have swapped the protocol.
+            cast(asyncio.Protocol, transport.get_protocol()).data_received(rest)
 
     async def _start_tls(self, transport: asyncio.Transport, session: ProxiedSession) -> None:
         assert self.tls is not None
