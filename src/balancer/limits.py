@@ -14,11 +14,22 @@ log = logging.getLogger("balancer")
 
 
 def raise_nofile_limit(config: Config) -> None:
-    """Raise the soft RLIMIT_NOFILE so maxconn client connections plus as many server
-    connections fit (two descriptors per proxied connection), up to the hard limit."""
+    """Raise RLIMIT_NOFILE so maxconn client connections plus as many server connections
+    fit (two descriptors per proxied connection). The soft limit goes up to the hard one;
+    with the right to (root, CAP_SYS_RESOURCE) the hard one too, up to fs.nr_open, as
+    HAProxy does: a default hard limit of 20,000 would otherwise cap a node at 10,000
+    proxied connections whatever maxconn says."""
     frontend_total = sum(f.maxconn for f in config.frontend) or config.global_.maxconn
     wanted = 2 * min(config.global_.maxconn, frontend_total) + 1024
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < wanted:
+        ceiling = min(wanted, _nr_open())
+        if ceiling > hard:
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (ceiling, ceiling))
+                soft, hard = ceiling, ceiling
+            except (ValueError, OSError):
+                pass  # not allowed: the soft limit goes up to the hard one below
     target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
     if soft != resource.RLIM_INFINITY and soft < target:
         try:
@@ -27,6 +38,15 @@ def raise_nofile_limit(config: Config) -> None:
             log.warning("cannot raise the open files limit to %d: %s", target, exc)
     if target < wanted:
         log.info("open files limit %d is below what maxconn needs (%d)", target, wanted)
+
+
+def _nr_open() -> int:
+    """The kernel's ceiling for RLIMIT_NOFILE (fs.nr_open; 1048576 where it cannot be read)."""
+    try:
+        with open("/proc/sys/fs/nr_open") as file:
+            return int(file.read())
+    except (OSError, ValueError):
+        return 1 << 20
 
 
 def drop_privileges(user: str, group: str) -> None:

@@ -39,6 +39,7 @@ from balancer.runtime.client_table import ClientTable
 from balancer.runtime.client_tables import LIMIT_CELLS, LIMIT_TABLE_SIZE, limit_expire, limited
 from balancer.runtime.shared import SharedState
 from balancer.runtime.state import BackendRuntime
+from balancer.runtime.stick_journal import StickJournal
 from balancer.stats.accesslog import AccessLog
 from balancer.stats.logformat import LogFormatError, LogTemplate, is_template
 from balancer.stats.syslog import facility_code
@@ -385,15 +386,18 @@ class Balancer:
         bound = [lst.bound() for lst in self.listeners.values() if lst.frontend.name == frontend]
         return list(dict.fromkeys(bound))  # an address served by several sockets once
 
-    def use_tables(self, tables: dict[str, ClientTable] | None = None, slot: int = 0) -> None:
+    def use_tables(
+        self, tables: dict[str, ClientTable] | None = None, slot: int = 0, journal: StickJournal | None = None
+    ) -> None:
         """Use the master's client tables (runtime.client_tables): stick tables and the
-        frontends' limits shared by every worker. A process without a master (tests,
+        frontends' limits shared by every worker; with [peers], note what this worker
+        writes in the stick tables in `journal`. A process without a master (tests,
         one-off runs) passes none, and its limits get a table of their own."""
         tables = tables or {}
-        for name, context in self.backend_contexts.items():
+        for number, (name, context) in enumerate(self.backend_contexts.items()):
             table = tables.get(f"stick:{name}")
             if table is not None and context.persistence is not None:
-                context.persistence.share_stick(table)
+                context.persistence.share_stick(table, journal, slot, number)
         for frontend in self.config.frontend:
             if not limited(frontend):
                 continue

@@ -40,6 +40,8 @@ from balancer.cluster.dns import DnsServer
 from balancer.cluster.dsr import DsrService
 from balancer.cluster.l4 import L4Error
 from balancer.cluster.l4_service import L4Service
+from balancer.cluster.peer_store import NodeStickStore
+from balancer.cluster.peers import PeersService
 from balancer.cluster.vrrp import VrrpKeeper, missing_keepalived
 from balancer.config import ConfigError, parse_config, read_config_text
 from balancer.config.model import Config
@@ -57,6 +59,7 @@ from balancer.runtime.shared import (
     SharedState,
 )
 from balancer.runtime.state import ERROR_CAUSES, STATUS_CLASSES, AdminState
+from balancer.runtime.stick_journal import StickJournal
 from balancer.sdnotify import notify
 from balancer.server import bind_socket, listener_key, parse_runnable
 from balancer.stats.syslog import configure_event_syslog
@@ -90,6 +93,7 @@ class Generation:
     shared: SharedState | None = None
     starting: bool = False
     tables: dict[str, ClientTable] = field(default_factory=dict)  # runtime.client_tables
+    journal: StickJournal | None = None  # with [peers] and a stick table: runtime.stick_journal
 
 
 def worker_count(config: Config) -> int:
@@ -123,6 +127,8 @@ class Master:
         self.l4 = L4Service()  # the [[l4]] tables, run here: the master is long-lived
         self.dsr = DsrService()  # [dsr]: the VIPs on lo, before the frontends bind them
         self.dns: DnsServer | None = None
+        self.peers: PeersService | None = None
+        self.peer_store = NodeStickStore(self.tables.stick_tables, self._journals, lambda: self.current.config)
         self.vrrp: VrrpKeeper | None = None
 
     # -- sockets ---------------------------------------------------------------------------
@@ -199,6 +205,8 @@ class Master:
         env["BALANCER_SLOTS"] = str(generation.shared.layout.slots)
         env["BALANCER_FDS"] = json.dumps(fds)
         env["BALANCER_TABLES"] = json.dumps({name: table.fd for name, table in generation.tables.items()})
+        journal_fds = [generation.journal.fd] if generation.journal is not None else []
+        env["BALANCER_STICK_JOURNAL"] = str(journal_fds[0]) if journal_fds else ""
         env["BALANCER_READY_FD"] = str(ready_write)
         env["BALANCER_MASTER_PID"] = str(os.getpid())
         if "OPENSSL_CONF" not in os.environ:
@@ -217,7 +225,8 @@ class Master:
             stdin=asyncio.subprocess.PIPE,
             pass_fds=[sock.fileno() for _, sock, _ in handed]
             + [ready_write, state_fd]
-            + [table.fd for table in generation.tables.values()],
+            + [table.fd for table in generation.tables.values()]
+            + journal_fds,
             env=env,
         )
         os.close(ready_write)
@@ -259,11 +268,7 @@ class Master:
         if worker in generation.workers:
             generation.workers.remove(worker)
         if not generation.workers and generation is not self.current and not generation.starting:
-            if generation in self.old:
-                self.old.remove(generation)
-            if generation.shared is not None:
-                self.state.retire(generation.shared)
-            self.tables.release(generation.tables)
+            self._retire(generation)
         if self.stopping:
             if not self.current.workers and not self.old:
                 self.done.set()
@@ -285,6 +290,8 @@ class Master:
         slots = worker_count(generation.config)
         generation.shared = self.state.adopt(generation.config, slots)
         generation.tables = self.tables.adopt(generation.config, slots)
+        if generation.config.peers is not None and any(b.stick is not None for b in generation.config.backend):
+            generation.journal = StickJournal.create(max(slots, 1))
         generation.starting = True
         try:
             for slot in range(slots):
@@ -319,16 +326,25 @@ class Master:
                 raise TimeoutError
             await asyncio.sleep(0.05)
 
+    def _retire(self, generation: Generation) -> None:
+        """`generation` has no worker left: free what it used."""
+        if generation in self.old:
+            self.old.remove(generation)
+        if generation.shared is not None:
+            self.state.retire(generation.shared)
+        self.tables.release(generation.tables)
+        if generation.journal is not None:
+            if self.peers is not None:
+                self.peers_store_changes()  # what its workers wrote last is still sent
+            generation.journal.close()
+            generation.journal = None
+
     def stop_generation(self, generation: Generation, grace: float) -> None:
         """Tell every worker of `generation` to finish gracefully; kill them after grace."""
         if not generation.workers and generation is not self.current:
             # Nothing to wait for (no worker left, or none ever: an L4 node's file): it is
             # gone now, or a stop would wait for it forever.
-            if generation.shared is not None:
-                self.state.retire(generation.shared)
-            self.tables.release(generation.tables)
-            if generation in self.old:
-                self.old.remove(generation)
+            self._retire(generation)
         for worker in generation.workers:
             worker.stopping = True
             _signal(worker, signal.SIGTERM)
@@ -422,6 +438,10 @@ class Master:
             await self._reload_dns(config)
         except OSError as exc:
             log.error("%s; the previous [dns] table keeps serving", exc)
+        try:
+            await self._reload_peers(config)
+        except OSError as exc:
+            log.error("%s; stick tables are not shared with the other nodes", exc)
         return []
 
     async def _reload_kernel_tiers(self, config: Config) -> list[str]:
@@ -738,6 +758,7 @@ class Master:
         await self._reload_vrrp(config)
         try:
             await self._reload_dns(config)
+            await self._reload_peers(config)
         except OSError as exc:
             log.error("%s", exc)
             self.stopping = True
@@ -760,6 +781,8 @@ class Master:
             await self.vrrp.stop()
         if self.dns is not None:
             await self.dns.stop()
+        if self.peers is not None:
+            await self.peers.stop()
         self.monitor.stop()
         if self.admin is not None:
             self.admin.close()
@@ -885,6 +908,40 @@ class Master:
             return {"zone": None, "bind": [], "records": [], "queries": {}, "truncated": 0}
         return self.dns.status()
 
+    # -- [peers] -------------------------------------------------------------------------------
+
+    async def _reload_peers(self, config: Config) -> None:
+        """Start, reconfigure or stop stick-table replication for `config`. Raises OSError
+        when `bind` cannot be bound (at a start; a reload keeps the running listener)."""
+        if config.peers is None:
+            if self.peers is not None:
+                await self.peers.stop()
+                self.peers = None
+            return
+        if self.peers is None:
+            service = PeersService(config.peers, self.peer_store)
+            await service.start()
+            self.peers = service
+        else:
+            if config.peers.bind != self.peers.config.bind:
+                log.warning("peers: a new bind (%s) takes effect at the next start", config.peers.bind)
+            self.peers.reload(config.peers.model_copy(update={"bind": self.peers.config.bind}))
+
+    def _journals(self) -> list[tuple[Config, StickJournal]]:
+        """The stick journals of the generations alive now, with the config each runs."""
+        generations = [self.current, *self.old]
+        return [(g.config, g.journal) for g in generations if g.journal is not None]
+
+    def peers_store_changes(self) -> None:
+        """Hand the peers what a generation's journal holds before it is closed."""
+        assert self.peers is not None
+        self.peers.push_now()
+
+    def peers_status(self) -> dict[str, Any]:
+        if self.peers is None:
+            return {"bind": None, "received": 0, "nodes": []}
+        return self.peers.status()
+
     def _spawn_task(self, coroutine: object) -> None:
         assert asyncio.iscoroutine(coroutine)
         task = asyncio.get_running_loop().create_task(coroutine)
@@ -950,12 +1007,14 @@ def run_worker(name: str, generation: int, slot: int) -> int:
     if state_fd >= 0:
         shared = SharedState.attach(Layout(config, int(os.environ.get("BALANCER_SLOTS", "1"))), state_fd)
     tables = {name: ClientTable.attach(fd) for name, fd in json.loads(os.environ.get("BALANCER_TABLES", "{}")).items()}
+    journal_fd = os.environ.get("BALANCER_STICK_JOURNAL", "")
+    journal = StickJournal.attach(int(journal_fd)) if journal_fd else None
     # The master decides what Ctrl-C and SIGHUP mean for the whole group.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     import uvloop
 
-    return int(uvloop.run(_serve_worker(config, name, sockets, ready_fd, shared, slot, tables)))
+    return int(uvloop.run(_serve_worker(config, name, sockets, ready_fd, shared, slot, tables, journal)))
 
 
 async def _serve_worker(
@@ -966,6 +1025,7 @@ async def _serve_worker(
     shared: SharedState | None,
     slot: int,
     tables: dict[str, ClientTable],
+    journal: StickJournal | None,
 ) -> int:
     from balancer.server import Balancer
 
@@ -973,7 +1033,7 @@ async def _serve_worker(
     balancer = Balancer(config, base_dir=os.path.dirname(os.path.abspath(config_name)))
     if shared is not None:
         balancer.share(shared, slot)
-    balancer.use_tables(tables, slot)
+    balancer.use_tables(tables, slot, journal)
     # Handlers first: the master may signal a stop the moment this worker says it is ready.
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)

@@ -39,16 +39,37 @@ ADVERT = 0.2
 POLL = 0.05
 
 SERVER = r"""
-import http.server
+import http.server, sys, threading
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def do_GET(self):  # one write: head and body apart would wait for a delayed ACK (Nagle)
-        self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        port = self.server.server_address[1]
+        self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Server: %d\r\nContent-Length: 2\r\n\r\nok" % port)
     def log_message(self, *args): pass
 http.server.ThreadingHTTPServer.request_queue_size = 128
-server = http.server.ThreadingHTTPServer(("10.0.3.50", 8081), Handler)
+servers = [http.server.ThreadingHTTPServer(("10.0.3.50", port), Handler) for port in (8081, 8082, 8083)]
+for server in servers[1:]:
+    threading.Thread(target=server.serve_forever, daemon=True).start()
 print("listening", flush=True)
-server.serve_forever()
+servers[0].serve_forever()
+"""
+
+# One request from each of the given source addresses, on a new connection; prints
+# "ADDRESS SERVER" per line (SERVER: the X-Server port, or the error).
+STICK_CLIENT = r"""
+import http.client, sys
+vip, addresses = sys.argv[1], sys.argv[2].split(",")
+for address in addresses:
+    try:
+        connection = http.client.HTTPConnection(vip, 80, timeout=5, source_address=(address, 0))
+        connection.request("GET", "/")
+        response = connection.getresponse()
+        response.read()
+        server = response.getheader("X-Server", "-") if response.status == 200 else f"status-{response.status}"
+        connection.close()
+    except OSError as exc:
+        server = type(exc).__name__
+    print(address, server, flush=True)
 """
 
 # A new connection every POLL seconds, each in its own thread so that one lost in a link cut
@@ -86,10 +107,22 @@ for _ in range(4000):  # bounded: 200 s at 50 ms
 """
 
 
-def node_config(name: str, folder: Path, priority: int = 0) -> str:
+def node_config(name: str, folder: Path, priority: int = 0, peers: bool = False) -> str:
+    """The node's file; with `peers`, three servers, a stick table and [peers] with the other node."""
     address, default_priority = NODES[name]
     priority = priority or default_priority
     peer = next(a for n, (a, _) in NODES.items() if n != name)
+    servers = ["web"] if not peers else ["web1", "web2", "web3"]
+    blocks = "".join(
+        f'  [[backend.server]]\n  name = "{server}"\n  address = "10.0.3.50:{8081 + n}"\n'
+        for n, server in enumerate(servers)
+    )
+    pair = 'stick = { on = "src", expire = "10m" }\n' if peers else ""
+    tail = f'\n[peers]\nbind = "{address}:10000"\nnodes = ["{peer}:10000"]\nkey = "pair"\n' if peers else ""
+    return _node_config(name, folder, priority, peer, address, pair + blocks) + tail
+
+
+def _node_config(name: str, folder: Path, priority: int, peer: str, address: str, backend: str) -> str:
     return f"""\
 [global]
 workers = 1
@@ -109,10 +142,7 @@ default_backend = "app"
 [[backend]]
 name = "app"
 check = {{ type = "tcp", interval = "100ms", rise = 1, fall = 1, timeout = "100ms" }}
-  [[backend.server]]
-  name = "web"
-  address = "10.0.3.50:8081"
-
+{backend}
 [vrrp]
 interface = "e0"
 virtual_router_id = 51
@@ -134,10 +164,11 @@ class Setup:
         self.requests: list[tuple[float, float, bool, str]] = []
         self.started: set[str] = set()  # requests started, not ended yet
         self.client: subprocess.Popen[str] | None = None
+        self.peers = False  # [peers], a stick table and three servers in the nodes' files
 
     def start_balancer(self, name: str) -> subprocess.Popen[str]:
         config = self.folder / f"{name}.toml"
-        config.write_text(node_config(name, self.folder))
+        config.write_text(node_config(name, self.folder, peers=self.peers))
         env = dict(
             os.environ, PYTHONPATH=f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", PYTHONFAULTHANDLER="1"
         )
@@ -256,7 +287,7 @@ class Setup:
 
 
 @pytest.fixture
-def setup(tmp_path: Path) -> Iterator[Setup]:
+def setup(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Setup]:
     require_root("the VRRP pair test")
     if not os.path.exists("/usr/sbin/keepalived"):
         require_tool("keepalived")
@@ -270,6 +301,7 @@ def setup(tmp_path: Path) -> Iterator[Setup]:
         server = lab.python(names["w"], "-c", SERVER)
         assert read_line(server, 10) == "listening"
         setup = Setup(lab, names, tmp_path)
+        setup.peers = request.node.get_closest_marker("peers") is not None
         for name, (address, _) in NODES.items():
             join_bridge(lab, names["sw"], names[name], f"{address}/24", f"p-{name}")
             setup.start_balancer(name)
@@ -413,6 +445,50 @@ def test_the_vip_follows_the_healthy_node_of_higher_priority(setup: Setup) -> No
     setup.start_balancer("n2")
     setup.wait_state("n2", "BACKUP", 15)
     assert re.search(r"vrrp: removed \S+balancer-vrrp-\d+-\S+, left by a master that was killed", setup.log("n2"))
+
+
+@pytest.mark.peers
+def test_clients_keep_their_server_across_a_failover_with_peers(setup: Setup) -> None:
+    """100 clients (one source address each) learn their servers on n1, the master; its
+    balancer stops gracefully; n2, which got n1's stick entries through [peers], sends each
+    to the same server. #15 asks for 99% of them."""
+    addresses = [f"10.0.3.{n}" for n in range(101, 201)]
+    for address in addresses:
+        ip("-n", setup.names["c"], "addr", "add", f"{address}/24", "dev", "e0")
+
+    def servers(order: list[str]) -> dict[str, str]:
+        client = setup.lab.python(setup.names["c"], "-c", STICK_CLIENT, VIP, ",".join(order))
+        out, _ = client.communicate(timeout=120)
+        return dict(line.split() for line in out.splitlines())
+
+    setup.wait_holder({"n1"}, 15)
+    setup.wait_state("n2", "BACKUP", 10)
+    from balancer.admin.ctl import call
+
+    def peers(name: str) -> dict[str, Any]:
+        code, value = call(str(setup.folder / f"{name}.sock"), "GET", "/api/peers", timeout=10)
+        assert code == 200 and isinstance(value, dict), value
+        return value
+
+    deadline = time.monotonic() + 15
+    while not all(row["state"] == "up" for name in NODES for row in peers(name)["nodes"]):
+        assert time.monotonic() < deadline, {name: peers(name) for name in NODES}
+        time.sleep(0.1)
+    learned = servers(addresses)
+    assert sorted(set(learned.values())) == ["8081", "8082", "8083"], learned
+    deadline = time.monotonic() + 5
+    while peers("n2")["received"] < len(addresses):
+        assert time.monotonic() < deadline, peers("n2")
+        time.sleep(0.05)
+
+    n1 = setup.balancers["n1"]
+    n1.send_signal(signal.SIGTERM)
+    setup.wait_holder({"n2"}, 5)
+    n1.wait(timeout=20)
+    after = servers(addresses[::-1])  # in another order: balanced anew, most would move
+    kept = sum(after[address] == learned[address] for address in addresses)
+    print(f"\n{kept} of {len(addresses)} clients kept their server across the failover")
+    assert kept >= 99, {address: (learned[address], after[address]) for address in addresses}
 
 
 def test_run_without_root_refuses_vrrp(tmp_path: Path) -> None:

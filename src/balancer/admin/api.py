@@ -33,6 +33,7 @@ class ControlPlane(Protocol):
     def set_l4(self, table: str, node: str, state: str) -> Awaitable[dict[str, Any]]: ...
     def dns_status(self) -> dict[str, Any]: ...
     def vrrp_status(self) -> dict[str, Any]: ...
+    def peers_status(self) -> dict[str, Any]: ...
 
 
 _SERVER_PATH = re.compile(r"^/api/servers/([^/]+)/([^/]+)$")
@@ -65,6 +66,7 @@ class AdminServer:
             "/api/bgp": {"GET": self._bgp},
             "/api/dns": {"GET": self._dns},
             "/api/vrrp": {"GET": self._vrrp},
+            "/api/peers": {"GET": self._peers},
             "/metrics": {"GET": self._metrics},
             "/health": {"GET": self._health},
             "/api/l4": {"GET": self._l4},
@@ -120,6 +122,9 @@ class AdminServer:
 
     async def _vrrp(self, body: bytes) -> Reply:
         return json_reply(200, self.control.vrrp_status())
+
+    async def _peers(self, body: bytes) -> Reply:
+        return json_reply(200, self.control.peers_status())
 
     async def _reload(self, body: bytes) -> Reply:
         result = await self.control.reload_now()

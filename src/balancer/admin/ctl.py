@@ -5,6 +5,7 @@
     balancer ctl ... show bgp
     balancer ctl ... show dns
     balancer ctl ... show vrrp
+    balancer ctl ... show peers
     balancer ctl ... set server BACKEND/SERVER state ready|drain|maint
     balancer ctl ... set server BACKEND/SERVER weight N
     balancer ctl ... show l4
@@ -21,6 +22,7 @@ import http.client
 import json
 import socket
 import sys
+import time
 from typing import Any
 from urllib.parse import urlparse
 
@@ -109,6 +111,9 @@ def _run(where: str, as_json: bool, words: list[str]) -> int:
     if words == ["show", "vrrp"]:
         status, value = call(where, "GET", "/api/vrrp")
         return _show(status, value, as_json, _vrrp_table)
+    if words == ["show", "peers"]:
+        status, value = call(where, "GET", "/api/peers")
+        return _show(status, value, as_json, _peers_table)
     if words == ["reload"]:
         status, value = call(where, "POST", "/api/reload")
         if status == 200:
@@ -282,6 +287,33 @@ def _vrrp_table(status: dict[str, Any]) -> None:
         ", ".join(status["held"]) or "none",
         str(status["transitions"]),
     )
+    console.print(table)
+
+
+def _peers_table(status: dict[str, Any]) -> None:
+    """`show peers`: each other node, the link this node sends on, what came back."""
+    from rich.table import Table
+
+    console = _console()
+    if status.get("bind") is None:
+        console.print("no [peers] in the configuration")
+        return
+    console.print(f"listening on {status['bind']}; entries received: {status['received']}")
+    table = Table(title="nodes", title_justify="left")
+    for column in ("node", "link out", "since", "sent", "backlog", "link in", "received", "error"):
+        table.add_column(column)
+    for row in status["nodes"]:
+        style = {"up": "green", "syncing": "yellow"}.get(row["state"], "red")
+        table.add_row(
+            row["address"],
+            f"[{style}]{row['state']}[/]",
+            time.strftime("%H:%M:%S", time.localtime(row["since"])),
+            str(row["sent"]),
+            str(row["backlog"]),
+            "up" if row["inbound"] else "down",
+            str(row["received"]),
+            escape(row["error"]),
+        )
     console.print(table)
 
 

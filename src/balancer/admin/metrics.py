@@ -26,6 +26,7 @@ class Totals(Protocol):
     def l4_update_seconds(self) -> float: ...
     def dns_status(self) -> dict[str, Any]: ...
     def vrrp_status(self) -> dict[str, Any]: ...
+    def peers_status(self) -> dict[str, Any]: ...
 
 
 class BalancerCollector(Collector):
@@ -174,6 +175,33 @@ class BalancerCollector(Collector):
         yield from self._l4()
         yield from self._dns()
         yield from self._vrrp()
+        yield from self._peers()
+
+    def _peers(self) -> Iterator[Metric]:
+        """[peers]: one series per other node (nothing without [peers])."""
+        status = self.totals.peers_status()
+        if status.get("bind") is None:
+            return
+        up = GaugeMetricFamily(
+            "balancer_peers_link_up", "1 while this node's link to the peer node is up (sending).", labels=["node"]
+        )
+        inbound = GaugeMetricFamily(
+            "balancer_peers_inbound_up", "1 while the peer node's link to this node is up (receiving).", labels=["node"]
+        )
+        sent = CounterMetricFamily(
+            "balancer_peers_entries_sent",
+            "Stick entries sent to the peer node (full copies included).",
+            labels=["node"],
+        )
+        received = CounterMetricFamily(
+            "balancer_peers_entries_received", "Stick entries received from the peer node.", labels=["node"]
+        )
+        for row in status["nodes"]:
+            up.add_metric([row["address"]], 1 if row["state"] == "up" else 0)
+            inbound.add_metric([row["address"]], 1 if row["inbound"] else 0)
+            sent.add_metric([row["address"]], row["sent"])
+            received.add_metric([row["address"]], row["received"])
+        yield from (up, inbound, sent, received)
 
     def _vrrp(self) -> Iterator[Metric]:
         """[vrrp]: this node's role (nothing without [vrrp])."""

@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from balancer.config.values import AddressValue, Duration, Network, PositiveDuration, Size
+from balancer.config.values import Address, AddressValue, Duration, Network, PositiveDuration, Size
 
 Mode = Literal["http", "tcp"]
 Balance = Literal[
@@ -899,6 +899,36 @@ class Dns(Model):
         return f"{record.name.lower()}.{self.zone}"
 
 
+# -- [peers]: stick tables replicated between the nodes of a pair (cluster/peers.py) ------
+
+
+class Peers(Model):
+    """This node's end of the replication: where it listens, whom it sends to."""
+
+    bind: AddressValue  # where the other nodes connect (they name this address in their `nodes`)
+    nodes: list[AddressValue] = Field(min_length=1)  # the other nodes' `bind` addresses
+    key: str = ""  # shared secret both ends prove they know; set it on any network others reach
+    heartbeat: PositiveDuration = 2.0  # sent on an idle link; three missed end it
+
+    @field_validator("nodes")
+    @classmethod
+    def _nodes(cls, values: list[Address]) -> list[Address]:
+        for number, address in enumerate(values):
+            if address.is_unix or not address.host or not address.port:
+                raise ValueError(f"peer node {address}: a host and a port, such as 10.0.3.12:10000")
+            if address in values[:number]:
+                raise ValueError(f"peer node {address} is listed twice")
+        return values
+
+    @model_validator(mode="after")
+    def _not_itself(self) -> Peers:
+        if self.bind.is_unix or not self.bind.port:
+            raise ValueError(f"[peers] bind {self.bind}: an address and a port, such as 10.0.3.11:10000")
+        if self.bind in self.nodes:
+            raise ValueError(f"[peers] nodes lists this node's own bind {self.bind}")
+        return self
+
+
 class Config(Model):
     global_: Global = Field(Global(), alias="global")
     admin: Admin = Admin()
@@ -911,6 +941,7 @@ class Config(Model):
     bgp: Bgp | None = None
     dns: Dns | None = None
     vrrp: Vrrp | None = None
+    peers: Peers | None = None
 
     def bgp_announce(self) -> list[str]:
         """The prefixes [bgp] announces: `announce` as written, else every [[l4]] vip, else

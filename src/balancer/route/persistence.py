@@ -70,6 +70,7 @@ from typing import NamedTuple
 from balancer.config.model import Backend, Cookie, StickTable
 from balancer.runtime.client_table import ClientTable, address_key
 from balancer.runtime.state import BackendRuntime, ServerRuntime
+from balancer.runtime.stick_journal import StickJournal
 
 Clock = Callable[[], float]
 Headers = list[tuple[bytes, bytes]]
@@ -273,6 +274,16 @@ class StickEntries:
         self.clock = clock
         self.table = table if table is not None else ClientTable.create(config.size, config.expire)
         self._names: dict[int, str] = {}
+        # With [peers]: where this worker notes the entries it writes, for the master to send.
+        self.journal: StickJournal | None = None
+        self.journal_slot = 0
+        self.journal_table = 0  # the backend's index in the config
+
+    def note(self, key0: int, key1: int, value: int) -> None:
+        """An entry this worker wrote (a new client, or one moved to another server)."""
+        journal = self.journal
+        if journal is not None:
+            journal.write(self.journal_slot, self.journal_table, key0, key1, value)
 
     def know(self, names: Iterable[str]) -> None:
         """The servers an entry may name (any other id is a server this config lacks)."""
@@ -304,7 +315,10 @@ class StickEntries:
         self._names[value] = server
         table = self.table
         index = table.insert(key[0], key[1], value, int(self.clock() * 1000), keep=True)
-        return self._names.get(table.value(index), server)
+        stored = table.value(index)
+        if stored == value:
+            self.note(key[0], key[1], value)
+        return self._names.get(stored, server)
 
     def put(self, client: str, server: str) -> None:
         """`client` was just sent to `server`."""
@@ -320,6 +334,9 @@ class StickEntries:
             table.insert(key[0], key[1], value, now)
         elif table.value(index) != value:
             table.set_value(index, value)
+        else:
+            return
+        self.note(key[0], key[1], value)
 
 
 class Persistence:
@@ -339,11 +356,15 @@ class Persistence:
         if self.stick is not None:
             self.stick.know(runtime.by_name)
 
-    def share_stick(self, table: ClientTable) -> None:
-        """Use `table`, the node's table for this backend (the master's), from now on."""
+    def share_stick(
+        self, table: ClientTable, journal: StickJournal | None = None, slot: int = 0, number: int = 0
+    ) -> None:
+        """Use `table`, the node's table for this backend (the master's), from now on; with
+        `journal` ([peers]), note what this worker (`slot`) writes there as backend `number`."""
         if self.stick is not None:
             shared = StickEntries(self.stick.config, time.monotonic, table)
             shared.know(self.runtime.by_name)
+            shared.journal, shared.journal_slot, shared.journal_table = journal, slot, number
             self.stick.table.close()
             self.stick = shared
 

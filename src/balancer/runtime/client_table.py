@@ -168,6 +168,10 @@ class ClientTable:
     def value(self, index: int) -> int:
         return int(self.words[HEADER_WORDS + index * ENTRY_WORDS + VALUE])
 
+    def used_at(self, index: int) -> int:
+        """When the entry was last used (monotonic ms)."""
+        return int(self.words[HEADER_WORDS + index * ENTRY_WORDS + USED])
+
     def check(self, index: int) -> int:
         return int(self.words[HEADER_WORDS + index * ENTRY_WORDS])
 

@@ -78,6 +78,10 @@ class TableKeeper:
             self._hold(table)
         return tables
 
+    def stick_tables(self) -> dict[str, ClientTable]:
+        """The stick tables kept now, by backend name (what [peers] replicates)."""
+        return {name: table for name, (_, table) in self._sticks.items()}
+
     def release(self, tables: dict[str, ClientTable]) -> None:
         """A generation using `tables` is gone."""
         for table in tables.values():
