@@ -16,8 +16,11 @@ plus an admin listener for reloads. In order:
 3. Every `--reload-every` seconds a reload through the admin API (`POST /api/reload`, what
    `balancer ctl reload` sends), which waits for the new generation to serve.
 4. Every `--sample-every` seconds: RSS and open fds (/proc/PID/status, /proc/PID/fd) of the
-   master, of the current generation's workers (summed) and of older ones still draining;
-   req/s, p50/p99/max latency and failed requests of the interval.
+   master, of the current generation's workers (summed) and of older ones still draining, the
+   fds split into connections with clients, with servers, and the rest (which must stay flat:
+   the connections follow the load); req/s, p50/p99/max latency and failed requests of the
+   interval; balancer's CPU per request and the machine's load average (on a shared machine
+   latency follows the other work; CPU per request says whether balancer itself got slower).
 
 At the end it prints RSS after warm-up vs at the end (growth %), fd min/max after warm-up, p99
 of the first vs the last window, failed requests and reloads, and writes
@@ -336,19 +339,65 @@ class PacedClient:
 
 @dataclass
 class Usage:
-    """RSS (KiB) and open fds of a set of processes."""
+    """RSS (KiB), open fds and CPU of a set of processes. The fds are split into TCP
+    connections with clients, TCP connections with servers, and the rest (listeners, pipes,
+    files, shared memory...): the connections follow the load, the rest must stay flat."""
 
     processes: int = 0
     rss_kib: int = 0
     fds: int = 0
+    client_sockets: int = 0
+    server_sockets: int = 0
+    cpu_s: float = 0.0  # CPU seconds used since the previous sample
 
-    def add(self, pid: int) -> None:
+    @property
+    def other_fds(self) -> int:
+        return self.fds - self.client_sockets - self.server_sockets
+
+    def add(self, pid: int, peers: Peers, cpu_seen: dict[int, float]) -> None:
         rss = read_rss_kib(pid)
-        fds = count_fds(pid)
-        if rss is not None and fds is not None:
-            self.processes += 1
-            self.rss_kib += rss
-            self.fds += fds
+        links = fd_links(pid)
+        stat = harness.read_stat(pid)
+        if rss is None or links is None or stat is None:
+            return
+        self.processes += 1
+        self.rss_kib += rss
+        self.fds += len(links)
+        for link in links:
+            kind = peers.kind(link)
+            if kind == "client":
+                self.client_sockets += 1
+            elif kind == "server":
+                self.server_sockets += 1
+        cpu = (stat[1] + stat[2]) / harness.CLK_TCK
+        self.cpu_s += cpu - cpu_seen.get(pid, 0.0)  # a process born since the last sample: all of it
+        cpu_seen[pid] = cpu
+
+
+class Peers:
+    """Which TCP connection an fd is, from /proc/net/tcp{,6}: with a client (our local port is
+    the frontend's) or with a server (the remote port is a backend's)."""
+
+    def __init__(self, frontend_port: int, server_ports: set[int]) -> None:
+        self.by_inode: dict[str, str] = {}
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            try:
+                lines = Path(table).read_text().splitlines()[1:]
+            except OSError:
+                continue
+            for line in lines:
+                fields = line.split()
+                if len(fields) < 10 or fields[3] == "0A":  # 0A: listening, counted with the rest
+                    continue
+                local = int(fields[1].rsplit(":", 1)[1], 16)
+                remote = int(fields[2].rsplit(":", 1)[1], 16)
+                if local == frontend_port:
+                    self.by_inode[f"socket:[{fields[9]}]"] = "client"
+                elif remote in server_ports:
+                    self.by_inode[f"socket:[{fields[9]}]"] = "server"
+
+    def kind(self, link: str) -> str:
+        return self.by_inode.get(link, "other")
 
 
 def read_rss_kib(pid: int) -> int | None:
@@ -361,11 +410,17 @@ def read_rss_kib(pid: int) -> int | None:
     return None
 
 
-def count_fds(pid: int) -> int | None:
+def fd_links(pid: int) -> list[str] | None:
+    """What each open fd of `pid` points to (`socket:[INODE]`, a path, `pipe:[...]`...)."""
     try:
-        return len(os.listdir(f"/proc/{pid}/fd"))
+        names = os.listdir(f"/proc/{pid}/fd")
     except OSError:
         return None
+    links = []
+    for name in names:
+        with contextlib.suppress(OSError):  # closed meanwhile
+            links.append(os.readlink(f"/proc/{pid}/fd/{name}"))
+    return links
 
 
 def workers_of(master: int) -> dict[int, int]:
@@ -401,6 +456,8 @@ class Sample:
     p50_ms: float | None
     p99_ms: float | None
     max_ms: float | None
+    cpu_us_per_req: float | None  # balancer's processes (master and workers), this interval
+    loadavg_1m: float  # the machine's: other work on it shows here
 
     @property
     def serving_rss_kib(self) -> int:
@@ -409,6 +466,10 @@ class Sample:
     @property
     def serving_fds(self) -> int:
         return self.master.fds + self.current.fds
+
+    @property
+    def serving_other_fds(self) -> int:
+        return self.master.other_fds + self.current.other_fds
 
 
 def percentile_ms(ordered: Sequence[float], fraction: float) -> float | None:
@@ -448,11 +509,14 @@ class Soak:
     master: int
     admin_port: int
     client: PacedClient
+    frontend_port: int
+    server_ports: set[int]
     samples: list[Sample] = field(default_factory=list)
     reloads: list[Reload] = field(default_factory=list)
     windows: dict[str, Histogram] = field(default_factory=dict)
     worker_pids: dict[int, set[int]] = field(default_factory=dict)  # generation -> pids seen
     all_latency: Histogram = field(default_factory=Histogram)
+    cpu_seen: dict[int, float] = field(default_factory=dict)  # pid -> CPU seconds at the last sample
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -462,13 +526,14 @@ class Soak:
         reloader = loop.create_task(self._reloader())
         try:
             await load
+            sampler.cancel()
+            self.sample(loop.time() - self.t0)  # what the last requests did
             # A reload under way at the end is seen through (RELOAD_TIMEOUT bounds it).
             await reloader
         finally:
             for task in (sampler, reloader):
                 task.cancel()
             await asyncio.gather(sampler, reloader, return_exceptions=True)
-        self.sample(loop.time() - self.t0)  # what the last requests did
 
     def window_of(self, t: float) -> str | None:
         """'first' or 'last' when a sample at `t` closes an interval inside that window."""
@@ -484,10 +549,12 @@ class Soak:
         pids = workers_of(self.master)
         generation = max(pids.values(), default=0)
         master, current, old = Usage(), Usage(), Usage()
-        master.add(self.master)
+        peers = Peers(self.frontend_port, self.server_ports)
+        master.add(self.master, peers, self.cpu_seen)
         for pid, gen in pids.items():
             self.worker_pids.setdefault(gen, set()).add(pid)
-            (current if gen == generation else old).add(pid)
+            (current if gen == generation else old).add(pid, peers, self.cpu_seen)
+        cpu = master.cpu_s + current.cpu_s + old.cpu_s
         ordered = sorted(interval.latencies)
         previous = self.samples[-1].t if self.samples else 0.0
         elapsed = max(t - previous, 1e-9)
@@ -511,6 +578,8 @@ class Soak:
             p50_ms=rounded(percentile_ms(ordered, 0.50)),
             p99_ms=rounded(percentile_ms(ordered, 0.99)),
             max_ms=rounded(ordered[-1] * 1000.0 if ordered else None),
+            cpu_us_per_req=rounded(cpu * 1e6 / interval.ok if interval.ok and self.samples else None, 1),
+            loadavg_1m=os.getloadavg()[0],
         )
         self.samples.append(s)
         failed = sum(s.failed.values())
@@ -518,7 +587,9 @@ class Soak:
             f"{s.t:7.1f}s gen {s.generation:3d}  {s.rps:8,.0f} req/s  p50 {fmt_ms(s.p50_ms)} p99 {fmt_ms(s.p99_ms)}  "
             f"RSS master {master.rss_kib / 1024:.1f} MiB + workers {current.rss_kib / 1024:.1f} MiB"
             f"{f' (+{old.rss_kib / 1024:.1f} draining)' if old.processes else ''}  "
-            f"fds {master.fds}+{current.fds}{f'+{old.fds}' if old.processes else ''}  failed {failed}"
+            f"fds {master.fds}+{current.fds}{f'+{old.fds}' if old.processes else ''}"
+            f" (not connections: {s.serving_other_fds})  CPU {s.cpu_us_per_req} us/req"
+            f"  load {s.loadavg_1m:.1f}  failed {failed}"
         )
 
     async def _sampler(self, load: asyncio.Task[None]) -> None:
@@ -622,6 +693,20 @@ def summarize(soak: Soak) -> dict[str, object]:
             "master_max": max((s.master.fds for s in after), default=None),
             "serving_first_window_max": max((s.serving_fds for s in first), default=None),
             "serving_last_window_max": max((s.serving_fds for s in last), default=None),
+            # Without the connections with clients and servers, which follow the load.
+            "serving_other_min": min((s.serving_other_fds for s in after), default=None),
+            "serving_other_max": max((s.serving_other_fds for s in after), default=None),
+            "serving_server_sockets_max": max(
+                (s.master.server_sockets + s.current.server_sockets for s in after), default=None
+            ),
+        },
+        "cpu_us_per_req_median": {
+            "first_window": rounded(median([s.cpu_us_per_req for s in first if s.cpu_us_per_req is not None]), 1),
+            "last_window": rounded(median([s.cpu_us_per_req for s in last if s.cpu_us_per_req is not None]), 1),
+        },
+        "loadavg_1m_median": {
+            "first_window": rounded(median([s.loadavg_1m for s in first]), 2),
+            "last_window": rounded(median([s.loadavg_1m for s in last]), 2),
         },
         "p99_ms": {
             "first_window": rounded(first_hist.percentile_ms(0.99)),
@@ -654,8 +739,16 @@ def summary_text(summary: dict[str, object]) -> str:
         lines.append(f"RSS {label}: {r['start_mib']} MiB after warm-up -> {r['end_mib']} MiB at the end ({growth})")
     lines.append(
         f"fds after warm-up: master + workers {fds['serving_min']}..{fds['serving_max']} "
-        f"(first window max {fds['serving_first_window_max']}, last {fds['serving_last_window_max']}), "
-        f"master {fds['master_min']}..{fds['master_max']}"
+        f"(first window max {fds['serving_first_window_max']}, last {fds['serving_last_window_max']}; "
+        f"up to {fds['serving_server_sockets_max']} connections with servers), "
+        f"master {fds['master_min']}..{fds['master_max']}; "
+        f"not connections: {fds['serving_other_min']}..{fds['serving_other_max']}"
+    )
+    cpu, load = summary["cpu_us_per_req_median"], summary["loadavg_1m_median"]
+    assert isinstance(cpu, dict) and isinstance(load, dict)
+    lines.append(
+        f"balancer CPU per request: {cpu['first_window']} us first window, {cpu['last_window']} us last; "
+        f"machine load average {load['first_window']} -> {load['last_window']}"
     )
     lines.append(
         f"p99: first window {p99['first_window']} ms, last window {p99['last_window']} ms "
@@ -674,7 +767,7 @@ def plot(path: Path, soak: Soak, title: str) -> bool:
     except ImportError:
         return False
     t = [s.t / 60.0 for s in soak.samples]
-    fig, axes = plt.subplots(4, 1, figsize=(11, 12), sharex=True)
+    fig, axes = plt.subplots(5, 1, figsize=(11, 15), sharex=True)
     ax = axes[0]
     ax.plot(t, [s.master.rss_kib / 1024 for s in soak.samples], label="master")
     ax.plot(t, [s.current.rss_kib / 1024 for s in soak.samples], label="current workers (sum)")
@@ -686,6 +779,7 @@ def plot(path: Path, soak: Soak, title: str) -> bool:
     ax.plot(t, [s.master.fds for s in soak.samples], label="master")
     ax.plot(t, [s.current.fds for s in soak.samples], label="current workers (sum)")
     ax.plot(t, [s.old.fds for s in soak.samples], label="draining workers", alpha=0.5)
+    ax.plot(t, [s.serving_other_fds for s in soak.samples], label="master + current, not connections")
     ax.set_ylabel("open fds")
     ax.legend(loc="center right", fontsize="small")
     ax = axes[2]
@@ -701,6 +795,14 @@ def plot(path: Path, soak: Soak, title: str) -> bool:
     if failures:
         ax.scatter([x for x, _ in failures], [0 for _ in failures], color="red", marker="x", label="failed requests")
         ax.legend(loc="center right", fontsize="small")
+    ax = axes[4]
+    ax.plot(t, [s.cpu_us_per_req for s in soak.samples], label="balancer CPU us/request")
+    ax.set_ylabel("CPU us/request")
+    twin = ax.twinx()
+    twin.plot(t, [s.loadavg_1m for s in soak.samples], color="grey", alpha=0.6, label="load average 1 min")
+    twin.set_ylabel("load average")
+    ax.legend(loc="upper left", fontsize="small")
+    twin.legend(loc="upper right", fontsize="small")
     ax.set_xlabel("minutes")
     for ax in axes:
         for r in soak.reloads:
@@ -774,7 +876,7 @@ def run_soak(args: argparse.Namespace, tmp: Path) -> dict[str, object]:
                     f"peak {peak:,.0f} req/s (wrk varied, {args.peak_seconds}s): driving {rate:,.0f} req/s"
                 )
             client = PacedClient(lb, rate, args.connections, args.timeout)
-            soak = Soak(args, proc.popen.pid, admin, client)
+            soak = Soak(args, proc.popen.pid, admin, client, lb, {b1, b2})
             start_date = datetime.datetime.now(datetime.UTC)
             cpu0 = time.process_time()
             drive(soak)
