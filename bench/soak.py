@@ -899,7 +899,13 @@ def run_soak(args: argparse.Namespace, tmp: Path) -> dict[str, object]:
             "access_log_bytes": access_log.stat().st_size if access_log.exists() else None,
             "reloads": [asdict(r) for r in soak.reloads],
             "samples": [
-                {**asdict(s), "serving_rss_kib": s.serving_rss_kib, "serving_fds": s.serving_fds} for s in soak.samples
+                {
+                    **asdict(s),
+                    "serving_rss_kib": s.serving_rss_kib,
+                    "serving_fds": s.serving_fds,
+                    "serving_other_fds": s.serving_other_fds,
+                }
+                for s in soak.samples
             ],
             "_soak": soak,
         }
