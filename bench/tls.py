@@ -603,7 +603,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, harness.on_sigterm)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     # Client: one descriptor per idle connection; proxies: two (client + server side) and spare.
-    raise_fd_limit(2 * maxconn(args) + 10_000)
+    raise_fd_limit(2 * maxconn(args) + 50_000)
     with contextlib.suppress(ImportError):
         import uvloop
 
