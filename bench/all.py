@@ -164,13 +164,7 @@ def summary_table(rows: list[Row]) -> str:
         lines.append(
             (measure, num(mine), num(theirs), ratio, f"{peer_name} {num(peer)}" if peer_name else "", peer_ratio)
         )
-    widths = [max(len(r[i]) for r in (header, *lines)) for i in range(len(header))]
-    text = [
-        "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
-        for r in (header, *lines)
-    ]
-    text.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(text)
+    return harness.text_table(header, lines)
 
 
 def draw(json_path: Path, out_dir: Path) -> list[str]:

@@ -34,7 +34,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run as harness  # bench/run.py: processes, configs of every proxy, wrk parsing
-import tcp  # bench/tcp.py: the table printer
 
 BENCH = Path(__file__).resolve().parent
 DEFAULT_OUTPUT = BENCH / "results" / "latency-latest.json"
@@ -156,7 +155,7 @@ def report(args: argparse.Namespace, out: Results, meta: dict[str, object]) -> d
     if out.paced:
         print(f"\nLatency at half of peak (wrk -c{args.paced_connections} paced, varied heads, {args.duration}s)")
         print(
-            tcp.table(
+            harness.text_table(
                 ("target", "offered/s", "achieved/s", "p50 ms", "p90 ms", "p99 ms", "added p50", "added p99", "errors"),
                 [
                     (

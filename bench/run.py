@@ -621,6 +621,18 @@ def errors_text(m: Measurement) -> str:
     return "0" if sock == 0 and m.non_2xx_3xx == 0 else f"sock {sock}, non-2xx {m.non_2xx_3xx}"
 
 
+def text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Columns padded to their widest cell, the first left-aligned, the others right-aligned,
+    a rule under the header. Every bench script prints its tables with it."""
+    widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
+    lines = [
+        "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+        for r in (header, *rows)
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
 def table(results: list[Measurement]) -> str:
     header = (
         "proxy",

@@ -224,7 +224,7 @@ def report(args: argparse.Namespace, out: Results, meta: dict[str, object]) -> d
     if out.bulk:
         print(f"\nL4 bulk throughput (iperf3 -P {args.streams} -t {args.duration} through the relay)")
         print(
-            table(
+            harness.text_table(
                 ("proxy", "Gbit/s", "proxy CPU s", "Gbit per proxy core"),
                 [
                     (b.proxy, f"{b.gbit_s:.2f}", f"{b.cpu_s:.2f}", harness.fmt(b.gbit_per_core, "{:.2f}"))
@@ -235,7 +235,7 @@ def report(args: argparse.Namespace, out: Results, meta: dict[str, object]) -> d
     if out.connections:
         print(f"\nL4 new connections (wrk -c{args.connections} -H 'Connection: close' through the relay)")
         print(
-            table(
+            harness.text_table(
                 ("proxy", "conn/s", "errors", "proxy CPU s", "CPU µs/conn", "conn per proxy core"),
                 [
                     (
@@ -265,16 +265,6 @@ def report(args: argparse.Namespace, out: Results, meta: dict[str, object]) -> d
     harness.write_json(args.output, data)
     harness.progress(f"\nJSON written to {args.output}")
     return data
-
-
-def table(header: Sequence[str], rows: list[Sequence[str]]) -> str:
-    widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
-    lines = [
-        "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
-        for r in (header, *rows)
-    ]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -436,16 +436,6 @@ def fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else spec.format(value)
 
 
-def table(header: Sequence[str], rows: list[Sequence[str]]) -> str:
-    widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
-    lines = [
-        "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
-        for r in (header, *rows)
-    ]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
 def ratio(mine: float | None, theirs: float | None) -> float | None:
     return round(mine / theirs, 3) if mine and theirs else None
 
@@ -477,7 +467,7 @@ def report(args: argparse.Namespace, out: Results, meta: dict[str, object]) -> N
     if out.handshakes:
         print(f"\nFull TLS handshakes (openssl s_time -new, {args.clients} clients, {args.duration}s)")
         print(
-            table(
+            harness.text_table(
                 ("proxy", "key", "handshakes", "handshakes/s", "proxy CPU s", "per proxy core"),
                 [
                     (h.proxy, h.key, str(h.handshakes), f"{h.per_s:,.0f}", f"{h.cpu_s:.2f}", fmt(h.per_core, "{:,.0f}"))
@@ -488,7 +478,7 @@ def report(args: argparse.Namespace, out: Results, meta: dict[str, object]) -> N
     if out.keepalive:
         print(f"\nTLS keep-alive (wrk -t1 -c{args.connections} -d{args.duration}s https://..., ECDSA)")
         print(
-            table(
+            harness.text_table(
                 ("proxy", "heads", "req/s", "p99 ms", "errors", "proxy CPU s", "req/s per proxy core"),
                 [
                     (
@@ -507,7 +497,7 @@ def report(args: argparse.Namespace, out: Results, meta: dict[str, object]) -> N
     if out.idle:
         print("\nIdle keep-alive connections (one request each, then held; RSS of all the proxy's processes)")
         print(
-            table(
+            harness.text_table(
                 ("proxy", "kind", "held", "RSS before MiB", "RSS after MiB", "RSS per connection KiB", "opened in s"),
                 [
                     (
