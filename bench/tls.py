@@ -56,6 +56,9 @@ KEYS = ("ecdsa", "rsa")
 BODY = b"hello\n"
 IDLE_CONCURRENCY = 200  # connections being opened at once by the idle client
 SOURCE_SPAN = 20_000  # idle connections per client source address (127.0.0.2, .3, ...)
+# Descriptors kept free under the open-files limit when it caps the idle count: the proxy's
+# listeners, log, pooled server connections; the client's /proc reads.
+FD_HEADROOM = 1500
 HEADS = {"varied": ["-s", str(Path(__file__).resolve().parent / "varied.lua")], "identical": []}
 IDLE_SETTLE = 2.0  # seconds between the last connection opened and reading RSS
 
@@ -123,6 +126,7 @@ def haproxy_config(ports: ProxyPorts, pems: dict[str, Path], backend: int, maxco
 global
     nbthread 1
     maxconn {maxconn}
+    ulimit-n {2 * maxconn + FD_HEADROOM}
 
 defaults
     mode http
@@ -194,8 +198,11 @@ def proxy_argv(args: argparse.Namespace, proxy: str, tmp: Path, ports: ProxyPort
 
 
 def maxconn(args: argparse.Namespace) -> int:
-    """Client connections each proxy must accept: the idle crowd plus the load clients."""
-    return max(args.idle_plain, args.idle_tls, 8000) + 1000
+    """Client connections each proxy must accept: the idle crowd plus the load clients, at most
+    what the open-files limit leaves. HAProxy plans two descriptors per connection and refuses
+    to start when `ulimit-n` is below that, so the cap is half the limit, for both proxies alike
+    (the same idle count for both keeps RSS and time to open comparable)."""
+    return min(max(args.idle_plain, args.idle_tls, 8000) + 1000, (args.fd_limit - FD_HEADROOM) // 2)
 
 
 def insecure_context() -> ssl.SSLContext:
@@ -348,6 +355,8 @@ class Idle:
     rss_after: int
     per_connection: float | None
     open_seconds: float
+    requested: int = 0  # asked for; more than `wanted` when the open-files limit capped it
+    rss_at_requested: int | None = None  # rss_before + per_connection * requested when capped
 
 
 async def hold_idle(port: int, count: int, tls: bool) -> tuple[list[asyncio.StreamWriter], list[str]]:
@@ -407,18 +416,20 @@ async def measure_idle_async(proc: harness.Proc, port: int, count: int, tls: boo
     )
 
 
-def raise_fd_limit(needed: int) -> None:
-    """Raise this process's open-files limit to `needed`, the hard one too when allowed (root),
-    so the client and the proxies it starts (they inherit it) can hold the idle crowd."""
+def raise_fd_limit(needed: int) -> int:
+    """Raise this process's open-files limit to `needed`, the hard one too when allowed (root
+    with CAP_SYS_RESOURCE), so the client and the proxies it starts (they inherit it) can hold
+    the idle crowd. Returns the soft limit in force: idle counts are capped below it."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and hard < needed:
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (needed, needed))
-            return
+            return needed
         except (ValueError, OSError) as exc:
-            progress(f"cannot raise the open-files hard limit {hard} to {needed} ({exc}): idle counts above it fail")
+            progress(f"cannot raise the open-files hard limit {hard} to {needed} ({exc}): idle counts are capped")
     if soft < needed:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, needed), hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 # --------------------------------------------------------------------------- report
@@ -498,7 +509,16 @@ def report(args: argparse.Namespace, out: Results, meta: dict[str, object]) -> N
         print("\nIdle keep-alive connections (one request each, then held; RSS of all the proxy's processes)")
         print(
             harness.text_table(
-                ("proxy", "kind", "held", "RSS before MiB", "RSS after MiB", "RSS per connection KiB", "opened in s"),
+                (
+                    "proxy",
+                    "kind",
+                    "held",
+                    "RSS before MiB",
+                    "RSS after MiB",
+                    "RSS per connection KiB",
+                    "opened in s",
+                    "RSS MiB at requested (extrapolated)",
+                ),
                 [
                     (
                         i.proxy,
@@ -508,6 +528,8 @@ def report(args: argparse.Namespace, out: Results, meta: dict[str, object]) -> N
                         f"{i.rss_after / 2**20:.1f}",
                         fmt(None if i.per_connection is None else i.per_connection / 1024, "{:.1f}"),
                         f"{i.open_seconds:.1f}",
+                        fmt(None if i.rss_at_requested is None else i.rss_at_requested / 2**20, "{:.0f}")
+                        + (f" at {i.requested}" if i.rss_at_requested is not None else ""),
                     )
                     for i in out.idle
                 ],
@@ -539,7 +561,10 @@ def bench_proxy(args: argparse.Namespace, proxy: str, tmp: Path, pems: dict[str,
     ports = ProxyPorts(*harness.free_ports(3))
     argv = proxy_argv(args, proxy, tmp, ports, pems)
     progress(f"{proxy}: {shlex.join(argv)}")
-    for kind, count in (("plain", args.idle_plain), ("tls", args.idle_tls)):
+    for kind, requested in (("plain", args.idle_plain), ("tls", args.idle_tls)):
+        count = min(requested, maxconn(args) - 100)
+        if count < requested:
+            progress(f"{proxy}: {kind}: holding {count} idle connections, not {requested}: open-files limit")
         if count > 0:
             # A fresh process for each, so memory freed by earlier connections is not reused.
             with harness.running(proxy, argv, tmp) as proc:
@@ -547,6 +572,9 @@ def bench_proxy(args: argparse.Namespace, proxy: str, tmp: Path, pems: dict[str,
                     harness.wait_for_port(proc, port)
                 port = ports.plain if kind == "plain" else ports.ecdsa
                 idle = asyncio.run(measure_idle_async(proc, port, count, kind == "tls"))
+                idle.requested = requested
+                if count < requested and idle.per_connection is not None:
+                    idle.rss_at_requested = round(idle.rss_before + idle.per_connection * requested)
                 out.idle.append(idle)
                 per = fmt(None if idle.per_connection is None else idle.per_connection / 1024, "{:.1f}")
                 progress(f"{proxy}: {idle.held} idle {kind} connections, {per} KiB RSS each")
@@ -593,7 +621,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, harness.on_sigterm)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     # Client: one descriptor per idle connection; proxies: two (client + server side) and spare.
-    raise_fd_limit(2 * maxconn(args) + 50_000)
+    args.fd_limit = 1 << 30  # maxconn() below: the idle counts alone
+    args.fd_limit = raise_fd_limit(2 * maxconn(args) + 50_000)
     with contextlib.suppress(ImportError):
         import uvloop
 
