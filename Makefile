@@ -67,10 +67,12 @@ e2e: $(NATIVE) system-deps
 docs: $(STAMP)
 	$(PY) -m balancer.config.reference docs/config-keys.md
 
-# Not part of `make test`: compares balancer with HAProxy and NGINX on this machine.
+# Not part of `make test`: compares balancer with HAProxy, NGINX and Python peers on this machine
+# (bench/README.md). The peers and matplotlib go into bench/.venv-peers, not the project's venv.
 bench: $(NATIVE)
 	bash scripts/system-deps.sh bench
-	$(PY) bench/run.py
+	$(PY) bench/peers.py install
+	$(PY) bench/all.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache src/*.egg-info build

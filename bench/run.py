@@ -7,7 +7,8 @@ balancer's own.
 
 One NGINX process (1 worker, two server blocks) is the backend for every proxy. Each proxy is
 started in turn on its own loopback port, checked to really balance over both backend servers,
-then loaded with wrk in two scenarios: keep-alive and `Connection: close`. Proxy CPU time is read
+then loaded with wrk in each scenario (SCENARIOS: varied heads first, keep-alive and `Connection:
+close`, identical heads, POST bodies). Proxy CPU time is read
 from /proc before and after each wrk run, because wrk, the backend and the proxy share the cores:
 req/s alone says little, req/s per proxy core is the comparable figure (see
 ../shared/REFERENCE.md).
@@ -41,20 +42,37 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import peers  # bench/peers.py: the Python peers' venv
+
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT = REPO / "bench" / "results" / "latest.json"
 DEFAULT_BALANCER_CMD = f"{REPO / '.venv' / 'bin' / 'balancer'} run -c {{config}}"
 
-PROXIES = ("haproxy", "nginx", "pyfloor", "balancer")
+PROXIES = ("haproxy", "nginx", "pyfloor", "pyproxy", "balancer")
+# Python peers that cannot be an HTTP reverse proxy: reported as such (bench/peers.py).
+UNABLE = {"pproxy": "pproxy 2.7.9 has no HTTP reverse proxy mode (only tunnels to one address): measured in tcp.py"}
 FLOOR_PROXY = REPO / "bench" / "floor_proxy.py"
 # Ratios of req/s per proxy core printed and kept in the JSON: (numerator, denominator).
-RATIOS = (("balancer", "haproxy"), ("balancer", "nginx"), ("balancer", "pyfloor"), ("pyfloor", "haproxy"))
-# Extra wrk arguments per scenario.
+RATIOS = (
+    ("balancer", "haproxy"),
+    ("balancer", "nginx"),
+    ("balancer", "pyfloor"),
+    ("pyfloor", "haproxy"),
+    ("balancer", "pyproxy"),
+)
+BENCH = Path(__file__).resolve().parent
+# Extra wrk arguments per scenario; those after "--" go after the URL (the lua script's arguments).
+# Every head different, browser-like (bench/varied.lua) is what users send, so it comes first and
+# is the figure to quote; identical heads (wrk's default) are the second line.
 SCENARIOS: dict[str, list[str]] = {
+    "varied": ["-s", str(BENCH / "varied.lua")],
+    "varied-close": ["-s", str(BENCH / "varied.lua"), "-H", "Connection: close"],
     "keepalive": [],
     "close": ["-H", "Connection: close"],
-    # Every request head different, browser-like (bench/varied.lua): what users send.
-    "varied": ["-s", str(Path(__file__).resolve().parent / "varied.lua")],
+    # POST bodies, keep-alive (bench/body.lua).
+    "post-1k": ["-s", str(BENCH / "body.lua"), "--", "1024"],
+    "post-100k": ["-s", str(BENCH / "body.lua"), "--", "102400"],
 }
 BODY = b"hello\n"
 
@@ -87,6 +105,7 @@ class Ports:
     nginx: int
     balancer: int
     pyfloor: int = 0  # last and defaulted: bench/tls.py builds Ports from five ports, for the backend
+    pyproxy: int = 0
 
 
 def free_ports(count: int) -> list[int]:
@@ -330,6 +349,13 @@ def proxy_argv(proxy: str, tmp: Path, ports: Ports, balancer_cmd: str, workers: 
     if proxy == "nginx":
         prefix = tmp / "nginx-proxy"
         return nginx_argv(tmp, "nginx-proxy", nginx_proxy_config(prefix, ports))
+    if proxy == "pyproxy":
+        conf = tmp / "pyproxy.json"
+        conf.write_text(peers.pyproxy_config(ports.pyproxy, [ports.backend1, ports.backend2]))
+        try:
+            return peers.pyproxy_argv(conf)
+        except peers.NotInstalled as exc:
+            raise BenchError(str(exc)) from exc
     if proxy == "pyfloor":
         # The same interpreter as the bench, i.e. the venv's, with its uvloop and httptools.
         servers = [arg for port in (ports.backend1, ports.backend2) for arg in ("--server", f"127.0.0.1:{port}")]
@@ -441,6 +467,15 @@ def parse_wrk(output: str) -> WrkResult:
     return result
 
 
+def wrk_scenario_argv(scenario: str, url: str) -> list[str]:
+    """The scenario's wrk options, the URL, then the script's own arguments (after "--")."""
+    extra = SCENARIOS[scenario]
+    if "--" not in extra:
+        return [*extra, url]
+    cut = extra.index("--")
+    return [*extra[:cut], url, *extra[cut:]]
+
+
 def run_wrk(args: argparse.Namespace, port: int, scenario: str, seconds: int) -> str:
     wrk = [
         find_binary("wrk"),
@@ -448,8 +483,7 @@ def run_wrk(args: argparse.Namespace, port: int, scenario: str, seconds: int) ->
         f"-c{args.connections}",
         f"-d{seconds}s",  # wrk takes whole seconds only
         "--latency",
-        *SCENARIOS[scenario],
-        f"http://127.0.0.1:{port}/",
+        *wrk_scenario_argv(scenario, f"http://127.0.0.1:{port}/"),
     ]
     argv = pinned(wrk, "load", args.pin)
     try:
@@ -587,6 +621,18 @@ def errors_text(m: Measurement) -> str:
     return "0" if sock == 0 and m.non_2xx_3xx == 0 else f"sock {sock}, non-2xx {m.non_2xx_3xx}"
 
 
+def text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Columns padded to their widest cell, the first left-aligned, the others right-aligned,
+    a rule under the header. Every bench script prints its tables with it."""
+    widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
+    lines = [
+        "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+        for r in (header, *rows)
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
 def table(results: list[Measurement]) -> str:
     header = (
         "proxy",
@@ -693,6 +739,7 @@ def metadata(args: argparse.Namespace) -> dict[str, object]:
             "python": platform.python_version(),
             # What pyfloor runs on (balancer too).
             **{name: package_version(name) for name in ("uvloop", "httptools")},
+            "python-pyproxy": peers.version("python-pyproxy"),
         },
         "wrk": {"threads": args.threads, "connections": args.connections, "duration_s": args.duration},
         "warmup_s": args.warmup,
@@ -769,8 +816,9 @@ def on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 def run_all(args: argparse.Namespace, tmp: Path) -> Results:
-    ports = Ports(*free_ports(6))
+    ports = Ports(*free_ports(7))
     out = Results()
+    out.notes["unable"] = dict(UNABLE)
     backend_argv = nginx_argv(tmp, "nginx-backend", backend_config(tmp / "nginx-backend", ports))
     backend_argv = pinned(backend_argv, "load", args.pin)
     progress(f"backend: nginx on 127.0.0.1:{ports.backend1} (s1) and 127.0.0.1:{ports.backend2} (s2)")
@@ -838,6 +886,8 @@ def report(args: argparse.Namespace, meta: dict[str, object], out: Results) -> N
         print(ratios_text(rat))
     for proxy, message in out.failures.items():
         print(f"\n{proxy} FAILED: {message}")
+    for proxy, message in UNABLE.items():
+        print(f"\n{proxy}: not measured: {message}")
     progress(f"\nJSON written to {args.output}")
 
 

@@ -9,12 +9,17 @@ each in front of the same NGINX backend (as bench/run.py starts it):
    `--duration` seconds. Proxy CPU time is read from /proc before and after, so the comparable
    figure is handshakes per proxy CPU second ("per proxy core"), as in bench/run.py.
 2. TLS keep-alive req/s: `wrk -t1 -c64 https://...` (ECDSA certificate), req/s and req/s per
-   proxy core.
-3. Idle keep-alive connections: a fresh proxy process, `--idle` connections opened by an asyncio
-   client that sends one request on each and keeps it open; the proxy's RSS (all its processes)
-   before and after, hence RSS per idle connection. Once over TLS, once plain HTTP.
+   proxy core; every head different (bench/varied.lua) first, identical heads second.
+3. Idle keep-alive connections at scale: a fresh proxy process, `--idle-plain` (120,000) or
+   `--idle-tls` (40,000) connections opened by an asyncio client (uvloop when installed) that
+   sends one request on each and keeps it open, spread over source addresses 127.0.0.2, .3, ...
+   (SOURCE_SPAN connections each: one source address has about 28k ephemeral ports); the
+   proxy's RSS (all its processes) before and after, RSS per idle connection and the time to
+   open them. The open-files limit (soft and hard, as root) is raised for this process and so
+   for the proxies it starts; HAProxy gets `maxconn` (it sizes its ulimit-n from it), balancer
+   `[global] maxconn` (it raises its soft limit from it, src/balancer/limits.py).
 
-Usage: .venv/bin/python bench/tls.py [--duration 10] [--clients 2] [--idle 5000] [--only balancer]
+Usage: .venv/bin/python bench/tls.py [--duration 10] [--clients 2] [--idle-plain 120000] [--idle-tls 40000]
 Prints tables and balancer/HAProxy ratios; writes JSON to bench/results/tls-latest.json.
 """
 
@@ -50,6 +55,11 @@ PROXIES = ("haproxy", "balancer")
 KEYS = ("ecdsa", "rsa")
 BODY = b"hello\n"
 IDLE_CONCURRENCY = 200  # connections being opened at once by the idle client
+SOURCE_SPAN = 20_000  # idle connections per client source address (127.0.0.2, .3, ...)
+# Descriptors kept free under the open-files limit when it caps the idle count: the proxy's
+# listeners, log, pooled server connections; the client's /proc reads.
+FD_HEADROOM = 1500
+HEADS = {"varied": ["-s", str(Path(__file__).resolve().parent / "varied.lua")], "identical": []}
 IDLE_SETTLE = 2.0  # seconds between the last connection opened and reading RSS
 
 
@@ -110,12 +120,13 @@ class ProxyPorts:
         return port
 
 
-def haproxy_config(ports: ProxyPorts, pems: dict[str, Path], backend: int) -> str:
+def haproxy_config(ports: ProxyPorts, pems: dict[str, Path], backend: int, maxconn: int) -> str:
     # Idle timeouts long enough to hold the idle connections; no logging (as in bench/run.py).
     return f"""\
 global
     nbthread 1
-    maxconn 9000
+    maxconn {maxconn}
+    ulimit-n {2 * maxconn + FD_HEADROOM}
 
 defaults
     mode http
@@ -144,7 +155,7 @@ backend web
 """
 
 
-def balancer_config(tmp: Path, ports: ProxyPorts, pems: dict[str, Path], backend: int) -> str:
+def balancer_config(tmp: Path, ports: ProxyPorts, pems: dict[str, Path], backend: int, maxconn: int) -> str:
     # Access log on, as in bench/run.py (the full default path); ALPN http/1.1 is the default.
     frontends = ""
     for kind in ("ecdsa", "rsa", "plain"):
@@ -162,6 +173,7 @@ timeouts = {{ client = "10m", http_request = "10m", http_keep_alive = "10m" }}
 [global]
 workers = 1
 grace = "1s"
+maxconn = {maxconn}
 log = "file:{tmp}/access.log"
 {frontends}
 [[backend]]
@@ -178,11 +190,19 @@ def proxy_argv(args: argparse.Namespace, proxy: str, tmp: Path, ports: ProxyPort
     backend = args.backend_port
     if proxy == "haproxy":
         conf = tmp / "haproxy-tls.cfg"
-        conf.write_text(haproxy_config(ports, pems, backend))
+        conf.write_text(haproxy_config(ports, pems, backend, maxconn(args)))
         return [harness.find_binary("haproxy"), "-db", "-f", str(conf)]
     conf = tmp / "balancer-tls.toml"
-    conf.write_text(balancer_config(tmp, ports, pems, backend))
+    conf.write_text(balancer_config(tmp, ports, pems, backend, maxconn(args)))
     return shlex.split(args.balancer_cmd.replace("{config}", shlex.quote(str(conf))))
+
+
+def maxconn(args: argparse.Namespace) -> int:
+    """Client connections each proxy must accept: the idle crowd plus the load clients, at most
+    what the open-files limit leaves. HAProxy plans two descriptors per connection and refuses
+    to start when `ulimit-n` is below that, so the cap is half the limit, for both proxies alike
+    (the same idle count for both keeps RSS and time to open comparable)."""
+    return min(max(args.idle_plain, args.idle_tls, 8000) + 1000, (args.fd_limit - FD_HEADROOM) // 2)
 
 
 def insecure_context() -> ssl.SSLContext:
@@ -266,6 +286,7 @@ def run_handshakes(args: argparse.Namespace, proc: harness.Proc, port: int, key:
 @dataclass
 class KeepAlive:
     proxy: str
+    heads: str  # "varied" (every head different) or "identical"
     requests: int
     rps: float
     p99_ms: float | None
@@ -274,12 +295,12 @@ class KeepAlive:
     per_core: float | None
 
 
-def run_wrk_tls(args: argparse.Namespace, proc: harness.Proc, port: int) -> KeepAlive:
+def run_wrk_tls(args: argparse.Namespace, proc: harness.Proc, port: int, heads: str) -> KeepAlive:
     wrk = harness.find_binary("wrk")
     url = f"https://127.0.0.1:{port}/"
 
     def once(seconds: int) -> str:
-        argv = [wrk, "-t1", f"-c{args.connections}", f"-d{seconds}s", "--latency", url]
+        argv = [wrk, "-t1", f"-c{args.connections}", f"-d{seconds}s", "--latency", *HEADS[heads], url]
         done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=False)
         if done.returncode != 0:
             raise BenchError(f"wrk exited with {done.returncode}: {(done.stderr or done.stdout).strip()[:300]}")
@@ -294,6 +315,7 @@ def run_wrk_tls(args: argparse.Namespace, proc: harness.Proc, port: int) -> Keep
     cpu = (user1 - user0) + (sys1 - sys0)
     return KeepAlive(
         proxy=proc.name,
+        heads=heads,
         requests=result.requests,
         rps=result.rps,
         p99_ms=result.p99_ms,
@@ -333,6 +355,8 @@ class Idle:
     rss_after: int
     per_connection: float | None
     open_seconds: float
+    requested: int = 0  # asked for; more than `wanted` when the open-files limit capped it
+    rss_at_requested: int | None = None  # rss_before + per_connection * requested when capped
 
 
 async def hold_idle(port: int, count: int, tls: bool) -> tuple[list[asyncio.StreamWriter], list[str]]:
@@ -341,9 +365,10 @@ async def hold_idle(port: int, count: int, tls: bool) -> tuple[list[asyncio.Stre
     gate = asyncio.Semaphore(IDLE_CONCURRENCY)
     request = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
 
-    async def one() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    async def one(index: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        source = (f"127.0.0.{2 + index // SOURCE_SPAN}", 0)
         async with gate:
-            connecting = asyncio.open_connection("127.0.0.1", port, ssl=context)
+            connecting = asyncio.open_connection("127.0.0.1", port, ssl=context, local_addr=source)
             reader, writer = await asyncio.wait_for(connecting, 30)
             writer.write(request)
             await writer.drain()
@@ -354,7 +379,7 @@ async def hold_idle(port: int, count: int, tls: bool) -> tuple[list[asyncio.Stre
             await reader.readexactly(int(length[1]) if length else 0)
             return reader, writer
 
-    results = await asyncio.gather(*(one() for _ in range(count)), return_exceptions=True)
+    results = await asyncio.gather(*(one(index) for index in range(count)), return_exceptions=True)
     pairs = [r for r in results if isinstance(r, tuple)]
     errors = sorted({f"{type(r).__name__}: {r}" for r in results if isinstance(r, BaseException)})
     await asyncio.sleep(IDLE_SETTLE)
@@ -391,10 +416,20 @@ async def measure_idle_async(proc: harness.Proc, port: int, count: int, tls: boo
     )
 
 
-def raise_fd_limit(needed: int) -> None:
+def raise_fd_limit(needed: int) -> int:
+    """Raise this process's open-files limit to `needed`, the hard one too when allowed (root
+    with CAP_SYS_RESOURCE), so the client and the proxies it starts (they inherit it) can hold
+    the idle crowd. Returns the soft limit in force: idle counts are capped below it."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (needed, needed))
+            return needed
+        except (ValueError, OSError) as exc:
+            progress(f"cannot raise the open-files hard limit {hard} to {needed} ({exc}): idle counts are capped")
     if soft < needed:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(needed, soft)), hard))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, needed), hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 # --------------------------------------------------------------------------- report
@@ -412,16 +447,6 @@ def fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else spec.format(value)
 
 
-def table(header: Sequence[str], rows: list[Sequence[str]]) -> str:
-    widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
-    lines = [
-        "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
-        for r in (header, *rows)
-    ]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
 def ratio(mine: float | None, theirs: float | None) -> float | None:
     return round(mine / theirs, 3) if mine and theirs else None
 
@@ -434,14 +459,17 @@ def ratios(out: Results) -> dict[str, float | None]:
         if mine and theirs:
             found[f"handshakes_{key}_per_s"] = ratio(mine.per_s, theirs.per_s)
             found[f"handshakes_{key}_per_core"] = ratio(mine.per_core, theirs.per_core)
-    ka = {k.proxy: k for k in out.keepalive}
-    if "balancer" in ka and "haproxy" in ka:
-        found["tls_keepalive_rps"] = ratio(ka["balancer"].rps, ka["haproxy"].rps)
-        found["tls_keepalive_per_core"] = ratio(ka["balancer"].per_core, ka["haproxy"].per_core)
+    ka = {(k.proxy, k.heads): k for k in out.keepalive}
+    for heads in HEADS:
+        mine_ka, theirs_ka = ka.get(("balancer", heads)), ka.get(("haproxy", heads))
+        if mine_ka and theirs_ka:
+            found[f"tls_keepalive_{heads}_rps"] = ratio(mine_ka.rps, theirs_ka.rps)
+            found[f"tls_keepalive_{heads}_per_core"] = ratio(mine_ka.per_core, theirs_ka.per_core)
     idle = {(i.proxy, i.kind): i for i in out.idle}
     for kind in ("tls", "plain"):
         mine_idle, theirs_idle = idle.get(("balancer", kind)), idle.get(("haproxy", kind))
         if mine_idle and theirs_idle:
+            found[f"idle_{kind}_open_seconds"] = ratio(mine_idle.open_seconds, theirs_idle.open_seconds)
             found[f"idle_{kind}_rss_per_connection"] = ratio(mine_idle.per_connection, theirs_idle.per_connection)
     return found
 
@@ -450,7 +478,7 @@ def report(args: argparse.Namespace, out: Results, meta: dict[str, object]) -> N
     if out.handshakes:
         print(f"\nFull TLS handshakes (openssl s_time -new, {args.clients} clients, {args.duration}s)")
         print(
-            table(
+            harness.text_table(
                 ("proxy", "key", "handshakes", "handshakes/s", "proxy CPU s", "per proxy core"),
                 [
                     (h.proxy, h.key, str(h.handshakes), f"{h.per_s:,.0f}", f"{h.cpu_s:.2f}", fmt(h.per_core, "{:,.0f}"))
@@ -461,11 +489,12 @@ def report(args: argparse.Namespace, out: Results, meta: dict[str, object]) -> N
     if out.keepalive:
         print(f"\nTLS keep-alive (wrk -t1 -c{args.connections} -d{args.duration}s https://..., ECDSA)")
         print(
-            table(
-                ("proxy", "req/s", "p99 ms", "errors", "proxy CPU s", "req/s per proxy core"),
+            harness.text_table(
+                ("proxy", "heads", "req/s", "p99 ms", "errors", "proxy CPU s", "req/s per proxy core"),
                 [
                     (
                         k.proxy,
+                        k.heads,
                         f"{k.rps:,.0f}",
                         fmt(k.p99_ms, "{:.2f}"),
                         str(k.errors),
@@ -479,8 +508,17 @@ def report(args: argparse.Namespace, out: Results, meta: dict[str, object]) -> N
     if out.idle:
         print("\nIdle keep-alive connections (one request each, then held; RSS of all the proxy's processes)")
         print(
-            table(
-                ("proxy", "kind", "held", "RSS before MiB", "RSS after MiB", "RSS per connection KiB", "opened in s"),
+            harness.text_table(
+                (
+                    "proxy",
+                    "kind",
+                    "held",
+                    "RSS before MiB",
+                    "RSS after MiB",
+                    "RSS per connection KiB",
+                    "opened in s",
+                    "RSS MiB at requested (extrapolated)",
+                ),
                 [
                     (
                         i.proxy,
@@ -490,6 +528,8 @@ def report(args: argparse.Namespace, out: Results, meta: dict[str, object]) -> N
                         f"{i.rss_after / 2**20:.1f}",
                         fmt(None if i.per_connection is None else i.per_connection / 1024, "{:.1f}"),
                         f"{i.open_seconds:.1f}",
+                        fmt(None if i.rss_at_requested is None else i.rss_at_requested / 2**20, "{:.0f}")
+                        + (f" at {i.requested}" if i.rss_at_requested is not None else ""),
                     )
                     for i in out.idle
                 ],
@@ -521,14 +561,20 @@ def bench_proxy(args: argparse.Namespace, proxy: str, tmp: Path, pems: dict[str,
     ports = ProxyPorts(*harness.free_ports(3))
     argv = proxy_argv(args, proxy, tmp, ports, pems)
     progress(f"{proxy}: {shlex.join(argv)}")
-    if args.idle > 0:
-        for kind in ("plain", "tls"):
+    for kind, requested in (("plain", args.idle_plain), ("tls", args.idle_tls)):
+        count = min(requested, maxconn(args) - 100)
+        if count < requested:
+            progress(f"{proxy}: {kind}: holding {count} idle connections, not {requested}: open-files limit")
+        if count > 0:
             # A fresh process for each, so memory freed by earlier connections is not reused.
             with harness.running(proxy, argv, tmp) as proc:
                 for port in (ports.ecdsa, ports.plain):
                     harness.wait_for_port(proc, port)
                 port = ports.plain if kind == "plain" else ports.ecdsa
-                idle = asyncio.run(measure_idle_async(proc, port, args.idle, kind == "tls"))
+                idle = asyncio.run(measure_idle_async(proc, port, count, kind == "tls"))
+                idle.requested = requested
+                if count < requested and idle.per_connection is not None:
+                    idle.rss_at_requested = round(idle.rss_before + idle.per_connection * requested)
                 out.idle.append(idle)
                 per = fmt(None if idle.per_connection is None else idle.per_connection / 1024, "{:.1f}")
                 progress(f"{proxy}: {idle.held} idle {kind} connections, {per} KiB RSS each")
@@ -542,11 +588,11 @@ def bench_proxy(args: argparse.Namespace, proxy: str, tmp: Path, pems: dict[str,
             progress(
                 f"{proxy}: {key}: {result.per_s:,.0f} handshakes/s, {fmt(result.per_core, '{:,.0f}')} per proxy core"
             )
-        keepalive = run_wrk_tls(args, proc, ports.ecdsa)
-        out.keepalive.append(keepalive)
-        progress(
-            f"{proxy}: TLS keep-alive {keepalive.rps:,.0f} req/s, {fmt(keepalive.per_core, '{:,.0f}')} per proxy core"
-        )
+        for heads in HEADS:
+            keepalive = run_wrk_tls(args, proc, ports.ecdsa, heads)
+            out.keepalive.append(keepalive)
+            per_core = fmt(keepalive.per_core, "{:,.0f}")
+            progress(f"{proxy}: TLS keep-alive, {heads} heads: {keepalive.rps:,.0f} req/s, {per_core} per proxy core")
         if proc.popen.poll() is not None:
             raise BenchError(f"{proxy} died:\n{harness.log_tail(proc)}")
 
@@ -556,14 +602,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--duration", type=int, default=10, help="seconds per handshake and wrk run (default 10)")
     p.add_argument("--clients", type=int, default=2, help="parallel `openssl s_time` clients (default 2)")
     p.add_argument("--connections", type=int, default=64, help="wrk -c (default 64)")
-    p.add_argument("--idle", type=int, default=5000, help="idle connections to hold, 0: skip (default 5000)")
+    p.add_argument("--idle-plain", type=int, default=120_000, help="idle plain connections, 0: skip (default 120000)")
+    p.add_argument("--idle-tls", type=int, default=40_000, help="idle TLS connections, 0: skip (default 40000)")
     p.add_argument("--only", type=harness.csv_choice(PROXIES), default=list(PROXIES), help="e.g. balancer")
     p.add_argument("--balancer-cmd", default=harness.DEFAULT_BALANCER_CMD, help="as in bench/run.py")
     p.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="JSON results (default: %(default)s)")
     p.add_argument("--keep-tmp", action="store_true", help="keep configs, certificates and logs")
     args = p.parse_args(argv)
-    if args.duration <= 0 or args.clients < 1 or args.connections < 1 or args.idle < 0:
-        p.error("--duration, --clients and --connections must be positive, --idle at least 0")
+    if args.duration <= 0 or args.clients < 1 or args.connections < 1 or min(args.idle_plain, args.idle_tls) < 0:
+        p.error("--duration, --clients and --connections must be positive, --idle-* at least 0")
     if "{config}" not in args.balancer_cmd:
         args.balancer_cmd += " -c {config}"
     return args
@@ -573,7 +620,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, harness.on_sigterm)
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    raise_fd_limit(args.idle + 1000)
+    # Client: one descriptor per idle connection; proxies: two (client + server side) and spare.
+    args.fd_limit = 1 << 30  # maxconn() below: the idle counts alone
+    args.fd_limit = raise_fd_limit(2 * maxconn(args) + 50_000)
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     tmp = Path(tempfile.mkdtemp(prefix="balancer-bench-tls-"))
     tmp.chmod(0o755)  # nginx workers run as nobody when started as root
     meta: dict[str, object] = {
@@ -587,7 +640,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "duration_s": args.duration,
         "s_time_clients": args.clients,
         "wrk_connections": args.connections,
-        "idle_connections": args.idle,
+        "idle_connections": {"plain": args.idle_plain, "tls": args.idle_tls},
+        "idle_source_span": SOURCE_SPAN,
     }
     out = Results()
     try:

@@ -1,6 +1,7 @@
 -- wrk script: every request head different, as browsers send them (bench/run.py --scenarios varied).
 -- The path, the query, the cookie, the referer and the user agent change per request; about
--- ten headers in all. Keep-alive as wrk's default.
+-- ten headers in all. Keep-alive as wrk's default; headers given with -H (e.g. `Connection: close`)
+-- are added to every request.
 local counter = 0
 local pages = {"/", "/products", "/products/list", "/cart", "/account/orders", "/search", "/static/app.js", "/api/v1/items"}
 local agents = {
@@ -24,5 +25,8 @@ request = function()
     ["Cache-Control"] = "no-cache",
     ["Sec-Fetch-Mode"] = "navigate",
   }
+  for name, value in pairs(wrk.headers) do
+    if name ~= "Host" then headers[name] = value end
+  end
   return wrk.format("GET", path, headers)
 end

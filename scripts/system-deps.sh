@@ -6,9 +6,9 @@ set -euo pipefail
 
 case "${1:-test}" in
   base)  want=(nft:nftables) ;;   # the L4 tier's data plane (balancer.cluster.l4)
-  test)  want=(nft:nftables curl:curl wrk:wrk chromium:chromium nginx:nginx openssl:openssl haproxy:haproxy
+  test)  want=(nft:nftables curl:curl wrk:wrk iperf3:iperf3 chromium:chromium nginx:nginx openssl:openssl haproxy:haproxy
          promtool:prometheus bird:bird2 dig:bind9-dnsutils slowhttptest:slowhttptest keepalived:keepalived h2load:nghttp2-client) ;;   # bird: the router of the [bgp] tests; dig: [dns]; keepalived: [vrrp]; h2load, nghttp: HTTP/2 clients
-  bench) want=(wrk:wrk haproxy:haproxy nginx:nginx curl:curl dnsperf:dnsperf nsd:nsd) ;;
+  bench) want=(wrk:wrk haproxy:haproxy nginx:nginx curl:curl dnsperf:dnsperf nsd:nsd iperf3:iperf3 openssl:openssl perf:linux-perf) ;;
   *) echo "usage: $0 base|test|bench" >&2; exit 2 ;;
 esac
 

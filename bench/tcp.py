@@ -1,0 +1,331 @@
+#!/usr/bin/env python3
+"""Benchmark the L4 relay (`mode = "tcp"`): balancer vs HAProxy `mode tcp` and pproxy, same run.
+
+Each proxy relays one listening port to one backend port, nothing else (no rules, no logging),
+and is measured two ways:
+
+1. **Bulk throughput**: an `iperf3 -s` backend (a sink), `iperf3 -c PROXY -P STREAMS -t D` pushes
+   STREAMS parallel streams through the proxy. Figures: Gbit/s received by the sink and Gbit
+   relayed per proxy CPU second ("per proxy core"), the comparable one on a shared machine.
+2. **New connections**: an NGINX backend answering `return 200`, `wrk -H "Connection: close"`
+   through the relay: every request is a new client connection and a new server connection.
+   Figures: connections/s and connections per proxy CPU second.
+
+The Python peer is pproxy 2.7.9 on uvloop (a `tunnel{backend}://listen` relay), run from the
+bench venv bench/.venv-peers (see bench/README.md); when that venv is missing it is reported as not
+installed, not left out silently.
+
+Usage: .venv/bin/python bench/tcp.py [--duration 10] [--streams 4] [--only haproxy,balancer]
+Prints a table and the ratios; writes JSON to bench/results/tcp-latest.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import peers  # bench/peers.py: where the Python peers are installed
+import run as harness  # bench/run.py: processes, the nginx backend, wrk parsing, CPU time
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_OUTPUT = REPO / "bench" / "results" / "tcp-latest.json"
+PROXIES = ("haproxy", "balancer", "pproxy")
+BULK_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class Ports:
+    sink: int  # iperf3 -s
+    web: int  # nginx return 200
+    relay_sink: int  # the proxy's port relaying to the sink
+    relay_web: int  # the proxy's port relaying to the web backend
+
+
+def haproxy_config(ports: Ports) -> str:
+    return f"""\
+global
+    nbthread 1
+    maxconn 8000
+
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+
+listen sink
+    bind 127.0.0.1:{ports.relay_sink}
+    server s1 127.0.0.1:{ports.sink}
+
+listen web
+    bind 127.0.0.1:{ports.relay_web}
+    server s1 127.0.0.1:{ports.web}
+"""
+
+
+def balancer_config(ports: Ports) -> str:
+    pairs = (("sink", ports.relay_sink, ports.sink), ("web", ports.relay_web, ports.web))
+    text = '[global]\nworkers = 1\ngrace = "1s"\n'
+    for name, listen, target in pairs:
+        text += f"""
+[[frontend]]
+name = "{name}"
+bind = ["127.0.0.1:{listen}"]
+mode = "tcp"
+default_backend = "{name}"
+
+[[backend]]
+name = "{name}"
+mode = "tcp"
+
+  [[backend.server]]
+  name = "s1"
+  address = "127.0.0.1:{target}"
+"""
+    return text
+
+
+def proxy_argv(args: argparse.Namespace, proxy: str, tmp: Path, ports: Ports) -> list[str]:
+    if proxy == "haproxy":
+        conf = tmp / "haproxy-tcp.cfg"
+        conf.write_text(haproxy_config(ports))
+        return [harness.find_binary("haproxy"), "-db", "-f", str(conf)]
+    if proxy == "pproxy":
+        listens = [
+            arg
+            for listen, target in ((ports.relay_sink, ports.sink), (ports.relay_web, ports.web))
+            for arg in ("-l", f"tunnel{{127.0.0.1:{target}}}://127.0.0.1:{listen}")
+        ]
+        return peers.pproxy_argv(listens)
+    conf = tmp / "balancer-tcp.toml"
+    conf.write_text(balancer_config(ports))
+    return shlex.split(args.balancer_cmd.replace("{config}", shlex.quote(str(conf))))
+
+
+# --------------------------------------------------------------------------- measures
+
+
+@dataclass
+class Bulk:
+    proxy: str
+    streams: int
+    seconds: float
+    gbit_s: float
+    cpu_s: float
+    gbit_per_core: float | None  # Gbit relayed per proxy CPU second
+
+
+@dataclass
+class Connections:
+    proxy: str
+    connections: int
+    per_s: float
+    errors: int
+    cpu_s: float
+    per_core: float | None
+    cpu_us_per_conn: float | None
+
+
+def run_bulk(args: argparse.Namespace, proc: harness.Proc, port: int) -> Bulk:
+    iperf = harness.find_binary("iperf3")
+    argv = [iperf, "-c", "127.0.0.1", "-p", str(port), "-P", str(args.streams), "-t", str(args.duration), "-J"]
+    for attempt in range(BULK_ATTEMPTS):
+        user0, sys0 = harness.tree_cpu(proc.popen.pid)
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=args.duration + 60, check=False)
+        user1, sys1 = harness.tree_cpu(proc.popen.pid)
+        # iperf3 -s serves one test at a time and refuses a client while it ends the last one.
+        if "busy" not in done.stdout or attempt == BULK_ATTEMPTS - 1:
+            break
+        time.sleep(0.5)
+    try:
+        report = json.loads(done.stdout)
+        received = report["end"]["sum_received"]
+    except (ValueError, KeyError) as exc:
+        raise harness.BenchError(f"{proc.name}: iperf3 gave no result: {(done.stdout + done.stderr)[-400:]}") from exc
+    cpu = (user1 - user0) + (sys1 - sys0)
+    gbits = received["bytes"] * 8 / 1e9
+    return Bulk(
+        proxy=proc.name,
+        streams=args.streams,
+        seconds=round(received["seconds"], 2),
+        gbit_s=round(received["bits_per_second"] / 1e9, 2),
+        cpu_s=round(cpu, 2),
+        gbit_per_core=round(gbits / cpu, 2) if cpu > 0 else None,
+    )
+
+
+def run_connections(args: argparse.Namespace, proc: harness.Proc, port: int) -> Connections:
+    # harness.measure runs the warm-up and reads the proxy's CPU around the measured wrk run.
+    m = harness.measure(args, proc, port, "close")
+    return Connections(
+        proxy=proc.name,
+        connections=m.requests,
+        per_s=m.rps,
+        errors=sum(m.socket_errors.values()) + m.non_2xx_3xx,
+        cpu_s=m.cpu_s,
+        per_core=m.rps_per_core,
+        cpu_us_per_conn=m.cpu_us_per_req,
+    )
+
+
+@dataclass
+class Results:
+    bulk: list[Bulk] = field(default_factory=list)
+    connections: list[Connections] = field(default_factory=list)
+    failures: dict[str, str] = field(default_factory=dict)
+
+
+def bench_proxy(args: argparse.Namespace, proxy: str, tmp: Path, ports: Ports, out: Results) -> None:
+    argv = proxy_argv(args, proxy, tmp, ports)
+    harness.progress(f"{proxy}: {shlex.join(argv)}")
+    with harness.running(proxy, argv, tmp) as proc:
+        # Only the web port is probed: a probe through the sink port would start an iperf3 test
+        # that the server is still tearing down when the measured client connects (it then
+        # refuses it as busy). Every proxy here opens both listeners at once.
+        harness.wait_for_port(proc, ports.relay_web)
+        bulk = run_bulk(args, proc, ports.relay_sink)
+        out.bulk.append(bulk)
+        harness.progress(
+            f"{proxy}: bulk {bulk.gbit_s:.2f} Gbit/s, {harness.fmt(bulk.gbit_per_core, '{:.2f}')} per core"
+        )
+        conns = run_connections(args, proc, ports.relay_web)
+        out.connections.append(conns)
+        harness.progress(
+            f"{proxy}: {conns.per_s:,.0f} new connections/s, {harness.fmt(conns.per_core, '{:,.0f}')} per core"
+        )
+        if proc.popen.poll() is not None:
+            raise harness.BenchError(f"{proxy} died:\n{harness.log_tail(proc)}")
+
+
+def ratios(out: Results) -> dict[str, float | None]:
+    bulk = {b.proxy: b.gbit_per_core for b in out.bulk}
+    conns = {c.proxy: c.per_core for c in out.connections}
+    found: dict[str, float | None] = {}
+    for peer in ("haproxy", "pproxy"):
+        for name, values in (("bulk_per_core", bulk), ("new_connections_per_core", conns)):
+            mine, theirs = values.get("balancer"), values.get(peer)
+            if mine is not None and theirs:
+                found[f"{name} balancer/{peer}"] = round(mine / theirs, 3)
+    return found
+
+
+def report(args: argparse.Namespace, out: Results, meta: dict[str, object]) -> dict[str, object]:
+    if out.bulk:
+        print(f"\nL4 bulk throughput (iperf3 -P {args.streams} -t {args.duration} through the relay)")
+        print(
+            harness.text_table(
+                ("proxy", "Gbit/s", "proxy CPU s", "Gbit per proxy core"),
+                [
+                    (b.proxy, f"{b.gbit_s:.2f}", f"{b.cpu_s:.2f}", harness.fmt(b.gbit_per_core, "{:.2f}"))
+                    for b in out.bulk
+                ],
+            )
+        )
+    if out.connections:
+        print(f"\nL4 new connections (wrk -c{args.connections} -H 'Connection: close' through the relay)")
+        print(
+            harness.text_table(
+                ("proxy", "conn/s", "errors", "proxy CPU s", "CPU µs/conn", "conn per proxy core"),
+                [
+                    (
+                        c.proxy,
+                        f"{c.per_s:,.0f}",
+                        str(c.errors),
+                        f"{c.cpu_s:.2f}",
+                        harness.fmt(c.cpu_us_per_conn, "{:.1f}"),
+                        harness.fmt(c.per_core, "{:,.0f}"),
+                    )
+                    for c in out.connections
+                ],
+            )
+        )
+    rat = ratios(out)
+    for name, value in rat.items():
+        print(f"  {name}: {harness.fmt(value, '{:.2f}x')}")
+    for proxy, message in out.failures.items():
+        print(f"\n{proxy} FAILED: {message}")
+    data: dict[str, object] = {
+        **meta,
+        "bulk": [asdict(b) for b in out.bulk],
+        "connections": [asdict(c) for c in out.connections],
+        "ratios": rat,
+        "failures": out.failures,
+    }
+    harness.write_json(args.output, data)
+    harness.progress(f"\nJSON written to {args.output}")
+    return data
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--duration", type=int, default=10, help="seconds per iperf3 and wrk run (default 10)")
+    p.add_argument("--streams", type=int, default=4, help="iperf3 -P, parallel bulk streams (default 4)")
+    p.add_argument("--connections", type=int, default=64, help="wrk -c for the new-connection run (default 64)")
+    p.add_argument("--warmup", type=int, default=1, help="seconds of unmeasured wrk before the run")
+    p.add_argument("--only", type=harness.csv_choice(PROXIES), default=list(PROXIES), help="e.g. haproxy,balancer")
+    p.add_argument("--balancer-cmd", default=harness.DEFAULT_BALANCER_CMD, help="as in bench/run.py")
+    p.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="JSON results (default: %(default)s)")
+    p.add_argument("--keep-tmp", action="store_true", help="keep configs and logs")
+    args = p.parse_args(argv)
+    if args.duration <= 0 or args.streams < 1 or args.connections < 1 or args.warmup < 0:
+        p.error("--duration, --streams and --connections must be positive")
+    if "{config}" not in args.balancer_cmd:
+        args.balancer_cmd += " -c {config}"
+    # What harness.measure reads: one wrk thread, no pinning.
+    args.threads, args.pin, args.repeat = 1, False, 1
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, harness.on_sigterm)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    tmp = Path(tempfile.mkdtemp(prefix="balancer-bench-tcp-"))
+    tmp.chmod(0o755)  # nginx workers run as nobody when started as root
+    meta: dict[str, object] = {**harness.metadata(args), "streams": args.streams}
+    meta["versions"] = {**meta["versions"], "iperf3": harness.version_of(["iperf3", "--version"])}  # type: ignore[dict-item]
+    meta["versions"]["pproxy"] = peers.version("pproxy")  # type: ignore[index]
+    out = Results()
+    try:
+        free = harness.free_ports(6)
+        ports = Ports(sink=free[0], web=free[1], relay_sink=free[2], relay_web=free[3])
+        web_ports = harness.Ports(free[1], free[4], 0, 0, 0)
+        web_argv = harness.nginx_argv(tmp, "nginx-backend", harness.backend_config(tmp / "nginx-backend", web_ports))
+        sink_argv = [harness.find_binary("iperf3"), "-s", "-B", "127.0.0.1", "-p", str(ports.sink)]
+        with harness.running("backend", web_argv, tmp) as web, harness.running("sink", sink_argv, tmp) as sink:
+            harness.wait_for_port(web, ports.web)
+            harness.wait_for_port(sink, ports.sink)
+            for proxy in (p for p in PROXIES if p in args.only):
+                try:
+                    bench_proxy(args, proxy, tmp, ports, out)
+                except harness.BenchError as exc:
+                    out.failures[proxy] = str(exc)
+                    harness.progress(f"{proxy}: FAILED: {exc}")
+    except harness.BenchError as exc:
+        harness.progress(f"FAILED: {exc}")
+        return 1
+    except KeyboardInterrupt:
+        harness.progress("interrupted")
+        return 130
+    finally:
+        if args.keep_tmp:
+            harness.progress(f"kept in {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    report(args, out, meta)
+    return 1 if out.failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
