@@ -262,5 +262,8 @@ def test_an_address_taken_at_start_is_exit_1_naming_it(tmp_path: Path) -> None:
         path.write_text(f'[dns]\nbind = ["127.0.0.1:{port}"]\nzone = "example.com"\n')
         process = BalancerProcess(path, log_dir=tmp_path / "log")
         assert process.wait(timeout=20) == 1
-    assert f"[dns] cannot bind 127.0.0.1:{port} (udp): Address already in use" in process.output()
-    assert "Traceback" not in process.output()
+    # UDP is taken here; the same port number over TCP may be taken too by some outgoing
+    # connection of the machine (it is an ephemeral port): either way the line names it.
+    output = process.output()
+    assert f"[dns] cannot bind 127.0.0.1:{port} (" in output and "in use" in output.lower(), output
+    assert "Traceback" not in output
