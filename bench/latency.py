@@ -194,15 +194,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--paced-connections", type=int, default=32, help="wrk -c for the paced runs (default 32)")
     p.add_argument("--rate", type=float, default=0.0, help="offered req/s; 0: half of the lowest peak (default)")
     p.add_argument("--warmup", type=int, default=1, help="seconds of unmeasured wrk before each peak run")
-    p.add_argument("--only", type=harness.csv_choice(PROXIES), default=list(PROXIES), help="e.g. haproxy,balancer")
-    p.add_argument("--balancer-cmd", default=harness.DEFAULT_BALANCER_CMD, help="as in bench/run.py")
-    p.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="JSON results (default: %(default)s)")
-    p.add_argument("--keep-tmp", action="store_true", help="keep configs and logs")
+    harness.add_part_options(p, PROXIES, DEFAULT_OUTPUT, "keep configs and logs")
     args = p.parse_args(argv)
     if args.duration <= 0 or args.connections < 1 or args.paced_connections < 1 or args.rate < 0:
         p.error("--duration and the connection counts must be positive, --rate at least 0")
-    if "{config}" not in args.balancer_cmd:
-        args.balancer_cmd += " -c {config}"
+    args.balancer_cmd = harness.with_config(args.balancer_cmd)
     args.threads, args.pin, args.repeat = 1, False, 1  # what harness.measure and metadata read
     return args
 

@@ -127,8 +127,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--balancer-cmd", default=harness.DEFAULT_BALANCER_CMD, help="as in bench/run.py")
     p.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="JSON results (default: %(default)s)")
     args = p.parse_args(argv)
-    if "{config}" not in args.balancer_cmd:
-        args.balancer_cmd += " -c {config}"
+    args.balancer_cmd = harness.with_config(args.balancer_cmd)
     args.threads, args.pin, args.repeat, args.warmup = 1, False, 1, 0  # what harness.measure reads
     return args
 

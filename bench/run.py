@@ -763,6 +763,19 @@ def progress(message: str) -> None:
 # --------------------------------------------------------------------------- main
 
 
+def add_part_options(p: argparse.ArgumentParser, proxies: Sequence[str], output: Path, keep: str) -> None:
+    """The options every part of the bench shares: --only, --balancer-cmd, --output, --keep-tmp."""
+    p.add_argument("--only", type=csv_choice(proxies), default=list(proxies), help="e.g. haproxy,balancer")
+    p.add_argument("--balancer-cmd", default=DEFAULT_BALANCER_CMD, help="as in bench/run.py")
+    p.add_argument("--output", type=Path, default=output, help="JSON results (default: %(default)s)")
+    p.add_argument("--keep-tmp", action="store_true", help=keep)
+
+
+def with_config(balancer_cmd: str) -> str:
+    """`balancer_cmd` with its {config} placeholder (appended as `-c {config}` when absent)."""
+    return balancer_cmd if "{config}" in balancer_cmd else balancer_cmd + " -c {config}"
+
+
 def csv_choice(allowed: Sequence[str]) -> Callable[[str], list[str]]:
     def parse(text: str) -> list[str]:
         items = [item.strip() for item in text.split(",") if item.strip()]
@@ -805,8 +818,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.warmup < 0 or args.duration <= 0 or args.connections < 1 or args.threads < 1 or args.repeat < 1:
         p.error("--duration, --connections, --threads and --repeat must be positive")
-    if "{config}" not in args.balancer_cmd:
-        args.balancer_cmd += " -c {config}"
+    args.balancer_cmd = with_config(args.balancer_cmd)
     return args
 
 

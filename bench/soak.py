@@ -939,8 +939,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         args.window = min(300.0, (args.duration - args.warmup) / 4)
     if args.warmup + 2 * args.window > args.duration:
         p.error("--warmup plus twice --window must fit in --duration")
-    if "{config}" not in args.balancer_cmd:
-        args.balancer_cmd += " -c {config}"
+    args.balancer_cmd = harness.with_config(args.balancer_cmd)
     if args.output is None:
         stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%d-%H%M%S")
         args.output = RESULTS / f"soak-{stamp}.json"

@@ -273,15 +273,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--streams", type=int, default=4, help="iperf3 -P, parallel bulk streams (default 4)")
     p.add_argument("--connections", type=int, default=64, help="wrk -c for the new-connection run (default 64)")
     p.add_argument("--warmup", type=int, default=1, help="seconds of unmeasured wrk before the run")
-    p.add_argument("--only", type=harness.csv_choice(PROXIES), default=list(PROXIES), help="e.g. haproxy,balancer")
-    p.add_argument("--balancer-cmd", default=harness.DEFAULT_BALANCER_CMD, help="as in bench/run.py")
-    p.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="JSON results (default: %(default)s)")
-    p.add_argument("--keep-tmp", action="store_true", help="keep configs and logs")
+    harness.add_part_options(p, PROXIES, DEFAULT_OUTPUT, "keep configs and logs")
     args = p.parse_args(argv)
     if args.duration <= 0 or args.streams < 1 or args.connections < 1 or args.warmup < 0:
         p.error("--duration, --streams and --connections must be positive")
-    if "{config}" not in args.balancer_cmd:
-        args.balancer_cmd += " -c {config}"
+    args.balancer_cmd = harness.with_config(args.balancer_cmd)
     # What harness.measure reads: one wrk thread, no pinning.
     args.threads, args.pin, args.repeat = 1, False, 1
     return args

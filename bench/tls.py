@@ -604,15 +604,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--connections", type=int, default=64, help="wrk -c (default 64)")
     p.add_argument("--idle-plain", type=int, default=120_000, help="idle plain connections, 0: skip (default 120000)")
     p.add_argument("--idle-tls", type=int, default=40_000, help="idle TLS connections, 0: skip (default 40000)")
-    p.add_argument("--only", type=harness.csv_choice(PROXIES), default=list(PROXIES), help="e.g. balancer")
-    p.add_argument("--balancer-cmd", default=harness.DEFAULT_BALANCER_CMD, help="as in bench/run.py")
-    p.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="JSON results (default: %(default)s)")
-    p.add_argument("--keep-tmp", action="store_true", help="keep configs, certificates and logs")
+    harness.add_part_options(p, PROXIES, DEFAULT_OUTPUT, "keep configs, certificates and logs")
     args = p.parse_args(argv)
     if args.duration <= 0 or args.clients < 1 or args.connections < 1 or min(args.idle_plain, args.idle_tls) < 0:
         p.error("--duration, --clients and --connections must be positive, --idle-* at least 0")
-    if "{config}" not in args.balancer_cmd:
-        args.balancer_cmd += " -c {config}"
+    args.balancer_cmd = harness.with_config(args.balancer_cmd)
     return args
 
 
