@@ -177,12 +177,13 @@ class Master:
     def slot_sockets(self, config: Config) -> list[tuple[tuple[Address, str], socket.socket, int]]:
         """The listening sockets a worker of a generation running `config` gets: every
         socket of every address it serves, each with the slot it belongs to (its number
-        modulo the workers). A worker serves its own, and another slot's only while that
-        slot has no worker serving (server.Balancer.cover_absent_slots)."""
+        modulo the workers; -1 for a unix socket, which every worker serves). A worker
+        serves its own, and another slot's only while that slot has no worker serving
+        (server.Balancer.cover_absent_slots)."""
         keys = {listener_key(a, f.name) for f in config.frontend for a in f.bind}
         workers = max(worker_count(config), 1)
         return [
-            (key, sock, number % workers)
+            (key, sock, -1 if key[0].is_unix else number % workers)  # -1: a unix socket, everyone's
             for key, bound in self.sockets.items()
             if key in keys
             for number, sock in enumerate(bound)

@@ -182,3 +182,37 @@ def test_a_dead_workers_socket_is_served_by_the_others_until_its_replacement_ser
         slowest = max(slowest, time.monotonic() - began)
     print(f"\n20 connections during the restart, {time.monotonic() - started:.2f}s; slowest {slowest * 1000:.0f} ms")
     assert slowest < 0.4, f"a connection waited {slowest:.2f}s for the restart"
+
+
+def test_a_unix_listener_is_served_by_every_worker(site: Site, tagged, tmp_path: Path) -> None:
+    """A unix socket is one socket for all workers (no SO_REUSEPORT there): every worker accepts from it."""
+    (s1,) = tagged("s1")
+    path = tmp_path / "www.sock"
+    proc = site.start(
+        site.global_toml(extra="workers = 2")
+        + f'[[frontend]]\nname = "www"\nbind = ["unix:{path}"]\ndefault_backend = "web"\n'
+        + f'[[backend]]\nname = "web"\n[[backend.server]]\nname = "s1"\naddress = "{s1.address}"\n',
+        ports=[],
+    )
+    wait_until(lambda: "balancer running" in proc.output(), timeout=15, what="both workers serving")
+    ss = require_tool("ss")
+
+    def holders() -> set[int]:
+        out = subprocess.run([ss, "-Hxp", "src", str(path)], capture_output=True, text=True, check=True).stdout
+        return {int(pid) for pid in re.findall(r"pid=(\d+)", out)} & _workers(proc)
+
+    clients: list[socket.socket] = []
+    try:
+        for _ in range(40):  # bounded; both workers take some long before
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(5)
+            sock.connect(str(path))
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: unix\r\n\r\n")
+            assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+            clients.append(sock)
+            if len(holders()) == 2:
+                break
+        assert holders() == _workers(proc), "one worker took every connection of the unix socket"
+    finally:
+        for sock in clients:
+            sock.close()
