@@ -278,12 +278,18 @@ class StickEntries:
         self.journal: StickJournal | None = None
         self.journal_slot = 0
         self.journal_table = 0  # the backend's index in the config
+        self._told: dict[tuple[int, int], int] = {}  # client key -> when this worker last noted it
 
     def note(self, key0: int, key1: int, value: int) -> None:
-        """An entry this worker wrote (a new client, or one moved to another server)."""
+        """An entry this worker wrote (a new client, or one moved to another server), or
+        one to tell the other nodes again (`get`)."""
         journal = self.journal
         if journal is not None:
             journal.write(self.journal_slot, self.journal_table, key0, key1, value)
+            told = self._told
+            if len(told) >= 2 * self.size:
+                told.clear()  # bounded: clients forgotten here are told once more, no harm
+            told[(key0, key1)] = int(self.clock() * 1000)
 
     def know(self, names: Iterable[str]) -> None:
         """The servers an entry may name (any other id is a server this config lacks)."""
@@ -299,10 +305,19 @@ class StickEntries:
         if key is None:
             return ""
         table = self.table
-        index = table.find(key[0], key[1], int(self.clock() * 1000))
+        now = int(self.clock() * 1000)
+        index = table.find(key[0], key[1], now)
         if index < 0:
             return ""
-        return self._names.get(table.value(index), "")
+        value = table.value(index)
+        if self.journal is not None:
+            # With [peers]: a client still coming back is told to the other nodes again a
+            # quarter of `expire` after it was last told, so its entry does not expire there
+            # while it is used here (at every use would be at every request).
+            told = self._told.get(key, -table.expire_ms)
+            if now - told > table.expire_ms // 4:
+                self.note(key[0], key[1], value)
+        return self._names.get(value, "")
 
     def claim(self, client: str, server: str) -> str:
         """`client`, which had no entry, is about to be sent to `server`: the server it

@@ -54,3 +54,31 @@ def test_a_worker_process_writes_what_the_master_reads() -> None:
         assert changes[-1] == StickChange(3, 999, -999, 1998)
     finally:
         journal.close()
+
+
+def test_a_client_that_keeps_coming_back_is_told_again_a_quarter_of_expire_later() -> None:
+    """route.persistence.StickEntries with [peers]: a new client is noted once; its uses
+    are not, until a quarter of `expire` after it was last noted (so the other nodes do
+    not let it expire while it is used here)."""
+    from balancer.config.model import StickTable
+    from balancer.route.persistence import StickEntries
+
+    now = [1000.0]
+    entries = StickEntries(StickTable.model_validate({"expire": "400s", "size": 100}), clock=lambda: now[0])
+    journal = StickJournal.create(slots=1, capacity=64)
+    try:
+        entries.journal = journal
+        entries.know(["s1"])
+        assert entries.claim("10.0.0.7", "s1") == "s1"
+        assert len(journal.read()[0]) == 1
+        for _ in range(9):  # a request every 10 s: 90 s, under a quarter of 400 s
+            now[0] += 10
+            assert entries.get("10.0.0.7") == "s1"
+        assert journal.read() == ([], False)
+        now[0] += 20  # 110 s since it was noted
+        assert entries.get("10.0.0.7") == "s1"
+        changes, lost = journal.read()
+        assert len(changes) == 1 and not lost
+    finally:
+        journal.close()
+        entries.table.close()
