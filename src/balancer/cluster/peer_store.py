@@ -46,16 +46,21 @@ class NodeStickStore:
         self._tables = tables
         self._journals = journals
         self._config = config
+        # Server id -> name per backend, for the config they were made from: made once per
+        # config, not per entry (a full copy is 100,000 entries, a server id a hash).
+        self._names_of: Config | None = None
+        self._names: dict[str, dict[int, str]] = {}
 
     @staticmethod
     def _now() -> int:
         return int(time.monotonic() * 1000)
 
     def _servers(self, backend: str) -> dict[int, str]:
-        for config in self._config().backend:
-            if config.name == backend:
-                return {server_id(server.name): server.name for server in config.server}
-        return {}
+        config = self._config()
+        if config is not self._names_of:
+            self._names_of = config
+            self._names = {b.name: {server_id(s.name): s.name for s in b.server} for b in config.backend}
+        return self._names.get(backend, {})
 
     def snapshot(self) -> Iterator[StickUpdate]:
         now = self._now()
@@ -70,11 +75,12 @@ class NodeStickStore:
     def apply(self, update: StickUpdate) -> None:
         table = self._tables().get(update.table)
         key = _key_words(update.key)
-        if table is None or key is None or update.server not in self._servers(update.table).values():
+        value = server_id(update.server)
+        if table is None or key is None or self._servers(update.table).get(value) != update.server:
             return
         # Written as last used when it would be on the sender, so it expires there and here alike.
         used = self._now() - max(table.expire_ms - update.remaining_ms, 0)
-        table.insert(key[0], key[1], server_id(update.server), used)
+        table.insert(key[0], key[1], value, used)
 
     def take_changes(self) -> tuple[list[StickUpdate], bool]:
         changes: list[StickUpdate] = []
