@@ -14,6 +14,7 @@ an answer, while n1 stops gracefully, loses its link, comes back, and is disable
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -267,6 +268,19 @@ class Setup:
         order = [n for i, n in enumerate(nodes) if i == 0 or nodes[i - 1] != n]
         return len(chosen), failed, gap, order
 
+    def wait_stopped(self, name: str, timeout: float) -> None:
+        """The balancer `name`, told to stop, exits 0 within `timeout`; if not, its log and
+        its threads' stacks (SIGABRT with PYTHONFAULTHANDLER) say where it hangs."""
+        process = self.balancers[name]
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGABRT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=5)
+            raise AssertionError(f"{name} still running {timeout} s after SIGTERM\n{self.log(name)[-6000:]}") from None
+        assert process.returncode == 0, self.logs()
+
     def log(self, name: str) -> str:
         return (self.folder / f"{name}.log").read_text()
 
@@ -352,17 +366,9 @@ def test_the_vip_follows_the_healthy_node_of_higher_priority(setup: Setup) -> No
 
     # (a) graceful stop of the master's balancer: the VIP moves, no request fails.
     since = time.monotonic()
-    n1 = setup.balancers["n1"]
-    n1.send_signal(signal.SIGTERM)
+    setup.balancers["n1"].send_signal(signal.SIGTERM)
     took = setup.wait_holder({"n2"}, 5)
-    deadline = time.monotonic() + 20
-    while n1.poll() is None:
-        if time.monotonic() > deadline:
-            n1.send_signal(signal.SIGABRT)
-            time.sleep(1)
-            raise AssertionError(f"n1 still running 20 s after SIGTERM\n{setup.log('n1')[-6000:]}")
-        time.sleep(0.05)
-    assert n1.returncode == 0, setup.logs()
+    setup.wait_stopped("n1", 20)
     setup.settle("n2", since)
     figures = report(setup, f"(a) graceful stop: VIP on n2 after {took:.2f} s", since)
     assert figures[1] == 0 and figures[2] <= 1.0, (setup.requests[-60:], setup.log("n1"))
@@ -481,10 +487,9 @@ def test_clients_keep_their_server_across_a_failover_with_peers(setup: Setup) ->
         assert time.monotonic() < deadline, peers("n2")
         time.sleep(0.05)
 
-    n1 = setup.balancers["n1"]
-    n1.send_signal(signal.SIGTERM)
+    setup.balancers["n1"].send_signal(signal.SIGTERM)
     setup.wait_holder({"n2"}, 5)
-    n1.wait(timeout=20)
+    setup.wait_stopped("n1", 20)
     after = servers(addresses[::-1])  # in another order: balanced anew, most would move
     kept = sum(after[address] == learned[address] for address in addresses)
     print(f"\n{kept} of {len(addresses)} clients kept their server across the failover")

@@ -210,3 +210,39 @@ def test_garbage_and_a_silent_dialer_end_their_link_and_the_service_goes_on(bloc
             await b.stop()
 
     run(scenario, blocking_guard)
+
+
+class FloodingStore(DictStore):
+    """A store whose workers never stop writing: every push has a batch of changes."""
+
+    def take_changes(self) -> tuple[list[wire.StickUpdate], bool]:
+        return [wire.StickUpdate("web", n.to_bytes(4, "big"), "s1", 60_000) for n in range(200)], False
+
+
+def test_a_stop_ends_inbound_links_a_node_keeps_feeding(blocking_guard: Any) -> None:
+    """The other node is still sending (updates, heartbeats) when this one stops: the stop
+    closes the link and returns at once, not when the other node falls silent (a
+    cancellation lost in Python 3.11's wait_for left a stopping master running)."""
+
+    async def scenario() -> None:
+        a_port, b_port = free_port(), free_port()
+        a = peers.PeersService(node(a_port, [b_port], heartbeat=0.05), FloodingStore())
+        b_store = DictStore()
+        b = peers.PeersService(node(b_port, [a_port], heartbeat=0.05), b_store)
+        await a.start()
+        await b.start()
+        try:
+            await until(lambda: b.received > 2000, "the flood to reach B")
+            for _ in range(5):  # stop while reads complete, again and again
+                started = time.monotonic()
+                await b.stop()
+                assert time.monotonic() - started < 1.0
+                assert b.inbound == {}
+                b = peers.PeersService(node(b_port, [a_port], heartbeat=0.05), b_store)
+                await b.start()
+                await until(lambda service=b: service.received > 200, "the flood to reach the new B")
+        finally:
+            await a.stop()
+            await b.stop()
+
+    run(scenario, blocking_guard)

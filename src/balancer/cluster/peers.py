@@ -36,6 +36,7 @@ PUSH_INTERVAL = 0.02  # how often local changes are collected and sent
 MAX_BACKLOG = 100_000  # updates queued for one link before it resends a full copy instead
 CONNECT_TIMEOUT = 3.0
 SILENT_HEARTBEATS = 3  # a link silent this many heartbeats is dead
+STOP_TIMEOUT = 2.0  # the longest a stop waits for the links' tasks to end
 
 
 class StickStore(Protocol):
@@ -99,7 +100,7 @@ class PeersService:
         self.inbound: dict[str, dict[str, Any]] = {}  # dialer address -> its counters
         self._server: asyncio.AbstractServer | None = None
         self._pusher: asyncio.Task[None] | None = None
-        self._handlers: set[asyncio.Task[None]] = set()
+        self._handlers: dict[asyncio.Task[None], asyncio.StreamWriter] = {}  # inbound links
         self.received = 0
         self.stopping = False
 
@@ -127,23 +128,32 @@ class PeersService:
         self._reconcile()
 
     async def stop(self) -> None:
-        # The flag too, not only cancel(): Python 3.11's wait_for swallows a cancellation
-        # that arrives as the awaited thing completes (an open_connection, a pause), and the
-        # link would go on retrying a node forever.
+        """End every link and stop listening; returns within STOP_TIMEOUT even if a task
+        does not end (a stop must never hang on replication)."""
+        # The flag and closed sockets, not only cancel(): Python 3.11's wait_for swallows a
+        # cancellation that arrives as the awaited read or connect completes, and the task
+        # would go on (an inbound link the other node keeps feeding heartbeats, a link
+        # retrying a node forever).
         self.stopping = True
         for link in self.links.values():
             link.wake.set()
         if self._server is not None:
             self._server.close()
+        for writer in self._handlers.values():
+            writer.close()
         tasks = [link.task for link in self.links.values() if link.task is not None]
         tasks += list(self._handlers)
         if self._pusher is not None:
             tasks.append(self._pusher)
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if tasks:
+            done, pending = await asyncio.wait(tasks, timeout=STOP_TIMEOUT)
+            for task in done:  # retrieved, so that asyncio does not log them as lost
+                if not task.cancelled():
+                    task.exception()
+            if pending:
+                log.warning("peers: %d task(s) did not end within %gs of the stop", len(pending), STOP_TIMEOUT)
         self.links.clear()
 
     def status(self) -> dict[str, Any]:
@@ -311,7 +321,7 @@ class PeersService:
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._handlers.add(task)
+        self._handlers[task] = writer
         peer = writer.get_extra_info("peername")
         name = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         try:
@@ -326,7 +336,7 @@ class PeersService:
             log.exception("peers: link from %s", name)
         finally:
             self.inbound.pop(name, None)
-            self._handlers.discard(task)
+            self._handlers.pop(task, None)
             writer.close()
 
     async def _accept_handshake(
@@ -358,7 +368,7 @@ class PeersService:
         beating = asyncio.create_task(_beat(writer, self.config.heartbeat))
         in_copy = -1  # entries of the full copy being received; -1: none is
         try:
-            while True:
+            while not self.stopping:
                 kind, payload = await _next_frame(reader, decoder, self._silence)
                 if kind == wire.UPDATE:
                     self.store.apply(wire.parse_update(payload))
