@@ -48,6 +48,7 @@ COMPILED = (
     "balancer/net/peer.py",
     "balancer/net/request.py",
     "balancer/net/tcp_session.py",
+    "balancer/net/tls_transport.py",
     "balancer/net/upstream.py",
     "balancer/proto/http1.py",
     "balancer/proto/proxy.py",

@@ -33,6 +33,7 @@ from balancer.net.protocol_choice import ProtocolChoice
 from balancer.net.proxy_accept import ProxiedSession, ProxyHeaderReader
 from balancer.net.tcp_session import TcpSession
 from balancer.net.tls import frontend_context
+from balancer.net.tls_transport import TlsAcceptor
 from balancer.proto.basic_auth import Userlist, hash_supported
 from balancer.route.client_limits import ClientLimits
 from balancer.runtime.client_table import ClientTable
@@ -127,7 +128,7 @@ class Listener:
         self.sock = sock
         self.frontend = frontend
         self.tls = tls
-        self.server: asyncio.AbstractServer | None = None
+        self.server: asyncio.AbstractServer | TlsAcceptor | None = None
         self.closed = False
         self.unlink_on_close = True  # False in workers: the master owns unix socket paths
         self._resuming: asyncio.Task[None] | None = None
@@ -191,14 +192,15 @@ class Listener:
 
     async def start(self) -> None:
         # The server gets a duplicate: closing it to pause must not close our socket.
+        if self.tls is not None and not self.frontend.config.accept_proxy:
+            # TLS on the socket itself (net.tls_transport), not the loop's memory-BIO TLS.
+            sock = self.sock.dup()
+            sock.listen(self.frontend.config.backlog)  # as create_server does: a reload's backlog
+            self.server = TlsAcceptor(sock, self.tls, self.make_session, self.frontend.request_timeout)
+            return
         loop = asyncio.get_running_loop()
-        tls = None if self.frontend.config.accept_proxy else self.tls
         self.server = await loop.create_server(
-            self.make_session,
-            sock=self.sock.dup(),
-            backlog=self.frontend.config.backlog,
-            ssl=tls,
-            ssl_handshake_timeout=self.frontend.request_timeout if tls else None,
+            self.make_session, sock=self.sock.dup(), backlog=self.frontend.config.backlog
         )
 
     def bound(self) -> tuple[str, int]:

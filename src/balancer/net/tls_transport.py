@@ -1,0 +1,421 @@
+"""TLS termination on the socket itself: OpenSSL reads and writes the client's descriptor.
+
+The event loop's TLS (uvloop's SSLProtocol, like asyncio's) runs OpenSSL over memory BIOs:
+every record is read into a loop buffer, copied into a BIO, decrypted, and the answer takes
+the way back; each connection also keeps the loop's read buffer and both BIOs for its whole
+life: about 25 KiB per idle connection, against about 14 KiB for OpenSSL on a socket (what
+HAProxy and NGINX do). Here the SSL object owns the socket (`SSLContext.wrap_socket`): the
+handshake, the records and the alerts go straight between OpenSSL and the kernel, OpenSSL
+releases its buffers while a connection is idle (CPython sets SSL_MODE_RELEASE_BUFFERS), and
+a refused handshake's alert (protocol_version, handshake_failure) reaches the client
+because OpenSSL writes it before the failure is reported.
+
+`TlsAcceptor` accepts from a listening socket (what `loop.create_server` does for plain
+connections) and gives each connection a `TlsTransport`, which speaks the part of
+asyncio's Transport interface the sessions use. The protocol is made at accept and told
+`connection_made` once the handshake is done (within `handshake_timeout`, else the
+connection is cut); a failed handshake never reaches it, as with the loop's TLS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import socket
+import ssl
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+READ_SIZE = 65536  # at most this much per SSL_read (four full records)
+READS_PER_EVENT = 16  # then other connections get their turn (what remains is read next pass)
+ACCEPTS_PER_EVENT = 64
+ACCEPT_RETRY_DELAY = 1.0  # out of descriptors: accepting pauses this long (as asyncio does)
+HIGH_WATER = 65536  # the loop transports' default write buffer limits
+LOW_WATER = 16384
+
+# Connection states.
+HANDSHAKE = 0
+OPEN = 1
+CLOSING = 2  # close() called: what is buffered goes out, then close_notify and close
+CLOSED = 3
+
+_CLOSE_ERRORS = (ssl.SSLError, OSError, ValueError)
+
+
+class TlsAcceptor:
+    """Accepts connections from `sock` (listening, non-blocking; closed by `close`) and
+    starts TLS on each with `context`; `make_protocol` is called once per connection."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        context: ssl.SSLContext,
+        make_protocol: Callable[[], asyncio.BaseProtocol],
+        handshake_timeout: float,
+    ) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.sock = sock
+        self.context = context
+        self.make_protocol = make_protocol
+        self.handshake_timeout = handshake_timeout
+        self.fd = sock.fileno()
+        self.closed = False
+        self.retry: asyncio.TimerHandle | None = None
+        self.loop.add_reader(self.fd, self._accept)
+
+    def _accept(self) -> None:
+        for _ in range(ACCEPTS_PER_EVENT):
+            try:
+                raw, _ = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    # Out of descriptors or memory: the queue waits in the kernel a while.
+                    log.warning("accepting on %s paused for %gs: %s", self.sock.getsockname(), ACCEPT_RETRY_DELAY, exc)
+                    self.loop.remove_reader(self.fd)
+                    self.retry = self.loop.call_later(ACCEPT_RETRY_DELAY, self._resume)
+                return  # ECONNABORTED and the like: that connection is gone, the next event comes
+            try:
+                raw.setblocking(False)
+                if raw.family != socket.AF_UNIX:
+                    raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                tls = self.context.wrap_socket(raw, server_side=True, do_handshake_on_connect=False)
+            except OSError:
+                raw.close()
+                continue
+            TlsTransport(self.loop, tls, self.make_protocol(), self.handshake_timeout)
+
+    def _resume(self) -> None:
+        self.retry = None
+        if not self.closed:
+            self.loop.add_reader(self.fd, self._accept)
+
+    def close(self) -> None:
+        """Stop accepting and close the listening socket (connections go on)."""
+        if self.closed:
+            return
+        self.closed = True
+        if self.retry is not None:
+            self.retry.cancel()
+        else:
+            self.loop.remove_reader(self.fd)
+        self.sock.close()
+
+
+class TlsTransport:
+    """One TLS connection: a transport (write, close, abort, flow control both ways, extra
+    info) for the protocol it serves, over an SSLSocket it owns and closes."""
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, sock: ssl.SSLSocket, protocol: asyncio.BaseProtocol, timeout: float
+    ) -> None:
+        self.loop = loop
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.protocol = protocol
+        self.state = HANDSHAKE
+        self.reading_paused = False
+        self.reading = False  # the reader callback is registered
+        self.writing = False  # the writer callback is registered
+        self.writing_paused = False  # the protocol was told pause_writing
+        self.high_water = HIGH_WATER
+        self.low_water = LOW_WATER
+        # An SSL_write that wanted the socket writable must be retried with the same bytes;
+        # what is written after it waits in `queued`.
+        self.unsent: bytes | None = None
+        self.queued: list[bytes] = []
+        self.buffered = 0
+        self.read_wants_write = False  # an SSL_read needed to write first (a TLS 1.3 key update)
+        self.timer: asyncio.TimerHandle | None = loop.call_later(timeout, self._handshake_timed_out)
+        self.extra: dict[str, Any] = {}
+        self._handshake()
+
+    # -- handshake -------------------------------------------------------------------------
+
+    def _handshake(self) -> None:
+        try:
+            self.sock.do_handshake()
+        except ssl.SSLWantReadError:
+            self._want(read=True, write=False)
+            return
+        except ssl.SSLWantWriteError:
+            self._want(read=False, write=True)
+            return
+        except (ssl.SSLError, OSError) as exc:
+            # OpenSSL has written the alert (if any) to the socket already.
+            log.debug("TLS handshake failed: %s", exc)
+            self._cut()
+            return
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.state = OPEN
+        self._want(read=False, write=False)
+        self.protocol.connection_made(self)  # type: ignore[arg-type]  # duck-typed Transport
+        if self.state == OPEN and not self.reading_paused:
+            self._want(read=True, write=self.unsent is not None)
+            self._read()  # the client's first records may already wait
+
+    def _handshake_timed_out(self) -> None:
+        self.timer = None
+        if self.state == HANDSHAKE:
+            self._cut()
+
+    def _cut(self) -> None:
+        """Close a connection whose protocol never started (handshake failed or too slow)."""
+        self._want(read=False, write=False)
+        self.state = CLOSED
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.sock.close()
+
+    # -- event registration ----------------------------------------------------------------
+
+    def _want(self, read: bool, write: bool) -> None:
+        if read != self.reading:
+            self.reading = read
+            if read:
+                self.loop.add_reader(self.fd, self._on_readable)
+            else:
+                self.loop.remove_reader(self.fd)
+        if write != self.writing:
+            self.writing = write
+            if write:
+                self.loop.add_writer(self.fd, self._on_writable)
+            else:
+                self.loop.remove_writer(self.fd)
+
+    def _on_readable(self) -> None:
+        if self.state == HANDSHAKE:
+            self._handshake()
+        else:
+            self._read()
+
+    def _on_writable(self) -> None:
+        if self.state == HANDSHAKE:
+            self._handshake()
+            return
+        if self.read_wants_write:
+            self.read_wants_write = False
+            self._want(read=self.state == OPEN and not self.reading_paused, write=self.writing)
+            self._read()
+        self._flush()
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def _read(self) -> None:
+        protocol = self.protocol
+        sock = self.sock
+        for _ in range(READS_PER_EVENT):
+            if self.state != OPEN or self.reading_paused:
+                return
+            try:
+                data = sock.recv(READ_SIZE)
+            except ssl.SSLWantReadError:
+                return
+            except ssl.SSLWantWriteError:
+                self.read_wants_write = True
+                self._want(read=False, write=True)
+                return
+            except (ssl.SSLError, OSError) as exc:
+                self._fatal(exc)
+                return
+            if not data:  # close_notify, or the client's end of the stream
+                self._eof()
+                return
+            try:
+                protocol.data_received(data)  # type: ignore[attr-defined]
+            except Exception as exc:  # one connection's bug ends that connection only
+                self._fatal(exc)
+                return
+        if sock.pending():  # decrypted bytes the kernel will not signal: read them next pass
+            self.loop.call_soon(self._read)
+
+    def _eof(self) -> None:
+        self._want(read=False, write=self.writing)
+        try:
+            keep_open = self.protocol.eof_received()  # type: ignore[attr-defined]
+        except BaseException as exc:  # as the loop's transports: the error ends the connection
+            self._fatal(exc)
+            return
+        if not keep_open:
+            self.close()
+
+    def pause_reading(self) -> None:
+        if self.state == OPEN and not self.reading_paused:
+            self.reading_paused = True
+            self._want(read=False, write=self.writing)
+
+    def resume_reading(self) -> None:
+        if self.reading_paused:
+            self.reading_paused = False
+            if self.state == OPEN:
+                self._want(read=not self.read_wants_write, write=self.writing)
+                self.loop.call_soon(self._read)  # OpenSSL may hold decrypted bytes already
+
+    def is_reading(self) -> bool:
+        return self.state == OPEN and not self.reading_paused
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self.state != OPEN or not data:
+            return  # after close() or abort(), as the loop's transports: dropped
+        if self.unsent is not None or self.queued:
+            self.queued.append(bytes(data))
+            self.buffered += len(data)
+            self._maybe_pause_protocol()
+            return
+        try:
+            self.sock.send(data)
+        except (ssl.SSLWantWriteError, ssl.SSLWantReadError):
+            self.unsent = bytes(data)
+            self.buffered += len(data)
+            self._want(read=self.reading, write=True)
+            self._maybe_pause_protocol()
+        except (ssl.SSLError, OSError) as exc:
+            self._fatal(exc)
+
+    def writelines(self, chunks: list[bytes]) -> None:
+        self.write(b"".join(chunks))
+
+    def _flush(self) -> None:
+        sock = self.sock
+        while True:
+            if self.unsent is None:
+                if not self.queued:
+                    break
+                self.unsent = b"".join(self.queued) if len(self.queued) > 1 else self.queued[0]
+                self.queued = []
+            try:
+                sock.send(self.unsent)
+            except (ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                return
+            except (ssl.SSLError, OSError) as exc:
+                self._fatal(exc)
+                return
+            self.buffered -= len(self.unsent)
+            self.unsent = None
+        self.buffered = 0
+        self._want(read=self.reading, write=self.read_wants_write)
+        if self.writing_paused:
+            self.writing_paused = False
+            if self.state == OPEN:
+                self.protocol.resume_writing()
+        if self.state == CLOSING:
+            self._close_now()
+
+    def _maybe_pause_protocol(self) -> None:
+        if not self.writing_paused and self.buffered > self.high_water:
+            self.writing_paused = True
+            self.protocol.pause_writing()
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return (self.low_water, self.high_water)
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        if high is None:
+            high = HIGH_WATER if low is None else 4 * low
+        if low is None:
+            low = high // 4
+        self.high_water, self.low_water = high, low
+        self._maybe_pause_protocol()
+
+    def can_write_eof(self) -> bool:
+        return False  # TLS has no half-close (close_notify ends both ways)
+
+    def write_eof(self) -> None:
+        raise NotImplementedError("TLS connections cannot half-close")
+
+    # -- ending ----------------------------------------------------------------------------
+
+    def is_closing(self) -> bool:
+        return self.state >= CLOSING
+
+    def close(self) -> None:
+        """Send what is buffered, then close_notify, then close; connection_lost(None) soon."""
+        if self.state >= CLOSING:
+            return
+        started = self.state == OPEN
+        self.state = CLOSING
+        self._want(read=False, write=self.writing)
+        if not started:
+            self._cut()
+        elif self.unsent is None and not self.queued:
+            self._close_now()
+
+    def _close_now(self) -> None:
+        self.state = CLOSED
+        self._want(read=False, write=False)
+        with contextlib.suppress(*_CLOSE_ERRORS):
+            self.sock.unwrap().close()  # close_notify; the client's is not awaited
+        self.sock.close()
+        self.loop.call_soon(self.protocol.connection_lost, None)
+
+    def abort(self) -> None:
+        """Close at once, dropping what is buffered; connection_lost(None) soon."""
+        self._end(None)
+
+    def _fatal(self, exc: BaseException) -> None:
+        self._end(exc if isinstance(exc, OSError) else None)
+        if not isinstance(exc, (OSError, ssl.SSLError)):
+            log.error("TLS connection: %r", exc, exc_info=exc)
+
+    def _end(self, exc: Exception | None) -> None:
+        if self.state == CLOSED:
+            return
+        opened = self.state != HANDSHAKE
+        self.state = CLOSED
+        self._want(read=False, write=False)
+        self.unsent = None
+        self.queued = []
+        self.buffered = 0
+        self.sock.close()
+        if opened:
+            self.loop.call_soon(self.protocol.connection_lost, exc)
+
+    # -- protocol and information ----------------------------------------------------------
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self.protocol = protocol
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self.protocol
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        found = self.extra.get(name)
+        if found is not None:
+            return found
+        sock = self.sock
+        value: Any = None
+        try:
+            if name == "peername":
+                value = sock.getpeername()
+            elif name == "sockname":
+                value = sock.getsockname()
+            elif name in ("ssl_object", "socket"):
+                value = sock
+            elif name == "sslcontext":
+                value = sock.context
+            elif name == "peercert":
+                value = sock.getpeercert()
+            elif name == "cipher":
+                value = sock.cipher()
+            elif name == "compression":
+                value = sock.compression()
+        except (OSError, ValueError):
+            value = None
+        if value is None:
+            return default
+        if name in ("peername", "sockname"):
+            self.extra[name] = value  # asked per request by logs and headers
+        return value

@@ -1,0 +1,177 @@
+"""net.tls_transport on uvloop with real TLS clients over 127.0.0.1: flow control both ways
+with megabytes in flight, a close that delivers everything then close_notify, records
+OpenSSL decrypted ahead of a paused reader, a silent client cut at the handshake timeout,
+a protocol's exception that ends its connection only. (Through `balancer run`: the TLS
+e2e tests, h2 over TLS, and bench/tls.py.)"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+import subprocess
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvloop
+
+from balancer.net.tls_transport import TlsAcceptor
+
+
+@pytest.fixture(scope="module")
+def contexts(tmp_path_factory: pytest.TempPathFactory) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    folder = tmp_path_factory.mktemp("cert")
+    key, cert = folder / "key.pem", folder / "cert.pem"
+    command = "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=a.example"
+    subprocess.run(
+        [*command.split(), "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(cert, key)
+    client = ssl.create_default_context(cafile=str(Path(cert)))
+    client.check_hostname = False
+    return server, client
+
+
+class Echo(asyncio.Protocol):
+    """Echoes what it reads; stops reading while its own writes are paused (as a session
+    stops reading a client whose responses back up)."""
+
+    made: list[Echo] = []
+
+    def __init__(self, fail_on: bytes = b"") -> None:
+        self.fail_on = fail_on
+        self.transport: Any = None
+        self.lost: list[Exception | None] = []
+        self.paused_writes = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        Echo.made.append(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self.fail_on and self.fail_on in data:
+            raise RuntimeError("a bug in one session")
+        self.transport.write(data)
+
+    def pause_writing(self) -> None:
+        self.paused_writes += 1
+        self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.transport.resume_reading()
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost.append(exc)
+
+
+def serve(
+    contexts: tuple[ssl.SSLContext, ssl.SSLContext],
+    scenario: Callable[[int, ssl.SSLContext], Awaitable[None]],
+    make: Callable[[], asyncio.BaseProtocol] = Echo,
+    handshake_timeout: float = 5.0,
+) -> None:
+    async def main() -> None:
+        listening = socket.socket()
+        listening.bind(("127.0.0.1", 0))
+        listening.listen(128)
+        listening.setblocking(False)
+        acceptor = TlsAcceptor(listening, contexts[0], make, handshake_timeout)
+        try:
+            await asyncio.wait_for(scenario(listening.getsockname()[1], contexts[1]), 30)
+        finally:
+            acceptor.close()
+
+    Echo.made = []
+    uvloop.run(main())
+
+
+def test_megabytes_both_ways_with_flow_control_then_a_clean_close(contexts: Any) -> None:
+    payload = bytes(range(256)) * 4096 * 16  # 16 MiB: more than the kernel's buffers hold
+
+    async def scenario(port: int, client: ssl.SSLContext) -> None:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        sock.connect(("127.0.0.1", port))
+        reader, writer = await asyncio.open_connection(sock=sock, ssl=client, server_hostname="a.example")
+
+        async def send() -> None:
+            for offset in range(0, len(payload), 65536):
+                writer.write(payload[offset : offset + 65536])
+                await writer.drain()
+
+        sending = asyncio.create_task(send())
+        await asyncio.sleep(0.3)  # the client does not read for a while: the server must back off
+        (echo,) = Echo.made
+        assert echo.paused_writes >= 1
+        got = await reader.readexactly(len(payload))
+        await sending
+        assert got == payload
+        echo.transport.close()
+        assert await reader.read() == b""  # close_notify: a clean end, not a ragged one
+        writer.close()
+        deadline = time.monotonic() + 5
+        while not echo.lost:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.01)
+        assert echo.lost == [None]
+
+    serve(contexts, scenario)
+
+
+def test_records_decrypted_ahead_of_a_paused_reader_are_delivered_on_resume(contexts: Any) -> None:
+    class Stopping(Echo):
+        def data_received(self, data: bytes) -> None:
+            self.transport.write(data)
+            self.transport.pause_reading()
+            asyncio.get_running_loop().call_later(0.05, self.transport.resume_reading)
+
+    async def scenario(port: int, client: ssl.SSLContext) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client)
+        messages = [b"message %d;" % n for n in range(20)]
+        for message in messages:  # one record each, most decrypted before the reader resumes
+            writer.write(message)
+        await writer.drain()
+        wanted = b"".join(messages)
+        got = await asyncio.wait_for(reader.readexactly(len(wanted)), 10)
+        assert got == wanted
+        writer.close()
+
+    serve(contexts, scenario, make=Stopping)
+
+
+def test_a_silent_client_is_cut_at_the_handshake_timeout(contexts: Any) -> None:
+    async def scenario(port: int, client: ssl.SSLContext) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)  # no TLS: says nothing
+        started = time.monotonic()
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        assert 0.2 <= time.monotonic() - started < 3
+        assert Echo.made == []  # the protocol never started
+        writer.close()
+
+    serve(contexts, scenario, handshake_timeout=0.3)
+
+
+def test_a_protocol_error_ends_its_connection_only(contexts: Any) -> None:
+    async def scenario(port: int, client: ssl.SSLContext) -> None:
+        broken_reader, broken = await asyncio.open_connection("127.0.0.1", port, ssl=client)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client)
+        broken.write(b"boom")
+        assert await asyncio.wait_for(broken_reader.read(), 5) == b""
+        writer.write(b"still here")
+        assert await asyncio.wait_for(reader.readexactly(10), 5) == b"still here"
+        third_reader, third = await asyncio.open_connection("127.0.0.1", port, ssl=client)
+        third.write(b"and new ones")
+        assert await asyncio.wait_for(third_reader.readexactly(12), 5) == b"and new ones"
+        for w in (broken, writer, third):
+            w.close()
+
+    serve(contexts, scenario, make=lambda: Echo(fail_on=b"boom"))
