@@ -1,4 +1,5 @@
-"""Builds the data-plane modules (balancer.native.COMPILED) into C extensions with mypyc.
+"""Builds the data-plane modules (balancer.native.COMPILED) into C extensions with mypyc,
+and the modules written in C (balancer.native.C_EXTENSIONS).
 
 Everything else about the package is in pyproject.toml. BALANCER_PURE=1 skips the
 compilation; so does a machine without a C compiler or Python's headers, with a warning: the product is the
@@ -11,7 +12,7 @@ import shutil
 import sys
 import sysconfig
 
-from setuptools import setup
+from setuptools import Extension, setup
 
 
 def ext_modules() -> list:
@@ -29,7 +30,10 @@ def ext_modules() -> list:
     here = os.path.dirname(os.path.abspath(__file__))
     native = runpy.run_path(os.path.join(here, "src", "balancer", "native.py"))
     paths = [os.path.join("src", path) for path in native["COMPILED"]]
-    return mypycify(paths, opt_level="3", group_name=native["GROUP"])
+    written_in_c = [
+        Extension(name, [os.path.join("src", path)], extra_compile_args=["-O3"]) for name, path in native["C_EXTENSIONS"]
+    ]
+    return mypycify(paths, opt_level="3", group_name=native["GROUP"]) + written_in_c
 
 
 setup(ext_modules=ext_modules())

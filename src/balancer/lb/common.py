@@ -10,7 +10,6 @@ hashed only when a table is built and use blake2b/shake, whose bits are all inde
 
 from __future__ import annotations
 
-import hashlib
 from math import gcd
 from zlib import crc32
 
@@ -34,12 +33,6 @@ def server_id(server: ServerRuntime) -> bytes:
     """What a server is hashed by when tables are built: its name, unique in its backend and
     stable across reloads and address changes, so a table survives both."""
     return server.name.encode()
-
-
-def id_hash(identity: bytes, salt: bytes = b"") -> tuple[int, int]:
-    """Two independent 64-bit hashes of a server identity."""
-    digest = hashlib.blake2b(identity, digest_size=16, person=salt[:16]).digest()
-    return int.from_bytes(digest[:8], "little"), int.from_bytes(digest[8:], "little")
 
 
 def weights_of(servers: list[ServerRuntime]) -> tuple[list[ServerRuntime], list[int]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from collections.abc import Iterator
 
@@ -15,7 +16,6 @@ from lbkit import (
     shares,
 )
 
-from balancer.lb.common import id_hash
 from balancer.lb.maglev import DEFAULT_TABLE_SIZE, Maglev, build_table, forget_tables
 
 M = DEFAULT_TABLE_SIZE
@@ -35,7 +35,8 @@ def paper_table(identities: list[bytes], weights: list[int], size: int) -> list[
     n = len(identities)
     permutation = []
     for identity in identities:
-        h1, h2 = id_hash(identity, b"maglev")
+        digest = hashlib.blake2b(identity, digest_size=16, person=b"maglev").digest()
+        h1, h2 = int.from_bytes(digest[:8], "little"), int.from_bytes(digest[8:], "little")
         offset, skip = h1 % size, h2 % (size - 1) + 1
         permutation.append([(offset + j * skip) % size for j in range(size)])
     following = [0] * n

@@ -1,0 +1,285 @@
+/* The table builds of lb/ in C: Maglev's lookup table and the ring's sorted points.
+ *
+ * Both produce exactly what the Python code beside them produces (lb/maglev.py
+ * build_table, lb/ring.py Ring), which stays the reference and the fallback of a build
+ * without a C compiler (BALANCER_PURE=1); tests/unit/lb compare the two. Python does the
+ * hashing (hashlib) and keeps the API; only the loops over every slot or point are here:
+ * compiled Python boxes every integer of a 65537-slot table, C does not.
+ *
+ * maglev_fill(offsets, skips, weights, size) -> list[int]
+ *     Servers take turns (weighted by credits, as in build_table), each taking the next
+ *     empty slot of its preference list (offset + j * skip) % size. The last isqrt(size)
+ *     slots are found by rank among the empty ones, which is the slot probing would reach.
+ * ring_sort(points, owners) -> (points, owners)
+ *     Two buffers of native unsigned 32-bit integers of the same length (array('I')):
+ *     positions below 2**30 and the index of each point's server. Returns both as bytes,
+ *     sorted by position, stably (equal positions stay in server order), by a three-pass
+ *     LSD radix sort of 10 bits each (1,024 buckets: the scatter stays in cache).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+static int read_int64s(PyObject *sequence, const char *name, int64_t **out, Py_ssize_t *count) {
+    PyObject *fast = PySequence_Fast(sequence, name);
+    if (fast == NULL)
+        return -1;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
+    int64_t *values = PyMem_Malloc(sizeof(int64_t) * (n ? n : 1));
+    if (values == NULL) {
+        Py_DECREF(fast);
+        PyErr_NoMemory();
+        return -1;
+    }
+    PyObject **items = PySequence_Fast_ITEMS(fast);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        values[i] = PyLong_AsLongLong(items[i]);
+        if (values[i] == -1 && PyErr_Occurred()) {
+            PyMem_Free(values);
+            Py_DECREF(fast);
+            return -1;
+        }
+    }
+    Py_DECREF(fast);
+    *out = values;
+    *count = n;
+    return 0;
+}
+
+/* The inverse of a modulo m (a and m coprime), by the extended Euclidean algorithm. */
+static int64_t inverse_mod(int64_t a, int64_t m) {
+    int64_t t = 0, new_t = 1, r = m, new_r = a % m;
+    while (new_r != 0) {
+        int64_t q = r / new_r, tmp;
+        tmp = t - q * new_t; t = new_t; new_t = tmp;
+        tmp = r - q * new_r; r = new_r; new_r = tmp;
+    }
+    return t < 0 ? t + m : t;
+}
+
+static int64_t isqrt64(int64_t x) {
+    int64_t r = 0;
+    while ((r + 1) * (r + 1) <= x)
+        r++;
+    return r;
+}
+
+static PyObject *maglev_fill(PyObject *self, PyObject *args) {
+    PyObject *offsets_in, *skips_in, *weights_in;
+    Py_ssize_t size;
+    if (!PyArg_ParseTuple(args, "OOOn", &offsets_in, &skips_in, &weights_in, &size))
+        return NULL;
+    int64_t *offsets = NULL, *skips = NULL, *weights = NULL, *positions = NULL, *credits = NULL;
+    int64_t *empty = NULL, *inverses = NULL;
+    int32_t *table = NULL;
+    uint64_t *taken = NULL; /* a bit per slot: probing reads 8 KiB (L1), not the table */
+    PyObject *result = NULL, **owners = NULL;
+    Py_ssize_t n, n_skips, n_weights;
+    if (read_int64s(offsets_in, "offsets", &offsets, &n) < 0)
+        goto done;
+    if (read_int64s(skips_in, "skips", &skips, &n_skips) < 0 || read_int64s(weights_in, "weights", &weights, &n_weights) < 0)
+        goto done;
+    if (n_skips != n || n_weights != n || n == 0 || size <= n || size > INT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "maglev_fill: bad sizes");
+        goto done;
+    }
+    positions = PyMem_Malloc(sizeof(int64_t) * n);
+    credits = PyMem_Calloc(n, sizeof(int64_t));
+    inverses = PyMem_Malloc(sizeof(int64_t) * n);
+    table = PyMem_Malloc(sizeof(int32_t) * size);
+    owners = PyMem_Calloc(n, sizeof(PyObject *));
+    taken = PyMem_Calloc(size / 64 + 1, sizeof(uint64_t));
+    if (!positions || !credits || !inverses || !table || !owners || !taken) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    int64_t heaviest = 0;
+    int equal = 1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (weights[i] <= 0 || offsets[i] < 0 || offsets[i] >= size || skips[i] <= 0 || skips[i] >= size) {
+            PyErr_SetString(PyExc_ValueError, "maglev_fill: a weight, offset or skip out of range");
+            goto done;
+        }
+        positions[i] = offsets[i];
+        if (weights[i] > heaviest)
+            heaviest = weights[i];
+    }
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (weights[i] != heaviest)
+            equal = 0;
+    for (Py_ssize_t s = 0; s < size; s++)
+        table[s] = -1;
+    int64_t root = isqrt64(size);
+    int64_t switch_at = size - (root > 1 ? root : 1);
+    Py_ssize_t filled = 0, empty_count = 0;
+    for (;;) {
+        for (Py_ssize_t i = 0; i < n; i++) {
+            if (!equal) {
+                int64_t credit = credits[i] + weights[i];
+                if (credit < heaviest) {
+                    credits[i] = credit;
+                    continue;
+                }
+                credits[i] = credit - heaviest;
+            }
+            int64_t c;
+            if (filled < switch_at) {
+                int64_t skip = skips[i];
+                c = positions[i];
+                while (taken[c >> 6] & ((uint64_t)1 << (c & 63))) {
+                    c += skip;
+                    if (c >= size)
+                        c -= size;
+                }
+                positions[i] = c;
+            } else {
+                if (empty == NULL) {
+                    empty = PyMem_Malloc(sizeof(int64_t) * (size - filled));
+                    if (empty == NULL) {
+                        PyErr_NoMemory();
+                        goto done;
+                    }
+                    for (Py_ssize_t s = 0; s < size; s++)
+                        if (table[s] < 0)
+                            empty[empty_count++] = s;
+                    for (Py_ssize_t k = 0; k < n; k++)
+                        inverses[k] = inverse_mod(skips[k], size);
+                }
+                /* Its most preferred empty slot: the least (e - offset) / skip mod size. */
+                Py_ssize_t best = 0;
+                uint64_t best_rank = UINT64_MAX;
+                uint64_t inverse = (uint64_t)inverses[i], modulus = (uint64_t)size;
+                for (Py_ssize_t k = 0; k < empty_count; k++) {
+                    int64_t delta = empty[k] - offsets[i];
+                    if (delta < 0)
+                        delta += size;
+                    /* size < 2**31: the product fits in 64 bits. */
+                    uint64_t rank = ((uint64_t)delta * inverse) % modulus;
+                    if (rank < best_rank) {
+                        best_rank = rank;
+                        best = k;
+                    }
+                }
+                c = empty[best];
+                memmove(empty + best, empty + best + 1, sizeof(int64_t) * (empty_count - best - 1));
+                empty_count--;
+            }
+            table[c] = (int32_t)i;
+            taken[c >> 6] |= (uint64_t)1 << (c & 63);
+            filled++;
+            if (filled == size)
+                goto fill_list;
+        }
+    }
+fill_list:
+    for (Py_ssize_t i = 0; i < n; i++) {
+        owners[i] = PyLong_FromSsize_t(i);
+        if (owners[i] == NULL)
+            goto done;
+    }
+    result = PyList_New(size);
+    if (result == NULL)
+        goto done;
+    for (Py_ssize_t s = 0; s < size; s++) {
+        PyObject *owner = owners[table[s]];
+        Py_INCREF(owner);
+        PyList_SET_ITEM(result, s, owner);
+    }
+done:
+    if (owners != NULL) {
+        for (Py_ssize_t i = 0; i < n; i++)
+            Py_XDECREF(owners[i]);
+    }
+    PyMem_Free(owners);
+    PyMem_Free(offsets);
+    PyMem_Free(skips);
+    PyMem_Free(weights);
+    PyMem_Free(positions);
+    PyMem_Free(credits);
+    PyMem_Free(inverses);
+    PyMem_Free(empty);
+    PyMem_Free(table);
+    PyMem_Free(taken);
+    return result;
+}
+
+#define RADIX_BITS 10
+#define PASSES 3
+#define RADIX (1u << RADIX_BITS)
+
+static PyObject *ring_sort(PyObject *self, PyObject *args) {
+    Py_buffer points, owners;
+    if (!PyArg_ParseTuple(args, "y*y*", &points, &owners))
+        return NULL;
+    PyObject *result = NULL, *sorted_points = NULL, *sorted_owners = NULL;
+    uint32_t *scratch_p = NULL, *scratch_o = NULL, *counts = NULL;
+    if (points.len != owners.len || points.len % 4 != 0) {
+        PyErr_SetString(PyExc_ValueError, "ring_sort: points and owners must be uint32 buffers of one length");
+        goto done;
+    }
+    Py_ssize_t n = points.len / 4;
+    const uint32_t *in_p = points.buf, *in_o = owners.buf;
+    sorted_points = PyBytes_FromStringAndSize(NULL, points.len);
+    sorted_owners = PyBytes_FromStringAndSize(NULL, owners.len);
+    scratch_p = PyMem_Malloc(points.len ? points.len : 1);
+    scratch_o = PyMem_Malloc(owners.len ? owners.len : 1);
+    counts = PyMem_Malloc(sizeof(uint32_t) * RADIX);
+    if (!sorted_points || !sorted_owners || !scratch_p || !scratch_o || !counts) {
+        if (!PyErr_Occurred())
+            PyErr_NoMemory();
+        goto done;
+    }
+    uint32_t *out_p = (uint32_t *)PyBytes_AS_STRING(sorted_points);
+    uint32_t *out_o = (uint32_t *)PyBytes_AS_STRING(sorted_owners);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (in_p[i] >> (PASSES * RADIX_BITS)) {
+            PyErr_SetString(PyExc_ValueError, "ring_sort: a position of more than 30 bits");
+            goto done;
+        }
+    }
+    /* Low bits first: input -> output -> scratch -> output (an odd number of passes). */
+    const uint32_t *from_p = in_p, *from_o = in_o;
+    uint32_t *to_p = out_p, *to_o = out_o;
+    for (int pass = 0; pass < PASSES; pass++) {
+        int shift = pass * RADIX_BITS;
+        memset(counts, 0, sizeof(uint32_t) * RADIX);
+        for (Py_ssize_t i = 0; i < n; i++)
+            counts[(from_p[i] >> shift) & (RADIX - 1)]++;
+        uint32_t total = 0;
+        for (uint32_t b = 0; b < RADIX; b++) {
+            uint32_t c = counts[b];
+            counts[b] = total;
+            total += c;
+        }
+        for (Py_ssize_t i = 0; i < n; i++) {
+            uint32_t at = counts[(from_p[i] >> shift) & (RADIX - 1)]++;
+            to_p[at] = from_p[i];
+            to_o[at] = from_o[i];
+        }
+        from_p = to_p;
+        from_o = to_o;
+        to_p = to_p == out_p ? scratch_p : out_p;
+        to_o = to_o == out_o ? scratch_o : out_o;
+    }
+    result = PyTuple_Pack(2, sorted_points, sorted_owners);
+done:
+    Py_XDECREF(sorted_points);
+    Py_XDECREF(sorted_owners);
+    PyMem_Free(scratch_p);
+    PyMem_Free(scratch_o);
+    PyMem_Free(counts);
+    PyBuffer_Release(&points);
+    PyBuffer_Release(&owners);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"maglev_fill", maglev_fill, METH_VARARGS, "Maglev's lookup table from the servers' offsets, skips and weights."},
+    {"ring_sort", ring_sort, METH_VARARGS, "Ring points and their owners sorted by position (stable)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_tables", NULL, -1, methods};
+
+PyMODINIT_FUNC PyInit__tables(void) { return PyModule_Create(&module); }

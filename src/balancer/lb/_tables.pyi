@@ -1,0 +1,6 @@
+# lb/_tables.c: the table builds of lb/maglev.py and lb/ring.py in C.
+from array import array
+from collections.abc import Sequence
+
+def maglev_fill(offsets: Sequence[int], skips: Sequence[int], weights: Sequence[int], size: int) -> list[int]: ...
+def ring_sort(points: array[int], owners: array[int]) -> tuple[bytes, bytes]: ...

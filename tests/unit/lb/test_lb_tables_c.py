@@ -1,0 +1,71 @@
+"""lb/_tables.c builds exactly what the Python beside it builds: Maglev tables (weighted or
+not, small and large tables, the rank-finding end included) and ring orders (collisions
+kept in server order). Every L4 node computes its kernel table from the same file, so one
+slot of difference would send flows to different L7 nodes."""
+
+from __future__ import annotations
+
+import os
+import random
+from array import array
+
+import pytest
+from lbkit import make_servers, random_keys
+
+from balancer.lb import maglev, ring
+
+_tables = maglev._tables
+if _tables is None:  # a BALANCER_PURE=1 build has no C module; CI builds it
+    pytestmark = pytest.mark.skipif(
+        os.environ.get("BALANCER_PURE") == "1", reason="built with BALANCER_PURE=1: no lb/_tables"
+    )
+
+
+def _preferences(identities: list[bytes], size: int) -> tuple[list[int], list[int]]:
+    pairs = [maglev.preferences(identity, size) for identity in identities]
+    return [offset for offset, _ in pairs], [skip for _, skip in pairs]
+
+
+@pytest.mark.parametrize(
+    ("servers", "size"), [(2, 3), (3, 7), (10, 101), (57, 4099), (100, 65537), (1000, 65537), (7, 65537)]
+)
+def test_maglev_fill_equals_the_python_loop(servers: int, size: int) -> None:
+    assert _tables is not None, "lb/_tables was not built (make native)"
+    rng = random.Random(servers * size)
+    identities = [rng.randbytes(8) for _ in range(servers)]
+    offsets, skips = _preferences(identities, size)
+    for weights in ([1] * servers, [rng.randint(1, 256) for _ in range(servers)], [3] * (servers - 1) + [1]):
+        assert _tables.maglev_fill(offsets, skips, weights, size) == maglev._fill(offsets, skips, weights, size)
+
+
+def test_maglev_fill_refuses_what_python_refuses() -> None:
+    assert _tables is not None
+    with pytest.raises(ValueError):
+        _tables.maglev_fill([0, 1], [1, 2], [1, 1], 2)  # not more slots than servers
+    with pytest.raises(ValueError):
+        _tables.maglev_fill([0, 1], [1, 7], [1, 1], 7)  # a skip of size: not a permutation
+    with pytest.raises(TypeError):
+        _tables.maglev_fill([0, "1"], [1, 2], [1, 1], 7)
+
+
+def test_ring_sort_equals_the_python_sort(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _tables is not None
+    servers = make_servers([100, 50, 1, 256, 100] * 20)
+    built_in_c = ring.Ring(servers)
+    monkeypatch.setattr(ring, "_tables", None)
+    built_in_python = ring.Ring(servers)
+    assert built_in_c._positions == built_in_python._positions
+    assert built_in_c._owners == built_in_python._owners
+    for key in random_keys(2000):
+        assert built_in_c.owner(key) is built_in_python.owner(key)
+
+
+def test_ring_sort_keeps_equal_positions_in_server_order() -> None:
+    assert _tables is not None
+    points = array("I", [5, 3, 5, 1 << 29, 3, 0])
+    owners = array("I", [0, 0, 1, 1, 2, 2])
+    positions, indexes = _tables.ring_sort(points, owners)
+    assert array("I", positions).tolist() == [0, 3, 3, 5, 5, 1 << 29]
+    assert array("I", indexes).tolist() == [2, 0, 2, 0, 1, 1]
+    with pytest.raises(ValueError):
+        _tables.ring_sort(array("I", [1 << 30]), array("I", [0]))
