@@ -5,8 +5,10 @@ figure is the proxy's own CPU time per request (parsing, routing, head rewriting
 logging), the part a change to the hot path can move. By default every request head is
 different and browser-like, as bench/varied.lua sends them (path and query, cookie,
 referer and user agent change; ten headers), made before the measured loop;
-`--identical` sends one short head again and again (the known-request path). Usage:
-    .venv/bin/python bench/micro_http.py [--requests 200000] [--identical] [--profile]
+`--identical` sends one short head again and again (the known-request path);
+`--no-known` never looks the frontend's known request heads up (net.request.KnownRequest),
+to measure what that memo costs or saves. Usage:
+    .venv/bin/python bench/micro_http.py [--requests 200000] [--identical] [--no-known] [--profile]
 """
 
 from __future__ import annotations
@@ -111,13 +113,15 @@ class MemoryTransport:
         return False
 
 
-async def run(requests: int, profile: bool, identical: bool) -> None:
+async def run(requests: int, profile: bool, identical: bool, known: bool) -> None:
     warmup = 1000
     heads = [REQUEST] if identical else [varied_request(n) for n in range(warmup + requests)]
     head_count = len(heads)
     with tempfile.TemporaryDirectory() as tmp:
         balancer = Balancer(parse_config(CONFIG.format(log=f"{tmp}/access.log")))
         frontend = balancer.frontends["www"]
+        if not known:
+            frontend.known_pause = 1 << 62  # reads left without the memo: all of them
         backend = frontend.backends["web"]
         server = backend.runtime.servers[0]
         upstream = UpstreamConnection(server, backend.idle)
@@ -150,7 +154,7 @@ async def run(requests: int, profile: bool, identical: bool) -> None:
             pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
         assert client.written >= requests, client.written
         balancer.access_log.close()
-        kind = "identical" if identical else "varied"
+        kind = ("identical" if identical else "varied") + ("" if known else ", no known-request memo")
         print(f"{elapsed / requests * 1e6:.2f} µs per proxied request, {kind} heads (Python side, no syscalls)")
 
 
@@ -159,8 +163,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200000)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--identical", action="store_true", help="one short head again and again, not varied heads")
+    parser.add_argument("--no-known", action="store_true", help="without the memo of known request heads")
     args = parser.parse_args()
-    uvloop.run(run(args.requests, args.profile, args.identical))
+    uvloop.run(run(args.requests, args.profile, args.identical, not args.no_known))
 
 
 if __name__ == "__main__":
