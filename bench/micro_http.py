@@ -2,13 +2,26 @@
 
 Drives an HttpSession and a pooled UpstreamConnection with in-memory transports, so the
 figure is the proxy's own CPU time per request (parsing, routing, head rewriting,
-logging), the part a change to the hot path can move. Usage:
-    .venv/bin/python bench/micro_http.py [--requests 200000] [--profile]
+logging), the part a change to the hot path can move. By default every request head is
+different and browser-like, as bench/varied.lua sends them (path and query, cookie,
+referer and user agent change; ten headers), made before the measured loop;
+`--identical` sends one short head again and again (the known-request path);
+`--no-known` never looks the frontend's known request heads up (net.request.KnownRequest),
+to measure what that memo costs or saves. Usage:
+    .venv/bin/python bench/micro_http.py [--requests 200000] [--identical] [--no-known] [--profile]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
+
+# cProfile imports the standard library's `profile`, which bench/profile.py (this script's
+# directory, first on sys.path) would shadow; nothing here imports from bench/.
+if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
+    del sys.path[0]
+
 import cProfile
 import pstats
 import tempfile
@@ -41,10 +54,37 @@ name = "web"
 """
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"
+PAGES = ("/", "/products", "/products/list", "/cart", "/account/orders", "/search", "/static/app.js", "/api/v1/items")
+AGENTS = (
+    "Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/119.0 Safari/537.36",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_1) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+    "Version/17.1 Safari/605.1.15",
+)
 RESPONSE = (
     b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Sat, 21 Nov 2026 23:59:59 GMT\r\n"
     b"Content-Type: text/plain\r\nContent-Length: 6\r\nConnection: keep-alive\r\nX-Server: s1\r\n\r\nhello\n"
 )
+
+
+def varied_request(counter: int) -> bytes:
+    """The head bench/varied.lua sends as its request number `counter`: all distinct."""
+    page = PAGES[counter % len(PAGES)]
+    referer = PAGES[(counter + 3) % len(PAGES)]
+    session = counter * 2654435761 % 4294967296
+    return (
+        f"GET {page}?id={counter}&q=item{counter * 7919 % 100000} HTTP/1.1\r\n"
+        "Host: shop.example.com\r\n"
+        f"User-Agent: {AGENTS[counter % len(AGENTS)]}\r\n"
+        "Accept: text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8\r\n"
+        "Accept-Language: en-US,en;q=0.5\r\n"
+        "Accept-Encoding: gzip, deflate, br\r\n"
+        f"Referer: https://shop.example.com{referer}?from={counter - 1}\r\n"
+        f"Cookie: session={session:016x}; theme=light; cart={counter % 97}\r\n"
+        "Cache-Control: no-cache\r\n"
+        "Sec-Fetch-Mode: navigate\r\n"
+        "\r\n"
+    ).encode()
 
 
 class MemoryTransport:
@@ -73,10 +113,15 @@ class MemoryTransport:
         return False
 
 
-async def run(requests: int, profile: bool) -> None:
+async def run(requests: int, profile: bool, identical: bool, known: bool) -> None:
+    warmup = 1000
+    heads = [REQUEST] if identical else [varied_request(n) for n in range(warmup + requests)]
+    head_count = len(heads)
     with tempfile.TemporaryDirectory() as tmp:
         balancer = Balancer(parse_config(CONFIG.format(log=f"{tmp}/access.log")))
         frontend = balancer.frontends["www"]
+        if not known:
+            frontend.known_pause = 1 << 62  # reads left without the memo: all of them
         backend = frontend.backends["web"]
         server = backend.runtime.servers[0]
         upstream = UpstreamConnection(server, backend.idle)
@@ -88,36 +133,39 @@ async def run(requests: int, profile: bool) -> None:
 
         outbox = balancer.outbox
 
-        def one() -> None:
+        def one(n: int) -> None:
             # One loop pass each: what the session holds for the end of the pass is written.
-            frontend_session.data_received(REQUEST)
+            frontend_session.data_received(heads[n % head_count])
             outbox.flush()
             upstream.data_received(RESPONSE)
             outbox.flush()
 
-        for _ in range(1000):
-            one()
+        for n in range(warmup):
+            one(n)
         profiler = cProfile.Profile() if profile else None
         if profiler:
             profiler.enable()
         start = time.perf_counter()
-        for _ in range(requests):
-            one()
+        for n in range(warmup, warmup + requests):
+            one(n)
         elapsed = time.perf_counter() - start
         if profiler:
             profiler.disable()
             pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
         assert client.written >= requests, client.written
         balancer.access_log.close()
-        print(f"{elapsed / requests * 1e6:.2f} µs per proxied request (Python side, no syscalls)")
+        kind = ("identical" if identical else "varied") + ("" if known else ", no known-request memo")
+        print(f"{elapsed / requests * 1e6:.2f} µs per proxied request, {kind} heads (Python side, no syscalls)")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=200000)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--identical", action="store_true", help="one short head again and again, not varied heads")
+    parser.add_argument("--no-known", action="store_true", help="without the memo of known request heads")
     args = parser.parse_args()
-    uvloop.run(run(args.requests, args.profile))
+    uvloop.run(run(args.requests, args.profile, args.identical, not args.no_known))
 
 
 if __name__ == "__main__":

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from tests.integration.aclient import Client
 from tests.integration.configs import frontend_port, make_config
+from tests.integration.peers import RawServer, ok_response, read_head
 
 HOP_BY_HOP = {"keep-alive", "proxy-connection", "te", "upgrade", "x-hop-secret"}
 
@@ -98,3 +101,59 @@ def test_del_header_x_forwarded_for_drops_what_the_client_sent(run_balancer, bac
 
     run_balancer(config, scenario)
     assert [r.header_values("X-Forwarded-For") for r in s1.requests] == [["127.0.0.1"], ["127.0.0.1"]]
+
+
+def test_header_lines_reach_the_server_as_the_proxy_writes_them_whatever_their_spacing(run_balancer):
+    """The server gets each end-to-end header line as "Name: value" CRLF, in the client's
+    order, hop-by-hop and X-Forwarded-* lines removed wherever they were, whatever spaces
+    the client put before the value: lines the client already wrote that way pass as one
+    slice of its read (net.http_session _follow_raw), the others are written anew."""
+    heads: list[bytes] = []
+
+    async def handler(reader, writer, index):
+        while True:
+            try:
+                heads.append(await read_head(reader))
+            except asyncio.IncompleteReadError:
+                return
+            writer.write(ok_response())
+            await writer.drain()
+
+    server = RawServer(handler)
+    forwarded = b"X-Forwarded-For: 127.0.0.1\r\nX-Forwarded-Proto: http\r\n\r\n"
+    cases = [
+        (  # as browsers write them, a hop-by-hop line and a client's X-Forwarded-For among them
+            b"GET /a?x=1 HTTP/1.1\r\nHost: test.local\r\nUser-Agent: ua/1\r\nConnection: keep-alive\r\n"
+            b"Cookie: s=1; t=2\r\nX-Forwarded-For: 203.0.113.7\r\nX-Forwarded-Proto: https\r\nAccept: */*\r\n\r\n",
+            b"GET /a?x=1 HTTP/1.1\r\nHost: test.local\r\nUser-Agent: ua/1\r\nCookie: s=1; t=2\r\nAccept: */*\r\n"
+            b"X-Forwarded-For: 203.0.113.7, 127.0.0.1\r\nX-Forwarded-Proto: http\r\n\r\n",
+        ),
+        (  # no space, two spaces (the same length in all as two plain lines), tabs; what follows
+            # a value is part of it for the parser
+            b"GET /b HTTP/1.1\r\nHost:test.local\r\nX-One:a\r\nX-Two:  b\r\nX-Tab:\tc\t\r\nX-Pad: d  \r\n\r\n",
+            b"GET /b HTTP/1.1\r\nHost: test.local\r\nX-One: a\r\nX-Two: b\r\nX-Tab: c\t\r\nX-Pad: d  \r\n" + forwarded,
+        ),
+        (  # an empty value, plain lines after an odd one
+            b"GET /c HTTP/1.1\r\nHost: test.local\r\nX-Empty:\r\nX-Space: \r\nAccept:  */*\r\nX-Last: z\r\n\r\n",
+            b"GET /c HTTP/1.1\r\nHost: test.local\r\nX-Empty: \r\nX-Space: \r\nAccept: */*\r\nX-Last: z\r\n"
+            + forwarded,
+        ),
+        (  # empty lines before the request line, which the parser skips
+            b"\r\nGET /d HTTP/1.1\r\nHost: test.local\r\nAccept: */*\r\n\r\n",
+            b"GET /d HTTP/1.1\r\nHost: test.local\r\nAccept: */*\r\n" + forwarded,
+        ),
+        (  # only hop-by-hop lines after Host
+            b"GET /e HTTP/1.1\r\nHost: test.local\r\nKeep-Alive: timeout=5\r\nConnection: keep-alive\r\n\r\n",
+            b"GET /e HTTP/1.1\r\nHost: test.local\r\n" + forwarded,
+        ),
+    ]
+
+    async def scenario(balancer):
+        async with server.serving(), await Client.connect(frontend_port(balancer)) as client:
+            for _ in range(3):  # a head read again is remembered, then made from the memo
+                for sent, _ in cases:
+                    await client.send(sent)
+                    assert (await client.read_response()).status == 200
+
+    run_balancer(make_config([("s1", server.address)], frontend={"forwardfor": True}), scenario)
+    assert heads == [expected for _ in range(3) for _, expected in cases]

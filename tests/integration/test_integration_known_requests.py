@@ -27,6 +27,8 @@ from tests.integration.configs import frontend_port, make_config
 from tests.integration.peers import RawServer, ok_response, read_head
 from tests.support.process import wait_until as wait_until_blocking
 
+from balancer.net.http_session import KNOWN_MAX, KNOWN_PAUSE
+
 ROUNDS = 8
 
 PLAIN = b"GET /echo/plain?x=1 HTTP/1.1\r\nHost: test.local\r\nUser-Agent: repeat/1\r\nAccept: */*\r\n\r\n"
@@ -312,6 +314,35 @@ def test_many_different_heads_and_oversized_ones_are_all_answered_right(run_bala
     assert memo_size <= 256
     assert not large_remembered
     assert len(s1.requests) == 323
+
+
+def test_a_frontend_whose_heads_all_differ_stops_remembering_them_for_a_while(run_balancer, backends):
+    """A whole memo of heads that were never read again (browsers: every head differs) costs
+    a hash and an entry per read for nothing: the frontend stops looking reads up for
+    KNOWN_PAUSE reads, answers them all the same, and remembers heads again after that."""
+    (s1,) = backends("s1")
+    distinct = [request_bytes("GET", f"/echo/{i}") for i in range(KNOWN_MAX + 1)]
+    repeated = request_bytes("GET", "/echo/repeated")
+
+    async def scenario(balancer):
+        frontend = balancer.frontends["www"]
+        async with await Client.connect(frontend_port(balancer)) as client:
+            first = [await _send(client, head) for head in distinct]
+            paused = frontend.known_pause
+            during = [await _send(client, repeated) for _ in range(3)]
+            memo_during = len(_memo(balancer))
+            frontend.known_pause = 1  # as after KNOWN_PAUSE - 1 more reads
+            after = [await _send(client, repeated) for _ in range(4)]
+            remembered = type(_memo(balancer).get(repeated)).__name__
+        return first, paused, during, memo_during, after, remembered
+
+    first, paused, during, memo_during, after, remembered = run_balancer(make_config([s1]), scenario)
+    assert [_echoed(r)["target"] for r in first] == [f"/echo/{i}" for i in range(KNOWN_MAX + 1)]
+    assert paused == KNOWN_PAUSE, "paused once the memo was full of heads never read again"
+    assert memo_during == 0
+    assert [_echoed(r)["target"] for r in during + after] == ["/echo/repeated"] * 7
+    assert remembered == "KnownRequest", "remembered again once the pause is over"
+    assert len(s1.requests) == KNOWN_MAX + 1 + 7
 
 
 # -- rules -------------------------------------------------------------------------------

@@ -283,8 +283,13 @@ class FrontendContext:
         # buffer_request: how much of a body is read before a server is chosen; 0: none.
         self.buffer_body = (config.limits.body or BUFFER_REQUEST_MAX) if config.buffer_request else 0
         self.default_backend = backends.get(config.default_backend or "")
-        # Request heads read before, by their bytes: net.http_session.KnownRequest.
+        # Request heads read before, by their bytes: net.http_session.KnownRequest (None:
+        # read once). `known_hits`: reads made from it since it was last emptied;
+        # `known_pause`: reads left that do not look it up (http_session._learn pauses it
+        # when a whole table of heads brought no hit: every head differs).
         self.known_requests: dict[bytes, Any] = {}
+        self.known_hits = 0
+        self.known_pause = 0
         # Live client connections, so a stop can close idle ones and wait for busy ones;
         # `parked`: those of them waiting for room under maxconn (net.gate).
         self.sessions: set[Stoppable] = set()

@@ -86,6 +86,10 @@ DETACHED_PARSER: Final = httptools.HttpRequestParser(None)
 # Request heads a frontend remembers (KnownRequest), and the largest one it remembers.
 KNOWN_MAX: Final = 256
 KNOWN_HEAD_MAX: Final = 1024
+# Reads that do not look the memo up once KNOWN_MAX heads in a row were never read again:
+# where every head differs (browsers' cookies, paths, referers) hashing each read to look
+# it up and remembering it cost 6% of a request for nothing (bench/micro_http.py).
+KNOWN_PAUSE: Final = 16384
 
 
 class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
@@ -123,6 +127,14 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
         self.wall_offset = time.time() - self.now
         self.header_bytes = 0
         self.header_count = 0
+        # The header lines of the request being parsed as they are in head_source
+        # (on_header, _follow_raw): where the next one must start (0: after the request
+        # line; -1: not as received, or not all in head_source), where the forwarded lines
+        # began, where the current run of them began, and the runs before a dropped line.
+        self.raw_pos = -1
+        self.raw_begin = 0
+        self.raw_run = 0
+        self.raw_runs: list[bytes] | None = None
         self.paused = 0
         self.writing_paused = False
         self.closing = False  # close once the exchange in flight ends
@@ -300,9 +312,13 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
             return
         parsing = self.parsing
         if parsing is None or parsing.body_done:
-            if len(data) <= KNOWN_HEAD_MAX:
-                known = self.frontend.known_requests.get(data)
+            frontend = self.frontend
+            if frontend.known_pause:
+                frontend.known_pause -= 1
+            elif len(data) <= KNOWN_HEAD_MAX:
+                known = frontend.known_requests.get(data)
                 if known is not None:
+                    frontend.known_hits += 1
                     self._take_known(known)
                     if self.to_server:
                         self._flush_to_server()
@@ -334,24 +350,30 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
         # An idle connection keeps no read buffer alive, and a head that began in this
         # read but ends in a later one reads its method and version from the parser.
         self.head_source = b""
-        if self.learning is not None:
+        if self.learning_request is not None:
             self._learn(data, fed)
         if self.to_server:
             self._flush_to_server()
 
     def _learn(self, data: bytes, fed: bool) -> None:
         """Remember the request on_headers_complete took from `data`, if the parser took
-        all of `data` (`fed`) and it held that request and nothing else."""
+        all of `data` (`fed`) and it held that request and nothing else: as a KnownRequest
+        when it read these bytes before (`learning`), else that it read them once (None)."""
         learning = self.learning
         request = self.learning_request
         self.learning = None
         self.learning_request = None
         # The request began at the read's first byte (KnownRequest is only taken then), no
         # other began after it, and it ended: at most empty lines, which llhttp skips, follow.
-        if fed and learning is not None and request is self.parsing and request is not None and request.body_done:
-            known = self.frontend.known_requests
+        if fed and request is self.parsing and request is not None and request.body_done:
+            frontend = self.frontend
+            known = frontend.known_requests
             if len(known) >= KNOWN_MAX:
-                known.clear()  # heads that all differ (cookies, ids) cost one insert each
+                known.clear()
+                if not frontend.known_hits:  # a table of heads that all differ (cookies, ids)
+                    frontend.known_pause = KNOWN_PAUSE
+                    return
+                frontend.known_hits = 0
             known[data] = learning
 
     def _take_known(self, known: KnownRequest) -> None:
@@ -403,6 +425,8 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
         self.fresh = b""
         self.header_bytes = 0
         self.header_count = 0
+        self.raw_pos = 0 if self.head_source else -1
+        self.raw_runs = None
         self.queue.append(request)
         if len(self.queue) > 1:
             self.pause_client_reading(PIPELINE_WAIT)
@@ -426,16 +450,74 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
         kind = header_kind(name)  # not name.lower(): a method call costs more than the match
         if kind == FIELD_OTHER:
             request.headers.append((name, value))
-            return
-        if kind == FIELD_HOST:
+        elif kind == FIELD_HOST:
             request.host = value
             request.host_count += 1
             request.headers.append((name, value))
-            return
-        if kind == FIELD_CONTENT_LENGTH:
+        elif kind == FIELD_CONTENT_LENGTH:
             request.content_length = int(value)  # httptools has checked it is digits
             request.headers.append((name, value))
+        else:
+            self._special_header(request, kind, name, value)
+            if self.raw_pos >= 0:
+                self._follow_raw(len(name), len(value), self._forwarded(kind))
             return
+        if self.raw_pos >= 0:
+            self._follow_raw(len(name), len(value), True)
+
+    def _forwarded(self, kind: int) -> bool:
+        """Whether a header of `kind` (not OTHER, HOST nor CONTENT_LENGTH) goes to the
+        server as received (_special_header appended it to the request's headers)."""
+        return kind in (FIELD_FORWARDED_FOR, FIELD_FORWARDED_PROTO) and not self.frontend.forwardfor
+
+    def _follow_raw(self, name_size: int, value_size: int, forwarded: bool) -> None:
+        """Follow the header line just parsed in head_source, so the lines forwarded as
+        received can go to the server as one slice of it (on_headers_complete). Only a line
+        "Name: value" CRLF, one space after the colon and the CRLF right after the value as
+        the parser gave it (llhttp keeps spaces after a value), is exactly what the proxy
+        would write; any other (or one beyond head_source, a head read in pieces) ends the
+        following for this request: its header lines are then written from the parsed
+        headers, as before. llhttp reads header lines one after the other from the end of
+        the request line, so the checks below find each line where it is."""
+        source = self.head_source
+        pos = self.raw_pos
+        if pos == 0:  # the first header line: after the request line (checked at its end)
+            pos = source.find(b"\r\n") + 2
+            self.raw_begin = self.raw_run = pos
+        colon = pos + name_size
+        end = colon + 2 + value_size  # where its CRLF must be
+        if (
+            pos < 2
+            or end + 1 >= len(source)
+            or source[colon] != 0x3A
+            or source[colon + 1] != 0x20
+            or source[end] != 0x0D
+            or source[end + 1] != 0x0A
+        ):
+            self.raw_pos = -1
+            return
+        self.raw_pos = end + 2
+        if not forwarded:  # a run of forwarded lines ends before this one
+            if self.raw_runs is None:
+                self.raw_runs = []
+            self.raw_runs.append(source[self.raw_run : pos])
+            self.raw_run = end + 2
+
+    def _raw_block(self, line: bytes) -> bytes:
+        """The forwarded header lines as received (_follow_raw) of a request whose request
+        line `line` starts head_source and whose header lines were all followed (raw_pos > 0);
+        b"" when they do not follow `line` (the session then writes them from the parsed
+        headers)."""
+        pos = self.raw_pos
+        if self.raw_begin != len(line):
+            return b""
+        source = self.head_source
+        last = source[self.raw_run : pos]
+        runs = self.raw_runs
+        return last if runs is None else b"".join(runs) + last
+
+    def _special_header(self, request: Request, kind: int, name: bytes, value: bytes) -> None:
+        """A header on_header does not just forward: hop-by-hop, X-Forwarded-*."""
         # Not forwarded as received, but rules (hdr) still see it.
         if request.hop_headers is None:
             request.hop_headers = []
@@ -477,10 +559,14 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
         else:
             request.method = parser.get_method()
         request.head_line = line = b"".join((request.method, b" ", request.url, b" HTTP/1.1\r\n"))
-        if source and source.startswith(line):
+        as_read = bool(source) and source.startswith(line)  # the request line is as it was read
+        if as_read:
             request.version = "1.1"
         else:
             request.version = parser.get_http_version()
+        if as_read and self.raw_pos > 0:
+            # Before the target is read: an absolute-form one replaces the Host line.
+            request.header_block = self._raw_block(line)
         check_request_head(request.version, request.host_count, request.te)
         if request.connection_values:
             request.conn_tokens = connection_tokens(request.connection_values)
@@ -522,8 +608,12 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
             and not request.content_length
             and not request.chunked
             and not request.upgrade
+            and not self.frontend.known_pause
         ):
-            self.learning = KnownRequest(request)
+            # Remembered once it is read a second time: a head every client sends once (the
+            # usual) costs a dict entry, not a KnownRequest.
+            if source in self.frontend.known_requests:
+                self.learning = KnownRequest(request)
             self.learning_request = request
         if request is self.queue[0]:
             if self._body_first(request):
@@ -585,6 +675,7 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
         request.headers = [(name, value) for name, value in request.headers if name.lower() != b"host"]
         request.headers.append((b"Host", authority))
         request.host_count = 1
+        request.header_block = b""  # its Host is no longer the one received
 
     def on_body(self, body: bytes) -> None:
         if self.closed:

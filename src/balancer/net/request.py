@@ -201,7 +201,7 @@ class KnownRequest:
         self.path = request.path
         self.query = request.query
         self.headers = tuple(request.headers)  # a request gets a list of its own
-        self.header_block = b"".join([b"%b: %b\r\n" % header for header in request.headers])
+        self.header_block = request.header_block or b"".join([b"%b: %b\r\n" % header for header in request.headers])
         # Never changed once the head is parsed (rules only read them): shared.
         self.hop_headers = request.hop_headers
         self.xff_values = request.xff_values
