@@ -1028,6 +1028,7 @@ async def _serve_worker(
     tables: dict[str, ClientTable],
     journal: StickJournal | None,
 ) -> int:
+    from balancer.runtime.collector import settle_after_start
     from balancer.server import Balancer
 
     loop = asyncio.get_running_loop()
@@ -1043,6 +1044,7 @@ async def _serve_worker(
     # Workers face the network: they drop root once their sockets are set up. The master
     # keeps its rights, to bind new addresses and read the config file on reloads.
     drop_privileges(config.global_.user, config.global_.group)
+    settle_after_start()
     if ready_fd >= 0:
         os.write(ready_fd, b"ready\n")
         os.close(ready_fd)
