@@ -10,6 +10,8 @@ Runs, each as its own process (each is also runnable alone, see bench/README.md)
                scale (RSS, time to open); HAProxy and balancer.
 - `tcp.py`     L4 `mode = "tcp"`: bulk throughput (iperf3) and new connections; HAProxy
                `mode tcp`, pproxy on uvloop, balancer.
+- `h2.py`      HTTP/2 (h2load, 1 and 100 streams per connection) over TLS ALPN h2 and h2c;
+               HAProxy and balancer.
 - `latency.py` added p50 / p99 latency at half of the lowest peak.
 
 then prints one summary table (balancer, HAProxy, balancer/HAProxy, the best Python peer), writes
@@ -39,7 +41,7 @@ import run as harness  # bench/run.py: defaults shared by every part
 
 BENCH = Path(__file__).resolve().parent
 DEFAULT_DIR = BENCH / "results"
-PARTS = ("run", "tls", "tcp", "latency")
+PARTS = ("run", "tls", "tcp", "h2", "latency")
 
 
 def part_argv(args: argparse.Namespace, part: str, output: Path) -> list[str]:
@@ -55,6 +57,9 @@ def part_argv(args: argparse.Namespace, part: str, output: Path) -> list[str]:
     elif part == "tcp":
         extra = ["--only", "haproxy,balancer" if quick else "haproxy,pproxy,balancer"]
         extra += ["--warmup", "0"] if quick else []
+    elif part == "h2":
+        # Quick: h2c only (4 one-second runs per proxy); the TLS runs are in the real run.
+        extra = ["--warmup", "0", "--transports", "h2c"] if quick else []
     else:
         extra = ["--only", "haproxy,balancer" if quick else "haproxy,nginx,balancer"]
         extra += ["--warmup", "0"] if quick else []
@@ -140,6 +145,21 @@ def rows_tcp(data: dict[str, object]) -> list[Row]:
     ]
 
 
+def rows_h2(data: dict[str, object]) -> list[Row]:
+    per_core = {(r["proxy"], r["transport"], r["streams"]): r["rps_per_core"] for r in data.get("runs", [])}  # type: ignore[union-attr]
+    keys = sorted({(transport, streams) for _, transport, streams in per_core})
+    return [
+        (
+            f"HTTP/2 {t} -m{m}: req/s per core",
+            per_core.get(("balancer", t, m)),
+            per_core.get(("haproxy", t, m)),
+            None,
+            "",
+        )
+        for t, m in keys
+    ]
+
+
 def rows_latency(data: dict[str, object]) -> list[Row]:
     paced = {p["target"]: p for p in data.get("paced", [])}  # type: ignore[union-attr]
     b, h = paced.get("balancer"), paced.get("haproxy")
@@ -150,7 +170,7 @@ def rows_latency(data: dict[str, object]) -> list[Row]:
 
 
 def summary_rows(sections: dict[str, dict[str, object]]) -> list[Row]:
-    makers = {"run": rows_run, "tls": rows_tls, "tcp": rows_tcp, "latency": rows_latency}
+    makers = {"run": rows_run, "tls": rows_tls, "tcp": rows_tcp, "h2": rows_h2, "latency": rows_latency}
     return [row for part, data in sections.items() for row in makers[part](data)]
 
 

@@ -1,6 +1,6 @@
 """bench/all.py in its quickest mode produces the JSON with every section (issue 17 item 1).
 
-Real processes throughout: HAProxy, NGINX (backend), iperf3 (sink), wrk, openssl s_time and
+Real processes throughout: HAProxy, NGINX (backend), iperf3 (sink), wrk, openssl s_time, h2load and
 `python -m balancer run` from this tree. 1 s runs and tiny idle counts, so the figures mean
 nothing; what is checked is that every part ran and every summary row has both proxies' figure.
 """
@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.mark.timeout(300)
 def test_bench_all_quick_writes_every_section(tmp_path: Path) -> None:
-    for tool in ("haproxy", "nginx", "wrk", "iperf3", "openssl"):
+    for tool in ("haproxy", "nginx", "wrk", "iperf3", "openssl", "h2load"):
         require_tool(tool)
     command = [
         sys.executable,
@@ -36,7 +36,7 @@ def test_bench_all_quick_writes_every_section(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
     report = json.loads((tmp_path / "all-latest.json").read_text())
-    assert set(report) >= {"summary", "run", "tls", "tcp", "latency"}
+    assert set(report) >= {"summary", "run", "tls", "tcp", "h2", "latency"}
     scenarios = {(r["proxy"], r["scenario"]) for r in report["run"]["results"]}
     for scenario in ("varied", "varied-close", "keepalive", "close", "post-1k", "post-100k"):
         assert {("haproxy", scenario), ("balancer", scenario)} <= scenarios
@@ -45,6 +45,10 @@ def test_bench_all_quick_writes_every_section(tmp_path: Path) -> None:
     }
     assert all(i["held"] == i["wanted"] for i in report["tls"]["idle"]), report["tls"]["idle"]
     assert {b["proxy"] for b in report["tcp"]["bulk"]} == {"haproxy", "balancer"}
+    assert {(r["proxy"], r["streams"]) for r in report["h2"]["runs"]} == {
+        (p, m) for p in ("haproxy", "balancer") for m in (1, 100)
+    }
+    assert all(r["failed"] == 0 for r in report["h2"]["runs"]), report["h2"]["runs"]
     assert {p["target"] for p in report["latency"]["paced"]} == {"direct", "haproxy", "balancer"}
     for row in report["summary"]:
         assert row["balancer"] is not None and row["haproxy"] is not None, row

@@ -24,6 +24,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import h2.config
+import h2.connection
+import h2.events
 import pytest
 from tests.support import TaggedBackend, require_tool, wait_until
 from tests.support.curl import curl_raw
@@ -322,6 +325,87 @@ def test_a_stream_in_flight_finishes_across_a_reload_and_new_streams_go_to_the_n
         out, err = slow.communicate(timeout=60)
         assert out.decode() == "r1\n\n200 2", err.decode(errors="replace")
         assert slow.returncode == 0
+    finally:
+        site.stop()
+        server.stop()
+
+
+# -- conn_limit ---------------------------------------------------------------------------------
+
+
+def _h2c_open(port: int) -> tuple[socket.socket, h2.connection.H2Connection]:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
+    conn.initiate_connection()
+    sock.sendall(conn.data_to_send())
+    return sock, conn
+
+
+def _h2c_get(sock: socket.socket, conn: h2.connection.H2Connection, streams: int) -> list[bytes]:
+    """`streams` GETs at once on the open connection; the :status of each, in stream order."""
+    ids: list[int] = []
+    for _ in range(streams):
+        stream_id = conn.get_next_available_stream_id()  # the same until its HEADERS are sent
+        ids.append(stream_id)
+        conn.send_headers(
+            stream_id,
+            [(b":method", b"GET"), (b":scheme", b"http"), (b":authority", b"x"), (b":path", b"/")],
+            end_stream=True,
+        )
+    sock.sendall(conn.data_to_send())
+    status: dict[int, bytes] = {}
+    ended: set[int] = set()
+    for _ in range(1000):  # bounded: a few frames per stream
+        if ended >= set(ids):
+            break
+        data = sock.recv(65536)
+        assert data, "the connection closed before every stream ended"
+        for event in conn.receive_data(data):
+            if isinstance(event, h2.events.ResponseReceived):
+                status[event.stream_id] = dict(event.headers)[b":status"]
+            elif isinstance(event, (h2.events.StreamEnded, h2.events.StreamReset)):
+                ended.add(event.stream_id)
+        sock.sendall(conn.data_to_send())
+    return [status.get(stream_id, b"reset") for stream_id in ids]
+
+
+def test_conn_limit_counts_an_h2_connection_once_whatever_its_streams(tmp_path: Path):
+    server = TaggedBackend("s1").start()
+    site = Site(tmp_path / "site")
+    try:
+        config = "\n".join(
+            [
+                site.global_toml(),
+                "[[frontend]]",
+                'name = "h2c"',
+                f'bind = "127.0.0.1:{site.port}"',
+                'default_backend = "web"',
+                "h2c = true",
+                "conn_limit = { per_src = 1 }",
+                "[[backend]]",
+                'name = "web"',
+                "  [[backend.server]]",
+                '  name = "s1"',
+                f'  address = "{server.address}"',
+            ]
+        )
+        site.start(config + "\n")
+        first, first_conn = _h2c_open(site.port)
+        with first:
+            # Five streams on one connection are one connection of this client: all served.
+            assert _h2c_get(first, first_conn, 5) == [b"200"] * 5
+            # A second connection of the same client while the first is open: over per_src = 1.
+            second, second_conn = _h2c_open(site.port)
+            with second:
+                assert _h2c_get(second, second_conn, 2) == [b"429"] * 2
+
+        # Both closed: a new connection has its place back (polled: the close is asynchronous).
+        def served() -> bool:
+            sock, conn = _h2c_open(site.port)
+            with sock:
+                return _h2c_get(sock, conn, 1) == [b"200"]
+
+        wait_until(served, what="a new h2c connection served after the others closed")
     finally:
         site.stop()
         server.stop()

@@ -45,6 +45,7 @@ from balancer.net.h2_stream import H2Stream
 from balancer.net.http_session import HttpSession
 from balancer.net.peer import client_address
 from balancer.proto.h2_message import MalformedRequest, request_head
+from balancer.route.client_limits import REFUSED
 
 log = logging.getLogger("balancer.http")
 
@@ -74,6 +75,13 @@ class H2Session(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.proxied: tuple[str, int] | None = None  # the client a PROXY header named
         self.client_text = "-:0"
+        self.client_ip = "-"
+        # conn_limit (route.client_limits) counts this connection once, whatever its streams:
+        # its entry and tag while counted, and whether it was over the limit (then every
+        # stream is answered 429, as the first request of an HTTP/1.1 connection is).
+        self.limit_entry = -1
+        self.limit_tag = 0
+        self.conn_refused = False
         config = h2.config.H2Configuration(client_side=False, header_encoding=None)
         self.conn = h2.connection.H2Connection(config=config)
         self.streams: dict[int, H2Stream] = {}
@@ -95,6 +103,7 @@ class H2Session(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         self.transport.set_write_buffer_limits(WRITE_BUFFER_HIGH)
         ip, port = self.proxied or client_address(transport)
+        self.client_ip = ip
         self.client_text = f"{ip}:{port}"
         if self.frontend.opened(self, self.transport):
             self.admitted()
@@ -104,6 +113,14 @@ class H2Session(asyncio.Protocol):
         """The connection may be served (at once, or after it was parked over maxconn)."""
         frontend = self.frontend
         conn = self.conn
+        limits = frontend.limits
+        if limits is not None and (key := limits.conn_key(self.client_ip)) is not None:
+            entry = limits.opened(key)
+            if entry == REFUSED:
+                self.conn_refused = True
+            else:
+                self.limit_entry = entry
+                self.limit_tag = limits.tag(entry)
         header_list = frontend.max_header_bytes + 1024  # room for the pseudo-header fields
         conn.local_settings = h2.settings.Settings(
             client=False,
@@ -132,6 +149,9 @@ class H2Session(asyncio.Protocol):
         self.closed = True
         self.deadline.cancel()
         self.frontend.closed(self)
+        if self.limit_entry >= 0 and self.frontend.limits is not None:
+            self.frontend.limits.closed(self.limit_entry, self.limit_tag)
+            self.limit_entry = -1
         for stream in list(self.streams.values()):
             stream.client_reset()  # the client is gone: every stream's session sees it leave
         self.streams.clear()
@@ -311,6 +331,7 @@ class H2Session(asyncio.Protocol):
         session = HttpSession(self.frontend)
         session.http2 = True
         session.proxied = self.proxied
+        session.conn_refused = self.conn_refused
         stream.start(session, head)
         if ended:
             stream.request_end()

@@ -1,0 +1,306 @@
+#!/usr/bin/env python3
+"""Benchmark HTTP/2 to clients: balancer vs HAProxy in the same run, with h2load.
+
+Each proxy (1 HAProxy thread, 1 balancer worker) serves two frontends to the NGINX backend of
+bench/run.py (`return 200 "hello\\n"`): one over TLS with ALPN h2 (ECDSA P-256 certificate, made
+by bench/tls.py's helper) and one in cleartext h2c (prior knowledge: HAProxy `proto h2`, balancer
+`h2c = true`). For every frontend, `h2load -t1 -c CONNECTIONS -m STREAMS -D DURATION` runs with
+1 and with 100 concurrent streams per connection (--streams). Figures: req/s, failed requests,
+the proxy's CPU seconds over the run (user+system of its process tree, from /proc, as run.py reads
+them), CPU µs per request and req/s per proxy core, the figure to compare on a shared machine.
+
+Usage: .venv/bin/python bench/h2.py [--duration 5] [--connections 16] [--streams 1,100]
+Prints a table and the balancer/HAProxy ratios; writes JSON to bench/results/h2-latest.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import run as harness  # bench/run.py: processes, the nginx backend, CPU time, tables
+import tls as tlsbench  # bench/tls.py: the self-signed certificate
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_OUTPUT = REPO / "bench" / "results" / "h2-latest.json"
+PROXIES = ("haproxy", "balancer")
+TRANSPORTS = ("tls", "h2c")
+
+
+@dataclass(frozen=True)
+class Ports:
+    backend: int
+    tls: int
+    h2c: int
+
+
+def haproxy_config(ports: Ports, pem: Path) -> str:
+    return f"""\
+global
+    nbthread 1
+    maxconn 8000
+
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    http-reuse always
+
+frontend fe_tls
+    bind 127.0.0.1:{ports.tls} ssl crt {pem} alpn h2,http/1.1
+    default_backend web
+
+frontend fe_h2c
+    bind 127.0.0.1:{ports.h2c} proto h2
+    default_backend web
+
+backend web
+    server s1 127.0.0.1:{ports.backend}
+"""
+
+
+def balancer_config(ports: Ports, pem: Path) -> str:
+    return f"""\
+[global]
+workers = 1
+grace = "1s"
+
+[[frontend]]
+name = "fe_tls"
+bind = ["127.0.0.1:{ports.tls}"]
+mode = "http"
+default_backend = "web"
+tls = {{ cert = ["{pem}"], alpn = ["h2", "http/1.1"] }}
+
+[[frontend]]
+name = "fe_h2c"
+bind = ["127.0.0.1:{ports.h2c}"]
+mode = "http"
+default_backend = "web"
+h2c = true
+
+[[backend]]
+name = "web"
+mode = "http"
+
+  [[backend.server]]
+  name = "s1"
+  address = "127.0.0.1:{ports.backend}"
+"""
+
+
+def proxy_argv(args: argparse.Namespace, proxy: str, tmp: Path, ports: Ports, pem: Path) -> list[str]:
+    if proxy == "haproxy":
+        conf = tmp / "haproxy-h2.cfg"
+        conf.write_text(haproxy_config(ports, pem))
+        return [harness.find_binary("haproxy"), "-db", "-f", str(conf)]
+    conf = tmp / "balancer-h2.toml"
+    conf.write_text(balancer_config(ports, pem))
+    return shlex.split(args.balancer_cmd.replace("{config}", shlex.quote(str(conf))))
+
+
+# --------------------------------------------------------------------------- measures
+
+
+@dataclass
+class H2Run:
+    proxy: str
+    transport: str  # "tls" (ALPN h2) or "h2c"
+    streams: int  # h2load -m
+    requests: int  # succeeded
+    failed: int  # failed + errored + timeout
+    rps: float
+    cpu_s: float
+    cpu_us_per_req: float | None
+    rps_per_core: float | None
+
+
+FINISHED = re.compile(r"finished in ([\d.]+)s, ([\d.]+) req/s")
+REQUESTS = re.compile(
+    r"requests: (\d+) total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout"
+)
+
+
+def parse_h2load(output: str) -> tuple[float, int, int]:
+    """(req/s, succeeded, failed+errored+timeout) from h2load's summary; BenchError without one."""
+    finished, requests = FINISHED.search(output), REQUESTS.search(output)
+    if finished is None or requests is None:
+        raise harness.BenchError(f"h2load gave no summary: {output[-400:]}")
+    failed = sum(int(requests.group(i)) for i in (3, 4, 5))
+    return float(finished.group(2)), int(requests.group(2)), failed
+
+
+def h2load_argv(args: argparse.Namespace, url: str, streams: int, seconds: int) -> list[str]:
+    h2load = harness.find_binary("h2load")
+    return [h2load, "-t1", "-c", str(args.connections), "-m", str(streams), "-D", str(seconds), url]
+
+
+def run_h2load(args: argparse.Namespace, proc: harness.Proc, url: str, transport: str, streams: int) -> H2Run:
+    if args.warmup:
+        subprocess.run(
+            h2load_argv(args, url, streams, args.warmup), capture_output=True, timeout=args.warmup + 60, check=False
+        )
+    user0, sys0 = harness.tree_cpu(proc.popen.pid)
+    done = subprocess.run(
+        h2load_argv(args, url, streams, args.duration),
+        capture_output=True,
+        text=True,
+        timeout=args.duration + 60,
+        check=False,
+    )
+    user1, sys1 = harness.tree_cpu(proc.popen.pid)
+    rps, ok, failed = parse_h2load(done.stdout + done.stderr)
+    cpu = (user1 - user0) + (sys1 - sys0)
+    return H2Run(
+        proxy=proc.name,
+        transport=transport,
+        streams=streams,
+        requests=ok,
+        failed=failed,
+        rps=round(rps, 1),
+        cpu_s=round(cpu, 2),
+        cpu_us_per_req=round(cpu * 1e6 / ok, 1) if ok else None,
+        rps_per_core=round(ok / cpu, 1) if cpu > 0 else None,
+    )
+
+
+@dataclass
+class Results:
+    runs: list[H2Run] = field(default_factory=list)
+    failures: dict[str, str] = field(default_factory=dict)
+
+
+def bench_proxy(args: argparse.Namespace, proxy: str, tmp: Path, ports: Ports, pem: Path, out: Results) -> None:
+    argv = proxy_argv(args, proxy, tmp, ports, pem)
+    harness.progress(f"{proxy}: {shlex.join(argv)}")
+    with harness.running(proxy, argv, tmp) as proc:
+        harness.wait_for_port(proc, ports.tls)
+        harness.wait_for_port(proc, ports.h2c)
+        for transport in args.transports:
+            scheme, port = ("https", ports.tls) if transport == "tls" else ("http", ports.h2c)
+            for streams in args.streams:
+                run = run_h2load(args, proc, f"{scheme}://127.0.0.1:{port}/", transport, streams)
+                out.runs.append(run)
+                harness.progress(
+                    f"{proxy} {transport} -m{streams}: {run.rps:,.0f} req/s, "
+                    f"{harness.fmt(run.rps_per_core, '{:,.0f}')} per core, {run.failed} failed"
+                )
+                if proc.popen.poll() is not None:
+                    raise harness.BenchError(f"{proxy} died:\n{harness.log_tail(proc)}")
+
+
+def ratios(out: Results) -> dict[str, float | None]:
+    found: dict[str, float | None] = {}
+    per_core = {(r.proxy, r.transport, r.streams): r.rps_per_core for r in out.runs}
+    for (proxy, transport, streams), mine in per_core.items():
+        theirs = per_core.get(("haproxy", transport, streams))
+        if proxy == "balancer" and mine is not None and theirs:
+            found[f"{transport} -m{streams} per_core balancer/haproxy"] = round(mine / theirs, 3)
+    return found
+
+
+def report(args: argparse.Namespace, out: Results, meta: dict[str, object]) -> dict[str, object]:
+    print(f"\nHTTP/2 (h2load -t1 -c{args.connections} -D {args.duration}, NGINX backend)")
+    print(
+        harness.text_table(
+            ("proxy", "transport", "streams", "req/s", "failed", "proxy CPU s", "CPU µs/req", "req/s per core"),
+            [
+                (
+                    r.proxy,
+                    r.transport,
+                    str(r.streams),
+                    f"{r.rps:,.0f}",
+                    str(r.failed),
+                    f"{r.cpu_s:.2f}",
+                    harness.fmt(r.cpu_us_per_req, "{:.1f}"),
+                    harness.fmt(r.rps_per_core, "{:,.0f}"),
+                )
+                for r in out.runs
+            ],
+        )
+    )
+    rat = ratios(out)
+    for name, value in rat.items():
+        print(f"  {name}: {harness.fmt(value, '{:.2f}x')}")
+    for proxy, message in out.failures.items():
+        print(f"\n{proxy} FAILED: {message}")
+    data: dict[str, object] = {**meta, "runs": [asdict(r) for r in out.runs], "ratios": rat, "failures": out.failures}
+    harness.write_json(args.output, data)
+    harness.progress(f"\nJSON written to {args.output}")
+    return data
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--duration", type=int, default=5, help="seconds per h2load run (default 5)")
+    p.add_argument("--connections", type=int, default=16, help="h2load -c (default 16)")
+    p.add_argument(
+        "--streams", type=harness.csv_choice(("1", "10", "100")), default=["1", "100"], help="h2load -m values"
+    )
+    p.add_argument("--transports", type=harness.csv_choice(TRANSPORTS), default=list(TRANSPORTS), help="tls,h2c")
+    p.add_argument("--warmup", type=int, default=1, help="seconds of unmeasured h2load before each run")
+    harness.add_part_options(p, PROXIES, DEFAULT_OUTPUT, "keep configs, certificate and logs")
+    args = p.parse_args(argv)
+    if args.duration <= 0 or args.connections < 1 or args.warmup < 0:
+        p.error("--duration and --connections must be positive")
+    args.streams = [int(s) for s in args.streams]
+    args.balancer_cmd = harness.with_config(args.balancer_cmd)
+    # What harness.metadata reads.
+    args.threads, args.pin, args.repeat = 1, False, 1
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, harness.on_sigterm)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    tmp = Path(tempfile.mkdtemp(prefix="balancer-bench-h2-"))
+    tmp.chmod(0o755)  # nginx workers run as nobody when started as root
+    meta: dict[str, object] = {**harness.metadata(args), "streams": args.streams, "transports": args.transports}
+    meta["versions"] = {**meta["versions"], "h2load": harness.version_of(["h2load", "--version"])}  # type: ignore[dict-item]
+    out = Results()
+    started = time.monotonic()
+    try:
+        pem = tlsbench.make_pem(tmp, "ecdsa")
+        free = harness.free_ports(4)
+        ports = Ports(backend=free[0], tls=free[1], h2c=free[2])
+        web_ports = harness.Ports(free[0], free[3], 0, 0, 0)
+        web_argv = harness.nginx_argv(tmp, "nginx-backend", harness.backend_config(tmp / "nginx-backend", web_ports))
+        with harness.running("backend", web_argv, tmp) as web:
+            harness.wait_for_port(web, ports.backend)
+            for proxy in (p for p in PROXIES if p in args.only):
+                try:
+                    bench_proxy(args, proxy, tmp, ports, pem, out)
+                except harness.BenchError as exc:
+                    out.failures[proxy] = str(exc)
+                    harness.progress(f"{proxy}: FAILED: {exc}")
+    except harness.BenchError as exc:
+        harness.progress(f"FAILED: {exc}")
+        return 1
+    except KeyboardInterrupt:
+        harness.progress("interrupted")
+        return 130
+    finally:
+        if args.keep_tmp:
+            harness.progress(f"kept in {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    meta["elapsed_s"] = round(time.monotonic() - started, 1)
+    report(args, out, meta)
+    return 1 if out.failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
