@@ -96,6 +96,9 @@ class Generation:
     journal: StickJournal | None = None  # with [peers] and a stick table: runtime.stick_journal
 
 
+TASKS_END_TIMEOUT = 5.0  # what a stopped master waits for its last tasks to end
+
+
 def worker_count(config: Config) -> int:
     """Workers serve frontends: a file with none (an L4 node) runs the master alone."""
     if not config.frontend:
@@ -709,6 +712,7 @@ class Master:
                 await self.l4.stop()
             finally:
                 await self.dsr.stop()
+                await end_other_tasks(TASKS_END_TIMEOUT)
 
     async def _run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -966,6 +970,28 @@ def _signal(worker: Worker, signum: int) -> None:
     if worker.process.returncode is None:
         with contextlib.suppress(ProcessLookupError):
             worker.process.send_signal(signum)
+
+
+async def end_other_tasks(timeout: float) -> None:
+    """Cancel every other task of the loop until it has ended, for at most `timeout` seconds
+    (then name what is left). One cancellation is not always enough: Python 3.11's
+    `wait_for` drops a cancellation that arrives as the awaited operation completes, and a
+    loop around it (a health check, a peers link) goes on; the event loop's own shutdown
+    would then wait for it for ever, and a stopped master would never exit."""
+    loop = asyncio.get_running_loop()
+    current = asyncio.current_task()
+    deadline = loop.time() + timeout
+    while True:
+        left = [task for task in asyncio.all_tasks() if task is not current and not task.done()]
+        if not left:
+            return
+        if loop.time() >= deadline:
+            names = ", ".join(getattr(task.get_coro(), "__qualname__", task.get_name()) for task in left)
+            log.warning("stopping: %d task(s) did not end: %s", len(left), names)
+            return
+        for task in left:
+            task.cancel()
+        await asyncio.wait(left, timeout=0.05)
 
 
 def run_master(path: Path) -> int:

@@ -36,6 +36,10 @@ class HealthMonitor:
         self.tasks: list[asyncio.Task[None]] = []
         self.trackers: dict[tuple[str, str], HealthTracker] = {}
         self.ramps: dict[tuple[str, str], asyncio.Task[None]] = {}
+        # Bumped by stop(): a loop of an earlier start ends at its next turn even when it
+        # missed its cancellation (Python 3.11's wait_for drops one that arrives as the
+        # awaited probe completes, and the loop would go on checking an old config).
+        self.epoch = 0
 
     def start(self, config: Config) -> None:
         """Check every server of `config` that has a check or an agent. Call stop() first
@@ -74,6 +78,7 @@ class HealthMonitor:
         self.ramps[key] = task
 
     def stop(self) -> None:
+        self.epoch += 1
         for task in self.tasks:
             task.cancel()
         self.tasks.clear()
@@ -88,13 +93,16 @@ class HealthMonitor:
         assert check is not None
         key = (backend.name, server.name)
         first = True
-        while True:
+        epoch = self.epoch
+        while epoch == self.epoch:
             await self._sleep(tracker.next_interval(), first)
             first = False
             if check.type == "http":
                 ok, detail = await http_check(server.address, check, check.timeout)
             else:
                 ok, detail = await tcp_check(server.address, check.timeout)
+            if epoch != self.epoch:
+                return
             transition = tracker.record(ok, detail)
             self.state.update(key, last_check=detail)
             if transition is not None:
@@ -143,10 +151,13 @@ class HealthMonitor:
         address = Address(host=host, port=agent.port)
         timeout = min(agent.interval, 2.0)
         first = True
-        while True:
+        epoch = self.epoch
+        while epoch == self.epoch:
             await self._sleep(agent.interval, first)
             first = False
             reply, detail = await agent_check(address, timeout)
+            if epoch != self.epoch:
+                return
             if reply is None:
                 log.debug("agent of %s/%s: %s", *key, detail)
                 continue  # an unreachable agent changes nothing (HAProxy does the same)

@@ -133,7 +133,8 @@ class PeersService:
         # The flag and closed sockets, not only cancel(): Python 3.11's wait_for swallows a
         # cancellation that arrives as the awaited read or connect completes, and the task
         # would go on (an inbound link the other node keeps feeding heartbeats, a link
-        # retrying a node forever).
+        # retrying a node forever). Inbound handlers end on their closed socket rather than
+        # by cancellation, which asyncio's stream server would log as an error.
         self.stopping = True
         for link in self.links.values():
             link.wake.set()
@@ -142,11 +143,11 @@ class PeersService:
         for writer in self._handlers.values():
             writer.close()
         tasks = [link.task for link in self.links.values() if link.task is not None]
-        tasks += list(self._handlers)
         if self._pusher is not None:
             tasks.append(self._pusher)
         for task in tasks:
             task.cancel()
+        tasks += list(self._handlers)
         if tasks:
             done, pending = await asyncio.wait(tasks, timeout=STOP_TIMEOUT)
             for task in done:  # retrieved, so that asyncio does not log them as lost
@@ -331,7 +332,8 @@ class PeersService:
         except asyncio.CancelledError:
             raise
         except (OSError, TimeoutError, wire.PeerProtocolError, ConnectionError) as exc:
-            log.warning("peers: link from %s ended: %s", name, str(exc) or type(exc).__name__)
+            if not self.stopping:  # closed by our own stop otherwise
+                log.warning("peers: link from %s ended: %s", name, str(exc) or type(exc).__name__)
         except Exception:
             log.exception("peers: link from %s", name)
         finally:

@@ -9,6 +9,7 @@ log line per flip, the slowstart ramp, and how agent replies become the server's
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Iterator
@@ -331,3 +332,37 @@ def test_agent_replies_become_the_agent_state(monkeypatch: pytest.MonkeyPatch, c
     s2 = state.records[("web", "s2")]
     assert (s2.agent_state, s2.agent_weight) == ("ready", -1), "an unreachable agent changes nothing"
     assert clock.waits and all(w <= AGENT_INTERVAL * 1.1 for w in clock.waits), clock.waits
+
+
+def test_a_check_loop_that_missed_its_cancellation_ends_after_stop(
+    monkeypatch: pytest.MonkeyPatch, clock: Clock
+) -> None:
+    """Python 3.11's wait_for returns the probe's result when the cancellation arrives as the
+    probe completes, and the loop would check on for ever (a master that never exits, a
+    reload that leaves old checks running). Here every probe swallows its cancellation."""
+    probes = 0
+
+    async def http_check(address: Any, check: Any, timeout: float) -> tuple[bool, str]:
+        nonlocal probes
+        probes += 1
+        with contextlib.suppress(asyncio.CancelledError):  # as wait_for when the probe had just completed
+            await clock.real_sleep(0.001)
+        return True, "http status 200"
+
+    monkeypatch.setattr(monitor_mod, "http_check", http_check)
+
+    async def main() -> None:
+        monitor = HealthMonitor(make_state(), random.Random(3))
+        monitor.start(monitor.state.config)
+        tasks = list(monitor.tasks)
+        while probes < 10:
+            await clock.real_sleep(0.001)
+        monitor.stop()
+        _, running = await asyncio.wait(tasks, timeout=2)  # wait() cancels nothing itself
+        after = probes
+        await clock.real_sleep(0.05)
+        for task in running:  # so that a failure does not hang the test
+            task.get_coro().close()
+        assert not running and probes == after, f"{len(running)} loops still checking"
+
+    asyncio.run(main())
