@@ -712,7 +712,6 @@ class Master:
                 await self.l4.stop()
             finally:
                 await self.dsr.stop()
-                await end_other_tasks(TASKS_END_TIMEOUT)
 
     async def _run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -974,10 +973,11 @@ def _signal(worker: Worker, signum: int) -> None:
 
 async def end_other_tasks(timeout: float) -> None:
     """Cancel every other task of the loop until it has ended, for at most `timeout` seconds
-    (then name what is left). One cancellation is not always enough: Python 3.11's
-    `wait_for` drops a cancellation that arrives as the awaited operation completes, and a
-    loop around it (a health check, a peers link) goes on; the event loop's own shutdown
-    would then wait for it for ever, and a stopped master would never exit."""
+    (then name what is left); for the process's top task only, which has no caller to
+    cancel. One cancellation is not always enough: Python 3.11's `wait_for` drops a
+    cancellation that arrives as the awaited operation completes, and a loop around it (a
+    health check, a peers link) goes on; the event loop's own shutdown would then wait for
+    it for ever, and a stopped master would never exit."""
     loop = asyncio.get_running_loop()
     current = asyncio.current_task()
     deadline = loop.time() + timeout
@@ -1008,7 +1008,12 @@ def run_master(path: Path) -> int:
         return 1
     import uvloop
 
-    return int(uvloop.run(Master(path, text, config).run()))
+    async def serve() -> int:
+        code = await Master(path, text, config).run()
+        await end_other_tasks(TASKS_END_TIMEOUT)  # this is the process's top task
+        return code
+
+    return int(uvloop.run(serve()))
 
 
 # -- the worker side ------------------------------------------------------------------------
