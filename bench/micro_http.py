@@ -17,8 +17,10 @@ import argparse
 import os
 import sys
 
+from varied_heads import request_head  # bench/varied_heads.py, while bench/ is on sys.path
+
 # cProfile imports the standard library's `profile`, which bench/profile.py (this script's
-# directory, first on sys.path) would shadow; nothing here imports from bench/.
+# directory, first on sys.path) would shadow: bench/ leaves sys.path before it is imported.
 if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
     del sys.path[0]
 
@@ -54,37 +56,10 @@ name = "web"
 """
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"
-PAGES = ("/", "/products", "/products/list", "/cart", "/account/orders", "/search", "/static/app.js", "/api/v1/items")
-AGENTS = (
-    "Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0",
-    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/119.0 Safari/537.36",
-    "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_1) AppleWebKit/605.1.15 (KHTML, like Gecko) "
-    "Version/17.1 Safari/605.1.15",
-)
 RESPONSE = (
     b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Sat, 21 Nov 2026 23:59:59 GMT\r\n"
     b"Content-Type: text/plain\r\nContent-Length: 6\r\nConnection: keep-alive\r\nX-Server: s1\r\n\r\nhello\n"
 )
-
-
-def varied_request(counter: int) -> bytes:
-    """The head bench/varied.lua sends as its request number `counter`: all distinct."""
-    page = PAGES[counter % len(PAGES)]
-    referer = PAGES[(counter + 3) % len(PAGES)]
-    session = counter * 2654435761 % 4294967296
-    return (
-        f"GET {page}?id={counter}&q=item{counter * 7919 % 100000} HTTP/1.1\r\n"
-        "Host: shop.example.com\r\n"
-        f"User-Agent: {AGENTS[counter % len(AGENTS)]}\r\n"
-        "Accept: text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8\r\n"
-        "Accept-Language: en-US,en;q=0.5\r\n"
-        "Accept-Encoding: gzip, deflate, br\r\n"
-        f"Referer: https://shop.example.com{referer}?from={counter - 1}\r\n"
-        f"Cookie: session={session:016x}; theme=light; cart={counter % 97}\r\n"
-        "Cache-Control: no-cache\r\n"
-        "Sec-Fetch-Mode: navigate\r\n"
-        "\r\n"
-    ).encode()
 
 
 class MemoryTransport:
@@ -115,7 +90,7 @@ class MemoryTransport:
 
 async def run(requests: int, profile: bool, identical: bool, known: bool) -> None:
     warmup = 1000
-    heads = [REQUEST] if identical else [varied_request(n) for n in range(warmup + requests)]
+    heads = [REQUEST] if identical else [request_head(n) for n in range(warmup + requests)]
     head_count = len(heads)
     with tempfile.TemporaryDirectory() as tmp:
         balancer = Balancer(parse_config(CONFIG.format(log=f"{tmp}/access.log")))

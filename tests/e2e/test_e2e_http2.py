@@ -409,3 +409,35 @@ def test_conn_limit_counts_an_h2_connection_once_whatever_its_streams(tmp_path: 
     finally:
         site.stop()
         server.stop()
+
+
+def test_rate_limit_counts_every_h2_stream(tmp_path: Path):
+    """A client cannot escape rate_limit by multiplexing: each stream is a request. With
+    burst 2, three streams pass at once on one connection and the rest get 429."""
+    server = TaggedBackend("s1").start()
+    site = Site(tmp_path / "site")
+    try:
+        config = "\n".join(
+            [
+                site.global_toml(),
+                "[[frontend]]",
+                'name = "h2c"',
+                f'bind = "127.0.0.1:{site.port}"',
+                'default_backend = "web"',
+                "h2c = true",
+                'rate_limit = { requests = 1, per = "60s", burst = 2 }',
+                "[[backend]]",
+                'name = "web"',
+                "  [[backend.server]]",
+                '  name = "s1"',
+                f'  address = "{server.address}"',
+            ]
+        )
+        site.start(config + "\n")
+        sock, conn = _h2c_open(site.port)
+        with sock:
+            statuses = _h2c_get(sock, conn, 8)
+        assert sorted(statuses) == [b"200"] * 3 + [b"429"] * 5, statuses
+    finally:
+        site.stop()
+        server.stop()

@@ -114,13 +114,10 @@ class H2Session(asyncio.Protocol):
         frontend = self.frontend
         conn = self.conn
         limits = frontend.limits
-        if limits is not None and (key := limits.conn_key(self.client_ip)) is not None:
-            entry = limits.opened(key)
-            if entry == REFUSED:
-                self.conn_refused = True
-            else:
-                self.limit_entry = entry
-                self.limit_tag = limits.tag(entry)
+        if limits is not None:
+            entry, self.limit_tag = limits.open_connection(self.client_ip)
+            self.conn_refused = entry == REFUSED
+            self.limit_entry = max(entry, -1)
         header_list = frontend.max_header_bytes + 1024  # room for the pseudo-header fields
         conn.local_settings = h2.settings.Settings(
             client=False,

@@ -176,7 +176,7 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
     def admitted(self) -> None:
         """The connection may be served (at once, or after it was parked over maxconn)."""
         frontend = self.frontend
-        if frontend.limits is not None and not self.http2:  # a stream is no connection
+        if frontend.limits is not None:
             self._limit_connection(frontend.limits)
         self.deadline.set(frontend.request_timeout if not self.conn_refused else CONN_REFUSED_WAIT)
         if frontend.stopping:
@@ -782,18 +782,15 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
 
     def _limit_connection(self, limits: ClientLimits) -> None:
         """At accept: note whether this client's requests are rate-limited, and count the
-        connection against conn_limit (over it, the first request is answered 429)."""
+        connection against conn_limit (over it, the first request is answered 429). An
+        HTTP/2 stream's requests are rate-limited too, but the stream is no connection: its
+        HTTP/2 connection counts itself (net.h2_session)."""
         ip = self.client_ip_text
         self.rate_key = limits.rate_key(ip)
-        key = limits.conn_key(ip)
-        if key is None:
-            return
-        entry = limits.opened(key)
-        if entry == REFUSED:
-            self.conn_refused = True
-        else:
-            self.limit_entry = entry
-            self.limit_tag = limits.tag(entry)
+        if not self.http2:
+            entry, self.limit_tag = limits.open_connection(ip)
+            self.conn_refused = entry == REFUSED
+            self.limit_entry = max(entry, -1)
 
     def _over_limits(self, request: Request) -> bool:
         """Answer `request` here if its client is over conn_limit or rate_limit: 429 with

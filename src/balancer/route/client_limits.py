@@ -155,6 +155,16 @@ class ClientLimits:
     def tag(self, index: int) -> int:
         return self.table.check(index)
 
+    def open_connection(self, address: str) -> tuple[int, int]:
+        """A new client connection from `address`: (entry, tag) to hand back to `closed`
+        when it ends; (REFUSED, 0) when it is over conn_limit; (-1, 0) when conn_limit does
+        not apply to it (none, or an address of its `allow`)."""
+        key = self.conn_key(address)
+        if key is None:
+            return -1, 0
+        entry = self.opened(key)
+        return (entry, self.tag(entry)) if entry != REFUSED else (REFUSED, 0)
+
     def closed(self, index: int, tag: int) -> None:
         """A connection `opened` counted in entry `index` (then holding `tag`) closed."""
         words = self.words
