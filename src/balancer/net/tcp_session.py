@@ -124,15 +124,13 @@ class TcpSession(asyncio.Protocol):
         connection is refused (closed now, or held by the tarpit and closed later)."""
         record = self.record
         assert record is not None
-        key = limits.conn_key(ip)
-        if key is not None:
-            entry = limits.opened(key)
-            if entry == REFUSED:
-                record.termination = "RC"
-                self._close()
-                return True
-            self.limit_entry = entry
-            self.limit_tag = limits.tag(entry)
+        entry, tag = limits.open_connection(ip)
+        if entry == REFUSED:
+            record.termination = "RC"
+            self._close()
+            return True
+        if entry >= 0:
+            self.limit_entry, self.limit_tag = entry, tag
         key = limits.rate_key(ip)
         if key is None or not limits.request(key):
             return False
