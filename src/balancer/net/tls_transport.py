@@ -155,11 +155,12 @@ class TlsTransport:
             self.timer.cancel()
             self.timer = None
         self.state = OPEN
-        self._want(read=False, write=False)
         self.protocol.connection_made(self)  # type: ignore[arg-type]  # duck-typed Transport
-        if self.state == OPEN and not self.reading_paused:
-            self._want(read=True, write=self.unsent is not None)
-            self._read()  # the client's first records may already wait
+        if self.state == OPEN:
+            # The reader the handshake registered usually stays: no epoll change here.
+            self._want(read=not self.reading_paused, write=self.unsent is not None)
+            if not self.reading_paused:
+                self._read()  # the client's first records may already wait
 
     def _handshake_timed_out(self) -> None:
         self.timer = None
@@ -367,7 +368,7 @@ class TlsTransport:
 
     def _fatal(self, exc: BaseException) -> None:
         self._end(exc if isinstance(exc, OSError) else None)
-        if not isinstance(exc, (OSError, ssl.SSLError)):
+        if not isinstance(exc, OSError):  # ssl.SSLError is one
             log.error("TLS connection: %r", exc, exc_info=exc)
 
     def _end(self, exc: Exception | None) -> None:
