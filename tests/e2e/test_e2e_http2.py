@@ -369,27 +369,30 @@ def _h2c_get(sock: socket.socket, conn: h2.connection.H2Connection, streams: int
     return [status.get(stream_id, b"reset") for stream_id in ids]
 
 
+def _h2c_limited_config(site: Site, server: TaggedBackend, limit: str) -> str:
+    """An h2c frontend with the frontend key `limit` before one server."""
+    lines = [
+        site.global_toml(),
+        "[[frontend]]",
+        'name = "h2c"',
+        f'bind = "127.0.0.1:{site.port}"',
+        'default_backend = "web"',
+        "h2c = true",
+        limit,
+        "[[backend]]",
+        'name = "web"',
+        "  [[backend.server]]",
+        '  name = "s1"',
+        f'  address = "{server.address}"',
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def test_conn_limit_counts_an_h2_connection_once_whatever_its_streams(tmp_path: Path):
     server = TaggedBackend("s1").start()
     site = Site(tmp_path / "site")
     try:
-        config = "\n".join(
-            [
-                site.global_toml(),
-                "[[frontend]]",
-                'name = "h2c"',
-                f'bind = "127.0.0.1:{site.port}"',
-                'default_backend = "web"',
-                "h2c = true",
-                "conn_limit = { per_src = 1 }",
-                "[[backend]]",
-                'name = "web"',
-                "  [[backend.server]]",
-                '  name = "s1"',
-                f'  address = "{server.address}"',
-            ]
-        )
-        site.start(config + "\n")
+        site.start(_h2c_limited_config(site, server, "conn_limit = { per_src = 1 }"))
         first, first_conn = _h2c_open(site.port)
         with first:
             # Five streams on one connection are one connection of this client: all served.
@@ -417,23 +420,7 @@ def test_rate_limit_counts_every_h2_stream(tmp_path: Path):
     server = TaggedBackend("s1").start()
     site = Site(tmp_path / "site")
     try:
-        config = "\n".join(
-            [
-                site.global_toml(),
-                "[[frontend]]",
-                'name = "h2c"',
-                f'bind = "127.0.0.1:{site.port}"',
-                'default_backend = "web"',
-                "h2c = true",
-                'rate_limit = { requests = 1, per = "60s", burst = 2 }',
-                "[[backend]]",
-                'name = "web"',
-                "  [[backend.server]]",
-                '  name = "s1"',
-                f'  address = "{server.address}"',
-            ]
-        )
-        site.start(config + "\n")
+        site.start(_h2c_limited_config(site, server, 'rate_limit = { requests = 1, per = "60s", burst = 2 }'))
         sock, conn = _h2c_open(site.port)
         with sock:
             statuses = _h2c_get(sock, conn, 8)
