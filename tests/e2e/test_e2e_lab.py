@@ -48,39 +48,23 @@ def in_ns(ns: str, *command: str) -> str:
     return result.stdout
 
 
-@pytest.mark.timeout(600)
-def test_the_lab_comes_up_serves_through_every_tier_and_goes_down_clean() -> None:
-    require_root("the lab")
-    for tool in ("bird", "curl", "nft"):
-        require_tool(tool)
-    if lab_namespaces():
-        pytest.skip("a lab is up (s1-* namespaces): `python -m lab down` first")
-    try:
-        up = lab("up")
-        assert up.returncode == 0, up.stdout + up.stderr
-        for ns in L4_NODES:
-            in_ns(ns, "nft", COUNTERS)
-        answers = []
-        for port in range(47001, 47041):  # 40 flows, each a new connection
-            answers.append(
-                in_ns("s1-client", "curl", "-s", "-m", "5", "--local-port", str(port), f"http://{VIP}/").strip()
-            )
-        served = {answer: answers.count(answer) for answer in set(answers)}
-        print(f"40 requests through the tiers, served by: {served}")
-        assert set(served) <= {"web1", "web2", "web3"} and len(served) >= 2, served
-        for ns in L4_NODES:
-            counters = in_ns(ns, "nft", "list", "table", "ip", "labcheck")
-            # Direct return: no packet from the VIP reached an L4 node; ECMP: both got flows.
-            assert f"ip saddr {VIP} counter packets 0 " in counters, counters
-            assert f"ip daddr {VIP} counter packets 0 " not in counters, counters
-        status = lab("status")
-        assert status.returncode == 0 and "NOT RUNNING" not in status.stdout, status.stdout
-    finally:
-        down = lab("down")
-    assert down.returncode == 0, down.stdout + down.stderr
-    assert lab_namespaces() == []
-    again = lab("down")  # idempotent
-    assert again.returncode == 0 and "0 processes stopped" in again.stdout
+def check_flows_through_every_tier() -> None:
+    """40 new connections from the client reach the web servers through the router, both
+    L4 nodes and the L7 tier (the labcheck counters were set before), and `lab status`
+    finds every process running."""
+    answers = []
+    for port in range(47001, 47041):  # 40 flows, each a new connection
+        answers.append(in_ns("s1-client", "curl", "-s", "-m", "5", "--local-port", str(port), f"http://{VIP}/").strip())
+    served = {answer: answers.count(answer) for answer in set(answers)}
+    print(f"40 requests through the tiers, served by: {served}")
+    assert set(served) <= {"web1", "web2", "web3"} and len(served) >= 2, served
+    for ns in L4_NODES:
+        counters = in_ns(ns, "nft", "list", "table", "ip", "labcheck")
+        # Direct return: no packet from the VIP reached an L4 node; ECMP: both got flows.
+        assert f"ip saddr {VIP} counter packets 0 " in counters, counters
+        assert f"ip daddr {VIP} counter packets 0 " not in counters, counters
+    status = lab("status")
+    assert status.returncode == 0 and "NOT RUNNING" not in status.stdout, status.stdout
 
 
 # -- seed 001's six disruption cases ---------------------------------------------------------
@@ -173,7 +157,8 @@ def slot_map(ns: str) -> list[Any]:
 
 @pytest.mark.timeout(600)
 def test_seed_001_six_disruption_cases() -> None:
-    """Seed 001's promise, with 200 long-lived keep-alive connections sending requests
+    """The lab as a user runs it (up, traffic through every tier, status, down twice), then
+    seed 001's promise, with 200 long-lived keep-alive connections sending requests
     throughout: (a) an L4 node withdrawn and (b) back: 0 broken; (c) an L7 node lost: only
     the connections that were on it break; (d) an L7 node added: 0; (f) a web server lost:
     0 (idempotent requests retried elsewhere); (e) a web server added: 0. Also: both L4
@@ -193,6 +178,7 @@ def test_seed_001_six_disruption_cases() -> None:
         assert up.returncode == 0, up.stdout + up.stderr
         for ns in L4_NODES:
             in_ns(ns, "nft", COUNTERS)
+        check_flows_through_every_tier()
         assert route_hops() == 2 and "proto bird" in in_ns("s1-router", "ip", "route", "show", f"{VIP}/32")
         assert slot_map("s1-l4a") == slot_map("s1-l4b"), "the L4 nodes disagree on the table"
         client = LabClient()
@@ -254,6 +240,8 @@ def test_seed_001_six_disruption_cases() -> None:
         down = lab("down")
         print("\n".join(["seed 001's six cases:", *figures]))
     assert down.returncode == 0 and lab_namespaces() == [], down.stdout
+    again = lab("down")  # idempotent
+    assert again.returncode == 0 and "0 processes stopped" in again.stdout, again.stdout
     for label, result in (("a", a), ("b", b), ("d", d), ("e", e), ("f", f)):
         assert result["broken"] == 0, (label, result)
         assert result["failed"] == 0, (label, result)
