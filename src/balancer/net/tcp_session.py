@@ -175,9 +175,11 @@ class TcpSession(asyncio.Protocol):
         ip, port = self.proxied or client_address(transport)
         self.record = record = LogRecord(frontend.name, ip, port, time.time())
         record.t_request = 0.0
+        # timeouts.client is armed by what comes next (the connect attempt, which takes the
+        # nearer of it and timeouts.connect; the queue's own timeout; a refusal closes):
+        # arming it here too would cost a second loop timer per connection.
         if frontend.client_timeout > 0:
             self.client_until = now + frontend.client_timeout
-        self.deadline.set(frontend.client_timeout, now)
         if frontend.limits is not None and self._over_limits(frontend.limits, ip):
             return
         decision = frontend.rules.evaluate(self._view()) if frontend.rules.rules else frontend.rules.default
@@ -274,7 +276,13 @@ class TcpSession(asyncio.Protocol):
         if _plain(backend, server):
             self._connect_plain(server)
         else:
+            self._client_deadline()  # backend.connect bounds the attempt itself
             self.connect_task = self.loop.create_task(self._connect(server, backend))
+
+    def _client_deadline(self) -> None:
+        """The deadline is what is left of timeouts.client (none when it is 0)."""
+        if self.client_until != math.inf:
+            self.deadline.set(max(self.client_until - self.loop.time(), 0.001))
 
     # -- the task-free connect (see the module's docstring) --------------------------------
 
@@ -323,9 +331,7 @@ class TcpSession(asyncio.Protocol):
         self._release_slot()
         log.warning("connect to %s/%s (%s) failed: %s", backend.name, server.name, server.address, reason)
         if self.attempts <= backend.retries:
-            # Between attempts only timeouts.client runs.
-            if self.client_until != math.inf:
-                self.deadline.set(max(self.client_until - self.loop.time(), 0.001))
+            self._client_deadline()  # between attempts only timeouts.client runs
             if backend.redispatch and backend.other_usable(server):
                 self._dispatch(server)
             else:
