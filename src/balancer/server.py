@@ -178,6 +178,8 @@ class Listener:
     def make_session(self) -> asyncio.BaseProtocol:
         frontend = self.frontend
         config = frontend.config
+        if config.mode == "tcp" and not config.accept_proxy:
+            return TcpSession(frontend, self.loop)  # the usual L4 case, without a partial per connection
         make: Callable[[], ProxiedSession]
         if config.mode == "tcp":
             make = partial(TcpSession, frontend, self.loop)
