@@ -343,3 +343,32 @@ def test_what_a_client_sends_while_queued_for_a_slot_arrives_intact(run_balancer
     held, echoed = run_balancer(config, scenario, timeout=60)
     assert held < len(payload), "nothing held the queued client back"
     assert echoed == payload
+
+
+def test_a_server_that_half_closes_first_still_gets_what_the_client_sends_then_its_end(run_balancer):
+    """The other order of the half-close test: the server ends its side first; the client's
+    last bytes and its end still reach the server (the relay closes instead of shutting
+    down first, once both ends are seen)."""
+    got: list[bytes] = []
+
+    async def handler(reader, writer, index):
+        writer.write(b"hi")
+        writer.write_eof()
+        got.append(await asyncio.wait_for(reader.read(-1), 5))  # up to the client's end
+        writer.close()
+
+    server = RawServer(handler)
+
+    async def scenario(balancer):
+        async with server.serving():
+            reader, writer = await open_with_buffers(frontend_port(balancer))
+            try:
+                assert await asyncio.wait_for(reader.read(-1), 5) == b"hi"  # its end came too
+                writer.write(b"late")
+                writer.write_eof()
+                await wait_until(lambda: got, message="the server never saw the client's end")
+            finally:
+                writer.close()
+
+    run_balancer(_tcp_config([("only", server.address)]), scenario)
+    assert got == [b"late"]

@@ -425,11 +425,13 @@ class TcpSession(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         self.client_eof = True
-        if self.server_side is not None:
-            self._server_write_eof()
         if self.server_eof_seen:
+            # Both directions are done: closing sends the server its FIN (after what is
+            # still buffered toward it), so no shutdown() first: a syscall per connection.
             self._close()
             return False
+        if self.server_side is not None:
+            self._server_write_eof()
         return True  # keep our sending side open: the server may still answer
 
     def _server_write_eof(self) -> None:
@@ -471,11 +473,11 @@ class TcpSession(asyncio.Protocol):
 
     def server_eof(self) -> bool:
         self.server_eof_seen = True
+        if self.client_eof:
+            self._close()  # the client's FIN goes with the close, as in eof_received
+            return False
         if self.transport is not None and not self.closed and self.transport.can_write_eof():
             self.transport.write_eof()
-        if self.client_eof:
-            self._close()
-            return False
         return True
 
     def server_lost(self, exc: Exception | None) -> None:
