@@ -137,6 +137,7 @@ class Listener:
         self.owner = -1  # the slot whose socket it is; -1: this worker's own
         self.covering = False
         self.held = False  # paused by the gate (maxconn)
+        self.loop: asyncio.AbstractEventLoop | None = None  # the loop it serves on, once started
 
     @property
     def wanted(self) -> bool:
@@ -177,9 +178,11 @@ class Listener:
     def make_session(self) -> asyncio.BaseProtocol:
         frontend = self.frontend
         config = frontend.config
+        if config.mode == "tcp" and not config.accept_proxy:
+            return TcpSession(frontend, self.loop)  # the usual L4 case, without a partial per connection
         make: Callable[[], ProxiedSession]
         if config.mode == "tcp":
-            make = partial(TcpSession, frontend)
+            make = partial(TcpSession, frontend, self.loop)
         elif config.h2c or (config.tls is not None and "h2" in config.tls.alpn):
             # HTTP/2 offered: the ALPN choice or the first bytes tell which session serves.
             make = partial(ProtocolChoice, frontend, config.h2c)
@@ -191,6 +194,7 @@ class Listener:
         return cast(asyncio.BaseProtocol, make())
 
     async def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
         # The server gets a duplicate: closing it to pause must not close our socket.
         if self.tls is not None and not self.frontend.config.accept_proxy:
             # TLS on the socket itself (net.tls_transport), not the loop's memory-BIO TLS.
@@ -198,8 +202,7 @@ class Listener:
             sock.listen(self.frontend.config.backlog)  # as create_server does: a reload's backlog
             self.server = TlsAcceptor(sock, self.tls, self.make_session, self.frontend.request_timeout)
             return
-        loop = asyncio.get_running_loop()
-        self.server = await loop.create_server(
+        self.server = await self.loop.create_server(
             self.make_session, sock=self.sock.dup(), backlog=self.frontend.config.backlog
         )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
+import socket
 
 from tests.integration.aclient import open_with_buffers, until_stalled, wait_until
 from tests.integration.configs import frontend_port, make_config
@@ -224,3 +225,150 @@ def test_tcp_backend_rule_rejects_sources_before_connecting(run_balancer, echo_s
     assert echo_server.connections == 0
     assert run_balancer(allow_loopback, scenario) == b"hello\nbye\n"
     assert echo_server.connections == 1
+
+
+class _SilentServer:
+    """A listening socket whose connects never complete: its accept queue (backlog 0) is
+    held full by one connection nobody accepts, so the kernel drops further SYNs."""
+
+    def __init__(self) -> None:
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(0)
+        self.address = f"127.0.0.1:{self._sock.getsockname()[1]}"
+        self._filler = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._filler.connect(self._sock.getsockname())
+
+    def close(self) -> None:
+        self._filler.close()
+        self._sock.close()
+
+
+def test_a_connect_that_never_completes_times_out_and_goes_to_another_server(run_balancer, echo_server):
+    """timeouts.connect bounds each attempt (the session's own deadline, no task), and the
+    retry goes to the other server: both clients are served, one after ~300 ms."""
+    silent = _SilentServer()
+    config = make_config(
+        [("silent", silent.address), echo_server],
+        mode="tcp",
+        frontend={"forwardfor": False},
+        backend={"retries": 1, "timeouts": {"connect": "300ms"}},
+    )
+
+    async def scenario(balancer):
+        answers = []
+        for _ in range(2):  # round robin: one of the two picks the silent server first
+            reader, writer = await open_with_buffers(frontend_port(balancer))
+            try:
+                writer.write(b"ping\n")
+                answers.append(await asyncio.wait_for(reader.readexactly(5), 5))
+            finally:
+                writer.close()
+        return answers, balancer.backends["web"].by_name["silent"].connect_failures
+
+    try:
+        answers, failures = run_balancer(config, scenario)
+    finally:
+        silent.close()
+    assert answers == [b"ping\n", b"ping\n"]
+    assert failures == 1
+
+
+def test_the_only_server_never_completing_the_connect_closes_the_client_after_the_retries(run_balancer):
+    silent = _SilentServer()
+    config = make_config(
+        [("silent", silent.address)],
+        mode="tcp",
+        frontend={"forwardfor": False},
+        backend={"retries": 1, "timeouts": {"connect": "200ms"}},
+    )
+
+    async def scenario(balancer):
+        loop = asyncio.get_running_loop()
+        reader, writer = await open_with_buffers(frontend_port(balancer))
+        started = loop.time()
+        try:
+            writer.write(b"hello")
+            received = await asyncio.wait_for(reader.read(-1), 10)
+        finally:
+            writer.close()
+        return received, loop.time() - started, balancer.backends["web"].by_name["silent"].connect_failures
+
+    try:
+        received, elapsed, failures = run_balancer(config, scenario)
+    finally:
+        silent.close()
+    # Two attempts of 200 ms and a turn-around of 200 ms between them, not timeouts.client (30 s).
+    assert received == b""
+    assert failures == 2
+    assert 0.5 < elapsed < 5
+
+
+def test_what_a_client_sends_while_queued_for_a_slot_arrives_intact(run_balancer, echo_server):
+    """Bytes sent before the server is connected are held (up to PENDING_LIMIT, then the
+    client's reading pauses) and all go on, in order, once it is."""
+    payload = random.Random(7).randbytes(2 * MB)
+    config = make_config(
+        [{"name": "only", "address": echo_server.address, "maxconn": 1}],
+        mode="tcp",
+        frontend={"forwardfor": False},
+        backend={"timeouts": {"queue": "20s"}},
+    )
+
+    async def scenario(balancer):
+        port = frontend_port(balancer)
+        first_reader, first = await open_with_buffers(port)
+        first.write(b"hold\n")
+        assert await asyncio.wait_for(first_reader.readexactly(5), 5) == b"hold\n"  # it holds the slot
+        reader, writer = await open_with_buffers(port, sndbuf=SMALL_BUFFER, rcvbuf=SMALL_BUFFER)
+        sent = 0
+
+        async def send():
+            nonlocal sent
+            for start in range(0, len(payload), 64 * 1024):
+                writer.write(payload[start : start + 64 * 1024])
+                await writer.drain()
+                sent = start + 64 * 1024
+
+        sending = asyncio.ensure_future(send())
+        held = await until_stalled(lambda: sent, stall=0.3, deadline=10)
+        first.close()  # the slot frees: the queued connection gets the server
+        try:
+            echoed = await asyncio.wait_for(reader.readexactly(len(payload)), 20)
+            await asyncio.wait_for(sending, 5)
+        finally:
+            writer.close()
+        return held, echoed
+
+    held, echoed = run_balancer(config, scenario, timeout=60)
+    assert held < len(payload), "nothing held the queued client back"
+    assert echoed == payload
+
+
+def test_a_server_that_half_closes_first_still_gets_what_the_client_sends_then_its_end(run_balancer):
+    """The other order of the half-close test: the server ends its side first; the client's
+    last bytes and its end still reach the server (the relay closes instead of shutting
+    down first, once both ends are seen)."""
+    got: list[bytes] = []
+
+    async def handler(reader, writer, index):
+        writer.write(b"hi")
+        writer.write_eof()
+        got.append(await asyncio.wait_for(reader.read(-1), 5))  # up to the client's end
+        writer.close()
+
+    server = RawServer(handler)
+
+    async def scenario(balancer):
+        async with server.serving():
+            reader, writer = await open_with_buffers(frontend_port(balancer))
+            try:
+                assert await asyncio.wait_for(reader.read(-1), 5) == b"hi"  # its end came too
+                writer.write(b"late")
+                writer.write_eof()
+                await wait_until(lambda: got, message="the server never saw the client's end")
+            finally:
+                writer.close()
+
+    run_balancer(_tcp_config([("only", server.address)]), scenario)
+    assert got == [b"late"]

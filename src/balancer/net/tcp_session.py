@@ -1,19 +1,29 @@
 """The TCP (L4) relay: one TcpSession per client connection, bytes passed through untouched.
 
-The client side is accepted first; reading from it pauses until the server connection is
-up (connect retries and redispatch as for HTTP). Then each direction's write buffer
-pauses the other side's reads (backpressure), an end of stream on one side is passed on as
-a half-close, and the session ends when both directions are done or either side resets.
-One inactivity timeout (`timeouts.client`, or `timeouts.tunnel` once both sides are
-connected) guards the whole connection.
+The client side is accepted first; what it sends before the server connection is up is
+held (up to PENDING_LIMIT, then its reading pauses) and sent once it is (connect retries
+and redispatch as for HTTP). Then each direction's write buffer pauses the other side's
+reads (backpressure), an end of stream on one side is passed on as a half-close, and the
+session ends when both directions are done or either side resets. One inactivity timeout
+(`timeouts.client`, or `timeouts.tunnel` once both sides are connected) guards the whole
+connection; while a connection attempt runs, `timeouts.connect` bounds it too.
+
+A plain TCP server (no TLS, no PROXY header, no `source` address: `_plain`) is connected
+without a task: the session sends the loop's `create_connection` coroutine forward itself,
+from the done callback of the future it waits on, and starts relaying as soon as the
+server side's `connection_made` runs. A Task and `wait_for` cost two tasks, a timer and
+three passes of the loop per connection (bench/tcp_cost.py); the connect timeout is the
+session's own Deadline. The other servers go through BackendContext.connect in a task.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
-from typing import cast
+from collections.abc import Coroutine
+from typing import Any, cast
 
 from balancer.lb import least_traffic
 from balancer.net.context import BackendContext, FrontendContext
@@ -26,16 +36,76 @@ from balancer.runtime.state import ServerRuntime
 
 log = logging.getLogger("balancer.tcp")
 
+# Bytes a client may send before its server is connected; past them its reading pauses
+# until the server is (no unbounded buffer for a client that floods a slow connect).
+PENDING_LIMIT = 65536
+
 
 class _ServerSide(asyncio.Protocol):
-    """The server half of a TcpSession."""
+    """The server half of a TcpSession.
 
-    def __init__(self, session: TcpSession) -> None:
+    `early`: a task-free connect (see the module's docstring): this side also drives the
+    loop's connecting coroutine (`connecting`), sending it on each time the future it waits
+    on is done, and the session relays from `connection_made`. `abandon` stops it the way
+    cancelling a task would: the awaited future is cancelled and CancelledError thrown in
+    when its callbacks run, after the loop's own (asyncio's selector loop removes its
+    writer then: closing the socket first would let a new socket take its number).
+    """
+
+    def __init__(self, session: TcpSession, early: bool = False) -> None:
         self.session = session
+        self.early = early
         self.transport: asyncio.Transport | None = None
+        self.connecting: Coroutine[Any, Any, object] | None = None
+        self.waiting: object = None  # what `connecting` waits on
+        self.abandoned = False
+
+    def __call__(self) -> _ServerSide:
+        """The protocol factory create_connection wants: this side itself (no closure)."""
+        return self
+
+    def step(self, waited: object) -> None:
+        """Send the connecting coroutine on (`waited`: the future that is done)."""
+        coro = self.connecting
+        if coro is None or waited is not self.waiting:
+            return
+        try:
+            waiting = coro.throw(asyncio.CancelledError()) if self.abandoned else coro.send(None)
+        except StopIteration:
+            self.connecting = self.waiting = None
+            if not self.abandoned:
+                self.session.connect_ended(self, None)
+            return
+        except (Exception, asyncio.CancelledError) as exc:
+            self.connecting = self.waiting = None
+            if self.abandoned:
+                return  # the CancelledError thrown in, or its transport's last failure
+            if not isinstance(exc, OSError):
+                log.error("connect to a server failed unexpectedly: %r", exc)
+                exc = ConnectionError(f"unexpected failure: {exc!r}")
+            self.session.connect_ended(self, exc)
+            return
+        self.waiting = waiting
+        if isinstance(waiting, asyncio.Future):
+            waiting.add_done_callback(self.step)
+        else:  # a bare yield: go on at the next pass
+            self.session.loop.call_soon(self.step, waiting)
+
+    def abandon(self) -> None:
+        self.abandoned = True
+        waiting = self.waiting
+        if isinstance(waiting, asyncio.Future):
+            waiting.cancel()  # its callbacks (our step among them) run at the next pass
+        transport = self.transport
+        if transport is not None:
+            transport.abort()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
+        if self.abandoned:
+            self.transport.abort()
+        elif self.early:
+            self.session.server_connected(self)
 
     def data_received(self, data: bytes) -> None:
         self.session.from_server(data)
@@ -44,7 +114,8 @@ class _ServerSide(asyncio.Protocol):
         return self.session.server_eof()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.session.server_lost(exc)
+        if not self.abandoned:
+            self.session.server_lost(exc)
 
     def pause_writing(self) -> None:
         self.session.pause_client()
@@ -54,14 +125,19 @@ class _ServerSide(asyncio.Protocol):
 
 
 class TcpSession(asyncio.Protocol):
-    def __init__(self, frontend: FrontendContext) -> None:
+    def __init__(self, frontend: FrontendContext, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """`loop`: the running loop when the caller has it (asyncio.get_running_loop() is a
+        getpid() system call per connection on CPython 3.11)."""
         self.frontend = frontend
-        self.loop = asyncio.get_running_loop()
+        self.loop = loop if loop is not None else asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.server_side: _ServerSide | None = None
         self.backend: BackendContext | None = frontend.default_backend
         self.server: ServerRuntime | None = None
+        self.view: _ConnectionView | None = None  # made when rules, hashes or persistence ask
         self.pending: list[bytes] = []
+        self.pending_size = 0
+        self.client_until = math.inf  # loop time timeouts.client ends before the server is up
         self.client_eof = False
         self.server_eof_seen = False
         self.closed = False
@@ -70,6 +146,8 @@ class TcpSession(asyncio.Protocol):
         self.record: LogRecord | None = None
         self.deadline = Deadline(self.loop, self._timed_out)
         self.connect_task: asyncio.Task[None] | None = None
+        self.attempt: _ServerSide | None = None  # a task-free connect under way (_plain)
+        self.connect_t0 = 0.0
         self.proxied: tuple[str, int] | None = None  # the client a PROXY header named
         self.holds_slot = False  # counted in server.active (server maxconn)
         self.queued_at = -1.0  # loop time it started waiting for a server slot; -1: not waiting
@@ -89,18 +167,22 @@ class TcpSession(asyncio.Protocol):
             self._serve(self.transport)
 
     def _serve(self, transport: asyncio.BaseTransport) -> None:
-        assert self.transport is not None
-        self.transport.pause_reading()  # until a server is connected
+        # Reading is not paused while the server connects: what arrives is held in
+        # `pending` (bounded by PENDING_LIMIT). uvloop starts reading after
+        # connection_made anyway, so a pause here was no pause there.
         frontend = self.frontend
-        self.t_start = self.loop.time()
+        self.t_start = now = self.loop.time()
         ip, port = self.proxied or client_address(transport)
         self.record = record = LogRecord(frontend.name, ip, port, time.time())
         record.t_request = 0.0
-        self.deadline.set(frontend.client_timeout)
-        self.view = _ConnectionView(ip, port, transport)
+        # timeouts.client is armed by what comes next (the connect attempt, which takes the
+        # nearer of it and timeouts.connect; the queue's own timeout; a refusal closes):
+        # arming it here too would cost a second loop timer per connection.
+        if frontend.client_timeout > 0:
+            self.client_until = now + frontend.client_timeout
         if frontend.limits is not None and self._over_limits(frontend.limits, ip):
             return
-        decision = frontend.rules.evaluate(self.view) if frontend.rules.rules else frontend.rules.default
+        decision = frontend.rules.evaluate(self._view()) if frontend.rules.rules else frontend.rules.default
         if decision.verdict != "backend":
             record.termination = "PR"
             self._close()
@@ -113,11 +195,19 @@ class TcpSession(asyncio.Protocol):
             return
         record.backend_name = self.backend.name
         backend_rules = self.backend.rules  # [[backend.rule]]: src tests, deny/allow
-        if backend_rules is not None and backend_rules.evaluate(self.view).verdict != "backend":
+        if backend_rules is not None and backend_rules.evaluate(self._view()).verdict != "backend":
             record.termination = "PR"
             self._close()
             return
         self._dispatch(None)
+
+    def _view(self) -> _ConnectionView:
+        view = self.view
+        if view is None:
+            record = self.record
+            assert record is not None and self.transport is not None
+            view = self.view = _ConnectionView(record.client_ip, record.client_port, self.transport)
+        return view
 
     def _over_limits(self, limits: ClientLimits, ip: str) -> bool:
         """conn_limit, then rate_limit (per connection in TCP mode): True when the
@@ -152,12 +242,12 @@ class TcpSession(asyncio.Protocol):
         if server is None:
             if persistence is not None and avoid is None:
                 # A stick table on src: the client goes back to its server (route.persistence).
-                server = persistence.lookup(None, self.view.client_ip)
+                server = persistence.lookup(None, self.record.client_ip)
             if server is None:
-                key = backend.key_of(self.view) if backend.key_of is not None else None
+                key = backend.key_of(self._view()) if backend.key_of is not None else None
                 server = backend.servers.pick(key, avoid)
                 if server is not None and persistence is not None and avoid is None:
-                    server = persistence.claim(self.view.client_ip, server)
+                    server = persistence.claim(self.record.client_ip, server)
         if server is None:
             self.record.termination = "SC"
             self._close()
@@ -177,13 +267,80 @@ class TcpSession(asyncio.Protocol):
                     return
                 server = free
         if persistence is not None:
-            persistence.assigned(self.view.client_ip, server)
+            persistence.assigned(self.record.client_ip, server)
         # The slot is held from now until the connection ends.
         self.holds_slot = True
         self.server = server
         self.record.server_name = server.name
         self.attempts += 1
-        self.connect_task = self.loop.create_task(self._connect(server, backend))
+        if _plain(backend, server):
+            self._connect_plain(server)
+        else:
+            self._client_deadline()  # backend.connect bounds the attempt itself
+            self.connect_task = self.loop.create_task(self._connect(server, backend))
+
+    def _client_deadline(self) -> None:
+        """The deadline is what is left of timeouts.client (none when it is 0)."""
+        if self.client_until != math.inf:
+            self.deadline.set(max(self.client_until - self.loop.time(), 0.001))
+
+    # -- the task-free connect (see the module's docstring) --------------------------------
+
+    def _connect_plain(self, server: ServerRuntime) -> None:
+        backend = self.backend
+        assert backend is not None
+        self.connect_t0 = now = self.loop.time()
+        # The connect attempt is bounded by timeouts.connect within what is left of
+        # timeouts.client (the Deadline holds one time: the nearer one).
+        limit = self.client_until - now
+        if backend.connect_timeout > 0 and backend.connect_timeout < limit:
+            limit = backend.connect_timeout
+        self.deadline.set(limit if limit != math.inf else 0.0, now)
+        side = self.attempt = _ServerSide(self, early=True)
+        side.connecting = self.loop.create_connection(side, server.host, server.port)
+        side.step(None)
+
+    def connect_ended(self, side: _ServerSide, exc: OSError | None) -> None:
+        """The task-free connect's coroutine finished: with `exc`, the attempt failed."""
+        if side is not self.attempt:
+            return
+        self.attempt = None
+        if exc is None and self.server_side is None:
+            # The transport went before connection_made (reset right away).
+            exc = ConnectionResetError("connection reset before it was made")
+        if exc is not None:
+            self._connect_failed(exc)
+
+    def server_connected(self, side: _ServerSide) -> None:
+        """The task-free connect's server side is connected: relay."""
+        if self.closed:
+            if side.transport is not None:
+                side.transport.close()
+            return
+        server = self.server
+        assert server is not None
+        self._relay(side, server, self.connect_t0)
+
+    def _connect_failed(self, exc: OSError | TimeoutError) -> None:
+        """A connect attempt to `self.server` failed: retry, redispatch, or give up (SC)."""
+        if self.closed:
+            return
+        backend, server = self.backend, self.server
+        assert backend is not None and server is not None
+        reason = backend.connect_failed(server, exc)
+        self._release_slot()
+        log.warning("connect to %s/%s (%s) failed: %s", backend.name, server.name, server.address, reason)
+        if self.attempts <= backend.retries:
+            self._client_deadline()  # between attempts only timeouts.client runs
+            if backend.redispatch and backend.other_usable(server):
+                self._dispatch(server)
+            else:
+                # The same server, after a turn-around (as HTTP: HttpSession._retry).
+                self.loop.call_later(backend.retry_delay, self._retry_same, server)
+        else:
+            assert self.record is not None
+            self.record.termination = "SC"
+            self._close()
 
     def _retry_same(self, server: ServerRuntime) -> None:
         if self.closed:
@@ -214,49 +371,43 @@ class TcpSession(asyncio.Protocol):
             self.backend.forget(self, self)
 
     async def _connect(self, server: ServerRuntime, backend: BackendContext) -> None:
+        """The connect through BackendContext.connect (TLS, PROXY header, source address)."""
         t0 = self.loop.time()
-        assert self.transport is not None
+        record = self.record
+        assert self.transport is not None and record is not None
         try:
             side = await backend.connect(
-                lambda: _ServerSide(self), server, (self.view.client_ip, self.view.client_port), self.transport
+                lambda: _ServerSide(self), server, (record.client_ip, record.client_port), self.transport
             )
         except asyncio.CancelledError:
             return
         except (OSError, TimeoutError) as exc:
             self.connect_task = None
-            if self.closed:
-                return
-            reason = backend.connect_failed(server, exc)
-            self._release_slot()
-            log.warning("connect to %s/%s (%s) failed: %s", backend.name, server.name, server.address, reason)
-            if self.attempts <= backend.retries:
-                if backend.redispatch and backend.other_usable(server):
-                    self._dispatch(server)
-                else:
-                    # The same server, after a turn-around (as HTTP: HttpSession._retry).
-                    self.loop.call_later(backend.retry_delay, self._retry_same, server)
-            else:
-                assert self.record is not None
-                self.record.termination = "SC"
-                self._close()
+            self._connect_failed(exc)
             return
         self.connect_task = None
         if self.closed:
             if side.transport is not None:
                 side.transport.close()
             return
+        self._relay(side, server, t0)
+
+    def _relay(self, side: _ServerSide, server: ServerRuntime, t0: float) -> None:
+        """Both sides are connected (the server's since `t0`): what the client sent goes on."""
         assert self.record is not None and self.transport is not None
         self.server_side = side
         server.requests += 1
-        self.record.t_connect = (self.loop.time() - t0) * 1000
-        self.deadline.set(self.frontend.tunnel_timeout)
+        now = self.loop.time()
+        self.record.t_connect = (now - t0) * 1000
+        self.deadline.set(self.frontend.tunnel_timeout, now)
         if self.pending and side.transport is not None:
-            side.transport.write(b"".join(self.pending))
+            side.transport.write(self.pending[0] if len(self.pending) == 1 else b"".join(self.pending))
             self.pending.clear()
+            if self.pending_size > PENDING_LIMIT and not self.client_eof:
+                self.transport.resume_reading()
+            self.pending_size = 0
         if self.client_eof:
             self._server_write_eof()
-        else:
-            self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
         assert self.record is not None
@@ -266,15 +417,21 @@ class TcpSession(asyncio.Protocol):
             self.deadline.set(self.frontend.tunnel_timeout)
             side.transport.write(data)
         else:
-            self.pending.append(data)  # still connecting or queued: its own deadline runs
+            # Still connecting or queued (its own deadline runs): held, within a bound.
+            self.pending.append(data)
+            self.pending_size += len(data)
+            if self.pending_size > PENDING_LIMIT and self.transport is not None:
+                self.transport.pause_reading()
 
     def eof_received(self) -> bool:
         self.client_eof = True
-        if self.server_side is not None:
-            self._server_write_eof()
         if self.server_eof_seen:
+            # Both directions are done: closing sends the server its FIN (after what is
+            # still buffered toward it), so no shutdown() first: a syscall per connection.
             self._close()
             return False
+        if self.server_side is not None:
+            self._server_write_eof()
         return True  # keep our sending side open: the server may still answer
 
     def _server_write_eof(self) -> None:
@@ -316,11 +473,11 @@ class TcpSession(asyncio.Protocol):
 
     def server_eof(self) -> bool:
         self.server_eof_seen = True
+        if self.client_eof:
+            self._close()  # the client's FIN goes with the close, as in eof_received
+            return False
         if self.transport is not None and not self.closed and self.transport.can_write_eof():
             self.transport.write_eof()
-        if self.client_eof:
-            self._close()
-            return False
         return True
 
     def server_lost(self, exc: Exception | None) -> None:
@@ -333,6 +490,13 @@ class TcpSession(asyncio.Protocol):
     # -- ending ----------------------------------------------------------------------------
 
     def _timed_out(self) -> None:
+        attempt = self.attempt
+        if attempt is not None and self.server_side is None and self.loop.time() < self.client_until - 0.001:
+            # timeouts.connect, within timeouts.client: this attempt failed, not the connection.
+            self.attempt = None
+            attempt.abandon()
+            self._connect_failed(TimeoutError())
+            return
         if self.record is not None:
             if self.queued_at >= 0:
                 self.record.termination = "sQ"  # no server slot within timeouts.queue
@@ -364,6 +528,11 @@ class TcpSession(asyncio.Protocol):
             self.limit_entry = -1
         if self.connect_task is not None:
             self.connect_task.cancel()
+        attempt = self.attempt
+        if attempt is not None:
+            self.attempt = None
+            if attempt is not self.server_side:
+                attempt.abandon()
         if self.transport is not None:
             self.transport.close()
         side = self.server_side
@@ -385,6 +554,16 @@ class TcpSession(asyncio.Protocol):
             self.frontend.bytes_in += record.bytes_in
             self.frontend.bytes_out += record.bytes_out
             self.frontend.access_log.log(record)
+
+
+def _plain(backend: BackendContext, server: ServerRuntime) -> bool:
+    """Whether `server` is reached by a plain TCP connect (the task-free path)."""
+    return (
+        not backend.send_proxy
+        and not backend.sources.addresses
+        and not server.address.is_unix
+        and (not backend.tls or server.name not in backend.tls)
+    )
 
 
 class _ConnectionView:
