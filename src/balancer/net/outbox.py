@@ -24,6 +24,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from balancer.net.deadline import running_loop
+
 log = logging.getLogger("balancer.http")
 
 
@@ -41,7 +43,7 @@ class Outbox:
         self._data.append(data)
         if not self._scheduled:
             self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._end_of_pass)
+            running_loop().call_soon(self._end_of_pass)  # without getpid() (net.deadline)
 
     def close(self, transport: asyncio.Transport) -> None:
         """Close `transport` (gracefully: what it buffered still goes) after what is held for it."""
@@ -52,7 +54,7 @@ class Outbox:
         self._data.append(data)
         if not self._scheduled:
             self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._end_of_pass)
+            running_loop().call_soon(self._end_of_pass)  # without getpid() (net.deadline)
 
     def _end_of_pass(self) -> None:
         self._scheduled = False
