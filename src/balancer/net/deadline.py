@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import heapq
-import threading
 from collections.abc import Callable
 from typing import Final
 
@@ -37,11 +36,10 @@ class Wheel:
     """The deadlines of one event loop, by slot (`int(when / TICK) + 1`), and the one loop
     timer of the earliest slot."""
 
-    __slots__ = ("_handle", "_handle_slot", "_slots", "_times", "loop", "thread")
+    __slots__ = ("_handle", "_handle_slot", "_slots", "_times", "loop")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self.thread = threading.get_ident()
         self._slots: dict[int, list[Deadline]] = {}
         self._times: list[int] = []  # heap of the slots in _slots
         self._handle: asyncio.TimerHandle | None = None
@@ -95,17 +93,6 @@ def wheel_of(loop: asyncio.AbstractEventLoop) -> Wheel:
     if wheel is None or wheel.loop is not loop:
         wheel = _wheel = Wheel(loop)
     return wheel
-
-
-def running_loop() -> asyncio.AbstractEventLoop:
-    """The running event loop, as asyncio.get_running_loop() but without its system call:
-    on Python 3.11 every get_running_loop() calls getpid(), once per connection in a
-    session's constructor. The last wheel's loop is the running one when it runs in this
-    thread (one thread runs one loop at a time)."""
-    wheel = _wheel
-    if wheel is not None and wheel.thread == threading.get_ident() and wheel.loop.is_running():
-        return wheel.loop
-    return wheel_of(asyncio.get_running_loop()).loop
 
 
 class Deadline:

@@ -28,7 +28,7 @@ import httptools
 
 from balancer.lb import least_time, least_traffic
 from balancer.net.context import BackendContext, FrontendContext
-from balancer.net.deadline import Deadline, running_loop
+from balancer.net.deadline import Deadline
 from balancer.net.peer import client_address, local_address
 from balancer.net.request import NOTHING_KEPT, KnownRequest, Request, RequestOwner
 from balancer.net.upstream import UpstreamConnection, UpstreamOwner
@@ -96,7 +96,7 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
     def __init__(self, frontend: FrontendContext) -> None:
         self.frontend = frontend
         self.outbox = frontend.outbox  # every write to the client goes through it (net.outbox)
-        self.loop = running_loop()  # without get_running_loop()'s getpid() (net.deadline)
+        self.loop = self.outbox.event_loop()  # without get_running_loop()'s getpid()
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.queue: list[Request] = []  # a list, not a deque: compiled list operations are direct

@@ -20,7 +20,7 @@ from typing import Final, cast
 import httptools
 from mypy_extensions import trait
 
-from balancer.net.deadline import Deadline, running_loop
+from balancer.net.deadline import Deadline
 from balancer.net.outbox import Outbox
 from balancer.proto.http1 import (
     LAST_CHUNK,
@@ -179,7 +179,7 @@ class UpstreamConnection(asyncio.BufferedProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
-        loop = running_loop()  # without get_running_loop()'s getpid() (net.deadline)
+        loop = asyncio.get_running_loop()
         self._time = loop.time
         self.deadline = Deadline(loop, self._timed_out)
 

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 
 import uvloop
 
-from balancer.net.deadline import TICK, Deadline, running_loop, wheel_of
+from balancer.net.deadline import TICK, Deadline, wheel_of
 
 
 def run(test: Callable[[], Awaitable[None]]) -> None:
@@ -113,16 +113,3 @@ def test_deadlines_in_one_slot_share_one_loop_timer() -> None:
         assert sorted(fired) == list(range(count))
 
     run(test)
-
-
-def test_running_loop_is_the_running_loop_across_loops() -> None:
-    seen: list[bool] = []
-
-    async def test() -> None:
-        Deadline(asyncio.get_running_loop(), lambda: None)
-        seen.append(running_loop() is asyncio.get_running_loop())
-
-    run(test)
-    run(test)  # a new loop: the last wheel's loop is no longer running
-    asyncio.run(test())  # type: ignore[arg-type]
-    assert seen == [True, True, True]
