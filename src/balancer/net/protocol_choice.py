@@ -15,6 +15,7 @@ the HTTP/1.1 session answers 505.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from typing import cast
 
 from balancer.net.context import FrontendContext
@@ -37,7 +38,7 @@ class ProtocolChoice(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
         tls = transport.get_extra_info("ssl_object")
-        if tls is not None:  # net.tls_transport: OpenSSL's object, or an SSLSocket
+        if isinstance(tls, (ssl.SSLObject, ssl.SSLSocket)):
             self._hand_over(tls.selected_alpn_protocol() == "h2", b"")
         elif not self.h2c:
             self._hand_over(False, b"")

@@ -4,8 +4,7 @@ The event loop's TLS (uvloop's SSLProtocol, like asyncio's) runs OpenSSL over me
 every record is read into a loop buffer, copied into a BIO, decrypted, and the answer takes
 the way back; each connection also keeps the loop's read buffer and both BIOs for its whole
 life: about 25 KiB per idle connection, against about 14 KiB for OpenSSL on a socket (what
-HAProxy and NGINX do). Here the SSL object owns the socket (`wrap`: OpenSSL's own object
-from `SSLContext._wrap_socket`, or an SSLSocket): the
+HAProxy and NGINX do). Here the SSL object owns the socket (`SSLContext.wrap_socket`): the
 handshake, the records and the alerts go straight between OpenSSL and the kernel, OpenSSL
 releases its buffers while a connection is idle (CPython sets SSL_MODE_RELEASE_BUFFERS), and
 a refused handshake's alert (protocol_version, handshake_failure) reaches the client
@@ -27,7 +26,7 @@ import logging
 import socket
 import ssl
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -47,84 +46,6 @@ CLOSED = 3
 _CLOSE_ERRORS = (ssl.SSLError, OSError, ValueError)
 
 
-# SSLContext._wrap_socket: what SSLContext.wrap_socket does inside, OpenSSL's own object on
-# the socket, without the Python SSLSocket around it. SSLSocket creation is Python code
-# with four system calls (getsockopt SO_TYPE, getpeername, getsockname, ioctl) and socket
-# enum conversions: measured 45-52 us per accepted connection against 21-24 us for the
-# private call (2,000 connections, this machine, 2026-12-04), and every read and write
-# then goes through three Python frames (SSLSocket.recv, read, _sslobj.read). Private, so
-# checked: without it (another Python), and with an SNI callback, connections use
-# SSLSocket as before.
-_PRIVATE_WRAP: Final = callable(getattr(ssl.SSLContext, "_wrap_socket", None))
-
-
-class TlsSocket:
-    """The part of SSLSocket a TlsTransport uses, over the accepted socket `raw` and the
-    object that runs OpenSSL on it (`tls`): OpenSSL's own (_ssl._SSLSocket, from
-    SSLContext._wrap_socket), or an ssl.SSLSocket that is both (`public`)."""
-
-    def __init__(self, raw: socket.socket, tls: Any, public: bool) -> None:
-        self.raw = raw
-        self.tls = tls
-        self.public = public
-
-    def fileno(self) -> int:
-        return self.raw.fileno()
-
-    def do_handshake(self) -> None:
-        self.tls.do_handshake()
-
-    def recv(self, size: int) -> bytes:
-        """Decrypted bytes; b"" at the end (close_notify, or the peer's end of stream without
-        one, as SSLSocket with suppress_ragged_eofs); SSLWantReadError when none are ready."""
-        try:
-            data: bytes = self.tls.read(size)
-        except ssl.SSLEOFError:
-            return b""
-        return data
-
-    def send(self, data: bytes | bytearray | memoryview) -> int:
-        sent: int = self.tls.write(data)
-        return sent
-
-    def pending(self) -> int:
-        count: int = self.tls.pending()
-        return count
-
-    def shutdown_tls(self) -> None:
-        """Send close_notify (the peer's is not awaited)."""
-        if self.public:
-            self.tls.unwrap()
-        else:
-            self.tls.shutdown()
-
-    def close(self) -> None:
-        self.raw.close()
-
-    def getpeername(self) -> Any:
-        return self.raw.getpeername()
-
-    def getsockname(self) -> Any:
-        return self.raw.getsockname()
-
-    def ssl_object(self) -> Any:
-        """What get_extra_info("ssl_object") gives: selected_alpn_protocol(), version(),
-        cipher(), getpeercert() as on ssl.SSLObject."""
-        return self.tls
-
-
-def wrap(context: ssl.SSLContext, raw: socket.socket) -> TlsSocket:
-    """Server-side TLS on the accepted, non-blocking socket `raw` (handshake not started)."""
-    # With an SNI callback (several certificates), OpenSSL hands the callback the owner to
-    # set `.context` on: an SSLSocket (OpenSSL's own object cannot be referred to weakly,
-    # as an owner must be).
-    if _PRIVATE_WRAP and context.sni_callback is None:
-        return TlsSocket(raw, context._wrap_socket(raw, True, None), False)  # type: ignore[attr-defined]
-    # SSLSocket takes `raw`'s descriptor over (raw is detached): it is both.
-    tls = context.wrap_socket(raw, server_side=True, do_handshake_on_connect=False)
-    return TlsSocket(tls, tls, True)
-
-
 class TlsAcceptor:
     """Accepts connections from `sock` (listening, non-blocking; closed by `close`) and
     starts TLS on each with `context`; `make_protocol` is called once per connection."""
@@ -142,9 +63,6 @@ class TlsAcceptor:
         self.make_protocol = make_protocol
         self.handshake_timeout = handshake_timeout
         self.fd = sock.fileno()
-        # Accepted sockets are of the listener's family: asked once (socket.family is an
-        # enum conversion in Python on every read).
-        self.tcp = sock.family != socket.AF_UNIX
         self.closed = False
         self.retry: asyncio.TimerHandle | None = None
         self.loop.add_reader(self.fd, self._accept)
@@ -164,9 +82,9 @@ class TlsAcceptor:
                 return  # ECONNABORTED and the like: that connection is gone, the next event comes
             try:
                 raw.setblocking(False)
-                if self.tcp:
+                if raw.family != socket.AF_UNIX:
                     raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                tls = wrap(self.context, raw)
+                tls = self.context.wrap_socket(raw, server_side=True, do_handshake_on_connect=False)
             except OSError:
                 raw.close()
                 continue
@@ -194,7 +112,7 @@ class TlsTransport:
     info) for the protocol it serves, over an SSLSocket it owns and closes."""
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, sock: TlsSocket, protocol: asyncio.BaseProtocol, timeout: float
+        self, loop: asyncio.AbstractEventLoop, sock: ssl.SSLSocket, protocol: asyncio.BaseProtocol, timeout: float
     ) -> None:
         self.loop = loop
         self.sock = sock
@@ -440,7 +358,7 @@ class TlsTransport:
         self.state = CLOSED
         self._want(read=False, write=False)
         with contextlib.suppress(*_CLOSE_ERRORS):
-            self.sock.shutdown_tls()  # close_notify; the client's is not awaited
+            self.sock.unwrap().close()  # close_notify; the client's is not awaited
         self.sock.close()
         self.loop.call_soon(self.protocol.connection_lost, None)
 
@@ -485,18 +403,16 @@ class TlsTransport:
                 value = sock.getpeername()
             elif name == "sockname":
                 value = sock.getsockname()
-            elif name == "ssl_object":
-                value = sock.ssl_object()
-            elif name == "socket":
-                value = sock.raw
+            elif name in ("ssl_object", "socket"):
+                value = sock
             elif name == "sslcontext":
-                value = sock.ssl_object().context
+                value = sock.context
             elif name == "peercert":
-                value = sock.ssl_object().getpeercert()
+                value = sock.getpeercert()
             elif name == "cipher":
-                value = sock.ssl_object().cipher()
+                value = sock.cipher()
             elif name == "compression":
-                value = sock.ssl_object().compression()
+                value = sock.compression()
         except (OSError, ValueError):
             value = None
         if value is None:
