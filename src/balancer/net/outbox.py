@@ -28,12 +28,23 @@ log = logging.getLogger("balancer.http")
 
 
 class Outbox:
-    __slots__ = ("_data", "_scheduled", "_transports")
+    __slots__ = ("_data", "_loop", "_scheduled", "_transports")
 
     def __init__(self) -> None:
         self._transports: list[asyncio.Transport] = []
         self._data: list[bytes | None] = []  # None: close the transport once its writes are out
         self._scheduled = False
+        # The event loop, asked for once: on Python 3.11 every asyncio.get_running_loop()
+        # makes a getpid() system call, and sessions ask on every connection. An Outbox
+        # (one per Server) serves one loop.
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def event_loop(self) -> asyncio.AbstractEventLoop:
+        """The running event loop (see _loop)."""
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        return loop
 
     def write(self, transport: asyncio.Transport, data: bytes) -> None:
         """Send `data` on `transport` at the end of this loop iteration."""
@@ -41,7 +52,7 @@ class Outbox:
         self._data.append(data)
         if not self._scheduled:
             self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._end_of_pass)
+            self.event_loop().call_soon(self._end_of_pass)
 
     def close(self, transport: asyncio.Transport) -> None:
         """Close `transport` (gracefully: what it buffered still goes) after what is held for it."""
@@ -52,7 +63,7 @@ class Outbox:
         self._data.append(data)
         if not self._scheduled:
             self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._end_of_pass)
+            self.event_loop().call_soon(self._end_of_pass)
 
     def _end_of_pass(self) -> None:
         self._scheduled = False

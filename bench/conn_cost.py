@@ -1,0 +1,201 @@
+#!/usr/bin/env python3
+"""What one connection costs a proxy, counted rather than timed: instructions and syscalls.
+
+For each proxy (HAProxy 1 thread and balancer 1 worker, configured as bench/run.py does), a
+client opens `--connections` connections one after another, each with one request of its own
+(a different path and query per connection, so no cache sees a repeated head) and
+`Connection: close`, and reads the answer to the end. Around that fixed amount of work:
+
+- `perf stat -e instructions:u,instructions:k` on the proxy's serving process: instructions
+  per connection, user and kernel (deterministic to a few percent, unlike a wrk ratio on a
+  shared machine);
+- with `--strace`, a second pass under `strace -c -f`: syscalls per connection by name.
+
+One connection at a time is not wrk's 64 at once (no batching of accepts per loop pass), so
+compare proxies with each other here, not with run.py's per-request CPU.
+
+Usage: .venv/bin/python bench/conn_cost.py [--connections 5000] [--only haproxy,balancer]
+       [--strace] [--balancer-cmd CMD]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import run as harness  # bench/run.py: processes, configs
+
+PROXIES = ("haproxy", "balancer")
+VG_WORKER = Path(__file__).resolve().parent / "vg_worker"
+
+
+def serving_pid(proc: harness.Proc) -> int:
+    """The process that serves connections: balancer's one worker, HAProxy itself."""
+    children = subprocess.run(
+        ["pgrep", "-P", str(proc.popen.pid)], capture_output=True, text=True, timeout=10, check=False
+    ).stdout.split()
+    return int(children[0]) if proc.name == "balancer" and children else proc.popen.pid
+
+
+def client(port: int, count: int, start: int) -> None:
+    """`count` connections one after another, one distinct request each, read to the end."""
+    for i in range(start, start + count):
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(
+                b"GET /c/%d?q=%d HTTP/1.1\r\nHost: bench\r\nUser-Agent: conn-cost\r\nAccept: */*\r\n"
+                b"Connection: close\r\n\r\n" % (i, i)
+            )
+            got = b""
+            for _ in range(1000):  # bounded: the answer is a few hundred bytes
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                got += chunk
+            if not got.startswith(b"HTTP/1.1 200"):
+                raise harness.BenchError(f"connection {i}: {got[:80]!r}")
+
+
+def ready(proc: harness.Proc, port: int) -> None:
+    """Until one request is answered (under valgrind the worker starts long after the port
+    listens); bounded."""
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            client(port, 1, 0)
+            return
+        except (OSError, harness.BenchError):
+            if time.monotonic() > deadline:
+                raise harness.BenchError(f"{proc.name} answers nothing:\n{harness.log_tail(proc)}") from None
+            time.sleep(0.5)
+
+
+def attached(argv: list[str], port: int, count: int, start: int) -> str:
+    """Run the client while `argv` (perf or strace, attached to the proxy) records."""
+    tool = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.5)  # let the tool attach; not synchronisation of the measured work
+    try:
+        client(port, count, start)
+    finally:
+        tool.send_signal(2)  # SIGINT: both tools print their summary and exit
+        _, err = tool.communicate(timeout=60)
+    return err
+
+
+def callgrind_counts(pid: int, port: int, count: int, tmp: Path, keep: Path | None) -> dict[str, float]:
+    """Instructions (Ir) of `pid`, run under valgrind callgrind, over `count` connections:
+    the counters are zeroed before and dumped after (callgrind_control)."""
+    control = harness.find_binary("callgrind_control")
+    # The worker starts with instrumentation off (fast enough to be ready in time): on for
+    # a warm-up first, as code runs differently the first time it is instrumented.
+    subprocess.run([control, "-i", "on", str(pid)], capture_output=True, timeout=120, check=True)
+    client(port, 200, 40_000_000)
+    subprocess.run([control, "-z", str(pid)], capture_output=True, timeout=120, check=True)
+    client(port, count, 30_000_000)
+    before = set(tmp.glob("callgrind.out.*"))
+    subprocess.run([control, "-d", str(pid)], capture_output=True, timeout=120, check=True)
+    dumps = sorted(set(tmp.glob(f"callgrind.out.{pid}*")) - before, key=lambda f: f.stat().st_mtime)
+    if keep is not None:
+        shutil.copy(dumps[-1], keep)
+    for line in dumps[-1].read_text(errors="replace").splitlines():
+        if line.startswith(("summary:", "totals:")):
+            return {"instructions (callgrind)": int(line.split()[1]) / count}
+    raise harness.BenchError(f"no totals in {dumps[-1]}")
+
+
+def perf_counts(pid: int, port: int, count: int) -> dict[str, float]:
+    err = attached(
+        [harness.find_binary("perf"), "stat", "-x", ",", "-e", "instructions:u,instructions:k", "-p", str(pid)],
+        port,
+        count,
+        10_000_000,
+    )
+    out: dict[str, float] = {}
+    for line in err.splitlines():
+        fields = line.split(",")
+        if len(fields) > 2 and fields[0].replace(".", "").isdigit():
+            out[fields[2]] = float(fields[0]) / count
+    return out
+
+
+def strace_counts(pid: int, port: int, count: int) -> dict[str, float]:
+    err = attached([harness.find_binary("strace"), "-c", "-f", "-p", str(pid)], port, count, 20_000_000)
+    out: dict[str, float] = {}
+    for line in err.splitlines():
+        match = re.match(r"\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(\w+)$", line)
+        if match and match[2] != "total":
+            out[match[2]] = int(match[1]) / count
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--connections", type=int, default=5000)
+    p.add_argument("--only", type=harness.csv_choice(PROXIES), default=list(PROXIES))
+    p.add_argument("--strace", action="store_true", help="also count syscalls per connection")
+    p.add_argument("--balancer-cmd", default=harness.DEFAULT_BALANCER_CMD, help="as in bench/run.py")
+    p.add_argument(
+        "--callgrind",
+        action="store_true",
+        help="count instructions with valgrind callgrind (where perf has no hardware counters; ~50x slower)",
+    )
+    p.add_argument("--keep-dump", type=Path, help="with --callgrind: copy each proxy's dump to this directory")
+    args = p.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="conn-cost-") as name:
+        tmp = Path(name)
+        ports = harness.Ports(*harness.free_ports(5))
+        backend_argv = harness.nginx_argv(tmp, "nginx-backend", harness.backend_config(tmp / "nginx-backend", ports))
+        with harness.running("backend", backend_argv, tmp) as backend:
+            harness.wait_for_port(backend, ports.backend1)
+            for proxy in args.only:
+                port = harness.proxy_port(proxy, ports)
+                proxy_argv = harness.proxy_argv(proxy, tmp, ports, args.balancer_cmd)
+                if args.callgrind and proxy == "haproxy":
+                    valgrind = [harness.find_binary("valgrind"), "--tool=callgrind"]
+                    proxy_argv = [*valgrind, f"--callgrind-out-file={tmp}/callgrind.out.%p", *proxy_argv]
+                elif args.callgrind:
+                    # Only the worker runs under valgrind (bench/vg_worker/sitecustomize.py):
+                    # the master would not see it ready in time if both were slowed down.
+                    path = f"PYTHONPATH={VG_WORKER}:{os.environ.get('PYTHONPATH', '')}"
+                    proxy_argv = [f"{arg}:{VG_WORKER}" if arg.startswith("PYTHONPATH=") else arg for arg in proxy_argv]
+                    proxy_argv = ["env", f"CONN_COST_OUT={tmp}", path, *proxy_argv]
+                with harness.running(proxy, proxy_argv, tmp) as proc:
+                    harness.wait_for_port(proc, port, timeout=120)
+                    ready(proc, port)
+                    try:
+                        client(port, 500, 0)  # warm-up: imports, pools, caches
+                    except OSError as exc:
+                        raise harness.BenchError(f"{proxy}: {exc}:\n{harness.log_tail(proc, 30)}") from None
+                    pid = serving_pid(proc)
+                    if args.callgrind:
+                        counts = callgrind_counts(
+                            pid, port, args.connections, tmp, args.keep_dump and args.keep_dump / f"{proxy}.callgrind"
+                        )
+                    else:
+                        counts = perf_counts(pid, port, args.connections)
+                    per = ", ".join(f"{k} {v:,.0f}" for k, v in counts.items())
+                    print(f"{proxy}: per connection: {per}", flush=True)
+                    if args.strace:
+                        calls = strace_counts(pid, port, args.connections)
+                        rows = sorted(calls.items(), key=lambda kv: -kv[1])
+                        total = sum(calls.values())
+                        print(
+                            f"{proxy}: syscalls per connection {total:.2f}: "
+                            + shlex.join(f"{k}={v:.2f}" for k, v in rows if v >= 0.01),
+                            flush=True,
+                        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
