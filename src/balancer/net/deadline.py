@@ -18,8 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import logging
 from collections.abc import Callable
 from typing import Final
+
+log = logging.getLogger("balancer.net")
 
 # Width of a slot in seconds: how late a deadline may fire, and how many deadlines share
 # a loop timer (those falling in the same slot).
@@ -77,7 +80,12 @@ class Wheel:
             slot = heapq.heappop(times)
             for deadline in self._slots.pop(slot):
                 if deadline.slot == slot:
-                    deadline.expire(now)
+                    try:
+                        deadline.expire(now)
+                    except Exception:
+                        # One connection's failing timeout must not cost the others in
+                        # this slot theirs, nor leave the wheel without its loop timer.
+                        log.exception("a connection's timeout failed")
         # Expired deadlines filed again may have armed a later slot than one already filed.
         if times and (self._handle_slot == 0 or times[0] < self._handle_slot):
             self._arm(times[0])

@@ -113,3 +113,32 @@ def test_deadlines_in_one_slot_share_one_loop_timer() -> None:
         assert sorted(fired) == list(range(count))
 
     run(test)
+
+
+def test_a_timeout_that_raises_costs_no_other_deadline_its_turn() -> None:
+    """One connection's failing timeout callback is logged; the deadlines filed in the same
+    slot and in later slots still fire (the wheel keeps its loop timer)."""
+
+    async def test() -> None:
+        loop = asyncio.get_running_loop()
+        fired: list[str] = []
+        done = asyncio.Event()
+
+        def broken() -> None:
+            raise RuntimeError("a bug in one connection's timeout")
+
+        def same_slot() -> None:
+            fired.append("same slot")
+
+        def later() -> None:
+            fired.append("later")
+            done.set()
+
+        start = loop.time()
+        Deadline(loop, broken).set(0.02, start)
+        Deadline(loop, same_slot).set(0.02, start)
+        Deadline(loop, later).set(0.1, start)
+        await fired_at(done, 2.0)
+        assert fired == ["same slot", "later"]
+
+    run(test)
