@@ -99,20 +99,58 @@ def test_request_bodies_with_and_without_a_length_and_trailers(run_balancer, bac
         async with await H2Client.connect(frontend_port(balancer)) as client:
             sized = await client.request("/echo", "POST", extra=[("content-length", str(len(body)))], body=body)
             unsized = await client.request("/echo", "PUT", body=body)
-            stream_id = await client.start("/echo", "POST", body=b"abc", end=False)
-            client.conn.send_headers(stream_id, [(b"x-checksum", b"42")], end_stream=True)
-            await client.flush()
-            (trailed,) = await client.wait(stream_id)
-            return sized, unsized, trailed
+            trailed = await _with_trailers(client, [("te", "trailers")])
+            # With a length HTTP/1.1 has no place for trailers: the body goes, they do not.
+            sized_trailed = await _with_trailers(client, [("content-length", "3")])
+            return sized, unsized, trailed, sized_trailed
 
-    sized, unsized, trailed = run_balancer(h2_config([s1]), scenario)
+    sized, unsized, trailed, sized_trailed = run_balancer(h2_config([s1]), scenario)
     digest = hashlib.sha256(body).hexdigest()
     for response in (sized, unsized):
         echoed = json.loads(response.body)
         assert (echoed["body_length"], echoed["body_sha256"]) == (len(body), digest)
-    assert json.loads(trailed.body)["body"] == "abc"
     sent = {name.lower(): value for name, value in s1.requests[1].headers}
     assert sent.get("transfer-encoding") == "chunked"  # no length given: chunked to the server
+    echoed = json.loads(trailed.body)
+    assert echoed["body"] == "abc"
+    # The trailers end the chunked body, less the connection-specific one; te: trailers
+    # (the client takes trailers) reaches the server.
+    assert echoed["trailers"] == [["x-checksum", "42"]]
+    assert ["te", "trailers"] in echoed["headers"]
+    echoed = json.loads(sized_trailed.body)
+    assert (echoed["body"], echoed["trailers"]) == ("abc", [])
+
+
+async def _with_trailers(client, extra):
+    """A POST of b"abc" whose trailer section is x-checksum: 42 and a field HTTP/2 allows in
+    no trailer section the proxy forwards (te)."""
+    stream_id = await client.start("/echo", "POST", extra=extra, body=b"abc", end=False)
+    client.conn.send_headers(stream_id, [(b"x-checksum", b"42")], end_stream=True)
+    await client.flush()
+    (response,) = await client.wait(stream_id)
+    return response
+
+
+def test_a_chunked_response_s_trailers_end_the_stream_as_headers(run_balancer, backends):
+    (s1,) = backends("s1")
+
+    async def scenario(balancer):
+        async with await H2Client.connect(frontend_port(balancer)) as client:
+            trailed = await client.request("/trailers")
+            plain = await client.request("/chunked/2")
+            head = await client.request("/trailers", "HEAD")
+            frames = [type(event).__name__ for event in client.events if getattr(event, "stream_id", 0) == 1]
+            return trailed, plain, head, frames
+
+    trailed, plain, head, frames = run_balancer(h2_config([s1]), scenario)
+    assert trailed.status == 200 and trailed.body == b"part-1\npart-2\n" and trailed.ended
+    # gRPC's status as the last HEADERS frame (RFC 9113 8.1), names in lower case, and the
+    # Trailer field, which no trailer section may carry, dropped.
+    assert trailed.trailers == [(b"x-checksum", b"42"), (b"grpc-status", b"0"), (b"grpc-message", b"all good")]
+    assert frames[-2:] == ["TrailersReceived", "StreamEnded"]
+    # Without trailers the stream ends on its DATA, as before; a HEAD response carries none.
+    assert plain.body == b"chunk-0\nchunk-1\n" and plain.ended and plain.trailers is None
+    assert head.status == 200 and head.body == b"" and head.trailers is None
 
 
 def test_a_large_download_respects_the_client_window(run_balancer, backends):

@@ -389,7 +389,17 @@ class H2Session(asyncio.Protocol):
                 break
             conn.send_data(sid, stream.take(min(window, conn.max_outbound_frame_size)))
         if stream.response_done and not stream.pending:
-            conn.end_stream(sid)
+            trailers = stream.trailers
+            if trailers:
+                try:
+                    conn.send_headers(sid, trailers, end_stream=True)
+                except h2.exceptions.ProtocolError as exc:
+                    log.warning("stream %d to %s: trailers refused: %s", sid, self.client_text, exc)
+                    stream.reset(2)
+                    self._soon()
+                    return
+            else:
+                conn.end_stream(sid)
             self._ended(stream)
         self._soon()
 

@@ -19,6 +19,10 @@ Flow control, both ways, is the transport API the session already obeys:
   is full; past the high-water mark the session is told `pause_writing`, and it stops
   reading the server, as for a slow HTTP/1.1 client.
 
+Trailer fields of a chunked response (gRPC's grpc-status) go as a last HEADERS frame
+with END_STREAM after the DATA (RFC 9113 8.1), less the fields HTTP/2 forbids there;
+without any, the last DATA frame (or an empty one) carries END_STREAM.
+
 The stream ends when the response message has been sent whole (END_STREAM), or is reset:
 by the client (RST_STREAM: the session sees its client leave, and a request not yet sent
 to a server never is), or here (the session aborted or closed mid-response).
@@ -33,7 +37,13 @@ from typing import Any, Protocol
 import httptools
 
 from balancer.net.http_session import HttpSession
-from balancer.proto.h2_message import MalformedRequest, RequestHead, response_field, trailer_section
+from balancer.proto.h2_message import (
+    MalformedRequest,
+    RequestHead,
+    response_field,
+    response_trailer_field,
+    trailer_section,
+)
 
 log = logging.getLogger("balancer.http")
 
@@ -66,6 +76,8 @@ class H2Stream(asyncio.Transport):
         self.session: HttpSession | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.fields: list[tuple[bytes, bytes]] = []
+        # The response's trailer fields: a HEADERS frame with END_STREAM after its DATA.
+        self.trailers: list[tuple[bytes, bytes]] | None = None
         self.interim = False
         self.headers_sent = False
         self.response_framed = False  # by a Content-Length or chunked coding (else: until close)
@@ -229,6 +241,14 @@ class H2Stream(asyncio.Transport):
         self.fields = []
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self.headers_sent:
+            # A trailer field (the head has gone as HEADERS): kept for the last frame.
+            trailer = response_trailer_field(name)
+            if trailer is not None:
+                if self.trailers is None:
+                    self.trailers = []
+                self.trailers.append((trailer, value))
+            return
         field = response_field(name)
         if field is None:
             if name.lower() == b"transfer-encoding":

@@ -38,6 +38,7 @@ from balancer.proto.http1 import (
     FIELD_CONTENT_LENGTH,
     FIELD_FORWARDED_FOR,
     FIELD_FORWARDED_PROTO,
+    FIELD_HOP,
     FIELD_HOST,
     FIELD_OTHER,
     FIELD_PROXY_CONNECTION,
@@ -156,6 +157,8 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
         # The session of one HTTP/2 stream (net.h2_stream): not a client connection of its
         # own (the HTTP/2 connection counts as one), and its requests log as HTTP/2.0.
         self.http2 = False
+        # The trailer field lines of the chunked request body being read (CRLF after each).
+        self.trailers = b""
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -448,6 +451,12 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
         if self.header_count > self.frontend.max_header_count or self.header_bytes > self.frontend.max_header_bytes:
             raise BadRequest(431, "request headers too large")
         kind = header_kind(name)  # not name.lower(): a method call costs more than the match
+        if request.head_done:
+            # A trailer field (the head has gone): forwarded with the last chunk, but for
+            # the framing, Host and hop-by-hop fields, which trailers must not carry.
+            if kind == FIELD_OTHER:
+                self.trailers += b"%b: %b\r\n" % (name, value)
+            return
         if kind == FIELD_OTHER:
             request.headers.append((name, value))
         elif kind == FIELD_HOST:
@@ -460,14 +469,16 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
         else:
             self._special_header(request, kind, name, value)
             if self.raw_pos >= 0:
-                self._follow_raw(len(name), len(value), self._forwarded(kind))
+                self._follow_raw(len(name), len(value), self._forwarded(kind, name))
             return
         if self.raw_pos >= 0:
             self._follow_raw(len(name), len(value), True)
 
-    def _forwarded(self, kind: int) -> bool:
+    def _forwarded(self, kind: int, name: bytes) -> bool:
         """Whether a header of `kind` (not OTHER, HOST nor CONTENT_LENGTH) goes to the
         server as received (_special_header appended it to the request's headers)."""
+        if kind == FIELD_HOP:
+            return self.http2 and name == b"te"
         return kind in (FIELD_FORWARDED_FOR, FIELD_FORWARDED_PROTO) and not self.frontend.forwardfor
 
     def _follow_raw(self, name_size: int, value_size: int, forwarded: bool) -> None:
@@ -541,6 +552,10 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
             text = value.decode("latin-1")
             request.xff = f"{request.xff}, {text}" if request.xff else text
         elif kind == FIELD_FORWARDED_PROTO and not self.frontend.forwardfor:
+            request.headers.append((name, value))
+        elif kind == FIELD_HOP and self.http2 and name == b"te":
+            # "te: trailers", the one TE an HTTP/2 client may send (proto.h2_message): the
+            # server learns the client takes trailers (gRPC servers require it).
             request.headers.append((name, value))
         # other hop-by-hop headers (keep-alive, te, trailer, proxy-*) stop here
 
@@ -695,7 +710,12 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
         assert request is not None
         request.body_done = True
         if request.chunked:
-            self._send_body(request, LAST_CHUNK)
+            trailers = self.trailers
+            if trailers:
+                self.trailers = b""
+                self._send_body(request, b"0\r\n" + trailers + b"\r\n")
+            else:
+                self._send_body(request, LAST_CHUNK)
         if request.buffering:
             request.buffering = False
             if request is self.queue[0] and request.t_total < 0:
