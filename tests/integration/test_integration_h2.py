@@ -363,3 +363,47 @@ def test_the_client_a_proxy_header_names_is_the_client_of_every_stream(run_balan
     first, second = run_balancer(config, scenario)
     assert first.status == second.status == 200
     assert [r.header("X-Forwarded-For") for r in s1.requests] == ["192.0.2.7", "192.0.2.7"]
+
+
+def test_a_relayed_response_goes_through_what_an_http11_one_does(run_balancer, backends, tmp_path):
+    """The server's response reaches the stream as events, not HTTP/1.1 bytes: response rules,
+    the persistence cookie, HEAD, 204/304, a server's 100 Continue, a cut, and the answers
+    the proxy makes itself (redirect, errorfile) must all still be what an HTTP/1.1 client gets."""
+    (s1,) = backends("s1")
+    page = tmp_path / "503.http"
+    page.write_bytes(b"HTTP/1.0 503 Custom\nContent-Type: text/plain\nContent-Length: 9\n\nempty now")
+    config = make_config(
+        [s1],
+        frontend={
+            "h2c": True,
+            "response_rule": [{"set_header": {"X-Frame-Options": "DENY"}, "del_header": ["Server-Name"]}],
+            "rule": [
+                {"if": {"path": ["/old"]}, "redirect": {"location": "/new", "code": 302}},
+                {"if": {"path_beg": ["/empty"]}, "use_backend": "empty"},
+            ],
+        },
+        backend={"cookie": {"name": "SERVERID"}},
+        extra_backends=[({"name": "empty", "errorfiles": {"503": str(page)}}, [])],
+    )
+
+    async def scenario(balancer):
+        async with await H2Client.connect(frontend_port(balancer)) as client:
+            plain = await client.request("/")
+            head = await client.request("/bytes/10", "HEAD")
+            not_modified = await client.request("/status/304")
+            continued = await client.request("/echo", "POST", extra=[("expect", "100-continue")], body=b"up")
+            cut = await client.request("/partial")
+            moved = await client.request("/old")
+            empty = await client.request("/empty")
+            return plain, head, not_modified, continued, cut, moved, empty
+
+    plain, head, not_modified, continued, cut, moved, empty = run_balancer(config, scenario)
+    assert plain.status == 200 and plain.body == b"s1\n" and plain.ended
+    assert plain.header("x-frame-options") == "DENY" and plain.header("server-name") is None
+    assert plain.header("set-cookie") == "SERVERID=s1; path=/"
+    assert (head.status, head.header("content-length"), head.body, head.ended) == (200, "10", b"", True)
+    assert (not_modified.status, not_modified.body, not_modified.ended) == (304, b"", True)
+    assert continued.status == 200 and json.loads(continued.body)["body"] == "up"  # no 100 on HTTP/2
+    assert cut.reset is not None and not cut.ended  # the server broke off: the stream is cut
+    assert (moved.status, moved.header("location"), moved.ended) == (302, "/new", True)
+    assert (empty.status, empty.body, empty.ended) == (503, b"empty now", True)

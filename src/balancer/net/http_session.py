@@ -31,6 +31,7 @@ from balancer.net.context import BackendContext, FrontendContext
 from balancer.net.deadline import Deadline
 from balancer.net.peer import client_address, local_address
 from balancer.net.request import NOTHING_KEPT, KnownRequest, Request, RequestOwner
+from balancer.net.response_sink import ResponseSink
 from balancer.net.upstream import UpstreamConnection, UpstreamOwner
 from balancer.proto.h2_message import http2_request_line
 from balancer.proto.http1 import (
@@ -159,6 +160,9 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
         self.http2 = False
         # The trailer field lines of the chunked request body being read (CRLF after each).
         self.trailers = b""
+        # Where a server's response goes when the client takes it as events, not HTTP/1.1
+        # bytes (an HTTP/2 stream, net.response_sink); None for an HTTP/1.1 client.
+        self.sink: ResponseSink | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -1111,7 +1115,8 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
 
     def interim_response(self, conn: UpstreamConnection) -> None:
         request = self.queue[0] if self.queue else None
-        if request is not None and request.version == "1.1" and not self.closed and self.transport:
+        # An HTTP/2 client (a sink) is not told of interim responses.
+        if request is not None and request.version == "1.1" and not self.closed and self.transport and not self.sink:
             self.outbox.write(self.transport, conn.head_bytes(b""))
 
     def response_head(self, conn: UpstreamConnection) -> None:
@@ -1119,10 +1124,14 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
         request.status = conn.status
         request.t_response = (self.now - request.t_start) * 1000 - request.t_request
         request.response_started = True
-        if conn.chunked and request.version == "1.0":
-            # HTTP/1.0 has no chunked coding: send the body bare and end it by closing.
+        sink = self.sink
+        if conn.chunked and (request.version == "1.0" or sink is not None):
             conn.chunked = False
-            request.keep_alive = False
+            if sink is not None:
+                conn.dechunked = True  # the body bare, its trailers apart (response_trailers)
+            else:
+                # HTTP/1.0 has no chunked coding: send the body bare and end it by closing.
+                request.keep_alive = False
         if conn.status == 101:
             extra = b"Connection: upgrade\r\n"
         elif not request.keep_alive or self.closing or conn.until_close or not request.body_done or request.upgrade:
@@ -1139,6 +1148,11 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
             conn.header_lines = backend.response_rules.apply(request, conn.status, conn.header_lines)
         if self.frontend.response_rules is not None:
             conn.header_lines = self.frontend.response_rules.apply(request, conn.status, conn.header_lines)
+        if sink is not None:
+            lines = conn.header_lines + b"\r\n" + extra if extra else conn.header_lines
+            request.bytes_out += 13 + len(conn.status_text) + len(lines)  # what the HTTP/1.1 head is
+            sink.relay_head(conn.status, lines)
+            return
         head = conn.head_bytes(extra)
         request.bytes_out += len(head)
         self.out.append(head)
@@ -1158,12 +1172,22 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
     def response_data(self, data: bytes) -> None:
         request = self.queue[0]
         request.bytes_out += len(data)
+        sink = self.sink
+        if sink is not None:
+            sink.relay_body(data)
+            return
         if self.tunnel:
             if self.transport is not None and not self.closed:
                 self.outbox.write(self.transport, data)
             self.deadline.set(self.frontend.tunnel_timeout)
             return
         self.out.append(data)
+
+    def response_trailers(self, conn: UpstreamConnection, lines: bytes) -> None:
+        sink = self.sink
+        if sink is not None:
+            self.queue[0].bytes_out += len(lines)
+            sink.relay_trailers(lines)
 
     def flush_response(self) -> None:
         """End of one read from the server: write what it gave in one go."""
@@ -1188,6 +1212,8 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
 
     def response_done(self, conn: UpstreamConnection) -> None:
         self._flush_out()
+        if self.sink is not None:
+            self.sink.relay_end()
         request = self.queue.pop(0)
         self.upstream = None
         server = request.server

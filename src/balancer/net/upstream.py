@@ -72,6 +72,10 @@ class UpstreamOwner:
     def flush_response(self) -> None:
         raise NotImplementedError
 
+    def response_trailers(self, conn: UpstreamConnection, lines: bytes) -> None:
+        """The trailer field lines of a response the owner takes de-chunked (`dechunked`)."""
+        raise NotImplementedError
+
     def response_done(self, conn: UpstreamConnection) -> None:
         raise NotImplementedError
 
@@ -104,6 +108,7 @@ class UpstreamConnection(asyncio.BufferedProtocol):
         "closed",
         "content_length",
         "deadline",
+        "dechunked",
         "done",
         "head_buffer",
         "head_misses",
@@ -168,7 +173,9 @@ class UpstreamConnection(asyncio.BufferedProtocol):
         self.head_buffer = b""
         self.head_start = 0
         self.in_head = True
-        self.chunked = False
+        self.chunked = False  # the owner gets the body chunk-framed (the response is chunked)
+        # The response is chunked and the owner takes it bare: its trailers go apart.
+        self.dechunked = False
         self.until_close = False
         self.keep_alive = True
         self.head_only = False
@@ -366,6 +373,8 @@ class UpstreamConnection(asyncio.BufferedProtocol):
         if self.done:
             if self.chunked:
                 self._end_chunked(owner, data, stray)
+            elif self.dechunked:
+                self._end_dechunked(owner, data, stray)
             if self.head_only:
                 # httptools cannot be told the response answers a HEAD: start afresh.
                 self._new_parser()
@@ -375,7 +384,7 @@ class UpstreamConnection(asyncio.BufferedProtocol):
                     self.parser_idle = True  # the message ended with the bytes fed
             owner.response_done(self)  # the pool or the next exchange sets the next deadline
         else:
-            if self.chunked:
+            if self.chunked or self.dechunked:
                 tail = self.tail
                 self.tail = data[-TRAILER_TAIL:] if not tail else (tail + data)[-TRAILER_TAIL:]
             if self.deadline is not None:
@@ -393,6 +402,17 @@ class UpstreamConnection(asyncio.BufferedProtocol):
             if not stray:
                 log.info("server %s sent a trailer section over %d bytes: dropped", self.server, TRAILER_TAIL)
         owner.response_data(end)
+
+    def _end_dechunked(self, owner: UpstreamOwner, data: bytes, stray: bool) -> None:
+        """As _end_chunked, for an owner that takes the body bare: the trailer lines apart."""
+        tail = self.tail
+        self.tail = b""
+        end = None if stray else last_chunk(tail + data if tail else data)
+        if end is None:
+            if not stray:
+                log.info("server %s sent a trailer section over %d bytes: dropped", self.server, TRAILER_TAIL)
+        elif len(end) > len(LAST_CHUNK):
+            owner.response_trailers(self, end[3:-2])
 
     def _take_known(self, owner: UpstreamOwner, data: bytes, now: float) -> bool:
         """Take a response whose head the parser accepted before, byte for byte

@@ -163,6 +163,33 @@ def response_trailer_field(name: bytes) -> bytes | None:
 _NOT_TRAILERS: Final = frozenset({b"content-length", b"host", b"trailer"})
 
 
+def response_headers(status: int, lines: bytes) -> list[Header]:
+    """The header list of an HTTP/1.1 response head for an HTTP/2 client: `:status`, then the
+    fields of `lines` (header lines as the upstream keeps them, CRLF-separated; empty lines
+    skipped) with lower-case names, connection-specific ones dropped."""
+    headers: list[Header] = [(b":status", b"%d" % status)]
+    for line in lines.split(b"\r\n"):
+        if not line:
+            continue
+        name, _, value = line.partition(b":")
+        name = name.lower()
+        if name not in CONNECTION_SPECIFIC:
+            headers.append((name, value.strip(b" \t")))
+    return headers
+
+
+def response_trailers(lines: bytes) -> list[Header]:
+    """The trailer fields of `lines` ("Name: value" CRLF each) HTTP/2 lets a trailer section
+    carry (response_trailer_field), names in lower case."""
+    trailers: list[Header] = []
+    for line in lines.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        field = response_trailer_field(name) if line else None
+        if field is not None:
+            trailers.append((field, value.strip(b" \t")))
+    return trailers
+
+
 def http2_request_line(line: str) -> str:
     """The access log's request line for a request that came over HTTP/2: the HTTP/1.1
     line it was carried as, with the protocol it came in."""
