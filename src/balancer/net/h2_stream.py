@@ -282,7 +282,7 @@ class H2Stream(asyncio.Transport):
             if trailer is not None:
                 if self.trailers is None:
                     self.trailers = []
-                self.trailers.append((trailer, value))
+                self.trailers.append((trailer, value.strip(b" \t")))
             return
         field = response_field(name)
         if field is None:
@@ -291,7 +291,7 @@ class H2Stream(asyncio.Transport):
             return
         if field == b"content-length":
             self.response_framed = True
-        self.fields.append((field, value))
+        self.fields.append((field, value.strip(b" \t")))  # llhttp keeps trailing whitespace
 
     def on_headers_complete(self) -> None:
         assert self.parser is not None
