@@ -2,7 +2,8 @@
 
 - curl `--http2` over TLS (ALPN h2) and `--http2-prior-knowledge` in cleartext (h2c):
   answers, the access log's HTTP/2.0 lines, a deny rule's 403, a large upload and download.
-- nghttp: 100 streams on one connection; h2load: thousands of multiplexed requests over
+- nghttp: a response's trailers (gRPC's grpc-status) as a final HEADERS frame, 100 streams
+  on one connection; h2load: thousands of multiplexed requests over
   TLS and h2c, and a server killed mid-run (retried as for HTTP/1.1: nothing lost).
 - A rapid-reset flood (CVE-2023-44487: 100,000 HEADERS + RST_STREAM pairs) costs the worker
   under a second of CPU, ends in GOAWAY ENHANCE_YOUR_CALM, and never reaches a server as
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import re
 import signal
@@ -167,6 +169,34 @@ def test_nghttp_sends_100_streams_on_one_connection(world: H2World):
     # -s prints one line per stream: "responseEnd ... /many?i=N" with its timing.
     done = re.findall(rb"/many\?i=\d+", result.stdout)
     assert len(set(done)) == 100, result.stdout.decode(errors="replace")[-2000:]
+
+
+@pytest.mark.parametrize("scheme", ["tls", "h2c"])
+def test_nghttp_gets_a_response_s_trailers_as_the_last_headers_frame(world: H2World, scheme: str, tmp_path: Path):
+    """gRPC-style trailers: the server's end the stream as a HEADERS frame after the DATA."""
+    nghttp = require_tool("nghttp")
+    url = world.h2c("/trailers") if scheme == "h2c" else f"https://127.0.0.1:{world.tls_port}/trailers"
+    result = subprocess.run([nghttp, "-v", "-y", url], capture_output=True, timeout=30, check=False)
+    assert result.returncode == 0, result.stderr.decode(errors="replace")
+    out = result.stdout.decode(errors="replace")
+    # After the DATA frames, a last HEADERS frame with END_STREAM: nghttp prints its fields
+    # ("recv (stream_id=N) name: value") before the frame's own line.
+    before, last = out.rsplit("recv HEADERS frame", 1)
+    assert "; END_STREAM | END_HEADERS" in last.split("\n", 2)[1]
+    fields = re.findall(r"recv \(stream_id=\d+\) ([^:\n][^\n]*)", before.rsplit("recv DATA frame", 1)[1])
+    assert fields == ["x-checksum: 42", "grpc-status: 0", "grpc-message: all good"]
+    # nghttp sends a body with its length: HTTP/1.1 has no place for trailers then, they are
+    # dropped (as HAProxy does); te: trailers goes to the server. (A body without a length
+    # carries them: tests/integration/test_integration_h2.py.)
+    body = tmp_path / "body"
+    body.write_bytes(b"upload")
+    url = url.replace("/trailers", "/echo")
+    command = [nghttp, "-y", "-d", str(body), "--trailer", "x-sum: 7", "-H", "te: trailers", url]
+    result = subprocess.run(command, capture_output=True, timeout=30, check=False)
+    assert result.returncode == 0, result.stderr.decode(errors="replace")
+    echoed = json.loads(result.stdout)
+    assert (echoed["body"], echoed["trailers"]) == ("upload", [])
+    assert ["te", "trailers"] in echoed["headers"]
 
 
 @pytest.mark.parametrize("scheme", ["tls", "h2c"])

@@ -31,6 +31,7 @@ class Response:
     body: bytes = b""
     interim: list[Response] = field(default_factory=list)  # 1xx responses seen before this one
     complete: bool = True  # False when the connection ended before the framed body did
+    trailers: list[tuple[str, str]] = field(default_factory=list)  # of a chunked body, as received
 
     def header(self, name: str) -> str | None:
         """The values of header `name` joined by ", " (None when absent)."""
@@ -173,7 +174,7 @@ class Client:
         length = response.header("content-length")
         try:
             if "chunked" in transfer_encoding:
-                response.body = await self._read_chunked()
+                response.body = await self._read_chunked(response.trailers)
             elif length is not None:
                 response.body = await self.reader.readexactly(int(length))
             else:
@@ -184,14 +185,15 @@ class Client:
         except ConnectionResetError:
             response.complete = False
 
-    async def _read_chunked(self) -> bytes:
+    async def _read_chunked(self, trailers: list[tuple[str, str]]) -> bytes:
         body = bytearray()
         while True:
             size_line = await self.reader.readuntil(b"\r\n")
             size = int(size_line.split(b";", 1)[0].strip(), 16)
             if size == 0:
-                while await self.reader.readuntil(b"\r\n") != b"\r\n":
-                    pass  # trailer fields
+                while (line := await self.reader.readuntil(b"\r\n")) != b"\r\n":
+                    name, _, value = line.decode("latin-1").partition(":")
+                    trailers.append((name, value.strip()))
                 return bytes(body)
             body += await self.reader.readexactly(size)
             if await self.reader.readexactly(2) != b"\r\n":

@@ -53,6 +53,7 @@ class H2Response:
     body: bytearray = field(default_factory=bytearray)
     ended: bool = False
     reset: int | None = None  # the RST_STREAM error code, if the stream was reset
+    trailers: list[tuple[bytes, bytes]] | None = None  # a HEADERS frame after the DATA
 
     @property
     def status(self) -> int:
@@ -190,9 +191,12 @@ class H2Client:
         self.pending = data[offset:]
         for event in self.conn.receive_data(b"".join(kept)):
             self.events.append(event)
-            if isinstance(event, h2.events.ResponseReceived | h2.events.TrailersReceived):
+            if isinstance(event, h2.events.ResponseReceived):
                 response = self.responses.setdefault(event.stream_id, H2Response(event.stream_id))
                 response.headers.extend(event.headers or [])
+            elif isinstance(event, h2.events.TrailersReceived):
+                response = self.responses.setdefault(event.stream_id, H2Response(event.stream_id))
+                response.trailers = list(event.headers or [])
             elif isinstance(event, h2.events.DataReceived):
                 response = self.responses.setdefault(event.stream_id, H2Response(event.stream_id))
                 response.body += event.data or b""

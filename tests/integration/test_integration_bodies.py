@@ -393,3 +393,46 @@ def test_buffer_request_answers_expect_100_continue_itself(run_balancer):
     interim, response = run_balancer(_buffered_config(server.address), scenario)
     assert interim.status == 100
     assert (response.status, response.body) == (200, b"4 0"), "the server must get the body without Expect"
+
+
+def test_trailers_cross_the_proxy_both_ways_over_http11(run_balancer, backends):
+    (s1,) = backends("s1")
+    body = chunked(b"abc", 2)[: -len(b"0\r\n\r\n")] + b"0\r\nX-Sum: 7\r\nTE: trailers\r\n\r\n"
+
+    async def scenario(balancer):
+        async with await Client.connect(frontend_port(balancer)) as client:
+            upload = await client.request("POST", "/echo", [("Transfer-Encoding", "chunked")], body)
+            download = await client.get("/trailers")
+            after = await client.get("/after")  # the framing of both was consumed exactly
+        return upload, download, after
+
+    upload, download, after = run_balancer(make_config([s1]), scenario)
+    echoed = json.loads(upload.body)
+    assert (echoed["body"], echoed["trailers"]) == ("abc", [["X-Sum", "7"]])  # hop-by-hop TE dropped
+    assert download.body == b"part-1\npart-2\n"
+    # As the server sent them, but for Trailer, which no trailer section may carry.
+    assert download.trailers == [("X-Checksum", "42"), ("Grpc-Status", "0"), ("Grpc-Message", "all good")]
+    assert (after.status, after.body) == (200, b"s1\n")
+
+
+def test_a_trailer_section_read_in_pieces_arrives_whole(run_balancer):
+    end = b"0\r\nGrpc-Status: 0\r\nGrpc-Message: " + b"m" * 3000 + b"\r\n\r\n"
+
+    async def handler(reader, writer, index):
+        await read_head(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n")
+        for start in range(0, len(end), 700):  # several reads of the proxy, most likely
+            writer.write(end[start : start + 700])
+            await writer.drain()
+            await asyncio.sleep(0.005)
+        await read_head(reader)
+
+    server = RawServer(handler)
+
+    async def scenario(balancer):
+        async with server.serving(), await Client.connect(frontend_port(balancer)) as client:
+            return await client.get("/")
+
+    response = run_balancer(make_config([("raw", server.address)]), scenario)
+    assert response.body == b"abc"
+    assert response.trailers == [("Grpc-Status", "0"), ("Grpc-Message", "m" * 3000)]

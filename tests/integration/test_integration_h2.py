@@ -99,20 +99,58 @@ def test_request_bodies_with_and_without_a_length_and_trailers(run_balancer, bac
         async with await H2Client.connect(frontend_port(balancer)) as client:
             sized = await client.request("/echo", "POST", extra=[("content-length", str(len(body)))], body=body)
             unsized = await client.request("/echo", "PUT", body=body)
-            stream_id = await client.start("/echo", "POST", body=b"abc", end=False)
-            client.conn.send_headers(stream_id, [(b"x-checksum", b"42")], end_stream=True)
-            await client.flush()
-            (trailed,) = await client.wait(stream_id)
-            return sized, unsized, trailed
+            trailed = await _with_trailers(client, [("te", "trailers")])
+            # With a length HTTP/1.1 has no place for trailers: the body goes, they do not.
+            sized_trailed = await _with_trailers(client, [("content-length", "3")])
+            return sized, unsized, trailed, sized_trailed
 
-    sized, unsized, trailed = run_balancer(h2_config([s1]), scenario)
+    sized, unsized, trailed, sized_trailed = run_balancer(h2_config([s1]), scenario)
     digest = hashlib.sha256(body).hexdigest()
     for response in (sized, unsized):
         echoed = json.loads(response.body)
         assert (echoed["body_length"], echoed["body_sha256"]) == (len(body), digest)
-    assert json.loads(trailed.body)["body"] == "abc"
     sent = {name.lower(): value for name, value in s1.requests[1].headers}
     assert sent.get("transfer-encoding") == "chunked"  # no length given: chunked to the server
+    echoed = json.loads(trailed.body)
+    assert echoed["body"] == "abc"
+    # The trailers end the chunked body, less the connection-specific one; te: trailers
+    # (the client takes trailers) reaches the server.
+    assert echoed["trailers"] == [["x-checksum", "42"]]
+    assert ["te", "trailers"] in echoed["headers"]
+    echoed = json.loads(sized_trailed.body)
+    assert (echoed["body"], echoed["trailers"]) == ("abc", [])
+
+
+async def _with_trailers(client, extra):
+    """A POST of b"abc" whose trailer section is x-checksum: 42 and a field HTTP/2 allows in
+    no trailer section the proxy forwards (te)."""
+    stream_id = await client.start("/echo", "POST", extra=extra, body=b"abc", end=False)
+    client.conn.send_headers(stream_id, [(b"x-checksum", b"42")], end_stream=True)
+    await client.flush()
+    (response,) = await client.wait(stream_id)
+    return response
+
+
+def test_a_chunked_response_s_trailers_end_the_stream_as_headers(run_balancer, backends):
+    (s1,) = backends("s1")
+
+    async def scenario(balancer):
+        async with await H2Client.connect(frontend_port(balancer)) as client:
+            trailed = await client.request("/trailers")
+            plain = await client.request("/chunked/2")
+            head = await client.request("/trailers", "HEAD")
+            frames = [type(event).__name__ for event in client.events if getattr(event, "stream_id", 0) == 1]
+            return trailed, plain, head, frames
+
+    trailed, plain, head, frames = run_balancer(h2_config([s1]), scenario)
+    assert trailed.status == 200 and trailed.body == b"part-1\npart-2\n" and trailed.ended
+    # gRPC's status as the last HEADERS frame (RFC 9113 8.1), names in lower case, and the
+    # Trailer field, which no trailer section may carry, dropped.
+    assert trailed.trailers == [(b"x-checksum", b"42"), (b"grpc-status", b"0"), (b"grpc-message", b"all good")]
+    assert frames[-2:] == ["TrailersReceived", "StreamEnded"]
+    # Without trailers the stream ends on its DATA, as before; a HEAD response carries none.
+    assert plain.body == b"chunk-0\nchunk-1\n" and plain.ended and plain.trailers is None
+    assert head.status == 200 and head.body == b"" and head.trailers is None
 
 
 def test_a_large_download_respects_the_client_window(run_balancer, backends):
@@ -325,3 +363,47 @@ def test_the_client_a_proxy_header_names_is_the_client_of_every_stream(run_balan
     first, second = run_balancer(config, scenario)
     assert first.status == second.status == 200
     assert [r.header("X-Forwarded-For") for r in s1.requests] == ["192.0.2.7", "192.0.2.7"]
+
+
+def test_a_relayed_response_goes_through_what_an_http11_one_does(run_balancer, backends, tmp_path):
+    """The server's response reaches the stream as events, not HTTP/1.1 bytes: response rules,
+    the persistence cookie, HEAD, 204/304, a server's 100 Continue, a cut, and the answers
+    the proxy makes itself (redirect, errorfile) must all still be what an HTTP/1.1 client gets."""
+    (s1,) = backends("s1")
+    page = tmp_path / "503.http"
+    page.write_bytes(b"HTTP/1.0 503 Custom\nContent-Type: text/plain\nContent-Length: 9\n\nempty now")
+    config = make_config(
+        [s1],
+        frontend={
+            "h2c": True,
+            "response_rule": [{"set_header": {"X-Frame-Options": "DENY"}, "del_header": ["Server-Name"]}],
+            "rule": [
+                {"if": {"path": ["/old"]}, "redirect": {"location": "/new", "code": 302}},
+                {"if": {"path_beg": ["/empty"]}, "use_backend": "empty"},
+            ],
+        },
+        backend={"cookie": {"name": "SERVERID"}},
+        extra_backends=[({"name": "empty", "errorfiles": {"503": str(page)}}, [])],
+    )
+
+    async def scenario(balancer):
+        async with await H2Client.connect(frontend_port(balancer)) as client:
+            plain = await client.request("/")
+            head = await client.request("/bytes/10", "HEAD")
+            not_modified = await client.request("/status/304")
+            continued = await client.request("/echo", "POST", extra=[("expect", "100-continue")], body=b"up")
+            cut = await client.request("/partial")
+            moved = await client.request("/old")
+            empty = await client.request("/empty")
+            return plain, head, not_modified, continued, cut, moved, empty
+
+    plain, head, not_modified, continued, cut, moved, empty = run_balancer(config, scenario)
+    assert plain.status == 200 and plain.body == b"s1\n" and plain.ended
+    assert plain.header("x-frame-options") == "DENY" and plain.header("server-name") is None
+    assert plain.header("set-cookie") == "SERVERID=s1; path=/"
+    assert (head.status, head.header("content-length"), head.body, head.ended) == (200, "10", b"", True)
+    assert (not_modified.status, not_modified.body, not_modified.ended) == (304, b"", True)
+    assert continued.status == 200 and json.loads(continued.body)["body"] == "up"  # no 100 on HTTP/2
+    assert cut.reset is not None and not cut.ended  # the server broke off: the stream is cut
+    assert (moved.status, moved.header("location"), moved.ended) == (302, "/new", True)
+    assert (empty.status, empty.body, empty.ended) == (503, b"empty now", True)

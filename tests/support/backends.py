@@ -9,13 +9,16 @@ Routes (by path, query string ignored):
 
 - anything not listed below: 200, body ``NAME\\n``
 - ``/echo...``: 200, JSON ``{"server", "method", "target", "version", "headers": [[name, value]...],
-  "body", "body_length", "body_sha256"}``
+  "body", "body_length", "body_sha256", "trailers": [[name, value]...]}``
 - ``/status/NNN``: status NNN, body ``NAME NNN\\n`` (no body for 1xx/204/304)
 - ``/slow/MS``: waits MS milliseconds, then like the default
 - ``/hang``: never answers, keeps the connection open
 - ``/close``: closes the connection without any response
 - ``/partial``: head with ``Content-Length: 100``, 10 body bytes, then closes
 - ``/chunked/N``: chunked response of N chunks ``chunk-i\\n``
+- ``/trailers``: chunked response of two chunks (``part-1\\n``, ``part-2\\n``, each written on its
+  own) and the trailer section ``X-Checksum: 42``, ``Grpc-Status: 0``, ``Grpc-Message: all good``,
+  ``Trailer: x`` (gRPC's trailers, plus one a proxy must drop)
 - ``/bytes/N``: N bytes of ``x`` with Content-Length
 - ``/keepalive-header``: 200 with ``Connection: keep-alive`` and ``Keep-Alive: timeout=5``
 - ``/ws``: WebSocket echo (RFC 6455): 101, then text/binary frames echoed, ping answered
@@ -42,7 +45,7 @@ import ssl
 import struct
 import threading
 from collections.abc import Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["RecordedRequest", "TaggedBackend", "TcpEchoServer", "TlsTaggedBackend"]
@@ -79,6 +82,7 @@ class RecordedRequest:
     headers: list[tuple[str, str]]
     body: bytes = b""
     peer: tuple[str, int] | None = None
+    trailers: list[tuple[str, str]] = field(default_factory=list)  # of a chunked body
 
     @property
     def path(self) -> str:
@@ -288,8 +292,9 @@ class TaggedBackend(_ThreadedServer):
             size = int(size_line.split(b";", 1)[0].strip(), 16)
             if size == 0:
                 # trailers end with an empty line
-                while (await reader.readuntil(b"\r\n")) != b"\r\n":
-                    pass
+                while (line := await reader.readuntil(b"\r\n")) != b"\r\n":
+                    name, _, value = line.decode("latin-1").partition(":")
+                    request.trailers.append((name, value.strip()))
                 return bytes(body)
             body += await reader.readexactly(size)
             await reader.readexactly(2)
@@ -314,6 +319,7 @@ class TaggedBackend(_ThreadedServer):
                 "body_length": len(request.body),
                 "body_sha256": hashlib.sha256(request.body).hexdigest(),
                 "peer": list(request.peer) if request.peer else None,
+                "trailers": [[n, v] for n, v in request.trailers],
             }
             body = json.dumps(payload).encode()
             await self._send(writer, 200, body, [("Content-Type", "application/json")], close, head_only)
@@ -338,6 +344,8 @@ class TaggedBackend(_ThreadedServer):
             )
             await writer.drain()
             return False
+        elif path == "/trailers":
+            await self._send_trailers(writer, close, head_only)
         elif path.startswith("/chunked/"):
             await self._send_chunked(writer, int(path.split("/")[2]), close, head_only)
         elif path.startswith("/bytes/"):
@@ -416,6 +424,20 @@ class TaggedBackend(_ThreadedServer):
             writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
             await writer.drain()
         writer.write(b"0\r\n\r\n")
+        await writer.drain()
+
+    async def _send_trailers(self, writer: asyncio.StreamWriter, close: bool, head_only: bool) -> None:
+        headers = [("Content-Type", "application/grpc"), ("Transfer-Encoding", "chunked"), ("Trailer", "Grpc-Status")]
+        if close:
+            headers.append(("Connection", "close"))
+        writer.write(self._head(200, headers))
+        await writer.drain()
+        if head_only:
+            return
+        for part in (b"part-1\n", b"part-2\n"):
+            writer.write(b"%x\r\n%b\r\n" % (len(part), part))
+            await writer.drain()
+        writer.write(b"0\r\nX-Checksum: 42\r\nGrpc-Status: 0\r\nGrpc-Message: all good\r\nTrailer: x\r\n\r\n")
         await writer.drain()
 
     async def _send_bytes(self, writer: asyncio.StreamWriter, n: int, close: bool, head_only: bool) -> None:

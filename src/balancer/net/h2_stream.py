@@ -6,10 +6,13 @@ The stream's request is handed to the session as the HTTP/1.1 request it stands 
 (proto.h2_message.request_head; DATA frames as body bytes, chunked when no length was
 given), so the request goes through the one request path there is: limits, rules,
 persistence, balancing, queueing, retries, pooled HTTP/1.1 server connections, the
-access log and the counters. What the session writes back is the HTTP/1.1 response it
-would send a client; the stream reads it with httptools (so a chunked body is unchunked
-and 1xx heads are told apart) and hands head and body to the HTTP/2 connection
-(net.h2_session) as HEADERS and DATA frames.
+access log and the counters. A server's response, which the upstream has parsed already,
+comes back as events (net.response_sink: the head after the response rules and the
+persistence cookie, the body un-chunked, trailers, the end) and goes to the HTTP/2
+connection (net.h2_session) as HEADERS and DATA frames, without being written out as
+HTTP/1.1 and parsed again. A response the session makes itself (error pages, redirects,
+a deny's 403, 100 Continue) is written as the HTTP/1.1 bytes an HTTP/1.1 client would get;
+the stream reads those with httptools (1xx heads are not passed on).
 
 Flow control, both ways, is the transport API the session already obeys:
 - The session pauses reading (the server takes the upload slower than it comes, or a
@@ -18,6 +21,10 @@ Flow control, both ways, is the transport API the session already obeys:
 - Response bytes wait here while the client's window is closed or the client's socket
   is full; past the high-water mark the session is told `pause_writing`, and it stops
   reading the server, as for a slow HTTP/1.1 client.
+
+Trailer fields of a chunked response (gRPC's grpc-status) go as a last HEADERS frame
+with END_STREAM after the DATA (RFC 9113 8.1), less the fields HTTP/2 forbids there;
+without any, the last DATA frame (or an empty one) carries END_STREAM.
 
 The stream ends when the response message has been sent whole (END_STREAM), or is reset:
 by the client (RST_STREAM: the session sees its client leave, and a request not yet sent
@@ -33,7 +40,15 @@ from typing import Any, Protocol
 import httptools
 
 from balancer.net.http_session import HttpSession
-from balancer.proto.h2_message import MalformedRequest, RequestHead, response_field, trailer_section
+from balancer.proto.h2_message import (
+    MalformedRequest,
+    RequestHead,
+    response_field,
+    response_headers,
+    response_trailer_field,
+    response_trailers,
+    trailer_section,
+)
 
 log = logging.getLogger("balancer.http")
 
@@ -64,8 +79,12 @@ class H2Stream(asyncio.Transport):
         self.chunked_request = head.chunked
         self.head_only = head.method == b"HEAD"
         self.session: HttpSession | None = None
-        self.parser = httptools.HttpResponseParser(self)
+        # Made for a response the session writes as HTTP/1.1 bytes (one it makes itself):
+        # most streams never need one (a server's response comes as relay_* events).
+        self.parser: httptools.HttpResponseParser | None = None
         self.fields: list[tuple[bytes, bytes]] = []
+        # The response's trailer fields: a HEADERS frame with END_STREAM after its DATA.
+        self.trailers: list[tuple[bytes, bytes]] | None = None
         self.interim = False
         self.headers_sent = False
         self.response_framed = False  # by a Content-Length or chunked coding (else: until close)
@@ -84,6 +103,7 @@ class H2Stream(asyncio.Transport):
 
     def start(self, session: HttpSession, head: RequestHead) -> None:
         self.session = session
+        session.sink = self
         session.connection_made(self)
         session.data_received(head.head)
 
@@ -158,8 +178,11 @@ class H2Stream(asyncio.Transport):
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self.closed or self.ended or self.response_done:
             return
+        parser = self.parser
+        if parser is None:
+            parser = self.parser = httptools.HttpResponseParser(self)
         try:
-            self.parser.feed_data(bytes(data))
+            parser.feed_data(bytes(data))
         except Exception:
             # A bug of ours (the session writes well-formed responses): this stream is cut,
             # loudly; the outbox, which calls this, would only note it at debug level.
@@ -202,6 +225,30 @@ class H2Stream(asyncio.Transport):
             session.connection_lost(None)
         self.connection.stream_gone(self)
 
+    # -- a server's response, as the session relays it (net.response_sink) ----------------
+
+    def relay_head(self, status: int, lines: bytes) -> None:
+        if self.closed or self.ended or self.response_done:
+            return
+        self.headers_sent = True
+        self.response_framed = True  # relay_end tells its end; a close before it is a cut
+        end = self.head_only or status == 204 or status == 304
+        if end:
+            self.response_done = True
+        self.connection.send_headers(self, response_headers(status, lines), end)
+
+    def relay_body(self, data: bytes) -> None:
+        if not self.response_done and not self.ended and not self.closed:
+            self._queue(data)
+
+    def relay_trailers(self, lines: bytes) -> None:
+        if not self.response_done and not self.ended:
+            self.trailers = response_trailers(lines) or None
+
+    def relay_end(self) -> None:
+        if not self.response_done and not self.ended and not self.closed:
+            self._message_complete()
+
     # -- flow of the response towards the client -------------------------------------------
 
     def take(self, size: int) -> bytes:
@@ -229,6 +276,14 @@ class H2Stream(asyncio.Transport):
         self.fields = []
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self.headers_sent:
+            # A trailer field (the head has gone as HEADERS): kept for the last frame.
+            trailer = response_trailer_field(name)
+            if trailer is not None:
+                if self.trailers is None:
+                    self.trailers = []
+                self.trailers.append((trailer, value.strip(b" \t")))
+            return
         field = response_field(name)
         if field is None:
             if name.lower() == b"transfer-encoding":
@@ -236,9 +291,10 @@ class H2Stream(asyncio.Transport):
             return
         if field == b"content-length":
             self.response_framed = True
-        self.fields.append((field, value))
+        self.fields.append((field, value.strip(b" \t")))  # llhttp keeps trailing whitespace
 
     def on_headers_complete(self) -> None:
+        assert self.parser is not None
         status = self.parser.get_status_code()
         if 100 <= status < 200:
             # An interim response (100 Continue, 103) is not passed on: the final one follows.

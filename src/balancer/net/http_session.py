@@ -31,6 +31,7 @@ from balancer.net.context import BackendContext, FrontendContext
 from balancer.net.deadline import Deadline
 from balancer.net.peer import client_address, local_address
 from balancer.net.request import NOTHING_KEPT, KnownRequest, Request, RequestOwner
+from balancer.net.response_sink import ResponseSink
 from balancer.net.upstream import UpstreamConnection, UpstreamOwner
 from balancer.proto.h2_message import http2_request_line
 from balancer.proto.http1 import (
@@ -38,6 +39,7 @@ from balancer.proto.http1 import (
     FIELD_CONTENT_LENGTH,
     FIELD_FORWARDED_FOR,
     FIELD_FORWARDED_PROTO,
+    FIELD_HOP,
     FIELD_HOST,
     FIELD_OTHER,
     FIELD_PROXY_CONNECTION,
@@ -156,6 +158,11 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
         # The session of one HTTP/2 stream (net.h2_stream): not a client connection of its
         # own (the HTTP/2 connection counts as one), and its requests log as HTTP/2.0.
         self.http2 = False
+        # The trailer field lines of the chunked request body being read (CRLF after each).
+        self.trailers = b""
+        # Where a server's response goes when the client takes it as events, not HTTP/1.1
+        # bytes (an HTTP/2 stream, net.response_sink); None for an HTTP/1.1 client.
+        self.sink: ResponseSink | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -448,6 +455,12 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
         if self.header_count > self.frontend.max_header_count or self.header_bytes > self.frontend.max_header_bytes:
             raise BadRequest(431, "request headers too large")
         kind = header_kind(name)  # not name.lower(): a method call costs more than the match
+        if request.head_done:
+            # A trailer field (the head has gone): forwarded with the last chunk, but for
+            # the framing, Host and hop-by-hop fields, which trailers must not carry.
+            if kind == FIELD_OTHER:
+                self.trailers += b"%b: %b\r\n" % (name, value)
+            return
         if kind == FIELD_OTHER:
             request.headers.append((name, value))
         elif kind == FIELD_HOST:
@@ -460,14 +473,16 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
         else:
             self._special_header(request, kind, name, value)
             if self.raw_pos >= 0:
-                self._follow_raw(len(name), len(value), self._forwarded(kind))
+                self._follow_raw(len(name), len(value), self._forwarded(kind, name))
             return
         if self.raw_pos >= 0:
             self._follow_raw(len(name), len(value), True)
 
-    def _forwarded(self, kind: int) -> bool:
+    def _forwarded(self, kind: int, name: bytes) -> bool:
         """Whether a header of `kind` (not OTHER, HOST nor CONTENT_LENGTH) goes to the
         server as received (_special_header appended it to the request's headers)."""
+        if kind == FIELD_HOP:
+            return self.http2 and name == b"te"
         return kind in (FIELD_FORWARDED_FOR, FIELD_FORWARDED_PROTO) and not self.frontend.forwardfor
 
     def _follow_raw(self, name_size: int, value_size: int, forwarded: bool) -> None:
@@ -541,6 +556,10 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
             text = value.decode("latin-1")
             request.xff = f"{request.xff}, {text}" if request.xff else text
         elif kind == FIELD_FORWARDED_PROTO and not self.frontend.forwardfor:
+            request.headers.append((name, value))
+        elif kind == FIELD_HOP and self.http2 and name == b"te":
+            # "te: trailers", the one TE an HTTP/2 client may send (proto.h2_message): the
+            # server learns the client takes trailers (gRPC servers require it).
             request.headers.append((name, value))
         # other hop-by-hop headers (keep-alive, te, trailer, proxy-*) stop here
 
@@ -695,7 +714,12 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
         assert request is not None
         request.body_done = True
         if request.chunked:
-            self._send_body(request, LAST_CHUNK)
+            trailers = self.trailers
+            if trailers:
+                self.trailers = b""
+                self._send_body(request, b"0\r\n" + trailers + b"\r\n")
+            else:
+                self._send_body(request, LAST_CHUNK)
         if request.buffering:
             request.buffering = False
             if request is self.queue[0] and request.t_total < 0:
@@ -1091,7 +1115,8 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
 
     def interim_response(self, conn: UpstreamConnection) -> None:
         request = self.queue[0] if self.queue else None
-        if request is not None and request.version == "1.1" and not self.closed and self.transport:
+        # An HTTP/2 client (a sink) is not told of interim responses.
+        if request is not None and request.version == "1.1" and not self.closed and self.transport and not self.sink:
             self.outbox.write(self.transport, conn.head_bytes(b""))
 
     def response_head(self, conn: UpstreamConnection) -> None:
@@ -1099,10 +1124,14 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
         request.status = conn.status
         request.t_response = (self.now - request.t_start) * 1000 - request.t_request
         request.response_started = True
-        if conn.chunked and request.version == "1.0":
-            # HTTP/1.0 has no chunked coding: send the body bare and end it by closing.
+        sink = self.sink
+        if conn.chunked and (request.version == "1.0" or sink is not None):
             conn.chunked = False
-            request.keep_alive = False
+            if sink is not None:
+                conn.dechunked = True  # the body bare, its trailers apart (response_trailers)
+            else:
+                # HTTP/1.0 has no chunked coding: send the body bare and end it by closing.
+                request.keep_alive = False
         if conn.status == 101:
             extra = b"Connection: upgrade\r\n"
         elif not request.keep_alive or self.closing or conn.until_close or not request.body_done or request.upgrade:
@@ -1119,6 +1148,11 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
             conn.header_lines = backend.response_rules.apply(request, conn.status, conn.header_lines)
         if self.frontend.response_rules is not None:
             conn.header_lines = self.frontend.response_rules.apply(request, conn.status, conn.header_lines)
+        if sink is not None:
+            lines = conn.header_lines + b"\r\n" + extra if extra else conn.header_lines
+            request.bytes_out += 13 + len(conn.status_text) + len(lines)  # what the HTTP/1.1 head is
+            sink.relay_head(conn.status, lines)
+            return
         head = conn.head_bytes(extra)
         request.bytes_out += len(head)
         self.out.append(head)
@@ -1138,12 +1172,22 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
     def response_data(self, data: bytes) -> None:
         request = self.queue[0]
         request.bytes_out += len(data)
+        sink = self.sink
+        if sink is not None:
+            sink.relay_body(data)
+            return
         if self.tunnel:
             if self.transport is not None and not self.closed:
                 self.outbox.write(self.transport, data)
             self.deadline.set(self.frontend.tunnel_timeout)
             return
         self.out.append(data)
+
+    def response_trailers(self, conn: UpstreamConnection, lines: bytes) -> None:
+        sink = self.sink
+        if sink is not None:
+            self.queue[0].bytes_out += len(lines)
+            sink.relay_trailers(lines)
 
     def flush_response(self) -> None:
         """End of one read from the server: write what it gave in one go."""
@@ -1168,6 +1212,8 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
 
     def response_done(self, conn: UpstreamConnection) -> None:
         self._flush_out()
+        if self.sink is not None:
+            self.sink.relay_end()
         request = self.queue.pop(0)
         self.upstream = None
         server = request.server

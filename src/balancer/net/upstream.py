@@ -24,11 +24,13 @@ from balancer.net.deadline import Deadline
 from balancer.net.outbox import Outbox
 from balancer.proto.http1 import (
     LAST_CHUNK,
+    TRAILER_TAIL,
     ResponseSplit,
     accept_response_head,
     accepted_response_head,
     bodiless_status,
     chunk,
+    last_chunk,
     status_code,
 )
 from balancer.runtime.state import ServerRuntime
@@ -70,6 +72,10 @@ class UpstreamOwner:
     def flush_response(self) -> None:
         raise NotImplementedError
 
+    def response_trailers(self, conn: UpstreamConnection, lines: bytes) -> None:
+        """The trailer field lines of a response the owner takes de-chunked (`dechunked`)."""
+        raise NotImplementedError
+
     def response_done(self, conn: UpstreamConnection) -> None:
         raise NotImplementedError
 
@@ -102,6 +108,7 @@ class UpstreamConnection(asyncio.BufferedProtocol):
         "closed",
         "content_length",
         "deadline",
+        "dechunked",
         "done",
         "head_buffer",
         "head_misses",
@@ -123,6 +130,7 @@ class UpstreamConnection(asyncio.BufferedProtocol):
         "server_timeout",
         "status",
         "status_text",
+        "tail",
         "transport",
         "tunnel",
         "until_close",
@@ -165,7 +173,9 @@ class UpstreamConnection(asyncio.BufferedProtocol):
         self.head_buffer = b""
         self.head_start = 0
         self.in_head = True
-        self.chunked = False
+        self.chunked = False  # the owner gets the body chunk-framed (the response is chunked)
+        # The response is chunked and the owner takes it bare: its trailers go apart.
+        self.dechunked = False
         self.until_close = False
         self.keep_alive = True
         self.head_only = False
@@ -174,6 +184,9 @@ class UpstreamConnection(asyncio.BufferedProtocol):
         self.bytes_received = 0
         self.content_length = -1  # of the response head, when it has one that frames its body
         self.body_left = 0  # bytes of a body framed here (not by the parser) still to come
+        # The last bytes read of a chunked response (at most TRAILER_TAIL), where its
+        # trailer section is found once the parser has read it whole (last_chunk).
+        self.tail = b""
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -323,6 +336,7 @@ class UpstreamConnection(asyncio.BufferedProtocol):
         if self.in_head:
             self.head_buffer = self.head_buffer + data if self.head_buffer else data
         self.parser_idle = False
+        stray = False  # bytes past the end of the response: its trailers cannot be told apart
         try:
             self._feed(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -335,6 +349,7 @@ class UpstreamConnection(asyncio.BufferedProtocol):
             return
         except httptools.HttpParserCallbackError as exc:
             if isinstance(exc.__context__, _StrayBytes):
+                stray = True
                 self._stray()
             else:
                 # Our own code failed inside a callback: never the server's fault, never fatal.
@@ -344,6 +359,7 @@ class UpstreamConnection(asyncio.BufferedProtocol):
                 return
         except httptools.HttpParserError as exc:
             if self.done:
+                stray = True
                 self._stray()  # junk after a complete response: the client has all it asked for
             else:
                 self.keep_alive = False
@@ -355,6 +371,10 @@ class UpstreamConnection(asyncio.BufferedProtocol):
             owner.upstream_failed(self, "internal error")
             return
         if self.done:
+            if self.chunked:
+                self._end_chunked(owner, data, stray)
+            elif self.dechunked:
+                self._end_dechunked(owner, data, stray)
             if self.head_only:
                 # httptools cannot be told the response answers a HEAD: start afresh.
                 self._new_parser()
@@ -364,9 +384,35 @@ class UpstreamConnection(asyncio.BufferedProtocol):
                     self.parser_idle = True  # the message ended with the bytes fed
             owner.response_done(self)  # the pool or the next exchange sets the next deadline
         else:
+            if self.chunked or self.dechunked:
+                tail = self.tail
+                self.tail = data[-TRAILER_TAIL:] if not tail else (tail + data)[-TRAILER_TAIL:]
             if self.deadline is not None:
                 self.deadline.set(self.server_timeout, now)
             owner.flush_response()
+
+    def _end_chunked(self, owner: UpstreamOwner, data: bytes, stray: bool) -> None:
+        """The parser has read a chunked response whole, ending in `data`: its last chunk
+        goes to the owner with the trailer fields the server sent (proto.http1.last_chunk)."""
+        tail = self.tail
+        self.tail = b""
+        end = None if stray else last_chunk(tail + data if tail else data)
+        if end is None:
+            end = LAST_CHUNK
+            if not stray:
+                log.info("server %s sent a trailer section over %d bytes: dropped", self.server, TRAILER_TAIL)
+        owner.response_data(end)
+
+    def _end_dechunked(self, owner: UpstreamOwner, data: bytes, stray: bool) -> None:
+        """As _end_chunked, for an owner that takes the body bare: the trailer lines apart."""
+        tail = self.tail
+        self.tail = b""
+        end = None if stray else last_chunk(tail + data if tail else data)
+        if end is None:
+            if not stray:
+                log.info("server %s sent a trailer section over %d bytes: dropped", self.server, TRAILER_TAIL)
+        elif len(end) > len(LAST_CHUNK):
+            owner.response_trailers(self, end[3:-2])
 
     def _take_known(self, owner: UpstreamOwner, data: bytes, now: float) -> bool:
         """Take a response whose head the parser accepted before, byte for byte
@@ -512,10 +558,9 @@ class UpstreamConnection(asyncio.BufferedProtocol):
             self.owner.response_data(chunk(body) if self.chunked else body)
 
     def on_message_complete(self) -> None:
+        # A chunked body's last chunk and trailers are sent once the read is fed (_end_chunked).
         if self.interim:
             return
-        if self.chunked and self.owner is not None:
-            self.owner.response_data(LAST_CHUNK)
         self.done = True
 
     def head_bytes(self, extra: bytes) -> bytes:

@@ -88,7 +88,10 @@ def request_head(headers: list[Header], end_stream: bool) -> RequestHead:
             raise MalformedRequest(f"invalid field name {name!r}")
         if name in CONNECTION_SPECIFIC:
             if name == b"te" and value.strip().lower() == b"trailers":
-                continue  # allowed in HTTP/2, hop-by-hop in HTTP/1.1: not forwarded
+                # Allowed in HTTP/2 (8.2.2): the client takes trailers. Forwarded, as HAProxy
+                # does: a gRPC server answers nothing to a request without it.
+                fields += (b"te: trailers\r\n",)
+                continue
             raise MalformedRequest(f"connection-specific field {name!r}")
         if name == b"cookie":
             cookies.append(value)
@@ -144,6 +147,47 @@ def response_field(name: bytes) -> bytes | None:
     if lowered in CONNECTION_SPECIFIC:
         return None
     return lowered
+
+
+def response_trailer_field(name: bytes) -> bytes | None:
+    """The HTTP/2 name of a trailer field `name` of an HTTP/1.1 response, or None for one
+    HTTP/2 forbids in a trailer section (RFC 9113 8.1, RFC 9110 6.5.1): connection-specific,
+    framing (content-length) and routing (host) fields, and Trailer."""
+    lowered = name.lower()
+    if lowered in CONNECTION_SPECIFIC or lowered in _NOT_TRAILERS or lowered[:1] == b":":
+        return None
+    return lowered
+
+
+# Fields a trailer section must not carry, beside the connection-specific ones.
+_NOT_TRAILERS: Final = frozenset({b"content-length", b"host", b"trailer"})
+
+
+def response_headers(status: int, lines: bytes) -> list[Header]:
+    """The header list of an HTTP/1.1 response head for an HTTP/2 client: `:status`, then the
+    fields of `lines` (header lines as the upstream keeps them, CRLF-separated; empty lines
+    skipped) with lower-case names, connection-specific ones dropped."""
+    headers: list[Header] = [(b":status", b"%d" % status)]
+    for line in lines.split(b"\r\n"):
+        if not line:
+            continue
+        name, _, value = line.partition(b":")
+        name = name.lower()
+        if name not in CONNECTION_SPECIFIC:
+            headers.append((name, value.strip(b" \t")))
+    return headers
+
+
+def response_trailers(lines: bytes) -> list[Header]:
+    """The trailer fields of `lines` ("Name: value" CRLF each) HTTP/2 lets a trailer section
+    carry (response_trailer_field), names in lower case."""
+    trailers: list[Header] = []
+    for line in lines.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        field = response_trailer_field(name) if line else None
+        if field is not None:
+            trailers.append((field, value.strip(b" \t")))
+    return trailers
 
 
 def http2_request_line(line: str) -> str:

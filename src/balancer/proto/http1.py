@@ -292,6 +292,43 @@ def chunk(data: bytes) -> bytes:
     return b"%x\r\n%b\r\n" % (len(data), data)
 
 
+# The most of a chunked response's end (last chunk and trailer section) the proxy keeps to
+# find its trailer fields in (last_chunk): a larger trailer section is dropped.
+TRAILER_TAIL: Final = 8192
+
+
+def last_chunk(tail: bytes) -> bytes | None:
+    """The end of a chunked body to forward, from `tail`, the last bytes of a chunked message
+    llhttp accepted whole (they end with its trailer section): "0" CRLF, the trailer field
+    lines as received but for the framing, Host, X-Forwarded-* and hop-by-hop ones, CRLF. None when
+    `tail` does not hold the last-chunk line and the CRLF before it (a trailer section
+    larger than the tail kept). Reading backwards is exact: a trailer line starts with a
+    token and holds a colon after it, a last-chunk line is zeros then nothing, a chunk
+    extension or whitespace."""
+    if not tail.endswith(b"\r\n\r\n"):
+        return None
+    pos = len(tail) - 4  # where the CRLF that ends the last line before the blank one starts
+    lines: list[bytes] = []
+    while True:
+        start = tail.rfind(b"\r\n", 0, pos)
+        if start < 0:
+            return None
+        line = tail[start + 2 : pos]
+        rest = line.lstrip(b"0")
+        if len(rest) < len(line) and (not rest or rest[0] in b"; \t"):
+            break
+        lines.append(line)
+        pos = start
+    if not lines:
+        return LAST_CHUNK
+    kept = [b"0\r\n"]
+    for line in reversed(lines):
+        if header_kind(line) == FIELD_OTHER:
+            kept += (line, b"\r\n")
+    kept.append(b"\r\n")
+    return b"".join(kept)
+
+
 def status_line(status: int, reason: bytes = b"") -> bytes:
     if not reason:
         reason = _REASONS.get(status, b"Unknown")

@@ -10,6 +10,7 @@ from balancer.proto.h2_message import (
     http2_request_line,
     request_head,
     response_field,
+    response_trailer_field,
     trailer_section,
 )
 
@@ -66,8 +67,8 @@ def test_a_body_without_a_length_goes_chunked_and_one_with_a_length_as_is():
     assert (b"content-length", b"0") in _Parsed(empty.head).headers
 
 
-def test_te_trailers_is_dropped_other_connection_fields_are_malformed():
-    assert (b"te", b"trailers") not in _Parsed(request_head([*BASE, (b"te", b"trailers")], True).head).headers
+def test_te_trailers_is_forwarded_other_connection_fields_are_malformed():
+    assert (b"te", b"trailers") in _Parsed(request_head([*BASE, (b"te", b"trailers")], True).head).headers
     for name, value in [(b"connection", b"close"), (b"te", b"gzip"), (b"upgrade", b"h2c"), (b"keep-alive", b"1")]:
         with pytest.raises(MalformedRequest):
             request_head([*BASE, (name, value)], True)
@@ -122,6 +123,13 @@ def test_response_fields_are_lower_case_and_connection_specific_ones_dropped():
     assert response_field(b"Content-Type") == b"content-type"
     for name in (b"Connection", b"Keep-Alive", b"Transfer-Encoding", b"Upgrade", b"Proxy-Connection"):
         assert response_field(name) is None
+
+
+def test_response_trailers_keep_what_http2_allows_in_a_trailer_section():
+    assert response_trailer_field(b"Grpc-Status") == b"grpc-status"
+    assert response_trailer_field(b"grpc-message") == b"grpc-message"
+    for name in (b"Connection", b"Transfer-Encoding", b"TE", b"Content-Length", b"Host", b"Trailer", b":status"):
+        assert response_trailer_field(name) is None
 
 
 def test_the_log_says_http2():
