@@ -371,10 +371,8 @@ class UpstreamConnection(asyncio.BufferedProtocol):
             owner.upstream_failed(self, "internal error")
             return
         if self.done:
-            if self.chunked:
+            if self.chunked or self.dechunked:
                 self._end_chunked(owner, data, stray)
-            elif self.dechunked:
-                self._end_dechunked(owner, data, stray)
             if self.head_only:
                 # httptools cannot be told the response answers a HEAD: start afresh.
                 self._new_parser()
@@ -385,32 +383,31 @@ class UpstreamConnection(asyncio.BufferedProtocol):
             owner.response_done(self)  # the pool or the next exchange sets the next deadline
         else:
             if self.chunked or self.dechunked:
+                # Only a short read joins the kept tail: a long one would copy its whole
+                # body once more (tail + data) to keep its last TRAILER_TAIL bytes.
                 tail = self.tail
-                self.tail = data[-TRAILER_TAIL:] if not tail else (tail + data)[-TRAILER_TAIL:]
+                if not tail or len(data) >= TRAILER_TAIL:
+                    self.tail = data[-TRAILER_TAIL:]
+                else:
+                    self.tail = (tail + data)[-TRAILER_TAIL:]
             if self.deadline is not None:
                 self.deadline.set(self.server_timeout, now)
             owner.flush_response()
 
     def _end_chunked(self, owner: UpstreamOwner, data: bytes, stray: bool) -> None:
         """The parser has read a chunked response whole, ending in `data`: its last chunk
-        goes to the owner with the trailer fields the server sent (proto.http1.last_chunk)."""
+        and the trailer fields the server sent (proto.http1.last_chunk) go to the owner, as
+        a chunk-framed end, or as trailer lines apart when it takes the body bare
+        (`dechunked`). A trailer section that cannot be found is dropped."""
         tail = self.tail
         self.tail = b""
         end = None if stray else last_chunk(tail + data if tail else data)
         if end is None:
+            if not stray:
+                log.info("server %s sent a trailer section over %d bytes: dropped", self.server, TRAILER_TAIL)
             end = LAST_CHUNK
-            if not stray:
-                log.info("server %s sent a trailer section over %d bytes: dropped", self.server, TRAILER_TAIL)
-        owner.response_data(end)
-
-    def _end_dechunked(self, owner: UpstreamOwner, data: bytes, stray: bool) -> None:
-        """As _end_chunked, for an owner that takes the body bare: the trailer lines apart."""
-        tail = self.tail
-        self.tail = b""
-        end = None if stray else last_chunk(tail + data if tail else data)
-        if end is None:
-            if not stray:
-                log.info("server %s sent a trailer section over %d bytes: dropped", self.server, TRAILER_TAIL)
+        if self.chunked:
+            owner.response_data(end)
         elif len(end) > len(LAST_CHUNK):
             owner.response_trailers(self, end[3:-2])
 
