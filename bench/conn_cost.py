@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """What one connection costs a proxy, counted rather than timed: instructions and syscalls.
 
-For each proxy (HAProxy 1 thread and balancer 1 worker, configured as bench/run.py does), a
-client opens `--connections` connections one after another, each with one request of its own
-(a different path and query per connection, so no cache sees a repeated head) and
-`Connection: close`, and reads the answer to the end. Around that fixed amount of work:
+For each proxy (HAProxy 1 thread and balancer 1 worker), a client opens `--connections`
+connections one after another, each with one request of its own (a different path and query
+per connection, so no cache sees a repeated head) and `Connection: close`, and reads the
+answer to the end. `--mode http` (the default) configures the proxies as bench/run.py does
+(HTTP, rules, forwardfor, access log); `--mode tcp` as bench/tcp.py does (an L4 relay,
+`mode = "tcp"` / HAProxy `mode tcp`, to the same NGINX backend). Around that fixed work:
 
 - `perf stat -e instructions:u,instructions:k` on the proxy's serving process: instructions
   per connection, user and kernel (deterministic to a few percent, unlike a wrk ratio on a
@@ -14,8 +16,8 @@ client opens `--connections` connections one after another, each with one reques
 One connection at a time is not wrk's 64 at once (no batching of accepts per loop pass), so
 compare proxies with each other here, not with run.py's per-request CPU.
 
-Usage: .venv/bin/python bench/conn_cost.py [--connections 5000] [--only haproxy,balancer]
-       [--strace] [--balancer-cmd CMD]
+Usage: .venv/bin/python bench/conn_cost.py [--mode http|tcp] [--connections 5000]
+       [--only haproxy,balancer] [--strace] [--callgrind] [--balancer-cmd CMD]
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run as harness  # bench/run.py: processes, configs
+import tcp as tcpbench  # bench/tcp.py: the L4 relay configs
 
 PROXIES = ("haproxy", "balancer")
 VG_WORKER = Path(__file__).resolve().parent / "vg_worker"
@@ -138,8 +141,20 @@ def strace_counts(pid: int, port: int, count: int) -> dict[str, float]:
     return out
 
 
+def proxy_setup(args: argparse.Namespace, proxy: str, tmp: Path, ports: harness.Ports) -> tuple[list[str], int]:
+    """The proxy's command line and the port the client connects to, for `--mode`."""
+    if args.mode == "tcp":
+        # tcp.py's relays: "web" to the NGINX backend is measured; its "sink" relay is unused.
+        relays = tcpbench.Ports(
+            sink=ports.backend2, web=ports.backend1, relay_sink=ports.nginx, relay_web=harness.proxy_port(proxy, ports)
+        )
+        return tcpbench.proxy_argv(args, proxy, tmp, relays), relays.relay_web
+    return harness.proxy_argv(proxy, tmp, ports, args.balancer_cmd), harness.proxy_port(proxy, ports)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--mode", choices=("http", "tcp"), default="http", help="HTTP frontends or L4 relays")
     p.add_argument("--connections", type=int, default=5000)
     p.add_argument("--only", type=harness.csv_choice(PROXIES), default=list(PROXIES))
     p.add_argument("--strace", action="store_true", help="also count syscalls per connection")
@@ -158,8 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with harness.running("backend", backend_argv, tmp) as backend:
             harness.wait_for_port(backend, ports.backend1)
             for proxy in args.only:
-                port = harness.proxy_port(proxy, ports)
-                proxy_argv = harness.proxy_argv(proxy, tmp, ports, args.balancer_cmd)
+                proxy_argv, port = proxy_setup(args, proxy, tmp, ports)
                 if args.callgrind and proxy == "haproxy":
                     valgrind = [harness.find_binary("valgrind"), "--tool=callgrind"]
                     proxy_argv = [*valgrind, f"--callgrind-out-file={tmp}/callgrind.out.%p", *proxy_argv]
@@ -183,7 +197,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         )
                     else:
                         counts = perf_counts(pid, port, args.connections)
-                    per = ", ".join(f"{k} {v:,.0f}" for k, v in counts.items())
+                    per = ", ".join(f"{k} {v:,.0f}" for k, v in counts.items()) or (
+                        "no instruction counters here (perf stat: not supported): use --callgrind"
+                    )
                     print(f"{proxy}: per connection: {per}", flush=True)
                     if args.strace:
                         calls = strace_counts(pid, port, args.connections)

@@ -12,8 +12,8 @@ A plain TCP server (no TLS, no PROXY header, no `source` address: `_plain`) is c
 without a task: the session sends the loop's `create_connection` coroutine forward itself,
 from the done callback of the future it waits on, and starts relaying as soon as the
 server side's `connection_made` runs. A Task and `wait_for` cost two tasks, a timer and
-three passes of the loop per connection (bench/tcp_cost.py); the connect timeout is the
-session's own Deadline. The other servers go through BackendContext.connect in a task.
+three passes of the loop per connection (bench/conn_cost.py --mode tcp); the connect timeout
+is the session's own Deadline. The other servers go through BackendContext.connect in a task.
 """
 
 from __future__ import annotations
