@@ -188,19 +188,22 @@ class Listener:
             make = partial(ProtocolChoice, frontend, config.h2c)
         else:
             make = partial(HttpSession, frontend)
-        if config.accept_proxy:
-            # The PROXY header precedes any TLS handshake: the reader starts TLS after it.
-            return ProxyHeaderReader(make, frontend.request_timeout, self.tls)
+        if config.accept_proxy and self.tls is None:
+            # (On a TLS frontend the acceptor reads the header before the handshake.)
+            return ProxyHeaderReader(make, frontend.request_timeout)
         return cast(asyncio.BaseProtocol, make())
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
         # The server gets a duplicate: closing it to pause must not close our socket.
-        if self.tls is not None and not self.frontend.config.accept_proxy:
+        config = self.frontend.config
+        if self.tls is not None:
             # TLS on the socket itself (net.tls_transport), not the loop's memory-BIO TLS.
             sock = self.sock.dup()
-            sock.listen(self.frontend.config.backlog)  # as create_server does: a reload's backlog
-            self.server = TlsAcceptor(sock, self.tls, self.make_session, self.frontend.request_timeout)
+            sock.listen(config.backlog)  # as create_server does: a reload's backlog
+            self.server = TlsAcceptor(
+                sock, self.tls, self.make_session, self.frontend.request_timeout, config.accept_proxy
+            )
             return
         self.server = await self.loop.create_server(
             self.make_session, sock=self.sock.dup(), backlog=self.frontend.config.backlog

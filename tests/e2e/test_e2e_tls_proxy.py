@@ -506,6 +506,7 @@ name = "tls_accept"
 bind = ["127.0.0.1:{ports["tls_accept"]}"]
 default_backend = "web"
 accept_proxy = true
+timeouts = {{ http_request = "1s" }}
 tls = {{ cert = ["{certs["a"].pem}"] }}
 """
         frontends = {
@@ -696,6 +697,55 @@ def test_v2_header_then_tls_handshake(tls_world: TlsWorld):
     assert echoed_header(body, "X-Forwarded-For") == ["192.0.2.8"]
     entry = tls_world.site.wait_json_log(lambda e: path in str(e.get("request")), what=path)
     assert (entry["client_ip"], entry["client_port"]) == ("192.0.2.8", 4444)
+
+
+def test_a_header_in_pieces_then_the_handshake_on_a_tls_frontend(tls_world: TlsWorld):
+    """The header is read off the socket before TLS starts, however it arrives; the
+    ClientHello right behind it is left to TLS."""
+    path = token("tls-pieces")
+    port = tls_world.ports["tls_accept"]
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    header = b"PROXY TCP4 198.51.100.7 127.0.0.1 5555 443\r\n"
+    received = bytearray()
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        for piece in (header[:3], header[3:20], header[20:]):
+            raw.sendall(piece)
+            time.sleep(0.05)  # pacing, so that the pieces arrive as separate reads
+        with context.wrap_socket(raw, server_hostname="a.example.test") as tls:
+            tls.sendall(http_get(f"/echo{path}"))
+            with contextlib.suppress(ssl.SSLError, ConnectionError):
+                while chunk := tls.recv(65536):
+                    received += chunk
+    status, _, body = only_response(bytes(received))
+    assert status == 200
+    assert echoed_header(body, "X-Forwarded-For") == ["198.51.100.7"]
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"\x16\x03\x01\x00\xc8\x01" + bytes(200), "does not start with a PROXY protocol header"),
+        (b"PROXY TCP4 203.0.113.9 127.0.0.1 99999 80\r\n", "bad port"),
+        (b"PROXY TCP4 203.0", "no PROXY header within 1s"),
+    ],
+    ids=["tls-without-header", "v1-bad-port", "timeout"],
+)
+def test_a_tls_frontend_closes_a_connection_without_a_good_header_and_logs_it(
+    tls_world: TlsWorld, data: bytes, reason: str
+):
+    started = time.monotonic()
+    local_port, answer = exchange(tls_world.ports["tls_accept"], data, timeout=5)
+    assert answer == b"", f"a bad PROXY header must get no answer, got {answer[:200]!r}"
+    assert time.monotonic() - started < 3, "the connection was not closed"
+    process = tls_world.site.process
+    assert process is not None
+    wait_until(
+        lambda: re.search(rf"connection from 127\.0\.0\.1:{local_port} closed: .*{reason}", process.output()),
+        timeout=5,
+        what=f"the refusal of 127.0.0.1:{local_port} ({reason}) in the balancer's log",
+    )
 
 
 def test_tls_to_server_with_ca_and_sni(tls_world: TlsWorld):

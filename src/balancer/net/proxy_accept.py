@@ -1,32 +1,37 @@
 """Accepting the PROXY protocol (`accept_proxy = true`) in front of a session.
 
-A ProxyHeaderReader owns a new connection until its PROXY header (v1 or v2, told apart by
-the first bytes) is complete, then creates the real session with the client address the
-header gave and hands it the connection. A bad header, or none within the frontend's
-`http_request` timeout, closes the connection and is logged: nothing unauthenticated ever
-reaches a session.
+A new connection's PROXY header (v1 or v2, told apart by the first bytes) is read before
+anything else; once it is complete the real session is made with the client address the
+header gave. A bad header, or none within the frontend's `http_request` timeout, closes the
+connection and is logged: nothing unauthenticated ever reaches a session.
 
-On a TLS frontend the header comes before the TLS handshake, so the reader reads exactly
-the header's bytes and not one more (the next byte belongs to the ClientHello), then starts
-TLS on the connection. Without TLS it reads freely and passes any bytes that followed the
-header on to the session.
+- Plain connections (the loop's transports): a ProxyHeaderReader is the connection's first
+  protocol; it reads freely and hands the session the transport and any bytes that followed
+  the header.
+- TLS frontends (net.tls_transport's acceptor, TLS on the socket itself): the header comes
+  before the handshake, in clear. A ProxyHeaderBeforeTls peeks at the socket and takes
+  exactly the header's bytes, not one more (the next byte belongs to the ClientHello), then
+  hands the socket back for TLS to start on it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
+import socket
 from collections.abc import Callable
 from typing import Protocol, cast
 
 from balancer.net.peer import client_address
-from balancer.proto.proxy import V1_MAX, V2_SIGNATURE, ProxyProtocolError, parse_proxy_header
+from balancer.proto.proxy import ProxyProtocolError, parse_proxy_header
 
 log = logging.getLogger("balancer.proxy_protocol")
 
 MAX_HEADER = 16 + 65535  # a v2 header with every TLV
 _READ_SIZE = 65536
+# Bytes looked at per peek before TLS: a usual header and the ClientHello after it. A longer
+# (v2, TLVs) header is taken a peek at a time: bytes before its end are all header.
+_PEEK_SIZE = 4096
 
 
 class ProxiedSession(Protocol):
@@ -37,38 +42,21 @@ class ProxiedSession(Protocol):
 
 
 class ProxyHeaderReader(asyncio.BufferedProtocol):
-    def __init__(
-        self, make_session: Callable[[], ProxiedSession], timeout: float, tls: ssl.SSLContext | None = None
-    ) -> None:
+    def __init__(self, make_session: Callable[[], ProxiedSession], timeout: float) -> None:
         self.make_session = make_session
         self.timeout = timeout
-        self.tls = tls
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
         self.chunk = bytearray(_READ_SIZE)
         self.timer: asyncio.TimerHandle | None = None
         self.done = False
-        self.task: asyncio.Task[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
         self.timer = asyncio.get_running_loop().call_later(self.timeout, self._timed_out)
 
-    def _wanted(self) -> int:
-        """How many bytes to read next: exactly up to the header's end when TLS follows."""
-        if self.tls is None:
-            return _READ_SIZE
-        have = bytes(self.buffer)
-        if len(have) < 5:
-            return 5 - len(have)
-        if have.startswith(V2_SIGNATURE[:5]):
-            if len(have) < 16:
-                return 16 - len(have)
-            return 16 + int.from_bytes(have[14:16], "big") - len(have)
-        return 1  # v1: a line up to CRLF, one byte at a time (at most 107)
-
     def get_buffer(self, sizehint: int) -> memoryview:
-        return memoryview(self.chunk)[: max(1, self._wanted())]
+        return memoryview(self.chunk)
 
     def buffer_updated(self, nbytes: int) -> None:
         if self.done:
@@ -80,7 +68,7 @@ class ProxyHeaderReader(asyncio.BufferedProtocol):
             self._refuse(str(exc))
             return
         if parsed is None:
-            if len(self.buffer) > MAX_HEADER or (self.tls is not None and len(self.buffer) > V1_MAX + 16 + 65535):
+            if len(self.buffer) > MAX_HEADER:
                 self._refuse("PROXY header too long")
             return
         info, consumed = parsed
@@ -94,36 +82,12 @@ class ProxyHeaderReader(asyncio.BufferedProtocol):
         self.buffer = bytearray()
         transport = self.transport
         assert transport is not None
-        if self.tls is not None:
-            transport.pause_reading()  # the next bytes are the ClientHello: TLS reads them
-            self.task = asyncio.get_running_loop().create_task(self._start_tls(transport, session))
-            return
         transport.set_protocol(cast(asyncio.BaseProtocol, session))
         session.connection_made(transport)
         if rest:
             # To the session, or to what holds the connection while it is parked over
             # maxconn (net.parked): connection_made may have swapped the protocol.
             cast(asyncio.Protocol, transport.get_protocol()).data_received(rest)
-
-    async def _start_tls(self, transport: asyncio.Transport, session: ProxiedSession) -> None:
-        assert self.tls is not None
-        loop = asyncio.get_running_loop()
-        try:
-            tls_transport = await loop.start_tls(
-                transport,
-                cast(asyncio.BaseProtocol, session),
-                self.tls,
-                server_side=True,
-                ssl_handshake_timeout=self.timeout,
-            )
-        except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
-            log.info("TLS handshake after a PROXY header failed: %s", exc)
-            transport.close()
-            return
-        if tls_transport is None:
-            transport.close()
-            return
-        session.connection_made(tls_transport)
 
     def _refuse(self, reason: str) -> None:
         self.done = True
@@ -145,3 +109,79 @@ class ProxyHeaderReader(asyncio.BufferedProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self.timer is not None:
             self.timer.cancel()
+
+
+class ProxyHeaderBeforeTls:
+    """The PROXY header of a connection to a TLS frontend, read off the accepted socket
+    (non-blocking) before TLS starts on it. `start(sock, proxied)` gets the socket once the
+    header is taken, with the address it gave (None for a LOCAL header); a bad header, an
+    early close or none within `timeout` closes the socket and is logged, and `start` is
+    never called."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        sock: socket.socket,
+        timeout: float,
+        start: Callable[[socket.socket, tuple[str, int] | None], None],
+    ) -> None:
+        self.loop = loop
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.start = start
+        self.taken = b""  # the header's bytes received so far (all header: its end is not among them)
+        self.timer: asyncio.TimerHandle | None = loop.call_later(timeout, self._timed_out, timeout)
+        loop.add_reader(self.fd, self._readable)
+
+    def _readable(self) -> None:
+        sock = self.sock
+        try:
+            peeked = sock.recv(_PEEK_SIZE, socket.MSG_PEEK)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._refuse(f"reading its PROXY header: {exc}")
+            return
+        if not peeked:
+            self._refuse("connection closed before its PROXY header ended")
+            return
+        data = self.taken + peeked
+        try:
+            parsed = parse_proxy_header(data)
+        except ProxyProtocolError as exc:
+            self._refuse(str(exc))
+            return
+        try:
+            if parsed is None:
+                if len(data) > MAX_HEADER:
+                    self._refuse("PROXY header too long")
+                    return
+                # Taken off the socket, or the reader would be woken again for the same bytes.
+                self.taken += sock.recv(len(peeked))
+                return
+            info, consumed = parsed
+            sock.recv(consumed - len(self.taken))  # exactly the header: peeked, so all there
+        except OSError as exc:
+            self._refuse(f"reading its PROXY header: {exc}")
+            return
+        self._finish()
+        self.start(sock, None if info.local else (info.source_ip, info.source_port))
+
+    def _finish(self) -> None:
+        self.loop.remove_reader(self.fd)
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _refuse(self, reason: str) -> None:
+        self._finish()
+        try:
+            ip, port = self.sock.getpeername()[:2]
+        except OSError:
+            ip, port = "-", 0
+        log.warning("connection from %s:%s closed: %s", ip, port, reason)
+        self.sock.close()
+
+    def _timed_out(self, timeout: float) -> None:
+        self.timer = None
+        self._refuse(f"no PROXY header within {timeout:g}s")

@@ -28,6 +28,8 @@ import ssl
 from collections.abc import Callable
 from typing import Any
 
+from balancer.net.proxy_accept import ProxyHeaderBeforeTls
+
 log = logging.getLogger(__name__)
 
 READ_SIZE = 65536  # at most this much per SSL_read (four full records)
@@ -48,7 +50,9 @@ _CLOSE_ERRORS = (ssl.SSLError, OSError, ValueError)
 
 class TlsAcceptor:
     """Accepts connections from `sock` (listening, non-blocking; closed by `close`) and
-    starts TLS on each with `context`; `make_protocol` is called once per connection."""
+    starts TLS on each with `context`; `make_protocol` is called once per connection. With
+    `accept_proxy`, each connection's PROXY header is read first (within `handshake_timeout`)
+    and the address it gives is the protocol's `proxied`."""
 
     def __init__(
         self,
@@ -56,12 +60,14 @@ class TlsAcceptor:
         context: ssl.SSLContext,
         make_protocol: Callable[[], asyncio.BaseProtocol],
         handshake_timeout: float,
+        accept_proxy: bool = False,
     ) -> None:
         self.loop = asyncio.get_running_loop()
         self.sock = sock
         self.context = context
         self.make_protocol = make_protocol
         self.handshake_timeout = handshake_timeout
+        self.accept_proxy = accept_proxy
         self.fd = sock.fileno()
         self.closed = False
         self.retry: asyncio.TimerHandle | None = None
@@ -84,11 +90,25 @@ class TlsAcceptor:
                 raw.setblocking(False)
                 if raw.family != socket.AF_UNIX:
                     raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                tls = self.context.wrap_socket(raw, server_side=True, do_handshake_on_connect=False)
             except OSError:
                 raw.close()
                 continue
-            TlsTransport(self.loop, tls, self.make_protocol(), self.handshake_timeout)
+            if self.accept_proxy:
+                ProxyHeaderBeforeTls(self.loop, raw, self.handshake_timeout, self._start)
+            else:
+                self._start(raw, None)
+
+    def _start(self, raw: socket.socket, proxied: tuple[str, int] | None) -> None:
+        """TLS on an accepted socket, for a new protocol (told the PROXY header's client)."""
+        try:
+            tls = self.context.wrap_socket(raw, server_side=True, do_handshake_on_connect=False)
+        except OSError:
+            raw.close()
+            return
+        protocol = self.make_protocol()
+        if proxied is not None:
+            protocol.proxied = proxied  # type: ignore[attr-defined]  # every session has it
+        TlsTransport(self.loop, tls, protocol, self.handshake_timeout)
 
     def _resume(self) -> None:
         self.retry = None
