@@ -28,10 +28,10 @@ from balancer.proto.proxy import ProxyProtocolError, parse_proxy_header
 log = logging.getLogger("balancer.proxy_protocol")
 
 MAX_HEADER = 16 + 65535  # a v2 header with every TLV
-_READ_SIZE = 65536
-# Bytes looked at per peek before TLS: a usual header and the ClientHello after it. A longer
-# (v2, TLVs) header is taken a peek at a time: bytes before its end are all header.
-_PEEK_SIZE = 4096
+# Bytes read (plain) or looked at (before TLS) at a time while the header is awaited: a
+# usual header and what follows it; a longer (v2, TLVs) header takes several reads. Held
+# per connection that has not sent its header yet, so kept small.
+_READ_SIZE = 4096
 
 
 class ProxiedSession(Protocol):
@@ -136,7 +136,7 @@ class ProxyHeaderBeforeTls:
     def _readable(self) -> None:
         sock = self.sock
         try:
-            peeked = sock.recv(_PEEK_SIZE, socket.MSG_PEEK)
+            peeked = sock.recv(_READ_SIZE, socket.MSG_PEEK)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
