@@ -10,6 +10,10 @@
  *     Servers take turns (weighted by credits, as in build_table), each taking the next
  *     empty slot of its preference list (offset + j * skip) % size. The last isqrt(size)
  *     slots are found by rank among the empty ones, which is the slot probing would reach.
+ * maglev_deal(table, wanting, needs, positions, skips) -> None
+ *     The stable table's turns (lb/maglev.py _deal, _walk): server wanting[j] takes
+ *     needs[j] free (-1) slots of the list `table`, in turns, each the first free one along
+ *     its permutation from positions[j] by skips[j]. Changes `table` in place.
  * ring_sort(points, owners) -> (points, owners)
  *     Two buffers of native unsigned 32-bit integers of the same length (array('I')):
  *     positions below 2**30 and the index of each point's server. Returns both as bytes,
@@ -204,6 +208,88 @@ done:
     return result;
 }
 
+static PyObject *maglev_deal(PyObject *self, PyObject *args) {
+    PyObject *table_list, *wanting_in, *needs_in, *positions_in, *skips_in;
+    if (!PyArg_ParseTuple(args, "O!OOOO", &PyList_Type, &table_list, &wanting_in, &needs_in, &positions_in, &skips_in))
+        return NULL;
+    int64_t *wanting = NULL, *needs = NULL, *positions = NULL, *skips = NULL, *active = NULL;
+    int32_t *table = NULL;
+    PyObject *result = NULL;
+    Py_ssize_t n, n_needs, n_positions, n_skips;
+    Py_ssize_t size = PyList_GET_SIZE(table_list);
+    if (read_int64s(wanting_in, "wanting", &wanting, &n) < 0 || read_int64s(needs_in, "needs", &needs, &n_needs) < 0 ||
+        read_int64s(positions_in, "positions", &positions, &n_positions) < 0 ||
+        read_int64s(skips_in, "skips", &skips, &n_skips) < 0)
+        goto done;
+    if (n_needs != n || n_positions != n || n_skips != n || size == 0 || size > INT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "maglev_deal: bad sizes");
+        goto done;
+    }
+    table = PyMem_Malloc(sizeof(int32_t) * size);
+    active = PyMem_Malloc(sizeof(int64_t) * (n ? n : 1));
+    if (!table || !active) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    Py_ssize_t left = 0;
+    for (Py_ssize_t s = 0; s < size; s++) {
+        long owner = PyLong_AsLong(PyList_GET_ITEM(table_list, s));
+        if (owner == -1 && PyErr_Occurred())
+            goto done;
+        if (owner < -1 || owner > INT32_MAX) {
+            PyErr_SetString(PyExc_ValueError, "maglev_deal: an owner out of range");
+            goto done;
+        }
+        table[s] = (int32_t)owner;
+        left += owner == -1;
+    }
+    for (Py_ssize_t j = 0; j < n; j++) {
+        if (positions[j] < 0 || positions[j] >= size || skips[j] <= 0 || skips[j] >= size || wanting[j] < 0 ||
+            wanting[j] > INT32_MAX) {
+            PyErr_SetString(PyExc_ValueError, "maglev_deal: a position, skip or server out of range");
+            goto done;
+        }
+        active[j] = j;
+    }
+    Py_ssize_t n_active = n;
+    while (left && n_active) {
+        for (Py_ssize_t a = 0; a < n_active && left; a++) {
+            Py_ssize_t j = active[a];
+            int64_t slot = positions[j], skip = skips[j];
+            Py_ssize_t steps = 0;
+            while (table[slot] >= 0) {
+                slot += skip;
+                if (slot >= size)
+                    slot -= size;
+                if (++steps > size) { /* a skip sharing a factor with size: no permutation */
+                    PyErr_SetString(PyExc_ValueError, "maglev_deal: a walk found no free slot");
+                    goto done;
+                }
+            }
+            table[slot] = (int32_t)wanting[j];
+            positions[j] = slot;
+            needs[j]--;
+            left--;
+            if (PyList_SetItem(table_list, slot, PyLong_FromLong(table[slot])) < 0)
+                goto done;
+        }
+        Py_ssize_t kept = 0;
+        for (Py_ssize_t a = 0; a < n_active; a++)
+            if (needs[active[a]] > 0)
+                active[kept++] = active[a];
+        n_active = kept;
+    }
+    result = Py_NewRef(Py_None);
+done:
+    PyMem_Free(wanting);
+    PyMem_Free(needs);
+    PyMem_Free(positions);
+    PyMem_Free(skips);
+    PyMem_Free(active);
+    PyMem_Free(table);
+    return result;
+}
+
 #define RADIX_BITS 10
 #define PASSES 3
 #define RADIX (1u << RADIX_BITS)
@@ -276,6 +362,7 @@ done:
 
 static PyMethodDef methods[] = {
     {"maglev_fill", maglev_fill, METH_VARARGS, "Maglev's lookup table from the servers' offsets, skips and weights."},
+    {"maglev_deal", maglev_deal, METH_VARARGS, "The stable table's turns: free slots of a list dealt to servers."},
     {"ring_sort", ring_sort, METH_VARARGS, "Ring points and their owners sorted by position (stable)."},
     {NULL, NULL, 0, NULL},
 };

@@ -207,34 +207,46 @@ def _deal(table: list[int], freed: list[int], identities: list[bytes], weights: 
     for i in by_remainder[: size - sum(shares)]:
         shares[i] += 1
     wanting = [i for i in range(n) if shares[i] > held[i]]
-    needs = {i: shares[i] - held[i] for i in wanting}
-    # Each wanting server's freed slots in its order of preference: slot e is its preference
-    # (e - offset) / skip (mod size).
-    choices: dict[int, list[int]] = {}
-    for i in wanting:
-        offset, skip = preferences(identities[i], size)
-        inverse = pow(skip, -1, size)
-        ranks = [(e - offset) * inverse % size for e in freed]
-        choices[i] = [freed[k] for k in sorted(range(len(freed)), key=ranks.__getitem__)]
-    cursor = dict.fromkeys(wanting, 0)
-    left = len(freed)
-    while left and wanting:
-        for i in wanting:
-            mine = choices[i]
-            k = cursor[i]
-            while table[mine[k]] >= 0:
-                k += 1
-            table[mine[k]] = i
-            cursor[i] = k + 1
-            needs[i] -= 1
-            left -= 1
-            if not left:
-                return
-        wanting = [i for i in wanting if needs[i] > 0]
+    needs = [shares[i] - held[i] for i in wanting]
+    positions = [0] * len(wanting)
+    skips = [0] * len(wanting)
+    for j, i in enumerate(wanting):
+        positions[j], skips[j] = preferences(identities[i], size)
+    if _tables is not None:
+        _tables.maglev_deal(table, wanting, needs, positions, skips)
+    else:
+        _walk(table, wanting, needs, positions, skips)
     # Shares add up to `size`, so wanting servers cover every freed slot; this is a guard.
     for slot in freed:
         if table[slot] < 0:
             table[slot] = slot % n
+
+
+def _walk(table: list[int], wanting: list[int], needs: list[int], positions: list[int], skips: list[int]) -> None:
+    """_deal's turns, in Python: the reference for lb/_tables.c's maglev_deal and its fallback.
+
+    Server `wanting[j]` takes `needs[j]` free (-1) slots of `table`, in turns with the others.
+    Its most preferred free slot is the first one along its own permutation (positions[j],
+    + skips[j], ... mod size): the order of the fill, walked rather than sorted by rank. A
+    walk stands on the slot it took last, which is no longer free."""
+    size = len(table)
+    left = table.count(-1)
+    active = list(range(len(wanting)))
+    while left and active:
+        for j in active:
+            slot = positions[j]
+            skip = skips[j]
+            while table[slot] >= 0:
+                slot += skip
+                if slot >= size:
+                    slot -= size
+            table[slot] = wanting[j]
+            positions[j] = slot
+            needs[j] -= 1
+            left -= 1
+            if not left:
+                return
+        active = [j for j in active if needs[j] > 0]
 
 
 class Maglev:

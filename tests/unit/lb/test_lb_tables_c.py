@@ -69,3 +69,33 @@ def test_ring_sort_keeps_equal_positions_in_server_order() -> None:
     assert array("I", indexes).tolist() == [2, 0, 2, 0, 1, 1]
     with pytest.raises(ValueError):
         _tables.ring_sort(array("I", [1 << 30]), array("I", [0]))
+
+
+@pytest.mark.parametrize(("servers", "size", "gone"), [(3, 7, 1), (10, 101, 2), (100, 65537, 1), (1000, 65537, 7)])
+def test_maglev_deal_equals_the_python_walk(
+    monkeypatch: pytest.MonkeyPatch, servers: int, size: int, gone: int
+) -> None:
+    """The stable table after servers go, dealt in C and in Python: the same slots."""
+    assert _tables is not None
+    rng = random.Random(servers + size)
+    identities = [rng.randbytes(8) for _ in range(servers)]
+    weights = [rng.randint(1, 10) for _ in range(servers)]
+    kept = sorted(rng.sample(range(servers), servers - gone))
+    tables = []
+    for module in (_tables, None):
+        monkeypatch.setattr(maglev, "_tables", module)
+        maglev.forget_tables()
+        maglev.stable_table("deal", identities, weights, size)
+        tables.append(maglev.stable_table("deal", [identities[i] for i in kept], [weights[i] for i in kept], size))
+    maglev.forget_tables()
+    in_c, in_python = tables
+    assert in_c == in_python
+    assert min(in_c) == 0 and max(in_c) == len(kept) - 1
+
+
+def test_maglev_deal_refuses_a_walk_that_cannot_end() -> None:
+    assert _tables is not None
+    with pytest.raises(ValueError):
+        _tables.maglev_deal([0, -1, 0, 1, 0, 1], [0], [1], [0], [2])  # skip 2 of 6 never reaches slot 1
+    with pytest.raises(ValueError):
+        _tables.maglev_deal([0, -1, 1], [0], [1], [3], [1])  # a position past the table
