@@ -175,14 +175,14 @@ class Listener:
         elif not self.held:
             self.resume()
 
-    def make_session(self) -> asyncio.BaseProtocol:
+    def session_factory(self, loop: asyncio.AbstractEventLoop) -> Callable[[], asyncio.BaseProtocol]:
+        """What makes each connection's protocol, chosen once per start: a partial of a
+        compiled class, so that accepting a connection runs no interpreted frame."""
         frontend = self.frontend
         config = frontend.config
-        if config.mode == "tcp" and not config.accept_proxy:
-            return TcpSession(frontend, self.loop)  # the usual L4 case, without a partial per connection
         make: Callable[[], ProxiedSession]
         if config.mode == "tcp":
-            make = partial(TcpSession, frontend, self.loop)
+            make = partial(TcpSession, frontend, loop)
         elif config.h2c or (config.tls is not None and "h2" in config.tls.alpn):
             # HTTP/2 offered: the ALPN choice or the first bytes tell which session serves.
             make = partial(ProtocolChoice, frontend, config.h2c)
@@ -190,24 +190,21 @@ class Listener:
             make = partial(HttpSession, frontend)
         if config.accept_proxy and self.tls is None:
             # (On a TLS frontend the acceptor reads the header before the handshake.)
-            return ProxyHeaderReader(make, frontend.request_timeout)
-        return cast(asyncio.BaseProtocol, make())
+            return partial(ProxyHeaderReader, make, frontend.request_timeout)
+        return cast(Callable[[], asyncio.BaseProtocol], make)
 
     async def start(self) -> None:
-        self.loop = asyncio.get_running_loop()
+        self.loop = loop = asyncio.get_running_loop()
+        factory = self.session_factory(loop)
         # The server gets a duplicate: closing it to pause must not close our socket.
         config = self.frontend.config
         if self.tls is not None:
             # TLS on the socket itself (net.tls_transport), not the loop's memory-BIO TLS.
             sock = self.sock.dup()
             sock.listen(config.backlog)  # as create_server does: a reload's backlog
-            self.server = TlsAcceptor(
-                sock, self.tls, self.make_session, self.frontend.request_timeout, config.accept_proxy
-            )
+            self.server = TlsAcceptor(sock, self.tls, factory, self.frontend.request_timeout, config.accept_proxy)
             return
-        self.server = await self.loop.create_server(
-            self.make_session, sock=self.sock.dup(), backlog=self.frontend.config.backlog
-        )
+        self.server = await loop.create_server(factory, sock=self.sock.dup(), backlog=config.backlog)
 
     def bound(self) -> tuple[str, int]:
         name = self.sock.getsockname()
