@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from mypy_extensions import i64
+
 
 class HpackError(Exception):
     """A header block that cannot be decoded (COMPRESSION_ERROR): the connection must end,
@@ -153,81 +155,92 @@ _DEFAULT_TABLE_SIZE: Final = 4096
 
 
 # -- Huffman decoding ---------------------------------------------------------------------
-# A transition packs: next state (bits 0-7), symbol (bits 8-15), and three flags.
-_EMIT: Final = 1 << 16  # the four bits completed a symbol
-_FAIL: Final = 1 << 17  # they reached EOS, which must never appear in a string
-_ACCEPT: Final = 1 << 18  # the string may end here: at most 7 bits pending, all ones
+# Three tables indexed by (state << 4) | nibble: the state reached, the symbol completed (if
+# any) and flags. Bytes, not lists: compiled, an index into bytes is a load, an index into
+# a list of ints unboxes an object.
+_EMIT: Final = 1  # the four bits completed a symbol
+_FAIL: Final = 2  # they reached EOS, which must never appear in a string
+_ACCEPT: Final = 4  # the string may end here: at most 7 bits pending, all ones
 
 
-def _build_huffman_decoder() -> list[int]:
-    """The 4-bit transition table: entry (state << 4) | nibble. The code tree has 256
-    internal nodes (257 symbols), numbered in order of creation, the root being 0."""
+def _build_huffman_decoder() -> tuple[bytes, bytes, bytes]:
+    """(next state, symbol, flags) of every (state, nibble). The code tree has 256 internal
+    nodes (257 symbols), numbered in order of creation, the root being 0."""
     # children[2 * node + bit]: >= 0 an internal node, < 0 the leaf of symbol -(child + 1)
     children = [0, 0]
     accepting = [True]  # the root: nothing pending
     for symbol, (code, length) in enumerate(_HUFFMAN_CODES):
         node = 0
         for shift in range(length - 1, -1, -1):
-            bit = (code >> shift) & 1
-            slot = 2 * node + bit
+            slot = 2 * node + ((code >> shift) & 1)
             if shift == 0:
                 children[slot] = -(symbol + 1)
             else:
                 if children[slot] == 0:
                     children[slot] = len(accepting)
                     depth = length - shift
-                    all_ones = code >> shift == (1 << depth) - 1
-                    accepting.append(all_ones and depth <= 7)
+                    accepting.append(code >> shift == (1 << depth) - 1 and depth <= 7)
                     children.extend((0, 0))
                 node = children[slot]
-    table = [0] * (len(accepting) * 16)
+    states = bytearray(len(accepting) * 16)
+    symbols = bytearray(len(accepting) * 16)
+    flags = bytearray(len(accepting) * 16)
     for state in range(len(accepting)):
         for nibble in range(16):
+            at = (state << 4) | nibble
             node = state
-            entry = 0
             for shift in (3, 2, 1, 0):
                 child = children[2 * node + ((nibble >> shift) & 1)]
                 if child >= 0:
                     node = child
                     continue
-                symbol = -(child + 1)
-                if symbol == 256:
-                    entry = _FAIL
+                if child == -257:  # EOS
+                    flags[at] = _FAIL
                     break
                 # Every code is at least 5 bits long: four bits complete one symbol at most.
-                assert not entry & _EMIT
-                entry = _EMIT | (symbol << 8)
+                assert not flags[at] & _EMIT
+                flags[at] = _EMIT
+                symbols[at] = -(child + 1)
                 node = 0
-            if not entry & _FAIL:
-                entry |= node | (_ACCEPT if accepting[node] else 0)
-            table[(state << 4) | nibble] = entry
-    return table
+            if not flags[at] & _FAIL:
+                states[at] = node
+                flags[at] |= _ACCEPT if accepting[node] else 0
+    return bytes(states), bytes(symbols), bytes(flags)
 
 
-_HUFFMAN_DECODE: Final = _build_huffman_decoder()
+_HUFFMAN_TABLES: Final = _build_huffman_decoder()
+_HUFFMAN_STATES: Final = _HUFFMAN_TABLES[0]
+_HUFFMAN_SYMBOLS: Final = _HUFFMAN_TABLES[1]
+_HUFFMAN_FLAGS: Final = _HUFFMAN_TABLES[2]
 
 
-def huffman_decode(data: bytes, start: int, end: int) -> bytes:
+def huffman_decode(data: bytes, start: i64, end: i64) -> bytes:
     """The string Huffman-coded in data[start:end]. Raises HpackError for EOS in the data
     and for padding longer than 7 bits or not all ones (RFC 7541 5.2)."""
-    table = _HUFFMAN_DECODE
-    out = bytearray()
-    state = 0
-    entry = _ACCEPT
-    for i in range(start, end):
-        byte = data[i]
-        entry = table[(state << 4) | (byte >> 4)]
-        if entry & _EMIT:
-            out.append((entry >> 8) & 0xFF)
-        elif entry & _FAIL:
+    states = _HUFFMAN_STATES
+    symbols = _HUFFMAN_SYMBOLS
+    table_flags = _HUFFMAN_FLAGS
+    out: list[int] = []  # then bytes(out): cheaper compiled than bytearray.append, a method call
+    state: i64 = 0
+    flags: i64 = _ACCEPT
+    i: i64 = start
+    while i < end:
+        byte: i64 = data[i]
+        i += 1
+        at: i64 = (state << 4) | (byte >> 4)
+        flags = table_flags[at]
+        if flags & _EMIT:
+            out.append(symbols[at])
+        elif flags & _FAIL:
             raise HpackError("EOS in a Huffman-coded string")
-        entry = table[((entry & 0xFF) << 4) | (byte & 0x0F)]
-        if entry & _EMIT:
-            out.append((entry >> 8) & 0xFF)
-        elif entry & _FAIL:
+        at = (i64(states[at]) << 4) | (byte & 0x0F)
+        flags = table_flags[at]
+        if flags & _EMIT:
+            out.append(symbols[at])
+        elif flags & _FAIL:
             raise HpackError("EOS in a Huffman-coded string")
-        state = entry & 0xFF
-    if not entry & _ACCEPT:
+        state = states[at]
+    if not flags & _ACCEPT:
         raise HpackError("bad padding at the end of a Huffman-coded string")
     return bytes(out)
 
