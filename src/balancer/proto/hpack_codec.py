@@ -472,12 +472,21 @@ _NEVER_INDEXED: Final = frozenset((b"authorization", b"proxy-authorization", b"c
 _ENCODER_TABLE_LIMIT: Final = 4096
 
 
-def _static_exact() -> dict[tuple[bytes, bytes], bytes]:
-    """(name, value) -> its indexed representation, for the static entries with a value."""
-    found: dict[tuple[bytes, bytes], bytes] = {}
+def _int_bytes(first: int, prefix_max: int, value: int) -> bytes:
+    """An integer with a prefix of prefix_max (2**N - 1) bits; first carries the
+    representation's flag bits."""
+    out = bytearray()
+    _write_int(out, first, prefix_max, value)
+    return bytes(out)
+
+
+def _static_exact() -> dict[tuple[bytes, bytes], int]:
+    """(name, value) -> its static index, for every static entry (the lowest index of a
+    field listed twice)."""
+    found: dict[tuple[bytes, bytes], int] = {}
     for i, field in enumerate(STATIC_TABLE):
-        if field[1] and field not in found:
-            found[field] = bytes((0x80 | (i + 1),))
+        if field not in found:
+            found[field] = i + 1
     return found
 
 
@@ -492,6 +501,16 @@ def _static_names() -> dict[bytes, int]:
 
 _STATIC_EXACT: Final = _static_exact()
 _STATIC_NAMES: Final = _static_names()
+# What starts the literal of a field never put in the table, by name: the representation
+# (without indexing or never indexed) with the name's static index, or with the name itself.
+_LITERAL_PREFIXES: Final = {
+    name: _int_bytes(0x10 if name in _NEVER_INDEXED else 0x00, 0x0F, _STATIC_NAMES.get(name, 0))
+    + (b"" if name in _STATIC_NAMES else _int_bytes(0x00, 0x7F, len(name)) + name)
+    for name in _NOT_INDEXED | _NEVER_INDEXED
+}
+# The one-byte encodings: an indexed field 1..126 (0x80 | index), a string length 0..126.
+_INDEXED: Final = [bytes((0x80 | index,)) for index in range(0x7F)]
+_LENGTHS: Final = [bytes((length,)) for length in range(0x7F)]
 
 
 class HpackEncoder:
@@ -503,6 +522,7 @@ class HpackEncoder:
     is a secret (_NEVER_INDEXED), is too large for the table, or its name is already in
     the table with another value (a value that varies: indexing each would churn the table).
     Strings are raw. Names must be lower case already (RFC 9113 8.2.1): none is changed.
+    The block is gathered as a list of parts, most of them bytes made once at import.
     """
 
     def __init__(self) -> None:
@@ -510,7 +530,8 @@ class HpackEncoder:
         self._size = 0
         # Insertion numbers count from 0; the newest, _inserted - 1, is index 62.
         self._inserted = 0
-        self._fields: dict[tuple[bytes, bytes], int] = {}  # field -> its insertion number
+        # field -> its static index (> 0), or -(1 + its insertion number) in the dynamic table
+        self._known: dict[tuple[bytes, bytes], int] = dict(_STATIC_EXACT)
         self._names: dict[bytes, int] = {}  # name -> the insertion number of its newest entry
         self._order: list[tuple[bytes, bytes]] = []  # live entries oldest first, from _head
         self._head = 0
@@ -529,52 +550,52 @@ class HpackEncoder:
 
     def encode(self, headers: list[tuple[bytes, bytes]]) -> bytes:
         """One header block for `headers` (name, value), in order."""
-        out = bytearray()
+        parts: list[bytes] = []
         if self._pending_min >= 0:
             if self._pending_min < self._capacity:
-                _write_int(out, 0x20, 0x1F, self._pending_min)
-            _write_int(out, 0x20, 0x1F, self._capacity)
+                parts.append(_int_bytes(0x20, 0x1F, self._pending_min))
+            parts.append(_int_bytes(0x20, 0x1F, self._capacity))
             self._pending_min = -1
-        static_exact = _STATIC_EXACT
-        fields = self._fields
+        known = self._known
+        literal_prefixes = _LITERAL_PREFIXES
         for field in headers:
-            encoded = static_exact.get(field)
-            if encoded is not None:
-                out += encoded
+            where = known.get(field, 0)
+            if where != 0:
+                index = where if where > 0 else STATIC_COUNT + self._inserted + 1 + where
+                parts.append(_INDEXED[index] if index < 0x7F else _int_bytes(0x80, 0x7F, index))
                 continue
-            number = fields.get(field, -1)
-            if number >= 0:
-                _write_int(out, 0x80, 0x7F, STATIC_COUNT + self._inserted - number)
+            prefix = literal_prefixes.get(field[0])
+            if prefix is None:
+                self._encode_new(parts, field)
                 continue
-            name = field[0]
+            parts.append(prefix)
             value = field[1]
-            name_index = _STATIC_NAMES.get(name, 0)
-            newest = self._names.get(name, -1)
-            if name_index == 0 and newest >= 0:
-                name_index = STATIC_COUNT + self._inserted - newest
-            if name in _NEVER_INDEXED:
-                _write_int(out, 0x10, 0x0F, name_index)
-            elif (
-                name in _NOT_INDEXED
-                or newest >= 0
-                or (len(name) + len(value) + _ENTRY_OVERHEAD) * 4 > self._capacity * 3
-            ):
-                _write_int(out, 0x00, 0x0F, name_index)
-            else:
-                _write_int(out, 0x40, 0x3F, name_index)
-                if name_index == 0:
-                    _write_int(out, 0x00, 0x7F, len(name))
-                    out += name
-                _write_int(out, 0x00, 0x7F, len(value))
-                out += value
-                self._add(field)
-                continue
-            if name_index == 0:
-                _write_int(out, 0x00, 0x7F, len(name))
-                out += name
-            _write_int(out, 0x00, 0x7F, len(value))
-            out += value
-        return bytes(out)
+            length = len(value)
+            parts.append(_LENGTHS[length] if length < 0x7F else _int_bytes(0x00, 0x7F, length))
+            parts.append(value)
+        return b"".join(parts)
+
+    def _encode_new(self, parts: list[bytes], field: tuple[bytes, bytes]) -> None:
+        """A field in no table, whose name is in neither _NOT_INDEXED nor _NEVER_INDEXED:
+        indexed now unless too large or its name is in the table with another value."""
+        name = field[0]
+        value = field[1]
+        name_index = _STATIC_NAMES.get(name, 0)
+        newest = self._names.get(name, -1)
+        if name_index == 0 and newest >= 0:
+            name_index = STATIC_COUNT + self._inserted - newest
+        index_it = newest < 0 and (len(name) + len(value) + _ENTRY_OVERHEAD) * 4 <= self._capacity * 3
+        if index_it:
+            parts.append(_int_bytes(0x40, 0x3F, name_index))
+        else:
+            parts.append(_int_bytes(0x00, 0x0F, name_index))
+        if name_index == 0:
+            parts.append(_int_bytes(0x00, 0x7F, len(name)))
+            parts.append(name)
+        parts.append(_int_bytes(0x00, 0x7F, len(value)))
+        parts.append(value)
+        if index_it:
+            self._add(field)
 
     def _add(self, field: tuple[bytes, bytes]) -> None:
         size = len(field[0]) + len(field[1]) + _ENTRY_OVERHEAD
@@ -582,7 +603,7 @@ class HpackEncoder:
         number = self._inserted
         self._inserted = number + 1
         self._order.append(field)
-        self._fields[field] = number
+        self._known[field] = -1 - number
         self._names[field[0]] = number
         self._size += size
 
@@ -596,8 +617,8 @@ class HpackEncoder:
             field = order[head]
             size -= len(field[0]) + len(field[1]) + _ENTRY_OVERHEAD
             number = self._inserted - (len(order) - head)
-            if self._fields.get(field, -1) == number:
-                del self._fields[field]
+            if self._known.get(field, 0) == -1 - number:
+                del self._known[field]
             if self._names.get(field[0], -1) == number:
                 del self._names[field[0]]
             head += 1
