@@ -10,7 +10,8 @@ Written for mypyc (listed in native.py): loops over bytes with int arithmetic, t
 once at import. Huffman strings are decoded four bits at a time through a state machine made
 from the RFC's code table (a state is a node of the code tree; a step follows four bits from
 it and says the node reached, whether a symbol was completed and which, and whether the
-bits consumed so far could legally end the string). The encoder writes strings raw, never
+bits consumed so far could legally end the string); the loop runs in C (proto/_huffman.c)
+where it is built, since compiled Python boxes every symbol. The encoder writes strings raw, never
 Huffman-coded: the cheapest to produce, and a response's repeated fields cost one byte each
 from the dynamic table anyway.
 """
@@ -20,6 +21,11 @@ from __future__ import annotations
 from typing import Final
 
 from mypy_extensions import i64
+
+try:
+    from balancer.proto import _huffman  # the Huffman decoding loop in C (proto/_huffman.c)
+except ImportError:  # built without a C compiler (BALANCER_PURE=1): huffman_decode below
+    _huffman = None  # type: ignore[assignment]
 
 
 class HpackError(Exception):
@@ -216,7 +222,8 @@ _HUFFMAN_FLAGS: Final = _HUFFMAN_TABLES[2]
 
 def huffman_decode(data: bytes, start: i64, end: i64) -> bytes:
     """The string Huffman-coded in data[start:end]. Raises HpackError for EOS in the data
-    and for padding longer than 7 bits or not all ones (RFC 7541 5.2)."""
+    and for padding longer than 7 bits or not all ones (RFC 7541 5.2). The reference of
+    proto/_huffman.c, which the decoder calls first when it is built."""
     states = _HUFFMAN_STATES
     symbols = _HUFFMAN_SYMBOLS
     table_flags = _HUFFMAN_FLAGS
@@ -300,7 +307,11 @@ def _read_string(block: bytes, pos: int) -> tuple[bytes, int]:
     if end > len(block):
         raise HpackError("truncated string")
     if first & 0x80:
-        return huffman_decode(block, pos, end), end
+        if _huffman is not None:
+            decoded = _huffman.decode(block, pos, end, _HUFFMAN_STATES, _HUFFMAN_SYMBOLS, _HUFFMAN_FLAGS)
+            if decoded is not None:
+                return decoded, end
+        return huffman_decode(block, pos, end), end  # the reference: raises, saying why
     return block[pos:end], end
 
 
