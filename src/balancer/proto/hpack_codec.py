@@ -18,7 +18,8 @@ from the dynamic table anyway.
 
 from __future__ import annotations
 
-from typing import Final
+from collections.abc import Callable
+from typing import Final, cast
 
 from mypy_extensions import i64
 
@@ -218,6 +219,10 @@ _HUFFMAN_TABLES: Final = _build_huffman_decoder()
 _HUFFMAN_STATES: Final = _HUFFMAN_TABLES[0]
 _HUFFMAN_SYMBOLS: Final = _HUFFMAN_TABLES[1]
 _HUFFMAN_FLAGS: Final = _HUFFMAN_TABLES[2]
+# Bound once: compiled, a Final is a C static, where `_huffman.decode` is two dict lookups.
+_C_HUFFMAN_DECODE: Final[Callable[[bytes, int, int, bytes, bytes, bytes], bytes | None] | None] = (
+    _huffman.decode if _huffman is not None else None
+)
 
 
 def huffman_decode(data: bytes, start: i64, end: i64) -> bytes:
@@ -307,8 +312,8 @@ def _read_string(block: bytes, pos: int) -> tuple[bytes, int]:
     if end > len(block):
         raise HpackError("truncated string")
     if first & 0x80:
-        if _huffman is not None:
-            decoded = _huffman.decode(block, pos, end, _HUFFMAN_STATES, _HUFFMAN_SYMBOLS, _HUFFMAN_FLAGS)
+        if _C_HUFFMAN_DECODE is not None:
+            decoded = _C_HUFFMAN_DECODE(block, pos, end, _HUFFMAN_STATES, _HUFFMAN_SYMBOLS, _HUFFMAN_FLAGS)
             if decoded is not None:
                 return decoded, end
         return huffman_decode(block, pos, end), end  # the reference: raises, saying why
@@ -332,6 +337,16 @@ def _write_int(out: bytearray, first: int, prefix_max: int, value: int) -> None:
 # -- Decoder ------------------------------------------------------------------------------
 
 
+# The static entries as objects. Compiled, a tuple[bytes, bytes] value is a C struct: taken
+# from STATIC_TABLE and appended to a header list it would become a new tuple each time.
+# The decoder keeps fields as the tuple objects they are and hands those out.
+_STATIC_FIELDS: Final[list[object]] = list(STATIC_TABLE)
+
+
+def _pair(field: object) -> tuple[bytes, bytes]:
+    return cast(tuple[bytes, bytes], field)
+
+
 class HpackDecoder:
     """Decodes the header blocks of one connection, in order.
 
@@ -345,9 +360,9 @@ class HpackDecoder:
         self.max_header_list_size = max_header_list_size
         # The table's capacity in effect: the last size update, else our advertised maximum.
         self._capacity = max_table_size
-        # Entries oldest first from _head on; the slots before _head were evicted and are
-        # cut off in batches, so an eviction does not move the whole list.
-        self._entries: list[tuple[bytes, bytes]] = []
+        # Entries (name, value) oldest first from _head on; the slots before _head were
+        # evicted and are cut off in batches, so an eviction does not move the whole list.
+        self._entries: list[object] = []
         self._head = 0
         self._size = 0
 
@@ -358,18 +373,19 @@ class HpackDecoder:
 
     def dynamic_table(self) -> list[tuple[bytes, bytes]]:
         """The dynamic table's entries, newest (index 62) first."""
-        return self._entries[self._head :][::-1]
+        return [_pair(field) for field in reversed(self._entries[self._head :])]
 
     def decode(self, block: bytes) -> list[tuple[bytes, bytes]]:
         """The header list of one whole header block. Raises HpackError when the block is
         malformed (the connection must then end) and HeaderListTooLarge, after decoding it
         all, when the list is past max_header_list_size."""
-        headers: list[tuple[bytes, bytes]] = []
+        headers: list[object] = []
         end = len(block)
         pos = 0
         listed = 0  # the header list's size so far
         limit = self.max_header_list_size
         fields_seen = False
+        field: object
         while pos < end:
             first = block[pos]
             pos += 1
@@ -378,59 +394,56 @@ class HpackDecoder:
                 if index == 0x7F:
                     index, pos = _read_int_rest(block, pos, index)
                 field = self._field(index)
-            elif first & 0x40:  # literal with incremental indexing (6.2.1)
-                index = first & 0x3F
-                if index == 0x3F:
-                    index, pos = _read_int_rest(block, pos, index)
-                if index:
-                    name = self._field(index)[0]
-                else:
-                    name, pos = _read_string(block, pos)
-                value, pos = _read_string(block, pos)
-                field = (name, value)
-                self._add(field)
-            elif first & 0x20:  # dynamic table size update (6.3)
+                pair = _pair(field)
+                size = len(pair[0]) + len(pair[1]) + _ENTRY_OVERHEAD
+            elif first & 0x20 and not first & 0x40:  # dynamic table size update (6.3)
                 if fields_seen:
                     raise HpackError("dynamic table size update after a header field")
-                size = first & 0x1F
-                if size == 0x1F:
-                    size, pos = _read_int_rest(block, pos, size)
-                if size > self.max_table_size:
-                    raise HpackError(f"dynamic table size update to {size}, past {self.max_table_size}")
-                self._capacity = size
+                capacity = first & 0x1F
+                if capacity == 0x1F:
+                    capacity, pos = _read_int_rest(block, pos, capacity)
+                if capacity > self.max_table_size:
+                    raise HpackError(f"dynamic table size update to {capacity}, past {self.max_table_size}")
+                self._capacity = capacity
                 self._evict(0)
                 continue
-            else:  # literal without indexing (6.2.2) or never indexed (6.2.3)
-                index = first & 0x0F
-                if index == 0x0F:
+            else:
+                # literal with incremental indexing (6.2.1, 01 and a 6-bit index), without
+                # indexing (6.2.2, 0000 and 4 bits) or never indexed (6.2.3, 0001 and 4 bits)
+                indexing = first & 0x40
+                prefix_max = 0x3F if indexing else 0x0F
+                index = first & prefix_max
+                if index == prefix_max:
                     index, pos = _read_int_rest(block, pos, index)
                 if index:
-                    name = self._field(index)[0]
+                    name = _pair(self._field(index))[0]
                 else:
                     name, pos = _read_string(block, pos)
                 value, pos = _read_string(block, pos)
                 field = (name, value)
+                size = len(name) + len(value) + _ENTRY_OVERHEAD
+                if indexing:
+                    self._add(field, size)
             fields_seen = True
-            listed += len(field[0]) + len(field[1]) + _ENTRY_OVERHEAD
+            listed += size
             if listed <= limit:
                 headers.append(field)
         if listed > limit:
             raise HeaderListTooLarge(f"header list of {listed} bytes, past {limit}")
-        return headers
+        return cast(list[tuple[bytes, bytes]], headers)
 
-    def _field(self, index: int) -> tuple[bytes, bytes]:
+    def _field(self, index: int) -> object:
         if index <= STATIC_COUNT:
             if index == 0:
                 raise HpackError("index 0")
-            return STATIC_TABLE[index - 1]
+            return _STATIC_FIELDS[index - 1]
         entries = self._entries
         at = len(entries) - 1 - (index - STATIC_COUNT - 1)
         if at < self._head:
             raise HpackError(f"index {index} past the tables")
         return entries[at]
 
-    def _add(self, field: tuple[bytes, bytes]) -> None:
-        size = len(field[0]) + len(field[1]) + _ENTRY_OVERHEAD
+    def _add(self, field: object, size: int) -> None:
         if size > self._capacity:  # empties the table and is not added (RFC 7541 4.4)
             self._entries = []
             self._head = 0
@@ -447,8 +460,8 @@ class HpackDecoder:
         size = self._size
         limit = self._capacity - room
         while size > limit:
-            field = entries[head]
-            size -= len(field[0]) + len(field[1]) + _ENTRY_OVERHEAD
+            pair = _pair(entries[head])
+            size -= len(pair[0]) + len(pair[1]) + _ENTRY_OVERHEAD
             head += 1
         if head > 64 and head * 2 > len(entries):
             del entries[:head]
