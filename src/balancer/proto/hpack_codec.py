@@ -504,11 +504,11 @@ def _int_bytes(first: int, prefix_max: int, value: int) -> bytes:
     return bytes(out)
 
 
-def _static_exact() -> dict[tuple[bytes, bytes], int]:
+def _static_exact() -> dict[object, int]:
     """(name, value) -> its static index, for every static entry (the lowest index of a
     field listed twice)."""
-    found: dict[tuple[bytes, bytes], int] = {}
-    for i, field in enumerate(STATIC_TABLE):
+    found: dict[object, int] = {}
+    for i, field in enumerate(_STATIC_FIELDS):
         if field not in found:
             found[field] = i + 1
     return found
@@ -555,9 +555,9 @@ class HpackEncoder:
         # Insertion numbers count from 0; the newest, _inserted - 1, is index 62.
         self._inserted = 0
         # field -> its static index (> 0), or -(1 + its insertion number) in the dynamic table
-        self._known: dict[tuple[bytes, bytes], int] = dict(_STATIC_EXACT)
+        self._known: dict[object, int] = dict(_STATIC_EXACT)
         self._names: dict[bytes, int] = {}  # name -> the insertion number of its newest entry
-        self._order: list[tuple[bytes, bytes]] = []  # live entries oldest first, from _head
+        self._order: list[object] = []  # live entries (name, value) oldest first, from _head
         self._head = 0
         self._pending_min = -1  # the smallest capacity since the last block; -1: no update due
 
@@ -582,15 +582,18 @@ class HpackEncoder:
             self._pending_min = -1
         known = self._known
         literal_prefixes = _LITERAL_PREFIXES
-        for field in headers:
-            where = known.get(field, 0)
+        # Objects, not tuple[bytes, bytes]: compiled, the latter is a C struct that a dict
+        # lookup would turn back into a new tuple.
+        for item in cast(list[object], headers):
+            where = known.get(item, 0)
             if where != 0:
                 index = where if where > 0 else STATIC_COUNT + self._inserted + 1 + where
                 parts.append(_INDEXED[index] if index < 0x7F else _int_bytes(0x80, 0x7F, index))
                 continue
+            field = _pair(item)
             prefix = literal_prefixes.get(field[0])
             if prefix is None:
-                self._encode_new(parts, field)
+                self._encode_new(parts, item)
                 continue
             parts.append(prefix)
             value = field[1]
@@ -599,9 +602,10 @@ class HpackEncoder:
             parts.append(value)
         return b"".join(parts)
 
-    def _encode_new(self, parts: list[bytes], field: tuple[bytes, bytes]) -> None:
+    def _encode_new(self, parts: list[bytes], item: object) -> None:
         """A field in no table, whose name is in neither _NOT_INDEXED nor _NEVER_INDEXED:
         indexed now unless too large or its name is in the table with another value."""
+        field = _pair(item)
         name = field[0]
         value = field[1]
         name_index = _STATIC_NAMES.get(name, 0)
@@ -619,16 +623,15 @@ class HpackEncoder:
         parts.append(_int_bytes(0x00, 0x7F, len(value)))
         parts.append(value)
         if index_it:
-            self._add(field)
+            self._add(item, name, len(name) + len(value) + _ENTRY_OVERHEAD)
 
-    def _add(self, field: tuple[bytes, bytes]) -> None:
-        size = len(field[0]) + len(field[1]) + _ENTRY_OVERHEAD
+    def _add(self, item: object, name: bytes, size: int) -> None:
         self._evict(size)
         number = self._inserted
         self._inserted = number + 1
-        self._order.append(field)
-        self._known[field] = -1 - number
-        self._names[field[0]] = number
+        self._order.append(item)
+        self._known[item] = -1 - number
+        self._names[name] = number
         self._size += size
 
     def _evict(self, room: int) -> None:
@@ -638,11 +641,12 @@ class HpackEncoder:
         size = self._size
         limit = self._capacity - room
         while size > limit and head < len(order):
-            field = order[head]
+            item = order[head]
+            field = _pair(item)
             size -= len(field[0]) + len(field[1]) + _ENTRY_OVERHEAD
             number = self._inserted - (len(order) - head)
-            if self._known.get(field, 0) == -1 - number:
-                del self._known[field]
+            if self._known.get(item, 0) == -1 - number:
+                del self._known[item]
             if self._names.get(field[0], -1) == number:
                 del self._names[field[0]]
             head += 1
