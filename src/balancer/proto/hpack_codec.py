@@ -11,9 +11,15 @@ once at import. Huffman strings are decoded four bits at a time through a state 
 from the RFC's code table (a state is a node of the code tree; a step follows four bits from
 it and says the node reached, whether a symbol was completed and which, and whether the
 bits consumed so far could legally end the string); the loop runs in C (proto/_huffman.c)
-where it is built, since compiled Python boxes every symbol. The encoder writes strings raw, never
-Huffman-coded: the cheapest to produce, and a response's repeated fields cost one byte each
-from the dynamic table anyway.
+where it is built, since compiled Python boxes every symbol. The encoder writes strings
+raw, never Huffman-coded: the cheapest to produce, and a response's repeated fields cost
+one byte each from the dynamic table anyway.
+
+Use (the HTTP/2 connection): `HpackDecoder(max_table_size=<our SETTINGS_HEADER_TABLE_SIZE>,
+max_header_list_size=<our SETTINGS_MAX_HEADER_LIST_SIZE>).decode(bytes(block))` per header
+block, HpackError being a connection error (COMPRESSION_ERROR) and HeaderListTooLarge one of
+the stream only; `HpackEncoder().set_max_table_size(<the peer's SETTINGS_HEADER_TABLE_SIZE>)`
+whenever its SETTINGS arrive, `encode(fields)` per block (names lower case).
 """
 
 from __future__ import annotations
@@ -474,7 +480,8 @@ class HpackDecoder:
 
 # Fields whose value changes from one message to the next: indexing them would only push
 # the repeated fields out of the table. Written as literals without indexing, their name
-# from the static table.
+# from the static table where it is there. Other names are told apart as they come: the
+# first value of a name is indexed, a second different one is not (HpackEncoder).
 _NOT_INDEXED: Final = frozenset(
     (
         b":path",
