@@ -18,11 +18,8 @@ from __future__ import annotations
 import argparse
 import re
 import shlex
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -108,7 +105,7 @@ def proxy_argv(args: argparse.Namespace, proxy: str, tmp: Path, ports: Ports, pe
         return [harness.find_binary("haproxy"), "-db", "-f", str(conf)]
     conf = tmp / "balancer-h2.toml"
     conf.write_text(balancer_config(ports, pem))
-    return shlex.split(args.balancer_cmd.replace("{config}", shlex.quote(str(conf))))
+    return harness.balancer_argv(args.balancer_cmd, conf)
 
 
 # --------------------------------------------------------------------------- measures
@@ -185,9 +182,7 @@ class Results:
 def bench_proxy(args: argparse.Namespace, proxy: str, tmp: Path, ports: Ports, pem: Path, out: Results) -> None:
     argv = proxy_argv(args, proxy, tmp, ports, pem)
     harness.progress(f"{proxy}: {shlex.join(argv)}")
-    with harness.running(proxy, argv, tmp) as proc:
-        harness.wait_for_port(proc, ports.tls)
-        harness.wait_for_port(proc, ports.h2c)
+    with harness.listening(proxy, argv, tmp, (ports.tls, ports.h2c)) as proc:
         for transport in args.transports:
             scheme, port = ("https", ports.tls) if transport == "tls" else ("http", ports.h2c)
             for streams in args.streams:
@@ -197,8 +192,7 @@ def bench_proxy(args: argparse.Namespace, proxy: str, tmp: Path, ports: Ports, p
                     f"{proxy} {transport} -m{streams}: {run.rps:,.0f} req/s, "
                     f"{harness.fmt(run.rps_per_core, '{:,.0f}')} per core, {run.failed} failed"
                 )
-                if proc.popen.poll() is not None:
-                    raise harness.BenchError(f"{proxy} died:\n{harness.log_tail(proc)}")
+                harness.check_alive(proc, proxy)
 
 
 def ratios(out: Results) -> dict[str, float | None]:
@@ -244,62 +238,49 @@ def report(args: argparse.Namespace, out: Results, meta: dict[str, object]) -> d
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--duration", type=int, default=5, help="seconds per h2load run (default 5)")
+    harness.add_part_options(
+        p, PROXIES, DEFAULT_OUTPUT, "keep configs, certificate and logs", duration=5, duration_of="h2load run"
+    )
     p.add_argument("--connections", type=int, default=16, help="h2load -c (default 16)")
     p.add_argument(
         "--streams", type=harness.csv_choice(("1", "10", "100")), default=["1", "100"], help="h2load -m values"
     )
     p.add_argument("--transports", type=harness.csv_choice(TRANSPORTS), default=list(TRANSPORTS), help="tls,h2c")
     p.add_argument("--warmup", type=int, default=1, help="seconds of unmeasured h2load before each run")
-    harness.add_part_options(p, PROXIES, DEFAULT_OUTPUT, "keep configs, certificate and logs")
-    args = p.parse_args(argv)
+    args = harness.parse_part_args(p, argv)
     if args.duration <= 0 or args.connections < 1 or args.warmup < 0:
         p.error("--duration and --connections must be positive")
     args.streams = [int(s) for s in args.streams]
-    args.balancer_cmd = harness.with_config(args.balancer_cmd)
-    # What harness.metadata reads.
-    args.threads, args.pin, args.repeat = 1, False, 1
     return args
+
+
+def measure_all(args: argparse.Namespace, tmp: Path) -> Results:
+    out = Results()
+    pem = tlsbench.make_pem(tmp, "ecdsa")
+    free = harness.free_ports(4)
+    ports = Ports(backend=free[0], tls=free[1], h2c=free[2])
+    with harness.nginx_backend(tmp, harness.Ports(free[0], free[3], 0, 0, 0)):
+        for proxy in (p for p in PROXIES if p in args.only):
+            try:
+                bench_proxy(args, proxy, tmp, ports, pem, out)
+            except harness.BenchError as exc:
+                out.failures[proxy] = str(exc)
+                harness.progress(f"{proxy}: FAILED: {exc}")
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, harness.on_sigterm)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    tmp = Path(tempfile.mkdtemp(prefix="balancer-bench-h2-"))
-    tmp.chmod(0o755)  # nginx workers run as nobody when started as root
     meta: dict[str, object] = {**harness.metadata(args), "streams": args.streams, "transports": args.transports}
     meta["versions"] = {**meta["versions"], "h2load": harness.version_of(["h2load", "--version"])}  # type: ignore[dict-item]
-    out = Results()
     started = time.monotonic()
-    try:
-        pem = tlsbench.make_pem(tmp, "ecdsa")
-        free = harness.free_ports(4)
-        ports = Ports(backend=free[0], tls=free[1], h2c=free[2])
-        web_ports = harness.Ports(free[0], free[3], 0, 0, 0)
-        web_argv = harness.nginx_argv(tmp, "nginx-backend", harness.backend_config(tmp / "nginx-backend", web_ports))
-        with harness.running("backend", web_argv, tmp) as web:
-            harness.wait_for_port(web, ports.backend)
-            for proxy in (p for p in PROXIES if p in args.only):
-                try:
-                    bench_proxy(args, proxy, tmp, ports, pem, out)
-                except harness.BenchError as exc:
-                    out.failures[proxy] = str(exc)
-                    harness.progress(f"{proxy}: FAILED: {exc}")
-    except harness.BenchError as exc:
-        harness.progress(f"FAILED: {exc}")
-        return 1
-    except KeyboardInterrupt:
-        harness.progress("interrupted")
-        return 130
-    finally:
-        if args.keep_tmp:
-            harness.progress(f"kept in {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
-    meta["elapsed_s"] = round(time.monotonic() - started, 1)
-    report(args, out, meta)
-    return 1 if out.failures else 0
+
+    def finish(out: Results) -> int:
+        meta["elapsed_s"] = round(time.monotonic() - started, 1)
+        report(args, out, meta)
+        return 1 if out.failures else 0
+
+    return harness.bench_main("balancer-bench-h2-", args.keep_tmp, lambda tmp: measure_all(args, tmp), finish)
 
 
 if __name__ == "__main__":

@@ -22,13 +22,11 @@ Writes JSON to bench/results/latency-latest.json.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shlex
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -98,30 +96,23 @@ def run_paced(args: argparse.Namespace, target: str, port: int, rate: float) -> 
     )
 
 
-def with_proxy(args: argparse.Namespace, proxy: str, tmp: Path, ports: harness.Ports) -> harness.Proc:
-    """Start `proxy` as bench/run.py does and check it balances; the caller stops it."""
+@contextlib.contextmanager
+def proxy_serving(args: argparse.Namespace, proxy: str, tmp: Path, ports: harness.Ports) -> Iterator[harness.Proc]:
+    """`proxy` started as bench/run.py starts it, checked to balance, stopped on leaving."""
     argv = harness.proxy_argv(proxy, tmp, ports, args.balancer_cmd)
     harness.progress(f"{proxy}: {shlex.join(argv)}")
-    proc = harness.start(proxy, argv, tmp)
-    try:
-        port = harness.proxy_port(proxy, ports)
-        harness.wait_for_port(proc, port)
+    port = harness.proxy_port(proxy, ports)
+    with harness.listening(proxy, argv, tmp, (port,)) as proc:
         harness.check_balancing(proxy, port)
-    except harness.BenchError:
-        harness.stop(proc)
-        raise
-    return proc
+        yield proc
 
 
 def measure_all(args: argparse.Namespace, tmp: Path, ports: harness.Ports, out: Results) -> None:
     proxies = [p for p in PROXIES if p in args.only]
     for proxy in proxies:
         try:
-            proc = with_proxy(args, proxy, tmp, ports)
-            try:
+            with proxy_serving(args, proxy, tmp, ports) as proc:
                 peak = harness.measure(args, proc, harness.proxy_port(proxy, ports), "varied")
-            finally:
-                harness.stop(proc)
             out.peaks[proxy] = peak.rps
             harness.progress(f"{proxy}: peak {peak.rps:,.0f} req/s (varied heads)")
         except harness.BenchError as exc:
@@ -135,11 +126,8 @@ def measure_all(args: argparse.Namespace, tmp: Path, ports: harness.Ports, out: 
     out.paced.append(direct)
     for proxy in (p for p in proxies if p in out.peaks):
         try:
-            proc = with_proxy(args, proxy, tmp, ports)
-            try:
+            with proxy_serving(args, proxy, tmp, ports):
                 paced = run_paced(args, proxy, harness.proxy_port(proxy, ports), rate)
-            finally:
-                harness.stop(proc)
         except harness.BenchError as exc:
             out.failures[proxy] = str(exc)
             continue
@@ -189,48 +177,36 @@ def report(args: argparse.Namespace, out: Results, meta: dict[str, object]) -> d
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--duration", type=int, default=10, help="seconds per peak and paced run (default 10)")
+    harness.add_part_options(
+        p, PROXIES, DEFAULT_OUTPUT, "keep configs and logs", duration=10, duration_of="peak and paced run"
+    )
     p.add_argument("--connections", type=int, default=64, help="wrk -c for the peak runs (default 64)")
     p.add_argument("--paced-connections", type=int, default=32, help="wrk -c for the paced runs (default 32)")
     p.add_argument("--rate", type=float, default=0.0, help="offered req/s; 0: half of the lowest peak (default)")
     p.add_argument("--warmup", type=int, default=1, help="seconds of unmeasured wrk before each peak run")
-    harness.add_part_options(p, PROXIES, DEFAULT_OUTPUT, "keep configs and logs")
-    args = p.parse_args(argv)
+    args = harness.parse_part_args(p, argv)
     if args.duration <= 0 or args.connections < 1 or args.paced_connections < 1 or args.rate < 0:
         p.error("--duration and the connection counts must be positive, --rate at least 0")
-    args.balancer_cmd = harness.with_config(args.balancer_cmd)
-    args.threads, args.pin, args.repeat = 1, False, 1  # what harness.measure and metadata read
     return args
+
+
+def run_all(args: argparse.Namespace, tmp: Path) -> Results:
+    out = Results()
+    ports = harness.Ports(*harness.free_ports(7))
+    with harness.nginx_backend(tmp, ports):
+        measure_all(args, tmp, ports, out)
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, harness.on_sigterm)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    tmp = Path(tempfile.mkdtemp(prefix="balancer-bench-latency-"))
-    tmp.chmod(0o755)  # nginx workers run as nobody when started as root
     meta = harness.metadata(args)
-    out = Results()
-    try:
-        ports = harness.Ports(*harness.free_ports(7))
-        backend_argv = harness.nginx_argv(tmp, "nginx-backend", harness.backend_config(tmp / "nginx-backend", ports))
-        with harness.running("backend", backend_argv, tmp) as backend:
-            harness.wait_for_port(backend, ports.backend1)
-            harness.wait_for_port(backend, ports.backend2)
-            measure_all(args, tmp, ports, out)
-    except harness.BenchError as exc:
-        harness.progress(f"FAILED: {exc}")
-        return 1
-    except KeyboardInterrupt:
-        harness.progress("interrupted")
-        return 130
-    finally:
-        if args.keep_tmp:
-            harness.progress(f"kept in {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
-    report(args, out, meta)
-    return 1 if out.failures else 0
+
+    def finish(out: Results) -> int:
+        report(args, out, meta)
+        return 1 if out.failures else 0
+
+    return harness.bench_main("balancer-bench-latency-", args.keep_tmp, lambda tmp: run_all(args, tmp), finish)
 
 
 if __name__ == "__main__":

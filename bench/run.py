@@ -41,6 +41,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
+from typing import TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import peers  # bench/peers.py: the Python peers' venv
@@ -176,6 +177,23 @@ def running(name: str, argv: Sequence[str], tmp: Path) -> Iterator[Proc]:
             stop(proc)
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, masked)
+
+
+@contextlib.contextmanager
+def listening(name: str, argv: Sequence[str], tmp: Path, ports: Sequence[int]) -> Iterator[Proc]:
+    """A process's life in a bench: started as `running` starts it, handed over once it accepts
+    connections on every one of `ports` (BenchError if it exits or is not listening by then),
+    stopped on leaving."""
+    with running(name, argv, tmp) as proc:
+        for port in ports:
+            wait_for_port(proc, port)
+        yield proc
+
+
+def check_alive(proc: Proc, what: str) -> None:
+    """BenchError, with the end of its log, when `proc` has exited; `what` names it in the message."""
+    if proc.popen.poll() is not None:
+        raise BenchError(f"{what} died:\n{log_tail(proc)}")
 
 
 def log_tail(proc: Proc, lines: int = 15) -> str:
@@ -332,6 +350,21 @@ balance = "roundrobin"
 """
 
 
+@contextlib.contextmanager
+def nginx_backend(tmp: Path, ports: Ports, pin: bool = False) -> Iterator[Proc]:
+    """The NGINX backend of every bench (servers s1 and s2 on ports.backend1 and ports.backend2),
+    listening on both for the life of the block."""
+    argv = pinned(nginx_argv(tmp, "nginx-backend", backend_config(tmp / "nginx-backend", ports)), "load", pin)
+    progress(f"backend: nginx on 127.0.0.1:{ports.backend1} (s1) and 127.0.0.1:{ports.backend2} (s2)")
+    with listening("backend", argv, tmp, (ports.backend1, ports.backend2)) as backend:
+        yield backend
+
+
+def balancer_argv(balancer_cmd: str, conf: Path) -> list[str]:
+    """The --balancer-cmd command line (after with_config) with its {config} placeholder set to `conf`."""
+    return shlex.split(balancer_cmd.replace("{config}", shlex.quote(str(conf))))
+
+
 def nginx_argv(tmp: Path, name: str, config: str) -> list[str]:
     prefix = tmp / name
     prefix.mkdir(exist_ok=True)  # reused by every round
@@ -362,7 +395,7 @@ def proxy_argv(proxy: str, tmp: Path, ports: Ports, balancer_cmd: str, workers: 
         return [sys.executable, str(FLOOR_PROXY), "--listen", f"127.0.0.1:{ports.pyfloor}", *servers]
     conf = tmp / "balancer.toml"
     conf.write_text(balancer_config(tmp, ports, workers))
-    return shlex.split(balancer_cmd.replace("{config}", shlex.quote(str(conf))))
+    return balancer_argv(balancer_cmd, conf)
 
 
 def proxy_port(proxy: str, ports: Ports) -> int:
@@ -591,8 +624,7 @@ def bench_proxy(args: argparse.Namespace, proxy: str, tmp: Path, ports: Ports, o
     argv = pinned(proxy_argv(proxy, tmp, ports, args.balancer_cmd, args.balancer_workers), "proxy", args.pin)
     label = f"{proxy} [round {rnd}/{args.repeat}]" if args.repeat > 1 else proxy
     progress(f"{label}: starting on 127.0.0.1:{port}: {shlex.join(argv)}")
-    with running(proxy, argv, tmp) as proc:
-        wait_for_port(proc, port)
+    with listening(proxy, argv, tmp, (port,)) as proc:
         seen = check_balancing(proxy, port)
         progress(f"{label}: balancing ok, X-Server: {' '.join(seen)}")
         for scenario in args.scenarios:
@@ -763,12 +795,37 @@ def progress(message: str) -> None:
 # --------------------------------------------------------------------------- main
 
 
-def add_part_options(p: argparse.ArgumentParser, proxies: Sequence[str], output: Path, keep: str) -> None:
-    """The options every part of the bench shares: --only, --balancer-cmd, --output, --keep-tmp."""
-    p.add_argument("--only", type=csv_choice(proxies), default=list(proxies), help="e.g. haproxy,balancer")
-    p.add_argument("--balancer-cmd", default=DEFAULT_BALANCER_CMD, help="as in bench/run.py")
+def add_part_options(
+    p: argparse.ArgumentParser,
+    proxies: Sequence[str],
+    output: Path,
+    keep: str,
+    *,
+    duration: int,
+    duration_of: str,
+    only_help: str = "e.g. haproxy,balancer",
+    balancer_cmd_help: str = "as in bench/run.py",
+) -> None:
+    """The options every part of the bench shares: --duration (seconds per `duration_of`, default
+    `duration`), --only (a comma-separated subset of `proxies`), --balancer-cmd, --output (default
+    `output`) and --keep-tmp (`keep`: what it keeps). parse_part_args reads them."""
+    p.add_argument("--duration", type=int, default=duration, help=f"seconds per {duration_of} (default {duration})")
+    p.add_argument("--only", type=csv_choice(proxies), default=list(proxies), help=only_help)
+    p.add_argument("--balancer-cmd", default=DEFAULT_BALANCER_CMD, help=balancer_cmd_help)
     p.add_argument("--output", type=Path, default=output, help="JSON results (default: %(default)s)")
     p.add_argument("--keep-tmp", action="store_true", help=keep)
+
+
+def parse_part_args(p: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse with the options of add_part_options: --balancer-cmd gets its {config} placeholder,
+    and a part that has no --threads, --pin or --repeat of its own reads one wrk thread, no
+    pinning and one round (what measure and metadata read)."""
+    args = p.parse_args(argv)
+    args.balancer_cmd = with_config(args.balancer_cmd)
+    for name, default in (("threads", 1), ("pin", False), ("repeat", 1)):
+        if not hasattr(args, name):
+            setattr(args, name, default)
+    return args
 
 
 def with_config(balancer_cmd: str) -> str:
@@ -789,11 +846,20 @@ def csv_choice(allowed: Sequence[str]) -> Callable[[str], list[str]]:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--duration", type=int, default=10, help="seconds per wrk run (default 10)")
+    add_part_options(
+        p,
+        PROXIES,
+        DEFAULT_OUTPUT,
+        "keep configs and logs for inspection",
+        duration=10,
+        duration_of="wrk run",
+        only_help="e.g. haproxy,nginx",
+        balancer_cmd_help="command line starting balancer; {config} is replaced by the TOML path, "
+        "else `-c PATH` is appended (default: %(default)s)",
+    )
     p.add_argument("--connections", type=int, default=64, help="wrk -c (default 64)")
     p.add_argument("--threads", type=int, default=1, help="wrk -t (default 1)")
     p.add_argument("--warmup", type=int, default=1, help="seconds of unmeasured wrk before each run, 0: none")
-    p.add_argument("--only", type=csv_choice(PROXIES), default=list(PROXIES), help="e.g. haproxy,nginx")
     p.add_argument("--scenarios", type=csv_choice(tuple(SCENARIOS)), default=list(SCENARIOS))
     p.add_argument("--repeat", type=int, default=1, help="rounds over all proxies; the median is reported")
     p.add_argument(
@@ -802,23 +868,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="pin the proxy to the first CPU and backend + wrk to the others (steadier figures)",
     )
     p.add_argument(
-        "--balancer-cmd",
-        default=DEFAULT_BALANCER_CMD,
-        help="command line starting balancer; {config} is replaced by the TOML path, "
-        "else `-c PATH` is appended (default: %(default)s)",
-    )
-    p.add_argument(
         "--balancer-workers",
         type=int,
         default=1,
         help="balancer worker processes (default 1; run with 2 to compare, as issue 3 asks)",
     )
-    p.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="JSON results (default: %(default)s)")
-    p.add_argument("--keep-tmp", action="store_true", help="keep configs and logs for inspection")
-    args = p.parse_args(argv)
+    args = parse_part_args(p, argv)
     if args.warmup < 0 or args.duration <= 0 or args.connections < 1 or args.threads < 1 or args.repeat < 1:
         p.error("--duration, --connections, --threads and --repeat must be positive")
-    args.balancer_cmd = with_config(args.balancer_cmd)
     return args
 
 
@@ -827,16 +884,44 @@ def on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)
 
 
+Measured = TypeVar("Measured")
+
+
+def bench_main(
+    tmp_prefix: str, keep_tmp: bool, measure: Callable[[Path], Measured], finish: Callable[[Measured], int]
+) -> int:
+    """The main() of every bench script: SIGTERM and Ctrl-C become exceptions, so the `running`
+    blocks stop every process started; `measure` runs with a fresh temporary directory for
+    configs and logs (removed after it, kept when `keep_tmp`); `finish` then reports what it
+    returned. Returns the exit status: 1 when measure raised BenchError, 130 on Ctrl-C, else
+    finish's."""
+    signal.signal(signal.SIGTERM, on_sigterm)
+    # Ctrl-C must clean up even when started from a shell that ignores SIGINT in background jobs.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    tmp = Path(tempfile.mkdtemp(prefix=tmp_prefix))
+    # nginx workers drop to `nobody` when started as root; they must be able to reach the prefix.
+    tmp.chmod(0o755)
+    try:
+        measured = measure(tmp)
+    except BenchError as exc:
+        progress(f"FAILED: {exc}")
+        return 1
+    except KeyboardInterrupt:
+        progress("interrupted")
+        return 130
+    finally:
+        if keep_tmp:
+            progress(f"configs and logs kept in {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return finish(measured)
+
+
 def run_all(args: argparse.Namespace, tmp: Path) -> Results:
     ports = Ports(*free_ports(7))
     out = Results()
     out.notes["unable"] = dict(UNABLE)
-    backend_argv = nginx_argv(tmp, "nginx-backend", backend_config(tmp / "nginx-backend", ports))
-    backend_argv = pinned(backend_argv, "load", args.pin)
-    progress(f"backend: nginx on 127.0.0.1:{ports.backend1} (s1) and 127.0.0.1:{ports.backend2} (s2)")
-    with running("backend", backend_argv, tmp) as backend:
-        wait_for_port(backend, ports.backend1)
-        wait_for_port(backend, ports.backend2)
+    with nginx_backend(tmp, ports, args.pin) as backend:
         # Rounds interleave the proxies so a slow spell of a shared machine hits them all alike.
         for rnd in range(1, args.repeat + 1):
             for proxy in (p for p in PROXIES if p in args.only and p not in out.failures):
@@ -845,35 +930,19 @@ def run_all(args: argparse.Namespace, tmp: Path) -> Results:
                 except BenchError as exc:
                     out.failures[proxy] = str(exc)
                     progress(f"{proxy}: FAILED: {exc}")
-                if backend.popen.poll() is not None:
-                    raise BenchError(f"backend nginx died:\n{log_tail(backend)}")
+                check_alive(backend, "backend nginx")
     return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, on_sigterm)
-    # Ctrl-C must clean up even when started from a shell that ignores SIGINT in background jobs.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    tmp = Path(tempfile.mkdtemp(prefix="balancer-bench-"))
-    # nginx workers drop to `nobody` when started as root; they must be able to reach the prefix.
-    tmp.chmod(0o755)
     meta = metadata(args)
-    try:
-        out = run_all(args, tmp)
-    except BenchError as exc:
-        progress(f"FAILED: {exc}")
-        return 1
-    except KeyboardInterrupt:
-        progress("interrupted")
-        return 130
-    finally:
-        if args.keep_tmp:
-            progress(f"configs and logs kept in {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
-    report(args, meta, out)
-    return 1 if out.failures else 0
+
+    def finish(out: Results) -> int:
+        report(args, meta, out)
+        return 1 if out.failures else 0
+
+    return bench_main("balancer-bench-", args.keep_tmp, lambda tmp: run_all(args, tmp), finish)
 
 
 def report(args: argparse.Namespace, meta: dict[str, object], out: Results) -> None:

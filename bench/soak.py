@@ -42,10 +42,7 @@ import math
 import os
 import re
 import shlex
-import shutil
-import signal
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -825,18 +822,12 @@ def drive(soak: Soak) -> None:
 def run_soak(args: argparse.Namespace, tmp: Path) -> dict[str, object]:
     b1, b2, lb, admin = harness.free_ports(4)
     ports = harness.Ports(b1, b2, 0, 0, lb)
-    backend_argv = harness.nginx_argv(tmp, "nginx-backend", harness.backend_config(tmp / "nginx-backend", ports))
-    harness.progress(f"backend: nginx on 127.0.0.1:{b1} (s1) and 127.0.0.1:{b2} (s2)")
-    with harness.running("backend", backend_argv, tmp) as backend:
-        harness.wait_for_port(backend, b1)
-        harness.wait_for_port(backend, b2)
+    with harness.nginx_backend(tmp, ports) as backend:
         conf = tmp / "balancer.toml"
         conf.write_text(soak_config(tmp, ports, args.workers, admin))
-        argv = shlex.split(args.balancer_cmd.replace("{config}", shlex.quote(str(conf))))
+        argv = harness.balancer_argv(args.balancer_cmd, conf)
         harness.progress(f"balancer: {shlex.join(argv)} on 127.0.0.1:{lb}, admin 127.0.0.1:{admin}")
-        with harness.running("balancer", argv, tmp) as proc:
-            harness.wait_for_port(proc, lb)
-            harness.wait_for_port(proc, admin)
+        with harness.listening("balancer", argv, tmp, (lb, admin)) as proc:
             harness.check_balancing("balancer", lb)
             peak = None
             rate = args.rate
@@ -855,8 +846,7 @@ def run_soak(args: argparse.Namespace, tmp: Path) -> dict[str, object]:
             if proc.popen.poll() is not None:
                 raise harness.BenchError(f"balancer died during the soak:\n{harness.log_tail(proc)}")
             master_log = proc.log.read_text(errors="replace")
-            if backend.popen.poll() is not None:
-                raise harness.BenchError(f"backend nginx died:\n{harness.log_tail(backend)}")
+            harness.check_alive(backend, "backend nginx")
         access_log = tmp / "access.log"
         return {
             "date": start_date.isoformat(timespec="seconds"),
@@ -919,23 +909,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, harness.on_sigterm)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    tmp = Path(tempfile.mkdtemp(prefix="balancer-soak-"))
-    tmp.chmod(0o755)  # nginx workers drop to `nobody` when started as root
-    try:
-        report = run_soak(args, tmp)
-    except harness.BenchError as exc:
-        harness.progress(f"FAILED: {exc}")
-        return 1
-    except KeyboardInterrupt:
-        harness.progress("interrupted")
-        return 130
-    finally:
-        if args.keep_tmp:
-            harness.progress(f"configs and logs kept in {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+    return harness.bench_main(
+        "balancer-soak-", args.keep_tmp, lambda tmp: run_soak(args, tmp), lambda r: report_soak(args, r)
+    )
+
+
+def report_soak(args: argparse.Namespace, report: dict[str, object]) -> int:
+    """Write the JSON and the plot, print the summary; 1 if a request failed, a reload was
+    refused or balancer logged a traceback."""
     soak = report.pop("_soak")
     assert isinstance(soak, Soak)
     harness.write_json(args.output, report)

@@ -24,11 +24,8 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -110,7 +107,7 @@ def proxy_argv(args: argparse.Namespace, proxy: str, tmp: Path, ports: Ports) ->
         return peers.pproxy_argv(listens)
     conf = tmp / "balancer-tcp.toml"
     conf.write_text(balancer_config(ports))
-    return shlex.split(args.balancer_cmd.replace("{config}", shlex.quote(str(conf))))
+    return harness.balancer_argv(args.balancer_cmd, conf)
 
 
 # --------------------------------------------------------------------------- measures
@@ -189,11 +186,10 @@ class Results:
 def bench_proxy(args: argparse.Namespace, proxy: str, tmp: Path, ports: Ports, out: Results) -> None:
     argv = proxy_argv(args, proxy, tmp, ports)
     harness.progress(f"{proxy}: {shlex.join(argv)}")
-    with harness.running(proxy, argv, tmp) as proc:
-        # Only the web port is probed: a probe through the sink port would start an iperf3 test
-        # that the server is still tearing down when the measured client connects (it then
-        # refuses it as busy). Every proxy here opens both listeners at once.
-        harness.wait_for_port(proc, ports.relay_web)
+    # Only the web port is probed: a probe through the sink port would start an iperf3 test
+    # that the server is still tearing down when the measured client connects (it then
+    # refuses it as busy). Every proxy here opens both listeners at once.
+    with harness.listening(proxy, argv, tmp, (ports.relay_web,)) as proc:
         bulk = run_bulk(args, proc, ports.relay_sink)
         out.bulk.append(bulk)
         harness.progress(
@@ -204,8 +200,7 @@ def bench_proxy(args: argparse.Namespace, proxy: str, tmp: Path, ports: Ports, o
         harness.progress(
             f"{proxy}: {conns.per_s:,.0f} new connections/s, {harness.fmt(conns.per_core, '{:,.0f}')} per core"
         )
-        if proc.popen.poll() is not None:
-            raise harness.BenchError(f"{proxy} died:\n{harness.log_tail(proc)}")
+        harness.check_alive(proc, proxy)
 
 
 def ratios(out: Results) -> dict[str, float | None]:
@@ -269,58 +264,47 @@ def report(args: argparse.Namespace, out: Results, meta: dict[str, object]) -> d
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--duration", type=int, default=10, help="seconds per iperf3 and wrk run (default 10)")
+    harness.add_part_options(
+        p, PROXIES, DEFAULT_OUTPUT, "keep configs and logs", duration=10, duration_of="iperf3 and wrk run"
+    )
     p.add_argument("--streams", type=int, default=4, help="iperf3 -P, parallel bulk streams (default 4)")
     p.add_argument("--connections", type=int, default=64, help="wrk -c for the new-connection run (default 64)")
     p.add_argument("--warmup", type=int, default=1, help="seconds of unmeasured wrk before the run")
-    harness.add_part_options(p, PROXIES, DEFAULT_OUTPUT, "keep configs and logs")
-    args = p.parse_args(argv)
+    args = harness.parse_part_args(p, argv)
     if args.duration <= 0 or args.streams < 1 or args.connections < 1 or args.warmup < 0:
         p.error("--duration, --streams and --connections must be positive")
-    args.balancer_cmd = harness.with_config(args.balancer_cmd)
-    # What harness.measure reads: one wrk thread, no pinning.
-    args.threads, args.pin, args.repeat = 1, False, 1
     return args
+
+
+def measure_all(args: argparse.Namespace, tmp: Path) -> Results:
+    out = Results()
+    free = harness.free_ports(6)
+    ports = Ports(sink=free[0], web=free[1], relay_sink=free[2], relay_web=free[3])
+    sink_argv = [harness.find_binary("iperf3"), "-s", "-B", "127.0.0.1", "-p", str(ports.sink)]
+    with (
+        harness.nginx_backend(tmp, harness.Ports(free[1], free[4], 0, 0, 0)),
+        harness.listening("sink", sink_argv, tmp, (ports.sink,)),
+    ):
+        for proxy in (p for p in PROXIES if p in args.only):
+            try:
+                bench_proxy(args, proxy, tmp, ports, out)
+            except harness.BenchError as exc:
+                out.failures[proxy] = str(exc)
+                harness.progress(f"{proxy}: FAILED: {exc}")
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, harness.on_sigterm)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    tmp = Path(tempfile.mkdtemp(prefix="balancer-bench-tcp-"))
-    tmp.chmod(0o755)  # nginx workers run as nobody when started as root
     meta: dict[str, object] = {**harness.metadata(args), "streams": args.streams}
     meta["versions"] = {**meta["versions"], "iperf3": harness.version_of(["iperf3", "--version"])}  # type: ignore[dict-item]
     meta["versions"]["pproxy"] = peers.version("pproxy")  # type: ignore[index]
-    out = Results()
-    try:
-        free = harness.free_ports(6)
-        ports = Ports(sink=free[0], web=free[1], relay_sink=free[2], relay_web=free[3])
-        web_ports = harness.Ports(free[1], free[4], 0, 0, 0)
-        web_argv = harness.nginx_argv(tmp, "nginx-backend", harness.backend_config(tmp / "nginx-backend", web_ports))
-        sink_argv = [harness.find_binary("iperf3"), "-s", "-B", "127.0.0.1", "-p", str(ports.sink)]
-        with harness.running("backend", web_argv, tmp) as web, harness.running("sink", sink_argv, tmp) as sink:
-            harness.wait_for_port(web, ports.web)
-            harness.wait_for_port(sink, ports.sink)
-            for proxy in (p for p in PROXIES if p in args.only):
-                try:
-                    bench_proxy(args, proxy, tmp, ports, out)
-                except harness.BenchError as exc:
-                    out.failures[proxy] = str(exc)
-                    harness.progress(f"{proxy}: FAILED: {exc}")
-    except harness.BenchError as exc:
-        harness.progress(f"FAILED: {exc}")
-        return 1
-    except KeyboardInterrupt:
-        harness.progress("interrupted")
-        return 130
-    finally:
-        if args.keep_tmp:
-            harness.progress(f"kept in {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
-    report(args, out, meta)
-    return 1 if out.failures else 0
+
+    def finish(out: Results) -> int:
+        report(args, out, meta)
+        return 1 if out.failures else 0
+
+    return harness.bench_main("balancer-bench-tcp-", args.keep_tmp, lambda tmp: measure_all(args, tmp), finish)
 
 
 if __name__ == "__main__":

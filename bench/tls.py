@@ -35,11 +35,9 @@ import re
 import resource
 import shlex
 import shutil
-import signal
 import ssl
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from collections.abc import Sequence
@@ -63,8 +61,8 @@ HEADS = {"varied": ["-s", str(Path(__file__).resolve().parent / "varied.lua")], 
 IDLE_SETTLE = 2.0  # seconds between the last connection opened and reading RSS
 
 
-class BenchError(Exception):
-    pass
+class BenchError(harness.BenchError):
+    """A TLS part failed (certificate, handshake, answer); a proxy's failure like the harness's."""
 
 
 def progress(message: str) -> None:
@@ -194,7 +192,7 @@ def proxy_argv(args: argparse.Namespace, proxy: str, tmp: Path, ports: ProxyPort
         return [harness.find_binary("haproxy"), "-db", "-f", str(conf)]
     conf = tmp / "balancer-tls.toml"
     conf.write_text(balancer_config(tmp, ports, pems, backend, maxconn(args)))
-    return shlex.split(args.balancer_cmd.replace("{config}", shlex.quote(str(conf))))
+    return harness.balancer_argv(args.balancer_cmd, conf)
 
 
 def maxconn(args: argparse.Namespace) -> int:
@@ -567,9 +565,7 @@ def bench_proxy(args: argparse.Namespace, proxy: str, tmp: Path, pems: dict[str,
             progress(f"{proxy}: {kind}: holding {count} idle connections, not {requested}: open-files limit")
         if count > 0:
             # A fresh process for each, so memory freed by earlier connections is not reused.
-            with harness.running(proxy, argv, tmp) as proc:
-                for port in (ports.ecdsa, ports.plain):
-                    harness.wait_for_port(proc, port)
+            with harness.listening(proxy, argv, tmp, (ports.ecdsa, ports.plain)) as proc:
                 port = ports.plain if kind == "plain" else ports.ecdsa
                 idle = asyncio.run(measure_idle_async(proc, port, count, kind == "tls"))
                 idle.requested = requested
@@ -578,9 +574,7 @@ def bench_proxy(args: argparse.Namespace, proxy: str, tmp: Path, pems: dict[str,
                 out.idle.append(idle)
                 per = fmt(None if idle.per_connection is None else idle.per_connection / 1024, "{:.1f}")
                 progress(f"{proxy}: {idle.held} idle {kind} connections, {per} KiB RSS each")
-    with harness.running(proxy, argv, tmp) as proc:
-        for port in (ports.ecdsa, ports.rsa, ports.plain):
-            harness.wait_for_port(proc, port)
+    with harness.listening(proxy, argv, tmp, (ports.ecdsa, ports.rsa, ports.plain)) as proc:
         check_answers(proxy, ports)
         for key in KEYS:
             result = run_handshakes(args, proc, ports.of(key), key)
@@ -593,29 +587,46 @@ def bench_proxy(args: argparse.Namespace, proxy: str, tmp: Path, pems: dict[str,
             out.keepalive.append(keepalive)
             per_core = fmt(keepalive.per_core, "{:,.0f}")
             progress(f"{proxy}: TLS keep-alive, {heads} heads: {keepalive.rps:,.0f} req/s, {per_core} per proxy core")
-        if proc.popen.poll() is not None:
-            raise BenchError(f"{proxy} died:\n{harness.log_tail(proc)}")
+        harness.check_alive(proc, proxy)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--duration", type=int, default=10, help="seconds per handshake and wrk run (default 10)")
+    harness.add_part_options(
+        p,
+        PROXIES,
+        DEFAULT_OUTPUT,
+        "keep configs, certificates and logs",
+        duration=10,
+        duration_of="handshake and wrk run",
+    )
     p.add_argument("--clients", type=int, default=2, help="parallel `openssl s_time` clients (default 2)")
     p.add_argument("--connections", type=int, default=64, help="wrk -c (default 64)")
     p.add_argument("--idle-plain", type=int, default=120_000, help="idle plain connections, 0: skip (default 120000)")
     p.add_argument("--idle-tls", type=int, default=40_000, help="idle TLS connections, 0: skip (default 40000)")
-    harness.add_part_options(p, PROXIES, DEFAULT_OUTPUT, "keep configs, certificates and logs")
-    args = p.parse_args(argv)
+    args = harness.parse_part_args(p, argv)
     if args.duration <= 0 or args.clients < 1 or args.connections < 1 or min(args.idle_plain, args.idle_tls) < 0:
         p.error("--duration, --clients and --connections must be positive, --idle-* at least 0")
-    args.balancer_cmd = harness.with_config(args.balancer_cmd)
     return args
+
+
+def measure_all(args: argparse.Namespace, tmp: Path) -> Results:
+    out = Results()
+    pems = {key: make_pem(tmp, key) for key in KEYS}
+    backend_ports = harness.Ports(*harness.free_ports(5))
+    args.backend_port = backend_ports.backend1
+    with harness.nginx_backend(tmp, backend_ports):
+        for proxy in (p for p in PROXIES if p in args.only):
+            try:
+                bench_proxy(args, proxy, tmp, pems, out)
+            except harness.BenchError as exc:
+                out.failures[proxy] = str(exc)
+                progress(f"{proxy}: FAILED: {exc}")
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, harness.on_sigterm)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
     # Client: one descriptor per idle connection; proxies: two (client + server side) and spare.
     args.fd_limit = 1 << 30  # maxconn() below: the idle counts alone
     args.fd_limit = raise_fd_limit(2 * maxconn(args) + 50_000)
@@ -623,8 +634,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         import uvloop
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    tmp = Path(tempfile.mkdtemp(prefix="balancer-bench-tls-"))
-    tmp.chmod(0o755)  # nginx workers run as nobody when started as root
     meta: dict[str, object] = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "host": {"cpus": os.cpu_count(), "cpu_model": harness.cpu_model(), "kernel": platform.release()},
@@ -639,35 +648,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "idle_connections": {"plain": args.idle_plain, "tls": args.idle_tls},
         "idle_source_span": SOURCE_SPAN,
     }
-    out = Results()
-    try:
-        pems = {key: make_pem(tmp, key) for key in KEYS}
-        backend_ports = harness.Ports(*harness.free_ports(5))
-        args.backend_port = backend_ports.backend1
-        backend_argv = harness.nginx_argv(
-            tmp, "nginx-backend", harness.backend_config(tmp / "nginx-backend", backend_ports)
-        )
-        with harness.running("backend", backend_argv, tmp) as backend:
-            harness.wait_for_port(backend, backend_ports.backend1)
-            for proxy in (p for p in PROXIES if p in args.only):
-                try:
-                    bench_proxy(args, proxy, tmp, pems, out)
-                except (BenchError, harness.BenchError) as exc:
-                    out.failures[proxy] = str(exc)
-                    progress(f"{proxy}: FAILED: {exc}")
-    except (BenchError, harness.BenchError) as exc:
-        progress(f"FAILED: {exc}")
-        return 1
-    except KeyboardInterrupt:
-        progress("interrupted")
-        return 130
-    finally:
-        if args.keep_tmp:
-            progress(f"kept in {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
-    report(args, out, meta)
-    return 1 if out.failures else 0
+
+    def finish(out: Results) -> int:
+        report(args, out, meta)
+        return 1 if out.failures else 0
+
+    return harness.bench_main("balancer-bench-tls-", args.keep_tmp, lambda tmp: measure_all(args, tmp), finish)
 
 
 if __name__ == "__main__":
