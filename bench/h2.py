@@ -205,7 +205,7 @@ def ratios(out: Results) -> dict[str, float | None]:
     return found
 
 
-def report(args: argparse.Namespace, out: Results, meta: dict[str, object]) -> dict[str, object]:
+def report(args: argparse.Namespace, out: Results, meta: dict[str, object]) -> int:
     print(f"\nHTTP/2 (h2load -t1 -c{args.connections} -D {args.duration}, NGINX backend)")
     print(
         harness.text_table(
@@ -228,12 +228,8 @@ def report(args: argparse.Namespace, out: Results, meta: dict[str, object]) -> d
     rat = ratios(out)
     for name, value in rat.items():
         print(f"  {name}: {harness.fmt(value, '{:.2f}x')}")
-    for proxy, message in out.failures.items():
-        print(f"\n{proxy} FAILED: {message}")
     data: dict[str, object] = {**meta, "runs": [asdict(r) for r in out.runs], "ratios": rat, "failures": out.failures}
-    harness.write_json(args.output, data)
-    harness.progress(f"\nJSON written to {args.output}")
-    return data
+    return harness.conclude(args.output, data, out.failures)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -277,8 +273,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def finish(out: Results) -> int:
         meta["elapsed_s"] = round(time.monotonic() - started, 1)
-        report(args, out, meta)
-        return 1 if out.failures else 0
+        return report(args, out, meta)
 
     return harness.bench_main("balancer-bench-h2-", args.keep_tmp, lambda tmp: measure_all(args, tmp), finish)
 

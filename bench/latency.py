@@ -139,7 +139,7 @@ def measure_all(args: argparse.Namespace, tmp: Path, ports: harness.Ports, out: 
         harness.progress(f"{proxy}: p50 {paced.p50_ms} ms, p99 {paced.p99_ms} ms at {paced.achieved_rps:,.0f} req/s")
 
 
-def report(args: argparse.Namespace, out: Results, meta: dict[str, object]) -> dict[str, object]:
+def report(args: argparse.Namespace, out: Results, meta: dict[str, object]) -> int:
     if out.paced:
         print(f"\nLatency at half of peak (wrk -c{args.paced_connections} paced, varied heads, {args.duration}s)")
         print(
@@ -161,8 +161,6 @@ def report(args: argparse.Namespace, out: Results, meta: dict[str, object]) -> d
                 ],
             )
         )
-    for proxy, message in out.failures.items():
-        print(f"\n{proxy} FAILED: {message}")
     data: dict[str, object] = {
         **meta,
         "paced_connections": args.paced_connections,
@@ -170,9 +168,7 @@ def report(args: argparse.Namespace, out: Results, meta: dict[str, object]) -> d
         "paced": [asdict(p) for p in out.paced],
         "failures": out.failures,
     }
-    harness.write_json(args.output, data)
-    harness.progress(f"\nJSON written to {args.output}")
-    return data
+    return harness.conclude(args.output, data, out.failures)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -201,12 +197,9 @@ def run_all(args: argparse.Namespace, tmp: Path) -> Results:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     meta = harness.metadata(args)
-
-    def finish(out: Results) -> int:
-        report(args, out, meta)
-        return 1 if out.failures else 0
-
-    return harness.bench_main("balancer-bench-latency-", args.keep_tmp, lambda tmp: run_all(args, tmp), finish)
+    return harness.bench_main(
+        "balancer-bench-latency-", args.keep_tmp, lambda tmp: run_all(args, tmp), lambda out: report(args, out, meta)
+    )
 
 
 if __name__ == "__main__":

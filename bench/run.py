@@ -788,6 +788,16 @@ def write_json(path: Path, report: dict[str, object]) -> None:
     tmp.replace(path)  # never leave a half-written latest.json
 
 
+def conclude(output: Path, data: dict[str, object], failures: dict[str, str]) -> int:
+    """The end of a part's report: each proxy's failure printed, `data` written to `output` as
+    JSON; returns the part's exit status, 1 when a proxy failed."""
+    for proxy, message in failures.items():
+        print(f"\n{proxy} FAILED: {message}")
+    write_json(output, data)
+    progress(f"\nJSON written to {output}")
+    return 1 if failures else 0
+
+
 def progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 

@@ -215,7 +215,7 @@ def ratios(out: Results) -> dict[str, float | None]:
     return found
 
 
-def report(args: argparse.Namespace, out: Results, meta: dict[str, object]) -> dict[str, object]:
+def report(args: argparse.Namespace, out: Results, meta: dict[str, object]) -> int:
     if out.bulk:
         print(f"\nL4 bulk throughput (iperf3 -P {args.streams} -t {args.duration} through the relay)")
         print(
@@ -248,8 +248,6 @@ def report(args: argparse.Namespace, out: Results, meta: dict[str, object]) -> d
     rat = ratios(out)
     for name, value in rat.items():
         print(f"  {name}: {harness.fmt(value, '{:.2f}x')}")
-    for proxy, message in out.failures.items():
-        print(f"\n{proxy} FAILED: {message}")
     data: dict[str, object] = {
         **meta,
         "bulk": [asdict(b) for b in out.bulk],
@@ -257,9 +255,7 @@ def report(args: argparse.Namespace, out: Results, meta: dict[str, object]) -> d
         "ratios": rat,
         "failures": out.failures,
     }
-    harness.write_json(args.output, data)
-    harness.progress(f"\nJSON written to {args.output}")
-    return data
+    return harness.conclude(args.output, data, out.failures)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -299,12 +295,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     meta: dict[str, object] = {**harness.metadata(args), "streams": args.streams}
     meta["versions"] = {**meta["versions"], "iperf3": harness.version_of(["iperf3", "--version"])}  # type: ignore[dict-item]
     meta["versions"]["pproxy"] = peers.version("pproxy")  # type: ignore[index]
-
-    def finish(out: Results) -> int:
-        report(args, out, meta)
-        return 1 if out.failures else 0
-
-    return harness.bench_main("balancer-bench-tcp-", args.keep_tmp, lambda tmp: measure_all(args, tmp), finish)
+    return harness.bench_main(
+        "balancer-bench-tcp-", args.keep_tmp, lambda tmp: measure_all(args, tmp), lambda out: report(args, out, meta)
+    )
 
 
 if __name__ == "__main__":

@@ -472,7 +472,7 @@ def ratios(out: Results) -> dict[str, float | None]:
     return found
 
 
-def report(args: argparse.Namespace, out: Results, meta: dict[str, object]) -> None:
+def report(args: argparse.Namespace, out: Results, meta: dict[str, object]) -> int:
     if out.handshakes:
         print(f"\nFull TLS handshakes (openssl s_time -new, {args.clients} clients, {args.duration}s)")
         print(
@@ -538,8 +538,6 @@ def report(args: argparse.Namespace, out: Results, meta: dict[str, object]) -> N
         print("\nbalancer / HAProxy:")
         for name, value in rat.items():
             print(f"  {name}: {fmt(value, '{:.2f}x')}")
-    for proxy, message in out.failures.items():
-        print(f"\n{proxy} FAILED: {message}")
     data = {
         **meta,
         "handshakes": [h.__dict__ for h in out.handshakes],
@@ -548,8 +546,7 @@ def report(args: argparse.Namespace, out: Results, meta: dict[str, object]) -> N
         "ratios_balancer_to_haproxy": rat,
         "failures": out.failures,
     }
-    harness.write_json(args.output, data)
-    progress(f"\nJSON written to {args.output}")
+    return harness.conclude(args.output, data, out.failures)
 
 
 # --------------------------------------------------------------------------- main
@@ -648,12 +645,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "idle_connections": {"plain": args.idle_plain, "tls": args.idle_tls},
         "idle_source_span": SOURCE_SPAN,
     }
-
-    def finish(out: Results) -> int:
-        report(args, out, meta)
-        return 1 if out.failures else 0
-
-    return harness.bench_main("balancer-bench-tls-", args.keep_tmp, lambda tmp: measure_all(args, tmp), finish)
+    return harness.bench_main(
+        "balancer-bench-tls-", args.keep_tmp, lambda tmp: measure_all(args, tmp), lambda out: report(args, out, meta)
+    )
 
 
 if __name__ == "__main__":
