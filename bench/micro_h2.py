@@ -20,22 +20,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import sys
-
-# cProfile imports the standard library's `profile`, which bench/profile.py (this script's
-# directory, first on sys.path) would shadow: bench/ leaves sys.path before it is imported.
-if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
-    del sys.path[0]
-
-import cProfile
-import pstats
 import struct
 import tempfile
 import time
 
 import hpack
 import uvloop
+from micro import cProfile, pstats  # bench/micro.py: the standard library's, not bench/'s
 
 from balancer.config import parse_config
 from balancer.net.h2_session import H2Session

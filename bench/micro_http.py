@@ -14,22 +14,12 @@ to measure what that memo costs or saves. Usage:
 from __future__ import annotations
 
 import argparse
-import os
-import sys
-
-from varied_heads import request_head  # bench/varied_heads.py, while bench/ is on sys.path
-
-# cProfile imports the standard library's `profile`, which bench/profile.py (this script's
-# directory, first on sys.path) would shadow: bench/ leaves sys.path before it is imported.
-if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
-    del sys.path[0]
-
-import cProfile
-import pstats
 import tempfile
 import time
 
 import uvloop
+from micro import cProfile, pstats  # bench/micro.py: the standard library's, not bench/'s
+from varied_heads import request_head  # bench/varied_heads.py
 
 from balancer.config import parse_config
 from balancer.net.upstream import UpstreamConnection
