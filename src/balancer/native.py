@@ -64,7 +64,10 @@ COMPILED = (
 )
 # Modules written in C (module name, source relative to src/): loops mypyc cannot make
 # fast enough because they box every integer; each has a Python fallback beside it.
-C_EXTENSIONS = (("balancer.lb._tables", "balancer/lb/_tables.c"),)
+C_EXTENSIONS = (
+    ("balancer.lb._tables", "balancer/lb/_tables.c"),
+    ("balancer.proto._heads", "balancer/proto/_heads.c"),
+)
 
 
 def module_names() -> list[str]:
