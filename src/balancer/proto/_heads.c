@@ -19,11 +19,16 @@
  *         obs-fold (a line starting with a space or tab);
  *       - Transfer-Encoding, Content-Length (bodies stay on httptools), Upgrade, Expect;
  *       - a head not ended in `data`, or bytes after its end (pipelined requests).
+ *       - more than MAX_FIELDS header fields.
  * The session applies its own limits (request line, header count and bytes) on the result.
+ *
+ * The scans need no bounds check: `data` ends with CRLF CRLF and no scan goes past a CR.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <string.h>
+
+#define MAX_FIELDS 100
 
 static PyObject *method_get, *method_head, *method_options, *method_delete;
 static PyObject *version_11, *version_10;
@@ -94,7 +99,7 @@ static PyObject *parse_head(PyObject *self, PyObject *arg) {
     } else
         Py_RETURN_NONE;
     const char *url = p;
-    while (p < end && is_target[(unsigned char)*p])
+    while (is_target[(unsigned char)*p])
         p++;
     Py_ssize_t url_size = p - url;
     if (end - p < 11 || memcmp(p, " HTTP/1.", 8) != 0 || p[9] != '\r' || p[10] != '\n')
@@ -107,47 +112,49 @@ static PyObject *parse_head(PyObject *self, PyObject *arg) {
     else
         Py_RETURN_NONE;
     p += 11;
-    PyObject *fields = PyList_New(0);
-    if (fields == NULL)
-        return NULL;
+    /* Where each name and value is: the list is made once, of its final size. */
+    const char *starts[2 * MAX_FIELDS];
+    Py_ssize_t sizes[2 * MAX_FIELDS];
+    Py_ssize_t count = 0;
     for (;;) {
         if (p[0] == '\r') { /* the empty line (size checks above keep p + 1 inside) */
             if (p[1] != '\n' || p + 2 != end)
-                goto refuse;
+                Py_RETURN_NONE;
             break;
         }
+        if (count == 2 * MAX_FIELDS)
+            Py_RETURN_NONE;
         const char *name = p;
-        while (p < end && is_tchar[(unsigned char)*p])
+        while (is_tchar[(unsigned char)*p])
             p++;
         Py_ssize_t name_size = p - name;
-        if (name_size == 0 || p >= end || *p != ':' || refused_name(name, name_size))
-            goto refuse;
+        if (name_size == 0 || *p != ':' || refused_name(name, name_size))
+            Py_RETURN_NONE;
         p++;
-        while (p < end && (*p == ' ' || *p == '\t'))
+        while (*p == ' ' || *p == '\t')
             p++;
         const char *value = p;
-        while (p < end && is_value[(unsigned char)*p])
+        while (is_value[(unsigned char)*p])
             p++;
         Py_ssize_t value_size = p - value;
         if (value_size == 0 || value[value_size - 1] == ' ' || value[value_size - 1] == '\t')
-            goto refuse;
+            Py_RETURN_NONE;
         if (end - p < 4 || p[0] != '\r' || p[1] != '\n')
-            goto refuse; /* a CTL, DEL, non-ASCII byte or a bare CR/LF in the value */
+            Py_RETURN_NONE; /* a CTL, DEL, non-ASCII byte or a bare CR/LF in the value */
         p += 2;
-        PyObject *name_bytes = PyBytes_FromStringAndSize(name, name_size);
-        if (name_bytes == NULL)
+        starts[count] = name;
+        sizes[count++] = name_size;
+        starts[count] = value;
+        sizes[count++] = value_size;
+    }
+    PyObject *fields = PyList_New(count);
+    if (fields == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *item = PyBytes_FromStringAndSize(starts[i], sizes[i]);
+        if (item == NULL)
             goto fail;
-        int appended = PyList_Append(fields, name_bytes);
-        Py_DECREF(name_bytes);
-        if (appended < 0)
-            goto fail;
-        PyObject *value_bytes = PyBytes_FromStringAndSize(value, value_size);
-        if (value_bytes == NULL)
-            goto fail;
-        appended = PyList_Append(fields, value_bytes);
-        Py_DECREF(value_bytes);
-        if (appended < 0)
-            goto fail;
+        PyList_SET_ITEM(fields, i, item);
     }
     PyObject *url_bytes = PyBytes_FromStringAndSize(url, url_size);
     if (url_bytes == NULL)
@@ -164,9 +171,6 @@ static PyObject *parse_head(PyObject *self, PyObject *arg) {
     PyTuple_SET_ITEM(result, 2, version);
     PyTuple_SET_ITEM(result, 3, fields);
     return result;
-refuse:
-    Py_DECREF(fields);
-    Py_RETURN_NONE;
 fail:
     Py_DECREF(fields);
     return NULL;

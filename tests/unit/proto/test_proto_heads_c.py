@@ -186,3 +186,11 @@ def test_random_mutations_never_accept_what_httptools_reads_otherwise() -> None:
             accepted += 1
             assert parsed == _httptools(bytes(data)), bytes(data)
     assert accepted > 1000  # the mutations leave many heads plain
+
+
+def test_up_to_a_hundred_fields_are_taken_more_are_left_to_httptools() -> None:
+    assert _heads is not None
+    hundred = _head(b"GET / HTTP/1.1", *(b"X-F%d: %d" % (i, i) for i in range(100)))
+    parsed = _heads.parse_head(hundred)
+    assert parsed is not None and parsed == _httptools(hundred)
+    assert _heads.parse_head(_head(b"GET / HTTP/1.1", *(b"X-F%d: %d" % (i, i) for i in range(101)))) is None
