@@ -64,9 +64,11 @@ COMPILED = (
     "balancer/stats/accesslog.py",
 )
 # Modules written in C (module name, source relative to src/): loops mypyc cannot make
-# fast enough because they box every integer; each has a Python fallback beside it.
+# fast enough because they box every integer; each has a Python fallback beside it
+# (proto/_heads' is httptools: a build without it parses every request head there).
 C_EXTENSIONS = (
     ("balancer.lb._tables", "balancer/lb/_tables.c"),
+    ("balancer.proto._heads", "balancer/proto/_heads.c"),
     ("balancer.proto._huffman", "balancer/proto/_huffman.c"),
 )
 

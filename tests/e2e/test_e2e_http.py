@@ -325,3 +325,21 @@ def test_keepalive_connection_survives_an_error_status(web):
             rest += chunk
     assert parse_responses(first)[0][0] == 404
     assert parse_responses(rest)[0][2] == b"s1\n"
+
+
+def test_a_request_read_after_connection_close_is_not_served(web):
+    """A second head written after a request that closes the connection is not served,
+    whichever parser reads it (httptools, or proto/_heads.c for a plain head in its own
+    read): the first request is answered, once, and the connection closes."""
+    site, _ = web
+    with socket.create_connection(("127.0.0.1", site.port), timeout=5) as sock:
+        sock.sendall(b"GET /first HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        sock.sendall(b"GET /second HTTP/1.1\r\nHost: t\r\n\r\n")
+        received = b""
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and (chunk := sock.recv(65536)):
+            received += chunk
+    responses = parse_responses(received)
+    assert [status for status, _, _ in responses][:1] == [200]
+    assert responses[0][2] == b"s1\n"
+    assert received.count(b"s1\n") == 1, received

@@ -64,6 +64,14 @@ from balancer.route.persistence import Persistence
 from balancer.route.rules import Decision, NumericIP, numeric_ip, redirect_target
 from balancer.runtime.state import RESPONSE_BROKEN, RESPONSE_TIMEOUT, ServerRuntime, status_class
 
+try:
+    # One whole plain request head in one C call (proto/_heads.c), without llhttp's Python
+    # callback per header name and value; None (not built: BALANCER_PURE=1) parses every
+    # head with httptools.
+    from balancer.proto import _heads
+except ImportError:  # pragma: no cover - a build without C
+    _heads = None  # type: ignore[assignment]
+
 log = logging.getLogger("balancer.http")
 
 # Reasons to pause reading from the client; reading resumes when none is left.
@@ -112,6 +120,10 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
         # frontend remembers it if the read held nothing else.
         self.learning: KnownRequest | None = None
         self.learning_request: Request | None = None
+        # The method and version of a head proto/_heads parsed (_take_head), which
+        # on_headers_complete reads instead of asking the parser, which did not see it.
+        self.head_method = b""
+        self.head_version = ""
         self.upstream: UpstreamConnection | None = None
         self.client_ip_text = "-"
         self.client_ip_bytes = b"-"  # for X-Forwarded-For
@@ -335,7 +347,14 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
             self.fresh = b""
         fed = False  # the parser took all of `data` without an exception
         try:
-            self.parser.feed_data(data)
+            head = None
+            if self.fresh and _heads is not None and (not self.queue or self.queue[-1].keep_alive):
+                # Not after a request that closes: llhttp refuses what follows it.
+                head = _heads.parse_head(data)
+            if head is not None:
+                self._take_head(head)
+            else:
+                self.parser.feed_data(data)
             fed = True
         except httptools.HttpParserUpgrade as upgrade:
             self._client_upgrade(data[upgrade.args[0] :])
@@ -350,6 +369,10 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
                 self._reject(500, "internal error")
         except httptools.HttpParserError as exc:
             self._reject(400, str(exc))
+        except _Closed:  # raised by a callback _take_head called
+            pass
+        except BadRequest as exc:
+            self._reject(exc.status, exc.reason)
         except Exception:
             log.exception("internal error on a connection from %s", self.client_ip_text)
             self._reject(500, "internal error")
@@ -399,6 +422,27 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
         except Exception:
             log.exception("internal error on a connection from %s", self.client_ip_text)
             self._reject(500, "internal error")
+
+    def _take_head(self, head: tuple[bytes, bytes, str, list[bytes]]) -> None:
+        """The read is exactly one plain request head without a body, parsed by proto/_heads:
+        the callbacks httptools would have made, in its order, without the parser (which
+        stays between two messages). Their limits and checks raise as under httptools."""
+        method, url, version, fields = head
+        self.on_message_begin()
+        self.on_url(url)
+        i = 0
+        count = len(fields)
+        while i < count:
+            self.on_header(fields[i], fields[i + 1])
+            i += 2
+        self.head_method = method
+        self.head_version = version
+        try:
+            self.on_headers_complete()
+        finally:
+            self.head_method = b""
+            self.head_version = ""
+        self.on_message_complete()
 
     def _flush_to_server(self) -> None:
         data = b"".join(self.to_server) if len(self.to_server) > 1 else self.to_server[0]
@@ -575,12 +619,16 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
         source = self.head_source  # data_received drops it after the read
         if source.startswith(b"GET "):
             request.method = b"GET"
+        elif self.head_method:
+            request.method = self.head_method
         else:
             request.method = parser.get_method()
         request.head_line = line = b"".join((request.method, b" ", request.url, b" HTTP/1.1\r\n"))
         as_read = bool(source) and source.startswith(line)  # the request line is as it was read
         if as_read:
             request.version = "1.1"
+        elif self.head_version:
+            request.version = self.head_version
         else:
             request.version = parser.get_http_version()
         if as_read and self.raw_pos > 0:

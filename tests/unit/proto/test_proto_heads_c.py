@@ -1,0 +1,197 @@
+"""proto/_heads.c parses a plain request head exactly as httptools does (the method, target,
+version and header fields the session's callbacks get), and returns None for everything
+else, so httptools answers those bytes as before: every head it accepts, httptools accepts
+the same; every refusal case is None."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import httptools
+import pytest
+
+try:
+    from balancer.proto import _heads
+except ImportError:  # a BALANCER_PURE=1 build has no C module
+    _heads = None  # type: ignore[assignment]
+
+if _heads is None:
+    # CI builds it, but for a BALANCER_PURE=1 run, which checks the product without C.
+    if os.environ.get("CI") == "true" and os.environ.get("BALANCER_PURE") != "1":
+        raise RuntimeError("proto/_heads was not built (setup.py build_ext --inplace): CI must test it")
+    pytestmark = pytest.mark.skip(reason="proto/_heads (C) not built: BALANCER_PURE=1 or no build_ext")
+
+
+class _Recorder:
+    """What httptools' callbacks give for one read."""
+
+    def __init__(self) -> None:
+        self.url = b""
+        self.fields: list[bytes] = []
+        self.heads = 0
+        self.complete = 0
+        self.body = b""
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.fields += [name, value]
+
+    def on_headers_complete(self) -> None:
+        self.heads += 1
+
+    def on_body(self, body: bytes) -> None:
+        self.body += body
+
+    def on_message_complete(self) -> None:
+        self.complete += 1
+
+
+def _httptools(data: bytes) -> tuple[bytes, bytes, str, list[bytes]] | None:
+    """httptools' reading of `data` as one request head without a body, or None if it
+    refuses it, wants more, or finds more than that."""
+    recorder = _Recorder()
+    parser = httptools.HttpRequestParser(recorder)
+    try:
+        parser.feed_data(data)
+    except httptools.HttpParserUpgrade:
+        return None
+    except httptools.HttpParserError:
+        return None
+    if recorder.heads != 1 or recorder.complete != 1 or recorder.body:
+        return None
+    return parser.get_method(), recorder.url, parser.get_http_version(), recorder.fields
+
+
+def _head(line: bytes, *fields: bytes) -> bytes:
+    return line + b"\r\n" + b"".join(field + b"\r\n" for field in fields) + b"\r\n"
+
+
+BROWSER = _head(
+    b"GET /products/list?id=17&q=item3412 HTTP/1.1",
+    b"Host: shop.example.com",
+    b"User-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0",
+    b"Accept: text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+    b"Accept-Language: en-US,en;q=0.5",
+    b"Accept-Encoding: gzip, deflate, br",
+    b"Referer: https://shop.example.com/cart?from=16",
+    b"Cookie: session=00000000a3b1c2d4; theme=light; cart=17",
+    b"Cache-Control: no-cache",
+    b"Sec-Fetch-Mode: navigate",
+)
+
+ACCEPTED = [
+    BROWSER,
+    _head(b"GET / HTTP/1.1"),
+    _head(b"GET / HTTP/1.0", b"Host: a"),
+    _head(b"HEAD /x HTTP/1.1", b"Host: a", b"Connection: close"),
+    _head(b"OPTIONS /x HTTP/1.1", b"Host: a"),
+    _head(b"DELETE /items/3 HTTP/1.1", b"Host: a", b"X-Forwarded-For: 10.0.0.1"),
+    _head(b"GET /a%20b?x=[1]&y=(2)*;z=@:! HTTP/1.1", b"Host: a"),
+    _head(b"GET / HTTP/1.1", b"Host:a", b"X-Tab:\tv\tw", b"X-Many:   spaced  inside"),
+    _head(b"GET / HTTP/1.1", b"Host: a", b"Host: b"),  # the session refuses two Hosts itself
+    _head(b"GET / HTTP/1.1", b"Connection: keep-alive, te", b"TE: trailers", b"Keep-Alive: 5"),
+    _head(b"GET / HTTP/1.1", b"!#$%&'*+-.^_`|~09azAZ: v"),
+]
+
+REFUSED = [
+    b"",
+    b"GET / HTTP/1.1\r\n",  # not ended
+    _head(b"GET / HTTP/1.1", b"Host: a")[:-1],
+    _head(b"GET / HTTP/1.1") + b"GET / HTTP/1.1\r\n\r\n",  # pipelined
+    b"\r\n" + _head(b"GET / HTTP/1.1"),  # leading empty line
+    b"GET / HTTP/1.1\n\n",
+    b"GET / HTTP/1.1\r\nHost: a\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\r\n\r\n",
+    _head(b"POST / HTTP/1.1", b"Content-Length: 0"),
+    _head(b"PUT / HTTP/1.1"),
+    _head(b"CONNECT a:443 HTTP/1.1"),
+    _head(b"get / HTTP/1.1"),
+    _head(b"GET  / HTTP/1.1"),
+    _head(b"GET http://a/ HTTP/1.1"),
+    _head(b"OPTIONS * HTTP/1.1"),
+    _head(b"GET /a#f HTTP/1.1"),
+    _head(b"GET /a b HTTP/1.1"),
+    _head(b"GET /a\tb HTTP/1.1"),
+    _head(b"GET /\x7f HTTP/1.1"),
+    _head(b"GET /\xc3\xa9 HTTP/1.1"),
+    _head(b'GET /"<>\\^`{|} HTTP/1.1'),
+    _head(b"GET / HTTP/2.0"),
+    _head(b"GET / HTTP/1.2"),
+    _head(b"GET / HTTP/1.1 "),
+    _head(b"GET / http/1.1"),
+    _head(b"GET /"),
+    _head(b"GET / HTTP/1.1", b"Transfer-Encoding: chunked"),
+    _head(b"GET / HTTP/1.1", b"transfer-encoding: identity"),
+    _head(b"GET / HTTP/1.1", b"Content-Length: 0"),
+    _head(b"GET / HTTP/1.1", b"CONTENT-LENGTH: 5"),
+    _head(b"GET / HTTP/1.1", b"Upgrade: websocket", b"Connection: upgrade"),
+    _head(b"GET / HTTP/1.1", b"Expect: 100-continue"),
+    _head(b"GET / HTTP/1.1", b"Host : a"),
+    _head(b"GET / HTTP/1.1", b" Host: a"),
+    _head(b"GET / HTTP/1.1", b"Host: a", b" folded"),
+    _head(b"GET / HTTP/1.1", b"Host: a", b"\tfolded"),
+    _head(b"GET / HTTP/1.1", b"Ho\x01st: a"),
+    _head(b"GET / HTTP/1.1", b"Ho(st: a"),
+    _head(b"GET / HTTP/1.1", b": a"),
+    _head(b"GET / HTTP/1.1", b"Host"),
+    _head(b"GET / HTTP/1.1", b"X-Empty:"),
+    _head(b"GET / HTTP/1.1", b"X-Empty:  "),
+    _head(b"GET / HTTP/1.1", b"X-Trailing: v "),
+    _head(b"GET / HTTP/1.1", b"X-Trailing: v\t"),
+    _head(b"GET / HTTP/1.1", b"X-Ctl: a\x00b"),
+    _head(b"GET / HTTP/1.1", b"X-Ctl: a\x7fb"),
+    _head(b"GET / HTTP/1.1", b"X-Ctl: a\x0bb"),
+    _head(b"GET / HTTP/1.1", b"X-Obs: caf\xe9"),
+    _head(b"GET / HTTP/1.1", b"X-Bare-Lf: a\nb"),
+]
+
+
+@pytest.mark.parametrize("data", ACCEPTED)
+def test_a_plain_head_reads_as_httptools_reads_it(data: bytes) -> None:
+    assert _heads is not None
+    parsed = _heads.parse_head(data)
+    assert parsed is not None
+    assert parsed == _httptools(data)
+
+
+@pytest.mark.parametrize("data", REFUSED)
+def test_anything_unusual_is_left_to_httptools(data: bytes) -> None:
+    assert _heads is not None
+    assert _heads.parse_head(data) is None
+
+
+def test_random_mutations_never_accept_what_httptools_reads_otherwise() -> None:
+    """Bytes changed, inserted or removed anywhere in plain heads: whatever the C parser
+    accepts, httptools reads the same (it may refuse more, never accept differently)."""
+    assert _heads is not None
+    rng = random.Random(17)
+    alphabet = b' \t\r\n:/?#%\x00\x7f\x80azAZ09-;=,"()'
+    seeds = ACCEPTED
+    accepted = 0
+    for _ in range(20000):
+        data = bytearray(rng.choice(seeds))
+        for _ in range(rng.randint(1, 3)):
+            at = rng.randrange(len(data))
+            action = rng.randrange(3)
+            if action == 0:
+                data[at] = rng.choice(alphabet)
+            elif action == 1:
+                data.insert(at, rng.choice(alphabet))
+            elif len(data) > 1:
+                del data[at]
+        parsed = _heads.parse_head(bytes(data))
+        if parsed is not None:
+            accepted += 1
+            assert parsed == _httptools(bytes(data)), bytes(data)
+    assert accepted > 1000  # the mutations leave many heads plain
+
+
+def test_up_to_a_hundred_fields_are_taken_more_are_left_to_httptools() -> None:
+    assert _heads is not None
+    hundred = _head(b"GET / HTTP/1.1", *(b"X-F%d: %d" % (i, i) for i in range(100)))
+    parsed = _heads.parse_head(hundred)
+    assert parsed is not None and parsed == _httptools(hundred)
+    assert _heads.parse_head(_head(b"GET / HTTP/1.1", *(b"X-F%d: %d" % (i, i) for i in range(101)))) is None
