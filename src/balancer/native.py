@@ -50,6 +50,7 @@ COMPILED = (
     "balancer/net/tcp_session.py",
     "balancer/net/tls_transport.py",
     "balancer/net/upstream.py",
+    "balancer/proto/h2_connection.py",
     "balancer/proto/http1.py",
     "balancer/proto/proxy.py",
     "balancer/route/client_limits.py",
