@@ -51,6 +51,7 @@ COMPILED = (
     "balancer/net/tls_transport.py",
     "balancer/net/upstream.py",
     "balancer/proto/h2_connection.py",
+    "balancer/proto/hpack_codec.py",
     "balancer/proto/http1.py",
     "balancer/proto/proxy.py",
     "balancer/route/client_limits.py",
@@ -65,7 +66,10 @@ COMPILED = (
 )
 # Modules written in C (module name, source relative to src/): loops mypyc cannot make
 # fast enough because they box every integer; each has a Python fallback beside it.
-C_EXTENSIONS = (("balancer.lb._tables", "balancer/lb/_tables.c"),)
+C_EXTENSIONS = (
+    ("balancer.lb._tables", "balancer/lb/_tables.c"),
+    ("balancer.proto._huffman", "balancer/proto/_huffman.c"),
+)
 
 
 def module_names() -> list[str]:

@@ -1,0 +1,3 @@
+# proto/_huffman.c: the Huffman decoding loop of proto/hpack_codec.py in C.
+
+def decode(data: bytes, start: int, end: int, states: bytes, symbols: bytes, flags: bytes) -> bytes | None: ...
