@@ -33,7 +33,6 @@ from typing import Any, Final, cast
 
 from balancer.net.context import FrontendContext
 from balancer.net.deadline import Deadline
-from balancer.net.h2_hpack import HpackDecoder, HpackEncoder
 from balancer.net.h2_stream import H2Stream
 from balancer.net.http_session import HttpSession
 from balancer.net.peer import client_address
@@ -53,6 +52,7 @@ from balancer.proto.h2_connection import (
     H2Event,
 )
 from balancer.proto.h2_message import MalformedRequest, request_head
+from balancer.proto.hpack_codec import HpackDecoder, HpackEncoder
 from balancer.route.client_limits import REFUSED
 
 log = logging.getLogger("balancer.http")

@@ -14,17 +14,20 @@ A connection error writes GOAWAY with its code and the last stream id taken, and
 an ERROR event: nothing more is read. A stream error writes RST_STREAM and forgets the
 stream (a RESET event tells the owner when the stream had been handed to it).
 
-HPACK is the owner's choice of codec (`HeaderDecoder`/`HeaderEncoder`): decode errors
-are connection errors COMPRESSION_ERROR. Request header validation (pseudo-header rules,
-field names) is proto.h2_message's; this module checks only what framing needs:
-content-length against the DATA received, and that trailers carry no pseudo-header.
+HPACK is proto.hpack_codec's: a block it cannot decode is a connection error
+COMPRESSION_ERROR, a header list past its limit a stream error (ENHANCE_YOUR_CALM).
+Request header validation (pseudo-header rules, field names) is proto.h2_message's;
+this module checks only what framing needs: content-length against the DATA received,
+and that trailers carry no pseudo-header.
 
 Written for mypyc: no per-frame objects beyond the events, integers read byte by byte.
 """
 
 from __future__ import annotations
 
-from typing import Final, Protocol
+from typing import Final
+
+from balancer.proto.hpack_codec import HeaderListTooLarge, HpackDecoder, HpackEncoder, HpackError
 
 PREFACE: Final = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
@@ -75,17 +78,6 @@ EV_PING: Final = 8
 EV_PRIORITY: Final = 9
 EV_GOAWAY: Final = 10  # the client is leaving
 EV_ERROR: Final = 11  # a connection error of ours (code): GOAWAY sent, nothing more is read
-
-
-class HeaderDecoder(Protocol):
-    max_header_list_size: int
-
-    def decode(self, block: bytes) -> list[tuple[bytes, bytes]]: ...
-
-
-class HeaderEncoder(Protocol):
-    def set_max_table_size(self, size: int) -> None: ...
-    def encode(self, headers: list[tuple[bytes, bytes]]) -> bytes: ...
 
 
 class H2Event:
@@ -159,8 +151,8 @@ class H2Connection:
 
     def __init__(
         self,
-        decoder: HeaderDecoder,
-        encoder: HeaderEncoder,
+        decoder: HpackDecoder,
+        encoder: HpackEncoder,
         max_streams: int = 100,
         stream_window: int = DEFAULT_WINDOW,
         max_frame: int = 16384,
@@ -421,7 +413,12 @@ class H2Connection:
     def _complete_block(self, stream_id: int, block: bytes, ended: bool, events: list[H2Event], error: int) -> None:
         try:
             headers = self.decoder.decode(block)
-        except Exception as exc:  # HpackError (a list too large too) and the decoder's faults
+        except HeaderListTooLarge:
+            # Decoded whole (the table is in step): only the stream is refused.
+            headers = []
+            if not error:
+                error = ENHANCE_YOUR_CALM
+        except HpackError as exc:
             raise ConnectionError_(COMPRESSION_ERROR, "invalid header block") from exc
         stream = self.streams.get(stream_id)
         if stream is not None:  # trailers

@@ -13,23 +13,14 @@ import pytest
 
 from balancer.proto import h2_connection as h2c
 from balancer.proto.h2_connection import H2Connection, H2Event
-
-
-class Decoder:
-    def __init__(self) -> None:
-        self.inner = hpack.Decoder()
-        self.max_header_list_size = 65536
-
-    def decode(self, block: bytes) -> list[tuple[bytes, bytes]]:
-        return [(bytes(n), bytes(v)) for n, v in self.inner.decode(block, raw=True)]
+from balancer.proto.hpack_codec import HpackDecoder, HpackEncoder
 
 
 class Encoder:
+    """The client's encoder: PyPI hpack, an oracle independent of the code under test."""
+
     def __init__(self) -> None:
         self.inner = hpack.Encoder()
-
-    def set_max_table_size(self, size: int) -> None:
-        self.inner.header_table_size = size
 
     def encode(self, headers: list[tuple[bytes, bytes]]) -> bytes:
         return bytes(self.inner.encode(headers))
@@ -55,7 +46,7 @@ def frames(data: bytes) -> list[tuple[int, int, int, bytes]]:
 
 
 def started(**kwargs: int) -> tuple[H2Connection, Encoder]:
-    conn = H2Connection(Decoder(), Encoder(), **kwargs)
+    conn = H2Connection(HpackDecoder(), HpackEncoder(), **kwargs)
     conn.initiate()
     conn.receive(h2c.PREFACE + frame(h2c.SETTINGS, 0, 0, b""))
     conn.data_to_send()
@@ -77,7 +68,7 @@ def goaway_code(conn: H2Connection) -> int:
 
 
 def test_the_server_preface_is_settings_then_the_connection_window():
-    conn = H2Connection(Decoder(), Encoder(), max_streams=100, connection_window=100 * 65535)
+    conn = H2Connection(HpackDecoder(), HpackEncoder(), max_streams=100, connection_window=100 * 65535)
     conn.initiate()
     sent = frames(conn.data_to_send())
     assert [f[0] for f in sent] == [h2c.SETTINGS, h2c.WINDOW_UPDATE]
@@ -232,3 +223,14 @@ def test_a_rapid_reset_is_a_request_then_its_reset():
     events = conn.receive(headers(client, 1, REQUEST, 0x4) + frame(h2c.RST_STREAM, 0, 1, b"\x00\x00\x00\x08"))
     assert kinds(events) == [h2c.EV_REQUEST, h2c.EV_RESET]
     assert conn.streams == {}
+
+
+def test_a_header_list_past_the_limit_refuses_the_stream_only():
+    conn = H2Connection(HpackDecoder(max_header_list_size=300), HpackEncoder())
+    conn.initiate()
+    conn.receive(h2c.PREFACE + frame(h2c.SETTINGS, 0, 0, b""))
+    conn.data_to_send()
+    client = Encoder()
+    events = conn.receive(headers(client, 1, [*REQUEST, (b"x-big", b"y" * 300)]) + headers(client, 3, REQUEST))
+    assert kinds(events) == [h2c.EV_REQUEST, h2c.EV_END]  # stream 3 only
+    assert (h2c.RST_STREAM, 0, 1, b"\x00\x00\x00\x0b") in frames(conn.data_to_send())
