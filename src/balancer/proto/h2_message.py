@@ -2,16 +2,16 @@
 
 A proxy that speaks HTTP/2 to clients and HTTP/1.1 to servers carries each stream as one
 HTTP/1.1 exchange: the request's header list (pseudo-header fields first, names in lower
-case, validated by the h2 library) becomes an HTTP/1.1 request head, and a response head
+case, framed by proto.h2_connection) becomes an HTTP/1.1 request head, and a response head
 becomes a header list for the client. This module holds those translations and the
 HTTP/2 rules they need; it does no I/O and imports no asyncio.
 
 What it refuses (MalformedRequest, a stream error): a field holding CR, LF or NUL, a
 field name that is not a lower-case token, a method or path that would not read back as
 the same request line, a request without :method or (but for CONNECT) :scheme and
-:path, a pseudo-header field repeated, unknown, or after a regular field (RFC 9113 8.3). The h2
-library refuses most of these already; they are checked again here because a field that
-slipped through would be read by the HTTP/1.1 parser as a second header or request line.
+:path, a pseudo-header field repeated, unknown, or after a regular field (RFC 9113 8.3).
+They are checked here, in one place: a field that slipped through would be read by the
+HTTP/1.1 parser as a second header or request line.
 """
 
 from __future__ import annotations
