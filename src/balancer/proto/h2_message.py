@@ -48,7 +48,9 @@ def _token(value: bytes, chars: frozenset[int]) -> bool:
 
 
 def _clean_value(value: bytes) -> bool:
-    return b"\r" not in value and b"\n" not in value and b"\x00" not in value
+    # An int needle: `bytes in bytes` first tries the needle as an int and raises and
+    # clears a TypeError (~2k instructions each); an int goes straight to memchr.
+    return 13 not in value and 10 not in value and 0 not in value
 
 
 class RequestHead:
@@ -125,10 +127,10 @@ def request_head(headers: list[Header], end_stream: bool) -> RequestHead:
         path = authority
     elif not scheme:
         raise MalformedRequest("missing :scheme")
-    if not path or b" " in path or b"\t" in path:
+    if not path or 32 in path or 9 in path:  # space, tab (int needles: see _clean_value)
         raise MalformedRequest("missing or invalid :path")
     authority = authority or host
-    if b" " in authority or b"\t" in authority:
+    if 32 in authority or 9 in authority:
         raise MalformedRequest("invalid :authority")
     chunked = not end_stream and not has_length
     parts = [method, b" ", path, b" HTTP/1.1\r\n"]
