@@ -5,7 +5,8 @@ HEADERS frames made before the measured loop (one stream per request, each after
 has ended, as `h2load -m1`; the path changes every request), and a pooled
 UpstreamConnection fed the server's response. Each request takes the loop passes the
 stream needs (its flush and its end run call_soon). The figure is the proxy's own CPU per
-HTTP/2 request: the h2 library, the stream, the session, the upstream, the log line.
+HTTP/2 request: proto.h2_connection and proto.hpack_codec, the stream, the session, the
+upstream, the log line.
 Measure a change by instructions, as micro_http.py (bench/README.md), e.g.
 
     valgrind --tool=callgrind --callgrind-out-file=/dev/null .venv/bin/python bench/micro_h2.py --requests 1000

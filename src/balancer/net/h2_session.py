@@ -1,6 +1,6 @@
 """The HTTP/2 client side of the proxy: one H2Session per client connection that speaks h2.
 
-Theory of operation. The h2 library (sans I/O) reads and writes the frames; this protocol
+Theory of operation. proto.h2_connection (sans I/O) reads and writes the frames; this protocol
 feeds it the client's bytes, acts on the events it returns, and writes what it has to
 send. Each stream the client opens is an H2Stream (net.h2_stream) whose HttpSession
 carries the request through the same path an HTTP/1.1 request takes, to the same pooled
@@ -9,7 +9,7 @@ HTTP/1.1 server connections. Output is written once per loop pass.
 Limits and defences, each a comment where it acts:
 - SETTINGS: at most MAX_STREAMS concurrent streams, a 64 KiB stream window, 16 KiB
   frames, a header list no larger than the frontend's limits.headers allows, a 4 KiB
-  HPACK table; the h2 library enforces them (and bounds a header block to 64
+  HPACK table; proto.h2_connection enforces them (and bounds a header block to 64
   CONTINUATION frames).
 - Rapid reset (CVE-2023-44487): streams the client resets before their response is
   done are counted; past RESET_BUDGET, and more of them than completed streams, the
@@ -28,23 +28,31 @@ Limits and defences, each a comment where it acts:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Any, Final, cast
-
-import h2.config
-import h2.connection
-import h2.events
-import h2.exceptions
-import h2.settings
-from hyperframe.frame import GoAwayFrame
 
 from balancer.net.context import FrontendContext
 from balancer.net.deadline import Deadline
 from balancer.net.h2_stream import H2Stream
 from balancer.net.http_session import HttpSession
 from balancer.net.peer import client_address
+from balancer.proto.h2_connection import (
+    EV_DATA,
+    EV_END,
+    EV_ERROR,
+    EV_GOAWAY,
+    EV_PING,
+    EV_PRIORITY,
+    EV_REQUEST,
+    EV_RESET,
+    EV_SETTINGS,
+    EV_TRAILERS,
+    EV_WINDOW,
+    H2Connection,
+    H2Event,
+)
 from balancer.proto.h2_message import MalformedRequest, request_head
+from balancer.proto.hpack_codec import HpackDecoder, HpackEncoder
 from balancer.route.client_limits import REFUSED
 
 log = logging.getLogger("balancer.http")
@@ -82,18 +90,11 @@ class H2Session(asyncio.Protocol):
         self.limit_entry = -1
         self.limit_tag = 0
         self.conn_refused = False
-        # What is received is validated (the h2 library's checks, then proto.h2_message's);
-        # what is sent is not checked again: the response fields come from a head llhttp
-        # accepted, in lower case, stripped, connection-specific ones dropped
-        # (proto.h2_message.response_headers), and the h2 library's checking and
-        # normalising of them cost a tenth of an HTTP/2 request's CPU.
-        config = h2.config.H2Configuration(
-            client_side=False,
-            header_encoding=None,
-            validate_outbound_headers=False,
-            normalize_outbound_headers=False,
-        )
-        self.conn = h2.connection.H2Connection(config=config)
+        # What is received is validated (proto.h2_connection's framing rules, then
+        # proto.h2_message's); what is sent is not checked again: the response fields come
+        # from a head llhttp accepted, in lower case, stripped, connection-specific ones
+        # dropped (proto.h2_message.response_headers). Made in `admitted`.
+        self.conn: H2Connection | None = None
         self.streams: dict[int, H2Stream] = {}
         self.closed = False
         self.stopping = False
@@ -122,31 +123,27 @@ class H2Session(asyncio.Protocol):
     def admitted(self) -> None:
         """The connection may be served (at once, or after it was parked over maxconn)."""
         frontend = self.frontend
-        conn = self.conn
         limits = frontend.limits
         if limits is not None:
             entry, self.limit_tag = limits.open_connection(self.client_ip)
             self.conn_refused = entry == REFUSED
             self.limit_entry = max(entry, -1)
         header_list = frontend.max_header_bytes + 1024  # room for the pseudo-header fields
-        conn.local_settings = h2.settings.Settings(
-            client=False,
-            initial_values={
-                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_STREAMS,
-                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
-                h2.settings.SettingCodes.MAX_FRAME_SIZE: MAX_FRAME,
-                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: header_list,
-                h2.settings.SettingCodes.HEADER_TABLE_SIZE: HPACK_TABLE,
-            },
-        )
         # The decoder refuses a header list past twice the advertised size (a list past
         # the frontend's limits but under this gets the 431 an HTTP/1.1 client gets).
-        conn.decoder.max_header_list_size = 2 * header_list
-        conn.decoder.max_allowed_table_size = HPACK_TABLE
-        conn.initiate_connection()
         # The connection window is all streams' windows: a stream whose server is slow
         # to take its upload holds only its own window, never the others'.
-        conn.increment_flow_control_window(MAX_STREAMS * STREAM_WINDOW - 65535)
+        conn = self.conn = H2Connection(
+            HpackDecoder(HPACK_TABLE, 2 * header_list),
+            HpackEncoder(),
+            max_streams=MAX_STREAMS,
+            stream_window=STREAM_WINDOW,
+            max_frame=MAX_FRAME,
+            max_header_list=header_list,
+            header_table=HPACK_TABLE,
+            connection_window=MAX_STREAMS * STREAM_WINDOW,
+        )
+        conn.initiate()
         self._flush()
         self.deadline.set(frontend.request_timeout)
         if frontend.stopping:
@@ -187,14 +184,12 @@ class H2Session(asyncio.Protocol):
             self.transport.close()
 
     def _goaway(self, error_code: int) -> None:
-        """GOAWAY naming the last stream taken. Written as a frame of its own: the h2
-        library's close_connection would forbid the frames of the streams still in flight."""
-        if self.goaway_sent or self.transport is None or self.closed:
+        """GOAWAY naming the last stream taken; streams in flight may still send."""
+        if self.goaway_sent or self.transport is None or self.closed or self.conn is None:
             return
         self.goaway_sent = True
+        self.conn.goaway(self.last_stream_id, error_code)
         self._flush()
-        frame = GoAwayFrame(stream_id=0, last_stream_id=self.last_stream_id, error_code=error_code)
-        self.transport.write(frame.serialize())
 
     def _calm_down(self, reason: str) -> None:
         """A flood: GOAWAY ENHANCE_YOUR_CALM, every stream cut, the connection closed."""
@@ -247,59 +242,62 @@ class H2Session(asyncio.Protocol):
         self._flush()
 
     def _receive(self, data: bytes) -> None:
-        try:
-            events = self.conn.receive_data(data)
-        except h2.exceptions.ProtocolError as exc:
-            # h2 has queued a GOAWAY with the error's code.
-            log.info("HTTP/2 protocol error from %s: %s", self.client_text, exc)
-            self.goaway_sent = True
-            for stream in list(self.streams.values()):
-                stream.client_reset()
-            self._close()
-            return
+        conn = self.conn
+        if conn is None:
+            return  # parked over maxconn: nothing is read before `admitted`
+        events = conn.receive(data)
         # Streams the client opened and reset within these bytes: never started.
-        reset_now = {e.stream_id for e in events if isinstance(e, h2.events.StreamReset)}
+        reset_now: set[int] = set()
+        for event in events:
+            if event.kind == EV_RESET:
+                reset_now.add(event.stream_id)
         for event in events:
             if self.closed:
                 return
             self._event(event, reset_now)
 
-    def _event(self, event: h2.events.Event, reset_now: set[int]) -> None:
+    def _event(self, event: H2Event, reset_now: set[int]) -> None:
         streams = self.streams
-        if isinstance(event, h2.events.DataReceived):
+        kind = event.kind
+        if kind == EV_DATA:
             self._data(event)
-        elif isinstance(event, h2.events.RequestReceived):
-            assert event.stream_id is not None and event.headers is not None
+        elif kind == EV_REQUEST:
             if event.stream_id in reset_now:
                 self._count_cancel()
                 return
-            self._request(event.stream_id, event.headers, event.stream_ended is not None)
-        elif isinstance(event, h2.events.StreamEnded):
-            stream = streams.get(event.stream_id or 0)
+            self._request(event.stream_id, event.headers, event.end)
+        elif kind == EV_END:
+            stream = streams.get(event.stream_id)
             if stream is not None:
                 stream.request_end()
-        elif isinstance(event, h2.events.TrailersReceived):
-            stream = streams.get(event.stream_id or 0)
-            if stream is not None and event.headers is not None:
+        elif kind == EV_TRAILERS:
+            stream = streams.get(event.stream_id)
+            if stream is not None:
                 stream.request_trailers(event.headers)
-        elif isinstance(event, h2.events.StreamReset):
+        elif kind == EV_RESET:
             self._reset(event)
-        elif isinstance(event, h2.events.WindowUpdated):
-            stream = streams.get(event.stream_id or 0)
+        elif kind == EV_WINDOW:
+            stream = streams.get(event.stream_id)
             if stream is not None:
                 self.pump(stream)
             elif not event.stream_id:
                 for each in list(streams.values()):
                     self.pump(each)
-        elif isinstance(event, h2.events.RemoteSettingsChanged):
+        elif kind == EV_SETTINGS:
             self._control("SETTINGS")
             for each in list(streams.values()):
                 self.pump(each)  # the initial window may have grown
-        elif isinstance(event, h2.events.PingReceived):
+        elif kind == EV_PING:
             self._control("PING")
-        elif isinstance(event, h2.events.PriorityUpdated):
+        elif kind == EV_PRIORITY:
             self._control("PRIORITY")
-        elif isinstance(event, h2.events.ConnectionTerminated):
+        elif kind == EV_ERROR:
+            log.info("HTTP/2 protocol error from %s: code %d", self.client_text, event.code)
+            self.goaway_sent = True  # the connection wrote it
+            for each in list(streams.values()):
+                each.client_reset()
+            self._close()
+        elif kind == EV_GOAWAY:
             self.goaway_sent = True  # the client is leaving: nothing more to tell it
             for each in list(streams.values()):
                 each.client_reset()
@@ -321,6 +319,7 @@ class H2Session(asyncio.Protocol):
 
     def _request(self, stream_id: int, headers: list[tuple[bytes, bytes]], ended: bool) -> None:
         conn = self.conn
+        assert conn is not None
         if self.stopping:
             conn.reset_stream(stream_id, REFUSED_STREAM)
             return
@@ -343,45 +342,37 @@ class H2Session(asyncio.Protocol):
         if ended:
             stream.request_end()
 
-    def _data(self, event: h2.events.DataReceived) -> None:
-        stream_id = event.stream_id or 0
-        size = event.flow_controlled_length or 0
-        data = event.data or b""
-        stream = self.streams.get(stream_id)
-        if not data and not event.stream_ended:
+    def _data(self, event: H2Event) -> None:
+        stream = self.streams.get(event.stream_id)
+        if not event.flow and not event.end:
             self._control("empty DATA")
         if stream is None:
             # A stream refused or gone: its bytes still count against the connection window.
-            if size:
-                self.conn.acknowledge_received_data(size, stream_id)
+            if event.flow and self.conn is not None:
+                self.conn.acknowledge(event.stream_id, event.flow)
             return
-        stream.request_data(data, size)
+        stream.request_data(event.data, event.flow)
 
-    def _reset(self, event: h2.events.StreamReset) -> None:
-        stream = self.streams.get(event.stream_id or 0)
+    def _reset(self, event: H2Event) -> None:
+        stream = self.streams.get(event.stream_id)
         if stream is None:
             return
-        if event.remote_reset and not stream.response_done:
+        if not stream.response_done:
             self._count_cancel()
         stream.client_reset()
 
     def acknowledge(self, stream_id: int, size: int) -> None:
         """Hand `size` bytes of window back to the client (stream and connection)."""
-        if not self.closed:
-            self.conn.acknowledge_received_data(size, stream_id)
+        if not self.closed and self.conn is not None:
+            self.conn.acknowledge(stream_id, size)
             self._soon()
 
     # -- towards the client ----------------------------------------------------------------
 
     def send_headers(self, stream: H2Stream, headers: list[tuple[bytes, bytes]], end: bool) -> None:
-        if self.closed or stream.ended:
+        if self.closed or stream.ended or self.conn is None:
             return
-        try:
-            self.conn.send_headers(stream.stream_id, headers, end_stream=end)
-        except h2.exceptions.ProtocolError as exc:
-            log.warning("stream %d to %s: response head refused: %s", stream.stream_id, self.client_text, exc)
-            stream.reset(2)
-            return
+        self.conn.send_headers(stream.stream_id, headers, end)
         if end:
             self._ended(stream)
         self._soon()
@@ -389,27 +380,27 @@ class H2Session(asyncio.Protocol):
     def pump(self, stream: H2Stream) -> None:
         """Send what the stream holds as far as the client's windows and socket allow, and
         END_STREAM once its response is all sent."""
-        if self.closed or stream.ended or not stream.headers_sent:
-            return
         conn = self.conn
+        if self.closed or stream.ended or not stream.headers_sent or conn is None:
+            return
         sid = stream.stream_id
-        while stream.pending and not self.writing_paused:
-            window = conn.local_flow_control_window(sid)
-            if window <= 0:
-                break
-            conn.send_data(sid, stream.take(min(window, conn.max_outbound_frame_size)))
+        if stream.pending and not self.writing_paused:
+            window = conn.data_window(sid)
+            if window > 0:
+                data = stream.take(window)
+                # The last DATA frame carries END_STREAM when no trailers follow.
+                last = stream.response_done and not stream.pending and not stream.trailers
+                conn.send_data(sid, data, last)
+                if last:
+                    self._ended(stream)
+                    self._soon()
+                    return
         if stream.response_done and not stream.pending:
             trailers = stream.trailers
             if trailers:
-                try:
-                    conn.send_headers(sid, trailers, end_stream=True)
-                except h2.exceptions.ProtocolError as exc:
-                    log.warning("stream %d to %s: trailers refused: %s", sid, self.client_text, exc)
-                    stream.reset(2)
-                    self._soon()
-                    return
+                conn.send_headers(sid, trailers, True)
             else:
-                conn.end_stream(sid)
+                conn.send_data(sid, b"", True)
             self._ended(stream)
         self._soon()
 
@@ -425,9 +416,8 @@ class H2Session(asyncio.Protocol):
             self.loop.call_soon(stream._lost)
 
     def reset_stream(self, stream_id: int, error_code: int) -> None:
-        if not self.closed:
-            with contextlib.suppress(h2.exceptions.H2Error):  # already closed on the client's side
-                self.conn.reset_stream(stream_id, error_code)
+        if not self.closed and self.conn is not None:
+            self.conn.reset_stream(stream_id, error_code)  # a stream already closed is left alone
             self._soon()
 
     def stream_gone(self, stream: H2Stream) -> None:
@@ -450,6 +440,8 @@ class H2Session(asyncio.Protocol):
         self._flush()
 
     def _flush(self) -> None:
+        if self.conn is None:
+            return
         data = self.conn.data_to_send()
         if data and self.transport is not None and not self.closed:
             self.transport.write(data)

@@ -135,3 +135,25 @@ def test_response_trailers_keep_what_http2_allows_in_a_trailer_section():
 def test_the_log_says_http2():
     assert http2_request_line("GET /x HTTP/1.1") == "GET /x HTTP/2.0"
     assert http2_request_line("<BADREQ>") == "<BADREQ>"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [BASE[0], (b"accept", b"*/*"), *BASE[1:]],
+        [*BASE, (b":path", b"/other")],
+        [*BASE, (b":method", b"POST")],
+        [*BASE, (b":scheme", b"http")],
+        [BASE[0], *BASE[2:]],
+    ],
+    ids=["pseudo-after-regular", "duplicate-path", "duplicate-method", "duplicate-scheme", "no-scheme"],
+)
+def test_pseudo_header_fields_come_first_once_each_and_scheme_is_required(headers):
+    # RFC 9113 8.3 (h2spec 8.1.2.1 and 8.1.2.3): the h2 library checked these before our own layer.
+    with pytest.raises(MalformedRequest):
+        request_head(headers, True)
+
+
+def test_connect_needs_no_scheme_or_path():
+    head = request_head([(b":method", b"CONNECT"), (b":authority", b"db.example:5432")], False)
+    assert head.head.startswith(b"CONNECT db.example:5432 HTTP/1.1\r\n")
