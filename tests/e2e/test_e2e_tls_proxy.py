@@ -411,6 +411,22 @@ def test_header_arriving_in_pieces(proxy_world: ProxyWorld):
     assert entry["client_ip"] == "192.0.2.99"
 
 
+def assert_refused_and_logged(site: Site, port: int, data: bytes, reason: str) -> None:
+    """`data` sent to `port` gets no answer, the connection is closed within 3 s, and the
+    balancer's log names the connection and `reason`."""
+    started = time.monotonic()
+    local_port, answer = exchange(port, data, timeout=5)
+    assert answer == b"", f"a bad PROXY header must get no answer, got {answer[:200]!r}"
+    assert time.monotonic() - started < 3, "the connection was not closed"
+    process = site.process
+    assert process is not None
+    wait_until(
+        lambda: re.search(rf"connection from 127\.0\.0\.1:{local_port} closed: .*{reason}", process.output()),
+        timeout=5,
+        what=f"the refusal of 127.0.0.1:{local_port} ({reason}) in the balancer's log",
+    )
+
+
 @pytest.mark.parametrize(
     ("data", "reason"),
     [
@@ -422,17 +438,7 @@ def test_header_arriving_in_pieces(proxy_world: ProxyWorld):
     ids=["http-without-header", "v1-bad-port", "v1-too-long", "v2-bad-version"],
 )
 def test_bad_header_closes_the_connection_and_is_logged(proxy_world: ProxyWorld, data: bytes, reason: str):
-    started = time.monotonic()
-    local_port, answer = exchange(proxy_world.ports["accept"], data, timeout=5)
-    assert answer == b"", f"a bad PROXY header must get no answer, got {answer[:200]!r}"
-    assert time.monotonic() - started < 3, "the connection was not closed at once"
-    process = proxy_world.site.process
-    assert process is not None
-    wait_until(
-        lambda: re.search(rf"connection from 127\.0\.0\.1:{local_port} closed: .*{reason}", process.output()),
-        timeout=5,
-        what=f"the refusal of 127.0.0.1:{local_port} ({reason}) in the balancer's log",
-    )
+    assert_refused_and_logged(proxy_world.site, proxy_world.ports["accept"], data, reason)
 
 
 def test_missing_header_times_out_and_is_logged(proxy_world: ProxyWorld):
@@ -735,17 +741,7 @@ def test_a_header_in_pieces_then_the_handshake_on_a_tls_frontend(tls_world: TlsW
 def test_a_tls_frontend_closes_a_connection_without_a_good_header_and_logs_it(
     tls_world: TlsWorld, data: bytes, reason: str
 ):
-    started = time.monotonic()
-    local_port, answer = exchange(tls_world.ports["tls_accept"], data, timeout=5)
-    assert answer == b"", f"a bad PROXY header must get no answer, got {answer[:200]!r}"
-    assert time.monotonic() - started < 3, "the connection was not closed"
-    process = tls_world.site.process
-    assert process is not None
-    wait_until(
-        lambda: re.search(rf"connection from 127\.0\.0\.1:{local_port} closed: .*{reason}", process.output()),
-        timeout=5,
-        what=f"the refusal of 127.0.0.1:{local_port} ({reason}) in the balancer's log",
-    )
+    assert_refused_and_logged(tls_world.site, tls_world.ports["tls_accept"], data, reason)
 
 
 def test_tls_to_server_with_ca_and_sni(tls_world: TlsWorld):
