@@ -121,14 +121,8 @@ def _fill(offsets: list[int], skips: list[int], weights: list[int], size: int) -
                     continue
                 credits[i] = credit - heaviest  # weights <= heaviest: one turn at most
             if filled < switch:
-                c = positions[i]
-                skip = skips[i]
                 # Its previous slot is filled (by itself), so the first probe always moves on.
-                while table[c] >= 0:
-                    c += skip
-                    if c >= size:
-                        c -= size
-                positions[i] = c
+                c = positions[i] = _next_free(table, positions[i], skips[i], size)
             else:
                 if not empty:
                     empty = [slot for slot, owner in enumerate(table) if owner < 0]
@@ -141,6 +135,16 @@ def _fill(offsets: list[int], skips: list[int], weights: list[int], size: int) -
             filled += 1
             if filled == size:
                 return table
+
+
+def _next_free(table: list[int], slot: int, skip: int, size: int) -> int:
+    """The first free (-1) slot of `table` from `slot` on, by steps of `skip` (mod `size`):
+    the next slot of a server's permutation that nobody holds. There must be one."""
+    while table[slot] >= 0:
+        slot += skip
+        if slot >= size:
+            slot -= size
+    return slot
 
 
 class _Remembered:
@@ -234,12 +238,7 @@ def _walk(table: list[int], wanting: list[int], needs: list[int], positions: lis
     active = list(range(len(wanting)))
     while left and active:
         for j in active:
-            slot = positions[j]
-            skip = skips[j]
-            while table[slot] >= 0:
-                slot += skip
-                if slot >= size:
-                    slot -= size
+            slot = _next_free(table, positions[j], skips[j], size)
             table[slot] = wanting[j]
             positions[j] = slot
             needs[j] -= 1
