@@ -684,21 +684,31 @@ def test_curl_haproxy_protocol_into_a_tls_frontend(tls_world: TlsWorld):
     assert (entry["client_ip"], entry["client_port"]) == ("127.0.0.1", int(local_port))
 
 
-def test_v2_header_then_tls_handshake(tls_world: TlsWorld):
-    path = token("tls-v2")
-    port = tls_world.ports["tls_accept"]
+def proxied_tls_exchange(port: int, header_pieces: list[bytes], path: str) -> bytes:
+    """A PROXY header sent in clear (in pieces 50 ms apart when several), then TLS and one
+    GET of `path`; every byte of the answer until the server closes."""
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     received = bytearray()
     with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
-        raw.sendall(v2_header("192.0.2.8", 4444, "127.0.0.1", port))
+        for index, piece in enumerate(header_pieces):
+            if index:
+                time.sleep(0.05)  # pacing, so that the pieces arrive as separate reads
+            raw.sendall(piece)
         with context.wrap_socket(raw, server_hostname="a.example.test") as tls:
-            tls.sendall(http_get(f"/echo{path}"))
+            tls.sendall(http_get(path))
             with contextlib.suppress(ssl.SSLError, ConnectionError):
                 while chunk := tls.recv(65536):
                     received += chunk
-    status, _, body = only_response(bytes(received))
+    return bytes(received)
+
+
+def test_v2_header_then_tls_handshake(tls_world: TlsWorld):
+    path = token("tls-v2")
+    port = tls_world.ports["tls_accept"]
+    received = proxied_tls_exchange(port, [v2_header("192.0.2.8", 4444, "127.0.0.1", port)], f"/echo{path}")
+    status, _, body = only_response(received)
     assert status == 200
     assert echoed_header(body, "X-Forwarded-For") == ["192.0.2.8"]
     entry = tls_world.site.wait_json_log(lambda e: path in str(e.get("request")), what=path)
@@ -710,21 +720,9 @@ def test_a_header_in_pieces_then_the_handshake_on_a_tls_frontend(tls_world: TlsW
     ClientHello right behind it is left to TLS."""
     path = token("tls-pieces")
     port = tls_world.ports["tls_accept"]
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
     header = b"PROXY TCP4 198.51.100.7 127.0.0.1 5555 443\r\n"
-    received = bytearray()
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
-        for piece in (header[:3], header[3:20], header[20:]):
-            raw.sendall(piece)
-            time.sleep(0.05)  # pacing, so that the pieces arrive as separate reads
-        with context.wrap_socket(raw, server_hostname="a.example.test") as tls:
-            tls.sendall(http_get(f"/echo{path}"))
-            with contextlib.suppress(ssl.SSLError, ConnectionError):
-                while chunk := tls.recv(65536):
-                    received += chunk
-    status, _, body = only_response(bytes(received))
+    received = proxied_tls_exchange(port, [header[:3], header[3:20], header[20:]], f"/echo{path}")
+    status, _, body = only_response(received)
     assert status == 200
     assert echoed_header(body, "X-Forwarded-For") == ["198.51.100.7"]
 
