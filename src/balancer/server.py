@@ -34,6 +34,7 @@ from balancer.net.proxy_accept import ProxiedSession, ProxyHeaderReader
 from balancer.net.tcp_session import TcpSession
 from balancer.net.tls import frontend_context
 from balancer.net.tls_transport import TlsAcceptor
+from balancer.net.transport_registry import untrack_transports
 from balancer.proto.basic_auth import Userlist, hash_supported
 from balancer.route.client_limits import ClientLimits
 from balancer.runtime.client_table import ClientTable
@@ -360,6 +361,7 @@ class Balancer:
         socket to every worker) or on a socket bound here. A socket of another slot is
         served only while that slot has no worker (see `cover_absent_slots`). Raises OSError
         naming a failing address."""
+        untrack_transports(asyncio.get_running_loop())  # see net/transport_registry.py
         for frontend in self.config.frontend:
             for address in frontend.bind:
                 key = listener_key(address, frontend.name)
