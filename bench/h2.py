@@ -68,7 +68,12 @@ backend web
 """
 
 
-def balancer_config(ports: Ports, pem: Path) -> str:
+def balancer_config(ports: Ports, pem: Path, idle: int) -> str:
+    # `idle`: server connections kept idle. HAProxy keeps every idle server connection (no
+    # `pool-max-conn` bound by default); ours keeps 64 per server unless told, and with
+    # h2load -m100 (1,600 requests at the server at once, in bursts of 100 per client
+    # connection) most requests would then open and close a server connection. Both keep
+    # what the load needs: as many as there can be requests in flight.
     return f"""\
 [global]
 workers = 1
@@ -92,6 +97,8 @@ h2c = true
 name = "web"
 mode = "http"
 
+pool = {{ max_idle_per_server = {idle} }}
+
   [[backend.server]]
   name = "s1"
   address = "127.0.0.1:{ports.backend}"
@@ -104,7 +111,7 @@ def proxy_argv(args: argparse.Namespace, proxy: str, tmp: Path, ports: Ports, pe
         conf.write_text(haproxy_config(ports, pem))
         return [harness.find_binary("haproxy"), "-db", "-f", str(conf)]
     conf = tmp / "balancer-h2.toml"
-    conf.write_text(balancer_config(ports, pem))
+    conf.write_text(balancer_config(ports, pem, args.connections * max(args.streams)))
     return harness.balancer_argv(args.balancer_cmd, conf)
 
 
