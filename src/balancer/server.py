@@ -205,7 +205,14 @@ class Listener:
             sock.listen(config.backlog)  # as create_server does: a reload's backlog
             self.server = TlsAcceptor(sock, self.tls, factory, self.frontend.request_timeout, config.accept_proxy)
             return
-        self.server = await loop.create_server(factory, sock=self.sock.dup(), backlog=config.backlog)
+        server = await loop.create_server(factory, sock=self.sock.dup(), backlog=config.backlog)
+        if self.server is not None or self.closed or self.held or not self.wanted:
+            # A pause (the gate's hold, the end of a cover, a close) or another start came
+            # while the server was made: the pause found no server to close, so close it here.
+            # Kept, it would accept from another worker's socket for good.
+            server.close()
+            return
+        self.server = server
 
     def bound(self) -> tuple[str, int]:
         name = self.sock.getsockname()
