@@ -10,14 +10,21 @@ each in front of the same NGINX backend (as bench/run.py starts it):
    figure is handshakes per proxy CPU second ("per proxy core"), as in bench/run.py.
 2. TLS keep-alive req/s: `wrk -t1 -c64 https://...` (ECDSA certificate), req/s and req/s per
    proxy core; every head different (bench/varied.lua) first, identical heads second.
-3. Idle keep-alive connections at scale: a fresh proxy process, `--idle-plain` (120,000) or
-   `--idle-tls` (40,000) connections opened by an asyncio client (uvloop when installed) that
-   sends one request on each and keeps it open, spread over source addresses 127.0.0.2, .3, ...
+3. Idle keep-alive connections at scale: a fresh proxy, `--idle-plain` (120,000) or
+   `--idle-tls` (40,000) connections opened by asyncio clients (uvloop when installed) that
+   send one request on each and keep it open, spread over source addresses 127.0.0.2, .3, ...
    (SOURCE_SPAN connections each: one source address has about 28k ephemeral ports); the
    proxy's RSS (all its processes) before and after, RSS per idle connection and the time to
    open them. The open-files limit (soft and hard, as root) is raised for this process and so
    for the proxies it starts; HAProxy gets `maxconn` (it sizes its ulimit-n from it), balancer
    `[global] maxconn` (it raises its soft limit from it, src/balancer/limits.py).
+   Where the hard limit cannot be raised (no CAP_SYS_RESOURCE, as in some containers), one
+   process holds at most the limit's worth of sockets: the crowd is then opened by several
+   client processes, and balancer runs as many workers as it takes to hold it (a node's
+   workers share the listening sockets), so the whole crowd is still held by one node and its
+   RSS is the sum over the master and every worker (PSS beside it: shared pages once). HAProxy
+   (`nbthread 1`, one process) holds what one process can, and its figure at the requested
+   count is extrapolated.
 
 Usage: .venv/bin/python bench/tls.py [--duration 10] [--clients 2] [--idle-plain 120000] [--idle-tls 40000]
 Prints tables and balancer/HAProxy ratios; writes JSON to bench/results/tls-latest.json.
@@ -29,6 +36,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime
+import json
 import os
 import platform
 import re
@@ -131,10 +139,10 @@ defaults
     option forwardfor
     http-reuse always
     timeout connect 5s
-    timeout client 10m
+    timeout client 30m
     timeout server 30s
-    timeout http-keep-alive 10m
-    timeout http-request 10m
+    timeout http-keep-alive 30m
+    timeout http-request 30m
 
 frontend fe_ecdsa
     bind 127.0.0.1:{ports.ecdsa} ssl crt {pems["ecdsa"]} alpn http/1.1
@@ -153,7 +161,9 @@ backend web
 """
 
 
-def balancer_config(tmp: Path, ports: ProxyPorts, pems: dict[str, Path], backend: int, maxconn: int) -> str:
+def balancer_config(
+    tmp: Path, ports: ProxyPorts, pems: dict[str, Path], backend: int, maxconn: int, workers: int = 1
+) -> str:
     # Access log on, as in bench/run.py (the full default path); ALPN http/1.1 is the default.
     frontends = ""
     for kind in ("ecdsa", "rsa", "plain"):
@@ -165,11 +175,11 @@ bind = ["127.0.0.1:{ports.of(kind)}"]
 mode = "http"
 default_backend = "web"
 forwardfor = true
-timeouts = {{ client = "10m", http_request = "10m", http_keep_alive = "10m" }}
+timeouts = {{ client = "30m", http_request = "30m", http_keep_alive = "30m" }}
 {tls}"""
     return f"""\
 [global]
-workers = 1
+workers = {workers}
 grace = "1s"
 maxconn = {maxconn}
 log = "file:{tmp}/access.log"
@@ -184,23 +194,34 @@ mode = "http"
 """
 
 
-def proxy_argv(args: argparse.Namespace, proxy: str, tmp: Path, ports: ProxyPorts, pems: dict[str, Path]) -> list[str]:
+def proxy_argv(
+    args: argparse.Namespace, proxy: str, tmp: Path, ports: ProxyPorts, pems: dict[str, Path], workers: int = 1
+) -> list[str]:
+    """The command that starts `proxy`; balancer with `workers` worker processes."""
     backend = args.backend_port
     if proxy == "haproxy":
         conf = tmp / "haproxy-tls.cfg"
         conf.write_text(haproxy_config(ports, pems, backend, maxconn(args)))
         return [harness.find_binary("haproxy"), "-db", "-f", str(conf)]
-    conf = tmp / "balancer-tls.toml"
-    conf.write_text(balancer_config(tmp, ports, pems, backend, maxconn(args)))
+    conf = tmp / f"balancer-tls-{workers}.toml"
+    conf.write_text(balancer_config(tmp, ports, pems, backend, idle_wanted(args) + 1000, workers))
     return harness.balancer_argv(args.balancer_cmd, conf)
 
 
 def maxconn(args: argparse.Namespace) -> int:
-    """Client connections each proxy must accept: the idle crowd plus the load clients, at most
-    what the open-files limit leaves. HAProxy plans two descriptors per connection and refuses
-    to start when `ulimit-n` is below that, so the cap is half the limit, for both proxies alike
-    (the same idle count for both keeps RSS and time to open comparable)."""
-    return min(max(args.idle_plain, args.idle_tls, 8000) + 1000, (args.fd_limit - FD_HEADROOM) // 2)
+    """Client connections one proxy process must accept: the idle crowd plus the load clients,
+    at most what the open-files limit leaves. HAProxy plans two descriptors per connection and
+    refuses to start when `ulimit-n` is below that, so its cap is half the limit."""
+    return min(idle_wanted(args) + 1000, (args.fd_limit - FD_HEADROOM) // 2)
+
+
+def idle_wanted(args: argparse.Namespace) -> int:
+    return max(args.idle_plain, args.idle_tls, 8000)
+
+
+def per_process(args: argparse.Namespace) -> int:
+    """Sockets one process (a client, a balancer worker) may hold under the open-files limit."""
+    return args.fd_limit - FD_HEADROOM
 
 
 def insecure_context() -> ssl.SSLContext:
@@ -326,21 +347,19 @@ def run_wrk_tls(args: argparse.Namespace, proc: harness.Proc, port: int, heads: 
 # --------------------------------------------------------------------------- idle connections
 
 
-def tree_rss(root: int) -> int:
-    """Resident bytes of a process and its live descendants."""
+def descendants(root: int) -> list[int]:
+    """The live descendants of a process."""
     parents: dict[int, int] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit() and (stat := harness.read_stat(int(entry))) is not None:
             parents[int(entry)] = stat[0]
-    total, todo = 0, [root]
+    found, todo = [], [root]
     while todo:
         pid = todo.pop()
-        with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) * 1024
-        todo.extend(child for child, parent in parents.items() if parent == pid)
-    return total
+        children = [child for child, parent in parents.items() if parent == pid]
+        found += children
+        todo += children
+    return found
 
 
 @dataclass
@@ -353,18 +372,22 @@ class Idle:
     rss_after: int
     per_connection: float | None
     open_seconds: float
+    pss_after: int = 0  # shared pages counted once (RSS counts them in every process)
+    processes: int = 1  # the proxy's: master and workers
+    clients: int = 1  # client processes that held the crowd
     requested: int = 0  # asked for; more than `wanted` when the open-files limit capped it
     rss_at_requested: int | None = None  # rss_before + per_connection * requested when capped
 
 
-async def hold_idle(port: int, count: int, tls: bool) -> tuple[list[asyncio.StreamWriter], list[str]]:
-    """Open `count` connections, one keep-alive request on each, and keep them open."""
+async def hold_idle(port: int, count: int, tls: bool, first: int = 0) -> tuple[list[asyncio.StreamWriter], list[str]]:
+    """Open `count` connections, one keep-alive request on each, and keep them open; `first`:
+    the crowd-wide number of the first (it picks the source addresses)."""
     context = insecure_context() if tls else None
     gate = asyncio.Semaphore(IDLE_CONCURRENCY)
     request = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
 
     async def one(index: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        source = (f"127.0.0.{2 + index // SOURCE_SPAN}", 0)
+        source = (f"127.0.0.{2 + (first + index) // SOURCE_SPAN}", 0)
         async with gate:
             connecting = asyncio.open_connection("127.0.0.1", port, ssl=context, local_addr=source)
             reader, writer = await asyncio.wait_for(connecting, 30)
@@ -385,23 +408,75 @@ async def hold_idle(port: int, count: int, tls: bool) -> tuple[list[asyncio.Stre
     return [w for _, w in open_pairs], errors
 
 
-async def measure_idle_async(proc: harness.Proc, port: int, count: int, tls: bool) -> Idle:
+def hold_in_child(spec: str) -> int:
+    """`--hold PORT,COUNT,FIRST,TLS` (a client process of the idle crowd): open the connections,
+    print one JSON line ({"held": n, "errors": [...]}), keep them until stdin closes."""
+    port, count, first, tls = (int(part) for part in spec.split(","))
+
+    async def hold() -> None:
+        writers, errors = await hold_idle(port, count, bool(tls), first)
+        print(json.dumps({"held": len(writers), "errors": errors[:3]}), flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+        for writer in writers:
+            writer.close()
+
+    raise_fd_limit(count + FD_HEADROOM)
+    asyncio.run(hold())
+    return 0
+
+
+def memory_of(root: int) -> tuple[int, int]:
+    """RSS and PSS bytes of a process and its live descendants (PSS: shared pages divided
+    among the processes sharing them)."""
+    rss = pss = 0
+    for pid in [root, *descendants(root)]:
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Rss:"):
+                    rss += int(line.split()[1]) * 1024
+                elif line.startswith("Pss:"):
+                    pss += int(line.split()[1]) * 1024
+    return rss, pss
+
+
+def measure_idle(args: argparse.Namespace, proc: harness.Proc, port: int, count: int, tls: bool) -> Idle:
+    """Hold `count` idle connections to `port`, opened by as many client processes as the
+    open-files limit needs, and read the proxy's memory before and after."""
     # A few requests first, so that start-up allocations are not counted per connection.
-    warm, _ = await hold_idle(port, 20, tls)
-    for writer in warm:
-        writer.close()
-    await asyncio.sleep(0.5)
-    before = tree_rss(proc.popen.pid)
+    asyncio.run(hold_idle_briefly(port, tls))
+    time.sleep(0.5)
+    before, _ = memory_of(proc.popen.pid)
+    share = -(-count // -(-count // (per_process(args) - 500)))  # even shares under the limit
     started = time.monotonic()
-    writers, errors = await hold_idle(port, count, tls)
-    opened = time.monotonic() - started - IDLE_SETTLE
-    after = tree_rss(proc.popen.pid)
+    clients = [
+        subprocess.Popen(
+            [sys.executable, __file__, "--hold", f"{port},{min(share, count - first)},{first},{int(tls)}"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for first in range(0, count, share)
+    ]
+    held, errors = 0, []
+    try:
+        for client in clients:
+            assert client.stdout is not None
+            line = client.stdout.readline()
+            if not line:
+                raise BenchError(f"{proc.name}: an idle client ended early (exit {client.wait(10)})")
+            answer = json.loads(line)
+            held += answer["held"]
+            errors += answer["errors"]
+        opened = time.monotonic() - started - IDLE_SETTLE
+        after, pss_after = memory_of(proc.popen.pid)
+        processes = 1 + len(descendants(proc.popen.pid))
+    finally:
+        for client in clients:
+            with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+                client.communicate(timeout=60)
     if errors:
-        progress(f"{proc.name}: {count - len(writers)} idle connections failed: {'; '.join(errors[:3])}")
-    for writer in writers:
-        writer.close()
-    await asyncio.sleep(0.5)
-    held = len(writers)
+        progress(f"{proc.name}: {count - held} idle connections failed: {'; '.join(errors[:3])}")
+    time.sleep(0.5)
     return Idle(
         proxy=proc.name,
         kind="tls" if tls else "plain",
@@ -409,9 +484,18 @@ async def measure_idle_async(proc: harness.Proc, port: int, count: int, tls: boo
         held=held,
         rss_before=before,
         rss_after=after,
+        pss_after=pss_after,
         per_connection=round((after - before) / held, 1) if held else None,
         open_seconds=round(opened, 2),
+        processes=processes,
+        clients=len(clients),
     )
+
+
+async def hold_idle_briefly(port: int, tls: bool) -> None:
+    writers, _ = await hold_idle(port, 20, tls)
+    for writer in writers:
+        writer.close()
 
 
 def raise_fd_limit(needed: int) -> int:
@@ -511,8 +595,10 @@ def report(args: argparse.Namespace, out: Results, meta: dict[str, object]) -> i
                     "proxy",
                     "kind",
                     "held",
+                    "processes",
                     "RSS before MiB",
                     "RSS after MiB",
+                    "PSS after MiB",
                     "RSS per connection KiB",
                     "opened in s",
                     "RSS MiB at requested (extrapolated)",
@@ -522,8 +608,10 @@ def report(args: argparse.Namespace, out: Results, meta: dict[str, object]) -> i
                         i.proxy,
                         i.kind,
                         f"{i.held}/{i.wanted}",
+                        f"{i.processes} ({i.clients} clients)",
                         f"{i.rss_before / 2**20:.1f}",
                         f"{i.rss_after / 2**20:.1f}",
+                        f"{i.pss_after / 2**20:.1f}",
                         fmt(None if i.per_connection is None else i.per_connection / 1024, "{:.1f}"),
                         f"{i.open_seconds:.1f}",
                         fmt(None if i.rss_at_requested is None else i.rss_at_requested / 2**20, "{:.0f}")
@@ -557,14 +645,20 @@ def bench_proxy(args: argparse.Namespace, proxy: str, tmp: Path, pems: dict[str,
     argv = proxy_argv(args, proxy, tmp, ports, pems)
     progress(f"{proxy}: {shlex.join(argv)}")
     for kind, requested in (("plain", args.idle_plain), ("tls", args.idle_tls)):
-        count = min(requested, maxconn(args) - 100)
+        workers = 1
+        if proxy == "balancer":  # as many workers as the limit needs (module docstring, 3.)
+            workers = max(1, -(-requested // (per_process(args) - 2000)))
+            count = requested
+        else:
+            count = min(requested, maxconn(args) - 100)
         if count < requested:
             progress(f"{proxy}: {kind}: holding {count} idle connections, not {requested}: open-files limit")
         if count > 0:
             # A fresh process for each, so memory freed by earlier connections is not reused.
-            with harness.listening(proxy, argv, tmp, (ports.ecdsa, ports.plain)) as proc:
+            idle_argv = proxy_argv(args, proxy, tmp, ports, pems, workers)
+            with harness.listening(proxy, idle_argv, tmp, (ports.ecdsa, ports.plain)) as proc:
                 port = ports.plain if kind == "plain" else ports.ecdsa
-                idle = asyncio.run(measure_idle_async(proc, port, count, kind == "tls"))
+                idle = measure_idle(args, proc, port, count, kind == "tls")
                 idle.requested = requested
                 if count < requested and idle.per_connection is not None:
                     idle.rss_at_requested = round(idle.rss_before + idle.per_connection * requested)
@@ -623,6 +717,13 @@ def measure_all(args: argparse.Namespace, tmp: Path) -> Results:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--hold"]:  # one client process of the idle crowd (measure_idle)
+        with contextlib.suppress(ImportError):
+            import uvloop
+
+            asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+        return hold_in_child(argv[1])
     args = parse_args(argv)
     # Client: one descriptor per idle connection; proxies: two (client + server side) and spare.
     args.fd_limit = 1 << 30  # maxconn() below: the idle counts alone
