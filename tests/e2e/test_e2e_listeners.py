@@ -140,6 +140,15 @@ def test_new_connections_are_spread_over_the_workers_and_a_reload_to_fewer_loses
     assert len(listening.splitlines()) == 2, listening  # kept, not closed with its queue
 
 
+def _workers_config(site: Site, server: TaggedBackend, workers: int) -> str:
+    """One frontend on the site's port, one backend of `server`, `workers` worker processes."""
+    return (
+        site.global_toml(extra=f"workers = {workers}")
+        + f'[[frontend]]\nname = "www"\nbind = ["127.0.0.1:{site.port}"]\ndefault_backend = "web"\n'
+        + f'[[backend]]\nname = "web"\n[[backend.server]]\nname = "s1"\naddress = "{server.address}"\n'
+    )
+
+
 def _queued(port: int) -> list[int]:
     """Connections waiting in each listening socket's accept queue (ss -lt Recv-Q)."""
     ss = require_tool("ss")
@@ -163,11 +172,7 @@ def test_once_all_serve_no_worker_takes_from_another_workers_socket(site: Site, 
     another's socket while that one started once kept accepting from it for good, when its
     start and the end of the cover crossed: 8 workers took 190 to 2,400 of 8,000 connections.)"""
     (s1,) = tagged("s1")
-    proc = site.start(
-        site.global_toml(extra="workers = 4")
-        + f'[[frontend]]\nname = "www"\nbind = ["127.0.0.1:{site.port}"]\ndefault_backend = "web"\n'
-        + f'[[backend]]\nname = "web"\n[[backend.server]]\nname = "s1"\naddress = "{s1.address}"\n'
-    )
+    proc = site.start(_workers_config(site, s1, 4))
     wait_until(lambda: "balancer running" in proc.output(), timeout=20, what="four workers serving")
     workers = sorted(_workers(proc))
     assert len(workers) == 4, workers
@@ -215,11 +220,7 @@ def test_a_dead_workers_socket_is_served_by_the_others_until_its_replacement_ser
     import time
 
     (s1,) = tagged("s1")
-    proc = site.start(
-        site.global_toml(extra="workers = 2")
-        + f'[[frontend]]\nname = "www"\nbind = ["127.0.0.1:{site.port}"]\ndefault_backend = "web"\n'
-        + f'[[backend]]\nname = "web"\n[[backend.server]]\nname = "s1"\naddress = "{s1.address}"\n'
-    )
+    proc = site.start(_workers_config(site, s1, 2))
     wait_until(lambda: "balancer running" in proc.output(), timeout=15, what="both workers serving")
     victim = min(_workers(proc))
     os.kill(victim, signal.SIGKILL)
