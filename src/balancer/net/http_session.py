@@ -423,18 +423,36 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
             log.exception("internal error on a connection from %s", self.client_ip_text)
             self._reject(500, "internal error")
 
-    def _take_head(self, head: tuple[bytes, bytes, str, list[bytes]]) -> None:
+    def _take_head(self, head: tuple[bytes, bytes, str, list[tuple[bytes, bytes]], bool, bytes, int, int, int]) -> None:
         """The read is exactly one plain request head without a body, parsed by proto/_heads:
         the callbacks httptools would have made, in its order, without the parser (which
-        stays between two messages). Their limits and checks raise as under httptools."""
-        method, url, version, fields = head
+        stays between two messages). Their limits and checks raise as under httptools.
+        A head whose fields are all ordinary or Host (`plain`, the usual) takes what
+        on_header would have worked out per field from _heads' result instead: the fields,
+        the Host, their size, and the header lines as received (from `block_start`)."""
+        method, url, version, headers, plain, host, host_count, header_bytes, block_start = head
         self.on_message_begin()
         self.on_url(url)
-        i = 0
-        count = len(fields)
-        while i < count:
-            self.on_header(fields[i], fields[i + 1])
-            i += 2
+        if plain:
+            request = self.parsing
+            assert request is not None
+            self.header_count = count = len(headers)
+            self.header_bytes = header_bytes
+            frontend = self.frontend
+            if count > frontend.max_header_count or header_bytes > frontend.max_header_bytes:
+                raise BadRequest(431, "request headers too large")
+            request.headers = headers
+            request.host = host
+            request.host_count = host_count
+            # on_headers_complete follows no raw lines: the block is taken whole here, for
+            # the HTTP/1.1 request line it then finds as read.
+            self.raw_pos = -1
+            if block_start >= 0 and version == "1.1":
+                source = self.head_source
+                request.header_block = source[block_start : len(source) - 2]
+        else:
+            for name, value in headers:
+                self.on_header(name, value)
         self.head_method = method
         self.head_version = version
         try:

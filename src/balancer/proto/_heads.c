@@ -1,12 +1,25 @@
 /* A strict parser of one whole HTTP/1.x request head, in one call (net/http_session.py).
  *
- * parse_head(data) -> (method, url, version, fields) | None
+ * parse_head(data) -> (method, url, version, headers, plain, host, host_count, header_bytes,
+ *                       block_start) | None
  *     `data` is a client's read at a request boundary. When it holds exactly one complete
  *     request head with no body and nothing after it, and everything in it is plain, the
  *     result is what httptools' callbacks would have given: the method (one of GET, HEAD,
  *     OPTIONS, DELETE), the origin-form target, the version ("1.1" or "1.0") and the header
- *     fields as one flat list [name, value, name, value, ...] (values without the spaces
- *     after the colon). Otherwise None: the session then feeds the same bytes to httptools,
+ *     fields as a list of (name, value) tuples (values without the spaces after the colon);
+ *     then what the session would work out per field (net/http_session.py _take_head), so
+ *     that a head of ordinary fields costs it no Python per field:
+ *       - plain: no field is one the session treats apart but Host (proto/http1.py
+ *         header_kind: Connection, Proxy-Connection, X-Forwarded-For, X-Forwarded-Proto and
+ *         the other hop-by-hop ones, TE, Trailer, Keep-Alive, Proxy-Authenticate,
+ *         Proxy-Authorization; names in any case);
+ *       - host: the last Host value (b"" without one), host_count: how many Host fields;
+ *       - header_bytes: the sum of len(name) + len(value) + 4 over the fields (the
+ *         session's header size limit and the access log's bytes_in count this);
+ *       - block_start: where the first header line starts in `data` when every header line
+ *         is exactly "Name: value" CRLF (one space after the colon), so data[block_start:-2]
+ *         is the header lines as the proxy would write them; -1 otherwise.
+ *     Otherwise None: the session then feeds the same bytes to httptools,
  *     which answers every unusual or malformed head as before. So anything llhttp might read
  *     differently, or that the session treats specially, is refused here:
  *       - another method, an absolute-form, "*" or empty target, any byte of the target
@@ -31,7 +44,7 @@
 #define MAX_FIELDS 100
 
 static PyObject *method_get, *method_head, *method_options, *method_delete;
-static PyObject *version_11, *version_10;
+static PyObject *version_11, *version_10, *empty_bytes;
 
 /* RFC 9110 tchar. */
 static unsigned char is_tchar[256];
@@ -69,6 +82,26 @@ static int name_is(const char *name, Py_ssize_t size, const char *lower) {
 static int refused_name(const char *name, Py_ssize_t size) {
     return name_is(name, size, "transfer-encoding") || name_is(name, size, "content-length") ||
            name_is(name, size, "upgrade") || name_is(name, size, "expect");
+}
+
+/* A header the session treats apart from the others (proto/http1.py header_kind, but Host,
+ * which the result carries, and the refused ones above). */
+static int special_name(const char *name, Py_ssize_t size) {
+    switch (name[0] | 0x20) {
+    case 'c':
+        return name_is(name, size, "connection");
+    case 'x':
+        return name_is(name, size, "x-forwarded-for") || name_is(name, size, "x-forwarded-proto");
+    case 't':
+        return name_is(name, size, "te") || name_is(name, size, "trailer");
+    case 'k':
+        return name_is(name, size, "keep-alive");
+    case 'p':
+        return name_is(name, size, "proxy-connection") || name_is(name, size, "proxy-authenticate") ||
+               name_is(name, size, "proxy-authorization");
+    default:
+        return 0;
+    }
 }
 
 static PyObject *parse_head(PyObject *self, PyObject *arg) {
@@ -112,6 +145,9 @@ static PyObject *parse_head(PyObject *self, PyObject *arg) {
     else
         Py_RETURN_NONE;
     p += 11;
+    Py_ssize_t block_start = p - data;
+    int plain = 1;
+    Py_ssize_t header_bytes = 0, host_count = 0, host_at = -1;
     /* Where each name and value is: the list is made once, of its final size. */
     const char *starts[2 * MAX_FIELDS];
     Py_ssize_t sizes[2 * MAX_FIELDS];
@@ -131,8 +167,11 @@ static PyObject *parse_head(PyObject *self, PyObject *arg) {
         if (name_size == 0 || *p != ':' || refused_name(name, name_size))
             Py_RETURN_NONE;
         p++;
+        const char *space = p;
         while (*p == ' ' || *p == '\t')
             p++;
+        if (p - space != 1 || *space != ' ')
+            block_start = -1; /* not "Name: value" as the proxy writes it */
         const char *value = p;
         while (is_value[(unsigned char)*p])
             p++;
@@ -142,42 +181,85 @@ static PyObject *parse_head(PyObject *self, PyObject *arg) {
         if (end - p < 4 || p[0] != '\r' || p[1] != '\n')
             Py_RETURN_NONE; /* a CTL, DEL, non-ASCII byte or a bare CR/LF in the value */
         p += 2;
+        if (name_is(name, name_size, "host")) {
+            host_count++;
+            host_at = count + 1;
+        } else if (plain && special_name(name, name_size))
+            plain = 0;
+        header_bytes += name_size + value_size + 4;
         starts[count] = name;
         sizes[count++] = name_size;
         starts[count] = value;
         sizes[count++] = value_size;
     }
-    PyObject *fields = PyList_New(count);
-    if (fields == NULL)
+    PyObject *headers = PyList_New(count / 2);
+    if (headers == NULL)
         return NULL;
-    for (Py_ssize_t i = 0; i < count; i++) {
-        PyObject *item = PyBytes_FromStringAndSize(starts[i], sizes[i]);
-        if (item == NULL)
+    PyObject *host = NULL;
+    for (Py_ssize_t i = 0; i < count; i += 2) {
+        PyObject *name = PyBytes_FromStringAndSize(starts[i], sizes[i]);
+        if (name == NULL)
             goto fail;
-        PyList_SET_ITEM(fields, i, item);
+        PyObject *value = PyBytes_FromStringAndSize(starts[i + 1], sizes[i + 1]);
+        if (value == NULL) {
+            Py_DECREF(name);
+            goto fail;
+        }
+        PyObject *pair = PyTuple_New(2);
+        if (pair == NULL) {
+            Py_DECREF(name);
+            Py_DECREF(value);
+            goto fail;
+        }
+        PyTuple_SET_ITEM(pair, 0, name);
+        PyTuple_SET_ITEM(pair, 1, value);
+        PyList_SET_ITEM(headers, i / 2, pair);
+        if (i + 1 == host_at)
+            host = value;
     }
+    if (host == NULL)
+        host = empty_bytes;
     PyObject *url_bytes = PyBytes_FromStringAndSize(url, url_size);
     if (url_bytes == NULL)
         goto fail;
-    PyObject *result = PyTuple_New(4);
+    PyObject *result = PyTuple_New(9);
     if (result == NULL) {
         Py_DECREF(url_bytes);
         goto fail;
     }
+    PyObject *counts[3] = {PyLong_FromSsize_t(host_count), PyLong_FromSsize_t(header_bytes),
+                           PyLong_FromSsize_t(block_start)};
+    for (int i = 0; i < 3; i++) {
+        if (counts[i] == NULL) {
+            for (int j = 0; j < 3; j++)
+                Py_XDECREF(counts[j]);
+            Py_DECREF(url_bytes);
+            Py_DECREF(result);
+            goto fail;
+        }
+    }
+    PyObject *plain_flag = plain ? Py_True : Py_False;
     Py_INCREF(method);
     Py_INCREF(version);
+    Py_INCREF(plain_flag);
+    Py_INCREF(host);
     PyTuple_SET_ITEM(result, 0, method);
     PyTuple_SET_ITEM(result, 1, url_bytes);
     PyTuple_SET_ITEM(result, 2, version);
-    PyTuple_SET_ITEM(result, 3, fields);
+    PyTuple_SET_ITEM(result, 3, headers);
+    PyTuple_SET_ITEM(result, 4, plain_flag);
+    PyTuple_SET_ITEM(result, 5, host);
+    PyTuple_SET_ITEM(result, 6, counts[0]);
+    PyTuple_SET_ITEM(result, 7, counts[1]);
+    PyTuple_SET_ITEM(result, 8, counts[2]);
     return result;
 fail:
-    Py_DECREF(fields);
+    Py_DECREF(headers);
     return NULL;
 }
 
 static PyMethodDef methods[] = {
-    {"parse_head", parse_head, METH_O, "One whole plain request head as (method, url, version, fields), or None."},
+    {"parse_head", parse_head, METH_O, "One whole plain request head as (method, url, version, headers, plain, host, host_count, header_bytes, block_start), or None."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -191,7 +273,8 @@ PyMODINIT_FUNC PyInit__heads(void) {
     method_delete = PyBytes_FromString("DELETE");
     version_11 = PyUnicode_InternFromString("1.1");
     version_10 = PyUnicode_InternFromString("1.0");
-    if (!method_get || !method_head || !method_options || !method_delete || !version_11 || !version_10)
+    empty_bytes = PyBytes_FromStringAndSize(NULL, 0);
+    if (!empty_bytes || !method_get || !method_head || !method_options || !method_delete || !version_11 || !version_10)
         return NULL;
     return PyModule_Create(&module);
 }
