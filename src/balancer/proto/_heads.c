@@ -39,6 +39,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <stdint.h>
 #include <string.h>
 
 #define MAX_FIELDS 100
@@ -173,6 +174,18 @@ static PyObject *parse_head(PyObject *self, PyObject *arg) {
         if (p - space != 1 || *space != ' ')
             block_start = -1; /* not "Name: value" as the proxy writes it */
         const char *value = p;
+        /* Eight bytes at a time while all are 0x20..0x7E (most of a head is values); the
+         * byte loop below reads from the first word that holds anything else (the CR that
+         * ends the value, a tab, a CTL, DEL or non-ASCII byte) on. A word is read only
+         * while it is all inside `data`. */
+        while (end - p >= 8) {
+            uint64_t word, low;
+            memcpy(&word, p, 8);
+            low = word & 0x7F7F7F7F7F7F7F7FULL; /* no byte carries into the next below */
+            if ((word | (low + 0x0101010101010101ULL) | ~(low + 0x6060606060606060ULL)) & 0x8080808080808080ULL)
+                break; /* a byte >= 0x80, == 0x7F or < 0x20 */
+            p += 8;
+        }
         while (is_value[(unsigned char)*p])
             p++;
         Py_ssize_t value_size = p - value;

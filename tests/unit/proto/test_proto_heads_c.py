@@ -239,3 +239,19 @@ def test_a_browser_head_needs_no_python_per_field() -> None:
     assert with_connection is not None and not with_connection[4]
     unspaced = _heads.parse_head(_head(b"GET / HTTP/1.1", b"Host:a"))
     assert unspaced is not None and unspaced[4] and unspaced[8] == -1
+
+
+def test_every_byte_anywhere_in_a_long_value_reads_as_httptools_reads_it() -> None:
+    """_heads.c checks values eight bytes at a time: each byte value, at each place in a
+    word (and across two), is accepted or left to httptools exactly as one byte at a time."""
+    assert _heads is not None
+    for at in range(17):
+        for byte in range(256):
+            value = bytearray(b"abcdefghijklmnopqrstuvwxyz012345")
+            value[at] = byte
+            data = _head(b"GET / HTTP/1.1", b"Host: a", b"X-Long: " + bytes(value), b"Accept: */*")
+            parsed = _heads.parse_head(data)
+            if parsed is not None:
+                assert parsed == _httptools(data), data
+            elif 0x20 <= byte <= 0x7E:
+                raise AssertionError(f"a plain value byte {byte:#x} at {at} was refused")
