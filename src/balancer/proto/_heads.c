@@ -1,7 +1,7 @@
 /* A strict parser of one whole HTTP/1.x request head, in one call (net/http_session.py).
  *
- * parse_head(data) -> (method, url, version, headers, plain, host, host_count, header_bytes,
- *                       block_start) | None
+ * parse_head(data) -> (method, url, version, headers, hop, host, host_count, header_bytes,
+ *                       block) | None
  *     `data` is a client's read at a request boundary. When it holds exactly one complete
  *     request head with no body and nothing after it, and everything in it is plain, the
  *     result is what httptools' callbacks would have given: the method (one of GET, HEAD,
@@ -9,16 +9,18 @@
  *     fields as a list of (name, value) tuples (values without the spaces after the colon);
  *     then what the session would work out per field (net/http_session.py _take_head), so
  *     that a head of ordinary fields costs it no Python per field:
- *       - plain: no field is one the session treats apart but Host (proto/http1.py
- *         header_kind: Connection, Proxy-Connection, X-Forwarded-For, X-Forwarded-Proto and
- *         the other hop-by-hop ones, TE, Trailer, Keep-Alive, Proxy-Authenticate,
- *         Proxy-Authorization; names in any case);
+ *       - hop: None when a field is one the session treats apart, but Host and Connection
+ *         (proto/http1.py header_kind: Proxy-Connection, X-Forwarded-For, X-Forwarded-Proto,
+ *         TE, Trailer, Keep-Alive, Proxy-Authenticate, Proxy-Authorization; names in any
+ *         case): `headers` is then every field, for the session's per-field path. Otherwise
+ *         the Connection fields as (name, value) tuples (browsers send one), and `headers`
+ *         the other fields: what the session forwards;
  *       - host: the last Host value (b"" without one), host_count: how many Host fields;
- *       - header_bytes: the sum of len(name) + len(value) + 4 over the fields (the
+ *       - header_bytes: the sum of len(name) + len(value) + 4 over all the fields (the
  *         session's header size limit and the access log's bytes_in count this);
- *       - block_start: where the first header line starts in `data` when every header line
- *         is exactly "Name: value" CRLF (one space after the colon), so data[block_start:-2]
- *         is the header lines as the proxy would write them; -1 otherwise.
+ *       - block: when every header line is exactly "Name: value" CRLF (one space after the
+ *         colon) and hop is not None, the lines of `headers` as received, which are as the
+ *         proxy would write them (one slice of `data` without Connection lines); b"" else.
  *     Otherwise None: the session then feeds the same bytes to httptools,
  *     which answers every unusual or malformed head as before. So anything llhttp might read
  *     differently, or that the session treats specially, is refused here:
@@ -85,12 +87,10 @@ static int refused_name(const char *name, Py_ssize_t size) {
            name_is(name, size, "upgrade") || name_is(name, size, "expect");
 }
 
-/* A header the session treats apart from the others (proto/http1.py header_kind, but Host,
- * which the result carries, and the refused ones above). */
+/* A header the session treats apart from the others (proto/http1.py header_kind, but Host
+ * and Connection, which the result carries, and the refused ones above). */
 static int special_name(const char *name, Py_ssize_t size) {
     switch (name[0] | 0x20) {
-    case 'c':
-        return name_is(name, size, "connection");
     case 'x':
         return name_is(name, size, "x-forwarded-for") || name_is(name, size, "x-forwarded-proto");
     case 't':
@@ -146,9 +146,12 @@ static PyObject *parse_head(PyObject *self, PyObject *arg) {
     else
         Py_RETURN_NONE;
     p += 11;
-    Py_ssize_t block_start = p - data;
-    int plain = 1;
+    Py_ssize_t block_start = p - data, conn_count = 0;
+    int plain = 1, as_written = 1;
     Py_ssize_t header_bytes = 0, host_count = 0, host_at = -1;
+    /* Per field: whether it is a Connection field, and where its line ends (after CRLF). */
+    unsigned char is_conn[MAX_FIELDS];
+    const char *line_ends[MAX_FIELDS];
     /* Where each name and value is: the list is made once, of its final size. */
     const char *starts[2 * MAX_FIELDS];
     Py_ssize_t sizes[2 * MAX_FIELDS];
@@ -172,7 +175,7 @@ static PyObject *parse_head(PyObject *self, PyObject *arg) {
         while (*p == ' ' || *p == '\t')
             p++;
         if (p - space != 1 || *space != ' ')
-            block_start = -1; /* not "Name: value" as the proxy writes it */
+            as_written = 0; /* not "Name: value" as the proxy writes it */
         const char *value = p;
         /* Eight bytes at a time while all are 0x20..0x7E (most of a head is values); the
          * byte loop below reads from the first word that holds anything else (the CR that
@@ -194,9 +197,14 @@ static PyObject *parse_head(PyObject *self, PyObject *arg) {
         if (end - p < 4 || p[0] != '\r' || p[1] != '\n')
             Py_RETURN_NONE; /* a CTL, DEL, non-ASCII byte or a bare CR/LF in the value */
         p += 2;
+        is_conn[count / 2] = 0;
+        line_ends[count / 2] = p;
         if (name_is(name, name_size, "host")) {
             host_count++;
             host_at = count + 1;
+        } else if (name_is(name, name_size, "connection")) {
+            is_conn[count / 2] = 1;
+            conn_count++;
         } else if (plain && special_name(name, name_size))
             plain = 0;
         header_bytes += name_size + value_size + 4;
@@ -205,10 +213,19 @@ static PyObject *parse_head(PyObject *self, PyObject *arg) {
         starts[count] = value;
         sizes[count++] = value_size;
     }
-    PyObject *headers = PyList_New(count / 2);
+    Py_ssize_t fields = count / 2;
+    if (!plain)
+        conn_count = 0; /* the session's per-field path takes every field, Connection too */
+    PyObject *headers = PyList_New(fields - conn_count);
     if (headers == NULL)
         return NULL;
-    PyObject *host = NULL;
+    PyObject *hop = NULL, *host = NULL, *block = NULL;
+    if (plain) {
+        hop = PyList_New(conn_count);
+        if (hop == NULL)
+            goto fail;
+    }
+    Py_ssize_t kept = 0, hopped = 0;
     for (Py_ssize_t i = 0; i < count; i += 2) {
         PyObject *name = PyBytes_FromStringAndSize(starts[i], sizes[i]);
         if (name == NULL)
@@ -226,53 +243,87 @@ static PyObject *parse_head(PyObject *self, PyObject *arg) {
         }
         PyTuple_SET_ITEM(pair, 0, name);
         PyTuple_SET_ITEM(pair, 1, value);
-        PyList_SET_ITEM(headers, i / 2, pair);
+        if (plain && is_conn[i / 2])
+            PyList_SET_ITEM(hop, hopped++, pair);
+        else
+            PyList_SET_ITEM(headers, kept++, pair);
         if (i + 1 == host_at)
             host = value;
     }
+    if (!plain || !as_written) {
+        block = empty_bytes;
+        Py_INCREF(block);
+    } else if (conn_count == 0)
+        block = PyBytes_FromStringAndSize(data + block_start, size - 2 - block_start);
+    else {
+        /* The lines but the Connection ones, copied in order. */
+        Py_ssize_t total = size - 2 - block_start;
+        const char *line = data + block_start;
+        for (Py_ssize_t f = 0; f < fields; f++) {
+            if (is_conn[f])
+                total -= line_ends[f] - line;
+            line = line_ends[f];
+        }
+        block = PyBytes_FromStringAndSize(NULL, total);
+        if (block != NULL) {
+            char *out = PyBytes_AS_STRING(block);
+            line = data + block_start;
+            for (Py_ssize_t f = 0; f < fields; f++) {
+                if (!is_conn[f]) {
+                    memcpy(out, line, (size_t)(line_ends[f] - line));
+                    out += line_ends[f] - line;
+                }
+                line = line_ends[f];
+            }
+        }
+    }
+    if (block == NULL)
+        goto fail;
     if (host == NULL)
         host = empty_bytes;
     PyObject *url_bytes = PyBytes_FromStringAndSize(url, url_size);
     if (url_bytes == NULL)
-        goto fail;
+        goto fail_block;
     PyObject *result = PyTuple_New(9);
     if (result == NULL) {
         Py_DECREF(url_bytes);
-        goto fail;
+        goto fail_block;
     }
-    PyObject *counts[3] = {PyLong_FromSsize_t(host_count), PyLong_FromSsize_t(header_bytes),
-                           PyLong_FromSsize_t(block_start)};
-    for (int i = 0; i < 3; i++) {
-        if (counts[i] == NULL) {
-            for (int j = 0; j < 3; j++)
-                Py_XDECREF(counts[j]);
-            Py_DECREF(url_bytes);
-            Py_DECREF(result);
-            goto fail;
-        }
+    PyObject *counts[2] = {PyLong_FromSsize_t(host_count), PyLong_FromSsize_t(header_bytes)};
+    if (counts[0] == NULL || counts[1] == NULL) {
+        Py_XDECREF(counts[0]);
+        Py_XDECREF(counts[1]);
+        Py_DECREF(url_bytes);
+        Py_DECREF(result);
+        goto fail_block;
     }
-    PyObject *plain_flag = plain ? Py_True : Py_False;
+    if (hop == NULL) {
+        hop = Py_None;
+        Py_INCREF(hop);
+    }
     Py_INCREF(method);
     Py_INCREF(version);
-    Py_INCREF(plain_flag);
     Py_INCREF(host);
     PyTuple_SET_ITEM(result, 0, method);
     PyTuple_SET_ITEM(result, 1, url_bytes);
     PyTuple_SET_ITEM(result, 2, version);
     PyTuple_SET_ITEM(result, 3, headers);
-    PyTuple_SET_ITEM(result, 4, plain_flag);
+    PyTuple_SET_ITEM(result, 4, hop);
     PyTuple_SET_ITEM(result, 5, host);
     PyTuple_SET_ITEM(result, 6, counts[0]);
     PyTuple_SET_ITEM(result, 7, counts[1]);
-    PyTuple_SET_ITEM(result, 8, counts[2]);
+    PyTuple_SET_ITEM(result, 8, block);
     return result;
+fail_block:
+    Py_DECREF(block);
 fail:
     Py_DECREF(headers);
+    Py_XDECREF(hop);
     return NULL;
 }
 
 static PyMethodDef methods[] = {
-    {"parse_head", parse_head, METH_O, "One whole plain request head as (method, url, version, headers, plain, host, host_count, header_bytes, block_start), or None."},
+    {"parse_head", parse_head, METH_O, "One whole plain request head as (method, url, version, headers, hop, host, host_count, header_bytes, block), or None."},
     {NULL, NULL, 0, NULL},
 };
 

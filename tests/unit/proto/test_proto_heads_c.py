@@ -13,7 +13,7 @@ import random
 import httptools
 import pytest
 
-from balancer.proto.http1 import FIELD_HOST, FIELD_OTHER, header_kind
+from balancer.proto.http1 import FIELD_CONNECTION, FIELD_HOST, FIELD_OTHER, header_kind
 
 try:
     from balancer.proto import _heads
@@ -53,7 +53,8 @@ class _Recorder:
         self.complete += 1
 
 
-Parsed = tuple[bytes, bytes, str, list[tuple[bytes, bytes]], bool, bytes, int, int, int]
+Fields = list[tuple[bytes, bytes]]
+Parsed = tuple[bytes, bytes, str, Fields, Fields | None, bytes, int, int, bytes]
 
 
 def _httptools(data: bytes) -> Parsed | None:
@@ -71,21 +72,24 @@ def _httptools(data: bytes) -> Parsed | None:
     if recorder.heads != 1 or recorder.complete != 1 or recorder.body:
         return None
     fields = recorder.fields
-    headers = [(fields[i], fields[i + 1]) for i in range(0, len(fields), 2)]
-    kinds = [header_kind(name) for name, _ in headers]
-    hosts = [value for (_, value), kind in zip(headers, kinds, strict=True) if kind == FIELD_HOST]
+    pairs = [(fields[i], fields[i + 1]) for i in range(0, len(fields), 2)]
+    kinds = [header_kind(name) for name, _ in pairs]
+    hosts = [value for (_, value), kind in zip(pairs, kinds, strict=True) if kind == FIELD_HOST]
     line_end = data.index(b"\r\n") + 2
-    as_written = b"".join(b"%b: %b\r\n" % header for header in headers) == data[line_end:-2]
+    as_written = b"".join(b"%b: %b\r\n" % pair for pair in pairs) == data[line_end:-2]
+    plain = all(kind in (FIELD_OTHER, FIELD_HOST, FIELD_CONNECTION) for kind in kinds)
+    hop = [pair for pair, kind in zip(pairs, kinds, strict=True) if kind == FIELD_CONNECTION] if plain else None
+    headers = [pair for pair, kind in zip(pairs, kinds, strict=True) if kind != FIELD_CONNECTION] if plain else pairs
     return (
         parser.get_method(),
         recorder.url,
         parser.get_http_version(),
         headers,
-        all(kind in (FIELD_OTHER, FIELD_HOST) for kind in kinds),
+        hop,
         hosts[-1] if hosts else b"",
         len(hosts),
-        sum(len(name) + len(value) + 4 for name, value in headers),
-        line_end if as_written else -1,
+        sum(len(name) + len(value) + 4 for name, value in pairs),
+        b"".join(b"%b: %b\r\n" % pair for pair in headers) if plain and as_written else b"",
     )
 
 
@@ -122,6 +126,10 @@ ACCEPTED = [
     _head(b"GET / HTTP/1.1", b"Proxy-Connection: close", b"proxy-authorization: x", b"Trailer: t"),
     _head(b"GET / HTTP/1.1", b"PROXY-AUTHENTICATE: y", b"HOST: b", b"Hosts: c", b"Connections: d"),
     _head(b"GET / HTTP/1.1", b"Host: a", b"X: b", b"Host: c"),
+    _head(b"GET / HTTP/1.1", b"Host: a", b"Connection: keep-alive", b"Accept: */*", b"connection: x"),
+    _head(b"GET / HTTP/1.1", b"Connection: close"),
+    _head(b"GET / HTTP/1.1", b"Host:a", b"Connection: keep-alive"),
+    _head(b"GET / HTTP/1.1", b"Host: a", b"Connection: keep-alive", b"TE: trailers"),
 ]
 
 REFUSED = [
@@ -227,18 +235,24 @@ def test_up_to_a_hundred_fields_are_taken_more_are_left_to_httptools() -> None:
 
 def test_a_browser_head_needs_no_python_per_field() -> None:
     """The session takes such a head from the result alone (net/http_session.py _take_head):
-    ordinary fields, its Host, and its header lines as one slice of the read."""
+    ordinary fields, its Host, its Connection apart, and its forwarded header lines as one
+    block as received."""
     assert _heads is not None
     parsed = _heads.parse_head(BROWSER)
     assert parsed is not None
-    _, _, _, headers, plain, host, host_count, header_bytes, block_start = parsed
-    assert plain and host == b"shop.example.com" and host_count == 1 and len(headers) == 9
-    assert BROWSER[block_start:-2].startswith(b"Host: shop.example.com\r\nUser-Agent: ")
-    assert header_bytes == len(BROWSER[block_start:-2])  # every line "Name: value" CRLF
-    with_connection = _heads.parse_head(_head(b"GET / HTTP/1.1", b"Host: a", b"Connection: keep-alive"))
-    assert with_connection is not None and not with_connection[4]
+    _, _, _, headers, hop, host, host_count, header_bytes, block = parsed
+    assert hop == [] and host == b"shop.example.com" and host_count == 1 and len(headers) == 9
+    assert block == BROWSER[BROWSER.index(b"\r\n") + 2 : -2]
+    assert header_bytes == len(block)  # every line "Name: value" CRLF
+    with_connection = _heads.parse_head(_head(b"GET / HTTP/1.1", b"Host: a", b"Connection: keep-alive", b"Accept: */*"))
+    assert with_connection is not None
+    assert with_connection[3] == [(b"Host", b"a"), (b"Accept", b"*/*")]
+    assert with_connection[4] == [(b"Connection", b"keep-alive")]
+    assert with_connection[8] == b"Host: a\r\nAccept: */*\r\n"
+    with_te = _heads.parse_head(_head(b"GET / HTTP/1.1", b"Host: a", b"Connection: te", b"TE: trailers"))
+    assert with_te is not None and with_te[4] is None and len(with_te[3]) == 3 and with_te[8] == b""
     unspaced = _heads.parse_head(_head(b"GET / HTTP/1.1", b"Host:a"))
-    assert unspaced is not None and unspaced[4] and unspaced[8] == -1
+    assert unspaced is not None and unspaced[4] == [] and unspaced[8] == b""
 
 
 def test_every_byte_anywhere_in_a_long_value_reads_as_httptools_reads_it() -> None:
