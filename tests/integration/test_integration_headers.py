@@ -146,6 +146,20 @@ def test_header_lines_reach_the_server_as_the_proxy_writes_them_whatever_their_s
             b"GET /e HTTP/1.1\r\nHost: test.local\r\nKeep-Alive: timeout=5\r\nConnection: keep-alive\r\n\r\n",
             b"GET /e HTTP/1.1\r\nHost: test.local\r\n" + forwarded,
         ),
+        (  # only ordinary lines, as browsers write them (proto/_heads.c: one slice, no Python per line)
+            b"GET /f?q=1 HTTP/1.1\r\nHost: test.local\r\nUser-Agent: ua/2\r\nCookie: s=3\r\nAccept: */*\r\n\r\n",
+            b"GET /f?q=1 HTTP/1.1\r\nHost: test.local\r\nUser-Agent: ua/2\r\nCookie: s=3\r\nAccept: */*\r\n"
+            + forwarded,
+        ),
+        (  # ordinary lines and Connection, as browsers write them; a line Connection names goes too
+            b"GET /h HTTP/1.1\r\nHost: test.local\r\nConnection: keep-alive, X-Hop\r\nUser-Agent: ua/3\r\n"
+            b"X-Hop: secret\r\nAccept: */*\r\n\r\n",
+            b"GET /h HTTP/1.1\r\nHost: test.local\r\nUser-Agent: ua/3\r\nAccept: */*\r\n" + forwarded,
+        ),
+        (  # ordinary lines, one without a space and one with two: all written anew
+            b"GET /g HTTP/1.1\r\nHost:test.local\r\nX-Two:  b\r\nAccept: */*\r\n\r\n",
+            b"GET /g HTTP/1.1\r\nHost: test.local\r\nX-Two: b\r\nAccept: */*\r\n" + forwarded,
+        ),
     ]
 
     async def scenario(balancer):

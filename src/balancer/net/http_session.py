@@ -423,18 +423,44 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
             log.exception("internal error on a connection from %s", self.client_ip_text)
             self._reject(500, "internal error")
 
-    def _take_head(self, head: tuple[bytes, bytes, str, list[bytes]]) -> None:
+    def _take_head(
+        self,
+        head: tuple[
+            bytes, bytes, str, list[tuple[bytes, bytes]], list[tuple[bytes, bytes]] | None, bytes, int, int, bytes
+        ],
+    ) -> None:
         """The read is exactly one plain request head without a body, parsed by proto/_heads:
         the callbacks httptools would have made, in its order, without the parser (which
-        stays between two messages). Their limits and checks raise as under httptools."""
-        method, url, version, fields = head
+        stays between two messages). Their limits and checks raise as under httptools.
+        A head whose fields are all ordinary, Host or Connection (`hop` is a list: the usual)
+        takes what on_header would have worked out per field from _heads' result instead:
+        the forwarded fields, the Connection ones, the Host, their size, and the forwarded
+        header lines as received (`block`)."""
+        method, url, version, headers, hop, host, host_count, header_bytes, block = head
         self.on_message_begin()
         self.on_url(url)
-        i = 0
-        count = len(fields)
-        while i < count:
-            self.on_header(fields[i], fields[i + 1])
-            i += 2
+        if hop is not None:
+            request = self.parsing
+            assert request is not None
+            self.header_count = count = len(headers) + len(hop)
+            self.header_bytes = header_bytes
+            frontend = self.frontend
+            if count > frontend.max_header_count or header_bytes > frontend.max_header_bytes:
+                raise BadRequest(431, "request headers too large")
+            request.headers = headers
+            request.host = host
+            request.host_count = host_count
+            if hop:  # Connection fields: seen by rules, never forwarded (_special_header)
+                request.hop_headers = hop
+                request.connection_values = [value for _, value in hop]
+            # on_headers_complete follows no raw lines: the block is taken whole here, for
+            # the HTTP/1.1 request line it then finds as read.
+            self.raw_pos = -1
+            if version == "1.1":
+                request.header_block = block
+        else:
+            for name, value in headers:
+                self.on_header(name, value)
         self.head_method = method
         self.head_version = version
         try:

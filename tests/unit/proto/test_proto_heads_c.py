@@ -1,7 +1,9 @@
 """proto/_heads.c parses a plain request head exactly as httptools does (the method, target,
 version and header fields the session's callbacks get), and returns None for everything
 else, so httptools answers those bytes as before: every head it accepts, httptools accepts
-the same; every refusal case is None."""
+the same; every refusal case is None. What it works out per field for the session (whether
+all are ordinary, the Host, the size, where the header lines start when they are as the
+proxy writes them) matches proto/http1's header_kind and the head's own bytes."""
 
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ import random
 
 import httptools
 import pytest
+
+from balancer.proto.http1 import FIELD_CONNECTION, FIELD_HOST, FIELD_OTHER, header_kind
 
 try:
     from balancer.proto import _heads
@@ -49,9 +53,14 @@ class _Recorder:
         self.complete += 1
 
 
-def _httptools(data: bytes) -> tuple[bytes, bytes, str, list[bytes]] | None:
+Fields = list[tuple[bytes, bytes]]
+Parsed = tuple[bytes, bytes, str, Fields, Fields | None, bytes, int, int, bytes]
+
+
+def _httptools(data: bytes) -> Parsed | None:
     """httptools' reading of `data` as one request head without a body, or None if it
-    refuses it, wants more, or finds more than that."""
+    refuses it, wants more, or finds more than that; with what the session works out per
+    field (header_kind), as _heads.c returns it."""
     recorder = _Recorder()
     parser = httptools.HttpRequestParser(recorder)
     try:
@@ -62,7 +71,26 @@ def _httptools(data: bytes) -> tuple[bytes, bytes, str, list[bytes]] | None:
         return None
     if recorder.heads != 1 or recorder.complete != 1 or recorder.body:
         return None
-    return parser.get_method(), recorder.url, parser.get_http_version(), recorder.fields
+    fields = recorder.fields
+    pairs = [(fields[i], fields[i + 1]) for i in range(0, len(fields), 2)]
+    kinds = [header_kind(name) for name, _ in pairs]
+    hosts = [value for (_, value), kind in zip(pairs, kinds, strict=True) if kind == FIELD_HOST]
+    line_end = data.index(b"\r\n") + 2
+    as_written = b"".join(b"%b: %b\r\n" % pair for pair in pairs) == data[line_end:-2]
+    plain = all(kind in (FIELD_OTHER, FIELD_HOST, FIELD_CONNECTION) for kind in kinds)
+    hop = [pair for pair, kind in zip(pairs, kinds, strict=True) if kind == FIELD_CONNECTION] if plain else None
+    headers = [pair for pair, kind in zip(pairs, kinds, strict=True) if kind != FIELD_CONNECTION] if plain else pairs
+    return (
+        parser.get_method(),
+        recorder.url,
+        parser.get_http_version(),
+        headers,
+        hop,
+        hosts[-1] if hosts else b"",
+        len(hosts),
+        sum(len(name) + len(value) + 4 for name, value in pairs),
+        b"".join(b"%b: %b\r\n" % pair for pair in headers) if plain and as_written else b"",
+    )
 
 
 def _head(line: bytes, *fields: bytes) -> bytes:
@@ -94,6 +122,14 @@ ACCEPTED = [
     _head(b"GET / HTTP/1.1", b"Host: a", b"Host: b"),  # the session refuses two Hosts itself
     _head(b"GET / HTTP/1.1", b"Connection: keep-alive, te", b"TE: trailers", b"Keep-Alive: 5"),
     _head(b"GET / HTTP/1.1", b"!#$%&'*+-.^_`|~09azAZ: v"),
+    _head(b"GET / HTTP/1.1", b"Host: a", b"X-Forwarded-For: 10.0.0.1", b"x-forwarded-proto: https"),
+    _head(b"GET / HTTP/1.1", b"Proxy-Connection: close", b"proxy-authorization: x", b"Trailer: t"),
+    _head(b"GET / HTTP/1.1", b"PROXY-AUTHENTICATE: y", b"HOST: b", b"Hosts: c", b"Connections: d"),
+    _head(b"GET / HTTP/1.1", b"Host: a", b"X: b", b"Host: c"),
+    _head(b"GET / HTTP/1.1", b"Host: a", b"Connection: keep-alive", b"Accept: */*", b"connection: x"),
+    _head(b"GET / HTTP/1.1", b"Connection: close"),
+    _head(b"GET / HTTP/1.1", b"Host:a", b"Connection: keep-alive"),
+    _head(b"GET / HTTP/1.1", b"Host: a", b"Connection: keep-alive", b"TE: trailers"),
 ]
 
 REFUSED = [
@@ -195,3 +231,41 @@ def test_up_to_a_hundred_fields_are_taken_more_are_left_to_httptools() -> None:
     parsed = _heads.parse_head(hundred)
     assert parsed is not None and parsed == _httptools(hundred)
     assert _heads.parse_head(_head(b"GET / HTTP/1.1", *(b"X-F%d: %d" % (i, i) for i in range(101)))) is None
+
+
+def test_a_browser_head_needs_no_python_per_field() -> None:
+    """The session takes such a head from the result alone (net/http_session.py _take_head):
+    ordinary fields, its Host, its Connection apart, and its forwarded header lines as one
+    block as received."""
+    assert _heads is not None
+    parsed = _heads.parse_head(BROWSER)
+    assert parsed is not None
+    _, _, _, headers, hop, host, host_count, header_bytes, block = parsed
+    assert hop == [] and host == b"shop.example.com" and host_count == 1 and len(headers) == 9
+    assert block == BROWSER[BROWSER.index(b"\r\n") + 2 : -2]
+    assert header_bytes == len(block)  # every line "Name: value" CRLF
+    with_connection = _heads.parse_head(_head(b"GET / HTTP/1.1", b"Host: a", b"Connection: keep-alive", b"Accept: */*"))
+    assert with_connection is not None
+    assert with_connection[3] == [(b"Host", b"a"), (b"Accept", b"*/*")]
+    assert with_connection[4] == [(b"Connection", b"keep-alive")]
+    assert with_connection[8] == b"Host: a\r\nAccept: */*\r\n"
+    with_te = _heads.parse_head(_head(b"GET / HTTP/1.1", b"Host: a", b"Connection: te", b"TE: trailers"))
+    assert with_te is not None and with_te[4] is None and len(with_te[3]) == 3 and with_te[8] == b""
+    unspaced = _heads.parse_head(_head(b"GET / HTTP/1.1", b"Host:a"))
+    assert unspaced is not None and unspaced[4] == [] and unspaced[8] == b""
+
+
+def test_every_byte_anywhere_in_a_long_value_reads_as_httptools_reads_it() -> None:
+    """_heads.c checks values eight bytes at a time: each byte value, at each place in a
+    word (and across two), is accepted or left to httptools exactly as one byte at a time."""
+    assert _heads is not None
+    for at in range(17):
+        for byte in range(256):
+            value = bytearray(b"abcdefghijklmnopqrstuvwxyz012345")
+            value[at] = byte
+            data = _head(b"GET / HTTP/1.1", b"Host: a", b"X-Long: " + bytes(value), b"Accept: */*")
+            parsed = _heads.parse_head(data)
+            if parsed is not None:
+                assert parsed == _httptools(data), data
+            elif 0x20 <= byte <= 0x7E:
+                raise AssertionError(f"a plain value byte {byte:#x} at {at} was refused")
