@@ -21,6 +21,7 @@ One connection at a time is not wrk's 64 at once (no batching of accepts per loo
 compare proxies with each other here, not with run.py's per-request CPU.
 
 Usage: .venv/bin/python bench/conn_cost.py [--mode http|tcp|tls] [--key ecdsa|rsa] [--connections 5000]
+       [--requests 1]
        [--only haproxy,balancer] [--strace] [--callgrind] [--balancer-cmd CMD]
 """
 
@@ -64,6 +65,7 @@ class Target:
 
     port: int
     tls: ssl.SSLContext | None = None
+    requests: int = 1  # per connection: the last says Connection: close
 
 
 def client_context() -> ssl.SSLContext:
@@ -75,11 +77,36 @@ def client_context() -> ssl.SSLContext:
     return context
 
 
+def keep_alive_answer(sock: socket.socket, i: int) -> None:
+    """Read one answer with a Content-Length body (what the NGINX backend sends)."""
+    got = b""
+    for _ in range(1000):  # bounded: the answer is a few hundred bytes
+        end = got.find(b"\r\n\r\n")
+        if end >= 0:
+            match = re.search(rb"(?i)\r\ncontent-length: *(\d+)", got[:end])
+            if match is None or not got.startswith(b"HTTP/1.1 200"):
+                raise harness.BenchError(f"request {i}: {got[:80]!r}")
+            if len(got) >= end + 4 + int(match[1]):
+                return
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        got += chunk
+    raise harness.BenchError(f"request {i}: incomplete {got[:80]!r}")
+
+
 def client(target: Target, count: int, start: int) -> None:
-    """`count` connections one after another, one distinct request each, read to the end."""
+    """`count` connections one after another, `target.requests` distinct requests each, the
+    last read to the end."""
     for i in range(start, start + count):
         raw = socket.create_connection(("127.0.0.1", target.port))
         with target.tls.wrap_socket(raw) if target.tls is not None else raw as sock:
+            for r in range(target.requests - 1):
+                sock.sendall(
+                    b"GET /c/%d/%d?q=%d HTTP/1.1\r\nHost: bench\r\nUser-Agent: conn-cost\r\nAccept: */*\r\n\r\n"
+                    % (i, r, i)
+                )
+                keep_alive_answer(sock, i)
             sock.sendall(
                 b"GET /c/%d?q=%d HTTP/1.1\r\nHost: bench\r\nUser-Agent: conn-cost\r\nAccept: */*\r\n"
                 b"Connection: close\r\n\r\n" % (i, i)
@@ -192,7 +219,7 @@ def proxy_setup(args: argparse.Namespace, proxy: str, tmp: Path, ports: harness.
         pems = {"ecdsa": pem, "rsa": pem}
         unused = harness.free_ports(2)
         tls_ports = tlsbench.ProxyPorts(ecdsa=harness.proxy_port(proxy, ports), rsa=unused[0], plain=unused[1])
-        target = Target(tls_ports.ecdsa, client_context())
+        target = Target(tls_ports.ecdsa, client_context(), args.requests)
         if proxy == "haproxy":
             conf = tmp / "haproxy-tls.cfg"
             conf.write_text(tlsbench.haproxy_config(tls_ports, pems, ports.backend1, 1000))
@@ -205,8 +232,10 @@ def proxy_setup(args: argparse.Namespace, proxy: str, tmp: Path, ports: harness.
         relays = tcpbench.Ports(
             sink=ports.backend2, web=ports.backend1, relay_sink=ports.nginx, relay_web=harness.proxy_port(proxy, ports)
         )
-        return tcpbench.proxy_argv(args, proxy, tmp, relays), Target(relays.relay_web)
-    return harness.proxy_argv(proxy, tmp, ports, args.balancer_cmd), Target(harness.proxy_port(proxy, ports))
+        return tcpbench.proxy_argv(args, proxy, tmp, relays), Target(relays.relay_web, None, args.requests)
+    return harness.proxy_argv(proxy, tmp, ports, args.balancer_cmd), Target(
+        harness.proxy_port(proxy, ports), None, args.requests
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -214,6 +243,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--mode", choices=("http", "tcp", "tls"), default="http", help="HTTP, L4 relays or HTTPS")
     p.add_argument("--key", choices=("ecdsa", "rsa"), default="ecdsa", help="with --mode tls: the certificate's key")
     p.add_argument("--connections", type=int, default=5000)
+    p.add_argument(
+        "--requests", type=int, default=1, help="requests per connection (keep-alive; figures stay per connection)"
+    )
     p.add_argument("--only", type=harness.csv_choice(PROXIES), default=list(PROXIES))
     p.add_argument("--strace", action="store_true", help="also count syscalls per connection")
     p.add_argument("--balancer-cmd", default=harness.DEFAULT_BALANCER_CMD, help="as in bench/run.py")
