@@ -32,7 +32,7 @@ import select
 import socket
 import ssl
 from collections.abc import Callable
-from typing import Any, Final, Protocol
+from typing import Any, Protocol
 
 from balancer.net.proxy_accept import ProxyHeaderBeforeTls
 from balancer.net.tls_socket import TlsSocket
@@ -59,12 +59,8 @@ CLOSED = 3
 _CLOSE_ERRORS = (ssl.SSLError, OSError, ValueError)
 
 EVENTS_PER_POLL = 64  # then the loop's other callbacks run (what is still ready is polled next pass)
-# Linux's epoll bits, as literals: mypyc compiles a Final literal into the code, where
-# `select.EPOLLIN` would be a module attribute looked up per use.
-EPOLLIN: Final = 0x001
-EPOLLOUT: Final = 0x004
-_READABLE: Final = 0x001 | 0x008 | 0x010  # EPOLLIN | EPOLLERR | EPOLLHUP
-_WRITABLE: Final = 0x004 | 0x008 | 0x010  # EPOLLOUT | EPOLLERR | EPOLLHUP
+_READABLE = select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR
+_WRITABLE = select.EPOLLOUT | select.EPOLLHUP | select.EPOLLERR
 
 
 class TlsPoller:
@@ -122,14 +118,12 @@ class TlsPoller:
     def _ready(self) -> None:
         watched = self.watched
         for fd, events in self.epoll.poll(0, EVENTS_PER_POLL):
-            # A connection closed by an earlier event of this batch is no longer watched, and
-            # one closed by its read has no interest left (mask 0) for the write.
+            # A connection closed by an earlier event of this batch is no longer watched.
             transport = watched.get(fd)
-            if transport is None:
-                continue
-            if events & _READABLE and transport.mask & EPOLLIN:
+            if transport is not None and events & _READABLE and transport.mask & select.EPOLLIN:
                 transport._on_readable()
-            if events & _WRITABLE and transport.mask & EPOLLOUT:
+            transport = watched.get(fd)
+            if transport is not None and events & _WRITABLE and transport.mask & select.EPOLLOUT:
                 transport._on_writable()
 
 
@@ -322,7 +316,7 @@ class TlsTransport:
         if read != self.reading or write != self.writing:
             self.reading = read
             self.writing = write
-            self.poller.watch(self, (EPOLLIN if read else 0) | (EPOLLOUT if write else 0))
+            self.poller.watch(self, (select.EPOLLIN if read else 0) | (select.EPOLLOUT if write else 0))
 
     def _close_socket(self) -> None:
         """Close the socket, which leaves the poller (each connection once)."""
