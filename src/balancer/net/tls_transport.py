@@ -13,11 +13,7 @@ writes it before the failure is reported.
 
 `TlsAcceptor` accepts from a listening socket (what `loop.create_server` does for plain
 connections) and gives each connection a `TlsTransport`, which speaks the part of
-asyncio's Transport interface the sessions use. The acceptor's connections are watched in one
-epoll set of their own (`TlsPoller`), which the loop watches as one descriptor: uvloop's
-`add_reader` costs about 65,000 instructions (it looks the descriptor up among its transports
-in a WeakValueDictionary, in interpreted Python, and raises and catches the KeyError), a fifth
-of the Python of a full handshake; epoll_ctl on the set is one system call. The protocol is made at accept and told
+asyncio's Transport interface the sessions use. The protocol is made at accept and told
 `connection_made` once the handshake is done (within `handshake_timeout`, else the
 connection is cut); a failed handshake never reaches it, as with the loop's TLS.
 """
@@ -28,7 +24,6 @@ import asyncio
 import contextlib
 import errno
 import logging
-import select
 import socket
 import ssl
 from collections.abc import Callable
@@ -58,74 +53,6 @@ CLOSED = 3
 
 _CLOSE_ERRORS = (ssl.SSLError, OSError, ValueError)
 
-EVENTS_PER_POLL = 64  # then the loop's other callbacks run (what is still ready is polled next pass)
-_READABLE = select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR
-_WRITABLE = select.EPOLLOUT | select.EPOLLHUP | select.EPOLLERR
-
-
-class TlsPoller:
-    """One epoll set (level-triggered) for the TLS connections of an acceptor, which the loop
-    watches as one reader: each connection's interest is one epoll_ctl here instead of a loop
-    reader or writer. Lives while its acceptor accepts or any of its connections is open."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.epoll = select.epoll()
-        self.fd = self.epoll.fileno()
-        self.watched: dict[int, TlsTransport] = {}  # by descriptor: connections with an interest
-        self.connections = 0  # open connections (watched or not)
-        self.accepting = True
-        loop.add_reader(self.fd, self._ready)
-
-    def opened(self) -> None:
-        self.connections += 1
-
-    def watch(self, transport: TlsTransport, mask: int) -> None:
-        """Set `transport`'s interest to `mask` (EPOLLIN and/or EPOLLOUT; 0: none)."""
-        old = transport.mask
-        if mask == old:
-            return
-        fd = transport.fd
-        if old == 0:
-            self.epoll.register(fd, mask)
-            self.watched[fd] = transport
-        elif mask == 0:
-            self.epoll.unregister(fd)
-            del self.watched[fd]
-        else:
-            self.epoll.modify(fd, mask)
-        transport.mask = mask
-
-    def closing(self, transport: TlsTransport) -> None:
-        """`transport`'s socket is about to be closed, which takes it out of the epoll set
-        (no other descriptor refers to it): no epoll_ctl."""
-        if transport.mask:
-            transport.mask = 0
-            del self.watched[transport.fd]
-        self.connections -= 1
-        if not self.accepting and not self.connections:
-            self._stop()
-
-    def stop_accepting(self) -> None:
-        self.accepting = False
-        if not self.connections:
-            self._stop()
-
-    def _stop(self) -> None:
-        self.loop.remove_reader(self.fd)
-        self.epoll.close()
-
-    def _ready(self) -> None:
-        watched = self.watched
-        for fd, events in self.epoll.poll(0, EVENTS_PER_POLL):
-            # A connection closed by an earlier event of this batch is no longer watched.
-            transport = watched.get(fd)
-            if transport is not None and events & _READABLE and transport.mask & select.EPOLLIN:
-                transport._on_readable()
-            transport = watched.get(fd)
-            if transport is not None and events & _WRITABLE and transport.mask & select.EPOLLOUT:
-                transport._on_writable()
-
 
 class TlsAcceptor:
     """Accepts connections from `sock` (listening, non-blocking; closed by `close`) and
@@ -154,7 +81,6 @@ class TlsAcceptor:
         self.proto = sock.proto
         self.closed = False
         self.retry: asyncio.TimerHandle | None = None
-        self.poller = TlsPoller(self.loop)
         self.loop.add_reader(self.fd, self._accept)
 
     def _accept(self) -> None:
@@ -197,7 +123,7 @@ class TlsAcceptor:
         protocol = self.make_protocol()
         if proxied is not None:
             protocol.proxied = proxied  # type: ignore[attr-defined]  # every session has it
-        TlsTransport(self.loop, self.poller, raw, protocol, self.handshake_timeout)
+        TlsTransport(self.loop, raw, protocol, self.handshake_timeout)
 
     def _resume(self) -> None:
         self.retry = None
@@ -214,7 +140,6 @@ class TlsAcceptor:
         else:
             self.loop.remove_reader(self.fd)
         self.sock.close()
-        self.poller.stop_accepting()
 
 
 class _TlsChannel(Protocol):
@@ -238,25 +163,17 @@ class TlsTransport:
     turns into b""): handled below."""
 
     def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        poller: TlsPoller,
-        sock: TlsSocket,
-        protocol: asyncio.BaseProtocol,
-        timeout: float,
+        self, loop: asyncio.AbstractEventLoop, sock: TlsSocket, protocol: asyncio.BaseProtocol, timeout: float
     ) -> None:
         self.loop = loop
-        self.poller = poller
-        poller.opened()
-        self.mask = 0  # the events the poller watches for
         self.sock = sock
         self.channel: _TlsChannel = sock.tls
         self.fd = sock.fileno()
         self.protocol = protocol
         self.state = HANDSHAKE
         self.reading_paused = False
-        self.reading = False  # readable events wanted
-        self.writing = False  # writable events wanted
+        self.reading = False  # the reader callback is registered
+        self.writing = False  # the writer callback is registered
         self.writing_paused = False  # the protocol was told pause_writing
         self.high_water = HIGH_WATER
         self.low_water = LOW_WATER
@@ -304,25 +221,28 @@ class TlsTransport:
 
     def _cut(self) -> None:
         """Close a connection whose protocol never started (handshake failed or too slow)."""
+        self._want(read=False, write=False)
         self.state = CLOSED
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        self._close_socket()
+        self.sock.close()
 
     # -- event registration ----------------------------------------------------------------
 
     def _want(self, read: bool, write: bool) -> None:
-        if read != self.reading or write != self.writing:
+        if read != self.reading:
             self.reading = read
+            if read:
+                self.loop.add_reader(self.fd, self._on_readable)
+            else:
+                self.loop.remove_reader(self.fd)
+        if write != self.writing:
             self.writing = write
-            self.poller.watch(self, (select.EPOLLIN if read else 0) | (select.EPOLLOUT if write else 0))
-
-    def _close_socket(self) -> None:
-        """Close the socket, which leaves the poller (each connection once)."""
-        self.reading = self.writing = False
-        self.poller.closing(self)
-        self.sock.close()
+            if write:
+                self.loop.add_writer(self.fd, self._on_writable)
+            else:
+                self.loop.remove_writer(self.fd)
 
     def _on_readable(self) -> None:
         if self.state == HANDSHAKE:
@@ -492,9 +412,10 @@ class TlsTransport:
 
     def _close_now(self) -> None:
         self.state = CLOSED
+        self._want(read=False, write=False)
         with contextlib.suppress(*_CLOSE_ERRORS):
             self.channel.shutdown()  # close_notify; the client's is not awaited
-        self._close_socket()
+        self.sock.close()
         self.loop.call_soon(self.protocol.connection_lost, None)
 
     def abort(self) -> None:
@@ -511,10 +432,11 @@ class TlsTransport:
             return
         opened = self.state != HANDSHAKE
         self.state = CLOSED
+        self._want(read=False, write=False)
         self.unsent = None
         self.queued = []
         self.buffered = 0
-        self._close_socket()
+        self.sock.close()
         if opened:
             self.loop.call_soon(self.protocol.connection_lost, exc)
 
