@@ -7,6 +7,8 @@ e2e tests, h2 over TLS, and bench/tls.py.)"""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import socket
 import ssl
 import subprocess
@@ -175,3 +177,47 @@ def test_a_protocol_error_ends_its_connection_only(contexts: Any) -> None:
             w.close()
 
     serve(contexts, scenario, make=lambda: Echo(fail_on=b"boom"))
+
+
+def open_sockets_and_epolls() -> list[str]:
+    """What this process has open of sockets and epoll sets (other descriptors come and go
+    with libraries: OpenSSL opens /dev/null once, for one)."""
+    names = []
+    for fd in list(Path("/proc/self/fd").iterdir()):
+        with contextlib.suppress(FileNotFoundError):  # the listing's own descriptor, closed by now
+            name = os.readlink(fd)
+            if name.startswith(("socket:", "anon_inode:[eventpoll]")):
+                names.append(name)
+    return sorted(names)
+
+
+def test_a_connection_outlives_its_closed_acceptor_and_leaves_no_descriptor(contexts: Any) -> None:
+    """A reload closes the acceptor while connections go on: an open connection still
+    echoes, a new one is refused, and once the last one ends nothing of the acceptor stays
+    open (its connections' shared epoll set included)."""
+    server, client = contexts
+
+    async def main() -> None:
+        before = open_sockets_and_epolls()
+        listening = socket.socket()
+        listening.bind(("127.0.0.1", 0))
+        listening.listen(128)
+        listening.setblocking(False)
+        port = listening.getsockname()[1]
+        acceptor = TlsAcceptor(listening, server, Echo, 5.0)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client, server_hostname="a.example")
+        acceptor.close()
+        writer.write(b"still here")
+        assert await asyncio.wait_for(reader.readexactly(10), 10) == b"still here"
+        with pytest.raises(ConnectionRefusedError):
+            await asyncio.open_connection("127.0.0.1", port)
+        writer.close()
+        await writer.wait_closed()
+        deadline = time.monotonic() + 10
+        while Echo.made[0].lost == [] and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert Echo.made[0].lost == [None]
+        assert open_sockets_and_epolls() == before
+
+    Echo.made = []
+    uvloop.run(main())

@@ -15,7 +15,6 @@ the HTTP/1.1 session answers 505.
 from __future__ import annotations
 
 import asyncio
-import ssl
 from typing import cast
 
 from balancer.net.context import FrontendContext
@@ -37,8 +36,9 @@ class ProtocolChoice(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
+        # An ssl.SSLObject, or OpenSSL's own object on TLS frontends (net.tls_transport).
         tls = transport.get_extra_info("ssl_object")
-        if isinstance(tls, (ssl.SSLObject, ssl.SSLSocket)):
+        if tls is not None:
             self._hand_over(tls.selected_alpn_protocol() == "h2", b"")
         elif not self.h2c:
             self._hand_over(False, b"")

@@ -4,11 +4,12 @@ The event loop's TLS (uvloop's SSLProtocol, like asyncio's) runs OpenSSL over me
 every record is read into a loop buffer, copied into a BIO, decrypted, and the answer takes
 the way back; each connection also keeps the loop's read buffer and both BIOs for its whole
 life: about 25 KiB per idle connection, against about 14 KiB for OpenSSL on a socket (what
-HAProxy and NGINX do). Here the SSL object owns the socket (`SSLContext.wrap_socket`): the
-handshake, the records and the alerts go straight between OpenSSL and the kernel, OpenSSL
-releases its buffers while a connection is idle (CPython sets SSL_MODE_RELEASE_BUFFERS), and
-a refused handshake's alert (protocol_version, handshake_failure) reaches the client
-because OpenSSL writes it before the failure is reported.
+HAProxy and NGINX do). Here OpenSSL's connection object is made on the socket
+(`SSLContext._wrap_socket`, without ssl.py's SSLSocket: see net.tls_socket): the handshake,
+the records and the alerts go straight between OpenSSL and the kernel, OpenSSL releases its
+buffers while a connection is idle (CPython sets SSL_MODE_RELEASE_BUFFERS), and a refused
+handshake's alert (protocol_version, handshake_failure) reaches the client because OpenSSL
+writes it before the failure is reported.
 
 `TlsAcceptor` accepts from a listening socket (what `loop.create_server` does for plain
 connections) and gives each connection a `TlsTransport`, which speaks the part of
@@ -29,6 +30,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from balancer.net.proxy_accept import ProxyHeaderBeforeTls
+from balancer.net.tls_socket import TlsSocket
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +75,10 @@ class TlsAcceptor:
         self.handshake_timeout = handshake_timeout
         self.accept_proxy = accept_proxy
         self.fd = sock.fileno()
+        # As ints, once: `socket.accept` converts them to enums per connection.
+        self.family = int(sock.family)
+        self.type = int(sock.type)
+        self.proto = sock.proto
         self.closed = False
         self.retry: asyncio.TimerHandle | None = None
         self.loop.add_reader(self.fd, self._accept)
@@ -80,7 +86,7 @@ class TlsAcceptor:
     def _accept(self) -> None:
         for _ in range(ACCEPTS_PER_EVENT):
             try:
-                raw, _ = self.sock.accept()
+                fd, _ = self.sock._accept()  # type: ignore[attr-defined]  # C; `accept` adds interpreted Python
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
@@ -90,9 +96,10 @@ class TlsAcceptor:
                     self.loop.remove_reader(self.fd)
                     self.retry = self.loop.call_later(ACCEPT_RETRY_DELAY, self._resume)
                 return  # ECONNABORTED and the like: that connection is gone, the next event comes
+            raw = TlsSocket(self.family, self.type, self.proto, fd)
             try:
                 raw.setblocking(False)
-                if raw.family != socket.AF_UNIX:
+                if self.family != socket.AF_UNIX:
                     raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
                 raw.close()
@@ -103,16 +110,20 @@ class TlsAcceptor:
                 self._start(raw, None)
 
     def _start(self, raw: socket.socket, proxied: tuple[str, int] | None) -> None:
-        """TLS on an accepted socket, for a new protocol (told the PROXY header's client)."""
+        """TLS on an accepted socket (a TlsSocket), for a new protocol (told the PROXY
+        header's client)."""
+        assert isinstance(raw, TlsSocket)
         try:
-            tls = self.context.wrap_socket(raw, server_side=True, do_handshake_on_connect=False)
+            # OpenSSL's connection object alone; its `owner` (None) is what SNI callbacks
+            # would get as the connection, so they get the socket, which passes `context` on.
+            raw.tls = self.context._wrap_socket(raw, True, None)  # type: ignore[attr-defined]
         except OSError:
             raw.close()
             return
         protocol = self.make_protocol()
         if proxied is not None:
             protocol.proxied = proxied  # type: ignore[attr-defined]  # every session has it
-        TlsTransport(self.loop, tls, protocol, self.handshake_timeout)
+        TlsTransport(self.loop, raw, protocol, self.handshake_timeout)
 
     def _resume(self) -> None:
         self.retry = None
@@ -132,30 +143,31 @@ class TlsAcceptor:
 
 
 class _TlsChannel(Protocol):
-    """What the transport calls per read and write: OpenSSL's connection object (`_ssl`)."""
+    """What the transport calls: OpenSSL's connection object (`_ssl._SSLSocket`, untyped)."""
 
     def do_handshake(self) -> None: ...
     def read(self, size: int) -> bytes: ...
     def write(self, data: bytes | bytearray | memoryview) -> int: ...
     def pending(self) -> int: ...
+    def shutdown(self) -> object: ...
 
 
 class TlsTransport:
     """One TLS connection: a transport (write, close, abort, flow control both ways, extra
-    info) for the protocol it serves, over an SSLSocket it owns and closes.
+    info) for the protocol it serves, over a TlsSocket it owns and closes.
 
-    Reads, writes and the handshake go to the SSLSocket's OpenSSL object (`_sslobj`, which
-    every SSLSocket with a connected socket has) rather than through ssl.py: its wrappers
-    are interpreted Python, two to three frames and a closed-check per call, a tenth of a
-    TLS keep-alive request's CPU. The object raises what the wrappers raise, except at a
-    ragged end of stream (SSLEOFError, which the wrapper turns into b""): handled below."""
+    Reads, writes and the handshake go to the socket's OpenSSL object (`sock.tls`), with no
+    ssl.py between: its SSLSocket wrappers are interpreted Python, two to three frames and a
+    closed-check per call, a tenth of a TLS keep-alive request's CPU. The object raises what
+    the wrappers raise, except at a ragged end of stream (SSLEOFError, which the wrapper
+    turns into b""): handled below."""
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, sock: ssl.SSLSocket, protocol: asyncio.BaseProtocol, timeout: float
+        self, loop: asyncio.AbstractEventLoop, sock: TlsSocket, protocol: asyncio.BaseProtocol, timeout: float
     ) -> None:
         self.loop = loop
         self.sock = sock
-        self.channel: _TlsChannel = getattr(sock, "_sslobj", None) or sock
+        self.channel: _TlsChannel = sock.tls
         self.fd = sock.fileno()
         self.protocol = protocol
         self.state = HANDSHAKE
@@ -402,7 +414,7 @@ class TlsTransport:
         self.state = CLOSED
         self._want(read=False, write=False)
         with contextlib.suppress(*_CLOSE_ERRORS):
-            self.sock.unwrap().close()  # close_notify; the client's is not awaited
+            self.channel.shutdown()  # close_notify; the client's is not awaited
         self.sock.close()
         self.loop.call_soon(self.protocol.connection_lost, None)
 
@@ -441,22 +453,25 @@ class TlsTransport:
         if found is not None:
             return found
         sock = self.sock
+        tls: Any = sock.tls
         value: Any = None
         try:
             if name == "peername":
                 value = sock.getpeername()
             elif name == "sockname":
                 value = sock.getsockname()
-            elif name in ("ssl_object", "socket"):
+            elif name == "ssl_object":
+                value = tls  # OpenSSL's object: SSLSocket's methods, less what sockets have
+            elif name == "socket":
                 value = sock
             elif name == "sslcontext":
-                value = sock.context
+                value = tls.context
             elif name == "peercert":
-                value = sock.getpeercert()
+                value = tls.getpeercert(False)
             elif name == "cipher":
-                value = sock.cipher()
+                value = tls.cipher()
             elif name == "compression":
-                value = sock.compression()
+                value = tls.compression()
         except (OSError, ValueError):
             value = None
         if value is None:

@@ -1,0 +1,34 @@
+"""The accepted socket of a TLS client connection, which knows its OpenSSL connection.
+
+`net.tls_transport` starts TLS with `SSLContext._wrap_socket`, the C constructor of
+OpenSSL's connection object, rather than `wrap_socket`: the SSLSocket that `wrap_socket`
+builds is interpreted Python (a socket duplicated into a new object, with getsockopt
+SO_TYPE, getpeername, getsockname and an ioctl) that the transport never uses, about half the
+Python of accepting a TLS connection. OpenSSL's object refers to its socket weakly, and
+hands that socket to the SNI callback as "the connection", whose `context` the callback sets
+to choose a certificate (net.tls `frontend_context`): this socket type, a plain
+`socket.socket` otherwise, passes that `context` on to the OpenSSL object in `tls`.
+
+Interpreted on purpose: mypyc compiles no subclass of `socket.socket`.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from typing import Any
+
+
+class TlsSocket(socket.socket):
+    __slots__ = ("tls",)
+
+    tls: Any  # the OpenSSL connection object (`_ssl._SSLSocket`, untyped), set once wrapped
+
+    @property
+    def context(self) -> ssl.SSLContext:
+        context: ssl.SSLContext = self.tls.context
+        return context
+
+    @context.setter
+    def context(self, context: ssl.SSLContext) -> None:
+        self.tls.context = context
