@@ -37,6 +37,7 @@ import asyncio
 import contextlib
 import datetime
 import json
+import math
 import os
 import platform
 import re
@@ -446,7 +447,8 @@ def measure_idle(args: argparse.Namespace, proc: harness.Proc, port: int, count:
     asyncio.run(hold_idle_briefly(port, tls))
     time.sleep(0.5)
     before, _ = memory_of(proc.popen.pid)
-    share = -(-count // -(-count // (per_process(args) - 500)))  # even shares under the limit
+    clients_needed = math.ceil(count / (per_process(args) - 500))
+    share = math.ceil(count / clients_needed)  # even shares, each under the limit
     started = time.monotonic()
     clients = [
         subprocess.Popen(
@@ -647,7 +649,7 @@ def bench_proxy(args: argparse.Namespace, proxy: str, tmp: Path, pems: dict[str,
     for kind, requested in (("plain", args.idle_plain), ("tls", args.idle_tls)):
         workers = 1
         if proxy == "balancer":  # as many workers as the limit needs (module docstring, 3.)
-            workers = max(1, -(-requested // (per_process(args) - 2000)))
+            workers = max(1, math.ceil(requested / (per_process(args) - 2000)))
             count = requested
         else:
             count = min(requested, maxconn(args) - 100)

@@ -442,11 +442,9 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
         if hop is not None:
             request = self.parsing
             assert request is not None
-            self.header_count = count = len(headers) + len(hop)
+            self.header_count = len(headers) + len(hop)
             self.header_bytes = header_bytes
-            frontend = self.frontend
-            if count > frontend.max_header_count or header_bytes > frontend.max_header_bytes:
-                raise BadRequest(431, "request headers too large")
+            self._check_header_size()
             request.headers = headers
             request.host = host
             request.host_count = host_count
@@ -517,13 +515,18 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
         if len(request.url) > self.frontend.max_request_line:
             raise BadRequest(414, "request line too long")
 
+    def _check_header_size(self) -> None:
+        """The head's fields so far within the frontend's count and size limits, or 431."""
+        frontend = self.frontend
+        if self.header_count > frontend.max_header_count or self.header_bytes > frontend.max_header_bytes:
+            raise BadRequest(431, "request headers too large")
+
     def on_header(self, name: bytes, value: bytes) -> None:
         request = self.parsing
         assert request is not None
         self.header_count += 1
         self.header_bytes += len(name) + len(value) + 4
-        if self.header_count > self.frontend.max_header_count or self.header_bytes > self.frontend.max_header_bytes:
-            raise BadRequest(431, "request headers too large")
+        self._check_header_size()
         kind = header_kind(name)  # not name.lower(): a method call costs more than the match
         if request.head_done:
             # A trailer field (the head has gone): forwarded with the last chunk, but for
