@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from balancer.net.context import FrontendContext
 from balancer.net.deadline import Deadline
@@ -51,9 +51,19 @@ from balancer.proto.h2_connection import (
     H2Connection,
     H2Event,
 )
-from balancer.proto.h2_message import MalformedRequest, request_head
+from balancer.proto.h2_message import MalformedRequest, RequestHead, request_head
 from balancer.proto.hpack_codec import HpackDecoder, HpackEncoder
 from balancer.route.client_limits import REFUSED
+
+try:
+    # A request without a body, of plain fields, handed to its session parsed (the usual);
+    # None (not built: BALANCER_PURE=1) writes every request as HTTP/1.1 for it to parse.
+    from balancer.proto import _heads
+except ImportError:  # pragma: no cover - a build without C
+    _heads = None  # type: ignore[assignment]
+
+if TYPE_CHECKING:
+    from balancer.proto._heads import ParsedHead
 
 log = logging.getLogger("balancer.http")
 
@@ -82,6 +92,7 @@ class H2Session(asyncio.Protocol):
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.proxied: tuple[str, int] | None = None  # the client a PROXY header named
+        self.client = ("-", 0)  # (ip, port), the streams' sessions' too
         self.client_text = "-:0"
         self.client_ip = "-"
         # conn_limit (route.client_limits) counts this connection once, whatever its streams:
@@ -113,7 +124,8 @@ class H2Session(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
         self.transport.set_write_buffer_limits(WRITE_BUFFER_HIGH)
-        ip, port = self.proxied or client_address(transport)
+        self.client = self.proxied or client_address(transport)
+        ip, port = self.client
         self.client_ip = ip
         self.client_text = f"{ip}:{port}"
         if self.frontend.opened(self, self.transport):
@@ -323,20 +335,25 @@ class H2Session(asyncio.Protocol):
         if self.stopping:
             conn.reset_stream(stream_id, REFUSED_STREAM)
             return
-        try:
-            head = request_head(headers, ended)
-        except MalformedRequest as exc:
-            log.info("HTTP/2 request from %s refused: %s", self.client_text, exc)
-            conn.reset_stream(stream_id, PROTOCOL_ERROR)
-            return
+        parsed = _heads.http2_head(headers) if ended and _heads is not None else None
+        if parsed is not None:
+            head: RequestHead | ParsedHead = parsed
+            stream = H2Stream(self, stream_id, parsed[0], False)
+        else:
+            try:
+                head = request = request_head(headers, ended)
+            except MalformedRequest as exc:
+                log.info("HTTP/2 request from %s refused: %s", self.client_text, exc)
+                conn.reset_stream(stream_id, PROTOCOL_ERROR)
+                return
+            stream = H2Stream(self, stream_id, request.method, request.chunked)
         self.last_stream_id = stream_id
         self.deadline.clear()
-        stream = H2Stream(self, stream_id, head)
         stream.t_opened = self.loop.time()
         self.streams[stream_id] = stream
         session = HttpSession(self.frontend)
         session.http2 = True
-        session.proxied = self.proxied
+        session.proxied = self.client
         session.conn_refused = self.conn_refused
         stream.start(session, head)
         if ended:

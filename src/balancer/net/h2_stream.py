@@ -2,9 +2,10 @@
 
 Theory of operation. Every stream a client opens gets an HttpSession (net.http_session),
 the very session an HTTP/1.1 connection gets, and an H2Stream is that session's transport.
-The stream's request is handed to the session as the HTTP/1.1 request it stands for
-(proto.h2_message.request_head; DATA frames as body bytes, chunked when no length was
-given), so the request goes through the one request path there is: limits, rules,
+The stream's request is handed to the session parsed (proto/_heads.http2_head: a request
+without a body, of plain fields, as the HTTP/1.1 parser would read it) or as the HTTP/1.1
+request it stands for (proto.h2_message.request_head; DATA frames as body bytes, chunked
+when no length was given), so the request goes through the one request path there is: limits, rules,
 persistence, balancing, queueing, retries, pooled HTTP/1.1 server connections, the
 access log and the counters. A server's response, which the upstream has parsed already,
 comes back as events (net.response_sink: the head after the response rules and the
@@ -35,7 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httptools
 
@@ -49,6 +50,9 @@ from balancer.proto.h2_message import (
     response_trailers,
     trailer_section,
 )
+
+if TYPE_CHECKING:
+    from balancer.proto._heads import ParsedHead
 
 log = logging.getLogger("balancer.http")
 
@@ -72,12 +76,12 @@ class StreamOwner(Protocol):
 class H2Stream(asyncio.Transport):
     """The transport of one stream's HttpSession, and the translation of what it writes."""
 
-    def __init__(self, connection: StreamOwner, stream_id: int, head: RequestHead) -> None:
+    def __init__(self, connection: StreamOwner, stream_id: int, method: bytes, chunked: bool) -> None:
         super().__init__()
         self.connection = connection
         self.stream_id = stream_id
-        self.chunked_request = head.chunked
-        self.head_only = head.method == b"HEAD"
+        self.chunked_request = chunked  # the request body goes to the session as chunks
+        self.head_only = method == b"HEAD"
         self.session: HttpSession | None = None
         # Made for a response the session writes as HTTP/1.1 bytes (one it makes itself):
         # most streams never need one (a server's response comes as relay_* events).
@@ -101,11 +105,17 @@ class H2Stream(asyncio.Transport):
 
     # -- the request, from the connection --------------------------------------------------
 
-    def start(self, session: HttpSession, head: RequestHead) -> None:
+    def start(self, session: HttpSession, head: RequestHead | ParsedHead) -> None:
+        """Hand the session its request: as parsed already (proto/_heads.http2_head: a
+        request without a body, of plain fields, the usual) or as the HTTP/1.1 head it
+        stands for (request_head: any other)."""
         self.session = session
         session.sink = self
         session.connection_made(self)
-        session.data_received(head.head)
+        if isinstance(head, RequestHead):
+            session.data_received(head.head)
+        else:
+            session.head_received(head)
 
     def request_data(self, data: bytes, flow_controlled: int) -> None:
         """DATA of the request; `flow_controlled` counts its padding too, for the window."""

@@ -22,7 +22,7 @@ import logging
 import os
 import time
 from functools import partial
-from typing import Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import httptools
 
@@ -71,6 +71,9 @@ try:
     from balancer.proto import _heads
 except ImportError:  # pragma: no cover - a build without C
     _heads = None  # type: ignore[assignment]
+
+if TYPE_CHECKING:
+    from balancer.proto._heads import ParsedHead  # the stub's: a build without C has no module
 
 log = logging.getLogger("balancer.http")
 
@@ -158,7 +161,9 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
         self.out: list[bytes] = []  # response bytes collected during one server read
         self.to_server: list[bytes] = []  # request bytes collected during one client read
         self.connect_task: asyncio.Task[None] | None = None
-        self.proxied: tuple[str, int] | None = None  # the client a PROXY header named
+        # The client's address when it is known apart from the transport: the one a PROXY
+        # header named, or an HTTP/2 stream's connection's (read once per connection).
+        self.proxied: tuple[str, int] | None = None
         # rate_limit and conn_limit (route.client_limits): the client's table key when its
         # requests are limited, its entry and tag while conn_limit counts this connection,
         # and whether conn_limit refused it (its first request gets a 429, then a close).
@@ -385,6 +390,25 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
         if self.to_server:
             self._flush_to_server()
 
+    def head_received(self, head: ParsedHead) -> None:
+        """A request head parsed elsewhere, as proto/_heads parses one without a body: an
+        HTTP/2 stream's (net.h2_stream), whose header list was never written out as HTTP/1.1.
+        It goes the way a parsed HTTP/1.1 head goes (_take_head), refusals and errors alike."""
+        if self.closed or self.refusing:
+            return
+        self.now = self.loop.time()
+        try:
+            self._take_head(head)
+        except _Closed:
+            pass
+        except BadRequest as exc:
+            self._reject(exc.status, exc.reason)
+        except Exception:
+            log.exception("internal error on a connection from %s", self.client_ip_text)
+            self._reject(500, "internal error")
+        if self.to_server:
+            self._flush_to_server()
+
     def _learn(self, data: bytes, fed: bool) -> None:
         """Remember the request on_headers_complete took from `data`, if the parser took
         all of `data` (`fed`) and it held that request and nothing else: as a KnownRequest
@@ -423,12 +447,7 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
             log.exception("internal error on a connection from %s", self.client_ip_text)
             self._reject(500, "internal error")
 
-    def _take_head(
-        self,
-        head: tuple[
-            bytes, bytes, str, list[tuple[bytes, bytes]], list[tuple[bytes, bytes]] | None, bytes, int, int, bytes
-        ],
-    ) -> None:
+    def _take_head(self, head: ParsedHead) -> None:
         """The read is exactly one plain request head without a body, parsed by proto/_heads:
         the callbacks httptools would have made, in its order, without the parser (which
         stays between two messages). Their limits and checks raise as under httptools.

@@ -38,6 +38,23 @@
  * The session applies its own limits (request line, header count and bytes) on the result.
  *
  * The scans need no bounds check: `data` ends with CRLF CRLF and no scan goes past a CR.
+ *
+ * http2_head(headers) -> the same tuple | None
+ *     `headers` is an HTTP/2 request's header list as proto.h2_connection gives it (a list of
+ *     (name, value) bytes tuples, pseudo-header fields first), from a HEADERS frame that
+ *     ended the stream (no body). The result is what parse_head returns for the HTTP/1.1 head
+ *     proto.h2_message.request_head writes for that list: Host from :authority (or the last
+ *     host field) first, the other fields in order, cookie fields joined with "; " last; so an
+ *     HTTP/2 stream hands its session the parsed head (net/h2_stream.py) without the head
+ *     being written out and parsed again. None for anything request_head would refuse or
+ *     parse_head would not return (the stream then takes that path, which answers it as
+ *     before): a pseudo-header field missing, repeated, unknown (:protocol too) or after a
+ *     regular field; a method other than GET, HEAD, OPTIONS or DELETE; a :path that is not an
+ *     origin-form target of the bytes above; a name that is not a lower-case token or is
+ *     connection-specific (TE too), Host and Connection aside one the session treats apart
+ *     (special_name) or leaves to httptools (refused_name); a value that is empty, begins or
+ *     ends with a space or tab, or holds a CTL but HTAB, DEL or a non-ASCII byte (:scheme
+ *     too); an authority (or host) with a space or tab; more than MAX_FIELDS fields.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -47,7 +64,7 @@
 #define MAX_FIELDS 100
 
 static PyObject *method_get, *method_head, *method_options, *method_delete;
-static PyObject *version_11, *version_10, *empty_bytes;
+static PyObject *version_11, *version_10, *empty_bytes, *name_host, *name_cookie;
 
 /* RFC 9110 tchar. */
 static unsigned char is_tchar[256];
@@ -322,8 +339,214 @@ fail:
     return NULL;
 }
 
+/* A value parse_head would return as written: not empty, no space or tab at either end,
+ * only VCHAR, SP and HTAB. */
+static int plain_value(const char *value, Py_ssize_t size) {
+    if (size == 0 || value[0] == ' ' || value[0] == '\t' || value[size - 1] == ' ' || value[size - 1] == '\t')
+        return 0;
+    for (Py_ssize_t i = 0; i < size; i++)
+        if (!is_value[(unsigned char)value[i]])
+            return 0;
+    return 1;
+}
+
+/* An HTTP/2 field name request_head forwards (a lower-case token, not connection-specific)
+ * that the session forwards as it is (neither special_name nor refused_name); "host" and
+ * "cookie" are taken apart before this. */
+static int plain_http2_name(const char *name, Py_ssize_t size) {
+    if (size == 0)
+        return 0;
+    for (Py_ssize_t i = 0; i < size; i++) {
+        unsigned char c = (unsigned char)name[i];
+        if (!is_tchar[c] || (c >= 'A' && c <= 'Z'))
+            return 0;
+    }
+    return !(special_name(name, size) || refused_name(name, size) || name_is(name, size, "connection") ||
+             name_is(name, size, "proxy-connection") || name_is(name, size, "keep-alive") ||
+             name_is(name, size, "te"));
+}
+
+static PyObject *http2_head(PyObject *self, PyObject *arg) {
+    (void)self;
+    if (!PyList_CheckExact(arg))
+        Py_RETURN_NONE;
+    Py_ssize_t count = PyList_GET_SIZE(arg);
+    if (count > MAX_FIELDS + 4) /* the four pseudo-header fields and MAX_FIELDS lines */
+        Py_RETURN_NONE;
+    PyObject *method = NULL, *path = NULL, *authority = NULL, *host = NULL;
+    int scheme = 0;
+    /* The fields forwarded as they are (indices into `arg`), and the cookie values. */
+    Py_ssize_t kept[MAX_FIELDS + 4], cookies[MAX_FIELDS + 4];
+    Py_ssize_t kept_count = 0, cookie_count = 0, cookie_bytes = 0;
+    int regular = 0;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *pair = PyList_GET_ITEM(arg, i);
+        if (!PyTuple_CheckExact(pair) || PyTuple_GET_SIZE(pair) != 2)
+            Py_RETURN_NONE;
+        PyObject *name_obj = PyTuple_GET_ITEM(pair, 0), *value_obj = PyTuple_GET_ITEM(pair, 1);
+        if (!PyBytes_CheckExact(name_obj) || !PyBytes_CheckExact(value_obj))
+            Py_RETURN_NONE;
+        const char *name = PyBytes_AS_STRING(name_obj);
+        Py_ssize_t name_size = PyBytes_GET_SIZE(name_obj);
+        const char *value = PyBytes_AS_STRING(value_obj);
+        Py_ssize_t value_size = PyBytes_GET_SIZE(value_obj);
+        if (name_size > 0 && name[0] == ':') {
+            PyObject **slot;
+            if (regular)
+                Py_RETURN_NONE;
+            if (name_size == 7 && memcmp(name, ":method", 7) == 0)
+                slot = &method;
+            else if (name_size == 5 && memcmp(name, ":path", 5) == 0)
+                slot = &path;
+            else if (name_size == 10 && memcmp(name, ":authority", 10) == 0)
+                slot = &authority;
+            else if (name_size == 7 && memcmp(name, ":scheme", 7) == 0) {
+                if (scheme || !plain_value(value, value_size))
+                    Py_RETURN_NONE;
+                scheme = 1;
+                continue;
+            } else
+                Py_RETURN_NONE; /* :protocol, or unknown */
+            if (*slot != NULL)
+                Py_RETURN_NONE;
+            *slot = value_obj;
+            continue;
+        }
+        regular = 1;
+        if (!plain_value(value, value_size))
+            Py_RETURN_NONE;
+        if (name_size == 4 && memcmp(name, "host", 4) == 0)
+            host = value_obj;
+        else if (name_size == 6 && memcmp(name, "cookie", 6) == 0) {
+            cookies[cookie_count++] = i;
+            cookie_bytes += value_size;
+        } else if (plain_http2_name(name, name_size))
+            kept[kept_count++] = i;
+        else
+            Py_RETURN_NONE;
+    }
+    if (method == NULL || path == NULL || !scheme)
+        Py_RETURN_NONE;
+    const char *m = PyBytes_AS_STRING(method);
+    Py_ssize_t m_size = PyBytes_GET_SIZE(method);
+    if (m_size == 3 && memcmp(m, "GET", 3) == 0)
+        method = method_get;
+    else if (m_size == 4 && memcmp(m, "HEAD", 4) == 0)
+        method = method_head;
+    else if (m_size == 7 && memcmp(m, "OPTIONS", 7) == 0)
+        method = method_options;
+    else if (m_size == 6 && memcmp(m, "DELETE", 6) == 0)
+        method = method_delete;
+    else
+        Py_RETURN_NONE;
+    const char *target = PyBytes_AS_STRING(path);
+    Py_ssize_t target_size = PyBytes_GET_SIZE(path);
+    if (target_size == 0 || target[0] != '/')
+        Py_RETURN_NONE;
+    for (Py_ssize_t i = 0; i < target_size; i++)
+        if (!is_target[(unsigned char)target[i]])
+            Py_RETURN_NONE;
+    if (authority != NULL && PyBytes_GET_SIZE(authority) == 0)
+        authority = NULL; /* request_head: an empty :authority gives way to a host field */
+    if (authority == NULL)
+        authority = host;
+    if (authority != NULL) {
+        /* Plain (a host field's value was checked above, an :authority's is here), and no
+         * space or tab inside either: request_head refuses those. */
+        const char *a = PyBytes_AS_STRING(authority);
+        Py_ssize_t a_size = PyBytes_GET_SIZE(authority);
+        if (!plain_value(a, a_size) || memchr(a, ' ', (size_t)a_size) || memchr(a, '\t', (size_t)a_size))
+            Py_RETURN_NONE;
+    }
+    Py_ssize_t lines = kept_count + (authority != NULL) + (cookie_count > 0);
+    if (lines > MAX_FIELDS)
+        Py_RETURN_NONE;
+
+    /* The header lines as request_head writes them ("name: value" CRLF): Host, the kept
+     * fields, the cookie line. */
+    Py_ssize_t header_bytes = 0;
+    if (authority != NULL)
+        header_bytes += 4 + PyBytes_GET_SIZE(authority) + 4;
+    for (Py_ssize_t k = 0; k < kept_count; k++) {
+        PyObject *pair = PyList_GET_ITEM(arg, kept[k]);
+        header_bytes += PyBytes_GET_SIZE(PyTuple_GET_ITEM(pair, 0)) + PyBytes_GET_SIZE(PyTuple_GET_ITEM(pair, 1)) + 4;
+    }
+    if (cookie_count > 0)
+        header_bytes += 6 + cookie_bytes + 2 * (cookie_count - 1) + 4;
+
+    PyObject *headers = PyList_New(lines), *hop = NULL, *block = NULL, *cookie = NULL, *result = NULL;
+    if (headers == NULL)
+        return NULL;
+    Py_ssize_t at = 0;
+    if (authority != NULL) {
+        PyObject *pair = PyTuple_Pack(2, name_host, authority);
+        if (pair == NULL)
+            goto fail;
+        PyList_SET_ITEM(headers, at++, pair);
+    }
+    for (Py_ssize_t k = 0; k < kept_count; k++) {
+        PyObject *pair = PyList_GET_ITEM(arg, kept[k]);
+        Py_INCREF(pair);
+        PyList_SET_ITEM(headers, at++, pair);
+    }
+    if (cookie_count == 1) {
+        cookie = PyTuple_GET_ITEM(PyList_GET_ITEM(arg, cookies[0]), 1);
+        Py_INCREF(cookie);
+    } else if (cookie_count > 1) {
+        cookie = PyBytes_FromStringAndSize(NULL, cookie_bytes + 2 * (cookie_count - 1));
+        if (cookie == NULL)
+            goto fail;
+        char *out = PyBytes_AS_STRING(cookie);
+        for (Py_ssize_t c = 0; c < cookie_count; c++) {
+            PyObject *value = PyTuple_GET_ITEM(PyList_GET_ITEM(arg, cookies[c]), 1);
+            if (c > 0) {
+                memcpy(out, "; ", 2);
+                out += 2;
+            }
+            memcpy(out, PyBytes_AS_STRING(value), (size_t)PyBytes_GET_SIZE(value));
+            out += PyBytes_GET_SIZE(value);
+        }
+    }
+    if (cookie != NULL) {
+        PyObject *pair = PyTuple_Pack(2, name_cookie, cookie);
+        if (pair == NULL)
+            goto fail;
+        PyList_SET_ITEM(headers, at++, pair);
+    }
+    /* Every line is `name: value` CRLF, 4 bytes beside its name and value: header_bytes long. */
+    block = PyBytes_FromStringAndSize(NULL, header_bytes);
+    if (block == NULL)
+        goto fail;
+    char *out = PyBytes_AS_STRING(block);
+    for (Py_ssize_t h = 0; h < lines; h++) {
+        PyObject *pair = PyList_GET_ITEM(headers, h);
+        PyObject *name = PyTuple_GET_ITEM(pair, 0), *value = PyTuple_GET_ITEM(pair, 1);
+        memcpy(out, PyBytes_AS_STRING(name), (size_t)PyBytes_GET_SIZE(name));
+        out += PyBytes_GET_SIZE(name);
+        memcpy(out, ": ", 2);
+        out += 2;
+        memcpy(out, PyBytes_AS_STRING(value), (size_t)PyBytes_GET_SIZE(value));
+        out += PyBytes_GET_SIZE(value);
+        memcpy(out, "\r\n", 2);
+        out += 2;
+    }
+    hop = PyList_New(0);
+    if (hop == NULL)
+        goto fail;
+    result = Py_BuildValue("(OOOOOOnnO)", method, path, version_11, headers, hop,
+                           authority != NULL ? authority : empty_bytes, (Py_ssize_t)(authority != NULL),
+                           header_bytes, block);
+fail:
+    Py_DECREF(headers);
+    Py_XDECREF(hop);
+    Py_XDECREF(block);
+    Py_XDECREF(cookie);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"parse_head", parse_head, METH_O, "One whole plain request head as (method, url, version, headers, hop, host, host_count, header_bytes, block), or None."},
+    {"http2_head", http2_head, METH_O, "An HTTP/2 request's header list (no body) as parse_head reads the HTTP/1.1 head written for it, or None."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -338,7 +561,9 @@ PyMODINIT_FUNC PyInit__heads(void) {
     version_11 = PyUnicode_InternFromString("1.1");
     version_10 = PyUnicode_InternFromString("1.0");
     empty_bytes = PyBytes_FromStringAndSize(NULL, 0);
-    if (!empty_bytes || !method_get || !method_head || !method_options || !method_delete || !version_11 || !version_10)
+    name_host = PyBytes_FromString("host");
+    name_cookie = PyBytes_FromString("cookie");
+    if (!empty_bytes || !name_host || !name_cookie || !method_get || !method_head || !method_options || !method_delete || !version_11 || !version_10)
         return NULL;
     return PyModule_Create(&module);
 }

@@ -5,3 +5,7 @@ ParsedHead = tuple[
 ]
 
 def parse_head(data: bytes) -> ParsedHead | None: ...
+
+# An HTTP/2 request's header list (the stream ended with it) as parse_head reads the HTTP/1.1
+# head proto.h2_message.request_head writes for it, or None (that head is then parsed).
+def http2_head(headers: list[tuple[bytes, bytes]]) -> ParsedHead | None: ...

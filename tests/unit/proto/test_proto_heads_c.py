@@ -13,6 +13,7 @@ import random
 import httptools
 import pytest
 
+from balancer.proto.h2_message import MalformedRequest, request_head
 from balancer.proto.http1 import FIELD_CONNECTION, FIELD_HOST, FIELD_OTHER, header_kind
 
 try:
@@ -269,3 +270,115 @@ def test_every_byte_anywhere_in_a_long_value_reads_as_httptools_reads_it() -> No
                 assert parsed == _httptools(data), data
             elif 0x20 <= byte <= 0x7E:
                 raise AssertionError(f"a plain value byte {byte:#x} at {at} was refused")
+
+
+# -- http2_head: an HTTP/2 request's header list, parsed as its HTTP/1.1 head would be ------
+
+_BROWSER_H2 = [
+    (b":method", b"GET"),
+    (b":scheme", b"https"),
+    (b":authority", b"shop.example.com"),
+    (b":path", b"/catalog/item-42?ref=home&page=2"),
+    (b"user-agent", b"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/120.0 Safari/537.36"),
+    (b"accept", b"text/html,application/xhtml+xml,*/*;q=0.8"),
+    (b"accept-language", b"en-GB,en;q=0.9"),
+    (b"cookie", b"session=8f2a9c"),
+    (b"referer", b"https://shop.example.com/"),
+    (b"cookie", b"theme=dark"),
+]
+
+
+def _as_http1(headers: Fields) -> Parsed | None:
+    """What parse_head reads from the HTTP/1.1 head proto.h2_message writes for `headers`;
+    None when request_head refuses them (the stream is reset) or parse_head leaves that head
+    to httptools."""
+    try:
+        head = request_head(headers, True)
+    except MalformedRequest:
+        return None
+    return _heads.parse_head(head.head)
+
+
+def test_an_http2_request_is_parsed_as_the_head_written_for_it_would_be() -> None:
+    parsed = _heads.http2_head(_BROWSER_H2)
+    assert parsed is not None
+    assert parsed == _as_http1(_BROWSER_H2)
+    method, url, version, fields, hop, host, host_count, _, block = parsed
+    assert (method, url, version, hop, host, host_count) == (
+        b"GET",
+        b"/catalog/item-42?ref=home&page=2",
+        "1.1",
+        [],
+        b"shop.example.com",
+        1,
+    )
+    assert fields[0] == (b"host", b"shop.example.com")
+    assert fields[-1] == (b"cookie", b"session=8f2a9c; theme=dark")  # RFC 9113 8.2.3
+    assert block.startswith(b"host: shop.example.com\r\nuser-agent: Mozilla")
+
+
+def _replaced(name: bytes, value: bytes) -> Fields:
+    """The browser's request with the first field `name` given `value` (or it added last)."""
+    headers = list(_BROWSER_H2)
+    at = next((i for i, (n, _) in enumerate(headers) if n == name), len(headers))
+    headers[at : at + 1] = [(name, value)]
+    return headers
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        _replaced(b":method", b"POST"),  # a body may follow: request_head adds content-length
+        _replaced(b":path", b"*"),
+        _replaced(b":path", b"http://a/b"),
+        _replaced(b":path", b"/a b"),
+        _replaced(b":authority", b"a b"),
+        [_BROWSER_H2[0], (b":protocol", b"websocket"), *_BROWSER_H2[1:]],
+        [_BROWSER_H2[0], *_BROWSER_H2],  # :method twice
+        _replaced(b"te", b"trailers"),
+        _replaced(b"x-forwarded-for", b"10.0.0.1"),
+        _replaced(b"content-length", b"0"),
+        _replaced(b"connection", b"close"),
+        _replaced(b"Accept", b"*/*"),  # not lower case
+        _replaced(b"accept", b""),
+        _replaced(b"accept", b" x"),
+        _replaced(b"accept", b"x\t"),
+        _replaced(b"accept", b"caf\xc3\xa9"),
+        _replaced(b"accept", b"a\x01b"),
+    ],
+)
+def test_an_unusual_http2_request_is_left_to_its_http1_head(headers: Fields) -> None:
+    assert _heads.http2_head(headers) is None
+
+
+def test_a_pseudo_header_field_after_a_regular_one_is_left_to_request_head_which_refuses_it() -> None:
+    headers = [*_BROWSER_H2[:3], (b"accept", b"*/*"), _BROWSER_H2[3]]
+    assert _heads.http2_head(headers) is None
+    with pytest.raises(MalformedRequest):
+        request_head(headers, True)
+
+
+def test_random_http2_requests_are_parsed_as_their_http1_heads_or_left_to_them() -> None:
+    """Whatever C takes, request_head accepts and parse_head reads the same from its head."""
+    rng = random.Random(29)
+    names = [b":method", b":scheme", b":authority", b":path", b":protocol", b"host", b"cookie", b"accept"]
+    names += [b"te", b"x-forwarded-proto", b"content-length", b"upgrade", b"x-id", b"X-Id", b"a b", b""]
+    values = [b"GET", b"HEAD", b"DELETE", b"OPTIONS", b"PUT", b"https", b"/", b"/p?q=1", b"*", b"a.example"]
+    values += [b"", b" ", b"v\t", b"a\x00b", b"a\r\nb", b"\xff", b"trailers", b"x y", b"0", b"/a#b"]
+    taken = 0
+    for _ in range(4000):
+        headers = [(b":method", rng.choice(values[:5])), (b":scheme", b"https"), (b":path", rng.choice(values[6:9]))]
+        for _ in range(rng.randrange(6)):
+            headers.insert(rng.randrange(len(headers) + 1), (rng.choice(names), rng.choice(values)))
+        parsed = _heads.http2_head(headers)
+        if parsed is not None:
+            taken += 1
+            assert parsed == _as_http1(headers), headers
+    assert taken > 200  # the generator makes plain requests too
+
+
+def test_a_hundred_http2_fields_are_taken_more_are_left_to_the_http1_head() -> None:
+    pseudo = _BROWSER_H2[:4]  # :authority makes the Host line: 99 more fields make 100
+    fields = [(b"x-f%d" % n, b"v") for n in range(99)]
+    assert _heads.http2_head([*pseudo, *fields]) == _as_http1([*pseudo, *fields])
+    assert _heads.http2_head([*pseudo, *fields, (b"x-last", b"v")]) is None
