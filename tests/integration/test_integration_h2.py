@@ -37,9 +37,12 @@ def test_a_stream_is_a_request_to_a_pooled_http11_server(run_balancer, backends)
             first = await client.request("/echo?x=1", extra=[("cookie", "a=1"), ("cookie", "b=2"), ("x-test", "yes")])
             second = await client.request("/status/204")
             settings = client.conn.remote_settings
-            return first, second, settings
+            data = [e for e in client.events if isinstance(e, h2.events.DataReceived) and e.stream_id == 1]
+            return first, second, settings, data
 
-    first, second, settings = run_balancer(h2_config([s1]), scenario)
+    first, second, settings, data = run_balancer(h2_config([s1]), scenario)
+    # A response of known length ends with its last bytes: no empty DATA frame after them.
+    assert data and all(event.data for event in data) and data[-1].stream_ended is not None
     assert first.status == 200 and first.ended
     assert first.header("server-name") == "s1"
     names = [name for name, _ in first.headers]

@@ -112,6 +112,12 @@ class H2Session(asyncio.Protocol):
         self.goaway_sent = False
         self.writing_paused = False
         self.flush_scheduled = False
+        # What waits for the flush at the end of this loop pass (_scheduled_flush): streams
+        # holding response bytes to send (so a response read whole goes as one DATA frame
+        # with END_STREAM, not a DATA frame and an empty one), then streams whose response
+        # is sent, whose sessions then go (outside the session's own calls).
+        self.due: list[H2Stream] = []
+        self.ended: list[H2Stream] = []
         self.last_stream_id = 0  # the highest stream taken, for GOAWAY
         self.cancelled = 0  # streams the client reset before their response was done
         self.completed = 0  # streams whose response was sent whole
@@ -397,6 +403,17 @@ class H2Session(asyncio.Protocol):
     def pump(self, stream: H2Stream) -> None:
         """Send what the stream holds as far as the client's windows and socket allow, and
         END_STREAM once its response is all sent."""
+        self._pump(stream)
+        self._soon()
+
+    def pump_soon(self, stream: H2Stream) -> None:
+        """Pump the stream at the end of this loop pass (more of its response may come in it)."""
+        if not stream.pump_due:
+            stream.pump_due = True
+            self.due.append(stream)
+            self._soon()
+
+    def _pump(self, stream: H2Stream) -> None:
         conn = self.conn
         if self.closed or stream.ended or not stream.headers_sent or conn is None:
             return
@@ -410,7 +427,6 @@ class H2Session(asyncio.Protocol):
                 conn.send_data(sid, data, last)
                 if last:
                     self._ended(stream)
-                    self._soon()
                     return
         if stream.response_done and not stream.pending:
             trailers = stream.trailers
@@ -419,7 +435,6 @@ class H2Session(asyncio.Protocol):
             else:
                 conn.send_data(sid, b"", True)
             self._ended(stream)
-        self._soon()
 
     def _ended(self, stream: H2Stream) -> None:
         """The response is sent whole: the stream's session goes once it has logged."""
@@ -430,7 +445,7 @@ class H2Session(asyncio.Protocol):
             self.reset_stream(stream.stream_id, NO_ERROR)
         if not stream.closed:
             stream.closed = True
-            self.loop.call_soon(stream._lost)
+            self.ended.append(stream)
 
     def reset_stream(self, stream_id: int, error_code: int) -> None:
         if not self.closed and self.conn is not None:
@@ -454,6 +469,17 @@ class H2Session(asyncio.Protocol):
 
     def _scheduled_flush(self) -> None:
         self.flush_scheduled = False
+        due = self.due
+        if due:
+            self.due = []
+            for stream in due:
+                stream.pump_due = False
+                self._pump(stream)
+        ended = self.ended
+        if ended:
+            self.ended = []
+            for stream in ended:
+                stream._lost()
         self._flush()
 
     def _flush(self) -> None:

@@ -69,6 +69,7 @@ class StreamOwner(Protocol):
     def acknowledge(self, stream_id: int, size: int) -> None: ...
     def send_headers(self, stream: H2Stream, headers: list[tuple[bytes, bytes]], end: bool) -> None: ...
     def pump(self, stream: H2Stream) -> None: ...
+    def pump_soon(self, stream: H2Stream) -> None: ...
     def reset_stream(self, stream_id: int, error_code: int) -> None: ...
     def stream_gone(self, stream: H2Stream) -> None: ...
 
@@ -101,6 +102,7 @@ class H2Stream(asyncio.Transport):
         self.reading_paused = False  # the session paused reading: window not handed back
         self.unacked = 0  # flow-controlled bytes received and not yet handed back
         self.request_ended = False
+        self.pump_due = False  # the connection pumps it at the end of this loop pass
         self.t_opened = 0.0
 
     # -- the request, from the connection --------------------------------------------------
@@ -278,7 +280,7 @@ class H2Stream(asyncio.Transport):
             self.write_paused = True
             if self.session is not None:
                 self.session.pause_writing()
-        self.connection.pump(self)
+        self.connection.pump_soon(self)
 
     # -- httptools callbacks: the response the session writes --------------------------------
 
