@@ -25,6 +25,7 @@ Written for mypyc: no per-frame objects beyond the events, integers read byte by
 
 from __future__ import annotations
 
+import struct
 from typing import Final
 
 from balancer.proto.hpack_codec import HeaderListTooLarge, HpackDecoder, HpackEncoder, HpackError
@@ -122,28 +123,24 @@ class ConnectionError_(Exception):
         self.code = code
 
 
+# A frame header (RFC 9113 4.1): the length's high byte and low 16 bits, type, flags, stream.
+_FRAME_HEAD: Final = struct.Struct(">BHBBI")
+
+
 def _frame_head(out: bytearray, length: int, kind: int, flags: int, stream_id: int) -> None:
-    out += bytes(
-        (
-            (length >> 16) & 0xFF,
-            (length >> 8) & 0xFF,
-            length & 0xFF,
-            kind,
-            flags,
-            (stream_id >> 24) & 0x7F,
-            (stream_id >> 16) & 0xFF,
-            (stream_id >> 8) & 0xFF,
-            stream_id & 0xFF,
-        )
-    )
+    # One C call: a bytes() of nine ints cost ~2k instructions compiled, per frame sent.
+    out += _FRAME_HEAD.pack(length >> 16, length & 0xFFFF, kind, flags, stream_id & 0x7FFFFFFF)
 
 
 def _u32(b: bytes, i: int) -> int:
     return (b[i] << 24) | (b[i + 1] << 16) | (b[i + 2] << 8) | b[i + 3]
 
 
+_U32: Final = struct.Struct(">I")
+
+
 def _u32_bytes(value: int) -> bytes:
-    return bytes(((value >> 24) & 0xFF, (value >> 16) & 0xFF, (value >> 8) & 0xFF, value & 0xFF))
+    return _U32.pack(value & 0xFFFFFFFF)
 
 
 class H2Connection:
