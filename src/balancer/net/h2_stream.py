@@ -78,7 +78,8 @@ class H2Stream(asyncio.Transport):
     """The transport of one stream's HttpSession, and the translation of what it writes."""
 
     def __init__(self, connection: StreamOwner, stream_id: int, method: bytes, chunked: bool) -> None:
-        super().__init__()
+        # Not asyncio.Transport.__init__: it keeps only the `extra` get_extra_info reads,
+        # which the connection answers here (a Python call per stream saved).
         self.connection = connection
         self.stream_id = stream_id
         self.chunked_request = chunked  # the request body goes to the session as chunks

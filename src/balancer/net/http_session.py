@@ -93,9 +93,6 @@ BULK_WRITE: Final = 16384
 REPLAY_LIMIT: Final = 65536
 # Upstream connections a request may burn through because pooled ones turned out dead.
 MAX_STALE_RETRIES: Final = 3
-# What a closed session keeps instead of its parser, which calls the session back: without
-# that cycle a connection is freed when it closes, not by the cyclic garbage collector.
-DETACHED_PARSER: Final = httptools.HttpRequestParser(None)
 # Request heads a frontend remembers (KnownRequest), and the largest one it remembers.
 KNOWN_MAX: Final = 256
 KNOWN_HEAD_MAX: Final = 1024
@@ -111,7 +108,9 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
         self.outbox = frontend.outbox  # every write to the client goes through it (net.outbox)
         self.loop = self.outbox.event_loop()  # without get_running_loop()'s getpid()
         self.transport: asyncio.Transport | None = None
-        self.parser = httptools.HttpRequestParser(self)
+        # Made when a read first needs it (_request_parser): a head proto/_heads takes whole,
+        # or an HTTP/2 stream's parsed head, needs none (making one binds its ten callbacks).
+        self.parser: httptools.HttpRequestParser | None = None
         self.queue: list[Request] = []  # a list, not a deque: compiled list operations are direct
         self.parsing: Request | None = None
         # The bytes being fed when no request was half-parsed before them, so the first
@@ -232,8 +231,9 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.deadline.cancel()
-        # Nothing more is read once closed: what would call back or point back goes.
-        self.parser = DETACHED_PARSER
+        # Nothing more is read once closed: the parser, which calls the session back, goes
+        # (without that cycle a connection is freed when it closes, not by the cyclic GC).
+        self.parser = None
         self.parsing = None
         self.frontend.closed(self)
         if self.limit_entry >= 0 and self.frontend.limits is not None:
@@ -359,7 +359,7 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
             if head is not None:
                 self._take_head(head)
             else:
-                self.parser.feed_data(data)
+                self._request_parser().feed_data(data)
             fed = True
         except httptools.HttpParserUpgrade as upgrade:
             self._client_upgrade(data[upgrade.args[0] :])
@@ -408,6 +408,14 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
             self._reject(500, "internal error")
         if self.to_server:
             self._flush_to_server()
+
+    def _request_parser(self) -> httptools.HttpRequestParser:
+        """The connection's HTTP/1.1 parser, made now if no read needed it before (a new
+        one is between two messages, as one that never saw the heads _heads took)."""
+        parser = self.parser
+        if parser is None:
+            parser = self.parser = httptools.HttpRequestParser(self)
+        return parser
 
     def _learn(self, data: bytes, fed: bool) -> None:
         """Remember the request on_headers_complete took from `data`, if the parser took
@@ -660,7 +668,6 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
             raise _Closed
         request = self.parsing
         assert request is not None
-        parser = self.parser
         # The parser's getters are Python method calls, and get_http_version() formats a new
         # str each time (5% of the proxy's own work per request): read the method and the
         # version from the request line when it is at hand (head_source starts with it).
@@ -670,7 +677,7 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
         elif self.head_method:
             request.method = self.head_method
         else:
-            request.method = parser.get_method()
+            request.method = self._request_parser().get_method()
         request.head_line = line = b"".join((request.method, b" ", request.url, b" HTTP/1.1\r\n"))
         as_read = bool(source) and source.startswith(line)  # the request line is as it was read
         if as_read:
@@ -678,7 +685,7 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
         elif self.head_version:
             request.version = self.head_version
         else:
-            request.version = parser.get_http_version()
+            request.version = self._request_parser().get_http_version()
         if as_read and self.raw_pos > 0:
             # Before the target is read: an absolute-form one replaces the Host line.
             request.header_block = self._raw_block(line)
@@ -692,7 +699,7 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
             request.keep_alive = b"close" not in request.conn_tokens
         else:
             request.keep_alive = b"keep-alive" in request.conn_tokens
-        if request.upgrade and not parser.should_upgrade():
+        if request.upgrade and not self._request_parser().should_upgrade():
             request.upgrade = b""
         if request.method == b"CONNECT":
             raise BadRequest(501, "CONNECT is not supported")
