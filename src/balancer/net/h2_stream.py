@@ -51,6 +51,13 @@ from balancer.proto.h2_message import (
     trailer_section,
 )
 
+try:
+    # A response head's fields translated in one C call (proto/_h2_fields.c); None (not
+    # built: BALANCER_PURE=1) translates them with h2_message's Python, which it mirrors.
+    from balancer.proto import _h2_fields
+except ImportError:  # pragma: no cover - a build without C
+    _h2_fields = None  # type: ignore[assignment]
+
 if TYPE_CHECKING:
     from balancer.proto._heads import ParsedHead
 
@@ -248,7 +255,11 @@ class H2Stream(asyncio.Transport):
         end = self.head_only or status == 204 or status == 304
         if end:
             self.response_done = True
-        self.connection.send_headers(self, response_headers(status, lines), end)
+        if _h2_fields is not None:
+            headers = _h2_fields.response_headers(status, lines)
+        else:
+            headers = response_headers(status, lines)
+        self.connection.send_headers(self, headers, end)
 
     def relay_body(self, data: bytes) -> None:
         if not self.response_done and not self.ended and not self.closed:
@@ -256,7 +267,8 @@ class H2Stream(asyncio.Transport):
 
     def relay_trailers(self, lines: bytes) -> None:
         if not self.response_done and not self.ended:
-            self.trailers = response_trailers(lines) or None
+            trailers = _h2_fields.response_trailers(lines) if _h2_fields is not None else response_trailers(lines)
+            self.trailers = trailers or None
 
     def relay_end(self) -> None:
         if not self.response_done and not self.ended and not self.closed:
