@@ -396,6 +396,16 @@ class H2Session(asyncio.Protocol):
         if self.closed or stream.ended or self.conn is None:
             return
         self.conn.send_headers(stream.stream_id, headers, end)
+        self._headers_sent(stream, end)
+
+    def send_header_block(self, stream: H2Stream, block: bytes, end: bool) -> None:
+        """A response head encoded already (proto/_h2_fields.response_block)."""
+        if self.closed or stream.ended or self.conn is None:
+            return
+        self.conn.send_header_block(stream.stream_id, block, end)
+        self._headers_sent(stream, end)
+
+    def _headers_sent(self, stream: H2Stream, end: bool) -> None:
         if end:
             self._ended(stream)
         self._soon()

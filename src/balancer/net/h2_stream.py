@@ -52,8 +52,9 @@ from balancer.proto.h2_message import (
 )
 
 try:
-    # A response head's fields translated in one C call (proto/_h2_fields.c); None (not
-    # built: BALANCER_PURE=1) translates them with h2_message's Python, which it mirrors.
+    # A response head's fields translated and encoded in one C call (proto/_h2_fields.c);
+    # None (not built: BALANCER_PURE=1): h2_message's Python, which it mirrors, and the
+    # connection's HPACK encoder.
     from balancer.proto import _h2_fields
 except ImportError:  # pragma: no cover - a build without C
     _h2_fields = None  # type: ignore[assignment]
@@ -75,6 +76,7 @@ class StreamOwner(Protocol):
     def extra_info(self, name: str, default: Any = None) -> Any: ...
     def acknowledge(self, stream_id: int, size: int) -> None: ...
     def send_headers(self, stream: H2Stream, headers: list[tuple[bytes, bytes]], end: bool) -> None: ...
+    def send_header_block(self, stream: H2Stream, block: bytes, end: bool) -> None: ...
     def pump(self, stream: H2Stream) -> None: ...
     def pump_soon(self, stream: H2Stream) -> None: ...
     def reset_stream(self, stream_id: int, error_code: int) -> None: ...
@@ -256,10 +258,9 @@ class H2Stream(asyncio.Transport):
         if end:
             self.response_done = True
         if _h2_fields is not None:
-            headers = _h2_fields.response_headers(status, lines)
+            self.connection.send_header_block(self, _h2_fields.response_block(status, lines), end)
         else:
-            headers = response_headers(status, lines)
-        self.connection.send_headers(self, headers, end)
+            self.connection.send_headers(self, response_headers(status, lines), end)
 
     def relay_body(self, data: bytes) -> None:
         if not self.response_done and not self.ended and not self.closed:

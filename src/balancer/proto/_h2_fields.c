@@ -1,24 +1,30 @@
-/* An HTTP/1.1 response head's fields as an HTTP/2 header list, in one C call
+/* An HTTP/1.1 response head's fields for an HTTP/2 client, in one C call
  * (net/h2_stream.py; proto/h2_message.py holds the Python reference of each function).
  *
- * response_headers(status, lines) -> list[tuple[bytes, bytes]]
- *     `lines` is the response's header lines as the upstream keeps them, CRLF between them
- *     (empty lines skipped). The list is (b":status", b"<status>") then, per line, its name
- *     (up to the first colon, the whole line without one) in lower case and its value (after
- *     that colon, b"" without one) without spaces and tabs at either end; a field HTTP/2
- *     must not carry (connection-specific, RFC 9113 8.2.2) is dropped. Exactly what
- *     h2_message.response_headers returns for the same arguments.
+ * response_block(status, lines) -> bytes
+ *     The HPACK header block (RFC 7541) of the header list h2_message.response_headers
+ *     makes of the same arguments: `lines` is the response's header lines as the upstream
+ *     keeps them, CRLF between them (empty lines skipped); :status first, then per line
+ *     its name (up to the first colon, the whole line without one) in lower case and its
+ *     value (after that colon, b"" without one) without spaces and tabs at either end; a
+ *     field HTTP/2 must not carry (connection-specific, RFC 9113 8.2.2) is dropped.
+ *     Encoded without the dynamic table, as HAProxy encodes what it sends: :status indexed
+ *     when the static table has it, each field a literal "without indexing" (set-cookie,
+ *     cookie and the authorization fields "never indexed") naming its static-table name
+ *     when there is one; raw strings, no Huffman. So a block depends on nothing but its
+ *     arguments, and the connection's encoder (proto/hpack_codec) is left as it is: only a
+ *     table size update it owes the client goes before the block (h2_connection).
  * response_trailers(lines) -> list[tuple[bytes, bytes]]
- *     The same for a trailer section, less :status, and dropping also what a trailer section
- *     must not carry (h2_message.response_trailer_field): framing, routing and Trailer
- *     fields, and any name starting with a colon.
+ *     The fields of a trailer section as h2_message.response_trailers gives them: the same
+ *     reading, dropping also what a trailer section must not carry (framing, routing and
+ *     Trailer fields, and any name starting with a colon).
  *
  * Why in C: per response, the Python reference makes ~16 method calls (split, partition,
- * lower, strip per line); here one pass, and the usual field names are the same bytes
- * object every time (KNOWN below), whose hash the HPACK encoder's lookups then find cached.
+ * lower, strip per line) and the encoder a dict lookup per field; here one pass.
  *
  * Bounds: every scan stops at the end of `lines`; a name is lowered into NAME_BUFFER bytes
- * on the stack only when it fits, else into its own new bytes object.
+ * on the stack only when it fits (a longer one is no name checked here); the block is written into a buffer sized for the worst
+ * case of its lines (block_bound), then cut to what was written.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -26,22 +32,7 @@
 
 #define NAME_BUFFER 64
 
-/* Response field names made once: the usual ones, lower case. */
-static const char *const KNOWN[] = {
-    "accept-ranges", "access-control-allow-origin", "age", "alt-svc", "cache-control",
-    "content-disposition", "content-encoding", "content-language", "content-length",
-    "content-location", "content-range", "content-security-policy", "content-type", "date",
-    "etag", "expires", "last-modified", "link", "location", "referrer-policy", "retry-after",
-    "server", "set-cookie", "strict-transport-security", "vary", "via", "www-authenticate",
-    "x-content-type-options", "x-frame-options", "x-xss-protection", "grpc-status", "grpc-message",
-};
-#define KNOWN_COUNT (sizeof(KNOWN) / sizeof(KNOWN[0]))
-static PyObject *known_names[KNOWN_COUNT];
-static Py_ssize_t known_sizes[KNOWN_COUNT];
-
-/* b"100" .. b"599", made when first sent. */
-static PyObject *status_bytes[500];
-static PyObject *name_status, *empty_bytes;
+static PyObject *empty_bytes;
 
 static int is(const char *name, Py_ssize_t size, const char *lower) {
     return (Py_ssize_t)strlen(lower) == size && memcmp(name, lower, (size_t)size) == 0;
@@ -66,41 +57,35 @@ static void lower_into(char *out, const char *name, Py_ssize_t size) {
     }
 }
 
-/* The field name `name` lower-cased, as a new reference; NULL with *dropped set when the
- * field is not to be sent, NULL with an exception on failure. */
-static PyObject *field_name(const char *name, Py_ssize_t size, int trailer, int *dropped) {
+/* The trailer field name `name` lower-cased, as a new reference; NULL with *dropped set
+ * when the field is not to be sent, NULL with an exception on failure. */
+static PyObject *trailer_name(const char *name, Py_ssize_t size, int *dropped) {
     *dropped = 0;
-    if (size <= NAME_BUFFER) {
-        char lowered[NAME_BUFFER];
-        lower_into(lowered, name, size);
-        if (connection_specific(lowered, size) || (trailer && not_trailer(lowered, size))) {
-            *dropped = 1;
-            return NULL;
-        }
-        for (size_t k = 0; k < KNOWN_COUNT; k++) {
-            if (known_sizes[k] == size && memcmp(KNOWN[k], lowered, (size_t)size) == 0) {
-                Py_INCREF(known_names[k]);
-                return known_names[k];
-            }
-        }
-        return PyBytes_FromStringAndSize(lowered, size);
-    }
-    /* Longer than any name dropped above: only a leading colon can drop it. */
-    if (trailer && name[0] == ':') {
+    PyObject *out = PyBytes_FromStringAndSize(NULL, size);
+    if (out == NULL)
+        return NULL;
+    char *lowered = PyBytes_AS_STRING(out);
+    lower_into(lowered, name, size);
+    if (connection_specific(lowered, size) || not_trailer(lowered, size)) {
+        Py_DECREF(out);
         *dropped = 1;
         return NULL;
     }
-    PyObject *out = PyBytes_FromStringAndSize(NULL, size);
-    if (out != NULL)
-        lower_into(PyBytes_AS_STRING(out), name, size);
     return out;
 }
 
-/* Append the fields of `lines` to `list`; 0, or -1 with an exception. */
-static int add_fields(PyObject *list, PyObject *lines, int trailer) {
-    const char *p = PyBytes_AS_STRING(lines), *end = p + PyBytes_GET_SIZE(lines);
+/* One field of a head: where its name and value are in `lines`. */
+typedef struct {
+    const char *name, *value;
+    Py_ssize_t name_size, value_size;
+} Field;
+
+/* The next line of lines[*at..end) with a field in it (empty lines skipped): 1 and *field
+ * filled, *at moved past it; 0 at the end. A line ends at the next CRLF (a lone CR or LF
+ * stays in the line, as bytes.split(b"\r\n") does). */
+static int next_field(const char **at, const char *end, Field *field) {
+    const char *p = *at;
     while (p < end) {
-        /* The line ends at the next CRLF (a lone CR or LF stays in the line, as split does). */
         const char *eol = p;
         for (;;) {
             eol = memchr(eol, '\r', (size_t)(end - eol));
@@ -118,35 +103,49 @@ static int add_fields(PyObject *list, PyObject *lines, int trailer) {
             continue;
         }
         const char *colon = memchr(p, ':', (size_t)(eol - p));
-        const char *name_end = colon != NULL ? colon : eol;
         const char *value = colon != NULL ? colon + 1 : eol, *value_end = eol;
         while (value < value_end && (*value == ' ' || *value == '\t'))
             value++;
         while (value_end > value && (value_end[-1] == ' ' || value_end[-1] == '\t'))
             value_end--;
+        field->name = p;
+        field->name_size = (colon != NULL ? colon : eol) - p;
+        field->value = value;
+        field->value_size = value_end - value;
+        *at = next;
+        return 1;
+    }
+    *at = end;
+    return 0;
+}
+
+/* Append the trailer fields of `lines` to `list`; 0, or -1 with an exception. */
+static int add_trailers(PyObject *list, PyObject *lines) {
+    const char *p = PyBytes_AS_STRING(lines), *end = p + PyBytes_GET_SIZE(lines);
+    Field field;
+    while (next_field(&p, end, &field)) {
         int dropped;
-        PyObject *name = field_name(p, name_end - p, trailer, &dropped);
-        p = next;
+        PyObject *name = trailer_name(field.name, field.name_size, &dropped);
         if (name == NULL) {
             if (dropped)
                 continue;
             return -1;
         }
-        PyObject *value_bytes = value_end > value ? PyBytes_FromStringAndSize(value, value_end - value) : empty_bytes;
-        if (value_bytes == NULL) {
+        PyObject *value = field.value_size ? PyBytes_FromStringAndSize(field.value, field.value_size) : empty_bytes;
+        if (value == NULL) {
             Py_DECREF(name);
             return -1;
         }
-        if (value_bytes == empty_bytes)
-            Py_INCREF(value_bytes);
+        if (value == empty_bytes)
+            Py_INCREF(value);
         PyObject *pair = PyTuple_New(2);
         if (pair == NULL) {
             Py_DECREF(name);
-            Py_DECREF(value_bytes);
+            Py_DECREF(value);
             return -1;
         }
         PyTuple_SET_ITEM(pair, 0, name);
-        PyTuple_SET_ITEM(pair, 1, value_bytes);
+        PyTuple_SET_ITEM(pair, 1, value);
         int failed = PyList_Append(list, pair);
         Py_DECREF(pair);
         if (failed)
@@ -155,44 +154,125 @@ static int add_fields(PyObject *list, PyObject *lines, int trailer) {
     return 0;
 }
 
-static PyObject *status_value(long status) {
-    if (status >= 100 && status <= 599) {
-        PyObject **slot = &status_bytes[status - 100];
-        if (*slot == NULL)
-            *slot = PyBytes_FromFormat("%ld", status);
-        Py_XINCREF(*slot);
-        return *slot;
-    }
-    return PyBytes_FromFormat("%ld", status);
+/* RFC 7541 Appendix A: the static table's names, index i + 1 at i (:status 8 is 200). */
+static const char *const STATIC_NAMES[61] = {
+    ":authority", ":method", ":method", ":path", ":path", ":scheme", ":scheme", ":status", ":status",
+    ":status", ":status", ":status", ":status", ":status", "accept-charset", "accept-encoding",
+    "accept-language", "accept-ranges", "accept", "access-control-allow-origin", "age", "allow",
+    "authorization", "cache-control", "content-disposition", "content-encoding", "content-language",
+    "content-length", "content-location", "content-range", "content-type", "cookie", "date", "etag",
+    "expect", "expires", "from", "host", "if-match", "if-modified-since", "if-none-match", "if-range",
+    "if-unmodified-since", "last-modified", "link", "location", "max-forwards", "proxy-authenticate",
+    "proxy-authorization", "range", "referer", "refresh", "retry-after", "server", "set-cookie",
+    "strict-transport-security", "transfer-encoding", "user-agent", "vary", "via", "www-authenticate",
+};
+
+/* The static index of name `lower` (lower case), 0 when the table has no such name. */
+static int static_name_index(const char *lower, Py_ssize_t size) {
+    for (int i = 14; i < 61; i++) /* past the pseudo-header fields */
+        if (is(lower, size, STATIC_NAMES[i]))
+            return i + 1;
+    return 0;
 }
 
-static PyObject *response_headers(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+/* An HPACK integer (RFC 7541 5.1): `first` holds the representation's bits above a prefix
+ * of `bits` bits; at most 6 bytes for a Py_ssize_t that fits a string length here. */
+static char *put_int(char *out, unsigned char first, int bits, Py_ssize_t value) {
+    Py_ssize_t max = (1 << bits) - 1;
+    if (value < max) {
+        *out++ = (char)(first | value);
+        return out;
+    }
+    *out++ = (char)(first | max);
+    value -= max;
+    while (value >= 128) {
+        *out++ = (char)(0x80 | (value & 0x7F));
+        value >>= 7;
+    }
+    *out++ = (char)value;
+    return out;
+}
+
+static char *put_string(char *out, const char *data, Py_ssize_t size) {
+    out = put_int(out, 0x00, 7, size); /* H = 0: raw */
+    memcpy(out, data, (size_t)size);
+    return out + size;
+}
+
+/* The most a block of `lines` can take: per line its bytes and at most 16 more (one byte
+ * of representation, three integers of up to 5 bytes each); a line is at least 1 byte. */
+static Py_ssize_t block_bound(const char *p, Py_ssize_t size) {
+    Py_ssize_t lines = 1;
+    const char *end = p + size;
+    while ((p = memchr(p, '\n', (size_t)(end - p))) != NULL) {
+        lines++;
+        p++;
+    }
+    return size + 16 * lines + 32; /* and :status (a literal of up to 20 digits) */
+}
+
+static const int STATUS_INDEX[][2] = {{200, 8}, {204, 9}, {206, 10}, {304, 11}, {400, 12}, {404, 13}, {500, 14}};
+
+static PyObject *response_block(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
     if (nargs != 2 || !PyLong_Check(args[0]) || !PyBytes_Check(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "response_headers(status: int, lines: bytes)");
+        PyErr_SetString(PyExc_TypeError, "response_block(status: int, lines: bytes)");
         return NULL;
     }
     long status = PyLong_AsLong(args[0]);
     if (status == -1 && PyErr_Occurred())
         return NULL;
-    PyObject *code = status_value(status);
-    if (code == NULL)
+    const char *p = PyBytes_AS_STRING(args[1]), *end = p + PyBytes_GET_SIZE(args[1]);
+    PyObject *block = PyBytes_FromStringAndSize(NULL, block_bound(p, end - p));
+    if (block == NULL)
         return NULL;
-    PyObject *first = PyTuple_Pack(2, name_status, code);
-    Py_DECREF(code);
-    if (first == NULL)
-        return NULL;
-    PyObject *list = PyList_New(1);
-    if (list == NULL) {
-        Py_DECREF(first);
-        return NULL;
+    char *out = PyBytes_AS_STRING(block);
+    int indexed = 0;
+    for (size_t i = 0; i < sizeof(STATUS_INDEX) / sizeof(STATUS_INDEX[0]); i++)
+        if (STATUS_INDEX[i][0] == status)
+            indexed = STATUS_INDEX[i][1];
+    if (indexed)
+        *out++ = (char)(0x80 | indexed);
+    else {
+        char digits[24];
+        int n = snprintf(digits, sizeof digits, "%ld", status);
+        *out++ = 0x08; /* without indexing, name :status (8) */
+        out = put_string(out, digits, n);
     }
-    PyList_SET_ITEM(list, 0, first);
-    if (add_fields(list, args[1], 0) < 0) {
-        Py_DECREF(list);
-        return NULL;
+    Field field;
+    char lowered[NAME_BUFFER];
+    while (next_field(&p, end, &field)) {
+        const char *name = field.name;
+        Py_ssize_t size = field.name_size;
+        int index = 0;
+        if (size <= NAME_BUFFER) {
+            lower_into(lowered, name, size);
+            if (connection_specific(lowered, size))
+                continue;
+            name = lowered;
+            index = static_name_index(lowered, size);
+        }
+        /* Never indexed (0001xxxx) for secrets, as proto/hpack_codec's _NEVER_INDEXED. */
+        unsigned char kind = (is(name, size, "set-cookie") || is(name, size, "cookie") ||
+                              is(name, size, "authorization") || is(name, size, "proxy-authorization"))
+                                 ? 0x10
+                                 : 0x00;
+        if (index)
+            out = put_int(out, kind, 4, index);
+        else {
+            *out++ = (char)kind;
+            out = put_int(out, 0x00, 7, size);
+            if (name == lowered)
+                memcpy(out, lowered, (size_t)size);
+            else
+                lower_into(out, name, size); /* a long name: lowered in place */
+            out += size;
+        }
+        out = put_string(out, field.value, field.value_size);
     }
-    return list;
+    if (_PyBytes_Resize(&block, out - PyBytes_AS_STRING(block)) < 0)
+        return NULL;
+    return block;
 }
 
 static PyObject *response_trailers(PyObject *self, PyObject *lines) {
@@ -202,7 +282,7 @@ static PyObject *response_trailers(PyObject *self, PyObject *lines) {
         return NULL;
     }
     PyObject *list = PyList_New(0);
-    if (list != NULL && add_fields(list, lines, 1) < 0) {
+    if (list != NULL && add_trailers(list, lines) < 0) {
         Py_DECREF(list);
         return NULL;
     }
@@ -210,8 +290,8 @@ static PyObject *response_trailers(PyObject *self, PyObject *lines) {
 }
 
 static PyMethodDef methods[] = {
-    {"response_headers", (PyCFunction)(void (*)(void))response_headers, METH_FASTCALL,
-     "The HTTP/2 header list of an HTTP/1.1 response head (h2_message.response_headers)."},
+    {"response_block", (PyCFunction)(void (*)(void))response_block, METH_FASTCALL,
+     "The HPACK block of an HTTP/1.1 response head's fields, without the dynamic table."},
     {"response_trailers", response_trailers, METH_O,
      "The HTTP/2 trailer fields of an HTTP/1.1 trailer section (h2_message.response_trailers)."},
     {NULL, NULL, 0, NULL},
@@ -220,15 +300,8 @@ static PyMethodDef methods[] = {
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_h2_fields", NULL, -1, methods, NULL, NULL, NULL, NULL};
 
 PyMODINIT_FUNC PyInit__h2_fields(void) {
-    name_status = PyBytes_FromString(":status");
     empty_bytes = PyBytes_FromStringAndSize(NULL, 0);
-    if (name_status == NULL || empty_bytes == NULL)
+    if (empty_bytes == NULL)
         return NULL;
-    for (size_t k = 0; k < KNOWN_COUNT; k++) {
-        known_sizes[k] = (Py_ssize_t)strlen(KNOWN[k]);
-        known_names[k] = PyBytes_FromStringAndSize(KNOWN[k], known_sizes[k]);
-        if (known_names[k] == NULL)
-            return NULL;
-    }
     return PyModule_Create(&module);
 }

@@ -598,7 +598,19 @@ class H2Connection:
         stream = self.streams.get(stream_id)
         if self.dead or stream is None or stream.local_closed:
             return
-        block = self.encoder.encode(headers)
+        self._header_frames(stream_id, stream, self.encoder.encode(headers), end_stream)
+
+    def send_header_block(self, stream_id: int, block: bytes, end_stream: bool) -> None:
+        """A header block encoded without the dynamic table (proto/_h2_fields), after any
+        table size update the encoder owes the client."""
+        stream = self.streams.get(stream_id)
+        if self.dead or stream is None or stream.local_closed:
+            return
+        updates = self.encoder.size_updates()
+        self._header_frames(stream_id, stream, updates + block if updates else block, end_stream)
+
+    def _header_frames(self, stream_id: int, stream: StreamState, block: bytes, end_stream: bool) -> None:
+        """HEADERS and, past the client's frame size, CONTINUATION frames carrying `block`."""
         out = self.out
         limit = self.peer_max_frame
         flags = FLAG_END_STREAM if end_stream else 0

@@ -579,14 +579,23 @@ class HpackEncoder:
             self._pending_min = capacity
         self._evict(0)
 
+    def size_updates(self) -> bytes:
+        """What the next header block must start with: the dynamic table size update(s) owed
+        since the last block (RFC 7541 4.2), or b"". A block made elsewhere, without this
+        table (proto/_h2_fields), goes after them."""
+        if self._pending_min < 0:
+            return b""
+        update = _int_bytes(0x20, 0x1F, self._capacity)
+        if self._pending_min < self._capacity:
+            update = _int_bytes(0x20, 0x1F, self._pending_min) + update
+        self._pending_min = -1
+        return update
+
     def encode(self, headers: list[tuple[bytes, bytes]]) -> bytes:
         """One header block for `headers` (name, value), in order."""
         parts: list[bytes] = []
         if self._pending_min >= 0:
-            if self._pending_min < self._capacity:
-                parts.append(_int_bytes(0x20, 0x1F, self._pending_min))
-            parts.append(_int_bytes(0x20, 0x1F, self._capacity))
-            self._pending_min = -1
+            parts.append(self.size_updates())
         known = self._known
         literal_prefixes = _LITERAL_PREFIXES
         # Objects, not tuple[bytes, bytes]: compiled, the latter is a C struct that a dict

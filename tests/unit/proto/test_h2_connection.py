@@ -199,6 +199,25 @@ def test_send_data_splits_at_the_peer_frame_size_and_respects_windows():
     assert conn.data_window(1) == 0  # the stream is closed both ways
 
 
+def test_a_block_encoded_elsewhere_goes_after_the_table_size_update_the_client_is_owed():
+    """send_header_block frames a block made without the dynamic table (proto/_h2_fields);
+    a size update the encoder owes (RFC 7541 4.2) must start the next block all the same."""
+    conn, client = started()
+    conn.receive(headers(client, 1, REQUEST) + headers(client, 3, REQUEST))
+    conn.data_to_send()
+    conn.receive(frame(h2c.SETTINGS, 0, 0, struct.pack(">HI", 0x1, 256)))  # HEADER_TABLE_SIZE
+    conn.data_to_send()
+    literal = b"\x88\x0f\x0d\x01" + b"6"  # :status 200, content-length: 6 (without indexing)
+    conn.send_header_block(1, literal, False)
+    conn.send_header_block(3, literal, True)
+    sent = frames(conn.data_to_send())
+    assert [(f[0], f[1], f[2]) for f in sent] == [(1, 4, 1), (1, 5, 3)]
+    assert sent[0][3] == b"\x3f\xe1\x01" + literal  # the update to 256 first, once
+    assert sent[1][3] == literal
+    decoder = hpack.Decoder()
+    assert [decoder.decode(f[3]) for f in sent] == [[(":status", "200"), ("content-length", "6")]] * 2
+
+
 def test_initial_window_change_adjusts_open_streams():
     conn, client = started()
     conn.receive(headers(client, 1, REQUEST))

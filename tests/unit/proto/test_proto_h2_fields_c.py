@@ -1,14 +1,17 @@
 """proto/_h2_fields.c translates an HTTP/1.1 response head (and trailer section) for an
-HTTP/2 client exactly as proto/h2_message's Python does: the same header list for the usual
-heads, for every edge case (no colon, no space, tabs, empty values, upper-case names, each
-connection-specific name in mixed case, trailer fields a trailer section must not carry),
-and for thousands of random ones."""
+HTTP/2 client exactly as proto/h2_message's Python does: the HPACK block it writes decodes
+(with the PyPI hpack package, an independent decoder) to the header list the Python makes,
+for the usual heads, for every edge case (no colon, no space, tabs, empty values, upper-case
+names, each connection-specific name in mixed case) and for thousands of random ones; it
+leaves the decoder's dynamic table empty and marks secrets never indexed. The trailer
+fields are the Python's, trailer fields a trailer section must not carry dropped."""
 
 from __future__ import annotations
 
 import os
 import random
 
+import hpack
 import pytest
 
 from balancer.proto.h2_message import CONNECTION_SPECIFIC, response_headers, response_trailers
@@ -47,10 +50,28 @@ CASES = [
 ]
 
 
+def _decoded(block: bytes) -> list[tuple[bytes, bytes]]:
+    """The block as a fresh client decodes it; its dynamic table must stay empty."""
+    decoder = hpack.Decoder()
+    fields = [(bytes(name), bytes(value)) for name, value in decoder.decode(block, raw=True)]
+    assert len(decoder.header_table.dynamic_entries) == 0
+    return fields
+
+
 @pytest.mark.parametrize("lines", CASES)
 @pytest.mark.parametrize("status", [200, 204, 301, 404, 503, 99, 600, 1000])
-def test_a_response_head_translates_as_the_python_does(status: int, lines: bytes) -> None:
-    assert _h2_fields.response_headers(status, lines) == response_headers(status, lines)
+def test_a_response_head_encodes_the_list_the_python_makes(status: int, lines: bytes) -> None:
+    assert _decoded(_h2_fields.response_block(status, lines)) == response_headers(status, lines)
+
+
+def test_a_usual_head_is_indexed_by_the_static_table_and_secrets_are_never_indexed() -> None:
+    block = _h2_fields.response_block(200, NGINX)
+    assert block[:1] == b"\x88"  # :status 200, static index 8
+    assert b"server" not in block and b"content-type" not in block  # names by static index
+    fields = hpack.Decoder().decode(block, raw=True)
+    secret = [f for f in fields if f[0] == b"set-cookie"]
+    assert secret and all(isinstance(f, hpack.NeverIndexedHeaderTuple) for f in secret)
+    assert not any(isinstance(f, hpack.NeverIndexedHeaderTuple) for f in fields if f[0] != b"set-cookie")
 
 
 @pytest.mark.parametrize("lines", CASES)
@@ -62,15 +83,12 @@ def test_connection_specific_fields_are_dropped_in_any_case() -> None:
     for name in CONNECTION_SPECIFIC:
         for spelled in (name, name.upper(), name.title()):
             lines = b"A: 1\r\n" + spelled + b": x\r\nB: 2"
-            assert _h2_fields.response_headers(200, lines) == [(b":status", b"200"), (b"a", b"1"), (b"b", b"2")]
+            assert _decoded(_h2_fields.response_block(200, lines)) == [(b":status", b"200"), (b"a", b"1"), (b"b", b"2")]
 
 
-def test_the_usual_names_are_the_same_object_every_time() -> None:
-    """The HPACK encoder's lookups then hash them once (bytes cache their hash)."""
-    first = _h2_fields.response_headers(200, NGINX)
-    again = _h2_fields.response_headers(200, NGINX)
-    usual = [(a, b) for (a, _), (b, _) in zip(first, again, strict=True) if a in (b"content-type", b"date", b"server")]
-    assert len(usual) == 3 and all(a is b for a, b in usual)
+def test_long_names_and_values_take_multi_byte_lengths() -> None:
+    lines = b"X-" + b"n" * 300 + b": " + b"v" * 20000 + b"\r\nWWW-Authenticate: " + b"w" * 200
+    assert _decoded(_h2_fields.response_block(200, lines)) == response_headers(200, lines)
 
 
 def test_random_heads_translate_as_the_python_does() -> None:
@@ -80,5 +98,5 @@ def test_random_heads_translate_as_the_python_does() -> None:
     for _ in range(3000):
         lines = b"".join(rng.choice(pieces) for _ in range(rng.randrange(12)))
         status = rng.choice([100, 200, 204, 304, 404, 599, 0, 700])
-        assert _h2_fields.response_headers(status, lines) == response_headers(status, lines), lines
+        assert _decoded(_h2_fields.response_block(status, lines)) == response_headers(status, lines), lines
         assert _h2_fields.response_trailers(lines) == response_trailers(lines), lines
