@@ -167,10 +167,12 @@ static const char *const STATIC_NAMES[61] = {
     "strict-transport-security", "transfer-encoding", "user-agent", "vary", "via", "www-authenticate",
 };
 
+static Py_ssize_t static_sizes[61]; /* strlen of each, at import */
+
 /* The static index of name `lower` (lower case), 0 when the table has no such name. */
 static int static_name_index(const char *lower, Py_ssize_t size) {
     for (int i = 14; i < 61; i++) /* past the pseudo-header fields */
-        if (is(lower, size, STATIC_NAMES[i]))
+        if (static_sizes[i] == size && memcmp(lower, STATIC_NAMES[i], (size_t)size) == 0)
             return i + 1;
     return 0;
 }
@@ -303,5 +305,7 @@ PyMODINIT_FUNC PyInit__h2_fields(void) {
     empty_bytes = PyBytes_FromStringAndSize(NULL, 0);
     if (empty_bytes == NULL)
         return NULL;
+    for (int i = 0; i < 61; i++)
+        static_sizes[i] = (Py_ssize_t)strlen(STATIC_NAMES[i]);
     return PyModule_Create(&module);
 }
