@@ -280,8 +280,12 @@ class H2Stream(asyncio.Transport):
     def take(self, size: int) -> bytes:
         """Up to `size` pending response bytes, for a DATA frame."""
         pending = self.pending
-        data = bytes(pending[:size])
-        del pending[:size]
+        if len(pending) <= size:  # the usual: all of it (no slice made, nothing moved)
+            data = bytes(pending)
+            pending.clear()
+        else:
+            data = bytes(pending[:size])
+            del pending[:size]
         if self.write_paused and len(pending) <= self.write_high // 4:
             self.write_paused = False
             if self.session is not None and not self.closed:

@@ -68,10 +68,10 @@ DEFAULT_WINDOW: Final = 65535
 MAX_CONTINUATIONS: Final = 64
 
 # Event kinds.
-EV_REQUEST: Final = 1  # headers: the request's header list; end: END_STREAM came with it
+EV_REQUEST: Final = 1  # headers: the request's header list; end: END_STREAM came with it (no EV_END then)
 EV_DATA: Final = 2  # data, flow (bytes counted against the windows, padding included)
 EV_TRAILERS: Final = 3  # headers
-EV_END: Final = 4  # the client ended its side of the stream
+EV_END: Final = 4  # the client ended its side of the stream (after DATA or trailers)
 EV_RESET: Final = 5  # the client reset the stream (code)
 EV_WINDOW: Final = 6  # stream_id 0: the connection's window grew
 EV_SETTINGS: Final = 7
@@ -457,8 +457,7 @@ class H2Connection:
         event.headers = headers
         event.end = ended
         events.append(event)
-        if ended:
-            self._remote_end(stream_id, stream, events)
+        stream.remote_closed = ended  # `end` tells it: no EV_END (one event less per GET)
 
     def _priority(self, stream_id: int, payload: bytes, events: list[H2Event]) -> None:
         if not stream_id:

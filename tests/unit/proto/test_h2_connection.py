@@ -76,10 +76,10 @@ def test_the_server_preface_is_settings_then_the_connection_window():
     assert int.from_bytes(sent[1][3], "big") == 99 * 65535
 
 
-def test_a_request_in_one_headers_frame_is_a_request_and_its_end():
+def test_a_request_in_one_headers_frame_is_one_event_that_says_it_ended():
     conn, client = started()
     events = conn.receive(headers(client, 1, REQUEST))
-    assert kinds(events) == [h2c.EV_REQUEST, h2c.EV_END]
+    assert kinds(events) == [h2c.EV_REQUEST]
     assert events[0].headers == REQUEST and events[0].end
 
 
@@ -107,7 +107,7 @@ def test_a_header_block_in_continuation_frames():
     events = conn.receive(
         frame(h2c.HEADERS, 0x1, 1, block[:3]) + frame(h2c.CONTINUATION, 0, 1, block[3:5]) + frame(9, 4, 1, block[5:])
     )
-    assert kinds(events) == [h2c.EV_REQUEST, h2c.EV_END]
+    assert kinds(events) == [h2c.EV_REQUEST]
 
 
 def test_a_continuation_flood_is_cut():
@@ -251,5 +251,5 @@ def test_a_header_list_past_the_limit_refuses_the_stream_only():
     conn.data_to_send()
     client = Encoder()
     events = conn.receive(headers(client, 1, [*REQUEST, (b"x-big", b"y" * 300)]) + headers(client, 3, REQUEST))
-    assert kinds(events) == [h2c.EV_REQUEST, h2c.EV_END]  # stream 3 only
+    assert kinds(events) == [h2c.EV_REQUEST]  # stream 3 only
     assert (h2c.RST_STREAM, 0, 1, b"\x00\x00\x00\x0b") in frames(conn.data_to_send())
