@@ -88,10 +88,14 @@ def _open_clients(port: int, count: int) -> list[socket.socket]:
 
 
 def _both_take_connections(port: int) -> bool:
-    """Ten probe connections: did two processes take them?"""
-    probes = _open_clients(port, 10)
+    """Twenty probe connections: did two processes take at least five each? While the first
+    worker still covers the other's socket (up to a shared-state look, 0.1 s, after the
+    other serves; longer on a loaded machine) it takes most of them; a fair split gives one
+    fewer than five once in 80 probes, and the poll probes again."""
+    probes = _open_clients(port, 20)
     try:
-        return len(_holders(port)) == 2
+        holders = _holders(port)
+        return len(holders) == 2 and min(holders.values()) >= 5
     finally:
         for sock in probes:
             sock.close()
@@ -115,7 +119,7 @@ def test_new_connections_are_spread_over_the_workers_and_a_reload_to_fewer_loses
     proc = site.start(template.format(workers=2))
     # Until both serve, the first worker ready also serves the other's socket (covering it).
     wait_until(lambda: "balancer running" in proc.output(), timeout=15, what="both workers serving")
-    wait_until(lambda: _both_take_connections(site.port), timeout=5, what="each worker on its own socket")
+    wait_until(lambda: _both_take_connections(site.port), timeout=10, what="each worker on its own socket")
     clients = _open_clients(site.port, 40)
     try:
         holders = _holders(site.port)
