@@ -364,23 +364,12 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
         except httptools.HttpParserUpgrade as upgrade:
             self._client_upgrade(data[upgrade.args[0] :])
         except httptools.HttpParserCallbackError as exc:
-            cause = exc.__context__
-            if isinstance(cause, _Closed):
-                pass
-            elif isinstance(cause, BadRequest):
-                self._reject(cause.status, cause.reason)
-            else:
-                log.exception("internal error on a connection from %s", self.client_ip_text, exc_info=cause)
-                self._reject(500, "internal error")
+            cause = exc.__context__  # what a callback raised
+            self._failed(cause if isinstance(cause, Exception) else exc)
         except httptools.HttpParserError as exc:
             self._reject(400, str(exc))
-        except _Closed:  # raised by a callback _take_head called
-            pass
-        except BadRequest as exc:
-            self._reject(exc.status, exc.reason)
-        except Exception:
-            log.exception("internal error on a connection from %s", self.client_ip_text)
-            self._reject(500, "internal error")
+        except Exception as exc:  # raised by a callback _take_head called, or a bug
+            self._failed(exc)
         self.fresh = b""
         # An idle connection keeps no read buffer alive, and a head that began in this
         # read but ends in a later one reads its method and version from the parser.
@@ -399,15 +388,22 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
         self.now = self.loop.time()
         try:
             self._take_head(head)
-        except _Closed:
-            pass
-        except BadRequest as exc:
-            self._reject(exc.status, exc.reason)
-        except Exception:
-            log.exception("internal error on a connection from %s", self.client_ip_text)
-            self._reject(500, "internal error")
+        except Exception as exc:
+            self._failed(exc)
         if self.to_server:
             self._flush_to_server()
+
+    def _failed(self, exc: Exception) -> None:
+        """What an exception out of a head's callbacks becomes: nothing for a session closed
+        meanwhile (_Closed), the answer a BadRequest names, else a 500 and the traceback in
+        the log (one connection's bug, never the worker's)."""
+        if isinstance(exc, _Closed):
+            return
+        if isinstance(exc, BadRequest):
+            self._reject(exc.status, exc.reason)
+            return
+        log.error("internal error on a connection from %s", self.client_ip_text, exc_info=exc)
+        self._reject(500, "internal error")
 
     def _request_parser(self) -> httptools.HttpRequestParser:
         """The connection's HTTP/1.1 parser, made now if no read needed it before (a new
