@@ -104,7 +104,7 @@ class H2Session(asyncio.Protocol):
         # What is received is validated (proto.h2_connection's framing rules, then
         # proto.h2_message's); what is sent is not checked again: the response fields come
         # from a head llhttp accepted, in lower case, stripped, connection-specific ones
-        # dropped (proto.h2_message.response_headers). Made in `admitted`.
+        # dropped (proto/_h2_fields.c, or proto.h2_message.response_headers). Made in `admitted`.
         self.conn: H2Connection | None = None
         self.streams: dict[int, H2Stream] = {}
         self.closed = False
@@ -344,15 +344,16 @@ class H2Session(asyncio.Protocol):
         parsed = _heads.http2_head(headers) if ended and _heads is not None else None
         if parsed is not None:
             head: RequestHead | ParsedHead = parsed
-            stream = H2Stream(self, stream_id, parsed[0], False)
+            method, chunked = parsed[0], False
         else:
             try:
-                head = request = request_head(headers, ended)
+                written = request_head(headers, ended)
             except MalformedRequest as exc:
                 log.info("HTTP/2 request from %s refused: %s", self.client_text, exc)
                 conn.reset_stream(stream_id, PROTOCOL_ERROR)
                 return
-            stream = H2Stream(self, stream_id, request.method, request.chunked)
+            head, method, chunked = written, written.method, written.chunked
+        stream = H2Stream(self, stream_id, method, chunked)
         self.last_stream_id = stream_id
         self.deadline.clear()
         stream.t_opened = self.loop.time()

@@ -5,8 +5,8 @@ the very session an HTTP/1.1 connection gets, and an H2Stream is that session's 
 The stream's request is handed to the session parsed (proto/_heads.http2_head: a request
 without a body, of plain fields, as the HTTP/1.1 parser would read it) or as the HTTP/1.1
 request it stands for (proto.h2_message.request_head; DATA frames as body bytes, chunked
-when no length was given), so the request goes through the one request path there is: limits, rules,
-persistence, balancing, queueing, retries, pooled HTTP/1.1 server connections, the
+when no length was given), so the request goes through the one request path there is:
+limits, rules, persistence, balancing, queueing, retries, pooled HTTP/1.1 server connections, the
 access log and the counters. A server's response, which the upstream has parsed already,
 comes back as events (net.response_sink: the head after the response rules and the
 persistence cookie, the body un-chunked, trailers, the end) and goes to the HTTP/2

@@ -187,7 +187,9 @@ _NOT_TRAILERS: Final = frozenset({b"content-length", b"host", b"trailer"})
 def response_headers(status: int, lines: bytes) -> list[Header]:
     """The header list of an HTTP/1.1 response head for an HTTP/2 client: `:status`, then the
     fields of `lines` (header lines as the upstream keeps them, CRLF-separated; empty lines
-    skipped) with lower-case names, connection-specific ones dropped."""
+    skipped) with lower-case names, connection-specific ones dropped. The reference of
+    proto/_h2_fields.c's response_block, which encodes this list, and what a build without C
+    sends."""
     headers: list[Header] = [(b":status", b"%d" % status)]
     for line in lines.split(b"\r\n"):
         if not line:
