@@ -14,6 +14,17 @@ def on_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
+def require_built(module: object, name: str) -> None:
+    """Skip the calling test module when the C extension `name` (e.g. "proto/_heads") was not
+    built, as in a BALANCER_PURE=1 run, which checks the product without C; with CI=true and
+    a build with C, a missing module is a broken build: it fails."""
+    if module is not None:
+        return
+    if on_ci() and os.environ.get("BALANCER_PURE") != "1":
+        raise RuntimeError(f"{name} was not built (setup.py build_ext --inplace): CI must test it")
+    pytest.skip(f"{name} (C) not built: BALANCER_PURE=1 or no build_ext", allow_module_level=True)
+
+
 def require_tool(name: str) -> str:
     """Return the full path of executable `name`.
 

@@ -394,7 +394,7 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
             self._flush_to_server()
 
     def _failed(self, exc: Exception) -> None:
-        """What an exception out of a head's callbacks becomes: nothing for a session closed
+        """What an exception out of taking a request head becomes: nothing for a session closed
         meanwhile (_Closed), the answer a BadRequest names, else a 500 and the traceback in
         the log (one connection's bug, never the worker's)."""
         if isinstance(exc, _Closed):
@@ -447,9 +447,8 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
                 return
             self.deadline.clear()  # waiting for the server now: its timeout runs upstream
             self._start(request)
-        except Exception:
-            log.exception("internal error on a connection from %s", self.client_ip_text)
-            self._reject(500, "internal error")
+        except Exception as exc:
+            self._failed(exc)
 
     def _take_head(self, head: ParsedHead) -> None:
         """The read is exactly one plain request head without a body, parsed by proto/_heads:

@@ -361,9 +361,9 @@ static int plain_http2_name(const char *name, Py_ssize_t size) {
         if (!is_tchar[c] || (c >= 'A' && c <= 'Z'))
             return 0;
     }
-    return !(special_name(name, size) || refused_name(name, size) || name_is(name, size, "connection") ||
-             name_is(name, size, "proxy-connection") || name_is(name, size, "keep-alive") ||
-             name_is(name, size, "te"));
+    /* special_name holds TE, Keep-Alive and Proxy-Connection, refused_name Upgrade and
+     * Transfer-Encoding: with Connection, every connection-specific name. */
+    return !(special_name(name, size) || refused_name(name, size) || name_is(name, size, "connection"));
 }
 
 static PyObject *http2_head(PyObject *self, PyObject *arg) {

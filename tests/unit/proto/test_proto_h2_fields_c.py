@@ -8,11 +8,11 @@ fields are the Python's, trailer fields a trailer section must not carry dropped
 
 from __future__ import annotations
 
-import os
 import random
 
 import hpack
 import pytest
+from tests.support.tools import require_built
 
 from balancer.proto.h2_message import CONNECTION_SPECIFIC, response_headers, response_trailers
 
@@ -21,10 +21,7 @@ try:
 except ImportError:  # a BALANCER_PURE=1 build has no C module
     _h2_fields = None  # type: ignore[assignment]
 
-if _h2_fields is None:
-    if os.environ.get("CI") == "true" and os.environ.get("BALANCER_PURE") != "1":
-        raise RuntimeError("proto/_h2_fields was not built (setup.py build_ext --inplace): CI must test it")
-    pytestmark = pytest.mark.skip(reason="proto/_h2_fields (C) not built: BALANCER_PURE=1 or no build_ext")
+require_built(_h2_fields, "proto/_h2_fields")
 
 NGINX = (
     b"Server: nginx/1.22.1\r\nDate: Sat, 05 Dec 2026 01:59:59 GMT\r\nContent-Type: text/html\r\n"

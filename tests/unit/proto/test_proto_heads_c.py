@@ -7,11 +7,11 @@ proxy writes them) matches proto/http1's header_kind and the head's own bytes.""
 
 from __future__ import annotations
 
-import os
 import random
 
 import httptools
 import pytest
+from tests.support.tools import require_built
 
 from balancer.proto.h2_message import MalformedRequest, request_head
 from balancer.proto.http1 import FIELD_CONNECTION, FIELD_HOST, FIELD_OTHER, header_kind
@@ -21,11 +21,7 @@ try:
 except ImportError:  # a BALANCER_PURE=1 build has no C module
     _heads = None  # type: ignore[assignment]
 
-if _heads is None:
-    # CI builds it, but for a BALANCER_PURE=1 run, which checks the product without C.
-    if os.environ.get("CI") == "true" and os.environ.get("BALANCER_PURE") != "1":
-        raise RuntimeError("proto/_heads was not built (setup.py build_ext --inplace): CI must test it")
-    pytestmark = pytest.mark.skip(reason="proto/_heads (C) not built: BALANCER_PURE=1 or no build_ext")
+require_built(_heads, "proto/_heads")
 
 
 class _Recorder:
