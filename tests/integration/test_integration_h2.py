@@ -21,8 +21,19 @@ import h2.settings
 from tests.integration.aclient import Client
 from tests.integration.configs import frontend_port, make_config
 from tests.integration.h2client import H2Client, rapid_reset_bytes
+from tests.support.process import wait_until
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+def _log_lines(path, count: int) -> list[str]:
+    """The access log's lines once there are `count` of them (it is written at a pass's end)."""
+
+    def lines():
+        found = path.read_text().splitlines() if path.exists() else []
+        return found if len(found) >= count else None
+
+    return wait_until(lines, timeout=5, what=f"{count} access log lines in {path}")
 
 
 def h2_config(servers, **frontend):
@@ -78,6 +89,51 @@ def test_streams_are_multiplexed(run_balancer, backends):
     assert elapsed < 3, f"20 streams of 300 ms took {elapsed:.1f}s: not concurrent"
     assert {r.header("server-name") for r in responses} == {"s1", "s2"}  # balanced, per stream
     assert len(s1.requests) + len(s2.requests) == 20
+
+
+def test_every_stream_of_a_busy_connection_is_its_own_request_and_log_line(run_balancer, backends, tmp_path):
+    """The sessions of ended streams carry the connection's next streams (net.h2_session):
+    nothing of one request may reach the next one, whether it ended well, was denied, or
+    had a body."""
+    s1, s2 = backends("s1", "s2")
+    log = tmp_path / "access.log"
+    config = make_config(
+        [s1, s2],
+        frontend={"h2c": True, "rule": [{"if": {"path_beg": ["/admin"]}, "action": "deny"}]},
+        global_={"log": f"file:{log}", "log_format": "json"},
+    )
+
+    async def scenario(balancer):
+        answers = []
+        async with await H2Client.connect(frontend_port(balancer)) as client:
+            for round_ in range(3):
+                ids = [await client.start(f"/echo?r={round_}&i={i}", extra=[("x-i", str(i))]) for i in range(10)]
+                ids.append(await client.start(f"/admin/{round_}"))
+                body = f"up{round_:02d}".encode()
+                ids.append(await client.start("/echo", "POST", extra=[("content-length", "4")], body=body))
+                answers += await client.wait(*ids, timeout=10)
+            answers.append(await client.request("/echo?last=1"))
+        return answers
+
+    answers = run_balancer(config, scenario)
+    expected = []
+    for round_ in range(3):
+        for i, answer in enumerate(answers[12 * round_ : 12 * round_ + 10]):
+            echoed = json.loads(answer.body)
+            headers = {name.lower(): value for name, value in echoed["headers"]}
+            assert answer.status == 200 and answer.ended
+            assert (echoed["method"], echoed["target"]) == ("GET", f"/echo?r={round_}&i={i}")
+            assert headers["x-i"] == str(i) and headers["x-forwarded-for"] == "127.0.0.1"
+            expected.append(f"GET /echo?r={round_}&i={i} HTTP/2.0")
+        denied, posted = answers[12 * round_ + 10 : 12 * round_ + 12]
+        assert denied.status == 403 and denied.ended
+        assert posted.status == 200 and json.loads(posted.body)["body"] == f"up{round_:02d}"
+        expected += [f"GET /admin/{round_} HTTP/2.0", "POST /echo HTTP/2.0"]
+    assert answers[-1].status == 200 and json.loads(answers[-1].body)["target"] == "/echo?last=1"
+    expected.append("GET /echo?last=1 HTTP/2.0")
+    lines = [json.loads(line) for line in _log_lines(log, len(expected))]
+    assert sorted(line["request"] for line in lines) == sorted(expected)  # each stream once
+    assert len(s1.requests) + len(s2.requests) == 3 * 11 + 1  # the denied ones never went
 
 
 def test_a_deny_rule_answers_403_over_h2_and_no_server_is_asked(run_balancer, backends):

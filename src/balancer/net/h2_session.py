@@ -118,6 +118,11 @@ class H2Session(asyncio.Protocol):
         # is sent, whose sessions then go (outside the session's own calls).
         self.due: list[H2Stream] = []
         self.ended: list[H2Stream] = []
+        # Sessions of ended streams, kept for the next streams: an HTTP/2 connection's
+        # streams are a keep-alive connection's requests, one after the other or side by
+        # side, and a session made anew costs a tenth of a stream's instructions. At most
+        # MAX_STREAMS (as many as were open at once), dropped with the connection.
+        self.spare: list[HttpSession] = []
         self.last_stream_id = 0  # the highest stream taken, for GOAWAY
         self.cancelled = 0  # streams the client reset before their response was done
         self.completed = 0  # streams whose response was sent whole
@@ -177,6 +182,9 @@ class H2Session(asyncio.Protocol):
         for stream in list(self.streams.values()):
             stream.client_reset()  # the client is gone: every stream's session sees it leave
         self.streams.clear()
+        spare, self.spare = self.spare, []
+        for session in spare:
+            session.connection_lost(None)
 
     def stop(self) -> None:
         """Graceful stop or reload: GOAWAY, streams in flight finish, then close."""
@@ -358,11 +366,15 @@ class H2Session(asyncio.Protocol):
         self.deadline.clear()
         stream.t_opened = self.loop.time()
         self.streams[stream_id] = stream
-        session = HttpSession(self.frontend)
-        session.http2 = True
-        session.proxied = self.client
-        session.conn_refused = self.conn_refused
-        stream.start(session, head)
+        spare = self.spare
+        if spare:
+            stream.start(spare.pop(), head, False)
+        else:
+            session = HttpSession(self.frontend)
+            session.http2 = True
+            session.proxied = self.client
+            session.conn_refused = self.conn_refused
+            stream.start(session, head, True)
         if ended:
             stream.request_end()
 
@@ -489,8 +501,13 @@ class H2Session(asyncio.Protocol):
         ended = self.ended
         if ended:
             self.ended = []
+            spare = self.spare
             for stream in ended:
-                stream._lost()
+                session = stream.finished()
+                if session is not None and not self.stopping and not self.closed:
+                    spare.append(session)
+                elif session is not None:
+                    session.connection_lost(None)
         self._flush()
 
     def _flush(self) -> None:

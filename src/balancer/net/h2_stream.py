@@ -117,13 +117,17 @@ class H2Stream(asyncio.Transport):
 
     # -- the request, from the connection --------------------------------------------------
 
-    def start(self, session: HttpSession, head: RequestHead | ParsedHead) -> None:
+    def start(self, session: HttpSession, head: RequestHead | ParsedHead, fresh: bool) -> None:
         """Hand the session its request: as parsed already (proto/_heads.http2_head: a
         request without a body, of plain fields, the usual) or as the HTTP/1.1 head it
-        stands for (request_head: any other)."""
+        stands for (request_head: any other). `fresh`: a new session, else one an earlier
+        stream of the connection ended with (HttpSession.carry_stream)."""
         self.session = session
         session.sink = self
-        session.connection_made(self)
+        if fresh:
+            session.connection_made(self)
+        else:
+            session.carry_stream(self)
         if isinstance(head, RequestHead):
             session.data_received(head.head)
         else:
@@ -237,6 +241,19 @@ class H2Stream(asyncio.Transport):
             self.ended = True
             self.pending.clear()
             self.connection.reset_stream(self.stream_id, error_code)
+
+    def finished(self) -> HttpSession | None:
+        """The response was sent whole (END_STREAM): the stream goes; its session, when it is
+        between two exchanges, is handed back for the connection's next stream, else it
+        sees its client leave."""
+        session = self.session
+        if session is not None and session.between_exchanges():
+            self.session = None
+            session.deadline.clear()  # the keep-alive wait: the connection keeps its own
+        else:
+            session = None
+        self._lost()
+        return session
 
     def _lost(self) -> None:
         """Tell the session its transport is gone (outside its own calls: call_soon)."""

@@ -205,6 +205,29 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
         if frontend.stopping:
             self.closing = True
 
+    def between_exchanges(self) -> bool:
+        """Kept open with nothing in flight, held or paused: where a keep-alive connection
+        waits for its next request. An HTTP/2 stream's session in this state may carry the
+        connection's next stream (net.h2_session)."""
+        return not (
+            self.closed
+            or self.closing
+            or self.refusing
+            or self.tunnel
+            or self.queue
+            or (self.parsing is not None and not self.parsing.body_done)
+            or self.upstream is not None
+            or self.connect_task is not None
+            or self.paused
+            or self.writing_paused
+        )
+
+    def carry_stream(self, transport: asyncio.Transport) -> None:
+        """Carry another stream of the same HTTP/2 connection (`transport`, net.h2_stream),
+        as a keep-alive connection carries its next request: its client, its limits and its
+        counters stay; a session only goes here from `between_exchanges`."""
+        self.transport = transport
+
     def source_ip(self) -> NumericIP | None:
         if self._client_ip is None:
             self._client_ip = _numeric_client_ip(self.client_ip_text)
