@@ -49,6 +49,7 @@ COMPILED = (
     "balancer/net/outbox.py",
     "balancer/net/peer.py",
     "balancer/net/request.py",
+    "balancer/net/response_sink.py",
     "balancer/net/tcp_session.py",
     "balancer/net/tls_transport.py",
     "balancer/net/upstream.py",

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Final, cast
 
 from balancer.net.context import FrontendContext
 from balancer.net.deadline import Deadline
-from balancer.net.h2_stream import H2Stream
+from balancer.net.h2_stream import H2Stream, StreamOwner
 from balancer.net.http_session import HttpSession
 from balancer.net.peer import client_address
 from balancer.proto.h2_connection import (
@@ -86,7 +86,7 @@ REFUSED_STREAM: Final = 7
 ENHANCE_YOUR_CALM: Final = 11
 
 
-class H2Session(asyncio.Protocol):
+class H2Session(asyncio.Protocol, StreamOwner):
     def __init__(self, frontend: FrontendContext) -> None:
         self.frontend = frontend
         self.loop = asyncio.get_running_loop()

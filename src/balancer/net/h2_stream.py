@@ -36,11 +36,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import httptools
+from mypy_extensions import trait
 
 from balancer.net.http_session import HttpSession
+from balancer.net.response_sink import ResponseSink
 from balancer.proto.h2_message import (
     MalformedRequest,
     RequestHead,
@@ -68,22 +70,40 @@ log = logging.getLogger("balancer.http")
 WRITE_HIGH = 65536
 
 
-class StreamOwner(Protocol):
-    """What a stream asks of its HTTP/2 connection (net.h2_session.H2Session)."""
+@trait
+class StreamOwner:
+    """What a stream asks of its HTTP/2 connection (net.h2_session.H2Session implements it). A
+    mypyc trait: compiled calls through it stay native, and the stream never imports the
+    connection."""
 
     loop: asyncio.AbstractEventLoop
 
-    def extra_info(self, name: str, default: Any = None) -> Any: ...
-    def acknowledge(self, stream_id: int, size: int) -> None: ...
-    def send_headers(self, stream: H2Stream, headers: list[tuple[bytes, bytes]], end: bool) -> None: ...
-    def send_header_block(self, stream: H2Stream, block: bytes, end: bool) -> None: ...
-    def pump(self, stream: H2Stream) -> None: ...
-    def pump_soon(self, stream: H2Stream) -> None: ...
-    def reset_stream(self, stream_id: int, error_code: int) -> None: ...
-    def stream_gone(self, stream: H2Stream) -> None: ...
+    def extra_info(self, name: str, default: Any = None) -> Any:
+        raise NotImplementedError
+
+    def acknowledge(self, stream_id: int, size: int) -> None:
+        raise NotImplementedError
+
+    def send_headers(self, stream: H2Stream, headers: list[tuple[bytes, bytes]], end: bool) -> None:
+        raise NotImplementedError
+
+    def send_header_block(self, stream: H2Stream, block: bytes, end: bool) -> None:
+        raise NotImplementedError
+
+    def pump(self, stream: H2Stream) -> None:
+        raise NotImplementedError
+
+    def pump_soon(self, stream: H2Stream) -> None:
+        raise NotImplementedError
+
+    def reset_stream(self, stream_id: int, error_code: int) -> None:
+        raise NotImplementedError
+
+    def stream_gone(self, stream: H2Stream) -> None:
+        raise NotImplementedError
 
 
-class H2Stream(asyncio.Transport):
+class H2Stream(asyncio.Transport, ResponseSink):
     """The transport of one stream's HttpSession, and the translation of what it writes."""
 
     def __init__(self, connection: StreamOwner, stream_id: int, method: bytes, chunked: bool) -> None:
