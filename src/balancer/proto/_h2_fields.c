@@ -18,6 +18,12 @@
  *     The fields of a trailer section as h2_message.response_trailers gives them: the same
  *     reading, dropping also what a trailer section must not carry (framing, routing and
  *     Trailer fields, and any name starting with a colon).
+ * put_frame(out, kind, flags, stream_id, payload) -> None
+ *     Appends one frame (RFC 9113 4.1) to the bytearray `out`: its 9-byte head (the
+ *     payload's length, `kind`, `flags`, `stream_id` without its reserved bit) then
+ *     `payload` (bytes), in one resize. Refuses a payload past 2^24 - 1 bytes (no frame
+ *     can carry it) and values out of their fields' ranges (ValueError); the caller cuts
+ *     payloads to the client's frame size (h2_connection).
  *
  * Why in C: per response, the Python reference makes ~16 method calls (split, partition,
  * lower, strip per line) and the encoder a dict lookup per field; here one pass.
@@ -291,11 +297,45 @@ static PyObject *response_trailers(PyObject *self, PyObject *lines) {
     return list;
 }
 
+static PyObject *put_frame(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 5 || !PyByteArray_Check(args[0]) || !PyBytes_Check(args[4])) {
+        PyErr_SetString(PyExc_TypeError, "put_frame(out: bytearray, kind, flags, stream_id, payload: bytes)");
+        return NULL;
+    }
+    long kind = PyLong_AsLong(args[1]), flags = PyLong_AsLong(args[2]), stream_id = PyLong_AsLong(args[3]);
+    if (PyErr_Occurred())
+        return NULL;
+    Py_ssize_t size = PyBytes_GET_SIZE(args[4]);
+    if (kind < 0 || kind > 255 || flags < 0 || flags > 255 || stream_id < 0 || stream_id > 0x7FFFFFFFL || size > 0xFFFFFF) {
+        PyErr_SetString(PyExc_ValueError, "put_frame: a field out of its range");
+        return NULL;
+    }
+    PyObject *out = args[0];
+    Py_ssize_t start = PyByteArray_GET_SIZE(out);
+    if (PyByteArray_Resize(out, start + 9 + size) < 0)
+        return NULL;
+    unsigned char *at = (unsigned char *)PyByteArray_AS_STRING(out) + start;
+    at[0] = (unsigned char)(size >> 16);
+    at[1] = (unsigned char)(size >> 8);
+    at[2] = (unsigned char)size;
+    at[3] = (unsigned char)kind;
+    at[4] = (unsigned char)flags;
+    at[5] = (unsigned char)(stream_id >> 24);
+    at[6] = (unsigned char)(stream_id >> 16);
+    at[7] = (unsigned char)(stream_id >> 8);
+    at[8] = (unsigned char)stream_id;
+    memcpy(at + 9, PyBytes_AS_STRING(args[4]), (size_t)size);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"response_block", (PyCFunction)(void (*)(void))response_block, METH_FASTCALL,
      "The HPACK block of an HTTP/1.1 response head's fields, without the dynamic table."},
     {"response_trailers", response_trailers, METH_O,
      "The HTTP/2 trailer fields of an HTTP/1.1 trailer section (h2_message.response_trailers)."},
+    {"put_frame", (PyCFunction)(void (*)(void))put_frame, METH_FASTCALL,
+     "Append one HTTP/2 frame (head and payload) to a bytearray."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -97,3 +97,39 @@ def test_random_heads_translate_as_the_python_does() -> None:
         status = rng.choice([100, 200, 204, 304, 404, 599, 0, 700])
         assert _decoded(_h2_fields.response_block(status, lines)) == response_headers(status, lines), lines
         assert _h2_fields.response_trailers(lines) == response_trailers(lines), lines
+
+
+def test_put_frame_appends_what_the_python_reference_appends():
+    from balancer.proto.h2_connection import _put_frame_python
+
+    rng = random.Random(7)
+    for _ in range(2000):
+        kind, flags = rng.randrange(256), rng.randrange(256)
+        stream_id = rng.choice([0, 1, 255, 256, 65537, 0x7FFFFFFF, rng.randrange(1 << 31)])
+        payload = rng.randbytes(rng.choice([0, 1, 9, 300, 16384, 70000]))
+        prefix = rng.randbytes(rng.randrange(20))
+        ours, reference = bytearray(prefix), bytearray(prefix)
+        _h2_fields.put_frame(ours, kind, flags, stream_id, payload)
+        _put_frame_python(reference, kind, flags, stream_id, payload)
+        assert ours == reference
+        head = ours[len(prefix) : len(prefix) + 9]
+        assert int.from_bytes(head[:3], "big") == len(payload) and head[3:5] == bytes([kind, flags])
+        assert int.from_bytes(head[5:], "big") == stream_id and ours.endswith(payload)
+
+
+@pytest.mark.parametrize(
+    ("kind", "flags", "stream_id", "size"),
+    [(256, 0, 1, 0), (-1, 0, 1, 0), (0, 256, 1, 0), (0, 0, -1, 0), (0, 0, 1 << 31, 0), (0, 0, 1, 1 << 24)],
+)
+def test_put_frame_refuses_what_no_frame_can_carry(kind, flags, stream_id, size):
+    out = bytearray(b"kept")
+    with pytest.raises(ValueError):
+        _h2_fields.put_frame(out, kind, flags, stream_id, bytes(size))
+    assert out == b"kept"  # nothing appended
+
+
+def test_put_frame_refuses_other_types():
+    with pytest.raises(TypeError):
+        _h2_fields.put_frame(b"not a bytearray", 0, 0, 1, b"")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        _h2_fields.put_frame(bytearray(), 0, 0, 1, "text")  # type: ignore[arg-type]
