@@ -35,6 +35,7 @@ from balancer.net.context import FrontendContext
 from balancer.net.deadline import Deadline
 from balancer.net.h2_stream import H2Stream, StreamOwner
 from balancer.net.http_session import HttpSession
+from balancer.net.outbox import PassEnd
 from balancer.net.peer import client_address
 from balancer.proto.h2_connection import (
     EV_DATA,
@@ -86,7 +87,7 @@ REFUSED_STREAM: Final = 7
 ENHANCE_YOUR_CALM: Final = 11
 
 
-class H2Session(asyncio.Protocol, StreamOwner):
+class H2Session(asyncio.Protocol, StreamOwner, PassEnd):
     def __init__(self, frontend: FrontendContext) -> None:
         self.frontend = frontend
         self.loop = asyncio.get_running_loop()
@@ -112,7 +113,7 @@ class H2Session(asyncio.Protocol, StreamOwner):
         self.goaway_sent = False
         self.writing_paused = False
         self.flush_scheduled = False
-        # What waits for the flush at the end of this loop pass (_scheduled_flush): streams
+        # What waits for the flush at the end of this loop pass (end_of_pass): streams
         # holding response bytes to send (so a response read whole goes as one DATA frame
         # with END_STREAM, not a DATA frame and an empty one), then streams whose response
         # is sent, whose sessions then go (outside the session's own calls).
@@ -488,9 +489,9 @@ class H2Session(asyncio.Protocol, StreamOwner):
     def _soon(self) -> None:
         if not self.flush_scheduled:
             self.flush_scheduled = True
-            self.loop.call_soon(self._scheduled_flush)
+            self.frontend.outbox.at_end_of_pass(self)  # one loop call for all connections
 
-    def _scheduled_flush(self) -> None:
+    def end_of_pass(self) -> None:
         self.flush_scheduled = False
         due = self.due
         if due:

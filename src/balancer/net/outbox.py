@@ -11,7 +11,9 @@ with bench/run.py on a bare relay (bench/floor_proxy.py): +15-20% requests per p
 with keep-alive, and a lower p50 latency.
 
 An Outbox flushes itself with one `call_soon` per loop iteration, whatever the number of
-writes, so it costs little more than the list appends.
+writes, so it costs little more than the list appends. Work of the same kind, done once a
+pass for whoever asked (an HTTP/2 connection framing what its streams made in the pass),
+rides on that one call too (`at_end_of_pass`): it runs first, then the held writes go.
 
 Order: one FIFO for all transports, so the writes to each keep their order. What must
 come after them goes through the outbox too (`close`), or flushes it first (abort,
@@ -24,15 +26,26 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from mypy_extensions import trait
+
 log = logging.getLogger("balancer.http")
 
 
+@trait
+class PassEnd:
+    """What asks the Outbox for a call at the end of the loop pass (at_end_of_pass)."""
+
+    def end_of_pass(self) -> None:
+        raise NotImplementedError
+
+
 class Outbox:
-    __slots__ = ("_data", "_loop", "_scheduled", "_transports")
+    __slots__ = ("_data", "_loop", "_pass_ends", "_scheduled", "_transports")
 
     def __init__(self) -> None:
         self._transports: list[asyncio.Transport] = []
         self._data: list[bytes | None] = []  # None: close the transport once its writes are out
+        self._pass_ends: list[PassEnd] = []
         self._scheduled = False
         # The event loop, asked for once: on Python 3.11 every asyncio.get_running_loop()
         # makes a getpid() system call, and sessions ask on every connection. An Outbox
@@ -65,8 +78,26 @@ class Outbox:
             self._scheduled = True
             self.event_loop().call_soon(self._end_of_pass)
 
+    def at_end_of_pass(self, owner: PassEnd) -> None:
+        """Call `owner.end_of_pass()` at the end of this loop iteration, before the held
+        writes go; once per call (the owner asks once a pass, as a call_soon would)."""
+        self._pass_ends.append(owner)
+        if not self._scheduled:
+            self._scheduled = True
+            self.event_loop().call_soon(self._end_of_pass)
+
     def _end_of_pass(self) -> None:
         self._scheduled = False
+        owners = self._pass_ends
+        if owners:
+            # Swapped first: an owner asking again now is called at the next pass's end.
+            self._pass_ends = []
+            for owner in owners:
+                try:
+                    owner.end_of_pass()
+                except Exception:
+                    # One connection's failure must not cost the others their pass's end.
+                    log.exception("internal error at the end of a loop pass")
         self.flush()
 
     def flush(self) -> None:
