@@ -18,6 +18,7 @@ builds a new selector.
 
 from __future__ import annotations
 
+from balancer.lb.base import Selector
 from balancer.lb.roundrobin import SmoothWeightedRoundRobin
 from balancer.runtime.state import ServerRuntime
 
@@ -30,7 +31,7 @@ def effective_weight(server: ServerRuntime) -> int:
     return server.weight * min(100, report)
 
 
-class AgentLoad:
+class AgentLoad(Selector):
     __slots__ = ("_resting", "_rotation")
 
     def __init__(self, servers: list[ServerRuntime]) -> None:

@@ -21,13 +21,19 @@ from __future__ import annotations
 import importlib
 from typing import Any, Protocol
 
+from mypy_extensions import trait
+
 from balancer.runtime.state import ServerRuntime
 
 
-class Selector(Protocol):
+@trait
+class Selector:
+    """What every algorithm is. A mypyc trait: the pool's pick per request is a native call
+    (through a Protocol it was a Python method call)."""
+
     def pick(self, key: bytes | None, avoid: ServerRuntime | None) -> ServerRuntime | None:
         """The server for a new session; None only when there is no server at all."""
-        ...
+        raise NotImplementedError
 
 
 class SelectorFactory(Protocol):

@@ -11,10 +11,11 @@ is at its maxconn and queues the request (net, BackendContext.waiting).
 
 from __future__ import annotations
 
+from balancer.lb.base import Selector
 from balancer.runtime.state import ServerRuntime
 
 
-class First:
+class First(Selector):
     __slots__ = ("_servers", "_slots")
 
     def __init__(self, servers: list[ServerRuntime]) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from balancer.lb.base import Selector
 from balancer.lb.common import hash_key, weighted_order, weights_of
 from balancer.lb.ring import Ring
 from balancer.lb.roundrobin import SmoothWeightedRoundRobin
@@ -30,7 +31,7 @@ from balancer.runtime.state import ServerRuntime
 HashType = Literal["map", "consistent"]
 
 
-class KeyHash:
+class KeyHash(Selector):
     __slots__ = ("_fallback", "_ring", "_servers", "_table")
 
     def __init__(self, servers: list[ServerRuntime], *, hash_type: HashType = "map") -> None:

@@ -25,6 +25,7 @@ difference matters.
 
 from __future__ import annotations
 
+from balancer.lb.base import Selector
 from balancer.lb.common import weighted_order, weights_of
 from balancer.runtime.state import ServerRuntime
 
@@ -83,7 +84,7 @@ def observe(server: ServerRuntime, seconds: float) -> None:
     LATENCIES.observe(server, seconds)
 
 
-class LeastTime:
+class LeastTime(Selector):
     __slots__ = ("_cells", "_inverse", "_measured", "_next", "_order", "_servers", "_store", "_twice")
 
     def __init__(self, servers: list[ServerRuntime], *, store: LatencyStore | None = None) -> None:

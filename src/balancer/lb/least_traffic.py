@@ -26,6 +26,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from balancer.lb.base import Selector
 from balancer.lb.common import weighted_order, weights_of
 from balancer.runtime.state import ServerRuntime
 
@@ -121,7 +122,7 @@ def observe_bytes(server: ServerRuntime, n: int) -> None:
     TRAFFIC.observe_bytes(server, n)
 
 
-class LeastTraffic:
+class LeastTraffic(Selector):
     __slots__ = ("_cells", "_next", "_order", "_servers", "_store", "_twice")
 
     def __init__(self, servers: list[ServerRuntime], *, store: TrafficStore | None = None) -> None:

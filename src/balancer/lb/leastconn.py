@@ -17,11 +17,12 @@ microseconds.
 
 from __future__ import annotations
 
+from balancer.lb.base import Selector
 from balancer.lb.common import weighted_order, weights_of
 from balancer.runtime.state import ServerRuntime
 
 
-class LeastConnections:
+class LeastConnections(Selector):
     __slots__ = ("_inverse", "_next", "_order", "_servers", "_twice", "_twice_inverse")
 
     def __init__(self, servers: list[ServerRuntime]) -> None:

@@ -45,6 +45,7 @@ import hashlib
 from array import array
 from math import isqrt
 
+from balancer.lb.base import Selector
 from balancer.lb.common import hash_key, is_prime, server_id, weights_of
 from balancer.lb.roundrobin import SmoothWeightedRoundRobin
 from balancer.runtime.state import ServerRuntime
@@ -248,7 +249,7 @@ def _walk(table: list[int], wanting: list[int], needs: list[int], positions: lis
         active = [j for j in active if needs[j] > 0]
 
 
-class Maglev:
+class Maglev(Selector):
     __slots__ = ("_fallback", "_lookup", "_servers", "_size")
 
     def __init__(

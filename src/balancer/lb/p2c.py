@@ -16,11 +16,12 @@ import random
 from bisect import bisect_right
 from itertools import accumulate
 
+from balancer.lb.base import Selector
 from balancer.lb.common import weights_of
 from balancer.runtime.state import ServerRuntime
 
 
-class PowerOfTwoChoices:
+class PowerOfTwoChoices(Selector):
     __slots__ = ("_bounds", "_index", "_inverse", "_random", "_servers", "_total", "_weights")
 
     def __init__(self, servers: list[ServerRuntime], *, rng: random.Random | None = None) -> None:

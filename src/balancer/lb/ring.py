@@ -34,6 +34,7 @@ from array import array
 from bisect import bisect_left
 from functools import lru_cache
 
+from balancer.lb.base import Selector
 from balancer.lb.common import hash_key, server_id, weights_of
 from balancer.lb.roundrobin import SmoothWeightedRoundRobin
 from balancer.runtime.state import ServerRuntime
@@ -59,7 +60,7 @@ def server_points(identity: bytes, count: int) -> array[int]:
     return array("I", [p >> (32 - POSITION_BITS) for p in points])
 
 
-class Ring:
+class Ring(Selector):
     __slots__ = ("_factor", "_fallback", "_owners", "_positions", "_servers", "_share")
 
     def __init__(

@@ -10,10 +10,11 @@ keyed algorithms when a request has no key.
 
 from __future__ import annotations
 
+from balancer.lb.base import Selector
 from balancer.runtime.state import ServerRuntime
 
 
-class SmoothWeightedRoundRobin:
+class SmoothWeightedRoundRobin(Selector):
     __slots__ = ("_scores", "_servers", "_total", "_weights")
 
     def __init__(self, servers: list[ServerRuntime], *, weights: list[int] | None = None) -> None:

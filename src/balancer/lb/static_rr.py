@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from math import gcd
 
+from balancer.lb.base import Selector
 from balancer.lb.roundrobin import SmoothWeightedRoundRobin
 from balancer.runtime.state import ServerRuntime
 
@@ -17,7 +18,7 @@ from balancer.runtime.state import ServerRuntime
 _MAX_CYCLE = 65536
 
 
-class StaticRoundRobin:
+class StaticRoundRobin(Selector):
     __slots__ = ("_cycle", "_next")
 
     def __init__(self, servers: list[ServerRuntime]) -> None:

@@ -365,7 +365,6 @@ class H2Session(asyncio.Protocol, StreamOwner, PassEnd):
         stream = H2Stream(self, stream_id, method, chunked)
         self.last_stream_id = stream_id
         self.deadline.clear()
-        stream.t_opened = self.loop.time()
         self.streams[stream_id] = stream
         spare = self.spare
         if spare:

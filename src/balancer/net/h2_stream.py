@@ -133,7 +133,6 @@ class H2Stream(asyncio.Transport, ResponseSink):
         self.unacked = 0  # flow-controlled bytes received and not yet handed back
         self.request_ended = False
         self.pump_due = False  # the connection pumps it at the end of this loop pass
-        self.t_opened = 0.0
 
     # -- the request, from the connection --------------------------------------------------
 
