@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, cast
 
 from balancer.net.context import FrontendContext
@@ -65,6 +66,11 @@ except ImportError:  # pragma: no cover - a build without C
 
 if TYPE_CHECKING:
     from balancer.proto._heads import ParsedHead
+
+# The C function itself, bound once: a module attribute is a dict lookup per call.
+_http2_head: Final[Callable[[list[tuple[bytes, bytes]]], ParsedHead | None] | None] = (
+    _heads.http2_head if _heads is not None else None
+)
 
 log = logging.getLogger("balancer.http")
 
@@ -130,6 +136,7 @@ class H2Session(asyncio.Protocol, StreamOwner, PassEnd):
         self.control_frames = 0
         self.control_second = 0.0
         self.deadline = Deadline(self.loop, self._timed_out)
+        self.now = 0.0  # the loop time of the read being handled
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -257,6 +264,7 @@ class H2Session(asyncio.Protocol, StreamOwner, PassEnd):
     # -- client bytes ----------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
+        self.now = self.loop.time()  # for every stream this read opens
         try:
             for start in range(0, len(data), FEED_SLICE):
                 if self.closed:
@@ -331,7 +339,7 @@ class H2Session(asyncio.Protocol, StreamOwner, PassEnd):
             self._close()
 
     def _control(self, kind: str) -> None:
-        now = self.loop.time()
+        now = self.now  # control frames come in reads
         if now - self.control_second >= 1.0:
             self.control_second = now
             self.control_frames = 0
@@ -350,7 +358,7 @@ class H2Session(asyncio.Protocol, StreamOwner, PassEnd):
         if self.stopping:
             conn.reset_stream(stream_id, REFUSED_STREAM)
             return
-        parsed = _heads.http2_head(headers) if ended and _heads is not None else None
+        parsed = _http2_head(headers) if ended and _http2_head is not None else None
         if parsed is not None:
             head: RequestHead | ParsedHead = parsed
             method, chunked = parsed[0], False
@@ -368,13 +376,13 @@ class H2Session(asyncio.Protocol, StreamOwner, PassEnd):
         self.streams[stream_id] = stream
         spare = self.spare
         if spare:
-            stream.start(spare.pop(), head, False)
+            stream.start(spare.pop(), head, False, self.now)
         else:
             session = HttpSession(self.frontend)
             session.http2 = True
             session.proxied = self.client
             session.conn_refused = self.conn_refused
-            stream.start(session, head, True)
+            stream.start(session, head, True, self.now)
         if ended:
             stream.request_end()
 

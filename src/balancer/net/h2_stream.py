@@ -36,7 +36,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Final
 
 import httptools
 from mypy_extensions import trait
@@ -63,6 +64,11 @@ except ImportError:  # pragma: no cover - a build without C
 
 if TYPE_CHECKING:
     from balancer.proto._heads import ParsedHead
+
+# The C function itself, bound once: a module attribute is a dict lookup per call.
+_response_block: Final[Callable[[int, bytes], bytes] | None] = (
+    _h2_fields.response_block if _h2_fields is not None else None
+)
 
 log = logging.getLogger("balancer.http")
 
@@ -136,11 +142,12 @@ class H2Stream(asyncio.Transport, ResponseSink):
 
     # -- the request, from the connection --------------------------------------------------
 
-    def start(self, session: HttpSession, head: RequestHead | ParsedHead, fresh: bool) -> None:
+    def start(self, session: HttpSession, head: RequestHead | ParsedHead, fresh: bool, now: float) -> None:
         """Hand the session its request: as parsed already (proto/_heads.http2_head: a
         request without a body, of plain fields, the usual) or as the HTTP/1.1 head it
         stands for (request_head: any other). `fresh`: a new session, else one an earlier
-        stream of the connection ended with (HttpSession.carry_stream)."""
+        stream of the connection ended with (HttpSession.carry_stream); `now`: the loop time
+        of the read that brought the request."""
         self.session = session
         session.sink = self
         if fresh:
@@ -150,7 +157,7 @@ class H2Stream(asyncio.Transport, ResponseSink):
         if isinstance(head, RequestHead):
             session.data_received(head.head)
         else:
-            session.head_received(head)
+            session.head_received(head, now)
 
     def request_data(self, data: bytes, flow_controlled: int) -> None:
         """DATA of the request; `flow_controlled` counts its padding too, for the window."""
@@ -293,8 +300,8 @@ class H2Stream(asyncio.Transport, ResponseSink):
         end = self.head_only or status == 204 or status == 304
         if end:
             self.response_done = True
-        if _h2_fields is not None:
-            self.connection.send_header_block(self, _h2_fields.response_block(status, lines), end)
+        if _response_block is not None:
+            self.connection.send_header_block(self, _response_block(status, lines), end)
         else:
             self.connection.send_headers(self, response_headers(status, lines), end)
 

@@ -21,6 +21,7 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final, cast
 
@@ -74,6 +75,9 @@ except ImportError:  # pragma: no cover - a build without C
 
 if TYPE_CHECKING:
     from balancer.proto._heads import ParsedHead  # the stub's: a build without C has no module
+
+# The C function itself, bound once: a module attribute is a dict lookup per call.
+_parse_head: Final[Callable[[bytes], ParsedHead | None] | None] = _heads.parse_head if _heads is not None else None
 
 log = logging.getLogger("balancer.http")
 
@@ -376,9 +380,9 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
         fed = False  # the parser took all of `data` without an exception
         try:
             head = None
-            if self.fresh and _heads is not None and (not self.queue or self.queue[-1].keep_alive):
+            if self.fresh and _parse_head is not None and (not self.queue or self.queue[-1].keep_alive):
                 # Not after a request that closes: llhttp refuses what follows it.
-                head = _heads.parse_head(data)
+                head = _parse_head(data)
             if head is not None:
                 self._take_head(head)
             else:
@@ -402,13 +406,14 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
         if self.to_server:
             self._flush_to_server()
 
-    def head_received(self, head: ParsedHead) -> None:
+    def head_received(self, head: ParsedHead, now: float) -> None:
         """A request head parsed elsewhere, as proto/_heads parses one without a body: an
         HTTP/2 stream's (net.h2_stream), whose header list was never written out as HTTP/1.1.
-        It goes the way a parsed HTTP/1.1 head goes (_take_head), refusals and errors alike."""
+        It goes the way a parsed HTTP/1.1 head goes (_take_head), refusals and errors alike.
+        `now`: the loop time of the read that brought it (read once for all its streams)."""
         if self.closed or self.refusing:
             return
-        self.now = self.loop.time()
+        self.now = now
         try:
             self._take_head(head)
         except Exception as exc:
