@@ -275,6 +275,7 @@ class H2Stream(asyncio.Transport, ResponseSink):
         session = self.session
         if session is not None and session.between_exchanges():
             self.session = None
+            session.sink = None  # until its next stream (start)
             session.deadline.clear()  # the keep-alive wait: the connection keeps its own
         else:
             session = None
