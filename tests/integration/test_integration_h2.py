@@ -393,6 +393,32 @@ def test_http11_still_works_on_an_h2c_frontend(run_balancer, backends):
     assert [r.method for r in s1.requests] == ["PROPFIND", "GET"]
 
 
+def test_a_broken_preface_gets_goaway_and_an_http11_line_its_http11_answer(run_balancer, backends):
+    """What h2spec 3.5 #2 sends (a first line that is no HTTP/1.x request line) is an HTTP/2
+    client's broken preface: GOAWAY PROTOCOL_ERROR and a close. A request line naming
+    HTTP/2.0 is still HTTP/1.1's to answer (505), as a malformed HTTP/1.1 one is (400)."""
+    (s1,) = backends("s1")
+
+    async def scenario(balancer):
+        port = frontend_port(balancer)
+        async with await Client.connect(port) as client:
+            await client.send(b"INVALID CONNECTION PREFACE\r\n\r\n")
+            refused = await client.read_until_closed()
+        async with await Client.connect(port) as client:
+            await client.send(b"GET / HTTP/2.0\r\nHost: x\r\n\r\n")
+            version = await client.read_response()
+        async with await Client.connect(port) as client:
+            await client.send(b"GET / HTTP/1.1\r\nHost: x\r\nBad : h\r\n\r\n")
+            malformed = await client.read_response()
+        return refused, version, malformed
+
+    refused, version, malformed = run_balancer(h2_config([s1]), scenario)
+    # One frame: 8 bytes of GOAWAY (type 7) on stream 0, last stream 0, PROTOCOL_ERROR (1).
+    assert refused == bytes.fromhex("000008070000000000") + (0).to_bytes(4, "big") + (1).to_bytes(4, "big")
+    assert version.status == 505 and malformed.status == 400
+    assert s1.requests == []
+
+
 def test_limits_apply_to_a_stream_as_to_an_http11_request(run_balancer, backends):
     (s1,) = backends("s1")
     config = h2_config([s1], limits={"header_count": 10, "body": 1000})

@@ -6,7 +6,10 @@ H2Session (net.h2_session) as soon as it can tell:
 - over TLS, by the protocol ALPN chose in the handshake (done before connection_made);
 - in cleartext with `h2c`, by the first bytes: the HTTP/2 connection preface
   ("PRI * HTTP/2.0...", RFC 9113 3.4) means HTTP/2 with prior knowledge, anything else
-  is HTTP/1.1 (at most the preface's 24 bytes are waited for).
+  is HTTP/1.1 (at most the preface's 24 bytes are waited for), but for a first line that
+  came whole and is no HTTP/1.x request line ("METHOD TARGET HTTP/d.d"): no HTTP/1.1
+  client sends that, an HTTP/2 client with a broken preface does, and is told what RFC
+  9113 3.4 says, GOAWAY PROTOCOL_ERROR, then the connection closes.
 A frontend offering only HTTP/1.1 never goes through here: its connections start as
 HttpSessions. Without `h2c` the preface is an HTTP/1.1 request like any other, which
 the HTTP/1.1 session answers 505.
@@ -15,12 +18,21 @@ the HTTP/1.1 session answers 505.
 from __future__ import annotations
 
 import asyncio
-from typing import cast
+import logging
+import re
+from typing import Final, cast
 
 from balancer.net.context import FrontendContext
 from balancer.net.h2_session import H2Session
 from balancer.net.http_session import HttpSession
+from balancer.proto.h2_connection import PROTOCOL_ERROR, goaway_frame
 from balancer.proto.h2_message import PREFACE
+
+log = logging.getLogger("balancer.http")
+
+# An HTTP/1.x request line, as far as telling it from a broken HTTP/2 preface goes: the
+# version's form only (HTTP/2.0 included: an HTTP/1.1 session answers it 505).
+REQUEST_LINE: Final = re.compile(rb"[^ \r\n]+ [^ \r\n]+ HTTP/[0-9]\.[0-9]\r?")
 
 
 class ProtocolChoice(asyncio.Protocol):
@@ -59,7 +71,22 @@ class ProtocolChoice(asyncio.Protocol):
             self.buffer = buffer  # may still be the preface
             return
         self.buffer = b""
+        if not buffer.startswith(PREFACE) and not _may_be_http1(buffer):
+            self._refuse_preface()
+            return
         self._hand_over(buffer.startswith(PREFACE), buffer)
+
+    def _refuse_preface(self) -> None:
+        self.chosen = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        transport = self.transport
+        assert transport is not None
+        peer = transport.get_extra_info("peername")
+        log.info("HTTP/2 connection preface invalid from %s: GOAWAY", peer[0] if peer else "-")
+        transport.write(goaway_frame(0, PROTOCOL_ERROR))
+        transport.close()
 
     def _hand_over(self, http2: bool, data: bytes) -> None:
         self.chosen = True
@@ -104,3 +131,11 @@ class ProtocolChoice(asyncio.Protocol):
         if not self.chosen and self.transport is not None:
             self.chosen = True
             self.transport.close()
+
+
+def _may_be_http1(first: bytes) -> bool:
+    """False when `first` holds a whole first line (after the empty lines a request may start
+    with) that is no HTTP/1.x request line; True otherwise, a line not yet whole included."""
+    start = len(first) - len(first.lstrip(b"\r\n"))
+    end = first.find(b"\n", start)
+    return end < 0 or REQUEST_LINE.fullmatch(first, start, end) is not None

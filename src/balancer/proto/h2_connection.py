@@ -151,6 +151,15 @@ _put_frame: Final[Callable[[bytearray, int, int, int, bytes], None]] = (
 )
 
 
+def goaway_frame(last_stream_id: int, code: int) -> bytes:
+    """A GOAWAY frame (RFC 9113 6.8) naming `last_stream_id` and the error `code`."""
+    out = bytearray()
+    _frame_head(out, 8, GOAWAY, 0, 0)
+    out += _u32_bytes(last_stream_id & 0x7FFFFFFF)
+    out += _u32_bytes(code)
+    return bytes(out)
+
+
 def _u32(b: bytes, i: int) -> int:
     return (b[i] << 24) | (b[i + 1] << 16) | (b[i + 2] << 8) | b[i + 3]
 
@@ -683,9 +692,7 @@ class H2Connection:
         self.out += _u32_bytes(code)
 
     def goaway(self, last_stream_id: int, code: int) -> None:
-        _frame_head(self.out, 8, GOAWAY, 0, 0)
-        self.out += _u32_bytes(last_stream_id & 0x7FFFFFFF)
-        self.out += _u32_bytes(code)
+        self.out += goaway_frame(last_stream_id, code)
 
     def data_to_send(self) -> bytearray:
         """What is to be written, taken: the buffer is handed over, a new one started."""
