@@ -2,17 +2,47 @@
 
 from __future__ import annotations
 
+import random
 import socket
+from pathlib import Path
 
 __all__ = ["closed_port", "free_port"]
 
+# Where picked ports come from when the ephemeral range leaves room below it.
+LOWEST = 10000
+ATTEMPTS = 200
+
+
+def _ephemeral_start() -> int:
+    """The first port the kernel hands out to connect() and bind(0) (Linux; 32768 elsewhere)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
 
 def free_port() -> int:
-    """A port that was free a moment ago (bind 127.0.0.1:0, read the port, close).
-
-    There is a small race between this call and the process that binds the port; tests
-    accept it, as every test suite that starts real processes does.
+    """A port that was free a moment ago, below the kernel's ephemeral range when there is
+    room there: a port in that range (what bind(0) gives) may be taken by any outgoing
+    connection of the machine before the process that was meant to bind it does (a CI run
+    lost a test to that: "Address already in use" on a port picked a moment before). Below
+    it, only another explicit bind can take it, and picks are spread at random.
     """
+    start = _ephemeral_start()
+    if start - LOWEST >= 1000:
+        for _ in range(ATTEMPTS):
+            port = random.randrange(LOWEST, start)
+            if _bindable(port):
+                return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
