@@ -9,7 +9,8 @@ by bench/tls.py's helper) and one in cleartext h2c (prior knowledge: HAProxy `pr
 the proxy's CPU seconds over the run (user+system of its process tree, from /proc, as run.py reads
 them), CPU µs per request and req/s per proxy core, the figure to compare on a shared machine.
 
-Usage: .venv/bin/python bench/h2.py [--duration 5] [--connections 16] [--streams 1,100]
+Usage: .venv/bin/python bench/h2.py [--duration 5] [--connections 16] [--streams 1,100] [--repeat 5]
+With --repeat, the proxies take turns round after round and each figure is the median run.
 Prints a table and the balancer/HAProxy ratios; writes JSON to bench/results/h2-latest.json.
 """
 
@@ -129,6 +130,7 @@ class H2Run:
     cpu_s: float
     cpu_us_per_req: float | None
     rps_per_core: float | None
+    round: int = 1
 
 
 FINISHED = re.compile(r"finished in ([\d.]+)s, ([\d.]+) req/s")
@@ -185,26 +187,42 @@ class Results:
     runs: list[H2Run] = field(default_factory=list)
     failures: dict[str, str] = field(default_factory=dict)
 
+    def summary(self) -> list[H2Run]:
+        """One run per proxy, transport and streams: the median by req/s per core (a whole run,
+        so the figures of one row stay consistent) when there are several rounds."""
+        keys = dict.fromkeys((r.proxy, r.transport, r.streams) for r in self.runs)
+        medians = []
+        for key in keys:
+            ordered = sorted(
+                (r for r in self.runs if (r.proxy, r.transport, r.streams) == key), key=lambda r: r.rps_per_core or 0.0
+            )
+            medians.append(ordered[len(ordered) // 2])
+        return medians
 
-def bench_proxy(args: argparse.Namespace, proxy: str, tmp: Path, ports: Ports, pem: Path, out: Results) -> None:
+
+def bench_proxy(
+    args: argparse.Namespace, proxy: str, tmp: Path, ports: Ports, pem: Path, out: Results, rnd: int
+) -> None:
     argv = proxy_argv(args, proxy, tmp, ports, pem)
-    harness.progress(f"{proxy}: {shlex.join(argv)}")
+    label = f"{proxy} [round {rnd}/{args.repeat}]" if args.repeat > 1 else proxy
+    harness.progress(f"{label}: {shlex.join(argv)}")
     with harness.listening(proxy, argv, tmp, (ports.tls, ports.h2c)) as proc:
         for transport in args.transports:
             scheme, port = ("https", ports.tls) if transport == "tls" else ("http", ports.h2c)
             for streams in args.streams:
                 run = run_h2load(args, proc, f"{scheme}://127.0.0.1:{port}/", transport, streams)
+                run.round = rnd
                 out.runs.append(run)
                 harness.progress(
-                    f"{proxy} {transport} -m{streams}: {run.rps:,.0f} req/s, "
+                    f"{label} {transport} -m{streams}: {run.rps:,.0f} req/s, "
                     f"{harness.fmt(run.rps_per_core, '{:,.0f}')} per core, {run.failed} failed"
                 )
                 harness.check_alive(proc, proxy)
 
 
-def ratios(out: Results) -> dict[str, float | None]:
+def ratios(summary: list[H2Run]) -> dict[str, float | None]:
     found: dict[str, float | None] = {}
-    per_core = {(r.proxy, r.transport, r.streams): r.rps_per_core for r in out.runs}
+    per_core = {(r.proxy, r.transport, r.streams): r.rps_per_core for r in summary}
     for (proxy, transport, streams), mine in per_core.items():
         theirs = per_core.get(("haproxy", transport, streams))
         if proxy == "balancer" and mine is not None and theirs:
@@ -213,7 +231,9 @@ def ratios(out: Results) -> dict[str, float | None]:
 
 
 def report(args: argparse.Namespace, out: Results, meta: dict[str, object]) -> int:
-    print(f"\nHTTP/2 (h2load -t1 -c{args.connections} -D {args.duration}, NGINX backend)")
+    summary = out.summary()
+    rounds = f", median of {args.repeat} interleaved rounds by req/s per core" if args.repeat > 1 else ""
+    print(f"\nHTTP/2 (h2load -t1 -c{args.connections} -D {args.duration}, NGINX backend{rounds})")
     print(
         harness.text_table(
             ("proxy", "transport", "streams", "req/s", "failed", "proxy CPU s", "CPU µs/req", "req/s per core"),
@@ -228,14 +248,16 @@ def report(args: argparse.Namespace, out: Results, meta: dict[str, object]) -> i
                     harness.fmt(r.cpu_us_per_req, "{:.1f}"),
                     harness.fmt(r.rps_per_core, "{:,.0f}"),
                 )
-                for r in out.runs
+                for r in summary
             ],
         )
     )
-    rat = ratios(out)
+    rat = ratios(summary)
     for name, value in rat.items():
         print(f"  {name}: {harness.fmt(value, '{:.2f}x')}")
-    data: dict[str, object] = {**meta, "runs": [asdict(r) for r in out.runs], "ratios": rat, "failures": out.failures}
+    data: dict[str, object] = {**meta, "runs": [asdict(r) for r in summary], "ratios": rat, "failures": out.failures}
+    if args.repeat > 1:
+        data["rounds"] = [asdict(r) for r in out.runs]
     return harness.conclude(args.output, data, out.failures)
 
 
@@ -250,9 +272,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--transports", type=harness.csv_choice(TRANSPORTS), default=list(TRANSPORTS), help="tls,h2c")
     p.add_argument("--warmup", type=int, default=1, help="seconds of unmeasured h2load before each run")
+    p.add_argument("--repeat", type=int, default=1, help="rounds over both proxies; the median is reported")
     args = harness.parse_part_args(p, argv)
-    if args.duration <= 0 or args.connections < 1 or args.warmup < 0:
-        p.error("--duration and --connections must be positive")
+    if args.duration <= 0 or args.connections < 1 or args.warmup < 0 or args.repeat < 1:
+        p.error("--duration, --connections and --repeat must be positive")
     args.streams = [int(s) for s in args.streams]
     return args
 
@@ -263,12 +286,14 @@ def measure_all(args: argparse.Namespace, tmp: Path) -> Results:
     free = harness.free_ports(4)
     ports = Ports(backend=free[0], tls=free[1], h2c=free[2])
     with harness.nginx_backend(tmp, harness.Ports(free[0], free[3], 0, 0, 0)):
-        for proxy in (p for p in PROXIES if p in args.only):
-            try:
-                bench_proxy(args, proxy, tmp, ports, pem, out)
-            except harness.BenchError as exc:
-                out.failures[proxy] = str(exc)
-                harness.progress(f"{proxy}: FAILED: {exc}")
+        # Rounds interleave the proxies so a slow spell of a shared machine hits both alike.
+        for rnd in range(1, args.repeat + 1):
+            for proxy in (p for p in PROXIES if p in args.only and p not in out.failures):
+                try:
+                    bench_proxy(args, proxy, tmp, ports, pem, out, rnd)
+                except harness.BenchError as exc:
+                    out.failures[proxy] = str(exc)
+                    harness.progress(f"{proxy}: FAILED: {exc}")
     return out
 
 
