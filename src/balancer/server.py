@@ -25,10 +25,12 @@ from balancer.config.model import Config
 from balancer.config.values import Address
 from balancer.heap import HeapTrimmer
 from balancer.lb.base import REGISTRY
+from balancer.net.acceptor import Acceptor
 from balancer.net.context import BackendContext, FrontendContext, read_error_page
 from balancer.net.gate import Gate
 from balancer.net.http_session import HttpSession
 from balancer.net.outbox import Outbox
+from balancer.net.plain_transport import PlainAcceptor
 from balancer.net.protocol_choice import ProtocolChoice
 from balancer.net.proxy_accept import ProxiedSession, ProxyHeaderReader
 from balancer.net.tcp_session import TcpSession
@@ -129,7 +131,7 @@ class Listener:
         self.sock = sock
         self.frontend = frontend
         self.tls = tls
-        self.server: asyncio.AbstractServer | TlsAcceptor | None = None
+        self.server: Acceptor | None = None
         self.closed = False
         self.unlink_on_close = True  # False in workers: the master owns unix socket paths
         self._resuming: asyncio.Task[None] | None = None
@@ -195,24 +197,24 @@ class Listener:
         return cast(Callable[[], asyncio.BaseProtocol], make)
 
     async def start(self) -> None:
+        if self.server is not None or self.closed or self.held or not self.wanted:
+            # Another start ran first, or a pause (the gate's hold, the end of a cover, a
+            # close) came between a resume and this: accepting twice from one socket, or from
+            # another worker's for good, must not be.
+            return
         self.loop = loop = asyncio.get_running_loop()
         factory = self.session_factory(loop)
-        # The server gets a duplicate: closing it to pause must not close our socket.
         config = self.frontend.config
+        # The acceptor gets a duplicate: closing it to pause must not close our socket.
+        sock = self.sock.dup()
+        sock.listen(config.backlog)  # as create_server does: a reload's backlog
         if self.tls is not None:
             # TLS on the socket itself (net.tls_transport), not the loop's memory-BIO TLS.
-            sock = self.sock.dup()
-            sock.listen(config.backlog)  # as create_server does: a reload's backlog
             self.server = TlsAcceptor(sock, self.tls, factory, self.frontend.request_timeout, config.accept_proxy)
-            return
-        server = await loop.create_server(factory, sock=self.sock.dup(), backlog=config.backlog)
-        if self.server is not None or self.closed or self.held or not self.wanted:
-            # A pause (the gate's hold, the end of a cover, a close) or another start came
-            # while the server was made: the pause found no server to close, so close it here.
-            # Kept, it would accept from another worker's socket for good.
-            server.close()
-            return
-        self.server = server
+        else:
+            # Plain connections on the socket too (net.plain_transport): read before any
+            # poll, and no address asked for that accept gave.
+            self.server = PlainAcceptor(sock, factory)
 
     def bound(self) -> tuple[str, int]:
         name = self.sock.getsockname()

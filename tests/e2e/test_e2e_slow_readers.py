@@ -25,6 +25,7 @@ pytestmark = pytest.mark.e2e
 
 READERS = 300
 PER_READER_KIB = 128  # the bound asserted: 32 KiB write buffer + one 32 KiB server read + the session
+RSS_SLACK_KIB = 4096
 
 SLOW_CLIENTS = """
 import socket, sys, time
@@ -119,10 +120,13 @@ timeouts = {{ server = "60s" }}
     print(f"\n{READERS} slow readers: worker RSS {before} -> {loaded} KiB, {per_reader:.0f} KiB per slow reader")
     assert per_reader <= PER_READER_KIB, f"{per_reader:.0f} KiB per slow reader (bound {PER_READER_KIB})"
 
-    # Once they are gone, the worker gives the memory back (HeapTrimmer after the crowd left).
+    # Once they are gone, the worker gives the memory back (HeapTrimmer after the crowd left):
+    # at least half of what they took, or all but a few MiB of a heap's usual slack when
+    # they took little (~10 KiB each since the client transport writes at once, where the
+    # loop's transport held ~70 KiB: the kernel's send buffer takes the rest).
     grown = loaded - before
     wait_until(
-        lambda: _rss_kib(worker) <= before + grown / 2,
+        lambda: _rss_kib(worker) <= before + max(grown / 2, RSS_SLACK_KIB),
         timeout=10,
         what=f"the worker's RSS back near {before} KiB (it is {_rss_kib(worker)} KiB)",
     )

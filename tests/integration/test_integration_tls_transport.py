@@ -7,8 +7,6 @@ e2e tests, h2 over TLS, and bench/tls.py.)"""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import socket
 import ssl
 import subprocess
@@ -19,6 +17,7 @@ from typing import Any
 
 import pytest
 import uvloop
+from tests.support.descriptors import open_sockets_and_epolls
 
 from balancer.net.tls_transport import TlsAcceptor
 
@@ -177,18 +176,6 @@ def test_a_protocol_error_ends_its_connection_only(contexts: Any) -> None:
             w.close()
 
     serve(contexts, scenario, make=lambda: Echo(fail_on=b"boom"))
-
-
-def open_sockets_and_epolls() -> list[str]:
-    """What this process has open of sockets and epoll sets (other descriptors come and go
-    with libraries: OpenSSL opens /dev/null once, for one)."""
-    names = []
-    for fd in list(Path("/proc/self/fd").iterdir()):
-        with contextlib.suppress(FileNotFoundError):  # the listing's own descriptor, closed by now
-            name = os.readlink(fd)
-            if name.startswith(("socket:", "anon_inode:[eventpoll]")):
-                names.append(name)
-    return sorted(names)
 
 
 def test_a_connection_outlives_its_closed_acceptor_and_leaves_no_descriptor(contexts: Any) -> None:

@@ -86,6 +86,9 @@ PIPELINE_WAIT: Final = 1  # a pipelined request waits for the one in flight
 UPLOAD_BACKPRESSURE: Final = 2  # the server takes the request body slower than it comes
 CONNECTING: Final = 4
 TARPIT: Final = 8  # a request over rate_limit is held (action "tarpit")
+# The connection's last request is read (it asked to close): nothing more is read, so a
+# plain connection whose request came whole is never polled (net.plain_transport).
+LAST_REQUEST: Final = 16
 # How long a connection over conn_limit may take to send the request its 429 answers: it
 # does not count as open, so it must not be held for the whole http_request timeout.
 CONN_REFUSED_WAIT: Final = 1.0
@@ -742,6 +745,8 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
         # header lines, final CRLF.
         request.bytes_in = len(request.method) + len(url) + 14 + self.header_bytes
         request.head_done = True
+        if not request.keep_alive and not (request.content_length or request.chunked or self.http2):
+            self.pause_client_reading(LAST_REQUEST)
         max_body = self.frontend.max_body
         if max_body and request.content_length > max_body:
             raise BadRequest(413, "request body too large")
@@ -839,6 +844,8 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
         request = self.parsing
         assert request is not None
         request.body_done = True
+        if not request.keep_alive and not self.http2:
+            self.pause_client_reading(LAST_REQUEST)
         if request.chunked:
             trailers = self.trailers
             if trailers:

@@ -11,24 +11,23 @@ buffers while a connection is idle (CPython sets SSL_MODE_RELEASE_BUFFERS), and 
 handshake's alert (protocol_version, handshake_failure) reaches the client because OpenSSL
 writes it before the failure is reported.
 
-`TlsAcceptor` accepts from a listening socket (what `loop.create_server` does for plain
-connections) and gives each connection a `TlsTransport`, which speaks the part of
-asyncio's Transport interface the sessions use. The protocol is made at accept and told
-`connection_made` once the handshake is done (within `handshake_timeout`, else the
-connection is cut); a failed handshake never reaches it, as with the loop's TLS.
+`TlsAcceptor` accepts from a listening socket (net.acceptor) and gives each connection a
+`TlsTransport`, which speaks the part of asyncio's Transport interface the sessions use.
+The protocol is made at accept and told `connection_made` once the handshake is done
+(within `handshake_timeout`, else the connection is cut); a failed handshake never reaches it, as with the loop's TLS.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
 import socket
 import ssl
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from balancer.net.acceptor import Acceptor
 from balancer.net.proxy_accept import ProxyHeaderBeforeTls
 from balancer.net.tls_socket import TlsSocket
 
@@ -40,8 +39,6 @@ READS_PER_EVENT = 16  # then other connections get their turn (what remains is r
 # the socket; the next record, if any, wakes the reader again (level-triggered), so no read
 # is made only to be told "want read" (an exception, with its message formatted, per read).
 FULL_RECORD = 16384
-ACCEPTS_PER_EVENT = 64
-ACCEPT_RETRY_DELAY = 1.0  # out of descriptors: accepting pauses this long (as asyncio does)
 HIGH_WATER = 65536  # the loop transports' default write buffer limits
 LOW_WATER = 16384
 
@@ -54,11 +51,10 @@ CLOSED = 3
 _CLOSE_ERRORS = (ssl.SSLError, OSError, ValueError)
 
 
-class TlsAcceptor:
-    """Accepts connections from `sock` (listening, non-blocking; closed by `close`) and
-    starts TLS on each with `context`; `make_protocol` is called once per connection. With
-    `accept_proxy`, each connection's PROXY header is read first (within `handshake_timeout`)
-    and the address it gives is the protocol's `proxied`."""
+class TlsAcceptor(Acceptor):
+    """Starts TLS with `context` on each connection accepted from `sock`; `make_protocol` is
+    called once per connection. With `accept_proxy`, each connection's PROXY header is read
+    first (within `handshake_timeout`) and the address it gives is the protocol's `proxied`."""
 
     def __init__(
         self,
@@ -68,46 +64,25 @@ class TlsAcceptor:
         handshake_timeout: float,
         accept_proxy: bool = False,
     ) -> None:
-        self.loop = asyncio.get_running_loop()
-        self.sock = sock
+        super().__init__(sock)
         self.context = context
         self.make_protocol = make_protocol
         self.handshake_timeout = handshake_timeout
         self.accept_proxy = accept_proxy
-        self.fd = sock.fileno()
-        # As ints, once: `socket.accept` converts them to enums per connection.
-        self.family = int(sock.family)
-        self.type = int(sock.type)
-        self.proto = sock.proto
-        self.closed = False
-        self.retry: asyncio.TimerHandle | None = None
-        self.loop.add_reader(self.fd, self._accept)
 
-    def _accept(self) -> None:
-        for _ in range(ACCEPTS_PER_EVENT):
-            try:
-                fd, _ = self.sock._accept()  # type: ignore[attr-defined]  # C; `accept` adds interpreted Python
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    # Out of descriptors or memory: the queue waits in the kernel a while.
-                    log.warning("accepting on %s paused for %gs: %s", self.sock.getsockname(), ACCEPT_RETRY_DELAY, exc)
-                    self.loop.remove_reader(self.fd)
-                    self.retry = self.loop.call_later(ACCEPT_RETRY_DELAY, self._resume)
-                return  # ECONNABORTED and the like: that connection is gone, the next event comes
-            raw = TlsSocket(self.family, self.type, self.proto, fd)
-            try:
-                raw.setblocking(False)
-                if self.family != socket.AF_UNIX:
-                    raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                raw.close()
-                continue
-            if self.accept_proxy:
-                ProxyHeaderBeforeTls(self.loop, raw, self.handshake_timeout, self._start)
-            else:
-                self._start(raw, None)
+    def accepted(self, fd: int, peer: Any) -> None:
+        raw = TlsSocket(self.family, self.type, self.proto, fd)
+        try:
+            raw.setblocking(False)
+            if self.inet:
+                raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            raw.close()
+            return
+        if self.accept_proxy:
+            ProxyHeaderBeforeTls(self.loop, raw, self.handshake_timeout, self._start)
+        else:
+            self._start(raw, None)
 
     def _start(self, raw: socket.socket, proxied: tuple[str, int] | None) -> None:
         """TLS on an accepted socket (a TlsSocket), for a new protocol (told the PROXY
@@ -124,22 +99,6 @@ class TlsAcceptor:
         if proxied is not None:
             protocol.proxied = proxied  # type: ignore[attr-defined]  # every session has it
         TlsTransport(self.loop, raw, protocol, self.handshake_timeout)
-
-    def _resume(self) -> None:
-        self.retry = None
-        if not self.closed:
-            self.loop.add_reader(self.fd, self._accept)
-
-    def close(self) -> None:
-        """Stop accepting and close the listening socket (connections go on)."""
-        if self.closed:
-            return
-        self.closed = True
-        if self.retry is not None:
-            self.retry.cancel()
-        else:
-            self.loop.remove_reader(self.fd)
-        self.sock.close()
 
 
 class _TlsChannel(Protocol):

@@ -1,0 +1,358 @@
+"""Plain (cleartext) client connections on the socket itself, polled only when waiting.
+
+The event loop's transports (uvloop's TCPTransport, like asyncio's) cost a new connection
+four system calls it need not make: the local and the peer address are asked for at once
+(getsockname, getpeername) though accept4 gave the peer's, and the socket is added to
+epoll before the first read and taken out again at the close, though the client's request
+is usually there when the connection is accepted. HAProxy makes none of these: a request
+answered with `Connection: close` costs it accept4, setsockopt, a read and a write on each
+side, and the close. Measured with a bare relay (bench/floor_proxy.py and the same relay on
+this transport, wrk with varied heads and `Connection: close`): 9-10 µs less kernel time per
+connection, a sixth of what the connection costs.
+
+`PlainAcceptor` accepts from a listening socket and gives each connection a
+`PlainTransport`, which speaks the part of asyncio's Transport interface the sessions use
+(the protocol may be a BufferedProtocol: the PROXY header reader is one):
+- it reads at once, before asking the loop for anything; it registers for reading only
+  when a read found nothing and the protocol wants more;
+- `pause_reading` only notes the wish: the registration stays (level-triggered: a pause
+  and a resume between two requests of a keep-alive connection cost no system call), and
+  goes if the socket turns readable while paused. A protocol that wants no more bytes
+  (the last request of a connection is read) pauses, and a connection that never waited
+  is never registered;
+- it writes at once too, and asks to be told writable only for what the kernel did not
+  take (the flow control of the loop's transports: pause_writing above the high-water
+  mark, resume_writing at the low one).
+
+Sockets stay in blocking mode and every call passes MSG_DONTWAIT: no fcntl per connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Callable
+from typing import Any, Final
+
+from balancer.net.acceptor import Acceptor
+
+log = logging.getLogger(__name__)
+
+READ_SIZE: Final = 65536
+HIGH_WATER: Final = 65536  # the loop transports' default write buffer limits
+LOW_WATER: Final = 16384
+DONTWAIT: Final = socket.MSG_DONTWAIT
+_GONE: Final = asyncio.BaseProtocol()  # the protocol of a transport that told connection_lost
+
+
+class PlainAcceptor(Acceptor):
+    """Serves each connection accepted from `sock` with a PlainTransport and a protocol
+    from `make_protocol`."""
+
+    def __init__(self, sock: socket.socket, make_protocol: Callable[[], asyncio.BaseProtocol]) -> None:
+        super().__init__(sock)
+        self.make_protocol = make_protocol
+        # Every connection's local address when the listener's is not a wildcard one.
+        name = sock.getsockname()
+        self.sockname: Any = None if isinstance(name, tuple) and name[0] in ("0.0.0.0", "::") else name
+
+    def accepted(self, fd: int, peer: Any) -> None:
+        # Family, type and protocol given: the socket object is made without a system call.
+        sock = socket.socket(self.family, self.type, self.proto, fd)
+        if self.inet:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                sock.close()
+                return
+        PlainTransport(self.loop, sock, peer, self.sockname, self.make_protocol())
+
+
+class PlainTransport:
+    """One accepted connection: a transport (write, write_eof, close, abort, flow control
+    both ways, extra info) for `protocol`, over `sock`, which it owns and closes. The
+    protocol is told connection_made at once, then the socket is read."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        sock: socket.socket,
+        peer: Any,
+        sockname: Any,
+        protocol: asyncio.BaseProtocol,
+    ) -> None:
+        self.loop = loop
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.peer = peer
+        self.sockname = sockname  # None: asked of the socket when first wanted
+        self.protocol = protocol
+        self.buffered_protocol = isinstance(protocol, asyncio.BufferedProtocol)
+        self.open = True  # False once closed or aborted (what is buffered may still go)
+        self.closing = False  # close() called
+        self.ended = False  # the socket is closed
+        self.eof = False  # the client's end of stream was read
+        self.reading_paused = False
+        self.reading = False  # the reader callback is registered
+        self.writing = False  # the writer callback is registered
+        self.writing_paused = False  # the protocol was told pause_writing
+        self.shut = False  # write_eof: shut down once what is queued is sent
+        self.high_water = HIGH_WATER
+        self.low_water = LOW_WATER
+        self.queued: list[bytes] = []
+        self.buffered = 0
+        self.extra: dict[str, Any] = {}
+        try:
+            protocol.connection_made(self)  # type: ignore[arg-type]  # duck-typed Transport
+        except Exception as exc:  # one connection's bug ends that connection only
+            self._fatal(exc)
+            return
+        self._read()  # the request is usually here already: no poll before the first read
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def _read(self) -> None:
+        if not self.open or self.eof:
+            return
+        if self.reading_paused:
+            if self.reading:  # readable while paused: stop being told until resumed
+                self.reading = False
+                self.loop.remove_reader(self.fd)
+            return
+        protocol = self.protocol
+        try:
+            if self.buffered_protocol:
+                buffer = protocol.get_buffer(-1)  # type: ignore[attr-defined]
+                size = self.sock.recv_into(buffer, 0, DONTWAIT)
+                data = b""
+            else:
+                data = self.sock.recv(READ_SIZE, DONTWAIT)
+                size = len(data)
+        except (BlockingIOError, InterruptedError):
+            if not self.reading:
+                self.reading = True
+                self.loop.add_reader(self.fd, self._read)
+            return
+        except OSError as exc:
+            self._fatal(exc)
+            return
+        except Exception as exc:  # get_buffer's
+            self._fatal(exc)
+            return
+        if size == 0:
+            self._eof()
+            return
+        try:
+            if self.buffered_protocol:
+                protocol.buffer_updated(size)  # type: ignore[attr-defined]
+            else:
+                protocol.data_received(data)  # type: ignore[attr-defined]
+        except Exception as exc:  # one connection's bug ends that connection only
+            self._fatal(exc)
+            return
+        if self.open and not self.reading_paused and not self.reading and not self.eof:
+            # More is wanted: told by the loop when it comes (level-triggered, kept).
+            self.reading = True
+            self.loop.add_reader(self.fd, self._read)
+
+    def _eof(self) -> None:
+        self.eof = True
+        self._stop_reading()
+        try:
+            keep_open = self.protocol.eof_received()  # type: ignore[attr-defined]
+        except Exception as exc:  # as the loop's transports: the error ends the connection
+            self._fatal(exc)
+            return
+        if not keep_open:
+            self.close()
+
+    def _stop_reading(self) -> None:
+        if self.reading:
+            self.reading = False
+            self.loop.remove_reader(self.fd)
+
+    def pause_reading(self) -> None:
+        self.reading_paused = True  # the registration stays: see the module's docstring
+
+    def resume_reading(self) -> None:
+        if self.reading_paused:
+            self.reading_paused = False
+            if self.open and not self.reading and not self.eof:
+                self.reading = True
+                self.loop.add_reader(self.fd, self._read)
+
+    def is_reading(self) -> bool:
+        return self.open and not self.reading_paused and not self.eof
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if not self.open or self.shut or not data:
+            return  # after close(), abort() or write_eof(), as the loop's transports: dropped
+        if self.queued:
+            self.queued.append(bytes(data))
+            self.buffered += len(data)
+            self._maybe_pause_protocol()
+            return
+        try:
+            sent = self.sock.send(data, DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError as exc:
+            self._fatal(exc)
+            return
+        if sent < len(data):
+            rest = bytes(data[sent:])
+            self.queued.append(rest)
+            self.buffered += len(rest)
+            self._want_writable()
+            self._maybe_pause_protocol()
+
+    def writelines(self, chunks: list[bytes]) -> None:
+        self.write(b"".join(chunks))
+
+    def _want_writable(self) -> None:
+        if not self.writing:
+            self.writing = True
+            self.loop.add_writer(self.fd, self._flush)
+
+    def _flush(self) -> None:
+        queued = self.queued
+        while queued:
+            data = queued[0] if len(queued) == 1 else b"".join(queued)
+            try:
+                sent = self.sock.send(data, DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self._fatal(exc)
+                return
+            self.buffered -= sent
+            if sent < len(data):
+                self.queued = queued = [data[sent:]]
+                return
+            self.queued = queued = []
+        self.buffered = 0
+        if self.writing:
+            self.writing = False
+            self.loop.remove_writer(self.fd)
+        if self.writing_paused and self.open:
+            self.writing_paused = False
+            try:
+                self.protocol.resume_writing()
+            except Exception as exc:
+                self._fatal(exc)
+                return
+        if self.shut:
+            self._shutdown()
+        if self.closing:
+            self._end(None)
+
+    def _maybe_pause_protocol(self) -> None:
+        if not self.writing_paused and self.buffered > self.high_water:
+            self.writing_paused = True
+            try:
+                self.protocol.pause_writing()
+            except Exception as exc:
+                self._fatal(exc)
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return (self.low_water, self.high_water)
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        if high is None:
+            high = HIGH_WATER if low is None else 4 * low
+        if low is None:
+            low = high // 4
+        self.high_water, self.low_water = high, low
+        self._maybe_pause_protocol()
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        """Half-close: the client reads the end of the stream once what is queued is sent."""
+        if not self.open or self.shut:
+            return
+        self.shut = True
+        if not self.queued:
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError as exc:
+            self._fatal(exc)
+
+    # -- ending ----------------------------------------------------------------------------
+
+    def is_closing(self) -> bool:
+        return not self.open
+
+    def close(self) -> None:
+        """Send what is queued, then close; connection_lost(None) soon."""
+        if not self.open:
+            return
+        self.open = False
+        self.closing = True
+        self._stop_reading()
+        if not self.queued:
+            self._end(None)
+
+    def abort(self) -> None:
+        """Close at once, dropping what is queued; connection_lost(None) soon."""
+        self._end(None)
+
+    def _fatal(self, exc: BaseException) -> None:
+        self._end(exc if isinstance(exc, OSError) else None)
+        if not isinstance(exc, OSError):
+            log.error("connection: %r", exc, exc_info=exc)
+
+    def _end(self, exc: Exception | None) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        self.open = False
+        self.queued = []
+        self.buffered = 0
+        # The loop forgets the descriptor before it is closed (and maybe reused).
+        self._stop_reading()
+        if self.writing:
+            self.writing = False
+            self.loop.remove_writer(self.fd)
+        self.sock.close()
+        self.loop.call_soon(self._lost, exc)
+
+    def _lost(self, exc: Exception | None) -> None:
+        protocol = self.protocol
+        # The protocol holds the transport: without this, both would wait for the cyclic
+        # collector (as the loop's transports, which drop their protocol here too).
+        self.protocol = _GONE
+        protocol.connection_lost(exc)
+
+    # -- protocol and information ----------------------------------------------------------
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self.protocol = protocol
+        self.buffered_protocol = isinstance(protocol, asyncio.BufferedProtocol)
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self.protocol
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "peername":
+            return self.peer
+        if name == "sockname":
+            if self.sockname is None and not self.ended:
+                try:
+                    self.sockname = self.sock.getsockname()
+                except OSError:
+                    return default
+            return self.sockname if self.sockname is not None else default
+        if name == "socket":
+            return self.sock
+        return self.extra.get(name, default)
