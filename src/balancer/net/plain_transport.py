@@ -36,6 +36,7 @@ on the loop's transports.
 
 from __future__ import annotations
 
+import _socket
 import asyncio
 import logging
 import socket
@@ -65,8 +66,9 @@ class PlainAcceptor(Acceptor):
         self.sockname: Any = None if isinstance(name, tuple) and name[0] in ("0.0.0.0", "::") else name
 
     def accepted(self, fd: int, peer: Any) -> None:
-        # Family, type and protocol given: the socket object is made without a system call.
-        sock = socket.socket(self.family, self.type, self.proto, fd)
+        # The C socket type, not socket.socket (its __init__ is interpreted Python); family,
+        # type and protocol given, it is made with one getsockname (CPython's check of fd).
+        sock = _socket.socket(self.family, self.type, self.proto, fd)
         if self.inet:
             try:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -84,7 +86,7 @@ class PlainTransport:
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
-        sock: socket.socket,
+        sock: _socket.socket,
         peer: Any,
         sockname: Any,
         protocol: asyncio.BaseProtocol,
