@@ -55,6 +55,7 @@ COMPILED = (
     "balancer/net/tcp_session.py",
     "balancer/net/tls_transport.py",
     "balancer/net/upstream.py",
+    "balancer/net/write_limits.py",
     "balancer/proto/h2_connection.py",
     "balancer/proto/h2_message.py",
     "balancer/proto/hpack_codec.py",

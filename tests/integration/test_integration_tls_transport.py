@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import uvloop
 from tests.support.descriptors import open_sockets_and_epolls
+from tests.support.echo_protocol import Echo
 
 from balancer.net.tls_transport import TlsAcceptor
 
@@ -37,41 +38,6 @@ def contexts(tmp_path_factory: pytest.TempPathFactory) -> tuple[ssl.SSLContext, 
     client = ssl.create_default_context(cafile=str(Path(cert)))
     client.check_hostname = False
     return server, client
-
-
-class Echo(asyncio.Protocol):
-    """Echoes what it reads; stops reading while its own writes are paused (as a session
-    stops reading a client whose responses back up)."""
-
-    made: list[Echo] = []
-
-    def __init__(self, fail_on: bytes = b"") -> None:
-        self.fail_on = fail_on
-        self.transport: Any = None
-        self.lost: list[Exception | None] = []
-        self.paused_writes = 0
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport
-        Echo.made.append(self)
-
-    def data_received(self, data: bytes) -> None:
-        if self.fail_on and self.fail_on in data:
-            raise RuntimeError("a bug in one session")
-        self.transport.write(data)
-
-    def pause_writing(self) -> None:
-        self.paused_writes += 1
-        self.transport.pause_reading()
-
-    def resume_writing(self) -> None:
-        self.transport.resume_reading()
-
-    def eof_received(self) -> bool:
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.lost.append(exc)
 
 
 def serve(

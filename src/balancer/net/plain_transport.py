@@ -44,12 +44,11 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from balancer.net.acceptor import Acceptor
+from balancer.net.write_limits import WriteLimits
 
 log = logging.getLogger(__name__)
 
 READ_SIZE: Final = 65536
-HIGH_WATER: Final = 65536  # the loop transports' default write buffer limits
-LOW_WATER: Final = 16384
 DONTWAIT: Final = socket.MSG_DONTWAIT
 _GONE: Final = asyncio.BaseProtocol()  # the protocol of a transport that told connection_lost
 
@@ -78,7 +77,7 @@ class PlainAcceptor(Acceptor):
         PlainTransport(self.loop, sock, peer, self.sockname, self.make_protocol())
 
 
-class PlainTransport:
+class PlainTransport(WriteLimits):
     """One accepted connection: a transport (write, write_eof, close, abort, flow control
     both ways, extra info) for `protocol`, over `sock`, which it owns and closes. The
     protocol is told connection_made at once, then the socket is read."""
@@ -91,12 +90,12 @@ class PlainTransport:
         sockname: Any,
         protocol: asyncio.BaseProtocol,
     ) -> None:
+        super().__init__(protocol)
         self.loop = loop
         self.sock = sock
         self.fd = sock.fileno()
         self.peer = peer
         self.sockname = sockname  # None: asked of the socket when first wanted
-        self.protocol = protocol
         self.buffered_protocol = isinstance(protocol, asyncio.BufferedProtocol)
         self.open = True  # False once closed or aborted (what is buffered may still go)
         self.closing = False  # close() called
@@ -105,12 +104,8 @@ class PlainTransport:
         self.reading_paused = False
         self.reading = False  # the reader callback is registered
         self.writing = False  # the writer callback is registered
-        self.writing_paused = False  # the protocol was told pause_writing
         self.shut = False  # write_eof: shut down once what is queued is sent
-        self.high_water = HIGH_WATER
-        self.low_water = LOW_WATER
         self.queued: list[bytes] = []
-        self.buffered = 0
         self.extra: dict[str, Any] = {}
         try:
             protocol.connection_made(self)  # type: ignore[arg-type]  # duck-typed Transport
@@ -258,28 +253,6 @@ class PlainTransport:
         if self.closing:
             self._end(None)
 
-    def _maybe_pause_protocol(self) -> None:
-        if not self.writing_paused and self.buffered > self.high_water:
-            self.writing_paused = True
-            try:
-                self.protocol.pause_writing()
-            except Exception as exc:
-                self._fatal(exc)
-
-    def get_write_buffer_size(self) -> int:
-        return self.buffered
-
-    def get_write_buffer_limits(self) -> tuple[int, int]:
-        return (self.low_water, self.high_water)
-
-    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        if high is None:
-            high = HIGH_WATER if low is None else 4 * low
-        if low is None:
-            low = high // 4
-        self.high_water, self.low_water = high, low
-        self._maybe_pause_protocol()
-
     def can_write_eof(self) -> bool:
         return True
 
@@ -348,9 +321,6 @@ class PlainTransport:
     def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
         self.protocol = protocol
         self.buffered_protocol = isinstance(protocol, asyncio.BufferedProtocol)
-
-    def get_protocol(self) -> asyncio.BaseProtocol:
-        return self.protocol
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         if name == "peername":

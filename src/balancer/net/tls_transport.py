@@ -30,6 +30,7 @@ from typing import Any, Protocol
 from balancer.net.acceptor import Acceptor
 from balancer.net.proxy_accept import ProxyHeaderBeforeTls
 from balancer.net.tls_socket import TlsSocket
+from balancer.net.write_limits import WriteLimits
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +40,6 @@ READS_PER_EVENT = 16  # then other connections get their turn (what remains is r
 # the socket; the next record, if any, wakes the reader again (level-triggered), so no read
 # is made only to be told "want read" (an exception, with its message formatted, per read).
 FULL_RECORD = 16384
-HIGH_WATER = 65536  # the loop transports' default write buffer limits
-LOW_WATER = 16384
 
 # Connection states.
 HANDSHAKE = 0
@@ -111,7 +110,7 @@ class _TlsChannel(Protocol):
     def shutdown(self) -> object: ...
 
 
-class TlsTransport:
+class TlsTransport(WriteLimits):
     """One TLS connection: a transport (write, close, abort, flow control both ways, extra
     info) for the protocol it serves, over a TlsSocket it owns and closes.
 
@@ -124,23 +123,19 @@ class TlsTransport:
     def __init__(
         self, loop: asyncio.AbstractEventLoop, sock: TlsSocket, protocol: asyncio.BaseProtocol, timeout: float
     ) -> None:
+        super().__init__(protocol)
         self.loop = loop
         self.sock = sock
         self.channel: _TlsChannel = sock.tls
         self.fd = sock.fileno()
-        self.protocol = protocol
         self.state = HANDSHAKE
         self.reading_paused = False
         self.reading = False  # the reader callback is registered
         self.writing = False  # the writer callback is registered
-        self.writing_paused = False  # the protocol was told pause_writing
-        self.high_water = HIGH_WATER
-        self.low_water = LOW_WATER
         # An SSL_write that wanted the socket writable must be retried with the same bytes;
         # what is written after it waits in `queued`.
         self.unsent: bytes | None = None
         self.queued: list[bytes] = []
-        self.buffered = 0
         self.read_wants_write = False  # an SSL_read needed to write first (a TLS 1.3 key update)
         self.timer: asyncio.TimerHandle | None = loop.call_later(timeout, self._handshake_timed_out)
         self.extra: dict[str, Any] = {}
@@ -327,25 +322,6 @@ class TlsTransport:
         if self.state == CLOSING:
             self._close_now()
 
-    def _maybe_pause_protocol(self) -> None:
-        if not self.writing_paused and self.buffered > self.high_water:
-            self.writing_paused = True
-            self.protocol.pause_writing()
-
-    def get_write_buffer_size(self) -> int:
-        return self.buffered
-
-    def get_write_buffer_limits(self) -> tuple[int, int]:
-        return (self.low_water, self.high_water)
-
-    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        if high is None:
-            high = HIGH_WATER if low is None else 4 * low
-        if low is None:
-            low = high // 4
-        self.high_water, self.low_water = high, low
-        self._maybe_pause_protocol()
-
     def can_write_eof(self) -> bool:
         return False  # TLS has no half-close (close_notify ends both ways)
 
@@ -403,9 +379,6 @@ class TlsTransport:
 
     def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
         self.protocol = protocol
-
-    def get_protocol(self) -> asyncio.BaseProtocol:
-        return self.protocol
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         found = self.extra.get(name)

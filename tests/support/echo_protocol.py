@@ -1,0 +1,43 @@
+"""An echoing protocol for the transport tests (net.plain_transport, net.tls_transport)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+
+class Echo(asyncio.Protocol):
+    """Echoes what it reads; stops reading while its own writes are paused (as a session
+    stops reading a client whose responses back up)."""
+
+    made: list[Echo] = []
+
+    def __init__(self, fail_on: bytes = b"") -> None:
+        self.fail_on = fail_on
+        self.transport: Any = None
+        self.lost: list[Exception | None] = []
+        self.paused_writes = 0
+        self.eof = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        Echo.made.append(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self.fail_on and self.fail_on in data:
+            raise RuntimeError("a bug in one session")
+        self.transport.write(data)
+
+    def pause_writing(self) -> None:
+        self.paused_writes += 1
+        self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.transport.resume_reading()
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost.append(exc)
