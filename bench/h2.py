@@ -188,16 +188,9 @@ class Results:
     failures: dict[str, str] = field(default_factory=dict)
 
     def summary(self) -> list[H2Run]:
-        """One run per proxy, transport and streams: the median by req/s per core (a whole run,
-        so the figures of one row stay consistent) when there are several rounds."""
+        """One run per proxy, transport and streams: the median round when there are several."""
         keys = dict.fromkeys((r.proxy, r.transport, r.streams) for r in self.runs)
-        medians = []
-        for key in keys:
-            ordered = sorted(
-                (r for r in self.runs if (r.proxy, r.transport, r.streams) == key), key=lambda r: r.rps_per_core or 0.0
-            )
-            medians.append(ordered[len(ordered) // 2])
-        return medians
+        return [harness.median_run([r for r in self.runs if (r.proxy, r.transport, r.streams) == key]) for key in keys]
 
 
 def bench_proxy(

@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import peers  # bench/peers.py: the Python peers' venv
@@ -613,8 +613,17 @@ class Results:
         return [median_run([m for m in self.runs if (m.proxy, m.scenario) == key]) for key in keys]
 
 
-def median_run(runs: list[Measurement]) -> Measurement:
-    # A whole run rather than per-column medians, so the figures in one row stay consistent.
+class PerCore(Protocol):
+    @property
+    def rps_per_core(self) -> float | None: ...
+
+
+Run = TypeVar("Run", bound=PerCore)
+
+
+def median_run(runs: Sequence[Run]) -> Run:
+    """The median of `runs` by req/s per core (this script's rounds, h2.py's): a whole run
+    rather than per-column medians, so the figures in one row stay consistent."""
     ordered = sorted(runs, key=lambda m: m.rps_per_core or 0.0)
     return ordered[len(ordered) // 2]
 

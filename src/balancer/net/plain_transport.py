@@ -97,8 +97,7 @@ class PlainTransport(WriteLimits):
         self.peer = peer
         self.sockname = sockname  # None: asked of the socket when first wanted
         self.buffered_protocol = isinstance(protocol, asyncio.BufferedProtocol)
-        self.open = True  # False once closed or aborted (what is buffered may still go)
-        self.closing = False  # close() called
+        self.open = True  # False once closed or aborted (what is queued may still go)
         self.ended = False  # the socket is closed
         self.eof = False  # the client's end of stream was read
         self.reading_paused = False
@@ -106,7 +105,6 @@ class PlainTransport(WriteLimits):
         self.writing = False  # the writer callback is registered
         self.shut = False  # write_eof: shut down once what is queued is sent
         self.queued: list[bytes] = []
-        self.extra: dict[str, Any] = {}
         try:
             protocol.connection_made(self)  # type: ignore[arg-type]  # duck-typed Transport
         except Exception as exc:  # one connection's bug ends that connection only
@@ -134,14 +132,9 @@ class PlainTransport(WriteLimits):
                 data = self.sock.recv(READ_SIZE, DONTWAIT)
                 size = len(data)
         except (BlockingIOError, InterruptedError):
-            if not self.reading:
-                self.reading = True
-                self.loop.add_reader(self.fd, self._read)
+            self._want_reading()
             return
-        except OSError as exc:
-            self._fatal(exc)
-            return
-        except Exception as exc:  # get_buffer's
+        except Exception as exc:  # the socket's OSError, or get_buffer's bug
             self._fatal(exc)
             return
         if size == 0:
@@ -155,9 +148,12 @@ class PlainTransport(WriteLimits):
         except Exception as exc:  # one connection's bug ends that connection only
             self._fatal(exc)
             return
-        if self.open and not self.reading_paused and not self.reading and not self.eof:
-            # More is wanted: told by the loop when it comes (level-triggered, kept).
-            self.reading = True
+        if self.open and not self.reading_paused and not self.eof:
+            self._want_reading()  # more is wanted: told by the loop when it comes
+
+    def _want_reading(self) -> None:
+        if not self.reading:
+            self.reading = True  # kept while the connection waits (level-triggered)
             self.loop.add_reader(self.fd, self._read)
 
     def _eof(self) -> None:
@@ -182,9 +178,8 @@ class PlainTransport(WriteLimits):
     def resume_reading(self) -> None:
         if self.reading_paused:
             self.reading_paused = False
-            if self.open and not self.reading and not self.eof:
-                self.reading = True
-                self.loop.add_reader(self.fd, self._read)
+            if self.open and not self.eof:
+                self._want_reading()
 
     def is_reading(self) -> bool:
         return self.open and not self.reading_paused and not self.eof
@@ -250,7 +245,7 @@ class PlainTransport(WriteLimits):
                 return
         if self.shut:
             self._shutdown()
-        if self.closing:
+        if not self.open:  # closed with writes queued: they are out now
             self._end(None)
 
     def can_write_eof(self) -> bool:
@@ -280,7 +275,6 @@ class PlainTransport(WriteLimits):
         if not self.open:
             return
         self.open = False
-        self.closing = True
         self._stop_reading()
         if not self.queued:
             self._end(None)
@@ -334,4 +328,4 @@ class PlainTransport(WriteLimits):
             return self.sockname if self.sockname is not None else default
         if name == "socket":
             return self.sock
-        return self.extra.get(name, default)
+        return default

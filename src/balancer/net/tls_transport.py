@@ -14,7 +14,8 @@ writes it before the failure is reported.
 `TlsAcceptor` accepts from a listening socket (net.acceptor) and gives each connection a
 `TlsTransport`, which speaks the part of asyncio's Transport interface the sessions use.
 The protocol is made at accept and told `connection_made` once the handshake is done
-(within `handshake_timeout`, else the connection is cut); a failed handshake never reaches it, as with the loop's TLS.
+(within `handshake_timeout`, else the connection is cut); a failed handshake never reaches
+it, as with the loop's TLS.
 """
 
 from __future__ import annotations
