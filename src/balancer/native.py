@@ -47,6 +47,7 @@ COMPILED = (
     "balancer/net/h2_session.py",
     "balancer/net/h2_stream.py",
     "balancer/net/http_session.py",
+    "balancer/net/linger.py",
     "balancer/net/outbox.py",
     "balancer/net/peer.py",
     "balancer/net/plain_transport.py",

@@ -15,8 +15,9 @@ from typing import Any
 
 import uvloop
 from tests.support.descriptors import open_sockets_and_epolls
-from tests.support.echo_protocol import Echo
+from tests.support.echo_protocol import AnswerThenClose, Echo, more_after_the_last_request
 
+from balancer.net.linger import LINGER_SECONDS
 from balancer.net.plain_transport import PlainAcceptor
 
 
@@ -108,6 +109,45 @@ def test_a_whole_request_is_answered_and_closed_without_a_poll() -> None:
             assert answer.transport.get_extra_info("sockname") == ("127.0.0.1", port)
 
     serve(scenario, make=Answer)
+
+
+async def small_buffered_connection(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)  # the answer cannot all go at once
+    sock.connect(("127.0.0.1", port))
+    sock.setblocking(False)
+    return await asyncio.open_connection(sock=sock)
+
+
+def test_bytes_never_read_do_not_turn_the_close_into_a_reset() -> None:
+    """A client that sends more after its last request gets the whole answer and an end of
+    stream, not a reset that destroys the answer's unread part (net.linger)."""
+
+    async def scenario(port: int) -> None:
+        for _ in range(5):
+            reader, writer = await small_buffered_connection(port)
+            assert await more_after_the_last_request(reader, writer) == AnswerThenClose.ANSWER
+            writer.close()
+            assert await lost(Echo.made[-1]) == [None]
+
+    serve(scenario, make=AnswerThenClose)
+
+
+def test_a_client_that_keeps_its_end_open_is_closed_after_the_lingering_time() -> None:
+    async def scenario(port: int) -> None:
+        before = len(open_sockets_and_epolls())
+        reader, writer = await small_buffered_connection(port)
+        assert await more_after_the_last_request(reader, writer) == AnswerThenClose.ANSWER
+        assert await lost(Echo.made[-1]) == [None]  # the session is over, the socket drains
+        ended = time.monotonic()
+        assert len(open_sockets_and_epolls()) == before + 2  # the client's and the lingering one
+        while len(open_sockets_and_epolls()) > before + 1:
+            assert time.monotonic() - ended < LINGER_SECONDS + 3, "the lingering socket was never closed"
+            await asyncio.sleep(0.05)
+        assert time.monotonic() - ended > LINGER_SECONDS - 1
+        writer.close()
+
+    serve(scenario, make=AnswerThenClose)
 
 
 def test_bytes_that_come_while_reading_is_paused_wait_for_the_resume() -> None:

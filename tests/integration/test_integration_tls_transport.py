@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import uvloop
 from tests.support.descriptors import open_sockets_and_epolls
-from tests.support.echo_protocol import Echo
+from tests.support.echo_protocol import AnswerThenClose, Echo, more_after_the_last_request
 
 from balancer.net.tls_transport import TlsAcceptor
 
@@ -113,6 +113,23 @@ def test_records_decrypted_ahead_of_a_paused_reader_are_delivered_on_resume(cont
         writer.close()
 
     serve(contexts, scenario, make=Stopping)
+
+
+def test_records_never_read_do_not_turn_the_close_into_a_reset(contexts: Any) -> None:
+    """A client that sends more after its last request gets the whole answer and the
+    close_notify, not a reset that destroys the answer's unread part (what came before the
+    close_notify is read by OpenSSL's wait for the client's, what comes after by net.linger)."""
+
+    async def scenario(port: int, client: ssl.SSLContext) -> None:
+        for _ in range(5):
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+            sock.connect(("127.0.0.1", port))
+            reader, writer = await asyncio.open_connection(sock=sock, ssl=client, server_hostname="a.example")
+            assert await more_after_the_last_request(reader, writer) == AnswerThenClose.ANSWER
+            writer.close()
+
+    serve(contexts, scenario, make=AnswerThenClose)
 
 
 def test_a_silent_client_is_cut_at_the_handshake_timeout(contexts: Any) -> None:

@@ -41,3 +41,25 @@ class Echo(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost.append(exc)
+
+
+class AnswerThenClose(Echo):
+    """Answers its first read with ANSWER and closes, reading nothing more (a session after
+    the last request of a connection)."""
+
+    ANSWER = bytes(range(256)) * 4096 * 4  # 4 MiB: more than a small receive buffer takes
+
+    def data_received(self, data: bytes) -> None:
+        self.transport.pause_reading()
+        self.transport.write(self.ANSWER)
+        self.transport.close()
+
+
+async def more_after_the_last_request(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bytes:
+    """What a client of AnswerThenClose reads to its end of stream when it sends more bytes
+    while the answer comes: those bytes are never read by the server, which closes on them."""
+    writer.write(b"the request")
+    first = await asyncio.wait_for(reader.readexactly(65536), 10)
+    writer.write(b"and more after the last request")
+    await writer.drain()
+    return first + await asyncio.wait_for(reader.read(), 10)  # a reset raises here

@@ -44,6 +44,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from balancer.net.acceptor import Acceptor
+from balancer.net.linger import close_lingering
 from balancer.net.write_limits import WriteLimits
 
 log = logging.getLogger(__name__)
@@ -246,7 +247,7 @@ class PlainTransport(WriteLimits):
         if self.shut:
             self._shutdown()
         if not self.open:  # closed with writes queued: they are out now
-            self._end(None)
+            self._end(None, linger=True)
 
     def can_write_eof(self) -> bool:
         return True
@@ -277,7 +278,7 @@ class PlainTransport(WriteLimits):
         self.open = False
         self._stop_reading()
         if not self.queued:
-            self._end(None)
+            self._end(None, linger=True)
 
     def abort(self) -> None:
         """Close at once, dropping what is queued; connection_lost(None) soon."""
@@ -288,7 +289,9 @@ class PlainTransport(WriteLimits):
         if not isinstance(exc, OSError):
             log.error("connection: %r", exc, exc_info=exc)
 
-    def _end(self, exc: Exception | None) -> None:
+    def _end(self, exc: Exception | None, linger: bool = False) -> None:
+        """Close the socket (drained first when `linger` and the client's end of stream
+        was not read: see net.linger) and tell the protocol soon."""
         if self.ended:
             return
         self.ended = True
@@ -300,7 +303,10 @@ class PlainTransport(WriteLimits):
         if self.writing:
             self.writing = False
             self.loop.remove_writer(self.fd)
-        self.sock.close()
+        if linger and not self.eof:
+            close_lingering(self.loop, self.sock)
+        else:
+            self.sock.close()
         self.loop.call_soon(self._lost, exc)
 
     def _lost(self, exc: Exception | None) -> None:

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from balancer.net.acceptor import Acceptor
+from balancer.net.linger import close_lingering
 from balancer.net.proxy_accept import ProxyHeaderBeforeTls
 from balancer.net.tls_socket import TlsSocket
 from balancer.net.write_limits import WriteLimits
@@ -351,7 +352,7 @@ class TlsTransport(WriteLimits):
         self._want(read=False, write=False)
         with contextlib.suppress(*_CLOSE_ERRORS):
             self.channel.shutdown()  # close_notify; the client's is not awaited
-        self.sock.close()
+        close_lingering(self.loop, self.sock)
         self.loop.call_soon(self.protocol.connection_lost, None)
 
     def abort(self) -> None:
