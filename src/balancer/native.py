@@ -77,6 +77,7 @@ COMPILED = (
 # (proto/_heads' is httptools: a build without it parses every request head there).
 C_EXTENSIONS = (
     ("balancer.lb._tables", "balancer/lb/_tables.c"),
+    ("balancer.net._nowait", "balancer/net/_nowait.c"),
     ("balancer.proto._h2_fields", "balancer/proto/_h2_fields.c"),
     ("balancer.proto._heads", "balancer/proto/_heads.c"),
     ("balancer.proto._huffman", "balancer/proto/_huffman.c"),

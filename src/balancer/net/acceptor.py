@@ -4,6 +4,10 @@ What `loop.create_server` does for the loop's transports, for net.plain_transpor
 net.tls_transport: the listening socket is polled, up to ACCEPTS_PER_EVENT connections are
 taken per wake-up, and running out of descriptors pauses accepting a while (the queue waits
 in the kernel) instead of spinning. Each accepted descriptor goes to `accepted`.
+
+Every wake-up's loop ends on an empty queue: net/_nowait.c says so with None where
+socket._accept raises BlockingIOError (an exception made and caught per wake-up); a build
+without C (BALANCER_PURE=1) takes socket._accept.
 """
 
 from __future__ import annotations
@@ -12,7 +16,14 @@ import asyncio
 import errno
 import logging
 import socket
+from collections.abc import Callable
 from typing import Any, Final
+
+try:
+    from balancer.net import _nowait
+except ImportError:  # a build without C
+    _nowait = None  # type: ignore[assignment]
+_accept_c: Final[Callable[[int], tuple[int, Any] | None] | None] = _nowait.accept if _nowait is not None else None
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +51,19 @@ class Acceptor:
         """Serve the connection on descriptor `fd` (blocking mode, close-on-exec) from `peer`."""
         raise NotImplementedError
 
+    def _accept_one(self) -> tuple[int, Any] | None:
+        """(descriptor, peer address), or None when no connection waits; OSError else."""
+        if _accept_c is not None:
+            return _accept_c(self.fd)
+        try:
+            return self.sock._accept()  # type: ignore[attr-defined,no-any-return]  # `accept` adds interpreted Python
+        except (BlockingIOError, InterruptedError):
+            return None
+
     def _accept(self) -> None:
         for _ in range(ACCEPTS_PER_EVENT):
             try:
-                fd, peer = self.sock._accept()  # type: ignore[attr-defined]  # C; `accept` adds interpreted Python
-            except (BlockingIOError, InterruptedError):
-                return
+                connection = self._accept_one()
             except OSError as exc:
                 if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
                     # Out of descriptors or memory: the queue waits in the kernel a while.
@@ -53,7 +71,9 @@ class Acceptor:
                     self.loop.remove_reader(self.fd)
                     self.retry = self.loop.call_later(ACCEPT_RETRY_DELAY, self._resume)
                 return  # ECONNABORTED and the like: that connection is gone, the next event comes
-            self.accepted(fd, peer)
+            if connection is None:
+                return  # the queue is empty
+            self.accepted(*connection)
 
     def _resume(self) -> None:
         self.retry = None

@@ -10,7 +10,8 @@ after a refused head, a pipeline cut by an error. NGINX calls the cure "lingerin
 until the client's end of stream, for a bounded time, and only then close.
 
 `close_lingering` costs one non-blocking read where the client's end of stream was not
-read: it comes back empty-handed for nearly every connection, which is then closed at once.
+read: it finds nothing for nearly every connection, which is then closed at once (and
+net/_nowait.c says "nothing" without the exception socket.recv raises).
 """
 
 from __future__ import annotations
@@ -18,27 +19,48 @@ from __future__ import annotations
 import _socket
 import asyncio
 import socket
+from collections.abc import Callable
 from typing import Final
 
-DONTWAIT: Final = socket.MSG_DONTWAIT
+try:
+    from balancer.net import _nowait
+except ImportError:  # a build without C
+    _nowait = None  # type: ignore[assignment]
+_drain_c: Final[Callable[[int], int] | None] = _nowait.drain if _nowait is not None else None
+
 DRAIN_SIZE: Final = 65536
-DRAINS_PER_EVENT: Final = 16  # then other connections get their turn
+DRAIN_READS: Final = 16  # per wake-up (_nowait.c's too): then other connections get their turn
 # The longest a closed connection is drained (NGINX's lingering_timeout, 5 s): a client that
 # sends for longer, or sends nothing and keeps its end open, is then closed regardless.
 LINGER_SECONDS: Final = 5.0
+
+
+def drain(sock: _socket.socket) -> int:
+    """Read and discard what waits on `sock` (never waiting); how many bytes (0: nothing
+    waited), or -1 once the client's stream is over (its end, or an error)."""
+    if _drain_c is not None:
+        return _drain_c(sock.fileno())
+    total = 0
+    for _ in range(DRAIN_READS):
+        try:
+            got = len(sock.recv(DRAIN_SIZE, socket.MSG_DONTWAIT))
+        except (BlockingIOError, InterruptedError):
+            break
+        except OSError:
+            return -1
+        if not got:
+            return -1
+        total += got
+    return total
 
 
 def close_lingering(loop: asyncio.AbstractEventLoop, sock: _socket.socket) -> None:
     """Close `sock`, a client connection whose answer was handed to the kernel but whose end
     of stream was not read: at once if nothing more came from the client, else after
     draining it (see the module's docstring). The caller has forgotten the socket's
-    descriptor in `loop` already; `sock` may be blocking (every read passes MSG_DONTWAIT)."""
-    try:
-        if not sock.recv(DRAIN_SIZE, DONTWAIT):
-            sock.close()  # the client's end of stream: nothing to drain
-            return
-    except OSError:  # BlockingIOError: nothing came (the usual case); or the client is gone
-        sock.close()
+    descriptor in `loop` already; `sock` may be blocking (no read waits)."""
+    if drain(sock) <= 0:
+        sock.close()  # nothing came (the usual case), or the client's stream is over
         return
     Lingering(loop, sock)
 
@@ -56,21 +78,13 @@ class Lingering:
         except OSError:  # the client is gone
             sock.close()
             return
-        loop.add_reader(sock.fileno(), self.drain)
+        loop.add_reader(sock.fileno(), self.readable)
         self.deadline = loop.call_later(LINGER_SECONDS, self.close)
 
-    def drain(self) -> None:
-        for _ in range(DRAINS_PER_EVENT):
-            try:
-                if not self.sock.recv(DRAIN_SIZE, DONTWAIT):
-                    break  # the client's end of stream
-            except (BlockingIOError, InterruptedError):
-                return  # told again when more comes
-            except OSError:
-                break
-        else:
-            return  # a fast sender: the rest is read on the next pass
-        self.close()
+    def readable(self) -> None:
+        if drain(self.sock) < 0:
+            self.close()
+        # else told again when more comes (what was left unread still counts: level-triggered)
 
     def close(self) -> None:
         if self.sock.fileno() == -1:
