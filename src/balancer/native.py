@@ -53,6 +53,7 @@ COMPILED = (
     "balancer/net/plain_transport.py",
     "balancer/net/request.py",
     "balancer/net/response_sink.py",
+    "balancer/net/socket_calls.py",
     "balancer/net/tcp_session.py",
     "balancer/net/tls_transport.py",
     "balancer/net/upstream.py",

@@ -1,29 +1,42 @@
-/* Socket calls whose "nothing now" is an answer, not an exception.
+/* The socket calls of our own transports, on a descriptor, never waiting: "nothing now"
+ * is an answer, not an exception, and the GIL is kept.
  *
  * CPython's socket methods raise BlockingIOError when a non-blocking call finds nothing to
  * do: an OSError made with its errno and its message (decoded from the C library's
- * strerror), then caught, about 9,500 instructions each time, where the system call itself
- * is a few hundred. Two calls of a connection's life end that way for nearly every
- * connection: the accept loop's last accept (the queue is empty), and the read that looks
- * for bytes a closing client sent unasked (net.linger; there are none). Together they were
- * a fifth of the ~97,000 instructions a plain HTTP connection cost (bench/conn_cost.py
- * --callgrind). HAProxy pays the system calls alone. net/acceptor.py and net/linger.py use
- * this module when it is built, the socket methods otherwise (BALANCER_PURE=1).
+ * strerror), then caught, about 9,500 instructions where the system call is a few hundred.
+ * Nearly every connection paid that twice: at the end of the accept loop (the queue is
+ * empty) and in the lingering close's look for bytes the client sent unasked (net.linger;
+ * there are none). Each of its reads and writes also released and took back the GIL, as
+ * calls that may block must, and every accepted connection became a socket object, made
+ * with a getsockname to check the descriptor. HAProxy pays the system calls alone. These
+ * calls never block (MSG_DONTWAIT, and the sockets are non-blocking), so they keep the GIL.
+ * net/socket_calls.py uses this module when it is built, os and socket otherwise
+ * (BALANCER_PURE=1).
  *
- * accept(fd) -> (fd, address) | None
- *     accept4 on the listening descriptor `fd` (non-blocking: the call never waits, so the
- *     GIL is kept); the new descriptor is close-on-exec and in blocking mode, as
- *     socket._accept makes it. None when no connection waits (EAGAIN); an interrupted call
- *     is retried. Any other error raises OSError with its errno, as socket._accept does
- *     (EMFILE, ECONNABORTED, ...). `address` is what socket.accept gives: (host, port) for
- *     AF_INET, (host, port, flowinfo, scope_id) for AF_INET6, the path for AF_UNIX ('' for
- *     an unnamed client, bytes for an abstract one); None for another family.
+ * Errors other than "nothing now" raise OSError with their errno (its subclass: a reset
+ * raises ConnectionResetError), as the socket methods do. An interrupted call is retried.
  *
+ * accept(fd, nodelay) -> (fd, address) | None
+ *     accept4 on the listening descriptor `fd`; the new descriptor is close-on-exec and
+ *     non-blocking, with TCP_NODELAY when `nodelay` (a TCP listener; a connection whose
+ *     option cannot be set is closed, and raises, as the reset connection it is). None when
+ *     no connection waits. `address` is what socket.accept gives: (host, port) for AF_INET,
+ *     (host, port, flowinfo, scope_id) for AF_INET6, the path for AF_UNIX ('' for an
+ *     unnamed client, bytes for an abstract one); None for another family.
+ * recv(fd, size) -> bytes | None
+ *     At most `size` bytes; b"" at the peer's end of stream, None when nothing waits.
+ * recv_into(fd, buffer) -> int | None
+ *     Into the writable `buffer`: how many bytes (0 at the end of stream), None as recv.
+ * send(fd, data) -> int
+ *     How many bytes of `data` (any buffer) the kernel took: 0 when it took none.
+ * shutdown_write(fd) -> None
+ *     The end of stream to the peer (shutdown SHUT_WR).
+ * sockname(fd) -> address
+ *     The local address, in accept's form.
  * drain(fd) -> int
- *     Reads and discards what waits on the connected socket `fd` (MSG_DONTWAIT: blocking
- *     or not, the call never waits), at most DRAIN_READS reads of DRAIN_SIZE bytes. Returns
- *     how many bytes it discarded (0: nothing waited), or -1 once the stream is over: the
- *     peer's end of stream, or an error (a reset); the caller then closes the socket.
+ *     Reads and discards what waits, at most DRAIN_READS reads of DRAIN_SIZE bytes: how many
+ *     bytes (0: nothing waited), or -1 once the stream is over (the peer's end of stream,
+ *     or an error: a reset); the caller then closes the socket.
  */
 #define PY_SSIZE_T_CLEAN
 #define _GNU_SOURCE
@@ -31,11 +44,14 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stddef.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
+
+#define NOW (MSG_DONTWAIT | MSG_NOSIGNAL)
 
 static PyObject *address(const struct sockaddr_storage *storage, socklen_t length) {
     char host[INET6_ADDRSTRLEN];
@@ -68,21 +84,43 @@ static PyObject *address(const struct sockaddr_storage *storage, socklen_t lengt
     }
 }
 
-static PyObject *accept_connection(PyObject *module, PyObject *argument) {
-    long listening = PyLong_AsLong(argument);
-    if (listening == -1 && PyErr_Occurred())
+static int descriptor(PyObject *argument, int *fd) {
+    long value = PyLong_AsLong(argument);
+    if (value == -1 && PyErr_Occurred())
+        return -1;
+    *fd = (int)value;
+    return 0;
+}
+
+static int nothing_now(void) { return errno == EAGAIN || errno == EWOULDBLOCK; }
+
+static PyObject *accept_connection(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    int listening, fd;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "accept(fd, nodelay)");
+        return NULL;
+    }
+    if (descriptor(args[0], &listening) < 0)
+        return NULL;
+    int nodelay = PyObject_IsTrue(args[1]);
+    if (nodelay < 0)
         return NULL;
     struct sockaddr_storage storage;
     socklen_t length;
-    int fd;
     do {
         length = sizeof(storage);
-        fd = accept4((int)listening, (struct sockaddr *)&storage, &length, SOCK_CLOEXEC);
+        fd = accept4(listening, (struct sockaddr *)&storage, &length, SOCK_CLOEXEC | SOCK_NONBLOCK);
     } while (fd < 0 && errno == EINTR);
     if (fd < 0) {
-        if (errno == EAGAIN || errno == EWOULDBLOCK)
+        if (nothing_now())
             Py_RETURN_NONE;
         return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    int on = 1;
+    if (nodelay && setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on)) != 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        close(fd);
+        return NULL;
     }
     PyObject *peer = address(&storage, length);
     if (peer == NULL) {
@@ -95,23 +133,124 @@ static PyObject *accept_connection(PyObject *module, PyObject *argument) {
     return result;
 }
 
+static PyObject *recv_bytes(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    int fd;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "recv(fd, size)");
+        return NULL;
+    }
+    if (descriptor(args[0], &fd) < 0)
+        return NULL;
+    Py_ssize_t size = PyLong_AsSsize_t(args[1]);
+    if (size < 0) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "negative size");
+        return NULL;
+    }
+    PyObject *data = PyBytes_FromStringAndSize(NULL, size);
+    if (data == NULL)
+        return NULL;
+    ssize_t got;
+    do {
+        got = recv(fd, PyBytes_AS_STRING(data), (size_t)size, NOW);
+    } while (got < 0 && errno == EINTR);
+    if (got < 0) {
+        Py_DECREF(data);
+        if (nothing_now())
+            Py_RETURN_NONE;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    if (got != size && _PyBytes_Resize(&data, got) < 0)
+        return NULL;
+    return data;
+}
+
+static PyObject *recv_into(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    int fd;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "recv_into(fd, buffer)");
+        return NULL;
+    }
+    if (descriptor(args[0], &fd) < 0)
+        return NULL;
+    Py_buffer buffer;
+    if (PyObject_GetBuffer(args[1], &buffer, PyBUF_WRITABLE) < 0)
+        return NULL;
+    ssize_t got;
+    do {
+        got = recv(fd, buffer.buf, (size_t)buffer.len, NOW);
+    } while (got < 0 && errno == EINTR);
+    PyBuffer_Release(&buffer);
+    if (got < 0) {
+        if (nothing_now())
+            Py_RETURN_NONE;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    return PyLong_FromSsize_t(got);
+}
+
+static PyObject *send_bytes(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    int fd;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "send(fd, data)");
+        return NULL;
+    }
+    if (descriptor(args[0], &fd) < 0)
+        return NULL;
+    Py_buffer data;
+    if (PyObject_GetBuffer(args[1], &data, PyBUF_SIMPLE) < 0)
+        return NULL;
+    ssize_t sent;
+    do {
+        sent = send(fd, data.buf, (size_t)data.len, NOW);
+    } while (sent < 0 && errno == EINTR);
+    PyBuffer_Release(&data);
+    if (sent < 0) {
+        if (nothing_now())
+            return PyLong_FromLong(0);
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    return PyLong_FromSsize_t(sent);
+}
+
+static PyObject *shutdown_write(PyObject *module, PyObject *argument) {
+    int fd;
+    if (descriptor(argument, &fd) < 0)
+        return NULL;
+    if (shutdown(fd, SHUT_WR) != 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    Py_RETURN_NONE;
+}
+
+static PyObject *sockname(PyObject *module, PyObject *argument) {
+    int fd;
+    if (descriptor(argument, &fd) < 0)
+        return NULL;
+    struct sockaddr_storage storage;
+    socklen_t length = sizeof(storage);
+    memset(&storage, 0, sizeof(storage));
+    if (getsockname(fd, (struct sockaddr *)&storage, &length) != 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    return address(&storage, length);
+}
+
 enum { DRAIN_SIZE = 65536, DRAIN_READS = 16 };
 
 static PyObject *drain(PyObject *module, PyObject *argument) {
-    long fd = PyLong_AsLong(argument);
-    if (fd == -1 && PyErr_Occurred())
+    int fd;
+    if (descriptor(argument, &fd) < 0)
         return NULL;
     static char discarded[DRAIN_SIZE];  // never read: one buffer serves every call
     long total = 0;
     for (int reads = 0; reads < DRAIN_READS; reads++) {
-        ssize_t got = recv((int)fd, discarded, sizeof(discarded), MSG_DONTWAIT);
+        ssize_t got = recv(fd, discarded, sizeof(discarded), NOW);
         if (got > 0) {
             total += got;
             continue;
         }
         if (got < 0 && errno == EINTR)
             continue;
-        if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        if (got < 0 && nothing_now())
             break;
         return PyLong_FromLong(-1);  // the end of stream, or an error
     }
@@ -119,8 +258,13 @@ static PyObject *drain(PyObject *module, PyObject *argument) {
 }
 
 static PyMethodDef methods[] = {
-    {"accept", accept_connection, METH_O, "accept(fd) -> (fd, address) | None: see _nowait.c."},
-    {"drain", drain, METH_O, "drain(fd) -> int: bytes discarded, or -1 at the end: see _nowait.c."},
+    {"accept", (PyCFunction)(void (*)(void))accept_connection, METH_FASTCALL, "accept(fd, nodelay): see _nowait.c."},
+    {"recv", (PyCFunction)(void (*)(void))recv_bytes, METH_FASTCALL, "recv(fd, size): see _nowait.c."},
+    {"recv_into", (PyCFunction)(void (*)(void))recv_into, METH_FASTCALL, "recv_into(fd, buffer): see _nowait.c."},
+    {"send", (PyCFunction)(void (*)(void))send_bytes, METH_FASTCALL, "send(fd, data): see _nowait.c."},
+    {"shutdown_write", shutdown_write, METH_O, "shutdown_write(fd): see _nowait.c."},
+    {"sockname", sockname, METH_O, "sockname(fd): see _nowait.c."},
+    {"drain", drain, METH_O, "drain(fd): see _nowait.c."},
     {NULL, NULL, 0, NULL},
 };
 

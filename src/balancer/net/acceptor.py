@@ -5,9 +5,8 @@ net.tls_transport: the listening socket is polled, up to ACCEPTS_PER_EVENT conne
 taken per wake-up, and running out of descriptors pauses accepting a while (the queue waits
 in the kernel) instead of spinning. Each accepted descriptor goes to `accepted`.
 
-Every wake-up's loop ends on an empty queue: net/_nowait.c says so with None where
-socket._accept raises BlockingIOError (an exception made and caught per wake-up); a build
-without C (BALANCER_PURE=1) takes socket._accept.
+Every wake-up's loop ends on an empty queue, which net.socket_calls `accept` says with
+None (socket._accept raises BlockingIOError: an exception made and caught per wake-up).
 """
 
 from __future__ import annotations
@@ -16,14 +15,9 @@ import asyncio
 import errno
 import logging
 import socket
-from collections.abc import Callable
 from typing import Any, Final
 
-try:
-    from balancer.net import _nowait
-except ImportError:  # a build without C
-    _nowait = None  # type: ignore[assignment]
-_accept_c: Final[Callable[[int], tuple[int, Any] | None] | None] = _nowait.accept if _nowait is not None else None
+from balancer.net.socket_calls import accept
 
 log = logging.getLogger(__name__)
 
@@ -48,22 +42,14 @@ class Acceptor:
         self.loop.add_reader(self.fd, self._accept)
 
     def accepted(self, fd: int, peer: Any) -> None:
-        """Serve the connection on descriptor `fd` (blocking mode, close-on-exec) from `peer`."""
+        """Serve the connection on descriptor `fd` (non-blocking, close-on-exec, TCP_NODELAY
+        on a TCP listener) from `peer`."""
         raise NotImplementedError
-
-    def _accept_one(self) -> tuple[int, Any] | None:
-        """(descriptor, peer address), or None when no connection waits; OSError else."""
-        if _accept_c is not None:
-            return _accept_c(self.fd)
-        try:
-            return self.sock._accept()  # type: ignore[attr-defined,no-any-return]  # `accept` adds interpreted Python
-        except (BlockingIOError, InterruptedError):
-            return None
 
     def _accept(self) -> None:
         for _ in range(ACCEPTS_PER_EVENT):
             try:
-                connection = self._accept_one()
+                connection = accept(self.sock, self.inet)
             except OSError as exc:
                 if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
                     # Out of descriptors or memory: the queue waits in the kernel a while.

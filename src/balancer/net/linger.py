@@ -10,59 +10,31 @@ after a refused head, a pipeline cut by an error. NGINX calls the cure "lingerin
 until the client's end of stream, for a bounded time, and only then close.
 
 `close_lingering` costs one non-blocking read where the client's end of stream was not
-read: it finds nothing for nearly every connection, which is then closed at once (and
-net/_nowait.c says "nothing" without the exception socket.recv raises).
+read: it finds nothing for nearly every connection, which is then closed at once.
 """
 
 from __future__ import annotations
 
-import _socket
 import asyncio
-import socket
-from collections.abc import Callable
+import os
 from typing import Final
 
-try:
-    from balancer.net import _nowait
-except ImportError:  # a build without C
-    _nowait = None  # type: ignore[assignment]
-_drain_c: Final[Callable[[int], int] | None] = _nowait.drain if _nowait is not None else None
+from balancer.net.socket_calls import drain, shutdown_write
 
-DRAIN_SIZE: Final = 65536
-DRAIN_READS: Final = 16  # per wake-up (_nowait.c's too): then other connections get their turn
 # The longest a closed connection is drained (NGINX's lingering_timeout, 5 s): a client that
 # sends for longer, or sends nothing and keeps its end open, is then closed regardless.
 LINGER_SECONDS: Final = 5.0
 
 
-def drain(sock: _socket.socket) -> int:
-    """Read and discard what waits on `sock` (never waiting); how many bytes (0: nothing
-    waited), or -1 once the client's stream is over (its end, or an error)."""
-    if _drain_c is not None:
-        return _drain_c(sock.fileno())
-    total = 0
-    for _ in range(DRAIN_READS):
-        try:
-            got = len(sock.recv(DRAIN_SIZE, socket.MSG_DONTWAIT))
-        except (BlockingIOError, InterruptedError):
-            break
-        except OSError:
-            return -1
-        if not got:
-            return -1
-        total += got
-    return total
-
-
-def close_lingering(loop: asyncio.AbstractEventLoop, sock: _socket.socket) -> None:
-    """Close `sock`, a client connection whose answer was handed to the kernel but whose end
+def close_lingering(loop: asyncio.AbstractEventLoop, fd: int) -> None:
+    """Close `fd`, a client connection whose answer was handed to the kernel but whose end
     of stream was not read: at once if nothing more came from the client, else after
-    draining it (see the module's docstring). The caller has forgotten the socket's
-    descriptor in `loop` already; `sock` may be blocking (no read waits)."""
-    if drain(sock) <= 0:
-        sock.close()  # nothing came (the usual case), or the client's stream is over
+    draining it (see the module's docstring). The caller has forgotten the descriptor in
+    `loop` already, and gives it up."""
+    if drain(fd) <= 0:
+        os.close(fd)  # nothing came (the usual case), or the client's stream is over
         return
-    Lingering(loop, sock)
+    Lingering(loop, fd)
 
 
 class Lingering:
@@ -70,25 +42,27 @@ class Lingering:
     and its end), read and discarded until the client's end of stream, then closed; closed
     after LINGER_SECONDS at the latest."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, sock: _socket.socket) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, fd: int) -> None:
         self.loop = loop
-        self.sock = sock
+        self.fd = fd
         try:
-            sock.shutdown(socket.SHUT_WR)
+            shutdown_write(fd)
         except OSError:  # the client is gone
-            sock.close()
+            os.close(fd)
+            self.fd = -1
             return
-        loop.add_reader(sock.fileno(), self.readable)
+        loop.add_reader(fd, self.readable)
         self.deadline = loop.call_later(LINGER_SECONDS, self.close)
 
     def readable(self) -> None:
-        if drain(self.sock) < 0:
+        if drain(self.fd) < 0:
             self.close()
         # else told again when more comes (what was left unread still counts: level-triggered)
 
     def close(self) -> None:
-        if self.sock.fileno() == -1:
+        if self.fd == -1:
             return
         self.deadline.cancel()
-        self.loop.remove_reader(self.sock.fileno())
-        self.sock.close()
+        self.loop.remove_reader(self.fd)
+        os.close(self.fd)
+        self.fd = -1

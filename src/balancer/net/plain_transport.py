@@ -24,7 +24,9 @@ connection, a sixth of what the connection costs.
   take (the flow control of the loop's transports: pause_writing above the high-water
   mark, resume_writing at the low one).
 
-Sockets stay in blocking mode and every call passes MSG_DONTWAIT: no fcntl per connection.
+A connection is its descriptor: the calls are net.socket_calls', which never wait and say
+"nothing now" as a value; no socket object is made (CPython makes one with a getsockname to
+check the descriptor).
 
 The price is the loop's `add_reader` where a connection must wait: uvloop registers a
 descriptor in 4 system calls (libuv probes it with an epoll add and delete, sets it
@@ -36,21 +38,22 @@ on the loop's transports.
 
 from __future__ import annotations
 
-import _socket
 import asyncio
 import logging
+import os
 import socket
 from collections.abc import Callable
 from typing import Any, Final
 
 from balancer.net.acceptor import Acceptor
 from balancer.net.linger import close_lingering
+from balancer.net.socket_calls import recv, recv_into, send, shutdown_write
+from balancer.net.socket_calls import sockname as local_address
 from balancer.net.write_limits import WriteLimits
 
 log = logging.getLogger(__name__)
 
 READ_SIZE: Final = 65536
-DONTWAIT: Final = socket.MSG_DONTWAIT
 _GONE: Final = asyncio.BaseProtocol()  # the protocol of a transport that told connection_lost
 
 
@@ -66,40 +69,31 @@ class PlainAcceptor(Acceptor):
         self.sockname: Any = None if isinstance(name, tuple) and name[0] in ("0.0.0.0", "::") else name
 
     def accepted(self, fd: int, peer: Any) -> None:
-        # The C socket type, not socket.socket (its __init__ is interpreted Python); family,
-        # type and protocol given, it is made with one getsockname (CPython's check of fd).
-        sock = _socket.socket(self.family, self.type, self.proto, fd)
-        if self.inet:
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                sock.close()
-                return
-        PlainTransport(self.loop, sock, peer, self.sockname, self.make_protocol())
+        PlainTransport(self.loop, fd, peer, self.sockname, self.make_protocol())
 
 
 class PlainTransport(WriteLimits):
     """One accepted connection: a transport (write, write_eof, close, abort, flow control
-    both ways, extra info) for `protocol`, over `sock`, which it owns and closes. The
+    both ways, extra info) for `protocol`, over descriptor `fd` (non-blocking), which it
+    owns and closes. The
     protocol is told connection_made at once, then the socket is read."""
 
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
-        sock: _socket.socket,
+        fd: int,
         peer: Any,
         sockname: Any,
         protocol: asyncio.BaseProtocol,
     ) -> None:
         super().__init__(protocol)
         self.loop = loop
-        self.sock = sock
-        self.fd = sock.fileno()
+        self.fd = fd
         self.peer = peer
         self.sockname = sockname  # None: asked of the socket when first wanted
         self.buffered_protocol = isinstance(protocol, asyncio.BufferedProtocol)
         self.open = True  # False once closed or aborted (what is queued may still go)
-        self.ended = False  # the socket is closed
+        self.ended = False  # the descriptor is closed (or given to net.linger)
         self.eof = False  # the client's end of stream was read
         self.reading_paused = False
         self.reading = False  # the reader callback is registered
@@ -124,19 +118,18 @@ class PlainTransport(WriteLimits):
                 self.loop.remove_reader(self.fd)
             return
         protocol = self.protocol
+        data: bytes | None = b""
         try:
             if self.buffered_protocol:
-                buffer = protocol.get_buffer(-1)  # type: ignore[attr-defined]
-                size = self.sock.recv_into(buffer, 0, DONTWAIT)
-                data = b""
+                size = recv_into(self.fd, protocol.get_buffer(-1))  # type: ignore[attr-defined]
             else:
-                data = self.sock.recv(READ_SIZE, DONTWAIT)
-                size = len(data)
-        except (BlockingIOError, InterruptedError):
-            self._want_reading()
-            return
+                data = recv(self.fd, READ_SIZE)
+                size = None if data is None else len(data)
         except Exception as exc:  # the socket's OSError, or get_buffer's bug
             self._fatal(exc)
+            return
+        if size is None:  # nothing yet
+            self._want_reading()
             return
         if size == 0:
             self._eof()
@@ -196,9 +189,7 @@ class PlainTransport(WriteLimits):
             self._maybe_pause_protocol()
             return
         try:
-            sent = self.sock.send(data, DONTWAIT)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
+            sent = send(self.fd, data)
         except OSError as exc:
             self._fatal(exc)
             return
@@ -222,12 +213,12 @@ class PlainTransport(WriteLimits):
         while queued:
             data = queued[0] if len(queued) == 1 else b"".join(queued)
             try:
-                sent = self.sock.send(data, DONTWAIT)
-            except (BlockingIOError, InterruptedError):
-                return
+                sent = send(self.fd, data)
             except OSError as exc:
                 self._fatal(exc)
                 return
+            if not sent:
+                return  # told again when writable
             self.buffered -= sent
             if sent < len(data):
                 self.queued = queued = [data[sent:]]
@@ -262,7 +253,7 @@ class PlainTransport(WriteLimits):
 
     def _shutdown(self) -> None:
         try:
-            self.sock.shutdown(socket.SHUT_WR)
+            shutdown_write(self.fd)
         except OSError as exc:
             self._fatal(exc)
 
@@ -304,9 +295,9 @@ class PlainTransport(WriteLimits):
             self.writing = False
             self.loop.remove_writer(self.fd)
         if linger and not self.eof:
-            close_lingering(self.loop, self.sock)
+            close_lingering(self.loop, self.fd)
         else:
-            self.sock.close()
+            os.close(self.fd)
         self.loop.call_soon(self._lost, exc)
 
     def _lost(self, exc: Exception | None) -> None:
@@ -328,10 +319,8 @@ class PlainTransport(WriteLimits):
         if name == "sockname":
             if self.sockname is None and not self.ended:
                 try:
-                    self.sockname = self.sock.getsockname()
+                    self.sockname = local_address(self.fd)
                 except OSError:
                     return default
             return self.sockname if self.sockname is not None else default
-        if name == "socket":
-            return self.sock
-        return default
+        return default  # no "socket": a connection here is a descriptor

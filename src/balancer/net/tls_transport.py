@@ -74,9 +74,7 @@ class TlsAcceptor(Acceptor):
     def accepted(self, fd: int, peer: Any) -> None:
         raw = TlsSocket(self.family, self.type, self.proto, fd)
         try:
-            raw.setblocking(False)
-            if self.inet:
-                raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            raw.setblocking(False)  # the descriptor is; this tells the socket object (and OpenSSL's)
         except OSError:
             raw.close()
             return
@@ -352,7 +350,7 @@ class TlsTransport(WriteLimits):
         self._want(read=False, write=False)
         with contextlib.suppress(*_CLOSE_ERRORS):
             self.channel.shutdown()  # close_notify; the client's is not awaited
-        close_lingering(self.loop, self.sock)
+        close_lingering(self.loop, self.sock.detach())
         self.loop.call_soon(self.protocol.connection_lost, None)
 
     def abort(self) -> None:

@@ -1,0 +1,116 @@
+"""The socket calls of our own transports (net.plain_transport, net.linger, net.acceptor),
+on descriptors: a connection is its descriptor, not a socket object.
+
+Each call never waits, and says "nothing now" as a value (None, or 0 bytes sent) rather
+than BlockingIOError. net/_nowait.c makes them when it is built (why, there); a build
+without C (BALANCER_PURE=1) makes them here with os and socket, which raise and catch.
+Accepted descriptors are non-blocking and close-on-exec. Errors raise OSError.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any, Final
+
+Buffer = bytes | bytearray | memoryview
+
+try:
+    from balancer.net import _nowait
+except ImportError:  # a build without C
+    _nowait = None  # type: ignore[assignment]
+NATIVE: Final = _nowait is not None
+
+DRAIN_SIZE: Final = 65536
+DRAIN_READS: Final = 16  # per call (_nowait.c's too): then other connections get their turn
+
+
+def accept(listening: socket.socket, nodelay: bool) -> tuple[int, Any] | None:
+    """(descriptor, peer address) of a connection from the non-blocking `listening` socket,
+    with TCP_NODELAY when `nodelay`; None when none waits."""
+    if _nowait is not None:
+        return _nowait.accept(listening.fileno(), nodelay)
+    try:
+        fd, peer = listening._accept()  # `accept` adds interpreted Python
+    except (BlockingIOError, InterruptedError):
+        return None
+    connection = socket.socket(listening.family, listening.type, listening.proto, fd)
+    try:
+        connection.setblocking(False)
+        if nodelay:
+            connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError:
+        connection.close()
+        raise
+    return connection.detach(), peer
+
+
+def recv(fd: int, size: int) -> bytes | None:
+    """At most `size` bytes; b"" at the end of stream, None when nothing waits."""
+    if _nowait is not None:
+        return _nowait.recv(fd, size)
+    try:
+        return os.read(fd, size)
+    except (BlockingIOError, InterruptedError):
+        return None
+
+
+def recv_into(fd: int, buffer: Buffer) -> int | None:
+    """Into `buffer`: how many bytes (0 at the end of stream); None when nothing waits."""
+    if _nowait is not None:
+        return _nowait.recv_into(fd, buffer)
+    try:
+        return os.readv(fd, [buffer])
+    except (BlockingIOError, InterruptedError):
+        return None
+
+
+def send(fd: int, data: Buffer) -> int:
+    """How many bytes of `data` the kernel took (0: none)."""
+    if _nowait is not None:
+        return _nowait.send(fd, data)
+    try:
+        return os.write(fd, data)
+    except (BlockingIOError, InterruptedError):
+        return 0
+
+
+def shutdown_write(fd: int) -> None:
+    if _nowait is not None:
+        _nowait.shutdown_write(fd)
+        return
+    borrowed = socket.socket(fileno=fd)
+    try:
+        borrowed.shutdown(socket.SHUT_WR)
+    finally:
+        borrowed.detach()
+
+
+def sockname(fd: int) -> Any:
+    """The local address, as socket.getsockname gives it."""
+    if _nowait is not None:
+        return _nowait.sockname(fd)
+    borrowed = socket.socket(fileno=fd)
+    try:
+        return borrowed.getsockname()
+    finally:
+        borrowed.detach()
+
+
+def drain(fd: int) -> int:
+    """Read and discard what waits: how many bytes (0: nothing waited), or -1 once the
+    stream is over (the end of stream, or an error)."""
+    if _nowait is not None:
+        return _nowait.drain(fd)
+    total = 0
+    for _ in range(DRAIN_READS):
+        try:
+            got = len(os.read(fd, DRAIN_SIZE))
+        except (BlockingIOError, InterruptedError):
+            break
+        except OSError:
+            return -1
+        if not got:
+            return -1
+        total += got
+    return total

@@ -1,0 +1,195 @@
+"""net.socket_calls on real sockets, built (net/_nowait.c) or not (BALANCER_PURE=1): accept
+gives what socket.accept gives (the peer's address for IPv4, IPv6 and Unix sockets, named,
+unnamed and abstract) on a descriptor that is non-blocking, close-on-exec and TCP_NODELAY
+when asked; "nothing now" is None (accept, recv, recv_into) or 0 (send), never
+BlockingIOError; the end of stream is b"" / 0 / -1 (drain); other errors raise OSError
+with their errno, as the socket methods do."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import socket
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from balancer.net import socket_calls
+from balancer.net.socket_calls import accept, drain, recv, recv_into, send, shutdown_write, sockname
+
+
+def test_the_calls_are_the_c_ones_in_a_compiled_build() -> None:
+    if os.environ.get("BALANCER_PURE") == "1":
+        pytest.skip("built with BALANCER_PURE=1: os and socket make the calls")
+    assert socket_calls.NATIVE, "net/_nowait was not built (make native)"
+
+
+@pytest.fixture
+def listening_ipv4() -> Iterator[socket.socket]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(8)
+        sock.setblocking(False)
+        yield sock
+
+
+def _check_accepted(fd: int, nodelay: bool) -> None:
+    try:
+        assert fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC
+        assert fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_NONBLOCK
+        if nodelay:
+            with socket.socket(fileno=os.dup(fd)) as borrowed:
+                assert borrowed.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    finally:
+        os.close(fd)
+
+
+def test_an_empty_queue_is_none(listening_ipv4: socket.socket) -> None:
+    assert accept(listening_ipv4, True) is None
+
+
+def test_ipv4_peer_as_socket_accept_gives_it(listening_ipv4: socket.socket) -> None:
+    with socket.create_connection(listening_ipv4.getsockname()) as client:
+        accepted = accept(listening_ipv4, True)
+        assert accepted is not None
+        fd, peer = accepted
+        assert peer == client.getsockname()
+        assert sockname(fd) == listening_ipv4.getsockname()
+        _check_accepted(fd, nodelay=True)
+    assert accept(listening_ipv4, True) is None
+
+
+def test_ipv6_peer_as_socket_accept_gives_it() -> None:
+    with socket.socket(socket.AF_INET6) as listening:
+        try:
+            listening.bind(("::1", 0))
+        except OSError as exc:
+            pytest.skip(f"no IPv6 loopback here: {exc}")
+        listening.listen(8)
+        listening.setblocking(False)
+        with socket.create_connection(listening.getsockname()[:2]) as client:
+            accepted = accept(listening, True)
+            assert accepted is not None
+            fd, peer = accepted
+            assert peer == client.getsockname()  # (host, port, flowinfo, scope_id)
+            assert sockname(fd) == listening.getsockname()
+            _check_accepted(fd, nodelay=True)
+
+
+@pytest.mark.parametrize("client_name", ["unnamed", "path", "abstract"])
+def test_unix_peer_as_socket_accept_gives_it(tmp_path: Path, client_name: str) -> None:
+    with socket.socket(socket.AF_UNIX) as listening, socket.socket(socket.AF_UNIX) as client:
+        listening.bind(str(tmp_path / "listening"))
+        listening.listen(8)
+        listening.setblocking(False)
+        if client_name == "path":
+            client.bind(str(tmp_path / "client"))
+        elif client_name == "abstract":
+            client.bind(b"\0balancer-test-%d" % os.getpid())
+        client.connect(str(tmp_path / "listening"))
+        accepted = accept(listening, False)
+        assert accepted is not None
+        fd, peer = accepted
+        assert peer == client.getsockname()
+        assert sockname(fd) == str(tmp_path / "listening")
+        _check_accepted(fd, nodelay=False)
+
+
+def test_accept_errors_raise_as_socket_accept_raises() -> None:
+    with socket.socket() as never_listened:
+        never_listened.setblocking(False)
+        with pytest.raises(OSError) as raised:
+            accept(never_listened, True)
+        assert raised.value.errno == errno.EINVAL
+
+
+@pytest.fixture
+def connection() -> Iterator[tuple[int, socket.socket]]:
+    """A non-blocking descriptor (ours) and its blocking peer (the client's socket)."""
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    fd = ours.detach()
+    try:
+        yield fd, theirs
+    finally:
+        os.close(fd)
+        theirs.close()
+
+
+def test_recv_and_send_say_nothing_now_without_an_exception(connection: tuple[int, socket.socket]) -> None:
+    fd, theirs = connection
+    assert recv(fd, 1024) is None
+    assert recv_into(fd, bytearray(16)) is None
+    theirs.sendall(b"hello")
+    assert recv(fd, 1024) == b"hello"
+    theirs.sendall(b"into a buffer")
+    buffer = bytearray(64)
+    assert recv_into(fd, memoryview(buffer)[4:]) == 13
+    assert bytes(buffer[4:17]) == b"into a buffer"
+    sent = 0
+    chunk = b"x" * 65536
+    for _ in range(1000):  # until the kernel's buffers are full: then 0, not an exception
+        taken = send(fd, chunk)
+        if taken == 0:
+            break
+        sent += taken
+    else:
+        raise AssertionError("the kernel took 64 MiB without a reader")
+    assert sent > 0
+    theirs.setblocking(False)
+    received = 0
+    while received < sent:
+        received += len(theirs.recv(1 << 20))
+    assert received == sent
+    shutdown_write(fd)
+    assert theirs.recv(16) == b""  # our end of stream
+    theirs.shutdown(socket.SHUT_WR)
+    assert recv(fd, 1024) == b""  # theirs
+    assert recv_into(fd, bytearray(16)) == 0
+
+
+def test_drain_discards_what_waits_and_tells_the_end(connection: tuple[int, socket.socket]) -> None:
+    fd, theirs = connection
+    assert drain(fd) == 0  # nothing waits
+    theirs.sendall(b"x" * 100_000)
+    drained = 0
+    for _ in range(100):  # the kernel may hand it over in several pieces
+        got = drain(fd)
+        assert got >= 0
+        drained += got
+        if drained == 100_000:
+            break
+    assert drained == 100_000
+    assert drain(fd) == 0
+    theirs.sendall(b"last words")
+    theirs.shutdown(socket.SHUT_WR)
+    assert drain(fd) == -1  # read, then the end of stream
+
+
+def test_a_reset_is_the_end_of_a_drain_and_an_error_of_recv(listening_ipv4: socket.socket) -> None:
+    client = socket.create_connection(listening_ipv4.getsockname())
+    listening_ipv4.setblocking(True)
+    server, _ = listening_ipv4.accept()
+    server.setblocking(False)
+    fd = server.detach()
+    try:
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close = reset
+        client.close()  # over loopback, the reset is there when close returns
+        with pytest.raises(ConnectionResetError):
+            recv(fd, 16)
+    finally:
+        os.close(fd)
+    client = socket.create_connection(listening_ipv4.getsockname())
+    server, _ = listening_ipv4.accept()
+    server.setblocking(False)
+    fd = server.detach()
+    try:
+        client.sendall(b"unread")
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        client.close()
+        assert drain(fd) == -1
+    finally:
+        os.close(fd)
