@@ -75,8 +75,7 @@ class PlainAcceptor(Acceptor):
 class PlainTransport(WriteLimits):
     """One accepted connection: a transport (write, write_eof, close, abort, flow control
     both ways, extra info) for `protocol`, over descriptor `fd` (non-blocking), which it
-    owns and closes. The
-    protocol is told connection_made at once, then the socket is read."""
+    owns and closes. The protocol is told connection_made at once, then the socket is read."""
 
     def __init__(
         self,
