@@ -31,7 +31,7 @@
  *     How many bytes of `data` (any buffer) the kernel took: 0 when it took none.
  * shutdown_write(fd) -> None
  *     The end of stream to the peer (shutdown SHUT_WR).
- * sockname(fd) -> address
+ * getsockname(fd) -> address
  *     The local address, in accept's form.
  * drain(fd) -> int
  *     Reads and discards what waits, at most DRAIN_READS reads of DRAIN_SIZE bytes: how many
@@ -222,7 +222,7 @@ static PyObject *shutdown_write(PyObject *module, PyObject *argument) {
     Py_RETURN_NONE;
 }
 
-static PyObject *sockname(PyObject *module, PyObject *argument) {
+static PyObject *local_name(PyObject *module, PyObject *argument) {
     int fd;
     if (descriptor(argument, &fd) < 0)
         return NULL;
@@ -263,7 +263,7 @@ static PyMethodDef methods[] = {
     {"recv_into", (PyCFunction)(void (*)(void))recv_into, METH_FASTCALL, "recv_into(fd, buffer): see _nowait.c."},
     {"send", (PyCFunction)(void (*)(void))send_bytes, METH_FASTCALL, "send(fd, data): see _nowait.c."},
     {"shutdown_write", shutdown_write, METH_O, "shutdown_write(fd): see _nowait.c."},
-    {"sockname", sockname, METH_O, "sockname(fd): see _nowait.c."},
+    {"getsockname", local_name, METH_O, "getsockname(fd): see _nowait.c."},
     {"drain", drain, METH_O, "drain(fd): see _nowait.c."},
     {NULL, NULL, 0, NULL},
 };

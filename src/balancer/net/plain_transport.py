@@ -47,8 +47,7 @@ from typing import Any, Final
 
 from balancer.net.acceptor import Acceptor
 from balancer.net.linger import close_lingering
-from balancer.net.socket_calls import recv, recv_into, send, shutdown_write
-from balancer.net.socket_calls import sockname as local_address
+from balancer.net.socket_calls import getsockname, recv, recv_into, send, shutdown_write
 from balancer.net.write_limits import WriteLimits
 
 log = logging.getLogger(__name__)
@@ -318,7 +317,7 @@ class PlainTransport(WriteLimits):
         if name == "sockname":
             if self.sockname is None and not self.ended:
                 try:
-                    self.sockname = local_address(self.fd)
+                    self.sockname = getsockname(self.fd)
                 except OSError:
                     return default
             return self.sockname if self.sockname is not None else default

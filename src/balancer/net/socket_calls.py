@@ -9,8 +9,10 @@ Accepted descriptors are non-blocking and close-on-exec. Errors raise OSError.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+from collections.abc import Iterator
 from typing import Any, Final
 
 Buffer = bytes | bytearray | memoryview
@@ -79,22 +81,16 @@ def shutdown_write(fd: int) -> None:
     if _nowait is not None:
         _nowait.shutdown_write(fd)
         return
-    borrowed = socket.socket(fileno=fd)
-    try:
+    with _borrowed(fd) as borrowed:
         borrowed.shutdown(socket.SHUT_WR)
-    finally:
-        borrowed.detach()
 
 
-def sockname(fd: int) -> Any:
+def getsockname(fd: int) -> Any:
     """The local address, as socket.getsockname gives it."""
     if _nowait is not None:
-        return _nowait.sockname(fd)
-    borrowed = socket.socket(fileno=fd)
-    try:
+        return _nowait.getsockname(fd)
+    with _borrowed(fd) as borrowed:
         return borrowed.getsockname()
-    finally:
-        borrowed.detach()
 
 
 def drain(fd: int) -> int:
@@ -114,3 +110,13 @@ def drain(fd: int) -> int:
             return -1
         total += got
     return total
+
+
+@contextlib.contextmanager
+def _borrowed(fd: int) -> Iterator[socket.socket]:
+    """A socket object over `fd` for one call of the pure build; `fd` stays open."""
+    borrowed = socket.socket(fileno=fd)
+    try:
+        yield borrowed
+    finally:
+        borrowed.detach()

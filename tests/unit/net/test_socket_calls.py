@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from balancer.net import socket_calls
-from balancer.net.socket_calls import accept, drain, recv, recv_into, send, shutdown_write, sockname
+from balancer.net.socket_calls import accept, drain, getsockname, recv, recv_into, send, shutdown_write
 
 
 def test_the_calls_are_the_c_ones_in_a_compiled_build() -> None:
@@ -57,7 +57,7 @@ def test_ipv4_peer_as_socket_accept_gives_it(listening_ipv4: socket.socket) -> N
         assert accepted is not None
         fd, peer = accepted
         assert peer == client.getsockname()
-        assert sockname(fd) == listening_ipv4.getsockname()
+        assert getsockname(fd) == listening_ipv4.getsockname()
         _check_accepted(fd, nodelay=True)
     assert accept(listening_ipv4, True) is None
 
@@ -75,7 +75,7 @@ def test_ipv6_peer_as_socket_accept_gives_it() -> None:
             assert accepted is not None
             fd, peer = accepted
             assert peer == client.getsockname()  # (host, port, flowinfo, scope_id)
-            assert sockname(fd) == listening.getsockname()
+            assert getsockname(fd) == listening.getsockname()
             _check_accepted(fd, nodelay=True)
 
 
@@ -94,7 +94,7 @@ def test_unix_peer_as_socket_accept_gives_it(tmp_path: Path, client_name: str) -
         assert accepted is not None
         fd, peer = accepted
         assert peer == client.getsockname()
-        assert sockname(fd) == str(tmp_path / "listening")
+        assert getsockname(fd) == str(tmp_path / "listening")
         _check_accepted(fd, nodelay=False)
 
 
