@@ -15,7 +15,13 @@ from typing import Any
 
 import uvloop
 from tests.support.descriptors import open_sockets_and_epolls
-from tests.support.echo_protocol import AnswerThenClose, Echo, more_after_the_last_request
+from tests.support.echo_protocol import (
+    AnswerThenClose,
+    Echo,
+    cyclic_collector_off,
+    freed_once_lost,
+    more_after_the_last_request,
+)
 
 from balancer.net.linger import LINGER_SECONDS
 from balancer.net.plain_transport import PlainAcceptor
@@ -240,6 +246,30 @@ def test_a_buffered_protocol_hands_the_connection_to_a_plain_one_mid_stream() ->
         assert await lost(echo) == [None]
 
     serve(scenario, make=Header)
+
+
+def test_closed_connections_are_freed_at_once_not_by_the_cyclic_collector() -> None:
+    """A protocol holds its transport; the transport lets go of it as it tells
+    connection_lost, so a closed connection is freed then, not at a full collection."""
+
+    async def scenario(port: int) -> None:
+        for n in range(12):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"ping")
+            assert await asyncio.wait_for(reader.readexactly(4), 5) == b"ping"
+            if n % 3 == 0:
+                writer.write_eof()  # the server's end of stream, then its close
+                assert await asyncio.wait_for(reader.read(), 5) == b""
+            elif n % 3 == 1:
+                writer.transport.abort()  # a reset: the server's read fails
+            else:
+                Echo.made[-1].transport.close()  # the server closes first
+                assert await asyncio.wait_for(reader.read(), 5) == b""
+            writer.close()
+        assert await freed_once_lost() == []
+
+    with cyclic_collector_off():
+        serve(scenario)
 
 
 def test_a_protocol_error_ends_its_connection_only() -> None:

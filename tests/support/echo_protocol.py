@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
+import time
+import weakref
+from collections.abc import Iterator
 from typing import Any
 
 
@@ -63,3 +68,26 @@ async def more_after_the_last_request(reader: asyncio.StreamReader, writer: asyn
     writer.write(b"and more after the last request")
     await writer.drain()
     return first + await asyncio.wait_for(reader.read(), 10)  # a reset raises here
+
+
+@contextlib.contextmanager
+def cyclic_collector_off() -> Iterator[None]:
+    """Only reference counting frees objects inside: what lives on there is in a cycle."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+async def freed_once_lost(timeout: float = 10.0) -> list[Echo]:
+    """Waits until every protocol in Echo.made was told connection_lost, then forgets
+    them; returns those still alive (held by something besides Echo.made)."""
+    deadline = time.monotonic() + timeout
+    while not all(protocol.lost for protocol in Echo.made):
+        assert time.monotonic() < deadline, "connection_lost never came"
+        await asyncio.sleep(0.01)
+    refs = [weakref.ref(protocol) for protocol in Echo.made]
+    Echo.made = []
+    return [protocol for protocol in (ref() for ref in refs) if protocol is not None]

@@ -53,7 +53,6 @@ from balancer.net.write_limits import WriteLimits
 log = logging.getLogger(__name__)
 
 READ_SIZE: Final = 65536
-_GONE: Final = asyncio.BaseProtocol()  # the protocol of a transport that told connection_lost
 
 
 class PlainAcceptor(Acceptor):
@@ -297,13 +296,6 @@ class PlainTransport(WriteLimits):
         else:
             os.close(self.fd)
         self.loop.call_soon(self._lost, exc)
-
-    def _lost(self, exc: Exception | None) -> None:
-        protocol = self.protocol
-        # The protocol holds the transport: without this, both would wait for the cyclic
-        # collector (as the loop's transports, which drop their protocol here too).
-        self.protocol = _GONE
-        protocol.connection_lost(exc)
 
     # -- protocol and information ----------------------------------------------------------
 

@@ -351,7 +351,7 @@ class TlsTransport(WriteLimits):
         with contextlib.suppress(*_CLOSE_ERRORS):
             self.channel.shutdown()  # close_notify; the client's is not awaited
         close_lingering(self.loop, self.sock.detach())
-        self.loop.call_soon(self.protocol.connection_lost, None)
+        self.loop.call_soon(self._lost, None)
 
     def abort(self) -> None:
         """Close at once, dropping what is buffered; connection_lost(None) soon."""
@@ -373,7 +373,7 @@ class TlsTransport(WriteLimits):
         self.buffered = 0
         self.sock.close()
         if opened:
-            self.loop.call_soon(self.protocol.connection_lost, exc)
+            self.loop.call_soon(self._lost, exc)
 
     # -- protocol and information ----------------------------------------------------------
 

@@ -1,8 +1,15 @@
-"""The write side's flow control of our own transports (net.plain_transport, net.tls_transport).
+"""What our own transports (net.plain_transport, net.tls_transport) do alike for their protocol.
 
-As the loop's transports do: what a transport holds unsent is counted, its protocol is told
-`pause_writing` once that passes the high-water mark, and `resume_writing` (by the
-transport, once drained) after. The limits default to the loop transports' own.
+The write side's flow control, as the loop's transports do it: what a transport holds
+unsent is counted, its protocol is told `pause_writing` once that passes the high-water
+mark, and `resume_writing` (by the transport, once drained) after. The limits default to
+the loop transports' own.
+
+And the end: `connection_lost` is told once, and the protocol dropped as it is told. A
+protocol holds its transport, so without that the two would be a reference cycle, freed
+only by the cyclic garbage collector: a session and its connection's buffers (a TLS
+connection's OpenSSL object, ~20 KiB) would pile up until a full collection, and every new
+connection would take memory the cache had forgotten instead of the last one's.
 """
 
 from __future__ import annotations
@@ -12,11 +19,12 @@ from typing import Final
 
 HIGH_WATER: Final = 65536
 LOW_WATER: Final = 16384
+GONE: Final = asyncio.BaseProtocol()  # the protocol of a transport that told connection_lost
 
 
 class WriteLimits:
     """The part of a transport that counts what it holds (`buffered`, kept by the
-    transport) against its limits, for its `protocol`."""
+    transport) against its limits, for its `protocol`, and tells that protocol its end."""
 
     def __init__(self, protocol: asyncio.BaseProtocol) -> None:
         self.protocol = protocol
@@ -46,3 +54,9 @@ class WriteLimits:
 
     def get_protocol(self) -> asyncio.BaseProtocol:
         return self.protocol
+
+    def _lost(self, exc: Exception | None) -> None:
+        """Tell the protocol its connection is gone, dropping it first (see above)."""
+        protocol = self.protocol
+        self.protocol = GONE
+        protocol.connection_lost(exc)
