@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -87,8 +88,12 @@ class Client:
         self.writer = writer
 
     @classmethod
-    async def connect(cls, port: int, host: str = "127.0.0.1", timeout: float = DEFAULT_TIMEOUT) -> Client:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port, limit=1 << 20), timeout=timeout)
+    async def connect(
+        cls, port: int, host: str = "127.0.0.1", timeout: float = DEFAULT_TIMEOUT, tls: ssl.SSLContext | None = None
+    ) -> Client:
+        """With `tls`, over TLS (the handshake within `timeout` too)."""
+        opening = asyncio.open_connection(host, port, limit=1 << 20, ssl=tls)
+        reader, writer = await asyncio.wait_for(opening, timeout=timeout)
         return cls(reader, writer)
 
     async def __aenter__(self) -> Client:

@@ -4,18 +4,28 @@ With a new connection per request a worker closes thousands a second; each one l
 reference cycle waits for a collection that walks every young object. Breaking the cycles
 (session and parser, session and its deadline's callback, session and the request it
 parses) took balancer/HAProxy per core with `Connection: close` from 0.46x to 0.53x.
+Over TLS a connection left so also keeps OpenSSL's object and buffers (~20 KiB): a worker
+taking handshakes grew by hundreds of MiB before the collector came (the TLS transport kept
+its session after connection_lost).
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import ssl
+import subprocess
 
+import pytest
 from tests.integration.aclient import Client, open_with_buffers, wait_until
 from tests.integration.configs import frontend_port, make_config
+from tests.integration.h2client import H2Client
 
+from balancer.net.h2_session import H2Session
+from balancer.net.h2_stream import H2Stream
 from balancer.net.http_session import HttpSession
 from balancer.net.tcp_session import TcpSession
+from balancer.net.tls_socket import TlsSocket
 from balancer.net.upstream import UpstreamConnection
 
 CONNECTIONS = 40
@@ -91,3 +101,85 @@ def test_closed_tcp_connections_are_freed_without_the_cyclic_collector(run_balan
             gc.enable()
 
     run_balancer(make_config([echo_server], mode="tcp", frontend={"forwardfor": False}), scenario)
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A PEM holding a self-signed ECDSA certificate and its key."""
+    folder = tmp_path_factory.mktemp("cert")
+    key, cert = folder / "key.pem", folder / "cert.pem"
+    command = "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=lb.example"
+    subprocess.run([*command.split(), "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    pem = folder / "both.pem"
+    pem.write_bytes(cert.read_bytes() + key.read_bytes())
+    return str(pem)
+
+
+def test_closed_tls_connections_are_freed_without_the_cyclic_collector(run_balancer, backends, certificate):
+    """Requests with `Connection: close`, keep-alive connections the client closes, and
+    handshakes with no request (as `openssl s_time -new` makes them)."""
+    (s1,) = backends("s1")
+    client_tls = ssl.create_default_context()
+    client_tls.check_hostname = False
+    client_tls.verify_mode = ssl.CERT_NONE
+
+    async def scenario(balancer):
+        port = frontend_port(balancer)
+        for i in range(3):
+            async with await Client.connect(port, tls=client_tls) as client:
+                assert (await client.get(f"/warm/{i}")).status == 200
+        gc.collect()
+        gc.disable()
+        try:
+            for i in range(CONNECTIONS):
+                async with await Client.connect(port, tls=client_tls) as client:
+                    if i % 3 == 0:
+                        response = await client.get(f"/n/{i}", headers=[("Connection", "close")])
+                        assert response.status == 200, response
+                    elif i % 3 == 1:
+                        assert (await client.get(f"/a/{i}")).status == 200
+                        assert (await client.get(f"/b/{i}")).status == 200
+            frontend = balancer.frontends["www"]
+            await wait_until(lambda: not frontend.sessions, message="client connections still open")
+            for kind in (HttpSession, TlsSocket):
+                await wait_until(
+                    lambda kind=kind: _young(kind) == 0,
+                    timeout=2,
+                    interval=0.05,
+                    message=f"closed TLS connections were left to the cyclic collector ({kind.__name__})",
+                )
+        finally:
+            gc.enable()
+
+    run_balancer(make_config([s1], frontend={"tls": {"cert": [certificate]}}), scenario)
+
+
+def test_closed_h2_connections_are_freed_without_the_cyclic_collector(run_balancer, backends):
+    """Connections of several streams each, the client closing them (h2c: the streams'
+    objects are those of HTTP/2 over TLS)."""
+    (s1,) = backends("s1")
+
+    async def scenario(balancer):
+        port = frontend_port(balancer)
+        async with await H2Client.connect(port) as client:
+            assert (await client.request("/warm")).status == 200
+        gc.collect()
+        gc.disable()
+        try:
+            for i in range(CONNECTIONS // 4):
+                async with await H2Client.connect(port) as client:
+                    for n in range(3):
+                        assert (await client.request(f"/n/{i}/{n}")).status == 200
+            frontend = balancer.frontends["www"]
+            await wait_until(lambda: not frontend.sessions, message="client connections still open")
+            for kind in (H2Session, H2Stream, HttpSession):
+                await wait_until(
+                    lambda kind=kind: _young(kind) == 0,
+                    timeout=2,
+                    interval=0.05,
+                    message=f"closed HTTP/2 connections were left to the cyclic collector ({kind.__name__})",
+                )
+        finally:
+            gc.enable()
+
+    run_balancer(make_config([s1], frontend={"h2c": True}), scenario)
