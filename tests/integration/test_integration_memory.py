@@ -20,6 +20,7 @@ import pytest
 from tests.integration.aclient import Client, open_with_buffers, wait_until
 from tests.integration.configs import frontend_port, make_config
 from tests.integration.h2client import H2Client
+from tests.support.ports import closed_port
 
 from balancer.net.h2_session import H2Session
 from balancer.net.h2_stream import H2Stream
@@ -183,3 +184,40 @@ def test_closed_h2_connections_are_freed_without_the_cyclic_collector(run_balanc
             gc.enable()
 
     run_balancer(make_config([s1], frontend={"h2c": True}), scenario)
+
+
+def test_error_pages_and_failed_connects_are_freed_without_the_cyclic_collector(run_balancer):
+    """A server that refuses every connection: each request's failed connect (an exception
+    whose traceback holds the connect's frames and futures, a server connection made for
+    nothing) and its 503 (over HTTP/2, a response the stream parses from the session's own
+    HTTP/1.1 page) are freed as the request ends."""
+    dead = ("dead", f"127.0.0.1:{closed_port()}")
+
+    async def scenario(balancer):
+        port = frontend_port(balancer)
+        async with await Client.connect(port) as client:
+            assert (await client.get("/warm")).status == 503
+        async with await H2Client.connect(port) as h2:
+            assert (await h2.request("/warm")).status == 503
+        gc.collect()
+        gc.disable()
+        try:
+            for i in range(CONNECTIONS // 4):
+                async with await Client.connect(port) as client:
+                    assert (await client.get(f"/n/{i}")).status == 503
+                async with await H2Client.connect(port) as h2:
+                    for n in range(3):
+                        assert (await h2.request(f"/n/{i}/{n}")).status == 503
+            frontend = balancer.frontends["www"]
+            await wait_until(lambda: not frontend.sessions, message="client connections still open")
+            for kind in (H2Stream, UpstreamConnection, ConnectionRefusedError, HttpSession):
+                await wait_until(
+                    lambda kind=kind: _young(kind) == 0,
+                    timeout=2,
+                    interval=0.05,
+                    message=f"failed requests were left to the cyclic collector ({kind.__name__})",
+                )
+        finally:
+            gc.enable()
+
+    run_balancer(make_config([dead], frontend={"h2c": True}, backend={"retries": 0}), scenario)

@@ -285,6 +285,10 @@ class H2Stream(asyncio.Transport, ResponseSink):
     def _lost(self) -> None:
         """Tell the session its transport is gone (outside its own calls: call_soon)."""
         self.closed = True
+        # The parser of a response the session wrote itself (an error page) calls this
+        # stream back: without this, the two, and through the stream its connection, would
+        # wait for the cyclic collector.
+        self.parser = None
         session = self.session
         if session is not None:
             self.session = None

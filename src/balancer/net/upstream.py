@@ -143,7 +143,10 @@ class UpstreamConnection(asyncio.BufferedProtocol):
         self.outbox = pool.outbox
         self.transport: asyncio.Transport | None = None
         self.owner: UpstreamOwner | None = None
-        self._new_parser()
+        # The parser comes with the connection (connection_made): it calls this object back,
+        # and a connect that fails never tells connection_lost, which undoes that cycle.
+        self._feed: Callable[[bytes], None] = DETACHED_FEED
+        self.parser_idle = True
         self.deadline: Deadline | None = None
         self.closed = False
         self.reused = False
@@ -161,7 +164,7 @@ class UpstreamConnection(asyncio.BufferedProtocol):
         # Only its feed_data is needed, bound once: a call through a stored bound method
         # skips the method lookup that costs the compiled code most per call. Server
         # connections are few (pooled), so this object per connection is cheap here.
-        self._feed: Callable[[bytes], None] = httptools.HttpResponseParser(self).feed_data
+        self._feed = httptools.HttpResponseParser(self).feed_data
         # Between two messages with no byte fed since the last one ended: a response may
         # then bypass the parser (_take_known).
         self.parser_idle = True
@@ -192,6 +195,7 @@ class UpstreamConnection(asyncio.BufferedProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
+        self._new_parser()
         loop = asyncio.get_running_loop()
         self._time = loop.time
         self.deadline = Deadline(loop, self._timed_out)
