@@ -20,6 +20,7 @@ import pytest
 from tests.integration.aclient import Client, open_with_buffers, wait_until
 from tests.integration.configs import frontend_port, make_config
 from tests.integration.h2client import H2Client
+from tests.support.collector import cyclic_collector_off
 from tests.support.ports import closed_port
 
 from balancer.net.h2_session import H2Session
@@ -38,6 +39,20 @@ def _young(kind: type) -> int:
     scenario made: a walk of the whole test process, late in a run, takes ~0.1 s in the
     loop and trips the blocking-loop guard."""
     return sum(1 for obj in gc.get_objects(generation=0) if isinstance(obj, kind))
+
+
+async def all_freed(balancer, kinds: tuple[type, ...], what: str) -> None:
+    """Once every client connection has closed, no instance of `kinds` made with the
+    collector off is left: each was freed by reference counting as its connection ended."""
+    frontend = balancer.frontends["www"]
+    await wait_until(lambda: not frontend.sessions, message="client connections still open")
+    for kind in kinds:
+        await wait_until(
+            lambda kind=kind: _young(kind) == 0,
+            timeout=2,
+            interval=0.05,
+            message=f"{what} were left to the cyclic collector ({kind.__name__})",
+        )
 
 
 def test_closed_connections_are_freed_without_the_cyclic_collector(run_balancer, backends):
@@ -129,9 +144,7 @@ def test_closed_tls_connections_are_freed_without_the_cyclic_collector(run_balan
         for i in range(3):
             async with await Client.connect(port, tls=client_tls) as client:
                 assert (await client.get(f"/warm/{i}")).status == 200
-        gc.collect()
-        gc.disable()
-        try:
+        with cyclic_collector_off():
             for i in range(CONNECTIONS):
                 async with await Client.connect(port, tls=client_tls) as client:
                     if i % 3 == 0:
@@ -140,17 +153,7 @@ def test_closed_tls_connections_are_freed_without_the_cyclic_collector(run_balan
                     elif i % 3 == 1:
                         assert (await client.get(f"/a/{i}")).status == 200
                         assert (await client.get(f"/b/{i}")).status == 200
-            frontend = balancer.frontends["www"]
-            await wait_until(lambda: not frontend.sessions, message="client connections still open")
-            for kind in (HttpSession, TlsSocket):
-                await wait_until(
-                    lambda kind=kind: _young(kind) == 0,
-                    timeout=2,
-                    interval=0.05,
-                    message=f"closed TLS connections were left to the cyclic collector ({kind.__name__})",
-                )
-        finally:
-            gc.enable()
+            await all_freed(balancer, (HttpSession, TlsSocket), "closed TLS connections")
 
     run_balancer(make_config([s1], frontend={"tls": {"cert": [certificate]}}), scenario)
 
@@ -164,24 +167,12 @@ def test_closed_h2_connections_are_freed_without_the_cyclic_collector(run_balanc
         port = frontend_port(balancer)
         async with await H2Client.connect(port) as client:
             assert (await client.request("/warm")).status == 200
-        gc.collect()
-        gc.disable()
-        try:
+        with cyclic_collector_off():
             for i in range(CONNECTIONS // 4):
                 async with await H2Client.connect(port) as client:
                     for n in range(3):
                         assert (await client.request(f"/n/{i}/{n}")).status == 200
-            frontend = balancer.frontends["www"]
-            await wait_until(lambda: not frontend.sessions, message="client connections still open")
-            for kind in (H2Session, H2Stream, HttpSession):
-                await wait_until(
-                    lambda kind=kind: _young(kind) == 0,
-                    timeout=2,
-                    interval=0.05,
-                    message=f"closed HTTP/2 connections were left to the cyclic collector ({kind.__name__})",
-                )
-        finally:
-            gc.enable()
+            await all_freed(balancer, (H2Session, H2Stream, HttpSession), "closed HTTP/2 connections")
 
     run_balancer(make_config([s1], frontend={"h2c": True}), scenario)
 
@@ -199,25 +190,14 @@ def test_error_pages_and_failed_connects_are_freed_without_the_cyclic_collector(
             assert (await client.get("/warm")).status == 503
         async with await H2Client.connect(port) as h2:
             assert (await h2.request("/warm")).status == 503
-        gc.collect()
-        gc.disable()
-        try:
+        with cyclic_collector_off():
             for i in range(CONNECTIONS // 4):
                 async with await Client.connect(port) as client:
                     assert (await client.get(f"/n/{i}")).status == 503
                 async with await H2Client.connect(port) as h2:
                     for n in range(3):
                         assert (await h2.request(f"/n/{i}/{n}")).status == 503
-            frontend = balancer.frontends["www"]
-            await wait_until(lambda: not frontend.sessions, message="client connections still open")
-            for kind in (H2Stream, UpstreamConnection, ConnectionRefusedError, HttpSession):
-                await wait_until(
-                    lambda kind=kind: _young(kind) == 0,
-                    timeout=2,
-                    interval=0.05,
-                    message=f"failed requests were left to the cyclic collector ({kind.__name__})",
-                )
-        finally:
-            gc.enable()
+            kinds = (H2Stream, UpstreamConnection, ConnectionRefusedError, HttpSession)
+            await all_freed(balancer, kinds, "failed requests")
 
     run_balancer(make_config([dead], frontend={"h2c": True}, backend={"retries": 0}), scenario)

@@ -14,11 +14,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import uvloop
+from tests.support.collector import cyclic_collector_off
 from tests.support.descriptors import open_sockets_and_epolls
 from tests.support.echo_protocol import (
     AnswerThenClose,
     Echo,
-    cyclic_collector_off,
+    Opened,
+    echo_and_end_three_ways,
     freed_once_lost,
     more_after_the_last_request,
 )
@@ -253,19 +255,11 @@ def test_closed_connections_are_freed_at_once_not_by_the_cyclic_collector() -> N
     connection_lost, so a closed connection is freed then, not at a full collection."""
 
     async def scenario(port: int) -> None:
-        for n in range(12):
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.write(b"ping")
-            assert await asyncio.wait_for(reader.readexactly(4), 5) == b"ping"
-            if n % 3 == 0:
-                writer.write_eof()  # the server's end of stream, then its close
-                assert await asyncio.wait_for(reader.read(), 5) == b""
-            elif n % 3 == 1:
-                writer.transport.abort()  # a reset: the server's read fails
-            else:
-                Echo.made[-1].transport.close()  # the server closes first
-                assert await asyncio.wait_for(reader.read(), 5) == b""
-            writer.close()
+        async def half_close(opened: Opened) -> None:
+            opened[1].write_eof()  # the server's end of stream, then its close
+            assert await asyncio.wait_for(opened[0].read(), 5) == b""
+
+        await echo_and_end_three_ways(lambda: asyncio.open_connection("127.0.0.1", port), half_close)
         assert await freed_once_lost() == []
 
     with cyclic_collector_off():

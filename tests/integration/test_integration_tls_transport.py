@@ -17,11 +17,13 @@ from typing import Any
 
 import pytest
 import uvloop
+from tests.support.collector import cyclic_collector_off
 from tests.support.descriptors import open_sockets_and_epolls
 from tests.support.echo_protocol import (
     AnswerThenClose,
     Echo,
-    cyclic_collector_off,
+    Opened,
+    echo_and_end_three_ways,
     freed_once_lost,
     more_after_the_last_request,
 )
@@ -141,22 +143,14 @@ def test_records_never_read_do_not_turn_the_close_into_a_reset(contexts: Any) ->
 def test_closed_connections_are_freed_at_once_not_by_the_cyclic_collector(contexts: Any) -> None:
     """A protocol holds its transport; the transport lets go of it as it tells
     connection_lost, so a closed connection (the session, OpenSSL's object and its buffers)
-    is freed then, not at the cyclic collector's next full pass: before, a worker taking
-    TLS handshakes grew by ~20 KiB per connection until that pass came (120 MiB per 5,000)."""
+    is freed then, not at the cyclic collector's next pass: before, a worker taking TLS
+    handshakes grew by ~20 KiB per connection until that pass came (~100 MiB per 5,000)."""
 
     async def scenario(port: int, client: ssl.SSLContext) -> None:
-        for n in range(12):
-            reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client)
-            writer.write(b"ping")
-            assert await asyncio.wait_for(reader.readexactly(4), 5) == b"ping"
-            if n % 3 == 0:
-                writer.close()  # close_notify: the server's end of stream, then its close
-            elif n % 3 == 1:
-                writer.transport.abort()  # a reset: the server's read fails
-            else:
-                Echo.made[-1].transport.close()  # the server closes first
-                assert await asyncio.wait_for(reader.read(), 5) == b""
-                writer.close()
+        async def close_notify(opened: Opened) -> None:
+            opened[1].close()  # the server's end of stream, then its close
+
+        await echo_and_end_three_ways(lambda: asyncio.open_connection("127.0.0.1", port, ssl=client), close_notify)
         assert await freed_once_lost() == []
 
     with cyclic_collector_off():

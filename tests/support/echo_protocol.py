@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import gc
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 
@@ -70,15 +68,26 @@ async def more_after_the_last_request(reader: asyncio.StreamReader, writer: asyn
     return first + await asyncio.wait_for(reader.read(), 10)  # a reset raises here
 
 
-@contextlib.contextmanager
-def cyclic_collector_off() -> Iterator[None]:
-    """Only reference counting frees objects inside: what lives on there is in a cycle."""
-    gc.collect()
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
+Opened = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+async def echo_and_end_three_ways(
+    connect: Callable[[], Awaitable[Opened]], client_end: Callable[[Opened], Awaitable[None]], count: int = 12
+) -> None:
+    """`count` connections to an Echo server, each echoing once, then ended in turn by the
+    client (`client_end`), by a client reset, and by the server."""
+    for n in range(count):
+        reader, writer = opened = await connect()
+        writer.write(b"ping")
+        assert await asyncio.wait_for(reader.readexactly(4), 5) == b"ping"
+        if n % 3 == 0:
+            await client_end(opened)
+        elif n % 3 == 1:
+            writer.transport.abort()  # a reset: the server's read fails
+        else:
+            Echo.made[-1].transport.close()  # the server closes first
+            assert await asyncio.wait_for(reader.read(), 5) == b""
+        writer.close()
 
 
 async def freed_once_lost(timeout: float = 10.0) -> list[Echo]:

@@ -8,8 +8,9 @@ the loop transports' own.
 And the end: `connection_lost` is told once, and the protocol dropped as it is told. A
 protocol holds its transport, so without that the two would be a reference cycle, freed
 only by the cyclic garbage collector: a session and its connection's buffers (a TLS
-connection's OpenSSL object, ~20 KiB) would pile up until a full collection, and every new
-connection would take memory the cache had forgotten instead of the last one's.
+connection's OpenSSL object, ~20 KiB) would pile up until its next pass (runtime.collector
+spaces them far apart), and every new connection would take memory the cache had forgotten
+instead of the last one's.
 """
 
 from __future__ import annotations
