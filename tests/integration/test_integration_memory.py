@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import ssl
-import subprocess
 
 import pytest
 from tests.integration.aclient import Client, open_with_buffers, wait_until
@@ -22,6 +21,7 @@ from tests.integration.configs import frontend_port, make_config
 from tests.integration.h2client import H2Client
 from tests.support.collector import cyclic_collector_off
 from tests.support.ports import closed_port
+from tests.support.tls import make_certificate
 
 from balancer.net.h2_session import H2Session
 from balancer.net.h2_stream import H2Stream
@@ -41,14 +41,15 @@ def _young(kind: type) -> int:
     return sum(1 for obj in gc.get_objects(generation=0) if isinstance(obj, kind))
 
 
-async def all_freed(balancer, kinds: tuple[type, ...], what: str) -> None:
-    """Once every client connection has closed, no instance of `kinds` made with the
-    collector off is left: each was freed by reference counting as its connection ended."""
+async def all_freed(balancer, kinds: tuple[type, ...], what: str, left: int = 0) -> None:
+    """Once every client connection has closed, at most `left` instances of each of `kinds`
+    made with the collector off are left: the others were freed by reference counting as
+    their connection ended (none would be while the collector is off)."""
     frontend = balancer.frontends["www"]
     await wait_until(lambda: not frontend.sessions, message="client connections still open")
     for kind in kinds:
         await wait_until(
-            lambda kind=kind: _young(kind) == 0,
+            lambda kind=kind: _young(kind) <= left,
             timeout=2,
             interval=0.05,
             message=f"{what} were left to the cyclic collector ({kind.__name__})",
@@ -64,30 +65,12 @@ def test_closed_connections_are_freed_without_the_cyclic_collector(run_balancer,
         for i in range(3):  # warm: the first connections build the pools
             async with await Client.connect(port) as client:
                 assert (await client.get(f"/warm/{i}")).status == 200
-        gc.collect()  # what is alive now leaves generation 0: _young() counts only new objects
-        gc.disable()
-        try:
+        with cyclic_collector_off():  # what is alive now is not counted by _young()
             for i in range(CONNECTIONS):
                 async with await Client.connect(port) as client:
                     response = await client.get(f"/n/{i}", headers=[("Connection", "close")])
                     assert response.status == 200, response
-            frontend = balancer.frontends["www"]
-            await wait_until(lambda: not frontend.sessions, message="client connections still open")
-            # Freed by reference counting as each closes, or never while the collector is off.
-            await wait_until(
-                lambda: _young(HttpSession) <= 1,
-                timeout=2,
-                interval=0.05,
-                message="closed client connections were left to the cyclic collector",
-            )
-            await wait_until(
-                lambda: _young(UpstreamConnection) <= 1,
-                timeout=2,
-                interval=0.05,
-                message="closed server connections were left to the cyclic collector",
-            )
-        finally:
-            gc.enable()
+            await all_freed(balancer, (HttpSession, UpstreamConnection), "closed connections", left=1)
 
     run_balancer(make_config([s1], backend={"pool": {"max_idle_per_server": 0}}), scenario)
 
@@ -95,9 +78,7 @@ def test_closed_connections_are_freed_without_the_cyclic_collector(run_balancer,
 def test_closed_tcp_connections_are_freed_without_the_cyclic_collector(run_balancer, echo_server):
     async def scenario(balancer):
         port = frontend_port(balancer)
-        gc.collect()
-        gc.disable()
-        try:
+        with cyclic_collector_off():
             for i in range(CONNECTIONS):
                 reader, writer = await open_with_buffers(port)
                 message = f"message {i}\n".encode()
@@ -105,30 +86,14 @@ def test_closed_tcp_connections_are_freed_without_the_cyclic_collector(run_balan
                 assert await asyncio.wait_for(reader.readexactly(len(message)), 5) == message
                 writer.close()
                 await writer.wait_closed()
-            frontend = balancer.frontends["www"]
-            await wait_until(lambda: not frontend.sessions, message="client connections still open")
-            await wait_until(
-                lambda: _young(TcpSession) <= 1,
-                timeout=2,
-                interval=0.05,
-                message="closed TCP connections were left to the cyclic collector",
-            )
-        finally:
-            gc.enable()
+            await all_freed(balancer, (TcpSession,), "closed TCP connections", left=1)
 
     run_balancer(make_config([echo_server], mode="tcp", frontend={"forwardfor": False}), scenario)
 
 
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A PEM holding a self-signed ECDSA certificate and its key."""
-    folder = tmp_path_factory.mktemp("cert")
-    key, cert = folder / "key.pem", folder / "cert.pem"
-    command = "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=lb.example"
-    subprocess.run([*command.split(), "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
-    pem = folder / "both.pem"
-    pem.write_bytes(cert.read_bytes() + key.read_bytes())
-    return str(pem)
+    return str(make_certificate(tmp_path_factory.mktemp("cert"), "lb.example").pem)
 
 
 def test_closed_tls_connections_are_freed_without_the_cyclic_collector(run_balancer, backends, certificate):

@@ -44,28 +44,34 @@ async def open_server_connection(
     source: str | None = None,
     preamble: bytes = b"",
 ) -> P:
-    """Connect to `server` within `timeout` (0 = no limit); raises OSError or TimeoutError.
+    """Connect to `server` within `timeout` (0 = no limit); raises OSError or TimeoutError,
+    without a traceback: it would hold the frames of the connect, whose futures hold the
+    error, a cycle per failed connect left to the cyclic collector (callers use the error's
+    kind and message only).
 
     `preamble` (a PROXY header) is sent in clear first, before any TLS handshake.
     """
     loop = asyncio.get_running_loop()
     address = server.address
     ssl_context, server_hostname = tls if tls is not None else (None, None)
-    if address.is_unix:
-        connecting = loop.create_unix_connection(
-            factory, address.path, ssl=ssl_context, server_hostname=server_hostname
-        )
-        _, protocol = await asyncio.wait_for(connecting, timeout or None)
-    elif source is None and not preamble:
-        connecting_tcp = loop.create_connection(
-            factory, server.host, server.port, ssl=ssl_context, server_hostname=server_hostname
-        )
-        _, protocol = await asyncio.wait_for(connecting_tcp, timeout or None)
-        return protocol
-    else:
-        return await asyncio.wait_for(
-            _by_hand(factory, server, source, ssl_context, server_hostname, preamble), timeout or None
-        )
+    try:
+        if address.is_unix:
+            connecting = loop.create_unix_connection(
+                factory, address.path, ssl=ssl_context, server_hostname=server_hostname
+            )
+            _, protocol = await asyncio.wait_for(connecting, timeout or None)
+        elif source is None and not preamble:
+            connecting_tcp = loop.create_connection(
+                factory, server.host, server.port, ssl=ssl_context, server_hostname=server_hostname
+            )
+            _, protocol = await asyncio.wait_for(connecting_tcp, timeout or None)
+            return protocol
+        else:
+            return await asyncio.wait_for(
+                _by_hand(factory, server, source, ssl_context, server_hostname, preamble), timeout or None
+            )
+    except (OSError, TimeoutError) as exc:
+        raise exc.with_traceback(None) from None
     if preamble:
         transport = getattr(protocol, "transport", None)
         if transport is not None:

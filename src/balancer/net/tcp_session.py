@@ -382,9 +382,6 @@ class TcpSession(asyncio.Protocol):
         except asyncio.CancelledError:
             return
         except (OSError, TimeoutError) as exc:
-            # Its traceback holds the frames of the connect, whose futures hold it: a cycle
-            # per failed connect, left to the cyclic collector. Only its message is used.
-            exc.__traceback__ = None
             self.connect_task = None
             self._connect_failed(exc)
             return
