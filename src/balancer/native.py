@@ -82,6 +82,7 @@ C_EXTENSIONS = (
     ("balancer.proto._h2_fields", "balancer/proto/_h2_fields.c"),
     ("balancer.proto._heads", "balancer/proto/_heads.c"),
     ("balancer.proto._huffman", "balancer/proto/_huffman.c"),
+    ("balancer.stats._logline", "balancer/stats/_logline.c"),
 )
 
 

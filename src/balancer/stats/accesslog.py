@@ -1,7 +1,7 @@
 """The access log: one line per HTTP request or TCP connection, text, JSON or a template.
 
-Lines are buffered and written at most every 50 ms or when 64 KiB are pending, so logging
-costs one write for many requests instead of a syscall each. Text lines follow HAProxy's
+Lines are buffered, as UTF-8, and written at most every 50 ms or when 64 KiB are pending,
+so logging costs one write for many requests instead of a syscall each. Text lines follow HAProxy's
 httplog layout so existing log tooling keeps working:
 
     127.0.0.1:50312 [21/Nov/2026:23:59:01.123] www web/s1 0/0/1/2/3 200 120 -- "GET / HTTP/1.1"
@@ -27,8 +27,18 @@ from balancer.runtime.record import LogRecord, LogSink
 from balancer.stats.logformat import LogTemplate, is_template
 from balancer.stats.syslog import FACILITY_LOCAL0, SEVERITY_INFO, SyslogSender, parse_target
 
+try:
+    # The text line appended to the buffer in one C call (stats/_logline.c); None (not
+    # built: BALANCER_PURE=1): format_text, which it mirrors, then encoded.
+    from balancer.stats import _logline
+except ImportError:  # pragma: no cover - a build without C
+    _logline = None  # type: ignore[assignment]
+
 FLUSH_DELAY: Final = 0.05
 FLUSH_BYTES: Final = 65536
+
+# The C function itself, bound once: a module attribute is a dict lookup per call.
+_append_text: Final = _logline.append_text if _logline is not None else None
 
 
 _MILLIS: Final = [f"{ms:03d}" for ms in range(1000)]
@@ -67,8 +77,7 @@ class AccessLog(LogSink):
         self._fd = -1
         self._own_fd = False
         self._syslog: SyslogSender | None = None
-        self._pending: list[str] = []
-        self._pending_size = 0
+        self._pending = bytearray()  # lines not written yet, in UTF-8
         self._flush_handle: asyncio.TimerHandle | None = None
         self._second = -1
         self._second_text = ""
@@ -110,11 +119,12 @@ class AccessLog(LogSink):
             return
         if self.template is not None:
             line = self.template.format(record, self._timestamp(record.start_time))
+            self._pending += line.encode("utf-8", "replace")
+        elif self.json:
+            self._pending += self.format_json(record).encode("utf-8", "replace")
         else:
-            line = self.format_json(record) if self.json else self.format_text(record)
-        self._pending.append(line)
-        self._pending_size += len(line)
-        if self._pending_size >= FLUSH_BYTES:
+            self.append_text(self._pending, record)
+        if len(self._pending) >= FLUSH_BYTES:
             self.flush()
         elif self._flush_handle is None:
             try:
@@ -137,6 +147,32 @@ class AccessLog(LogSink):
         self._milli_text = f"{self._second_text}.{_MILLIS[milli - second * 1000]}"
         self._bracketed = f"[{self._milli_text}] "
         return self._milli_text
+
+    def append_text(self, out: bytearray, r: LogRecord) -> None:
+        """`r`'s text line, in UTF-8, at the end of `out`: format_text's line, made in C
+        when built (stats/_logline.c)."""
+        if _append_text is None:
+            out += self.format_text(r).encode("utf-8", "replace")
+            return
+        self._timestamp(r.start_time)  # brings _bracketed up to date
+        _append_text(
+            out,
+            r.client,
+            self._bracketed,
+            r.frontend_name,
+            r.backend_name,
+            r.server_name,
+            int(r.t_request),
+            int(r.t_queue),
+            int(r.t_connect),
+            int(r.t_response),
+            int(r.t_total),
+            r.status,
+            r.bytes_out,
+            r.termination,
+            r.request_line,
+            r.xff,
+        )
 
     def format_text(self, r: LogRecord) -> str:
         # int() truncates the float timers like HAProxy's, and -1.0 (phase never happened)
@@ -184,17 +220,16 @@ class AccessLog(LogSink):
             self._flush_handle = None
         if not self._pending:
             return
-        lines, self._pending = self._pending, []
-        self._pending_size = 0
+        lines, self._pending = self._pending, bytearray()
         if self._syslog is not None:
             header = self._syslog.header(self.facility, SEVERITY_INFO)
-            for line in lines:
-                self._syslog.send(header, line.rstrip("\n"))
+            for line in lines[:-1].split(b"\n"):  # every line ends with one
+                self._syslog.send(header, line)
             return
         if self._fd < 0:
             return
         try:
-            view = memoryview("".join(lines).encode("utf-8", "replace"))
+            view = memoryview(lines)
             while view:
                 written = os.write(self._fd, view)
                 view = view[written:]

@@ -87,8 +87,9 @@ class SyslogSender:
         stamp = timestamp(time.time() if when is None else when)
         return f"<{facility * 8 + sev}>1 {stamp} {self.hostname} {APP_NAME} {self.procid} - - ".encode("ascii")
 
-    def send(self, header: bytes, message: str) -> None:
-        data = header + message.encode("utf-8", "replace")
+    def send(self, header: bytes, message: bytes | bytearray) -> None:
+        """One datagram: `header` then `message` (UTF-8, one line), cut to MAX_DATAGRAM."""
+        data = header + message
         # A full buffer or an unreachable collector: syslog over UDP drops, the proxy goes on.
         with contextlib.suppress(OSError):
             self.sock.sendto(data[:MAX_DATAGRAM], self.address)
@@ -123,7 +124,7 @@ class SyslogHandler(logging.Handler):
                 message = self.format(record)
             header = self.sender.header(FACILITY_DAEMON, severity(record.levelno), record.created)
             # One line per datagram: a traceback's newlines would read as many messages to some collectors.
-            self.sender.send(header, message.replace("\n", " | "))
+            self.sender.send(header, message.replace("\n", " | ").encode("utf-8", "replace"))
         except Exception:
             self.handleError(record)
 
