@@ -11,12 +11,13 @@ hashed only when a table is built and use blake2b/shake, whose bits are all inde
 from __future__ import annotations
 
 from math import gcd
+from typing import Final
 from zlib import crc32
 
 from balancer.runtime.state import ServerRuntime
 
-MASK64 = (1 << 64) - 1
-_GOLDEN = 0x9E3779B97F4A7C15  # 2**64 / golden ratio, odd: multiplying by it is a bijection mod 2**64
+MASK64: Final = (1 << 64) - 1
+_GOLDEN: Final = 0x9E3779B97F4A7C15  # 2**64 / golden ratio, odd: multiplying by it is a bijection mod 2**64
 
 # Longest weighted order built for tie-breaking and map-based hashing. Weights are at most
 # 256, so this only bounds memory and build time for very many servers with uneven weights;

@@ -25,12 +25,14 @@ difference matters.
 
 from __future__ import annotations
 
+from typing import Final
+
 from balancer.lb.base import Selector
 from balancer.lb.common import weighted_order, weights_of
 from balancer.runtime.state import ServerRuntime
 
 DEFAULT_ALPHA = 0.3  # weight of the newest measurement: about 90% of a step change after 6 requests
-MIN_SECONDS = 1e-6
+MIN_SECONDS: Final = 1e-6
 
 
 class Latency:
@@ -75,7 +77,7 @@ class LatencyStore:
         return cell.ewma if cell is not None and cell.count else None
 
 
-LATENCIES = LatencyStore()
+LATENCIES: Final = LatencyStore()
 
 
 def observe(server: ServerRuntime, seconds: float) -> None:

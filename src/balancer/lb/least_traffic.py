@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Final
 
 from balancer.lb.base import Selector
 from balancer.lb.common import weighted_order, weights_of
@@ -114,7 +115,7 @@ class TrafficStore:
         return cell.total_bytes
 
 
-TRAFFIC = TrafficStore()
+TRAFFIC: Final = TrafficStore()
 
 
 def observe_bytes(server: ServerRuntime, n: int) -> None:

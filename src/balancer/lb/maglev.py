@@ -44,6 +44,7 @@ from __future__ import annotations
 import hashlib
 from array import array
 from math import isqrt
+from typing import Final
 
 from balancer.lb.base import Selector
 from balancer.lb.common import hash_key, is_prime, server_id, weights_of
@@ -62,8 +63,8 @@ _SALT = b"maglev"
 # Two 64-bit hashes of a server's name: blake2b personalised with _SALT, the salted state
 # made once (a copy per server is cheaper than a new hash object; a table of 1,000 servers
 # hashes 1,000 names, a third of its build).
-_SALTED = hashlib.blake2b(digest_size=16, person=_SALT)
-_LOW64 = (1 << 64) - 1
+_SALTED: Final = hashlib.blake2b(digest_size=16, person=_SALT)
+_LOW64: Final = (1 << 64) - 1
 
 
 def preferences(identity: bytes, size: int) -> tuple[int, int]:
@@ -160,10 +161,10 @@ class _Remembered:
 
 
 # (backend name, table size) -> its last fresh table. One entry per backend of the config.
-_REMEMBERED: dict[tuple[str, int], _Remembered] = {}
+_REMEMBERED: Final[dict[tuple[str, int], _Remembered]] = {}
 # Derive only when at most this share of the slots is freed: past it the survivors' extra
 # slots would cost more to deal than a fresh build, and an outage that large is a new normal.
-_MAX_FREED_SHARE = 8
+_MAX_FREED_SHARE: Final = 8
 
 
 def forget_tables() -> None:

@@ -33,6 +33,7 @@ import sys
 from array import array
 from bisect import bisect_left
 from functools import lru_cache
+from typing import Final
 
 from balancer.lb.base import Selector
 from balancer.lb.common import hash_key, server_id, weights_of
@@ -44,10 +45,10 @@ try:
 except ImportError:  # built without a C compiler (BALANCER_PURE=1): sorted() below
     _tables = None  # type: ignore[assignment]
 
-POSITION_BITS = 30
+POSITION_BITS: Final = 30
 DEFAULT_POINTS_PER_WEIGHT = 4
 DEFAULT_BALANCE_FACTOR = 1.25
-_SHIFT = 64 - POSITION_BITS
+_SHIFT: Final = 64 - POSITION_BITS
 
 
 @lru_cache(maxsize=4096)

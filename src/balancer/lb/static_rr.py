@@ -8,6 +8,7 @@ change when the selector is rebuilt.
 from __future__ import annotations
 
 from math import gcd
+from typing import Final
 
 from balancer.lb.base import Selector
 from balancer.lb.roundrobin import SmoothWeightedRoundRobin
@@ -15,7 +16,7 @@ from balancer.runtime.state import ServerRuntime
 
 # A cycle longer than this is cut: weights are at most 256, so this only bounds memory
 # for very many servers; the shares stay right to within one slot per server.
-_MAX_CYCLE = 65536
+_MAX_CYCLE: Final = 65536
 
 
 class StaticRoundRobin(Selector):

@@ -26,12 +26,13 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable
+from typing import Final
 
 from balancer.runtime.node_count import NodeCount
 
 # Seconds between looks at the node's counts while this worker has listeners paused or
 # connections parked, when other workers count too.
-POLL = 0.01
+POLL: Final = 0.01
 
 
 class Gate:

@@ -73,7 +73,7 @@ _response_block: Final[Callable[[int, bytes], bytes] | None] = (
 log = logging.getLogger("balancer.http")
 
 # Response bytes held per stream before the session stops reading its server.
-WRITE_HIGH = 65536
+WRITE_HIGH: Final = 65536
 
 
 @trait

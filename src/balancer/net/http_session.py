@@ -1614,7 +1614,7 @@ def _body_unread(request: Request) -> bool:
 # Client addresses in numeric form by text, for `src` rules: clients come back, and turning
 # the text into a number was 3% of a connection with one request (bench/conn_cost.py).
 # Emptied when full, so it stays small whatever the clients.
-_NUMERIC_IPS: dict[str, NumericIP | None] = {}
+_NUMERIC_IPS: Final[dict[str, NumericIP | None]] = {}
 NUMERIC_IPS_MAX: Final = 4096
 
 

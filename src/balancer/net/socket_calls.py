@@ -22,6 +22,15 @@ try:
 except ImportError:  # a build without C
     _nowait = None  # type: ignore[assignment]
 NATIVE: Final = _nowait is not None
+# The C functions themselves, bound once: compiled, a module global and its attribute are
+# two dict lookups per call, on every read and write of a connection.
+_accept: Final = _nowait.accept if _nowait is not None else None
+_recv: Final = _nowait.recv if _nowait is not None else None
+_recv_into: Final = _nowait.recv_into if _nowait is not None else None
+_send: Final = _nowait.send if _nowait is not None else None
+_shutdown_write: Final = _nowait.shutdown_write if _nowait is not None else None
+_getsockname: Final = _nowait.getsockname if _nowait is not None else None
+_drain: Final = _nowait.drain if _nowait is not None else None
 
 DRAIN_SIZE: Final = 65536
 DRAIN_READS: Final = 16  # per call (_nowait.c's too): then other connections get their turn
@@ -30,8 +39,8 @@ DRAIN_READS: Final = 16  # per call (_nowait.c's too): then other connections ge
 def accept(listening: socket.socket, nodelay: bool) -> tuple[int, Any] | None:
     """(descriptor, peer address) of a connection from the non-blocking `listening` socket,
     with TCP_NODELAY when `nodelay`; None when none waits."""
-    if _nowait is not None:
-        return _nowait.accept(listening.fileno(), nodelay)
+    if _accept is not None:
+        return _accept(listening.fileno(), nodelay)
     try:
         fd, peer = listening._accept()  # `accept` adds interpreted Python
     except (BlockingIOError, InterruptedError):
@@ -49,8 +58,8 @@ def accept(listening: socket.socket, nodelay: bool) -> tuple[int, Any] | None:
 
 def recv(fd: int, size: int) -> bytes | None:
     """At most `size` bytes; b"" at the end of stream, None when nothing waits."""
-    if _nowait is not None:
-        return _nowait.recv(fd, size)
+    if _recv is not None:
+        return _recv(fd, size)
     try:
         return os.read(fd, size)
     except (BlockingIOError, InterruptedError):
@@ -59,8 +68,8 @@ def recv(fd: int, size: int) -> bytes | None:
 
 def recv_into(fd: int, buffer: Buffer) -> int | None:
     """Into `buffer`: how many bytes (0 at the end of stream); None when nothing waits."""
-    if _nowait is not None:
-        return _nowait.recv_into(fd, buffer)
+    if _recv_into is not None:
+        return _recv_into(fd, buffer)
     try:
         return os.readv(fd, [buffer])
     except (BlockingIOError, InterruptedError):
@@ -69,8 +78,8 @@ def recv_into(fd: int, buffer: Buffer) -> int | None:
 
 def send(fd: int, data: Buffer) -> int:
     """How many bytes of `data` the kernel took (0: none)."""
-    if _nowait is not None:
-        return _nowait.send(fd, data)
+    if _send is not None:
+        return _send(fd, data)
     try:
         return os.write(fd, data)
     except (BlockingIOError, InterruptedError):
@@ -78,8 +87,8 @@ def send(fd: int, data: Buffer) -> int:
 
 
 def shutdown_write(fd: int) -> None:
-    if _nowait is not None:
-        _nowait.shutdown_write(fd)
+    if _shutdown_write is not None:
+        _shutdown_write(fd)
         return
     with _borrowed(fd) as borrowed:
         borrowed.shutdown(socket.SHUT_WR)
@@ -87,8 +96,8 @@ def shutdown_write(fd: int) -> None:
 
 def getsockname(fd: int) -> Any:
     """The local address, as socket.getsockname gives it."""
-    if _nowait is not None:
-        return _nowait.getsockname(fd)
+    if _getsockname is not None:
+        return _getsockname(fd)
     with _borrowed(fd) as borrowed:
         return borrowed.getsockname()
 
@@ -96,8 +105,8 @@ def getsockname(fd: int) -> Any:
 def drain(fd: int) -> int:
     """Read and discard what waits: how many bytes (0: nothing waited), or -1 once the
     stream is over (the end of stream, or an error)."""
-    if _nowait is not None:
-        return _nowait.drain(fd)
+    if _drain is not None:
+        return _drain(fd)
     total = 0
     for _ in range(DRAIN_READS):
         try:

@@ -23,7 +23,7 @@ import logging
 import math
 import time
 from collections.abc import Coroutine
-from typing import Any, cast
+from typing import Any, Final, cast
 
 from balancer.lb import least_traffic
 from balancer.net.context import BackendContext, FrontendContext
@@ -38,7 +38,7 @@ log = logging.getLogger("balancer.tcp")
 
 # Bytes a client may send before its server is connected; past them its reading pauses
 # until the server is (no unbounded buffer for a client that floods a slow connect).
-PENDING_LIMIT = 65536
+PENDING_LIMIT: Final = 65536
 
 
 class _ServerSide(asyncio.Protocol):

@@ -26,7 +26,7 @@ import logging
 import socket
 import ssl
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from balancer.net.acceptor import Acceptor
 from balancer.net.linger import close_lingering
@@ -36,20 +36,20 @@ from balancer.net.write_limits import WriteLimits
 
 log = logging.getLogger(__name__)
 
-READ_SIZE = 65536  # at most this much per SSL_read
-READS_PER_EVENT = 16  # then other connections get their turn (what remains is read next pass)
+READ_SIZE: Final = 65536  # at most this much per SSL_read
+READS_PER_EVENT: Final = 16  # then other connections get their turn (what remains is read next pass)
 # The most one SSL_read returns: one record's plaintext. A shorter read most likely emptied
 # the socket; the next record, if any, wakes the reader again (level-triggered), so no read
 # is made only to be told "want read" (an exception, with its message formatted, per read).
-FULL_RECORD = 16384
+FULL_RECORD: Final = 16384
 
-# Connection states.
-HANDSHAKE = 0
-OPEN = 1
-CLOSING = 2  # close() called: what is buffered goes out, then close_notify and close
-CLOSED = 3
+# Connection states (Final: compiled, a constant is inlined; a global is a dict lookup per use).
+HANDSHAKE: Final = 0
+OPEN: Final = 1
+CLOSING: Final = 2  # close() called: what is buffered goes out, then close_notify and close
+CLOSED: Final = 3
 
-_CLOSE_ERRORS = (ssl.SSLError, OSError, ValueError)
+_CLOSE_ERRORS: Final = (ssl.SSLError, OSError, ValueError)
 
 
 class TlsAcceptor(Acceptor):

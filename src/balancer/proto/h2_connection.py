@@ -342,6 +342,12 @@ class H2Connection:
     def _idle(self, stream_id: int) -> bool:
         return stream_id > self.highest_id
 
+    def _known(self, stream_id: int) -> StreamState | None:
+        """The open stream `stream_id`, None for one closed or not opened yet. A new
+        stream's id is past every known one: no lookup for it, the dearest kind (a key
+        missing from a dict whose keys come and go walks past the slots they left)."""
+        return self.streams.get(stream_id) if stream_id <= self.highest_id else None
+
     def _data(self, flags: int, stream_id: int, payload: bytes, events: list[H2Event]) -> None:
         if not stream_id:
             raise ConnectionError_(PROTOCOL_ERROR, "DATA on stream 0")
@@ -406,7 +412,7 @@ class H2Connection:
     def _header_block(self, flags: int, stream_id: int, block: bytes, events: list[H2Event], error: int) -> None:
         if stream_id % 2 == 0:
             raise ConnectionError_(PROTOCOL_ERROR, "even stream id from a client")
-        stream = self.streams.get(stream_id)
+        stream = self._known(stream_id)
         if stream is not None:
             if stream.remote_closed:
                 raise ConnectionError_(STREAM_CLOSED, "HEADERS on a half-closed stream")
@@ -445,7 +451,7 @@ class H2Connection:
                 error = ENHANCE_YOUR_CALM
         except HpackError as exc:
             raise ConnectionError_(COMPRESSION_ERROR, "invalid header block") from exc
-        stream = self.streams.get(stream_id)
+        stream = self._known(stream_id)
         if stream is not None:  # trailers
             if error:
                 self._stream_error(stream_id, PROTOCOL_ERROR, events)

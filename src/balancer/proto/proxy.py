@@ -11,10 +11,11 @@ from __future__ import annotations
 import ipaddress
 import struct
 from dataclasses import dataclass
+from typing import Final
 
-V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
-V1_MAX = 107  # the longest v1 line, CRLF included
-_V2_HEAD = struct.Struct("!12sBBH")
+V2_SIGNATURE: Final = b"\r\n\r\n\x00\r\nQUIT\n"
+V1_MAX: Final = 107  # the longest v1 line, CRLF included
+_V2_HEAD: Final = struct.Struct("!12sBBH")
 
 
 class ProxyProtocolError(ValueError):

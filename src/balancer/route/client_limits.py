@@ -31,6 +31,7 @@ import ipaddress
 import math
 import time
 from collections.abc import Callable, Sequence
+from typing import Final
 
 from balancer.config.model import ConnLimit, RateLimit
 from balancer.runtime.client_table import ENTRY_WORDS, HEADER_WORDS, ClientTable, address_key
@@ -40,10 +41,14 @@ Key = tuple[int, int]
 Networks = Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]
 
 # Cells (see the module docstring); cell 0 is the tag.
-REQ_PERIOD, REQ_COUNT, REQ_PREVIOUS = 1, 2, 3
-CONN_PERIOD, CONN_COUNT, CONN_PREVIOUS = 4, 5, 6
-OPEN = 7
-REFUSED = -2  # what `opened` answers for a connection over the limits
+REQ_PERIOD: Final = 1
+REQ_COUNT: Final = 2
+REQ_PREVIOUS: Final = 3
+CONN_PERIOD: Final = 4
+CONN_COUNT: Final = 5
+CONN_PREVIOUS: Final = 6
+OPEN: Final = 7
+REFUSED: Final = -2  # what `opened` answers for a connection over the limits
 
 
 def _exempt(address: str, networks: Networks) -> bool:

@@ -65,7 +65,7 @@ import re
 import time
 from collections.abc import Callable, Iterable
 from functools import partial
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from balancer.config.model import Backend, Cookie, StickTable
 from balancer.runtime.client_table import ClientTable, address_key
@@ -76,15 +76,15 @@ Clock = Callable[[], float]
 Headers = list[tuple[bytes, bytes]]
 
 # A server name as the config allows it, hence a server id a cookie may carry.
-_SERVER_ID = re.compile(rb"[A-Za-z0-9_.\-]+")
+_SERVER_ID: Final = re.compile(rb"[A-Za-z0-9_.\-]+")
 # One date of a dated insert cookie: whole seconds in base 36 (int() alone would also take
 # signs, spaces and underscores).
-_DATE = re.compile(rb"[0-9a-z]{1,12}")
+_DATE: Final = re.compile(rb"[0-9a-z]{1,12}")
 # A Cache-Control that already keeps shared caches from storing the response.
-_UNCACHEABLE = re.compile(rb"\r\ncache-control:[^\r]*\b(?:private|no-store)\b", re.IGNORECASE)
-_DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
+_UNCACHEABLE: Final = re.compile(rb"\r\ncache-control:[^\r]*\b(?:private|no-store)\b", re.IGNORECASE)
+_DIGITS: Final = "0123456789abcdefghijklmnopqrstuvwxyz"
 # What net.peer reports for a client without an address (a unix socket): nothing to stick.
-_NO_ADDRESS = frozenset({"", "-", "unix"})
+_NO_ADDRESS: Final = frozenset({"", "-", "unix"})
 
 
 class CookieValue(NamedTuple):

@@ -48,14 +48,19 @@ import mmap
 import os
 import random
 import socket
+from typing import Final
 
-MAGIC = 0x42414C54  # "BALT"
-HEADER_WORDS = 8
-ENTRY_WORDS = 5
-CHECK, KEY0, KEY1, VALUE, USED = range(ENTRY_WORDS)
-WAYS = 8
-_MASK = (1 << 64) - 1
-_SIGN = 1 << 63
+MAGIC: Final = 0x42414C54  # "BALT"
+HEADER_WORDS: Final = 8
+ENTRY_WORDS: Final = 5
+CHECK: Final = 0
+KEY0: Final = 1
+KEY1: Final = 2
+VALUE: Final = 3
+USED: Final = 4
+WAYS: Final = 8
+_MASK: Final = (1 << 64) - 1
+_SIGN: Final = 1 << 63
 
 
 def _signed(value: int) -> int:
