@@ -307,7 +307,7 @@ class UpstreamConnection(asyncio.BufferedProtocol):
         return _READ_VIEW
 
     def buffer_updated(self, nbytes: int) -> None:
-        self.data_received(bytes(_READ_VIEW[:nbytes]))
+        self.data_received(_READ_VIEW[:nbytes].tobytes())  # cheaper than bytes(): no arguments parsed
 
     def data_received(self, data: bytes) -> None:
         try:

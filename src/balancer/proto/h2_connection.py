@@ -421,7 +421,7 @@ class H2Connection:
         elif not self._idle(stream_id):
             raise ConnectionError_(STREAM_CLOSED, "HEADERS on a closed stream")
         if flags & FLAG_END_HEADERS:
-            self._complete_block(stream_id, bytes(block), bool(flags & FLAG_END_STREAM), events, error)
+            self._complete_block(stream_id, block, bool(flags & FLAG_END_STREAM), events, error)
             return
         self.block_stream = stream_id
         self.block_end_stream = bool(flags & FLAG_END_STREAM)
