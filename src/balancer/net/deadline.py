@@ -104,22 +104,24 @@ def wheel_of(loop: asyncio.AbstractEventLoop) -> Wheel:
 
 
 class Deadline:
-    __slots__ = ("_callback", "_loop", "_wheel", "slot", "when")
+    __slots__ = ("_callback", "_time", "_wheel", "slot", "when")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
-        self._loop = loop
+        self._time = loop.time  # bound once: a method looked up per call costs more than the call
         self._wheel = wheel_of(loop)
         self._callback = callback
         self.slot = 0  # the slot this deadline is filed under; 0: none
-        self.when: float | None = None
+        # The loop time it is due; 0.0 when not set (a loop's clock is past 0 and a delay
+        # is more than 0). A float, not None: compiled, a float attribute is not an object.
+        self.when = 0.0
 
     def set(self, delay: float, now: float = -1.0) -> None:
         """Call back `delay` seconds from now unless moved or cleared before; 0 disables.
         `now` is the loop time when the caller has it at hand, else it is read here."""
         if delay <= 0:
-            self.when = None
+            self.when = 0.0
             return
-        when = (now if now >= 0 else self._loop.time()) + delay
+        when = (now if now >= 0 else self._time()) + delay
         self.when = when
         slot = self.slot
         # Filed already under a slot that comes no later than this deadline's: it will
@@ -128,14 +130,14 @@ class Deadline:
             self.slot = self._wheel.file(self, when)
 
     def clear(self) -> None:
-        self.when = None
+        self.when = 0.0
 
     def cancel(self) -> None:
         """Clear and drop the callback: for a connection that is gone. The callback is
         mostly a method of the connection, which holds this Deadline: that cycle would
         leave the connection to the cyclic garbage collector, and the wheel would keep the
         connection until the slot comes."""
-        self.when = None
+        self.when = 0.0
         self.slot = 0
         self._callback = _nothing
 
@@ -143,10 +145,10 @@ class Deadline:
         """Its slot came (loop time `now`): call back, or file again if it moved later."""
         self.slot = 0
         when = self.when
-        if when is None:
+        if when == 0.0:
             return
         if now < when - EARLY:
             self.slot = self._wheel.file(self, when)
             return
-        self.when = None
+        self.when = 0.0
         self._callback()
