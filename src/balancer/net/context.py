@@ -175,7 +175,7 @@ class BackendContext:
         """A usable server below its maxconn (node-wide), with the slot taken; None when
         every usable server is full."""
         for server in self.servers.usable:
-            maxconn = server.config.maxconn
+            maxconn = server.maxconn
             if not maxconn:
                 server.take()
                 return server
@@ -229,7 +229,7 @@ class BackendContext:
         if not self.waiting:
             return
         while self.waiting and server.usable:
-            maxconn = server.config.maxconn
+            maxconn = server.maxconn
             if not maxconn:
                 server.take()
             elif not server.try_take(maxconn):

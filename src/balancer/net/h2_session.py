@@ -97,6 +97,7 @@ class H2Session(asyncio.Protocol, StreamOwner, PassEnd):
     def __init__(self, frontend: FrontendContext) -> None:
         self.frontend = frontend
         self.loop = asyncio.get_running_loop()
+        self._time = self.loop.time  # bound once: read on every event
         self.transport: asyncio.Transport | None = None
         self.proxied: tuple[str, int] | None = None  # the client a PROXY header named
         self.client = ("-", 0)  # (ip, port), the streams' sessions' too
@@ -264,7 +265,7 @@ class H2Session(asyncio.Protocol, StreamOwner, PassEnd):
     # -- client bytes ----------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
-        self.now = self.loop.time()  # for every stream this read opens
+        self.now = self._time()  # for every stream this read opens
         try:
             for start in range(0, len(data), FEED_SLICE):
                 if self.closed:

@@ -253,7 +253,7 @@ class TcpSession(asyncio.Protocol):
             self._close()
             return
         if not held:
-            maxconn = server.config.maxconn
+            maxconn = server.maxconn
             if not maxconn:
                 server.take()
             elif backend.waiting or not server.try_take(maxconn):

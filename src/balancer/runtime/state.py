@@ -56,6 +56,7 @@ class ServerRuntime:
         "failure_streak",
         "health",
         "host",
+        "maxconn",
         "name",
         "node",
         "port",
@@ -75,6 +76,8 @@ class ServerRuntime:
         self.host = config.address.host
         self.port = config.address.port
         self.weight = config.weight
+        # Read per request: the config's attribute is an interpreted object's, a lookup.
+        self.maxconn = config.maxconn
         # Percent from an agent, applied by lb.agent_load; -1: none. The workers leave it at
         # -1 because the master publishes weights already scaled (runtime.master_state).
         self.agent_weight = -1
