@@ -128,6 +128,15 @@ class Listener:
         self, address: Address, sock: socket.socket, frontend: FrontendContext, tls: ssl.SSLContext | None = None
     ) -> None:
         self.address = address
+        # Non-blocking as a Python object too (timeout 0), before `start` dups it: a listening
+        # socket is one open file description shared by the master and every worker, and its
+        # O_NONBLOCK flag with it. A worker's socket made from an inherited descriptor has
+        # the default timeout (None), and socket.dup() copies the timeout with settimeout,
+        # which would clear O_NONBLOCK for every process until the new Acceptor's add_reader
+        # set it again. A worker covering that slot and accepting in that moment would block
+        # in accept4 until some other client connected, its loop and every connection it
+        # holds stalled. setblocking(False) only ever sets the flag.
+        sock.setblocking(False)
         self.sock = sock
         self.frontend = frontend
         self.tls = tls
@@ -206,6 +215,7 @@ class Listener:
         factory = self.session_factory(loop)
         config = self.frontend.config
         # The acceptor gets a duplicate: closing it to pause must not close our socket.
+        # (dup() keeps the shared O_NONBLOCK set: self.sock is non-blocking, see __init__.)
         sock = self.sock.dup()
         sock.listen(config.backlog)  # as create_server does: a reload's backlog
         if self.tls is not None:

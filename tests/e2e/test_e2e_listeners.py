@@ -87,18 +87,21 @@ def _open_clients(port: int, count: int) -> list[socket.socket]:
     return clients
 
 
-def _both_take_connections(port: int) -> bool:
-    """Twenty probe connections: did two processes take at least five each? While the first
-    worker still covers the other's socket (up to a shared-state look, 0.1 s, after the
-    other serves; longer on a loaded machine) it takes most of them; a fair split gives one
-    fewer than five once in 80 probes, and the poll probes again."""
-    probes = _open_clients(port, 20)
-    try:
-        holders = _holders(port)
-        return len(holders) == 2 and min(holders.values()) >= 5
-    finally:
-        for sock in probes:
-            sock.close()
+def _each_worker_on_its_own_socket(proc: BalancerProcess, port: int) -> bool:
+    """Each of the port's listening sockets (one per worker slot) served by one worker, not
+    the same one (ss -p, as an operator reads it). Every worker inherits every slot's socket;
+    the one serving a socket holds a second descriptor of it, its acceptor's. Until both
+    serve, the first worker ready also serves the other's socket (covering it) and takes most
+    connections; it lets go at its next look at the shared state (0.1 s, longer on a loaded
+    machine)."""
+    ss = require_tool("ss")
+    out = subprocess.run([ss, "-ltnpH", f"sport = :{port}"], capture_output=True, text=True, check=True).stdout
+    workers = _workers(proc)
+    serving = []
+    for line in out.splitlines():
+        pids = [int(pid) for pid in re.findall(r"pid=(\d+)", line)]
+        serving.append({pid for pid in workers if pids.count(pid) > 1})
+    return len(serving) == 2 and all(len(pids) == 1 for pids in serving) and serving[0] != serving[1]
 
 
 def _workers(proc: BalancerProcess) -> set[int]:
@@ -119,7 +122,8 @@ def test_new_connections_are_spread_over_the_workers_and_a_reload_to_fewer_loses
     proc = site.start(template.format(workers=2))
     # Until both serve, the first worker ready also serves the other's socket (covering it).
     wait_until(lambda: "balancer running" in proc.output(), timeout=15, what="both workers serving")
-    wait_until(lambda: _both_take_connections(site.port), timeout=10, what="each worker on its own socket")
+    serving_apart = partial(_each_worker_on_its_own_socket, proc, site.port)
+    wait_until(serving_apart, timeout=10, what="each worker on its own socket")
     clients = _open_clients(site.port, 40)
     try:
         holders = _holders(site.port)
