@@ -1,8 +1,8 @@
 """The access log: one line per HTTP request or TCP connection, text, JSON or a template.
 
 Lines are buffered, as UTF-8, and written at most every 50 ms or when 64 KiB are pending,
-so logging costs one write for many requests instead of a syscall each. Text lines follow HAProxy's
-httplog layout so existing log tooling keeps working:
+so logging costs one write for many requests instead of a syscall each. Text lines follow
+HAProxy's httplog layout so existing log tooling keeps working:
 
     127.0.0.1:50312 [21/Nov/2026:23:59:01.123] www web/s1 0/0/1/2/3 200 120 -- "GET / HTTP/1.1"
 
