@@ -74,14 +74,32 @@ fail:
     return NULL;
 }
 
+/* An IPv4 address in dotted decimal, as inet_ntop writes it, into `out` (at least 16
+ * bytes); its length. By hand: glibc's inet_ntop formats it with sprintf, ~1.7k
+ * instructions of each accepted connection's ~70k. */
+static Py_ssize_t ipv4_text(const struct in_addr *address, char *out) {
+    const unsigned char *octets = (const unsigned char *)&address->s_addr; /* network order */
+    char *at = out;
+    for (int i = 0; i < 4; i++) {
+        unsigned int octet = octets[i];
+        if (octet >= 100)
+            *at++ = (char)('0' + octet / 100);
+        if (octet >= 10)
+            *at++ = (char)('0' + octet / 10 % 10);
+        *at++ = (char)('0' + octet % 10);
+        if (i < 3)
+            *at++ = '.';
+    }
+    return at - out;
+}
+
 static PyObject *address(const struct sockaddr_storage *storage, socklen_t length) {
     char host[INET6_ADDRSTRLEN];
     switch (storage->ss_family) {
     case AF_INET: {
         const struct sockaddr_in *in = (const struct sockaddr_in *)storage;
-        if (inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host)) == NULL)
-            return PyErr_SetFromErrno(PyExc_OSError);
-        PyObject *items[2] = {PyUnicode_FromString(host), PyLong_FromLong(ntohs(in->sin_port))};
+        PyObject *items[2] = {PyUnicode_FromStringAndSize(host, ipv4_text(&in->sin_addr, host)),
+                              PyLong_FromLong(ntohs(in->sin_port))};
         return tuple_of(2, items);
     }
     case AF_INET6: {

@@ -39,10 +39,13 @@ class Wheel:
     """The deadlines of one event loop, by slot (`int(when / TICK) + 1`), and the one loop
     timer of the earliest slot."""
 
-    __slots__ = ("_handle", "_handle_slot", "_slots", "_times", "loop")
+    __slots__ = ("_handle", "_handle_slot", "_slots", "_times", "loop", "time")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
+        # The loop's clock, bound once per loop: a method looked up at each call costs more
+        # than the call, and binding it per connection costs an attribute lookup each.
+        self.time: Callable[[], float] = loop.time
         self._slots: dict[int, list[Deadline]] = {}
         self._times: list[int] = []  # heap of the slots in _slots
         self._handle: asyncio.TimerHandle | None = None
@@ -104,10 +107,9 @@ def wheel_of(loop: asyncio.AbstractEventLoop) -> Wheel:
 
 
 class Deadline:
-    __slots__ = ("_callback", "_time", "_wheel", "slot", "when")
+    __slots__ = ("_callback", "_wheel", "slot", "when")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
-        self._time = loop.time  # bound once: a method looked up per call costs more than the call
         self._wheel = wheel_of(loop)
         self._callback = callback
         self.slot = 0  # the slot this deadline is filed under; 0: none
@@ -121,13 +123,18 @@ class Deadline:
         if delay <= 0:
             self.when = 0.0
             return
-        when = (now if now >= 0 else self._time()) + delay
+        when = (now if now >= 0 else self._wheel.time()) + delay
         self.when = when
         slot = self.slot
         # Filed already under a slot that comes no later than this deadline's: it will
         # look again then (expire).
         if slot == 0 or int(when / TICK) + 1 < slot:
             self.slot = self._wheel.file(self, when)
+
+    def loop_time(self) -> float:
+        """The loop's clock now, for the deadline's owner: a compiled call to the clock bound
+        once per loop, where `loop.time()` looks the method up at each call."""
+        return self._wheel.time()
 
     def clear(self) -> None:
         self.when = 0.0

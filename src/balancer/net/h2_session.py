@@ -97,7 +97,6 @@ class H2Session(asyncio.Protocol, StreamOwner, PassEnd):
     def __init__(self, frontend: FrontendContext) -> None:
         self.frontend = frontend
         self.loop = asyncio.get_running_loop()
-        self._time = self.loop.time  # bound once: read on every event
         self.transport: asyncio.Transport | None = None
         self.proxied: tuple[str, int] | None = None  # the client a PROXY header named
         self.client = ("-", 0)  # (ip, port), the streams' sessions' too
@@ -265,7 +264,7 @@ class H2Session(asyncio.Protocol, StreamOwner, PassEnd):
     # -- client bytes ----------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
-        self.now = self._time()  # for every stream this read opens
+        self.now = self.deadline.loop_time()  # for every stream this read opens
         try:
             for start in range(0, len(data), FEED_SLICE):
                 if self.closed:

@@ -114,7 +114,6 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
         self.frontend = frontend
         self.outbox = frontend.outbox  # every write to the client goes through it (net.outbox)
         self.loop = self.outbox.event_loop()  # without get_running_loop()'s getpid()
-        self._time = self.loop.time  # bound once: read on every event
         self.transport: asyncio.Transport | None = None
         # Made when a read first needs it (_request_parser): a head proto/_heads takes whole,
         # or an HTTP/2 stream's parsed head, needs none (making one binds its ten callbacks).
@@ -145,7 +144,7 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
         # Loop time as of the event being handled: read once per read from either side and
         # at the few other entry points (timers, connect), instead of at every timestamp
         # and deadline of a request.
-        self.now = self._time()
+        self.now = self.deadline.loop_time()
         # Wall clock minus loop clock, once per connection: a request's log time is its loop
         # time plus this, without a time.time() call per request.
         self.wall_offset = time.time() - self.now
@@ -359,7 +358,7 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
     def data_received(self, data: bytes) -> None:
         if self.closed or self.refusing:
             return
-        self.now = self._time()
+        self.now = self.deadline.loop_time()
         if self.tunnel:
             if self.upstream is not None:
                 self.upstream.write(data)
@@ -980,7 +979,7 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
     def _end_tarpit(self, request: Request, wait: int) -> None:
         if self.closed or not self.queue or self.queue[0] is not request:
             return
-        self.now = self._time()
+        self.now = self.deadline.loop_time()
         self._local_response(request, 429, too_many_requests(wait, True), "PT")
 
     def _answer_monitor(self, request: Request) -> None:
@@ -1063,7 +1062,7 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
     def _wait_for_slot(self, request: Request, backend: BackendContext) -> None:
         """Every server is at its maxconn: wait in the backend's FIFO queue, at most
         `timeouts.queue`, for a slot (BackendContext.slot_freed hands one over)."""
-        request.queued_at = self._time()
+        request.queued_at = self.deadline.loop_time()
         self.deadline.set(backend.queue_timeout)
         backend.enqueue(self, request)
 
@@ -1072,10 +1071,10 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
         request is no longer waiting (the client left or the queue timeout fired)."""
         if self.closed or request.queued_at < 0 or not self.queue or self.queue[0] is not request:
             return False
-        request.t_queue = (self._time() - request.queued_at) * 1000
+        request.t_queue = (self.deadline.loop_time() - request.queued_at) * 1000
         request.queued_at = -1.0
         self.deadline.clear()
-        self.now = self._time()
+        self.now = self.deadline.loop_time()
         self._dispatch(request, server=server, held=True)
         return True
 
@@ -1093,7 +1092,7 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
             request.backend.forget(self, request)
 
     async def _connect(self, request: Request, server: ServerRuntime, backend: BackendContext) -> None:
-        t0 = self._time()
+        t0 = self.deadline.loop_time()
         assert self.transport is not None
         try:
             conn = await backend.connect(
@@ -1111,7 +1110,7 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
             # Whatever comes next (a retry on a pooled connection, a queue, an error page),
             # the client must be read again once it is over.
             self.resume_client_reading(CONNECTING)
-            self.now = self._time()
+            self.now = self.deadline.loop_time()
             reason = backend.connect_failed(server, exc)
             self._release_slot(request)
             self._connect_failed(request, server, reason)
@@ -1120,7 +1119,7 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
         if self.closed or not self.queue or self.queue[0] is not request:
             conn.release()
             return
-        self.now = self._time()
+        self.now = self.deadline.loop_time()
         request.t_connect = (self.now - t0) * 1000
         if backend.send_proxy:
             conn.private = True  # its PROXY header named this client: it can serve no other
@@ -1160,7 +1159,7 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
     def _retry_same(self, request: Request, server: ServerRuntime) -> None:
         if self.closed or not self.queue or self.queue[0] is not request or request.t_total >= 0:
             return  # the client left, or the request was answered meanwhile (its timeout)
-        self.now = self._time()
+        self.now = self.deadline.loop_time()
         if server.usable:
             self._dispatch(request, server=server)
         else:
@@ -1413,7 +1412,7 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
         conn.deadline.clear()
 
     def upstream_failed(self, conn: UpstreamConnection, reason: str) -> None:
-        self.now = self._time()
+        self.now = self.deadline.loop_time()
         if not self.queue or conn is not self.upstream:
             conn.close()
             return
@@ -1452,7 +1451,7 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
         self._server_broke(request, reason, 502, "S")
 
     def upstream_timeout(self, conn: UpstreamConnection) -> None:
-        self.now = self._time()
+        self.now = self.deadline.loop_time()
         if not self.queue or conn is not self.upstream:
             conn.close()
             return
@@ -1466,7 +1465,7 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
         self._server_broke(request, "timeout", 504, "s")
 
     def _end_tunnel(self, request: Request) -> None:
-        request.t_total = (self._time() - request.t_start) * 1000
+        request.t_total = (self.deadline.loop_time() - request.t_start) * 1000
         self._finish_log(request, request.status)
         self.queue.clear()
         self.close()
@@ -1500,7 +1499,7 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
         self.out.clear()
         assert self.transport is not None
         self.outbox.write(self.transport, response)
-        request.t_total = (self._time() - request.t_start) * 1000
+        request.t_total = (self.deadline.loop_time() - request.t_start) * 1000
         self._finish_log(request, status)
         if close or not request.keep_alive or self.closing:
             self.queue.clear()
@@ -1525,7 +1524,7 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
             return
         request = self.parsing
         if request is None or request.body_done:
-            request = self._new_request(self._time())  # refused before a message began
+            request = self._new_request(self.deadline.loop_time())  # refused before a message began
         if not request.request_line:
             request.request_line = "<BADREQ>"
         log.info("%s from %s:%s: %s", status, self.client_ip_text, self.client_port, reason)
@@ -1546,7 +1545,7 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
         self._local_response(request, status, error_response(status, True), request.termination)
 
     def _abort_request(self, request: Request) -> None:
-        request.t_total = (self._time() - request.t_start) * 1000
+        request.t_total = (self.deadline.loop_time() - request.t_start) * 1000
         self._finish_log(request, request.status)
         self.queue.clear()
         if self.transport is not None and not self.closed:
@@ -1556,7 +1555,7 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
     def _timed_out(self) -> None:
         if self.closed:
             return
-        self.now = self._time()
+        self.now = self.deadline.loop_time()
         if self.tunnel or not self.queue:
             self.close()  # idle keep-alive or idle tunnel
             return
@@ -1583,7 +1582,7 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
         if self.http2:
             request.request_line = http2_request_line(request.request_line)
         if request.t_total < 0:
-            request.t_total = (self._time() - request.t_start) * 1000
+            request.t_total = (self.deadline.loop_time() - request.t_start) * 1000
         frontend = self.frontend
         frontend.bytes_in += request.bytes_in
         frontend.bytes_out += request.bytes_out

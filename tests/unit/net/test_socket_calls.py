@@ -62,6 +62,25 @@ def test_ipv4_peer_as_socket_accept_gives_it(listening_ipv4: socket.socket) -> N
     assert accept(listening_ipv4, True) is None
 
 
+@pytest.mark.parametrize(
+    "source",
+    # Octets of one, two and three digits in every position, zeros included (_nowait.c
+    # formats the address by hand).
+    ["127.0.0.1", "127.0.0.10", "127.0.100.9", "127.255.255.254", "127.9.99.199", "127.10.0.250", "127.100.20.3"],
+)
+def test_ipv4_peers_of_every_digit_count_read_as_socket_accept_reads_them(
+    listening_ipv4: socket.socket, source: str
+) -> None:
+    with socket.socket() as client:
+        client.bind((source, 0))
+        client.connect(listening_ipv4.getsockname())
+        accepted = accept(listening_ipv4, False)
+        assert accepted is not None
+        fd, peer = accepted
+        os.close(fd)
+        assert peer == client.getsockname() == (source, peer[1])
+
+
 def test_ipv6_peer_as_socket_accept_gives_it() -> None:
     with socket.socket(socket.AF_INET6) as listening:
         try:
