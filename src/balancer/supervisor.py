@@ -1032,12 +1032,8 @@ def run_worker(name: str, generation: int, slot: int) -> int:
     sockets: dict[tuple[Address, str], list[tuple[socket.socket, int]]] = {}
     for entry in json.loads(os.environ.get("BALANCER_FDS", "[]")):
         key = listener_key(parse_address(entry["address"]), entry["frontend"])
-        sock = socket.socket(fileno=entry["fd"])
-        # The master made it non-blocking; the object must say so too (timeout 0, not the
-        # default None), or a dup() of it would make it blocking for every process that
-        # shares it (server.Listener explains).
-        sock.setblocking(False)
-        sockets.setdefault(key, []).append((sock, int(entry["slot"])))
+        # Made non-blocking as an object by the Listener it becomes (server.Listener: why).
+        sockets.setdefault(key, []).append((socket.socket(fileno=entry["fd"]), int(entry["slot"])))
     ready_fd = int(os.environ.get("BALANCER_READY_FD", "-1"))
     state_fd = int(os.environ.get("BALANCER_STATE_FD", "-1"))
     shared = None
