@@ -19,6 +19,11 @@ class Server(ThreadingHTTPServer):
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Buffered, flushed once per request: the head and the body leave in one send. Unbuffered
+    # (the default), they are two, and a SIGKILL between them (seed 001's case f) leaves a
+    # response whose head a proxy has already forwarded: its client's connection must break.
+    wbufsize = 1 << 16
+    disable_nagle_algorithm = True
 
     def do_GET(self) -> None:
         assert isinstance(self.server, Server)

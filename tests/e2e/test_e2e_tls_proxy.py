@@ -42,6 +42,7 @@ from tests.support import TaggedBackend, TlsTaggedBackend, parse_responses, raw_
 from tests.support.config import server_blocks
 from tests.support.curl import curl, curl_raw
 from tests.support.nginx import NginxProcess
+from tests.support.ports import free_ports
 from tests.support.site import Site
 from tests.support.tls import Certificate, make_certificate
 
@@ -52,18 +53,6 @@ V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
 
 
 # -- helpers -------------------------------------------------------------------------------
-
-
-def distinct_ports(count: int) -> list[int]:
-    """Free loopback ports, all different (held open together while picked)."""
-    socks = [socket.socket() for _ in range(count)]
-    try:
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
 
 
 def v2_header(source: str, source_port: int, dest: str, dest_port: int) -> bytes:
@@ -211,7 +200,7 @@ PROXY_FRONTENDS = [
 
 @pytest.fixture(scope="module")
 def proxy_world(module_dir: Path, certs: dict[str, Certificate]) -> Iterator[ProxyWorld]:
-    nginx_port, nginx_tls_port, *ports = distinct_ports(2 + len(PROXY_FRONTENDS))
+    nginx_port, nginx_tls_port, *ports = free_ports(2 + len(PROXY_FRONTENDS))
     backend_cert = certs["backend"]
     nginx_dir = module_dir / "nginx"
     nginx_log = nginx_dir / "access.log"
@@ -490,7 +479,7 @@ class TlsWorld:
 def tls_world(module_dir: Path, certs: dict[str, Certificate]) -> Iterator[TlsWorld]:
     names = ["tls", "tls_accept", "to_tls", "to_tls_bad_sni", "to_tls_bad_ca", "to_tls_no_sni"]
     names += ["spread_http", "spread_tcp"]
-    ports = dict(zip(names, distinct_ports(len(names)), strict=True))
+    ports = dict(zip(names, free_ports(len(names)), strict=True))
     backend_cert = certs["backend"]
     with (
         TaggedBackend("web") as web,

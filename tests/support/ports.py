@@ -6,7 +6,7 @@ import random
 import socket
 from pathlib import Path
 
-__all__ = ["closed_port", "free_port"]
+__all__ = ["closed_port", "free_port", "free_ports"]
 
 # Where picked ports come from when the ephemeral range leaves room below it.
 LOWEST = 10000
@@ -46,6 +46,19 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` different ports, each picked as `free_port` picks one."""
+    ports: list[int] = []
+    for _ in range(ATTEMPTS):
+        if len(ports) == count:
+            break
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    assert len(ports) == count, f"found only {len(ports)} of {count} free ports"
+    return ports
 
 
 def closed_port() -> int:
