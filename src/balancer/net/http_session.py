@@ -489,16 +489,19 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
         takes what on_header would have worked out per field from _heads' result instead:
         the forwarded fields, the Connection ones, the Host, their size, and the forwarded
         header lines as received (`block`)."""
-        method, url, version, headers, hop, host, host_count, header_bytes, block = head
+        method, url, version, headers, hop, host, host_count, header_bytes, block, fields = head
         self.on_message_begin()
         self.on_url(url)
         if hop is not None:
             request = self.parsing
             assert request is not None
-            self.header_count = len(headers) + len(hop)
+            self.header_count = fields
             self.header_bytes = header_bytes
             self._check_header_size()
-            request.headers = headers
+            if headers is None:
+                request.fields_block = block  # the list is made if something asks for it
+            else:
+                request.headers = headers
             request.host = host
             request.host_count = host_count
             if hop:  # Connection fields: seen by rules, never forwarded (_special_header)
@@ -510,7 +513,7 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
             if version == "1.1":
                 request.header_block = block
         else:
-            for name, value in headers:
+            for name, value in headers or ():
                 self.on_header(name, value)
         self.head_method = method
         self.head_version = version

@@ -14,7 +14,7 @@ from typing import Final
 from mypy_extensions import trait
 
 from balancer.net.context import BackendContext
-from balancer.proto.http1 import NO_TOKENS
+from balancer.proto.http1 import NO_TOKENS, block_fields
 from balancer.route.persistence import CookieValue
 from balancer.route.rules import NumericIP
 from balancer.runtime.record import LogRecord
@@ -46,6 +46,7 @@ class Request(LogRecord):
     """One request and, as it goes, what its log line will say."""
 
     __slots__ = (
+        "_headers",
         "attempts",
         "backend",
         "body_bytes",
@@ -55,10 +56,10 @@ class Request(LogRecord):
         "conn_tokens",
         "connection_values",
         "content_length",
+        "fields_block",
         "head_done",
         "head_line",
         "header_block",
-        "headers",
         "holds_slot",
         "hop_headers",
         "host",
@@ -104,9 +105,12 @@ class Request(LogRecord):
         self.path = b""
         self.query = b""
         self.version = "1.1"
-        self.headers: list[tuple[bytes, bytes]] = []
-        # `headers` as header lines, joined once for a known head (KnownRequest), while
-        # nothing has changed them; b"" otherwise.
+        # The header fields but Connection's (`headers`); None while they are only in
+        # `fields_block`, the head's lines as received (proto/_heads.c), until asked for.
+        self._headers: list[tuple[bytes, bytes]] | None = None
+        self.fields_block = b""
+        # `headers` as header lines (as received, or joined once for a known head:
+        # KnownRequest), while nothing has changed them; b"" otherwise.
         self.header_block = b""
         # Created on the first header that needs them (most requests have none).
         self.hop_headers: list[tuple[bytes, bytes]] | None = None  # seen by rules, never forwarded as is
@@ -140,6 +144,21 @@ class Request(LogRecord):
         # (HttpSession._reject); 0: not refused.
         self.refused = 0
         self.persisted: CookieValue | None = None  # the valid persistence cookie it carried
+
+    @property
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        """The header fields (name, value) but the Connection ones, in order: the list is
+        made from `fields_block` when first asked for (rules on headers, a header hash,
+        cookie persistence); a request forwarded as received never makes it. Whoever changes
+        the list empties `header_block`, which then no longer says what the list holds."""
+        headers = self._headers
+        if headers is None:
+            headers = self._headers = block_fields(self.fields_block) if self.fields_block else []
+        return headers
+
+    @headers.setter
+    def headers(self, headers: list[tuple[bytes, bytes]]) -> None:
+        self._headers = headers
 
     def source_ip(self) -> NumericIP | None:
         return self.session.source_ip()

@@ -1,7 +1,7 @@
 /* A strict parser of one whole HTTP/1.x request head, in one call (net/http_session.py).
  *
  * parse_head(data) -> (method, url, version, headers, hop, host, host_count, header_bytes,
- *                       block) | None
+ *                       block, fields) | None
  *     `data` is a client's read at a request boundary. When it holds exactly one complete
  *     request head with no body and nothing after it, and everything in it is plain, the
  *     result is what httptools' callbacks would have given: the method (one of GET, HEAD,
@@ -21,6 +21,9 @@
  *       - block: when every header line is exactly "Name: value" CRLF (one space after the
  *         colon) and hop is not None, the lines of `headers` as received, which are as the
  *         proxy would write them (one slice of `data` without Connection lines); b"" else.
+ *         With a block, `headers` is None: the fields are in the block (proto/http1.py
+ *         block_fields reads them back when a rule, a hash or a cookie asks);
+ *       - fields: how many header fields the head has, Connection ones included.
  *     Otherwise None: the session then feeds the same bytes to httptools,
  *     which answers every unusual or malformed head as before. So anything llhttp might read
  *     differently, or that the session treats specially, is refused here:
@@ -43,7 +46,8 @@
  *     `headers` is an HTTP/2 request's header list as proto.h2_connection gives it (a list of
  *     (name, value) bytes tuples, pseudo-header fields first), from a HEADERS frame that
  *     ended the stream (no body). The result is what parse_head returns for the HTTP/1.1 head
- *     proto.h2_message.request_head writes for that list: Host from :authority (or the last
+ *     proto.h2_message.request_head writes for that list (but `headers`, always a list here:
+ *     the stream's pairs are made already): Host from :authority (or the last
  *     host field) first, the other fields in order, cookie fields joined with "; " last; so an
  *     HTTP/2 stream hands its session the parsed head (net/h2_stream.py) without the head
  *     being written out and parsed again. None for anything request_head would refuse or
@@ -233,17 +237,27 @@ static PyObject *parse_head(PyObject *self, PyObject *arg) {
     Py_ssize_t fields = count / 2;
     if (!plain)
         conn_count = 0; /* the session's per-field path takes every field, Connection too */
-    PyObject *headers = PyList_New(fields - conn_count);
-    if (headers == NULL)
+    /* A head forwarded as received (its block) gets no field list: the request makes it
+     * from the block if a rule, a hash or a cookie asks (most never do), and a head of ten
+     * fields saves thirty objects made and freed. */
+    int lazy = plain && as_written;
+    PyObject *headers = NULL, *hop = NULL, *host = NULL, *block = NULL, *url_bytes = NULL;
+    PyObject *counts[3] = {NULL, NULL, NULL}, *result = NULL;
+    if (lazy) {
+        headers = Py_None;
+        Py_INCREF(headers);
+    } else if ((headers = PyList_New(fields - conn_count)) == NULL)
         return NULL;
-    PyObject *hop = NULL, *host = NULL, *block = NULL;
-    if (plain) {
-        hop = PyList_New(conn_count);
-        if (hop == NULL)
-            goto fail;
-    }
+    if (plain && (hop = PyList_New(conn_count)) == NULL)
+        goto fail;
     Py_ssize_t kept = 0, hopped = 0;
     for (Py_ssize_t i = 0; i < count; i += 2) {
+        int to_hop = plain && is_conn[i / 2];
+        if (lazy && !to_hop) {
+            if (i + 1 == host_at && (host = PyBytes_FromStringAndSize(starts[i + 1], sizes[i + 1])) == NULL)
+                goto fail;
+            continue;
+        }
         PyObject *name = PyBytes_FromStringAndSize(starts[i], sizes[i]);
         if (name == NULL)
             goto fail;
@@ -260,14 +274,16 @@ static PyObject *parse_head(PyObject *self, PyObject *arg) {
         }
         PyTuple_SET_ITEM(pair, 0, name);
         PyTuple_SET_ITEM(pair, 1, value);
-        if (plain && is_conn[i / 2])
+        if (to_hop)
             PyList_SET_ITEM(hop, hopped++, pair);
         else
             PyList_SET_ITEM(headers, kept++, pair);
-        if (i + 1 == host_at)
+        if (i + 1 == host_at) {
             host = value;
+            Py_INCREF(host);
+        }
     }
-    if (!plain || !as_written) {
+    if (!lazy) {
         block = empty_bytes;
         Py_INCREF(block);
     } else if (conn_count == 0)
@@ -296,46 +312,36 @@ static PyObject *parse_head(PyObject *self, PyObject *arg) {
     }
     if (block == NULL)
         goto fail;
-    if (host == NULL)
+    if (host == NULL) {
         host = empty_bytes;
-    PyObject *url_bytes = PyBytes_FromStringAndSize(url, url_size);
-    if (url_bytes == NULL)
-        goto fail_block;
-    PyObject *result = PyTuple_New(9);
-    if (result == NULL) {
-        Py_DECREF(url_bytes);
-        goto fail_block;
-    }
-    PyObject *counts[2] = {PyLong_FromSsize_t(host_count), PyLong_FromSsize_t(header_bytes)};
-    if (counts[0] == NULL || counts[1] == NULL) {
-        Py_XDECREF(counts[0]);
-        Py_XDECREF(counts[1]);
-        Py_DECREF(url_bytes);
-        Py_DECREF(result);
-        goto fail_block;
+        Py_INCREF(host);
     }
     if (hop == NULL) {
         hop = Py_None;
         Py_INCREF(hop);
     }
+    url_bytes = PyBytes_FromStringAndSize(url, url_size);
+    counts[0] = PyLong_FromSsize_t(host_count);
+    counts[1] = PyLong_FromSsize_t(header_bytes);
+    counts[2] = PyLong_FromSsize_t(fields);
+    if (url_bytes == NULL || counts[0] == NULL || counts[1] == NULL || counts[2] == NULL ||
+        (result = PyTuple_New(10)) == NULL)
+        goto fail;
     Py_INCREF(method);
     Py_INCREF(version);
-    Py_INCREF(host);
-    PyTuple_SET_ITEM(result, 0, method);
-    PyTuple_SET_ITEM(result, 1, url_bytes);
-    PyTuple_SET_ITEM(result, 2, version);
-    PyTuple_SET_ITEM(result, 3, headers);
-    PyTuple_SET_ITEM(result, 4, hop);
-    PyTuple_SET_ITEM(result, 5, host);
-    PyTuple_SET_ITEM(result, 6, counts[0]);
-    PyTuple_SET_ITEM(result, 7, counts[1]);
-    PyTuple_SET_ITEM(result, 8, block);
+    /* The references made above go into the tuple. */
+    PyObject *items[10] = {method, url_bytes, version, headers, hop, host, counts[0], counts[1], block, counts[2]};
+    for (int i = 0; i < 10; i++)
+        PyTuple_SET_ITEM(result, i, items[i]);
     return result;
-fail_block:
-    Py_DECREF(block);
 fail:
-    Py_DECREF(headers);
+    Py_XDECREF(headers);
     Py_XDECREF(hop);
+    Py_XDECREF(host);
+    Py_XDECREF(block);
+    Py_XDECREF(url_bytes);
+    for (int i = 0; i < 3; i++)
+        Py_XDECREF(counts[i]);
     return NULL;
 }
 
@@ -536,10 +542,12 @@ static PyObject *http2_head(PyObject *self, PyObject *arg) {
     /* The tuple made by hand: Py_BuildValue reads its format string on every call (~1k
      * instructions, more than the rest of this function's bookkeeping). */
     PyObject *host_count = PyLong_FromSsize_t(authority != NULL), *size = PyLong_FromSsize_t(header_bytes);
-    result = host_count != NULL && size != NULL ? PyTuple_New(9) : NULL;
+    PyObject *fields = PyLong_FromSsize_t(lines);
+    result = host_count != NULL && size != NULL && fields != NULL ? PyTuple_New(10) : NULL;
     if (result == NULL) {
         Py_XDECREF(host_count);
         Py_XDECREF(size);
+        Py_XDECREF(fields);
         goto fail;
     }
     PyObject *borrowed[6] = {method, path, version_11, headers, hop, authority != NULL ? authority : empty_bytes};
@@ -551,6 +559,7 @@ static PyObject *http2_head(PyObject *self, PyObject *arg) {
     PyTuple_SET_ITEM(result, 7, size);
     Py_INCREF(block);
     PyTuple_SET_ITEM(result, 8, block);
+    PyTuple_SET_ITEM(result, 9, fields);
 fail:
     Py_DECREF(headers);
     Py_XDECREF(hop);

@@ -1,7 +1,8 @@
 # proto/_heads.c: one whole plain request head in one call, or None (httptools then parses it).
-# (method, url, version, headers, hop, host, host_count, header_bytes, block): see _heads.c.
+# (method, url, version, headers, hop, host, host_count, header_bytes, block, fields): see
+# _heads.c (headers is None when the block holds them).
 ParsedHead = tuple[
-    bytes, bytes, str, list[tuple[bytes, bytes]], list[tuple[bytes, bytes]] | None, bytes, int, int, bytes
+    bytes, bytes, str, list[tuple[bytes, bytes]] | None, list[tuple[bytes, bytes]] | None, bytes, int, int, bytes, int
 ]
 
 def parse_head(data: bytes) -> ParsedHead | None: ...

@@ -267,6 +267,23 @@ def drop_connection_named(lines: bytes, connection_value: bytes) -> bytes:
     return re.sub(rb"\r\n(?:" + names + rb")[ \t]*:[^\r\n]*", b"", lines, flags=re.IGNORECASE)
 
 
+def block_fields(block: bytes) -> list[tuple[bytes, bytes]]:
+    """The (name, value) fields of header lines each exactly "Name: value" CRLF, in order:
+    a head's block as proto/_heads.c returns it (which checked that form). Raises ValueError
+    on a line of another form."""
+    fields: list[tuple[bytes, bytes]] = []
+    start = 0
+    end = len(block)
+    while start < end:
+        line_end = block.find(b"\r\n", start)
+        colon = block.find(b": ", start, line_end)
+        if line_end < 0 or colon < 0:
+            raise ValueError("not a header line of the form 'Name: value' CRLF")
+        fields.append((block[start:colon], block[colon + 2 : line_end]))
+        start = line_end + 2
+    return fields
+
+
 def check_request_head(version: str, hosts: int, transfer_encoding: bytes) -> None:
     """Refuse what httptools lets through (or refuses only once the body comes) but a
     proxy must not forward. `hosts` is how many Host headers the request carried,

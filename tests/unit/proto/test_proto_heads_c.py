@@ -14,7 +14,7 @@ import pytest
 from tests.support.tools import require_built
 
 from balancer.proto.h2_message import MalformedRequest, request_head
-from balancer.proto.http1 import FIELD_CONNECTION, FIELD_HOST, FIELD_OTHER, header_kind
+from balancer.proto.http1 import FIELD_CONNECTION, FIELD_HOST, FIELD_OTHER, block_fields, header_kind
 
 try:
     from balancer.proto import _heads
@@ -51,7 +51,16 @@ class _Recorder:
 
 
 Fields = list[tuple[bytes, bytes]]
-Parsed = tuple[bytes, bytes, str, Fields, Fields | None, bytes, int, int, bytes]
+Parsed = tuple[bytes, bytes, str, Fields | None, Fields | None, bytes, int, int, bytes, int]
+
+
+def _materialized(parsed: Parsed | None) -> Parsed | None:
+    """parse_head's result with its header fields as a list: read back from the block
+    (proto/http1 block_fields, as Request.headers does) where the block holds them."""
+    if parsed is None or parsed[3] is not None:
+        return parsed
+    assert parsed[4] is not None, "only a plain head's block stands for its fields"
+    return (*parsed[:3], block_fields(parsed[8]), *parsed[4:])
 
 
 def _httptools(data: bytes) -> Parsed | None:
@@ -87,6 +96,7 @@ def _httptools(data: bytes) -> Parsed | None:
         len(hosts),
         sum(len(name) + len(value) + 4 for name, value in pairs),
         b"".join(b"%b: %b\r\n" % pair for pair in headers) if plain and as_written else b"",
+        len(pairs),
     )
 
 
@@ -187,7 +197,7 @@ def test_a_plain_head_reads_as_httptools_reads_it(data: bytes) -> None:
     assert _heads is not None
     parsed = _heads.parse_head(data)
     assert parsed is not None
-    assert parsed == _httptools(data)
+    assert _materialized(parsed) == _httptools(data)
 
 
 @pytest.mark.parametrize("data", REFUSED)
@@ -218,7 +228,7 @@ def test_random_mutations_never_accept_what_httptools_reads_otherwise() -> None:
         parsed = _heads.parse_head(bytes(data))
         if parsed is not None:
             accepted += 1
-            assert parsed == _httptools(bytes(data)), bytes(data)
+            assert _materialized(parsed) == _httptools(bytes(data)), bytes(data)
     assert accepted > 1000  # the mutations leave many heads plain
 
 
@@ -226,30 +236,43 @@ def test_up_to_a_hundred_fields_are_taken_more_are_left_to_httptools() -> None:
     assert _heads is not None
     hundred = _head(b"GET / HTTP/1.1", *(b"X-F%d: %d" % (i, i) for i in range(100)))
     parsed = _heads.parse_head(hundred)
-    assert parsed is not None and parsed == _httptools(hundred)
+    assert parsed is not None and _materialized(parsed) == _httptools(hundred)
     assert _heads.parse_head(_head(b"GET / HTTP/1.1", *(b"X-F%d: %d" % (i, i) for i in range(101)))) is None
 
 
 def test_a_browser_head_needs_no_python_per_field() -> None:
     """The session takes such a head from the result alone (net/http_session.py _take_head):
     ordinary fields, its Host, its Connection apart, and its forwarded header lines as one
-    block as received."""
+    block as received, which stands for the fields: no list of them is made (Request.headers
+    reads them from the block if asked)."""
     assert _heads is not None
     parsed = _heads.parse_head(BROWSER)
     assert parsed is not None
-    _, _, _, headers, hop, host, host_count, header_bytes, block = parsed
-    assert hop == [] and host == b"shop.example.com" and host_count == 1 and len(headers) == 9
+    _, _, _, headers, hop, host, host_count, header_bytes, block, fields = parsed
+    assert headers is None and hop == [] and host == b"shop.example.com" and host_count == 1 and fields == 9
     assert block == BROWSER[BROWSER.index(b"\r\n") + 2 : -2]
+    assert len(block_fields(block)) == 9 and block_fields(block)[0] == (b"Host", b"shop.example.com")
     assert header_bytes == len(block)  # every line "Name: value" CRLF
     with_connection = _heads.parse_head(_head(b"GET / HTTP/1.1", b"Host: a", b"Connection: keep-alive", b"Accept: */*"))
-    assert with_connection is not None
-    assert with_connection[3] == [(b"Host", b"a"), (b"Accept", b"*/*")]
+    assert with_connection is not None and with_connection[3] is None and with_connection[9] == 3
     assert with_connection[4] == [(b"Connection", b"keep-alive")]
     assert with_connection[8] == b"Host: a\r\nAccept: */*\r\n"
+    assert block_fields(with_connection[8]) == [(b"Host", b"a"), (b"Accept", b"*/*")]
     with_te = _heads.parse_head(_head(b"GET / HTTP/1.1", b"Host: a", b"Connection: te", b"TE: trailers"))
-    assert with_te is not None and with_te[4] is None and len(with_te[3]) == 3 and with_te[8] == b""
+    assert with_te is not None and with_te[4] is None and with_te[3] is not None and len(with_te[3]) == 3
+    assert with_te[8] == b""
     unspaced = _heads.parse_head(_head(b"GET / HTTP/1.1", b"Host:a"))
-    assert unspaced is not None and unspaced[4] == [] and unspaced[8] == b""
+    assert unspaced is not None and unspaced[3] == [(b"Host", b"a")] and unspaced[4] == [] and unspaced[8] == b""
+    fieldless = _heads.parse_head(b"GET / HTTP/1.0\r\n\r\n")
+    assert fieldless is not None and fieldless[3] is None and fieldless[8] == b"" and fieldless[9] == 0
+
+
+def test_block_fields_reads_lines_of_the_form_name_colon_space_value() -> None:
+    assert block_fields(b"") == []
+    assert block_fields(b"A: b: c\r\nX-Y: 1\r\n") == [(b"A", b"b: c"), (b"X-Y", b"1")]
+    for bad in (b"A: b", b"A:b\r\n", b"A b\r\n"):
+        with pytest.raises(ValueError):
+            block_fields(bad)
 
 
 def test_every_byte_anywhere_in_a_long_value_reads_as_httptools_reads_it() -> None:
@@ -263,7 +286,7 @@ def test_every_byte_anywhere_in_a_long_value_reads_as_httptools_reads_it() -> No
             data = _head(b"GET / HTTP/1.1", b"Host: a", b"X-Long: " + bytes(value), b"Accept: */*")
             parsed = _heads.parse_head(data)
             if parsed is not None:
-                assert parsed == _httptools(data), data
+                assert _materialized(parsed) == _httptools(data), data
             elif 0x20 <= byte <= 0x7E:
                 raise AssertionError(f"a plain value byte {byte:#x} at {at} was refused")
 
@@ -292,14 +315,15 @@ def _as_http1(headers: Fields) -> Parsed | None:
         head = request_head(headers, True)
     except MalformedRequest:
         return None
-    return _heads.parse_head(head.head)
+    return _materialized(_heads.parse_head(head.head))
 
 
 def test_an_http2_request_is_parsed_as_the_head_written_for_it_would_be() -> None:
     parsed = _heads.http2_head(_BROWSER_H2)
     assert parsed is not None
     assert parsed == _as_http1(_BROWSER_H2)
-    method, url, version, fields, hop, host, host_count, _, block = parsed
+    method, url, version, fields, hop, host, host_count, _, block, count = parsed
+    assert fields is not None and count == len(fields)
     assert (method, url, version, hop, host, host_count) == (
         b"GET",
         b"/catalog/item-42?ref=home&page=2",
