@@ -164,6 +164,7 @@ def callgrind_counts(pid: int, target: Target, count: int, tmp: Path, keep: Path
     subprocess.run([control, "-d", str(pid)], capture_output=True, timeout=120, check=True)
     dumps = sorted(set(tmp.glob(f"callgrind.out.{pid}*")) - before, key=lambda f: f.stat().st_mtime)
     if keep is not None:
+        keep.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(dumps[-1], keep)
     for line in dumps[-1].read_text(errors="replace").splitlines():
         if line.startswith(("summary:", "totals:")):

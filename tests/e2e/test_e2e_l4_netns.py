@@ -173,10 +173,11 @@ def start_l7(lab: Lab, ns: str, tmp_path: Path, name: str, address: str, tunnel:
     wait in its accept queue until the worker takes them)."""
     config = tmp_path / f"{name}.toml"
     config.write_text(l7_file(address, tunnel))
-    process = lab.python(ns, "-m", "balancer", "run", "-c", str(config), src=SRC)
+    output = tmp_path / f"{name}.log"
+    process = lab.python(ns, "-m", "balancer", "run", "-c", str(config), src=SRC, output=output)
 
     def listening() -> bool:
-        assert process.poll() is None, process.stderr.read() if process.stderr else ""
+        assert process.poll() is None, output.read_text()
         return bool(lab.sh(ns, "ss", "-Hltn", f"src {VIP}:80").strip())
 
     wait_until(listening, 15, interval=0.1, what=f"{name} to listen on the VIP")
@@ -198,9 +199,11 @@ class L4Run:
         self.socket = tmp_path / "admin.sock"
         self.config = tmp_path / "l4.toml"
         self.config.write_text(text)
+        self.output = tmp_path / "l4.log"  # stdout and stderr: never a pipe left unread
+        self.output.write_text("")
         with contextlib.suppress(FileNotFoundError):
             self.socket.unlink()
-        self.process = lab.python(ns, "-m", "balancer", "run", "-c", str(self.config), src=SRC)
+        self.process = lab.python(ns, "-m", "balancer", "run", "-c", str(self.config), src=SRC, output=self.output)
 
     def wait_ready(self) -> L4Run:
         wait_until(lambda: self.process.poll() is not None or self._answers(), 15, what="the admin API")
@@ -227,13 +230,24 @@ class L4Run:
         return cast(dict[str, Any], row)
 
     def stop(self) -> None:
+        """SIGTERM, and the node must exit 0 within 15 s (what it logged is the failure's text)."""
         self.process.terminate()
-        assert self.process.wait(timeout=15) == 0, self.stderr()
+        try:
+            code = self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.send_signal(signal.SIGABRT)  # its threads' stacks go to the output
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+            output = self.stderr()
+            raise AssertionError(f"the L4 node did not exit within 15 s of SIGTERM; its output:\n{output}") from None
+        assert code == 0, self.stderr()
 
     def stderr(self) -> str:
-        if self.process.poll() is None or self.process.stderr is None:
-            return ""
-        return self.process.stderr.read()
+        """What the node wrote so far, stdout and stderr together."""
+        return self.output.read_text()
 
 
 def start_l4(

@@ -47,23 +47,41 @@ class Lab:
             raise RuntimeError(f"{ns}: {' '.join(command)}: {result.stderr.strip()}")
         return result.stdout
 
-    def start(self, ns: str, *command: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-        process = subprocess.Popen(
-            ["ip", "netns", "exec", ns, *command],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
+    def start(
+        self, ns: str, *command: str, env: dict[str, str] | None = None, output: Path | None = None
+    ) -> subprocess.Popen[str]:
+        """`command` in namespace `ns`, its stdin a pipe. Its stdout and stderr are pipes the
+        test reads, or with `output` appended to that file: a long-running process whose
+        output nobody reads would block in a write once a pipe's 64 KiB are full."""
+        if output is None:
+            process = subprocess.Popen(
+                ["ip", "netns", "exec", ns, *command],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+            )
+        else:
+            with output.open("a") as sink:  # the child keeps its own descriptor
+                process = subprocess.Popen(
+                    ["ip", "netns", "exec", ns, *command],
+                    stdin=subprocess.PIPE,
+                    stdout=sink,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                    env=env,
+                )
         self.processes.append(process)
         return process
 
-    def python(self, ns: str, *args: str, src: Path | None = None) -> subprocess.Popen[str]:
-        env = dict(os.environ)
+    def python(self, ns: str, *args: str, src: Path | None = None, output: Path | None = None) -> subprocess.Popen[str]:
+        # A fatal signal (SIGABRT from a test that gives up waiting) prints every thread's
+        # Python stack into the output before the process dies.
+        env = dict(os.environ, PYTHONFAULTHANDLER="1")
         if src is not None:
             env["PYTHONPATH"] = f"{src}{os.pathsep}{env.get('PYTHONPATH', '')}"
-        return self.start(ns, sys.executable, *args, env=env)
+        return self.start(ns, sys.executable, *args, env=env, output=output)
 
     def close(self) -> None:
         for process in self.processes:
