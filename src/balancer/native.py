@@ -51,6 +51,7 @@ COMPILED = (
     "balancer/net/outbox.py",
     "balancer/net/peer.py",
     "balancer/net/plain_transport.py",
+    "balancer/net/read_poller.py",
     "balancer/net/request.py",
     "balancer/net/response_sink.py",
     "balancer/net/socket_calls.py",

@@ -37,6 +37,17 @@
  *     Reads and discards what waits, at most DRAIN_READS reads of DRAIN_SIZE bytes: how many
  *     bytes (0: nothing waited), or -1 once the stream is over (the peer's end of stream,
  *     or an error: a reset); the caller then closes the socket.
+ *
+ * The epoll set of net/read_poller.py, with the GIL kept (a zero timeout never waits;
+ * select.epoll releases and retakes it at each call):
+ * epoll_create() -> int
+ *     A new epoll descriptor, close-on-exec.
+ * epoll_watch(epfd, fd) -> None
+ *     Adds `fd` to the set, for reading (level-triggered).
+ * epoll_forget(epfd, fd) -> None
+ *     Removes `fd` from the set; nothing if it is not there (closed meanwhile).
+ * epoll_ready(epfd, max) -> tuple[int, ...]
+ *     The descriptors of the set readable now (or in error), at most `max` (<= 256); ().
  */
 #define PY_SSIZE_T_CLEAN
 #define _GNU_SOURCE
@@ -47,6 +58,7 @@
 #include <netinet/tcp.h>
 #include <stddef.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -299,6 +311,82 @@ static PyObject *drain(PyObject *module, PyObject *argument) {
     return PyLong_FromLong(total);
 }
 
+static PyObject *epoll_create_set(PyObject *module, PyObject *unused) {
+    int epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (epfd < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    return PyLong_FromLong(epfd);
+}
+
+/* The two descriptors of an epoll_watch or epoll_forget call. */
+static int two_descriptors(PyObject *const *args, Py_ssize_t nargs, const char *name, int *epfd, int *fd) {
+    if (nargs != 2) {
+        PyErr_Format(PyExc_TypeError, "%s() takes 2 arguments", name);
+        return -1;
+    }
+    return descriptor(args[0], epfd) < 0 || descriptor(args[1], fd) < 0 ? -1 : 0;
+}
+
+static PyObject *epoll_watch(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    int epfd, fd;
+    if (two_descriptors(args, nargs, "epoll_watch", &epfd, &fd) < 0)
+        return NULL;
+    struct epoll_event event;
+    memset(&event, 0, sizeof(event));
+    event.events = EPOLLIN;
+    event.data.fd = fd;
+    if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &event) != 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    Py_RETURN_NONE;
+}
+
+static PyObject *epoll_forget(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    int epfd, fd;
+    if (two_descriptors(args, nargs, "epoll_forget", &epfd, &fd) < 0)
+        return NULL;
+    struct epoll_event event;  /* ignored by DEL, but kernels before 2.6.9 wanted one */
+    memset(&event, 0, sizeof(event));
+    if (epoll_ctl(epfd, EPOLL_CTL_DEL, fd, &event) != 0 && errno != ENOENT && errno != EBADF)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    Py_RETURN_NONE;
+}
+
+enum { READY_MAX = 256 };
+
+static PyObject *epoll_ready(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "epoll_ready() takes 2 arguments");
+        return NULL;
+    }
+    int epfd;
+    if (descriptor(args[0], &epfd) < 0)
+        return NULL;
+    long wanted = PyLong_AsLong(args[1]);
+    if (wanted == -1 && PyErr_Occurred())
+        return NULL;
+    if (wanted < 1 || wanted > READY_MAX)
+        wanted = READY_MAX;
+    struct epoll_event events[READY_MAX];
+    int count;
+    do
+        count = epoll_wait(epfd, events, (int)wanted, 0);
+    while (count < 0 && errno == EINTR);
+    if (count < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    PyObject *ready = PyTuple_New(count);
+    if (ready == NULL)
+        return NULL;
+    for (int i = 0; i < count; i++) {
+        PyObject *fd = PyLong_FromLong(events[i].data.fd);
+        if (fd == NULL) {
+            Py_DECREF(ready);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(ready, i, fd);
+    }
+    return ready;
+}
+
 static PyMethodDef methods[] = {
     {"accept", (PyCFunction)(void (*)(void))accept_connection, METH_FASTCALL, "accept(fd, nodelay): see _nowait.c."},
     {"recv", (PyCFunction)(void (*)(void))recv_bytes, METH_FASTCALL, "recv(fd, size): see _nowait.c."},
@@ -307,6 +395,10 @@ static PyMethodDef methods[] = {
     {"shutdown_write", shutdown_write, METH_O, "shutdown_write(fd): see _nowait.c."},
     {"getsockname", local_name, METH_O, "getsockname(fd): see _nowait.c."},
     {"drain", drain, METH_O, "drain(fd): see _nowait.c."},
+    {"epoll_create", epoll_create_set, METH_NOARGS, "epoll_create(): see _nowait.c."},
+    {"epoll_watch", (PyCFunction)(void (*)(void))epoll_watch, METH_FASTCALL, "epoll_watch(epfd, fd): see _nowait.c."},
+    {"epoll_forget", (PyCFunction)(void (*)(void))epoll_forget, METH_FASTCALL, "epoll_forget(epfd, fd): see _nowait.c."},
+    {"epoll_ready", (PyCFunction)(void (*)(void))epoll_ready, METH_FASTCALL, "epoll_ready(epfd, max): see _nowait.c."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -4,7 +4,7 @@ The event loop's transports (uvloop's TCPTransport, like asyncio's) cost a new c
 four system calls it need not make: the local and the peer address are asked for at once
 (getsockname, getpeername) though accept4 gave the peer's, and the socket is added to
 epoll before the first read and taken out again at the close, though the client's request
-is usually there when the connection is accepted. HAProxy makes none of these: a request
+may be there when the connection is accepted. HAProxy makes none of these: a request
 answered with `Connection: close` costs it accept4, setsockopt, a read and a write on each
 side, and the close. Measured with a bare relay (bench/floor_proxy.py and the same relay on
 this transport, wrk with varied heads and `Connection: close`): 9-10 µs less kernel time per
@@ -28,12 +28,12 @@ A connection is its descriptor: the calls are net.socket_calls', which never wai
 "nothing now" as a value; no socket object is made (CPython makes one with a getsockname to
 check the descriptor).
 
-The price is the loop's `add_reader` where a connection must wait: uvloop registers a
-descriptor in 4 system calls (libuv probes it with an epoll add and delete, sets it
-non-blocking, then adds it) and drops it in 3, where its own transports spend 1 and 1. An
-HTTP keep-alive connection pays that once for all its requests; a TCP-mode relay, which
-waits on its client from the start, would pay it for nothing: server.py keeps TCP mode
-on the loop's transports.
+A connection that must wait for bytes waits in the acceptor's ReadPoller (net.read_poller):
+one epoll_ctl to be watched and one to be dropped, where the loop's `add_reader` costs four
+and up to two (libuv probes the descriptor, sets it non-blocking, then adds it). Under load
+most connections wait for their first request: they are accepted as the client's handshake
+completes, before its request arrives. The rare connection that writes more than the kernel
+takes waits to write on the loop's `add_writer`.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ from typing import Any, Final
 
 from balancer.net.acceptor import Acceptor
 from balancer.net.linger import close_lingering
+from balancer.net.read_poller import ReadPoller
 from balancer.net.socket_calls import getsockname, recv, recv_into, send, shutdown_write
 from balancer.net.write_limits import WriteLimits
 
@@ -65,9 +66,14 @@ class PlainAcceptor(Acceptor):
         # Every connection's local address when the listener's is not a wildcard one.
         name = sock.getsockname()
         self.sockname: Any = None if isinstance(name, tuple) and name[0] in ("0.0.0.0", "::") else name
+        self.poller = ReadPoller(self.loop)  # where its connections wait for bytes
 
     def accepted(self, fd: int, peer: Any) -> None:
-        PlainTransport(self.loop, fd, peer, self.sockname, self.make_protocol())
+        PlainTransport(self.loop, self.poller, fd, peer, self.sockname, self.make_protocol())
+
+    def close(self) -> None:
+        super().close()
+        self.poller.retire()  # the connections go on: closed once the last is done
 
 
 class PlainTransport(WriteLimits):
@@ -78,6 +84,7 @@ class PlainTransport(WriteLimits):
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
+        poller: ReadPoller,
         fd: int,
         peer: Any,
         sockname: Any,
@@ -85,6 +92,8 @@ class PlainTransport(WriteLimits):
     ) -> None:
         super().__init__(protocol)
         self.loop = loop
+        self.poller = poller
+        poller.attach()  # detached at _end
         self.fd = fd
         self.peer = peer
         self.sockname = sockname  # None: asked of the socket when first wanted
@@ -112,7 +121,7 @@ class PlainTransport(WriteLimits):
         if self.reading_paused:
             if self.reading:  # readable while paused: stop being told until resumed
                 self.reading = False
-                self.loop.remove_reader(self.fd)
+                self.poller.remove_reader(self.fd)
             return
         protocol = self.protocol
         data: bytes | None = b""
@@ -145,7 +154,7 @@ class PlainTransport(WriteLimits):
     def _want_reading(self) -> None:
         if not self.reading:
             self.reading = True  # kept while the connection waits (level-triggered)
-            self.loop.add_reader(self.fd, self._read)
+            self.poller.add_reader(self.fd, self._read)
 
     def _eof(self) -> None:
         self.eof = True
@@ -161,7 +170,7 @@ class PlainTransport(WriteLimits):
     def _stop_reading(self) -> None:
         if self.reading:
             self.reading = False
-            self.loop.remove_reader(self.fd)
+            self.poller.remove_reader(self.fd)
 
     def pause_reading(self) -> None:
         self.reading_paused = True  # the registration stays: see the module's docstring
@@ -286,7 +295,7 @@ class PlainTransport(WriteLimits):
         self.open = False
         self.queued = []
         self.buffered = 0
-        # The loop forgets the descriptor before it is closed (and maybe reused).
+        # The poller and the loop forget the descriptor before it is closed (and maybe reused).
         self._stop_reading()
         if self.writing:
             self.writing = False
@@ -295,6 +304,7 @@ class PlainTransport(WriteLimits):
             close_lingering(self.loop, self.fd)
         else:
             os.close(self.fd)
+        self.poller.detach()
         self.loop.call_soon(self._lost, exc)
 
     # -- protocol and information ----------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import socket
 from collections.abc import Iterator
 from typing import Any, Final
@@ -31,6 +32,11 @@ _send: Final = _nowait.send if _nowait is not None else None
 _shutdown_write: Final = _nowait.shutdown_write if _nowait is not None else None
 _getsockname: Final = _nowait.getsockname if _nowait is not None else None
 _drain: Final = _nowait.drain if _nowait is not None else None
+_epoll_watch: Final = _nowait.epoll_watch if _nowait is not None else None
+_epoll_forget: Final = _nowait.epoll_forget if _nowait is not None else None
+_epoll_ready: Final = _nowait.epoll_ready if _nowait is not None else None
+# The pure build's epoll sets, by descriptor (select.epoll owns each).
+_EPOLLS: Final[dict[int, select.epoll]] = {}
 
 DRAIN_SIZE: Final = 65536
 DRAIN_READS: Final = 16  # per call (_nowait.c's too): then other connections get their turn
@@ -119,6 +125,47 @@ def drain(fd: int) -> int:
             return -1
         total += got
     return total
+
+
+def epoll_create() -> int:
+    """A new epoll set's descriptor (close-on-exec); closed by epoll_close."""
+    if _nowait is not None:
+        return _nowait.epoll_create()
+    epoll = select.epoll()
+    _EPOLLS[epoll.fileno()] = epoll
+    return epoll.fileno()
+
+
+def epoll_close(epfd: int) -> None:
+    epoll = _EPOLLS.pop(epfd, None)
+    if epoll is not None:
+        epoll.close()
+    else:
+        os.close(epfd)
+
+
+def epoll_watch(epfd: int, fd: int) -> None:
+    """Watch `fd` for reading (level-triggered) in the set `epfd`."""
+    if _epoll_watch is not None:
+        _epoll_watch(epfd, fd)
+        return
+    _EPOLLS[epfd].register(fd, select.EPOLLIN)
+
+
+def epoll_forget(epfd: int, fd: int) -> None:
+    """Stop watching `fd`; nothing if it is not watched (closed meanwhile)."""
+    if _epoll_forget is not None:
+        _epoll_forget(epfd, fd)
+        return
+    with contextlib.suppress(OSError):
+        _EPOLLS[epfd].unregister(fd)
+
+
+def epoll_ready(epfd: int, most: int) -> tuple[int, ...]:
+    """The descriptors of the set readable now, at most `most`; never waits."""
+    if _epoll_ready is not None:
+        return _epoll_ready(epfd, most)
+    return tuple(fd for fd, _ in _EPOLLS[epfd].poll(0, most))
 
 
 @contextlib.contextmanager

@@ -1,0 +1,97 @@
+"""net.read_poller on uvloop: connections that wait for their first bytes are watched in
+its epoll set and served when the bytes come; a callback is called again while its bytes
+stay unread (level-triggered), never after its descriptor is removed, and one callback's
+exception ends no other's turn; a retired set is closed with its last connection."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from collections.abc import Callable
+
+import pytest
+import uvloop
+from tests.support.descriptors import open_sockets_and_epolls
+from tests.support.echo_protocol import Echo
+
+from balancer.net.plain_transport import PlainAcceptor
+from balancer.net.read_poller import ReadPoller
+
+
+async def until(what: str, done: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Poll `done()` until true; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.005)
+
+
+def test_connections_accepted_before_their_requests_wait_in_the_set_and_are_served() -> None:
+    async def main() -> None:
+        before = open_sockets_and_epolls()
+        listening = socket.socket()
+        listening.bind(("127.0.0.1", 0))
+        listening.listen(128)
+        listening.setblocking(False)
+        acceptor = PlainAcceptor(listening, Echo)
+        poller = acceptor.poller
+        clients = [await asyncio.open_connection(*listening.getsockname()) for _ in range(40)]
+        # Every connection is accepted, found nothing to read, and waits in the set.
+        await until("40 connections waiting", lambda: len(poller.readers) == 40)
+        assert poller.connections == 40
+        for n, (_, writer) in enumerate(clients):
+            writer.write(b"request %d" % n)
+        for n, (reader, _) in enumerate(clients):
+            assert await asyncio.wait_for(reader.readexactly(len(b"request %d" % n)), 5) == b"request %d" % n
+        acceptor.close()  # the set outlives its acceptor while connections remain
+        assert not poller.closed
+        for _, writer in clients:
+            writer.close()
+        await until("every connection ended", lambda: poller.connections == 0)
+        assert poller.readers == {} and poller.closed
+        await until("every descriptor closed", lambda: open_sockets_and_epolls() == before)
+
+    Echo.made = []
+    uvloop.run(main())
+
+
+def test_level_triggered_removed_never_called_and_a_failing_callback_alone(caplog: pytest.LogCaptureFixture) -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        poller = ReadPoller(loop)
+        pairs = [socket.socketpair() for _ in range(3)]
+        calls = {0: 0, 1: 0, 2: 0}
+
+        def unread() -> None:  # leaves its byte unread: called again and again
+            calls[0] += 1
+
+        def failing() -> None:
+            calls[1] += 1
+            pairs[1][0].recv(1)
+            raise RuntimeError("a bug in one connection")
+
+        def removed() -> None:
+            calls[2] += 1
+
+        for (ours, _), callback in zip(pairs, (unread, failing, removed), strict=True):
+            ours.setblocking(False)
+            poller.attach()
+            poller.add_reader(ours.fileno(), callback)
+        poller.remove_reader(pairs[2][0].fileno())
+        for _, theirs in pairs:
+            theirs.send(b"x")
+        await until("the unread byte's callback called three times", lambda: calls[0] >= 3)
+        assert calls[1] == 1 and calls[2] == 0
+        assert "reading a connection failed" in caplog.text
+        for ours, theirs in pairs:
+            poller.remove_reader(ours.fileno())
+            poller.detach()
+            ours.close()
+            theirs.close()
+        poller.retire()
+        assert poller.closed
+
+    with caplog.at_level(logging.ERROR):
+        uvloop.run(main())
