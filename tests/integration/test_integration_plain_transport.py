@@ -24,6 +24,7 @@ from tests.support.echo_protocol import (
     freed_once_lost,
     more_after_the_last_request,
 )
+from tests.support.listening import listening_socket
 
 from balancer.net.linger import LINGER_SECONDS
 from balancer.net.plain_transport import PlainAcceptor
@@ -31,10 +32,7 @@ from balancer.net.plain_transport import PlainAcceptor
 
 def serve(scenario: Callable[[int], Awaitable[None]], make: Callable[[], asyncio.BaseProtocol] = Echo) -> None:
     async def main() -> None:
-        listening = socket.socket()
-        listening.bind(("127.0.0.1", 0))
-        listening.listen(128)
-        listening.setblocking(False)
+        listening = listening_socket()
         acceptor = PlainAcceptor(listening, make)
         try:
             await asyncio.wait_for(scenario(listening.getsockname()[1]), 30)
@@ -286,10 +284,7 @@ def test_a_protocol_error_ends_its_connection_only() -> None:
 def test_a_connection_outlives_its_closed_acceptor_and_leaves_no_descriptor() -> None:
     async def main() -> None:
         before = open_sockets_and_epolls()
-        listening = socket.socket()
-        listening.bind(("127.0.0.1", 0))
-        listening.listen(128)
-        listening.setblocking(False)
+        listening = listening_socket()
         port = listening.getsockname()[1]
         acceptor = PlainAcceptor(listening, Echo)
         reader, writer = await asyncio.open_connection("127.0.0.1", port)

@@ -15,6 +15,7 @@ import pytest
 import uvloop
 from tests.support.descriptors import open_sockets_and_epolls
 from tests.support.echo_protocol import Echo
+from tests.support.listening import listening_socket
 
 from balancer.net.plain_transport import PlainAcceptor
 from balancer.net.read_poller import ReadPoller
@@ -31,10 +32,7 @@ async def until(what: str, done: Callable[[], bool], timeout: float = 5.0) -> No
 def test_connections_accepted_before_their_requests_wait_in_the_set_and_are_served() -> None:
     async def main() -> None:
         before = open_sockets_and_epolls()
-        listening = socket.socket()
-        listening.bind(("127.0.0.1", 0))
-        listening.listen(128)
-        listening.setblocking(False)
+        listening = listening_socket()
         acceptor = PlainAcceptor(listening, Echo)
         poller = acceptor.poller
         clients = [await asyncio.open_connection(*listening.getsockname()) for _ in range(40)]

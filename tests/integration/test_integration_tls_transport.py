@@ -27,6 +27,7 @@ from tests.support.echo_protocol import (
     freed_once_lost,
     more_after_the_last_request,
 )
+from tests.support.listening import listening_socket
 
 from balancer.net.tls_transport import TlsAcceptor
 
@@ -55,10 +56,7 @@ def serve(
     handshake_timeout: float = 5.0,
 ) -> None:
     async def main() -> None:
-        listening = socket.socket()
-        listening.bind(("127.0.0.1", 0))
-        listening.listen(128)
-        listening.setblocking(False)
+        listening = listening_socket()
         acceptor = TlsAcceptor(listening, contexts[0], make, handshake_timeout)
         try:
             await asyncio.wait_for(scenario(listening.getsockname()[1], contexts[1]), 30)
@@ -194,10 +192,7 @@ def test_a_connection_outlives_its_closed_acceptor_and_leaves_no_descriptor(cont
 
     async def main() -> None:
         before = open_sockets_and_epolls()
-        listening = socket.socket()
-        listening.bind(("127.0.0.1", 0))
-        listening.listen(128)
-        listening.setblocking(False)
+        listening = listening_socket()
         port = listening.getsockname()[1]
         acceptor = TlsAcceptor(listening, server, Echo, 5.0)
         reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client, server_hostname="a.example")

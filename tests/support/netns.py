@@ -53,25 +53,17 @@ class Lab:
         """`command` in namespace `ns`, its stdin a pipe. Its stdout and stderr are pipes the
         test reads, or with `output` appended to that file: a long-running process whose
         output nobody reads would block in a write once a pipe's 64 KiB are full."""
-        if output is None:
+        # The child keeps its own descriptor of the file: ours is closed once it is made.
+        with contextlib.ExitStack() as stack:
+            sink = stack.enter_context(output.open("a")) if output is not None else subprocess.PIPE
             process = subprocess.Popen(
                 ["ip", "netns", "exec", ns, *command],
                 stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
+                stdout=sink,
+                stderr=subprocess.STDOUT if output is not None else subprocess.PIPE,
                 text=True,
                 env=env,
             )
-        else:
-            with output.open("a") as sink:  # the child keeps its own descriptor
-                process = subprocess.Popen(
-                    ["ip", "netns", "exec", ns, *command],
-                    stdin=subprocess.PIPE,
-                    stdout=sink,
-                    stderr=subprocess.STDOUT,
-                    text=True,
-                    env=env,
-                )
         self.processes.append(process)
         return process
 
