@@ -140,7 +140,7 @@ class Listener:
         self.sock = sock
         self.frontend = frontend
         self.tls = tls
-        self.server: Acceptor | asyncio.AbstractServer | None = None
+        self.server: Acceptor | None = None
         self.closed = False
         self.unlink_on_close = True  # False in workers: the master owns unix socket paths
         self._resuming: asyncio.Task[None] | None = None
@@ -221,21 +221,11 @@ class Listener:
         if self.tls is not None:
             # TLS on the socket itself (net.tls_transport), not the loop's memory-BIO TLS.
             self.server = TlsAcceptor(sock, self.tls, factory, self.frontend.request_timeout, config.accept_proxy)
-        elif config.mode == "http":
-            # Plain HTTP on the socket too (net.plain_transport): read before any poll, and
-            # no address asked for that accept gave.
-            self.server = PlainAcceptor(sock, factory)
         else:
-            # TCP mode stays on the loop's transports: a relayed connection waits for its
-            # client's bytes, and uvloop's add_reader costs 4 system calls to register a
-            # descriptor and 3 to drop it, where its own transports spend 1 and 1.
-            server = await loop.create_server(factory, sock=sock, backlog=config.backlog)
-            if self.server is not None or self.closed or self.held or not self.wanted:
-                # A pause or another start came while the server was made: the pause found
-                # no server to close, so close it here (kept, it would accept for good).
-                server.close()
-                return
-            self.server = server
+            # Plain HTTP and TCP on the socket too (net.plain_transport): read before any
+            # poll, and no address asked for that accept gave; a TCP relay's server side
+            # is connected the same way (net.plain_connect).
+            self.server = PlainAcceptor(sock, factory)
 
     def bound(self) -> tuple[str, int]:
         name = self.sock.getsockname()

@@ -15,7 +15,7 @@ from typing import Any
 
 import uvloop
 from tests.support.collector import cyclic_collector_off
-from tests.support.descriptors import open_sockets_and_epolls
+from tests.support.descriptors import open_sockets, open_sockets_and_epolls
 from tests.support.echo_protocol import (
     AnswerThenClose,
     Echo,
@@ -141,13 +141,13 @@ def test_bytes_never_read_do_not_turn_the_close_into_a_reset() -> None:
 
 def test_a_client_that_keeps_its_end_open_is_closed_after_the_lingering_time() -> None:
     async def scenario(port: int) -> None:
-        before = len(open_sockets_and_epolls())
+        before = open_sockets()
         reader, writer = await small_buffered_connection(port)
         assert await more_after_the_last_request(reader, writer) == AnswerThenClose.ANSWER
         assert await lost(Echo.made[-1]) == [None]  # the session is over, the socket drains
         ended = time.monotonic()
-        assert len(open_sockets_and_epolls()) == before + 2  # the client's and the lingering one
-        while len(open_sockets_and_epolls()) > before + 1:
+        assert open_sockets() == before + 2  # the client's and the lingering one
+        while open_sockets() > before + 1:
             assert time.monotonic() - ended < LINGER_SECONDS + 3, "the lingering socket was never closed"
             await asyncio.sleep(0.05)
         assert time.monotonic() - ended > LINGER_SECONDS - 1

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
-import socket
 
 from tests.integration.aclient import open_with_buffers, until_stalled, wait_until
 from tests.integration.configs import frontend_port, make_config
 from tests.integration.peers import RawServer
+from tests.support.listening import UnansweredListener
 
 MB = 1024 * 1024
 SMALL_BUFFER = 64 * 1024
@@ -227,27 +227,10 @@ def test_tcp_backend_rule_rejects_sources_before_connecting(run_balancer, echo_s
     assert echo_server.connections == 1
 
 
-class _SilentServer:
-    """A listening socket whose connects never complete: its accept queue (backlog 0) is
-    held full by one connection nobody accepts, so the kernel drops further SYNs."""
-
-    def __init__(self) -> None:
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.bind(("127.0.0.1", 0))
-        self._sock.listen(0)
-        self.address = f"127.0.0.1:{self._sock.getsockname()[1]}"
-        self._filler = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._filler.connect(self._sock.getsockname())
-
-    def close(self) -> None:
-        self._filler.close()
-        self._sock.close()
-
-
 def test_a_connect_that_never_completes_times_out_and_goes_to_another_server(run_balancer, echo_server):
     """timeouts.connect bounds each attempt (the session's own deadline, no task), and the
     retry goes to the other server: both clients are served, one after ~300 ms."""
-    silent = _SilentServer()
+    silent = UnansweredListener()
     config = make_config(
         [("silent", silent.address), echo_server],
         mode="tcp",
@@ -275,7 +258,7 @@ def test_a_connect_that_never_completes_times_out_and_goes_to_another_server(run
 
 
 def test_the_only_server_never_completing_the_connect_closes_the_client_after_the_retries(run_balancer):
-    silent = _SilentServer()
+    silent = UnansweredListener()
     config = make_config(
         [("silent", silent.address)],
         mode="tcp",

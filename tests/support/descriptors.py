@@ -17,3 +17,9 @@ def open_sockets_and_epolls() -> list[str]:
             if name.startswith(("socket:", "anon_inode:[eventpoll]")):
                 names.append(name)
     return sorted(names)
+
+
+def open_sockets() -> int:
+    """How many sockets this process has open (an acceptor's epoll sets come and go with
+    its connections' needs: a set for writing is made when a connection first waits)."""
+    return sum(1 for name in open_sockets_and_epolls() if name.startswith("socket:"))

@@ -38,16 +38,25 @@
  *     bytes (0: nothing waited), or -1 once the stream is over (the peer's end of stream,
  *     or an error: a reset); the caller then closes the socket.
  *
- * The epoll set of net/read_poller.py, with the GIL kept (a zero timeout never waits;
+ * connect(host, port) -> (fd, connected)
+ *     A non-blocking, close-on-exec TCP socket with TCP_NODELAY, connecting to the numeric
+ *     IPv4 or IPv6 address `host` (str; ValueError when it is not one) and `port`:
+ *     `connected` is True when the connect completed at once, False when it goes on (the
+ *     socket turns writable once it ends; socket_error then says how). A connect refused at
+ *     once closes the socket and raises.
+ * socket_error(fd) -> int
+ *     The socket's pending error (SO_ERROR): 0, or the errno of a failed connect.
+ *
+ * The epoll sets of net/poller.py, with the GIL kept (a zero timeout never waits;
  * select.epoll releases and retakes it at each call):
  * epoll_create() -> int
  *     A new epoll descriptor, close-on-exec.
- * epoll_watch(epfd, fd) -> None
- *     Adds `fd` to the set, for reading (level-triggered).
+ * epoll_watch(epfd, fd, writable) -> None
+ *     Adds `fd` to the set, for reading, or for writing when `writable` (level-triggered).
  * epoll_forget(epfd, fd) -> None
  *     Removes `fd` from the set; nothing if it is not there (closed meanwhile).
  * epoll_ready(epfd, max) -> tuple[int, ...]
- *     The descriptors of the set readable now (or in error), at most `max` (<= 256); ().
+ *     The descriptors of the set ready now (or in error), at most `max` (<= 256); ().
  */
 #define PY_SSIZE_T_CLEAN
 #define _GNU_SOURCE
@@ -311,6 +320,73 @@ static PyObject *drain(PyObject *module, PyObject *argument) {
     return PyLong_FromLong(total);
 }
 
+static PyObject *connect_to(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2 || !PyUnicode_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "connect(host: str, port: int)");
+        return NULL;
+    }
+    const char *host = PyUnicode_AsUTF8(args[0]);
+    if (host == NULL)
+        return NULL;
+    long port = PyLong_AsLong(args[1]);
+    if (port == -1 && PyErr_Occurred())
+        return NULL;
+    if (port < 0 || port > 65535) {
+        PyErr_SetString(PyExc_ValueError, "connect(): port out of range");
+        return NULL;
+    }
+    struct sockaddr_storage storage;
+    memset(&storage, 0, sizeof(storage));
+    socklen_t length;
+    struct sockaddr_in *v4 = (struct sockaddr_in *)&storage;
+    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&storage;
+    if (inet_pton(AF_INET, host, &v4->sin_addr) == 1) {
+        v4->sin_family = AF_INET;
+        v4->sin_port = htons((uint16_t)port);
+        length = sizeof(*v4);
+    } else if (inet_pton(AF_INET6, host, &v6->sin6_addr) == 1) {
+        v6->sin6_family = AF_INET6;
+        v6->sin6_port = htons((uint16_t)port);
+        length = sizeof(*v6);
+    } else {
+        PyErr_Format(PyExc_ValueError, "connect(): %s is not a numeric address", host);
+        return NULL;
+    }
+    int fd = socket(storage.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    int on = 1;
+    if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on)) != 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        close(fd);
+        return NULL;
+    }
+    int result;
+    do
+        result = connect(fd, (struct sockaddr *)&storage, length);
+    while (result != 0 && errno == EINTR);
+    if (result != 0 && errno != EINPROGRESS) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        close(fd);
+        return NULL;
+    }
+    PyObject *items[2] = {PyLong_FromLong(fd), PyBool_FromLong(result == 0)};
+    PyObject *pair = tuple_of(2, items);
+    if (pair == NULL)
+        close(fd);
+    return pair;
+}
+
+static PyObject *socket_error(PyObject *module, PyObject *argument) {
+    int fd, error = 0;
+    if (descriptor(argument, &fd) < 0)
+        return NULL;
+    socklen_t length = sizeof(error);
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length) != 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    return PyLong_FromLong(error);
+}
+
 static PyObject *epoll_create_set(PyObject *module, PyObject *unused) {
     int epfd = epoll_create1(EPOLL_CLOEXEC);
     if (epfd < 0)
@@ -318,7 +394,7 @@ static PyObject *epoll_create_set(PyObject *module, PyObject *unused) {
     return PyLong_FromLong(epfd);
 }
 
-/* The two descriptors of an epoll_watch or epoll_forget call. */
+/* The two descriptors of an epoll_forget call. */
 static int two_descriptors(PyObject *const *args, Py_ssize_t nargs, const char *name, int *epfd, int *fd) {
     if (nargs != 2) {
         PyErr_Format(PyExc_TypeError, "%s() takes 2 arguments", name);
@@ -329,11 +405,18 @@ static int two_descriptors(PyObject *const *args, Py_ssize_t nargs, const char *
 
 static PyObject *epoll_watch(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     int epfd, fd;
-    if (two_descriptors(args, nargs, "epoll_watch", &epfd, &fd) < 0)
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "epoll_watch(epfd, fd, writable)");
+        return NULL;
+    }
+    if (descriptor(args[0], &epfd) < 0 || descriptor(args[1], &fd) < 0)
+        return NULL;
+    int writable = PyObject_IsTrue(args[2]);
+    if (writable < 0)
         return NULL;
     struct epoll_event event;
     memset(&event, 0, sizeof(event));
-    event.events = EPOLLIN;
+    event.events = writable ? EPOLLOUT : EPOLLIN;
     event.data.fd = fd;
     if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &event) != 0)
         return PyErr_SetFromErrno(PyExc_OSError);
@@ -395,8 +478,10 @@ static PyMethodDef methods[] = {
     {"shutdown_write", shutdown_write, METH_O, "shutdown_write(fd): see _nowait.c."},
     {"getsockname", local_name, METH_O, "getsockname(fd): see _nowait.c."},
     {"drain", drain, METH_O, "drain(fd): see _nowait.c."},
+    {"connect", (PyCFunction)(void (*)(void))connect_to, METH_FASTCALL, "connect(host, port): see _nowait.c."},
+    {"socket_error", socket_error, METH_O, "socket_error(fd): see _nowait.c."},
     {"epoll_create", epoll_create_set, METH_NOARGS, "epoll_create(): see _nowait.c."},
-    {"epoll_watch", (PyCFunction)(void (*)(void))epoll_watch, METH_FASTCALL, "epoll_watch(epfd, fd): see _nowait.c."},
+    {"epoll_watch", (PyCFunction)(void (*)(void))epoll_watch, METH_FASTCALL, "epoll_watch(epfd, fd, writable): see _nowait.c."},
     {"epoll_forget", (PyCFunction)(void (*)(void))epoll_forget, METH_FASTCALL, "epoll_forget(epfd, fd): see _nowait.c."},
     {"epoll_ready", (PyCFunction)(void (*)(void))epoll_ready, METH_FASTCALL, "epoll_ready(epfd, max): see _nowait.c."},
     {NULL, NULL, 0, NULL},

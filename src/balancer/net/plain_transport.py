@@ -28,12 +28,12 @@ A connection is its descriptor: the calls are net.socket_calls', which never wai
 "nothing now" as a value; no socket object is made (CPython makes one with a getsockname to
 check the descriptor).
 
-A connection that must wait for bytes waits in the acceptor's ReadPoller (net.read_poller):
-one epoll_ctl to be watched and one to be dropped, where the loop's `add_reader` costs four
-and up to two (libuv probes the descriptor, sets it non-blocking, then adds it). Under load
-most connections wait for their first request: they are accepted as the client's handshake
-completes, before its request arrives. The rare connection that writes more than the kernel
-takes waits to write on the loop's `add_writer`.
+A connection that must wait for bytes, or for room to write, waits in the acceptor's Poller
+(net.poller): one epoll_ctl to be watched and one to be dropped, where the loop's
+`add_reader` costs four and up to two (libuv probes the descriptor, sets it non-blocking,
+then adds it). Under load most connections wait for their first request: they are accepted
+as the client's handshake completes, before its request arrives. An L4 relay's server
+connections (net.plain_connect) are PlainTransports in the same Poller.
 """
 
 from __future__ import annotations
@@ -47,13 +47,21 @@ from typing import Any, Final
 
 from balancer.net.acceptor import Acceptor
 from balancer.net.linger import close_lingering
-from balancer.net.read_poller import ReadPoller
+from balancer.net.poller import Poller
 from balancer.net.socket_calls import getsockname, recv, recv_into, send, shutdown_write
 from balancer.net.write_limits import WriteLimits
 
 log = logging.getLogger(__name__)
 
+# Bytes asked of one read: READ_SIZE, and RELAY_READ_SIZE once a read filled it. A request
+# head fits the first many times over; a stream that fills it (an upload, an L4 relay's
+# bulk transfer) moves in fewer, larger reads, as uvloop's 256 KiB, and a turn reads on
+# while reads come back full, up to READS_PER_TURN, as libuv does: the socket drained in one
+# wake-up rather than one read per loop pass (bench/tcp.py bulk, per proxy core: 64 KiB
+# reads, one per pass, relayed a third less than uvloop's transports).
 READ_SIZE: Final = 65536
+RELAY_READ_SIZE: Final = 262144
+READS_PER_TURN: Final = 16
 
 
 class PlainAcceptor(Acceptor):
@@ -66,7 +74,7 @@ class PlainAcceptor(Acceptor):
         # Every connection's local address when the listener's is not a wildcard one.
         name = sock.getsockname()
         self.sockname: Any = None if isinstance(name, tuple) and name[0] in ("0.0.0.0", "::") else name
-        self.poller = ReadPoller(self.loop)  # where its connections wait for bytes
+        self.poller = Poller(self.loop)  # where its connections wait to read or write
 
     def accepted(self, fd: int, peer: Any) -> None:
         PlainTransport(self.loop, self.poller, fd, peer, self.sockname, self.make_protocol())
@@ -77,18 +85,20 @@ class PlainAcceptor(Acceptor):
 
 
 class PlainTransport(WriteLimits):
-    """One accepted connection: a transport (write, write_eof, close, abort, flow control
-    both ways, extra info) for `protocol`, over descriptor `fd` (non-blocking), which it
-    owns and closes. The protocol is told connection_made at once, then the socket is read."""
+    """One connection: a transport (write, write_eof, close, abort, flow control both ways,
+    extra info) for `protocol`, over descriptor `fd` (non-blocking, connected), which it
+    owns and closes. The protocol is told connection_made at once, then the socket is read
+    (`read_now`; else it waits in the poller first)."""
 
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
-        poller: ReadPoller,
+        poller: Poller,
         fd: int,
         peer: Any,
         sockname: Any,
         protocol: asyncio.BaseProtocol,
+        read_now: bool = True,
     ) -> None:
         super().__init__(protocol)
         self.loop = loop
@@ -106,40 +116,52 @@ class PlainTransport(WriteLimits):
         self.writing = False  # the writer callback is registered
         self.shut = False  # write_eof: shut down once what is queued is sent
         self.queued: list[bytes] = []
+        self.read_size = READ_SIZE
         try:
             protocol.connection_made(self)  # type: ignore[arg-type]  # duck-typed Transport
         except Exception as exc:  # one connection's bug ends that connection only
             self._fatal(exc)
             return
-        self._read()  # the request is usually here already: no poll before the first read
+        if read_now:
+            self._read()  # a client's request is usually here already: no poll before
+        elif self.open and not self.reading_paused:
+            self._want_reading()
 
     # -- reading ---------------------------------------------------------------------------
 
     def _read(self) -> None:
+        for _ in range(READS_PER_TURN):
+            if not self._read_once():
+                return
+
+    def _read_once(self) -> bool:
+        """One read, given to the protocol: True when it came back full and more is wanted."""
         if not self.open or self.eof:
-            return
+            return False
         if self.reading_paused:
             if self.reading:  # readable while paused: stop being told until resumed
                 self.reading = False
                 self.poller.remove_reader(self.fd)
-            return
+            return False
         protocol = self.protocol
         data: bytes | None = b""
         try:
             if self.buffered_protocol:
                 size = recv_into(self.fd, protocol.get_buffer(-1))  # type: ignore[attr-defined]
             else:
-                data = recv(self.fd, READ_SIZE)
+                data = recv(self.fd, self.read_size)
                 size = None if data is None else len(data)
+                if size == READ_SIZE:
+                    self.read_size = RELAY_READ_SIZE
         except Exception as exc:  # the socket's OSError, or get_buffer's bug
             self._fatal(exc)
-            return
+            return False
         if size is None:  # nothing yet
             self._want_reading()
-            return
+            return False
         if size == 0:
             self._eof()
-            return
+            return False
         try:
             if self.buffered_protocol:
                 protocol.buffer_updated(size)  # type: ignore[attr-defined]
@@ -147,9 +169,11 @@ class PlainTransport(WriteLimits):
                 protocol.data_received(data)  # type: ignore[attr-defined]
         except Exception as exc:  # one connection's bug ends that connection only
             self._fatal(exc)
-            return
+            return False
         if self.open and not self.reading_paused and not self.eof:
             self._want_reading()  # more is wanted: told by the loop when it comes
+            return size == RELAY_READ_SIZE
+        return False
 
     def _want_reading(self) -> None:
         if not self.reading:
@@ -212,7 +236,7 @@ class PlainTransport(WriteLimits):
     def _want_writable(self) -> None:
         if not self.writing:
             self.writing = True
-            self.loop.add_writer(self.fd, self._flush)
+            self.poller.add_writer(self.fd, self._flush)
 
     def _flush(self) -> None:
         queued = self.queued
@@ -233,7 +257,7 @@ class PlainTransport(WriteLimits):
         self.buffered = 0
         if self.writing:
             self.writing = False
-            self.loop.remove_writer(self.fd)
+            self.poller.remove_writer(self.fd)
         if self.writing_paused and self.open:
             self.writing_paused = False
             try:
@@ -299,7 +323,7 @@ class PlainTransport(WriteLimits):
         self._stop_reading()
         if self.writing:
             self.writing = False
-            self.loop.remove_writer(self.fd)
+            self.poller.remove_writer(self.fd)
         if linger and not self.eof:
             close_lingering(self.loop, self.fd)
         else:

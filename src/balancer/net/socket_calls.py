@@ -1,4 +1,4 @@
-"""The socket calls of our own transports (net.plain_transport, net.linger, net.acceptor),
+"""The socket calls of our own transports (net.plain_transport, net.plain_connect, net.linger, net.acceptor),
 on descriptors: a connection is its descriptor, not a socket object.
 
 Each call never waits, and says "nothing now" as a value (None, or 0 bytes sent) rather
@@ -10,6 +10,7 @@ Accepted descriptors are non-blocking and close-on-exec. Errors raise OSError.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import select
 import socket
@@ -32,6 +33,8 @@ _send: Final = _nowait.send if _nowait is not None else None
 _shutdown_write: Final = _nowait.shutdown_write if _nowait is not None else None
 _getsockname: Final = _nowait.getsockname if _nowait is not None else None
 _drain: Final = _nowait.drain if _nowait is not None else None
+_connect: Final = _nowait.connect if _nowait is not None else None
+_socket_error: Final = _nowait.socket_error if _nowait is not None else None
 _epoll_watch: Final = _nowait.epoll_watch if _nowait is not None else None
 _epoll_forget: Final = _nowait.epoll_forget if _nowait is not None else None
 _epoll_ready: Final = _nowait.epoll_ready if _nowait is not None else None
@@ -127,6 +130,37 @@ def drain(fd: int) -> int:
     return total
 
 
+def connect(host: str, port: int) -> tuple[int, bool]:
+    """(descriptor, connected): a non-blocking TCP socket with TCP_NODELAY connecting to
+    the numeric address `host` (ValueError when it is not one) and `port`; `connected`
+    False while the connect goes on (writable once it ends: `socket_error` tells how)."""
+    if _connect is not None:
+        return _connect(host, port)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        socket.inet_pton(family, host)
+    except OSError:
+        raise ValueError(f"connect(): {host} is not a numeric address") from None
+    sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        error = sock.connect_ex((host, port))
+        if error not in (0, errno.EINPROGRESS):
+            raise OSError(error, os.strerror(error))
+    except OSError:
+        sock.close()
+        raise
+    return sock.detach(), error == 0
+
+
+def socket_error(fd: int) -> int:
+    """The socket's pending error (SO_ERROR): 0, or the errno of a failed connect."""
+    if _socket_error is not None:
+        return _socket_error(fd)
+    with _borrowed(fd) as borrowed:
+        return borrowed.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+
+
 def epoll_create() -> int:
     """A new epoll set's descriptor (close-on-exec); closed by epoll_close."""
     if _nowait is not None:
@@ -144,12 +178,13 @@ def epoll_close(epfd: int) -> None:
         os.close(epfd)
 
 
-def epoll_watch(epfd: int, fd: int) -> None:
-    """Watch `fd` for reading (level-triggered) in the set `epfd`."""
+def epoll_watch(epfd: int, fd: int, writable: bool) -> None:
+    """Watch `fd` for reading, or for writing when `writable` (level-triggered), in the
+    set `epfd`."""
     if _epoll_watch is not None:
-        _epoll_watch(epfd, fd)
+        _epoll_watch(epfd, fd, writable)
         return
-    _EPOLLS[epfd].register(fd, select.EPOLLIN)
+    _EPOLLS[epfd].register(fd, select.EPOLLOUT if writable else select.EPOLLIN)
 
 
 def epoll_forget(epfd: int, fd: int) -> None:
@@ -162,7 +197,7 @@ def epoll_forget(epfd: int, fd: int) -> None:
 
 
 def epoll_ready(epfd: int, most: int) -> tuple[int, ...]:
-    """The descriptors of the set readable now, at most `most`; never waits."""
+    """The descriptors of the set ready now, at most `most`; never waits."""
     if _epoll_ready is not None:
         return _epoll_ready(epfd, most)
     return tuple(fd for fd, _ in _EPOLLS[epfd].poll(0, most))

@@ -8,12 +8,15 @@ session ends when both directions are done or either side resets. One inactivity
 (`timeouts.client`, or `timeouts.tunnel` once both sides are connected) guards the whole
 connection; while a connection attempt runs, `timeouts.connect` bounds it too.
 
-A plain TCP server (no TLS, no PROXY header, no `source` address: `_plain`) is connected
-without a task: the session sends the loop's `create_connection` coroutine forward itself,
-from the done callback of the future it waits on, and starts relaying as soon as the
-server side's `connection_made` runs. A Task and `wait_for` cost two tasks, a timer and
-three passes of the loop per connection (bench/conn_cost.py --mode tcp); the connect timeout
-is the session's own Deadline. The other servers go through BackendContext.connect in a task.
+A plain TCP server at a numeric address (no TLS, no PROXY header, no `source` address:
+`_plain`) is connected without a task or the loop's transports, when the client's transport
+has a poller (net.poller: our own transports do): net.plain_connect makes the socket and
+connects in one C call, waits in the poller's writable set, and gives the server side a
+PlainTransport; the session relays from the server side's `connection_made`. The connect
+timeout is the session's own Deadline. The loop's `create_connection` in a Task cost ~35k
+instructions, two tasks, a timer and three loop passes per connection, and its transports
+four system calls each that ours do not make (bench/conn_cost.py --mode tcp). The other
+servers go through BackendContext.connect in a task.
 """
 
 from __future__ import annotations
@@ -22,13 +25,14 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Coroutine
-from typing import Any, Final, cast
+from typing import Final, cast
 
 from balancer.lb import least_traffic
 from balancer.net.context import BackendContext, FrontendContext
 from balancer.net.deadline import Deadline
 from balancer.net.peer import client_address, local_address
+from balancer.net.plain_connect import PlainConnect
+from balancer.net.poller import Poller
 from balancer.route.client_limits import REFUSED, ClientLimits
 from balancer.route.rules import NumericIP, numeric_ip
 from balancer.runtime.record import LogRecord
@@ -44,64 +48,36 @@ PENDING_LIMIT: Final = 65536
 class _ServerSide(asyncio.Protocol):
     """The server half of a TcpSession.
 
-    `early`: a task-free connect (see the module's docstring): this side also drives the
-    loop's connecting coroutine (`connecting`), sending it on each time the future it waits
-    on is done, and the session relays from `connection_made`. `abandon` stops it the way
-    cancelling a task would: the awaited future is cancelled and CancelledError thrown in
-    when its callbacks run, after the loop's own (asyncio's selector loop removes its
-    writer then: closing the socket first would let a new socket take its number).
+    `early`: a task-free connect (see the module's docstring): the session relays from
+    this side's `connection_made`. `abandon` stops it the way cancelling a task would.
     """
 
     def __init__(self, session: TcpSession, early: bool = False) -> None:
         self.session = session
         self.early = early
         self.transport: asyncio.Transport | None = None
-        self.connecting: Coroutine[Any, Any, object] | None = None
-        self.waiting: object = None  # what `connecting` waits on
+        self.connecting: PlainConnect | None = None
         self.abandoned = False
 
-    def __call__(self) -> _ServerSide:
-        """The protocol factory create_connection wants: this side itself (no closure)."""
-        return self
-
-    def step(self, waited: object) -> None:
-        """Send the connecting coroutine on (`waited`: the future that is done)."""
-        coro = self.connecting
-        if coro is None or waited is not self.waiting:
-            return
-        try:
-            waiting = coro.throw(asyncio.CancelledError()) if self.abandoned else coro.send(None)
-        except StopIteration:
-            self.connecting = self.waiting = None
-            if not self.abandoned:
-                self.session.connect_ended(self, None)
-            return
-        except (Exception, asyncio.CancelledError) as exc:
-            self.connecting = self.waiting = None
-            if self.abandoned:
-                return  # the CancelledError thrown in, or its transport's last failure
-            if not isinstance(exc, OSError):
-                log.error("connect to a server failed unexpectedly: %r", exc)
-                exc = ConnectionError(f"unexpected failure: {exc!r}")
-            self.session.connect_ended(self, exc)
-            return
-        self.waiting = waiting
-        if isinstance(waiting, asyncio.Future):
-            waiting.add_done_callback(self.step)
-        else:  # a bare yield: go on at the next pass
-            self.session.loop.call_soon(self.step, waiting)
+    def failed(self, exc: OSError) -> None:
+        """The task-free connect failed (after it started)."""
+        self.connecting = None
+        if not self.abandoned:
+            self.session.connect_failed(self, exc)
 
     def abandon(self) -> None:
         self.abandoned = True
-        waiting = self.waiting
-        if isinstance(waiting, asyncio.Future):
-            waiting.cancel()  # its callbacks (our step among them) run at the next pass
+        connecting = self.connecting
+        if connecting is not None:
+            self.connecting = None
+            connecting.abandon()
         transport = self.transport
         if transport is not None:
             transport.abort()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
+        self.connecting = None
         if self.abandoned:
             self.transport.abort()
         elif self.early:
@@ -273,8 +249,9 @@ class TcpSession(asyncio.Protocol):
         self.server = server
         self.record.server_name = server.name
         self.attempts += 1
-        if _plain(backend, server):
-            self._connect_plain(server)
+        poller = getattr(self.transport, "poller", None)  # our own transports have one
+        if poller is not None and _plain(backend, server):
+            self._connect_plain(server, poller)
         else:
             self._client_deadline()  # backend.connect bounds the attempt itself
             self.connect_task = self.loop.create_task(self._connect(server, backend))
@@ -286,7 +263,7 @@ class TcpSession(asyncio.Protocol):
 
     # -- the task-free connect (see the module's docstring) --------------------------------
 
-    def _connect_plain(self, server: ServerRuntime) -> None:
+    def _connect_plain(self, server: ServerRuntime, poller: Poller) -> None:
         backend = self.backend
         assert backend is not None
         self.connect_t0 = now = self.loop.time()
@@ -297,22 +274,25 @@ class TcpSession(asyncio.Protocol):
             limit = backend.connect_timeout
         self.deadline.set(limit if limit != math.inf else 0.0, now)
         side = self.attempt = _ServerSide(self, early=True)
-        side.connecting = self.loop.create_connection(side, server.host, server.port)
-        side.step(None)
+        try:
+            connecting = PlainConnect(self.loop, poller, server.host, server.port, side, side.failed)
+        except OSError as exc:  # refused at once, or no socket to be had
+            self.connect_failed(side, exc)
+            return
+        if side.transport is None and not side.abandoned:
+            side.connecting = connecting  # still under way
 
-    def connect_ended(self, side: _ServerSide, exc: OSError | None) -> None:
-        """The task-free connect's coroutine finished: with `exc`, the attempt failed."""
+    def connect_failed(self, side: _ServerSide, exc: OSError) -> None:
+        """The task-free connect of `side` failed."""
         if side is not self.attempt:
             return
         self.attempt = None
-        if exc is None and self.server_side is None:
-            # The transport went before connection_made (reset right away).
-            exc = ConnectionResetError("connection reset before it was made")
-        if exc is not None:
-            self._connect_failed(exc)
+        self._connect_failed(exc)
 
     def server_connected(self, side: _ServerSide) -> None:
         """The task-free connect's server side is connected: relay."""
+        if side is self.attempt:
+            self.attempt = None
         if self.closed:
             if side.transport is not None:
                 side.transport.close()
@@ -557,11 +537,12 @@ class TcpSession(asyncio.Protocol):
 
 
 def _plain(backend: BackendContext, server: ServerRuntime) -> bool:
-    """Whether `server` is reached by a plain TCP connect (the task-free path)."""
+    """Whether `server` is reached by a plain TCP connect to a numeric address (the
+    task-free path)."""
     return (
         not backend.send_proxy
         and not backend.sources.addresses
-        and not server.address.is_unix
+        and server.numeric
         and (not backend.tls or server.name not in backend.tls)
     )
 

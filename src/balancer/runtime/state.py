@@ -7,6 +7,7 @@ Whoever depends on the set of usable servers (lb.pool) listens for changes on th
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
 from typing import Final, Literal
 
@@ -38,6 +39,15 @@ AdminState = Literal["ready", "drain", "maint"]
 Health = Literal["up", "down"]
 
 
+def _is_ip(host: str) -> bool:
+    """Whether `host` is a numeric IPv4 or IPv6 address."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 class ServerRuntime:
     """One server of one backend, with its counters."""
 
@@ -59,6 +69,7 @@ class ServerRuntime:
         "maxconn",
         "name",
         "node",
+        "numeric",
         "port",
         "queued",
         "requests",
@@ -75,6 +86,8 @@ class ServerRuntime:
         self.address = config.address
         self.host = config.address.host
         self.port = config.address.port
+        # A numeric IP address, which a connect needs no resolver for (net.plain_connect).
+        self.numeric = not config.address.is_unix and _is_ip(self.host)
         self.weight = config.weight
         # Read per request: the config's attribute is an interpreted object's, a lookup.
         self.maxconn = config.maxconn

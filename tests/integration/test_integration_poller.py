@@ -1,7 +1,8 @@
-"""net.read_poller on uvloop: connections that wait for their first bytes are watched in
-its epoll set and served when the bytes come; a callback is called again while its bytes
-stay unread (level-triggered), never after its descriptor is removed, and one callback's
-exception ends no other's turn; a retired set is closed with its last connection."""
+"""net.poller on uvloop: connections that wait for their first bytes are watched in its
+epoll set and served when the bytes come; a callback is called again while its bytes stay
+unread (level-triggered), never after its descriptor is removed, and one callback's
+exception ends no other's turn; a descriptor that waits for room to write is called once
+the peer reads; retired sets are closed with the last connection."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from tests.support.echo_protocol import Echo
 from tests.support.listening import listening_socket
 
 from balancer.net.plain_transport import PlainAcceptor
-from balancer.net.read_poller import ReadPoller
+from balancer.net.poller import Poller
 
 
 async def until(what: str, done: Callable[[], bool], timeout: float = 5.0) -> None:
@@ -37,7 +38,7 @@ def test_connections_accepted_before_their_requests_wait_in_the_set_and_are_serv
         poller = acceptor.poller
         clients = [await asyncio.open_connection(*listening.getsockname()) for _ in range(40)]
         # Every connection is accepted, found nothing to read, and waits in the set.
-        await until("40 connections waiting", lambda: len(poller.readers) == 40)
+        await until("40 connections waiting", lambda: len(poller.reading.callbacks) == 40)
         assert poller.connections == 40
         for n, (_, writer) in enumerate(clients):
             writer.write(b"request %d" % n)
@@ -48,7 +49,7 @@ def test_connections_accepted_before_their_requests_wait_in_the_set_and_are_serv
         for _, writer in clients:
             writer.close()
         await until("every connection ended", lambda: poller.connections == 0)
-        assert poller.readers == {} and poller.closed
+        assert poller.reading.callbacks == {} and poller.closed
         await until("every descriptor closed", lambda: open_sockets_and_epolls() == before)
 
     Echo.made = []
@@ -58,7 +59,7 @@ def test_connections_accepted_before_their_requests_wait_in_the_set_and_are_serv
 def test_level_triggered_removed_never_called_and_a_failing_callback_alone(caplog: pytest.LogCaptureFixture) -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        poller = ReadPoller(loop)
+        poller = Poller(loop)
         pairs = [socket.socketpair() for _ in range(3)]
         calls = {0: 0, 1: 0, 2: 0}
 
@@ -82,7 +83,7 @@ def test_level_triggered_removed_never_called_and_a_failing_callback_alone(caplo
             theirs.send(b"x")
         await until("the unread byte's callback called three times", lambda: calls[0] >= 3)
         assert calls[1] == 1 and calls[2] == 0
-        assert "reading a connection failed" in caplog.text
+        assert "serving a ready connection failed" in caplog.text
         for ours, theirs in pairs:
             poller.remove_reader(ours.fileno())
             poller.detach()
@@ -93,3 +94,49 @@ def test_level_triggered_removed_never_called_and_a_failing_callback_alone(caplo
 
     with caplog.at_level(logging.ERROR):
         uvloop.run(main())
+
+
+def test_a_writer_waits_for_room_and_its_set_closes_with_the_poller() -> None:
+    async def main() -> None:
+        before = open_sockets_and_epolls()
+        loop = asyncio.get_running_loop()
+        poller = Poller(loop)
+        assert poller.writing is None  # made when first wanted
+        ours, theirs = socket.socketpair()
+        ours.setblocking(False)
+        sent = 0
+        with pytest.raises(BlockingIOError):
+            for _ in range(10_000):  # bounded: a socketpair's buffer is a few hundred KiB
+                sent += ours.send(b"x" * 65536)
+        writable = asyncio.Event()
+        calls = 0
+
+        def room() -> None:
+            nonlocal calls
+            calls += 1
+            poller.remove_writer(ours.fileno())
+            writable.set()
+
+        poller.attach()
+        poller.add_writer(ours.fileno(), room)
+        await asyncio.sleep(0.05)  # a full buffer: the callback must not be called
+        assert calls == 0
+        theirs.setblocking(False)
+        received = 0
+        while received < sent:  # the peer reads all: room to write again
+            try:
+                received += len(theirs.recv(1 << 20))
+            except BlockingIOError:
+                await asyncio.sleep(0.001)
+        await asyncio.wait_for(writable.wait(), 5)
+        assert calls == 1
+        writing = poller.writing
+        assert writing is not None and writing.callbacks == {}
+        poller.detach()
+        poller.retire()
+        assert poller.closed and writing.closed
+        ours.close()
+        theirs.close()
+        await until("every descriptor closed", lambda: open_sockets_and_epolls() == before)
+
+    uvloop.run(main())

@@ -1,0 +1,163 @@
+"""net.plain_connect on uvloop: a server connection made on the descriptor itself becomes a
+PlainTransport that relays both ways; a refused connect is told once; an abandoned connect
+and a closed connection leave no descriptor behind; a stream that fills its reads is read
+in larger reads, drained in one turn."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import Callable
+
+import uvloop
+from tests.support.descriptors import open_sockets_and_epolls
+from tests.support.echo_protocol import Echo
+from tests.support.listening import UnansweredListener, listening_socket
+
+from balancer.net.plain_connect import PlainConnect
+from balancer.net.plain_transport import RELAY_READ_SIZE, PlainAcceptor
+from balancer.net.poller import Poller
+
+
+async def until(what: str, done: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Poll `done()` until true; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.005)
+
+
+class Collect(asyncio.Protocol):
+    """Keeps what the server sends and how the connection went."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.received = bytearray()
+        self.reads: list[int] = []
+        self.lost: list[Exception | None] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.received += data
+        self.reads.append(len(data))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost.append(exc)
+
+
+def test_a_connected_server_echoes_a_megabyte_and_its_descriptors_close() -> None:
+    async def main() -> None:
+        before = open_sockets_and_epolls()
+        loop = asyncio.get_running_loop()
+        listening = listening_socket()
+        server = PlainAcceptor(listening, Echo)  # the server: an echo on our own transport
+        poller = Poller(loop)
+        protocol = Collect()
+        failures: list[OSError] = []
+        host, port = listening.getsockname()
+        PlainConnect(loop, poller, host, port, protocol, failures.append)
+        await until("connected", lambda: protocol.transport is not None)
+        transport = protocol.transport
+        assert transport is not None
+        assert transport.get_extra_info("peername") == (host, port)
+        payload = bytes(range(256)) * 4096  # 1 MiB, more than one read
+        transport.write(payload)
+        await until("the megabyte echoed", lambda: len(protocol.received) == len(payload))
+        assert bytes(protocol.received) == payload and failures == []
+        transport.close()
+        await until("the connection lost", lambda: protocol.lost == [None])
+        server.close()
+        poller.retire()
+        assert poller.closed and poller.connections == 0
+        await until("every descriptor closed", lambda: open_sockets_and_epolls() == before)
+
+    Echo.made = []
+    uvloop.run(main())
+
+
+def test_a_refused_connect_is_told_once_and_leaves_nothing_open() -> None:
+    async def main() -> None:
+        before = open_sockets_and_epolls()
+        loop = asyncio.get_running_loop()
+        closed = socket.socket()
+        closed.bind(("127.0.0.1", 0))  # bound, not listening: connects are refused
+        host, port = closed.getsockname()
+        poller = Poller(loop)
+        failures: list[OSError] = []
+        protocol = Collect()
+        try:
+            PlainConnect(loop, poller, host, port, protocol, failures.append)
+        except ConnectionRefusedError as exc:  # refused within the connect call itself
+            failures.append(exc)
+        await until("the refusal told", lambda: len(failures) >= 1)
+        await asyncio.sleep(0.05)  # nothing more is told
+        assert [type(exc) for exc in failures] == [ConnectionRefusedError]
+        assert protocol.transport is None and protocol.lost == []
+        closed.close()
+        poller.retire()
+        assert poller.closed
+        await until("every descriptor closed", lambda: open_sockets_and_epolls() == before)
+
+    uvloop.run(main())
+
+
+def test_an_abandoned_connect_closes_its_socket_and_tells_nothing() -> None:
+    async def main() -> None:
+        before = open_sockets_and_epolls()
+        loop = asyncio.get_running_loop()
+        unanswered = UnansweredListener()
+        poller = Poller(loop)
+        failures: list[OSError] = []
+        protocol = Collect()
+        connecting = PlainConnect(loop, poller, "127.0.0.1", unanswered.port, protocol, failures.append)
+        assert connecting.fd >= 0 and poller.connections == 1  # under way, waiting to be writable
+        poller.retire()
+        assert not poller.closed  # kept open for the connect under way
+        connecting.abandon()
+        assert poller.closed and connecting.fd == -1
+        await asyncio.sleep(0.05)
+        assert failures == [] and protocol.transport is None
+        unanswered.close()
+        await until("every descriptor closed", lambda: open_sockets_and_epolls() == before)
+
+    uvloop.run(main())
+
+
+def test_a_stream_that_fills_its_reads_is_read_in_relay_sized_reads() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        listening = listening_socket()
+        poller = Poller(loop)
+        protocol = Collect()
+        host, port = listening.getsockname()
+        PlainConnect(loop, poller, host, port, protocol, lambda exc: None)
+        peer = None
+        deadline = time.monotonic() + 5
+        while peer is None:
+            assert time.monotonic() < deadline, "accepted"
+            try:
+                peer, _ = listening.accept()
+            except BlockingIOError:
+                await asyncio.sleep(0.005)
+        await until("connected", lambda: protocol.transport is not None)
+        protocol.transport.pause_reading()  # type: ignore[union-attr]
+        peer.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+        peer.setblocking(False)
+        sent = 0
+        try:
+            while sent < 8 << 20:  # bounded: at most 8 MiB waits in the buffers
+                sent += peer.send(b"x" * (1 << 20))
+        except BlockingIOError:
+            pass
+        protocol.transport.resume_reading()  # type: ignore[union-attr]
+        await until("everything read", lambda: len(protocol.received) == sent)
+        assert max(protocol.reads) == RELAY_READ_SIZE
+        peer.close()
+        await until("the end of stream", lambda: protocol.lost == [None])
+        listening.close()
+        poller.retire()
+
+    uvloop.run(main())
