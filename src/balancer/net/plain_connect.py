@@ -77,6 +77,6 @@ class PlainConnect:
         fd = self.fd
         if fd >= 0:
             self.fd = -1
-            self.poller.remove_writer(fd)
+            self.poller.forget_closed(fd)
             os.close(fd)
             self.poller.detach()

@@ -182,14 +182,15 @@ class PlainTransport(WriteLimits):
 
     def _eof(self) -> None:
         self.eof = True
-        self._stop_reading()
         try:
             keep_open = self.protocol.eof_received()  # type: ignore[attr-defined]
         except Exception as exc:  # as the loop's transports: the error ends the connection
             self._fatal(exc)
             return
-        if not keep_open:
-            self.close()
+        if keep_open:
+            self._stop_reading()  # the end of stream stays readable: not told again
+        else:
+            self.close()  # which forgets the descriptor without an epoll_ctl
 
     def _stop_reading(self) -> None:
         if self.reading:
@@ -297,8 +298,9 @@ class PlainTransport(WriteLimits):
         if not self.open:
             return
         self.open = False
-        self._stop_reading()
-        if not self.queued:
+        if self.queued:
+            self._stop_reading()  # the descriptor stays open while the queue goes out
+        else:
             self._end(None, linger=True)
 
     def abort(self) -> None:
@@ -319,15 +321,22 @@ class PlainTransport(WriteLimits):
         self.open = False
         self.queued = []
         self.buffered = 0
-        # The poller and the loop forget the descriptor before it is closed (and maybe reused).
-        self._stop_reading()
-        if self.writing:
-            self.writing = False
-            self.poller.remove_writer(self.fd)
+        fd = self.fd
+        reading, writing = self.reading, self.writing
+        self.reading = self.writing = False
         if linger and not self.eof:
-            close_lingering(self.loop, self.fd)
+            # The descriptor lives on in net.linger: out of our sets first.
+            if reading:
+                self.poller.remove_reader(fd)
+            if writing:
+                self.poller.remove_writer(fd)
+            close_lingering(self.loop, fd)
         else:
-            os.close(self.fd)
+            # Closing the descriptor takes it out of the epoll sets (its only reference):
+            # the poller forgets its callbacks without an epoll_ctl each (HAProxy's way too).
+            if reading or writing:
+                self.poller.forget_closed(fd)
+            os.close(fd)
         self.poller.detach()
         self.loop.call_soon(self._lost, exc)
 

@@ -55,6 +55,9 @@ class _WatchSet:
         if self.callbacks.pop(fd, None) is not None:
             epoll_forget(self.epfd, fd)
 
+    def drop(self, fd: int) -> None:
+        self.callbacks.pop(fd, None)
+
     def close(self) -> None:
         if not self.closed:
             self.closed = True
@@ -78,9 +81,10 @@ class _WatchSet:
 class Poller:
     """Calls each watched descriptor's callback when it is readable (`add_reader`) or
     writable (`add_writer`), from the loop it was made in. A descriptor must be removed
-    before it is closed or handed to another watcher (closing it would drop it from the
-    sets, but not its callbacks here). The connections that may use the sets are counted
-    (`attach`, `detach`): once `retire`d, the sets are closed with the last of them."""
+    before it is handed to another watcher, and forgotten (`forget_closed`) as it is
+    closed (the close drops it from the sets, but not its callbacks here). The connections
+    that may use the sets are counted (`attach`, `detach`): once `retire`d, the sets are
+    closed with the last of them."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -109,6 +113,13 @@ class Poller:
         """Stop watching `fd` for writing (nothing if it is not watched)."""
         if self.writing is not None:
             self.writing.remove(fd)
+
+    def forget_closed(self, fd: int) -> None:
+        """Forget `fd`, which the caller closes now and has no other descriptor of: the
+        close takes it out of the epoll sets (no epoll_ctl for it)."""
+        self.reading.drop(fd)
+        if self.writing is not None:
+            self.writing.drop(fd)
 
     def attach(self) -> None:
         self.connections += 1
