@@ -33,6 +33,10 @@
  *     The end of stream to the peer (shutdown SHUT_WR).
  * getsockname(fd) -> address
  *     The local address, in accept's form.
+ * close(fd) -> None
+ *     Closes the descriptor, keeping the GIL (os.close releases and takes it back: a
+ *     mutex pair per connection). A socket's close never waits without SO_LINGER, which
+ *     these sockets do not set. An EINTR is not retried: the descriptor is gone anyway.
  * drain(fd) -> int
  *     Reads and discards what waits, at most DRAIN_READS reads of DRAIN_SIZE bytes: how many
  *     bytes (0: nothing waited), or -1 once the stream is over (the peer's end of stream,
@@ -387,6 +391,15 @@ static PyObject *socket_error(PyObject *module, PyObject *argument) {
     return PyLong_FromLong(error);
 }
 
+static PyObject *close_descriptor(PyObject *module, PyObject *argument) {
+    int fd;
+    if (descriptor(argument, &fd) < 0)
+        return NULL;
+    if (close(fd) != 0 && errno != EINTR)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    Py_RETURN_NONE;
+}
+
 static PyObject *epoll_create_set(PyObject *module, PyObject *unused) {
     int epfd = epoll_create1(EPOLL_CLOEXEC);
     if (epfd < 0)
@@ -477,6 +490,7 @@ static PyMethodDef methods[] = {
     {"send", (PyCFunction)(void (*)(void))send_bytes, METH_FASTCALL, "send(fd, data): see _nowait.c."},
     {"shutdown_write", shutdown_write, METH_O, "shutdown_write(fd): see _nowait.c."},
     {"getsockname", local_name, METH_O, "getsockname(fd): see _nowait.c."},
+    {"close", close_descriptor, METH_O, "close(fd): see _nowait.c."},
     {"drain", drain, METH_O, "drain(fd): see _nowait.c."},
     {"connect", (PyCFunction)(void (*)(void))connect_to, METH_FASTCALL, "connect(host, port): see _nowait.c."},
     {"socket_error", socket_error, METH_O, "socket_error(fd): see _nowait.c."},

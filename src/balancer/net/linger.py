@@ -16,10 +16,9 @@ read: it finds nothing for nearly every connection, which is then closed at once
 from __future__ import annotations
 
 import asyncio
-import os
 from typing import Final
 
-from balancer.net.socket_calls import drain, shutdown_write
+from balancer.net.socket_calls import close_descriptor, drain, shutdown_write
 
 # The longest a closed connection is drained (NGINX's lingering_timeout, 5 s): a client that
 # sends for longer, or sends nothing and keeps its end open, is then closed regardless.
@@ -32,7 +31,7 @@ def close_lingering(loop: asyncio.AbstractEventLoop, fd: int) -> None:
     draining it (see the module's docstring). The caller has forgotten the descriptor in
     `loop` already, and gives it up."""
     if drain(fd) <= 0:
-        os.close(fd)  # nothing came (the usual case), or the client's stream is over
+        close_descriptor(fd)  # nothing came (the usual case), or the client's stream is over
         return
     Lingering(loop, fd)
 
@@ -48,7 +47,7 @@ class Lingering:
         try:
             shutdown_write(fd)
         except OSError:  # the client is gone
-            os.close(fd)
+            close_descriptor(fd)
             self.fd = -1
             return
         loop.add_reader(fd, self.readable)
@@ -64,5 +63,5 @@ class Lingering:
             return
         self.deadline.cancel()
         self.loop.remove_reader(self.fd)
-        os.close(self.fd)
+        close_descriptor(self.fd)
         self.fd = -1

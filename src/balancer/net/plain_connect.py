@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from balancer.net.plain_transport import PlainTransport
 from balancer.net.poller import Poller
-from balancer.net.socket_calls import connect, socket_error
+from balancer.net.socket_calls import close_descriptor, connect, socket_error
 
 
 class PlainConnect:
@@ -61,7 +61,7 @@ class PlainConnect:
         except OSError as exc:
             error = exc.errno or errno.EIO
         if error:
-            os.close(fd)
+            close_descriptor(fd)
         else:
             self._made(fd)
         self.poller.detach()  # after the transport attached: the poller must not close between
@@ -78,5 +78,5 @@ class PlainConnect:
         if fd >= 0:
             self.fd = -1
             self.poller.forget_closed(fd)
-            os.close(fd)
+            close_descriptor(fd)
             self.poller.detach()

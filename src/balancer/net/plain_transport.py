@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import socket
 from collections.abc import Callable
 from typing import Any, Final
@@ -48,7 +47,7 @@ from typing import Any, Final
 from balancer.net.acceptor import Acceptor
 from balancer.net.linger import close_lingering
 from balancer.net.poller import Poller
-from balancer.net.socket_calls import getsockname, recv, recv_into, send, shutdown_write
+from balancer.net.socket_calls import close_descriptor, getsockname, recv, recv_into, send, shutdown_write
 from balancer.net.write_limits import WriteLimits
 
 log = logging.getLogger(__name__)
@@ -336,7 +335,7 @@ class PlainTransport(WriteLimits):
             # the poller forgets its callbacks without an epoll_ctl each (HAProxy's way too).
             if reading or writing:
                 self.poller.forget_closed(fd)
-            os.close(fd)
+            close_descriptor(fd)
         self.poller.detach()
         self.loop.call_soon(self._lost, exc)
 

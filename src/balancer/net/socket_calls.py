@@ -33,6 +33,7 @@ _send: Final = _nowait.send if _nowait is not None else None
 _shutdown_write: Final = _nowait.shutdown_write if _nowait is not None else None
 _getsockname: Final = _nowait.getsockname if _nowait is not None else None
 _drain: Final = _nowait.drain if _nowait is not None else None
+_close: Final = _nowait.close if _nowait is not None else None
 _connect: Final = _nowait.connect if _nowait is not None else None
 _socket_error: Final = _nowait.socket_error if _nowait is not None else None
 _epoll_watch: Final = _nowait.epoll_watch if _nowait is not None else None
@@ -109,6 +110,14 @@ def getsockname(fd: int) -> Any:
         return _getsockname(fd)
     with _borrowed(fd) as borrowed:
         return borrowed.getsockname()
+
+
+def close_descriptor(fd: int) -> None:
+    """Close the descriptor (in C without releasing the GIL: a socket's close never waits)."""
+    if _close is not None:
+        _close(fd)
+        return
+    os.close(fd)
 
 
 def drain(fd: int) -> int:
