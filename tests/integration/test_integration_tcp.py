@@ -34,6 +34,23 @@ def test_tcp_relay_round_trips(run_balancer, echo_server):
     assert echo_server.connections == 1
 
 
+def test_a_server_named_by_host_name_is_relayed_too(run_balancer, echo_server):
+    """A server at a name (not a numeric address) is connected through the resolver and the
+    loop's transports, not net.plain_connect: it relays the same."""
+    port = echo_server.address.rsplit(":", 1)[1]
+
+    async def scenario(balancer):
+        reader, writer = await open_with_buffers(frontend_port(balancer))
+        try:
+            writer.write(b"by name\n")
+            return await asyncio.wait_for(reader.readexactly(8), 5)
+        finally:
+            writer.close()
+
+    assert run_balancer(_tcp_config([("named", f"localhost:{port}")]), scenario) == b"by name\n"
+    assert echo_server.connections == 1
+
+
 def test_tcp_half_close_is_relayed_and_the_other_way_stays_open(run_balancer, echo_server):
     async def scenario(balancer):
         reader, writer = await open_with_buffers(frontend_port(balancer))
