@@ -8,9 +8,9 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import Callable
 
 import uvloop
+from tests.integration.aclient import wait_until
 from tests.support.descriptors import open_sockets_and_epolls
 from tests.support.echo_protocol import Echo
 from tests.support.listening import UnansweredListener, listening_socket
@@ -18,14 +18,6 @@ from tests.support.listening import UnansweredListener, listening_socket
 from balancer.net.plain_connect import PlainConnect
 from balancer.net.plain_transport import RELAY_READ_SIZE, PlainAcceptor
 from balancer.net.poller import Poller
-
-
-async def until(what: str, done: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Poll `done()` until true; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not done():
-        assert time.monotonic() < deadline, what
-        await asyncio.sleep(0.005)
 
 
 class Collect(asyncio.Protocol):
@@ -59,20 +51,20 @@ def test_a_connected_server_echoes_a_megabyte_and_its_descriptors_close() -> Non
         failures: list[OSError] = []
         host, port = listening.getsockname()
         PlainConnect(loop, poller, host, port, protocol, failures.append)
-        await until("connected", lambda: protocol.transport is not None)
+        await wait_until(lambda: protocol.transport is not None, message="connected")
         transport = protocol.transport
         assert transport is not None
         assert transport.get_extra_info("peername") == (host, port)
         payload = bytes(range(256)) * 4096  # 1 MiB, more than one read
         transport.write(payload)
-        await until("the megabyte echoed", lambda: len(protocol.received) == len(payload))
+        await wait_until(lambda: len(protocol.received) == len(payload), message="the megabyte echoed")
         assert bytes(protocol.received) == payload and failures == []
         transport.close()
-        await until("the connection lost", lambda: protocol.lost == [None])
+        await wait_until(lambda: protocol.lost == [None], message="the connection lost")
         server.close()
         poller.retire()
         assert poller.closed and poller.connections == 0
-        await until("every descriptor closed", lambda: open_sockets_and_epolls() == before)
+        await wait_until(lambda: open_sockets_and_epolls() == before, message="every descriptor closed")
 
     Echo.made = []
     uvloop.run(main())
@@ -92,14 +84,14 @@ def test_a_refused_connect_is_told_once_and_leaves_nothing_open() -> None:
             PlainConnect(loop, poller, host, port, protocol, failures.append)
         except ConnectionRefusedError as exc:  # refused within the connect call itself
             failures.append(exc)
-        await until("the refusal told", lambda: len(failures) >= 1)
+        await wait_until(lambda: len(failures) >= 1, message="the refusal told")
         await asyncio.sleep(0.05)  # nothing more is told
         assert [type(exc) for exc in failures] == [ConnectionRefusedError]
         assert protocol.transport is None and protocol.lost == []
         closed.close()
         poller.retire()
         assert poller.closed
-        await until("every descriptor closed", lambda: open_sockets_and_epolls() == before)
+        await wait_until(lambda: open_sockets_and_epolls() == before, message="every descriptor closed")
 
     uvloop.run(main())
 
@@ -121,7 +113,7 @@ def test_an_abandoned_connect_closes_its_socket_and_tells_nothing() -> None:
         await asyncio.sleep(0.05)
         assert failures == [] and protocol.transport is None
         unanswered.close()
-        await until("every descriptor closed", lambda: open_sockets_and_epolls() == before)
+        await wait_until(lambda: open_sockets_and_epolls() == before, message="every descriptor closed")
 
     uvloop.run(main())
 
@@ -142,7 +134,7 @@ def test_a_stream_that_fills_its_reads_is_read_in_relay_sized_reads() -> None:
                 peer, _ = listening.accept()
             except BlockingIOError:
                 await asyncio.sleep(0.005)
-        await until("connected", lambda: protocol.transport is not None)
+        await wait_until(lambda: protocol.transport is not None, message="connected")
         protocol.transport.pause_reading()  # type: ignore[union-attr]
         peer.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
         peer.setblocking(False)
@@ -153,10 +145,10 @@ def test_a_stream_that_fills_its_reads_is_read_in_relay_sized_reads() -> None:
         except BlockingIOError:
             pass
         protocol.transport.resume_reading()  # type: ignore[union-attr]
-        await until("everything read", lambda: len(protocol.received) == sent)
+        await wait_until(lambda: len(protocol.received) == sent, message="everything read")
         assert max(protocol.reads) == RELAY_READ_SIZE
         peer.close()
-        await until("the end of stream", lambda: protocol.lost == [None])
+        await wait_until(lambda: protocol.lost == [None], message="the end of stream")
         listening.close()
         poller.retire()
 

@@ -9,25 +9,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-import time
-from collections.abc import Callable
 
 import pytest
 import uvloop
+from tests.integration.aclient import wait_until
 from tests.support.descriptors import open_sockets_and_epolls
 from tests.support.echo_protocol import Echo
 from tests.support.listening import listening_socket
 
 from balancer.net.plain_transport import PlainAcceptor
 from balancer.net.poller import Poller
-
-
-async def until(what: str, done: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Poll `done()` until true; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not done():
-        assert time.monotonic() < deadline, what
-        await asyncio.sleep(0.005)
 
 
 def test_connections_accepted_before_their_requests_wait_in_the_set_and_are_served() -> None:
@@ -38,7 +29,7 @@ def test_connections_accepted_before_their_requests_wait_in_the_set_and_are_serv
         poller = acceptor.poller
         clients = [await asyncio.open_connection(*listening.getsockname()) for _ in range(40)]
         # Every connection is accepted, found nothing to read, and waits in the set.
-        await until("40 connections waiting", lambda: len(poller.reading.callbacks) == 40)
+        await wait_until(lambda: len(poller.reading.callbacks) == 40, message="40 connections waiting")
         assert poller.connections == 40
         for n, (_, writer) in enumerate(clients):
             writer.write(b"request %d" % n)
@@ -48,9 +39,9 @@ def test_connections_accepted_before_their_requests_wait_in_the_set_and_are_serv
         assert not poller.closed
         for _, writer in clients:
             writer.close()
-        await until("every connection ended", lambda: poller.connections == 0)
+        await wait_until(lambda: poller.connections == 0, message="every connection ended")
         assert poller.reading.callbacks == {} and poller.closed
-        await until("every descriptor closed", lambda: open_sockets_and_epolls() == before)
+        await wait_until(lambda: open_sockets_and_epolls() == before, message="every descriptor closed")
 
     Echo.made = []
     uvloop.run(main())
@@ -81,7 +72,7 @@ def test_level_triggered_removed_never_called_and_a_failing_callback_alone(caplo
         poller.remove_reader(pairs[2][0].fileno())
         for _, theirs in pairs:
             theirs.send(b"x")
-        await until("the unread byte's callback called three times", lambda: calls[0] >= 3)
+        await wait_until(lambda: calls[0] >= 3, message="the unread byte's callback called three times")
         assert calls[1] == 1 and calls[2] == 0
         assert "serving a ready connection failed" in caplog.text
         for ours, theirs in pairs:
@@ -137,6 +128,6 @@ def test_a_writer_waits_for_room_and_its_set_closes_with_the_poller() -> None:
         assert poller.closed and writing.closed
         ours.close()
         theirs.close()
-        await until("every descriptor closed", lambda: open_sockets_and_epolls() == before)
+        await wait_until(lambda: open_sockets_and_epolls() == before, message="every descriptor closed")
 
     uvloop.run(main())
