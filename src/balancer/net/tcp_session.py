@@ -63,7 +63,7 @@ class _ServerSide(asyncio.Protocol):
         """The task-free connect failed (after it started)."""
         self.connecting = None
         if not self.abandoned:
-            self.session.connect_failed(self, exc)
+            self.session.attempt_failed(self, exc)
 
     def abandon(self) -> None:
         self.abandoned = True
@@ -277,12 +277,12 @@ class TcpSession(asyncio.Protocol):
         try:
             connecting = PlainConnect(self.loop, poller, server.host, server.port, side, side.failed)
         except OSError as exc:  # refused at once, or no socket to be had
-            self.connect_failed(side, exc)
+            self.attempt_failed(side, exc)
             return
         if side.transport is None and not side.abandoned:
             side.connecting = connecting  # still under way
 
-    def connect_failed(self, side: _ServerSide, exc: OSError) -> None:
+    def attempt_failed(self, side: _ServerSide, exc: OSError) -> None:
         """The task-free connect of `side` failed."""
         if side is not self.attempt:
             return

@@ -40,7 +40,10 @@ Health = Literal["up", "down"]
 
 
 def _is_ip(host: str) -> bool:
-    """Whether `host` is a numeric IPv4 or IPv6 address."""
+    """Whether `host` is a numeric IPv4 or IPv6 address without a zone ("fe80::1%eth0"
+    needs the resolver's scope lookup)."""
+    if "%" in host:
+        return False
     try:
         ipaddress.ip_address(host)
     except ValueError:
