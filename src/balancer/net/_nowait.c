@@ -223,30 +223,26 @@ static PyObject *recv_bytes(PyObject *module, PyObject *const *args, Py_ssize_t 
             PyErr_SetString(PyExc_ValueError, "negative size");
         return NULL;
     }
-    ssize_t got;
-    if (size <= SCRATCH_SIZE) {
-        do {
-            got = recv(fd, scratch, (size_t)size, NOW);
-        } while (got < 0 && errno == EINTR);
-        if (got < 0) {
-            if (nothing_now())
-                Py_RETURN_NONE;
-            return PyErr_SetFromErrno(PyExc_OSError);
-        }
-        return PyBytes_FromStringAndSize(scratch, got);
+    PyObject *data = NULL;  // the bytes read into, for a read larger than the scratch buffer
+    char *into = scratch;
+    if (size > SCRATCH_SIZE) {
+        data = PyBytes_FromStringAndSize(NULL, size);
+        if (data == NULL)
+            return NULL;
+        into = PyBytes_AS_STRING(data);
     }
-    PyObject *data = PyBytes_FromStringAndSize(NULL, size);
-    if (data == NULL)
-        return NULL;
+    ssize_t got;
     do {
-        got = recv(fd, PyBytes_AS_STRING(data), (size_t)size, NOW);
+        got = recv(fd, into, (size_t)size, NOW);
     } while (got < 0 && errno == EINTR);
     if (got < 0) {
-        Py_DECREF(data);
+        Py_XDECREF(data);
         if (nothing_now())
             Py_RETURN_NONE;
         return PyErr_SetFromErrno(PyExc_OSError);
     }
+    if (data == NULL)
+        return PyBytes_FromStringAndSize(scratch, got);
     if (got != size && _PyBytes_Resize(&data, got) < 0)
         return NULL;
     return data;

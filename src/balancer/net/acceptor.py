@@ -7,6 +7,9 @@ in the kernel) instead of spinning. Each accepted descriptor goes to `accepted`.
 
 Every wake-up's loop ends on an empty queue, which net.socket_calls `accept` says with
 None (socket._accept raises BlockingIOError: an exception made and caught per wake-up).
+
+An acceptor's connections wait to read or write in its Poller (net.poller), which outlives
+the acceptor until the last of them is done.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import logging
 import socket
 from typing import Any, Final
 
+from balancer.net.poller import Poller
 from balancer.net.socket_calls import accept
 
 log = logging.getLogger(__name__)
@@ -39,6 +43,7 @@ class Acceptor:
         self.inet = sock.family in (socket.AF_INET, socket.AF_INET6)
         self.closed = False
         self.retry: asyncio.TimerHandle | None = None
+        self.poller = Poller(self.loop)  # where its connections wait to read or write
         self.loop.add_reader(self.fd, self._accept)
 
     def accepted(self, fd: int, peer: Any) -> None:
@@ -76,3 +81,4 @@ class Acceptor:
         else:
             self.loop.remove_reader(self.fd)
         self.sock.close()
+        self.poller.retire()  # the connections go on: closed once the last is done

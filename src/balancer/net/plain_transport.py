@@ -73,14 +73,9 @@ class PlainAcceptor(Acceptor):
         # Every connection's local address when the listener's is not a wildcard one.
         name = sock.getsockname()
         self.sockname: Any = None if isinstance(name, tuple) and name[0] in ("0.0.0.0", "::") else name
-        self.poller = Poller(self.loop)  # where its connections wait to read or write
 
     def accepted(self, fd: int, peer: Any) -> None:
         PlainTransport(self.loop, self.poller, fd, peer, self.sockname, self.make_protocol())
-
-    def close(self) -> None:
-        super().close()
-        self.poller.retire()  # the connections go on: closed once the last is done
 
 
 class PlainTransport(WriteLimits):
@@ -144,13 +139,16 @@ class PlainTransport(WriteLimits):
             return False
         protocol = self.protocol
         data: bytes | None = b""
+        full = False  # the read took all it asked for: more may wait
         try:
             if self.buffered_protocol:
                 size = recv_into(self.fd, protocol.get_buffer(-1))  # type: ignore[attr-defined]
             else:
-                data = recv(self.fd, self.read_size)
+                asked = self.read_size
+                data = recv(self.fd, asked)
                 size = None if data is None else len(data)
-                if size == READ_SIZE:
+                if size == asked:
+                    full = True
                     self.read_size = RELAY_READ_SIZE
         except Exception as exc:  # the socket's OSError, or get_buffer's bug
             self._fatal(exc)
@@ -171,7 +169,7 @@ class PlainTransport(WriteLimits):
             return False
         if self.open and not self.reading_paused and not self.eof:
             self._want_reading()  # more is wanted: told by the loop when it comes
-            return size == RELAY_READ_SIZE
+            return full
         return False
 
     def _want_reading(self) -> None:

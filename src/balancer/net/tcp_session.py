@@ -9,14 +9,14 @@ session ends when both directions are done or either side resets. One inactivity
 connection; while a connection attempt runs, `timeouts.connect` bounds it too.
 
 A plain TCP server at a numeric address (no TLS, no PROXY header, no `source` address:
-`_plain`) is connected without a task or the loop's transports, when the client's transport
-has a poller (net.poller: our own transports do): net.plain_connect makes the socket and
-connects in one C call, waits in the poller's writable set, and gives the server side a
-PlainTransport; the session relays from the server side's `connection_made`. The connect
-timeout is the session's own Deadline. The loop's `create_connection` in a Task cost ~35k
-instructions, two tasks, a timer and three loop passes per connection, and its transports
-four system calls each that ours do not make (bench/conn_cost.py --mode tcp). The other
-servers go through BackendContext.connect in a task.
+`_plain`) is connected without a task or the loop's transports: net.plain_connect makes the
+socket and connects in one C call, waits in the writable set of the client's acceptor's
+Poller (net.poller), and gives the server side a PlainTransport; the session relays from the
+server side's `connection_made`. The connect timeout is the session's own Deadline. The
+loop's `create_connection` in a Task cost ~35k instructions, two tasks, a timer and three
+loop passes per connection, and its transports four system calls each that ours do not make
+(bench/conn_cost.py --mode tcp). The other servers go through BackendContext.connect in a
+task.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import asyncio
 import logging
 import math
 import time
-from typing import Final, cast
+from typing import Any, Final, cast
 
 from balancer.lb import least_traffic
 from balancer.net.context import BackendContext, FrontendContext
@@ -249,9 +249,8 @@ class TcpSession(asyncio.Protocol):
         self.server = server
         self.record.server_name = server.name
         self.attempts += 1
-        poller = getattr(self.transport, "poller", None)  # our own transports have one
-        if poller is not None and _plain(backend, server):
-            self._connect_plain(server, poller)
+        if _plain(backend, server):
+            self._connect_plain(server)
         else:
             self._client_deadline()  # backend.connect bounds the attempt itself
             self.connect_task = self.loop.create_task(self._connect(server, backend))
@@ -263,9 +262,12 @@ class TcpSession(asyncio.Protocol):
 
     # -- the task-free connect (see the module's docstring) --------------------------------
 
-    def _connect_plain(self, server: ServerRuntime, poller: Poller) -> None:
+    def _connect_plain(self, server: ServerRuntime) -> None:
         backend = self.backend
         assert backend is not None
+        # The client's transport is one of ours (net.plain_transport, net.tls_transport):
+        # its acceptor's Poller takes the server side too.
+        poller: Poller = cast(Any, self.transport).poller
         self.connect_t0 = now = self.loop.time()
         # The connect attempt is bounded by timeouts.connect within what is left of
         # timeouts.client (the Deadline holds one time: the nearer one).

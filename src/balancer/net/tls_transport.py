@@ -74,7 +74,6 @@ class TlsAcceptor(Acceptor):
         self.make_protocol = make_protocol
         self.handshake_timeout = handshake_timeout
         self.accept_proxy = accept_proxy
-        self.poller = Poller(self.loop)  # where its connections wait to read or write
 
     def accepted(self, fd: int, peer: Any) -> None:
         raw = TlsSocket(self.family, self.type, self.proto, fd)
@@ -103,10 +102,6 @@ class TlsAcceptor(Acceptor):
         if proxied is not None:
             protocol.proxied = proxied  # type: ignore[attr-defined]  # every session has it
         TlsTransport(self.loop, self.poller, raw, protocol, self.handshake_timeout)
-
-    def close(self) -> None:
-        super().close()
-        self.poller.retire()  # the connections go on: closed once the last is done
 
 
 class _TlsChannel(Protocol):
