@@ -7,6 +7,7 @@ the peer reads; retired sets are closed with the last connection."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 
@@ -110,15 +111,19 @@ def test_a_writer_waits_for_room_and_its_set_closes_with_the_poller() -> None:
 
         poller.attach()
         poller.add_writer(ours.fileno(), room)
-        await asyncio.sleep(0.05)  # a full buffer: the callback must not be called
+        for _ in range(3):  # loop passes, each polling the sets: a full buffer calls nothing
+            await asyncio.sleep(0)
         assert calls == 0
         theirs.setblocking(False)
         received = 0
-        while received < sent:  # the peer reads all: room to write again
-            try:
+
+        def read_all() -> bool:  # the peer reads all: room to write again
+            nonlocal received
+            with contextlib.suppress(BlockingIOError):
                 received += len(theirs.recv(1 << 20))
-            except BlockingIOError:
-                await asyncio.sleep(0.001)
+            return received >= sent
+
+        await wait_until(read_all, interval=0.001, message="the peer read everything")
         await asyncio.wait_for(writable.wait(), 5)
         assert calls == 1
         writing = poller.writing

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
+import ssl
 
 from tests.integration.aclient import open_with_buffers, until_stalled, wait_until
 from tests.integration.configs import frontend_port, make_config
 from tests.integration.peers import RawServer
 from tests.support.listening import UnansweredListener
+from tests.support.tls import make_certificate
 
 MB = 1024 * 1024
 SMALL_BUFFER = 64 * 1024
@@ -48,6 +50,27 @@ def test_a_server_named_by_host_name_is_relayed_too(run_balancer, echo_server):
             writer.close()
 
     assert run_balancer(_tcp_config([("named", f"localhost:{port}")]), scenario) == b"by name\n"
+    assert echo_server.connections == 1
+
+
+def test_a_tls_terminating_tcp_frontend_relays_the_clear_bytes(run_balancer, echo_server, tmp_path):
+    """TLS ends at the frontend; the server side (net.plain_connect) waits in the same
+    acceptor's Poller as the TLS client connection."""
+    certificate = make_certificate(tmp_path, "lb.example").pem
+    client_tls = ssl.create_default_context()
+    client_tls.check_hostname = False
+    client_tls.verify_mode = ssl.CERT_NONE
+    config = make_config([echo_server], mode="tcp", frontend={"forwardfor": False, "tls": {"cert": [str(certificate)]}})
+
+    async def scenario(balancer):
+        reader, writer = await asyncio.open_connection("127.0.0.1", frontend_port(balancer), ssl=client_tls)
+        try:
+            writer.write(b"in clear behind TLS\n")
+            return await asyncio.wait_for(reader.readexactly(20), 5)
+        finally:
+            writer.close()
+
+    assert run_balancer(config, scenario) == b"in clear behind TLS\n"
     assert echo_server.connections == 1
 
 
