@@ -25,6 +25,7 @@ from balancer.net.outbox import Outbox
 from balancer.proto.http1 import (
     LAST_CHUNK,
     TRAILER_TAIL,
+    AcceptedHead,
     ResponseSplit,
     accept_response_head,
     accepted_response_head,
@@ -118,6 +119,8 @@ class UpstreamConnection(asyncio.BufferedProtocol):
         "in_head",
         "interim",
         "keep_alive",
+        "known",
+        "known_head",
         "known_head_end",
         "outbox",
         "owner",
@@ -152,6 +155,11 @@ class UpstreamConnection(asyncio.BufferedProtocol):
         self.reused = False
         self.head_misses = 0  # responses in a row whose head _take_known had not seen
         self.known_head_end = 0  # where the last head _take_known knew ended (its length)
+        # That head and what it was accepted as: a server repeats its head on a connection
+        # (the Date changes once a second), and comparing bytes costs a twentieth of the
+        # hash a look-up in proto.http1's table takes.
+        self.known_head = b""
+        self.known: AcceptedHead | None = None
         self.tunnel = False
         self.writing_paused = False
         self.reading_paused = False
@@ -443,12 +451,17 @@ class UpstreamConnection(asyncio.BufferedProtocol):
             end = data.find(b"\r\n\r\n")
             if end < 0:
                 return False
-        known = accepted_response_head(data[:end])
-        if known is None:
-            self.head_misses = misses + 1
-            return False
+        head = data[:end]
+        known = self.known
+        if known is None or head != self.known_head:
+            known = accepted_response_head(head)
+            if known is None:
+                self.head_misses = misses + 1
+                return False
+            self.known_head = head
+            self.known = known
+            self.known_head_end = end
         self.head_misses = 0
-        self.known_head_end = end
         split, length = known
         status = status_code(split[0])
         body_start = end + 4
