@@ -27,6 +27,11 @@
  *     At most `size` bytes; b"" at the peer's end of stream, None when nothing waits.
  * recv_into(fd, buffer) -> int | None
  *     Into the writable `buffer`: how many bytes (0 at the end of stream), None as recv.
+ * bytes_of(buffer, size) -> bytes
+ *     The first `size` bytes of `buffer`, copied out: a read's bytes out of the buffer it
+ *     filled (the loop's reads into net/upstream.py's buffer). memoryview slicing and
+ *     tobytes() make a view, a slice and a method call: ~1,200 instructions per read, ~200
+ *     here. ValueError when `size` is negative or beyond the buffer.
  * send(fd, data) -> int
  *     How many bytes of `data` (any buffer) the kernel took: 0 when it took none.
  * shutdown_write(fd) -> None
@@ -245,6 +250,26 @@ static PyObject *recv_bytes(PyObject *module, PyObject *const *args, Py_ssize_t 
         return PyBytes_FromStringAndSize(scratch, got);
     if (got != size && _PyBytes_Resize(&data, got) < 0)
         return NULL;
+    return data;
+}
+
+static PyObject *bytes_of(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "bytes_of(buffer, size)");
+        return NULL;
+    }
+    Py_ssize_t size = PyLong_AsSsize_t(args[1]);
+    if (size == -1 && PyErr_Occurred())
+        return NULL;
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    PyObject *data = NULL;
+    if (size < 0 || size > view.len)
+        PyErr_SetString(PyExc_ValueError, "size outside the buffer");
+    else
+        data = PyBytes_FromStringAndSize((const char *)view.buf, size);
+    PyBuffer_Release(&view);
     return data;
 }
 
@@ -503,6 +528,7 @@ static PyMethodDef methods[] = {
     {"accept", (PyCFunction)(void (*)(void))accept_connection, METH_FASTCALL, "accept(fd, nodelay): see _nowait.c."},
     {"recv", (PyCFunction)(void (*)(void))recv_bytes, METH_FASTCALL, "recv(fd, size): see _nowait.c."},
     {"recv_into", (PyCFunction)(void (*)(void))recv_into, METH_FASTCALL, "recv_into(fd, buffer): see _nowait.c."},
+    {"bytes_of", (PyCFunction)(void (*)(void))bytes_of, METH_FASTCALL, "bytes_of(buffer, size): see _nowait.c."},
     {"send", (PyCFunction)(void (*)(void))send_bytes, METH_FASTCALL, "send(fd, data): see _nowait.c."},
     {"shutdown_write", shutdown_write, METH_O, "shutdown_write(fd): see _nowait.c."},
     {"getsockname", local_name, METH_O, "getsockname(fd): see _nowait.c."},

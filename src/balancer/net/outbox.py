@@ -25,8 +25,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import cast
 
 from mypy_extensions import trait
+
+from balancer.net.plain_transport import PlainTransport
 
 log = logging.getLogger("balancer.http")
 
@@ -114,7 +117,15 @@ class Outbox:
             transport = transports[i]
             chunk = data[i]
             try:
-                if chunk is None:
+                if isinstance(transport, PlainTransport):
+                    # Ours, compiled: called directly. A method called by name on any
+                    # transport is looked up first, ~350 instructions a write.
+                    plain = cast(PlainTransport, transport)
+                    if chunk is None:
+                        plain.close()
+                    else:
+                        plain.write(chunk)
+                elif chunk is None:
                     transport.close()
                 else:
                     transport.write(chunk)

@@ -1,5 +1,6 @@
 """The socket calls of our own transports (net.plain_transport, net.plain_connect, net.linger, net.acceptor),
-on descriptors: a connection is its descriptor, not a socket object.
+on descriptors: a connection is its descriptor, not a socket object; and `bytes_of`, which
+copies a read of the loop's transports out of the buffer it went into (net.upstream).
 
 Each call never waits, and says "nothing now" as a value (None, or 0 bytes sent) rather
 than BlockingIOError. net/_nowait.c makes them when it is built (why, there); a build
@@ -29,6 +30,7 @@ NATIVE: Final = _nowait is not None
 _accept: Final = _nowait.accept if _nowait is not None else None
 _recv: Final = _nowait.recv if _nowait is not None else None
 _recv_into: Final = _nowait.recv_into if _nowait is not None else None
+_bytes_of: Final = _nowait.bytes_of if _nowait is not None else None
 _send: Final = _nowait.send if _nowait is not None else None
 _shutdown_write: Final = _nowait.shutdown_write if _nowait is not None else None
 _getsockname: Final = _nowait.getsockname if _nowait is not None else None
@@ -84,6 +86,16 @@ def recv_into(fd: int, buffer: Buffer) -> int | None:
         return os.readv(fd, [buffer])
     except (BlockingIOError, InterruptedError):
         return None
+
+
+def bytes_of(buffer: Buffer, size: int) -> bytes:
+    """The first `size` bytes of `buffer` (0 <= size <= its length), copied out."""
+    if _bytes_of is not None:
+        return _bytes_of(buffer, size)
+    view = memoryview(buffer)
+    if not 0 <= size <= view.nbytes:
+        raise ValueError("size outside the buffer")
+    return view[:size].tobytes()
 
 
 def send(fd: int, data: Buffer) -> int:

@@ -3,7 +3,7 @@ gives what socket.accept gives (the peer's address for IPv4, IPv6 and Unix socke
 unnamed and abstract) on a descriptor that is non-blocking, close-on-exec and TCP_NODELAY
 when asked; "nothing now" is None (accept, recv, recv_into) or 0 (send), never
 BlockingIOError; the end of stream is b"" / 0 / -1 (drain); other errors raise OSError
-with their errno, as the socket methods do."""
+with their errno, as the socket methods do. bytes_of copies a read out of its buffer."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from balancer.net import socket_calls
-from balancer.net.socket_calls import accept, drain, getsockname, recv, recv_into, send, shutdown_write
+from balancer.net.socket_calls import accept, bytes_of, drain, getsockname, recv, recv_into, send, shutdown_write
 
 
 def test_the_calls_are_the_c_ones_in_a_compiled_build() -> None:
@@ -212,3 +212,20 @@ def test_a_reset_is_the_end_of_a_drain_and_an_error_of_recv(listening_ipv4: sock
         assert drain(fd) == -1
     finally:
         os.close(fd)
+
+
+def test_a_read_into_a_buffer_is_copied_out_as_bytes(connection: tuple[int, socket.socket]) -> None:
+    fd, peer = connection
+    buffer = bytearray(32)
+    view = memoryview(buffer)
+    peer.sendall(b"HTTP/1.1 200 OK\r\n")
+    size = recv_into(fd, view)
+    assert size == 17
+    data = bytes_of(view, size)
+    assert data == b"HTTP/1.1 200 OK\r\n" and type(data) is bytes
+    buffer[:4] = b"XXXX"  # the next read reuses the buffer: what was taken is a copy
+    assert data.startswith(b"HTTP")
+    assert bytes_of(buffer, 0) == b"" and bytes_of(view, 32) == bytes(buffer)
+    for outside in (-1, 33):
+        with pytest.raises(ValueError):
+            bytes_of(view, outside)
