@@ -211,3 +211,28 @@ def test_a_connection_outlives_its_closed_acceptor_and_leaves_no_descriptor(cont
 
     Echo.made = []
     uvloop.run(main())
+
+
+class _Addresses(asyncio.Protocol):
+    """Says which addresses its transport gives, once the handshake is done."""
+
+    seen: list[tuple[Any, Any]] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        _Addresses.seen.append((transport.get_extra_info("peername"), transport.get_extra_info("sockname")))
+        transport.close()
+
+
+def test_the_peer_address_is_the_one_accept_gave(contexts: Any) -> None:
+    """The transport's peername is the client's own address (kept from accept, not asked of
+    the socket again), its sockname the listener's."""
+
+    async def scenario(port: int, client: ssl.SSLContext) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client, server_hostname="a.example")
+        local = writer.get_extra_info("sockname")
+        assert await asyncio.wait_for(reader.read(), 10) == b""
+        writer.close()
+        assert _Addresses.seen == [(local, ("127.0.0.1", port))]
+
+    _Addresses.seen = []
+    serve(contexts, scenario, make=_Addresses)

@@ -20,9 +20,12 @@ from typing import Any
 
 
 class TlsSocket(socket.socket):
-    __slots__ = ("tls",)
+    __slots__ = ("peer", "tls")
 
     tls: Any  # the OpenSSL connection object (`_ssl._SSLSocket`, untyped), set once wrapped
+    # The client's address as accept gave it: the transport's "peername" without asking the
+    # socket (getpeername, and its conversion: ~4,700 instructions a connection).
+    peer: Any
 
     @property
     def context(self) -> ssl.SSLContext:

@@ -77,6 +77,7 @@ class TlsAcceptor(Acceptor):
 
     def accepted(self, fd: int, peer: Any) -> None:
         raw = TlsSocket(self.family, self.type, self.proto, fd)
+        raw.peer = peer
         try:
             raw.setblocking(False)  # the descriptor is; this tells the socket object (and OpenSSL's)
         except OSError:
@@ -149,7 +150,7 @@ class TlsTransport(WriteLimits):
         self.queued: list[bytes] = []
         self.read_wants_write = False  # an SSL_read needed to write first (a TLS 1.3 key update)
         self.timer: asyncio.TimerHandle | None = loop.call_later(timeout, self._handshake_timed_out)
-        self.extra: dict[str, Any] = {}
+        self.extra: dict[str, Any] = {"peername": sock.peer}
         self._handshake()
 
     # -- handshake -------------------------------------------------------------------------
