@@ -122,7 +122,6 @@ class UpstreamConnection(asyncio.BufferedProtocol):
         "keep_alive",
         "known",
         "known_head",
-        "known_head_end",
         "outbox",
         "owner",
         "parser_idle",
@@ -155,10 +154,9 @@ class UpstreamConnection(asyncio.BufferedProtocol):
         self.closed = False
         self.reused = False
         self.head_misses = 0  # responses in a row whose head _take_known had not seen
-        self.known_head_end = 0  # where the last head _take_known knew ended (its length)
-        # That head and what it was accepted as: a server repeats its head on a connection
-        # (the Date changes once a second), and comparing bytes costs a twentieth of the
-        # hash a look-up in proto.http1's table takes.
+        # The last head _take_known knew and what it was accepted as: a server repeats its
+        # head on a connection (the Date changes once a second), and comparing bytes costs a
+        # twentieth of the hash a look-up in proto.http1's table takes.
         self.known_head = b""
         self.known: AcceptedHead | None = None
         self.tunnel = False
@@ -441,7 +439,7 @@ class UpstreamConnection(asyncio.BufferedProtocol):
         # A server's heads mostly keep their length (its Date is fixed-width): where the last
         # one ended is tried first, and a find() call costs more than the check. An accepted
         # head holds no blank line, so if these bytes are one, its end is the first.
-        end = self.known_head_end
+        end = len(self.known_head)
         if not (
             0 < end <= len(data) - 4
             and data[end] == 13
@@ -461,7 +459,6 @@ class UpstreamConnection(asyncio.BufferedProtocol):
                 return False
             self.known_head = head
             self.known = known
-            self.known_head_end = end
         self.head_misses = 0
         split, length = known
         status = status_code(split[0])
