@@ -8,11 +8,13 @@ that leaves no descriptor. (Through `balancer run`: every plain HTTP and TCP tes
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pytest
 import uvloop
 from tests.support.collector import cyclic_collector_off
 from tests.support.descriptors import open_sockets, open_sockets_and_epolls
@@ -88,7 +90,8 @@ def test_megabytes_both_ways_with_flow_control_from_many_clients_then_clean_clos
 
 def test_a_whole_request_is_answered_and_closed_without_a_poll() -> None:
     """What a `Connection: close` request costs: read at accept, answered, closed; the
-    protocol pauses reading as a session does once the last request is read."""
+    protocol pauses reading as a session does once the last request is read. The
+    connection has TCP_NODELAY, which it has from the listening socket."""
 
     class Answer(Echo):
         def data_received(self, data: bytes) -> None:
@@ -97,6 +100,8 @@ def test_a_whole_request_is_answered_and_closed_without_a_poll() -> None:
 
         def answer(self, data: bytes) -> None:
             self.registered = self.transport.reading
+            with socket.socket(fileno=os.dup(self.transport.fd)) as borrowed:
+                self.nodelay = borrowed.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
             self.transport.write(b"answer to " + data)
             self.transport.close()
 
@@ -111,6 +116,7 @@ def test_a_whole_request_is_answered_and_closed_without_a_poll() -> None:
             answer = Echo.made[-1]
             assert await lost(answer) == [None]
             assert answer.registered is False  # type: ignore[attr-defined]
+            assert answer.nodelay  # type: ignore[attr-defined]  # small answers go out unheld
             assert answer.transport.get_extra_info("peername") == sock.getsockname()
             assert answer.transport.get_extra_info("sockname") == ("127.0.0.1", port)
 
@@ -137,6 +143,26 @@ def test_bytes_never_read_do_not_turn_the_close_into_a_reset() -> None:
             assert await lost(Echo.made[-1]) == [None]
 
     serve(scenario, make=AnswerThenClose)
+
+
+def test_a_client_that_said_it_sends_no_more_is_closed_without_a_look_for_more() -> None:
+    """After no_more_input (HTTP: the last request, read whole, asked to close) the close
+    reads nothing more: one read less per connection. A client that sends regardless has
+    broken its word and is reset, as NGINX resets it where it does not linger."""
+
+    class LastRequest(AnswerThenClose):
+        def data_received(self, data: bytes) -> None:
+            self.transport.no_more_input()
+            super().data_received(data)
+
+    async def scenario(port: int) -> None:
+        reader, writer = await small_buffered_connection(port)
+        with pytest.raises(ConnectionResetError):
+            await more_after_the_last_request(reader, writer)
+        writer.close()
+        assert await lost(Echo.made[-1]) == [None]
+
+    serve(scenario, make=LastRequest)
 
 
 def test_a_client_that_keeps_its_end_open_is_closed_after_the_lingering_time() -> None:

@@ -16,11 +16,11 @@
  * Errors other than "nothing now" raise OSError with their errno (its subclass: a reset
  * raises ConnectionResetError), as the socket methods do. An interrupted call is retried.
  *
- * accept(fd, nodelay) -> (fd, address) | None
+ * accept(fd) -> (fd, address) | None
  *     accept4 on the listening descriptor `fd`; the new descriptor is close-on-exec and
- *     non-blocking, with TCP_NODELAY when `nodelay` (a TCP listener; a connection whose
- *     option cannot be set is closed, and raises, as the reset connection it is). None when
- *     no connection waits. `address` is what socket.accept gives: (host, port) for AF_INET,
+ *     non-blocking (its TCP options are the listening socket's: Linux copies them to each
+ *     connection, TCP_NODELAY included, see net/acceptor.py). None when no connection
+ *     waits. `address` is what socket.accept gives: (host, port) for AF_INET,
  *     (host, port, flowinfo, scope_id) for AF_INET6, the path for AF_UNIX ('' for an
  *     unnamed client, bytes for an abstract one); None for another family.
  * recv(fd, size) -> bytes | None
@@ -167,14 +167,11 @@ static int nothing_now(void) { return errno == EAGAIN || errno == EWOULDBLOCK; }
 
 static PyObject *accept_connection(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     int listening, fd;
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "accept(fd, nodelay)");
+    if (nargs != 1) {
+        PyErr_SetString(PyExc_TypeError, "accept(fd)");
         return NULL;
     }
     if (descriptor(args[0], &listening) < 0)
-        return NULL;
-    int nodelay = PyObject_IsTrue(args[1]);
-    if (nodelay < 0)
         return NULL;
     struct sockaddr_storage storage;
     socklen_t length;
@@ -186,12 +183,6 @@ static PyObject *accept_connection(PyObject *module, PyObject *const *args, Py_s
         if (nothing_now())
             Py_RETURN_NONE;
         return PyErr_SetFromErrno(PyExc_OSError);
-    }
-    int on = 1;
-    if (nodelay && setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on)) != 0) {
-        PyErr_SetFromErrno(PyExc_OSError);
-        close(fd);
-        return NULL;
     }
     PyObject *peer = address(&storage, length);
     if (peer == NULL) {
@@ -525,7 +516,7 @@ static PyObject *epoll_ready(PyObject *module, PyObject *const *args, Py_ssize_t
 }
 
 static PyMethodDef methods[] = {
-    {"accept", (PyCFunction)(void (*)(void))accept_connection, METH_FASTCALL, "accept(fd, nodelay): see _nowait.c."},
+    {"accept", (PyCFunction)(void (*)(void))accept_connection, METH_FASTCALL, "accept(fd): see _nowait.c."},
     {"recv", (PyCFunction)(void (*)(void))recv_bytes, METH_FASTCALL, "recv(fd, size): see _nowait.c."},
     {"recv_into", (PyCFunction)(void (*)(void))recv_into, METH_FASTCALL, "recv_into(fd, buffer): see _nowait.c."},
     {"bytes_of", (PyCFunction)(void (*)(void))bytes_of, METH_FASTCALL, "bytes_of(buffer, size): see _nowait.c."},

@@ -48,24 +48,22 @@ DRAIN_SIZE: Final = 65536
 DRAIN_READS: Final = 16  # per call (_nowait.c's too): then other connections get their turn
 
 
-def accept(listening: socket.socket, nodelay: bool) -> tuple[int, Any] | None:
-    """(descriptor, peer address) of a connection from the non-blocking `listening` socket,
-    with TCP_NODELAY when `nodelay`; None when none waits."""
+def accept(listening: socket.socket) -> tuple[int, Any] | None:
+    """(descriptor, peer address) of a connection from the non-blocking `listening` socket;
+    None when none waits. The connection has the listening socket's TCP options (Linux
+    copies them, TCP_NODELAY included)."""
     if _accept is not None:
-        return _accept(listening.fileno(), nodelay)
+        return _accept(listening.fileno())
     try:
         fd, peer = listening._accept()  # `accept` adds interpreted Python
     except (BlockingIOError, InterruptedError):
         return None
-    connection = socket.socket(listening.family, listening.type, listening.proto, fd)
     try:
-        connection.setblocking(False)
-        if nodelay:
-            connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        os.set_blocking(fd, False)
     except OSError:
-        connection.close()
+        os.close(fd)
         raise
-    return connection.detach(), peer
+    return fd, peer
 
 
 def recv(fd: int, size: int) -> bytes | None:

@@ -1,9 +1,9 @@
 """net.socket_calls on real sockets, built (net/_nowait.c) or not (BALANCER_PURE=1): accept
 gives what socket.accept gives (the peer's address for IPv4, IPv6 and Unix sockets, named,
-unnamed and abstract) on a descriptor that is non-blocking, close-on-exec and TCP_NODELAY
-when asked; "nothing now" is None (accept, recv, recv_into) or 0 (send), never
-BlockingIOError; the end of stream is b"" / 0 / -1 (drain); other errors raise OSError
-with their errno, as the socket methods do. bytes_of copies a read out of its buffer."""
+unnamed and abstract) on a descriptor that is non-blocking and close-on-exec; "nothing
+now" is None (accept, recv, recv_into) or 0 (send), never BlockingIOError; the end of
+stream is b"" / 0 / -1 (drain); other errors raise OSError with their errno, as the socket
+methods do. bytes_of copies a read out of its buffer."""
 
 from __future__ import annotations
 
@@ -36,30 +36,27 @@ def listening_ipv4() -> Iterator[socket.socket]:
         yield sock
 
 
-def _check_accepted(fd: int, nodelay: bool) -> None:
+def _check_accepted(fd: int) -> None:
     try:
         assert fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC
         assert fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_NONBLOCK
-        if nodelay:
-            with socket.socket(fileno=os.dup(fd)) as borrowed:
-                assert borrowed.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
     finally:
         os.close(fd)
 
 
 def test_an_empty_queue_is_none(listening_ipv4: socket.socket) -> None:
-    assert accept(listening_ipv4, True) is None
+    assert accept(listening_ipv4) is None
 
 
 def test_ipv4_peer_as_socket_accept_gives_it(listening_ipv4: socket.socket) -> None:
     with socket.create_connection(listening_ipv4.getsockname()) as client:
-        accepted = accept(listening_ipv4, True)
+        accepted = accept(listening_ipv4)
         assert accepted is not None
         fd, peer = accepted
         assert peer == client.getsockname()
         assert getsockname(fd) == listening_ipv4.getsockname()
-        _check_accepted(fd, nodelay=True)
-    assert accept(listening_ipv4, True) is None
+        _check_accepted(fd)
+    assert accept(listening_ipv4) is None
 
 
 @pytest.mark.parametrize(
@@ -74,7 +71,7 @@ def test_ipv4_peers_of_every_digit_count_read_as_socket_accept_reads_them(
     with socket.socket() as client:
         client.bind((source, 0))
         client.connect(listening_ipv4.getsockname())
-        accepted = accept(listening_ipv4, False)
+        accepted = accept(listening_ipv4)
         assert accepted is not None
         fd, peer = accepted
         os.close(fd)
@@ -90,12 +87,12 @@ def test_ipv6_peer_as_socket_accept_gives_it() -> None:
         listening.listen(8)
         listening.setblocking(False)
         with socket.create_connection(listening.getsockname()[:2]) as client:
-            accepted = accept(listening, True)
+            accepted = accept(listening)
             assert accepted is not None
             fd, peer = accepted
             assert peer == client.getsockname()  # (host, port, flowinfo, scope_id)
             assert getsockname(fd) == listening.getsockname()
-            _check_accepted(fd, nodelay=True)
+            _check_accepted(fd)
 
 
 @pytest.mark.parametrize("client_name", ["unnamed", "path", "abstract"])
@@ -109,19 +106,19 @@ def test_unix_peer_as_socket_accept_gives_it(tmp_path: Path, client_name: str) -
         elif client_name == "abstract":
             client.bind(b"\0balancer-test-%d" % os.getpid())
         client.connect(str(tmp_path / "listening"))
-        accepted = accept(listening, False)
+        accepted = accept(listening)
         assert accepted is not None
         fd, peer = accepted
         assert peer == client.getsockname()
         assert getsockname(fd) == str(tmp_path / "listening")
-        _check_accepted(fd, nodelay=False)
+        _check_accepted(fd)
 
 
 def test_accept_errors_raise_as_socket_accept_raises() -> None:
     with socket.socket() as never_listened:
         never_listened.setblocking(False)
         with pytest.raises(OSError) as raised:
-            accept(never_listened, True)
+            accept(never_listened)
         assert raised.value.errno == errno.EINVAL
 
 
