@@ -18,10 +18,14 @@ handshake (the client offers no session to resume) before its request. Around th
 - with `--strace`, a second pass under `strace -c -f`: syscalls per connection by name.
 
 One connection at a time is not wrk's 64 at once (no batching of accepts per loop pass), so
-compare proxies with each other here, not with run.py's per-request CPU.
+compare proxies with each other here, not with run.py's per-request CPU. `--parallel N`
+keeps N connections in flight (N client threads, each its share one after another): with
+`--callgrind`, which slows the proxy ~50x, the proxy is then saturated and handles many
+ready connections per loop pass, as under wrk, so the per-pass costs (the wait for events,
+the end-of-pass flush) are shared as they are under load.
 
 Usage: .venv/bin/python bench/conn_cost.py [--mode http|tcp|tls] [--key ecdsa|rsa] [--connections 5000]
-       [--requests 1]
+       [--requests 1] [--parallel 1]
        [--only haproxy,balancer] [--strace] [--callgrind] [--balancer-cmd CMD]
 """
 
@@ -39,7 +43,8 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -66,6 +71,7 @@ class Target:
     port: int
     tls: ssl.SSLContext | None = None
     requests: int = 1  # per connection: the last says Connection: close
+    parallel: int = 1  # connections in flight at once
 
 
 def client_context() -> ssl.SSLContext:
@@ -96,8 +102,21 @@ def keep_alive_answer(sock: socket.socket, i: int) -> None:
 
 
 def client(target: Target, count: int, start: int) -> None:
-    """`count` connections one after another, `target.requests` distinct requests each, the
-    last read to the end."""
+    """`count` connections, `target.parallel` at a time (each thread its share one after
+    another), `target.requests` distinct requests each, the last read to the end."""
+    if target.parallel <= 1:
+        one_after_another(target, count, start)
+        return
+    share = -(-count // target.parallel)
+    with ThreadPoolExecutor(target.parallel) as pool:
+        runs = [
+            pool.submit(one_after_another, target, min(share, count - n), start + n) for n in range(0, count, share)
+        ]
+        for run in runs:
+            run.result()  # a client's failure is the run's
+
+
+def one_after_another(target: Target, count: int, start: int) -> None:
     for i in range(start, start + count):
         raw = socket.create_connection(("127.0.0.1", target.port))
         with target.tls.wrap_socket(raw) if target.tls is not None else raw as sock:
@@ -247,6 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--requests", type=int, default=1, help="requests per connection (keep-alive; figures stay per connection)"
     )
+    p.add_argument("--parallel", type=int, default=1, help="connections in flight at once (client threads)")
     p.add_argument("--only", type=harness.csv_choice(PROXIES), default=list(PROXIES))
     p.add_argument("--strace", action="store_true", help="also count syscalls per connection")
     p.add_argument("--balancer-cmd", default=harness.DEFAULT_BALANCER_CMD, help="as in bench/run.py")
@@ -265,6 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             harness.wait_for_port(backend, ports.backend1)
             for proxy in args.only:
                 proxy_argv, target = proxy_setup(args, proxy, tmp, ports)
+                target = replace(target, parallel=args.parallel)
                 if args.callgrind and proxy == "haproxy":
                     valgrind = [harness.find_binary("valgrind"), "--tool=callgrind"]
                     proxy_argv = [*valgrind, f"--callgrind-out-file={tmp}/callgrind.out.%p", *proxy_argv]
