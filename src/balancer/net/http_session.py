@@ -194,7 +194,10 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
         # What a slow reader may leave in the proxy before the server's reads pause: this
         # plus one server read (upstream.READ_SIZE). uvloop's default is 64 KiB.
-        self.transport.set_write_buffer_limits(WRITE_BUFFER_HIGH)
+        if isinstance(transport, PlainTransport):
+            cast(PlainTransport, transport).set_write_buffer_limits(WRITE_BUFFER_HIGH)  # compiled: direct
+        else:
+            self.transport.set_write_buffer_limits(WRITE_BUFFER_HIGH)
         self.client_ip_text, self.client_port = self.proxied or client_address(transport)
         self.client_ip_bytes = self.client_ip_text.encode()
         scheme = self.frontend.scheme
