@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import struct
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -29,6 +30,7 @@ from tests.support.echo_protocol import (
 from tests.support.listening import listening_socket
 
 from balancer.net.linger import LINGER_SECONDS
+from balancer.net.outbox import Outbox
 from balancer.net.plain_transport import PlainAcceptor
 
 
@@ -163,6 +165,54 @@ def test_a_client_that_said_it_sends_no_more_is_closed_without_a_look_for_more()
         assert await lost(Echo.made[-1]) == [None]
 
     serve(scenario, make=LastRequest)
+
+
+def segments_received(writer: asyncio.StreamWriter) -> int:
+    """TCP segments the client's socket has received (struct tcp_info's tcpi_segs_in, at
+    byte 140 since Linux 4.2)."""
+    info = writer.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 144)
+    return int(struct.unpack_from("I", info, 140)[0])
+
+
+def test_an_answer_and_its_close_held_in_the_outbox_leave_in_one_segment() -> None:
+    """A last write and the close held back to back in the outbox (a `Connection: close`
+    answer) go by write_and_close: the client gets the answer and its end of stream in one
+    segment, one segment fewer than after a write and a close made one after the other,
+    the connections otherwise alike."""
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello"
+
+    class WriteThenClose(Echo):
+        def data_received(self, data: bytes) -> None:
+            self.transport.pause_reading()
+            self.transport.write(answer)
+            self.transport.close()
+
+    class HeldAnswer(Echo):
+        outbox: Outbox
+
+        def data_received(self, data: bytes) -> None:
+            self.transport.pause_reading()
+            self.outbox.write(self.transport, answer)
+            self.outbox.close(self.transport)
+
+    def segments(make: type[Echo]) -> list[int]:
+        counts: list[int] = []
+
+        async def scenario(port: int) -> None:
+            HeldAnswer.outbox = Outbox()
+            for _ in range(10):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+                assert await asyncio.wait_for(reader.read(), 5) == answer
+                counts.append(segments_received(writer))
+                writer.close()
+                assert await lost(Echo.made[-1]) == [None]
+
+        serve(scenario, make=make)
+        return counts
+
+    apart, together = segments(WriteThenClose), segments(HeldAnswer)
+    assert [n - 1 for n in apart] == together, (apart, together)
 
 
 def test_a_client_that_keeps_its_end_open_is_closed_after_the_lingering_time() -> None:

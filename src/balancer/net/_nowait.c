@@ -32,8 +32,11 @@
  *     filled (the loop's reads into net/upstream.py's buffer). memoryview slicing and
  *     tobytes() make a view, a slice and a method call: ~1,200 instructions per read, ~200
  *     here. ValueError when `size` is negative or beyond the buffer.
- * send(fd, data) -> int
- *     How many bytes of `data` (any buffer) the kernel took: 0 when it took none.
+ * send(fd, data, more=False) -> int
+ *     How many bytes of `data` (any buffer) the kernel took: 0 when it took none. With
+ *     `more` (MSG_MORE) the kernel holds a last part smaller than a segment for what comes
+ *     next: the end of stream of a close or shutdown that follows at once then leaves in
+ *     the same segment as the data, not in one of its own (see net/plain_transport.py).
  * shutdown_write(fd) -> None
  *     The end of stream to the peer (shutdown SHUT_WR).
  * getsockname(fd) -> address
@@ -290,18 +293,21 @@ static PyObject *recv_into(PyObject *module, PyObject *const *args, Py_ssize_t n
 
 static PyObject *send_bytes(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     int fd;
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "send(fd, data)");
+    if (nargs != 2 && nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "send(fd, data, more=False)");
         return NULL;
     }
     if (descriptor(args[0], &fd) < 0)
+        return NULL;
+    int more = nargs == 3 ? PyObject_IsTrue(args[2]) : 0;
+    if (more < 0)
         return NULL;
     Py_buffer data;
     if (PyObject_GetBuffer(args[1], &data, PyBUF_SIMPLE) < 0)
         return NULL;
     ssize_t sent;
     do {
-        sent = send(fd, data.buf, (size_t)data.len, NOW);
+        sent = send(fd, data.buf, (size_t)data.len, more ? NOW | MSG_MORE : NOW);
     } while (sent < 0 && errno == EINTR);
     PyBuffer_Release(&data);
     if (sent < 0) {
@@ -520,7 +526,7 @@ static PyMethodDef methods[] = {
     {"recv", (PyCFunction)(void (*)(void))recv_bytes, METH_FASTCALL, "recv(fd, size): see _nowait.c."},
     {"recv_into", (PyCFunction)(void (*)(void))recv_into, METH_FASTCALL, "recv_into(fd, buffer): see _nowait.c."},
     {"bytes_of", (PyCFunction)(void (*)(void))bytes_of, METH_FASTCALL, "bytes_of(buffer, size): see _nowait.c."},
-    {"send", (PyCFunction)(void (*)(void))send_bytes, METH_FASTCALL, "send(fd, data): see _nowait.c."},
+    {"send", (PyCFunction)(void (*)(void))send_bytes, METH_FASTCALL, "send(fd, data, more=False): see _nowait.c."},
     {"shutdown_write", shutdown_write, METH_O, "shutdown_write(fd): see _nowait.c."},
     {"getsockname", local_name, METH_O, "getsockname(fd): see _nowait.c."},
     {"close", close_descriptor, METH_O, "close(fd): see _nowait.c."},

@@ -18,7 +18,9 @@ rides on that one call too (`at_end_of_pass`): it runs first, then the held writ
 Order: one FIFO for all transports, so the writes to each keep their order. What must
 come after them goes through the outbox too (`close`), or flushes it first (abort,
 write_eof: `flush`). A transport closed or lost meanwhile drops what was held for it,
-as a direct write to it would have.
+as a direct write to it would have. A plain connection's last write and its close, held
+back to back (a Connection: close answer), go together: the end of stream then leaves in
+the answer's last segment (net.plain_transport `write_and_close`).
 """
 
 from __future__ import annotations
@@ -113,9 +115,12 @@ class Outbox:
         # Swapped before writing: a write's callbacks (pause_writing) may hold more.
         self._transports = []
         self._data = []
-        for i in range(len(transports)):
+        count = len(transports)
+        i = 0
+        while i < count:
             transport = transports[i]
             chunk = data[i]
+            i += 1
             try:
                 if isinstance(transport, PlainTransport):
                     # Ours, compiled: called directly. A method called by name on any
@@ -123,6 +128,10 @@ class Outbox:
                     plain = cast(PlainTransport, transport)
                     if chunk is None:
                         plain.close()
+                    elif i < count and data[i] is None and transports[i] is transport:
+                        # A last write, then the close: both in one segment.
+                        plain.write_and_close(chunk)
+                        i += 1
                     else:
                         plain.write(chunk)
                 elif chunk is None:

@@ -22,7 +22,11 @@ connection, a sixth of what the connection costs.
   is never registered;
 - it writes at once too, and asks to be told writable only for what the kernel did not
   take (the flow control of the loop's transports: pause_writing above the high-water
-  mark, resume_writing at the low one).
+  mark, resume_writing at the low one);
+- `write_and_close` sends a last answer with its end of stream in one segment where it
+  fits (the outbox uses it for a write and a close held back to back); `no_more_input`
+  lets a close skip the lingering close's read when the client promised to send nothing
+  more.
 
 A connection is its descriptor: the calls are net.socket_calls', which never wait and say
 "nothing now" as a value; no socket object is made (CPython makes one with a getsockname to
@@ -224,8 +228,25 @@ class PlainTransport(WriteLimits):
             self.buffered += len(data)
             self._maybe_pause_protocol()
             return
+        self._send(data, False)
+
+    def write_and_close(self, data: bytes) -> None:
+        """write(data), then close(), the end of stream in the data's last segment where it
+        fits: sent with MSG_MORE, that segment waits in the kernel for the FIN the close
+        adds to it, one segment less through both ends' TCP stacks (on loopback ~4 µs of
+        the proxy's kernel time per connection answered with Connection: close). A part
+        the kernel did not take goes later by _flush, without MSG_MORE, which sends what
+        was held with it."""
+        if self.open and not self.shut and data and not self.queued:
+            self._send(data, True)
+        else:
+            self.write(data)
+        self.close()
+
+    def _send(self, data: bytes | bytearray | memoryview, more: bool) -> None:
+        """Send `data` now, nothing being queued; what the kernel does not take is queued."""
         try:
-            sent = send(self.fd, data)
+            sent = send(self.fd, data, more)
         except OSError as exc:
             self._fatal(exc)
             return

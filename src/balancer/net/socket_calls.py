@@ -96,11 +96,16 @@ def bytes_of(buffer: Buffer, size: int) -> bytes:
     return view[:size].tobytes()
 
 
-def send(fd: int, data: Buffer) -> int:
-    """How many bytes of `data` the kernel took (0: none)."""
+def send(fd: int, data: Buffer, more: bool = False) -> int:
+    """How many bytes of `data` the kernel took (0: none). `more`: a close or shutdown
+    follows at once, and its end of stream may leave in the data's last segment (MSG_MORE,
+    see net/_nowait.c)."""
     if _send is not None:
-        return _send(fd, data)
+        return _send(fd, data, more) if more else _send(fd, data)
     try:
+        if more:
+            with _borrowed(fd) as borrowed:
+                return borrowed.send(data, socket.MSG_MORE | socket.MSG_DONTWAIT)
         return os.write(fd, data)
     except (BlockingIOError, InterruptedError):
         return 0
