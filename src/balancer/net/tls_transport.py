@@ -76,13 +76,10 @@ class TlsAcceptor(Acceptor):
         self.accept_proxy = accept_proxy
 
     def accepted(self, fd: int, peer: Any) -> None:
-        raw = TlsSocket(self.family, self.type, self.proto, fd)
+        # SOCK_NONBLOCK: the descriptor is non-blocking, and the flag tells the socket object
+        # so (and so OpenSSL's calls) without the ioctl setblocking(False) would make.
+        raw = TlsSocket(self.family, self.type | socket.SOCK_NONBLOCK, self.proto, fd)
         raw.peer = peer
-        try:
-            raw.setblocking(False)  # the descriptor is; this tells the socket object (and OpenSSL's)
-        except OSError:
-            raw.close()
-            return
         if self.accept_proxy:
             ProxyHeaderBeforeTls(self.loop, raw, self.handshake_timeout, self._start)
         else:
