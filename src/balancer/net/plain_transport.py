@@ -221,14 +221,7 @@ class PlainTransport(WriteLimits):
     # -- writing ---------------------------------------------------------------------------
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        if not self.open or self.shut or not data:
-            return  # after close(), abort() or write_eof(), as the loop's transports: dropped
-        if self.queued:
-            self.queued.append(bytes(data))
-            self.buffered += len(data)
-            self._maybe_pause_protocol()
-            return
-        self._send(data, False)
+        self._write(data, False)
 
     def write_and_close(self, data: bytes) -> None:
         """write(data), then close(), the end of stream in the data's last segment where it
@@ -237,14 +230,19 @@ class PlainTransport(WriteLimits):
         the proxy's kernel time per connection answered with Connection: close). A part
         the kernel did not take goes later by _flush, without MSG_MORE, which sends what
         was held with it."""
-        if self.open and not self.shut and data and not self.queued:
-            self._send(data, True)
-        else:
-            self.write(data)
+        self._write(data, True)
         self.close()
 
-    def _send(self, data: bytes | bytearray | memoryview, more: bool) -> None:
-        """Send `data` now, nothing being queued; what the kernel does not take is queued."""
+    def _write(self, data: bytes | bytearray | memoryview, more: bool) -> None:
+        """Send `data` now, or queue it behind what is queued; `more`: MSG_MORE (see
+        write_and_close). What the kernel does not take is queued."""
+        if not self.open or self.shut or not data:
+            return  # after close(), abort() or write_eof(), as the loop's transports: dropped
+        if self.queued:
+            self.queued.append(bytes(data))
+            self.buffered += len(data)
+            self._maybe_pause_protocol()
+            return
         try:
             sent = send(self.fd, data, more)
         except OSError as exc:

@@ -101,7 +101,7 @@ def send(fd: int, data: Buffer, more: bool = False) -> int:
     follows at once, and its end of stream may leave in the data's last segment (MSG_MORE,
     see net/_nowait.c)."""
     if _send is not None:
-        return _send(fd, data, more) if more else _send(fd, data)
+        return _send(fd, data, more)
     try:
         if more:
             with _borrowed(fd) as borrowed:
