@@ -343,3 +343,24 @@ def test_a_request_read_after_connection_close_is_not_served(web):
     assert [status for status, _, _ in responses][:1] == [200]
     assert responses[0][2] == b"s1\n"
     assert received.count(b"s1\n") == 1, received
+
+
+def test_bytes_sent_after_a_closing_request_do_not_cost_its_answer(web):
+    """A client that sends more after a `Connection: close` request, while the answer is
+    still awaited, gets the whole answer and an end of stream: bytes the proxy never read
+    must not turn its close into a reset that throws the answer away (lingering close).
+    The server is slow so that the second request surely lies unread when the proxy closes."""
+    site, s1 = web
+    for _ in range(3):
+        answered = len(s1.requests)
+        with socket.create_connection(("127.0.0.1", site.port), timeout=5) as sock:
+            sock.sendall(b"GET /slow/400 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            deadline = time.monotonic() + 5
+            while len(s1.requests) == answered:  # the proxy read the first request
+                assert time.monotonic() < deadline, "the request never reached the server"
+                time.sleep(0.005)
+            sock.sendall(b"GET /second HTTP/1.1\r\nHost: t\r\n\r\n")
+            received = b""
+            while chunk := sock.recv(65536):  # a reset raises here
+                received += chunk
+        assert [(status, body) for status, _, body in parse_responses(received)] == [(200, b"s1\n")]

@@ -15,7 +15,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import pytest
 import uvloop
 from tests.support.collector import cyclic_collector_off
 from tests.support.descriptors import open_sockets, open_sockets_and_epolls
@@ -145,26 +144,6 @@ def test_bytes_never_read_do_not_turn_the_close_into_a_reset() -> None:
             assert await lost(Echo.made[-1]) == [None]
 
     serve(scenario, make=AnswerThenClose)
-
-
-def test_a_client_that_said_it_sends_no_more_is_closed_without_a_look_for_more() -> None:
-    """After no_more_input (HTTP: the last request, read whole, asked to close) the close
-    reads nothing more: one read less per connection. A client that sends regardless has
-    broken its word and is reset, as NGINX resets it where it does not linger."""
-
-    class LastRequest(AnswerThenClose):
-        def data_received(self, data: bytes) -> None:
-            self.transport.no_more_input()
-            super().data_received(data)
-
-    async def scenario(port: int) -> None:
-        reader, writer = await small_buffered_connection(port)
-        with pytest.raises(ConnectionResetError):
-            await more_after_the_last_request(reader, writer)
-        writer.close()
-        assert await lost(Echo.made[-1]) == [None]
-
-    serve(scenario, make=LastRequest)
 
 
 def segments_received(writer: asyncio.StreamWriter) -> int:

@@ -350,16 +350,6 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
             self.transport.pause_reading()
         self.paused |= reason
 
-    def _last_request_read(self, request: Request) -> None:
-        """`request`, which asked to close the connection, is read whole: nothing more is
-        read, and the client, which may send nothing more (RFC 9112 9.6), is closed
-        without the lingering close's look for more (net.plain_transport.no_more_input).
-        Not after an upgrade's request: a switch of protocols would go on reading."""
-        self.pause_client_reading(LAST_REQUEST)
-        transport = self.transport
-        if not request.upgrade and isinstance(transport, PlainTransport):
-            cast(PlainTransport, transport).no_more_input()
-
     def resume_client_reading(self, reason: int) -> None:
         if not self.paused & reason:
             return
@@ -763,7 +753,7 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
         request.bytes_in = len(request.method) + len(url) + 14 + self.header_bytes
         request.head_done = True
         if not request.keep_alive and not (request.content_length or request.chunked or self.http2):
-            self._last_request_read(request)
+            self.pause_client_reading(LAST_REQUEST)
         max_body = self.frontend.max_body
         if max_body and request.content_length > max_body:
             raise BadRequest(413, "request body too large")
@@ -862,7 +852,7 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
         assert request is not None
         request.body_done = True
         if not request.keep_alive and not self.http2:
-            self._last_request_read(request)
+            self.pause_client_reading(LAST_REQUEST)
         if request.chunked:
             trailers = self.trailers
             if trailers:

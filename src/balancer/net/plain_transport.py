@@ -24,9 +24,7 @@ connection, a sixth of what the connection costs.
   take (the flow control of the loop's transports: pause_writing above the high-water
   mark, resume_writing at the low one);
 - `write_and_close` sends a last answer with its end of stream in one segment where it
-  fits (the outbox uses it for a write and a close held back to back); `no_more_input`
-  lets a close skip the lingering close's read when the client promised to send nothing
-  more.
+  fits (the outbox uses it for a write and a close held back to back).
 
 A connection is its descriptor: the calls are net.socket_calls', which never wait and say
 "nothing now" as a value; no socket object is made (CPython makes one with a getsockname to
@@ -109,7 +107,6 @@ class PlainTransport(WriteLimits):
         self.open = True  # False once closed or aborted (what is queued may still go)
         self.ended = False  # the descriptor is closed (or given to net.linger)
         self.eof = False  # the client's end of stream was read
-        self.input_over = False  # the client said it sends nothing more (no_more_input)
         self.reading_paused = False
         self.reading = False  # the reader callback is registered
         self.writing = False  # the writer callback is registered
@@ -198,13 +195,6 @@ class PlainTransport(WriteLimits):
         if self.reading:
             self.reading = False
             self.poller.remove_reader(self.fd)
-
-    def no_more_input(self) -> None:
-        """The client said it sends nothing more (HTTP: its last request, read whole, asked
-        to close): closing then skips the lingering close's look for more (net.linger), a
-        read that finds nothing, as NGINX lingers only where a client may still be sending.
-        A client that sends regardless may see its answer cut by the reset it causes."""
-        self.input_over = True
 
     def pause_reading(self) -> None:
         self.reading_paused = True  # the registration stays: see the module's docstring
@@ -348,7 +338,7 @@ class PlainTransport(WriteLimits):
         fd = self.fd
         reading, writing = self.reading, self.writing
         self.reading = self.writing = False
-        if linger and not (self.eof or self.input_over):
+        if linger and not self.eof:
             # The descriptor lives on in net.linger: out of our sets first.
             if reading:
                 self.poller.remove_reader(fd)
