@@ -28,12 +28,12 @@ from balancer.lb.base import REGISTRY
 from balancer.net.acceptor import Acceptor
 from balancer.net.context import BackendContext, FrontendContext, read_error_page
 from balancer.net.gate import Gate
-from balancer.net.http_session import HttpSession
+from balancer.net.http_session import HttpSessionMaker
 from balancer.net.outbox import Outbox
 from balancer.net.plain_transport import PlainAcceptor
 from balancer.net.protocol_choice import ProtocolChoice
 from balancer.net.proxy_accept import ProxiedSession, ProxyHeaderReader
-from balancer.net.tcp_session import TcpSession
+from balancer.net.tcp_session import TcpSessionMaker
 from balancer.net.tls import frontend_context
 from balancer.net.tls_transport import TlsAcceptor
 from balancer.net.transport_registry import untrack_transports
@@ -188,18 +188,19 @@ class Listener:
             self.resume()
 
     def session_factory(self, loop: asyncio.AbstractEventLoop) -> Callable[[], asyncio.BaseProtocol]:
-        """What makes each connection's protocol, chosen once per start: a partial of a
-        compiled class, so that accepting a connection runs no interpreted frame."""
+        """What makes each connection's protocol, chosen once per start: compiled (a maker
+        or a partial of a compiled class), so that accepting a connection runs no
+        interpreted frame."""
         frontend = self.frontend
         config = frontend.config
         make: Callable[[], ProxiedSession]
         if config.mode == "tcp":
-            make = partial(TcpSession, frontend, loop)
+            make = TcpSessionMaker(frontend, loop)
         elif config.h2c or (config.tls is not None and "h2" in config.tls.alpn):
             # HTTP/2 offered: the ALPN choice or the first bytes tell which session serves.
             make = partial(ProtocolChoice, frontend, config.h2c)
         else:
-            make = partial(HttpSession, frontend)
+            make = HttpSessionMaker(frontend)
         if config.accept_proxy and self.tls is None:
             # (On a TLS frontend the acceptor reads the header before the handshake.)
             return partial(ProxyHeaderReader, make, frontend.request_timeout)

@@ -50,7 +50,7 @@ from balancer.net.acceptor import Acceptor
 from balancer.net.linger import close_lingering
 from balancer.net.poller import Poller
 from balancer.net.socket_calls import close_descriptor, getsockname, recv, recv_into, send, shutdown_write
-from balancer.net.write_limits import WriteLimits
+from balancer.net.write_limits import WriteLimits, tell_lost
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,10 @@ log = logging.getLogger(__name__)
 READ_SIZE: Final = 65536
 RELAY_READ_SIZE: Final = 262144
 READS_PER_TURN: Final = 16
+
+# Bound once: `asyncio.BufferedProtocol` in a function looks the module's attribute up at
+# each call (compiled too, ~200 instructions a connection).
+BUFFERED_PROTOCOL: Final = asyncio.BufferedProtocol
 
 
 class PlainAcceptor(Acceptor):
@@ -103,7 +107,7 @@ class PlainTransport(WriteLimits):
         self.fd = fd
         self.peer = peer
         self.sockname = sockname  # None: asked of the socket when first wanted
-        self.buffered_protocol = isinstance(protocol, asyncio.BufferedProtocol)
+        self.buffered_protocol = isinstance(protocol, BUFFERED_PROTOCOL)
         self.open = True  # False once closed or aborted (what is queued may still go)
         self.ended = False  # the descriptor is closed (or given to net.linger)
         self.eof = False  # the client's end of stream was read
@@ -352,13 +356,13 @@ class PlainTransport(WriteLimits):
                 self.poller.forget_closed(fd)
             close_descriptor(fd)
         self.poller.detach()
-        self.loop.call_soon(self._lost, exc)
+        self.loop.call_soon(tell_lost, self, exc)
 
     # -- protocol and information ----------------------------------------------------------
 
     def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
         self.protocol = protocol
-        self.buffered_protocol = isinstance(protocol, asyncio.BufferedProtocol)
+        self.buffered_protocol = isinstance(protocol, BUFFERED_PROTOCOL)
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         if name == "peername":

@@ -538,6 +538,20 @@ class TcpSession(asyncio.Protocol):
             self.frontend.access_log.log(record)
 
 
+class TcpSessionMaker:
+    """Makes the TcpSession of each connection to `frontend` on `loop` (an acceptor's
+    protocol factory): a compiled call, as net.http_session's HttpSessionMaker."""
+
+    __slots__ = ("frontend", "loop")
+
+    def __init__(self, frontend: FrontendContext, loop: asyncio.AbstractEventLoop) -> None:
+        self.frontend = frontend
+        self.loop = loop
+
+    def __call__(self) -> TcpSession:
+        return TcpSession(self.frontend, self.loop)
+
+
 def _plain(backend: BackendContext, server: ServerRuntime) -> bool:
     """Whether `server` is reached by a plain TCP connect to a numeric address (the
     task-free path)."""

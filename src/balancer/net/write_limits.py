@@ -61,3 +61,10 @@ class WriteLimits:
         protocol = self.protocol
         self.protocol = GONE
         protocol.connection_lost(exc)
+
+
+def tell_lost(transport: WriteLimits, exc: Exception | None) -> None:
+    """`transport._lost(exc)`, for `loop.call_soon(tell_lost, transport, exc)`: a module's
+    function is handed over as it is, where `transport._lost` makes a bound method object
+    per connection (compiled: an attribute lookup and an allocation, ~300 instructions)."""
+    transport._lost(exc)
