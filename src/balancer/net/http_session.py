@@ -573,7 +573,8 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
     def on_url(self, url: bytes) -> None:
         request = self.parsing
         assert request is not None
-        request.url += url
+        # Mostly in one piece: taken as it is (`+=` on bytes is a generic call, compiled).
+        request.url = request.url + url if request.url else url
         if len(request.url) > self.frontend.max_request_line:
             raise BadRequest(414, "request line too long")
 
@@ -1600,10 +1601,12 @@ class HttpSession(asyncio.Protocol, UpstreamOwner, RequestOwner):
         frontend.bytes_out += request.bytes_out
         if status:  # 0: the client left before any response
             index = status_class(status)
-            frontend.responses[index] += 1
+            counts = frontend.responses  # list[int]: `x[i] += 1` is a generic call, compiled
+            counts[index] = counts[index] + 1
             backend = request.backend
             if backend is not None:
-                backend.runtime.responses[index] += 1
+                counts = backend.runtime.responses
+                counts[index] = counts[index] + 1
         frontend.access_log.log(request)
 
     @staticmethod

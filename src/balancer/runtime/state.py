@@ -158,7 +158,8 @@ class ServerRuntime:
             if ms <= bound:
                 break
             index += 1
-        self.resp_buckets[index] += 1
+        buckets = self.resp_buckets  # `x[i] += 1` is a generic call, compiled
+        buckets[index] = buckets[index] + 1
 
     @property
     def usable(self) -> bool:
