@@ -35,6 +35,11 @@ def _nothing() -> None:
     pass
 
 
+# The callback of a cancelled deadline, named by a Final: compiled, a module's function
+# used as a value is a dictionary lookup at each use, a Final a static.
+NOTHING: Final = _nothing
+
+
 class Wheel:
     """The deadlines of one event loop, by slot (`int(when / TICK) + 1`), and the one loop
     timer of the earliest slot."""
@@ -94,15 +99,24 @@ class Wheel:
             self._arm(times[0])
 
 
-# The wheel of the loop that made the last Deadline: nearly always the worker's one loop.
-_wheel: Wheel | None = None
+class _LastWheel:
+    """The wheel of the loop that made the last Deadline: nearly always the worker's one
+    loop. Held in an object named by a Final, not in a module global: compiled, a global
+    is a dictionary lookup at each read."""
+
+    __slots__ = ("wheel",)
+
+    def __init__(self) -> None:
+        self.wheel: Wheel | None = None
+
+
+_LAST: Final = _LastWheel()
 
 
 def wheel_of(loop: asyncio.AbstractEventLoop) -> Wheel:
-    global _wheel
-    wheel = _wheel
+    wheel = _LAST.wheel
     if wheel is None or wheel.loop is not loop:
-        wheel = _wheel = Wheel(loop)
+        wheel = _LAST.wheel = Wheel(loop)
     return wheel
 
 
@@ -146,7 +160,7 @@ class Deadline:
         connection until the slot comes."""
         self.when = 0.0
         self.slot = 0
-        self._callback = _nothing
+        self._callback = NOTHING
 
     def expire(self, now: float) -> None:
         """Its slot came (loop time `now`): call back, or file again if it moved later."""

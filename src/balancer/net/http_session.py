@@ -1649,8 +1649,9 @@ NUMERIC_IPS_MAX: Final = 4096
 
 
 def _numeric_client_ip(text: str) -> NumericIP | None:
-    if text in _NUMERIC_IPS:
-        return _NUMERIC_IPS[text]
+    known = _NUMERIC_IPS.get(text)  # one lookup for a known address, where `in` then [] make two
+    if known is not None or text in _NUMERIC_IPS:
+        return known
     value = numeric_ip(text)
     if len(_NUMERIC_IPS) >= NUMERIC_IPS_MAX:
         _NUMERIC_IPS.clear()

@@ -50,7 +50,7 @@ from balancer.net.acceptor import Acceptor
 from balancer.net.linger import close_lingering
 from balancer.net.poller import Poller
 from balancer.net.socket_calls import close_descriptor, getsockname, recv, recv_into, send, shutdown_write
-from balancer.net.write_limits import WriteLimits, tell_lost
+from balancer.net.write_limits import TELL_LOST, WriteLimits
 
 log = logging.getLogger(__name__)
 
@@ -356,7 +356,7 @@ class PlainTransport(WriteLimits):
                 self.poller.forget_closed(fd)
             close_descriptor(fd)
         self.poller.detach()
-        self.loop.call_soon(tell_lost, self, exc)
+        self.loop.call_soon(TELL_LOST, self, exc)
 
     # -- protocol and information ----------------------------------------------------------
 

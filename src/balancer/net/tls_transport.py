@@ -36,7 +36,7 @@ from balancer.net.linger import close_lingering
 from balancer.net.poller import Poller
 from balancer.net.proxy_accept import ProxyHeaderBeforeTls
 from balancer.net.tls_socket import TlsSocket
-from balancer.net.write_limits import WriteLimits, tell_lost
+from balancer.net.write_limits import TELL_LOST, WriteLimits
 
 log = logging.getLogger(__name__)
 
@@ -369,7 +369,7 @@ class TlsTransport(WriteLimits):
             self.channel.shutdown()  # close_notify; the client's is not awaited
         close_lingering(self.loop, self.sock.detach())
         self.poller.detach()
-        self.loop.call_soon(tell_lost, self, None)
+        self.loop.call_soon(TELL_LOST, self, None)
 
     def abort(self) -> None:
         """Close at once, dropping what is buffered; connection_lost(None) soon."""
@@ -390,7 +390,7 @@ class TlsTransport(WriteLimits):
         self.buffered = 0
         self._close_socket()
         if opened:
-            self.loop.call_soon(tell_lost, self, exc)
+            self.loop.call_soon(TELL_LOST, self, exc)
 
     # -- protocol and information ----------------------------------------------------------
 
