@@ -35,12 +35,24 @@ from balancer.runtime.node_count import NodeCount
 POLL: Final = 0.01
 
 
+class _Door:
+    """One frontend's admission: its maxconn (0: none), the connections this worker admitted,
+    and this worker's cell of the node's count of them (None: one worker). One record, so a
+    connection costs one lookup by name when it is admitted and one when it closes."""
+
+    __slots__ = ("count", "limit", "node")
+
+    def __init__(self) -> None:
+        self.limit = 0
+        self.count = 0
+        self.node: NodeCount | None = None
+
+
 class Gate:
     def __init__(self, process_max: int) -> None:
         self.process_max = process_max
         self.total = 0  # client connections admitted by this worker
-        self._limits: dict[str, int] = {}
-        self._counts: dict[str, int] = {}  # admitted by this worker, by frontend
+        self._doors: dict[str, _Door] = {}
         self._pausers: dict[str, list[tuple[Callable[[], None], Callable[[], None]]]] = {}
         self._paused: set[str] = set()  # frontends whose listeners are paused
         # Parked connections by frontend, in arrival order: what admits one (False: it is
@@ -54,8 +66,9 @@ class Gate:
 
     def register(self, frontend: str, maxconn: int, pause: Callable[[], None], resume: Callable[[], None]) -> None:
         """A listener of `frontend` (0 = no frontend limit) and how to pause and resume it."""
-        self._limits[frontend] = maxconn
-        self._counts.setdefault(frontend, 0)
+        door = self._door(frontend)
+        door.limit = maxconn
+        door.node = self._node_counts.get(frontend)
         self._parked.setdefault(frontend, deque())
         self._pausers.setdefault(frontend, []).append((pause, resume))
 
@@ -64,16 +77,19 @@ class Gate:
         `counts` its cells of each frontend's."""
         self._node_total = total
         self._node_counts = counts
+        for name, door in self._doors.items():
+            door.node = counts.get(name)
 
     # -- connections -----------------------------------------------------------------------
 
     def admit(self, frontend: str) -> bool:
         """Count a new client connection of `frontend` if the limits allow it; False when
         they do not (the caller then parks it: `park`)."""
-        if (self._parked_count and self._parked.get(frontend)) or not self._take(frontend):
+        door = self._door(frontend)
+        if (self._parked_count and self._parked.get(frontend)) or not self._take(door):
             self._pause_full()
             return False
-        if self._full(frontend):
+        if self._full(door):
             self._pause_full()
         return True
 
@@ -85,7 +101,7 @@ class Gate:
 
     def closed(self, frontend: str) -> None:
         """An admitted connection of `frontend` is gone."""
-        self._release(frontend)
+        self._release(self._door(frontend))
         if self._parked_count:
             self._admit_parked()
         if self._paused:
@@ -99,10 +115,17 @@ class Gate:
 
     # -- inside ----------------------------------------------------------------------------
 
-    def _take(self, frontend: str) -> bool:
+    def _door(self, frontend: str) -> _Door:
+        door = self._doors.get(frontend)
+        if door is None:  # a frontend no listener registered: no limit of its own
+            door = self._doors[frontend] = _Door()
+            door.node = self._node_counts.get(frontend)
+        return door
+
+    def _take(self, door: _Door) -> bool:
         total = self.total
-        count = self._counts.get(frontend, 0)
-        limit = self._limits.get(frontend, 0)
+        count = door.count
+        limit = door.limit
         node = self._node_total
         if node is None:
             if total >= self.process_max or (limit and count >= limit):
@@ -110,7 +133,7 @@ class Gate:
         else:
             if not node.try_take(total, self.process_max):
                 return False
-            frontend_node = self._node_counts.get(frontend)
+            frontend_node = door.node
             if frontend_node is not None:
                 if not limit:
                     frontend_node.publish(count + 1)
@@ -118,37 +141,37 @@ class Gate:
                     node.publish(total)
                     return False
         self.total = total + 1
-        self._counts[frontend] = count + 1
+        door.count = count + 1
         return True
 
-    def _release(self, frontend: str) -> None:
+    def _release(self, door: _Door) -> None:
         self.total -= 1
-        count = self._counts.get(frontend, 1) - 1
-        self._counts[frontend] = count
+        count = door.count - 1
+        door.count = count
         node = self._node_total
         if node is not None:
             node.publish(self.total)
-            frontend_node = self._node_counts.get(frontend)
+            frontend_node = door.node
             if frontend_node is not None:
                 frontend_node.publish(count)
 
-    def _full(self, frontend: str) -> bool:
-        """Whether the node holds a limit's worth of connections for `frontend`."""
+    def _full(self, door: _Door) -> bool:
+        """Whether the node holds a limit's worth of connections for `door`'s frontend."""
         node = self._node_total
         total = self.total if node is None else node.total()
         if total >= self.process_max:
             return True
-        limit = self._limits.get(frontend, 0)
+        limit = door.limit
         if not limit:
             return False
-        frontend_node = self._node_counts.get(frontend)
-        count = self._counts.get(frontend, 0) if frontend_node is None else frontend_node.total()
+        frontend_node = door.node
+        count = door.count if frontend_node is None else frontend_node.total()
         return count >= limit
 
     def _pause_full(self) -> None:
         """Pause the listeners of every frontend that is full or has connections parked."""
         for name in self._pausers:
-            if name not in self._paused and (self._parked.get(name) or self._full(name)):
+            if name not in self._paused and (self._parked.get(name) or self._full(self._door(name))):
                 self._paused.add(name)
                 self._apply(name, pause=True)
         if self._paused:
@@ -156,20 +179,21 @@ class Gate:
 
     def _resume_free(self) -> None:
         for name in list(self._paused):
-            if not self._parked.get(name) and not self._full(name):
+            if not self._parked.get(name) and not self._full(self._door(name)):
                 self._paused.discard(name)
                 self._apply(name, pause=False)
 
     def _admit_parked(self) -> None:
         """Admit parked connections, in order per frontend, while the limits allow."""
         for frontend, parked in self._parked.items():
+            door = self._door(frontend)
             while parked:
-                if not self._take(frontend):
+                if not self._take(door):
                     break
                 admit = parked.popleft()
                 self._parked_count -= 1
                 if not admit():
-                    self._release(frontend)  # it left while parked: its place goes on
+                    self._release(door)  # it left while parked: its place goes on
 
     def _keep_polling(self) -> None:
         """With several workers, look again soon: others' connections may close."""

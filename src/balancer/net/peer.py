@@ -23,10 +23,13 @@ def client_address(transport: asyncio.BaseTransport) -> tuple[str, int]:
         peer = transport.get_extra_info("peername")
     if not isinstance(peer, tuple):
         return ("unix", 0)
-    ip = str(peer[0])
+    # Already a str and an int from accept: converted only if not (compiled, str() and
+    # int() are generic calls, ~300 instructions of every connection).
+    host, port = peer[0], peer[1]
+    ip = host if isinstance(host, str) else str(host)
     if ip.startswith("::ffff:") and "." in ip:
         ip = ip[7:]
-    return (ip, int(peer[1]))
+    return (ip, port if isinstance(port, int) else int(port))
 
 
 def local_address(transport: asyncio.BaseTransport) -> str:
