@@ -74,11 +74,13 @@ class TlsAcceptor(Acceptor):
         self.make_protocol = make_protocol
         self.handshake_timeout = handshake_timeout
         self.accept_proxy = accept_proxy
+        # SOCK_NONBLOCK: each descriptor is non-blocking, and the flag in the type tells the
+        # socket object so (and so OpenSSL's calls) without the ioctl setblocking(False)
+        # would make. Once here: `socket.SOCK_NONBLOCK` is a module attribute lookup.
+        self.socket_type = self.type | socket.SOCK_NONBLOCK
 
     def accepted(self, fd: int, peer: Any) -> None:
-        # SOCK_NONBLOCK: the descriptor is non-blocking, and the flag tells the socket object
-        # so (and so OpenSSL's calls) without the ioctl setblocking(False) would make.
-        raw = TlsSocket(self.family, self.type | socket.SOCK_NONBLOCK, self.proto, fd)
+        raw = TlsSocket(self.family, self.socket_type, self.proto, fd)
         raw.peer = peer
         if self.accept_proxy:
             ProxyHeaderBeforeTls(self.loop, raw, self.handshake_timeout, self._start)
