@@ -56,6 +56,10 @@ class DnsServer:
         self.responder: Responder | None = None
         self.checked: dict[AnswerKey, _Answer] = {}
         self.tasks: list[asyncio.Task[None]] = []
+        # Bumped when the checks stop: a loop of an earlier table ends at its next turn even
+        # when it missed its cancellation (Python 3.11's wait_for drops one that arrives as
+        # the awaited probe completes), instead of feeding a kept answer's tracker twice.
+        self.epoch = 0
         self.endpoints: dict[str, tuple[asyncio.DatagramTransport, asyncio.Server]] = {}
         self.ports: dict[str, int] = {}  # bind as written -> the port bound (differs for port 0)
         self.counts: Counter[str] = Counter()  # responses by rcode; "dropped" for ignored datagrams
@@ -157,6 +161,7 @@ class DnsServer:
         self.tasks = [loop.create_task(self._check_loop(answer)) for answer in checked.values()]
 
     def _stop_checks(self) -> None:
+        self.epoch += 1
         for task in self.tasks:
             task.cancel()
         self.tasks = []
@@ -170,7 +175,8 @@ class DnsServer:
         check = answer.check
         target = Address(host=answer.key[2], port=check.port)
         first = True
-        while True:
+        epoch = self.epoch
+        while epoch == self.epoch:
             interval = answer.tracker.next_interval()
             await asyncio.sleep(interval * (self.rng.random() if first else self.rng.uniform(0.9, 1.1)))
             first = False
@@ -178,6 +184,8 @@ class DnsServer:
                 ok, detail = await http_check(target, check, check.timeout)
             else:
                 ok, detail = await tcp_check(target, check.timeout)
+            if epoch != self.epoch:
+                return
             transition = answer.tracker.record(ok, detail)
             if transition is None:
                 continue

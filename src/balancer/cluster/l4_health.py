@@ -40,6 +40,10 @@ class L4Health:
         self.detail: list[dict[str, str]] = [{} for _ in node.tables]
         self.lock = asyncio.Lock()
         self.tasks: list[asyncio.Task[None]] = []
+        # Set by stop(): a loop ends at its next turn even when it missed its cancellation
+        # (Python 3.11's wait_for drops one that arrives as the awaited probe completes,
+        # and stop() would wait for that loop for ever: a master that never exits).
+        self.stopping = False
 
     def start(self) -> None:
         """One check loop per node of every table that has a `check`."""
@@ -53,6 +57,7 @@ class L4Health:
 
     async def stop(self) -> None:
         """End the check loops, after the kernel update under way, if any."""
+        self.stopping = True
         for task in self.tasks:
             task.cancel()
         # A loop that ended on an error must not make the stop raise: the tables would stay.
@@ -89,7 +94,7 @@ class L4Health:
         tracker = HealthTracker(check.rise, check.fall, check.interval, check.fastinterval, check.downinterval, initial)
         table_name = self.node.tables[table_index].name
         first = True
-        while True:
+        while not self.stopping:
             interval = tracker.next_interval()
             await asyncio.sleep(interval * (self.rng.random() if first else self.rng.uniform(0.9, 1.1)))
             first = False
@@ -97,6 +102,8 @@ class L4Health:
                 ok, detail = await http_check(address, check, check.timeout)
             else:
                 ok, detail = await tcp_check(address, check.timeout)
+            if self.stopping:
+                return
             self.detail[table_index][name] = detail or ("ok" if ok else "failed")
             transition = tracker.record(ok, detail)
             if transition is not None:
