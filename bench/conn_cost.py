@@ -8,7 +8,8 @@ answer to the end. `--mode http` (the default) configures the proxies as bench/r
 (HTTP, rules, forwardfor, access log); `--mode tcp` as bench/tcp.py does (an L4 relay,
 `mode = "tcp"` / HAProxy `mode tcp`, to the same NGINX backend); `--mode tls` as bench/tls.py
 does (an HTTPS frontend with a `--key ecdsa|rsa` certificate), each connection a full TLS 1.3
-handshake (the client offers no session to resume) before its request. Around that fixed work:
+handshake (the client offers no session to resume) before its request; with `--requests 0`
+the handshake alone, as `openssl s_time -new` makes them. Around that fixed work:
 
 - `perf stat -e instructions:u,instructions:k` on the proxy's serving process: instructions
   per connection, user and kernel (deterministic to a few percent, unlike a wrk ratio on a
@@ -32,6 +33,7 @@ Usage: .venv/bin/python bench/conn_cost.py [--mode http|tcp|tls] [--key ecdsa|rs
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import re
 import shlex
@@ -70,7 +72,7 @@ class Target:
 
     port: int
     tls: ssl.SSLContext | None = None
-    requests: int = 1  # per connection: the last says Connection: close
+    requests: int = 1  # per connection, the last says Connection: close; 0: none (a handshake alone)
     parallel: int = 1  # connections in flight at once
 
 
@@ -120,6 +122,8 @@ def one_after_another(target: Target, count: int, start: int) -> None:
     for i in range(start, start + count):
         raw = socket.create_connection(("127.0.0.1", target.port))
         with target.tls.wrap_socket(raw) if target.tls is not None else raw as sock:
+            if not target.requests:
+                continue  # the connection (and its TLS handshake) alone, closed at once
             for r in range(target.requests - 1):
                 sock.sendall(
                     b"GET /c/%d/%d?q=%d HTTP/1.1\r\nHost: bench\r\nUser-Agent: conn-cost\r\nAccept: */*\r\n\r\n"
@@ -149,7 +153,7 @@ def ready(proc: harness.Proc, target: Target) -> None:
     deadline = time.monotonic() + 120
     while True:
         try:
-            client(target, 1, 0)
+            client(dataclasses.replace(target, requests=1), 1, 0)  # a connection alone proves nothing
             return
         except (OSError, harness.BenchError):
             if time.monotonic() > deadline:
@@ -264,7 +268,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--key", choices=("ecdsa", "rsa"), default="ecdsa", help="with --mode tls: the certificate's key")
     p.add_argument("--connections", type=int, default=5000)
     p.add_argument(
-        "--requests", type=int, default=1, help="requests per connection (keep-alive; figures stay per connection)"
+        "--requests",
+        type=int,
+        default=1,
+        help="requests per connection (keep-alive; figures stay per connection); 0: none, as `openssl s_time -new`",
     )
     p.add_argument("--parallel", type=int, default=1, help="connections in flight at once (client threads)")
     p.add_argument("--only", type=harness.csv_choice(PROXIES), default=list(PROXIES))
