@@ -16,9 +16,12 @@ import dns.asyncquery
 import dns.exception
 import dns.message
 import dns.rcode
+import pytest
 import uvloop
 from tests.support import free_port
+from tests.support.deaf_probe import DeafProbe
 
+import balancer.cluster.dns as dns_mod
 from balancer.cluster.dns import DnsServer
 from balancer.config import parse_config
 
@@ -121,49 +124,33 @@ def test_reload_keeps_sockets_and_health_and_stop_closes(blocking_guard: Any) ->
     run(scenario, blocking_guard)
 
 
-def test_a_check_loop_that_missed_its_cancellation_ends_at_reload(blocking_guard: Any, monkeypatch: Any) -> None:
+def test_a_check_loop_that_missed_its_cancellation_ends_at_reload(
+    blocking_guard: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Python 3.11's wait_for returns the probe's result when the cancellation arrives as the
     probe completes. A reload that keeps an answer must leave one loop checking it, not the
     old one going on beside the new (each probe twice, the old loop for ever)."""
-    import balancer.cluster.dns as dns_mod
-
-    probing: dict[int, int] = {}  # probes by the task that made them
-    in_probe = asyncio.Event()
-    swallowing = True  # off when the test ends, so that its clean-up ends every loop
-
-    async def tcp_check(address: Any, timeout: float) -> tuple[bool, str]:
-        task = id(asyncio.current_task())
-        probing[task] = probing.get(task, 0) + 1
-        in_probe.set()
-        try:
-            await asyncio.sleep(0.05)
-        except asyncio.CancelledError:  # as wait_for when the probe had just completed
-            if not swallowing:
-                raise
-        in_probe.clear()
-        return True, ""
-
-    monkeypatch.setattr(dns_mod, "tcp_check", tcp_check)
+    probe = DeafProbe()
+    monkeypatch.setattr(dns_mod, "tcp_check", probe)
 
     async def scenario() -> None:
-        nonlocal swallowing
         server = DnsServer()
         text = config(["127.0.0.1:0"], free_port()).replace('"100ms"', '"10ms"')
         await server.start(parse_config(text))
         (old,) = server.tasks
-        await asyncio.wait_for(in_probe.wait(), 5)  # the reload's cancellation meets a probe
+        await asyncio.wait_for(probe.inside.wait(), 5)  # the reload's cancellation meets a probe
         await server.reload(parse_config(text))  # the same answer and check: its health is kept
         (new,) = server.tasks
 
         async def probed_by_the_new_loop() -> bool:
-            return probing.get(id(new), 0) >= 3
+            return probe.by_task.get(id(new), 0) >= 3
 
         await until(probed_by_the_new_loop, "the new loop's probes")
         try:
             assert old.done(), "the first table's check loop goes on after the reload"
         finally:
             await server.stop()
-            swallowing = False
+            probe.swallowing = False
             old.cancel()
             await asyncio.wait([old, new], timeout=2)
 

@@ -6,9 +6,9 @@ loop for ever, the tables stayed in the kernel and the stopped master never exit
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import pytest
+from tests.support.deaf_probe import DeafProbe
 
 import balancer.cluster.l4_health as l4_health_mod
 from balancer.cluster.l4 import L4Node
@@ -32,45 +32,29 @@ address = "10.0.3.22"
 
 
 def test_a_check_loop_that_missed_its_cancellation_ends_at_stop(monkeypatch: pytest.MonkeyPatch) -> None:
-    probes = 0
-    in_probe = asyncio.Event()
-    swallowing = True  # off when the test ends, so that its clean-up ends every loop
-
-    async def tcp_check(address: Any, timeout: float) -> tuple[bool, str]:
-        nonlocal probes
-        probes += 1
-        in_probe.set()
-        try:
-            await asyncio.sleep(0.05)
-        except asyncio.CancelledError:  # as wait_for when the probe had just completed
-            if not swallowing:
-                raise
-        in_probe.clear()
-        return True, ""
-
-    monkeypatch.setattr(l4_health_mod, "tcp_check", tcp_check)
+    probe = DeafProbe()
+    monkeypatch.setattr(l4_health_mod, "tcp_check", probe)
     config = parse_runnable(L4_FILE, "l4.toml")
     # Not started: nothing here touches the kernel (every node is up and stays up).
     health = L4Health(L4Node(config.l4), lambda *event: None)
 
     async def main() -> None:
-        nonlocal swallowing
         health.start()
         tasks = list(health.tasks)
-        await asyncio.wait_for(in_probe.wait(), 5)  # stop's cancellation meets a probe
+        await asyncio.wait_for(probe.inside.wait(), 5)  # stop's cancellation meets a probe
         stop = asyncio.ensure_future(health.stop())
         try:
             # wait(), not wait_for(): a timed-out wait_for would wait for stop's own cancellation.
             await asyncio.wait([stop], timeout=2)
             assert stop.done(), "stop() waits for a check loop that goes on"
         finally:  # a failure must not leave loops running
-            swallowing = False
+            probe.swallowing = False
             for task in tasks:
                 task.cancel()
             await asyncio.wait([stop, *tasks], timeout=2)
-        after = probes
+        after = probe.count
         await asyncio.sleep(0.05)
-        assert probes == after, "a check loop went on probing after stop()"
+        assert probe.count == after, "a check loop went on probing after stop()"
         assert all(task.done() for task in tasks)
 
     asyncio.run(main())
