@@ -101,11 +101,13 @@ class TrafficStore:
         now = self.now()
         if now != cell.bucket:
             self.advance(cell, now)
-        cell.bytes[now % self._buckets] += n
+        slot = now % self._buckets
+        cell.bytes[slot] = cell.bytes[slot] + n  # `x[i] += n` is a generic call, compiled
         cell.total_bytes += n
 
     def count_pick(self, cell: Traffic, now: int) -> None:
-        cell.picks[now % self._buckets] += 1
+        slot = now % self._buckets
+        cell.picks[slot] = cell.picks[slot] + 1
         cell.total_picks += 1
 
     def window_bytes(self, server: ServerRuntime) -> int:

@@ -205,13 +205,13 @@ def _deal(table: list[int], freed: list[int], identities: list[bytes], weights: 
     held = [0] * n
     for owner in table:
         if owner >= 0:
-            held[owner] += 1
+            held[owner] = held[owner] + 1  # `x[i] += 1` is a generic call, compiled
     # Weighted shares of `size`, largest remainder first: they add up to `size` exactly.
     total = sum(weights)
     shares = [size * w // total for w in weights]
     by_remainder = sorted(range(n), key=lambda i: (-(size * weights[i] % total), i))
     for i in by_remainder[: size - sum(shares)]:
-        shares[i] += 1
+        shares[i] = shares[i] + 1
     wanting = [i for i in range(n) if shares[i] > held[i]]
     needs = [shares[i] - held[i] for i in wanting]
     positions = [0] * len(wanting)
@@ -243,7 +243,7 @@ def _walk(table: list[int], wanting: list[int], needs: list[int], positions: lis
             slot = _next_free(table, positions[j], skips[j], size)
             table[slot] = wanting[j]
             positions[j] = slot
-            needs[j] -= 1
+            needs[j] = needs[j] - 1
             left -= 1
             if not left:
                 return

@@ -58,12 +58,12 @@ class SmoothWeightedRoundRobin(Selector):
         for i, server in enumerate(servers):
             if server is avoid:
                 continue
-            scores[i] += weights[i]
+            scores[i] = scores[i] + weights[i]  # `x[i] += n` is a generic call, compiled
             total += weights[i]
             if best < 0 or scores[i] > best_score:
                 best = i
                 best_score = scores[i]
         if best < 0:
             return servers[0] if servers else None
-        scores[best] -= total
+        scores[best] = scores[best] - total
         return servers[best]
