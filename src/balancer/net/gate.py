@@ -66,9 +66,7 @@ class Gate:
 
     def register(self, frontend: str, maxconn: int, pause: Callable[[], None], resume: Callable[[], None]) -> None:
         """A listener of `frontend` (0 = no frontend limit) and how to pause and resume it."""
-        door = self._door(frontend)
-        door.limit = maxconn
-        door.node = self._node_counts.get(frontend)
+        self._door(frontend).limit = maxconn  # its node cell: set where the door is made, and by share()
         self._parked.setdefault(frontend, deque())
         self._pausers.setdefault(frontend, []).append((pause, resume))
 
