@@ -1,14 +1,15 @@
 """net.tls_transport on uvloop with real TLS clients over 127.0.0.1: flow control both ways
 with megabytes in flight, a close that delivers everything then close_notify, records
 OpenSSL decrypted ahead of a paused reader, a silent client cut at the handshake timeout,
-a protocol's exception that ends its connection only. (Through `balancer run`: the TLS
-e2e tests, h2 over TLS, and bench/tls.py.)"""
+a client's reset right after its Finished, a protocol's exception that ends its connection
+only. (Through `balancer run`: the TLS e2e tests, h2 over TLS, and bench/tls.py.)"""
 
 from __future__ import annotations
 
 import asyncio
 import socket
 import ssl
+import struct
 import subprocess
 import time
 from collections.abc import Awaitable, Callable
@@ -18,7 +19,7 @@ from typing import Any
 import pytest
 import uvloop
 from tests.support.collector import cyclic_collector_off
-from tests.support.descriptors import open_sockets_and_epolls
+from tests.support.descriptors import open_sockets, open_sockets_and_epolls
 from tests.support.echo_protocol import (
     AnswerThenClose,
     Echo,
@@ -165,6 +166,45 @@ def test_a_silent_client_is_cut_at_the_handshake_timeout(contexts: Any) -> None:
         writer.close()
 
     serve(contexts, scenario, handshake_timeout=0.3)
+
+
+def test_a_client_that_resets_after_its_finished_never_reaches_the_protocol(contexts: Any) -> None:
+    """`openssl s_time -new` and TLS health checks end so: a client's handshake is done once
+    its Finished is sent, and it closes at once, with a reset. The server stops at the error,
+    as HAProxy does, rather than verify the Finished, write session tickets to a socket that
+    refuses them and start a session that can only end."""
+
+    async def scenario(port: int, client: ssl.SSLContext) -> None:
+        loop = asyncio.get_running_loop()
+        before = open_sockets()
+        sock = socket.socket()
+        sock.setblocking(False)
+        await loop.sock_connect(sock, ("127.0.0.1", port))
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = client.wrap_bio(incoming, outgoing, server_hostname="a.example")
+        for _ in range(10):  # a ClientHello out, the server's flight in
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                if outgoing.pending:
+                    await loop.sock_sendall(sock, outgoing.read())
+                data = await asyncio.wait_for(loop.sock_recv(sock, 65536), 5)
+                assert data, "the server closed during the handshake"
+                incoming.write(data)
+        assert tls.version() == "TLSv1.3"
+        # The Finished, then the reset, before the server's loop runs again.
+        finished = outgoing.read()
+        assert sock.send(finished) == len(finished)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
+        deadline = time.monotonic() + 5
+        while open_sockets() > before and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert open_sockets() == before  # the server closed its end
+        assert Echo.made == []  # the protocol never started
+
+    serve(contexts, scenario)
 
 
 def test_a_protocol_error_ends_its_connection_only(contexts: Any) -> None:

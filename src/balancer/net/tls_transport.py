@@ -35,6 +35,7 @@ from balancer.net.acceptor import Acceptor
 from balancer.net.linger import close_lingering
 from balancer.net.poller import Poller
 from balancer.net.proxy_accept import ProxyHeaderBeforeTls
+from balancer.net.socket_calls import socket_error
 from balancer.net.tls_socket import TlsSocket
 from balancer.net.write_limits import TELL_LOST, WriteLimits
 
@@ -219,6 +220,14 @@ class TlsTransport(WriteLimits):
 
     def _on_readable(self) -> None:
         if self.state == HANDSHAKE:
+            if socket_error(self.fd):
+                # The client reset the connection (its error wakes the reader): what it sent
+                # still waits to be read, but nothing can reach it any more. HAProxy stops
+                # here too, rather than verify the client's Finished and make session
+                # tickets for a socket that refuses them.
+                log.debug("TLS handshake: the client reset the connection")
+                self._cut()
+                return
             self._handshake()
         else:
             self._read()
