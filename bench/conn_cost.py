@@ -9,7 +9,8 @@ answer to the end. `--mode http` (the default) configures the proxies as bench/r
 `mode = "tcp"` / HAProxy `mode tcp`, to the same NGINX backend); `--mode tls` as bench/tls.py
 does (an HTTPS frontend with a `--key ecdsa|rsa` certificate), each connection a full TLS 1.3
 handshake (the client offers no session to resume) before its request; with `--requests 0`
-the handshake alone, as `openssl s_time -new` makes them. Around that fixed work:
+the handshake alone, closed with a reset as `openssl s_time -new` closes. Around that fixed
+work:
 
 - `perf stat -e instructions:u,instructions:k` on the proxy's serving process: instructions
   per connection, user and kernel (deterministic to a few percent, unlike a wrk ratio on a
@@ -40,6 +41,7 @@ import shlex
 import shutil
 import socket
 import ssl
+import struct
 import subprocess
 import sys
 import tempfile
@@ -123,7 +125,11 @@ def one_after_another(target: Target, count: int, start: int) -> None:
         raw = socket.create_connection(("127.0.0.1", target.port))
         with target.tls.wrap_socket(raw) if target.tls is not None else raw as sock:
             if not target.requests:
-                continue  # the connection (and its TLS handshake) alone, closed at once
+                # The connection (and its TLS handshake) alone, closed at once with a reset,
+                # as `openssl s_time -new` closes: the proxy sees the error as the client's
+                # Finished arrives, and stops there.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                continue
             for r in range(target.requests - 1):
                 sock.sendall(
                     b"GET /c/%d/%d?q=%d HTTP/1.1\r\nHost: bench\r\nUser-Agent: conn-cost\r\nAccept: */*\r\n\r\n"
