@@ -16,6 +16,7 @@ connection and is logged: nothing unauthenticated ever reaches a session.
 
 from __future__ import annotations
 
+import _socket
 import asyncio
 import logging
 import socket
@@ -121,9 +122,9 @@ class ProxyHeaderBeforeTls:
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
-        sock: socket.socket,
+        sock: _socket.socket,
         timeout: float,
-        start: Callable[[socket.socket, tuple[str, int] | None], None],
+        start: Callable[[_socket.socket, tuple[str, int] | None], None],
     ) -> None:
         self.loop = loop
         self.sock = sock

@@ -9,18 +9,22 @@ hands that socket to the SNI callback as "the connection", whose `context` the c
 to choose a certificate (net.tls `frontend_context`): this socket type, a plain
 `socket.socket` otherwise, passes that `context` on to the OpenSSL object in `tls`.
 
-Interpreted on purpose: mypyc compiles no subclass of `socket.socket`.
+It derives from `_socket.socket`, the C type, not from socket.py's `socket.socket`: that
+class's `__init__` and `close` are interpreted Python, run once per connection each (and
+its makefile and io reference counting are never used here). The C type has no weak
+references of its own, which OpenSSL's object needs: `__weakref__` adds them, as socket.py
+does. Interpreted on purpose: mypyc compiles no subclass of a C extension's socket type.
 """
 
 from __future__ import annotations
 
-import socket
+import _socket
 import ssl
 from typing import Any
 
 
-class TlsSocket(socket.socket):
-    __slots__ = ("peer", "tls")
+class TlsSocket(_socket.socket):
+    __slots__ = ("__weakref__", "peer", "tls")
 
     tls: Any  # the OpenSSL connection object (`_ssl._SSLSocket`, untyped), set once wrapped
     # The client's address as accept gave it: the transport's "peername" without asking the

@@ -23,6 +23,7 @@ system calls in and one or two out, where the Poller costs one in and, at a clos
 
 from __future__ import annotations
 
+import _socket
 import asyncio
 import contextlib
 import logging
@@ -89,7 +90,7 @@ class TlsAcceptor(Acceptor):
         else:
             self._start(raw, None)
 
-    def _start(self, raw: socket.socket, proxied: tuple[str, int] | None) -> None:
+    def _start(self, raw: _socket.socket, proxied: tuple[str, int] | None) -> None:
         """TLS on an accepted socket (a TlsSocket), for a new protocol (told the PROXY
         header's client)."""
         assert isinstance(raw, TlsSocket)
