@@ -61,8 +61,9 @@ _CLOSE_ERRORS: Final = (ssl.SSLError, OSError, ValueError)
 
 class TlsAcceptor(Acceptor):
     """Starts TLS with `context` on each connection accepted from `sock`; `make_protocol` is
-    called once per connection whose handshake is done. With `accept_proxy`, each connection's PROXY header is read
-    first (within `handshake_timeout`) and the address it gives is the protocol's `proxied`."""
+    called once per connection whose handshake is done. With `accept_proxy`, each
+    connection's PROXY header is read first (within `handshake_timeout`) and the address it
+    gives is the protocol's `proxied`."""
 
     def __init__(
         self,
