@@ -232,8 +232,8 @@ class TlsTransport(WriteLimits):
                 # The client reset the connection (its error wakes the reader): what it sent
                 # still waits to be read, but nothing can reach it any more. HAProxy stops
                 # here too, rather than verify the client's Finished and make session
-                # tickets for a socket that refuses them.
-                log.debug("TLS handshake: the client reset the connection")
+                # tickets for a socket that refuses them. Not logged, even at debug: a TLS
+                # health check ends so every time, and Logger.debug is interpreted Python.
                 self._cut()
                 return
             self._handshake()
