@@ -7,6 +7,7 @@ only. (Through `balancer run`: the TLS e2e tests, h2 over TLS, and bench/tls.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import ssl
 import struct
@@ -205,6 +206,38 @@ def test_a_client_that_resets_after_its_finished_never_reaches_the_protocol(cont
         assert Echo.made == []  # the protocol never started
 
     serve(contexts, scenario)
+
+
+def test_a_session_that_cannot_be_made_closes_its_connection(contexts: Any) -> None:
+    """The session is made once the handshake is done; a factory that raises there ends
+    that connection (closed, the error logged), not the handshake's timeout, and the next
+    connection is served."""
+    calls: list[int] = []
+
+    def make() -> asyncio.BaseProtocol:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("no session for this one")
+        return Echo()
+
+    async def scenario(port: int, client: ssl.SSLContext) -> None:
+        before = open_sockets()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client, server_hostname="a.example")
+        # Closed without close_notify is closed all the same.
+        with contextlib.suppress(ConnectionResetError, ssl.SSLError):
+            assert await asyncio.wait_for(reader.read(), 5) == b""
+        writer.close()
+        deadline = time.monotonic() + 5
+        while open_sockets() > before and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert open_sockets() == before  # the server closed its end well before its timeout
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client, server_hostname="a.example")
+        writer.write(b"served")
+        assert await asyncio.wait_for(reader.readexactly(6), 5) == b"served"
+        writer.close()
+
+    serve(contexts, scenario, make=make, handshake_timeout=30.0)
+    assert len(calls) == 2
 
 
 def test_a_protocol_error_ends_its_connection_only(contexts: Any) -> None:

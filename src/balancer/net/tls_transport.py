@@ -26,6 +26,7 @@ from __future__ import annotations
 import _socket
 import asyncio
 import contextlib
+import errno
 import logging
 import socket
 import ssl
@@ -57,6 +58,10 @@ CLOSING: Final = 2  # close() called: what is buffered goes out, then close_noti
 CLOSED: Final = 3
 
 _CLOSE_ERRORS: Final = (ssl.SSLError, OSError, ValueError)
+# The socket errors of a connection the client ended (a reset; a peer gone silent).
+RESET: Final = errno.ECONNRESET
+BROKEN: Final = errno.EPIPE
+TIMED_OUT: Final = errno.ETIMEDOUT
 
 
 class TlsAcceptor(Acceptor):
@@ -179,9 +184,15 @@ class TlsTransport(WriteLimits):
             log.debug("TLS handshake failed: %s", exc)
             self._cut()
             return
+        try:
+            protocol = self.make_protocol()
+        except Exception:  # one connection's failure is that connection's
+            log.exception("TLS connection: making its session failed")
+            self._cut()
+            return
         self.deadline.cancel()
         self.state = OPEN
-        protocol = self.protocol = self.make_protocol()
+        self.protocol = protocol
         if self.proxied is not None:
             protocol.proxied = self.proxied  # type: ignore[attr-defined]  # every session has it
         protocol.connection_made(self)  # type: ignore[arg-type]  # duck-typed Transport
@@ -228,12 +239,16 @@ class TlsTransport(WriteLimits):
 
     def _on_readable(self) -> None:
         if self.state == HANDSHAKE:
-            if socket_error(self.fd):
+            error = socket_error(self.fd)
+            if error in (RESET, BROKEN, TIMED_OUT):
                 # The client reset the connection (its error wakes the reader): what it sent
                 # still waits to be read, but nothing can reach it any more. HAProxy stops
                 # here too, rather than verify the client's Finished and make session
                 # tickets for a socket that refuses them. Not logged, even at debug: a TLS
                 # health check ends so every time, and Logger.debug is interpreted Python.
+                # Other errors are soft ones, which SO_ERROR hands over when there is no
+                # hard one (an ICMP report such as EHOSTUNREACH about a live connection):
+                # the handshake goes on.
                 self._cut()
                 return
             self._handshake()
@@ -410,6 +425,8 @@ class TlsTransport(WriteLimits):
         self._close_socket()
         if opened:
             self.loop.call_soon(TELL_LOST, self, exc)
+        else:
+            self.deadline.cancel()  # it holds this transport's method
 
     # -- protocol and information ----------------------------------------------------------
 
