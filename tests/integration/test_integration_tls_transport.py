@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import uvloop
 from tests.support.collector import cyclic_collector_off
-from tests.support.descriptors import open_sockets, open_sockets_and_epolls
+from tests.support.descriptors import open_sockets, open_sockets_and_epolls, open_sockets_once_down_to
 from tests.support.echo_protocol import (
     AnswerThenClose,
     Echo,
@@ -199,10 +199,7 @@ def test_a_client_that_resets_after_its_finished_never_reaches_the_protocol(cont
         assert sock.send(finished) == len(finished)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         sock.close()
-        deadline = time.monotonic() + 5
-        while open_sockets() > before and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
-        assert open_sockets() == before  # the server closed its end
+        assert await open_sockets_once_down_to(before) == before  # the server closed its end
         assert Echo.made == []  # the protocol never started
 
     serve(contexts, scenario)
@@ -227,10 +224,8 @@ def test_a_session_that_cannot_be_made_closes_its_connection(contexts: Any) -> N
         with contextlib.suppress(ConnectionResetError, ssl.SSLError):
             assert await asyncio.wait_for(reader.read(), 5) == b""
         writer.close()
-        deadline = time.monotonic() + 5
-        while open_sockets() > before and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
-        assert open_sockets() == before  # the server closed its end well before its timeout
+        # The server closed its end, well before its handshake timeout.
+        assert await open_sockets_once_down_to(before) == before
         reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client, server_hostname="a.example")
         writer.write(b"served")
         assert await asyncio.wait_for(reader.readexactly(6), 5) == b"served"

@@ -209,12 +209,13 @@ class TlsTransport(WriteLimits):
     def _cut(self) -> None:
         """Close a connection whose protocol never started (handshake failed or too slow)."""
         self.state = CLOSED
-        self.deadline.cancel()
         self._close_socket()
 
     def _close_socket(self) -> None:
         """Close the socket: the close takes it out of the Poller's epoll sets (its only
-        reference), so only the callbacks are forgotten, without an epoll_ctl."""
+        reference), so only the callbacks are forgotten, without an epoll_ctl. The
+        handshake's deadline, which holds this transport's method, is dropped too."""
+        self.deadline.cancel()
         if self.reading or self.writing:
             self.reading = self.writing = False
             self.poller.forget_closed(self.fd)
@@ -425,8 +426,6 @@ class TlsTransport(WriteLimits):
         self._close_socket()
         if opened:
             self.loop.call_soon(TELL_LOST, self, exc)
-        else:
-            self.deadline.cancel()  # it holds this transport's method
 
     # -- protocol and information ----------------------------------------------------------
 
