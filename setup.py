@@ -15,6 +15,11 @@ import sysconfig
 from setuptools import Extension, setup
 
 
+def _has_header(header: str) -> bool:
+    folders = [sysconfig.get_config_var("INCLUDEDIR") or "", "/usr/include", "/usr/local/include"]
+    return any(os.path.exists(os.path.join(folder, header)) for folder in folders if folder)
+
+
 def ext_modules() -> list:
     if os.environ.get("BALANCER_PURE") == "1":
         return []
@@ -30,9 +35,15 @@ def ext_modules() -> list:
     here = os.path.dirname(os.path.abspath(__file__))
     native = runpy.run_path(os.path.join(here, "src", "balancer", "native.py"))
     paths = [os.path.join("src", path) for path in native["COMPILED"]]
-    written_in_c = [
-        Extension(name, [os.path.join("src", path)], extra_compile_args=["-O3"]) for name, path in native["C_EXTENSIONS"]
-    ]
+    written_in_c = []
+    for name, path in native["C_EXTENSIONS"]:
+        libraries, header = native["C_LIBRARIES"].get(name, ((), None))
+        if header is not None and not _has_header(header):
+            print(f"balancer: no <{header}>: {name} is not built, its fallback serves", file=sys.stderr)
+            continue
+        written_in_c.append(
+            Extension(name, [os.path.join("src", path)], libraries=list(libraries), extra_compile_args=["-O3"])
+        )
     return mypycify(paths, opt_level="3", group_name=native["GROUP"]) + written_in_c
 
 

@@ -19,6 +19,8 @@ python3 -c "import ensurepip" >/dev/null 2>&1 || missing+=(python3-venv)
 # the install still works, interpreted and slower.
 command -v gcc >/dev/null 2>&1 || missing+=(gcc)
 [ -f "$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["include"])')/Python.h" ] || missing+=(python3-dev)
+# TLS termination calls OpenSSL from C (src/balancer/net/_tls.c): OpenSSL's headers.
+[ -f /usr/include/openssl/ssl.h ] || missing+=(libssl-dev)
 for item in "${want[@]}"; do
   cmd=${item%%:*}; pkg=${item#*:}
   command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || missing+=("$pkg")

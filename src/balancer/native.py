@@ -81,11 +81,17 @@ COMPILED = (
 C_EXTENSIONS = (
     ("balancer.lb._tables", "balancer/lb/_tables.c"),
     ("balancer.net._nowait", "balancer/net/_nowait.c"),
+    ("balancer.net._tls", "balancer/net/_tls.c"),
     ("balancer.proto._h2_fields", "balancer/proto/_h2_fields.c"),
     ("balancer.proto._heads", "balancer/proto/_heads.c"),
     ("balancer.proto._huffman", "balancer/proto/_huffman.c"),
     ("balancer.stats._logline", "balancer/stats/_logline.c"),
 )
+
+
+# The libraries a C module links with; it is built only where their headers are (libssl-dev:
+# `make system-deps` installs it), else its fallback serves.
+C_LIBRARIES = {"balancer.net._tls": (("ssl", "crypto"), "openssl/ssl.h")}
 
 
 def module_names() -> list[str]:

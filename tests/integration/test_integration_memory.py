@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import socket
 import ssl
+import struct
 
 import pytest
 from tests.integration.aclient import Client, open_with_buffers, wait_until
@@ -27,7 +29,7 @@ from balancer.net.h2_session import H2Session
 from balancer.net.h2_stream import H2Stream
 from balancer.net.http_session import HttpSession
 from balancer.net.tcp_session import TcpSession
-from balancer.net.tls_socket import TlsSocket
+from balancer.net.tls_transport import TlsTransport
 from balancer.net.upstream import UpstreamConnection
 
 CONNECTIONS = 40
@@ -97,8 +99,9 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def test_closed_tls_connections_are_freed_without_the_cyclic_collector(run_balancer, backends, certificate):
-    """Requests with `Connection: close`, keep-alive connections the client closes, and
-    handshakes with no request (as `openssl s_time -new` makes them)."""
+    """Requests with `Connection: close`, keep-alive connections the client closes,
+    handshakes with no request, and handshakes the client resets once the session has
+    started (as `openssl s_time -new` ends them)."""
     (s1,) = backends("s1")
     client_tls = ssl.create_default_context()
     client_tls.check_hostname = False
@@ -118,7 +121,14 @@ def test_closed_tls_connections_are_freed_without_the_cyclic_collector(run_balan
                     elif i % 3 == 1:
                         assert (await client.get(f"/a/{i}")).status == 200
                         assert (await client.get(f"/b/{i}")).status == 200
-            await all_freed(balancer, (HttpSession, TlsSocket), "closed TLS connections")
+            frontend = balancer.frontends["www"]
+            for _ in range(CONNECTIONS // 2):
+                _, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client_tls)
+                await wait_until(lambda: len(frontend.sessions) == 1, message="the session did not start")
+                writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                writer.transport.abort()
+                await wait_until(lambda: not frontend.sessions, message="the reset session did not end")
+            await all_freed(balancer, (HttpSession, TlsTransport), "closed TLS connections")
 
     run_balancer(make_config([s1], frontend={"tls": {"cert": [certificate]}}), scenario)
 

@@ -2,7 +2,8 @@
 with megabytes in flight, a close that delivers everything then close_notify, records
 OpenSSL decrypted ahead of a paused reader, a silent client cut at the handshake timeout,
 a client's reset right after its Finished, a protocol's exception that ends its connection
-only. (Through `balancer run`: the TLS e2e tests, h2 over TLS, and bench/tls.py.)"""
+only, client certificates verified; each with both kinds of TLS channel (net.tls_channel).
+(Through `balancer run`: the TLS e2e tests, h2 over TLS, and bench/tls.py.)"""
 
 from __future__ import annotations
 
@@ -30,12 +31,16 @@ from tests.support.echo_protocol import (
     more_after_the_last_request,
 )
 from tests.support.listening import listening_socket
+from tests.support.tls import make_certificate
 
+from balancer.config.model import FrontendTLS
+from balancer.net.tls import INTERMEDIATE_CIPHERS, frontend_context
+from balancer.net.tls_channel import _tls
 from balancer.net.tls_transport import TlsAcceptor
 
 
 @pytest.fixture(scope="module")
-def contexts(tmp_path_factory: pytest.TempPathFactory) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("cert")
     key, cert = folder / "key.pem", folder / "cert.pem"
     command = "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=a.example"
@@ -44,15 +49,29 @@ def contexts(tmp_path_factory: pytest.TempPathFactory) -> tuple[ssl.SSLContext, 
         check=True,
         capture_output=True,
     )
-    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server.load_cert_chain(cert, key)
-    client = ssl.create_default_context(cafile=str(Path(cert)))
+    return cert, key
+
+
+# Both kinds of TLS channel (net.tls_channel): OpenSSL from C (net/_tls.c, what a frontend
+# uses where it is built) and Python's ssl (the build without it).
+@pytest.fixture(scope="module", params=["native", "python-ssl"])
+def contexts(request: pytest.FixtureRequest, certificate: tuple[Path, Path]) -> tuple[Any, ssl.SSLContext]:
+    cert, key = certificate
+    server: Any
+    if request.param == "native":
+        if _tls is None:
+            pytest.skip("net/_tls.c is not built here (BALANCER_PURE=1, or no OpenSSL headers)")
+        server = _tls.ServerContext(str(cert), str(key), INTERMEDIATE_CIPHERS, False, (), None, 0)
+    else:
+        server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        server.load_cert_chain(cert, key)
+    client = ssl.create_default_context(cafile=str(cert))
     client.check_hostname = False
     return server, client
 
 
 def serve(
-    contexts: tuple[ssl.SSLContext, ssl.SSLContext],
+    contexts: tuple[Any, ssl.SSLContext],
     scenario: Callable[[int, ssl.SSLContext], Awaitable[None]],
     make: Callable[[], asyncio.BaseProtocol] = Echo,
     handshake_timeout: float = 5.0,
@@ -304,3 +323,54 @@ def test_the_peer_address_is_the_one_accept_gave(contexts: Any) -> None:
 
     _Addresses.seen = []
     serve(contexts, scenario, make=_Addresses)
+
+
+class _PeerCertificate(Echo):
+    """An echo that keeps the client certificate its transport gives."""
+
+    certificates: list[Any] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        _PeerCertificate.certificates.append(transport.get_extra_info("peercert"))
+
+
+def test_a_required_client_certificate_is_verified_against_client_ca(tmp_path: Path) -> None:
+    """verify_client = "required" (the frontend's own context: net/_tls.c's where it is built):
+    a client with a certificate from `client_ca` is served and its certificate is the
+    transport's "peercert"; one without a certificate, or with another's, is refused before
+    any session starts."""
+    server = make_certificate(tmp_path, "a.example")
+    member = make_certificate(tmp_path, "member.example")
+    stranger = make_certificate(tmp_path, "stranger.example")
+    tls = FrontendTLS(cert=[str(server.pem)], client_ca=str(member.crt), verify_client="required")
+    context = frontend_context(tls, str(tmp_path))
+
+    def client_with(certificate: Any) -> ssl.SSLContext:
+        client = ssl.create_default_context(cafile=str(server.crt))
+        if certificate is not None:
+            client.load_cert_chain(certificate.crt, certificate.key)
+        return client
+
+    async def scenario(port: int, _: ssl.SSLContext) -> None:
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", port, ssl=client_with(member), server_hostname="a.example"
+        )
+        writer.write(b"hello")
+        assert await asyncio.wait_for(reader.readexactly(5), 5) == b"hello"
+        writer.close()
+        for refused in (None, stranger):
+            # TLS 1.3: the client's handshake ends with its Finished; the refusal is the
+            # alert it reads next.
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", port, ssl=client_with(refused), server_hostname="a.example"
+            )
+            with pytest.raises(ssl.SSLError, match=r"ALERT_(CERTIFICATE_REQUIRED|UNKNOWN_CA)"):
+                await asyncio.wait_for(reader.read(), 5)
+            writer.close()
+        assert len(_PeerCertificate.certificates) == 1
+        (subject,) = [rdn for rdn in _PeerCertificate.certificates[0]["subject"] if rdn[0][0] == "commonName"]
+        assert subject == (("commonName", "member.example"),)
+
+    _PeerCertificate.certificates = []
+    serve((context, client_with(None)), scenario, make=_PeerCertificate)

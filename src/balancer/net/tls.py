@@ -5,8 +5,10 @@ HAProxy's `crt`); a `tls.cert` entry naming a directory stands for every `*.pem`
 file in it, by name (HAProxy `crt DIR`), a file without a key taking it from the `.key`
 file of the same stem. The first is the default; the others are chosen by SNI from the names in
 their certificate (subjectAltName DNS entries, else the CN, wildcards one label deep).
-Defaults follow Mozilla's "intermediate" profile: TLS 1.2 and 1.3, forward-secret AEAD
-ciphers for 1.2, no compression, no renegotiation; session tickets stay on (OpenSSL's
+Where net/_tls.c is built the contexts are its ServerContexts (OpenSSL called from C, see
+there), else Python's ssl.SSLContexts; the settings are the same. Defaults follow
+Mozilla's "intermediate" profile: TLS 1.2 and 1.3, forward-secret AEAD ciphers for 1.2, no
+compression, no renegotiation; session tickets stay on (OpenSSL's
 default) for resumption. A reload builds new contexts, so renewed certificates take
 effect on reload while connections already established keep theirs.
 
@@ -23,6 +25,12 @@ from typing import Any
 
 from balancer.config.load import certificate_files
 from balancer.config.model import FrontendTLS, Server
+from balancer.net.tls_channel import FrontendContext
+
+try:
+    from balancer.net import _tls
+except ImportError:  # not built: Python's ssl serves (net.tls_channel)
+    _tls = None  # type: ignore[assignment]
 
 # Mozilla intermediate (v5.7) cipher list for TLS 1.2; TLS 1.3 suites are OpenSSL's defaults.
 INTERMEDIATE_CIPHERS = ":".join(
@@ -73,7 +81,18 @@ def _key_file(pem: str) -> str | None:
     return key if os.path.isfile(key) else None
 
 
-def _one_context(tls: FrontendTLS, pem: str, base_dir: str) -> ssl.SSLContext:
+def _one_context(tls: FrontendTLS, pem: str, base_dir: str) -> FrontendContext:
+    if _tls is not None:
+        verify = {"none": 0, "optional": 1, "required": 2}[tls.verify_client]
+        return _tls.ServerContext(
+            pem,
+            _key_file(pem),
+            tls.ciphers or INTERMEDIATE_CIPHERS,
+            tls.min_version == "1.3",
+            tuple(tls.alpn),
+            _resolve(tls.client_ca, base_dir) if verify else None,
+            verify,
+        )
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_3 if tls.min_version == "1.3" else ssl.TLSVersion.TLSv1_2
     context.set_ciphers(tls.ciphers or INTERMEDIATE_CIPHERS)
@@ -114,11 +133,12 @@ class AlertingSSLObject(ssl.SSLObject):
             raise ssl.SSLWantReadError("the alert goes out first") from None
 
 
-def frontend_context(tls: FrontendTLS, base_dir: str = ".") -> ssl.SSLContext:
-    """The listening context, with SNI choosing among the configured certificates.
-    Raises OSError/ssl.SSLError naming a file that cannot be loaded."""
-    by_name: dict[str, ssl.SSLContext] = {}
-    default: ssl.SSLContext | None = None
+def frontend_context(tls: FrontendTLS, base_dir: str = ".") -> FrontendContext:
+    """The listening context (net/_tls.c's ServerContext where it is built, else an
+    ssl.SSLContext), with SNI choosing among the configured certificates. Raises OSError
+    naming a file that cannot be loaded."""
+    by_name: dict[str, FrontendContext] = {}
+    default: FrontendContext | None = None
     for pem in [file for cert in tls.cert for file in _certificate_files(cert, base_dir)]:
         try:
             context = _one_context(tls, pem, base_dir)
@@ -129,6 +149,11 @@ def frontend_context(tls: FrontendTLS, base_dir: str = ".") -> ssl.SSLContext:
         for name in names:
             by_name.setdefault(name, context)
     assert default is not None
+    several = len(by_name) > 1 or len(set(by_name.values())) > 1
+    if not isinstance(default, ssl.SSLContext):
+        if several:
+            default.choose_by_name(by_name)
+        return default
 
     def choose(connection: ssl.SSLObject, server_name: str | None, _: ssl.SSLContext) -> None:
         if not server_name:
@@ -140,7 +165,7 @@ def frontend_context(tls: FrontendTLS, base_dir: str = ".") -> ssl.SSLContext:
         if context is not None:
             connection.context = context
 
-    if len(by_name) > 1 or len(set(by_name.values())) > 1:
+    if several:
         default.sni_callback = choose
     default.sslobject_class = AlertingSSLObject
     return default

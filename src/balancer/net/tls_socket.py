@@ -1,9 +1,10 @@
 """The accepted socket of a TLS client connection, which knows its OpenSSL connection.
 
-`net.tls_transport` starts TLS with `SSLContext._wrap_socket`, the C constructor of
+Python's `ssl` serves a TLS channel (net.tls_channel `SocketChannel`: a build without
+net/_tls.c, or an ssl.SSLContext given) with `SSLContext._wrap_socket`, the C constructor of
 OpenSSL's connection object, rather than `wrap_socket`: the SSLSocket that `wrap_socket`
 builds is interpreted Python (a socket duplicated into a new object, with getsockopt
-SO_TYPE, getpeername, getsockname and an ioctl) that the transport never uses, about half the
+SO_TYPE, getpeername, getsockname and an ioctl) that the channel never uses, about half the
 Python of accepting a TLS connection. OpenSSL's object refers to its socket weakly, and
 hands that socket to the SNI callback as "the connection", whose `context` the callback sets
 to choose a certificate (net.tls `frontend_context`): this socket type, a plain

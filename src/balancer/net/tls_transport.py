@@ -4,10 +4,10 @@ The event loop's TLS (uvloop's SSLProtocol, like asyncio's) runs OpenSSL over me
 every record is read into a loop buffer, copied into a BIO, decrypted, and the answer takes
 the way back; each connection also keeps the loop's read buffer and both BIOs for its whole
 life: about 25 KiB per idle connection, against about 14 KiB for OpenSSL on a socket (what
-HAProxy and NGINX do). Here OpenSSL's connection object is made on the socket
-(`SSLContext._wrap_socket`, without ssl.py's SSLSocket: see net.tls_socket): the handshake,
-the records and the alerts go straight between OpenSSL and the kernel, OpenSSL releases its
-buffers while a connection is idle (CPython sets SSL_MODE_RELEASE_BUFFERS), and a refused
+HAProxy and NGINX do). Here OpenSSL's connection object is made on the descriptor
+(net.tls_channel: from C, net/_tls.c, or Python's `ssl` where that is not built): the
+handshake, the records and the alerts go straight between OpenSSL and the kernel, OpenSSL
+releases its buffers while a connection is idle (SSL_MODE_RELEASE_BUFFERS), and a refused
 handshake's alert (protocol_version, handshake_failure) reaches the client because OpenSSL
 writes it before the failure is reported.
 
@@ -25,21 +25,29 @@ from __future__ import annotations
 
 import _socket
 import asyncio
-import contextlib
 import errno
 import logging
 import socket
 import ssl
 from collections.abc import Callable
-from typing import Any, Final, Protocol
+from functools import partial
+from typing import Any, Final
 
 from balancer.net.acceptor import Acceptor
 from balancer.net.deadline import Deadline
 from balancer.net.linger import close_lingering
 from balancer.net.poller import Poller
 from balancer.net.proxy_accept import ProxyHeaderBeforeTls
-from balancer.net.socket_calls import socket_error
-from balancer.net.tls_socket import TlsSocket
+from balancer.net.socket_calls import close_descriptor, getsockname, socket_error
+from balancer.net.tls_channel import (
+    HANDSHAKE_DONE,
+    WANTS_READ,
+    WANTS_WRITE,
+    FrontendContext,
+    TlsChannel,
+    channel_opener,
+    decoded_certificate,
+)
 from balancer.net.write_limits import GONE, TELL_LOST, WriteLimits
 
 log = logging.getLogger(__name__)
@@ -48,7 +56,7 @@ READ_SIZE: Final = 65536  # at most this much per SSL_read
 READS_PER_EVENT: Final = 16  # then other connections get their turn (what remains is read next pass)
 # The most one SSL_read returns: one record's plaintext. A shorter read most likely emptied
 # the socket; the next record, if any, wakes the reader again (level-triggered), so no read
-# is made only to be told "want read" (an exception, with its message formatted, per read).
+# is made only to be told "want read" (with Python's `ssl`, an exception per read).
 FULL_RECORD: Final = 16384
 
 # Connection states (Final: compiled, a constant is inlined; a global is a dict lookup per use).
@@ -57,7 +65,6 @@ OPEN: Final = 1
 CLOSING: Final = 2  # close() called: what is buffered goes out, then close_notify and close
 CLOSED: Final = 3
 
-_CLOSE_ERRORS: Final = (ssl.SSLError, OSError, ValueError)
 # The socket errors of a connection the client ended (a reset; a peer gone silent).
 RESET: Final = errno.ECONNRESET
 BROKEN: Final = errno.EPIPE
@@ -65,76 +72,60 @@ TIMED_OUT: Final = errno.ETIMEDOUT
 
 
 class TlsAcceptor(Acceptor):
-    """Starts TLS with `context` on each connection accepted from `sock`; `make_protocol` is
-    called once per connection whose handshake is done. With `accept_proxy`, each
-    connection's PROXY header is read first (within `handshake_timeout`) and the address it
-    gives is the protocol's `proxied`."""
+    """Starts TLS with `context` (net.tls_channel: a ServerContext, or an ssl.SSLContext) on
+    each connection accepted from `sock`; `make_protocol` is called once per connection
+    whose handshake is done. With `accept_proxy`, each connection's PROXY header is read
+    first (within `handshake_timeout`) and the address it gives is the protocol's `proxied`."""
 
     def __init__(
         self,
         sock: socket.socket,
-        context: ssl.SSLContext,
+        context: FrontendContext,
         make_protocol: Callable[[], asyncio.BaseProtocol],
         handshake_timeout: float,
         accept_proxy: bool = False,
     ) -> None:
         super().__init__(sock)
         self.context = context
+        self.open_channel = channel_opener(context, self.family, self.type, self.proto)
         self.make_protocol = make_protocol
         self.handshake_timeout = handshake_timeout
         self.accept_proxy = accept_proxy
-        # SOCK_NONBLOCK: each descriptor is non-blocking, and the flag in the type tells the
-        # socket object so (and so OpenSSL's calls) without the ioctl setblocking(False)
-        # would make. Once here: `socket.SOCK_NONBLOCK` is a module attribute lookup.
-        self.socket_type = self.type | socket.SOCK_NONBLOCK
 
     def accepted(self, fd: int, peer: Any) -> None:
-        raw = TlsSocket(self.family, self.socket_type, self.proto, fd)
-        raw.peer = peer
         if self.accept_proxy:
-            ProxyHeaderBeforeTls(self.loop, raw, self.handshake_timeout, self._start)
+            # SOCK_NONBLOCK tells the socket object the descriptor is (accept4 made it so).
+            raw = _socket.socket(self.family, self.type | socket.SOCK_NONBLOCK, self.proto, fd)
+            ProxyHeaderBeforeTls(self.loop, raw, self.handshake_timeout, partial(self._proxied, peer))
         else:
-            self._start(raw, None)
+            self._start(fd, peer, None)
 
-    def _start(self, raw: _socket.socket, proxied: tuple[str, int] | None) -> None:
-        """TLS on an accepted socket (a TlsSocket), for a new protocol (told the PROXY
-        header's client)."""
-        assert isinstance(raw, TlsSocket)
+    def _proxied(self, peer: Any, raw: _socket.socket, proxied: tuple[str, int] | None) -> None:
+        self._start(raw.detach(), peer, proxied)
+
+    def _start(self, fd: int, peer: Any, proxied: tuple[str, int] | None) -> None:
+        """TLS on an accepted descriptor, for a new protocol (told the PROXY header's client)."""
         try:
-            # OpenSSL's connection object alone; its `owner` (None) is what SNI callbacks
-            # would get as the connection, so they get the socket, which passes `context` on.
-            raw.tls = self.context._wrap_socket(raw, True, None)  # type: ignore[attr-defined]
+            channel = self.open_channel(fd)
         except OSError:
-            raw.close()
+            close_descriptor(fd)
             return
-        TlsTransport(self.loop, self.poller, raw, self.make_protocol, self.handshake_timeout, proxied)
-
-
-class _TlsChannel(Protocol):
-    """What the transport calls: OpenSSL's connection object (`_ssl._SSLSocket`, untyped)."""
-
-    def do_handshake(self) -> None: ...
-    def read(self, size: int) -> bytes: ...
-    def write(self, data: bytes | bytearray | memoryview) -> int: ...
-    def pending(self) -> int: ...
-    def shutdown(self) -> object: ...
+        TlsTransport(self.loop, self.poller, fd, peer, channel, self.make_protocol, self.handshake_timeout, proxied)
 
 
 class TlsTransport(WriteLimits):
     """One TLS connection: a transport (write, close, abort, flow control both ways, extra
-    info) for the protocol it serves, over a TlsSocket it owns and closes.
-
-    Reads, writes and the handshake go to the socket's OpenSSL object (`sock.tls`), with no
-    ssl.py between: its SSLSocket wrappers are interpreted Python, two to three frames and a
-    closed-check per call, a tenth of a TLS keep-alive request's CPU. The object raises what
-    the wrappers raise, except at a ragged end of stream (SSLEOFError, which the wrapper
-    turns into b""): handled below."""
+    info) for the protocol it serves, over the descriptor `fd` it owns and closes, from the
+    client at `peer` (as accept gave it). The handshake, reads and writes go to `channel`
+    (net.tls_channel), where waiting is a value rather than an exception."""
 
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
         poller: Poller,
-        sock: TlsSocket,
+        fd: int,
+        peer: Any,
+        channel: TlsChannel,
         make_protocol: Callable[[], asyncio.BaseProtocol],
         timeout: float,
         proxied: tuple[str, int] | None = None,
@@ -148,9 +139,8 @@ class TlsTransport(WriteLimits):
         self.loop = loop
         self.poller = poller
         poller.attach()  # detached when the socket is closed or handed to net.linger
-        self.sock = sock
-        self.channel: _TlsChannel = sock.tls
-        self.fd = sock.fileno()
+        self.channel = channel
+        self.fd = fd
         self.state = HANDSHAKE
         self.reading_paused = False
         self.reading = False  # the reader callback is registered
@@ -165,24 +155,21 @@ class TlsTransport(WriteLimits):
         # 3,600 instructions a connection more.
         self.deadline = Deadline(loop, self._handshake_timed_out)
         self.deadline.set(timeout)
-        self.extra: dict[str, Any] = {"peername": sock.peer}
+        self.extra: dict[str, Any] = {"peername": peer}
         self._handshake()
 
     # -- handshake -------------------------------------------------------------------------
 
     def _handshake(self) -> None:
         try:
-            self.channel.do_handshake()
-        except ssl.SSLWantReadError:
-            self._want(read=True, write=False)
-            return
-        except ssl.SSLWantWriteError:
-            self._want(read=False, write=True)
-            return
-        except (ssl.SSLError, OSError) as exc:
+            outcome = self.channel.handshake()
+        except (ssl.SSLError, OSError, ValueError) as exc:
             # OpenSSL has written the alert (if any) to the socket already.
             log.debug("TLS handshake failed: %s", exc)
             self._cut()
+            return
+        if outcome != HANDSHAKE_DONE:
+            self._want(read=outcome == WANTS_READ, write=outcome == WANTS_WRITE)
             return
         try:
             protocol = self.make_protocol()
@@ -219,7 +206,8 @@ class TlsTransport(WriteLimits):
         if self.reading or self.writing:
             self.reading = self.writing = False
             self.poller.forget_closed(self.fd)
-        self.sock.close()
+        self.channel.release()
+        close_descriptor(self.fd)
         self.poller.detach()
 
     # -- event registration ----------------------------------------------------------------
@@ -276,16 +264,14 @@ class TlsTransport(WriteLimits):
                 return
             try:
                 data = channel.read(READ_SIZE)
-            except ssl.SSLWantReadError:
-                return
             except ssl.SSLWantWriteError:
                 self.read_wants_write = True
                 self._want(read=False, write=True)
                 return
-            except ssl.SSLEOFError:  # the client's end of the stream without close_notify
-                data = b""
             except (ssl.SSLError, OSError) as exc:
                 self._fatal(exc)
+                return
+            if data is None:
                 return
             if not data:  # close_notify, or the client's end of the stream
                 self._eof()
@@ -336,14 +322,15 @@ class TlsTransport(WriteLimits):
             self._maybe_pause_protocol()
             return
         try:
-            self.channel.write(data)
-        except (ssl.SSLWantWriteError, ssl.SSLWantReadError):
+            written = self.channel.write(data)
+        except (ssl.SSLError, OSError) as exc:
+            self._fatal(exc)
+            return
+        if written == 0:
             self.unsent = bytes(data)
             self.buffered += len(data)
             self._want(read=self.reading, write=True)
             self._maybe_pause_protocol()
-        except (ssl.SSLError, OSError) as exc:
-            self._fatal(exc)
 
     def writelines(self, chunks: list[bytes]) -> None:
         self.write(b"".join(chunks))
@@ -357,11 +344,11 @@ class TlsTransport(WriteLimits):
                 self.unsent = b"".join(self.queued) if len(self.queued) > 1 else self.queued[0]
                 self.queued = []
             try:
-                channel.write(self.unsent)
-            except (ssl.SSLWantWriteError, ssl.SSLWantReadError):
-                return
+                written = channel.write(self.unsent)
             except (ssl.SSLError, OSError) as exc:
                 self._fatal(exc)
+                return
+            if written == 0:
                 return
             self.buffered -= len(self.unsent)
             self.unsent = None
@@ -400,9 +387,9 @@ class TlsTransport(WriteLimits):
     def _close_now(self) -> None:
         self.state = CLOSED
         self._want(read=False, write=False)
-        with contextlib.suppress(*_CLOSE_ERRORS):
-            self.channel.shutdown()  # close_notify; the client's is not awaited
-        close_lingering(self.loop, self.sock.detach())
+        self.channel.shutdown()  # close_notify; the client's is not awaited
+        self.channel.release()
+        close_lingering(self.loop, self.fd)
         self.poller.detach()
         self.loop.call_soon(TELL_LOST, self, None)
 
@@ -433,33 +420,27 @@ class TlsTransport(WriteLimits):
         self.protocol = protocol
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
+        """asyncio's extra information, less "socket" (the descriptor is the transport's
+        alone): "ssl_object" is the channel (selected_alpn_protocol, version, cipher, ...)."""
         found = self.extra.get(name)
         if found is not None:
             return found
-        sock = self.sock
-        tls: Any = sock.tls
+        channel = self.channel
         value: Any = None
         try:
-            if name == "peername":
-                value = sock.getpeername()
-            elif name == "sockname":
-                value = sock.getsockname()
+            if name == "sockname":
+                value = getsockname(self.fd)
+                self.extra[name] = value  # asked per request by logs and headers
             elif name == "ssl_object":
-                value = tls  # OpenSSL's object: SSLSocket's methods, less what sockets have
-            elif name == "socket":
-                value = sock
+                value = channel
             elif name == "sslcontext":
-                value = tls.context
+                value = channel.context
             elif name == "peercert":
-                value = tls.getpeercert(False)
+                value = decoded_certificate(channel.peer_certificate())
             elif name == "cipher":
-                value = tls.cipher()
+                value = channel.cipher()
             elif name == "compression":
-                value = tls.compression()
+                value = channel.compression()
         except (OSError, ValueError):
             value = None
-        if value is None:
-            return default
-        if name in ("peername", "sockname"):
-            self.extra[name] = value  # asked per request by logs and headers
-        return value
+        return default if value is None else value

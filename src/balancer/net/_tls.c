@@ -1,0 +1,624 @@
+/* TLS on a client connection's descriptor, with OpenSSL called from here: the frontend's
+ * contexts and each connection's state, for net/tls_transport.py.
+ *
+ * Python's `ssl` can do the same work, and does in a build without this module
+ * (net/tls_channel.py), but not at the same cost: a full handshake always waits for the
+ * client's Finished, and `ssl` reports that wait as an exception (SSLWantReadError, with
+ * its message formatted: ~13,000 instructions); its connection object is made on a socket
+ * object it refers to weakly and asks for its timeout at every call; it releases and takes
+ * back the GIL around each OpenSSL call. Here "wait" is a value, the connection is made on
+ * the descriptor, and the GIL is kept: the calls never block (the sockets are
+ * non-blocking), and a worker runs one thread. Python's `ssl` also adopts no OpenSSL
+ * object made elsewhere, so the context is made here too, from the same settings
+ * (net/tls.py), with HAProxy's defaults where Python's differ:
+ *
+ * - SSL_MODE_NO_AUTO_CHAIN: the chain sent is the one in the certificate's file, as
+ *   HAProxy's `crt`. Without it OpenSSL builds a chain from the context's store at every
+ *   handshake whose certificate file holds no chain (a leaf alone): ~5,000 instructions for
+ *   nothing, since a frontend's store holds at most the CA of client certificates.
+ * - The context's options are Python's for a server (SSLContext(PROTOCOL_TLS_SERVER)): no
+ *   SSLv2/3, no compression, the server's cipher order, a fresh key per exchange, a client
+ *   that ends without close_notify treated as an end of stream; plus no renegotiation.
+ *
+ * ServerContext(cert, key, ciphers, tls13_only, alpn, client_ca, verify) -> context
+ *     `cert`: a PEM file holding the certificate and its chain (and the key when `key` is
+ *     None); `ciphers`: OpenSSL's cipher list for TLS 1.2 (1.3 suites stay the defaults);
+ *     `tls13_only`: refuse TLS 1.2; `alpn`: the protocols offered, in preference order (a
+ *     tuple of str); `client_ca`: a PEM file of CAs for client certificates, or None;
+ *     `verify`: 0 none, 1 optional, 2 required (ssl.CERT_*). Raises OSError (a file that
+ *     cannot be read, with its errno) or ssl.SSLError (OpenSSL refused it).
+ * context.choose_by_name(contexts) -> None
+ *     SNI: `contexts` maps lower-case names (and "*.suffix" wildcards, one label deep) to
+ *     ServerContexts; a ClientHello whose name is found switches to that context, any
+ *     other keeps this one.
+ * Connection(context, fd) -> connection
+ *     The server side of TLS on the connected, non-blocking descriptor `fd`, which stays
+ *     the caller's: it is never closed here, and must stay open until `release()`.
+ * connection.handshake() -> int
+ *     0: done; 1: waits for the socket to be readable; 2: writable. Raises ssl.SSLError
+ *     (its verify subclass for a refused client certificate) when the handshake failed,
+ *     once OpenSSL has written the alert that tells the client why; OSError for a socket
+ *     error; ssl.SSLEOFError when the client closed.
+ * connection.read(size) -> bytes | None
+ *     At most `size` bytes of plaintext (one record's at most); b"" at the client's end of
+ *     stream (close_notify, or a close without it); None when nothing waits. Raises
+ *     ssl.SSLWantWriteError when OpenSSL must write first (retry once writable), ssl.SSLError
+ *     or OSError on a broken connection.
+ * connection.write(data) -> int
+ *     len(data) once OpenSSL took all of it (a buffer of any kind), 0 when the socket is full:
+ *     retry later with the same bytes (they may move: SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER).
+ *     Raises as read.
+ * connection.pending() -> int
+ *     Decrypted bytes held by OpenSSL, which the socket will not signal.
+ * connection.shutdown() -> None
+ *     Sends close_notify, without waiting for the client's; errors are ignored (the
+ *     connection is ending).
+ * connection.release() -> None
+ *     Frees OpenSSL's state: the caller is about to close the descriptor. Every call after
+ *     it raises ValueError, but the information calls, which answer None.
+ * connection.selected_alpn_protocol() -> str | None, version() -> str | None,
+ * cipher() -> (name, protocol, secret bits) | None, compression() -> None,
+ * peer_certificate() -> bytes | None (DER), context -> the ServerContext
+ *     As Python's SSLObject has them.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <errno.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <string.h>
+
+#define HANDSHAKE_DONE 0
+#define WANTS_READ 1
+#define WANTS_WRITE 2
+
+static PyObject *SSLError, *SSLEOFError, *SSLWantWriteError, *SSLCertVerificationError;
+
+/* ---------------------------------------------------------------------------------------
+ * Errors
+ */
+
+/* Raises the error OpenSSL queued for a failed call (`error`: SSL_get_error's answer,
+ * `saved_errno`: errno right after the call), and empties the queue. NULL. */
+static PyObject *raise_ssl_error(int error, int saved_errno) {
+    unsigned long code = ERR_peek_last_error();
+    if (error == SSL_ERROR_SYSCALL && code == 0) {
+        ERR_clear_error();
+        if (saved_errno != 0) {
+            errno = saved_errno;
+            return PyErr_SetFromErrno(PyExc_OSError);
+        }
+        PyErr_SetString(SSLEOFError, "EOF occurred in violation of protocol");
+        return NULL;
+    }
+    if (error == SSL_ERROR_ZERO_RETURN) {
+        ERR_clear_error();
+        PyErr_SetString(SSLEOFError, "TLS/SSL connection has been closed (EOF)");
+        return NULL;
+    }
+    const char *reason = code ? ERR_reason_error_string(code) : NULL;
+    if (reason == NULL)
+        reason = "unknown error";
+    /* Python's `ssl` names a reason by OpenSSL's mnemonic (UNSUPPORTED_PROTOCOL): its
+     * text, upper case, with underscores, is that name for OpenSSL's own reasons. */
+    char mnemonic[128];
+    size_t length = 0;
+    for (const char *at = reason; *at && length < sizeof(mnemonic) - 1; at++)
+        mnemonic[length++] = (*at == ' ') ? '_' : (char)((*at >= 'a' && *at <= 'z') ? *at - 32 : *at);
+    mnemonic[length] = '\0';
+    int verify = ERR_GET_LIB(code) == ERR_LIB_SSL && ERR_GET_REASON(code) == SSL_R_CERTIFICATE_VERIFY_FAILED;
+    ERR_clear_error();
+    PyObject *type = verify ? SSLCertVerificationError : SSLError;
+    PyObject *exc = PyObject_CallFunction(type, "is", error, reason);
+    if (exc == NULL)
+        return NULL;
+    PyObject *name = PyUnicode_FromString(mnemonic);
+    PyObject *library = PyUnicode_FromString("SSL");
+    if (name != NULL && library != NULL && PyObject_SetAttrString(exc, "reason", name) == 0 &&
+        PyObject_SetAttrString(exc, "library", library) == 0)
+        PyErr_SetObject(type, exc);
+    Py_XDECREF(name);
+    Py_XDECREF(library);
+    Py_DECREF(exc);
+    return NULL;
+}
+
+/* An error from loading a file: OSError with its errno and file name when the system
+ * refused it, else what OpenSSL said. NULL. */
+static PyObject *raise_load_error(const char *what, const char *filename) {
+    unsigned long code, last = 0;
+    int system = 0;
+    while ((code = ERR_get_error()) != 0) {
+        if (ERR_GET_LIB(code) == ERR_LIB_SYS)
+            system = ERR_GET_REASON(code);
+        last = code;
+    }
+    if (system != 0) {
+        errno = system;
+        return PyErr_SetFromErrnoWithFilename(PyExc_OSError, filename);
+    }
+    const char *reason = last ? ERR_reason_error_string(last) : NULL;
+    PyErr_Format(SSLError, "%s: %s", what, reason ? reason : "unknown error");
+    return NULL;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * ServerContext
+ */
+
+typedef struct {
+    PyObject_HEAD SSL_CTX *ctx;
+    unsigned char *alpn; /* the offered protocols in wire format (length-prefixed), or NULL */
+    unsigned int alpn_length;
+    PyObject *by_name; /* dict: lower-case name -> ServerContext, or NULL */
+} ServerContext;
+
+static PyTypeObject ServerContextType;
+
+/* The server's preference wins (as Python's `ssl` and HAProxy choose); no protocol in
+ * common goes on without ALPN, as Python's does. */
+static int select_alpn(SSL *ssl, const unsigned char **out, unsigned char *out_length, const unsigned char *offered,
+                       unsigned int offered_length, void *arg) {
+    (void)ssl;
+    ServerContext *self = (ServerContext *)arg;
+    if (self->alpn == NULL)
+        return SSL_TLSEXT_ERR_NOACK;
+    unsigned char *chosen;
+    if (SSL_select_next_proto(&chosen, out_length, self->alpn, self->alpn_length, offered, offered_length) !=
+        OPENSSL_NPN_NEGOTIATED)
+        return SSL_TLSEXT_ERR_NOACK;
+    *out = chosen;
+    return SSL_TLSEXT_ERR_OK;
+}
+
+/* SNI: the context of the name the client asked for, else the default (no alert). Runs
+ * inside SSL_do_handshake, with the GIL held (see Connection.handshake). */
+static int choose_context(SSL *ssl, int *alert, void *arg) {
+    (void)alert;
+    ServerContext *self = (ServerContext *)arg;
+    const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+    if (name == NULL || self->by_name == NULL)
+        return SSL_TLSEXT_ERR_OK;
+    char lower[256];
+    size_t length = strlen(name);
+    if (length == 0 || length >= sizeof(lower) - 2)
+        return SSL_TLSEXT_ERR_OK;
+    for (size_t i = 0; i <= length; i++)
+        lower[i] = (char)((name[i] >= 'A' && name[i] <= 'Z') ? name[i] + 32 : name[i]);
+    PyObject *key = PyUnicode_DecodeASCII(lower, (Py_ssize_t)length, NULL);
+    PyObject *found = key ? PyDict_GetItemWithError(self->by_name, key) : NULL;
+    Py_XDECREF(key);
+    if (found == NULL && !PyErr_Occurred()) {
+        const char *dot = strchr(lower, '.');
+        if (dot != NULL) {
+            char wildcard[sizeof(lower) + 1];
+            wildcard[0] = '*';
+            memcpy(wildcard + 1, dot, strlen(dot) + 1);
+            key = PyUnicode_DecodeASCII(wildcard, (Py_ssize_t)strlen(wildcard), NULL);
+            found = key ? PyDict_GetItemWithError(self->by_name, key) : NULL;
+            Py_XDECREF(key);
+        }
+    }
+    PyErr_Clear(); /* a name that is not ASCII is no configured name */
+    if (found != NULL && Py_IS_TYPE(found, &ServerContextType) && found != (PyObject *)self)
+        SSL_set_SSL_CTX(ssl, ((ServerContext *)found)->ctx);
+    return SSL_TLSEXT_ERR_OK;
+}
+
+static int set_alpn(ServerContext *self, PyObject *protocols) {
+    Py_ssize_t count = PyTuple_GET_SIZE(protocols);
+    if (count == 0)
+        return 0;
+    size_t total = 0;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        Py_ssize_t size;
+        if (!PyUnicode_Check(PyTuple_GET_ITEM(protocols, i)) ||
+            PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(protocols, i), &size) == NULL || size == 0 || size > 255) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_ValueError, "an ALPN protocol is 1 to 255 bytes");
+            return -1;
+        }
+        total += 1 + (size_t)size;
+    }
+    self->alpn = PyMem_Malloc(total);
+    if (self->alpn == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    unsigned char *at = self->alpn;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        Py_ssize_t size;
+        const char *text = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(protocols, i), &size);
+        *at++ = (unsigned char)size;
+        memcpy(at, text, (size_t)size);
+        at += size;
+    }
+    self->alpn_length = (unsigned int)total;
+    SSL_CTX_set_alpn_select_cb(self->ctx, select_alpn, self);
+    return 0;
+}
+
+static PyObject *ServerContext_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+    static char *keywords[] = {"cert", "key", "ciphers", "tls13_only", "alpn", "client_ca", "verify", NULL};
+    const char *cert, *key, *client_ca, *ciphers;
+    PyObject *alpn;
+    int tls13_only, verify;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "szspO!zi", keywords, &cert, &key, &ciphers, &tls13_only,
+                                     &PyTuple_Type, &alpn, &client_ca, &verify))
+        return NULL;
+    ServerContext *self = (ServerContext *)type->tp_alloc(type, 0);
+    PyObject *result = NULL;
+    if (self == NULL)
+        goto done;
+    ERR_clear_error();
+    self->ctx = SSL_CTX_new(TLS_server_method());
+    if (self->ctx == NULL) {
+        raise_load_error("cannot make a TLS context", NULL);
+        goto done;
+    }
+    SSL_CTX *ctx = self->ctx;
+    SSL_CTX_set_options(ctx, (SSL_OP_ALL & ~SSL_OP_DONT_INSERT_EMPTY_FRAGMENTS) | SSL_OP_NO_SSLv2 | SSL_OP_NO_SSLv3 |
+                                 SSL_OP_NO_COMPRESSION | SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_SINGLE_DH_USE |
+                                 SSL_OP_SINGLE_ECDH_USE | SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_NO_RENEGOTIATION);
+    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_AUTO_RETRY |
+                              SSL_MODE_NO_AUTO_CHAIN);
+    /* Resumption needs a session id context once client certificates are verified. */
+    static const unsigned char session_context[] = "balancer";
+    SSL_CTX_set_session_id_context(ctx, session_context, sizeof(session_context) - 1);
+    X509_VERIFY_PARAM_set_flags(SSL_CTX_get0_param(ctx), X509_V_FLAG_TRUSTED_FIRST);
+    if (!SSL_CTX_set_min_proto_version(ctx, tls13_only ? TLS1_3_VERSION : TLS1_2_VERSION)) {
+        raise_load_error("cannot set the TLS version", NULL);
+        goto done;
+    }
+    if (!SSL_CTX_set_cipher_list(ctx, ciphers)) {
+        ERR_clear_error();
+        PyErr_SetString(SSLError, "No cipher can be selected.");
+        goto done;
+    }
+    if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
+        raise_load_error("cannot load the certificate", cert);
+        goto done;
+    }
+    const char *key_file = key != NULL ? key : cert;
+    if (SSL_CTX_use_PrivateKey_file(ctx, key_file, SSL_FILETYPE_PEM) != 1) {
+        raise_load_error("cannot load the private key", key_file);
+        goto done;
+    }
+    if (SSL_CTX_check_private_key(ctx) != 1) {
+        raise_load_error("the private key does not match the certificate", key_file);
+        goto done;
+    }
+    if (set_alpn(self, alpn) < 0)
+        goto done;
+    if (verify != 0) {
+        if (client_ca == NULL) {
+            PyErr_SetString(PyExc_ValueError, "verifying client certificates needs client_ca");
+            goto done;
+        }
+        if (SSL_CTX_load_verify_locations(ctx, client_ca, NULL) != 1) {
+            raise_load_error("cannot load the client CA", client_ca);
+            goto done;
+        }
+        SSL_CTX_set_verify(ctx, verify == 2 ? SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT : SSL_VERIFY_PEER,
+                           NULL);
+    }
+    result = (PyObject *)self;
+    self = NULL;
+done:
+    Py_XDECREF(self);
+    return result;
+}
+
+static PyObject *ServerContext_choose_by_name(ServerContext *self, PyObject *contexts) {
+    if (!PyDict_Check(contexts)) {
+        PyErr_SetString(PyExc_TypeError, "choose_by_name takes a dict");
+        return NULL;
+    }
+    Py_INCREF(contexts);
+    Py_XSETREF(self->by_name, contexts);
+    SSL_CTX_set_tlsext_servername_callback(self->ctx, choose_context);
+    SSL_CTX_set_tlsext_servername_arg(self->ctx, self);
+    Py_RETURN_NONE;
+}
+
+static int ServerContext_traverse(ServerContext *self, visitproc visit, void *arg) {
+    Py_VISIT(self->by_name);
+    return 0;
+}
+
+static int ServerContext_clear(ServerContext *self) {
+    Py_CLEAR(self->by_name);
+    return 0;
+}
+
+static void ServerContext_dealloc(ServerContext *self) {
+    PyObject_GC_UnTrack(self);
+    ServerContext_clear(self);
+    if (self->ctx != NULL)
+        SSL_CTX_free(self->ctx); /* connections still made on it hold references of their own */
+    PyMem_Free(self->alpn);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMethodDef ServerContext_methods[] = {
+    {"choose_by_name", (PyCFunction)ServerContext_choose_by_name, METH_O, "choose_by_name(contexts): see _tls.c."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject ServerContextType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "balancer.net._tls.ServerContext",
+    .tp_basicsize = sizeof(ServerContext),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = ServerContext_new,
+    .tp_dealloc = (destructor)ServerContext_dealloc,
+    .tp_traverse = (traverseproc)ServerContext_traverse,
+    .tp_clear = (inquiry)ServerContext_clear,
+    .tp_methods = ServerContext_methods,
+    .tp_doc = "A frontend's TLS context: see _tls.c.",
+};
+
+/* ---------------------------------------------------------------------------------------
+ * Connection
+ */
+
+typedef struct {
+    PyObject_HEAD SSL *ssl; /* NULL once released */
+    ServerContext *context; /* holds the SNI contexts and the callbacks' argument alive */
+} Connection;
+
+static PyObject *released(void) {
+    PyErr_SetString(PyExc_ValueError, "the TLS connection was released");
+    return NULL;
+}
+
+static PyObject *Connection_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+    ServerContext *context;
+    int fd;
+    if (kwargs != NULL && PyDict_GET_SIZE(kwargs) != 0) {
+        PyErr_SetString(PyExc_TypeError, "Connection takes no keyword arguments");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "O!i", &ServerContextType, &context, &fd))
+        return NULL;
+    Connection *self = (Connection *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    ERR_clear_error();
+    self->ssl = SSL_new(context->ctx);
+    if (self->ssl == NULL || SSL_set_fd(self->ssl, fd) != 1) {
+        Py_DECREF(self);
+        return raise_load_error("cannot start TLS", NULL);
+    }
+    SSL_set_accept_state(self->ssl);
+    Py_INCREF(context);
+    self->context = context;
+    return (PyObject *)self;
+}
+
+static void Connection_dealloc(Connection *self) {
+    if (self->ssl != NULL)
+        SSL_free(self->ssl);
+    Py_XDECREF(self->context);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *Connection_handshake(Connection *self, PyObject *unused) {
+    if (self->ssl == NULL)
+        return released();
+    ERR_clear_error();
+    errno = 0;
+    int done = SSL_do_handshake(self->ssl);
+    int saved_errno = errno;
+    if (done == 1)
+        return PyLong_FromLong(HANDSHAKE_DONE);
+    int error = SSL_get_error(self->ssl, done);
+    if (error == SSL_ERROR_WANT_READ)
+        return PyLong_FromLong(WANTS_READ);
+    if (error == SSL_ERROR_WANT_WRITE)
+        return PyLong_FromLong(WANTS_WRITE);
+    return raise_ssl_error(error, saved_errno);
+}
+
+/* One record's plaintext at most per SSL_read: a buffer of that size serves every read
+ * (the GIL is held from the read to the copy). */
+static char read_buffer[SSL3_RT_MAX_PLAIN_LENGTH];
+
+static PyObject *Connection_read(Connection *self, PyObject *size_object) {
+    if (self->ssl == NULL)
+        return released();
+    Py_ssize_t size = PyLong_AsSsize_t(size_object);
+    if (size < 0) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "size must not be negative");
+        return NULL;
+    }
+    if (size > (Py_ssize_t)sizeof(read_buffer))
+        size = (Py_ssize_t)sizeof(read_buffer);
+    ERR_clear_error();
+    errno = 0;
+    int count = SSL_read(self->ssl, read_buffer, (int)size);
+    int saved_errno = errno;
+    if (count > 0)
+        return PyBytes_FromStringAndSize(read_buffer, count);
+    int error = SSL_get_error(self->ssl, count);
+    switch (error) {
+    case SSL_ERROR_WANT_READ:
+        Py_RETURN_NONE;
+    case SSL_ERROR_ZERO_RETURN:
+        return PyBytes_FromStringAndSize(NULL, 0);
+    case SSL_ERROR_WANT_WRITE:
+        PyErr_SetString(SSLWantWriteError, "The operation did not complete (write)");
+        return NULL;
+    case SSL_ERROR_SYSCALL:
+        if (ERR_peek_last_error() == 0 && saved_errno == 0) { /* a close without close_notify */
+            return PyBytes_FromStringAndSize(NULL, 0);
+        }
+        /* fall through */
+    default:
+        return raise_ssl_error(error, saved_errno);
+    }
+}
+
+static PyObject *Connection_write(Connection *self, PyObject *data) {
+    if (self->ssl == NULL)
+        return released();
+    Py_buffer view;
+    if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    if (view.len == 0 || view.len > INT_MAX) {
+        PyBuffer_Release(&view);
+        if (view.len == 0)
+            return PyLong_FromLong(0);
+        PyErr_SetString(PyExc_OverflowError, "write at most 2 GiB at a time");
+        return NULL;
+    }
+    ERR_clear_error();
+    errno = 0;
+    int count = SSL_write(self->ssl, view.buf, (int)view.len);
+    int saved_errno = errno;
+    PyBuffer_Release(&view);
+    if (count > 0)
+        return PyLong_FromLong(count);
+    int error = SSL_get_error(self->ssl, count);
+    if (error == SSL_ERROR_WANT_WRITE || error == SSL_ERROR_WANT_READ)
+        return PyLong_FromLong(0);
+    return raise_ssl_error(error, saved_errno);
+}
+
+static PyObject *Connection_pending(Connection *self, PyObject *unused) {
+    return PyLong_FromLong(self->ssl != NULL ? SSL_pending(self->ssl) : 0);
+}
+
+static PyObject *Connection_shutdown(Connection *self, PyObject *unused) {
+    if (self->ssl == NULL)
+        return released();
+    ERR_clear_error();
+    SSL_shutdown(self->ssl);
+    ERR_clear_error();
+    Py_RETURN_NONE;
+}
+
+static PyObject *Connection_release(Connection *self, PyObject *unused) {
+    if (self->ssl != NULL) {
+        SSL_free(self->ssl);
+        self->ssl = NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *Connection_selected_alpn_protocol(Connection *self, PyObject *unused) {
+    const unsigned char *protocol = NULL;
+    unsigned int length = 0;
+    if (self->ssl != NULL)
+        SSL_get0_alpn_selected(self->ssl, &protocol, &length);
+    if (protocol == NULL || length == 0)
+        Py_RETURN_NONE;
+    return PyUnicode_DecodeASCII((const char *)protocol, length, "replace");
+}
+
+static PyObject *Connection_version(Connection *self, PyObject *unused) {
+    if (self->ssl == NULL || !SSL_is_init_finished(self->ssl))
+        Py_RETURN_NONE;
+    return PyUnicode_FromString(SSL_get_version(self->ssl));
+}
+
+static PyObject *Connection_cipher(Connection *self, PyObject *unused) {
+    const SSL_CIPHER *cipher = self->ssl != NULL ? SSL_get_current_cipher(self->ssl) : NULL;
+    if (cipher == NULL)
+        Py_RETURN_NONE;
+    return Py_BuildValue("(ssi)", SSL_CIPHER_get_name(cipher), SSL_CIPHER_get_version(cipher),
+                         SSL_CIPHER_get_bits(cipher, NULL));
+}
+
+static PyObject *Connection_compression(Connection *self, PyObject *unused) {
+    Py_RETURN_NONE; /* SSL_OP_NO_COMPRESSION: never any */
+}
+
+static PyObject *Connection_peer_certificate(Connection *self, PyObject *unused) {
+    X509 *certificate = self->ssl != NULL ? SSL_get1_peer_certificate(self->ssl) : NULL;
+    if (certificate == NULL)
+        Py_RETURN_NONE;
+    unsigned char *der = NULL;
+    int length = i2d_X509(certificate, &der);
+    X509_free(certificate);
+    if (length < 0) {
+        ERR_clear_error();
+        Py_RETURN_NONE;
+    }
+    PyObject *result = PyBytes_FromStringAndSize((const char *)der, length);
+    OPENSSL_free(der);
+    return result;
+}
+
+static PyObject *Connection_get_context(Connection *self, void *closure) {
+    Py_INCREF(self->context);
+    return (PyObject *)self->context;
+}
+
+static PyMethodDef Connection_methods[] = {
+    {"handshake", (PyCFunction)Connection_handshake, METH_NOARGS, "handshake(): see _tls.c."},
+    {"read", (PyCFunction)Connection_read, METH_O, "read(size): see _tls.c."},
+    {"write", (PyCFunction)Connection_write, METH_O, "write(data): see _tls.c."},
+    {"pending", (PyCFunction)Connection_pending, METH_NOARGS, "pending(): see _tls.c."},
+    {"shutdown", (PyCFunction)Connection_shutdown, METH_NOARGS, "shutdown(): see _tls.c."},
+    {"release", (PyCFunction)Connection_release, METH_NOARGS, "release(): see _tls.c."},
+    {"selected_alpn_protocol", (PyCFunction)Connection_selected_alpn_protocol, METH_NOARGS, NULL},
+    {"version", (PyCFunction)Connection_version, METH_NOARGS, NULL},
+    {"cipher", (PyCFunction)Connection_cipher, METH_NOARGS, NULL},
+    {"compression", (PyCFunction)Connection_compression, METH_NOARGS, NULL},
+    {"peer_certificate", (PyCFunction)Connection_peer_certificate, METH_NOARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Connection_getset[] = {
+    {"context", (getter)Connection_get_context, NULL, "the ServerContext it was made with", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject ConnectionType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "balancer.net._tls.Connection",
+    .tp_basicsize = sizeof(Connection),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = Connection_new,
+    .tp_dealloc = (destructor)Connection_dealloc,
+    .tp_methods = Connection_methods,
+    .tp_getset = Connection_getset,
+    .tp_doc = "TLS on a client connection's descriptor: see _tls.c.",
+};
+
+/* ---------------------------------------------------------------------------------------
+ * Module
+ */
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_tls", NULL, -1, NULL};
+
+PyMODINIT_FUNC PyInit__tls(void) {
+    PyObject *ssl = PyImport_ImportModule("ssl");
+    if (ssl == NULL)
+        return NULL;
+    SSLError = PyObject_GetAttrString(ssl, "SSLError");
+    SSLEOFError = PyObject_GetAttrString(ssl, "SSLEOFError");
+    SSLWantWriteError = PyObject_GetAttrString(ssl, "SSLWantWriteError");
+    SSLCertVerificationError = PyObject_GetAttrString(ssl, "SSLCertVerificationError");
+    Py_DECREF(ssl);
+    if (!SSLError || !SSLEOFError || !SSLWantWriteError || !SSLCertVerificationError)
+        return NULL;
+    if (PyType_Ready(&ServerContextType) < 0 || PyType_Ready(&ConnectionType) < 0)
+        return NULL;
+    PyObject *self = PyModule_Create(&module);
+    if (self == NULL)
+        return NULL;
+    Py_INCREF(&ServerContextType);
+    Py_INCREF(&ConnectionType);
+    if (PyModule_AddObject(self, "ServerContext", (PyObject *)&ServerContextType) < 0 ||
+        PyModule_AddObject(self, "Connection", (PyObject *)&ConnectionType) < 0 ||
+        PyModule_AddIntConstant(self, "HANDSHAKE_DONE", HANDSHAKE_DONE) < 0 ||
+        PyModule_AddIntConstant(self, "WANTS_READ", WANTS_READ) < 0 ||
+        PyModule_AddIntConstant(self, "WANTS_WRITE", WANTS_WRITE) < 0 ||
+        PyModule_AddStringConstant(self, "OPENSSL_VERSION", OpenSSL_version(OPENSSL_VERSION)) < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    return self;
+}
