@@ -52,7 +52,7 @@ def part_argv(args: argparse.Namespace, part: str, output: Path) -> list[str]:
         only = "haproxy,balancer" if quick else "haproxy,nginx,pyfloor,pyproxy,balancer"
         extra = ["--only", only, "--repeat", str(args.repeat), "--warmup", "0" if quick else "1"]
     elif part == "tls":
-        extra = ["--idle-plain", str(args.idle_plain), "--idle-tls", str(args.idle_tls)]
+        extra = ["--idle-plain", str(args.idle_plain), "--idle-tls", str(args.idle_tls), "--repeat", str(args.repeat)]
         extra += ["--clients", "1"] if quick else []
     elif part == "tcp":
         extra = ["--only", "haproxy,balancer" if quick else "haproxy,pproxy,balancer"]

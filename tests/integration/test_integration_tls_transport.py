@@ -188,6 +188,36 @@ def test_a_silent_client_is_cut_at_the_handshake_timeout(contexts: Any) -> None:
     serve(contexts, scenario, handshake_timeout=0.3)
 
 
+async def handshake_in_memory(
+    sock: socket.socket, client: ssl.SSLContext
+) -> tuple[ssl.SSLObject, ssl.MemoryBIO, ssl.MemoryBIO]:
+    """The client's side of a TLS 1.3 handshake on the connected, non-blocking `sock`, in
+    memory: done once its Finished waits, not sent yet, in the outgoing BIO, for the test
+    to send with what it wants in the same segment. The TLS object and its two BIOs."""
+    loop = asyncio.get_running_loop()
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = client.wrap_bio(incoming, outgoing, server_hostname="a.example")
+    for _ in range(10):  # a ClientHello out, the server's flight in
+        try:
+            tls.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            if outgoing.pending:
+                await loop.sock_sendall(sock, outgoing.read())
+            data = await asyncio.wait_for(loop.sock_recv(sock, 65536), 5)
+            assert data, "the server closed during the handshake"
+            incoming.write(data)
+    assert tls.version() == "TLSv1.3"
+    return tls, incoming, outgoing
+
+
+async def connected(port: int) -> socket.socket:
+    sock = socket.socket()
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    return sock
+
+
 def test_a_client_that_resets_after_its_finished_never_reaches_the_protocol(contexts: Any) -> None:
     """`openssl s_time -new` and TLS health checks end so: a client's handshake is done once
     its Finished is sent, and it closes at once, with a reset. The server stops at the error,
@@ -195,24 +225,9 @@ def test_a_client_that_resets_after_its_finished_never_reaches_the_protocol(cont
     refuses them and start a session that can only end."""
 
     async def scenario(port: int, client: ssl.SSLContext) -> None:
-        loop = asyncio.get_running_loop()
         before = open_sockets()
-        sock = socket.socket()
-        sock.setblocking(False)
-        await loop.sock_connect(sock, ("127.0.0.1", port))
-        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-        tls = client.wrap_bio(incoming, outgoing, server_hostname="a.example")
-        for _ in range(10):  # a ClientHello out, the server's flight in
-            try:
-                tls.do_handshake()
-                break
-            except ssl.SSLWantReadError:
-                if outgoing.pending:
-                    await loop.sock_sendall(sock, outgoing.read())
-                data = await asyncio.wait_for(loop.sock_recv(sock, 65536), 5)
-                assert data, "the server closed during the handshake"
-                incoming.write(data)
-        assert tls.version() == "TLSv1.3"
+        sock = await connected(port)
+        _, _, outgoing = await handshake_in_memory(sock, client)
         # The Finished, then the reset, before the server's loop runs again.
         finished = outgoing.read()
         assert sock.send(finished) == len(finished)
@@ -222,6 +237,71 @@ def test_a_client_that_resets_after_its_finished_never_reaches_the_protocol(cont
         assert Echo.made == []  # the protocol never started
 
     serve(contexts, scenario)
+
+
+def test_a_client_that_closes_with_its_finished_never_reaches_the_protocol(contexts: Any) -> None:
+    """A client whose close_notify and end of stream come with its Finished (a TLS check that
+    only wants the handshake) is closed once the handshake is done, without a session:
+    nothing could be read from it."""
+
+    async def scenario(port: int, client: ssl.SSLContext) -> None:
+        before = open_sockets()
+        sock = await connected(port)
+        tls, _, outgoing = await handshake_in_memory(sock, client)
+        with contextlib.suppress(ssl.SSLWantReadError):  # the server's close_notify is not awaited
+            tls.unwrap()
+        await asyncio.get_running_loop().sock_sendall(sock, outgoing.read())  # Finished, close_notify
+        sock.shutdown(socket.SHUT_WR)
+        assert await open_sockets_once_down_to(before + 1) == before + 1  # the server closed its end
+        assert Echo.made == []  # the protocol never started
+        sock.close()
+
+    serve(contexts, scenario)
+
+
+def test_records_sent_with_the_finished_reach_a_protocol_paused_as_it_starts(contexts: Any) -> None:
+    """A request that came with the client's Finished is read as the handshake ends; a
+    protocol that pauses reading as it starts (a session parked over maxconn) gets it once
+    it resumes, not before."""
+
+    class PausedAtStart(Echo):
+        resumed = False
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            super().connection_made(transport)
+            self.transport.pause_reading()
+
+            def resume() -> None:
+                self.resumed = True
+                self.transport.resume_reading()
+
+            asyncio.get_running_loop().call_later(0.1, resume)
+
+        def data_received(self, data: bytes) -> None:
+            assert self.resumed, "data_received while paused"
+            super().data_received(data)
+
+    async def scenario(port: int, client: ssl.SSLContext) -> None:
+        loop = asyncio.get_running_loop()
+        sock = await connected(port)
+        tls, incoming, outgoing = await handshake_in_memory(sock, client)
+        message = b"hello with the Finished"
+        tls.write(message)
+        await loop.sock_sendall(sock, outgoing.read())  # the Finished and the message, at once
+        echoed = b""
+        while len(echoed) < len(message):
+            try:
+                echoed += tls.read(65536)
+            except ssl.SSLWantReadError:
+                data = await asyncio.wait_for(loop.sock_recv(sock, 65536), 5)
+                assert data, "the server closed"
+                incoming.write(data)
+        assert echoed == message
+        (echo,) = Echo.made
+        assert echo.resumed
+        sock.close()
+
+    serve(contexts, scenario, make=PausedAtStart)
 
 
 def test_a_session_that_cannot_be_made_closes_its_connection(contexts: Any) -> None:

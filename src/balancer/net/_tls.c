@@ -31,7 +31,7 @@
  *     SNI: `contexts` maps lower-case names (and "*.suffix" wildcards, one label deep) to
  *     ServerContexts; a ClientHello whose name is found switches to that context, any
  *     other keeps this one.
- * Connection(context, fd) -> connection
+ * Connection(context, fd) -> connection, or context.connection(fd)
  *     The server side of TLS on the connected, non-blocking descriptor `fd`, which stays
  *     the caller's: it is never closed here, and must stay open until `release()`.
  * connection.handshake() -> int
@@ -341,8 +341,11 @@ static void ServerContext_dealloc(ServerContext *self) {
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
+static PyObject *ServerContext_connection(ServerContext *self, PyObject *fd_object);
+
 static PyMethodDef ServerContext_methods[] = {
     {"choose_by_name", (PyCFunction)ServerContext_choose_by_name, METH_O, "choose_by_name(contexts): see _tls.c."},
+    {"connection", (PyCFunction)ServerContext_connection, METH_O, "connection(fd): see _tls.c."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -372,15 +375,9 @@ static PyObject *released(void) {
     return NULL;
 }
 
-static PyObject *Connection_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
-    ServerContext *context;
-    int fd;
-    if (kwargs != NULL && PyDict_GET_SIZE(kwargs) != 0) {
-        PyErr_SetString(PyExc_TypeError, "Connection takes no keyword arguments");
-        return NULL;
-    }
-    if (!PyArg_ParseTuple(args, "O!i", &ServerContextType, &context, &fd))
-        return NULL;
+static PyTypeObject ConnectionType;
+
+static PyObject *new_connection(PyTypeObject *type, ServerContext *context, int fd) {
     Connection *self = (Connection *)type->tp_alloc(type, 0);
     if (self == NULL)
         return NULL;
@@ -394,6 +391,31 @@ static PyObject *Connection_new(PyTypeObject *type, PyObject *args, PyObject *kw
     Py_INCREF(context);
     self->context = context;
     return (PyObject *)self;
+}
+
+static PyObject *Connection_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+    ServerContext *context;
+    int fd;
+    if (kwargs != NULL && PyDict_GET_SIZE(kwargs) != 0) {
+        PyErr_SetString(PyExc_TypeError, "Connection takes no keyword arguments");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "O!i", &ServerContextType, &context, &fd))
+        return NULL;
+    return new_connection(type, context, fd);
+}
+
+/* context.connection(fd): Connection(context, fd) without packing and parsing a tuple of
+ * arguments (each accepted connection makes one). */
+static PyObject *ServerContext_connection(ServerContext *self, PyObject *fd_object) {
+    long fd = PyLong_AsLong(fd_object);
+    if (fd == -1 && PyErr_Occurred())
+        return NULL;
+    if (fd < 0 || fd > INT_MAX) {
+        PyErr_SetString(PyExc_ValueError, "not a descriptor");
+        return NULL;
+    }
+    return new_connection(&ConnectionType, self, (int)fd);
 }
 
 static void Connection_dealloc(Connection *self) {

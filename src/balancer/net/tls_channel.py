@@ -144,8 +144,8 @@ def channel_opener(context: FrontendContext, family: int, type_: int, proto: int
     a SocketChannel for an ssl.SSLContext."""
     if isinstance(context, ssl.SSLContext):
         return partial(SocketChannel, context, family, type_ | _socket.SOCK_NONBLOCK, proto)
-    assert _tls is not None
-    return partial(_tls.Connection, context)
+    opener: Callable[[int], TlsChannel] = context.connection
+    return opener
 
 
 def decoded_certificate(der: bytes | None) -> dict[str, Any] | None:

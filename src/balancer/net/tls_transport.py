@@ -14,8 +14,9 @@ writes it before the failure is reported.
 `TlsAcceptor` accepts from a listening socket (net.acceptor) and gives each connection a
 `TlsTransport`, which speaks the part of asyncio's Transport interface the sessions use.
 The protocol is made and told `connection_made` once the handshake is done (within
-`handshake_timeout`, else the connection is cut); a failed handshake never reaches it, as
-with the loop's TLS, nor does a client that resets during the handshake. A connection
+`handshake_timeout`, else the connection is cut) and a first read found the client still
+there; a failed handshake never reaches it, as with the loop's TLS, nor does a client that
+resets during the handshake or ends the connection with its Finished. A connection
 waits to read or write in the acceptor's Poller (net.poller), as plain ones do: a
 handshake always waits for the client's Finished, and the loop's `add_reader` cost it four
 system calls in and one or two out, where the Poller costs one in and, at a close, none.
@@ -150,12 +151,14 @@ class TlsTransport(WriteLimits):
         self.unsent: bytes | None = None
         self.queued: list[bytes] = []
         self.read_wants_write = False  # an SSL_read needed to write first (a TLS 1.3 key update)
+        self.early: bytes | None = None  # read as the handshake ended, for the protocol's first data_received
         # The handshake's timeout, filed in the loop's wheel (net.deadline): a loop timer of
         # its own (uvloop's TimerHandle and libuv timer, made, cancelled, freed) cost about
         # 3,600 instructions a connection more.
         self.deadline = Deadline(loop, self._handshake_timed_out)
         self.deadline.set(timeout)
-        self.extra: dict[str, Any] = {"peername": peer}
+        self.peer = peer  # "peername": the client's address as accept gave it
+        self.sockname: Any = None  # asked of the socket when first wanted
         self._handshake()
 
     # -- handshake -------------------------------------------------------------------------
@@ -171,6 +174,21 @@ class TlsTransport(WriteLimits):
         if outcome != HANDSHAKE_DONE:
             self._want(read=outcome == WANTS_READ, write=outcome == WANTS_WRITE)
             return
+        # The client's first records may wait already: read before the protocol is made,
+        # so that a client gone by now (a reset or a close right after its Finished, as
+        # `openssl s_time` and TLS health checks end) is cut like a failed handshake, and
+        # costs no session. A client that sent its request gets it read here instead of
+        # in the first _read: no read more.
+        try:
+            self.early = self.channel.read(READ_SIZE)
+        except ssl.SSLWantWriteError:
+            self.read_wants_write = True
+        except (ssl.SSLError, OSError):
+            self._cut()
+            return
+        if self.early == b"":
+            self._cut()
+            return
         try:
             protocol = self.make_protocol()
         except Exception:  # one connection's failure is that connection's
@@ -185,9 +203,10 @@ class TlsTransport(WriteLimits):
         protocol.connection_made(self)  # type: ignore[arg-type]  # duck-typed Transport
         if self.state == OPEN:
             # The reader the handshake registered usually stays: no epoll change here.
-            self._want(read=not self.reading_paused, write=self.unsent is not None)
-            if not self.reading_paused:
-                self._read()  # the client's first records may already wait
+            wants_read = not self.reading_paused and not self.read_wants_write
+            self._want(read=wants_read, write=self.unsent is not None or self.read_wants_write)
+            if wants_read and self.early is not None:
+                self._read()  # a paused protocol gets them once it resumes
 
     def _handshake_timed_out(self) -> None:
         if self.state == HANDSHAKE:
@@ -259,6 +278,20 @@ class TlsTransport(WriteLimits):
     def _read(self) -> None:
         protocol = self.protocol
         channel = self.channel
+        early = self.early
+        if early is not None:  # read with the handshake, before the protocol was made
+            if self.state != OPEN or self.reading_paused:
+                return
+            self.early = None
+            try:
+                protocol.data_received(early)  # type: ignore[attr-defined]
+            except Exception as exc:  # one connection's bug ends that connection only
+                self._fatal(exc)
+                return
+            if len(early) < FULL_RECORD:
+                if self.state == OPEN and channel.pending():
+                    self.loop.call_soon(self._read)
+                return
         for _ in range(READS_PER_EVENT):
             if self.state != OPEN or self.reading_paused:
                 return
@@ -409,6 +442,7 @@ class TlsTransport(WriteLimits):
         self.state = CLOSED
         self.unsent = None
         self.queued = []
+        self.early = None
         self.buffered = 0
         self._close_socket()
         if opened:
@@ -422,15 +456,15 @@ class TlsTransport(WriteLimits):
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         """asyncio's extra information, less "socket" (the descriptor is the transport's
         alone): "ssl_object" is the channel (selected_alpn_protocol, version, cipher, ...)."""
-        found = self.extra.get(name)
-        if found is not None:
-            return found
         channel = self.channel
         value: Any = None
         try:
-            if name == "sockname":
-                value = getsockname(self.fd)
-                self.extra[name] = value  # asked per request by logs and headers
+            if name == "peername":
+                value = self.peer
+            elif name == "sockname":  # asked per request by logs and headers
+                if self.sockname is None and self.state != CLOSED:
+                    self.sockname = getsockname(self.fd)
+                value = self.sockname
             elif name == "ssl_object":
                 value = channel
             elif name == "sslcontext":
