@@ -7,6 +7,7 @@ same code, interpreted and slower.
 """
 
 import os
+import re
 import runpy
 import shutil
 import sys
@@ -15,9 +16,16 @@ import sysconfig
 from setuptools import Extension, setup
 
 
-def _has_header(header: str) -> bool:
+def _has_version(header: str, name: str, least: int) -> bool:
+    """Whether `header` is installed and its `# define NAME N` says N >= least."""
     folders = [sysconfig.get_config_var("INCLUDEDIR") or "", "/usr/include", "/usr/local/include"]
-    return any(os.path.exists(os.path.join(folder, header)) for folder in folders if folder)
+    for folder in folders:
+        path = os.path.join(folder, header)
+        if folder and os.path.exists(path):
+            with open(path, encoding="utf-8", errors="replace") as file:
+                found = re.search(rf"^#\s*define\s+{name}\s+(\d+)", file.read(), re.MULTILINE)
+            return found is not None and int(found[1]) >= least
+    return False
 
 
 def ext_modules() -> list:
@@ -37,9 +45,13 @@ def ext_modules() -> list:
     paths = [os.path.join("src", path) for path in native["COMPILED"]]
     written_in_c = []
     for name, path in native["C_EXTENSIONS"]:
-        libraries, header = native["C_LIBRARIES"].get(name, ((), None))
-        if header is not None and not _has_header(header):
-            print(f"balancer: no <{header}>: {name} is not built, its fallback serves", file=sys.stderr)
+        libraries, needs = native["C_LIBRARIES"].get(name, ((), None))
+        if needs is not None and not _has_version(*needs):
+            header, version, least = needs
+            print(
+                f"balancer: no <{header}> with {version} >= {least}: {name} is not built, its fallback serves",
+                file=sys.stderr,
+            )
             continue
         written_in_c.append(
             Extension(name, [os.path.join("src", path)], libraries=list(libraries), extra_compile_args=["-O3"])

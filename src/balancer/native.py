@@ -89,9 +89,10 @@ C_EXTENSIONS = (
 )
 
 
-# The libraries a C module links with; it is built only where their headers are (libssl-dev:
+# The libraries a C module links with, and the header that must say a version at least
+# this one (the `# define NAME N` line of a header); built only where it does (libssl-dev:
 # `make system-deps` installs it), else its fallback serves.
-C_LIBRARIES = {"balancer.net._tls": (("ssl", "crypto"), "openssl/ssl.h")}
+C_LIBRARIES = {"balancer.net._tls": (("ssl", "crypto"), ("openssl/opensslv.h", "OPENSSL_VERSION_MAJOR", 3))}
 
 
 def module_names() -> list[str]:

@@ -34,6 +34,7 @@ from tests.support.listening import listening_socket
 from tests.support.tls import make_certificate
 
 from balancer.config.model import FrontendTLS
+from balancer.net import tls as tls_module
 from balancer.net.tls import INTERMEDIATE_CIPHERS, frontend_context
 from balancer.net.tls_channel import _tls
 from balancer.net.tls_transport import TlsAcceptor
@@ -415,11 +416,21 @@ class _PeerCertificate(Echo):
         _PeerCertificate.certificates.append(transport.get_extra_info("peercert"))
 
 
-def test_a_required_client_certificate_is_verified_against_client_ca(tmp_path: Path) -> None:
-    """verify_client = "required" (the frontend's own context: net/_tls.c's where it is built):
-    a client with a certificate from `client_ca` is served and its certificate is the
-    transport's "peercert"; one without a certificate, or with another's, is refused before
-    any session starts."""
+@pytest.fixture(params=["native", "python-ssl"])
+def frontend_channel(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """net.tls's frontend contexts of either kind: net/_tls.c's, or Python's ssl as in a
+    build without it."""
+    if request.param == "native" and tls_module._tls is None:
+        pytest.skip("net/_tls.c is not built here (BALANCER_PURE=1, or no OpenSSL headers)")
+    if request.param == "python-ssl":
+        monkeypatch.setattr(tls_module, "_tls", None)
+    return str(request.param)
+
+
+def test_a_required_client_certificate_is_verified_against_client_ca(tmp_path: Path, frontend_channel: str) -> None:
+    """verify_client = "required": a client with a certificate from `client_ca` is served and
+    its certificate is the transport's "peercert"; one without a certificate, or with
+    another's, is refused before any session starts."""
     server = make_certificate(tmp_path, "a.example")
     member = make_certificate(tmp_path, "member.example")
     stranger = make_certificate(tmp_path, "stranger.example")
@@ -454,3 +465,48 @@ def test_a_required_client_certificate_is_verified_against_client_ca(tmp_path: P
 
     _PeerCertificate.certificates = []
     serve((context, client_with(None)), scenario, make=_PeerCertificate)
+
+
+class _ChosenContext(Echo):
+    """An echo that keeps the context its transport says it uses."""
+
+    contexts: list[Any] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        _ChosenContext.contexts.append(transport.get_extra_info("sslcontext"))
+
+
+def test_sni_chooses_the_certificate_by_name_and_by_wildcard(tmp_path: Path, frontend_channel: str) -> None:
+    """Several certificates: the client's server name picks one, exactly or by a wildcard one
+    label deep, whatever its case; an unknown name or none gets the first. The transport's
+    "sslcontext" is the one chosen."""
+    first = make_certificate(tmp_path, "a.example")
+    wildcard = make_certificate(tmp_path, "*.b.example", stem="wildcard")
+    context = frontend_context(FrontendTLS(cert=[str(first.pem), str(wildcard.pem)]), str(tmp_path))
+    client = ssl.create_default_context()
+    client.check_hostname = False
+    client.verify_mode = ssl.CERT_NONE
+    expected = {
+        "a.example": first,
+        "www.B.Example": wildcard,
+        "x.b.example": wildcard,
+        "deeper.x.b.example": first,  # a wildcard is one label deep
+        "unknown.example": first,
+        None: first,
+    }
+
+    async def scenario(port: int, _: ssl.SSLContext) -> None:
+        for name, certificate in expected.items():
+            reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client, server_hostname=name)
+            writer.write(b"ping")
+            assert await asyncio.wait_for(reader.readexactly(4), 5) == b"ping"
+            sent = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+            assert sent == ssl.PEM_cert_to_DER_cert(certificate.crt.read_text()), name
+            writer.close()
+        chosen = _ChosenContext.contexts
+        assert chosen[0] is context and chosen[4] is context and chosen[5] is context
+        assert chosen[1] is chosen[2] is not context
+
+    _ChosenContext.contexts = []
+    serve((context, client), scenario, make=_ChosenContext)

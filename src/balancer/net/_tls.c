@@ -17,8 +17,10 @@
  *   handshake whose certificate file holds no chain (a leaf alone): ~5,000 instructions for
  *   nothing, since a frontend's store holds at most the CA of client certificates.
  * - The context's options are Python's for a server (SSLContext(PROTOCOL_TLS_SERVER)): no
- *   SSLv2/3, no compression, the server's cipher order, a fresh key per exchange, a client
- *   that ends without close_notify treated as an end of stream; plus no renegotiation.
+ *   SSLv2/3, no compression, the server's cipher order, a fresh key per exchange; plus no
+ *   renegotiation, and a client that ends without close_notify is an end of stream to
+ *   OpenSSL too (SSL_OP_IGNORE_UNEXPECTED_EOF; Python's channel reads its SSLEOFError as
+ *   one: the same to the transport).
  *
  * ServerContext(cert, key, ciphers, tls13_only, alpn, client_ca, verify) -> context
  *     `cert`: a PEM file holding the certificate and its chain (and the key when `key` is
@@ -26,9 +28,11 @@
  *     `tls13_only`: refuse TLS 1.2; `alpn`: the protocols offered, in preference order (a
  *     tuple of str); `client_ca`: a PEM file of CAs for client certificates, or None;
  *     `verify`: 0 none, 1 optional, 2 required (ssl.CERT_*). Raises OSError (a file that
- *     cannot be read, with its errno) or ssl.SSLError (OpenSSL refused it).
+ *     cannot be read, with its errno) or ssl.SSLError (OpenSSL refused a setting or a file;
+ *     an ALPN protocol not of 1 to 255 bytes).
+ * Built against OpenSSL 3 (setup.py checks <openssl/opensslv.h>).
  * context.choose_by_name(contexts) -> None
- *     SNI: `contexts` maps lower-case names (and "*.suffix" wildcards, one label deep) to
+ *     SNI: `contexts` (copied) maps lower-case names (and "*.suffix" wildcards, one label deep) to
  *     ServerContexts; a ClientHello whose name is found switches to that context, any
  *     other keeps this one.
  * Connection(context, fd) -> connection, or context.connection(fd)
@@ -40,12 +44,13 @@
  *     once OpenSSL has written the alert that tells the client why; OSError for a socket
  *     error; ssl.SSLEOFError when the client closed.
  * connection.read(size) -> bytes | None
- *     At most `size` bytes of plaintext (one record's at most); b"" at the client's end of
+ *     At most `size` (>= 1) bytes of plaintext (one record's at most); b"" at the client's end of
  *     stream (close_notify, or a close without it); None when nothing waits. Raises
  *     ssl.SSLWantWriteError when OpenSSL must write first (retry once writable), ssl.SSLError
  *     or OSError on a broken connection.
  * connection.write(data) -> int
- *     len(data) once OpenSSL took all of it (a buffer of any kind), 0 when the socket is full:
+ *     len(data) once OpenSSL took all of it (a buffer of any kind, not empty), 0 when the
+ *     socket is full:
  *     retry later with the same bytes (they may move: SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER).
  *     Raises as read.
  * connection.pending() -> int
@@ -58,7 +63,7 @@
  *     it raises ValueError, but the information calls, which answer None.
  * connection.selected_alpn_protocol() -> str | None, version() -> str | None,
  * cipher() -> (name, protocol, secret bits) | None, compression() -> None,
- * peer_certificate() -> bytes | None (DER), context -> the ServerContext
+ * peer_certificate() -> bytes | None (DER), context -> the ServerContext (SNI's choice)
  *     As Python's SSLObject has them.
  */
 #define PY_SSIZE_T_CLEAN
@@ -156,6 +161,15 @@ typedef struct {
 
 static PyTypeObject ServerContextType;
 
+/* A connection holds the contexts its SSL object uses, whose callbacks get them as their
+ * argument: the one it was made with (its SNI callback's) and the one SNI chose, if another
+ * (its ALPN callback's), so neither is freed while the connection lives. */
+typedef struct {
+    PyObject_HEAD SSL *ssl; /* NULL once released */
+    ServerContext *context; /* made with */
+    ServerContext *chosen;  /* chosen by SNI, or NULL */
+} Connection;
+
 /* The server's preference wins (as Python's `ssl` and HAProxy choose); no protocol in
  * common goes on without ALPN, as Python's does. */
 static int select_alpn(SSL *ssl, const unsigned char **out, unsigned char *out_length, const unsigned char *offered,
@@ -201,8 +215,12 @@ static int choose_context(SSL *ssl, int *alert, void *arg) {
         }
     }
     PyErr_Clear(); /* a name that is not ASCII is no configured name */
-    if (found != NULL && Py_IS_TYPE(found, &ServerContextType) && found != (PyObject *)self)
+    Connection *connection = SSL_get_app_data(ssl);
+    if (found != NULL && Py_IS_TYPE(found, &ServerContextType) && found != (PyObject *)self && connection != NULL) {
+        Py_INCREF(found);
+        Py_XSETREF(connection->chosen, (ServerContext *)found);
         SSL_set_SSL_CTX(ssl, ((ServerContext *)found)->ctx);
+    }
     return SSL_TLSEXT_ERR_OK;
 }
 
@@ -216,7 +234,7 @@ static int set_alpn(ServerContext *self, PyObject *protocols) {
         if (!PyUnicode_Check(PyTuple_GET_ITEM(protocols, i)) ||
             PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(protocols, i), &size) == NULL || size == 0 || size > 255) {
             if (!PyErr_Occurred())
-                PyErr_SetString(PyExc_ValueError, "an ALPN protocol is 1 to 255 bytes");
+                PyErr_SetString(SSLError, "an ALPN protocol is 1 to 255 bytes");
             return -1;
         }
         total += 1 + (size_t)size;
@@ -293,7 +311,7 @@ static PyObject *ServerContext_new(PyTypeObject *type, PyObject *args, PyObject 
         goto done;
     if (verify != 0) {
         if (client_ca == NULL) {
-            PyErr_SetString(PyExc_ValueError, "verifying client certificates needs client_ca");
+            PyErr_SetString(SSLError, "verifying client certificates needs client_ca");
             goto done;
         }
         if (SSL_CTX_load_verify_locations(ctx, client_ca, NULL) != 1) {
@@ -315,8 +333,10 @@ static PyObject *ServerContext_choose_by_name(ServerContext *self, PyObject *con
         PyErr_SetString(PyExc_TypeError, "choose_by_name takes a dict");
         return NULL;
     }
-    Py_INCREF(contexts);
-    Py_XSETREF(self->by_name, contexts);
+    PyObject *copy = PyDict_Copy(contexts); /* a caller's later changes free nothing in use */
+    if (copy == NULL)
+        return NULL;
+    Py_XSETREF(self->by_name, copy);
     SSL_CTX_set_tlsext_servername_callback(self->ctx, choose_context);
     SSL_CTX_set_tlsext_servername_arg(self->ctx, self);
     Py_RETURN_NONE;
@@ -365,11 +385,6 @@ static PyTypeObject ServerContextType = {
  * Connection
  */
 
-typedef struct {
-    PyObject_HEAD SSL *ssl; /* NULL once released */
-    ServerContext *context; /* holds the SNI contexts and the callbacks' argument alive */
-} Connection;
-
 static PyObject *released(void) {
     PyErr_SetString(PyExc_ValueError, "the TLS connection was released");
     return NULL;
@@ -388,6 +403,7 @@ static PyObject *new_connection(PyTypeObject *type, ServerContext *context, int 
         return raise_load_error("cannot start TLS", NULL);
     }
     SSL_set_accept_state(self->ssl);
+    SSL_set_app_data(self->ssl, self); /* for the SNI callback; cleared as the SSL object goes */
     Py_INCREF(context);
     self->context = context;
     return (PyObject *)self;
@@ -422,6 +438,7 @@ static void Connection_dealloc(Connection *self) {
     if (self->ssl != NULL)
         SSL_free(self->ssl);
     Py_XDECREF(self->context);
+    Py_XDECREF(self->chosen);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -450,9 +467,9 @@ static PyObject *Connection_read(Connection *self, PyObject *size_object) {
     if (self->ssl == NULL)
         return released();
     Py_ssize_t size = PyLong_AsSsize_t(size_object);
-    if (size < 0) {
+    if (size < 1) { /* 0 would read nothing, and b"" means the end of the stream */
         if (!PyErr_Occurred())
-            PyErr_SetString(PyExc_ValueError, "size must not be negative");
+            PyErr_SetString(PyExc_ValueError, "size must be positive");
         return NULL;
     }
     if (size > (Py_ssize_t)sizeof(read_buffer))
@@ -488,11 +505,9 @@ static PyObject *Connection_write(Connection *self, PyObject *data) {
     Py_buffer view;
     if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0)
         return NULL;
-    if (view.len == 0 || view.len > INT_MAX) {
+    if (view.len == 0 || view.len > INT_MAX) { /* 0: "the socket is full" would mean retry */
         PyBuffer_Release(&view);
-        if (view.len == 0)
-            return PyLong_FromLong(0);
-        PyErr_SetString(PyExc_OverflowError, "write at most 2 GiB at a time");
+        PyErr_SetString(PyExc_ValueError, "write 1 byte to 2 GiB at a time");
         return NULL;
     }
     ERR_clear_error();
@@ -574,8 +589,9 @@ static PyObject *Connection_peer_certificate(Connection *self, PyObject *unused)
 }
 
 static PyObject *Connection_get_context(Connection *self, void *closure) {
-    Py_INCREF(self->context);
-    return (PyObject *)self->context;
+    ServerContext *context = self->chosen != NULL ? self->chosen : self->context;
+    Py_INCREF(context);
+    return (PyObject *)context;
 }
 
 static PyMethodDef Connection_methods[] = {
@@ -594,7 +610,7 @@ static PyMethodDef Connection_methods[] = {
 };
 
 static PyGetSetDef Connection_getset[] = {
-    {"context", (getter)Connection_get_context, NULL, "the ServerContext it was made with", NULL},
+    {"context", (getter)Connection_get_context, NULL, "the ServerContext in use (SNI's choice)", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
