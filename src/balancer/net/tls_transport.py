@@ -278,37 +278,27 @@ class TlsTransport(WriteLimits):
     def _read(self) -> None:
         protocol = self.protocol
         channel = self.channel
-        early = self.early
-        if early is not None:  # read with the handshake, before the protocol was made
-            if self.state != OPEN or self.reading_paused:
-                return
-            self.early = None
-            try:
-                protocol.data_received(early)  # type: ignore[attr-defined]
-            except Exception as exc:  # one connection's bug ends that connection only
-                self._fatal(exc)
-                return
-            if len(early) < FULL_RECORD:
-                if self.state == OPEN and channel.pending():
-                    self.loop.call_soon(self._read)
-                return
         for _ in range(READS_PER_EVENT):
             if self.state != OPEN or self.reading_paused:
                 return
-            try:
-                data = channel.read(READ_SIZE)
-            except ssl.SSLWantWriteError:
-                self.read_wants_write = True
-                self._want(read=False, write=True)
-                return
-            except (ssl.SSLError, OSError) as exc:
-                self._fatal(exc)
-                return
-            if data is None:
-                return
-            if not data:  # close_notify, or the client's end of the stream
-                self._eof()
-                return
+            data = self.early  # read with the handshake, before the protocol was made
+            if data is not None:
+                self.early = None
+            else:
+                try:
+                    data = channel.read(READ_SIZE)
+                except ssl.SSLWantWriteError:
+                    self.read_wants_write = True
+                    self._want(read=False, write=True)
+                    return
+                except (ssl.SSLError, OSError) as exc:
+                    self._fatal(exc)
+                    return
+                if data is None:
+                    return
+                if not data:  # close_notify, or the client's end of the stream
+                    self._eof()
+                    return
             try:
                 protocol.data_received(data)  # type: ignore[attr-defined]
             except Exception as exc:  # one connection's bug ends that connection only
