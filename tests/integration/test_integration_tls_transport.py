@@ -36,7 +36,6 @@ from tests.support.tls import make_certificate
 from balancer.config.model import FrontendTLS
 from balancer.net import tls as tls_module
 from balancer.net.tls import INTERMEDIATE_CIPHERS, frontend_context
-from balancer.net.tls_channel import _tls
 from balancer.net.tls_transport import TlsAcceptor
 
 
@@ -60,9 +59,9 @@ def contexts(request: pytest.FixtureRequest, certificate: tuple[Path, Path]) -> 
     cert, key = certificate
     server: Any
     if request.param == "native":
-        if _tls is None:
+        if tls_module._tls is None:
             pytest.skip("net/_tls.c is not built here (BALANCER_PURE=1, or no OpenSSL headers)")
-        server = _tls.ServerContext(str(cert), str(key), INTERMEDIATE_CIPHERS, False, (), None, 0)
+        server = tls_module._tls.ServerContext(str(cert), str(key), INTERMEDIATE_CIPHERS, False, (), None, 0)
     else:
         server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         server.load_cert_chain(cert, key)

@@ -22,11 +22,6 @@ from typing import Any, Final, Protocol
 
 from balancer.net.tls_socket import TlsSocket
 
-try:
-    from balancer.net import _tls
-except ImportError:  # not built (BALANCER_PURE=1, or no OpenSSL headers): Python's ssl serves
-    _tls = None  # type: ignore[assignment]
-
 # What `handshake()` answers (net/_tls.c's values).
 HANDSHAKE_DONE: Final = 0
 WANTS_READ: Final = 1

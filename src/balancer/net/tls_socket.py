@@ -25,12 +25,9 @@ from typing import Any
 
 
 class TlsSocket(_socket.socket):
-    __slots__ = ("__weakref__", "peer", "tls")
+    __slots__ = ("__weakref__", "tls")
 
     tls: Any  # the OpenSSL connection object (`_ssl._SSLSocket`, untyped), set once wrapped
-    # The client's address as accept gave it: the transport's "peername" without asking the
-    # socket (getpeername, and its conversion: ~4,700 instructions a connection).
-    peer: Any
 
     @property
     def context(self) -> ssl.SSLContext:

@@ -87,7 +87,6 @@ class TlsAcceptor(Acceptor):
         accept_proxy: bool = False,
     ) -> None:
         super().__init__(sock)
-        self.context = context
         self.open_channel = channel_opener(context, self.family, self.type, self.proto)
         self.make_protocol = make_protocol
         self.handshake_timeout = handshake_timeout
