@@ -636,6 +636,25 @@ def test_tls12_and_tls13_are_accepted(tls_world: TlsWorld, version: str, label: 
         assert re.fullmatch(r"ECDHE-(ECDSA|RSA)-(AES(128|256)-GCM-SHA(256|384)|CHACHA20-POLY1305)", match[2]), match[2]
 
 
+@pytest.mark.parametrize(
+    ("offer", "expected"),
+    [
+        # OpenSSL's own client order, AES-256 first: the server's order picks AES-128.
+        ("TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256", "TLS_AES_128_GCM_SHA256"),
+        # A client without AES instructions lists ChaCha20 first, and gets it.
+        ("TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256", "TLS_CHACHA20_POLY1305_SHA256"),
+        ("TLS_AES_256_GCM_SHA384", "TLS_AES_256_GCM_SHA384"),
+    ],
+)
+def test_tls13_suite_is_the_servers_choice_unless_the_client_wants_chacha20(
+    tls_world: TlsWorld, offer: str, expected: str
+):
+    output = openssl_client(tls_world.ports["tls"], "-tls1_3", "-ciphersuites", offer, "-servername", "a.example.test")
+    match = re.search(r"^New, TLSv1.3, Cipher is (\S+)$", output, re.M)
+    assert match, output[-2000:]
+    assert match[1] == expected
+
+
 @pytest.mark.parametrize("name", ["a.example.test", "b.example.test"])
 def test_sessions_resume_with_tickets(tls_world: TlsWorld, tmp_path: Path, name: str):
     session = tmp_path / "session.pem"

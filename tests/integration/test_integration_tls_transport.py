@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import socket
 import ssl
 import struct
@@ -35,7 +36,7 @@ from tests.support.tls import make_certificate
 
 from balancer.config.model import FrontendTLS
 from balancer.net import tls as tls_module
-from balancer.net.tls import INTERMEDIATE_CIPHERS, frontend_context
+from balancer.net.tls import INTERMEDIATE_CIPHERS, INTERMEDIATE_SUITES, frontend_context
 from balancer.net.tls_transport import TlsAcceptor
 
 
@@ -61,7 +62,9 @@ def contexts(request: pytest.FixtureRequest, certificate: tuple[Path, Path]) -> 
     if request.param == "native":
         if tls_module._tls is None:
             pytest.skip("net/_tls.c is not built here (BALANCER_PURE=1, or no OpenSSL headers)")
-        server = tls_module._tls.ServerContext(str(cert), str(key), INTERMEDIATE_CIPHERS, False, (), None, 0)
+        server = tls_module._tls.ServerContext(
+            str(cert), str(key), INTERMEDIATE_CIPHERS, INTERMEDIATE_SUITES, False, (), None, 0
+        )
     else:
         server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         server.load_cert_chain(cert, key)
@@ -509,3 +512,11 @@ def test_sni_chooses_the_certificate_by_name_and_by_wildcard(tmp_path: Path, fro
 
     _ChosenContext.contexts = []
     serve((context, client), scenario, make=_ChosenContext)
+
+
+def test_workers_openssl_conf_names_the_frontends_tls13_suites():
+    """Python's ssl (the build without net/_tls.c) gets the suites from the workers'
+    OPENSSL_CONF only: it must hold the list the C contexts are given."""
+    conf = (Path(tls_module.__file__).parent / "openssl.cnf").read_text()
+    assert re.search(rf"^Ciphersuites = {re.escape(tls_module.INTERMEDIATE_SUITES)}$", conf, re.M), conf
+    assert re.search(r"^Options = PrioritizeChaCha$", conf, re.M), conf

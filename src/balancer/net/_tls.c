@@ -22,10 +22,11 @@
  *   OpenSSL too (SSL_OP_IGNORE_UNEXPECTED_EOF; Python's channel reads its SSLEOFError as
  *   one: the same to the transport).
  *
- * ServerContext(cert, key, ciphers, tls13_only, alpn, client_ca, verify) -> context
+ * ServerContext(cert, key, ciphers, suites, tls13_only, alpn, client_ca, verify) -> context
  *     `cert`: a PEM file holding the certificate and its chain (and the key when `key` is
- *     None); `ciphers`: OpenSSL's cipher list for TLS 1.2 (1.3 suites stay the defaults);
- *     `tls13_only`: refuse TLS 1.2; `alpn`: the protocols offered, in preference order (a
+ *     None); `ciphers`: OpenSSL's cipher list for TLS 1.2; `suites`: the TLS 1.3 suites, in
+ *     the server's order, except that a client that puts ChaCha20 first gets it
+ *     (SSL_OP_PRIORITIZE_CHACHA: it has no AES instructions); `tls13_only`: refuse TLS 1.2; `alpn`: the protocols offered, in preference order (a
  *     tuple of str); `client_ca`: a PEM file of CAs for client certificates, or None;
  *     `verify`: 0 none, 1 optional, 2 required (ssl.CERT_*). Raises OSError (a file that
  *     cannot be read, with its errno) or ssl.SSLError (OpenSSL refused a setting or a file;
@@ -258,12 +259,12 @@ static int set_alpn(ServerContext *self, PyObject *protocols) {
 }
 
 static PyObject *ServerContext_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
-    static char *keywords[] = {"cert", "key", "ciphers", "tls13_only", "alpn", "client_ca", "verify", NULL};
-    const char *cert, *key, *client_ca, *ciphers;
+    static char *keywords[] = {"cert", "key", "ciphers", "suites", "tls13_only", "alpn", "client_ca", "verify", NULL};
+    const char *cert, *key, *client_ca, *ciphers, *suites;
     PyObject *alpn;
     int tls13_only, verify;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "szspO!zi", keywords, &cert, &key, &ciphers, &tls13_only,
-                                     &PyTuple_Type, &alpn, &client_ca, &verify))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "szsspO!zi", keywords, &cert, &key, &ciphers, &suites,
+                                     &tls13_only, &PyTuple_Type, &alpn, &client_ca, &verify))
         return NULL;
     ServerContext *self = (ServerContext *)type->tp_alloc(type, 0);
     PyObject *result = NULL;
@@ -278,7 +279,8 @@ static PyObject *ServerContext_new(PyTypeObject *type, PyObject *args, PyObject 
     SSL_CTX *ctx = self->ctx;
     SSL_CTX_set_options(ctx, (SSL_OP_ALL & ~SSL_OP_DONT_INSERT_EMPTY_FRAGMENTS) | SSL_OP_NO_SSLv2 | SSL_OP_NO_SSLv3 |
                                  SSL_OP_NO_COMPRESSION | SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_SINGLE_DH_USE |
-                                 SSL_OP_SINGLE_ECDH_USE | SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_NO_RENEGOTIATION);
+                                 SSL_OP_SINGLE_ECDH_USE | SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_NO_RENEGOTIATION |
+                                 SSL_OP_PRIORITIZE_CHACHA);
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_AUTO_RETRY |
                               SSL_MODE_NO_AUTO_CHAIN);
     /* Resumption needs a session id context once client certificates are verified. */
@@ -289,7 +291,7 @@ static PyObject *ServerContext_new(PyTypeObject *type, PyObject *args, PyObject 
         raise_load_error("cannot set the TLS version", NULL);
         goto done;
     }
-    if (!SSL_CTX_set_cipher_list(ctx, ciphers)) {
+    if (!SSL_CTX_set_cipher_list(ctx, ciphers) || !SSL_CTX_set_ciphersuites(ctx, suites)) {
         ERR_clear_error();
         PyErr_SetString(SSLError, "No cipher can be selected.");
         goto done;

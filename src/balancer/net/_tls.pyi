@@ -12,6 +12,7 @@ class ServerContext:
         cert: str,
         key: str | None,
         ciphers: str,
+        suites: str,
         tls13_only: bool,
         alpn: tuple[str, ...],
         client_ca: str | None,
