@@ -655,6 +655,16 @@ def test_tls13_suite_is_the_servers_choice_unless_the_client_wants_chacha20(
     assert match[1] == expected
 
 
+def test_a_tls12_client_with_only_dhe_suites_gets_ffdhe2048(tls_world: TlsWorld):
+    """Mozilla's intermediate profile keeps DHE-RSA suites for TLS 1.2 clients without ECDHE,
+    with RFC 7919's 2048-bit group, as HAProxy serves them by default."""
+    output = openssl_client(
+        tls_world.ports["tls"], "-tls1_2", "-cipher", "DHE-RSA-AES128-GCM-SHA256", "-servername", "b.example.test"
+    )
+    assert "New, TLSv1.2, Cipher is DHE-RSA-AES128-GCM-SHA256" in output, output[-2000:]
+    assert re.search(r"^Server Temp Key: DH, 2048 bits$", output, re.M), output[-2000:]
+
+
 @pytest.mark.parametrize("name", ["a.example.test", "b.example.test"])
 def test_sessions_resume_with_tickets(tls_world: TlsWorld, tmp_path: Path, name: str):
     session = tmp_path / "session.pem"

@@ -24,7 +24,8 @@
  *
  * ServerContext(cert, key, ciphers, suites, tls13_only, alpn, client_ca, verify) -> context
  *     `cert`: a PEM file holding the certificate and its chain (and the key when `key` is
- *     None); `ciphers`: OpenSSL's cipher list for TLS 1.2; `suites`: the TLS 1.3 suites, in
+ *     None); `ciphers`: OpenSSL's cipher list for TLS 1.2 (its DHE suites get RFC 7919's
+ *     ffdhe2048); `suites`: the TLS 1.3 suites, in
  *     the server's order, except that a client that puts ChaCha20 first gets it
  *     (SSL_OP_PRIORITIZE_CHACHA: it has no AES instructions); `tls13_only`: refuse TLS 1.2; `alpn`: the protocols offered, in preference order (a
  *     tuple of str); `client_ca`: a PEM file of CAs for client certificates, or None;
@@ -70,7 +71,9 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <errno.h>
+#include <openssl/dh.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <string.h>
@@ -258,6 +261,20 @@ static int set_alpn(ServerContext *self, PyObject *protocols) {
     return 0;
 }
 
+/* RFC 7919's ffdhe2048 for the TLS 1.2 DHE suites, as Mozilla's intermediate profile and
+ * HAProxy's default (net/tls.py loads the same group into Python's ssl): without a group
+ * OpenSSL never chooses a DHE suite. 1 on success. */
+static int set_ffdhe2048(SSL_CTX *ctx) {
+    EVP_PKEY *group = NULL;
+    EVP_PKEY_CTX *make = EVP_PKEY_CTX_new_from_name(NULL, "DH", NULL);
+    int ok = make != NULL && EVP_PKEY_paramgen_init(make) == 1 && EVP_PKEY_CTX_set_dh_nid(make, NID_ffdhe2048) == 1 &&
+             EVP_PKEY_paramgen(make, &group) == 1 && SSL_CTX_set0_tmp_dh_pkey(ctx, group) == 1;
+    if (!ok)
+        EVP_PKEY_free(group); /* set0 took it only on success */
+    EVP_PKEY_CTX_free(make);
+    return ok;
+}
+
 static PyObject *ServerContext_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
     static char *keywords[] = {"cert", "key", "ciphers", "suites", "tls13_only", "alpn", "client_ca", "verify", NULL};
     const char *cert, *key, *client_ca, *ciphers, *suites;
@@ -294,6 +311,10 @@ static PyObject *ServerContext_new(PyTypeObject *type, PyObject *args, PyObject 
     if (!SSL_CTX_set_cipher_list(ctx, ciphers) || !SSL_CTX_set_ciphersuites(ctx, suites)) {
         ERR_clear_error();
         PyErr_SetString(SSLError, "No cipher can be selected.");
+        goto done;
+    }
+    if (!set_ffdhe2048(ctx)) {
+        raise_load_error("cannot set the DHE group", NULL);
         goto done;
     }
     if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {

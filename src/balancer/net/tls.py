@@ -57,6 +57,11 @@ INTERMEDIATE_CIPHERS = ":".join(
 INTERMEDIATE_SUITES = "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
 
 
+# RFC 7919's ffdhe2048 for the DHE suites above (net/_tls.c makes the same group itself):
+# without a group OpenSSL never chooses one.
+FFDHE2048 = str(Path(__file__).with_name("ffdhe2048.pem"))
+
+
 def _resolve(path: str, base_dir: str) -> str:
     return path if os.path.isabs(path) else str(Path(base_dir) / path)
 
@@ -106,6 +111,7 @@ def _one_context(tls: FrontendTLS, pem: str, base_dir: str) -> FrontendContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_3 if tls.min_version == "1.3" else ssl.TLSVersion.TLSv1_2
     context.set_ciphers(tls.ciphers or INTERMEDIATE_CIPHERS)
+    context.load_dh_params(FFDHE2048)
     context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
     context.load_cert_chain(pem, _key_file(pem))
     if tls.alpn:
