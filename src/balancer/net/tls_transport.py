@@ -36,7 +36,7 @@ from typing import Any, Final
 
 from balancer.net.acceptor import Acceptor
 from balancer.net.deadline import Deadline
-from balancer.net.linger import close_lingering
+from balancer.net.linger import Lingering, unread
 from balancer.net.poller import Poller
 from balancer.net.proxy_accept import ProxyHeaderBeforeTls
 from balancer.net.socket_calls import close_descriptor, getsockname, socket_error
@@ -408,11 +408,14 @@ class TlsTransport(WriteLimits):
 
     def _close_now(self) -> None:
         self.state = CLOSED
-        self._want(read=False, write=False)
         self.channel.shutdown()  # close_notify; the client's is not awaited
-        self.channel.release()
-        close_lingering(self.loop, self.fd)
-        self.poller.detach()
+        if unread(self.fd):
+            self.channel.release()
+            self._want(read=False, write=False)  # net.linger has the loop watch it now
+            Lingering(self.loop, self.fd)
+            self.poller.detach()
+        else:
+            self._close_socket()
         self.loop.call_soon(TELL_LOST, self, None)
 
     def abort(self) -> None:
