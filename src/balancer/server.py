@@ -21,7 +21,7 @@ from typing import cast
 
 from balancer.config import ConfigError, Problem, parse_config
 from balancer.config.locate import KeyPath, SourceMap
-from balancer.config.model import Config
+from balancer.config.model import Config, Frontend
 from balancer.config.values import Address
 from balancer.heap import HeapTrimmer
 from balancer.lb.base import REGISTRY
@@ -121,6 +121,17 @@ def bind_socket(
         raise OSError(exc.errno, f"cannot listen on {address}: {exc.strerror}") from None
 
 
+def listen(sock: socket.socket, frontend: Frontend) -> None:
+    """Give `sock` (bound) the frontend's listen queue and tell the kernel whether to hand
+    a connection over only once its first bytes arrive (TCP_DEFER_ACCEPT, where
+    `frontend.defers_accept()`): a reload calls this again with the new values. The
+    deferral lasts 1 s: a client that stays silent is handed over after one SYN-ACK
+    retransmission."""
+    sock.listen(frontend.backlog)
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 1 if frontend.defers_accept() else 0)
+
+
 class Listener:
     """One listening socket; it serves whichever frontend is current for its address."""
 
@@ -218,7 +229,7 @@ class Listener:
         # The acceptor gets a duplicate: closing it to pause must not close our socket.
         # (dup() keeps the shared O_NONBLOCK set: self.sock is non-blocking, see __init__.)
         sock = self.sock.dup()
-        sock.listen(config.backlog)  # as create_server does: a reload's backlog
+        listen(sock, config)  # as create_server does: a reload's backlog and defer_accept
         if self.tls is not None:
             # TLS on the socket itself (net.tls_transport), not the loop's memory-BIO TLS.
             self.server = TlsAcceptor(sock, self.tls, factory, self.frontend.request_timeout, config.accept_proxy)

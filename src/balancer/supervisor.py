@@ -61,7 +61,7 @@ from balancer.runtime.shared import (
 from balancer.runtime.state import ERROR_CAUSES, STATUS_CLASSES, AdminState
 from balancer.runtime.stick_journal import StickJournal
 from balancer.sdnotify import notify
-from balancer.server import bind_socket, listener_key, parse_runnable
+from balancer.server import bind_socket, listen, listener_key, parse_runnable
 from balancer.stats.syslog import configure_event_syslog
 
 log = logging.getLogger("balancer.master")
@@ -155,8 +155,6 @@ class Master:
             for address in frontend.bind:
                 key = listener_key(address, frontend.name)
                 bound = self.sockets.setdefault(key, [])
-                for sock in bound:
-                    sock.listen(frontend.backlog)  # a reload may change it
                 freebind = not address.is_unix and address.host in vips
                 count = 1 if address.is_unix else wanted
                 try:
@@ -169,6 +167,8 @@ class Master:
                 finally:
                     if not bound:
                         del self.sockets[key]
+                for sock in bound:
+                    listen(sock, frontend)  # set anew: a reload may change either
 
     def close_unused(self, config: Config) -> None:
         wanted = {listener_key(a, f.name) for f in config.frontend for a in f.bind}

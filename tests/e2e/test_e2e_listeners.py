@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from tests.support import BalancerProcess, TaggedBackend, require_tool, run_balancer, wait_until
+from tests.support.ports import free_ports
 from tests.support.site import Site
 
 pytestmark = pytest.mark.e2e
@@ -284,3 +285,50 @@ def test_a_unix_listener_is_served_by_every_worker(site: Site, tagged, tmp_path:
     finally:
         for sock in clients:
             sock.close()
+
+
+def _server_side_state(client: socket.socket) -> str:
+    """The TCP state of the server's end of `client`'s connection (ss), "" if none."""
+    ss = require_tool("ss")
+    filter_ = f"( sport = :{client.getpeername()[1]} and dport = :{client.getsockname()[1]} )"
+    out = subprocess.run([ss, "-tanH", filter_], capture_output=True, text=True, check=True).stdout
+    states = [line.split()[0] for line in out.splitlines() if line.strip()]
+    assert len(states) <= 1, out
+    return states[0] if states else ""
+
+
+def test_an_http_frontend_is_handed_a_connection_once_its_request_arrives(site: Site, tagged) -> None:
+    """TCP_DEFER_ACCEPT where the client speaks first: a silent client stays with the kernel
+    (SYN-RECV) until its request comes, and is then served; a plain TCP relay, whose server
+    may speak first, and a frontend with defer_accept = false take it at once (ESTAB)."""
+    (s1,) = tagged("s1")
+    relay_port, eager_port = free_ports(2)
+    server = f'[[backend.server]]\nname = "s1"\naddress = "{s1.address}"\n'
+    site.start(
+        site.global_toml()
+        + f'[[frontend]]\nname = "www"\nbind = ["127.0.0.1:{site.port}"]\ndefault_backend = "web"\n'
+        + f'[[frontend]]\nname = "eager"\nbind = ["127.0.0.1:{eager_port}"]\ndefault_backend = "web"\n'
+        + "defer_accept = false\n"
+        + f'[[frontend]]\nname = "relay"\nmode = "tcp"\nbind = ["127.0.0.1:{relay_port}"]\ndefault_backend = "raw"\n'
+        + f'[[backend]]\nname = "web"\n{server}'
+        + f'[[backend]]\nname = "raw"\nmode = "tcp"\n{server}',
+        ports=[site.port, eager_port, relay_port],
+    )
+    clients = {
+        port: socket.create_connection(("127.0.0.1", port), timeout=10) for port in (site.port, eager_port, relay_port)
+    }
+    try:
+        # Checked at once: the kernel hands a silent client over after a SYN-ACK
+        # retransmission, about a second later.
+        assert _server_side_state(clients[site.port]) == "SYN-RECV"
+        for port in (eager_port, relay_port):
+            wait_until(lambda port=port: _server_side_state(clients[port]) == "ESTAB", timeout=5, what="the accept")
+        client = clients[site.port]
+        client.sendall(b"GET /late HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        answer = b""
+        while chunk := client.recv(65536):
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+    finally:
+        for client in clients.values():
+            client.close()

@@ -305,6 +305,9 @@ class Frontend(Model):
     maxconn: int = Field(0, ge=0)
     backlog: int = Field(4096, ge=1, le=1 << 20)  # listen queue; the kernel caps it at net.core.somaxconn
     accept_proxy: bool = False
+    # Hand a connection over once its first bytes arrive (TCP_DEFER_ACCEPT). Not set: on
+    # where the client speaks first (HTTP, TLS, accept_proxy), off for a plain TCP relay.
+    defer_accept: bool | None = None
     tls: FrontendTLS | None = None
     # Cleartext HTTP/2 with prior knowledge (the connection preface) besides HTTP/1.1.
     h2c: bool = False
@@ -324,6 +327,12 @@ class Frontend(Model):
     @classmethod
     def _one_bind(cls, value: object) -> object:
         return [value] if isinstance(value, str) else value
+
+    def defers_accept(self) -> bool:
+        """Whether the kernel hands a connection over only once its first bytes arrive."""
+        if self.defer_accept is not None:
+            return self.defer_accept
+        return self.mode == "http" or self.tls is not None or self.accept_proxy
 
 
 class StickTable(Model):

@@ -284,6 +284,27 @@ def test_bind_addresses_tls_and_proxy(tmp_path: Path):
     assert "haproxy.cfg:4: note: alpn spdy/3 dropped: balancer speaks h2, http/1.1 and http/1.0" in result.warnings
 
 
+@pytest.mark.parametrize(
+    ("mode", "bind", "defers"),
+    [
+        ("tcp", "bind :25 defer-accept", True),  # balancer would not on a plain relay
+        ("http", "bind :80", False),  # balancer would: HAProxy's default is written out
+        ("http", "bind :80 defer-accept", True),
+        ("tcp", "bind :25", False),
+    ],
+)
+def test_defer_accept_is_what_haproxy_does(mode: str, bind: str, defers: bool):
+    result = translate(
+        f"frontend f\n  mode {mode}\n  {bind}\n  default_backend b\n"
+        f"backend b\n  mode {mode}\n  server s1 10.0.0.1:80\n",
+        "haproxy.cfg",
+    )
+    assert validate(result.toml) == []
+    (frontend,) = parse_config(result.toml).frontend
+    assert frontend.defers_accept() is defers
+    assert result.warnings == []
+
+
 def test_missing_certificate_is_a_note_not_a_failure(tmp_path: Path):
     result = translate(
         "frontend www\n  mode http\n  bind :443 ssl crt /nonexistent/x.pem\n  default_backend web\n"
@@ -296,11 +317,9 @@ def test_missing_certificate_is_a_note_not_a_failure(tmp_path: Path):
 
 
 def test_unsupported_bind_options_are_named():
-    _, warnings, _ = convert(
-        "frontend f\n  bind :80 defer-accept name web process 1\n  default_backend web\n" + SIMPLE_BACKEND
-    )
+    _, warnings, _ = convert("frontend f\n  bind :80 tfo name web process 1\n  default_backend web\n" + SIMPLE_BACKEND)
     assert warnings == [
-        "haproxy.cfg:2: cannot translate: bind option defer-accept",
+        "haproxy.cfg:2: cannot translate: bind option tfo",
         "haproxy.cfg:2: cannot translate: bind option name web",
         "haproxy.cfg:2: cannot translate: bind option process 1",
     ]

@@ -174,6 +174,25 @@ def test_minimal_file_with_defaults() -> None:
     assert config.backend[0].balance == "roundrobin"
 
 
+@pytest.mark.parametrize(
+    ("settings", "defers"),
+    [
+        ("", True),  # HTTP: the client speaks first
+        ('mode = "tcp"\n', False),  # a relay's server may speak first
+        ('mode = "tcp"\naccept_proxy = true\n', True),  # the PROXY header comes first
+        ("defer_accept = false\n", False),
+        ('mode = "tcp"\ndefer_accept = true\n', True),
+    ],
+)
+def test_defer_accept_follows_who_speaks_first(settings: str, defers: bool) -> None:
+    mode = "tcp" if "tcp" in settings else "http"
+    config = parse_config(
+        f'[[frontend]]\nname = "a"\nbind = ":80"\ndefault_backend = "web"\n{settings}'
+        + f'[[backend]]\nname = "web"\nmode = "{mode}"\n[[backend.server]]\nname = "s1"\naddress = "10.0.0.1:80"\n'
+    )
+    assert config.frontend[0].defers_accept() is defers
+
+
 def test_an_empty_file_is_valid() -> None:
     assert parse_config("") == Config()
 

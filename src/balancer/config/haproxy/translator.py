@@ -58,11 +58,12 @@ class _Bind:
     client_ca: str = ""
     verify: str = ""
     accept_proxy: bool = False
+    defer_accept: bool = False
     ssl: bool = False
 
     def group(self) -> tuple[Any, ...]:
         tls = (tuple(self.certs), tuple(self.alpn or ()), self.ciphers, self.min_version, self.client_ca, self.verify)
-        return (self.ssl, tls if self.ssl else (), self.accept_proxy)
+        return (self.ssl, tls if self.ssl else (), self.accept_proxy, self.defer_accept)
 
 
 @dataclass
@@ -670,6 +671,8 @@ class _Translator:
                 bind.ssl = True
             elif option == "accept-proxy":
                 bind.accept_proxy = True
+            elif option == "defer-accept":
+                bind.defer_accept = True
             elif option == "crt" and argument:
                 bind.certs.append(self.file_name(line, argument, self.crt_base, "certificate"))
             elif option == "alpn" and argument:
@@ -1252,6 +1255,8 @@ class _Translator:
                 table["maxconn"] = proxy.maxconn
             if first.accept_proxy:
                 table["accept_proxy"] = True
+            if first.defer_accept != (mode == "http" or first.ssl or first.accept_proxy):
+                table["defer_accept"] = first.defer_accept  # HAProxy defers only when told to
             if first.ssl:
                 tls: dict[str, Any] = {"cert": first.certs}
                 if first.alpn is not None:
