@@ -25,13 +25,13 @@
  * ServerContext(cert, key, ciphers, suites, tls13_only, alpn, client_ca, verify) -> context
  *     `cert`: a PEM file holding the certificate and its chain (and the key when `key` is
  *     None); `ciphers`: OpenSSL's cipher list for TLS 1.2 (its DHE suites get RFC 7919's
- *     ffdhe2048); `suites`: the TLS 1.3 suites, in
- *     the server's order, except that a client that puts ChaCha20 first gets it
- *     (SSL_OP_PRIORITIZE_CHACHA: it has no AES instructions); `tls13_only`: refuse TLS 1.2; `alpn`: the protocols offered, in preference order (a
- *     tuple of str); `client_ca`: a PEM file of CAs for client certificates, or None;
- *     `verify`: 0 none, 1 optional, 2 required (ssl.CERT_*). Raises OSError (a file that
- *     cannot be read, with its errno) or ssl.SSLError (OpenSSL refused a setting or a file;
- *     an ALPN protocol not of 1 to 255 bytes).
+ *     ffdhe2048); `suites`: the TLS 1.3 suites, in the server's order, except that a
+ *     client that puts ChaCha20 first gets it (SSL_OP_PRIORITIZE_CHACHA: it has no AES
+ *     instructions); `tls13_only`: refuse TLS 1.2; `alpn`: the protocols offered, in
+ *     preference order (a tuple of str); `client_ca`: a PEM file of CAs for client
+ *     certificates, or None; `verify`: 0 none, 1 optional, 2 required (ssl.CERT_*).
+ *     Raises OSError (a file that cannot be read, with its errno) or ssl.SSLError
+ *     (OpenSSL refused a setting or a file; an ALPN protocol not of 1 to 255 bytes).
  * Built against OpenSSL 3 (setup.py checks <openssl/opensslv.h>).
  * context.choose_by_name(contexts) -> None
  *     SNI: `contexts` (copied) maps lower-case names (and "*.suffix" wildcards, one label deep) to
