@@ -297,6 +297,13 @@ class Userlist(Model):
     user: list[User] = []
 
 
+def client_speaks_first(mode: str, tls: bool, accept_proxy: bool) -> bool:
+    """Whether a frontend's client sends the first bytes (HTTP, a TLS ClientHello, a PROXY
+    header): where `defer_accept` is on by default. A plain TCP relay's server may speak
+    first (SMTP, MySQL)."""
+    return mode == "http" or tls or accept_proxy
+
+
 class Frontend(Model):
     name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
     bind: list[AddressValue] = Field(min_length=1)
@@ -332,7 +339,7 @@ class Frontend(Model):
         """Whether the kernel hands a connection over only once its first bytes arrive."""
         if self.defer_accept is not None:
             return self.defer_accept
-        return self.mode == "http" or self.tls is not None or self.accept_proxy
+        return client_speaks_first(self.mode, self.tls is not None, self.accept_proxy)
 
 
 class StickTable(Model):

@@ -9,10 +9,11 @@ after a refused head, a pipeline cut by an error. NGINX calls the cure "lingerin
 (`lingering_close`): when the client may still be sending, half-close, read and discard
 until the client's end of stream, for a bounded time, and only then close.
 
-`unread` costs one non-blocking read where the client's end of stream was not read: it
-finds nothing for nearly every connection, which is then closed at once (its descriptor
-forgotten by the transport's poller without an epoll_ctl: the close takes it out of the
-epoll set). Only a connection that must linger leaves the poller, for the loop's watch.
+`close_lingering` costs one non-blocking read where the client's end of stream was not
+read: it finds nothing for nearly every connection, which is then closed at once (its
+descriptor forgotten by the transport's poller without an epoll_ctl: the close takes it
+out of the epoll sets). Only a connection that must linger leaves the poller, for the
+loop's watch.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import asyncio
 from typing import Final
 
+from balancer.net.poller import Poller
 from balancer.net.socket_calls import close_descriptor, drain, shutdown_write
 
 # The longest a closed connection is drained (NGINX's lingering_timeout, 5 s): a client that
@@ -27,12 +29,19 @@ from balancer.net.socket_calls import close_descriptor, drain, shutdown_write
 LINGER_SECONDS: Final = 5.0
 
 
-def unread(fd: int) -> bool:
-    """Whether the client of `fd` sent more than was read, which a close now would answer
-    with a reset: then it must linger (`Lingering`). Drains what waits, in one
-    non-blocking read for nearly every connection (it finds nothing); a stream already over
-    has nothing unread."""
-    return drain(fd) > 0
+def close_lingering(loop: asyncio.AbstractEventLoop, poller: Poller, fd: int) -> None:
+    """Close `fd`, a client connection (watched in `poller` or not) whose answer was handed
+    to the kernel but whose end of stream was not read: at once if nothing more came from
+    the client, else after draining it (see the module's docstring). Closed at once, it is
+    only forgotten by the poller: the close takes it out of the epoll sets. The caller
+    gives the descriptor up."""
+    if drain(fd) <= 0:  # nothing came (the usual case), or the client's stream is over
+        poller.forget_closed(fd)
+        close_descriptor(fd)
+        return
+    poller.remove_reader(fd)  # the loop watches it now
+    poller.remove_writer(fd)
+    Lingering(loop, fd)
 
 
 class Lingering:

@@ -47,7 +47,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from balancer.net.acceptor import Acceptor
-from balancer.net.linger import Lingering, unread
+from balancer.net.linger import close_lingering
 from balancer.net.poller import Poller
 from balancer.net.socket_calls import close_descriptor, getsockname, recv, recv_into, send, shutdown_write
 from balancer.net.write_limits import TELL_LOST, WriteLimits
@@ -342,13 +342,8 @@ class PlainTransport(WriteLimits):
         fd = self.fd
         reading, writing = self.reading, self.writing
         self.reading = self.writing = False
-        if linger and not self.eof and unread(fd):
-            # The descriptor lives on in net.linger (the loop watches it): out of our sets.
-            if reading:
-                self.poller.remove_reader(fd)
-            if writing:
-                self.poller.remove_writer(fd)
-            Lingering(self.loop, fd)
+        if linger and not self.eof:
+            close_lingering(self.loop, self.poller, fd)
         else:
             # Closing the descriptor takes it out of the epoll sets (its only reference):
             # the poller forgets its callbacks without an epoll_ctl each (HAProxy's way too).

@@ -36,7 +36,7 @@ from typing import Any, Final
 
 from balancer.net.acceptor import Acceptor
 from balancer.net.deadline import Deadline
-from balancer.net.linger import Lingering, unread
+from balancer.net.linger import close_lingering
 from balancer.net.poller import Poller
 from balancer.net.proxy_accept import ProxyHeaderBeforeTls
 from balancer.net.socket_calls import close_descriptor, getsockname, socket_error
@@ -216,16 +216,21 @@ class TlsTransport(WriteLimits):
         self.state = CLOSED
         self._close_socket()
 
-    def _close_socket(self) -> None:
-        """Close the socket: the close takes it out of the Poller's epoll sets (its only
-        reference), so only the callbacks are forgotten, without an epoll_ctl. The
-        handshake's deadline, which holds this transport's method, is dropped too."""
+    def _close_socket(self, linger: bool = False) -> None:
+        """Close the socket (`linger`: drained first if the client sent more, net.linger):
+        the close takes it out of the Poller's epoll sets (its only reference), so only the
+        callbacks are forgotten, without an epoll_ctl. The handshake's deadline, which
+        holds this transport's method, is dropped too."""
         self.deadline.cancel()
-        if self.reading or self.writing:
-            self.reading = self.writing = False
-            self.poller.forget_closed(self.fd)
+        watched = self.reading or self.writing
+        self.reading = self.writing = False
         self.channel.release()
-        close_descriptor(self.fd)
+        if linger:
+            close_lingering(self.loop, self.poller, self.fd)
+        else:
+            if watched:
+                self.poller.forget_closed(self.fd)
+            close_descriptor(self.fd)
         self.poller.detach()
 
     # -- event registration ----------------------------------------------------------------
@@ -409,13 +414,7 @@ class TlsTransport(WriteLimits):
     def _close_now(self) -> None:
         self.state = CLOSED
         self.channel.shutdown()  # close_notify; the client's is not awaited
-        if unread(self.fd):
-            self.channel.release()
-            self._want(read=False, write=False)  # net.linger has the loop watch it now
-            Lingering(self.loop, self.fd)
-            self.poller.detach()
-        else:
-            self._close_socket()
+        self._close_socket(linger=True)
         self.loop.call_soon(TELL_LOST, self, None)
 
     def abort(self) -> None:

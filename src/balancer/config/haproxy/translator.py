@@ -34,7 +34,7 @@ from balancer.config.haproxy.keys import product_keys
 from balancer.config.haproxy.parse import Section, SourceLine, parse_haproxy
 from balancer.config.haproxy.weaker import weakens_when_lost
 from balancer.config.load import ConfigError, addresses_overlap, parse_config
-from balancer.config.model import Global
+from balancer.config.model import Global, client_speaks_first
 from balancer.config.values import Address, parse_address
 
 __all__ = ["Translation", "serves", "translate", "validate"]
@@ -1255,7 +1255,7 @@ class _Translator:
                 table["maxconn"] = proxy.maxconn
             if first.accept_proxy:
                 table["accept_proxy"] = True
-            if first.defer_accept != (mode == "http" or first.ssl or first.accept_proxy):
+            if first.defer_accept != client_speaks_first(mode, first.ssl, first.accept_proxy):
                 table["defer_accept"] = first.defer_accept  # HAProxy defers only when told to
             if first.ssl:
                 tls: dict[str, Any] = {"cert": first.certs}
