@@ -724,11 +724,40 @@ def ratios(results: list[Measurement]) -> dict[str, dict[str, float | None]]:
     return out
 
 
-def ratios_text(rat: dict[str, dict[str, float | None]]) -> str:
+def round_ratios(runs: list[Measurement]) -> dict[str, dict[str, list[float]]]:
+    """The RATIOS pairs of req/s per proxy core within each round (the two proxies measured
+    back to back), per scenario: how far one round's ratio strays from the next. On a shared
+    machine the rounds spread by several percent; a ratio of medians inside that spread is
+    parity, not a lead."""
+    by_key = {(m.proxy, m.scenario, m.round): m.rps_per_core for m in runs}
+    rounds = sorted({m.round for m in runs})
+    out: dict[str, dict[str, list[float]]] = {}
+    for scenario in SCENARIOS:
+        pairs: dict[str, list[float]] = {}
+        for mine, peer in RATIOS:
+            values = [by_key.get((mine, scenario, r)) for r in rounds]
+            peers = [by_key.get((peer, scenario, r)) for r in rounds]
+            paired = [a / b for a, b in zip(values, peers, strict=True) if a is not None and b]
+            if paired:
+                pairs[f"{mine}/{peer}"] = [round(x, 3) for x in paired]
+        if pairs:
+            out[scenario] = pairs
+    return out
+
+
+def ratios_text(rat: dict[str, dict[str, float | None]], per_round: dict[str, dict[str, list[float]]]) -> str:
+    """The ratio of medians per pair; with several rounds, the spread of the per-round ratios
+    beside it (their lowest, median and highest)."""
     lines = ["req/s per proxy core, ratio:"]
     for scenario, pairs in rat.items():
-        cells = ", ".join(f"{name} {fmt(value, '{:.2f}x')}" for name, value in pairs.items())
-        lines.append(f"  {scenario}: {cells}")
+        cells = []
+        for name, value in pairs.items():
+            cell = f"{name} {fmt(value, '{:.2f}x')}"
+            spread = sorted(per_round.get(scenario, {}).get(name, []))
+            if len(spread) > 1:
+                cell += f" (rounds {spread[0]:.2f}-{spread[-1]:.2f}x, median {spread[len(spread) // 2]:.2f}x)"
+            cells.append(cell)
+        lines.append(f"  {scenario}: {', '.join(cells)}")
     return "\n".join(lines)
 
 
@@ -967,10 +996,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 def report(args: argparse.Namespace, meta: dict[str, object], out: Results) -> None:
     summary = out.summary()
     rat = ratios(summary)
+    per_round = round_ratios(out.runs) if args.repeat > 1 else {}
     data: dict[str, object] = {
         **meta,
         "results": [asdict(m) for m in summary],
         "ratios_rps_per_core": rat,
+        "round_ratios_rps_per_core": per_round,
         "failures": out.failures,
         "notes": out.notes,
     }
@@ -983,7 +1014,7 @@ def report(args: argparse.Namespace, meta: dict[str, object], out: Results) -> N
         print(table(summary))
     if rat:
         print()
-        print(ratios_text(rat))
+        print(ratios_text(rat, per_round))
     for proxy, message in out.failures.items():
         print(f"\n{proxy} FAILED: {message}")
     for proxy, message in UNABLE.items():
