@@ -34,7 +34,7 @@ from balancer.net.plain_transport import PlainAcceptor
 from balancer.net.protocol_choice import ProtocolChoice
 from balancer.net.proxy_accept import ProxiedSession, ProxyHeaderReader
 from balancer.net.tcp_session import TcpSessionMaker
-from balancer.net.tls import frontend_context
+from balancer.net.tls import frontend_context, suites_settable
 from balancer.net.tls_transport import TlsAcceptor
 from balancer.net.transport_registry import untrack_transports
 from balancer.proto.basic_auth import Userlist, hash_supported
@@ -270,6 +270,15 @@ def unsupported(config: Config, base_dir: str = ".") -> list[tuple[KeyPath, str]
                 frontend_context(frontend.tls, base_dir)
             except OSError as exc:
                 problems.append((("frontend", index, "tls", "cert"), str(exc)))
+            if not suites_settable(frontend.tls):
+                problems.append(
+                    (
+                        ("frontend", index, "tls", "ciphersuites"),
+                        "this build serves TLS with Python's ssl, which cannot set a frontend's TLS 1.3 "
+                        "suites: build balancer with its C extensions (pip install without "
+                        "BALANCER_PURE), or set Ciphersuites for every worker in an OPENSSL_CONF file",
+                    )
+                )
     for index, frontend in enumerate(config.frontend):
         if frontend.tls is not None and frontend.mode == "http":
             others = [p for p in frontend.tls.alpn if p not in ("h2", "http/1.1", "http/1.0")]

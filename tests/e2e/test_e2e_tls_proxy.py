@@ -46,6 +46,8 @@ from tests.support.ports import free_ports
 from tests.support.site import Site
 from tests.support.tls import Certificate, make_certificate
 
+from balancer.net import tls as tls_module
+
 pytestmark = pytest.mark.e2e
 
 SOURCES = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
@@ -653,6 +655,55 @@ def test_tls13_suite_is_the_servers_choice_unless_the_client_wants_chacha20(
     match = re.search(r"^New, TLSv1.3, Cipher is (\S+)$", output, re.M)
     assert match, output[-2000:]
     assert match[1] == expected
+
+
+def test_a_frontends_ciphersuites_are_its_only_tls13_suites_in_its_order(
+    module_dir: Path, certs: dict[str, Certificate]
+):
+    """`tls.ciphersuites` (HAProxy's `ciphersuites`, NGINX's `ssl_conf_command Ciphersuites`):
+    the frontend serves those TLS 1.3 suites, by its own order, and refuses a client that
+    offers none of them; TLS 1.2 is untouched."""
+    if tls_module._tls is None:
+        pytest.skip("net/_tls.c is not built here (BALANCER_PURE=1): Python's ssl cannot set a frontend's suites")
+    (port,) = free_ports(1)
+    with TaggedBackend("suites") as web:
+        site = Site(module_dir / "suites")
+        site.start(
+            global_toml(site)
+            + f"""
+[[frontend]]
+name = "suites"
+bind = ["127.0.0.1:{port}"]
+default_backend = "web"
+tls = {{ cert = ["{certs["a"].pem}"], ciphersuites = "TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256" }}
+
+[[backend]]
+name = "web"
+{server_blocks([web])}
+""",
+            ports=[port],
+        )
+        try:
+            cases = [
+                # The default list would pick AES-128 here; this one does not hold it.
+                (
+                    "TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_256_GCM_SHA384",
+                    "TLS_AES_256_GCM_SHA384",
+                ),
+                ("TLS_CHACHA20_POLY1305_SHA256", "TLS_CHACHA20_POLY1305_SHA256"),
+            ]
+            for offer, expected in cases:
+                output = openssl_client(port, "-tls1_3", "-ciphersuites", offer)
+                match = re.search(r"^New, TLSv1.3, Cipher is (\S+)$", output, re.M)
+                assert match, output[-2000:]
+                assert match[1] == expected, offer
+            refused = openssl_client(port, "-tls1_3", "-ciphersuites", "TLS_AES_128_GCM_SHA256")
+            assert "alert handshake failure" in refused, refused[-1500:]
+            assert "New, TLSv1.2" in openssl_client(port, "-tls1_2"), "TLS 1.2 must still be served"
+            result = curl("-k", "--tlsv1.3", f"https://127.0.0.1:{port}/")
+            assert result.returncode == 0, result.stderr
+        finally:
+            site.stop()
 
 
 def test_a_tls12_client_with_only_dhe_suites_gets_ffdhe2048(tls_world: TlsWorld):

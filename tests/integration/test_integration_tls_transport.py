@@ -34,10 +34,12 @@ from tests.support.echo_protocol import (
 from tests.support.listening import listening_socket
 from tests.support.tls import make_certificate
 
+from balancer.config import ConfigError
 from balancer.config.model import FrontendTLS
 from balancer.net import tls as tls_module
 from balancer.net.tls import INTERMEDIATE_CIPHERS, INTERMEDIATE_SUITES, frontend_context
 from balancer.net.tls_transport import TlsAcceptor
+from balancer.server import parse_runnable
 
 
 @pytest.fixture(scope="module")
@@ -520,3 +522,27 @@ def test_workers_openssl_conf_names_the_frontends_tls13_suites():
     conf = (Path(tls_module.__file__).parent / "openssl.cnf").read_text()
     assert re.search(rf"^Ciphersuites = {re.escape(tls_module.INTERMEDIATE_SUITES)}$", conf, re.M), conf
     assert re.search(r"^Options = PrioritizeChaCha$", conf, re.M), conf
+
+
+def test_a_frontends_own_tls13_suites_need_the_c_contexts(tmp_path: Path, frontend_channel: str) -> None:
+    """`tls.ciphersuites` is served by net/_tls.c's contexts; a build with Python's ssl alone
+    cannot set a context's TLS 1.3 suites, so `balancer check` refuses the key there, at its
+    line, rather than serve the process's list. Mozilla's own list (the default) passes."""
+    server = make_certificate(tmp_path, "a.example")
+    head = f'[[frontend]]\nname = "www"\nbind = ":443"\ndefault_backend = "web"\ntls = {{ cert = ["{server.pem}"]'
+    backend = '\n[[backend]]\nname = "web"\n  [[backend.server]]\n  name = "s1"\n  address = "10.0.0.1:80"\n'
+
+    def problems(suites: str) -> list[str]:
+        try:
+            parse_runnable(f'{head}, ciphersuites = "{suites}" }}{backend}', str(tmp_path / "lb.toml"))
+        except ConfigError as exc:
+            return [str(problem) for problem in exc.problems]
+        return []
+
+    assert problems(INTERMEDIATE_SUITES) == []
+    own = problems("TLS_CHACHA20_POLY1305_SHA256")
+    if frontend_channel == "native":
+        assert own == []
+    else:
+        (message,) = own
+        assert message.startswith(f"{tmp_path / 'lb.toml'}:5: this build serves TLS with Python's ssl"), message

@@ -109,13 +109,42 @@ class Stats(Model):
     refresh: PositiveDuration = 2.0
 
 
+# The TLS 1.3 suites of RFC 8446 by OpenSSL's names: what `tls.ciphersuites` may list.
+TLS13_SUITES: frozenset[str] = frozenset(
+    {
+        "TLS_AES_128_GCM_SHA256",
+        "TLS_AES_256_GCM_SHA384",
+        "TLS_CHACHA20_POLY1305_SHA256",
+        "TLS_AES_128_CCM_SHA256",
+        "TLS_AES_128_CCM_8_SHA256",
+    }
+)
+
+
 class FrontendTLS(Model):
     cert: list[str] = Field(min_length=1)
     alpn: list[str] = ["http/1.1"]
     ciphers: str = ""
+    ciphersuites: str = ""
     min_version: Literal["1.2", "1.3"] = "1.2"
     client_ca: str = ""
     verify_client: Literal["none", "optional", "required"] = "none"
+
+    @field_validator("ciphersuites")
+    @classmethod
+    def _known_suites(cls, value: str) -> str:
+        """OpenSSL's names, colon-separated: OpenSSL itself skips a name it does not know,
+        so a typo would quietly leave a suite out (or all of them)."""
+        if not value:
+            return value
+        names = value.split(":")
+        unknown = [name for name in names if name not in TLS13_SUITES]
+        if unknown:
+            raise ValueError(
+                f"unknown TLS 1.3 suite {unknown[0]!r}: the suites are {', '.join(sorted(TLS13_SUITES))}, "
+                'colon-separated (e.g. "TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256")'
+            )
+        return value
 
 
 class FrontendTimeouts(Model):

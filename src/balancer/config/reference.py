@@ -225,6 +225,7 @@ _NOTES: dict[str, str] = {
     "FrontendTLS.cert": "PEM files holding certificate chain and key",
     "FrontendTLS.alpn": 'protocols offered in ALPN: "h2" (HTTP/2), "http/1.1", "http/1.0"',
     "FrontendTLS.ciphers": 'OpenSSL cipher list for TLS 1.2; "" = Mozilla intermediate',
+    "FrontendTLS.ciphersuites": 'TLS 1.3 suites in the server\'s order, colon-separated; "" = Mozilla intermediate',
     "FrontendTLS.min_version": "oldest TLS version accepted",
     "FrontendTLS.client_ca": "CA file to verify client certificates",
     "FrontendTLS.verify_client": "whether a client certificate is asked for or required",

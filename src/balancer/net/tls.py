@@ -53,13 +53,20 @@ INTERMEDIATE_CIPHERS = ":".join(
 # exchanges, and its SHA-256 key schedule runs on the CPU's SHA instructions where AES-256's
 # SHA-384 has none (HAProxy's handshakes per core: +1-3% when the client picks it). A client
 # that lists ChaCha20 first (no AES instructions) gets it. Python's `ssl` cannot set these:
-# workers get them from net/openssl.cnf, which must name the same list.
+# workers get them from net/openssl.cnf, which must name the same list, and a frontend's own
+# `tls.ciphersuites` needs net/_tls.c (see `suites_settable`).
 INTERMEDIATE_SUITES = "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
 
 
 # RFC 7919's ffdhe2048 for the DHE suites above (net/_tls.c makes the same group itself):
 # without a group OpenSSL never chooses one.
 FFDHE2048 = str(Path(__file__).with_name("ffdhe2048.pem"))
+
+
+def suites_settable(tls: FrontendTLS) -> bool:
+    """Whether this build serves `tls.ciphersuites`: net/_tls.c sets a context's TLS 1.3
+    suites; Python's `ssl` has no call for it and takes the process's (OPENSSL_CONF)."""
+    return _tls is not None or tls.ciphersuites in ("", INTERMEDIATE_SUITES)
 
 
 def _resolve(path: str, base_dir: str) -> str:
@@ -102,7 +109,7 @@ def _one_context(tls: FrontendTLS, pem: str, base_dir: str) -> FrontendContext:
             pem,
             _key_file(pem),
             tls.ciphers or INTERMEDIATE_CIPHERS,
-            INTERMEDIATE_SUITES,
+            tls.ciphersuites or INTERMEDIATE_SUITES,
             tls.min_version == "1.3",
             tuple(tls.alpn),
             _resolve(tls.client_ca, base_dir) if verify else None,

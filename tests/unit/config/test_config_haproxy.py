@@ -305,6 +305,49 @@ def test_defer_accept_is_what_haproxy_does(mode: str, bind: str, defers: bool):
     assert result.warnings == []
 
 
+def test_ciphersuites_of_a_bind_or_the_global_default_become_tls_ciphersuites(tmp_path: Path):
+    (tmp_path / "site.pem").write_text("not checked by the translator")
+    result = translate(
+        dedent(
+            """\
+            global
+                ssl-default-bind-ciphersuites TLS_AES_256_GCM_SHA384
+            frontend www
+                mode http
+                bind :443 ssl crt site.pem
+                bind :8443 ssl crt site.pem ciphersuites TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256
+                default_backend web
+            backend web
+                mode http
+                server s1 10.0.0.1:80
+            """
+        ),
+        "haproxy.cfg",
+        base_dir=tmp_path,
+    )
+    assert validate(result.toml, base_dir=tmp_path) == []
+    assert result.losses == []
+    split = "haproxy.cfg:3: note: split into frontends www, www-tls: balancer sets TLS/PROXY per frontend"
+    assert result.warnings == [split]
+    suites = [f.tls.ciphersuites for f in parse_config(result.toml, base_dir=tmp_path).frontend if f.tls]
+    assert suites == ["TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256"]
+
+
+def test_ciphersuites_naming_an_unknown_suite_is_a_loss(tmp_path: Path):
+    """A list that narrows the suites is a policy: dropped, the frontend would serve more."""
+    (tmp_path / "site.pem").write_text("not checked by the translator")
+    result = translate(
+        "frontend www\n  mode http\n  bind :443 ssl crt site.pem ciphersuites TLS_AES_256_GCM_SHA384:TLS_NOPE\n"
+        "  default_backend web\n" + SIMPLE_BACKEND.replace("backend web\n", "backend web\n  mode http\n"),
+        "haproxy.cfg",
+        base_dir=tmp_path,
+    )
+    assert result.losses == [
+        "haproxy.cfg:3: cannot translate: ciphersuites TLS_AES_256_GCM_SHA384:TLS_NOPE "
+        "(TLS_NOPE is not a TLS 1.3 suite)"
+    ]
+
+
 def test_missing_certificate_is_a_note_not_a_failure(tmp_path: Path):
     result = translate(
         "frontend www\n  mode http\n  bind :443 ssl crt /nonexistent/x.pem\n  default_backend web\n"

@@ -709,6 +709,28 @@ def test_missing_certificate_and_ca_files(tmp_path: Path) -> None:
     ]
 
 
+def test_ciphersuites_must_name_tls13_suites(tmp_path: Path) -> None:
+    """OpenSSL skips a TLS 1.3 suite name it does not know: a typo is refused here, with
+    its line, rather than served as a shorter list."""
+    (tmp_path / "good.pem").write_text("")
+    text = dedent(
+        """\
+        [[frontend]]
+        name = "www"
+        bind = ":443"
+        default_backend = "web"
+        tls = { cert = ["good.pem"], ciphersuites = "TLS_AES_256_GCM_SHA384:TLS_AES_256_GCM_SHA256" }
+        [[frontend]]
+        name = "api"
+        bind = ":8443"
+        default_backend = "web"
+        tls = { cert = ["good.pem"], ciphersuites = "TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256" }
+        """
+    )
+    (message,) = problems(text + WEB_BACKEND, tmp_path)
+    assert message.startswith("lb.toml:5: ") and "unknown TLS 1.3 suite 'TLS_AES_256_GCM_SHA256'" in message
+
+
 def test_parse_config_checks_files_relative_to_the_named_file(tmp_path: Path) -> None:
     (tmp_path / "www.pem").write_text("")
     text = '[[frontend]]\nname = "a"\nbind = ":443"\ndefault_backend = "web"\ntls = { cert = ["www.pem"] }\n'

@@ -34,7 +34,7 @@ from balancer.config.haproxy.keys import product_keys
 from balancer.config.haproxy.parse import Section, SourceLine, parse_haproxy
 from balancer.config.haproxy.weaker import weakens_when_lost
 from balancer.config.load import ConfigError, addresses_overlap, parse_config
-from balancer.config.model import Global, client_speaks_first
+from balancer.config.model import TLS13_SUITES, Global, client_speaks_first
 from balancer.config.values import Address, parse_address
 
 __all__ = ["Translation", "serves", "translate", "validate"]
@@ -54,6 +54,7 @@ class _Bind:
     certs: list[str] = field(default_factory=list)
     alpn: list[str] | None = None
     ciphers: str = ""
+    ciphersuites: str = ""
     min_version: str = ""
     client_ca: str = ""
     verify: str = ""
@@ -62,7 +63,15 @@ class _Bind:
     ssl: bool = False
 
     def group(self) -> tuple[Any, ...]:
-        tls = (tuple(self.certs), tuple(self.alpn or ()), self.ciphers, self.min_version, self.client_ca, self.verify)
+        tls = (
+            tuple(self.certs),
+            tuple(self.alpn or ()),
+            self.ciphers,
+            self.ciphersuites,
+            self.min_version,
+            self.client_ca,
+            self.verify,
+        )
         return (self.ssl, tls if self.ssl else (), self.accept_proxy, self.defer_accept)
 
 
@@ -315,6 +324,7 @@ class _Translator:
         self.crt_base = ""
         self.ca_base = ""
         self.default_ciphers = ""
+        self.default_ciphersuites = ""
         self.default_min_version = ""
         self.header_count: int | None = None
         self.proxies: list[_Proxy] = []
@@ -422,6 +432,9 @@ class _Translator:
                 self.ca_base = argument
         elif keyword == "ssl-default-bind-ciphers" and len(words) == 2:
             self.default_ciphers = argument
+        elif keyword == "ssl-default-bind-ciphersuites" and len(words) == 2:
+            if self.known_suites(line, argument):
+                self.default_ciphersuites = argument
         elif keyword == "ssl-default-bind-options":
             for word in words[1:]:
                 if word == "ssl-min-ver" or word in _TLS_VERSIONS:
@@ -441,6 +454,16 @@ class _Translator:
             self.header_count = int(argument)
         else:
             self.skip(line)
+
+    def known_suites(self, line: SourceLine, suites: str) -> bool:
+        """Whether `suites` (HAProxy's `ciphersuites`, OpenSSL's list) names only TLS 1.3
+        suites balancer knows; else the line is a loss (a policy that narrows the suites is
+        not widened quietly), naming the first it does not know."""
+        unknown = [name for name in suites.split(":") if name not in TLS13_SUITES]
+        if unknown:
+            reason = f"{unknown[0] or 'an empty name'} is not a TLS 1.3 suite"
+            self.skip(line, f"ciphersuites {suites}", reason, loss=True)
+        return not unknown
 
     def global_log(self, line: SourceLine) -> None:
         target = line.words[1]
@@ -684,6 +707,9 @@ class _Translator:
                 bind.alpn = kept
             elif option == "ciphers" and argument:
                 bind.ciphers = argument
+            elif option == "ciphersuites" and argument:
+                if self.known_suites(line, argument):
+                    bind.ciphersuites = argument
             elif option == "ssl-min-ver" and argument in _TLS_VERSIONS:
                 bind.min_version = _TLS_VERSIONS[argument]
                 if argument not in ("TLSv1.2", "TLSv1.3"):
@@ -1263,6 +1289,8 @@ class _Translator:
                     tls["alpn"] = first.alpn
                 if first.ciphers or self.default_ciphers:
                     tls["ciphers"] = first.ciphers or self.default_ciphers
+                if first.ciphersuites or self.default_ciphersuites:
+                    tls["ciphersuites"] = first.ciphersuites or self.default_ciphersuites
                 if first.min_version or self.default_min_version:
                     tls["min_version"] = first.min_version or self.default_min_version
                 if first.client_ca:
