@@ -13,12 +13,14 @@ case "${1:-test}" in
 esac
 
 missing=()
+# The interpreter the Makefile makes .venv with (its PYTHON).
+python=${PYTHON:-python3}
 # Debian splits venv/ensurepip out of python3: without it `python3 -m venv` fails.
-python3 -c "import ensurepip" >/dev/null 2>&1 || missing+=(python3-venv)
+"$python" -c "import ensurepip" >/dev/null 2>&1 || missing+=(python3-venv)
 # mypyc compiles the data plane (setup.py): a C compiler and Python's headers. Without them
 # the install still works, interpreted and slower.
 command -v gcc >/dev/null 2>&1 || missing+=(gcc)
-[ -f "$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["include"])')/Python.h" ] || missing+=(python3-dev)
+[ -f "$("$python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')/Python.h" ] || missing+=(python3-dev)
 # TLS termination calls OpenSSL from C (src/balancer/net/_tls.c): OpenSSL's headers.
 [ -f /usr/include/openssl/ssl.h ] || missing+=(libssl-dev)
 for item in "${want[@]}"; do
