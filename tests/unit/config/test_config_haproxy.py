@@ -44,6 +44,14 @@ backend web
 """
 
 
+def translate_tls(frontend: str, folder: Path) -> Translation:
+    """Translate `frontend` (its binds name the certificate site.pem, made in `folder`) with
+    an HTTP backend `web` after it."""
+    (folder / "site.pem").write_text("not checked by the translator")
+    backend = "backend web\n  mode http\n  server s1 10.0.0.1:80\n"
+    return translate(dedent(frontend) + backend, "haproxy.cfg", base_dir=folder)
+
+
 # -- the parser -------------------------------------------------------------------------------
 
 
@@ -254,23 +262,16 @@ def test_listen_becomes_a_frontend_and_a_backend_of_the_same_name():
 
 
 def test_bind_addresses_tls_and_proxy(tmp_path: Path):
-    (tmp_path / "site.pem").write_text("not checked by the translator")
-    result = translate(
-        dedent(
-            """\
-            frontend www
-                mode http
-                bind *:80,127.0.0.1:81
-                bind :::8443 v4v6 ssl crt site.pem alpn h2,spdy/3,http/1.1 ssl-min-ver TLSv1.3
-                bind 10.0.0.1:8000 accept-proxy
-                default_backend web
-            backend web
-                mode http
-                server s1 10.0.0.1:80
-            """
-        ),
-        "haproxy.cfg",
-        base_dir=tmp_path,
+    result = translate_tls(
+        """\
+        frontend www
+            mode http
+            bind *:80,127.0.0.1:81
+            bind :::8443 v4v6 ssl crt site.pem alpn h2,spdy/3,http/1.1 ssl-min-ver TLSv1.3
+            bind 10.0.0.1:8000 accept-proxy
+            default_backend web
+        """,
+        tmp_path,
     )
     assert validate(result.toml, base_dir=tmp_path) == []
     config = parse_config(result.toml, base_dir=tmp_path)
@@ -306,24 +307,17 @@ def test_defer_accept_is_what_haproxy_does(mode: str, bind: str, defers: bool):
 
 
 def test_ciphersuites_of_a_bind_or_the_global_default_become_tls_ciphersuites(tmp_path: Path):
-    (tmp_path / "site.pem").write_text("not checked by the translator")
-    result = translate(
-        dedent(
-            """\
-            global
-                ssl-default-bind-ciphersuites TLS_AES_256_GCM_SHA384
-            frontend www
-                mode http
-                bind :443 ssl crt site.pem
-                bind :8443 ssl crt site.pem ciphersuites TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256
-                default_backend web
-            backend web
-                mode http
-                server s1 10.0.0.1:80
-            """
-        ),
-        "haproxy.cfg",
-        base_dir=tmp_path,
+    result = translate_tls(
+        """\
+        global
+            ssl-default-bind-ciphersuites TLS_AES_256_GCM_SHA384
+        frontend www
+            mode http
+            bind :443 ssl crt site.pem
+            bind :8443 ssl crt site.pem ciphersuites TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256
+            default_backend web
+        """,
+        tmp_path,
     )
     assert validate(result.toml, base_dir=tmp_path) == []
     assert result.losses == []
@@ -335,12 +329,10 @@ def test_ciphersuites_of_a_bind_or_the_global_default_become_tls_ciphersuites(tm
 
 def test_ciphersuites_naming_an_unknown_suite_is_a_loss(tmp_path: Path):
     """A list that narrows the suites is a policy: dropped, the frontend would serve more."""
-    (tmp_path / "site.pem").write_text("not checked by the translator")
-    result = translate(
+    result = translate_tls(
         "frontend www\n  mode http\n  bind :443 ssl crt site.pem ciphersuites TLS_AES_256_GCM_SHA384:TLS_NOPE\n"
-        "  default_backend web\n" + SIMPLE_BACKEND.replace("backend web\n", "backend web\n  mode http\n"),
-        "haproxy.cfg",
-        base_dir=tmp_path,
+        "  default_backend web\n",
+        tmp_path,
     )
     assert result.losses == [
         "haproxy.cfg:3: cannot translate: ciphersuites TLS_AES_256_GCM_SHA384:TLS_NOPE "
