@@ -727,6 +727,41 @@ def test_sessions_resume_with_tickets(tls_world: TlsWorld, tmp_path: Path, name:
     assert "Reused, TLSv1.2" in again, again[-1500:]
 
 
+def test_without_tickets_sessions_resume_from_the_workers_cache(module_dir: Path, certs: dict[str, Certificate]):
+    """`tls.tickets = false` (HAProxy `no-tls-tickets`): no stateless ticket is issued in
+    TLS 1.2, and a session still resumes, by its id (TLS 1.2) or by a ticket naming it in
+    the worker's cache (TLS 1.3), on the one worker that made it."""
+    (port,) = free_ports(1)
+    with TaggedBackend("no-tickets") as web:
+        site = Site(module_dir / "no_tickets")
+        site.start(
+            global_toml(site)
+            + f"""
+[[frontend]]
+name = "no_tickets"
+bind = ["127.0.0.1:{port}"]
+default_backend = "web"
+tls = {{ cert = ["{certs["a"].pem}"], tickets = false }}
+
+[[backend]]
+name = "web"
+{server_blocks([web])}
+""",
+            ports=[port],
+        )
+        try:
+            for version in ("-tls1_2", "-tls1_3"):
+                session = module_dir / "no_tickets" / f"session{version}.pem"
+                first = openssl_client(port, version, "-sess_out", str(session))
+                assert "New, TLSv1." in first, first[-1500:]
+                if version == "-tls1_2":
+                    assert "TLS session ticket:" not in first, first[-1500:]
+                again = openssl_client(port, version, "-sess_in", str(session))
+                assert "Reused, TLSv1." in again, again[-1500:]
+        finally:
+            site.stop()
+
+
 def test_x_forwarded_proto_is_https(tls_world: TlsWorld):
     result = curl("-k", f"https://127.0.0.1:{tls_world.ports['tls']}/echo")
     assert result.status == 200, result.stderr

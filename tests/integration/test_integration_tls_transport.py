@@ -546,3 +546,34 @@ def test_a_frontends_own_tls13_suites_need_the_c_contexts(tmp_path: Path, fronte
     else:
         (message,) = own
         assert message.startswith(f"{tmp_path / 'lb.toml'}:5: this build serves TLS with Python's ssl"), message
+
+
+@pytest.mark.parametrize("tickets", [True, False])
+def test_tickets_off_issues_none_and_a_session_resumes_by_its_id(
+    tmp_path: Path, frontend_channel: str, tickets: bool
+) -> None:
+    """`tls.tickets`: on, a TLS 1.2 client gets a session ticket; off (SSL_OP_NO_TICKET),
+    none, and its session resumes by id from the context's cache, in both kinds of context."""
+    server = make_certificate(tmp_path, "a.example")
+    context = frontend_context(FrontendTLS(cert=[str(server.pem)], tickets=tickets), str(tmp_path))
+    client = ssl.create_default_context(cafile=str(server.crt))
+    client.maximum_version = ssl.TLSVersion.TLSv1_2
+
+    def exchange(port: int, session: ssl.SSLSession | None) -> tuple[ssl.SSLSession | None, bool]:
+        """One connection (blocking: asyncio's client cannot offer a session), echoed once:
+        its session and whether it was resumed."""
+        sock = client.wrap_socket(
+            socket.create_connection(("127.0.0.1", port), timeout=5), server_hostname="a.example", session=session
+        )
+        with sock:
+            sock.sendall(b"hello")
+            assert sock.recv(5) == b"hello"
+            return sock.session, sock.session_reused
+
+    async def scenario(port: int, _: ssl.SSLContext) -> None:
+        session, _reused = await asyncio.to_thread(exchange, port, None)
+        assert session is not None and session.has_ticket is tickets
+        _, reused = await asyncio.to_thread(exchange, port, session)
+        assert reused
+
+    serve((context, client), scenario)

@@ -129,6 +129,7 @@ class FrontendTLS(Model):
     min_version: Literal["1.2", "1.3"] = "1.2"
     client_ca: str = ""
     verify_client: Literal["none", "optional", "required"] = "none"
+    tickets: bool = True
 
     @field_validator("ciphersuites")
     @classmethod

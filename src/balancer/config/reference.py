@@ -229,6 +229,7 @@ _NOTES: dict[str, str] = {
     "FrontendTLS.min_version": "oldest TLS version accepted",
     "FrontendTLS.client_ca": "CA file to verify client certificates",
     "FrontendTLS.verify_client": "whether a client certificate is asked for or required",
+    "FrontendTLS.tickets": "stateless session tickets; false: resumption from each worker's session cache",
     "FrontendTimeouts.client": "client inactivity",
     "FrontendTimeouts.http_request": "whole request head; past it 408",
     "FrontendTimeouts.http_keep_alive": "idle time between requests on a kept-alive connection",

@@ -8,9 +8,10 @@ their certificate (subjectAltName DNS entries, else the CN, wildcards one label 
 Where net/_tls.c is built the contexts are its ServerContexts (OpenSSL called from C, see
 there), else Python's ssl.SSLContexts; the settings are the same. Defaults follow
 Mozilla's "intermediate" profile: TLS 1.2 and 1.3, forward-secret AEAD ciphers for 1.2, no
-compression, no renegotiation; session tickets stay on (OpenSSL's
-default) for resumption. A reload builds new contexts, so renewed certificates take
-effect on reload while connections already established keep theirs.
+compression, no renegotiation; session tickets stay on (OpenSSL's default) for resumption
+unless `tls.tickets` is false (SSL_OP_NO_TICKET: sessions are then resumed from the worker's
+own cache, and no ticket key encrypts them). A reload builds new contexts, so renewed
+certificates take effect on reload while connections already established keep theirs.
 
 Servers: `ssl = true` verifies the server's certificate against `ca_file` (or the system
 store) and the name in `sni` (or the server's host).
@@ -114,12 +115,15 @@ def _one_context(tls: FrontendTLS, pem: str, base_dir: str) -> FrontendContext:
             tuple(tls.alpn),
             _resolve(tls.client_ca, base_dir) if verify else None,
             verify,
+            tls.tickets,
         )
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_3 if tls.min_version == "1.3" else ssl.TLSVersion.TLSv1_2
     context.set_ciphers(tls.ciphers or INTERMEDIATE_CIPHERS)
     context.load_dh_params(FFDHE2048)
     context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
+    if not tls.tickets:
+        context.options |= ssl.OP_NO_TICKET
     context.load_cert_chain(pem, _key_file(pem))
     if tls.alpn:
         context.set_alpn_protocols(tls.alpn)

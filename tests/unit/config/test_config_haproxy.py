@@ -327,6 +327,30 @@ def test_ciphersuites_of_a_bind_or_the_global_default_become_tls_ciphersuites(tm
     assert suites == ["TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256"]
 
 
+def test_no_tls_tickets_of_a_bind_or_the_global_options_turns_tickets_off(tmp_path: Path):
+    result = translate_tls(
+        """\
+        global
+            ssl-default-bind-options ssl-min-ver TLSv1.2 no-tls-tickets
+        frontend www
+            mode http
+            bind :443 ssl crt site.pem
+            bind :8443 ssl crt site.pem tls-tickets
+            default_backend web
+        """,
+        tmp_path,
+    )
+    assert validate(result.toml, base_dir=tmp_path) == [] and result.losses == []
+    assert not [w for w in result.warnings if "tickets" in w], result.warnings
+    frontends = parse_config(result.toml, base_dir=tmp_path).frontend
+    assert [(f.tls.tickets, f.tls.min_version) for f in frontends if f.tls] == [(False, "1.2"), (True, "1.2")]
+    alone = translate_tls(
+        "frontend www\n  mode http\n  bind :443 ssl crt site.pem no-tls-tickets\n  default_backend web\n", tmp_path
+    )
+    (frontend,) = parse_config(alone.toml, base_dir=tmp_path).frontend
+    assert frontend.tls is not None and frontend.tls.tickets is False
+
+
 def test_ciphersuites_naming_an_unknown_suite_is_a_loss(tmp_path: Path):
     """A list that narrows the suites is a policy: dropped, the frontend would serve more."""
     result = translate_tls(

@@ -58,6 +58,7 @@ class _Bind:
     min_version: str = ""
     client_ca: str = ""
     verify: str = ""
+    tickets: bool | None = None  # None: the global default (ssl-default-bind-options)
     accept_proxy: bool = False
     defer_accept: bool = False
     ssl: bool = False
@@ -71,6 +72,7 @@ class _Bind:
             self.min_version,
             self.client_ca,
             self.verify,
+            self.tickets,
         )
         return (self.ssl, tls if self.ssl else (), self.accept_proxy, self.defer_accept)
 
@@ -326,6 +328,7 @@ class _Translator:
         self.default_ciphers = ""
         self.default_ciphersuites = ""
         self.default_min_version = ""
+        self.default_tickets = True
         self.header_count: int | None = None
         self.proxies: list[_Proxy] = []
         self.stats: dict[str, Any] | None = None
@@ -443,6 +446,8 @@ class _Translator:
                     continue  # balancer never accepts these
                 if word == "no-tlsv12":
                     self.default_min_version = "1.3"
+                elif word in ("no-tls-tickets", "tls-tickets"):
+                    self.default_tickets = word == "tls-tickets"
                 else:
                     self.skip(line, f"ssl-default-bind-options {word}")
             if "ssl-min-ver" in words:
@@ -722,6 +727,8 @@ class _Translator:
                 pass  # what balancer does anyway
             elif option == "no-tlsv12":
                 bind.min_version = "1.3"
+            elif option in ("no-tls-tickets", "tls-tickets"):
+                bind.tickets = option == "tls-tickets"
             else:
                 self.skip(line, f"bind option {option}" + (f" {argument}" if takes else ""))
             index += 2 if takes else 1
@@ -1297,6 +1304,8 @@ class _Translator:
                     tls["client_ca"] = first.client_ca
                 if first.verify and first.client_ca:
                     tls["verify_client"] = first.verify
+                if not (self.default_tickets if first.tickets is None else first.tickets):
+                    tls["tickets"] = False
                 table["tls"] = tls
             timeouts = dict(proxy.frontend_timeouts)
             if mode == "tcp":
