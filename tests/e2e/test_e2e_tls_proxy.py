@@ -657,25 +657,21 @@ def test_tls13_suite_is_the_servers_choice_unless_the_client_wants_chacha20(
     assert match[1] == expected
 
 
-def test_a_frontends_ciphersuites_are_its_only_tls13_suites_in_its_order(
-    module_dir: Path, certs: dict[str, Certificate]
-):
-    """`tls.ciphersuites` (HAProxy's `ciphersuites`, NGINX's `ssl_conf_command Ciphersuites`):
-    the frontend serves those TLS 1.3 suites, by its own order, and refuses a client that
-    offers none of them; TLS 1.2 is untouched."""
-    if tls_module._tls is None:
-        pytest.skip("net/_tls.c is not built here (BALANCER_PURE=1): Python's ssl cannot set a frontend's suites")
+@contextlib.contextmanager
+def one_tls_frontend(folder: Path, cert: Certificate, tls_keys: str) -> Iterator[int]:
+    """A balancer of its own in `folder`: one TLS frontend (`cert` and the extra `tls`
+    keys, TOML inline-table text) in front of one backend server; yields its port."""
     (port,) = free_ports(1)
-    with TaggedBackend("suites") as web:
-        site = Site(module_dir / "suites")
+    with TaggedBackend(folder.name) as web:
+        site = Site(folder)
         site.start(
             global_toml(site)
             + f"""
 [[frontend]]
-name = "suites"
+name = "tls"
 bind = ["127.0.0.1:{port}"]
 default_backend = "web"
-tls = {{ cert = ["{certs["a"].pem}"], ciphersuites = "TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256" }}
+tls = {{ cert = ["{cert.pem}"], {tls_keys} }}
 
 [[backend]]
 name = "web"
@@ -684,26 +680,34 @@ name = "web"
             ports=[port],
         )
         try:
-            cases = [
-                # The default list would pick AES-128 here; this one does not hold it.
-                (
-                    "TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_256_GCM_SHA384",
-                    "TLS_AES_256_GCM_SHA384",
-                ),
-                ("TLS_CHACHA20_POLY1305_SHA256", "TLS_CHACHA20_POLY1305_SHA256"),
-            ]
-            for offer, expected in cases:
-                output = openssl_client(port, "-tls1_3", "-ciphersuites", offer)
-                match = re.search(r"^New, TLSv1.3, Cipher is (\S+)$", output, re.M)
-                assert match, output[-2000:]
-                assert match[1] == expected, offer
-            refused = openssl_client(port, "-tls1_3", "-ciphersuites", "TLS_AES_128_GCM_SHA256")
-            assert "alert handshake failure" in refused, refused[-1500:]
-            assert "New, TLSv1.2" in openssl_client(port, "-tls1_2"), "TLS 1.2 must still be served"
-            result = curl("-k", "--tlsv1.3", f"https://127.0.0.1:{port}/")
-            assert result.returncode == 0, result.stderr
+            yield port
         finally:
             site.stop()
+
+
+def test_a_frontends_ciphersuites_are_its_only_tls13_suites_in_its_order(
+    module_dir: Path, certs: dict[str, Certificate]
+):
+    """`tls.ciphersuites` (HAProxy's `ciphersuites`, NGINX's `ssl_conf_command Ciphersuites`):
+    the frontend serves those TLS 1.3 suites, by its own order, and refuses a client that
+    offers none of them; TLS 1.2 is untouched."""
+    if tls_module._tls is None:
+        pytest.skip("net/_tls.c is not built here (BALANCER_PURE=1): Python's ssl cannot set a frontend's suites")
+    suites = 'ciphersuites = "TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"'
+    everything = "TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_256_GCM_SHA384"
+    with one_tls_frontend(module_dir / "suites", certs["a"], suites) as port:
+        # The default list would pick AES-128 for `everything`; this one does not hold it.
+        chacha = "TLS_CHACHA20_POLY1305_SHA256"
+        for offer, expected in [(everything, "TLS_AES_256_GCM_SHA384"), (chacha, chacha)]:
+            output = openssl_client(port, "-tls1_3", "-ciphersuites", offer)
+            match = re.search(r"^New, TLSv1.3, Cipher is (\S+)$", output, re.M)
+            assert match, output[-2000:]
+            assert match[1] == expected, offer
+        refused = openssl_client(port, "-tls1_3", "-ciphersuites", "TLS_AES_128_GCM_SHA256")
+        assert "alert handshake failure" in refused, refused[-1500:]
+        assert "New, TLSv1.2" in openssl_client(port, "-tls1_2"), "TLS 1.2 must still be served"
+        result = curl("-k", "--tlsv1.3", f"https://127.0.0.1:{port}/")
+        assert result.returncode == 0, result.stderr
 
 
 def test_a_tls12_client_with_only_dhe_suites_gets_ffdhe2048(tls_world: TlsWorld):
@@ -731,35 +735,15 @@ def test_without_tickets_sessions_resume_from_the_workers_cache(module_dir: Path
     """`tls.tickets = false` (HAProxy `no-tls-tickets`): no stateless ticket is issued in
     TLS 1.2, and a session still resumes, by its id (TLS 1.2) or by a ticket naming it in
     the worker's cache (TLS 1.3), on the one worker that made it."""
-    (port,) = free_ports(1)
-    with TaggedBackend("no-tickets") as web:
-        site = Site(module_dir / "no_tickets")
-        site.start(
-            global_toml(site)
-            + f"""
-[[frontend]]
-name = "no_tickets"
-bind = ["127.0.0.1:{port}"]
-default_backend = "web"
-tls = {{ cert = ["{certs["a"].pem}"], tickets = false }}
-
-[[backend]]
-name = "web"
-{server_blocks([web])}
-""",
-            ports=[port],
-        )
-        try:
-            for version in ("-tls1_2", "-tls1_3"):
-                session = module_dir / "no_tickets" / f"session{version}.pem"
-                first = openssl_client(port, version, "-sess_out", str(session))
-                assert "New, TLSv1." in first, first[-1500:]
-                if version == "-tls1_2":
-                    assert "TLS session ticket:" not in first, first[-1500:]
-                again = openssl_client(port, version, "-sess_in", str(session))
-                assert "Reused, TLSv1." in again, again[-1500:]
-        finally:
-            site.stop()
+    with one_tls_frontend(module_dir / "no_tickets", certs["a"], "tickets = false") as port:
+        for version in ("-tls1_2", "-tls1_3"):
+            session = module_dir / "no_tickets" / f"session{version}.pem"
+            first = openssl_client(port, version, "-sess_out", str(session))
+            assert "New, TLSv1." in first, first[-1500:]
+            if version == "-tls1_2":
+                assert "TLS session ticket:" not in first, first[-1500:]
+            again = openssl_client(port, version, "-sess_in", str(session))
+            assert "Reused, TLSv1." in again, again[-1500:]
 
 
 def test_x_forwarded_proto_is_https(tls_world: TlsWorld):
