@@ -116,12 +116,14 @@ def token(prefix: str) -> str:
     return f"/{prefix}/{uuid.uuid4().hex[:12]}"
 
 
-def openssl_client(port: int, *args: str, timeout: float = 15) -> str:
-    """`openssl s_client -connect 127.0.0.1:PORT ARGS` with stdin closed; stdout + stderr."""
+def openssl_client(port: int, *args: str, send: str = "", timeout: float = 15) -> str:
+    """`openssl s_client -connect 127.0.0.1:PORT ARGS`; stdout + stderr. Its stdin is
+    closed at once, or with `send` it sends that and reads until the server closes (-ign_eof):
+    a TLS 1.3 session ticket comes after the handshake, so only then is it certain to be read."""
     openssl = require_tool("openssl")
     done = subprocess.run(
-        [openssl, "s_client", "-connect", f"127.0.0.1:{port}", *args],
-        input="",
+        [openssl, "s_client", "-connect", f"127.0.0.1:{port}", *(("-ign_eof",) if send else ()), *args],
+        input=send,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -736,13 +738,14 @@ def test_without_tickets_sessions_resume_from_the_workers_cache(module_dir: Path
     TLS 1.2, and a session still resumes, by its id (TLS 1.2) or by a ticket naming it in
     the worker's cache (TLS 1.3), on the one worker that made it."""
     with one_tls_frontend(module_dir / "no_tickets", certs["a"], "tickets = false") as port:
+        request = "GET / HTTP/1.1\r\nHost: a.example.test\r\nConnection: close\r\n\r\n"
         for version in ("-tls1_2", "-tls1_3"):
             session = module_dir / "no_tickets" / f"session{version}.pem"
-            first = openssl_client(port, version, "-sess_out", str(session))
-            assert "New, TLSv1." in first, first[-1500:]
+            first = openssl_client(port, version, "-sess_out", str(session), send=request)
+            assert "New, TLSv1." in first and "HTTP/1.1 200" in first, first[-1500:]
             if version == "-tls1_2":
                 assert "TLS session ticket:" not in first, first[-1500:]
-            again = openssl_client(port, version, "-sess_in", str(session))
+            again = openssl_client(port, version, "-sess_in", str(session), send=request)
             assert "Reused, TLSv1." in again, again[-1500:]
 
 
