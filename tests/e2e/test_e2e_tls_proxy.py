@@ -712,6 +712,20 @@ def test_a_frontends_ciphersuites_are_its_only_tls13_suites_in_its_order(
         assert result.returncode == 0, result.stderr
 
 
+def test_prefer_client_ciphers_serves_the_clients_first_choice(module_dir: Path, certs: dict[str, Certificate]):
+    """`tls.prefer_client_ciphers` (HAProxy `prefer-client-ciphers`): OpenSSL's own client
+    order, AES-256 first, gets AES-256 in TLS 1.3 and TLS 1.2, where the server's order
+    would give AES-128."""
+    with one_tls_frontend(module_dir / "client_order", certs["a"], "prefer_client_ciphers = true") as port:
+        offer = "TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256"
+        output = openssl_client(port, "-tls1_3", "-ciphersuites", offer)
+        assert re.search(r"^New, TLSv1.3, Cipher is TLS_AES_256_GCM_SHA384$", output, re.M), output[-2000:]
+        output = openssl_client(
+            port, "-tls1_2", "-cipher", "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-AES128-GCM-SHA256"
+        )
+        assert re.search(r"^New, TLSv1.2, Cipher is ECDHE-ECDSA-AES256-GCM-SHA384$", output, re.M), output[-2000:]
+
+
 def test_a_tls12_client_with_only_dhe_suites_gets_ffdhe2048(tls_world: TlsWorld):
     """Mozilla's intermediate profile keeps DHE-RSA suites for TLS 1.2 clients without ECDHE,
     with RFC 7919's 2048-bit group, as HAProxy serves them by default."""

@@ -548,6 +548,30 @@ def test_a_frontends_own_tls13_suites_need_the_c_contexts(tmp_path: Path, fronte
         assert message.startswith(f"{tmp_path / 'lb.toml'}:5: this build serves TLS with Python's ssl"), message
 
 
+@pytest.mark.parametrize(("prefer_client", "expected"), [(False, "AES128"), (True, "AES256")])
+def test_prefer_client_ciphers_lets_the_clients_order_pick(
+    tmp_path: Path, frontend_channel: str, prefer_client: bool, expected: str
+) -> None:
+    """`tls.prefer_client_ciphers`: a TLS 1.2 client that lists AES-256 before AES-128 gets
+    AES-256; by default the server's order (AES-128 first) picks, in both kinds of context."""
+    server = make_certificate(tmp_path, "a.example")
+    tls = FrontendTLS(cert=[str(server.pem)], prefer_client_ciphers=prefer_client)
+    context = frontend_context(tls, str(tmp_path))
+    client = ssl.create_default_context(cafile=str(server.crt))
+    client.maximum_version = ssl.TLSVersion.TLSv1_2
+    client.set_ciphers("ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-AES128-GCM-SHA256")
+
+    async def scenario(port: int, client: ssl.SSLContext) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client, server_hostname="a.example")
+        cipher = writer.get_extra_info("cipher")
+        writer.write(b"hello")
+        assert await asyncio.wait_for(reader.readexactly(5), 5) == b"hello"
+        writer.close()
+        assert cipher[0] == f"ECDHE-ECDSA-{expected}-GCM-SHA{384 if expected == 'AES256' else 256}", cipher
+
+    serve((context, client), scenario)
+
+
 @pytest.mark.parametrize("tickets", [True, False])
 def test_tickets_off_issues_none_and_a_session_resumes_by_its_id(
     tmp_path: Path, frontend_channel: str, tickets: bool

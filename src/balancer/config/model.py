@@ -130,6 +130,7 @@ class FrontendTLS(Model):
     client_ca: str = ""
     verify_client: Literal["none", "optional", "required"] = "none"
     tickets: bool = True
+    prefer_client_ciphers: bool = False
 
     @field_validator("ciphersuites")
     @classmethod

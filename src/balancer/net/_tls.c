@@ -22,7 +22,8 @@
  *   OpenSSL too (SSL_OP_IGNORE_UNEXPECTED_EOF; Python's channel reads its SSLEOFError as
  *   one: the same to the transport).
  *
- * ServerContext(cert, key, ciphers, suites, tls13_only, alpn, client_ca, verify, tickets=True) -> context
+ * ServerContext(cert, key, ciphers, suites, tls13_only, alpn, client_ca, verify, tickets=True,
+ *               client_order=False) -> context
  *     `cert`: a PEM file holding the certificate and its chain (and the key when `key` is
  *     None); `ciphers`: OpenSSL's cipher list for TLS 1.2 (its DHE suites get RFC 7919's
  *     ffdhe2048); `suites`: the TLS 1.3 suites, in the server's order, except that a
@@ -31,7 +32,9 @@
  *     preference order (a tuple of str); `client_ca`: a PEM file of CAs for client
  *     certificates, or None; `verify`: 0 none, 1 optional, 2 required (ssl.CERT_*);
  *     `tickets`: False issues no stateless session tickets (SSL_OP_NO_TICKET: a session is
- *     resumed from this process's cache, by its id, or in TLS 1.3 by a ticket naming it).
+ *     resumed from this process's cache, by its id, or in TLS 1.3 by a ticket naming it);
+ *     `client_order`: the client's preference picks the cipher and the TLS 1.3 suite
+ *     (HAProxy's prefer-client-ciphers), not the server's order.
  *     Raises OSError (a file that cannot be read, with its errno) or ssl.SSLError
  *     (OpenSSL refused a setting or a file; an ALPN protocol not of 1 to 255 bytes).
  * Built against OpenSSL 3 (setup.py checks <openssl/opensslv.h>).
@@ -279,12 +282,13 @@ static int set_ffdhe2048(SSL_CTX *ctx) {
 
 static PyObject *ServerContext_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
     static char *keywords[] = {"cert",      "key",    "ciphers", "suites", "tls13_only", "alpn",
-                                "client_ca", "verify", "tickets", NULL};
+                                "client_ca", "verify", "tickets", "client_order", NULL};
     const char *cert, *key, *client_ca, *ciphers, *suites;
     PyObject *alpn;
-    int tls13_only, verify, tickets = 1;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "szsspO!zi|p", keywords, &cert, &key, &ciphers, &suites,
-                                     &tls13_only, &PyTuple_Type, &alpn, &client_ca, &verify, &tickets))
+    int tls13_only, verify, tickets = 1, client_order = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "szsspO!zi|pp", keywords, &cert, &key, &ciphers, &suites,
+                                     &tls13_only, &PyTuple_Type, &alpn, &client_ca, &verify, &tickets,
+                                     &client_order))
         return NULL;
     ServerContext *self = (ServerContext *)type->tp_alloc(type, 0);
     PyObject *result = NULL;
@@ -298,7 +302,8 @@ static PyObject *ServerContext_new(PyTypeObject *type, PyObject *args, PyObject 
     }
     SSL_CTX *ctx = self->ctx;
     SSL_CTX_set_options(ctx, (SSL_OP_ALL & ~SSL_OP_DONT_INSERT_EMPTY_FRAGMENTS) | SSL_OP_NO_SSLv2 | SSL_OP_NO_SSLv3 |
-                                 SSL_OP_NO_COMPRESSION | SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_SINGLE_DH_USE |
+                                 SSL_OP_NO_COMPRESSION | (client_order ? 0 : SSL_OP_CIPHER_SERVER_PREFERENCE) |
+                                 SSL_OP_SINGLE_DH_USE |
                                  SSL_OP_SINGLE_ECDH_USE | SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_NO_RENEGOTIATION |
                                  SSL_OP_PRIORITIZE_CHACHA | (tickets ? 0 : SSL_OP_NO_TICKET));
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_AUTO_RETRY |

@@ -116,6 +116,7 @@ def _one_context(tls: FrontendTLS, pem: str, base_dir: str) -> FrontendContext:
             _resolve(tls.client_ca, base_dir) if verify else None,
             verify,
             tls.tickets,
+            tls.prefer_client_ciphers,
         )
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_3 if tls.min_version == "1.3" else ssl.TLSVersion.TLSv1_2
@@ -124,6 +125,8 @@ def _one_context(tls: FrontendTLS, pem: str, base_dir: str) -> FrontendContext:
     context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
     if not tls.tickets:
         context.options |= ssl.OP_NO_TICKET
+    if tls.prefer_client_ciphers:
+        context.options &= ~ssl.OP_CIPHER_SERVER_PREFERENCE
     context.load_cert_chain(pem, _key_file(pem))
     if tls.alpn:
         context.set_alpn_protocols(tls.alpn)

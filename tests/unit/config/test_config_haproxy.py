@@ -327,11 +327,14 @@ def test_ciphersuites_of_a_bind_or_the_global_default_become_tls_ciphersuites(tm
     assert suites == ["TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256"]
 
 
-def test_no_tls_tickets_of_a_bind_or_the_global_options_turns_tickets_off(tmp_path: Path):
+def test_mozillas_bind_options_translate_with_nothing_left_over(tmp_path: Path):
+    """Mozilla's intermediate HAProxy configuration: `prefer-client-ciphers`,
+    `ssl-min-ver`, `no-tls-tickets` (a bind's `tls-tickets` turns them back on there)."""
     result = translate_tls(
         """\
         global
-            ssl-default-bind-options ssl-min-ver TLSv1.2 no-tls-tickets
+            ssl-default-bind-ciphersuites TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256
+            ssl-default-bind-options prefer-client-ciphers ssl-min-ver TLSv1.2 no-tls-tickets
         frontend www
             mode http
             bind :443 ssl crt site.pem
@@ -341,9 +344,12 @@ def test_no_tls_tickets_of_a_bind_or_the_global_options_turns_tickets_off(tmp_pa
         tmp_path,
     )
     assert validate(result.toml, base_dir=tmp_path) == [] and result.losses == []
-    assert not [w for w in result.warnings if "tickets" in w], result.warnings
-    frontends = parse_config(result.toml, base_dir=tmp_path).frontend
-    assert [(f.tls.tickets, f.tls.min_version) for f in frontends if f.tls] == [(False, "1.2"), (True, "1.2")]
+    assert [w for w in result.warnings if "cannot translate" in w] == []
+    frontends = [f.tls for f in parse_config(result.toml, base_dir=tmp_path).frontend if f.tls]
+    assert [(tls.tickets, tls.min_version, tls.prefer_client_ciphers) for tls in frontends] == [
+        (False, "1.2", True),
+        (True, "1.2", True),
+    ]
     alone = translate_tls(
         "frontend www\n  mode http\n  bind :443 ssl crt site.pem no-tls-tickets\n  default_backend web\n", tmp_path
     )

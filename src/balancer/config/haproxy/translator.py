@@ -59,6 +59,7 @@ class _Bind:
     client_ca: str = ""
     verify: str = ""
     tickets: bool | None = None  # None: the global default (ssl-default-bind-options)
+    client_order: bool = False  # prefer-client-ciphers
     accept_proxy: bool = False
     defer_accept: bool = False
     ssl: bool = False
@@ -73,6 +74,7 @@ class _Bind:
             self.client_ca,
             self.verify,
             self.tickets,
+            self.client_order,
         )
         return (self.ssl, tls if self.ssl else (), self.accept_proxy, self.defer_accept)
 
@@ -329,6 +331,7 @@ class _Translator:
         self.default_ciphersuites = ""
         self.default_min_version = ""
         self.default_tickets = True
+        self.default_client_order = False
         self.header_count: int | None = None
         self.proxies: list[_Proxy] = []
         self.stats: dict[str, Any] | None = None
@@ -448,6 +451,8 @@ class _Translator:
                     self.default_min_version = "1.3"
                 elif word in ("no-tls-tickets", "tls-tickets"):
                     self.default_tickets = word == "tls-tickets"
+                elif word == "prefer-client-ciphers":
+                    self.default_client_order = True
                 else:
                     self.skip(line, f"ssl-default-bind-options {word}")
             if "ssl-min-ver" in words:
@@ -729,6 +734,8 @@ class _Translator:
                 bind.min_version = "1.3"
             elif option in ("no-tls-tickets", "tls-tickets"):
                 bind.tickets = option == "tls-tickets"
+            elif option == "prefer-client-ciphers":
+                bind.client_order = True
             else:
                 self.skip(line, f"bind option {option}" + (f" {argument}" if takes else ""))
             index += 2 if takes else 1
@@ -1306,6 +1313,8 @@ class _Translator:
                     tls["verify_client"] = first.verify
                 if not (self.default_tickets if first.tickets is None else first.tickets):
                     tls["tickets"] = False
+                if first.client_order or self.default_client_order:
+                    tls["prefer_client_ciphers"] = True
                 table["tls"] = tls
             timeouts = dict(proxy.frontend_timeouts)
             if mode == "tcp":
