@@ -10,7 +10,7 @@ export PYTHON
 STAMP  := $(VENV)/.installed
 # The data plane is compiled in place with mypyc (setup.py, src/balancer/native.py).
 NATIVE := $(VENV)/.native
-NATIVE_SRC := $(shell python3 -c 'import runpy; n = runpy.run_path("src/balancer/native.py"); print(*("src/" + p for p in n["COMPILED"]), *("src/" + p for _, p in n["C_EXTENSIONS"]))')
+NATIVE_SRC := $(shell $(PYTHON) -c 'import runpy; n = runpy.run_path("src/balancer/native.py"); print(*("src/" + p for p in n["COMPILED"]), *("src/" + p for _, p in n["C_EXTENSIONS"]))')
 
 .PHONY: demo test lint unit integration e2e system-deps bench clean native docs
 

@@ -121,6 +121,12 @@ TLS13_SUITES: frozenset[str] = frozenset(
 )
 
 
+def unknown_suites(suites: str) -> list[str]:
+    """The names in `suites` (OpenSSL's colon-separated TLS 1.3 list) that are not
+    TLS13_SUITES, in order; an empty name counts as one."""
+    return [name for name in suites.split(":") if name not in TLS13_SUITES]
+
+
 class FrontendTLS(Model):
     cert: list[str] = Field(min_length=1)
     alpn: list[str] = ["http/1.1"]
@@ -137,10 +143,7 @@ class FrontendTLS(Model):
     def _known_suites(cls, value: str) -> str:
         """OpenSSL's names, colon-separated: OpenSSL itself skips a name it does not know,
         so a typo would quietly leave a suite out (or all of them)."""
-        if not value:
-            return value
-        names = value.split(":")
-        unknown = [name for name in names if name not in TLS13_SUITES]
+        unknown = unknown_suites(value) if value else []
         if unknown:
             raise ValueError(
                 f"unknown TLS 1.3 suite {unknown[0]!r}: the suites are {', '.join(sorted(TLS13_SUITES))}, "

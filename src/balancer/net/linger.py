@@ -29,6 +29,14 @@ from balancer.net.socket_calls import close_descriptor, drain, shutdown_write
 LINGER_SECONDS: Final = 5.0
 
 
+def close_at_once(poller: Poller, fd: int) -> None:
+    """Close `fd`, a connection watched in `poller` or not: the close takes it out of the
+    epoll sets (its only reference), so the poller only forgets its callbacks, without an
+    epoll_ctl (HAProxy's way too). The caller gives the descriptor up."""
+    poller.forget_closed(fd)
+    close_descriptor(fd)
+
+
 def close_lingering(loop: asyncio.AbstractEventLoop, poller: Poller, fd: int) -> None:
     """Close `fd`, a client connection (watched in `poller` or not) whose answer was handed
     to the kernel but whose end of stream was not read: at once if nothing more came from
@@ -36,8 +44,7 @@ def close_lingering(loop: asyncio.AbstractEventLoop, poller: Poller, fd: int) ->
     only forgotten by the poller: the close takes it out of the epoll sets. The caller
     gives the descriptor up."""
     if drain(fd) <= 0:  # nothing came (the usual case), or the client's stream is over
-        poller.forget_closed(fd)
-        close_descriptor(fd)
+        close_at_once(poller, fd)
         return
     poller.remove_reader(fd)  # the loop watches it now
     poller.remove_writer(fd)

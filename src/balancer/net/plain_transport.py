@@ -47,9 +47,9 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from balancer.net.acceptor import Acceptor
-from balancer.net.linger import close_lingering
+from balancer.net.linger import close_at_once, close_lingering
 from balancer.net.poller import Poller
-from balancer.net.socket_calls import close_descriptor, getsockname, recv, recv_into, send, shutdown_write
+from balancer.net.socket_calls import getsockname, recv, recv_into, send, shutdown_write
 from balancer.net.write_limits import TELL_LOST, WriteLimits
 
 log = logging.getLogger(__name__)
@@ -339,17 +339,11 @@ class PlainTransport(WriteLimits):
         self.open = False
         self.queued = []
         self.buffered = 0
-        fd = self.fd
-        reading, writing = self.reading, self.writing
         self.reading = self.writing = False
         if linger and not self.eof:
-            close_lingering(self.loop, self.poller, fd)
+            close_lingering(self.loop, self.poller, self.fd)
         else:
-            # Closing the descriptor takes it out of the epoll sets (its only reference):
-            # the poller forgets its callbacks without an epoll_ctl each (HAProxy's way too).
-            if reading or writing:
-                self.poller.forget_closed(fd)
-            close_descriptor(fd)
+            close_at_once(self.poller, self.fd)
         self.poller.detach()
         self.loop.call_soon(TELL_LOST, self, exc)
 

@@ -36,7 +36,7 @@ from typing import Any, Final
 
 from balancer.net.acceptor import Acceptor
 from balancer.net.deadline import Deadline
-from balancer.net.linger import close_lingering
+from balancer.net.linger import close_at_once, close_lingering
 from balancer.net.poller import Poller
 from balancer.net.proxy_accept import ProxyHeaderBeforeTls
 from balancer.net.socket_calls import close_descriptor, getsockname, socket_error
@@ -218,19 +218,15 @@ class TlsTransport(WriteLimits):
 
     def _close_socket(self, linger: bool = False) -> None:
         """Close the socket (`linger`: drained first if the client sent more, net.linger):
-        the close takes it out of the Poller's epoll sets (its only reference), so only the
-        callbacks are forgotten, without an epoll_ctl. The handshake's deadline, which
-        holds this transport's method, is dropped too."""
+        see net.linger's close_at_once. The handshake's deadline, which holds this
+        transport's method, is dropped too."""
         self.deadline.cancel()
-        watched = self.reading or self.writing
         self.reading = self.writing = False
         self.channel.release()
         if linger:
             close_lingering(self.loop, self.poller, self.fd)
         else:
-            if watched:
-                self.poller.forget_closed(self.fd)
-            close_descriptor(self.fd)
+            close_at_once(self.poller, self.fd)
         self.poller.detach()
 
     # -- event registration ----------------------------------------------------------------

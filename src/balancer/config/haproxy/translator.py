@@ -34,7 +34,7 @@ from balancer.config.haproxy.keys import product_keys
 from balancer.config.haproxy.parse import Section, SourceLine, parse_haproxy
 from balancer.config.haproxy.weaker import weakens_when_lost
 from balancer.config.load import ConfigError, addresses_overlap, parse_config
-from balancer.config.model import TLS13_SUITES, Global, client_speaks_first
+from balancer.config.model import Global, client_speaks_first, unknown_suites
 from balancer.config.values import Address, parse_address
 
 __all__ = ["Translation", "serves", "translate", "validate"]
@@ -469,7 +469,7 @@ class _Translator:
         """Whether `suites` (HAProxy's `ciphersuites`, OpenSSL's list) names only TLS 1.3
         suites balancer knows; else the line is a loss (a policy that narrows the suites is
         not widened quietly), naming the first it does not know."""
-        unknown = [name for name in suites.split(":") if name not in TLS13_SUITES]
+        unknown = unknown_suites(suites)
         if unknown:
             reason = f"{unknown[0] or 'an empty name'} is not a TLS 1.3 suite"
             self.skip(line, f"ciphersuites {suites}", reason, loss=True)
