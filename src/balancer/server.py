@@ -34,7 +34,7 @@ from balancer.net.plain_transport import PlainAcceptor
 from balancer.net.protocol_choice import ProtocolChoice
 from balancer.net.proxy_accept import ProxiedSession, ProxyHeaderReader
 from balancer.net.tcp_session import TcpSessionMaker
-from balancer.net.tls import frontend_context, suites_settable
+from balancer.net.tls import TicketKeysError, frontend_context, suites_settable, ticket_keys_settable
 from balancer.net.tls_transport import TlsAcceptor
 from balancer.net.transport_registry import untrack_transports
 from balancer.proto.basic_auth import Userlist, hash_supported
@@ -268,8 +268,18 @@ def unsupported(config: Config, base_dir: str = ".") -> list[tuple[KeyPath, str]
         if frontend.tls is not None:
             try:
                 frontend_context(frontend.tls, base_dir)
+            except TicketKeysError as exc:
+                problems.append((("frontend", index, "tls", "ticket_keys"), str(exc)))
             except OSError as exc:
                 problems.append((("frontend", index, "tls", "cert"), str(exc)))
+            if not ticket_keys_settable(frontend.tls):
+                problems.append(
+                    (
+                        ("frontend", index, "tls", "ticket_keys"),
+                        "this build serves TLS with Python's ssl, which cannot set session ticket keys: "
+                        "build balancer with its C extensions (pip install without BALANCER_PURE)",
+                    )
+                )
             if not suites_settable(frontend.tls):
                 problems.append(
                     (

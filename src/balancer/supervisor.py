@@ -47,6 +47,8 @@ from balancer.config import ConfigError, parse_config, read_config_text
 from balancer.config.model import Config
 from balancer.config.values import Address
 from balancer.limits import drop_privileges, raise_nofile_limit
+from balancer.net import ticket_keys
+from balancer.net.ticket_keys import TicketKeys, first_keys, next_keys, pipe_to_worker
 from balancer.runtime.client_table import ClientTable
 from balancer.runtime.client_tables import TableKeeper
 from balancer.runtime.master_state import MasterState
@@ -94,6 +96,8 @@ class Generation:
     starting: bool = False
     tables: dict[str, ClientTable] = field(default_factory=dict)  # runtime.client_tables
     journal: StickJournal | None = None  # with [peers] and a stick table: runtime.stick_journal
+    # The TLS session ticket keys its workers share (net.ticket_keys).
+    ticket_keys: TicketKeys = field(default_factory=first_keys)
 
 
 TASKS_END_TIMEOUT = 5.0  # what a stopped master waits for its last tasks to end
@@ -215,24 +219,29 @@ class Master:
         env["BALANCER_MASTER_PID"] = str(os.getpid())
         if "OPENSSL_CONF" not in os.environ:
             env["OPENSSL_CONF"] = OPENSSL_CONF
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "balancer",
-            "worker",
-            "--name",
-            str(self.path),
-            "--generation",
-            str(generation.number),
-            "--slot",
-            str(slot),
-            stdin=asyncio.subprocess.PIPE,
-            pass_fds=[sock.fileno() for _, sock, _ in handed]
-            + [ready_write, state_fd]
-            + [table.fd for table in generation.tables.values()]
-            + journal_fds,
-            env=env,
-        )
+        keys_fd = pipe_to_worker(generation.ticket_keys)
+        env[ticket_keys.ENV_FD] = str(keys_fd)
+        try:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "balancer",
+                "worker",
+                "--name",
+                str(self.path),
+                "--generation",
+                str(generation.number),
+                "--slot",
+                str(slot),
+                stdin=asyncio.subprocess.PIPE,
+                pass_fds=[sock.fileno() for _, sock, _ in handed]
+                + [ready_write, state_fd, keys_fd]
+                + [table.fd for table in generation.tables.values()]
+                + journal_fds,
+                env=env,
+            )
+        finally:
+            os.close(keys_fd)
         os.close(ready_write)
         assert process.stdin is not None
         process.stdin.write(generation.text.encode())
@@ -424,7 +433,7 @@ class Master:
             await self._reload_kernel_tiers(self.current.config)
             return [str(exc)]
         previous = self.current
-        generation = Generation(previous.number + 1, config, text)
+        generation = Generation(previous.number + 1, config, text, ticket_keys=next_keys(previous.ticket_keys))
         if not await self.start_generation(generation):
             self.stop_generation(generation, 0.0)
             await self._reload_kernel_tiers(self.current.config)
@@ -1027,6 +1036,7 @@ def run_worker(name: str, generation: int, slot: int) -> int:
 
     setup_event_log()
     _die_with_parent(int(os.environ.get("BALANCER_MASTER_PID", "0")))
+    ticket_keys.receive_from_master()  # before any TLS context is made
     config = parse_config(sys.stdin.read(), name)
     configure_event_syslog(config)
     sockets: dict[tuple[Address, str], list[tuple[socket.socket, int]]] = {}

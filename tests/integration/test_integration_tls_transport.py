@@ -8,7 +8,9 @@ only, client certificates verified; each with both kinds of TLS channel (net.tls
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import os
 import re
 import socket
 import ssl
@@ -546,6 +548,36 @@ def test_a_frontends_own_tls13_suites_need_the_c_contexts(tmp_path: Path, fronte
     else:
         (message,) = own
         assert message.startswith(f"{tmp_path / 'lb.toml'}:5: this build serves TLS with Python's ssl"), message
+
+
+def test_ticket_keys_need_the_c_contexts_and_a_bad_key_is_refused_at_its_line(
+    tmp_path: Path, frontend_channel: str
+) -> None:
+    """`tls.ticket_keys` is set by net/_tls.c's contexts; Python's ssl has no call for it, so
+    `balancer check` refuses the key there, at its line. A file with a key of the wrong size
+    is refused at the same line, naming the file's line."""
+    server = make_certificate(tmp_path, "a.example")
+    head = f'[[frontend]]\nname = "www"\nbind = ":443"\ndefault_backend = "web"\ntls = {{ cert = ["{server.pem}"]'
+    backend = '\n[[backend]]\nname = "web"\n  [[backend.server]]\n  name = "s1"\n  address = "10.0.0.1:80"\n'
+    good, bad = tmp_path / "good.key", tmp_path / "bad.key"
+    good.write_text(base64.b64encode(os.urandom(80)).decode() + "\n")
+    bad.write_text(base64.b64encode(os.urandom(80)).decode() + "\n" + base64.b64encode(os.urandom(32)).decode() + "\n")
+
+    def problems(keys: Path) -> list[str]:
+        try:
+            parse_runnable(f'{head}, ticket_keys = "{keys}" }}{backend}', str(tmp_path / "lb.toml"))
+        except ConfigError as exc:
+            return [str(problem) for problem in exc.problems]
+        return []
+
+    at_line = f"{tmp_path / 'lb.toml'}:5: "
+    if frontend_channel == "native":
+        assert problems(good) == []
+        (message,) = problems(bad)
+        assert message.startswith(at_line) and f"{bad}: line 2: a key of 32 bytes" in message, message
+    else:
+        (message,) = problems(good)
+        assert message.startswith(f"{at_line}this build serves TLS with Python's ssl"), message
 
 
 @pytest.mark.parametrize(("prefer_client", "expected"), [(False, "AES128"), (True, "AES256")])

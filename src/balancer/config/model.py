@@ -136,6 +136,7 @@ class FrontendTLS(Model):
     client_ca: str = ""
     verify_client: Literal["none", "optional", "required"] = "none"
     tickets: bool = True
+    ticket_keys: str = ""
     prefer_client_ciphers: bool = False
 
     @field_validator("ciphersuites")

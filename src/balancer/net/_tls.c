@@ -35,6 +35,14 @@
  *     resumed from this process's cache, by its id, or in TLS 1.3 by a ticket naming it);
  *     `client_order`: the client's preference picks the cipher and the TLS 1.3 suite
  *     (HAProxy's prefer-client-ciphers), not the server's order.
+ *     `ticket_keys`: the keys of stateless session tickets, each of 48 bytes (a 16-byte
+ *     name, an AES-128 key, an HMAC-SHA256 key of 16 bytes) or 80 (the name, an AES-256
+ *     key, an HMAC key of 32 bytes), the layout of HAProxy's tls-ticket-keys and NGINX's
+ *     ssl_session_ticket_key; `ticket_encrypt`: the index of the one that encrypts new
+ *     tickets. Every key decrypts; a ticket under a key other than the encrypting one is
+ *     renewed. Processes given the same keys resume each other's sessions (the workers
+ *     of a master, the nodes behind one address). Empty: OpenSSL's own key, made at
+ *     random for this context. Refused (ValueError): another size, an index out of range.
  *     Raises OSError (a file that cannot be read, with its errno) or ssl.SSLError
  *     (OpenSSL refused a setting or a file; an ALPN protocol not of 1 to 255 bytes).
  * Built against OpenSSL 3 (setup.py checks <openssl/opensslv.h>).
@@ -77,8 +85,10 @@
 #include <Python.h>
 #include <errno.h>
 #include <openssl/dh.h>
+#include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <string.h>
@@ -161,12 +171,27 @@ static PyObject *raise_load_error(const char *what, const char *filename) {
  * ServerContext
  */
 
+/* A session ticket key: HAProxy's and NGINX's layout, 48 or 80 bytes. */
+#define TICKET_NAME 16
+typedef struct {
+    unsigned char name[TICKET_NAME];
+    unsigned char aes[32];
+    unsigned char hmac[32];
+    int size; /* of the AES and HMAC keys: 16 or 32 */
+} TicketKey;
+
 typedef struct {
     PyObject_HEAD SSL_CTX *ctx;
     unsigned char *alpn; /* the offered protocols in wire format (length-prefixed), or NULL */
     unsigned int alpn_length;
-    PyObject *by_name; /* dict: lower-case name -> ServerContext, or NULL */
+    PyObject *by_name;   /* dict: lower-case name -> ServerContext, or NULL */
+    TicketKey *tickets;  /* ticket_count keys, or NULL: OpenSSL's own */
+    int ticket_count;
+    int ticket_encrypt;  /* the index of the key that encrypts */
 } ServerContext;
+
+/* The ServerContext of an SSL_CTX, for the ticket key callback. */
+static int context_index = -1;
 
 static PyTypeObject ServerContextType;
 
@@ -233,6 +258,82 @@ static int choose_context(SSL *ssl, int *alert, void *arg) {
     return SSL_TLSEXT_ERR_OK;
 }
 
+/* Stateless tickets under the context's keys (SSL_CTX_set_tlsext_ticket_key_evp_cb): the
+ * encrypting key's name, a random IV, AES-CBC and HMAC-SHA256 as OpenSSL's own keys use.
+ * Decrypting: 0 for a name no key has (the client makes a full handshake), 2 for a key
+ * that no longer encrypts (the session resumes and gets a new ticket), -1 on an error. */
+static int ticket_key(SSL *ssl, unsigned char key_name[TICKET_NAME], unsigned char *iv, EVP_CIPHER_CTX *cipher,
+                      EVP_MAC_CTX *mac, int encrypt) {
+    ServerContext *self = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), context_index);
+    if (self == NULL || self->ticket_count == 0)
+        return -1;
+    const TicketKey *key = NULL;
+    int found = 1;
+    if (encrypt) {
+        key = &self->tickets[self->ticket_encrypt];
+        if (RAND_bytes(iv, 16) != 1) /* AES-CBC's block */
+            return -1;
+        memcpy(key_name, key->name, TICKET_NAME);
+    } else {
+        for (int i = 0; i < self->ticket_count; i++) {
+            if (memcmp(self->tickets[i].name, key_name, TICKET_NAME) == 0) {
+                key = &self->tickets[i];
+                found = i == self->ticket_encrypt ? 1 : 2;
+                break;
+            }
+        }
+        if (key == NULL)
+            return 0;
+    }
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, (void *)key->hmac, (size_t)key->size),
+        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
+        OSSL_PARAM_construct_end(),
+    };
+    const EVP_CIPHER *type = key->size == 16 ? EVP_aes_128_cbc() : EVP_aes_256_cbc();
+    if (EVP_MAC_CTX_set_params(mac, params) != 1 ||
+        EVP_CipherInit_ex(cipher, type, NULL, key->aes, iv, encrypt ? 1 : 0) != 1)
+        return -1;
+    return found;
+}
+
+/* The ticket keys of ServerContext(ticket_keys=, ticket_encrypt=): see the top. */
+static int set_tickets(ServerContext *self, PyObject *keys, int encrypt) {
+    Py_ssize_t count = PyTuple_GET_SIZE(keys);
+    if (count == 0)
+        return 0;
+    if (count > 64 || encrypt < 0 || encrypt >= count) {
+        PyErr_SetString(PyExc_ValueError, "ticket_encrypt must index ticket_keys (at most 64 keys)");
+        return -1;
+    }
+    self->tickets = PyMem_Calloc((size_t)count, sizeof(TicketKey));
+    if (self->tickets == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    self->ticket_count = (int)count; /* cleansed at dealloc however far the copy goes */
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *item = PyTuple_GET_ITEM(keys, i);
+        if (!PyBytes_Check(item) || (PyBytes_GET_SIZE(item) != 48 && PyBytes_GET_SIZE(item) != 80)) {
+            PyErr_SetString(PyExc_ValueError, "a ticket key is 48 or 80 bytes");
+            return -1;
+        }
+        const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(item);
+        TicketKey *key = &self->tickets[i];
+        key->size = PyBytes_GET_SIZE(item) == 48 ? 16 : 32;
+        memcpy(key->name, data, TICKET_NAME);
+        memcpy(key->aes, data + TICKET_NAME, (size_t)key->size);
+        memcpy(key->hmac, data + TICKET_NAME + key->size, (size_t)key->size);
+    }
+    self->ticket_encrypt = encrypt;
+    if (!SSL_CTX_set_ex_data(self->ctx, context_index, self) ||
+        !SSL_CTX_set_tlsext_ticket_key_evp_cb(self->ctx, ticket_key)) {
+        raise_load_error("cannot set the session ticket keys", NULL);
+        return -1;
+    }
+    return 0;
+}
+
 static int set_alpn(ServerContext *self, PyObject *protocols) {
     Py_ssize_t count = PyTuple_GET_SIZE(protocols);
     if (count == 0)
@@ -282,13 +383,14 @@ static int set_ffdhe2048(SSL_CTX *ctx) {
 
 static PyObject *ServerContext_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
     static char *keywords[] = {"cert",      "key",    "ciphers", "suites", "tls13_only", "alpn",
-                                "client_ca", "verify", "tickets", "client_order", NULL};
+                                "client_ca", "verify", "tickets", "client_order", "ticket_keys",
+                                "ticket_encrypt", NULL};
     const char *cert, *key, *client_ca, *ciphers, *suites;
-    PyObject *alpn;
-    int tls13_only, verify, tickets = 1, client_order = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "szsspO!zi|pp", keywords, &cert, &key, &ciphers, &suites,
+    PyObject *alpn, *ticket_keys = NULL;
+    int tls13_only, verify, tickets = 1, client_order = 0, ticket_encrypt = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "szsspO!zi|ppO!i", keywords, &cert, &key, &ciphers, &suites,
                                      &tls13_only, &PyTuple_Type, &alpn, &client_ca, &verify, &tickets,
-                                     &client_order))
+                                     &client_order, &PyTuple_Type, &ticket_keys, &ticket_encrypt))
         return NULL;
     ServerContext *self = (ServerContext *)type->tp_alloc(type, 0);
     PyObject *result = NULL;
@@ -340,6 +442,8 @@ static PyObject *ServerContext_new(PyTypeObject *type, PyObject *args, PyObject 
     }
     if (set_alpn(self, alpn) < 0)
         goto done;
+    if (tickets && ticket_keys != NULL && set_tickets(self, ticket_keys, ticket_encrypt) < 0)
+        goto done;
     if (verify != 0) {
         if (client_ca == NULL) {
             PyErr_SetString(SSLError, "verifying client certificates needs client_ca");
@@ -389,6 +493,10 @@ static void ServerContext_dealloc(ServerContext *self) {
     if (self->ctx != NULL)
         SSL_CTX_free(self->ctx); /* connections still made on it hold references of their own */
     PyMem_Free(self->alpn);
+    if (self->tickets != NULL) {
+        OPENSSL_cleanse(self->tickets, sizeof(TicketKey) * (size_t)self->ticket_count);
+        PyMem_Free(self->tickets);
+    }
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -675,6 +783,11 @@ PyMODINIT_FUNC PyInit__tls(void) {
         return NULL;
     if (PyType_Ready(&ServerContextType) < 0 || PyType_Ready(&ConnectionType) < 0)
         return NULL;
+    context_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+    if (context_index < 0) {
+        PyErr_SetString(PyExc_ImportError, "no SSL_CTX ex_data index for the ticket keys");
+        return NULL;
+    }
     PyObject *self = PyModule_Create(&module);
     if (self == NULL)
         return NULL;

@@ -10,7 +10,9 @@ there), else Python's ssl.SSLContexts; the settings are the same. Defaults follo
 Mozilla's "intermediate" profile: TLS 1.2 and 1.3, forward-secret AEAD ciphers for 1.2, no
 compression, no renegotiation; session tickets stay on (OpenSSL's default) for resumption
 unless `tls.tickets` is false (SSL_OP_NO_TICKET: sessions are then resumed from the worker's
-own cache, and no ticket key encrypts them). A reload builds new contexts, so renewed
+own cache, and no ticket key encrypts them). The tickets' keys are the `tls.ticket_keys`
+file's, else the master's, shared by its workers (net.ticket_keys); Python's `ssl` sets
+neither, and makes a key of its own in each process. A reload builds new contexts, so renewed
 certificates take effect on reload while connections already established keep theirs.
 
 Servers: `ssl = true` verifies the server's certificate against `ca_file` (or the system
@@ -26,6 +28,7 @@ from typing import Any
 
 from balancer.config.load import certificate_files
 from balancer.config.model import FrontendTLS, Server
+from balancer.net.ticket_keys import TicketKeys, from_master, read_ticket_keys
 from balancer.net.tls_channel import FrontendContext
 
 try:
@@ -70,6 +73,27 @@ def suites_settable(tls: FrontendTLS) -> bool:
     return _tls is not None or tls.ciphersuites in ("", INTERMEDIATE_SUITES)
 
 
+def ticket_keys_settable(tls: FrontendTLS) -> bool:
+    """Whether this build serves `tls.ticket_keys`: net/_tls.c sets a context's ticket
+    keys; Python's `ssl` has no call for it."""
+    return _tls is not None or not tls.ticket_keys
+
+
+class TicketKeysError(OSError):
+    """A `tls.ticket_keys` file that cannot be read or holds no valid key."""
+
+
+def frontend_ticket_keys(tls: FrontendTLS, base_dir: str = ".") -> TicketKeys | None:
+    """The keys of the frontend's tickets: its file's, else the master's (None: OpenSSL's
+    own, in a process without a master). Raises TicketKeysError."""
+    if not tls.ticket_keys:
+        return from_master()
+    try:
+        return read_ticket_keys(_resolve(tls.ticket_keys, base_dir))
+    except (OSError, ValueError) as exc:
+        raise TicketKeysError(f"cannot load ticket keys: {exc}") from None
+
+
 def _resolve(path: str, base_dir: str) -> str:
     return path if os.path.isabs(path) else str(Path(base_dir) / path)
 
@@ -103,7 +127,7 @@ def _key_file(pem: str) -> str | None:
     return key if os.path.isfile(key) else None
 
 
-def _one_context(tls: FrontendTLS, pem: str, base_dir: str) -> FrontendContext:
+def _one_context(tls: FrontendTLS, pem: str, base_dir: str, keys: TicketKeys | None) -> FrontendContext:
     if _tls is not None:
         verify = {"none": 0, "optional": 1, "required": 2}[tls.verify_client]
         return _tls.ServerContext(
@@ -117,6 +141,8 @@ def _one_context(tls: FrontendTLS, pem: str, base_dir: str) -> FrontendContext:
             verify,
             tls.tickets,
             tls.prefer_client_ciphers,
+            keys.keys if keys is not None else (),
+            keys.encrypt if keys is not None else 0,
         )
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_3 if tls.min_version == "1.3" else ssl.TLSVersion.TLSv1_2
@@ -166,12 +192,13 @@ class AlertingSSLObject(ssl.SSLObject):
 def frontend_context(tls: FrontendTLS, base_dir: str = ".") -> FrontendContext:
     """The listening context (net/_tls.c's ServerContext where it is built, else an
     ssl.SSLContext), with SNI choosing among the configured certificates. Raises OSError
-    naming a file that cannot be loaded."""
+    naming a file that cannot be loaded (TicketKeysError for `tls.ticket_keys`)."""
     by_name: dict[str, FrontendContext] = {}
     default: FrontendContext | None = None
+    keys = frontend_ticket_keys(tls, base_dir)
     for pem in [file for cert in tls.cert for file in _certificate_files(cert, base_dir)]:
         try:
-            context = _one_context(tls, pem, base_dir)
+            context = _one_context(tls, pem, base_dir, keys)
             names = certificate_names(pem)
         except (OSError, ssl.SSLError) as exc:
             raise OSError(f"cannot load certificate {pem}: {exc}") from None

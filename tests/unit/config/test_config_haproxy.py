@@ -7,6 +7,8 @@ so the first line of the literal is line 1 of the haproxy.cfg.
 
 from __future__ import annotations
 
+import base64
+import os
 import tomllib
 from pathlib import Path
 from textwrap import dedent
@@ -355,6 +357,19 @@ def test_mozillas_bind_options_translate_with_nothing_left_over(tmp_path: Path):
     )
     (frontend,) = parse_config(alone.toml, base_dir=tmp_path).frontend
     assert frontend.tls is not None and frontend.tls.tickets is False
+
+
+def test_tls_ticket_keys_becomes_tls_ticket_keys(tmp_path: Path):
+    """HAProxy's tls-ticket-keys file is read as HAProxy reads it (net.ticket_keys): the
+    path is kept, and the file is the same file."""
+    (tmp_path / "tickets.key").write_text(base64.b64encode(os.urandom(80)).decode() + "\n")
+    result = translate_tls(
+        "frontend www\n  mode http\n  bind :443 ssl crt site.pem tls-ticket-keys tickets.key\n  default_backend web\n",
+        tmp_path,
+    )
+    assert result.losses == [] and result.warnings == []
+    (frontend,) = parse_config(result.toml, base_dir=tmp_path).frontend
+    assert frontend.tls is not None and frontend.tls.ticket_keys == "tickets.key"
 
 
 def test_ciphersuites_naming_an_unknown_suite_is_a_loss(tmp_path: Path):

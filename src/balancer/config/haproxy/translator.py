@@ -59,6 +59,7 @@ class _Bind:
     client_ca: str = ""
     verify: str = ""
     tickets: bool | None = None  # None: the global default (ssl-default-bind-options)
+    ticket_keys: str = ""  # tls-ticket-keys
     client_order: bool = False  # prefer-client-ciphers
     accept_proxy: bool = False
     defer_accept: bool = False
@@ -74,6 +75,7 @@ class _Bind:
             self.client_ca,
             self.verify,
             self.tickets,
+            self.ticket_keys,
             self.client_order,
         )
         return (self.ssl, tls if self.ssl else (), self.accept_proxy, self.defer_accept)
@@ -288,7 +290,7 @@ _SERVER_ARG_OPTIONS = _words(
     interface"""
 )
 _BIND_ARG_OPTIONS = _words(
-    """crt crt-list ca-file crl-file verify alpn npn ciphers ciphersuites ssl-min-ver ssl-max-ver curves
+    """crt crt-list ca-file crl-file verify alpn npn ciphers ciphersuites tls-ticket-keys ssl-min-ver ssl-max-ver curves
     ecdhe name id maxconn process thread backlog mss interface namespace nice tcp-ut user group uid gid
     mode level severity-output accept-netscaler-cip ca-sign-file ca-sign-pass ca-ignore-err crt-ignore-err
     proto sigalgs client-sigalgs expose-fd guid-prefix label shards"""
@@ -734,6 +736,8 @@ class _Translator:
                 bind.min_version = "1.3"
             elif option in ("no-tls-tickets", "tls-tickets"):
                 bind.tickets = option == "tls-tickets"
+            elif option == "tls-ticket-keys" and argument:
+                bind.ticket_keys = self.file_name(line, argument, "", "ticket keys file")
             elif option == "prefer-client-ciphers":
                 bind.client_order = True
             else:
@@ -1313,6 +1317,8 @@ class _Translator:
                     tls["verify_client"] = first.verify
                 if not (self.default_tickets if first.tickets is None else first.tickets):
                     tls["tickets"] = False
+                if first.ticket_keys:
+                    tls["ticket_keys"] = first.ticket_keys
                 if first.client_order or self.default_client_order:
                     tls["prefer_client_ciphers"] = True
                 table["tls"] = tls

@@ -1,0 +1,289 @@
+"""TLS session ticket keys, seen from outside: `balancer run -c FILE` and `openssl s_client`.
+
+- Without `tls.ticket_keys` the master makes the keys and hands them to every worker: a
+  session made on one worker resumes on the other ("Reused"), where workers making their own
+  keys would resume only about half of the reconnections.
+- A reload (SIGHUP) starts a new key and keeps the one before it for decrypting: a session
+  made before one reload resumes after it; after a second reload it gets a full handshake,
+  while a session made between the two reloads resumes.
+- `tls.ticket_keys = "FILE"` (HAProxy's `tls-ticket-keys` format): two balancer processes
+  ("nodes") given the same file resume each other's sessions; a node with other keys does not.
+- A key file with a bad line is refused by `balancer check` and `balancer run`, naming the
+  config file's line of `ticket_keys` and the key file's line.
+
+Sessions are kept with `-sess_out`/`-sess_in`; every client sends a request and reads until
+the server closes (`-ign_eof`), since TLS 1.3 tickets arrive after the handshake.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from tests.support import BalancerProcess, TaggedBackend, require_tool, run_balancer, wait_until
+from tests.support.config import server_blocks
+from tests.support.site import Site
+from tests.support.tls import Certificate, make_certificate
+
+from balancer.net import tls as tls_module
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(
+        tls_module._tls is None,
+        reason="net/_tls.c is not built here (BALANCER_PURE=1): Python's ssl cannot set ticket keys",
+    ),
+]
+
+NAME = "t.example.test"
+VERSIONS = ["-tls1_2", "-tls1_3"]
+HANDSHAKE = re.compile(r"^(New|Reused), (TLSv1\.[23]),", re.M)
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def openssl_client(port: int, *args: str, send: str = "", timeout: float = 15) -> str:
+    """`openssl s_client -connect 127.0.0.1:PORT ARGS`; stdout + stderr (as in
+    test_e2e_tls_proxy.py). With `send` it sends that and reads until the server closes
+    (-ign_eof): a TLS 1.3 session ticket comes after the handshake, so only then is it read."""
+    openssl = require_tool("openssl")
+    done = subprocess.run(
+        [openssl, "s_client", "-connect", f"127.0.0.1:{port}", *(("-ign_eof",) if send else ()), *args],
+        input=send,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    return f"exit={done.returncode}\n{done.stdout}\n{done.stderr}"
+
+
+def get(path: str) -> str:
+    return f"GET {path} HTTP/1.1\r\nHost: {NAME}\r\nConnection: close\r\n\r\n"
+
+
+def connect(port: int, version: str, path: str, *session_args: str) -> str:
+    """One connection that sends GET `path`: "New" (full handshake) or "Reused" (resumed).
+    Fails unless the handshake completed in `version` and the request was answered."""
+    output = openssl_client(port, version, "-servername", NAME, *session_args, send=get(path))
+    match = HANDSHAKE.search(output)
+    assert match, f"no completed handshake for {path}:\n{output[-2000:]}"
+    assert match[2] == version.replace("-tls1_", "TLSv1."), output[-2000:]
+    assert "HTTP/1.1 200" in output, f"no answer to {path}:\n{output[-2000:]}"
+    return match[1]
+
+
+def new_session(port: int, version: str, session: Path, path: str) -> None:
+    """A full handshake whose session (with its ticket) is saved to `session`."""
+    assert connect(port, version, path, "-sess_out", str(session)) == "New"
+    assert session.is_file() and session.stat().st_size > 0, f"openssl saved no session for {path}"
+    text = subprocess.run(
+        [require_tool("openssl"), "sess_id", "-in", str(session), "-noout", "-text"],
+        capture_output=True,
+        text=True,
+        timeout=15,
+        check=False,
+    ).stdout
+    assert "TLS session ticket:" in text, f"the session of {path} holds no ticket:\n{text}"
+
+
+def resume(port: int, version: str, session: Path, path: str) -> str:
+    """Present the saved `session`: "Reused" or "New"."""
+    return connect(port, version, path, "-sess_in", str(session))
+
+
+def random_keys(count: int) -> str:
+    """A `tls.ticket_keys` file's text: `count` keys of 80 random bytes, as
+    `openssl rand 80 | openssl base64 -A` makes them."""
+    return "".join(base64.b64encode(os.urandom(80)).decode() + "\n" for _ in range(count))
+
+
+def config(site: Site, cert: Certificate, web: TaggedBackend, workers: int, ticket_keys: str = "") -> str:
+    """One TLS frontend in front of `web`; the access log names the worker (`%pid`) of each path."""
+    keys_line = f'ticket_keys = "{ticket_keys}"\n' if ticket_keys else ""
+    return f"""\
+[global]
+workers = {workers}
+grace = "2s"
+log = "file:{site.log_path}"
+log_format = "%pid %HU %ST"
+
+[[frontend]]
+name = "tls"
+bind = ["127.0.0.1:{site.port}"]
+default_backend = "web"
+
+[frontend.tls]
+cert = ["{cert.pem}"]
+{keys_line}
+[[backend]]
+name = "web"
+{server_blocks([web])}
+"""
+
+
+def worker_of(site: Site, path: str) -> str:
+    """The pid of the worker that served `path`, from the access log."""
+    line = site.wait_log(lambda text: text.split()[1:2] == [path], what=f"the request {path}")
+    fields = line.split()
+    assert fields[2] == "200", line
+    return fields[0]
+
+
+def reload(process: BalancerProcess, generation: int, workers: int) -> None:
+    """SIGHUP; return once `generation` serves and every worker of the one before has exited
+    (so no connection can reach a worker holding the previous generation's keys)."""
+    process.send_signal(signal.SIGHUP)
+    wait_until(
+        lambda: f"reload complete: generation {generation}" in process.output(),
+        timeout=20,
+        what=f"reload complete: generation {generation}",
+    )
+    exited = re.compile(rf"worker exited: pid=\d+ generation={generation - 1}\b")
+    wait_until(
+        lambda: len(exited.findall(process.output())) >= workers,
+        timeout=15,
+        what=f"the {workers} workers of generation {generation - 1} to exit",
+    )
+
+
+# -- fixtures --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cert(module_dir: Path) -> Certificate:
+    return make_certificate(module_dir / "certs", NAME)
+
+
+@pytest.fixture(scope="module")
+def web() -> Iterator[TaggedBackend]:
+    with TaggedBackend("web") as backend:
+        yield backend
+
+
+@pytest.fixture
+def nodes(tmp_path: Path) -> Iterator[Callable[[str], Site]]:
+    """Factory: `nodes("node1")` -> a Site of its own in tmp_path/node1, stopped at teardown."""
+    made: list[Site] = []
+
+    def make(name: str) -> Site:
+        made.append(Site(tmp_path / name))
+        return made[-1]
+
+    yield make
+    for site in made:
+        site.stop()
+
+
+# -- the master's keys, shared by its workers ------------------------------------------------
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_a_session_resumes_on_every_worker(
+    site: Site, cert: Certificate, web: TaggedBackend, tmp_path: Path, version: str
+):
+    """workers = 2, no `ticket_keys`: every reconnection resumes, and both workers served
+    resumed connections (with a key per worker about half of them would be "New")."""
+    site.start(config(site, cert, web, workers=2))
+    session = tmp_path / "session.pem"
+    new_session(site.port, version, session, "/first")
+    workers = {worker_of(site, "/first")}
+
+    # At least 12 reconnections; more (up to 40, 20 s) until both workers have served one.
+    outcomes: list[str] = []
+    deadline = time.monotonic() + 20
+    while len(outcomes) < 12 or (len(workers) < 2 and len(outcomes) < 40 and time.monotonic() < deadline):
+        path = f"/again/{len(outcomes)}"
+        outcomes.append(resume(site.port, version, session, path))
+        workers.add(worker_of(site, path))
+
+    assert outcomes == ["Reused"] * len(outcomes), outcomes
+    assert len(workers) == 2, f"one worker served all {len(outcomes) + 1} connections: nothing was tested"
+
+
+def test_a_reload_keeps_the_previous_key_for_one_generation(
+    site: Site, cert: Certificate, web: TaggedBackend, tmp_path: Path
+):
+    """A session made before a reload resumes after it; after a second reload it gets a
+    full handshake, while a session made after the first reload still resumes."""
+    process = site.start(config(site, cert, web, workers=2))
+    before = {version: tmp_path / f"before{version}.pem" for version in VERSIONS}
+    between = {version: tmp_path / f"between{version}.pem" for version in VERSIONS}
+    for version in VERSIONS:
+        new_session(site.port, version, before[version], f"/before/{version}")
+
+    reload(process, generation=2, workers=2)
+    for version in VERSIONS:
+        assert resume(site.port, version, before[version], f"/before/{version}/after-1") == "Reused", version
+        new_session(site.port, version, between[version], f"/between/{version}")
+
+    reload(process, generation=3, workers=2)
+    for version in VERSIONS:
+        assert resume(site.port, version, before[version], f"/before/{version}/after-2") == "New", version
+        assert resume(site.port, version, between[version], f"/between/{version}/after-2") == "Reused", version
+
+
+# -- a ticket_keys file shared by nodes ------------------------------------------------------
+
+
+def test_nodes_with_one_keys_file_resume_each_others_sessions(
+    nodes: Callable[[str], Site], cert: Certificate, web: TaggedBackend, tmp_path: Path
+):
+    """Two balancer processes (two ports) whose `ticket_keys` name one file of 3 keys resume
+    each other's sessions; a third whose file holds other keys gives a full handshake."""
+    shared = tmp_path / "ticket.keys"
+    shared.write_text(random_keys(3))
+    node1, node2, other = nodes("node1"), nodes("node2"), nodes("other")
+    node1.start(config(node1, cert, web, workers=2, ticket_keys="../ticket.keys"))
+    node2.start(config(node2, cert, web, workers=1, ticket_keys="../ticket.keys"))
+    (other.dir / "ticket.keys").write_text(random_keys(3))
+    other.start(config(other, cert, web, workers=1, ticket_keys="ticket.keys"))
+
+    for version in VERSIONS:
+        from_node1 = tmp_path / f"node1{version}.pem"
+        from_node2 = tmp_path / f"node2{version}.pem"
+        new_session(node1.port, version, from_node1, f"/node1/{version}")
+        new_session(node2.port, version, from_node2, f"/node2/{version}")
+
+        assert resume(node2.port, version, from_node1, f"/node1/{version}/on-node2") == "Reused", version
+        assert resume(node1.port, version, from_node2, f"/node2/{version}/on-node1") == "Reused", version
+        assert resume(other.port, version, from_node1, f"/node1/{version}/on-other") == "New", version
+
+
+# -- a bad key file is refused ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["check", "run"])
+@pytest.mark.parametrize(
+    ("bad_line", "why"),
+    [
+        (base64.b64encode(os.urandom(32)).decode(), "a key of 32 bytes"),
+        ("this is not base64!", "not base64"),
+    ],
+    ids=["32-bytes", "not-base64"],
+)
+def test_a_bad_key_is_refused_with_both_lines(
+    tmp_path: Path, cert: Certificate, web: TaggedBackend, command: str, bad_line: str, why: str
+):
+    site = Site(tmp_path)
+    (tmp_path / "ticket.keys").write_text(f"{random_keys(1)}{bad_line}\n{random_keys(1)}")
+    text = config(site, cert, web, workers=1, ticket_keys="ticket.keys")
+    site.config_path.write_text(text)
+    keys_line = text.splitlines().index('ticket_keys = "ticket.keys"') + 1
+
+    result = run_balancer(command, "-c", site.config_path.name, cwd=tmp_path, timeout=20)
+
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "Traceback" not in output, output
+    match = re.search(rf"^.*{site.config_path.name}:{keys_line}: .*$", output, re.M)
+    assert match, f"no {site.config_path.name}:{keys_line}: in:\n{output}"
+    assert "ticket.keys" in match[0] and "line 2" in match[0] and why in match[0], match[0]
