@@ -44,7 +44,7 @@ from tests.support.curl import curl, curl_raw
 from tests.support.nginx import NginxProcess
 from tests.support.ports import free_ports
 from tests.support.site import Site
-from tests.support.tls import Certificate, make_certificate
+from tests.support.tls import Certificate, make_certificate, openssl_client
 
 from balancer.net import tls as tls_module
 
@@ -114,22 +114,6 @@ def echoed_header(body: bytes, name: str) -> list[str]:
 
 def token(prefix: str) -> str:
     return f"/{prefix}/{uuid.uuid4().hex[:12]}"
-
-
-def openssl_client(port: int, *args: str, send: str = "", timeout: float = 15) -> str:
-    """`openssl s_client -connect 127.0.0.1:PORT ARGS`; stdout + stderr. Its stdin is
-    closed at once, or with `send` it sends that and reads until the server closes (-ign_eof):
-    a TLS 1.3 session ticket comes after the handshake, so only then is it certain to be read."""
-    openssl = require_tool("openssl")
-    done = subprocess.run(
-        [openssl, "s_client", "-connect", f"127.0.0.1:{port}", *(("-ign_eof",) if send else ()), *args],
-        input=send,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    return f"exit={done.returncode}\n{done.stdout}\n{done.stderr}"
 
 
 def subject_of(output: str) -> str:

@@ -65,3 +65,19 @@ def make_certificate(
         raise AssertionError(f"openssl req failed ({done.returncode}): {done.stderr}")
     pem.write_bytes(crt.read_bytes() + key_path.read_bytes())
     return Certificate(name, pem, crt, key_path)
+
+
+def openssl_client(port: int, *args: str, send: str = "", timeout: float = 15) -> str:
+    """`openssl s_client -connect 127.0.0.1:PORT ARGS`; stdout + stderr. Its stdin is
+    closed at once, or with `send` it sends that and reads until the server closes (-ign_eof):
+    a TLS 1.3 session ticket comes after the handshake, so only then is it certain to be read."""
+    openssl = require_tool("openssl")
+    done = subprocess.run(
+        [openssl, "s_client", "-connect", f"127.0.0.1:{port}", *(("-ign_eof",) if send else ()), *args],
+        input=send,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    return f"exit={done.returncode}\n{done.stdout}\n{done.stderr}"
