@@ -34,7 +34,13 @@ from balancer.net.plain_transport import PlainAcceptor
 from balancer.net.protocol_choice import ProtocolChoice
 from balancer.net.proxy_accept import ProxiedSession, ProxyHeaderReader
 from balancer.net.tcp_session import TcpSessionMaker
-from balancer.net.tls import TicketKeysError, frontend_context, suites_settable, ticket_keys_settable
+from balancer.net.tls import (
+    TicketKeysError,
+    frontend_context,
+    groups_settable,
+    suites_settable,
+    ticket_keys_settable,
+)
 from balancer.net.tls_transport import TlsAcceptor
 from balancer.net.transport_registry import untrack_transports
 from balancer.proto.basic_auth import Userlist, hash_supported
@@ -272,6 +278,15 @@ def unsupported(config: Config, base_dir: str = ".") -> list[tuple[KeyPath, str]
                 problems.append((("frontend", index, "tls", "ticket_keys"), str(exc)))
             except OSError as exc:
                 problems.append((("frontend", index, "tls", "cert"), str(exc)))
+            if not groups_settable(frontend.tls):
+                problems.append(
+                    (
+                        ("frontend", index, "tls", "curves"),
+                        "this build serves TLS with Python's ssl, which cannot set a frontend's key-exchange "
+                        "groups: build balancer with its C extensions (pip install without "
+                        "BALANCER_PURE), or set Groups for every worker in an OPENSSL_CONF file",
+                    )
+                )
             if not ticket_keys_settable(frontend.tls):
                 problems.append(
                     (

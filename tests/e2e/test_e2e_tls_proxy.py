@@ -696,6 +696,28 @@ def test_a_frontends_ciphersuites_are_its_only_tls13_suites_in_its_order(
         assert result.returncode == 0, result.stderr
 
 
+def test_a_frontends_curves_are_its_only_key_exchange_groups(module_dir: Path, certs: dict[str, Certificate]):
+    """`tls.curves` (HAProxy's `curves`, NGINX's `ssl_ecdh_curve`): the frontend exchanges
+    keys over those groups only and refuses a client that offers none of them. In TLS 1.2
+    the server's order picks among the groups both offer; in TLS 1.3 a key share the client
+    sent in a listed group is taken as it is (no extra round trip), else the client is asked
+    for one in the server's first shared group."""
+    if tls_module._tls is None:
+        pytest.skip("net/_tls.c is not built here (BALANCER_PURE=1): Python's ssl cannot set a frontend's groups")
+    with one_tls_frontend(module_dir / "curves", certs["a"], 'curves = "secp384r1:X25519"') as port:
+        for version, offer, expected in [
+            ("-tls1_2", "X25519:P-256:P-384", "ECDH, secp384r1, 384 bits"),  # P-256: the certificate's
+            ("-tls1_3", "X25519:P-384", "X25519, 253 bits"),
+            ("-tls1_3", "P-256:P-384", "ECDH, secp384r1, 384 bits"),
+        ]:
+            output = openssl_client(port, version, "-groups", offer)
+            assert f"\nServer Temp Key: {expected}\n" in output, (version, offer, output[-2000:])
+        refused = openssl_client(port, "-tls1_3", "-groups", "P-256")
+        assert "alert handshake failure" in refused, refused[-1500:]
+        result = curl("-k", f"https://127.0.0.1:{port}/")
+        assert result.returncode == 0, result.stderr
+
+
 def test_prefer_client_ciphers_serves_the_clients_first_choice(module_dir: Path, certs: dict[str, Certificate]):
     """`tls.prefer_client_ciphers` (HAProxy `prefer-client-ciphers`): OpenSSL's own client
     order, AES-256 first, gets AES-256 in TLS 1.3 and TLS 1.2, where the server's order

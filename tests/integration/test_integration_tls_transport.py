@@ -519,11 +519,12 @@ def test_sni_chooses_the_certificate_by_name_and_by_wildcard(tmp_path: Path, fro
 
 
 def test_workers_openssl_conf_names_the_frontends_tls13_suites():
-    """Python's ssl (the build without net/_tls.c) gets the suites from the workers'
-    OPENSSL_CONF only: it must hold the list the C contexts are given."""
+    """Python's ssl (the build without net/_tls.c) gets the suites and the groups from the
+    workers' OPENSSL_CONF only: it must hold the lists the C contexts are given."""
     conf = (Path(tls_module.__file__).parent / "openssl.cnf").read_text()
     assert re.search(rf"^Ciphersuites = {re.escape(tls_module.INTERMEDIATE_SUITES)}$", conf, re.M), conf
     assert re.search(r"^Options = PrioritizeChaCha$", conf, re.M), conf
+    assert re.search(rf"^Groups = {re.escape(tls_module.INTERMEDIATE_GROUPS)}$", conf, re.M), conf
 
 
 def test_a_frontends_own_tls13_suites_need_the_c_contexts(tmp_path: Path, frontend_channel: str) -> None:
@@ -543,6 +544,30 @@ def test_a_frontends_own_tls13_suites_need_the_c_contexts(tmp_path: Path, fronte
 
     assert problems(INTERMEDIATE_SUITES) == []
     own = problems("TLS_CHACHA20_POLY1305_SHA256")
+    if frontend_channel == "native":
+        assert own == []
+    else:
+        (message,) = own
+        assert message.startswith(f"{tmp_path / 'lb.toml'}:5: this build serves TLS with Python's ssl"), message
+
+
+def test_a_frontends_own_groups_need_the_c_contexts(tmp_path: Path, frontend_channel: str) -> None:
+    """`tls.curves` is served by net/_tls.c's contexts; a build with Python's ssl alone
+    takes the workers' OPENSSL_CONF groups, so `balancer check` refuses another list there,
+    at its line. Mozilla's own list (the default) passes."""
+    server = make_certificate(tmp_path, "a.example")
+    head = f'[[frontend]]\nname = "www"\nbind = ":443"\ndefault_backend = "web"\ntls = {{ cert = ["{server.pem}"]'
+    backend = '\n[[backend]]\nname = "web"\n  [[backend.server]]\n  name = "s1"\n  address = "10.0.0.1:80"\n'
+
+    def problems(curves: str) -> list[str]:
+        try:
+            parse_runnable(f'{head}, curves = "{curves}" }}{backend}', str(tmp_path / "lb.toml"))
+        except ConfigError as exc:
+            return [str(problem) for problem in exc.problems]
+        return []
+
+    assert problems(tls_module.INTERMEDIATE_GROUPS) == []
+    own = problems("X25519")
     if frontend_channel == "native":
         assert own == []
     else:

@@ -121,6 +121,33 @@ TLS13_SUITES: frozenset[str] = frozenset(
 )
 
 
+# The key-exchange groups OpenSSL 3 names, for TLS 1.2's ECDHE/DHE and TLS 1.3: what
+# `tls.curves` may list. OpenSSL refuses a whole list for one name it does not know.
+TLS_GROUPS: frozenset[str] = frozenset(
+    {
+        "X25519",
+        "X448",
+        "prime256v1",
+        "P-256",
+        "secp384r1",
+        "P-384",
+        "secp521r1",
+        "P-521",
+        "ffdhe2048",
+        "ffdhe3072",
+        "ffdhe4096",
+        "ffdhe6144",
+        "ffdhe8192",
+    }
+)
+
+
+def unknown_groups(groups: str) -> list[str]:
+    """The names in `groups` (OpenSSL's colon-separated list) that are not TLS_GROUPS, in
+    order; an empty name counts as one."""
+    return [name for name in groups.split(":") if name not in TLS_GROUPS]
+
+
 def unknown_suites(suites: str) -> list[str]:
     """The names in `suites` (OpenSSL's colon-separated TLS 1.3 list) that are not
     TLS13_SUITES, in order; an empty name counts as one."""
@@ -132,6 +159,7 @@ class FrontendTLS(Model):
     alpn: list[str] = ["http/1.1"]
     ciphers: str = ""
     ciphersuites: str = ""
+    curves: str = ""
     min_version: Literal["1.2", "1.3"] = "1.2"
     client_ca: str = ""
     verify_client: Literal["none", "optional", "required"] = "none"
@@ -149,6 +177,18 @@ class FrontendTLS(Model):
             raise ValueError(
                 f"unknown TLS 1.3 suite {unknown[0]!r}: the suites are {', '.join(sorted(TLS13_SUITES))}, "
                 'colon-separated (e.g. "TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256")'
+            )
+        return value
+
+    @field_validator("curves")
+    @classmethod
+    def _known_groups(cls, value: str) -> str:
+        """OpenSSL's names, colon-separated: one it does not know fails the whole list."""
+        unknown = unknown_groups(value) if value else []
+        if unknown:
+            raise ValueError(
+                f"unknown key-exchange group {unknown[0]!r}: the groups are {', '.join(sorted(TLS_GROUPS))}, "
+                'colon-separated, in the server\'s order (e.g. "X25519:prime256v1:secp384r1")'
             )
         return value
 

@@ -230,6 +230,7 @@ _NOTES: dict[str, str] = {
     "FrontendTLS.client_ca": "CA file to verify client certificates",
     "FrontendTLS.verify_client": "whether a client certificate is asked for or required",
     "FrontendTLS.tickets": "stateless session tickets; false: resumption from each worker's session cache",
+    "FrontendTLS.curves": "key-exchange groups, colon-separated, in the server's order; empty: Mozilla's",
     "FrontendTLS.ticket_keys": "session ticket keys file (HAProxy tls-ticket-keys); default: the master's keys",
     "FrontendTLS.prefer_client_ciphers": "the client's order picks the cipher and TLS 1.3 suite, not the server's",
     "FrontendTimeouts.client": "client inactivity",

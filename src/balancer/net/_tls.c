@@ -35,6 +35,8 @@
  *     resumed from this process's cache, by its id, or in TLS 1.3 by a ticket naming it);
  *     `client_order`: the client's preference picks the cipher and the TLS 1.3 suite
  *     (HAProxy's prefer-client-ciphers), not the server's order.
+ *     `groups`: the key-exchange groups (OpenSSL's list, as "X25519:prime256v1"), or None
+ *     for the process's (OPENSSL_CONF's Groups).
  *     `ticket_keys`: the keys of stateless session tickets, each of 48 bytes (a 16-byte
  *     name, an AES-128 key, an HMAC-SHA256 key of 16 bytes) or 80 (the name, an AES-256
  *     key, an HMAC key of 32 bytes), the layout of HAProxy's tls-ticket-keys and NGINX's
@@ -384,13 +386,13 @@ static int set_ffdhe2048(SSL_CTX *ctx) {
 static PyObject *ServerContext_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
     static char *keywords[] = {"cert",      "key",    "ciphers", "suites", "tls13_only", "alpn",
                                 "client_ca", "verify", "tickets", "client_order", "ticket_keys",
-                                "ticket_encrypt", NULL};
-    const char *cert, *key, *client_ca, *ciphers, *suites;
+                                "ticket_encrypt", "groups", NULL};
+    const char *cert, *key, *client_ca, *ciphers, *suites, *groups = NULL;
     PyObject *alpn, *ticket_keys = NULL;
     int tls13_only, verify, tickets = 1, client_order = 0, ticket_encrypt = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "szsspO!zi|ppO!i", keywords, &cert, &key, &ciphers, &suites,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "szsspO!zi|ppO!iz", keywords, &cert, &key, &ciphers, &suites,
                                      &tls13_only, &PyTuple_Type, &alpn, &client_ca, &verify, &tickets,
-                                     &client_order, &PyTuple_Type, &ticket_keys, &ticket_encrypt))
+                                     &client_order, &PyTuple_Type, &ticket_keys, &ticket_encrypt, &groups))
         return NULL;
     ServerContext *self = (ServerContext *)type->tp_alloc(type, 0);
     PyObject *result = NULL;
@@ -421,6 +423,11 @@ static PyObject *ServerContext_new(PyTypeObject *type, PyObject *args, PyObject 
     if (!SSL_CTX_set_cipher_list(ctx, ciphers) || !SSL_CTX_set_ciphersuites(ctx, suites)) {
         ERR_clear_error();
         PyErr_SetString(SSLError, "No cipher can be selected.");
+        goto done;
+    }
+    if (groups != NULL && !SSL_CTX_set1_groups_list(ctx, groups)) {
+        ERR_clear_error();
+        PyErr_Format(SSLError, "unknown key-exchange group in %s", groups);
         goto done;
     }
     if (!set_ffdhe2048(ctx)) {

@@ -73,6 +73,16 @@ def suites_settable(tls: FrontendTLS) -> bool:
     return _tls is not None or tls.ciphersuites in ("", INTERMEDIATE_SUITES)
 
 
+# Mozilla's key-exchange groups, as net/openssl.cnf gives them to every worker.
+INTERMEDIATE_GROUPS = "X25519:prime256v1:secp384r1"
+
+
+def groups_settable(tls: FrontendTLS) -> bool:
+    """Whether this build serves `tls.curves`: net/_tls.c sets a context's groups; Python's
+    `ssl` has no call for a list and takes the process's (OPENSSL_CONF)."""
+    return _tls is not None or tls.curves in ("", INTERMEDIATE_GROUPS)
+
+
 def ticket_keys_settable(tls: FrontendTLS) -> bool:
     """Whether this build serves `tls.ticket_keys`: net/_tls.c sets a context's ticket
     keys; Python's `ssl` has no call for it."""
@@ -143,6 +153,7 @@ def _one_context(tls: FrontendTLS, pem: str, base_dir: str, keys: TicketKeys | N
             tls.prefer_client_ciphers,
             keys.keys if keys is not None else (),
             keys.encrypt if keys is not None else 0,
+            tls.curves or None,
         )
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_3 if tls.min_version == "1.3" else ssl.TLSVersion.TLSv1_2

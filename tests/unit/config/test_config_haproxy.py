@@ -330,12 +330,13 @@ def test_ciphersuites_of_a_bind_or_the_global_default_become_tls_ciphersuites(tm
 
 
 def test_mozillas_bind_options_translate_with_nothing_left_over(tmp_path: Path):
-    """Mozilla's intermediate HAProxy configuration: `prefer-client-ciphers`,
+    """Mozilla's intermediate HAProxy configuration: its curves, `prefer-client-ciphers`,
     `ssl-min-ver`, `no-tls-tickets` (a bind's `tls-tickets` turns them back on there)."""
     result = translate_tls(
         """\
         global
             ssl-default-bind-ciphersuites TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256
+            ssl-default-bind-curves X25519:prime256v1:secp384r1
             ssl-default-bind-options prefer-client-ciphers ssl-min-ver TLSv1.2 no-tls-tickets
         frontend www
             mode http
@@ -370,6 +371,32 @@ def test_tls_ticket_keys_becomes_tls_ticket_keys(tmp_path: Path):
     assert result.losses == [] and result.warnings == []
     (frontend,) = parse_config(result.toml, base_dir=tmp_path).frontend
     assert frontend.tls is not None and frontend.tls.ticket_keys == "tickets.key"
+
+
+def test_curves_of_a_bind_or_the_global_default_become_tls_curves(tmp_path: Path):
+    """Mozilla's `ssl-default-bind-curves`, and a bind's own `curves`; a group balancer
+    does not know is a loss (the list narrows what is served)."""
+    result = translate_tls(
+        """\
+        global
+            ssl-default-bind-curves X25519:prime256v1:secp384r1
+        frontend www
+            mode http
+            bind :443 ssl crt site.pem
+            bind :8443 ssl crt site.pem curves secp384r1
+            default_backend web
+        """,
+        tmp_path,
+    )
+    assert validate(result.toml, base_dir=tmp_path) == [] and result.losses == []
+    curves = [f.tls.curves for f in parse_config(result.toml, base_dir=tmp_path).frontend if f.tls]
+    assert curves == ["X25519:prime256v1:secp384r1", "secp384r1"]
+    unknown = translate_tls(
+        "frontend www\n  mode http\n  bind :443 ssl crt site.pem curves X25519:brainpoolP512r1\n"
+        "  default_backend web\n",
+        tmp_path,
+    )
+    assert [loss for loss in unknown.losses if "brainpoolP512r1 is not a key-exchange group" in loss], unknown.losses
 
 
 def test_ciphersuites_naming_an_unknown_suite_is_a_loss(tmp_path: Path):

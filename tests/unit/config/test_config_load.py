@@ -731,6 +731,28 @@ def test_ciphersuites_must_name_tls13_suites(tmp_path: Path) -> None:
     assert message.startswith("lb.toml:5: ") and "unknown TLS 1.3 suite 'TLS_AES_256_GCM_SHA256'" in message
 
 
+def test_curves_must_name_groups_openssl_knows(tmp_path: Path) -> None:
+    """OpenSSL refuses a whole group list for one name it does not know: a typo is refused
+    here, with its line, rather than at the worker's start."""
+    (tmp_path / "good.pem").write_text("")
+    text = dedent(
+        """\
+        [[frontend]]
+        name = "www"
+        bind = ":443"
+        default_backend = "web"
+        tls = { cert = ["good.pem"], curves = "X25519:secp256r1" }
+        [[frontend]]
+        name = "api"
+        bind = ":8443"
+        default_backend = "web"
+        tls = { cert = ["good.pem"], curves = "X25519:prime256v1:P-384" }
+        """
+    )
+    (message,) = problems(text + WEB_BACKEND, tmp_path)
+    assert message.startswith("lb.toml:5: ") and "unknown key-exchange group 'secp256r1'" in message
+
+
 def test_parse_config_checks_files_relative_to_the_named_file(tmp_path: Path) -> None:
     (tmp_path / "www.pem").write_text("")
     text = '[[frontend]]\nname = "a"\nbind = ":443"\ndefault_backend = "web"\ntls = { cert = ["www.pem"] }\n'

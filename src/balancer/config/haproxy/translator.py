@@ -34,7 +34,7 @@ from balancer.config.haproxy.keys import product_keys
 from balancer.config.haproxy.parse import Section, SourceLine, parse_haproxy
 from balancer.config.haproxy.weaker import weakens_when_lost
 from balancer.config.load import ConfigError, addresses_overlap, parse_config
-from balancer.config.model import Global, client_speaks_first, unknown_suites
+from balancer.config.model import Global, client_speaks_first, unknown_groups, unknown_suites
 from balancer.config.values import Address, parse_address
 
 __all__ = ["Translation", "serves", "translate", "validate"]
@@ -55,6 +55,7 @@ class _Bind:
     alpn: list[str] | None = None
     ciphers: str = ""
     ciphersuites: str = ""
+    curves: str = ""
     min_version: str = ""
     client_ca: str = ""
     verify: str = ""
@@ -71,6 +72,7 @@ class _Bind:
             tuple(self.alpn or ()),
             self.ciphers,
             self.ciphersuites,
+            self.curves,
             self.min_version,
             self.client_ca,
             self.verify,
@@ -331,6 +333,7 @@ class _Translator:
         self.ca_base = ""
         self.default_ciphers = ""
         self.default_ciphersuites = ""
+        self.default_curves = ""
         self.default_min_version = ""
         self.default_tickets = True
         self.default_client_order = False
@@ -443,6 +446,9 @@ class _Translator:
         elif keyword == "ssl-default-bind-ciphersuites" and len(words) == 2:
             if self.known_suites(line, argument):
                 self.default_ciphersuites = argument
+        elif keyword == "ssl-default-bind-curves" and len(words) == 2:
+            if self.known_groups(line, argument):
+                self.default_curves = argument
         elif keyword == "ssl-default-bind-options":
             for word in words[1:]:
                 if word == "ssl-min-ver" or word in _TLS_VERSIONS:
@@ -475,6 +481,16 @@ class _Translator:
         if unknown:
             reason = f"{unknown[0] or 'an empty name'} is not a TLS 1.3 suite"
             self.skip(line, f"ciphersuites {suites}", reason, loss=True)
+        return not unknown
+
+    def known_groups(self, line: SourceLine, groups: str) -> bool:
+        """Whether `groups` (HAProxy's `curves`, OpenSSL's list) names only groups balancer
+        knows; else the line is a loss (a policy that narrows the groups), naming the first
+        it does not know."""
+        unknown = unknown_groups(groups)
+        if unknown:
+            reason = f"{unknown[0] or 'an empty name'} is not a key-exchange group balancer knows"
+            self.skip(line, f"curves {groups}", reason, loss=True)
         return not unknown
 
     def global_log(self, line: SourceLine) -> None:
@@ -722,6 +738,9 @@ class _Translator:
             elif option == "ciphersuites" and argument:
                 if self.known_suites(line, argument):
                     bind.ciphersuites = argument
+            elif option == "curves" and argument:
+                if self.known_groups(line, argument):
+                    bind.curves = argument
             elif option == "ssl-min-ver" and argument in _TLS_VERSIONS:
                 bind.min_version = _TLS_VERSIONS[argument]
                 if argument not in ("TLSv1.2", "TLSv1.3"):
@@ -1309,6 +1328,8 @@ class _Translator:
                     tls["ciphers"] = first.ciphers or self.default_ciphers
                 if first.ciphersuites or self.default_ciphersuites:
                     tls["ciphersuites"] = first.ciphersuites or self.default_ciphersuites
+                if first.curves or self.default_curves:
+                    tls["curves"] = first.curves or self.default_curves
                 if first.min_version or self.default_min_version:
                     tls["min_version"] = first.min_version or self.default_min_version
                 if first.client_ca:
