@@ -432,7 +432,7 @@ class Balancer:
             for address in frontend.bind:
                 key = listener_key(address, frontend.name)
                 handed = sockets.get(key, []) if sockets else []
-                tls = frontend_context(frontend.tls, self.base_dir) if frontend.tls else None
+                tls = frontend_context(frontend.tls, self.base_dir, frontend.name) if frontend.tls else None
                 for number, (sock, owner) in enumerate(handed or [(bind_socket(address, frontend.backlog), -1)]):
                     listener = Listener(address, sock, self.frontends[frontend.name], tls)
                     listener.unlink_on_close = not handed

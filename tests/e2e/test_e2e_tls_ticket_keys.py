@@ -29,6 +29,7 @@ from pathlib import Path
 import pytest
 from tests.support import BalancerProcess, TaggedBackend, require_tool, run_balancer, wait_until
 from tests.support.config import server_blocks
+from tests.support.ports import free_ports
 from tests.support.site import Site
 from tests.support.tls import Certificate, make_certificate, openssl_client
 
@@ -273,3 +274,39 @@ def test_a_bad_key_is_refused_with_both_lines(
     match = re.search(rf"^.*{site.config_path.name}:{keys_line}: .*$", output, re.M)
     assert match, f"no {site.config_path.name}:{keys_line}: in:\n{output}"
     assert "ticket.keys" in match[0] and "line 2" in match[0] and why in match[0], match[0]
+
+
+# -- a session is bound to its frontend -------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_a_session_does_not_resume_on_a_frontend_that_verifies_clients(
+    site: Site, cert: Certificate, web: TaggedBackend, tmp_path: Path, version: str
+) -> None:
+    """Frontends share the master's ticket keys, not their sessions: a session made on a
+    frontend that asks for no client certificate is not resumed by one that requires one
+    (that would skip its check), while it resumes on its own frontend."""
+    (verified_port,) = free_ports(1)
+    site.start(
+        config(site, cert, web, workers=1)
+        + f"""
+[[frontend]]
+name = "verified"
+bind = ["127.0.0.1:{verified_port}"]
+default_backend = "web"
+
+[frontend.tls]
+cert = ["{cert.pem}"]
+client_ca = "{cert.crt}"
+verify_client = "required"
+""",
+        ports=[site.port, verified_port],
+    )
+    session = tmp_path / "session.pem"
+    new_session(site.port, version, session, "/open")
+    assert resume(site.port, version, session, "/open/again") == "Reused"
+    elsewhere = openssl_client(
+        verified_port, version, "-servername", NAME, "-sess_in", str(session), send=get("/verified")
+    )
+    assert not re.search(r"^Reused,", elsewhere, re.M), elsewhere[-2000:]
+    assert "HTTP/1.1 200" not in elsewhere, "served without the client certificate it requires"

@@ -35,6 +35,11 @@
  *     resumed from this process's cache, by its id, or in TLS 1.3 by a ticket naming it);
  *     `client_order`: the client's preference picks the cipher and the TLS 1.3 suite
  *     (HAProxy's prefer-client-ciphers), not the server's order.
+ *     `session_context`: the bytes (at most 32) a session is bound to: it resumes only on a
+ *     context made with the same (OpenSSL's session id context). Contexts that share
+ *     ticket keys or a session cache but not their policy (another frontend, or one that
+ *     verifies client certificates differently) must differ here, or a session made on
+ *     one would resume on the other without its checks.
  *     `groups`: the key-exchange groups (OpenSSL's list, as "X25519:prime256v1"), or None
  *     for the process's (OPENSSL_CONF's Groups).
  *     `ticket_keys`: the keys of stateless session tickets, each of 48 bytes (a 16-byte
@@ -386,13 +391,15 @@ static int set_ffdhe2048(SSL_CTX *ctx) {
 static PyObject *ServerContext_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
     static char *keywords[] = {"cert",      "key",    "ciphers", "suites", "tls13_only", "alpn",
                                 "client_ca", "verify", "tickets", "client_order", "ticket_keys",
-                                "ticket_encrypt", "groups", NULL};
+                                "ticket_encrypt", "groups", "session_context", NULL};
     const char *cert, *key, *client_ca, *ciphers, *suites, *groups = NULL;
+    Py_buffer session_context = {0};
     PyObject *alpn, *ticket_keys = NULL;
     int tls13_only, verify, tickets = 1, client_order = 0, ticket_encrypt = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "szsspO!zi|ppO!iz", keywords, &cert, &key, &ciphers, &suites,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "szsspO!zi|ppO!izy*", keywords, &cert, &key, &ciphers, &suites,
                                      &tls13_only, &PyTuple_Type, &alpn, &client_ca, &verify, &tickets,
-                                     &client_order, &PyTuple_Type, &ticket_keys, &ticket_encrypt, &groups))
+                                     &client_order, &PyTuple_Type, &ticket_keys, &ticket_encrypt, &groups,
+                                     &session_context))
         return NULL;
     ServerContext *self = (ServerContext *)type->tp_alloc(type, 0);
     PyObject *result = NULL;
@@ -412,9 +419,17 @@ static PyObject *ServerContext_new(PyTypeObject *type, PyObject *args, PyObject 
                                  SSL_OP_PRIORITIZE_CHACHA | (tickets ? 0 : SSL_OP_NO_TICKET));
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_AUTO_RETRY |
                               SSL_MODE_NO_AUTO_CHAIN);
-    /* Resumption needs a session id context once client certificates are verified. */
-    static const unsigned char session_context[] = "balancer";
-    SSL_CTX_set_session_id_context(ctx, session_context, sizeof(session_context) - 1);
+    /* Resumption needs a session id context once client certificates are verified, and
+     * binds a session to the contexts that share it (see the top). */
+    static const unsigned char default_context[] = "balancer";
+    if (session_context.buf != NULL && session_context.len > SSL_MAX_SID_CTX_LENGTH) {
+        PyErr_SetString(PyExc_ValueError, "session_context is at most 32 bytes");
+        goto done;
+    }
+    if (session_context.buf != NULL && session_context.len > 0)
+        SSL_CTX_set_session_id_context(ctx, session_context.buf, (unsigned int)session_context.len);
+    else
+        SSL_CTX_set_session_id_context(ctx, default_context, sizeof(default_context) - 1);
     X509_VERIFY_PARAM_set_flags(SSL_CTX_get0_param(ctx), X509_V_FLAG_TRUSTED_FIRST);
     if (!SSL_CTX_set_min_proto_version(ctx, tls13_only ? TLS1_3_VERSION : TLS1_2_VERSION)) {
         raise_load_error("cannot set the TLS version", NULL);
@@ -467,6 +482,8 @@ static PyObject *ServerContext_new(PyTypeObject *type, PyObject *args, PyObject 
     self = NULL;
 done:
     Py_XDECREF(self);
+    if (session_context.buf != NULL)
+        PyBuffer_Release(&session_context);
     return result;
 }
 

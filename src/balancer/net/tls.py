@@ -21,6 +21,7 @@ store) and the name in `sni` (or the server's host).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import ssl
 from pathlib import Path
@@ -104,6 +105,17 @@ def frontend_ticket_keys(tls: FrontendTLS, base_dir: str = ".") -> TicketKeys | 
         raise TicketKeysError(f"cannot load ticket keys: {exc}") from None
 
 
+def session_context(name: str, tls: FrontendTLS, base_dir: str) -> bytes:
+    """What a frontend's sessions are bound to (OpenSSL's session id context, 32 bytes): its
+    name and the settings a resumed session skips the checks of. Every worker shares ticket
+    keys, and frontends share them too: without this a session made on one frontend would
+    resume on another that verifies client certificates, and skip that check; a reload that
+    changes them likewise makes earlier sessions make a full handshake."""
+    client_ca = _resolve(tls.client_ca, base_dir) if tls.client_ca else ""
+    policy = "\0".join([name, tls.verify_client, client_ca, tls.min_version, tls.ciphers, tls.ciphersuites])
+    return hashlib.sha256(policy.encode()).digest()
+
+
 def _resolve(path: str, base_dir: str) -> str:
     return path if os.path.isabs(path) else str(Path(base_dir) / path)
 
@@ -137,7 +149,9 @@ def _key_file(pem: str) -> str | None:
     return key if os.path.isfile(key) else None
 
 
-def _one_context(tls: FrontendTLS, pem: str, base_dir: str, keys: TicketKeys | None) -> FrontendContext:
+def _one_context(
+    tls: FrontendTLS, pem: str, base_dir: str, keys: TicketKeys | None, bound_to: bytes
+) -> FrontendContext:
     if _tls is not None:
         verify = {"none": 0, "optional": 1, "required": 2}[tls.verify_client]
         return _tls.ServerContext(
@@ -154,6 +168,7 @@ def _one_context(tls: FrontendTLS, pem: str, base_dir: str, keys: TicketKeys | N
             keys.keys if keys is not None else (),
             keys.encrypt if keys is not None else 0,
             tls.curves or None,
+            bound_to,
         )
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_3 if tls.min_version == "1.3" else ssl.TLSVersion.TLSv1_2
@@ -200,16 +215,17 @@ class AlertingSSLObject(ssl.SSLObject):
             raise ssl.SSLWantReadError("the alert goes out first") from None
 
 
-def frontend_context(tls: FrontendTLS, base_dir: str = ".") -> FrontendContext:
+def frontend_context(tls: FrontendTLS, base_dir: str = ".", name: str = "") -> FrontendContext:
     """The listening context (net/_tls.c's ServerContext where it is built, else an
     ssl.SSLContext), with SNI choosing among the configured certificates. Raises OSError
     naming a file that cannot be loaded (TicketKeysError for `tls.ticket_keys`)."""
     by_name: dict[str, FrontendContext] = {}
     default: FrontendContext | None = None
     keys = frontend_ticket_keys(tls, base_dir)
+    bound_to = session_context(name, tls, base_dir)
     for pem in [file for cert in tls.cert for file in _certificate_files(cert, base_dir)]:
         try:
-            context = _one_context(tls, pem, base_dir, keys)
+            context = _one_context(tls, pem, base_dir, keys, bound_to)
             names = certificate_names(pem)
         except (OSError, ssl.SSLError) as exc:
             raise OSError(f"cannot load certificate {pem}: {exc}") from None
