@@ -47,7 +47,7 @@ from balancer.config import ConfigError, parse_config, read_config_text
 from balancer.config.model import Config
 from balancer.config.values import Address
 from balancer.limits import drop_privileges, raise_nofile_limit
-from balancer.net import ticket_keys
+from balancer.net import session_cache, ticket_keys
 from balancer.net.ticket_keys import TicketKeys, first_keys, next_keys, pipe_to_worker
 from balancer.runtime.client_table import ClientTable
 from balancer.runtime.client_tables import TableKeeper
@@ -119,6 +119,7 @@ class Master:
         self.state = MasterState(config)
         self.monitor = HealthMonitor(self.state)
         self.tables = TableKeeper()
+        self.tls_sessions = session_cache.MasterCache()
         self.admin: AdminServer | None = None
         self.old: list[Generation] = []
         self.stopping = False
@@ -221,6 +222,9 @@ class Master:
             env["OPENSSL_CONF"] = OPENSSL_CONF
         keys_fd = pipe_to_worker(generation.ticket_keys)
         env[ticket_keys.ENV_FD] = str(keys_fd)
+        sessions_fd = self.tls_sessions.for_config(generation.config.global_.tls_session_cache)
+        if sessions_fd is not None:
+            env[session_cache.ENV_FD] = str(sessions_fd)
         try:
             process = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -236,6 +240,7 @@ class Master:
                 stdin=asyncio.subprocess.PIPE,
                 pass_fds=[sock.fileno() for _, sock, _ in handed]
                 + [ready_write, state_fd, keys_fd]
+                + ([sessions_fd] if sessions_fd is not None else [])
                 + [table.fd for table in generation.tables.values()]
                 + journal_fds,
                 env=env,
@@ -1037,6 +1042,7 @@ def run_worker(name: str, generation: int, slot: int) -> int:
     setup_event_log()
     _die_with_parent(int(os.environ.get("BALANCER_MASTER_PID", "0")))
     ticket_keys.receive_from_master()  # before any TLS context is made
+    session_cache.receive_from_master()
     config = parse_config(sys.stdin.read(), name)
     configure_event_syslog(config)
     sockets: dict[tuple[Address, str], list[tuple[socket.socket, int]]] = {}

@@ -20,18 +20,17 @@ from __future__ import annotations
 import base64
 import os
 import re
-import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from tests.support import BalancerProcess, TaggedBackend, require_tool, run_balancer, wait_until
+from tests.support import TaggedBackend, require_tool, run_balancer
 from tests.support.config import server_blocks
 from tests.support.ports import free_ports
 from tests.support.site import Site
-from tests.support.tls import Certificate, make_certificate, openssl_client
+from tests.support.tls import Certificate, connect, http_get, make_certificate, openssl_client, reload, worker_of
 
 from balancer.config.model import FrontendTLS
 from balancer.net.tls import ticket_keys_settable
@@ -46,30 +45,14 @@ pytestmark = [
 
 NAME = "t.example.test"
 VERSIONS = ["-tls1_2", "-tls1_3"]
-HANDSHAKE = re.compile(r"^(New|Reused), (TLSv1\.[23]),", re.M)
 
 
 # -- helpers -------------------------------------------------------------------------------
 
 
-def get(path: str) -> str:
-    return f"GET {path} HTTP/1.1\r\nHost: {NAME}\r\nConnection: close\r\n\r\n"
-
-
-def connect(port: int, version: str, path: str, *session_args: str) -> str:
-    """One connection that sends GET `path`: "New" (full handshake) or "Reused" (resumed).
-    Fails unless the handshake completed in `version` and the request was answered."""
-    output = openssl_client(port, version, "-servername", NAME, *session_args, send=get(path))
-    match = HANDSHAKE.search(output)
-    assert match, f"no completed handshake for {path}:\n{output[-2000:]}"
-    assert match[2] == version.replace("-tls1_", "TLSv1."), output[-2000:]
-    assert "HTTP/1.1 200" in output, f"no answer to {path}:\n{output[-2000:]}"
-    return match[1]
-
-
 def new_session(port: int, version: str, session: Path, path: str) -> None:
     """A full handshake whose session (with its ticket) is saved to `session`."""
-    assert connect(port, version, path, "-sess_out", str(session)) == "New"
+    assert connect(port, version, NAME, path, "-sess_out", str(session)) == "New"
     assert session.is_file() and session.stat().st_size > 0, f"openssl saved no session for {path}"
     text = subprocess.run(
         [require_tool("openssl"), "sess_id", "-in", str(session), "-noout", "-text"],
@@ -83,7 +66,7 @@ def new_session(port: int, version: str, session: Path, path: str) -> None:
 
 def resume(port: int, version: str, session: Path, path: str) -> str:
     """Present the saved `session`: "Reused" or "New"."""
-    return connect(port, version, path, "-sess_in", str(session))
+    return connect(port, version, NAME, path, "-sess_in", str(session))
 
 
 def random_keys(count: int) -> str:
@@ -114,31 +97,6 @@ cert = ["{cert.pem}"]
 name = "web"
 {server_blocks([web])}
 """
-
-
-def worker_of(site: Site, path: str) -> str:
-    """The pid of the worker that served `path`, from the access log."""
-    line = site.wait_log(lambda text: text.split()[1:2] == [path], what=f"the request {path}")
-    fields = line.split()
-    assert fields[2] == "200", line
-    return fields[0]
-
-
-def reload(process: BalancerProcess, generation: int, workers: int) -> None:
-    """SIGHUP; return once `generation` serves and every worker of the one before has exited
-    (so no connection can reach a worker holding the previous generation's keys)."""
-    process.send_signal(signal.SIGHUP)
-    wait_until(
-        lambda: f"reload complete: generation {generation}" in process.output(),
-        timeout=20,
-        what=f"reload complete: generation {generation}",
-    )
-    exited = re.compile(rf"worker exited: pid=\d+ generation={generation - 1}\b")
-    wait_until(
-        lambda: len(exited.findall(process.output())) >= workers,
-        timeout=15,
-        what=f"the {workers} workers of generation {generation - 1} to exit",
-    )
 
 
 # -- fixtures --------------------------------------------------------------------------------
@@ -306,7 +264,7 @@ verify_client = "required"
     new_session(site.port, version, session, "/open")
     assert resume(site.port, version, session, "/open/again") == "Reused"
     elsewhere = openssl_client(
-        verified_port, version, "-servername", NAME, "-sess_in", str(session), send=get("/verified")
+        verified_port, version, "-servername", NAME, "-sess_in", str(session), send=http_get(NAME, "/verified")
     )
     assert not re.search(r"^Reused,", elsewhere, re.M), elsewhere[-2000:]
     assert "HTTP/1.1 200" not in elsewhere, "served without the client certificate it requires"

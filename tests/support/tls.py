@@ -1,14 +1,31 @@
-"""Self-signed certificates made with the real `openssl` command, for TLS tests."""
+"""TLS tests with the real `openssl` command: self-signed certificates, `openssl s_client`
+connections that report a full handshake or a resumed session, and, for e2e tests of
+sessions, the worker that served a request and a reload that waits for the old workers."""
 
 from __future__ import annotations
 
+import re
+import signal
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.support.process import BalancerProcess, wait_until
+from tests.support.site import Site
 from tests.support.tools import require_tool
 
-__all__ = ["Certificate", "make_certificate"]
+__all__ = [
+    "HANDSHAKE",
+    "Certificate",
+    "connect",
+    "http_get",
+    "make_certificate",
+    "openssl_client",
+    "reload",
+    "worker_of",
+]
+
+HANDSHAKE = re.compile(r"^(New|Reused), (TLSv1\.[23]),", re.M)
 
 
 @dataclass(frozen=True)
@@ -81,3 +98,45 @@ def openssl_client(port: int, *args: str, send: str = "", timeout: float = 15) -
         check=False,
     )
     return f"exit={done.returncode}\n{done.stdout}\n{done.stderr}"
+
+
+def http_get(name: str, path: str) -> str:
+    """GET `path` from host `name`, closing the connection after the answer."""
+    return f"GET {path} HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n"
+
+
+def connect(port: int, version: str, name: str, path: str, *session_args: str) -> str:
+    """One connection (SNI `name`) that sends GET `path`: "New" (full handshake) or "Reused"
+    (resumed). Fails unless the handshake completed in `version` and the request was answered."""
+    output = openssl_client(port, version, "-servername", name, *session_args, send=http_get(name, path))
+    match = HANDSHAKE.search(output)
+    assert match, f"no completed handshake for {path}:\n{output[-2000:]}"
+    assert match[2] == version.replace("-tls1_", "TLSv1."), output[-2000:]
+    assert "HTTP/1.1 200" in output, f"no answer to {path}:\n{output[-2000:]}"
+    return match[1]
+
+
+def worker_of(site: Site, path: str) -> str:
+    """The pid of the worker that served `path`, from an access log written with
+    `log_format = "%pid %HU %ST"`."""
+    line = site.wait_log(lambda text: text.split()[1:2] == [path], what=f"the request {path}")
+    fields = line.split()
+    assert fields[2] == "200", line
+    return fields[0]
+
+
+def reload(process: BalancerProcess, generation: int, workers: int) -> None:
+    """SIGHUP; return once `generation` serves and every worker of the one before has exited
+    (so no connection can reach a worker holding the previous generation's TLS state)."""
+    process.send_signal(signal.SIGHUP)
+    wait_until(
+        lambda: f"reload complete: generation {generation}" in process.output(),
+        timeout=20,
+        what=f"reload complete: generation {generation}",
+    )
+    exited = re.compile(rf"worker exited: pid=\d+ generation={generation - 1}\b")
+    wait_until(
+        lambda: len(exited.findall(process.output())) >= workers,
+        timeout=15,
+        what=f"the {workers} workers of generation {generation - 1} to exit",
+    )

@@ -76,6 +76,9 @@ class Global(Model):
     log_format: str = Field("text", min_length=1)
     log_facility: Facility = "local0"  # of access lines sent to syslog
     maxconn: int = Field(100000, ge=1)
+    # TLS sessions kept for every worker when tickets are off (net.session_cache), HAProxy's
+    # tune.ssl.cachesize; 0: each worker keeps its own (OpenSSL's cache).
+    tls_session_cache: int = Field(20000, ge=0, le=10_000_000)
     user: str = ""
     group: str = ""
     disable_file: str = ""

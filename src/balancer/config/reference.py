@@ -203,6 +203,7 @@ _NOTES: dict[str, str] = {
     "Global.maxconn": "client connections of the node (all workers); accepting pauses at it",
     "Global.user": "drop privileges to this user after binding",
     "Global.group": "drop privileges to this group after binding",
+    "Global.tls_session_cache": "TLS sessions all workers share when tickets are off (1 KiB each); 0: per worker",
     "Global.disable_file": "while this file exists, `/health` answers 503",
     "Admin.socket": "unix socket of the admin API (`balancer ctl --socket`)",
     "Admin.bind": "the admin API over TCP, with `/metrics` and `/health`",

@@ -40,6 +40,8 @@
  *     ticket keys or a session cache but not their policy (another frontend, or one that
  *     verifies client certificates differently) must differ here, or a session made on
  *     one would resume on the other without its checks.
+ *     `session_cache`: a SessionCache (below) that keeps the sessions this context makes
+ *     and resumes them, instead of OpenSSL's cache of this process; None: OpenSSL's.
  *     `groups`: the key-exchange groups (OpenSSL's list, as "X25519:prime256v1"), or None
  *     for the process's (OPENSSL_CONF's Groups).
  *     `ticket_keys`: the keys of stateless session tickets, each of 48 bytes (a 16-byte
@@ -98,7 +100,9 @@
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <stdint.h>
 #include <string.h>
+#include <time.h>
 
 #define HANDSHAKE_DONE 0
 #define WANTS_READ 1
@@ -178,6 +182,219 @@ static PyObject *raise_load_error(const char *what, const char *filename) {
  * ServerContext
  */
 
+/* ---------------------------------------------------------------------------------------
+ * SessionCache(memory) -> cache
+ *     TLS sessions kept in `memory` (a writable buffer: the mapping of a memfd the master
+ *     made and every worker maps, net/session_cache.py), so that a session one worker made
+ *     resumes on any (TLS 1.2 session ids; TLS 1.3 tickets that only name a session, as
+ *     made with tickets off). The memory is a header (CacheHeader: magic, slot size,
+ *     slot count, a salt) then fixed slots (CacheSlot); a session id hashes (salted) to a
+ *     set of CACHE_WAYS slots and takes the one holding it, else a free or expired one,
+ *     else the one that expires first. A session whose DER encoding does not fit a slot (a
+ *     client certificate in it, mostly) is not kept: its client makes a full handshake.
+ *     Refuses (ValueError) memory whose header does not say this layout.
+ *
+ * Several processes write the slots without a lock: each slot has a sequence number, odd
+ * while a writer holds it. A writer takes an even slot with a compare-and-swap (a slot
+ * already held is skipped: the session is not kept, a cache's loss), writes, and makes it
+ * even again; a reader copies a slot out, then reads the sequence again and uses the copy
+ * only if it did not change (a seqlock). A worker killed mid-write leaves its slot odd:
+ * one slot lost until the master's next cache.
+ */
+
+#define CACHE_MAGIC 0x43535442u /* "BTSC" */
+#define CACHE_WAYS 4
+#define CACHE_SLOT_SIZE 1024
+
+typedef struct {
+    uint32_t magic;
+    uint32_t slot_size;
+    uint32_t slots; /* a multiple of CACHE_WAYS */
+    uint32_t unused;
+    uint64_t salt;
+    uint64_t reserved[5];
+} CacheHeader;
+
+typedef struct {
+    uint32_t seq;
+    uint32_t der_length;
+    int64_t expires; /* seconds of the epoch; 0: free */
+    uint32_t id_length;
+    unsigned char id[SSL_MAX_SSL_SESSION_ID_LENGTH];
+    unsigned char der[CACHE_SLOT_SIZE - 52];
+} CacheSlot;
+
+typedef struct {
+    PyObject_HEAD Py_buffer memory;
+    CacheHeader *header;
+    CacheSlot *slots;
+} SessionCache;
+
+static PyTypeObject SessionCacheType;
+
+static PyObject *SessionCache_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+    PyObject *memory;
+    if (!PyArg_ParseTuple(args, "O", &memory) || (kwargs != NULL && PyDict_Size(kwargs) != 0)) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "SessionCache(memory) takes no keywords");
+        return NULL;
+    }
+    SessionCache *self = (SessionCache *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    if (PyObject_GetBuffer(memory, &self->memory, PyBUF_WRITABLE) < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    CacheHeader *header = self->memory.buf;
+    if ((size_t)self->memory.len < sizeof(CacheHeader) || header->magic != CACHE_MAGIC ||
+        header->slot_size != sizeof(CacheSlot) || header->slots == 0 || header->slots % CACHE_WAYS != 0 ||
+        (size_t)self->memory.len < sizeof(CacheHeader) + (size_t)header->slots * sizeof(CacheSlot)) {
+        PyErr_SetString(PyExc_ValueError, "not a session cache of this layout");
+        Py_DECREF(self);
+        return NULL;
+    }
+    self->header = header;
+    self->slots = (CacheSlot *)((char *)self->memory.buf + sizeof(CacheHeader));
+    return (PyObject *)self;
+}
+
+static void SessionCache_dealloc(SessionCache *self) {
+    if (self->memory.obj != NULL)
+        PyBuffer_Release(&self->memory);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyTypeObject SessionCacheType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "balancer.net._tls.SessionCache",
+    .tp_basicsize = sizeof(SessionCache),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = SessionCache_new,
+    .tp_dealloc = (destructor)SessionCache_dealloc,
+    .tp_doc = "TLS sessions in memory shared by a master's workers: see _tls.c.",
+};
+
+/* The first slot of the set `id` hashes to (FNV-1a, salted). */
+static CacheSlot *cache_set(SessionCache *cache, const unsigned char *id, unsigned int id_length) {
+    uint64_t hash = 0xcbf29ce484222325ull ^ cache->header->salt;
+    for (unsigned int i = 0; i < id_length; i++)
+        hash = (hash ^ id[i]) * 0x100000001b3ull;
+    uint32_t sets = cache->header->slots / CACHE_WAYS;
+    return &cache->slots[(hash % sets) * CACHE_WAYS];
+}
+
+/* A slot of `id`'s set held for writing (its sequence made odd, `*seq` what it was), or
+ * NULL when the one to write is held by another writer. */
+static CacheSlot *cache_take(SessionCache *cache, const unsigned char *id, unsigned int id_length, uint32_t *seq) {
+    CacheSlot *set = cache_set(cache, id, id_length);
+    int64_t now = (int64_t)time(NULL);
+    CacheSlot *chosen = NULL;
+    for (int i = 0; i < CACHE_WAYS; i++) {
+        CacheSlot *slot = &set[i];
+        if (slot->id_length == id_length && memcmp(slot->id, id, id_length) == 0) {
+            chosen = slot; /* its own: read without the lock, a wrong guess costs an entry */
+            break;
+        }
+        if (chosen == NULL || (chosen->expires > now && slot->expires < chosen->expires))
+            chosen = slot; /* free or expired first, else the one that expires first */
+    }
+    uint32_t before = __atomic_load_n(&chosen->seq, __ATOMIC_ACQUIRE);
+    if ((before & 1) ||
+        !__atomic_compare_exchange_n(&chosen->seq, &before, before + 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+        return NULL;
+    *seq = before;
+    return chosen;
+}
+
+static void cache_give_back(CacheSlot *slot, uint32_t seq) { __atomic_store_n(&slot->seq, seq + 2, __ATOMIC_RELEASE); }
+
+static SessionCache *cache_of(SSL_CTX *ctx);
+
+/* OpenSSL made a session (SSL_CTX_sess_set_new_cb): kept when it fits. Returns 0: OpenSSL
+ * keeps no reference for us. */
+static int cache_new(SSL *ssl, SSL_SESSION *session) {
+    SessionCache *cache = cache_of(SSL_get_SSL_CTX(ssl));
+    unsigned int id_length;
+    const unsigned char *id = SSL_SESSION_get_id(session, &id_length);
+    if (cache == NULL || id_length == 0 || id_length > SSL_MAX_SSL_SESSION_ID_LENGTH)
+        return 0;
+    int der_length = i2d_SSL_SESSION(session, NULL);
+    if (der_length <= 0 || (size_t)der_length > sizeof(((CacheSlot *)0)->der))
+        return 0;
+    uint32_t seq;
+    CacheSlot *slot = cache_take(cache, id, id_length, &seq);
+    if (slot == NULL)
+        return 0;
+    unsigned char *der = slot->der;
+    if (i2d_SSL_SESSION(session, &der) == der_length) {
+        slot->id_length = id_length;
+        memcpy(slot->id, id, id_length);
+        slot->der_length = (uint32_t)der_length;
+        slot->expires = (int64_t)SSL_SESSION_get_time(session) + (int64_t)SSL_SESSION_get_timeout(session);
+    } else {
+        slot->expires = 0;
+        slot->id_length = 0;
+    }
+    cache_give_back(slot, seq);
+    return 0;
+}
+
+/* A client names a session (SSL_CTX_sess_set_get_cb): a copy of it, or NULL. */
+static SSL_SESSION *cache_get(SSL *ssl, const unsigned char *id, int id_length, int *copy) {
+    *copy = 0; /* the session returned is the caller's */
+    SessionCache *cache = cache_of(SSL_get_SSL_CTX(ssl));
+    if (cache == NULL || id_length <= 0 || id_length > SSL_MAX_SSL_SESSION_ID_LENGTH)
+        return NULL;
+    CacheSlot *set = cache_set(cache, id, (unsigned int)id_length);
+    unsigned char der[sizeof(((CacheSlot *)0)->der)];
+    for (int i = 0; i < CACHE_WAYS; i++) {
+        CacheSlot *slot = &set[i];
+        uint32_t seq = __atomic_load_n(&slot->seq, __ATOMIC_ACQUIRE);
+        if ((seq & 1) || slot->id_length != (uint32_t)id_length || memcmp(slot->id, id, (size_t)id_length) != 0)
+            continue;
+        uint32_t der_length = slot->der_length;
+        int64_t expires = slot->expires;
+        if (der_length == 0 || der_length > sizeof(der))
+            continue;
+        memcpy(der, slot->der, der_length);
+        __atomic_thread_fence(__ATOMIC_ACQUIRE);
+        if (__atomic_load_n(&slot->seq, __ATOMIC_RELAXED) != seq)
+            continue; /* written meanwhile: a miss */
+        if (expires <= (int64_t)time(NULL))
+            return NULL;
+        const unsigned char *p = der;
+        return d2i_SSL_SESSION(NULL, &p, (long)der_length);
+    }
+    return NULL;
+}
+
+/* OpenSSL drops a session (SSL_CTX_sess_set_remove_cb): one it found expired, or whose
+ * connection ended in an error. (No early data is accepted, so a TLS 1.3 session is not
+ * dropped for replay protection once used.) */
+static void cache_remove(SSL_CTX *ctx, SSL_SESSION *session) {
+    SessionCache *cache = cache_of(ctx);
+    unsigned int id_length;
+    const unsigned char *id = SSL_SESSION_get_id(session, &id_length);
+    if (cache == NULL || id_length == 0 || id_length > SSL_MAX_SSL_SESSION_ID_LENGTH)
+        return;
+    CacheSlot *set = cache_set(cache, id, id_length);
+    for (int i = 0; i < CACHE_WAYS; i++) {
+        CacheSlot *slot = &set[i];
+        if (slot->id_length != id_length || memcmp(slot->id, id, id_length) != 0)
+            continue;
+        uint32_t seq = __atomic_load_n(&slot->seq, __ATOMIC_ACQUIRE);
+        if (!(seq & 1) &&
+            __atomic_compare_exchange_n(&slot->seq, &seq, seq + 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
+            if (slot->id_length == id_length && memcmp(slot->id, id, id_length) == 0) {
+                slot->expires = 0;
+                slot->id_length = 0;
+            }
+            cache_give_back(slot, seq);
+        }
+        return;
+    }
+}
+
 /* A session ticket key: HAProxy's and NGINX's layout, 48 or 80 bytes. */
 #define TICKET_NAME 16
 typedef struct {
@@ -195,10 +412,16 @@ typedef struct {
     TicketKey *tickets;  /* ticket_count keys, or NULL: OpenSSL's own */
     int ticket_count;
     int ticket_encrypt;  /* the index of the key that encrypts */
+    SessionCache *cache; /* or NULL: OpenSSL's own, in this process */
 } ServerContext;
 
-/* The ServerContext of an SSL_CTX, for the ticket key callback. */
+/* The ServerContext of an SSL_CTX, for the ticket key and session cache callbacks. */
 static int context_index = -1;
+
+static SessionCache *cache_of(SSL_CTX *ctx) {
+    ServerContext *context = SSL_CTX_get_ex_data(ctx, context_index);
+    return context != NULL ? context->cache : NULL;
+}
 
 static PyTypeObject ServerContextType;
 
@@ -333,8 +556,7 @@ static int set_tickets(ServerContext *self, PyObject *keys, int encrypt) {
         memcpy(key->hmac, data + TICKET_NAME + key->size, (size_t)key->size);
     }
     self->ticket_encrypt = encrypt;
-    if (!SSL_CTX_set_ex_data(self->ctx, context_index, self) ||
-        !SSL_CTX_set_tlsext_ticket_key_evp_cb(self->ctx, ticket_key)) {
+    if (!SSL_CTX_set_tlsext_ticket_key_evp_cb(self->ctx, ticket_key)) {
         raise_load_error("cannot set the session ticket keys", NULL);
         return -1;
     }
@@ -391,15 +613,15 @@ static int set_ffdhe2048(SSL_CTX *ctx) {
 static PyObject *ServerContext_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
     static char *keywords[] = {"cert",      "key",    "ciphers", "suites", "tls13_only", "alpn",
                                 "client_ca", "verify", "tickets", "client_order", "ticket_keys",
-                                "ticket_encrypt", "groups", "session_context", NULL};
+                                "ticket_encrypt", "groups", "session_context", "session_cache", NULL};
     const char *cert, *key, *client_ca, *ciphers, *suites, *groups = NULL;
     Py_buffer session_context = {0};
-    PyObject *alpn, *ticket_keys = NULL;
+    PyObject *alpn, *ticket_keys = NULL, *session_cache = Py_None;
     int tls13_only, verify, tickets = 1, client_order = 0, ticket_encrypt = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "szsspO!zi|ppO!izy*", keywords, &cert, &key, &ciphers, &suites,
-                                     &tls13_only, &PyTuple_Type, &alpn, &client_ca, &verify, &tickets,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "szsspO!zi|ppO!izy*O", keywords, &cert, &key, &ciphers,
+                                     &suites, &tls13_only, &PyTuple_Type, &alpn, &client_ca, &verify, &tickets,
                                      &client_order, &PyTuple_Type, &ticket_keys, &ticket_encrypt, &groups,
-                                     &session_context))
+                                     &session_context, &session_cache))
         return NULL;
     ServerContext *self = (ServerContext *)type->tp_alloc(type, 0);
     PyObject *result = NULL;
@@ -464,8 +686,24 @@ static PyObject *ServerContext_new(PyTypeObject *type, PyObject *args, PyObject 
     }
     if (set_alpn(self, alpn) < 0)
         goto done;
+    if (!SSL_CTX_set_ex_data(ctx, context_index, self)) {
+        raise_load_error("cannot set the context's data", NULL);
+        goto done;
+    }
     if (tickets && ticket_keys != NULL && set_tickets(self, ticket_keys, ticket_encrypt) < 0)
         goto done;
+    if (session_cache != Py_None) {
+        if (!Py_IS_TYPE(session_cache, &SessionCacheType)) {
+            PyErr_SetString(PyExc_TypeError, "session_cache must be a SessionCache or None");
+            goto done;
+        }
+        Py_INCREF(session_cache);
+        self->cache = (SessionCache *)session_cache;
+        SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER | SSL_SESS_CACHE_NO_INTERNAL);
+        SSL_CTX_sess_set_new_cb(ctx, cache_new);
+        SSL_CTX_sess_set_get_cb(ctx, cache_get);
+        SSL_CTX_sess_set_remove_cb(ctx, cache_remove);
+    }
     if (verify != 0) {
         if (client_ca == NULL) {
             PyErr_SetString(SSLError, "verifying client certificates needs client_ca");
@@ -506,6 +744,8 @@ static int ServerContext_traverse(ServerContext *self, visitproc visit, void *ar
     return 0;
 }
 
+/* The cache is neither visited nor cleared: it refers to no Python object that could lead
+ * back here (no cycle), and the callbacks may use it until the context is freed. */
 static int ServerContext_clear(ServerContext *self) {
     Py_CLEAR(self->by_name);
     return 0;
@@ -516,6 +756,7 @@ static void ServerContext_dealloc(ServerContext *self) {
     ServerContext_clear(self);
     if (self->ctx != NULL)
         SSL_CTX_free(self->ctx); /* connections still made on it hold references of their own */
+    Py_XDECREF(self->cache);
     PyMem_Free(self->alpn);
     if (self->tickets != NULL) {
         OPENSSL_cleanse(self->tickets, sizeof(TicketKey) * (size_t)self->ticket_count);
@@ -805,7 +1046,8 @@ PyMODINIT_FUNC PyInit__tls(void) {
     Py_DECREF(ssl);
     if (!SSLError || !SSLEOFError || !SSLWantWriteError || !SSLCertVerificationError)
         return NULL;
-    if (PyType_Ready(&ServerContextType) < 0 || PyType_Ready(&ConnectionType) < 0)
+    if (PyType_Ready(&ServerContextType) < 0 || PyType_Ready(&ConnectionType) < 0 ||
+        PyType_Ready(&SessionCacheType) < 0)
         return NULL;
     context_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
     if (context_index < 0) {
@@ -817,7 +1059,13 @@ PyMODINIT_FUNC PyInit__tls(void) {
         return NULL;
     Py_INCREF(&ServerContextType);
     Py_INCREF(&ConnectionType);
+    Py_INCREF(&SessionCacheType);
     if (PyModule_AddObject(self, "ServerContext", (PyObject *)&ServerContextType) < 0 ||
+        PyModule_AddObject(self, "SessionCache", (PyObject *)&SessionCacheType) < 0 ||
+        PyModule_AddIntConstant(self, "CACHE_SLOT_SIZE", (long)sizeof(CacheSlot)) < 0 ||
+        PyModule_AddIntConstant(self, "CACHE_HEADER_SIZE", (long)sizeof(CacheHeader)) < 0 ||
+        PyModule_AddIntConstant(self, "CACHE_WAYS", CACHE_WAYS) < 0 ||
+        PyModule_AddIntConstant(self, "CACHE_MAGIC", (long)CACHE_MAGIC) < 0 ||
         PyModule_AddObject(self, "Connection", (PyObject *)&ConnectionType) < 0 ||
         PyModule_AddIntConstant(self, "HANDSHAKE_DONE", HANDSHAKE_DONE) < 0 ||
         PyModule_AddIntConstant(self, "WANTS_READ", WANTS_READ) < 0 ||

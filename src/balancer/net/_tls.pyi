@@ -5,6 +5,13 @@ HANDSHAKE_DONE: Final[int]
 WANTS_READ: Final[int]
 WANTS_WRITE: Final[int]
 OPENSSL_VERSION: Final[str]
+CACHE_SLOT_SIZE: Final[int]
+CACHE_HEADER_SIZE: Final[int]
+CACHE_WAYS: Final[int]
+CACHE_MAGIC: Final[int]
+
+class SessionCache:
+    def __init__(self, memory: object, /) -> None: ...
 
 class ServerContext:
     def __init__(
@@ -23,6 +30,7 @@ class ServerContext:
         ticket_encrypt: int = 0,
         groups: str | None = None,
         session_context: bytes = b"",
+        session_cache: SessionCache | None = None,
     ) -> None: ...
     def choose_by_name(self, contexts: dict[str, ServerContext], /) -> None: ...
     def connection(self, fd: int, /) -> Connection: ...

@@ -11,8 +11,9 @@ Mozilla's "intermediate" profile: TLS 1.2 and 1.3, forward-secret AEAD ciphers f
 compression, no renegotiation; session tickets stay on (OpenSSL's default) for resumption
 unless `tls.tickets` is false (SSL_OP_NO_TICKET: sessions are then resumed from the worker's
 own cache, and no ticket key encrypts them). The tickets' keys are the `tls.ticket_keys`
-file's, else the master's, shared by its workers (net.ticket_keys); Python's `ssl` sets
-neither, and makes a key of its own in each process. A reload builds new contexts, so renewed
+file's, else the master's, shared by its workers (net.ticket_keys); without tickets the
+sessions are kept in the master's cache, shared by its workers too (net.session_cache).
+Python's `ssl` does neither: each process has its own key and its own cache. A reload builds new contexts, so renewed
 certificates take effect on reload while connections already established keep theirs.
 
 Servers: `ssl = true` verifies the server's certificate against `ca_file` (or the system
@@ -29,6 +30,7 @@ from typing import Any
 
 from balancer.config.load import certificate_files
 from balancer.config.model import FrontendTLS, Server
+from balancer.net import session_cache
 from balancer.net.ticket_keys import TicketKeys, from_master, read_ticket_keys
 from balancer.net.tls_channel import FrontendContext
 
@@ -110,10 +112,17 @@ def session_context(name: str, tls: FrontendTLS, base_dir: str) -> bytes:
     name and the settings a resumed session skips the checks of. Every worker shares ticket
     keys, and frontends share them too: without this a session made on one frontend would
     resume on another that verifies client certificates, and skip that check; a reload that
-    changes them likewise makes earlier sessions make a full handshake."""
-    client_ca = _resolve(tls.client_ca, base_dir) if tls.client_ca else ""
-    policy = "\0".join([name, tls.verify_client, client_ca, tls.min_version, tls.ciphers, tls.ciphersuites])
-    return hashlib.sha256(policy.encode()).digest()
+    changes them (the client CAs' file included) makes earlier sessions make a full
+    handshake."""
+    settings = [name, tls.verify_client, tls.min_version, tls.ciphers, tls.ciphersuites]
+    policy = hashlib.sha256("\0".join(settings).encode())
+    if tls.client_ca:
+        try:  # the CAs themselves: a session verified against replaced ones resumes no more
+            with open(_resolve(tls.client_ca, base_dir), "rb") as file:
+                policy.update(file.read())
+        except OSError:
+            pass  # loading the context reports it
+    return policy.digest()
 
 
 def _resolve(path: str, base_dir: str) -> str:
@@ -169,6 +178,7 @@ def _one_context(
             keys.encrypt if keys is not None else 0,
             tls.curves or None,
             bound_to,
+            None if tls.tickets else session_cache.from_master(),
         )
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_3 if tls.min_version == "1.3" else ssl.TLSVersion.TLSv1_2

@@ -399,6 +399,12 @@ def test_curves_of_a_bind_or_the_global_default_become_tls_curves(tmp_path: Path
     assert [loss for loss in unknown.losses if "brainpoolP512r1 is not a key-exchange group" in loss], unknown.losses
 
 
+def test_tune_ssl_cachesize_becomes_the_shared_session_cache():
+    result = translate("global\n    tune.ssl.cachesize 50000\n")
+    assert result.losses == [] and not [w for w in result.warnings if "cachesize" in w]
+    assert parse_config(result.toml).global_.tls_session_cache == 50000
+
+
 def test_ciphersuites_naming_an_unknown_suite_is_a_loss(tmp_path: Path):
     """A list that narrows the suites is a policy: dropped, the frontend would serve more."""
     result = translate_tls(

@@ -468,6 +468,8 @@ class _Translator:
                 version = words[index + 1] if index + 1 < len(words) else ""
                 if version in _TLS_VERSIONS:
                     self.default_min_version = _TLS_VERSIONS[version]
+        elif keyword == "tune.ssl.cachesize" and _integer(argument):
+            self.global_["tls_session_cache"] = int(argument)
         elif keyword == "tune.http.maxhdr" and _integer(argument):
             self.header_count = int(argument)
         else:
