@@ -20,18 +20,21 @@ saved session and saves the new one (`-sess_in FILE -sess_out FILE`), as a brows
 
 from __future__ import annotations
 
+import concurrent.futures
 import importlib.util
 import re
+import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.support import TaggedBackend, require_tool
+from tests.support import TaggedBackend, require_tool, wait_until
 from tests.support.config import server_blocks
 from tests.support.site import Site
-from tests.support.tls import Certificate, connect, make_certificate, reload, worker_of
+from tests.support.tls import Certificate, connect, http_get, make_certificate, reload, worker_of
 
 pytestmark = [
     pytest.mark.e2e,
@@ -197,3 +200,56 @@ def test_a_session_made_before_reloads_resumes_after_them(
         for version in VERSIONS:
             path = f"/{version}/after-{generation - 1}"
             assert resume(site.port, version, sessions[version], path) == "Reused", (version, generation)
+
+
+# -- many clients at once --------------------------------------------------------------------
+
+CLIENTS = 16
+ROUNDS = 6
+
+
+def one_client(port: int, context: ssl.SSLContext, number: int) -> list[bool]:
+    """A client that makes a session, then reconnects ROUNDS times with the last session it
+    got (Python's ssl): for each reconnection, whether it resumed."""
+    session: ssl.SSLSession | None = None
+    reused: list[bool] = []
+    for attempt in range(ROUNDS + 1):
+        raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+        with context.wrap_socket(raw, server_hostname=NAME, session=session) as tls:
+            tls.sendall(http_get(NAME, f"/client/{number}/{attempt}").encode())
+            answer = b""
+            while chunk := tls.recv(65536):  # to the close: a TLS 1.3 ticket comes after the handshake
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+            if attempt:
+                reused.append(tls.session_reused)
+            session = tls.session
+    return reused
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+def test_sixteen_clients_at_once_resume_every_time(
+    site: Site, cert: Certificate, web: TaggedBackend, version: ssl.TLSVersion
+) -> None:
+    """16 clients reconnecting at once over 2 workers, each resuming its own session 6 times:
+    every worker writes the cache while the other reads it, and every reconnection resumes."""
+    site.start(config(site, cert, web, workers=2))
+    context = ssl.create_default_context(cafile=str(cert.crt))
+    context.minimum_version = context.maximum_version = version
+
+    def logged() -> list[str]:
+        return [line for line in site.log_lines() if "/client/" in line]
+
+    # A burst may all land on one worker (the one awake): more bursts, at most 4, until both served.
+    full, served, workers = 0, 0, set()
+    for _ in range(4):
+        with concurrent.futures.ThreadPoolExecutor(CLIENTS) as pool:
+            results = list(pool.map(lambda number: one_client(site.port, context, number), range(CLIENTS)))
+        full += sum(not reused for client in results for reused in client)
+        served += CLIENTS * (ROUNDS + 1)
+        wait_until(lambda expected=served: len(logged()) >= expected, timeout=5, what=f"the {served} access lines")
+        workers = {line.split()[0] for line in logged()}
+        if len(workers) == 2:
+            break
+    assert full == 0, f"{full} of {served - served // (ROUNDS + 1)} reconnections were full handshakes"
+    assert len(workers) == 2, "one worker served every connection: nothing was shared"
