@@ -21,7 +21,6 @@ saved session and saves the new one (`-sess_in FILE -sess_out FILE`), as a brows
 from __future__ import annotations
 
 import concurrent.futures
-import importlib.util
 import re
 import socket
 import ssl
@@ -35,14 +34,12 @@ from tests.support import TaggedBackend, require_tool, wait_until
 from tests.support.config import server_blocks
 from tests.support.site import Site
 from tests.support.tls import Certificate, connect, http_get, make_certificate, reload, worker_of
+from tests.support.tools import require_built
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(
-        importlib.util.find_spec("balancer.net._tls") is None,
-        reason="net/_tls.c is not built here (BALANCER_PURE=1): Python's ssl keeps each worker's own cache",
-    ),
-]
+from balancer.net import tls as tls_module
+
+pytestmark = pytest.mark.e2e
+require_built(tls_module._tls, "net/_tls")  # Python's ssl keeps each worker's own cache
 
 NAME = "s.example.test"
 VERSIONS = ["-tls1_2", "-tls1_3"]

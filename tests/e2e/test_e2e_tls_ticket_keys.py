@@ -31,17 +31,12 @@ from tests.support.config import server_blocks
 from tests.support.ports import free_ports
 from tests.support.site import Site
 from tests.support.tls import Certificate, connect, http_get, make_certificate, openssl_client, reload, worker_of
+from tests.support.tools import require_built
 
-from balancer.config.model import FrontendTLS
-from balancer.net.tls import ticket_keys_settable
+from balancer.net import tls as tls_module
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(
-        not ticket_keys_settable(FrontendTLS(cert=["x.pem"], ticket_keys="ticket.keys")),
-        reason="net/_tls.c is not built here (BALANCER_PURE=1): Python's ssl cannot set ticket keys",
-    ),
-]
+pytestmark = pytest.mark.e2e
+require_built(tls_module._tls, "net/_tls")  # Python's ssl cannot set ticket keys
 
 NAME = "t.example.test"
 VERSIONS = ["-tls1_2", "-tls1_3"]

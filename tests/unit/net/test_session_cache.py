@@ -8,13 +8,12 @@ import mmap
 import os
 
 import pytest
+from tests.support.tools import require_built
 
 from balancer.net import session_cache
 
 _tls = session_cache._tls
-pytestmark = pytest.mark.skipif(
-    _tls is None, reason="net/_tls.c is not built here (BALANCER_PURE=1): Python's ssl keeps each worker's cache"
-)
+require_built(_tls, "net/_tls")  # Python's ssl keeps each worker's own cache
 
 
 def mapped(fd: int) -> mmap.mmap:
