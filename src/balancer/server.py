@@ -572,6 +572,8 @@ class Balancer:
                     frontend.limits.conn_limited if frontend.limits is not None else 0,
                     frontend.bytes_in,
                     frontend.bytes_out,
+                    frontend.tls_handshakes,
+                    frontend.tls_resumed,
                     *frontend.responses,
                 ),
             )

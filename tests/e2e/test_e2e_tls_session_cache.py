@@ -26,12 +26,15 @@ import socket
 import ssl
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from tests.support import TaggedBackend, require_tool, wait_until
 from tests.support.config import server_blocks
+from tests.support.ports import free_ports
 from tests.support.site import Site
 from tests.support.tls import Certificate, connect, http_get, make_certificate, reload, worker_of
 from tests.support.tools import require_built
@@ -230,7 +233,8 @@ def test_sixteen_clients_at_once_resume_every_time(
 ) -> None:
     """16 clients reconnecting at once over 2 workers, each resuming its own session 6 times:
     every worker writes the cache while the other reads it, and every reconnection resumes."""
-    site.start(config(site, cert, web, workers=2))
+    (admin_port,) = free_ports(1)
+    site.start(config(site, cert, web, workers=2) + f'\n[admin]\nbind = "127.0.0.1:{admin_port}"\n')
     context = ssl.create_default_context(cafile=str(cert.crt))
     context.minimum_version = context.maximum_version = version
 
@@ -249,4 +253,19 @@ def test_sixteen_clients_at_once_resume_every_time(
         if len(workers) == 2:
             break
     assert full == 0, f"{full} of {served - served // (ROUNDS + 1)} reconnections were full handshakes"
+    # What an operator sees of it: every handshake counted, all but each client's first resumed.
+    resumed = served - served // (ROUNDS + 1)
+
+    def counted() -> tuple[float, float]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=5) as reply:
+            text = reply.read().decode()
+        samples = {
+            sample.name: sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.labels.get("frontend") == "tls"
+        }
+        return samples["balancer_frontend_tls_handshakes_total"], samples["balancer_frontend_tls_resumed_total"]
+
+    wait_until(lambda: counted() == (served, resumed), timeout=10, what=f"{served} handshakes, {resumed} resumed")
     assert len(workers) == 2, "one worker served every connection: nothing was shared"

@@ -58,6 +58,14 @@ class BalancerCollector(Collector):
             "balancer_frontend_bytes_in", "Bytes received from clients.", labels=["frontend"]
         )
         bytes_out = CounterMetricFamily("balancer_frontend_bytes_out", "Bytes sent to clients.", labels=["frontend"])
+        tls_handshakes = CounterMetricFamily(
+            "balancer_frontend_tls_handshakes", "TLS handshakes completed with clients.", labels=["frontend"]
+        )
+        tls_resumed = CounterMetricFamily(
+            "balancer_frontend_tls_resumed",
+            "TLS handshakes that resumed a session (a ticket, or the shared session cache).",
+            labels=["frontend"],
+        )
         responses = CounterMetricFamily(
             "balancer_frontend_http_responses",
             "HTTP responses sent to clients, by status class (1xx..5xx, other).",
@@ -72,9 +80,12 @@ class BalancerCollector(Collector):
             conn_limited.add_metric([name], row["conn_limited"])
             bytes_in.add_metric([name], row["bytes_in"])
             bytes_out.add_metric([name], row["bytes_out"])
+            tls_handshakes.add_metric([name], row["tls_handshakes"])
+            tls_resumed.add_metric([name], row["tls_resumed"])
             for code, count in row["responses"].items():
                 responses.add_metric([name, code], count)
-        yield from (connections, requests, denied, rate_limited, conn_limited, bytes_in, bytes_out, responses)
+        yield from (connections, requests, denied, rate_limited, conn_limited, bytes_in, bytes_out)
+        yield from (tls_handshakes, tls_resumed, responses)
 
         servers = self.totals.servers()
         per_server: dict[str, tuple[type[CounterMetricFamily] | type[GaugeMetricFamily], str, str]] = {

@@ -972,6 +972,14 @@ static PyObject *Connection_cipher(Connection *self, PyObject *unused) {
                          SSL_CIPHER_get_bits(cipher, NULL));
 }
 
+/* Whether the handshake resumed a session (a ticket or a cached session) rather than make one. */
+static PyObject *Connection_session_reused(Connection *self, PyObject *unused) {
+    (void)unused;
+    if (self->ssl == NULL)
+        return released();
+    return PyBool_FromLong(SSL_session_reused(self->ssl));
+}
+
 static PyObject *Connection_compression(Connection *self, PyObject *unused) {
     Py_RETURN_NONE; /* SSL_OP_NO_COMPRESSION: never any */
 }
@@ -1009,6 +1017,7 @@ static PyMethodDef Connection_methods[] = {
     {"version", (PyCFunction)Connection_version, METH_NOARGS, NULL},
     {"cipher", (PyCFunction)Connection_cipher, METH_NOARGS, NULL},
     {"compression", (PyCFunction)Connection_compression, METH_NOARGS, NULL},
+    {"session_reused", (PyCFunction)Connection_session_reused, METH_NOARGS, NULL},
     {"peer_certificate", (PyCFunction)Connection_peer_certificate, METH_NOARGS, NULL},
     {NULL, NULL, 0, NULL},
 };

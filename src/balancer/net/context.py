@@ -300,6 +300,9 @@ class FrontendContext:
         self.denied = 0  # refused by a rule (403)
         self.bytes_in = 0  # from clients: request heads and bodies, TCP bytes
         self.bytes_out = 0  # to clients
+        self.terminates_tls = config.tls is not None
+        self.tls_handshakes = 0  # completed: each TLS connection once
+        self.tls_resumed = 0  # of them, resuming a session (ticket or session cache)
         self.responses = [0] * len(STATUS_CLASSES)  # by runtime.state.status_class
         self.gate = gate
         self.limits: ClientLimits | None = None  # rate_limit, conn_limit: server.Balancer.use_tables
@@ -310,12 +313,22 @@ class FrontendContext:
         is room."""
         self.sessions.add(session)
         self.connections += 1
+        if self.terminates_tls:
+            self._count_handshake(transport)
         gate = self.gate
         if gate is None or gate.admit(self.name):
             return True
         self.parked.add(session)
         gate.park(self.name, partial(self._admit_parked, session, ParkedConnection(session, transport)))
         return False
+
+    def _count_handshake(self, transport: asyncio.Transport) -> None:
+        """A TLS connection's handshake, done before its session was made (net.tls_transport)."""
+        channel = transport.get_extra_info("ssl_object")
+        if channel is not None:
+            self.tls_handshakes += 1
+            if channel.session_reused():
+                self.tls_resumed += 1
 
     def _admit_parked(self, session: Stoppable, parked: ParkedConnection) -> bool:
         """The gate counted `session`, parked until now; False if it closed meanwhile."""

@@ -45,6 +45,7 @@ class TlsChannel(Protocol):
     def version(self) -> str | None: ...
     def cipher(self) -> tuple[str, str, int] | None: ...
     def compression(self) -> str | None: ...
+    def session_reused(self) -> bool: ...
     def peer_certificate(self) -> bytes | None: ...
 
 
@@ -121,6 +122,9 @@ class SocketChannel:
     def compression(self) -> str | None:
         compression: str | None = self.tls.compression()
         return compression
+
+    def session_reused(self) -> bool:
+        return bool(self.tls.session_reused)
 
     def peer_certificate(self) -> bytes | None:
         try:

@@ -43,8 +43,8 @@ _SERVER_TOTALS = ("active", "requests", "bytes_in", "bytes_out", "errors", "conn
 SERVER_COUNTERS = (*_SERVER_TOTALS, *BUCKET_NAMES)
 _COUNTERS = struct.Struct("<" + "q" * len(SERVER_COUNTERS))
 # Per frontend and slot: connections, requests, requests denied by a rule, requests and
-# connections refused by rate_limit and conn_limit, bytes from and to clients, then
-# responses by status class.
+# connections refused by rate_limit and conn_limit, bytes from and to clients, TLS
+# handshakes and how many of them resumed a session, then responses by status class.
 FRONTEND_COUNTERS = (
     "connections",
     "requests",
@@ -53,6 +53,8 @@ FRONTEND_COUNTERS = (
     "conn_limited",
     "bytes_in",
     "bytes_out",
+    "tls_handshakes",
+    "tls_resumed",
     *STATUS_CLASSES,
 )
 _FRONTEND = struct.Struct("<" + "q" * len(FRONTEND_COUNTERS))
