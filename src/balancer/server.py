@@ -34,13 +34,7 @@ from balancer.net.plain_transport import PlainAcceptor
 from balancer.net.protocol_choice import ProtocolChoice
 from balancer.net.proxy_accept import ProxiedSession, ProxyHeaderReader
 from balancer.net.tcp_session import TcpSessionMaker
-from balancer.net.tls import (
-    TicketKeysError,
-    frontend_context,
-    groups_settable,
-    suites_settable,
-    ticket_keys_settable,
-)
+from balancer.net.tls import TicketKeysError, frontend_context, unsettable
 from balancer.net.tls_transport import TlsAcceptor
 from balancer.net.transport_registry import untrack_transports
 from balancer.proto.basic_auth import Userlist, hash_supported
@@ -278,32 +272,12 @@ def unsupported(config: Config, base_dir: str = ".") -> list[tuple[KeyPath, str]
                 problems.append((("frontend", index, "tls", "ticket_keys"), str(exc)))
             except OSError as exc:
                 problems.append((("frontend", index, "tls", "cert"), str(exc)))
-            if not groups_settable(frontend.tls):
-                problems.append(
-                    (
-                        ("frontend", index, "tls", "curves"),
-                        "this build serves TLS with Python's ssl, which cannot set a frontend's key-exchange "
-                        "groups: build balancer with its C extensions (pip install without "
-                        "BALANCER_PURE), or set Groups for every worker in an OPENSSL_CONF file",
-                    )
+            for key, what, instead in unsettable(frontend.tls):
+                message = (
+                    f"this build serves TLS with Python's ssl, which cannot set {what}: build balancer with "
+                    "its C extensions (pip install without BALANCER_PURE)"
                 )
-            if not ticket_keys_settable(frontend.tls):
-                problems.append(
-                    (
-                        ("frontend", index, "tls", "ticket_keys"),
-                        "this build serves TLS with Python's ssl, which cannot set session ticket keys: "
-                        "build balancer with its C extensions (pip install without BALANCER_PURE)",
-                    )
-                )
-            if not suites_settable(frontend.tls):
-                problems.append(
-                    (
-                        ("frontend", index, "tls", "ciphersuites"),
-                        "this build serves TLS with Python's ssl, which cannot set a frontend's TLS 1.3 "
-                        "suites: build balancer with its C extensions (pip install without "
-                        "BALANCER_PURE), or set Ciphersuites for every worker in an OPENSSL_CONF file",
-                    )
-                )
+                problems.append((("frontend", index, "tls", key), message + (f", or {instead}" if instead else "")))
     for index, frontend in enumerate(config.frontend):
         if frontend.tls is not None and frontend.mode == "http":
             others = [p for p in frontend.tls.alpn if p not in ("h2", "http/1.1", "http/1.0")]

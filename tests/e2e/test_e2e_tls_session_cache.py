@@ -36,7 +36,15 @@ from tests.support import TaggedBackend, require_tool, wait_until
 from tests.support.config import server_blocks
 from tests.support.ports import free_ports
 from tests.support.site import Site
-from tests.support.tls import Certificate, connect, http_get, make_certificate, reload, worker_of
+from tests.support.tls import (
+    Certificate,
+    assert_every_reconnection_resumes,
+    connect,
+    http_get,
+    make_certificate,
+    reload,
+    worker_of,
+)
 from tests.support.tools import require_built
 
 from balancer.net import tls as tls_module
@@ -141,19 +149,9 @@ def test_a_session_resumes_on_every_worker(
     site.start(config(site, cert, web, workers=2))
     session = tmp_path / "session.pem"
     new_session(site.port, version, session, "/first")
-    workers = {worker_of(site, "/first")}
-
-    # At least 12 reconnections; more (up to 40, 20 s) until both workers have served one.
-    outcomes: list[str] = []
-    deadline = time.monotonic() + 20
-    while len(outcomes) < 12 or (len(workers) < 2 and len(outcomes) < 40 and time.monotonic() < deadline):
-        path = f"/again/{len(outcomes)}"
-        outcomes.append(resume(site.port, version, session, path))
-        workers.add(worker_of(site, path))
-
-    full = outcomes.count("New")
-    assert full == 0, f"{full} of {len(outcomes)} reconnections were full handshakes: {outcomes}"
-    assert len(workers) == 2, f"one worker served all {len(outcomes) + 1} connections: nothing was tested"
+    assert_every_reconnection_resumes(
+        site, lambda path: resume(site.port, version, session, path), worker_of(site, "/first")
+    )
 
 
 @pytest.mark.parametrize("version", VERSIONS)

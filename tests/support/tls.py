@@ -7,6 +7,8 @@ from __future__ import annotations
 import re
 import signal
 import subprocess
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,6 +125,23 @@ def worker_of(site: Site, path: str) -> str:
     fields = line.split()
     assert fields[2] == "200", line
     return fields[0]
+
+
+def assert_every_reconnection_resumes(site: Site, resume: Callable[[str], str], first_worker: str) -> None:
+    """Reconnect with a saved session (`resume(path)`: "Reused" or "New") at least 12 times,
+    and more (at most 40, 20 s) until a second worker of `site` has served one (besides
+    `first_worker`, that of the session's first connection): every one resumed, and two
+    workers served them (one alone would test nothing shared)."""
+    workers = {first_worker}
+    outcomes: list[str] = []
+    deadline = time.monotonic() + 20
+    while len(outcomes) < 12 or (len(workers) < 2 and len(outcomes) < 40 and time.monotonic() < deadline):
+        path = f"/again/{len(outcomes)}"
+        outcomes.append(resume(path))
+        workers.add(worker_of(site, path))
+    full = outcomes.count("New")
+    assert full == 0, f"{full} of {len(outcomes)} reconnections were full handshakes: {outcomes}"
+    assert len(workers) == 2, f"one worker served all {len(outcomes) + 1} connections: nothing was tested"
 
 
 def reload(process: BalancerProcess, generation: int, workers: int) -> None:

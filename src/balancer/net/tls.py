@@ -61,7 +61,7 @@ INTERMEDIATE_CIPHERS = ":".join(
 # SHA-384 has none (HAProxy's handshakes per core: +1-3% when the client picks it). A client
 # that lists ChaCha20 first (no AES instructions) gets it. Python's `ssl` cannot set these:
 # workers get them from net/openssl.cnf, which must name the same list, and a frontend's own
-# `tls.ciphersuites` needs net/_tls.c (see `suites_settable`).
+# `tls.ciphersuites` needs net/_tls.c (see `unsettable`).
 INTERMEDIATE_SUITES = "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
 
 
@@ -70,26 +70,29 @@ INTERMEDIATE_SUITES = "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA2
 FFDHE2048 = str(Path(__file__).with_name("ffdhe2048.pem"))
 
 
-def suites_settable(tls: FrontendTLS) -> bool:
-    """Whether this build serves `tls.ciphersuites`: net/_tls.c sets a context's TLS 1.3
-    suites; Python's `ssl` has no call for it and takes the process's (OPENSSL_CONF)."""
-    return _tls is not None or tls.ciphersuites in ("", INTERMEDIATE_SUITES)
-
-
 # Mozilla's key-exchange groups, as net/openssl.cnf gives them to every worker.
 INTERMEDIATE_GROUPS = "X25519:prime256v1:secp384r1"
 
 
-def groups_settable(tls: FrontendTLS) -> bool:
-    """Whether this build serves `tls.curves`: net/_tls.c sets a context's groups; Python's
-    `ssl` has no call for a list and takes the process's (OPENSSL_CONF)."""
-    return _tls is not None or tls.curves in ("", INTERMEDIATE_GROUPS)
-
-
-def ticket_keys_settable(tls: FrontendTLS) -> bool:
-    """Whether this build serves `tls.ticket_keys`: net/_tls.c sets a context's ticket
-    keys; Python's `ssl` has no call for it."""
-    return _tls is not None or not tls.ticket_keys
+def unsettable(tls: FrontendTLS) -> list[tuple[str, str, str]]:
+    """The keys of `tls` this build cannot serve, as (key, what it sets, what to do
+    instead, or ""): net/_tls.c's contexts take them all; Python's `ssl` has no call for a
+    context's TLS 1.3 suites, key-exchange groups (it takes the process's OPENSSL_CONF) or
+    session ticket keys."""
+    if _tls is not None:
+        return []
+    found = []
+    if tls.ciphersuites not in ("", INTERMEDIATE_SUITES):
+        found.append(
+            ("ciphersuites", "a frontend's TLS 1.3 suites", "set Ciphersuites for every worker in an OPENSSL_CONF file")
+        )
+    if tls.curves not in ("", INTERMEDIATE_GROUPS):
+        found.append(
+            ("curves", "a frontend's key-exchange groups", "set Groups for every worker in an OPENSSL_CONF file")
+        )
+    if tls.ticket_keys:
+        found.append(("ticket_keys", "session ticket keys", ""))
+    return found
 
 
 class TicketKeysError(OSError):
