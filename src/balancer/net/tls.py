@@ -9,12 +9,14 @@ Where net/_tls.c is built the contexts are its ServerContexts (OpenSSL called fr
 there), else Python's ssl.SSLContexts; the settings are the same. Defaults follow
 Mozilla's "intermediate" profile: TLS 1.2 and 1.3, forward-secret AEAD ciphers for 1.2, no
 compression, no renegotiation; session tickets stay on (OpenSSL's default) for resumption
-unless `tls.tickets` is false (SSL_OP_NO_TICKET: sessions are then resumed from the worker's
-own cache, and no ticket key encrypts them). The tickets' keys are the `tls.ticket_keys`
+unless `tls.tickets` is false (SSL_OP_NO_TICKET: sessions are then resumed from a cache,
+and no ticket key encrypts them). The tickets' keys are the `tls.ticket_keys`
 file's, else the master's, shared by its workers (net.ticket_keys); without tickets the
 sessions are kept in the master's cache, shared by its workers too (net.session_cache).
-Python's `ssl` does neither: each process has its own key and its own cache. A reload builds new contexts, so renewed
-certificates take effect on reload while connections already established keep theirs.
+Python's `ssl` does neither: each process has its own key and its own cache. A session is
+bound to its frontend and the checks it passed (`session_context`). A reload builds new
+contexts, so renewed certificates take effect on reload while connections already
+established keep theirs.
 
 Servers: `ssl = true` verifies the server's certificate against `ca_file` (or the system
 store) and the name in `sni` (or the server's host).
