@@ -272,7 +272,7 @@ def unsupported(config: Config, base_dir: str = ".") -> list[tuple[KeyPath, str]
                 problems.append((("frontend", index, "tls", "ticket_keys"), str(exc)))
             except OSError as exc:
                 problems.append((("frontend", index, "tls", "cert"), str(exc)))
-            for key, what, instead in unsettable(frontend.tls):
+            for key, what, instead in unsettable(frontend.tls, base_dir):
                 message = (
                     f"this build serves TLS with Python's ssl, which cannot set {what}: build balancer with "
                     "its C extensions (pip install without BALANCER_PURE)"

@@ -575,6 +575,29 @@ def test_a_frontends_own_groups_need_the_c_contexts(tmp_path: Path, frontend_cha
         assert message.startswith(f"{tmp_path / 'lb.toml'}:5: this build serves TLS with Python's ssl"), message
 
 
+def test_an_ocsp_file_beside_a_certificate_is_checked_or_refused_without_the_c_contexts(
+    tmp_path: Path, frontend_channel: str
+) -> None:
+    """A `CERT.ocsp` file is stapled by net/_tls.c's contexts, which refuse one that is no
+    OCSP response; Python's ssl cannot staple, so a build without net/_tls.c refuses the
+    file rather than serve without it. Both at the line of `cert`. (A response stapled:
+    tests/e2e/test_e2e_tls_ocsp.py.)"""
+    server = make_certificate(tmp_path, "a.example")
+    Path(f"{server.pem}.ocsp").write_bytes(b"not an OCSP response")
+    text = (
+        f'[[frontend]]\nname = "www"\nbind = ":443"\ndefault_backend = "web"\ntls = {{ cert = ["{server.pem}"] }}'
+        '\n[[backend]]\nname = "web"\n  [[backend.server]]\n  name = "s1"\n  address = "10.0.0.1:80"\n'
+    )
+    with pytest.raises(ConfigError) as refused:
+        parse_runnable(text, str(tmp_path / "lb.toml"))
+    (message,) = [str(problem) for problem in refused.value.problems]
+    assert message.startswith(f"{tmp_path / 'lb.toml'}:5: "), message
+    if frontend_channel == "native":
+        assert f"{server.pem}.ocsp: not a successful OCSP response" in message, message
+    else:
+        assert f"cannot set the OCSP response to staple ({server.pem}.ocsp)" in message, message
+
+
 def test_ticket_keys_need_the_c_contexts_and_a_bad_key_is_refused_at_its_line(
     tmp_path: Path, frontend_channel: str
 ) -> None:

@@ -42,6 +42,10 @@
  *     one would resume on the other without its checks.
  *     `session_cache`: a SessionCache (below) that keeps the sessions this context makes
  *     and resumes them, instead of OpenSSL's cache of this process; None: OpenSSL's.
+ *     `ocsp`: a file holding the DER OCSP response to staple for the certificate (HAProxy's
+ *     `CERT.ocsp`), sent to clients that ask (status_request), or None. Refused (ssl.SSLError
+ *     naming it) unless it is a successful, signed response about this certificate (whose
+ *     issuer must follow it in its file), saying "good", and not past its nextUpdate.
  *     `groups`: the key-exchange groups (OpenSSL's list, as "X25519:prime256v1"), or None
  *     for the process's (OPENSSL_CONF's Groups).
  *     `ticket_keys`: the keys of stateless session tickets, each of 48 bytes (a 16-byte
@@ -97,6 +101,7 @@
 #include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/ocsp.h>
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
@@ -413,6 +418,8 @@ typedef struct {
     int ticket_count;
     int ticket_encrypt;  /* the index of the key that encrypts */
     SessionCache *cache; /* or NULL: OpenSSL's own, in this process */
+    unsigned char *ocsp; /* the DER OCSP response stapled, or NULL */
+    int ocsp_length;
 } ServerContext;
 
 /* The ServerContext of an SSL_CTX, for the ticket key and session cache callbacks. */
@@ -563,6 +570,80 @@ static int set_tickets(ServerContext *self, PyObject *keys, int encrypt) {
     return 0;
 }
 
+/* A client asked for the certificate's status (status_request): the context's OCSP
+ * response, stapled (OpenSSL frees the copy). Runs with the GIL held, inside SSL_do_handshake. */
+static int staple_ocsp(SSL *ssl, void *arg) {
+    ServerContext *self = (ServerContext *)arg;
+    if (self->ocsp == NULL || SSL_get_tlsext_status_type(ssl) != TLSEXT_STATUSTYPE_ocsp)
+        return SSL_TLSEXT_ERR_NOACK;
+    unsigned char *copy = OPENSSL_malloc((size_t)self->ocsp_length);
+    if (copy == NULL)
+        return SSL_TLSEXT_ERR_NOACK;
+    memcpy(copy, self->ocsp, (size_t)self->ocsp_length);
+    if (!SSL_set_tlsext_status_ocsp_resp(ssl, copy, self->ocsp_length)) {
+        OPENSSL_free(copy);
+        return SSL_TLSEXT_ERR_NOACK;
+    }
+    return SSL_TLSEXT_ERR_OK;
+}
+
+/* The OCSP response of ServerContext(ocsp=): see the top. Returns -1 with an exception set. */
+static int set_ocsp(ServerContext *self, const char *file) {
+    const char *problem = NULL;
+    OCSP_RESPONSE *response = NULL;
+    OCSP_BASICRESP *basic = NULL;
+    OCSP_CERTID *id = NULL;
+    BIO *bio = BIO_new_file(file, "rb");
+    if (bio == NULL) {
+        raise_load_error("cannot read the OCSP response", file);
+        return -1;
+    }
+    response = d2i_OCSP_RESPONSE_bio(bio, NULL);
+    BIO_free(bio);
+    X509 *leaf = SSL_CTX_get0_certificate(self->ctx);
+    STACK_OF(X509) *chain = NULL;
+    SSL_CTX_get0_chain_certs(self->ctx, &chain);
+    X509 *issuer = NULL;
+    for (int i = 0; chain != NULL && i < sk_X509_num(chain); i++) {
+        if (X509_check_issued(sk_X509_value(chain, i), leaf) == X509_V_OK) {
+            issuer = sk_X509_value(chain, i);
+            break;
+        }
+    }
+    int status = -1, reason;
+    ASN1_GENERALIZEDTIME *revoked, *this_update, *next_update;
+    if (response == NULL || OCSP_response_status(response) != OCSP_RESPONSE_STATUS_SUCCESSFUL ||
+        (basic = OCSP_response_get1_basic(response)) == NULL)
+        problem = "not a successful OCSP response";
+    else if (issuer == NULL)
+        problem = "the certificate's file holds no issuer to check it against (put the chain after the certificate)";
+    else if ((id = OCSP_cert_to_id(NULL, leaf, issuer)) == NULL ||
+             !OCSP_resp_find_status(basic, id, &status, &reason, &revoked, &this_update, &next_update))
+        problem = "not about this certificate";
+    else if (OCSP_basic_verify(basic, chain, NULL, OCSP_TRUSTOTHER | OCSP_NOVERIFY) != 1)
+        problem = "its signature does not verify";
+    else if (status != V_OCSP_CERTSTATUS_GOOD)
+        problem = status == V_OCSP_CERTSTATUS_REVOKED ? "it says the certificate is revoked"
+                                                      : "it says the certificate's status is unknown";
+    else if (!OCSP_check_validity(this_update, next_update, 300, -1))
+        problem = "out of date (past its nextUpdate): fetch a new one";
+    int length = problem == NULL ? i2d_OCSP_RESPONSE(response, &self->ocsp) : 0;
+    OCSP_CERTID_free(id);
+    OCSP_BASICRESP_free(basic);
+    OCSP_RESPONSE_free(response);
+    ERR_clear_error();
+    if (problem == NULL && length <= 0)
+        problem = "cannot encode the OCSP response";
+    if (problem != NULL) {
+        PyErr_Format(SSLError, "%s: %s", file, problem);
+        return -1;
+    }
+    self->ocsp_length = length;
+    SSL_CTX_set_tlsext_status_cb(self->ctx, staple_ocsp);
+    SSL_CTX_set_tlsext_status_arg(self->ctx, self);
+    return 0;
+}
+
 static int set_alpn(ServerContext *self, PyObject *protocols) {
     Py_ssize_t count = PyTuple_GET_SIZE(protocols);
     if (count == 0)
@@ -613,15 +694,15 @@ static int set_ffdhe2048(SSL_CTX *ctx) {
 static PyObject *ServerContext_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
     static char *keywords[] = {"cert",      "key",    "ciphers", "suites", "tls13_only", "alpn",
                                 "client_ca", "verify", "tickets", "client_order", "ticket_keys",
-                                "ticket_encrypt", "groups", "session_context", "session_cache", NULL};
-    const char *cert, *key, *client_ca, *ciphers, *suites, *groups = NULL;
+                                "ticket_encrypt", "groups", "session_context", "session_cache", "ocsp", NULL};
+    const char *cert, *key, *client_ca, *ciphers, *suites, *groups = NULL, *ocsp = NULL;
     Py_buffer session_context = {0};
     PyObject *alpn, *ticket_keys = NULL, *session_cache = Py_None;
     int tls13_only, verify, tickets = 1, client_order = 0, ticket_encrypt = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "szsspO!zi|ppO!izy*O", keywords, &cert, &key, &ciphers,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "szsspO!zi|ppO!izy*Oz", keywords, &cert, &key, &ciphers,
                                      &suites, &tls13_only, &PyTuple_Type, &alpn, &client_ca, &verify, &tickets,
                                      &client_order, &PyTuple_Type, &ticket_keys, &ticket_encrypt, &groups,
-                                     &session_context, &session_cache))
+                                     &session_context, &session_cache, &ocsp))
         return NULL;
     ServerContext *self = (ServerContext *)type->tp_alloc(type, 0);
     PyObject *result = NULL;
@@ -685,6 +766,8 @@ static PyObject *ServerContext_new(PyTypeObject *type, PyObject *args, PyObject 
         goto done;
     }
     if (set_alpn(self, alpn) < 0)
+        goto done;
+    if (ocsp != NULL && set_ocsp(self, ocsp) < 0)
         goto done;
     if (!SSL_CTX_set_ex_data(ctx, context_index, self)) {
         raise_load_error("cannot set the context's data", NULL);
@@ -757,6 +840,7 @@ static void ServerContext_dealloc(ServerContext *self) {
     if (self->ctx != NULL)
         SSL_CTX_free(self->ctx); /* connections still made on it hold references of their own */
     Py_XDECREF(self->cache);
+    OPENSSL_free(self->ocsp);
     PyMem_Free(self->alpn);
     if (self->tickets != NULL) {
         OPENSSL_cleanse(self->tickets, sizeof(TicketKey) * (size_t)self->ticket_count);

@@ -76,14 +76,18 @@ FFDHE2048 = str(Path(__file__).with_name("ffdhe2048.pem"))
 INTERMEDIATE_GROUPS = "X25519:prime256v1:secp384r1"
 
 
-def unsettable(tls: FrontendTLS) -> list[tuple[str, str, str]]:
+def unsettable(tls: FrontendTLS, base_dir: str = ".") -> list[tuple[str, str, str]]:
     """The keys of `tls` this build cannot serve, as (key, what it sets, what to do
     instead, or ""): net/_tls.c's contexts take them all; Python's `ssl` has no call for a
-    context's TLS 1.3 suites, key-exchange groups (it takes the process's OPENSSL_CONF) or
-    session ticket keys."""
+    context's TLS 1.3 suites, key-exchange groups (it takes the process's OPENSSL_CONF),
+    session ticket keys or a stapled OCSP response."""
     if _tls is not None:
         return []
     found = []
+    for cert in tls.cert:
+        for pem in _certificate_files(cert, base_dir) if os.path.exists(_resolve(cert, base_dir)) else []:
+            if _ocsp_file(pem):
+                found.append(("cert", f"the OCSP response to staple ({pem}.ocsp)", "remove that file"))
     if tls.ciphersuites not in ("", INTERMEDIATE_SUITES):
         found.append(
             ("ciphersuites", "a frontend's TLS 1.3 suites", "set Ciphersuites for every worker in an OPENSSL_CONF file")
@@ -154,6 +158,20 @@ def _certificate_files(cert: str, base_dir: str) -> list[str]:
     return [path]
 
 
+def _reason(exc: OSError) -> str:
+    """An error's text: an ssl.SSLError made with a message alone (net/_tls.c raises them)
+    prints as its arguments' tuple."""
+    if isinstance(exc, ssl.SSLError) and exc.strerror is None and len(exc.args) == 1:
+        return str(exc.args[0])
+    return str(exc)
+
+
+def _ocsp_file(pem: str) -> str | None:
+    """The OCSP response beside a certificate file, to staple (HAProxy's `CERT.ocsp`)."""
+    ocsp = pem + ".ocsp"
+    return ocsp if os.path.isfile(ocsp) else None
+
+
 def _key_file(pem: str) -> str | None:
     """The `.key` beside a certificate file that holds no private key itself (HAProxy's rule)."""
     with open(pem, "rb") as file:
@@ -184,6 +202,7 @@ def _one_context(
             tls.curves or None,
             bound_to,
             None if tls.tickets else session_cache.from_master(),
+            _ocsp_file(pem),
         )
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_3 if tls.min_version == "1.3" else ssl.TLSVersion.TLSv1_2
@@ -243,7 +262,7 @@ def frontend_context(tls: FrontendTLS, base_dir: str = ".", name: str = "") -> F
             context = _one_context(tls, pem, base_dir, keys, bound_to)
             names = certificate_names(pem)
         except (OSError, ssl.SSLError) as exc:
-            raise OSError(f"cannot load certificate {pem}: {exc}") from None
+            raise OSError(f"cannot load certificate {pem}: {_reason(exc)}") from None
         default = default or context
         for name in names:
             by_name.setdefault(name, context)
