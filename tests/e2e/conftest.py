@@ -56,3 +56,10 @@ def tagged() -> Iterator[Callable[..., list[TaggedBackend]]]:
             return [stack.enter_context(TaggedBackend(name)) for name in names]
 
         yield make
+
+
+@pytest.fixture(scope="module")
+def web() -> Iterator[TaggedBackend]:
+    """One server, "web", for the tests of a module (a module may define its own `web`)."""
+    with TaggedBackend("web") as backend:
+        yield backend

@@ -83,12 +83,6 @@ name = "web"
 """
 
 
-@pytest.fixture(scope="module")
-def web() -> TaggedBackend:
-    with TaggedBackend("web") as backend:
-        yield backend  # type: ignore[misc]
-
-
 @pytest.mark.parametrize("version", ["-tls1_2", "-tls1_3"])
 def test_the_response_beside_the_certificate_is_stapled_for_clients_that_ask(
     tmp_path: Path, web: TaggedBackend, version: str

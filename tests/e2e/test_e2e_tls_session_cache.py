@@ -27,7 +27,6 @@ import ssl
 import subprocess
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -129,12 +128,6 @@ def resume(port: int, version: str, session: Path, path: str) -> str:
 @pytest.fixture(scope="module")
 def cert(module_dir: Path) -> Certificate:
     return make_certificate(module_dir / "certs", NAME)
-
-
-@pytest.fixture(scope="module")
-def web() -> Iterator[TaggedBackend]:
-    with TaggedBackend("web") as backend:
-        yield backend
 
 
 # -- one cache for every worker ---------------------------------------------------------------

@@ -110,12 +110,6 @@ def cert(module_dir: Path) -> Certificate:
     return make_certificate(module_dir / "certs", NAME)
 
 
-@pytest.fixture(scope="module")
-def web() -> Iterator[TaggedBackend]:
-    with TaggedBackend("web") as backend:
-        yield backend
-
-
 @pytest.fixture
 def nodes(tmp_path: Path) -> Iterator[Callable[[str], Site]]:
     """Factory: `nodes("node1")` -> a Site of its own in tmp_path/node1, stopped at teardown."""
