@@ -24,14 +24,13 @@ import concurrent.futures
 import re
 import socket
 import ssl
-import subprocess
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from tests.support import TaggedBackend, require_tool, wait_until
+from tests.support import TaggedBackend, wait_until
 from tests.support.config import server_blocks
 from tests.support.ports import free_ports
 from tests.support.site import Site
@@ -42,6 +41,7 @@ from tests.support.tls import (
     http_get,
     make_certificate,
     reload,
+    session_text,
     worker_of,
 )
 from tests.support.tools import require_built
@@ -87,14 +87,7 @@ name = "web"
 def ticket_length(session: Path) -> int | None:
     """The length in bytes of the ticket in a session `openssl s_client -sess_out` saved;
     None when it holds none."""
-    text = subprocess.run(
-        [require_tool("openssl"), "sess_id", "-in", str(session), "-noout", "-text"],
-        capture_output=True,
-        text=True,
-        timeout=15,
-        check=False,
-    ).stdout
-    assert "Session-ID: " in text, f"not a session: {session}\n{text}"
+    text = session_text(session)
     if "TLS session ticket:" not in text:
         return None
     dump = text.split("TLS session ticket:", 1)[1]

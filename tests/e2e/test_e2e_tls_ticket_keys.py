@@ -20,12 +20,11 @@ from __future__ import annotations
 import base64
 import os
 import re
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from tests.support import TaggedBackend, require_tool, run_balancer
+from tests.support import TaggedBackend, run_balancer
 from tests.support.config import server_blocks
 from tests.support.ports import free_ports
 from tests.support.site import Site
@@ -37,6 +36,7 @@ from tests.support.tls import (
     make_certificate,
     openssl_client,
     reload,
+    session_text,
     worker_of,
 )
 from tests.support.tools import require_built
@@ -57,13 +57,7 @@ def new_session(port: int, version: str, session: Path, path: str) -> None:
     """A full handshake whose session (with its ticket) is saved to `session`."""
     assert connect(port, version, NAME, path, "-sess_out", str(session)) == "New"
     assert session.is_file() and session.stat().st_size > 0, f"openssl saved no session for {path}"
-    text = subprocess.run(
-        [require_tool("openssl"), "sess_id", "-in", str(session), "-noout", "-text"],
-        capture_output=True,
-        text=True,
-        timeout=15,
-        check=False,
-    ).stdout
+    text = session_text(session)
     assert "TLS session ticket:" in text, f"the session of {path} holds no ticket:\n{text}"
 
 

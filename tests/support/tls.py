@@ -102,6 +102,19 @@ def openssl_client(port: int, *args: str, send: str = "", timeout: float = 15) -
     return f"exit={done.returncode}\n{done.stdout}\n{done.stderr}"
 
 
+def session_text(session: Path) -> str:
+    """`openssl sess_id -text` of a session `openssl s_client -sess_out` saved."""
+    text = subprocess.run(
+        [require_tool("openssl"), "sess_id", "-in", str(session), "-noout", "-text"],
+        capture_output=True,
+        text=True,
+        timeout=15,
+        check=False,
+    ).stdout
+    assert "Session-ID: " in text, f"not a session: {session}\n{text}"
+    return text
+
+
 def http_get(name: str, path: str) -> str:
     """GET `path` from host `name`, closing the connection after the answer."""
     return f"GET {path} HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n"

@@ -145,16 +145,19 @@ TLS_GROUPS: frozenset[str] = frozenset(
 )
 
 
-def unknown_groups(groups: str) -> list[str]:
-    """The names in `groups` (OpenSSL's colon-separated list) that are not TLS_GROUPS, in
-    order; an empty name counts as one."""
-    return [name for name in groups.split(":") if name not in TLS_GROUPS]
+# OpenSSL's lists a frontend's TLS settings name, colon-separated: by `tls` key, what they
+# list, the names known, and an example.
+TLS_LISTS: dict[str, tuple[str, frozenset[str], str]] = {
+    "ciphersuites": ("TLS 1.3 suite", TLS13_SUITES, "TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256"),
+    "curves": ("key-exchange group", TLS_GROUPS, "X25519:prime256v1:secp384r1"),
+}
 
 
-def unknown_suites(suites: str) -> list[str]:
-    """The names in `suites` (OpenSSL's colon-separated TLS 1.3 list) that are not
-    TLS13_SUITES, in order; an empty name counts as one."""
-    return [name for name in suites.split(":") if name not in TLS13_SUITES]
+def unknown_names(key: str, value: str) -> list[str]:
+    """The names in `value`, OpenSSL's colon-separated list for the `tls` key `key` (of
+    TLS_LISTS), that it does not know, in order; an empty name counts as one."""
+    known = TLS_LISTS[key][1]
+    return [name for name in value.split(":") if name not in known]
 
 
 class FrontendTLS(Model):
@@ -170,28 +173,19 @@ class FrontendTLS(Model):
     ticket_keys: str = ""
     prefer_client_ciphers: bool = False
 
-    @field_validator("ciphersuites")
+    @field_validator("ciphersuites", "curves")
     @classmethod
-    def _known_suites(cls, value: str) -> str:
-        """OpenSSL's names, colon-separated: OpenSSL itself skips a name it does not know,
-        so a typo would quietly leave a suite out (or all of them)."""
-        unknown = unknown_suites(value) if value else []
+    def _known_names(cls, value: str, info: ValidationInfo) -> str:
+        """OpenSSL's names, colon-separated. OpenSSL skips a TLS 1.3 suite it does not
+        know (a typo would quietly leave a suite out, or all of them) and refuses a whole
+        group list for one group it does not know: both are refused here, at their line."""
+        key = str(info.field_name)
+        unknown = unknown_names(key, value) if value else []
         if unknown:
+            what, known, example = TLS_LISTS[key]
             raise ValueError(
-                f"unknown TLS 1.3 suite {unknown[0]!r}: the suites are {', '.join(sorted(TLS13_SUITES))}, "
-                'colon-separated (e.g. "TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256")'
-            )
-        return value
-
-    @field_validator("curves")
-    @classmethod
-    def _known_groups(cls, value: str) -> str:
-        """OpenSSL's names, colon-separated: one it does not know fails the whole list."""
-        unknown = unknown_groups(value) if value else []
-        if unknown:
-            raise ValueError(
-                f"unknown key-exchange group {unknown[0]!r}: the groups are {', '.join(sorted(TLS_GROUPS))}, "
-                'colon-separated, in the server\'s order (e.g. "X25519:prime256v1:secp384r1")'
+                f"unknown {what} {unknown[0]!r}: the {what}s are {', '.join(sorted(known))}, "
+                f'colon-separated, in the server\'s order (e.g. "{example}")'
             )
         return value
 

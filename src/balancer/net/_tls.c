@@ -105,6 +105,7 @@
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <string.h>
 #include <time.h>
@@ -166,6 +167,25 @@ static PyObject *raise_ssl_error(int error, int saved_errno) {
 
 /* An error from loading a file: OSError with its errno and file name when the system
  * refused it, else what OpenSSL said. NULL. */
+/* Raises ssl.SSLError with `message` as its text: made as Python's `ssl` makes them, with
+ * an error number first, so that str() gives the message (an SSLError of one argument
+ * prints as that argument's tuple). Returns NULL. */
+static PyObject *raise_ssl(const char *format, ...) {
+    va_list arguments;
+    va_start(arguments, format);
+    PyObject *message = PyUnicode_FromFormatV(format, arguments);
+    va_end(arguments);
+    if (message == NULL)
+        return NULL;
+    PyObject *error = PyObject_CallFunction(SSLError, "iO", 1, message);
+    Py_DECREF(message);
+    if (error != NULL) {
+        PyErr_SetObject(SSLError, error);
+        Py_DECREF(error);
+    }
+    return NULL;
+}
+
 static PyObject *raise_load_error(const char *what, const char *filename) {
     unsigned long code, last = 0;
     int system = 0;
@@ -179,8 +199,7 @@ static PyObject *raise_load_error(const char *what, const char *filename) {
         return PyErr_SetFromErrnoWithFilename(PyExc_OSError, filename);
     }
     const char *reason = last ? ERR_reason_error_string(last) : NULL;
-    PyErr_Format(SSLError, "%s: %s", what, reason ? reason : "unknown error");
-    return NULL;
+    return raise_ssl("%s: %s", what, reason ? reason : "unknown error");
 }
 
 /* ---------------------------------------------------------------------------------------
@@ -425,8 +444,10 @@ typedef struct {
 /* The ServerContext of an SSL_CTX, for the ticket key and session cache callbacks. */
 static int context_index = -1;
 
+static ServerContext *context_of(SSL_CTX *ctx) { return SSL_CTX_get_ex_data(ctx, context_index); }
+
 static SessionCache *cache_of(SSL_CTX *ctx) {
-    ServerContext *context = SSL_CTX_get_ex_data(ctx, context_index);
+    ServerContext *context = context_of(ctx);
     return context != NULL ? context->cache : NULL;
 }
 
@@ -501,7 +522,7 @@ static int choose_context(SSL *ssl, int *alert, void *arg) {
  * that no longer encrypts (the session resumes and gets a new ticket), -1 on an error. */
 static int ticket_key(SSL *ssl, unsigned char key_name[TICKET_NAME], unsigned char *iv, EVP_CIPHER_CTX *cipher,
                       EVP_MAC_CTX *mac, int encrypt) {
-    ServerContext *self = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), context_index);
+    ServerContext *self = context_of(SSL_get_SSL_CTX(ssl));
     if (self == NULL || self->ticket_count == 0)
         return -1;
     const TicketKey *key = NULL;
@@ -635,7 +656,7 @@ static int set_ocsp(ServerContext *self, const char *file) {
     if (problem == NULL && length <= 0)
         problem = "cannot encode the OCSP response";
     if (problem != NULL) {
-        PyErr_Format(SSLError, "%s: %s", file, problem);
+        raise_ssl("%s: %s", file, problem);
         return -1;
     }
     self->ocsp_length = length;
@@ -654,7 +675,7 @@ static int set_alpn(ServerContext *self, PyObject *protocols) {
         if (!PyUnicode_Check(PyTuple_GET_ITEM(protocols, i)) ||
             PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(protocols, i), &size) == NULL || size == 0 || size > 255) {
             if (!PyErr_Occurred())
-                PyErr_SetString(SSLError, "an ALPN protocol is 1 to 255 bytes");
+                raise_ssl("an ALPN protocol is 1 to 255 bytes");
             return -1;
         }
         total += 1 + (size_t)size;
@@ -740,12 +761,12 @@ static PyObject *ServerContext_new(PyTypeObject *type, PyObject *args, PyObject 
     }
     if (!SSL_CTX_set_cipher_list(ctx, ciphers) || !SSL_CTX_set_ciphersuites(ctx, suites)) {
         ERR_clear_error();
-        PyErr_SetString(SSLError, "No cipher can be selected.");
+        raise_ssl("No cipher can be selected.");
         goto done;
     }
     if (groups != NULL && !SSL_CTX_set1_groups_list(ctx, groups)) {
         ERR_clear_error();
-        PyErr_Format(SSLError, "unknown key-exchange group in %s", groups);
+        raise_ssl("unknown key-exchange group in %s", groups);
         goto done;
     }
     if (!set_ffdhe2048(ctx)) {
@@ -789,7 +810,7 @@ static PyObject *ServerContext_new(PyTypeObject *type, PyObject *args, PyObject 
     }
     if (verify != 0) {
         if (client_ca == NULL) {
-            PyErr_SetString(SSLError, "verifying client certificates needs client_ca");
+            raise_ssl("verifying client certificates needs client_ca");
             goto done;
         }
         if (SSL_CTX_load_verify_locations(ctx, client_ca, NULL) != 1) {

@@ -84,10 +84,9 @@ def unsettable(tls: FrontendTLS, base_dir: str = ".") -> list[tuple[str, str, st
     if _tls is not None:
         return []
     found = []
-    for cert in tls.cert:
-        for pem in _certificate_files(cert, base_dir) if os.path.exists(_resolve(cert, base_dir)) else []:
-            if _ocsp_file(pem):
-                found.append(("cert", f"the OCSP response to staple ({pem}.ocsp)", "remove that file"))
+    for pem in [file for cert in tls.cert for file in _certificate_files(cert, base_dir)]:
+        if _ocsp_file(pem):
+            found.append(("cert", f"the OCSP response to staple ({pem}.ocsp)", "remove that file"))
     if tls.ciphersuites not in ("", INTERMEDIATE_SUITES):
         found.append(
             ("ciphersuites", "a frontend's TLS 1.3 suites", "set Ciphersuites for every worker in an OPENSSL_CONF file")
@@ -156,14 +155,6 @@ def _certificate_files(cert: str, base_dir: str) -> list[str]:
     if os.path.isdir(path):
         return [str(file) for file in certificate_files(Path(path))]
     return [path]
-
-
-def _reason(exc: OSError) -> str:
-    """An error's text: an ssl.SSLError made with a message alone (net/_tls.c raises them)
-    prints as its arguments' tuple."""
-    if isinstance(exc, ssl.SSLError) and exc.strerror is None and len(exc.args) == 1:
-        return str(exc.args[0])
-    return str(exc)
 
 
 def _ocsp_file(pem: str) -> str | None:
@@ -262,7 +253,7 @@ def frontend_context(tls: FrontendTLS, base_dir: str = ".", name: str = "") -> F
             context = _one_context(tls, pem, base_dir, keys, bound_to)
             names = certificate_names(pem)
         except (OSError, ssl.SSLError) as exc:
-            raise OSError(f"cannot load certificate {pem}: {_reason(exc)}") from None
+            raise OSError(f"cannot load certificate {pem}: {exc}") from None
         default = default or context
         for name in names:
             by_name.setdefault(name, context)

@@ -709,48 +709,41 @@ def test_missing_certificate_and_ca_files(tmp_path: Path) -> None:
     ]
 
 
-def test_ciphersuites_must_name_tls13_suites(tmp_path: Path) -> None:
-    """OpenSSL skips a TLS 1.3 suite name it does not know: a typo is refused here, with
-    its line, rather than served as a shorter list."""
+@pytest.mark.parametrize(
+    ("key", "bad", "good", "refusal"),
+    [
+        (
+            "ciphersuites",
+            "TLS_AES_256_GCM_SHA384:TLS_AES_256_GCM_SHA256",
+            "TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256",
+            "unknown TLS 1.3 suite 'TLS_AES_256_GCM_SHA256'",
+        ),
+        ("curves", "X25519:secp256r1", "X25519:prime256v1:P-384", "unknown key-exchange group 'secp256r1'"),
+    ],
+)
+def test_openssl_lists_must_name_what_openssl_knows(
+    tmp_path: Path, key: str, bad: str, good: str, refusal: str
+) -> None:
+    """OpenSSL skips a TLS 1.3 suite name it does not know (a shorter list is served) and
+    refuses a whole group list for one group it does not know (at the worker's start): a
+    typo in either is refused here, with its line."""
     (tmp_path / "good.pem").write_text("")
     text = dedent(
-        """\
+        f"""\
         [[frontend]]
         name = "www"
         bind = ":443"
         default_backend = "web"
-        tls = { cert = ["good.pem"], ciphersuites = "TLS_AES_256_GCM_SHA384:TLS_AES_256_GCM_SHA256" }
+        tls = {{ cert = ["good.pem"], {key} = "{bad}" }}
         [[frontend]]
         name = "api"
         bind = ":8443"
         default_backend = "web"
-        tls = { cert = ["good.pem"], ciphersuites = "TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256" }
+        tls = {{ cert = ["good.pem"], {key} = "{good}" }}
         """
     )
     (message,) = problems(text + WEB_BACKEND, tmp_path)
-    assert message.startswith("lb.toml:5: ") and "unknown TLS 1.3 suite 'TLS_AES_256_GCM_SHA256'" in message
-
-
-def test_curves_must_name_groups_openssl_knows(tmp_path: Path) -> None:
-    """OpenSSL refuses a whole group list for one name it does not know: a typo is refused
-    here, with its line, rather than at the worker's start."""
-    (tmp_path / "good.pem").write_text("")
-    text = dedent(
-        """\
-        [[frontend]]
-        name = "www"
-        bind = ":443"
-        default_backend = "web"
-        tls = { cert = ["good.pem"], curves = "X25519:secp256r1" }
-        [[frontend]]
-        name = "api"
-        bind = ":8443"
-        default_backend = "web"
-        tls = { cert = ["good.pem"], curves = "X25519:prime256v1:P-384" }
-        """
-    )
-    (message,) = problems(text + WEB_BACKEND, tmp_path)
-    assert message.startswith("lb.toml:5: ") and "unknown key-exchange group 'secp256r1'" in message
+    assert message.startswith("lb.toml:5: ") and refusal in message
 
 
 def test_parse_config_checks_files_relative_to_the_named_file(tmp_path: Path) -> None:

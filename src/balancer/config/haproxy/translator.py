@@ -34,7 +34,7 @@ from balancer.config.haproxy.keys import product_keys
 from balancer.config.haproxy.parse import Section, SourceLine, parse_haproxy
 from balancer.config.haproxy.weaker import weakens_when_lost
 from balancer.config.load import ConfigError, addresses_overlap, parse_config
-from balancer.config.model import Global, client_speaks_first, unknown_groups, unknown_suites
+from balancer.config.model import TLS_LISTS, Global, client_speaks_first, unknown_names
 from balancer.config.values import Address, parse_address
 
 __all__ = ["Translation", "serves", "translate", "validate"]
@@ -444,10 +444,10 @@ class _Translator:
         elif keyword == "ssl-default-bind-ciphers" and len(words) == 2:
             self.default_ciphers = argument
         elif keyword == "ssl-default-bind-ciphersuites" and len(words) == 2:
-            if self.known_suites(line, argument):
+            if self.known_names(line, "ciphersuites", "ciphersuites", argument):
                 self.default_ciphersuites = argument
         elif keyword == "ssl-default-bind-curves" and len(words) == 2:
-            if self.known_groups(line, argument):
+            if self.known_names(line, "curves", "curves", argument):
                 self.default_curves = argument
         elif keyword == "ssl-default-bind-options":
             for word in words[1:]:
@@ -475,24 +475,14 @@ class _Translator:
         else:
             self.skip(line)
 
-    def known_suites(self, line: SourceLine, suites: str) -> bool:
-        """Whether `suites` (HAProxy's `ciphersuites`, OpenSSL's list) names only TLS 1.3
-        suites balancer knows; else the line is a loss (a policy that narrows the suites is
-        not widened quietly), naming the first it does not know."""
-        unknown = unknown_suites(suites)
+    def known_names(self, line: SourceLine, option: str, key: str, value: str) -> bool:
+        """Whether `value` (OpenSSL's list given to HAProxy's `option`, balancer's `tls` key
+        `key`) names only what balancer knows; else the line is a loss (a policy that
+        narrows a list is not widened quietly), naming the first name it does not know."""
+        unknown = unknown_names(key, value)
         if unknown:
-            reason = f"{unknown[0] or 'an empty name'} is not a TLS 1.3 suite"
-            self.skip(line, f"ciphersuites {suites}", reason, loss=True)
-        return not unknown
-
-    def known_groups(self, line: SourceLine, groups: str) -> bool:
-        """Whether `groups` (HAProxy's `curves`, OpenSSL's list) names only groups balancer
-        knows; else the line is a loss (a policy that narrows the groups), naming the first
-        it does not know."""
-        unknown = unknown_groups(groups)
-        if unknown:
-            reason = f"{unknown[0] or 'an empty name'} is not a key-exchange group balancer knows"
-            self.skip(line, f"curves {groups}", reason, loss=True)
+            reason = f"{unknown[0] or 'an empty name'} is not a {TLS_LISTS[key][0]}"
+            self.skip(line, f"{option} {value}", reason, loss=True)
         return not unknown
 
     def global_log(self, line: SourceLine) -> None:
@@ -738,10 +728,10 @@ class _Translator:
             elif option == "ciphers" and argument:
                 bind.ciphers = argument
             elif option == "ciphersuites" and argument:
-                if self.known_suites(line, argument):
+                if self.known_names(line, "ciphersuites", "ciphersuites", argument):
                     bind.ciphersuites = argument
             elif option == "curves" and argument:
-                if self.known_groups(line, argument):
+                if self.known_names(line, "curves", "curves", argument):
                     bind.curves = argument
             elif option == "ssl-min-ver" and argument in _TLS_VERSIONS:
                 bind.min_version = _TLS_VERSIONS[argument]
