@@ -55,7 +55,7 @@ def part_argv(args: argparse.Namespace, part: str, output: Path) -> list[str]:
         extra = ["--idle-plain", str(args.idle_plain), "--idle-tls", str(args.idle_tls), "--repeat", str(args.repeat)]
         extra += ["--clients", "1"] if quick else []
     elif part == "tcp":
-        extra = ["--only", "haproxy,balancer" if quick else "haproxy,pproxy,balancer"]
+        extra = ["--only", "haproxy,balancer" if quick else "haproxy,pproxy,balancer", "--repeat", str(args.repeat)]
         extra += ["--warmup", "0"] if quick else []
     elif part == "h2":
         # Quick: h2c only (4 one-second runs per proxy); the TLS runs are in the real run.
@@ -218,7 +218,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="smoke run: 1 s, tiny idle counts, HAProxy + balancer")
     p.add_argument("--duration", type=int, default=None, help="seconds per measured run (default 10, quick 1)")
-    p.add_argument("--repeat", type=int, default=None, help="run.py and h2.py rounds, medians (default 3, quick 1)")
+    p.add_argument("--repeat", type=int, default=None, help="rounds of run.py, tls.py, tcp.py and h2.py, medians (default 3, quick 1)")
     p.add_argument("--idle-plain", type=int, default=None, help="idle plain connections (default 120000, quick 200)")
     p.add_argument("--idle-tls", type=int, default=None, help="idle TLS connections (default 40000, quick 100)")
     p.add_argument("--parts", type=harness.csv_choice(PARTS), default=list(PARTS), help="e.g. run,tcp")

@@ -11,11 +11,16 @@ and is measured two ways:
    through the relay: every request is a new client connection and a new server connection.
    Figures: connections/s and connections per proxy CPU second.
 
+With `--repeat N` both run in N rounds, the proxies interleaved (a fresh process each round, so
+a slow spell of the shared machine hits them alike), and each figure is the median round by
+per proxy core; the per-round balancer/HAProxy ratios are printed beside the ratio of medians
+(their lowest, median and highest), as bench/run.py prints them.
+
 The Python peer is pproxy 2.7.9 on uvloop (a `tunnel{backend}://listen` relay), run from the
 bench venv bench/.venv-peers (see bench/README.md); when that venv is missing it is reported as not
 installed, not left out silently.
 
-Usage: .venv/bin/python bench/tcp.py [--duration 10] [--streams 4] [--only haproxy,balancer]
+Usage: .venv/bin/python bench/tcp.py [--duration 10] [--streams 4] [--repeat 1] [--only haproxy,balancer]
 Prints a table and the ratios; writes JSON to bench/results/tcp-latest.json.
 """
 
@@ -30,6 +35,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import peers  # bench/peers.py: where the Python peers are installed
@@ -121,6 +127,7 @@ class Bulk:
     gbit_s: float
     cpu_s: float
     gbit_per_core: float | None  # Gbit relayed per proxy CPU second
+    round: int = 1
 
 
 @dataclass
@@ -132,9 +139,10 @@ class Connections:
     cpu_s: float
     per_core: float | None
     cpu_us_per_conn: float | None
+    round: int = 1
 
 
-def run_bulk(args: argparse.Namespace, proc: harness.Proc, port: int) -> Bulk:
+def run_bulk(args: argparse.Namespace, proc: harness.Proc, port: int, rnd: int) -> Bulk:
     iperf = harness.find_binary("iperf3")
     argv = [iperf, "-c", "127.0.0.1", "-p", str(port), "-P", str(args.streams), "-t", str(args.duration), "-J"]
     for attempt in range(BULK_ATTEMPTS):
@@ -159,10 +167,11 @@ def run_bulk(args: argparse.Namespace, proc: harness.Proc, port: int) -> Bulk:
         gbit_s=round(received["bits_per_second"] / 1e9, 2),
         cpu_s=round(cpu, 2),
         gbit_per_core=round(gbits / cpu, 2) if cpu > 0 else None,
+        round=rnd,
     )
 
 
-def run_connections(args: argparse.Namespace, proc: harness.Proc, port: int) -> Connections:
+def run_connections(args: argparse.Namespace, proc: harness.Proc, port: int, rnd: int) -> Connections:
     # harness.measure runs the warm-up and reads the proxy's CPU around the measured wrk run.
     m = harness.measure(args, proc, port, "close")
     return Connections(
@@ -173,51 +182,102 @@ def run_connections(args: argparse.Namespace, proc: harness.Proc, port: int) -> 
         cpu_s=m.cpu_s,
         per_core=m.rps_per_core,
         cpu_us_per_conn=m.cpu_us_per_req,
+        round=rnd,
     )
 
 
 @dataclass
 class Results:
-    bulk: list[Bulk] = field(default_factory=list)
+    bulk: list[Bulk] = field(default_factory=list)  # the median rounds
     connections: list[Connections] = field(default_factory=list)
+    bulk_rounds: list[Bulk] = field(default_factory=list)  # every round
+    connection_rounds: list[Connections] = field(default_factory=list)
     failures: dict[str, str] = field(default_factory=dict)
 
 
-def bench_proxy(args: argparse.Namespace, proxy: str, tmp: Path, ports: Ports, out: Results) -> None:
+def bench_proxy(args: argparse.Namespace, proxy: str, tmp: Path, ports: Ports, out: Results, rnd: int) -> None:
     argv = proxy_argv(args, proxy, tmp, ports)
-    harness.progress(f"{proxy}: {shlex.join(argv)}")
+    label = f"{proxy} [round {rnd}/{args.repeat}]" if args.repeat > 1 else proxy
+    harness.progress(f"{label}: {shlex.join(argv)}")
     # Only the web port is probed: a probe through the sink port would start an iperf3 test
     # that the server is still tearing down when the measured client connects (it then
     # refuses it as busy). Every proxy here opens both listeners at once.
     with harness.listening(proxy, argv, tmp, (ports.relay_web,)) as proc:
-        bulk = run_bulk(args, proc, ports.relay_sink)
-        out.bulk.append(bulk)
+        bulk = run_bulk(args, proc, ports.relay_sink, rnd)
+        out.bulk_rounds.append(bulk)
         harness.progress(
-            f"{proxy}: bulk {bulk.gbit_s:.2f} Gbit/s, {harness.fmt(bulk.gbit_per_core, '{:.2f}')} per core"
+            f"{label}: bulk {bulk.gbit_s:.2f} Gbit/s, {harness.fmt(bulk.gbit_per_core, '{:.2f}')} per core"
         )
-        conns = run_connections(args, proc, ports.relay_web)
-        out.connections.append(conns)
+        conns = run_connections(args, proc, ports.relay_web, rnd)
+        out.connection_rounds.append(conns)
         harness.progress(
-            f"{proxy}: {conns.per_s:,.0f} new connections/s, {harness.fmt(conns.per_core, '{:,.0f}')} per core"
+            f"{label}: {conns.per_s:,.0f} new connections/s, {harness.fmt(conns.per_core, '{:,.0f}')} per core"
         )
         harness.check_alive(proc, proxy)
 
 
+Measured = TypeVar("Measured", Bulk, Connections)
+
+
+def per_core(measured: Bulk | Connections) -> float | None:
+    return measured.gbit_per_core if isinstance(measured, Bulk) else measured.per_core
+
+
+def medians(rounds: list[Measured]) -> list[Measured]:
+    """Per proxy, the round with the median figure per proxy core: a whole round, so the
+    figures of one row stay consistent."""
+    grouped: dict[str, list[Measured]] = {}
+    for measured in rounds:
+        grouped.setdefault(measured.proxy, []).append(measured)
+    chosen = []
+    for group in grouped.values():
+        ordered = sorted(group, key=lambda m: per_core(m) or 0.0)
+        chosen.append(ordered[len(ordered) // 2])
+    return chosen
+
+
 def ratios(out: Results) -> dict[str, float | None]:
-    bulk = {b.proxy: b.gbit_per_core for b in out.bulk}
-    conns = {c.proxy: c.per_core for c in out.connections}
+    """balancer over each peer, per figure: the ratio of the median rounds."""
+    figures: dict[str, list[Bulk] | list[Connections]] = {
+        "bulk_per_core": out.bulk,
+        "new_connections_per_core": out.connections,
+    }
     found: dict[str, float | None] = {}
     for peer in ("haproxy", "pproxy"):
-        for name, values in (("bulk_per_core", bulk), ("new_connections_per_core", conns)):
+        for name, measured in figures.items():
+            values = {m.proxy: per_core(m) for m in measured}
             mine, theirs = values.get("balancer"), values.get(peer)
             if mine is not None and theirs:
                 found[f"{name} balancer/{peer}"] = round(mine / theirs, 3)
     return found
 
 
+def round_ratios(out: Results) -> dict[str, list[float]]:
+    """balancer over each peer, per figure, within each round (the two measured one after the
+    other): how far one round strays from the next."""
+    figures: dict[str, list[Bulk] | list[Connections]] = {
+        "bulk_per_core": out.bulk_rounds,
+        "new_connections_per_core": out.connection_rounds,
+    }
+    found: dict[str, list[float]] = {}
+    for name, measured in figures.items():
+        by_key = {(m.proxy, m.round): per_core(m) for m in measured}
+        rounds = sorted({r for _, r in by_key})
+        for peer in ("haproxy", "pproxy"):
+            paired = [
+                mine / theirs
+                for r in rounds
+                if (mine := by_key.get(("balancer", r))) is not None and (theirs := by_key.get((peer, r)))
+            ]
+            if paired:
+                found[f"{name} balancer/{peer}"] = [round(x, 3) for x in paired]
+    return found
+
+
 def report(args: argparse.Namespace, out: Results, meta: dict[str, object]) -> int:
+    rounds = f", median of {args.repeat} interleaved rounds by per proxy core" if args.repeat > 1 else ""
     if out.bulk:
-        print(f"\nL4 bulk throughput (iperf3 -P {args.streams} -t {args.duration} through the relay)")
+        print(f"\nL4 bulk throughput (iperf3 -P {args.streams} -t {args.duration} through the relay{rounds})")
         print(
             harness.text_table(
                 ("proxy", "Gbit/s", "proxy CPU s", "Gbit per proxy core"),
@@ -228,7 +288,7 @@ def report(args: argparse.Namespace, out: Results, meta: dict[str, object]) -> i
             )
         )
     if out.connections:
-        print(f"\nL4 new connections (wrk -c{args.connections} -H 'Connection: close' through the relay)")
+        print(f"\nL4 new connections (wrk -c{args.connections} -H 'Connection: close' through the relay{rounds})")
         print(
             harness.text_table(
                 ("proxy", "conn/s", "errors", "proxy CPU s", "CPU µs/conn", "conn per proxy core"),
@@ -246,13 +306,20 @@ def report(args: argparse.Namespace, out: Results, meta: dict[str, object]) -> i
             )
         )
     rat = ratios(out)
+    per_round = round_ratios(out)
     for name, value in rat.items():
-        print(f"  {name}: {harness.fmt(value, '{:.2f}x')}")
+        spread = sorted(per_round.get(name, []))
+        rounds = f" (rounds {spread[0]:.2f}-{spread[-1]:.2f}x, median {spread[len(spread) // 2]:.2f}x)"
+        print(f"  {name}: {harness.fmt(value, '{:.2f}x')}{rounds if len(spread) > 1 else ''}")
     data: dict[str, object] = {
         **meta,
+        "rounds": args.repeat,
         "bulk": [asdict(b) for b in out.bulk],
         "connections": [asdict(c) for c in out.connections],
+        "bulk_rounds": [asdict(b) for b in out.bulk_rounds],
+        "connection_rounds": [asdict(c) for c in out.connection_rounds],
         "ratios": rat,
+        "round_ratios": per_round,
         "failures": out.failures,
     }
     return harness.conclude(args.output, data, out.failures)
@@ -266,9 +333,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--streams", type=int, default=4, help="iperf3 -P, parallel bulk streams (default 4)")
     p.add_argument("--connections", type=int, default=64, help="wrk -c for the new-connection run (default 64)")
     p.add_argument("--warmup", type=int, default=1, help="seconds of unmeasured wrk before the run")
+    p.add_argument("--repeat", type=int, default=1, help="rounds over all proxies; the median is reported")
     args = harness.parse_part_args(p, argv)
-    if args.duration <= 0 or args.streams < 1 or args.connections < 1 or args.warmup < 0:
-        p.error("--duration, --streams and --connections must be positive")
+    if args.duration <= 0 or min(args.streams, args.connections, args.repeat) < 1 or args.warmup < 0:
+        p.error("--duration, --streams, --connections and --repeat must be positive")
     return args
 
 
@@ -281,12 +349,15 @@ def measure_all(args: argparse.Namespace, tmp: Path) -> Results:
         harness.nginx_backend(tmp, harness.Ports(free[1], free[4], 0, 0, 0)),
         harness.listening("sink", sink_argv, tmp, (ports.sink,)),
     ):
-        for proxy in (p for p in PROXIES if p in args.only):
-            try:
-                bench_proxy(args, proxy, tmp, ports, out)
-            except harness.BenchError as exc:
-                out.failures[proxy] = str(exc)
-                harness.progress(f"{proxy}: FAILED: {exc}")
+        for rnd in range(1, args.repeat + 1):
+            for proxy in (p for p in PROXIES if p in args.only and p not in out.failures):
+                try:
+                    bench_proxy(args, proxy, tmp, ports, out, rnd)
+                except harness.BenchError as exc:
+                    out.failures[proxy] = str(exc)
+                    harness.progress(f"{proxy}: FAILED: {exc}")
+    out.bulk = medians(out.bulk_rounds)
+    out.connections = medians(out.connection_rounds)
     return out
 
 
