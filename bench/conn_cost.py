@@ -9,8 +9,10 @@ answer to the end. `--mode http` (the default) configures the proxies as bench/r
 `mode = "tcp"` / HAProxy `mode tcp`, to the same NGINX backend); `--mode tls` as bench/tls.py
 does (an HTTPS frontend with a `--key ecdsa|rsa` certificate), each connection a full TLS 1.3
 handshake (the client offers no session to resume) before its request; with `--requests 0`
-the handshake alone, closed with a reset as `openssl s_time -new` closes. Around that fixed
-work:
+the handshake alone, closed with a reset as `openssl s_time -new` closes. With `--resume`
+each client thread makes one full TLS 1.2 handshake and resumes its session (by ticket) on
+every connection after it, as `openssl s_time -reuse -tls1_2` does; a run where a
+connection does not resume fails. Around that fixed work:
 
 - `perf stat -e instructions:u,instructions:k` on the proxy's serving process: instructions
   per connection, user and kernel (deterministic to a few percent, unlike a wrk ratio on a
@@ -26,8 +28,8 @@ keeps N connections in flight (N client threads, each its share one after anothe
 ready connections per loop pass, as under wrk, so the per-pass costs (the wait for events,
 the end-of-pass flush) are shared as they are under load.
 
-Usage: .venv/bin/python bench/conn_cost.py [--mode http|tcp|tls] [--key ecdsa|rsa] [--connections 5000]
-       [--requests 1] [--parallel 1]
+Usage: .venv/bin/python bench/conn_cost.py [--mode http|tcp|tls] [--key ecdsa|rsa] [--resume]
+       [--connections 5000] [--requests 1] [--parallel 1]
        [--only haproxy,balancer] [--strace] [--callgrind] [--balancer-cmd CMD]
 """
 
@@ -76,13 +78,19 @@ class Target:
     tls: ssl.SSLContext | None = None
     requests: int = 1  # per connection, the last says Connection: close; 0: none (a handshake alone)
     parallel: int = 1  # connections in flight at once
+    resume: bool = False  # TLS: each connection after a client thread's first resumes its session
 
 
-def client_context() -> ssl.SSLContext:
-    """Full handshakes only: a socket wrapped without `session=` resumes nothing, and the
-    tickets the server sends are read and dropped. TLS 1.3 as `openssl s_time -new` makes."""
+def client_context(resume: bool) -> ssl.SSLContext:
+    """Without `resume`, full handshakes only: a socket wrapped without `session=` resumes
+    nothing, and the tickets the server sends are read and dropped; TLS 1.3, as `openssl
+    s_time -new` makes. With it, TLS 1.2, whose ticket comes within the handshake (TLS 1.3
+    sends it after, where a handshake alone never reads it), as `s_time -reuse -tls1_2`."""
     context = tlsbench.insecure_context()
-    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    if resume:
+        context.minimum_version = context.maximum_version = ssl.TLSVersion.TLSv1_2
+    else:
+        context.minimum_version = ssl.TLSVersion.TLSv1_3
     context.set_alpn_protocols(["http/1.1"])
     return context
 
@@ -121,9 +129,14 @@ def client(target: Target, count: int, start: int) -> None:
 
 
 def one_after_another(target: Target, count: int, start: int) -> None:
+    session: ssl.SSLSession | None = None
     for i in range(start, start + count):
         raw = socket.create_connection(("127.0.0.1", target.port))
-        with target.tls.wrap_socket(raw) if target.tls is not None else raw as sock:
+        with target.tls.wrap_socket(raw, session=session) if target.tls is not None else raw as sock:
+            if target.resume and isinstance(sock, ssl.SSLSocket):
+                if session is not None and not sock.session_reused:
+                    raise harness.BenchError(f"connection {i}: the session was not resumed")
+                session = sock.session
             if not target.requests:
                 # The connection (and its TLS handshake) alone, closed at once with a reset,
                 # as `openssl s_time -new` closes: the proxy sees the error as the client's
@@ -249,7 +262,7 @@ def proxy_setup(args: argparse.Namespace, proxy: str, tmp: Path, ports: harness.
         pems = {"ecdsa": pem, "rsa": pem}
         unused = harness.free_ports(2)
         tls_ports = tlsbench.ProxyPorts(ecdsa=harness.proxy_port(proxy, ports), rsa=unused[0], plain=unused[1])
-        target = Target(tls_ports.ecdsa, client_context(), args.requests)
+        target = Target(tls_ports.ecdsa, client_context(args.resume), args.requests, resume=args.resume)
         if proxy == "haproxy":
             conf = tmp / "haproxy-tls.cfg"
             conf.write_text(tlsbench.haproxy_config(tls_ports, pems, ports.backend1, 1000))
@@ -272,6 +285,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--mode", choices=("http", "tcp", "tls"), default="http", help="HTTP, L4 relays or HTTPS")
     p.add_argument("--key", choices=("ecdsa", "rsa"), default="ecdsa", help="with --mode tls: the certificate's key")
+    p.add_argument(
+        "--resume", action="store_true", help="with --mode tls: resumed TLS 1.2 handshakes after each client's first"
+    )
     p.add_argument("--connections", type=int, default=5000)
     p.add_argument(
         "--requests",
@@ -290,6 +306,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("--keep-dump", type=Path, help="with --callgrind: copy each proxy's dump to this directory")
     args = p.parse_args(argv)
+    if args.resume and args.mode != "tls":
+        p.error("--resume is for --mode tls")
     with tempfile.TemporaryDirectory(prefix="conn-cost-") as name:
         tmp = Path(name)
         ports = harness.Ports(*harness.free_ports(5))
