@@ -47,6 +47,7 @@ import re
 import resource
 import shlex
 import shutil
+import socket
 import ssl
 import subprocess
 import sys
@@ -72,6 +73,9 @@ SOURCE_SPAN = 20_000  # idle connections per client source address (127.0.0.2, .
 FD_HEADROOM = 1500
 HEADS = {"varied": ["-s", str(Path(__file__).resolve().parent / "varied.lua")], "identical": []}
 IDLE_SETTLE = 2.0  # seconds between the last connection opened and reading RSS
+# Linux's IP_BIND_ADDRESS_NO_PORT (socket.h; Python names it only from 3.12): a socket bound
+# to a source address gets its port at connect(), where the whole 4-tuple is known.
+IP_BIND_ADDRESS_NO_PORT = 24
 
 
 class BenchError(harness.BenchError):
@@ -391,11 +395,27 @@ async def hold_idle(port: int, count: int, tls: bool, first: int = 0) -> tuple[l
     gate = asyncio.Semaphore(IDLE_CONCURRENCY)
     request = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
 
+    async def connected(source: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        # Bound to `source` with its port left to connect(): a port bound first must be free
+        # of every socket on the address, including the TIME_WAIT ones an earlier crowd left
+        # (the client closes first), and the kernel's search for one grew to seconds per
+        # thousand connections, timing the machine's leftovers rather than the proxy.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+            sock.bind((source, 0))
+            sock.setblocking(False)
+            await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+        except BaseException:
+            sock.close()
+            raise
+        hostname = "127.0.0.1" if context is not None else None  # an address: no SNI is sent
+        return await asyncio.open_connection(sock=sock, ssl=context, server_hostname=hostname)
+
     async def one(index: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        source = (f"127.0.0.{2 + (first + index) // SOURCE_SPAN}", 0)
+        source = f"127.0.0.{2 + (first + index) // SOURCE_SPAN}"
         async with gate:
-            connecting = asyncio.open_connection("127.0.0.1", port, ssl=context, local_addr=source)
-            reader, writer = await asyncio.wait_for(connecting, 30)
+            reader, writer = await asyncio.wait_for(connected(source), 30)
             writer.write(request)
             await writer.drain()
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
