@@ -309,8 +309,10 @@ def report(args: argparse.Namespace, out: Results, meta: dict[str, object]) -> i
     per_round = round_ratios(out)
     for name, value in rat.items():
         spread = sorted(per_round.get(name, []))
-        rounds = f" (rounds {spread[0]:.2f}-{spread[-1]:.2f}x, median {spread[len(spread) // 2]:.2f}x)"
-        print(f"  {name}: {harness.fmt(value, '{:.2f}x')}{rounds if len(spread) > 1 else ''}")
+        cell = f"  {name}: {harness.fmt(value, '{:.2f}x')}"
+        if len(spread) > 1:
+            cell += f" (rounds {spread[0]:.2f}-{spread[-1]:.2f}x, median {spread[len(spread) // 2]:.2f}x)"
+        print(cell)
     data: dict[str, object] = {
         **meta,
         "rounds": args.repeat,
