@@ -218,7 +218,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="smoke run: 1 s, tiny idle counts, HAProxy + balancer")
     p.add_argument("--duration", type=int, default=None, help="seconds per measured run (default 10, quick 1)")
-    p.add_argument("--repeat", type=int, default=None, help="rounds of run.py, tls.py, tcp.py and h2.py, medians (default 3, quick 1)")
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=None,
+        help="rounds of run.py, tls.py, tcp.py and h2.py, medians (default 3, quick 1)",
+    )
     p.add_argument("--idle-plain", type=int, default=None, help="idle plain connections (default 120000, quick 200)")
     p.add_argument("--idle-tls", type=int, default=None, help="idle TLS connections (default 40000, quick 100)")
     p.add_argument("--parts", type=harness.csv_choice(PARTS), default=list(PARTS), help="e.g. run,tcp")

@@ -14,11 +14,13 @@
  *     The stable table's turns (lb/maglev.py _deal, _walk): server wanting[j] takes
  *     needs[j] free (-1) slots of the list `table`, in turns, each the first free one along
  *     its permutation from positions[j] by skips[j]. Changes `table` in place.
- * ring_sort(points, owners) -> (points, owners)
- *     Two buffers of native unsigned 32-bit integers of the same length (array('I')):
- *     positions below 2**30 and the index of each point's server. Returns both as bytes,
- *     sorted by position, stably (equal positions stay in server order), by a three-pass
- *     LSD radix sort of 10 bits each (1,024 buckets: the scatter stays in cache).
+ * ring_build(points, positions, owners) -> None
+ *     `points`: one buffer of native unsigned 32-bit integers (array('I')) per server, in
+ *     server order, its ring positions (each below 2**30). Writes every point's position
+ *     and the index of its server to `positions` and `owners` (writable uint32 buffers of
+ *     one item per point: the Ring's own arrays, no copy after), sorted by position,
+ *     stably (equal positions stay in server order): a three-pass LSD radix sort of 10 bits
+ *     each (1,024 buckets: the scatter stays in cache) of 8-byte keys, position above owner.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -293,77 +295,128 @@ done:
 #define RADIX_BITS 10
 #define PASSES 3
 #define RADIX (1u << RADIX_BITS)
+#define POSITION_BITS (PASSES * RADIX_BITS)
 
-static PyObject *ring_sort(PyObject *self, PyObject *args) {
-    Py_buffer points, owners;
-    if (!PyArg_ParseTuple(args, "y*y*", &points, &owners))
+/* The sort's two key arrays, kept from one build to the next: a rebuild (a server down or
+ * back) then writes to memory already mapped. Freed and mapped again each time, their pages
+ * faulted in anew: half of a 1,000-server rebuild's time, in the kernel. The GIL serialises
+ * the builds. */
+static uint64_t *ring_keys;
+static Py_ssize_t ring_keys_room; /* points the two arrays hold */
+
+static PyObject *ring_build(PyObject *self, PyObject *args) {
+    PyObject *each;
+    Py_buffer positions_out, owners_out;
+    if (!PyArg_ParseTuple(args, "Ow*w*", &each, &positions_out, &owners_out))
         return NULL;
-    PyObject *result = NULL, *sorted_points = NULL, *sorted_owners = NULL;
-    uint32_t *scratch_p = NULL, *scratch_o = NULL, *counts = NULL;
-    if (points.len != owners.len || points.len % 4 != 0) {
-        PyErr_SetString(PyExc_ValueError, "ring_sort: points and owners must be uint32 buffers of one length");
+    PyObject *result = NULL;
+    uint32_t (*counts)[RADIX] = NULL;
+    Py_buffer *views = NULL;
+    Py_ssize_t viewed = 0, n = 0, servers = 0;
+    PyObject *fast = PySequence_Fast(each, "ring_build: a sequence of point buffers");
+    if (fast == NULL)
+        goto done;
+    servers = PySequence_Fast_GET_SIZE(fast);
+    PyObject **items = PySequence_Fast_ITEMS(fast);
+    views = PyMem_Calloc(servers ? servers : 1, sizeof(Py_buffer));
+    if (views == NULL) {
+        PyErr_NoMemory();
         goto done;
     }
-    Py_ssize_t n = points.len / 4;
-    const uint32_t *in_p = points.buf, *in_o = owners.buf;
-    sorted_points = PyBytes_FromStringAndSize(NULL, points.len);
-    sorted_owners = PyBytes_FromStringAndSize(NULL, owners.len);
-    scratch_p = PyMem_Malloc(points.len ? points.len : 1);
-    scratch_o = PyMem_Malloc(owners.len ? owners.len : 1);
-    counts = PyMem_Malloc(sizeof(uint32_t) * RADIX);
-    if (!sorted_points || !sorted_owners || !scratch_p || !scratch_o || !counts) {
-        if (!PyErr_Occurred())
-            PyErr_NoMemory();
+    if ((uint64_t)servers > UINT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "ring_build: too many servers");
         goto done;
     }
-    uint32_t *out_p = (uint32_t *)PyBytes_AS_STRING(sorted_points);
-    uint32_t *out_o = (uint32_t *)PyBytes_AS_STRING(sorted_owners);
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (in_p[i] >> (PASSES * RADIX_BITS)) {
-            PyErr_SetString(PyExc_ValueError, "ring_sort: a position of more than 30 bits");
+    for (; viewed < servers; viewed++) {
+        if (PyObject_GetBuffer(items[viewed], &views[viewed], PyBUF_SIMPLE) < 0)
+            goto done;
+        if (views[viewed].len % 4 != 0) {
+            viewed++;
+            PyErr_SetString(PyExc_ValueError, "ring_build: a buffer of uint32 points");
             goto done;
         }
+        n += views[viewed].len / 4;
     }
-    /* Low bits first: input -> output -> scratch -> output (an odd number of passes). */
-    const uint32_t *from_p = in_p, *from_o = in_o;
-    uint32_t *to_p = out_p, *to_o = out_o;
+    if (positions_out.len != n * 4 || owners_out.len != n * 4) {
+        PyErr_SetString(PyExc_ValueError, "ring_build: the outputs must hold a uint32 per point");
+        goto done;
+    }
+    if (n > ring_keys_room) {
+        uint64_t *grown = PyMem_RawRealloc(ring_keys, sizeof(uint64_t) * 2 * n);
+        if (grown == NULL) {
+            PyErr_NoMemory();
+            goto done;
+        }
+        ring_keys = grown;
+        ring_keys_room = n;
+    }
+    uint64_t *keys = ring_keys, *scratch = ring_keys + n;
+    counts = PyMem_Calloc(PASSES, sizeof(*counts));
+    if (counts == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    /* A point's key: its position above its server's index. The servers come in order, so
+     * sorting by position stably keeps equal positions in server order. Every pass's
+     * histogram is counted in this one read. */
+    Py_ssize_t at = 0;
+    for (Py_ssize_t owner = 0; owner < servers; owner++) {
+        const uint32_t *points = views[owner].buf;
+        Py_ssize_t count = views[owner].len / 4;
+        for (Py_ssize_t i = 0; i < count; i++) {
+            uint32_t position = points[i];
+            if (position >> POSITION_BITS) {
+                PyErr_SetString(PyExc_ValueError, "ring_build: a position of more than 30 bits");
+                goto done;
+            }
+            keys[at++] = ((uint64_t)position << 32) | (uint64_t)owner;
+            for (int pass = 0; pass < PASSES; pass++)
+                counts[pass][(position >> (pass * RADIX_BITS)) & (RADIX - 1)]++;
+        }
+    }
     for (int pass = 0; pass < PASSES; pass++) {
-        int shift = pass * RADIX_BITS;
-        memset(counts, 0, sizeof(uint32_t) * RADIX);
-        for (Py_ssize_t i = 0; i < n; i++)
-            counts[(from_p[i] >> shift) & (RADIX - 1)]++;
         uint32_t total = 0;
         for (uint32_t b = 0; b < RADIX; b++) {
-            uint32_t c = counts[b];
-            counts[b] = total;
+            uint32_t c = counts[pass][b];
+            counts[pass][b] = total;
             total += c;
         }
-        for (Py_ssize_t i = 0; i < n; i++) {
-            uint32_t at = counts[(from_p[i] >> shift) & (RADIX - 1)]++;
-            to_p[at] = from_p[i];
-            to_o[at] = from_o[i];
-        }
-        from_p = to_p;
-        from_o = to_o;
-        to_p = to_p == out_p ? scratch_p : out_p;
-        to_o = to_o == out_o ? scratch_o : out_o;
     }
-    result = PyTuple_Pack(2, sorted_points, sorted_owners);
+    /* LSD radix sort, low bits first, of one 8-byte key per point (one write stream per
+     * bucket, where a position and an owner apart made two): keys -> scratch -> keys -> scratch. */
+    uint64_t *from = keys, *to = scratch;
+    for (int pass = 0; pass < PASSES; pass++) {
+        uint32_t *offsets = counts[pass];
+        int shift = 32 + pass * RADIX_BITS;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            uint64_t key = from[i];
+            to[offsets[(key >> shift) & (RADIX - 1)]++] = key;
+        }
+        uint64_t *swap = from;
+        from = to;
+        to = swap;
+    }
+    uint32_t *out_points = positions_out.buf, *out_owners = owners_out.buf;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        out_points[i] = (uint32_t)(from[i] >> 32);
+        out_owners[i] = (uint32_t)from[i];
+    }
+    result = Py_NewRef(Py_None);
 done:
-    Py_XDECREF(sorted_points);
-    Py_XDECREF(sorted_owners);
-    PyMem_Free(scratch_p);
-    PyMem_Free(scratch_o);
+    for (Py_ssize_t i = 0; i < viewed; i++)
+        PyBuffer_Release(&views[i]);
+    PyMem_Free(views);
     PyMem_Free(counts);
-    PyBuffer_Release(&points);
-    PyBuffer_Release(&owners);
+    Py_XDECREF(fast);
+    PyBuffer_Release(&positions_out);
+    PyBuffer_Release(&owners_out);
     return result;
 }
 
 static PyMethodDef methods[] = {
     {"maglev_fill", maglev_fill, METH_VARARGS, "Maglev's lookup table from the servers' offsets, skips and weights."},
     {"maglev_deal", maglev_deal, METH_VARARGS, "The stable table's turns: free slots of a list dealt to servers."},
-    {"ring_sort", ring_sort, METH_VARARGS, "Ring points and their owners sorted by position (stable)."},
+    {"ring_build", ring_build, METH_VARARGS, "Every server's ring points, with their owners, sorted by position (stable)."},
     {NULL, NULL, 0, NULL},
 };
 

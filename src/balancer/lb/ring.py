@@ -19,11 +19,12 @@ until that server is c times busier than its fair share (c = 1.25 by default; No
 off: the hash_type = "consistent" hashing of source/uri/hdr/url_param does that).
 
 Positions are 30 bits: the ring is one stable radix sort of all points (lb/_tables.c; a
-sorted() of the same order without a compiler), kept as two arrays, positions and server
-indexes. With per-server points cached, a rebuild of 1,000 servers of weight 100 (400,000
-points) takes 13 ms, 40 ms with every point hashed anew (bench/lb_bench.py; 0.29 s before
-the C sort). A pick reads the arrays (about 0.15 µs more than lists, which would cost 25 ms
-more per build to fill).
+sorted() of the same order without a compiler), written straight into two arrays, positions
+and server indexes. With per-server points cached, a rebuild of 1,000 servers of weight 100
+(400,000 points) takes 7-12 ms on a 2-core VM where the sort into bytes then copied to the
+arrays took 18-25 ms (bench/lb_bench.py; 0.29 s before the C sort). A pick reads the arrays
+(about 0.15 µs more than lists, which would cost 25 ms more per build to fill; a memoryview
+of the sort's own buffer, which would spare the arrays, costs a pick 20% more).
 """
 
 from __future__ import annotations
@@ -77,17 +78,21 @@ class Ring(Selector):
         # Every point's position and the index of its server, sorted by position. A position
         # two servers share (a 30-bit collision, rare) keeps both points; lookups find the
         # first, in server order: both sorts below are stable.
-        points = array("I")
-        indexes = array("I")
-        for index, (server, weight) in enumerate(zip(self._servers, weights, strict=True)):
-            mine = server_points(server_id(server), weight * points_per_weight)
-            points.extend(mine)
-            indexes.extend(array("I", [index]) * len(mine))
+        each = [
+            server_points(server_id(server), weight * points_per_weight)
+            for server, weight in zip(self._servers, weights, strict=True)
+        ]
         if _tables is not None:
-            sorted_points, sorted_indexes = _tables.ring_sort(points, indexes)
-            self._positions = array("I", sorted_points)
-            self._owners = array("I", sorted_indexes)
+            count = sum(len(mine) for mine in each)
+            self._positions = array("I", [0]) * count
+            self._owners = array("I", [0]) * count
+            _tables.ring_build(each, self._positions, self._owners)
         else:
+            points = array("I")
+            indexes = array("I")
+            for index, mine in enumerate(each):
+                points.extend(mine)
+                indexes.extend(array("I", [index]) * len(mine))
             order = sorted(range(len(points)), key=points.__getitem__)
             self._positions = array("I", [points[i] for i in order])
             self._owners = array("I", [indexes[i] for i in order])

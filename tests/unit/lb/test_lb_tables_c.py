@@ -48,7 +48,7 @@ def test_maglev_fill_refuses_what_python_refuses() -> None:
         _tables.maglev_fill([0, "1"], [1, 2], [1, 1], 7)
 
 
-def test_ring_sort_equals_the_python_sort(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ring_build_equals_the_python_sort(monkeypatch: pytest.MonkeyPatch) -> None:
     assert _tables is not None
     servers = make_servers([100, 50, 1, 256, 100] * 20)
     built_in_c = ring.Ring(servers)
@@ -60,15 +60,29 @@ def test_ring_sort_equals_the_python_sort(monkeypatch: pytest.MonkeyPatch) -> No
         assert built_in_c.owner(key) is built_in_python.owner(key)
 
 
-def test_ring_sort_keeps_equal_positions_in_server_order() -> None:
+def test_ring_build_keeps_equal_positions_in_server_order() -> None:
     assert _tables is not None
-    points = array("I", [5, 3, 5, 1 << 29, 3, 0])
-    owners = array("I", [0, 0, 1, 1, 2, 2])
-    positions, indexes = _tables.ring_sort(points, owners)
-    assert array("I", positions).tolist() == [0, 3, 3, 5, 5, 1 << 29]
-    assert array("I", indexes).tolist() == [2, 0, 2, 0, 1, 1]
-    with pytest.raises(ValueError):
-        _tables.ring_sort(array("I", [1 << 30]), array("I", [0]))
+    each = [array("I", [5, 3]), array("I", [5, 1 << 29]), array("I"), array("I", [3, 0])]
+    positions, indexes = array("I", [0]) * 6, array("I", [0]) * 6
+    _tables.ring_build(each, positions, indexes)
+    assert positions.tolist() == [0, 3, 3, 5, 5, 1 << 29]
+    assert indexes.tolist() == [3, 0, 3, 0, 1, 1]
+    _tables.ring_build([], array("I"), array("I"))
+
+
+def test_ring_build_refuses_what_is_not_a_ring() -> None:
+    assert _tables is not None
+    two = array("I", [0, 0])
+    with pytest.raises(ValueError, match="30 bits"):
+        _tables.ring_build([array("I", [1]), array("I", [1 << 30])], two, array("I", [0, 0]))
+    with pytest.raises(ValueError, match="uint32"):
+        _tables.ring_build([b"abc"], two, two)
+    with pytest.raises(ValueError, match="outputs"):
+        _tables.ring_build([array("I", [1, 2, 3])], two, two)
+    with pytest.raises(TypeError):
+        _tables.ring_build([array("I", [1]), "not a buffer"], two, two)
+    with pytest.raises(TypeError):
+        _tables.ring_build([array("I", [1, 2])], b"12345678", two)  # not writable
 
 
 @pytest.mark.parametrize(("servers", "size", "gone"), [(3, 7, 1), (10, 101, 2), (100, 65537, 1), (1000, 65537, 7)])
