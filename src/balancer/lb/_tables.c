@@ -16,9 +16,10 @@
  *     its permutation from positions[j] by skips[j]. Changes `table` in place.
  * ring_build(points, positions, owners) -> None
  *     `points`: one buffer of native unsigned 32-bit integers (array('I')) per server, in
- *     server order, its ring positions (each below 2**30). Writes every point's position
- *     and the index of its server to `positions` and `owners` (writable uint32 buffers of
- *     one item per point: the Ring's own arrays, no copy after), sorted by position,
+ *     server order, its points' hash draws: a point's position is its draw's top 30 bits.
+ *     Writes every point's position and the index of its server to `positions` and
+ *     `owners` (writable uint32 buffers of one item per point: the Ring's own arrays, no
+ *     copy after), sorted by position,
  *     stably (equal positions stay in server order): a three-pass LSD radix sort of 10 bits
  *     each (1,024 buckets: the scatter stays in cache) of 8-byte keys, position above owner.
  */
@@ -361,14 +362,10 @@ static PyObject *ring_build(PyObject *self, PyObject *args) {
      * histogram is counted in this one read. */
     Py_ssize_t at = 0;
     for (Py_ssize_t owner = 0; owner < servers; owner++) {
-        const uint32_t *points = views[owner].buf;
+        const uint32_t *draws = views[owner].buf;
         Py_ssize_t count = views[owner].len / 4;
         for (Py_ssize_t i = 0; i < count; i++) {
-            uint32_t position = points[i];
-            if (position >> POSITION_BITS) {
-                PyErr_SetString(PyExc_ValueError, "ring_build: a position of more than 30 bits");
-                goto done;
-            }
+            uint32_t position = draws[i] >> (32 - POSITION_BITS);
             keys[at++] = ((uint64_t)position << 32) | (uint64_t)owner;
             for (int pass = 0; pass < PASSES; pass++)
                 counts[pass][(position >> (pass * RADIX_BITS)) & (RADIX - 1)]++;

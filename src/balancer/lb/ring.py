@@ -22,7 +22,8 @@ Positions are 30 bits: the ring is one stable radix sort of all points (lb/_tabl
 sorted() of the same order without a compiler), written straight into two arrays, positions
 and server indexes. With per-server points cached, a rebuild of 1,000 servers of weight 100
 (400,000 points) takes 7-12 ms on a 2-core VM where the sort into bytes then copied to the
-arrays took 18-25 ms (bench/lb_bench.py; 0.29 s before the C sort). A pick reads the arrays
+arrays took 18-25 ms, 17-18 ms with every point hashed anew (bench/lb_bench.py; 0.29 s
+before the C sort). A pick reads the arrays
 (about 0.15 µs more than lists, which would cost 25 ms more per build to fill; a memoryview
 of the sort's own buffer, which would spare the arrays, costs a pick 20% more).
 """
@@ -49,17 +50,20 @@ except ImportError:  # built without a C compiler (BALANCER_PURE=1): sorted() be
 POSITION_BITS: Final = 30
 DEFAULT_POINTS_PER_WEIGHT = 4
 DEFAULT_BALANCE_FACTOR = 1.25
-_SHIFT: Final = 64 - POSITION_BITS
+_SHIFT: Final = 64 - POSITION_BITS  # a key's 64-bit hash to a position
+_POSITION_SHIFT: Final = 32 - POSITION_BITS  # a point's 32-bit draw to its position
 
 
 @lru_cache(maxsize=4096)
 def server_points(identity: bytes, count: int) -> array[int]:
-    """The first `count` ring positions of a server: a prefix of one stream, so adding
-    weight adds points and keeps the old ones. (An array: 4 bytes a point in the cache.)"""
-    points = array("I", hashlib.shake_128(b"ring:" + identity).digest(4 * count))
+    """The draws of a server's first `count` ring points, 32 bits each: a point's position
+    is its draw's top POSITION_BITS bits (shifted where the ring is built, in C, not here
+    one int at a time). A prefix of one stream, so adding weight adds points and keeps the
+    old ones. (An array: 4 bytes a point in the cache.)"""
+    draws = array("I", hashlib.shake_128(b"ring:" + identity).digest(4 * count))
     if sys.byteorder == "big":
-        points.byteswap()  # the stream is read little-endian everywhere
-    return array("I", [p >> (32 - POSITION_BITS) for p in points])
+        draws.byteswap()  # the stream is read little-endian everywhere
+    return draws
 
 
 class Ring(Selector):
@@ -90,9 +94,9 @@ class Ring(Selector):
         else:
             points = array("I")
             indexes = array("I")
-            for index, mine in enumerate(each):
-                points.extend(mine)
-                indexes.extend(array("I", [index]) * len(mine))
+            for index, draws in enumerate(each):
+                points.extend(array("I", [draw >> _POSITION_SHIFT for draw in draws]))
+                indexes.extend(array("I", [index]) * len(draws))
             order = sorted(range(len(points)), key=points.__getitem__)
             self._positions = array("I", [points[i] for i in order])
             self._owners = array("I", [indexes[i] for i in order])

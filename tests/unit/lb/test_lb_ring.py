@@ -64,7 +64,9 @@ def test_adding_weight_only_takes_keys_for_that_server() -> None:
 def test_points_are_a_stable_prefix() -> None:
     assert server_points(b"s1", 10)[:5] == server_points(b"s1", 5)
     assert server_points(b"s1", 5) != server_points(b"s2", 5)
-    assert all(0 <= p < 2**30 for p in server_points(b"s1", 1000))
+    ring = Ring(make_servers([100, 100, 100]))
+    assert len(ring._positions) == 1200 and max(ring._positions) < 2**30
+    assert max(ring._positions) >= 2**29  # the draws' top 30 bits, spread over the whole circle
 
 
 def test_bounded_load_skips_a_busy_server() -> None:
