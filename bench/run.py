@@ -628,6 +628,37 @@ def median_run(runs: Sequence[Run]) -> Run:
     return ordered[len(ordered) // 2]
 
 
+Round = TypeVar("Round")
+
+
+def median_rounds(
+    rounds: Sequence[Round], group: Callable[[Round], object], figure: Callable[[Round], float | None]
+) -> list[Round]:
+    """Per group of `rounds` (a proxy, or a proxy and a kind), the round with the median
+    `figure` (a figure per proxy core): a whole round, so the figures of one row stay
+    consistent. Groups in the order they first come."""
+    grouped: dict[object, list[Round]] = {}
+    for measured in rounds:
+        grouped.setdefault(group(measured), []).append(measured)
+    return [sorted(each, key=lambda m: figure(m) or 0.0)[len(each) // 2] for each in grouped.values()]
+
+
+def run_rounds(
+    args: argparse.Namespace, proxies: Sequence[str], failures: dict[str, str], bench_round: Callable[[str, int], None]
+) -> None:
+    """`args.repeat` rounds, each `bench_round(proxy, round)` for every proxy of `proxies` in
+    `args.only`, interleaved so that a slow spell of a shared machine hits them all alike. A
+    BenchError is that proxy's failure: kept in `failures`, reported, and its later rounds
+    are not run."""
+    for rnd in range(1, args.repeat + 1):
+        for proxy in (p for p in proxies if p in args.only and p not in failures):
+            try:
+                bench_round(proxy, rnd)
+            except BenchError as exc:
+                failures[proxy] = str(exc)
+                progress(f"{proxy}: FAILED: {exc}")
+
+
 def bench_proxy(args: argparse.Namespace, proxy: str, tmp: Path, ports: Ports, out: Results, rnd: int) -> None:
     port = proxy_port(proxy, ports)
     argv = pinned(proxy_argv(proxy, tmp, ports, args.balancer_cmd, args.balancer_workers), "proxy", args.pin)
@@ -970,15 +1001,12 @@ def run_all(args: argparse.Namespace, tmp: Path) -> Results:
     out = Results()
     out.notes["unable"] = dict(UNABLE)
     with nginx_backend(tmp, ports, args.pin) as backend:
-        # Rounds interleave the proxies so a slow spell of a shared machine hits them all alike.
-        for rnd in range(1, args.repeat + 1):
-            for proxy in (p for p in PROXIES if p in args.only and p not in out.failures):
-                try:
-                    bench_proxy(args, proxy, tmp, ports, out, rnd)
-                except BenchError as exc:
-                    out.failures[proxy] = str(exc)
-                    progress(f"{proxy}: FAILED: {exc}")
-                check_alive(backend, "backend nginx")
+
+        def bench_round(proxy: str, rnd: int) -> None:
+            bench_proxy(args, proxy, tmp, ports, out, rnd)
+            check_alive(backend, "backend nginx")
+
+        run_rounds(args, PROXIES, out.failures, bench_round)
     return out
 
 

@@ -35,7 +35,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import peers  # bench/peers.py: where the Python peers are installed
@@ -216,24 +215,8 @@ def bench_proxy(args: argparse.Namespace, proxy: str, tmp: Path, ports: Ports, o
         harness.check_alive(proc, proxy)
 
 
-Measured = TypeVar("Measured", Bulk, Connections)
-
-
 def per_core(measured: Bulk | Connections) -> float | None:
     return measured.gbit_per_core if isinstance(measured, Bulk) else measured.per_core
-
-
-def medians(rounds: list[Measured]) -> list[Measured]:
-    """Per proxy, the round with the median figure per proxy core: a whole round, so the
-    figures of one row stay consistent."""
-    grouped: dict[str, list[Measured]] = {}
-    for measured in rounds:
-        grouped.setdefault(measured.proxy, []).append(measured)
-    chosen = []
-    for group in grouped.values():
-        ordered = sorted(group, key=lambda m: per_core(m) or 0.0)
-        chosen.append(ordered[len(ordered) // 2])
-    return chosen
 
 
 def ratios(out: Results) -> dict[str, float | None]:
@@ -351,15 +334,11 @@ def measure_all(args: argparse.Namespace, tmp: Path) -> Results:
         harness.nginx_backend(tmp, harness.Ports(free[1], free[4], 0, 0, 0)),
         harness.listening("sink", sink_argv, tmp, (ports.sink,)),
     ):
-        for rnd in range(1, args.repeat + 1):
-            for proxy in (p for p in PROXIES if p in args.only and p not in out.failures):
-                try:
-                    bench_proxy(args, proxy, tmp, ports, out, rnd)
-                except harness.BenchError as exc:
-                    out.failures[proxy] = str(exc)
-                    harness.progress(f"{proxy}: FAILED: {exc}")
-    out.bulk = medians(out.bulk_rounds)
-    out.connections = medians(out.connection_rounds)
+        harness.run_rounds(
+            args, PROXIES, out.failures, lambda proxy, rnd: bench_proxy(args, proxy, tmp, ports, out, rnd)
+        )
+    out.bulk = harness.median_rounds(out.bulk_rounds, lambda b: b.proxy, per_core)
+    out.connections = harness.median_rounds(out.connection_rounds, lambda c: c.proxy, per_core)
     return out
 
 

@@ -53,10 +53,9 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run as harness  # bench/run.py: process handling, the nginx backend, wrk parsing, CPU time
@@ -721,22 +720,6 @@ def bench_load(args: argparse.Namespace, proxy: str, tmp: Path, pems: dict[str, 
         harness.check_alive(proc, proxy)
 
 
-Measured = TypeVar("Measured", Handshakes, KeepAlive)
-
-
-def medians(rounds: list[Measured], kind: Callable[[Measured], tuple[str, str]]) -> list[Measured]:
-    """Per proxy and kind (a key, or heads), the round with the median figure per proxy core:
-    a whole round, so the figures of one row stay consistent."""
-    grouped: dict[tuple[str, str], list[Measured]] = {}
-    for measured in rounds:
-        grouped.setdefault(kind(measured), []).append(measured)
-    chosen = []
-    for group in grouped.values():
-        ordered = sorted(group, key=lambda m: m.per_core or 0.0)
-        chosen.append(ordered[len(ordered) // 2])
-    return chosen
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     harness.add_part_options(
@@ -776,16 +759,9 @@ def measure_all(args: argparse.Namespace, tmp: Path) -> Results:
             except harness.BenchError as exc:
                 out.failures[proxy] = str(exc)
                 progress(f"{proxy}: FAILED: {exc}")
-        # Rounds interleave the proxies so a slow spell of a shared machine hits them all alike.
-        for rnd in range(1, args.repeat + 1):
-            for proxy in (p for p in PROXIES if p in args.only and p not in out.failures):
-                try:
-                    bench_load(args, proxy, tmp, pems, out, rnd)
-                except harness.BenchError as exc:
-                    out.failures[proxy] = str(exc)
-                    progress(f"{proxy}: FAILED: {exc}")
-    out.handshakes = medians(out.handshake_rounds, lambda h: (h.proxy, h.key))
-    out.keepalive = medians(out.keepalive_rounds, lambda k: (k.proxy, k.heads))
+        harness.run_rounds(args, PROXIES, out.failures, lambda proxy, rnd: bench_load(args, proxy, tmp, pems, out, rnd))
+    out.handshakes = harness.median_rounds(out.handshake_rounds, lambda h: (h.proxy, h.key), lambda h: h.per_core)
+    out.keepalive = harness.median_rounds(out.keepalive_rounds, lambda k: (k.proxy, k.heads), lambda k: k.per_core)
     return out
 
 
