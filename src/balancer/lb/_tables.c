@@ -19,9 +19,9 @@
  *     server order, its points' hash draws: a point's position is its draw's top 30 bits.
  *     Writes every point's position and the index of its server to `positions` and
  *     `owners` (writable uint32 buffers of one item per point: the Ring's own arrays, no
- *     copy after), sorted by position,
- *     stably (equal positions stay in server order): a three-pass LSD radix sort of 10 bits
- *     each (1,024 buckets: the scatter stays in cache) of 8-byte keys, position above owner.
+ *     copy after), sorted by position, stably (equal positions stay in server order): a
+ *     three-pass LSD radix sort of 10 bits each (1,024 buckets: the scatter stays in
+ *     cache) of 8-byte keys, position above owner.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -298,10 +298,11 @@ done:
 #define RADIX (1u << RADIX_BITS)
 #define POSITION_BITS (PASSES * RADIX_BITS)
 
-/* The sort's two key arrays, kept from one build to the next: a rebuild (a server down or
- * back) then writes to memory already mapped. Freed and mapped again each time, their pages
- * faulted in anew: half of a 1,000-server rebuild's time, in the kernel. The GIL serialises
- * the builds. */
+/* The sort's two key arrays, kept from one build to the next (16 bytes per point of the
+ * largest ring built, for the life of the process: 6.4 MB for 1,000 servers of weight 100):
+ * a rebuild (a server down or back) then writes to memory already mapped. Freed and mapped
+ * again each time, their pages faulted in anew: half of a 1,000-server rebuild's time, in
+ * the kernel. The GIL serialises the builds. */
 static uint64_t *ring_keys;
 static Py_ssize_t ring_keys_room; /* points the two arrays hold */
 
