@@ -69,6 +69,17 @@ def test_points_are_a_stable_prefix() -> None:
     assert max(ring._positions) >= 2**29  # the draws' top 30 bits, spread over the whole circle
 
 
+def test_the_ring_is_the_same_from_one_release_to_the_next() -> None:
+    """Nodes that share a ring must agree on it through a rolling upgrade: these were built
+    by the release before the sort moved into ring_build (86d9ac8, in pure Python)."""
+    ring = Ring(make_servers([100, 50, 1, 256, 100]))
+    assert len(ring._positions) == 2028
+    assert list(ring._positions[:4]) == [1083786, 1161451, 1195410, 1528655]
+    assert list(ring._owners[:4]) == [0, 3, 3, 4]
+    owners = [server.name for key in range(12) if (server := ring.owner(f"key-{key}".encode())) is not None]
+    assert owners == ["s4", "s3", "s3", "s1", "s3", "s3", "s3", "s0", "s1", "s3", "s4", "s3"]
+
+
 def test_bounded_load_skips_a_busy_server() -> None:
     servers = make_servers([100] * 4)
     ring = Ring(servers)
