@@ -22,10 +22,10 @@ Positions are 30 bits: the ring is one stable radix sort of all points (lb/_tabl
 sorted() of the same order without a compiler), written straight into two arrays, positions
 and server indexes. With per-server points cached, a rebuild of 1,000 servers of weight 100
 (400,000 points) takes 7-12 ms on a 2-core VM where the sort into bytes then copied to the
-arrays took 18-25 ms, 17-18 ms with every point hashed anew (bench/lb_bench.py; 0.29 s
-before the C sort). A pick reads the arrays
-(about 0.15 µs more than lists, which would cost 25 ms more per build to fill; a memoryview
-of the sort's own buffer, which would spare the arrays, costs a pick 20% more).
+arrays took 18-25 ms; 17-18 ms with every point hashed anew (bench/lb_bench.py; 0.29 s
+before the C sort). A pick reads the arrays: about 0.15 µs more than lists, which would
+cost 25 ms more per build to fill; a memoryview of a sorted buffer, which would spare the
+arrays, costs a pick 20% more.
 """
 
 from __future__ import annotations
