@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 from tests.support import TaggedBackend, require_tool, run_balancer
-from tests.support.config import server_blocks
 from tests.support.site import Site
-from tests.support.tls import openssl_client
+from tests.support.tls import openssl_client, tls_site_config
 from tests.support.tools import require_built
 
 from balancer.net import tls as tls_module
@@ -63,26 +62,6 @@ def make_ocsp_response(folder: Path, status: str, out: Path) -> None:
     )  # fmt: skip
 
 
-def config(site: Site, pem: Path, web: TaggedBackend) -> str:
-    return f"""\
-[global]
-grace = "2s"
-log = "file:{site.log_path}"
-
-[[frontend]]
-name = "tls"
-bind = ["127.0.0.1:{site.port}"]
-default_backend = "web"
-
-[frontend.tls]
-cert = ["{pem}"]
-
-[[backend]]
-name = "web"
-{server_blocks([web])}
-"""
-
-
 @pytest.mark.parametrize("version", ["-tls1_2", "-tls1_3"])
 def test_the_response_beside_the_certificate_is_stapled_for_clients_that_ask(
     tmp_path: Path, web: TaggedBackend, version: str
@@ -91,7 +70,7 @@ def test_the_response_beside_the_certificate_is_stapled_for_clients_that_ask(
     make_ocsp_response(tmp_path / "pki", "V", Path(f"{pem}.ocsp"))
     site = Site(tmp_path / "site")
     try:
-        site.start(config(site, pem, web))
+        site.start(tls_site_config(site, pem, web))
         asked = openssl_client(site.port, version, "-servername", NAME, "-status")
         assert "OCSP Response Status: successful (0x0)" in asked, asked[-2500:]
         assert "Cert Status: good" in asked, asked[-2500:]
@@ -120,7 +99,7 @@ def test_a_response_that_cannot_be_stapled_is_refused_at_the_cert_line(
         make_ca_and_site(tmp_path / "other", "x.example.test")
         make_ocsp_response(tmp_path / "other", "V", ocsp)
     site = Site(tmp_path / "site")
-    text = config(site, pem, web)
+    text = tls_site_config(site, pem, web)
     site.config_path.write_text(text)
     cert_line = text.splitlines().index(f'cert = ["{pem}"]') + 1
 

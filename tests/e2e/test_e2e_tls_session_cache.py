@@ -31,7 +31,6 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from tests.support import TaggedBackend, wait_until
-from tests.support.config import server_blocks
 from tests.support.ports import free_ports
 from tests.support.site import Site
 from tests.support.tls import (
@@ -42,6 +41,7 @@ from tests.support.tls import (
     make_certificate,
     reload,
     session_text,
+    tls_site_config,
     worker_of,
 )
 from tests.support.tools import require_built
@@ -62,26 +62,8 @@ def config(site: Site, cert: Certificate, web: TaggedBackend, workers: int, cach
     """One TLS frontend without tickets in front of `web`, `tls_session_cache = cache` unless
     None (the default); the access log names the worker (`%pid`) of each path."""
     cache_line = f"tls_session_cache = {cache}\n" if cache is not None else ""
-    return f"""\
-[global]
-workers = {workers}
-grace = "2s"
-log = "file:{site.log_path}"
-log_format = "%pid %HU %ST"
-{cache_line}
-[[frontend]]
-name = "tls"
-bind = ["127.0.0.1:{site.port}"]
-default_backend = "web"
-
-[frontend.tls]
-cert = ["{cert.pem}"]
-tickets = false
-
-[[backend]]
-name = "web"
-{server_blocks([web])}
-"""
+    global_lines = f'workers = {workers}\nlog_format = "%pid %HU %ST"\n{cache_line}'
+    return tls_site_config(site, cert.pem, web, global_lines=global_lines, tls_lines="tickets = false\n")
 
 
 def ticket_length(session: Path) -> int | None:

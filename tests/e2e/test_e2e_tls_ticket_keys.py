@@ -25,7 +25,6 @@ from pathlib import Path
 
 import pytest
 from tests.support import TaggedBackend, run_balancer
-from tests.support.config import server_blocks
 from tests.support.ports import free_ports
 from tests.support.site import Site
 from tests.support.tls import (
@@ -37,6 +36,7 @@ from tests.support.tls import (
     openssl_client,
     reload,
     session_text,
+    tls_site_config,
     worker_of,
 )
 from tests.support.tools import require_built
@@ -75,25 +75,8 @@ def random_keys(count: int) -> str:
 def config(site: Site, cert: Certificate, web: TaggedBackend, workers: int, ticket_keys: str = "") -> str:
     """One TLS frontend in front of `web`; the access log names the worker (`%pid`) of each path."""
     keys_line = f'ticket_keys = "{ticket_keys}"\n' if ticket_keys else ""
-    return f"""\
-[global]
-workers = {workers}
-grace = "2s"
-log = "file:{site.log_path}"
-log_format = "%pid %HU %ST"
-
-[[frontend]]
-name = "tls"
-bind = ["127.0.0.1:{site.port}"]
-default_backend = "web"
-
-[frontend.tls]
-cert = ["{cert.pem}"]
-{keys_line}
-[[backend]]
-name = "web"
-{server_blocks([web])}
-"""
+    workers_lines = f'workers = {workers}\nlog_format = "%pid %HU %ST"\n'
+    return tls_site_config(site, cert.pem, web, global_lines=workers_lines, tls_lines=keys_line)
 
 
 # -- fixtures --------------------------------------------------------------------------------

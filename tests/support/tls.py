@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.support.backends import TaggedBackend
+from tests.support.config import server_blocks
 from tests.support.process import BalancerProcess, wait_until
 from tests.support.site import Site
 from tests.support.tools import require_tool
@@ -24,10 +26,34 @@ __all__ = [
     "make_certificate",
     "openssl_client",
     "reload",
+    "tls_site_config",
     "worker_of",
 ]
 
 HANDSHAKE = re.compile(r"^(New|Reused), (TLSv1\.[23]),", re.M)
+
+
+def tls_site_config(site: Site, pem: Path, web: TaggedBackend, *, global_lines: str = "", tls_lines: str = "") -> str:
+    """`site`'s config: one frontend "tls" on its port with the certificate `pem`, in front of
+    `web`, its access log in the site's file. `global_lines` and `tls_lines` (TOML lines, each
+    ending with a newline) are added to [global] and to [frontend.tls]."""
+    return f"""\
+[global]
+grace = "2s"
+log = "file:{site.log_path}"
+{global_lines}
+[[frontend]]
+name = "tls"
+bind = ["127.0.0.1:{site.port}"]
+default_backend = "web"
+
+[frontend.tls]
+cert = ["{pem}"]
+{tls_lines}
+[[backend]]
+name = "web"
+{server_blocks([web])}
+"""
 
 
 @dataclass(frozen=True)
