@@ -21,11 +21,6 @@ if _tables is None:  # a BALANCER_PURE=1 build has no C module; CI builds it
     )
 
 
-def _preferences(identities: list[bytes], size: int) -> tuple[list[int], list[int]]:
-    pairs = [maglev.preferences(identity, size) for identity in identities]
-    return [offset for offset, _ in pairs], [skip for _, skip in pairs]
-
-
 @pytest.mark.parametrize(
     ("servers", "size"), [(2, 3), (3, 7), (10, 101), (57, 4099), (100, 65537), (1000, 65537), (7, 65537)]
 )
@@ -33,19 +28,24 @@ def test_maglev_fill_equals_the_python_loop(servers: int, size: int) -> None:
     assert _tables is not None, "lb/_tables was not built (make native)"
     rng = random.Random(servers * size)
     identities = [rng.randbytes(8) for _ in range(servers)]
-    offsets, skips = _preferences(identities, size)
+    digests = [maglev._digest(identity) for identity in identities]
+    pairs = [maglev.preferences(identity, size) for identity in identities]
+    offsets, skips = [offset for offset, _ in pairs], [skip for _, skip in pairs]
     for weights in ([1] * servers, [rng.randint(1, 256) for _ in range(servers)], [3] * (servers - 1) + [1]):
-        assert _tables.maglev_fill(offsets, skips, weights, size) == maglev._fill(offsets, skips, weights, size)
+        assert _tables.maglev_fill(b"".join(digests), weights, size) == maglev._fill(offsets, skips, weights, size)
 
 
 def test_maglev_fill_refuses_what_python_refuses() -> None:
     assert _tables is not None
+    two = bytes(32)
     with pytest.raises(ValueError):
-        _tables.maglev_fill([0, 1], [1, 2], [1, 1], 2)  # not more slots than servers
+        _tables.maglev_fill(two, [1, 1], 2)  # not more slots than servers
     with pytest.raises(ValueError):
-        _tables.maglev_fill([0, 1], [1, 7], [1, 1], 7)  # a skip of size: not a permutation
+        _tables.maglev_fill(two[:-1], [1, 1], 7)  # not 16 bytes per server
+    with pytest.raises(ValueError):
+        _tables.maglev_fill(two, [1, 0], 7)  # a weight of 0
     with pytest.raises(TypeError):
-        _tables.maglev_fill([0, "1"], [1, 2], [1, 1], 7)
+        _tables.maglev_fill(two, [1, "1"], 7)
 
 
 def test_ring_build_equals_the_python_sort(monkeypatch: pytest.MonkeyPatch) -> None:
