@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     if args.command == "worker":
-        from balancer.supervisor import run_worker
+        from balancer.worker import run_worker
 
         return run_worker(args.name, args.generation, args.slot)
     if args.command == "check":

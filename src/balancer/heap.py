@@ -16,7 +16,6 @@ malloc_trim it does nothing.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 from collections.abc import Callable
 
@@ -24,12 +23,11 @@ log = logging.getLogger("balancer")
 
 
 def _malloc_trim() -> Callable[[int], int] | None:
-    name = ctypes.util.find_library("c")
+    # The process's own symbols, libc's among them: ctypes.util.find_library would run
+    # `ldconfig -p` in a subprocess at every worker start.
     try:
-        trim = ctypes.CDLL(name).malloc_trim if name else None
+        trim = ctypes.CDLL(None).malloc_trim
     except (OSError, AttributeError):
-        return None
-    if trim is None:
         return None
     trim.argtypes = [ctypes.c_size_t]
     trim.restype = ctypes.c_int

@@ -13,7 +13,7 @@ PACKAGE = SRC / "balancer"
 
 # Top to bottom; a module may import its own layer and the layers below (DESIGN.md).
 LAYERS: list[set[str]] = [
-    {"cli", "supervisor", "server", "demo", "agent", "__main__", "heap", "limits", "sdnotify", "native"},
+    {"cli", "supervisor", "worker", "server", "demo", "agent", "__main__", "heap", "limits", "sdnotify", "native"},
     {"admin", "stats"},
     {"cluster"},
     {"net"},

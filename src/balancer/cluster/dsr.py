@@ -29,12 +29,13 @@ import logging
 import os
 import socket
 from pathlib import Path
-
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
+from typing import TYPE_CHECKING
 
 from balancer.cluster.l4 import VXLAN_PORT, L4Error, tunnel_mac
 from balancer.config.model import Dsr
+
+if TYPE_CHECKING:
+    from pyroute2 import IPRoute
 
 LO_LABEL = "lo:balancer"
 DEVICE = "bdsr0"
@@ -59,6 +60,9 @@ def _sysctls(dsr: Dsr) -> dict[Path, str]:
 
 def clear_stale() -> None:
     """Remove what a previous run (crashed or not) left: labelled addresses on lo, DEVICE."""
+    from pyroute2 import IPRoute  # imported where used: a node without [dsr] never loads pyroute2
+    from pyroute2.netlink.exceptions import NetlinkError
+
     with IPRoute() as ipr:
         for address in ipr.get_addr(family=socket.AF_INET, label=LO_LABEL):
             with contextlib.suppress(NetlinkError):
@@ -96,6 +100,9 @@ class DsrNode:
     def start(self) -> None:
         """Clear a previous run's leftovers, then set everything. Raises DsrError (after
         undoing what it had set) when the kernel refuses a part, or when not run as root."""
+        from pyroute2 import IPRoute
+        from pyroute2.netlink.exceptions import NetlinkError
+
         if os.geteuid() != 0:
             raise DsrError("[dsr] programs the kernel (addresses, ARP, tunnels): run balancer as root")
         try:
@@ -120,6 +127,8 @@ class DsrNode:
             raise
 
     def _add_tunnel(self, ipr: IPRoute) -> None:
+        from pyroute2.netlink.exceptions import NetlinkError
+
         tunnel = self.dsr.tunnel
         vni = tunnel.tunnel_vni()
         try:

@@ -36,9 +36,7 @@ import socket
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
+from typing import TYPE_CHECKING
 
 from balancer.cluster.nft import (
     NftError,
@@ -53,6 +51,9 @@ from balancer.cluster.slot_cache import SlotCache
 from balancer.config.model import L4
 from balancer.config.model import L4Node as L4NodeConfig
 from balancer.lb.maglev import build_table
+
+if TYPE_CHECKING:
+    from pyroute2 import IPRoute
 
 RULE_PRIORITY = 20040
 ROUTE_PROTOCOL = 76  # rtnetlink protocol of every route set here ("L")
@@ -110,6 +111,9 @@ def compute_slots(table: L4, table_index: int, usable: Iterable[str]) -> list[in
 def clear_stale(nft: str = "nft") -> None:
     """Remove whatever a previous run (crashed or not) left: the nft table, the rules at
     RULE_PRIORITY, routes of ROUTE_PROTOCOL in any table, devices named DEVICE_PREFIX*."""
+    from pyroute2 import IPRoute  # imported where used: a node without [[l4]] never loads pyroute2
+    from pyroute2.netlink.exceptions import NetlinkError
+
     delete_table(nft)
     with IPRoute() as ipr:
         for rule in ipr.get_rules(family=socket.AF_INET):
@@ -164,6 +168,9 @@ class L4Node:
     def start(self) -> None:
         """Clear what a previous run left, then program everything. Raises L4Error (after
         undoing what it had set) when the kernel refuses a part, or when not run as root."""
+        from pyroute2 import IPRoute
+        from pyroute2.netlink.exceptions import NetlinkError
+
         if os.geteuid() != 0:
             raise L4Error("an [[l4]] node programs the kernel (nftables, routes, rules, tunnels): run balancer as root")
         clear_stale(self.nft)
@@ -206,6 +213,8 @@ class L4Node:
     @staticmethod
     def _add_device(ipr: IPRoute, t: int, n: int, table: L4, node: L4NodeConfig) -> int:
         """Make the tunnel device `bl4-T-N` into `node`, up; its index."""
+        from pyroute2.netlink.exceptions import NetlinkError
+
         name = device_name(t, n)
         try:
             if table.forward == "vxlan":

@@ -13,16 +13,28 @@ import binascii
 import ctypes
 import ctypes.util
 import hmac
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 _REMEMBERED = 1024
 
 
+def _crypt_libraries() -> Iterator[str]:
+    # The soname of glibc systems first: find_library runs `ldconfig -p` in a subprocess,
+    # which every worker start would pay.
+    yield "libcrypt.so.1"
+    name = ctypes.util.find_library("crypt")
+    if name is not None:
+        yield name
+
+
 def _load_crypt() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
-    name = ctypes.util.find_library("crypt") or "libcrypt.so.1"
-    try:
-        function = ctypes.CDLL(name).crypt
-    except (OSError, AttributeError):
+    for name in _crypt_libraries():
+        try:
+            function = ctypes.CDLL(name).crypt
+            break
+        except (OSError, AttributeError):
+            continue
+    else:
         return None
     function.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
     function.restype = ctypes.c_char_p
