@@ -271,6 +271,7 @@ class Handshakes:
 def run_handshakes(args: argparse.Namespace, proc: harness.Proc, port: int, key: str) -> Handshakes:
     openssl = harness.find_binary("openssl")
     argv = [openssl, "s_time", "-connect", f"127.0.0.1:{port}", "-new", "-time", str(args.duration)]
+    argv = harness.pinned(argv, "load", args.pin)
     user0, sys0 = harness.tree_cpu(proc.popen.pid)
     clients = [
         subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)
@@ -328,6 +329,7 @@ def run_wrk_tls(args: argparse.Namespace, proc: harness.Proc, port: int, heads: 
 
     def once(seconds: int) -> str:
         argv = [wrk, "-t1", f"-c{args.connections}", f"-d{seconds}s", "--latency", *HEADS[heads], url]
+        argv = harness.pinned(argv, "load", args.pin)
         done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=False)
         if done.returncode != 0:
             raise BenchError(f"wrk exited with {done.returncode}: {(done.stderr or done.stdout).strip()[:300]}")
@@ -701,7 +703,7 @@ def bench_idle(args: argparse.Namespace, proxy: str, tmp: Path, pems: dict[str, 
 def bench_load(args: argparse.Namespace, proxy: str, tmp: Path, pems: dict[str, Path], out: Results, rnd: int) -> None:
     """Parts 1 and 2, one round: handshakes with each key, then TLS keep-alive."""
     ports = ProxyPorts(*harness.free_ports(3))
-    argv = proxy_argv(args, proxy, tmp, ports, pems)
+    argv = harness.pinned(proxy_argv(args, proxy, tmp, ports, pems), "proxy", args.pin)
     label = f"{proxy} [round {rnd}/{args.repeat}]" if args.repeat > 1 else proxy
     progress(f"{label}: {shlex.join(argv)}")
     with harness.listening(proxy, argv, tmp, (ports.ecdsa, ports.rsa, ports.plain)) as proc:
@@ -735,6 +737,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--repeat", type=int, default=1, help="rounds of parts 1 and 2 over all proxies; the median is reported"
     )
     p.add_argument("--connections", type=int, default=64, help="wrk -c (default 64)")
+    p.add_argument(
+        "--pin",
+        action="store_true",
+        help="parts 1 and 2: the proxy on the first CPU, backend and clients on the others (as run.py --pin)",
+    )
     p.add_argument("--idle-plain", type=int, default=120_000, help="idle plain connections, 0: skip (default 120000)")
     p.add_argument("--idle-tls", type=int, default=40_000, help="idle TLS connections, 0: skip (default 40000)")
     args = harness.parse_part_args(p, argv)
@@ -752,7 +759,7 @@ def measure_all(args: argparse.Namespace, tmp: Path) -> Results:
     pems = {key: make_pem(tmp, key) for key in KEYS}
     backend_ports = harness.Ports(*harness.free_ports(5))
     args.backend_port = backend_ports.backend1
-    with harness.nginx_backend(tmp, backend_ports):
+    with harness.nginx_backend(tmp, backend_ports, args.pin):
         for proxy in (p for p in PROXIES if p in args.only):
             try:
                 bench_idle(args, proxy, tmp, pems, out)
@@ -790,6 +797,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "python": platform.python_version(),
         },
         "duration_s": args.duration,
+        "pinned": args.pin,
         "s_time_clients": args.clients,
         "wrk_connections": args.connections,
         "idle_connections": {"plain": args.idle_plain, "tls": args.idle_tls},
