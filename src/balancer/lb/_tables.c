@@ -74,15 +74,14 @@ static int64_t isqrt64(int64_t x) {
     return r;
 }
 
-/* A server's next slot: the first one from `c` on (c included: a server's first turn starts
- * on its offset, which may be free), by steps of `skip` mod `size`, whose bit in `taken` is
- * clear. There must be one. Probing reads the bitmap (8 KiB for 65537 slots: L1), not the
- * table. Once the table is half full a walk is long and ends at an unpredictable step, one
- * mispredicted branch per step tested; `by_eights` tests eight steps at once, their bits
- * gathered into one mask, so the steps' loads overlap and a walk branches once per eight. */
+/* A server's next slot: the first one after `c`, by steps of `skip` mod `size`, whose bit
+ * in `taken` is clear. There must be one. `c` is the slot the server took last, taken by
+ * itself, so the walk starts a step further (before its first turn, one step before its
+ * offset). Probing reads the bitmap (8 KiB for 65537 slots: L1), not the table. Once the
+ * table is half full a walk is long and ends at an unpredictable step, one mispredicted
+ * branch per step tested; `by_eights` tests eight steps at once, their bits gathered into
+ * one mask, so the steps' loads overlap and a walk branches once per eight. */
 static inline uint32_t next_free(const uint64_t *taken, uint32_t c, uint32_t skip, uint32_t size, int by_eights) {
-    if (!(taken[c >> 6] >> (c & 63) & 1))
-        return c;
     if (!by_eights) {
         do {
             c += skip;
@@ -165,8 +164,9 @@ static PyObject *maglev_fill(PyObject *self, PyObject *args) {
             PyErr_SetString(PyExc_ValueError, "maglev_fill: a weight out of range");
             goto done;
         }
-        offsets[i] = positions[i] = (uint32_t)(little_endian_64(digest) % (uint64_t)size);
+        offsets[i] = (uint32_t)(little_endian_64(digest) % (uint64_t)size);
         skips[i] = (uint32_t)(little_endian_64(digest + 8) % (uint64_t)(size - 1) + 1);
+        positions[i] = offsets[i] >= skips[i] ? offsets[i] - skips[i] : offsets[i] + (uint32_t)size - skips[i];
         if (weights[i] > heaviest)
             heaviest = weights[i];
     }
