@@ -67,6 +67,16 @@ static int64_t inverse_mod(int64_t a, int64_t m) {
     return t < 0 ? t + m : t;
 }
 
+/* Trial division: sizes are at most a few million, this runs once per table. */
+static int is_prime64(int64_t x) {
+    if (x < 2)
+        return 0;
+    for (int64_t d = 2; d * d <= x; d++)
+        if (x % d == 0)
+            return 0;
+    return 1;
+}
+
 static int64_t isqrt64(int64_t x) {
     int64_t r = 0;
     while ((r + 1) * (r + 1) <= x)
@@ -142,6 +152,10 @@ static PyObject *maglev_fill(PyObject *self, PyObject *args) {
         goto done;
     if (digests.len % 16 != 0 || n_weights != n || n == 0 || size <= n || size > INT32_MAX) {
         PyErr_SetString(PyExc_ValueError, "maglev_fill: bad sizes");
+        goto done;
+    }
+    if (!is_prime64(size)) { /* a skip sharing a factor with size walks a part of the table */
+        PyErr_SetString(PyExc_ValueError, "maglev_fill: the size must be a prime");
         goto done;
     }
     offsets = PyMem_Malloc(sizeof(uint32_t) * n);

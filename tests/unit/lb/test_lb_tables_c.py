@@ -44,6 +44,8 @@ def test_maglev_fill_refuses_what_python_refuses() -> None:
         _tables.maglev_fill(two[:-1], [1, 1], 7)  # not 16 bytes per server
     with pytest.raises(ValueError):
         _tables.maglev_fill(two, [1, 0], 7)  # a weight of 0
+    with pytest.raises(ValueError):
+        _tables.maglev_fill(two, [1, 1], 9)  # not a prime: a skip of 3 would walk a third
     with pytest.raises(TypeError):
         _tables.maglev_fill(two, [1, "1"], 7)
 
