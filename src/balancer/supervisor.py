@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING, Any, cast
 
 from balancer import native
 from balancer.admin.api import AdminServer
-from balancer.admin.metrics import render as render_metrics
 from balancer.admin.statspage import start_stats_page
 from balancer.checks.monitor import HealthMonitor
 from balancer.cluster.bgp import BgpSpeaker, missing_exabgp
@@ -608,7 +607,9 @@ class Master:
         return self.reload()
 
     def metrics(self) -> bytes:
-        return render_metrics(self)
+        from balancer.admin.metrics import render  # prometheus_client: loaded at the first scrape
+
+        return render(self)
 
     def healthy(self) -> tuple[bool, str]:
         if self.stopping:
