@@ -3,8 +3,7 @@
 It inherits the listening sockets, reads the validated config text from stdin, serves until
 SIGTERM, then finishes what is in flight within `global.grace`. Kept apart from the master's
 module so a worker imports what serving needs and no more: the master's tier engines
-(pyroute2, dnspython, the admin API) cost a new worker a third of a second at every start
-and reload.
+(pyroute2, dnspython, the admin API) cost a new worker 0.4 s at every start and reload.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import ctypes
 import ctypes.util
 import hmac
@@ -29,16 +30,12 @@ def _crypt_libraries() -> Iterator[str]:
 
 def _load_crypt() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
     for name in _crypt_libraries():
-        try:
+        with contextlib.suppress(OSError, AttributeError):
             function = ctypes.CDLL(name).crypt
-            break
-        except (OSError, AttributeError):
-            continue
-    else:
-        return None
-    function.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
-    function.restype = ctypes.c_char_p
-    return function
+            function.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+            function.restype = ctypes.c_char_p
+            return function
+    return None
 
 
 _crypt = _load_crypt()
