@@ -54,8 +54,11 @@
  *     A non-blocking, close-on-exec TCP socket with TCP_NODELAY, connecting to the numeric
  *     IPv4 or IPv6 address `host` (str; ValueError when it is not one) and `port`:
  *     `connected` is True when the connect completed at once, False when it goes on (the
- *     socket turns writable once it ends; socket_error then says how). A connect refused at
- *     once closes the socket and raises.
+ *     socket turns writable once it ends; socket_error then says how). A connect that is
+ *     under way after the first call is asked once more: on loopback and near servers the
+ *     handshake has ended by then, and the waits for it (an epoll_ctl in and out of the
+ *     writable set, a pass, SO_ERROR) are saved. A connect refused at once closes the
+ *     socket and raises.
  * socket_error(fd) -> int
  *     The socket's pending error (SO_ERROR): 0, or the errno of a failed connect.
  *
@@ -407,6 +410,18 @@ static PyObject *connect_to(PyObject *module, PyObject *const *args, Py_ssize_t 
     do
         result = connect(fd, (struct sockaddr *)&storage, length);
     while (result != 0 && errno == EINTR);
+    if (result != 0 && errno == EINPROGRESS) {
+        /* Asked again: 0 once the handshake is over, as it mostly is by now to a server on
+         * this host or a near one (the SYN-ACK was handled as the first call returned);
+         * EALREADY while it goes on; the error of one that failed (a refusal). */
+        do
+            result = connect(fd, (struct sockaddr *)&storage, length);
+        while (result != 0 && errno == EINTR);
+        if (result != 0 && errno == EISCONN) /* TCP Fast Open's deferred connect */
+            result = 0;
+        else if (result != 0 && errno == EALREADY)
+            errno = EINPROGRESS;
+    }
     if (result != 0 && errno != EINPROGRESS) {
         PyErr_SetFromErrno(PyExc_OSError);
         close(fd);

@@ -6,8 +6,9 @@ then gives a TCPTransport that asks for both addresses (getsockname, getpeername
 registers the descriptor again to read: ~30k instructions and a dozen system calls beyond
 socket, connect and the reads and writes. The L4 relay pays that once per client
 connection. Here a server at a numeric address is connected with one C call (socket,
-TCP_NODELAY, connect), waits for the connect in the poller's writable set (one epoll_ctl in,
-one out), and becomes a net.plain_transport.PlainTransport.
+TCP_NODELAY, connect, and connect again: to a server on this host the handshake is over by
+then), waits for the connect in the poller's writable set only if it is still under way
+(one epoll_ctl in, one out, SO_ERROR), and becomes a net.plain_transport.PlainTransport.
 """
 
 from __future__ import annotations

@@ -169,6 +169,12 @@ def connect(host: str, port: int) -> tuple[int, bool]:
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         error = sock.connect_ex((host, port))
+        if error == errno.EINPROGRESS:  # asked again, as _nowait.c does: mostly over by now
+            error = sock.connect_ex((host, port))
+            if error == errno.EISCONN:
+                error = 0
+            elif error == errno.EALREADY:
+                error = errno.EINPROGRESS
         if error not in (0, errno.EINPROGRESS):
             raise OSError(error, os.strerror(error))
     except OSError:

@@ -226,3 +226,49 @@ def test_a_read_into_a_buffer_is_copied_out_as_bytes(connection: tuple[int, sock
     for outside in (-1, 33):
         with pytest.raises(ValueError):
             bytes_of(view, outside)
+
+
+def test_a_connect_to_this_host_is_over_when_connect_returns(listening_ipv4: socket.socket) -> None:
+    """The first connect() of a non-blocking socket is "in progress" even to loopback; the
+    handshake ends within that call, and connect asks again, so the relay waits for nothing.
+    (The kernel may defer its network work under load: of 20 connects, most end at once.)"""
+    host, port = listening_ipv4.getsockname()
+    at_once = 0
+    for _ in range(20):
+        fd, connected = socket_calls.connect(host, port)
+        try:
+            assert fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_NONBLOCK
+            assert fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC
+            with socket.socket(fileno=os.dup(fd)) as view:
+                assert view.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+                if connected:
+                    assert view.getpeername() == (host, port)
+            at_once += connected
+        finally:
+            os.close(fd)
+        accepted, _ = listening_ipv4.accept()
+        accepted.close()
+    assert at_once >= 10
+
+
+def test_a_refused_connect_to_this_host_raises_from_the_call() -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))  # bound, not listening: refused
+        host, port = closed.getsockname()
+        refused_at_once = 0
+        for _ in range(20):
+            try:
+                fd, connected = socket_calls.connect(host, port)
+            except ConnectionRefusedError:
+                refused_at_once += 1
+                continue
+            try:  # deferred by the kernel: the refusal is the socket's pending error
+                assert not connected
+            finally:
+                os.close(fd)
+        assert refused_at_once >= 10
+
+
+def test_connect_refuses_a_name() -> None:
+    with pytest.raises(ValueError, match="not a numeric address"):
+        socket_calls.connect("localhost", 80)
