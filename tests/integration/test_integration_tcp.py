@@ -5,8 +5,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
+import resource
+import socket
 import ssl
+import time
 
+import pytest
 from tests.integration.aclient import open_with_buffers, until_stalled, wait_until
 from tests.integration.configs import frontend_port, make_config
 from tests.integration.peers import RawServer
@@ -325,6 +329,71 @@ def test_the_only_server_never_completing_the_connect_closes_the_client_after_th
     assert received == b""
     assert failures == 2
     assert 0.5 < elapsed < 5
+
+
+def test_a_dead_server_refusing_a_long_queue_closes_every_client_and_frees_its_slot(run_balancer):
+    """maxconn = 1, 1,200 clients queued behind the one connected, then the server dies. Each
+    freed slot goes to the next queued client, whose connect is refused at once (from the
+    connect call: the listener is gone); that failure frees the slot again. Every client is
+    closed (after its retries, or at timeouts.queue once the server is taken out), none is
+    left queued, the slot count is back to 0, and nothing escapes to the loop: the failures,
+    told within the hand-over, once nested a stack frame deeper per queued client, until
+    Python's recursion limit left sessions queued and a slot taken for good."""
+    queued = 1200
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 4 * queued + 256  # both ends of each client connection live in this process
+    if hard != resource.RLIM_INFINITY and hard < want:
+        pytest.skip(f"the open-files hard limit {hard} is below the {want} this test holds")
+    if soft != resource.RLIM_INFINITY and soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    config = make_config(
+        [{"name": "only", "address": "127.0.0.1:%d" % listener.getsockname()[1], "maxconn": 1}],
+        mode="tcp",
+        frontend={"forwardfor": False},
+        backend={"retries": 1, "timeouts": {"connect": "100ms", "queue": "3s"}},
+    )
+
+    def open_clients(port: int) -> list[socket.socket]:  # blocking, in a thread: off the loop
+        return [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(queued)]
+
+    def ends_of(clients: list[socket.socket]) -> list[bytes | str]:
+        deadline = time.monotonic() + 20
+        ends: list[bytes | str] = []
+        for client in clients:
+            client.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                ends.append(client.recv(1))  # b"": closed; the server never sent a byte
+            except ConnectionResetError:
+                ends.append("reset")
+            except TimeoutError:
+                ends.append("still open")
+            finally:
+                client.close()
+        return ends
+
+    async def scenario(balancer):
+        held: list[asyncio.StreamWriter] = []
+        server = await asyncio.start_server(lambda _r, w: held.append(w), sock=listener)
+        port = frontend_port(balancer)
+        first = await asyncio.to_thread(socket.create_connection, ("127.0.0.1", port), 5)
+        await wait_until(lambda: len(held) == 1, message="the first client's connection to the server")
+        clients = [first, *await asyncio.to_thread(open_clients, port)]
+        waiting = balancer.backend_contexts["web"].waiting
+        await wait_until(lambda: len(waiting) == queued, message="every other client queued", timeout=20)
+        server.close()  # refused from here on
+        for writer in held:
+            writer.transport.abort()
+        ends = await asyncio.to_thread(ends_of, clients)
+        only = balancer.backends["web"].by_name["only"]
+        return ends, len(waiting), only.active, only.connect_failures
+
+    ends, still_queued, active, failures = run_balancer(config, scenario, timeout=90)
+    assert set(ends) <= {b"", "reset"} and len(ends) == queued + 1
+    assert still_queued == 0 and active == 0
+    assert failures >= queued
 
 
 def test_what_a_client_sends_while_queued_for_a_slot_arrives_intact(run_balancer, echo_server):

@@ -279,7 +279,11 @@ class TcpSession(asyncio.Protocol):
         try:
             connecting = PlainConnect(self.loop, poller, server.host, server.port, side, side.failed)
         except OSError as exc:  # refused at once, or no socket to be had
-            self.attempt_failed(side, exc)
+            # Told from the loop, not from here: this runs inside a freed slot's hand-over
+            # (context.slot_freed), and a failure frees the slot again, for the next queued
+            # session, which would fail within it in turn: one stack frame deeper per
+            # queued session when a dead server refuses them all.
+            self.loop.call_soon(self.attempt_failed, side, exc)
             return
         if side.transport is None and not side.abandoned:
             side.connecting = connecting  # still under way
