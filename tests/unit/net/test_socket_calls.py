@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.support.listening import UnansweredListener
 
 from balancer.net import socket_calls
 from balancer.net.socket_calls import accept, bytes_of, drain, getsockname, recv, recv_into, send, shutdown_write
@@ -277,17 +278,16 @@ def test_a_refused_connect_to_this_host_raises_from_the_call() -> None:
 def test_a_connect_still_under_way_after_the_second_ask_is_not_connected() -> None:
     """A listener whose queue is full drops the SYN: the connect goes on (and would be
     retried by the kernel), with no error pending."""
-    with socket.socket() as full:
-        full.bind(("127.0.0.1", 0))
-        full.listen(0)
-        host, port = full.getsockname()
-        with socket.create_connection((host, port), timeout=5):  # fills the queue: never accepted
-            fd, connected = socket_calls.connect(host, port)
-            try:
-                assert not connected
-                assert socket_calls.socket_error(fd) == 0
-            finally:
-                os.close(fd)
+    full = UnansweredListener()
+    try:
+        fd, connected = socket_calls.connect("127.0.0.1", full.port)
+        try:
+            assert not connected
+            assert socket_calls.socket_error(fd) == 0
+        finally:
+            os.close(fd)
+    finally:
+        full.close()
 
 
 def test_connect_refuses_a_name() -> None:
